@@ -1,0 +1,111 @@
+package events
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Type classifies an event. Values are stable: they appear in syslog and JSON.
+type Type string
+
+// Event types.
+const (
+	TypeDeny          Type = "deny"
+	TypeAlert         Type = "alert" // monitor mode: would have been denied
+	TypePolicyReload  Type = "policy_reload"
+	TypePolicyError   Type = "policy_error"
+	TypeLink          Type = "link"
+	TypeStart         Type = "start"
+	TypeStop          Type = "stop"
+	TypeUpdate        Type = "update" // firmware update step, see Event.Step
+	TypeExporter      Type = "exporter"
+	TypeDropped       Type = "dropped" // events lost to a full spool or rate limit
+	TypeAggregated    Type = "aggregated"
+	TypeWatchdog      Type = "watchdog"
+	TypeBypass        Type = "bypass"
+	TypeFlowTableFull Type = "flow_table_full"
+)
+
+// Severity follows RFC 5424 section 6.2.1 numbering (0 emergency .. 7 debug).
+type Severity uint8
+
+// Severities.
+const (
+	SevEmergency Severity = iota
+	SevAlert
+	SevCritical
+	SevError
+	SevWarning
+	SevNotice
+	SevInfo
+	SevDebug
+)
+
+// String returns the lower-case RFC 5424 name.
+func (s Severity) String() string {
+	names := [...]string{"emergency", "alert", "critical", "error", "warning", "notice", "info", "debug"}
+	if int(s) < len(names) {
+		return names[s]
+	}
+	return "unknown"
+}
+
+// TimeQuality tells the receiver how far to trust Event.Time (RFC 5424
+// section 7.1 timeQuality).
+type TimeQuality struct {
+	TZKnown      bool
+	IsSynced     bool
+	SyncAccuracy int // microseconds; 0 = unknown
+}
+
+// Event is one security or operational event. The zero value is not a valid
+// event: Seq, BootID, Time and Type are set by the pipeline or producer.
+type Event struct {
+	Seq         uint64 // per boot, contiguous, assigned by the Pipeline
+	BootID      string // random per process start, assigned by the Pipeline
+	Time        time.Time
+	TimeQuality TimeQuality
+	Severity    Severity
+	Type        Type
+	Message     string // one line a person reads
+
+	// Verdict context (deny/alert).
+	Mode     string // "enforce" or "monitor"
+	Verdict  string // "deny", "alert", "allow"
+	Action   string // "drop", "reset", "reply" (deny only)
+	Conduit  string
+	Rule     string
+	Reason   string
+	FromZone string
+	ToZone   string
+	Src      netip.AddrPort
+	Dst      netip.AddrPort
+	Proto    string // "modbus", "dnp3", "opcua", "tcp", "udp", "icmp", "l2"
+	Frame    int    // replay only: 1-based frame number in the capture
+	Count    int    // aggregated repeats (>= 1 when aggregated)
+
+	// Protocol fields, as in `otgw dissect` (e.g. "fc": 6, "unit": 1).
+	Fields map[string]any
+
+	// Update / policy / link context.
+	Step    string // update: started, rejected, installed, committed, rolled_back
+	Version string
+	File    string // policy file
+	Line    int
+	Port    string // link events
+}
+
+// Sink receives events. Emit must not block the caller for long and must be
+// safe for concurrent use; it takes ownership of e.
+type Sink interface {
+	Emit(e *Event)
+}
+
+// SinkFunc adapts a function to Sink.
+type SinkFunc func(e *Event)
+
+// Emit calls f(e).
+func (f SinkFunc) Emit(e *Event) { f(e) }
+
+// Discard is a Sink that drops every event.
+var Discard Sink = SinkFunc(func(*Event) {})

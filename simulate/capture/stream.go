@@ -1,0 +1,341 @@
+package capture
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/otgw/otgw/gateway/packet"
+)
+
+// Segment is a piece of one direction's in-order byte stream.
+type Segment struct {
+	Frame     int // 1-based frame that made these bytes available
+	Time      time.Time
+	Transport string // "tcp" or "udp"
+	Src, Dst  netip.AddrPort
+	// Payload holds the newly contiguous bytes of this direction (TCP) or
+	// the datagram (UDP). It is valid only during the callback.
+	Payload []byte
+	// Gap reports that bytes of this direction were lost before Payload:
+	// the capture started mid-stream, or it has a hole that never filled.
+	Gap bool
+	// Conn identifies the connection (TCP) or flow (UDP); both directions
+	// share it. Ids count up from 1 in order of first appearance.
+	Conn uint64
+	// SYN reports that this direction's connection was seen from its SYN,
+	// so the initiator is known (Src of the SYN without ACK).
+	SYN bool
+	// Initiator is the endpoint that sent the first SYN, when seen.
+	Initiator netip.AddrPort
+}
+
+// Options tune ReadStreams. The zero value is ready to use.
+type Options struct {
+	// MaxBuffered caps the out-of-order bytes held per direction
+	// (default 1 MiB); past it the oldest hole is declared a gap.
+	MaxBuffered int
+	// Frames, when set, is called for every frame before its payload is
+	// delivered (for tools that also count packets).
+	Frames func(f *Frame, p *packet.Packet)
+}
+
+// Stats counts what ReadStreams saw.
+type Stats struct {
+	Frames      int
+	Undecodable int // frames whose headers could not be read
+	Fragments   int // IP fragments (not reassembled)
+	TCPSegments int
+	UDPDatagram int
+	Retransmit  int // segments whose bytes had all been delivered already
+	Gaps        int
+}
+
+type flowKey struct {
+	a, b netip.AddrPort // a < b
+	udp  bool
+}
+
+type half struct {
+	started bool
+	next    uint32 // next expected sequence number
+	fin     bool
+	pending []pendingSeg
+	pendLen int
+	gap     bool // deliver the next bytes with Gap set
+}
+
+type pendingSeg struct {
+	seq   uint32
+	data  []byte
+	frame int
+	time  time.Time
+}
+
+type conn struct {
+	id        uint64
+	halves    [2]half // indexed by side: 0 = a→b, 1 = b→a
+	syn       bool
+	initiator netip.AddrPort
+}
+
+// ReadStreams reads the capture at path and calls fn for every piece of
+// in-order TCP payload and every UDP datagram. It returns the statistics
+// and the first error from reading or from fn.
+func ReadStreams(path string, opts Options, fn func(*Segment) error) (Stats, error) {
+	r := newReassembler(opts, fn)
+	err := ReadFrames(path, r.frame)
+	if err == nil {
+		err = r.flush()
+	}
+	return r.stats, err
+}
+
+// Reassembler is the engine behind ReadStreams, for callers that already
+// have frames (e.g. several files merged in time order).
+type Reassembler struct {
+	opts  Options
+	fn    func(*Segment) error
+	conns map[flowKey]*conn
+	ids   uint64
+	pkt   packet.Packet
+	seg   Segment
+	stats Stats
+	last  *Frame
+}
+
+// NewReassembler returns a Reassembler that calls fn for each segment.
+func NewReassembler(opts Options, fn func(*Segment) error) *Reassembler {
+	return newReassembler(opts, fn)
+}
+
+func newReassembler(opts Options, fn func(*Segment) error) *Reassembler {
+	if opts.MaxBuffered <= 0 {
+		opts.MaxBuffered = 1 << 20
+	}
+	return &Reassembler{opts: opts, fn: fn, conns: make(map[flowKey]*conn)}
+}
+
+// Stats returns the counts so far.
+func (r *Reassembler) Stats() Stats { return r.stats }
+
+// Frame feeds one frame.
+func (r *Reassembler) Frame(f *Frame) error { return r.frame(f) }
+
+// Flush delivers what is still held at the end of the input, as gaps.
+func (r *Reassembler) Flush() error { return r.flush() }
+
+func less(a, b netip.AddrPort) bool {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c < 0
+	}
+	return a.Port() < b.Port()
+}
+
+func (r *Reassembler) frame(f *Frame) error {
+	r.stats.Frames++
+	p := &r.pkt
+	if err := p.Decode(f.Data, f.Link); err != nil {
+		r.stats.Undecodable++
+		if r.opts.Frames != nil {
+			r.opts.Frames(f, p)
+		}
+		return nil
+	}
+	if r.opts.Frames != nil {
+		r.opts.Frames(f, p)
+	}
+	if p.Fragment {
+		r.stats.Fragments++
+		return nil
+	}
+	if !p.HasL4 || (p.Proto != packet.ProtoTCP && p.Proto != packet.ProtoUDP) {
+		return nil
+	}
+	src, dst := p.SrcAddrPort(), p.DstAddrPort()
+	udp := p.Proto == packet.ProtoUDP
+	k := flowKey{a: src, b: dst, udp: udp}
+	side := 0
+	if less(dst, src) {
+		k.a, k.b, side = dst, src, 1
+	}
+	c := r.conns[k]
+	tcp := !udp
+	if tcp && p.Flags&packet.TCPSyn != 0 && p.Flags&packet.TCPAck == 0 && c != nil && c.halves[side].started {
+		// A new SYN on a used 4-tuple is a new connection.
+		delete(r.conns, k)
+		c = nil
+	}
+	if c == nil {
+		r.ids++
+		c = &conn{id: r.ids}
+		r.conns[k] = c
+	}
+	r.seg = Segment{Frame: f.Index, Time: f.Time, Src: src, Dst: dst, Conn: c.id}
+	if udp {
+		r.stats.UDPDatagram++
+		r.seg.Transport = "udp"
+		r.seg.Payload = p.Payload
+		if len(p.Payload) == 0 {
+			return nil
+		}
+		return r.fn(&r.seg)
+	}
+	r.stats.TCPSegments++
+	r.seg.Transport = "tcp"
+	h := &c.halves[side]
+	if p.Flags&packet.TCPSyn != 0 {
+		if p.Flags&packet.TCPAck == 0 {
+			c.syn = true
+			c.initiator = src
+		}
+		h.started = true
+		h.next = p.Seq + 1
+		h.pending, h.pendLen, h.gap = nil, 0, false
+		if len(p.Payload) == 0 {
+			return nil
+		}
+	}
+	r.seg.SYN = c.syn
+	r.seg.Initiator = c.initiator
+	if !h.started {
+		if len(p.Payload) == 0 {
+			return nil // pure ACK before we know the stream
+		}
+		// Mid-stream pickup: take the first data we see as the start.
+		h.started = true
+		h.next = p.Seq
+		h.gap = true
+	}
+	seq := p.Seq
+	if p.Flags&packet.TCPSyn != 0 {
+		seq++
+	}
+	if err := r.deliver(h, seq, p.Payload, f.Index, f.Time); err != nil {
+		return err
+	}
+	// The peer's ACK proves it received bytes of the other direction that
+	// the capture may have missed: a hole below the ack will never fill.
+	if p.Flags&packet.TCPAck != 0 {
+		o := &c.halves[1-side]
+		if o.started && len(o.pending) > 0 && seqAfter(p.Ack, o.next) && !seqAfter(o.pending[0].seq, p.Ack) {
+			if err := r.skipHole(o); err != nil {
+				return err
+			}
+		}
+	}
+	if p.Flags&(packet.TCPFin|packet.TCPRst) != 0 {
+		h.fin = true
+	}
+	return nil
+}
+
+// seqAfter reports a > b in sequence space (RFC 9293 §3.4).
+func seqAfter(a, b uint32) bool { return int32(a-b) > 0 }
+
+func (r *Reassembler) deliver(h *half, seq uint32, data []byte, frame int, t time.Time) error {
+	if len(data) == 0 {
+		return nil
+	}
+	end := seq + uint32(len(data))
+	if !seqAfter(end, h.next) {
+		r.stats.Retransmit++
+		return nil // all old
+	}
+	if seqAfter(seq, h.next) {
+		// Out of order: hold a copy until the hole fills.
+		cp := append([]byte(nil), data...)
+		h.pending = append(h.pending, pendingSeg{seq: seq, data: cp, frame: frame, time: t})
+		sort.SliceStable(h.pending, func(i, j int) bool { return seqAfter(h.pending[j].seq, h.pending[i].seq) })
+		h.pendLen += len(cp)
+		for h.pendLen > r.opts.MaxBuffered && len(h.pending) > 0 {
+			if err := r.skipHole(h); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// Overlaps what we have: trim the old part.
+	data = data[h.next-seq:]
+	if err := r.emit(h, data, frame, t); err != nil {
+		return err
+	}
+	return r.drain(h, frame, t)
+}
+
+func (r *Reassembler) emit(h *half, data []byte, frame int, t time.Time) error {
+	h.next += uint32(len(data))
+	r.seg.Frame, r.seg.Time = frame, t
+	r.seg.Payload = data
+	r.seg.Gap = h.gap
+	if h.gap {
+		r.stats.Gaps++
+	}
+	h.gap = false
+	return r.fn(&r.seg)
+}
+
+// drain delivers held segments that have become contiguous. They complete
+// in the frame that filled the hole.
+func (r *Reassembler) drain(h *half, frame int, t time.Time) error {
+	for len(h.pending) > 0 {
+		ps := h.pending[0]
+		if seqAfter(ps.seq, h.next) {
+			return nil
+		}
+		h.pending = h.pending[1:]
+		h.pendLen -= len(ps.data)
+		end := ps.seq + uint32(len(ps.data))
+		if !seqAfter(end, h.next) {
+			continue
+		}
+		if err := r.emit(h, ps.data[h.next-ps.seq:], frame, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// skipHole declares the bytes before the first held segment lost and
+// delivers from there; the delivered bytes keep the frame of the segment
+// that carried them.
+func (r *Reassembler) skipHole(h *half) error {
+	ps := h.pending[0]
+	h.next = ps.seq
+	h.gap = true
+	return r.drain(h, ps.frame, ps.time)
+}
+
+func (r *Reassembler) flush() error {
+	keys := make([]flowKey, 0, len(r.conns))
+	for k, c := range r.conns {
+		if len(c.halves[0].pending)+len(c.halves[1].pending) > 0 {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return r.conns[keys[i]].id < r.conns[keys[j]].id })
+	for _, k := range keys {
+		c := r.conns[k]
+		for side := range 2 {
+			h := &c.halves[side]
+			src, dst := k.a, k.b
+			if side == 1 {
+				src, dst = dst, src
+			}
+			for len(h.pending) > 0 {
+				r.seg = Segment{Transport: "tcp", Src: src, Dst: dst, Conn: c.id, SYN: c.syn, Initiator: c.initiator}
+				if err := r.skipHole(h); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// String summarises the statistics.
+func (s Stats) String() string {
+	return fmt.Sprintf("%d frames, %d tcp segments, %d udp datagrams, %d undecodable, %d fragments, %d retransmissions, %d gaps",
+		s.Frames, s.TCPSegments, s.UDPDatagram, s.Undecodable, s.Fragments, s.Retransmit, s.Gaps)
+}
