@@ -60,9 +60,9 @@ func streams(t *testing.T, path string) ([]got, capture.Stats) {
 
 func TestReassemblyInOrderOutOfOrderAndRetransmission(t *testing.T) {
 	f := capture.NewTCPFlow(cli, srv)
-	frames := f.Handshake()                                // frames 1-3
-	frames = append(frames, f.Send(true, []byte("abc")))   // 4
-	s1 := f.NextSeq(true)                                  //
+	frames := f.Handshake()                              // frames 1-3
+	frames = append(frames, f.Send(true, []byte("abc"))) // 4
+	s1 := f.NextSeq(true)                                //
 	seg2 := f.Segment(true, s1+3, f.NextSeq(false), capture.TCPFlags{ACK: true, PSH: true}, []byte("ghi"))
 	seg1 := f.Segment(true, s1, f.NextSeq(false), capture.TCPFlags{ACK: true, PSH: true}, []byte("def"))
 	f.Advance(true, 6)
