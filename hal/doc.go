@@ -1,0 +1,33 @@
+// Package hal is the hardware layer of the inline gateway: the two
+// Ethernet ports the datapath reads and writes, their link setup, and the
+// board's watchdog, LEDs and bypass relay.
+//
+// It owns:
+//
+//   - Port: batched frame I/O on one interface. The Linux implementation
+//     (OpenPort) is an AF_PACKET SOCK_RAW socket bound to the interface
+//     (packet(7)) with PACKET_IGNORE_OUTGOING, promiscuous membership
+//     (PACKET_MR_PROMISC) and PACKET_AUXDATA; 802.1Q/802.1ad tags that the
+//     kernel strips on receive (skb->vlan_tci) are put back into the frame
+//     from tpacket_auxdata (IEEE 802.1Q-2018 clause 9: TPID, then TCI,
+//     after the source address). Batches use recvmmsg(2)/sendmmsg(2), and
+//     the socket sits in the Go runtime's poller, so Close and read
+//     deadlines wake a blocked reader.
+//   - Link: interface setup over rtnetlink (github.com/vishvananda/netlink):
+//     up, promiscuous, equal MTUs, no IP addresses and no IPv6, offloads
+//     (GRO, LRO, TSO, GSO) off through the ethtool ioctl (SIOCETHTOOL,
+//     ETHTOOL_GFEATURES/ETHTOOL_SFEATURES, include/uapi/linux/ethtool.h),
+//     and link up/down notifications.
+//   - Watchdog (/dev/watchdog, Documentation/watchdog/watchdog-api.rst),
+//     LED (/sys/class/leds, Documentation/leds/leds-class.rst) and Bypass
+//     (a relay on a GPIO line through the character device v2 uAPI,
+//     include/uapi/linux/gpio.h; or the kernel-bridge fallback, Bridge).
+//
+// Fail modes: the gateway is fail-closed because nothing but this process
+// moves frames between the ports. Fail-open is only ever done by a Bypass
+// (a hardware relay, or Bridge joining the ports in a kernel bridge) that a
+// separate supervisor engages; see DESIGN.md.
+//
+// hal/halsim holds simulated twins for what cannot run on a build host:
+// the relay, the LEDs and the watchdog device.
+package hal
