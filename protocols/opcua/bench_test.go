@@ -1,0 +1,74 @@
+package opcua
+
+import (
+	"sort"
+	"testing"
+
+	"github.com/otgw/otgw/protocols"
+)
+
+func sortedSamples() ([]string, map[string][]byte) {
+	s := samples()
+	names := make([]string, 0, len(s))
+	for n := range s {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names, s
+}
+
+func BenchmarkFramerNext(b *testing.B) {
+	names, s := sortedSamples()
+	for _, name := range names {
+		buf := s[name]
+		b.Run(name, func(b *testing.B) {
+			var f Framer
+			b.ReportAllocs()
+			b.SetBytes(int64(len(buf)))
+			for b.Loop() {
+				_, _, _ = f.Next(buf)
+			}
+		})
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	names, s := sortedSamples()
+	for _, name := range names {
+		buf := s[name]
+		b.Run(name, func(b *testing.B) {
+			var m Message
+			b.ReportAllocs()
+			b.SetBytes(int64(len(buf)))
+			for b.Loop() {
+				_ = m.Decode(buf)
+			}
+		})
+	}
+}
+
+func BenchmarkChannelDecode(b *testing.B) {
+	write := AppendWriteRequest(nil, 2, WriteValue{setpoint, 1}, WriteValue{setpoint, 2}, WriteValue{setpoint, 3})
+	cases := map[string][]byte{
+		"MSG_read_single":   samples()["MSG_read"],
+		"MSG_write_4chunks": AppendChunks(nil, tHdr, write, len(write)/4+1),
+	}
+	for _, name := range []string{"MSG_read_single", "MSG_write_4chunks"} {
+		buf := cases[name]
+		b.Run(name, func(b *testing.B) {
+			var c Channel
+			var m Message
+			var f Framer
+			c.state, c.policy, c.mode, c.channelID, c.haveID = stOpen, PolicyNone, ModeNone, 7, true
+			b.ReportAllocs()
+			b.SetBytes(int64(len(buf)))
+			for b.Loop() {
+				for p := buf; len(p) > 0; {
+					n, _, _ := f.Next(p)
+					_ = c.Decode(protocols.Request, p[:n], &m)
+					p = p[n:]
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,386 @@
+package opcua
+
+import "github.com/otgw/otgw/protocols"
+
+// Reassembly defaults (OPC 10000-6 §6.7.3; HEL/ACK MaxMessageSize and
+// MaxChunkCount tighten them when non-zero).
+const (
+	// DefaultMaxChunks is the chunk limit per message when Channel.MaxChunks
+	// is 0.
+	DefaultMaxChunks = 4096
+	// DefaultMaxMessageSize is the message size limit (sum of chunk bodies)
+	// when Channel.MaxMessageSize is 0.
+	DefaultMaxMessageSize = 16 << 20
+)
+
+// chanState is where a connection is in the UACP/UASC handshake.
+type chanState uint8
+
+const (
+	stInit   chanState = iota // nothing seen
+	stHello                   // HEL sent, waiting for ACK
+	stAck                     // ACK received: OPN may follow
+	stOpen                    // OPN response seen: MSG allowed
+	stClosed                  // CLO or ERR seen (the server may still answer requests in flight)
+)
+
+// assembly is one direction's message in progress (§6.7.3: the chunks of a
+// message are sent sequentially, so there is at most one per direction).
+type assembly struct {
+	active    bool
+	requestID uint32
+	chunks    int
+	size      int // body bytes so far
+	failed    bool
+	buffer    bool // body kept for decoding at the final chunk (Write/Call)
+	typeID    uint32
+	hasTypeID bool
+	service   Service
+	response  bool
+	buf       []byte
+}
+
+func (a *assembly) reset() {
+	buf := a.buf[:0]
+	*a = assembly{buf: buf}
+}
+
+// Channel follows the UA Secure Conversation state of one TCP connection:
+// the HEL/ACK negotiation, the SecurityPolicy and MessageSecurityMode
+// opened by OPN, the SecureChannelId the server assigned, and the chunks of
+// a multi-chunk message in each direction (bounded by MaxChunks and
+// MaxMessageSize; an abort chunk discards them).
+//
+// It decides whether a MSG body is readable: policy None or mode Sign yes,
+// SignAndEncrypt no. When the OPN is encrypted (policy other than None) the
+// requested mode cannot be read; the first MSG after it settles it: a body
+// that decodes to a known service type id means Sign, anything else means
+// SignAndEncrypt, and the choice sticks for the channel (ModeInferred).
+//
+// The body of a Write or Call request that spans chunks is buffered (the
+// buffer grows once per connection up to MaxMessageSize) and decoded at the
+// final chunk, so NodeIds are judged on the whole message; other services
+// need only the type id from the first chunk and are counted, not kept.
+// The zero value is ready to use. Not safe for concurrent use.
+type Channel struct {
+	MaxChunks      int // 0: DefaultMaxChunks
+	MaxMessageSize int // 0: DefaultMaxMessageSize
+
+	state        chanState
+	midstream    bool // picked up without seeing the handshake
+	policy       SecurityPolicy
+	mode         SecurityMode
+	modeInferred bool
+	channelID    uint32
+	haveID       bool
+	tokenID      uint32
+	// negotiated limits, index 0 client→server, 1 server→client (0: none)
+	maxChunkSize [2]uint32
+	maxMsgSize   [2]uint32
+	maxChunks    [2]uint32
+	asm          [2]assembly
+}
+
+func dirIndex(d protocols.Dir) int {
+	if d == protocols.Response {
+		return 1
+	}
+	return 0
+}
+
+// Policy returns the channel's SecurityPolicy (PolicyUnknown before OPN).
+func (c *Channel) Policy() SecurityPolicy { return c.policy }
+
+// Mode returns the channel's MessageSecurityMode (ModeInvalid while not
+// known) and whether it was inferred rather than read from the OPN.
+func (c *Channel) Mode() (SecurityMode, bool) { return c.mode, c.modeInferred }
+
+// ChannelID returns the SecureChannelId assigned by the server and whether
+// one was seen.
+func (c *Channel) ChannelID() (uint32, bool) { return c.channelID, c.haveID }
+
+// Open reports whether an OpenSecureChannel response was seen and no
+// CloseSecureChannel since.
+func (c *Channel) Open() bool { return c.state == stOpen }
+
+// MaxChunkSize returns the largest chunk the receiver in direction dir
+// accepts, from HEL/ACK (0 when not negotiated).
+func (c *Channel) MaxChunkSize(dir protocols.Dir) uint32 {
+	return c.maxChunkSize[dirIndex(dir)]
+}
+
+// Gap tells the channel that bytes of direction dir were lost: a message
+// in progress in that direction is discarded. When nothing of the
+// connection was seen yet, the channel is picked up mid-stream and stops
+// demanding the handshake (monitor use only: the gateway itself never
+// adopts a flow mid-stream in enforce mode).
+func (c *Channel) Gap(dir protocols.Dir) {
+	c.asm[dirIndex(dir)].reset()
+	if c.state == stInit {
+		c.midstream = true
+	}
+}
+
+func (c *Channel) limits(d int) (maxChunks, maxSize int) {
+	maxChunks, maxSize = c.MaxChunks, c.MaxMessageSize
+	if maxChunks <= 0 {
+		maxChunks = DefaultMaxChunks
+	}
+	if maxSize <= 0 {
+		maxSize = DefaultMaxMessageSize
+	}
+	if n := c.maxChunks[d]; n != 0 && uint64(n) < uint64(maxChunks) {
+		maxChunks = int(n)
+	}
+	if n := c.maxMsgSize[d]; n != 0 && uint64(n) < uint64(maxSize) {
+		maxSize = int(n)
+	}
+	return maxChunks, maxSize
+}
+
+// Decode decodes chunk b, travelling in direction dir (Request: client to
+// server), into m with the channel's knowledge, and advances the channel.
+// On top of Message.Decode it: reads MSG/CLO bodies only when the channel
+// is not SignAndEncrypt; decodes continuation chunks as such and reports
+// the reassembled Write/Call NodeIds at the final chunk; sets m.Policy and
+// m.Mode of MSG/CLO to the channel's; and reports stateful anomalies
+// (unexpected_message, msg_before_open, bad_channel_id, too_many_chunks,
+// message_too_large, interleaved_chunks, invalid_message_size above the
+// negotiated buffer size). m aliases b, or the channel's buffer for a
+// reassembled body, until the next call for the same direction. It returns
+// nil or the sentinel of m.Anomaly and allocates nothing once the
+// reassembly buffer has grown.
+func (c *Channel) Decode(dir protocols.Dir, b []byte, m *Message) error {
+	d := dirIndex(dir)
+	a := c.decode(d, b, m)
+	if m.Anomaly == AnomalyNone {
+		m.Anomaly = a
+	}
+	return m.Anomaly.Err()
+}
+
+func (c *Channel) decode(d int, b []byte, m *Message) Anomaly {
+	asm := &c.asm[d]
+	isMSG := len(b) >= 3 && messageType(b[0], b[1], b[2]) == TypeMSG
+	isData := isMSG || (len(b) >= 3 && messageType(b[0], b[1], b[2]) == TypeCLO)
+	continuation := isMSG && asm.active
+	switch {
+	case !isData:
+		_ = m.Decode(b)
+	case c.mode == ModeSignAndEncrypt:
+		_ = m.decode(b, false, false)
+	case c.policy == PolicyNone || c.mode == ModeSign || c.policy == PolicyUnknown:
+		_ = m.decode(b, true, !continuation)
+	default:
+		// Policy other than None, mode not known yet (§6.7.4: the OPN
+		// body was encrypted): infer it from the first body.
+		_ = m.decode(b, true, !continuation)
+		if !continuation {
+			c.modeInferred = true
+			if m.Anomaly == AnomalyNone && m.Service != ServiceUnknown {
+				c.mode = ModeSign
+			} else {
+				c.mode = ModeSignAndEncrypt
+				_ = m.decode(b, false, false)
+			}
+		}
+	}
+	var anomaly Anomaly
+	if m.Type == TypeUnknown {
+		return AnomalyNone
+	}
+	if lim := c.maxChunkSize[d]; lim != 0 && m.Size > lim {
+		anomaly = AnomalyInvalidMessageSize
+	}
+	set := func(x Anomaly) {
+		if anomaly == AnomalyNone {
+			anomaly = x
+		}
+	}
+	req := d == 0
+	switch m.Type {
+	case TypeHEL:
+		if !req || c.state != stInit {
+			set(AnomalyUnexpectedMessage)
+		}
+		if m.Anomaly == AnomalyNone && req {
+			// The client's receive buffer bounds server→client chunks.
+			c.maxChunkSize[1] = m.ReceiveBufferSize
+			c.maxMsgSize[1] = m.MaxMessageSize
+			c.maxChunks[1] = m.MaxChunkCount
+			c.state = stHello
+		}
+	case TypeACK:
+		if req || (c.state != stHello && !c.midstream) {
+			set(AnomalyUnexpectedMessage)
+		}
+		if m.Anomaly == AnomalyNone && !req {
+			c.maxChunkSize[0] = m.ReceiveBufferSize
+			c.maxMsgSize[0] = m.MaxMessageSize
+			c.maxChunks[0] = m.MaxChunkCount
+			if c.maxChunkSize[1] == 0 || (m.SendBufferSize != 0 && m.SendBufferSize < c.maxChunkSize[1]) {
+				c.maxChunkSize[1] = m.SendBufferSize
+			}
+			c.state = stAck
+		}
+	case TypeERR, TypeRHE:
+		if req {
+			set(AnomalyUnexpectedMessage)
+		}
+		if m.Type == TypeERR {
+			c.state = stClosed
+		} else if c.state != stInit {
+			set(AnomalyUnexpectedMessage)
+		}
+	case TypeOPN:
+		if c.state < stAck && !c.midstream || c.state == stClosed {
+			set(AnomalyUnexpectedMessage)
+		}
+		if m.Policy != PolicyUnknown {
+			if c.policy != PolicyUnknown && c.policy != m.Policy && c.state == stOpen && req {
+				// A renewal keeps the policy (§6.7.4 OpenSecureChannel renew).
+				set(AnomalyUnexpectedMessage)
+			}
+			if req && c.state != stOpen {
+				c.policy = m.Policy
+				c.mode, c.modeInferred = ModeInvalid, false
+			}
+			if c.policy == PolicyUnknown {
+				c.policy = m.Policy
+			}
+		}
+		if req && m.Mode != ModeInvalid {
+			c.mode, c.modeInferred = m.Mode, false
+		}
+		if c.policy == PolicyNone && c.mode == ModeInvalid && m.Policy == PolicyNone {
+			c.mode = ModeNone
+		}
+		if !req {
+			if c.haveID && c.state == stOpen && m.ChannelID != c.channelID {
+				set(AnomalyBadChannelID)
+			}
+			c.channelID, c.haveID = m.ChannelID, true
+			if m.HasTypeID {
+				c.tokenID = m.TokenID
+			}
+			if c.state != stClosed {
+				c.state = stOpen
+			}
+		}
+	case TypeMSG, TypeCLO:
+		switch {
+		case c.midstream && !c.haveID:
+			c.channelID, c.haveID = m.ChannelID, true
+		case c.state == stClosed && !req && c.haveID:
+			// A response to a request sent before the client's CLO may
+			// cross it (seen in real open62541 traffic); only the client
+			// is barred from using a closed channel.
+			if m.ChannelID != c.channelID {
+				set(AnomalyBadChannelID)
+			}
+		case c.state != stOpen && !c.midstream:
+			set(AnomalyMsgBeforeOpen)
+		case c.haveID && m.ChannelID != c.channelID:
+			set(AnomalyBadChannelID)
+		}
+		m.Policy, m.Mode = c.policy, c.mode
+		if m.Type == TypeCLO {
+			if !req {
+				set(AnomalyUnexpectedMessage)
+			}
+			c.state = stClosed
+		} else {
+			set(c.chunk(d, asm, m))
+		}
+	}
+	return anomaly
+}
+
+// chunk runs reassembly for one MSG chunk (§6.7.3).
+func (c *Channel) chunk(d int, asm *assembly, m *Message) Anomaly {
+	var anomaly Anomaly
+	if m.Chunk == ChunkAbort {
+		asm.reset()
+		return AnomalyNone
+	}
+	if asm.active && m.HasSequence && m.RequestID != asm.requestID {
+		// A chunk of another message before this one's final chunk.
+		anomaly = AnomalyInterleavedChunks
+		asm.reset()
+		if m.Chunk == ChunkFinal || m.Chunk == ChunkIntermediate {
+			// This chunk's body starts its own message: decode it so.
+			if m.HasSequence && !m.Encrypted && !m.HasTypeID {
+				_ = m.decodeBody(m.Body, m.Chunk == ChunkFinal)
+			}
+		}
+	}
+	if !asm.active && m.Chunk == ChunkFinal {
+		return anomaly // single-chunk message: nothing to assemble
+	}
+	maxChunks, maxSize := c.limits(d)
+	body := m.Body
+	if c.mode == ModeSign {
+		if n := c.policy.symSigLen(); n <= len(body) {
+			body = body[:len(body)-n]
+		}
+	}
+	if !asm.active {
+		asm.active = true
+		asm.requestID = m.RequestID
+		asm.typeID, asm.hasTypeID = m.TypeID, m.HasTypeID
+		asm.service, asm.response = m.Service, m.Response
+		asm.buffer = m.HasSequence && !m.Encrypted && !m.Response &&
+			(m.Service == ServiceWrite || m.Service == ServiceCall)
+	} else {
+		m.TypeID, m.HasTypeID = asm.typeID, asm.hasTypeID
+		m.Service, m.Response = asm.service, asm.response
+	}
+	asm.chunks++
+	if len(m.Body) > 0 {
+		asm.size += len(body)
+	} else {
+		asm.size += int(m.Size)
+	}
+	if !asm.failed {
+		switch {
+		case asm.chunks > maxChunks:
+			asm.failed = true
+			if anomaly == AnomalyNone {
+				anomaly = AnomalyTooManyChunks
+			}
+		case asm.size > maxSize:
+			asm.failed = true
+			if anomaly == AnomalyNone {
+				anomaly = AnomalyMessageTooLarge
+			}
+		}
+		if asm.failed {
+			asm.buf = asm.buf[:0]
+		} else if asm.buffer {
+			asm.buf = append(asm.buf, body...)
+		}
+	}
+	if m.Chunk == ChunkIntermediate {
+		m.Partial = true
+		return anomaly
+	}
+	// Final chunk: the message is complete.
+	if asm.failed {
+		// Too large or too many chunks: the whole message is refused.
+		if anomaly == AnomalyNone {
+			anomaly = AnomalyMessageTooLarge
+			if asm.chunks > maxChunks {
+				anomaly = AnomalyTooManyChunks
+			}
+		}
+	} else if asm.buffer {
+		clear(m.Nodes[:m.NumNodes])
+		clear(m.Objects[:m.NumNodes])
+		m.NumNodes, m.Partial = 0, false
+		if a := m.decodeBody(asm.buf, true); a != AnomalyNone && anomaly == AnomalyNone {
+			anomaly = a
+		}
+	}
+	asm.reset()
+	return anomaly
+}
