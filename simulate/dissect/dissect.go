@@ -1,0 +1,244 @@
+// Package dissect turns a capture into the sequence of application PDUs the
+// inspection core sees: the engine behind `otgw dissect`, and the input of
+// `otgw learn` and of the truth tests. It joins simulate/capture (frames,
+// TCP reassembly) with the offline Conn of each protocol parser.
+package dissect
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/protocols/modbus"
+	"github.com/otgw/otgw/protocols/opcua"
+	"github.com/otgw/otgw/simulate/capture"
+)
+
+// Well-known server ports.
+const (
+	PortModbus = 502
+	PortDNP3   = 20000
+	PortOPCUA  = 4840
+)
+
+// Options select what is dissected.
+type Options struct {
+	// Ports maps a server port to the protocol spoken there. Nil means
+	// DefaultPorts. The same map applies to TCP and UDP.
+	Ports map[uint16]protocols.Proto
+}
+
+// DefaultPorts returns the standard ports: 502 Modbus/TCP, 20000 DNP3,
+// 4840 OPC UA.
+func DefaultPorts() map[uint16]protocols.Proto {
+	return map[uint16]protocols.Proto{
+		PortModbus: protocols.ProtoModbus,
+		PortDNP3:   protocols.ProtoDNP3,
+		PortOPCUA:  protocols.ProtoOPCUA,
+	}
+}
+
+// ParsePort reads a `--port proto=N` flag value.
+func ParsePort(s string) (protocols.Proto, uint16, error) {
+	name, num, ok := strings.Cut(s, "=")
+	if !ok {
+		return 0, 0, fmt.Errorf("--port %q: want proto=N, e.g. dnp3=20001", s)
+	}
+	var p protocols.Proto
+	switch strings.ToLower(name) {
+	case "modbus":
+		p = protocols.ProtoModbus
+	case "dnp3":
+		p = protocols.ProtoDNP3
+	case "opcua":
+		p = protocols.ProtoOPCUA
+	default:
+		return 0, 0, fmt.Errorf("--port %q: unknown protocol %q (modbus, dnp3, opcua)", s, name)
+	}
+	n, err := strconv.ParseUint(num, 10, 16)
+	if err != nil || n == 0 {
+		return 0, 0, fmt.Errorf("--port %q: bad port number %q", s, num)
+	}
+	return p, uint16(n), nil
+}
+
+// PDU is one application PDU with where and when it completed.
+type PDU struct {
+	Frame     int // 1-based frame where the PDU completes
+	Time      time.Time
+	Transport string
+	Src, Dst  netip.AddrPort
+	Conn      uint64
+	Proto     protocols.Proto
+	protocols.Record
+}
+
+// NewConn returns the offline parser of a protocol for a transport ("tcp"
+// or "udp").
+func NewConn(p protocols.Proto, transport string) protocols.Conn {
+	switch p {
+	case protocols.ProtoModbus:
+		if transport == "udp" {
+			return nil // Modbus/UDP is not inspected
+		}
+		return modbus.NewConn()
+	case protocols.ProtoDNP3:
+		if transport == "udp" {
+			// Each datagram stands alone: no frame joins the next one.
+			return dnp3.NewDatagramConn()
+		}
+		return dnp3.NewConn()
+	case protocols.ProtoOPCUA:
+		if transport == "udp" {
+			return nil
+		}
+		return opcua.NewConn()
+	}
+	return nil
+}
+
+type connState struct {
+	proto  protocols.Proto
+	server uint16
+	conn   protocols.Conn
+}
+
+// Run dissects the capture at path, calling fn for every PDU in order.
+func Run(path string, opts Options, fn func(*PDU) error) (capture.Stats, error) {
+	d := New(opts, fn)
+	st, err := capture.ReadStreams(path, capture.Options{}, d.Segment)
+	if err == nil {
+		err = d.err
+	}
+	return st, err
+}
+
+// Dissector follows the connections of one or more captures.
+type Dissector struct {
+	ports map[uint16]protocols.Proto
+	conns map[uint64]*connState
+	fn    func(*PDU) error
+	err   error
+	pdu   PDU
+}
+
+// New returns a Dissector that calls fn for each PDU.
+func New(opts Options, fn func(*PDU) error) *Dissector {
+	ports := opts.Ports
+	if ports == nil {
+		ports = DefaultPorts()
+	}
+	return &Dissector{ports: ports, conns: make(map[uint64]*connState), fn: fn}
+}
+
+// Segment feeds one reassembled segment (capture.ReadStreams callback).
+func (d *Dissector) Segment(s *capture.Segment) error {
+	if d.err != nil {
+		return d.err
+	}
+	cs, ok := d.conns[s.Conn]
+	if !ok {
+		cs = d.classify(s)
+		d.conns[s.Conn] = cs
+	}
+	if cs == nil || cs.conn == nil {
+		return nil
+	}
+	dir := protocols.Response
+	if s.Dst.Port() == cs.server {
+		dir = protocols.Request
+	}
+	if s.Src.Port() == s.Dst.Port() && s.Initiator.IsValid() {
+		// Same port both sides: the initiator is the client.
+		if s.Src == s.Initiator {
+			dir = protocols.Request
+		} else {
+			dir = protocols.Response
+		}
+	}
+	cs.conn.Feed(dir, s.Payload, s.Gap, func(r protocols.Record) {
+		if d.err != nil {
+			return
+		}
+		d.pdu = PDU{Frame: s.Frame, Time: s.Time, Transport: s.Transport, Src: s.Src, Dst: s.Dst,
+			Conn: s.Conn, Proto: cs.proto, Record: r}
+		d.err = d.fn(&d.pdu)
+	})
+	return d.err
+}
+
+// classify picks the protocol of a new connection from its server port.
+// The initiator's destination port wins when the handshake was seen.
+func (d *Dissector) classify(s *capture.Segment) *connState {
+	try := []uint16{s.Dst.Port(), s.Src.Port()}
+	if s.Initiator.IsValid() && s.Initiator != s.Src {
+		try = []uint16{s.Src.Port(), s.Dst.Port()}
+	}
+	for _, port := range try {
+		if p, ok := d.ports[port]; ok {
+			return &connState{proto: p, server: port, conn: NewConn(p, s.Transport)}
+		}
+	}
+	return nil
+}
+
+// JSON renders the PDU as one JSON object with the fields of DESIGN.md in
+// order: frame, time, src, dst, proto, dir, the protocol's fields, anomaly.
+func (p *PDU) JSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteString(`{"frame":`)
+	b.WriteString(strconv.Itoa(p.Frame))
+	b.WriteString(`,"time":`)
+	b.WriteString(strconv.Quote(p.Time.UTC().Format(time.RFC3339Nano)))
+	fmt.Fprintf(&b, `,"src":%q,"dst":%q,"proto":%q,"dir":%q`, p.Src.String(), p.Dst.String(), p.Proto.String(), p.Dir.String())
+	for _, kv := range p.Fields {
+		v, err := json.Marshal(kv.Value)
+		if err != nil {
+			return nil, fmt.Errorf("dissect: frame %d: field %s: %w", p.Frame, kv.Key, err)
+		}
+		b.WriteString(`,`)
+		b.WriteString(strconv.Quote(kv.Key))
+		b.WriteString(`:`)
+		b.Write(v)
+	}
+	if p.Anomaly != "" {
+		b.WriteString(`,"anomaly":`)
+		b.WriteString(strconv.Quote(p.Anomaly))
+	}
+	b.WriteString("}")
+	return b.Bytes(), nil
+}
+
+// Summary renders the protocol fields as "k=v k=v" for the human table.
+func (p *PDU) Summary() string {
+	var sb strings.Builder
+	for i, kv := range p.Fields {
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		sb.WriteString(kv.Key)
+		sb.WriteByte('=')
+		switch v := kv.Value.(type) {
+		case string:
+			sb.WriteString(v)
+		default:
+			j, err := json.Marshal(v)
+			if err != nil {
+				fmt.Fprint(&sb, v)
+			} else {
+				sb.Write(j)
+			}
+		}
+	}
+	if p.Anomaly != "" {
+		sb.WriteString(" ANOMALY=")
+		sb.WriteString(p.Anomaly)
+	}
+	return sb.String()
+}
