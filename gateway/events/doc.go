@@ -5,5 +5,13 @@
 //
 // Producers (the gateway loop, rules reload, update, the exporters) call
 // Sink.Emit, which never blocks the caller: the datapath must not wait for
-// logging. Exporters (JSON lines, syslog) consume from the pipeline.
+// logging. The Pipeline assigns Seq (contiguous per boot) and BootID (a
+// random UUID per process start), folds repeats of identical denies into
+// one TypeAggregated event per window (never events of severity critical
+// or worse), queues them in a bounded queue (a full queue drops, counts and
+// later reports "dropped N" as a TypeDropped event), and fans them out to
+// the exporters from one dispatcher goroutine. JSONFile is the default
+// exporter (JSON lines, size-capped with one rotation); gateway/syslog is
+// the SOC exporter. Severities follow RFC 5424 section 6.2.1; TimeQuality
+// follows RFC 5424 section 7.1.
 package events
