@@ -1,0 +1,433 @@
+package syslog
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/otgw/otgw/gateway/events"
+)
+
+// Exporter spools events on disk and delivers them to every destination.
+// It implements events.Sink: Emit appends to the spool (a file write, never
+// a network wait) and returns. Add it to an events.Pipeline, which calls
+// Emit from its dispatcher, off the datapath. Safe for concurrent use.
+type Exporter struct {
+	cfg   Config
+	log   *slog.Logger
+	sp    *spool
+	dests []*dest
+
+	ctx     context.Context // cancelled at the close deadline
+	cancel  context.CancelFunc
+	closing chan struct{} // closed when Close starts: destinations drain and stop
+	wg      sync.WaitGroup
+	syncWG  sync.WaitGroup
+	stopSyn chan struct{}
+	once    sync.Once
+
+	emitMu sync.Mutex // guards buf
+	buf    []byte
+
+	emitted   atomic.Uint64
+	emitFails atomic.Uint64
+}
+
+// DestStats are one destination's counters.
+type DestStats struct {
+	Name      string
+	Up        bool
+	Pending   int    // spooled records not yet confirmed by this destination
+	Sent      uint64 // records written (including resends)
+	Confirmed uint64 // records confirmed delivered
+	Resent    uint64 // records written again after an unconfirmed batch
+	Failures  uint64 // failed dials and unconfirmed batches
+}
+
+// Stats are the exporter's counters.
+type Stats struct {
+	Emitted      uint64
+	SpoolRecords int
+	SpoolBytes   int64
+	Dropped      uint64 // records dropped because the spool was full
+	Dests        []DestStats
+}
+
+type dest struct {
+	d   Destination
+	x   *Exporter
+	f   Formatter
+	tc  *tls.Config
+	log *slog.Logger
+
+	wake chan struct{}
+
+	mu sync.Mutex // guards c
+	c  *conn
+
+	up                                atomic.Bool
+	sent, confirmed, resent, failures atomic.Uint64
+}
+
+// New opens (or creates) the spool in spoolDir and starts one sender per
+// destination. Records already in the spool from an earlier run are
+// delivered first. logger may be nil.
+func New(cfg Config, spoolDir string, logger *slog.Logger) (*Exporter, error) {
+	if len(cfg.Destinations) == 0 {
+		return nil, fmt.Errorf("%w: no destination", ErrBadURL)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SpoolBytes <= 0 {
+		cfg.SpoolBytes = DefaultSpoolBytes
+	}
+	cfg.SpoolBytes = max(cfg.SpoolBytes, 64<<10)
+	if cfg.SyncInterval <= 0 {
+		cfg.SyncInterval = DefaultSyncInterval
+	}
+	if cfg.CloseTimeout <= 0 {
+		cfg.CloseTimeout = DefaultCloseTimeout
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname, _ = os.Hostname()
+	}
+	if cfg.AppName == "" {
+		cfg.AppName = "otgw"
+	}
+	if cfg.SWVersion == "" {
+		cfg.SWVersion = "dev"
+	}
+	x := &Exporter{cfg: cfg, log: logger.With("component", "syslog"), stopSyn: make(chan struct{}), closing: make(chan struct{})}
+	names := make([]string, 0, len(cfg.Destinations))
+	for i := range cfg.Destinations {
+		d := cfg.Destinations[i]
+		if !validName(d.Name) {
+			return nil, fmt.Errorf("%w: destination name %q", ErrBadURL, d.Name)
+		}
+		if contains(names, d.Name) {
+			return nil, fmt.Errorf("%w: duplicate destination name %q", ErrBadURL, d.Name)
+		}
+		if d.Format == FormatRFC5424 && d.EnterpriseID == 0 {
+			return nil, fmt.Errorf("%s: %w", d.Name, ErrNoEnterpriseID)
+		}
+		d.defaults(&cfg)
+		ds := &dest{d: d, x: x, log: x.log.With("dest", d.Name)}
+		ds.f = Formatter{
+			Format: d.Format, Facility: d.Facility, Hostname: d.Hostname, AppName: d.AppName,
+			ProcID: strconv.Itoa(os.Getpid()), EnterpriseID: d.EnterpriseID,
+			Software: "otgw", SWVersion: cfg.SWVersion, MaxBytes: d.MaxBytes,
+		}
+		if d.Network == "tls" {
+			tc, err := tlsConfig(&d)
+			if err != nil {
+				return nil, err
+			}
+			ds.tc = tc
+		}
+		names = append(names, d.Name)
+		x.dests = append(x.dests, ds)
+	}
+	sp, err := openSpool(spoolDir, cfg.SpoolBytes, names, x.log)
+	if err != nil {
+		return nil, err
+	}
+	x.sp = sp
+	x.ctx, x.cancel = context.WithCancel(context.Background())
+	x.syncWG.Add(1)
+	go x.runSync()
+	for _, ds := range x.dests {
+		ds.wake = sp.wake()
+		x.wg.Add(1)
+		go ds.run()
+	}
+	return x, nil
+}
+
+// Emit implements events.Sink: the event is appended to the spool. When
+// the spool is full, the lowest-severity records are dropped first and a
+// TypeDropped event reports how many.
+func (x *Exporter) Emit(e *events.Event) {
+	x.emitted.Add(1)
+	x.emitMu.Lock()
+	x.buf = e.AppendJSON(x.buf[:0])
+	_, err := x.sp.append(uint8(min(e.Severity, events.SevDebug)), x.buf)
+	x.emitMu.Unlock()
+	if err != nil {
+		x.emitFails.Add(1)
+		x.log.LogAttrs(context.Background(), slog.LevelError, "spool append failed", slog.Any("err", err))
+	}
+	x.reportDrops()
+}
+
+func (x *Exporter) reportDrops() {
+	n := x.sp.takeDrops()
+	if n == 0 {
+		return
+	}
+	x.notify(&events.Event{
+		Time: time.Now(), Severity: events.SevWarning, Type: events.TypeDropped,
+		Count: int(min(n, 1<<31-1)), Message: fmt.Sprintf("dropped %d events: syslog spool full", n),
+	})
+}
+
+// notify emits one of the exporter's own events.
+func (x *Exporter) notify(e *events.Event) {
+	if x.cfg.Notify != nil {
+		x.cfg.Notify.Emit(e)
+		return
+	}
+	x.emitMu.Lock()
+	defer x.emitMu.Unlock()
+	x.buf = e.AppendJSON(x.buf[:0])
+	_, _ = x.sp.append(uint8(e.Severity), x.buf)
+}
+
+// Stats returns the exporter's counters.
+func (x *Exporter) Stats() Stats {
+	n, b, dr := x.sp.stats()
+	s := Stats{Emitted: x.emitted.Load(), SpoolRecords: n, SpoolBytes: b, Dropped: dr}
+	for _, d := range x.dests {
+		s.Dests = append(s.Dests, DestStats{
+			Name: d.d.Name, Up: d.up.Load(), Pending: x.sp.pendingFor(d.d.Name),
+			Sent: d.sent.Load(), Confirmed: d.confirmed.Load(), Resent: d.resent.Load(),
+			Failures: d.failures.Load(),
+		})
+	}
+	return s
+}
+
+// Sync forces the spool's pending fsync now (normally batched every
+// SyncInterval).
+func (x *Exporter) Sync() error { return x.sp.sync() }
+
+func (x *Exporter) runSync() {
+	defer x.syncWG.Done()
+	t := time.NewTicker(x.cfg.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if err := x.sp.sync(); err != nil {
+				x.log.Error("spool sync failed", "err", err)
+			}
+		case <-x.stopSyn:
+			return
+		}
+	}
+}
+
+// Close lets every destination drain the spool for up to CloseTimeout,
+// then stops them, syncs the spool and closes it. Whatever is not
+// confirmed stays spooled for the next start; Close then returns an error
+// matching ErrCloseTimeout saying how much. Safe to call more than once.
+func (x *Exporter) Close() error {
+	var err error
+	x.once.Do(func() {
+		close(x.closing)
+		for _, d := range x.dests {
+			select {
+			case d.wake <- struct{}{}:
+			default:
+			}
+		}
+		done := make(chan struct{})
+		go func() { x.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(x.cfg.CloseTimeout):
+			x.cancel()
+			for _, d := range x.dests {
+				d.closeConn()
+			}
+			<-done
+		}
+		x.cancel()
+		close(x.stopSyn)
+		x.syncWG.Wait()
+		pending := 0
+		for _, d := range x.dests {
+			pending = max(pending, x.sp.pendingFor(d.d.Name))
+		}
+		err = x.sp.close(true)
+		if err == nil && pending > 0 {
+			err = fmt.Errorf("%w: %d records stay spooled", ErrCloseTimeout, pending)
+		}
+		x.log.Info("exporter closed", "pending", pending)
+	})
+	return err
+}
+
+// abandon stops the senders and closes the spool without syncing, like a
+// crash (tests).
+func (x *Exporter) abandon() {
+	x.once.Do(func() {
+		x.cancel()
+		for _, d := range x.dests {
+			d.closeConn()
+		}
+		x.wg.Wait()
+		close(x.stopSyn)
+		x.syncWG.Wait()
+		_ = x.sp.close(false)
+	})
+}
+
+func (d *dest) setConn(c *conn) {
+	d.mu.Lock()
+	d.c = c
+	d.mu.Unlock()
+}
+
+func (d *dest) closeConn() {
+	d.mu.Lock()
+	if d.c != nil {
+		d.c.close()
+	}
+	d.mu.Unlock()
+}
+
+func (d *dest) sleep(ctx context.Context, t time.Duration) bool {
+	tm := time.NewTimer(t)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// jitter returns t ± 20%.
+func jitter(t time.Duration) time.Duration {
+	return t - t/5 + time.Duration(rand.Int64N(int64(t/5)*2+1))
+}
+
+func (d *dest) setUp(up bool, err error) {
+	if d.up.Swap(up) == up {
+		return
+	}
+	e := &events.Event{Time: time.Now(), Type: events.TypeExporter, Port: d.d.Name}
+	if up {
+		e.Severity, e.Step = events.SevNotice, "up"
+		e.Message = "syslog destination " + d.d.Name + " up"
+		d.log.Info("destination up")
+	} else {
+		e.Severity, e.Step = events.SevWarning, "down"
+		var te *tlsError
+		if errors.As(err, &te) {
+			e.Severity, e.Step = events.SevError, "tls_fail"
+		}
+		e.Message = "syslog destination " + d.d.Name + " down: " + err.Error()
+		d.log.Warn("destination down", "err", err)
+	}
+	d.x.notify(e)
+}
+
+// run is the sender of one destination: read from its cursor, connect,
+// write, confirm, advance. It never touches another destination's cursor,
+// so one receiver down never stalls another.
+func (d *dest) run() {
+	defer d.x.wg.Done()
+	ctx := d.x.ctx
+	d.log.Info("sender started", "addr", d.d.Addr, "network", d.d.Network, "format", d.f.Format.String())
+	defer d.log.Info("sender stopped")
+	d.up.Store(true) // assume up until the first failure, so "down" is reported once
+	backoff := d.d.BackoffMin
+	var c *conn
+	defer func() {
+		if c != nil {
+			c.close()
+		}
+	}()
+	var out []byte
+	var ev events.Event
+	lastFailed := uint64(0) // first id of the last batch that failed
+	for ctx.Err() == nil {
+		cur := d.x.sp.cursor(d.d.Name)
+		recs, err := d.x.sp.read(cur, defaultBatchRecords, defaultBatchBytes)
+		if err != nil {
+			d.log.Error("spool read", "err", err)
+			err = nil
+		}
+		if len(recs) == 0 {
+			select {
+			case <-d.x.closing:
+				return
+			default:
+			}
+			select {
+			case <-d.wake:
+			case <-ctx.Done():
+			case <-d.x.closing:
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if c == nil {
+			c, err = dial(ctx, &d.d, d.tc)
+			if err != nil {
+				c = nil
+				d.failures.Add(1)
+				d.setUp(false, err)
+				if !d.sleep(ctx, jitter(backoff)) {
+					return
+				}
+				backoff = min(backoff*2, d.d.BackoffMax)
+				continue
+			}
+			d.setConn(c)
+		}
+		out = out[:0]
+		for _, r := range recs {
+			if err := events.UnmarshalJSONEvent(r.payload, &ev); err != nil {
+				d.log.Warn("skipping undecodable spool record", "id", r.id, "err", err)
+				ev = events.Event{Severity: events.SevWarning, Type: events.TypeExporter, Step: "corrupt",
+					Message: "spool record " + strconv.FormatUint(r.id, 10) + " undecodable"}
+			}
+			n := len(out)
+			out = d.f.Append(out, &ev)
+			msg := append([]byte(nil), out[n:]...)
+			out = appendFrame(out[:n], d.d.Network, d.d.Format, msg)
+			if d.d.Network == "udp" {
+				// one datagram per message
+				if err = c.send(ctx, out[n:], d.d.WriteTimeout); err != nil {
+					break
+				}
+				out = out[:0]
+			}
+		}
+		if err == nil && d.d.Network != "udp" {
+			err = c.send(ctx, out, d.d.WriteTimeout)
+		}
+		d.sent.Add(uint64(len(recs)))
+		if recs[0].id == lastFailed {
+			d.resent.Add(uint64(len(recs)))
+		}
+		if err != nil {
+			lastFailed = recs[0].id
+			d.failures.Add(1)
+			c.close()
+			c = nil
+			d.setConn(nil)
+			d.setUp(false, err)
+			if !d.sleep(ctx, jitter(backoff)) {
+				return
+			}
+			backoff = min(backoff*2, d.d.BackoffMax)
+			continue
+		}
+		d.x.sp.ack(d.d.Name, recs[len(recs)-1].id+1)
+		d.confirmed.Add(uint64(len(recs)))
+		d.setUp(true, nil)
+		backoff = d.d.BackoffMin
+	}
+}

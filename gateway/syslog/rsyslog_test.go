@@ -1,0 +1,277 @@
+package syslog
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/otgw/otgw/internal/testenv"
+)
+
+// testPKI is a throw-away PKI made in t.TempDir(): a CA, the receiver's
+// certificate (soc-receiver.test, IP 127.0.0.1), our client certificate
+// (gw-01.test) and a rogue CA with a client certificate of the same name.
+type testPKI struct {
+	dir                          string
+	ca, serverCert, serverKey    string
+	clientCert, clientKey        string
+	rogueCA, rogueCert, rogueKey string
+}
+
+func newPKI(t *testing.T) *testPKI { return newPKIB(t) }
+
+func newPKIB(t testing.TB) *testPKI {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "pki")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	p := &testPKI{dir: dir}
+	caKey, caCert := mkCA(t, "Test Plant SOC CA")
+	p.ca = writePEM(t, dir, "ca.pem", "CERTIFICATE", caCert.Raw)
+	p.serverCert, p.serverKey = mkLeaf(t, dir, "soc-receiver.test", caCert, caKey, true)
+	p.clientCert, p.clientKey = mkLeaf(t, dir, "gw-01.test", caCert, caKey, false)
+	rKey, rCert := mkCA(t, "Rogue CA")
+	p.rogueCA = writePEM(t, dir, "rogue-ca.pem", "CERTIFICATE", rCert.Raw)
+	rd := filepath.Join(dir, "rogue")
+	if err := os.MkdirAll(rd, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	p.rogueCert, p.rogueKey = mkLeaf(t, rd, "gw-01.test", rCert, rKey, false)
+	return p
+}
+
+var serial int64 = 100
+
+func mkCA(t testing.TB, cn string) (*ecdsa.PrivateKey, *x509.Certificate) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial++
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return k, c
+}
+
+func mkLeaf(t testing.TB, dir, cn string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, server bool) (string, string) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial++
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, DNSNames: []string{cn},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writePEM(t, dir, cn+".pem", "CERTIFICATE", der), writePEM(t, dir, cn+".key", "EC PRIVATE KEY", kd)
+}
+
+func writePEM(t testing.TB, dir, name, typ string, der []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// receiver is a private rsyslogd on 127.0.0.1 acting as the plant SOC:
+// plain TCP (octet counting), TLS via GnuTLS and via OpenSSL with mutual
+// authentication (client must chain to the CA and be named gw-01.test).
+// Every message is written parsed (msgid, structured data as JSON) to
+// out/received.log.
+type receiver struct {
+	t                 testing.TB
+	bin, dir          string
+	plain, gtls, ossl int
+	cmd               *exec.Cmd
+	exited            chan struct{}
+}
+
+const receiverConf = `global(workDirectory="@DIR@/work" maxMessageSize="64k"
+  defaultNetstreamDriverCAFile="@CA@"
+  defaultNetstreamDriverCertFile="@CERT@"
+  defaultNetstreamDriverKeyFile="@KEY@")
+module(load="imtcp" maxSessions="64")
+module(load="mmpstrucdata")
+template(name="t_parsed" type="list") {
+  constant(value="in=") property(name="inputname")
+  constant(value=" pri=") property(name="pri")
+  constant(value=" ver=") property(name="protocol-version")
+  constant(value=" host=") property(name="hostname")
+  constant(value=" app=") property(name="app-name")
+  constant(value=" msgid=") property(name="msgid")
+  constant(value=" sdjson=") property(name="$!rfc5424-sd")
+  constant(value=" msg=") property(name="msg" droplastlf="on")
+  constant(value="\n")
+}
+input(type="imtcp" name="tcp-plain" address="127.0.0.1" port="@PLAIN@" ruleset="soc" supportOctetCountedFraming="on")
+input(type="imtcp" name="tls-gtls" address="127.0.0.1" port="@GTLS@" ruleset="soc"
+      streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/name" permittedPeer=["gw-01.test"])
+input(type="imtcp" name="tls-ossl" address="127.0.0.1" port="@OSSL@" ruleset="soc"
+      streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="x509/name" permittedPeer=["gw-01.test"])
+ruleset(name="soc") {
+  action(type="mmpstrucdata" sd_name.lowercase="off")
+  action(type="omfile" file="@DIR@/out/received.log" template="t_parsed")
+}
+`
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// newReceiver writes the config; start runs it.
+func newReceiver(t *testing.T, p *testPKI) *receiver { return newReceiverB(t, p) }
+
+func newReceiverB(t testing.TB, p *testPKI) *receiver {
+	t.Helper()
+	bin := testenv.NeedCmd(t, "rsyslogd")
+	r := &receiver{t: t, bin: bin, dir: t.TempDir(), plain: freePort(t), gtls: freePort(t), ossl: freePort(t)}
+	for _, d := range []string{"work", "out"} {
+		if err := os.MkdirAll(filepath.Join(r.dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := strings.NewReplacer("@DIR@", r.dir, "@CA@", p.ca, "@CERT@", p.serverCert, "@KEY@", p.serverKey,
+		"@PLAIN@", fmt.Sprint(r.plain), "@GTLS@", fmt.Sprint(r.gtls), "@OSSL@", fmt.Sprint(r.ossl)).Replace(receiverConf)
+	if err := os.WriteFile(filepath.Join(r.dir, "receiver.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.stop)
+	return r
+}
+
+func listening(port int) bool {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return false
+	}
+	return strings.Contains(string(b), fmt.Sprintf("0100007F:%04X 00000000:0000 0A", port))
+}
+
+func (r *receiver) start() {
+	r.t.Helper()
+	out, err := os.OpenFile(filepath.Join(r.dir, "out", "rsyslogd.stdout"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer out.Close()
+	r.cmd = exec.Command(r.bin, "-n", "-f", filepath.Join(r.dir, "receiver.conf"), "-i", filepath.Join(r.dir, "rsyslogd.pid"))
+	r.cmd.Stdout, r.cmd.Stderr = out, out
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.exited = make(chan struct{})
+	go func(c *exec.Cmd, ch chan struct{}) { _ = c.Wait(); close(ch) }(r.cmd, r.exited)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-r.exited:
+			b, _ := os.ReadFile(filepath.Join(r.dir, "out", "rsyslogd.stdout"))
+			r.t.Fatalf("rsyslogd exited: %s", b)
+		default:
+		}
+		if listening(r.plain) && listening(r.gtls) && listening(r.ossl) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.t.Fatal("rsyslogd did not start listening")
+}
+
+// stop terminates rsyslogd (SIGTERM, so it writes what it accepted) by PID.
+func (r *receiver) stop() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-r.exited:
+	default:
+		_ = r.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-r.exited:
+		case <-time.After(10 * time.Second):
+			_ = r.cmd.Process.Kill()
+			<-r.exited
+		}
+	}
+	r.cmd = nil
+}
+
+// lines returns the parsed messages received so far.
+func (r *receiver) lines() []string {
+	f, err := os.Open(filepath.Join(r.dir, "out", "received.log"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 1<<20), 1<<20)
+	for sc.Scan() {
+		out = append(out, sc.Text())
+	}
+	return out
+}
+
+func (r *receiver) diag() string {
+	b, _ := os.ReadFile(filepath.Join(r.dir, "out", "rsyslogd.stdout"))
+	return string(b)
+}
+
+// waitLines waits until pred holds for the received lines.
+func (r *receiver) waitLines(timeout time.Duration, pred func([]string) bool) []string {
+	deadline := time.Now().Add(timeout)
+	for {
+		l := r.lines()
+		if pred(l) || time.Now().After(deadline) {
+			return l
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
