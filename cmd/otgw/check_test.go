@@ -1,0 +1,47 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestCheckCommand(t *testing.T) {
+	t.Chdir(t.TempDir())
+	bad := "version: 1\nmode: enforcing\nzones:\n  a: { prot: north }\n"
+	if err := os.WriteFile("bad.yaml", []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+	}{
+		{"every problem in one run", []string{"bad.yaml"}, 1,
+			"bad.yaml:2:7: unknown mode \"enforcing\" (monitor or enforce) (did you mean \"enforce\"?)\n" +
+				"bad.yaml:4:3: zone \"a\" has neither port nor networks: it would match every host\n" +
+				"bad.yaml:4:8: unknown key \"prot\" in zone \"a\" (did you mean \"port\"?)\n"},
+		{"missing file", []string{"nope.yaml"}, 1, "nope.yaml: rules: open nope.yaml: no such file or directory\n"},
+		{"no argument", nil, 2, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(append([]string{"check"}, tt.args...), &out, &errb)
+			if code != tt.code || out.String() != tt.stdout {
+				t.Errorf("exit %d, stdout:\n%s\nwant exit %d, stdout:\n%s", code, out.String(), tt.code, tt.stdout)
+			}
+		})
+	}
+}
+
+func TestCheckCommandExamples(t *testing.T) {
+	for _, f := range []string{"../../examples/water-dnp3.yaml", "../../examples/packaging-modbus.yaml", "../../examples/historian-opcua.yaml"} {
+		var out, errb bytes.Buffer
+		if code := run([]string{"check", f}, &out, &errb); code != 0 || !strings.Contains(out.String(), ": ok: ") {
+			t.Errorf("otgw check %s: exit %d, output %q; want exit 0 and an ok summary", f, code, out.String())
+		}
+	}
+}

@@ -1,0 +1,1201 @@
+package rules
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/otgw/otgw/protocols"
+)
+
+// generations numbers compiled rulesets process-wide, so a flow's cached
+// match can tell which ruleset computed it.
+var generations atomic.Uint64
+
+// Ruleset is a compiled, immutable policy. It is safe for concurrent use by
+// any number of goroutines; swap versions with atomic.Pointer[Ruleset].
+type Ruleset struct {
+	gen    uint64
+	name   string
+	hash   string
+	mode   Mode
+	action DenyAction
+
+	zones      []czone
+	zoneRanges []zrange // sorted, disjoint (Compile rejects overlaps)
+	portZones  []int32  // zones without networks
+	assets     []casset
+	assetByIP  map[netip.Addr]int32
+	assetByMAC map[[6]byte]int32 // assets without an IP
+	// fromBits/toBits: per endpoint (zones, then assets), the conduits
+	// whose from/to lists name it, as a bitset in file order. nil: none.
+	fromBits, toBits [][]uint64
+	words            int
+
+	conduits []cconduit
+	l2       []uint16
+}
+
+type czone struct {
+	name, port string
+	vlans      []r16
+	hasNets    bool
+}
+
+type zrange struct {
+	lo, hi netip.Addr
+	zone   int32
+}
+
+type casset struct {
+	name   string
+	ip     netip.Addr
+	mac    [6]byte
+	hasMAC bool
+	zone   int32
+}
+
+type cconduit struct {
+	name     string
+	mode     Mode
+	action   DenyAction
+	tolerate []string
+	rules    []crule
+}
+
+type ruleKind uint8
+
+const (
+	kindModbus ruleKind = iota
+	kindDNP3
+	kindOPCUA
+	kindTCP
+	kindUDP
+	kindICMP
+)
+
+type crule struct {
+	name     string
+	kind     ruleKind
+	proto    protocols.Proto
+	tolerate []string
+	ports    []r16 // empty: any (tcp/udp rules only)
+	tcp, udp bool
+	mb       *cmodbus
+	dn       *cdnp3
+	ua       *copcua
+	icmpAny  bool
+	icmp     [4]uint64
+}
+
+// r16 is an inclusive range.
+type r16 struct{ lo, hi uint16 }
+
+func in16(rs []r16, v uint16) bool {
+	for _, r := range rs {
+		if v >= r.lo && v <= r.hi {
+			return true
+		}
+	}
+	return false
+}
+
+type cmodbus struct {
+	unitsAny bool
+	units    [4]uint64
+	read     [5][]r16  // by Table: merged disjoint ranges
+	write    [5][]wseg // by Table: elementary segments
+	funcs    []mfunc
+}
+
+type wseg struct {
+	lo, hi uint16
+	anyVal bool
+	vals   []r16
+}
+
+type mfunc struct {
+	fc     uint8
+	anySub bool
+	sub    uint16
+}
+
+type cdnp3 struct {
+	mastersAny, outstationsAny bool
+	masters, outstations       []r16
+	fcs                        []dfunc
+	unsolicited                bool
+}
+
+type dfunc struct {
+	fc     uint8
+	anyObj bool
+	objs   []dobj
+}
+
+type dobj struct {
+	group, variation uint8
+	anyVar           bool
+}
+
+type copcua struct {
+	minMode  uint8
+	policies []string
+	services []ufunc
+}
+
+type ufunc struct {
+	id      uint32
+	anyNode bool
+	nodes   []NodeID
+}
+
+// Generation returns the ruleset's process-wide version number; it grows
+// with every Compile.
+func (rs *Ruleset) Generation() uint64 { return rs.gen }
+
+// Name returns the policy name.
+func (rs *Ruleset) Name() string { return rs.name }
+
+// Hash returns the hex SHA-256 of the policy content (comments included,
+// file name and layout excluded).
+func (rs *Ruleset) Hash() string { return rs.hash }
+
+// NumConduits returns the number of conduits.
+func (rs *Ruleset) NumConduits() int { return len(rs.conduits) }
+
+// ConduitName returns conduit i's name.
+func (rs *Ruleset) ConduitName(i int) string { return rs.conduits[i].name }
+
+// RuleNames returns the names of conduit i's rules (for "rules never hit").
+func (rs *Ruleset) RuleNames(i int) []string {
+	out := make([]string, len(rs.conduits[i].rules))
+	for j, r := range rs.conduits[i].rules {
+		out[j] = r.name
+	}
+	return out
+}
+
+// compiler collects problems with positions while compiling.
+type compiler struct {
+	p     *Policy
+	probs Problems
+}
+
+func (c *compiler) errf(path, format string, args ...any) {
+	ps := c.p.posOf(path)
+	c.probs = append(c.probs, Problem{File: c.p.File, Line: ps.Line, Col: ps.Col, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Compile checks p and builds its Ruleset. Every problem is reported in one
+// Problems error (errors.Is(err, ErrInvalid)), with positions when p came
+// from Load.
+func Compile(p *Policy) (*Ruleset, error) {
+	if p == nil {
+		return nil, Problems{{Msg: "nil policy"}}
+	}
+	c := &compiler{p: p}
+	rs := c.compile()
+	if err := c.probs.sorted(); err != nil {
+		return nil, err
+	}
+	rs.gen = generations.Add(1)
+	return rs, nil
+}
+
+func parseMode(s string) (Mode, bool) {
+	switch s {
+	case "", "enforce":
+		return ModeEnforce, true
+	case "monitor":
+		return ModeMonitor, true
+	}
+	return 0, false
+}
+
+func parseDenyAction(s string) (DenyAction, bool) {
+	switch s {
+	case "", "drop":
+		return ActionDrop, true
+	case "reset":
+		return ActionReset, true
+	case "reply":
+		return ActionReply, true
+	}
+	return 0, false
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+var anomalyRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+func (c *compiler) compile() *Ruleset {
+	p := c.p
+	rs := &Ruleset{name: p.Name, assetByIP: map[netip.Addr]int32{}, assetByMAC: map[[6]byte]int32{}}
+	// The hash identifies the policy's content (not its file name or
+	// layout); JSON is a cheap canonical form of the plain-data Policy.
+	h := sha256.New()
+	q := *p
+	q.File = ""
+	if err := json.NewEncoder(h).Encode(&q); err == nil {
+		rs.hash = hex.EncodeToString(h.Sum(nil))
+	}
+	if p.Version != 1 && p.Version != -1 {
+		c.errf("version", "unsupported version %d (this reader knows version 1)", p.Version)
+	}
+	var ok bool
+	if rs.mode, ok = parseMode(p.Mode); !ok {
+		c.errf("mode", "unknown mode %q (monitor or enforce)%s", p.Mode, suggest(p.Mode, []string{"monitor", "enforce"}))
+	}
+	if rs.action, ok = parseDenyAction(p.Action); !ok {
+		c.errf("action", "unknown action %q (drop, reset or reply)%s", p.Action, suggest(p.Action, []string{"drop", "reset", "reply"}))
+	}
+
+	// Zones.
+	endpoint := map[string]int32{} // zone and asset names share one namespace
+	type pfx struct {
+		p    netip.Prefix
+		zone int32
+		path string
+	}
+	var pfxs []pfx
+	for zi, z := range p.Zones {
+		path := "zones." + z.Name
+		if _, dup := endpoint[z.Name]; dup {
+			c.errf(path+"^", "duplicate zone name %q", z.Name)
+		}
+		if !nameRE.MatchString(z.Name) {
+			c.errf(path+"^", "bad zone name %q (letters, digits, '_', '.', '-')", z.Name)
+		}
+		endpoint[z.Name] = int32(zi)
+		cz := czone{name: z.Name, port: z.Port, hasNets: len(z.Networks) > 0}
+		for i, n := range z.Networks {
+			np := fmt.Sprintf("%s.networks.%d", path, i)
+			pr, err := netip.ParsePrefix(n)
+			if err != nil {
+				if a, err2 := netip.ParseAddr(n); err2 == nil {
+					pr = netip.PrefixFrom(a, a.BitLen())
+				} else {
+					c.errf(np, "bad network %q (want CIDR like 192.0.2.0/24)", n)
+					continue
+				}
+			}
+			if pr.Masked() != pr {
+				c.errf(np, "network %q has host bits set (did you mean %q?)", n, pr.Masked().String())
+				continue
+			}
+			pfxs = append(pfxs, pfx{pr, int32(zi), np})
+		}
+		cz.vlans = c.ranges(z.VLANs, path+".vlans", 1, 4094, "VLAN id")
+		if z.Port == "" && len(z.Networks) == 0 {
+			c.errf(path+"^", "zone %q has neither port nor networks: it would match every host", z.Name)
+		}
+		if z.Port != "" && !nameRE.MatchString(z.Port) {
+			c.errf(path+".port", "bad port name %q", z.Port)
+		}
+		if !cz.hasNets {
+			rs.portZones = append(rs.portZones, int32(zi))
+		}
+		rs.zones = append(rs.zones, cz)
+	}
+	if len(rs.portZones) > 24 {
+		c.errf("zones", "at most 24 zones without networks are supported, have %d", len(rs.portZones))
+	}
+	for i := range pfxs {
+		for j := 0; j < i; j++ {
+			a, b := pfxs[i], pfxs[j]
+			if a.p.Overlaps(b.p) {
+				if a.zone == b.zone {
+					c.errf(a.path, "network %s overlaps %s in the same zone", a.p, b.p)
+				} else {
+					c.errf(a.path, "network %s of zone %q overlaps %s of zone %q", a.p, p.Zones[a.zone].Name, b.p, p.Zones[b.zone].Name)
+				}
+			}
+		}
+	}
+	for _, x := range pfxs {
+		rs.zoneRanges = append(rs.zoneRanges, zrange{lo: x.p.Addr(), hi: lastAddr(x.p), zone: x.zone})
+	}
+	sort.Slice(rs.zoneRanges, func(i, j int) bool { return rs.zoneRanges[i].lo.Less(rs.zoneRanges[j].lo) })
+	zoneNames := make([]string, len(p.Zones))
+	for i, z := range p.Zones {
+		zoneNames[i] = z.Name
+	}
+
+	// Assets.
+	nz := int32(len(p.Zones))
+	ipOwner := map[netip.Addr]string{}
+	macOwner := map[[6]byte]string{}
+	for ai, a := range p.Assets {
+		path := "assets." + a.Name
+		if _, dup := endpoint[a.Name]; dup {
+			c.errf(path+"^", "duplicate name %q: zones and assets share one namespace", a.Name)
+		} else {
+			endpoint[a.Name] = nz + int32(ai)
+		}
+		if !nameRE.MatchString(a.Name) {
+			c.errf(path+"^", "bad asset name %q (letters, digits, '_', '.', '-')", a.Name)
+		}
+		ca := casset{name: a.Name, zone: -1}
+		zi := int32(-1)
+		for i, z := range p.Zones {
+			if z.Name == a.Zone {
+				zi = int32(i)
+			}
+		}
+		switch {
+		case a.Zone == "":
+			c.errf(path+"^", "asset %q has no zone", a.Name)
+		case zi < 0:
+			c.errf(path+".zone", "asset %q: unknown zone %q%s", a.Name, a.Zone, suggest(a.Zone, zoneNames))
+		}
+		ca.zone = zi
+		if a.IP == "" && a.MAC == "" {
+			c.errf(path+"^", "asset %q has neither ip nor mac", a.Name)
+		}
+		if a.IP != "" {
+			ip, err := netip.ParseAddr(a.IP)
+			if err != nil || ip.Zone() != "" {
+				c.errf(path+".ip", "bad ip %q", a.IP)
+			} else {
+				ip = ip.Unmap()
+				ca.ip = ip
+				if o, dup := ipOwner[ip]; dup {
+					c.errf(path+".ip", "ip %s of asset %q is also asset %q's", ip, a.Name, o)
+				}
+				ipOwner[ip] = a.Name
+				if zi >= 0 && len(p.Zones[zi].Networks) > 0 {
+					inside := false
+					for _, x := range pfxs {
+						if x.zone == zi && x.p.Contains(ip) {
+							inside = true
+						}
+					}
+					if !inside {
+						c.errf(path+".ip", "asset %q: ip %s is outside its zone %q (%s)", a.Name, ip, a.Zone, strings.Join(p.Zones[zi].Networks, ", "))
+					}
+				}
+			}
+		}
+		if a.MAC != "" {
+			hw, err := net.ParseMAC(a.MAC)
+			if err != nil || len(hw) != 6 {
+				c.errf(path+".mac", "bad mac %q (want 00:11:22:33:44:55)", a.MAC)
+			} else {
+				copy(ca.mac[:], hw)
+				ca.hasMAC = true
+				if o, dup := macOwner[ca.mac]; dup {
+					c.errf(path+".mac", "mac %s of asset %q is also asset %q's", a.MAC, a.Name, o)
+				}
+				macOwner[ca.mac] = a.Name
+			}
+		}
+		if ca.ip.IsValid() {
+			rs.assetByIP[ca.ip] = int32(ai)
+		} else if ca.hasMAC {
+			rs.assetByMAC[ca.mac] = int32(ai)
+		}
+		rs.assets = append(rs.assets, ca)
+	}
+	names := make([]string, 0, len(endpoint))
+	for n := range endpoint {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+
+	// L2.
+	l2Known := sortedKeys(l2Names)
+	for i, s := range p.L2.Allow {
+		path := fmt.Sprintf("l2.allow.%d", i)
+		if v, ok := l2Names[strings.ToLower(s)]; ok {
+			rs.l2 = append(rs.l2, v)
+			continue
+		}
+		v, err := strconv.ParseUint(s, 0, 16)
+		if err != nil || v < 0x0600 {
+			c.errf(path, "unknown ethertype %q (a name like arp, lldp, or a number from 0x0600)%s", s, suggest(s, l2Known))
+			continue
+		}
+		rs.l2 = append(rs.l2, uint16(v))
+	}
+
+	// Conduits.
+	nEndpoints := len(p.Zones) + len(p.Assets)
+	rs.words = (len(p.Conduits) + 63) / 64
+	rs.fromBits = make([][]uint64, nEndpoints)
+	rs.toBits = make([][]uint64, nEndpoints)
+	seen := map[string]int{}
+	for ci := range p.Conduits {
+		cd := &p.Conduits[ci]
+		path := fmt.Sprintf("conduits.%d", ci)
+		cc := cconduit{name: cd.Name}
+		if cd.Name == "" {
+			c.errf(path, "conduit has no name")
+			cc.name = fmt.Sprintf("conduit#%d", ci+1)
+		} else if prev, dup := seen[cd.Name]; dup {
+			c.errf(path+".name", "duplicate conduit name %q (first at conduit %d)", cd.Name, prev+1)
+		} else {
+			seen[cd.Name] = ci
+		}
+		if cd.Mode == "" {
+			cc.mode = rs.mode
+		} else if cc.mode, ok = parseMode(cd.Mode); !ok {
+			c.errf(path+".mode", "unknown mode %q (monitor or enforce)%s", cd.Mode, suggest(cd.Mode, []string{"monitor", "enforce"}))
+		}
+		if cd.Action == "" {
+			cc.action = rs.action
+		} else if cc.action, ok = parseDenyAction(cd.Action); !ok {
+			c.errf(path+".action", "unknown action %q (drop, reset or reply)%s", cd.Action, suggest(cd.Action, []string{"drop", "reset", "reply"}))
+		}
+		cc.tolerate = c.anomalies(cd.Tolerate, path+".tolerate")
+		var fromEps, toEps []int32
+		for side, list := range [2][]string{cd.From, cd.To} {
+			key := [2]string{"from", "to"}[side]
+			if len(list) == 0 {
+				c.errf(path, "conduit %q has no %q", cc.name, key)
+			}
+			for i, n := range list {
+				e, ok := endpoint[n]
+				if !ok {
+					c.errf(fmt.Sprintf("%s.%s.%d", path, key, i), "conduit %q: unknown zone or asset %q%s", cc.name, n, suggest(n, names))
+					continue
+				}
+				bits := &rs.fromBits[e]
+				if side == 1 {
+					bits = &rs.toBits[e]
+				}
+				if *bits == nil {
+					*bits = make([]uint64, rs.words)
+				}
+				(*bits)[ci/64] |= 1 << (uint(ci) % 64)
+				if side == 0 {
+					fromEps = append(fromEps, e)
+				} else {
+					toEps = append(toEps, e)
+				}
+			}
+		}
+		if len(fromEps) > 0 && len(toEps) > 0 {
+			if why := c.neverMatches(rs, fromEps, toEps); why != "" {
+				c.errf(path+".to", "conduit %q can never match: %s", cc.name, why)
+			}
+		}
+		if len(cd.Rules) == 0 {
+			c.errf(path, "conduit %q has no rules: it can never allow anything", cc.name)
+		}
+		counts := map[string]int{}
+		for ri := range cd.Rules {
+			cc.rules = append(cc.rules, c.rule(&cd.Rules[ri], fmt.Sprintf("%s.rules.%d", path, ri), counts))
+		}
+		rs.conduits = append(rs.conduits, cc)
+	}
+	return rs
+}
+
+// endpointPort returns the bridge port of a zone or asset's zone ("" if any).
+func endpointPort(rs *Ruleset, e int32) string {
+	if int(e) < len(rs.zones) {
+		return rs.zones[e].port
+	}
+	a := rs.assets[int(e)-len(rs.zones)]
+	if a.zone < 0 {
+		return ""
+	}
+	return rs.zones[a.zone].port
+}
+
+// neverMatches explains why no (from, to) pair can ever be a flow through
+// the gateway, or returns "".
+func (c *compiler) neverMatches(rs *Ruleset, from, to []int32) string {
+	why := ""
+	for _, f := range from {
+		for _, t := range to {
+			switch {
+			case f == t && int(f) >= len(rs.zones):
+				why = "an asset does not talk to itself through the gateway"
+			case endpointPort(rs, f) != "" && endpointPort(rs, f) == endpointPort(rs, t):
+				why = fmt.Sprintf("both ends are on port %q and traffic between them never crosses the gateway", endpointPort(rs, f))
+			default:
+				return ""
+			}
+		}
+	}
+	return why
+}
+
+func (c *compiler) anomalies(list []string, path string) []string {
+	for i, a := range list {
+		if !anomalyRE.MatchString(a) {
+			c.errf(fmt.Sprintf("%s.%d", path, i), "bad anomaly name %q (snake_case, as the parsers name them)", a)
+		}
+	}
+	return list
+}
+
+// lastAddr returns the last address of a masked prefix.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Addr().As16()
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	for i := bits; i < 128; i++ {
+		a[i/8] |= 1 << (7 - uint(i%8))
+	}
+	out := netip.AddrFrom16(a)
+	if p.Addr().Is4() {
+		out = out.Unmap()
+	}
+	return out
+}
+
+// parseRange parses "N" or "N-M" within [lo, hi].
+func parseRange(s string, lo, hi int) (int, int, string) {
+	s = strings.TrimSpace(s)
+	a, b, isRange := strings.Cut(s, "-")
+	x, err := strconv.Atoi(strings.TrimSpace(a))
+	if err != nil {
+		return 0, 0, fmt.Sprintf("bad number or range %q", s)
+	}
+	y := x
+	if isRange {
+		y, err = strconv.Atoi(strings.TrimSpace(b))
+		if err != nil {
+			return 0, 0, fmt.Sprintf("bad range %q", s)
+		}
+	}
+	if x < lo || y > hi || x > hi || y < lo {
+		return 0, 0, fmt.Sprintf("%q is outside %d-%d", s, lo, hi)
+	}
+	if x > y {
+		return 0, 0, fmt.Sprintf("reversed range %q (did you mean \"%d-%d\"?)", s, y, x)
+	}
+	return x, y, ""
+}
+
+func (c *compiler) ranges(list []string, path string, lo, hi int, what string) []r16 {
+	var out []r16
+	for i, s := range list {
+		x, y, msg := parseRange(s, lo, hi)
+		if msg != "" {
+			c.errf(fmt.Sprintf("%s.%d", path, i), "%s: %s", what, msg)
+			continue
+		}
+		out = append(out, r16{uint16(x), uint16(y)})
+	}
+	return out
+}
+
+func (c *compiler) rule(r *Rule, path string, counts map[string]int) crule {
+	cr := crule{}
+	n := 0
+	var key string
+	switch {
+	case r.Modbus != nil:
+		n, key = n+1, "modbus"
+	}
+	if r.DNP3 != nil {
+		n, key = n+1, "dnp3"
+	}
+	if r.OPCUA != nil {
+		n, key = n+1, "opcua"
+	}
+	if r.TCP != nil {
+		n, key = n+1, "tcp"
+	}
+	if r.UDP != nil {
+		n, key = n+1, "udp"
+	}
+	if r.ICMP != nil {
+		n, key = n+1, "icmp"
+	}
+	if n != 1 {
+		if c.p.pos == nil || n > 1 {
+			c.errf(path, "a rule must name exactly one protocol, has %d", n)
+		}
+		return cr
+	}
+	counts[key]++
+	cr.name = r.Name
+	if cr.name == "" {
+		cr.name = fmt.Sprintf("%s#%d", key, counts[key])
+	}
+	bp := path + "." + key
+	switch key {
+	case "modbus":
+		cr.kind, cr.proto, cr.tcp = kindModbus, protocols.ProtoModbus, true
+		cr.ports = c.ports(r.Modbus.Ports, bp+".ports", 502)
+		cr.tolerate = c.anomalies(r.Modbus.Tolerate, bp+".tolerate")
+		cr.mb = c.modbus(r.Modbus, bp)
+	case "dnp3":
+		cr.kind, cr.proto, cr.tcp, cr.udp = kindDNP3, protocols.ProtoDNP3, true, true
+		cr.ports = c.ports(r.DNP3.Ports, bp+".ports", 20000)
+		cr.tolerate = c.anomalies(r.DNP3.Tolerate, bp+".tolerate")
+		cr.dn = c.dnp3(r.DNP3, bp)
+	case "opcua":
+		cr.kind, cr.proto, cr.tcp = kindOPCUA, protocols.ProtoOPCUA, true
+		cr.ports = c.ports(r.OPCUA.Ports, bp+".ports", 4840)
+		cr.tolerate = c.anomalies(r.OPCUA.Tolerate, bp+".tolerate")
+		cr.ua = c.opcua(r.OPCUA, bp)
+	case "tcp":
+		cr.kind, cr.tcp = kindTCP, true
+		cr.ports = c.ports(r.TCP.Ports, bp+".ports", 0)
+	case "udp":
+		cr.kind, cr.udp = kindUDP, true
+		cr.ports = c.ports(r.UDP.Ports, bp+".ports", 0)
+	case "icmp":
+		cr.kind = kindICMP
+		cr.icmpAny = len(r.ICMP.Types) == 0
+		known := sortedKeys(icmpNames)
+		for i, s := range r.ICMP.Types {
+			v, ok := icmpNames[s]
+			if !ok {
+				x, err := strconv.Atoi(s)
+				if err != nil || x < 0 || x > 255 {
+					c.errf(fmt.Sprintf("%s.types.%d", bp, i), "unknown icmp type %q%s", s, suggest(s, known))
+					continue
+				}
+				v = x
+			}
+			cr.icmp[v/64] |= 1 << (uint(v) % 64)
+		}
+	}
+	return cr
+}
+
+func (c *compiler) ports(list []string, path string, def uint16) []r16 {
+	if len(list) == 0 {
+		if def == 0 {
+			return nil
+		}
+		return []r16{{def, def}}
+	}
+	return c.ranges(list, path, 1, 65535, "port")
+}
+
+// ---- Modbus ----
+
+func (c *compiler) modbus(r *ModbusRule, path string) *cmodbus {
+	m := &cmodbus{unitsAny: len(r.Units) == 0}
+	for _, u := range c.ranges(r.Units, path+".units", 0, 255, "unit") {
+		for v := int(u.lo); v <= int(u.hi); v++ {
+			m.units[v/64] |= 1 << (uint(v) % 64)
+		}
+	}
+	type wa struct {
+		lo, hi uint16
+		vals   *r16
+	}
+	var reads [5][]r16
+	var writes [5][]wa
+	tables := sortedKeys(tableNames)
+	for i, a := range r.Allow {
+		ep := fmt.Sprintf("%s.allow.%d", path, i)
+		set := 0
+		for _, s := range []string{a.Read, a.Write} {
+			if s != "" {
+				set++
+			}
+		}
+		if len(a.Function) > 0 {
+			set++
+		}
+		if set != 1 {
+			c.errf(ep, "a modbus allow entry needs exactly one of read, write, function")
+			continue
+		}
+		if a.Values != "" && a.Write == "" {
+			c.errf(ep+".values", "values apply only to write entries")
+		}
+		spec, key := a.Read, "read"
+		if a.Write != "" {
+			spec, key = a.Write, "write"
+		}
+		if spec != "" {
+			tname, rest, _ := strings.Cut(strings.TrimSpace(spec), " ")
+			t, ok := tableNames[tname]
+			if !ok {
+				c.errf(ep+"."+key, "unknown table %q (coils, discrete, input, holding)%s", tname, suggest(tname, tables))
+				continue
+			}
+			var rr []r16
+			if strings.TrimSpace(rest) == "" {
+				rr = []r16{{0, 65535}}
+			}
+			bad := false
+			for _, part := range strings.Split(rest, ",") {
+				if strings.TrimSpace(part) == "" {
+					continue
+				}
+				x, y, msg := parseRange(part, 0, 65535)
+				if msg != "" {
+					c.errf(ep+"."+key, "%s: address %s", key, msg)
+					bad = true
+					continue
+				}
+				rr = append(rr, r16{uint16(x), uint16(y)})
+			}
+			if bad {
+				continue
+			}
+			if key == "read" {
+				reads[t] = append(reads[t], rr...)
+				continue
+			}
+			if t == TableDiscrete || t == TableInput {
+				c.errf(ep+".write", "%s is read-only: Modbus has no function that writes it", t)
+				continue
+			}
+			var vals *r16
+			if a.Values != "" {
+				if t != TableHolding {
+					c.errf(ep+".values", "values apply only to holding register writes")
+				} else if x, y, msg := parseRange(a.Values, 0, 65535); msg != "" {
+					c.errf(ep+".values", "values: %s", msg)
+				} else {
+					vals = &r16{uint16(x), uint16(y)}
+				}
+			}
+			for _, x := range rr {
+				writes[t] = append(writes[t], wa{x.lo, x.hi, vals})
+			}
+			continue
+		}
+		for j, f := range a.Function {
+			mf, msg := parseModbusFunc(f)
+			if msg != "" {
+				c.errf(fmt.Sprintf("%s.function.%d", ep, j), "%s", msg)
+				continue
+			}
+			m.funcs = append(m.funcs, mf)
+		}
+	}
+	for t := range reads {
+		m.read[t] = mergeRanges(reads[t])
+	}
+	for t := range writes {
+		if len(writes[t]) == 0 {
+			continue
+		}
+		// Elementary segments between all boundaries, each with the union
+		// of value ranges of the allowances covering it.
+		var bounds []int
+		for _, w := range writes[t] {
+			bounds = append(bounds, int(w.lo), int(w.hi)+1)
+		}
+		slices.Sort(bounds)
+		bounds = slices.Compact(bounds)
+		for i := 0; i+1 < len(bounds); i++ {
+			lo, hi := bounds[i], bounds[i+1]-1
+			seg := wseg{lo: uint16(lo), hi: uint16(hi)}
+			covered := false
+			for _, w := range writes[t] {
+				if int(w.lo) <= lo && hi <= int(w.hi) {
+					covered = true
+					if w.vals == nil {
+						seg.anyVal = true
+					} else {
+						seg.vals = append(seg.vals, *w.vals)
+					}
+				}
+			}
+			if !covered {
+				continue
+			}
+			if seg.anyVal {
+				seg.vals = nil
+			} else {
+				seg.vals = mergeRanges(seg.vals)
+			}
+			m.write[t] = append(m.write[t], seg)
+		}
+	}
+	return m
+}
+
+func mergeRanges(in []r16) []r16 {
+	if len(in) == 0 {
+		return nil
+	}
+	s := slices.Clone(in)
+	sort.Slice(s, func(i, j int) bool { return s[i].lo < s[j].lo })
+	out := []r16{s[0]}
+	for _, r := range s[1:] {
+		last := &out[len(out)-1]
+		if int(r.lo) <= int(last.hi)+1 {
+			if r.hi > last.hi {
+				last.hi = r.hi
+			}
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func modbusFuncNames() []string {
+	var out []string
+	for _, f := range modbusFuncs {
+		out = append(out, f.name)
+	}
+	for _, f := range modbusSubNames {
+		out = append(out, f.name)
+	}
+	for _, n := range modbusTableFuncs {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func parseModbusFunc(s string) (mfunc, string) {
+	s = strings.TrimSpace(s)
+	for _, f := range modbusSubNames {
+		if f.name == s {
+			return mfunc{fc: uint8(f.code), sub: f.sub}, ""
+		}
+	}
+	code, sub, hasSub := strings.Cut(s, "/")
+	fc := -1
+	for _, f := range modbusFuncs {
+		if f.name == code {
+			fc = int(f.code)
+		}
+	}
+	for n, name := range modbusTableFuncs {
+		if name == code {
+			fc = int(n)
+		}
+	}
+	if fc < 0 {
+		x, err := strconv.Atoi(code)
+		if err != nil {
+			return mfunc{}, fmt.Sprintf("unknown modbus function %q%s", s, suggest(code, modbusFuncNames()))
+		}
+		if x < 1 || x > 127 {
+			return mfunc{}, fmt.Sprintf("modbus function code %d is outside 1-127", x)
+		}
+		fc = x
+	}
+	if name, ok := modbusTableFuncs[uint8(fc)]; ok {
+		return mfunc{}, fmt.Sprintf("function %d (%s) accesses a table: allow it with read: or write: and an address range", fc, name)
+	}
+	mf := mfunc{fc: uint8(fc), anySub: !hasSub}
+	if hasSub {
+		if fc != 8 && fc != 43 {
+			return mfunc{}, fmt.Sprintf("function %d has no sub-code (only 8 diagnostics and 43 encapsulated interface transport do)", fc)
+		}
+		max := 65535
+		if fc == 43 {
+			max = 255
+		}
+		x, err := strconv.Atoi(sub)
+		if err != nil || x < 0 || x > max {
+			return mfunc{}, fmt.Sprintf("bad sub-code %q for function %d (0-%d)", sub, fc, max)
+		}
+		mf.sub = uint16(x)
+	}
+	return mf, ""
+}
+
+// ---- DNP3 ----
+
+func dnp3FuncNames() []string {
+	out := make([]string, len(dnp3Funcs))
+	for i, f := range dnp3Funcs {
+		out[i] = f.name
+	}
+	return out
+}
+
+func dnp3GroupNames() []string {
+	out := make([]string, len(dnp3Groups))
+	for i, g := range dnp3Groups {
+		out[i] = g.name
+	}
+	return out
+}
+
+var objRE = regexp.MustCompile(`^g(\d+)(?:v(\d+))?$`)
+
+func parseDNP3Object(s string) (dobj, string) {
+	for _, g := range dnp3Groups {
+		if g.name == s {
+			return dobj{group: g.group, anyVar: true}, ""
+		}
+	}
+	m := objRE.FindStringSubmatch(strings.ToLower(strings.TrimSpace(s)))
+	if m == nil {
+		return dobj{}, fmt.Sprintf("unknown dnp3 object %q (gN, gNvM or a group name)%s", s, suggest(s, dnp3GroupNames()))
+	}
+	g, _ := strconv.Atoi(m[1])
+	if g > 255 || !dnp3KnownGroup(g) {
+		return dobj{}, fmt.Sprintf("unknown dnp3 object group %d in %q", g, s)
+	}
+	o := dobj{group: uint8(g), anyVar: m[2] == ""}
+	if m[2] != "" {
+		v, _ := strconv.Atoi(m[2])
+		if v > 255 {
+			return dobj{}, fmt.Sprintf("dnp3 variation %d in %q is outside 0-255", v, s)
+		}
+		o.variation = uint8(v)
+	}
+	return o, ""
+}
+
+func parseDNP3Func(s string) (uint8, string) {
+	for _, f := range dnp3Funcs {
+		if f.name == s {
+			return f.code, ""
+		}
+	}
+	x, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Sprintf("unknown dnp3 function %q%s", s, suggest(s, dnp3FuncNames()))
+	}
+	if x < 0 || x > 255 {
+		return 0, fmt.Sprintf("dnp3 function code %d is outside 0-255", x)
+	}
+	return uint8(x), ""
+}
+
+func (c *compiler) dnp3(r *DNP3Rule, path string) *cdnp3 {
+	d := &cdnp3{mastersAny: len(r.Masters) == 0, outstationsAny: len(r.Outstations) == 0}
+	d.masters = c.ranges(r.Masters, path+".masters", 0, 65535, "link address")
+	d.outstations = c.ranges(r.Outstations, path+".outstations", 0, 65535, "link address")
+	byFC := map[uint8]*dfunc{}
+	var order []uint8
+	for i, a := range r.Allow {
+		ep := fmt.Sprintf("%s.allow.%d", path, i)
+		if a.Unsolicited {
+			if len(a.Function) > 0 || len(a.Objects) > 0 {
+				c.errf(ep, "unsolicited: true stands alone in its allow entry")
+			}
+			d.unsolicited = true
+			continue
+		}
+		if len(a.Function) == 0 {
+			c.errf(ep, "a dnp3 allow entry needs function (or unsolicited: true)")
+			continue
+		}
+		var objs []dobj
+		for j, o := range a.Objects {
+			ob, msg := parseDNP3Object(o)
+			if msg != "" {
+				c.errf(fmt.Sprintf("%s.objects.%d", ep, j), "%s", msg)
+				continue
+			}
+			objs = append(objs, ob)
+		}
+		for j, f := range a.Function {
+			fc, msg := parseDNP3Func(f)
+			fp := fmt.Sprintf("%s.function.%d", ep, j)
+			if msg != "" {
+				c.errf(fp, "%s", msg)
+				continue
+			}
+			switch fc {
+			case 129:
+				c.errf(fp, "responses ride the allowed flow and are checked against their request: do not list function 129")
+				continue
+			case 130:
+				c.errf(fp, "allow unsolicited responses with `unsolicited: true`")
+				continue
+			}
+			e := byFC[fc]
+			if e == nil {
+				e = &dfunc{fc: fc}
+				byFC[fc] = e
+				order = append(order, fc)
+			}
+			if len(a.Objects) == 0 {
+				e.anyObj = true
+			}
+			e.objs = append(e.objs, objs...)
+		}
+	}
+	for _, fc := range order {
+		d.fcs = append(d.fcs, *byFC[fc])
+	}
+	return d
+}
+
+// ---- OPC UA ----
+
+func normService(s string) string {
+	s = strings.ToLower(strings.ReplaceAll(s, "_", ""))
+	return strings.TrimSuffix(s, "request")
+}
+
+func opcuaServiceNames() []string {
+	out := make([]string, len(opcuaServices))
+	for i, s := range opcuaServices {
+		out[i] = s.name
+	}
+	return out
+}
+
+func parseService(s string) (uint32, string) {
+	n := normService(s)
+	for _, sv := range opcuaServices {
+		if normService(sv.name) == n {
+			return sv.id, ""
+		}
+	}
+	x, err := strconv.ParseUint(strings.TrimPrefix(s, "i="), 10, 32)
+	if err != nil {
+		return 0, fmt.Sprintf("unknown opcua service %q%s", s, suggest(s, opcuaServiceNames()))
+	}
+	for _, sv := range opcuaServices {
+		if sv.id == uint32(x) {
+			return sv.id, ""
+		}
+	}
+	return 0, fmt.Sprintf("%d is not the type id of an OPC UA service request", x)
+}
+
+// ParseNodeID parses the OPC UA NodeId string form (OPC 10000-6 section
+// 5.3.1.10): [ns=N;]i=|s=|g=|b=. It allocates; for Compile and tests.
+func ParseNodeID(s string) (NodeID, error) {
+	var n NodeID
+	rest := s
+	if strings.HasPrefix(rest, "ns=") {
+		nsStr, after, ok := strings.Cut(rest[3:], ";")
+		if !ok {
+			return n, fmt.Errorf("bad NodeId %q: missing ';' after namespace", s)
+		}
+		ns, err := strconv.ParseUint(nsStr, 10, 16)
+		if err != nil {
+			return n, fmt.Errorf("bad NodeId %q: namespace %q", s, nsStr)
+		}
+		n.Namespace = uint16(ns)
+		rest = after
+	}
+	if len(rest) < 2 || rest[1] != '=' {
+		return n, fmt.Errorf("bad NodeId %q (want [ns=N;]i=|s=|g=|b=)", s)
+	}
+	v := rest[2:]
+	switch rest[0] {
+	case 'i':
+		x, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return n, fmt.Errorf("bad NodeId %q: numeric id %q", s, v)
+		}
+		n.Kind, n.Numeric = NodeNumeric, uint32(x)
+	case 's':
+		if v == "" {
+			return n, fmt.Errorf("bad NodeId %q: empty string id", s)
+		}
+		n.Kind, n.ID = NodeString, []byte(v)
+	case 'g':
+		h := strings.ReplaceAll(v, "-", "")
+		raw, err := hex.DecodeString(h)
+		if err != nil || len(raw) != 16 || len(v) != 36 {
+			return n, fmt.Errorf("bad NodeId %q: GUID %q", s, v)
+		}
+		// Wire order: Data1-3 little endian, Data4 as is (OPC 10000-6 5.1.3).
+		g := make([]byte, 16)
+		binary.LittleEndian.PutUint32(g[0:], binary.BigEndian.Uint32(raw[0:]))
+		binary.LittleEndian.PutUint16(g[4:], binary.BigEndian.Uint16(raw[4:]))
+		binary.LittleEndian.PutUint16(g[6:], binary.BigEndian.Uint16(raw[6:]))
+		copy(g[8:], raw[8:])
+		n.Kind, n.ID = NodeGUID, g
+	case 'b':
+		raw, err := base64.StdEncoding.DecodeString(v)
+		if err != nil {
+			return n, fmt.Errorf("bad NodeId %q: opaque id is not base64", s)
+		}
+		n.Kind, n.ID = NodeOpaque, raw
+	default:
+		return n, fmt.Errorf("bad NodeId %q (want [ns=N;]i=|s=|g=|b=)", s)
+	}
+	return n, nil
+}
+
+func (c *compiler) opcua(r *OPCUARule, path string) *copcua {
+	u := &copcua{minMode: SecurityModeNone}
+	switch strings.ToLower(strings.ReplaceAll(r.MinSecurityMode, "_", "")) {
+	case "", "none":
+	case "sign":
+		u.minMode = SecurityModeSign
+	case "signandencrypt":
+		u.minMode = SecurityModeSignAndEncrypt
+	default:
+		c.errf(path+".min_security_mode", "unknown security mode %q (none, sign, sign_and_encrypt)%s", r.MinSecurityMode,
+			suggest(r.MinSecurityMode, []string{"none", "sign", "sign_and_encrypt"}))
+	}
+	for i, sp := range r.SecurityPolicies {
+		short := sp
+		if j := strings.LastIndexByte(sp, '#'); j >= 0 {
+			short = sp[j+1:]
+		}
+		if !contains(opcuaPolicies, short) {
+			c.errf(fmt.Sprintf("%s.security_policies.%d", path, i), "unknown security policy %q%s", sp, suggest(short, opcuaPolicies))
+			continue
+		}
+		if short == "None" && u.minMode > SecurityModeNone {
+			c.errf(fmt.Sprintf("%s.security_policies.%d", path, i), "security policy None contradicts min_security_mode %s", r.MinSecurityMode)
+		}
+		u.policies = append(u.policies, short)
+	}
+	byID := map[uint32]*ufunc{}
+	var order []uint32
+	get := func(id uint32) *ufunc {
+		if e := byID[id]; e != nil {
+			return e
+		}
+		e := &ufunc{id: id}
+		byID[id] = e
+		order = append(order, id)
+		return e
+	}
+	for i, a := range r.Allow {
+		ep := fmt.Sprintf("%s.allow.%d", path, i)
+		if len(a.Service) == 0 {
+			c.errf(ep, "an opcua allow entry needs service")
+			continue
+		}
+		var nodes []NodeID
+		for j, ns := range a.Nodes {
+			n, err := ParseNodeID(ns)
+			if err != nil {
+				c.errf(fmt.Sprintf("%s.nodes.%d", ep, j), "%s", err.Error())
+				continue
+			}
+			nodes = append(nodes, n)
+		}
+		for j, s := range a.Service {
+			id, msg := parseService(s)
+			if msg != "" {
+				c.errf(fmt.Sprintf("%s.service.%d", ep, j), "%s", msg)
+				continue
+			}
+			if len(a.Nodes) > 0 && id != opcuaWrite && id != opcuaCall {
+				c.errf(fmt.Sprintf("%s.service.%d", ep, j), "nodes restrict only write and call, not %q", s)
+				continue
+			}
+			e := get(id)
+			if len(a.Nodes) == 0 {
+				e.anyNode = true
+			}
+			e.nodes = append(e.nodes, nodes...)
+		}
+	}
+	for _, id := range opcuaImplied {
+		get(id).anyNode = true
+	}
+	for _, id := range order {
+		u.services = append(u.services, *byID[id])
+	}
+	return u
+}
