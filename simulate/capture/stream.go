@@ -102,7 +102,6 @@ type Reassembler struct {
 	pkt   packet.Packet
 	seg   Segment
 	stats Stats
-	last  *Frame
 }
 
 // NewReassembler returns a Reassembler that calls fn for each segment.
