@@ -30,7 +30,8 @@ func OpenWatchdog(path string) (*DevWatchdog, error) {
 }
 
 // Keepalive implements Watchdog: WDIOC_KEEPALIVE, or a write for drivers
-// (and files) that do not take the ioctl.
+// (and files) that do not take the ioctl. ENOSYS counts as "does not take
+// it": qemu-user answers so for ioctls it cannot translate.
 func (w *DevWatchdog) Keepalive() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -38,7 +39,7 @@ func (w *DevWatchdog) Keepalive() error {
 		return os.ErrClosed
 	}
 	err := unix.IoctlWatchdogKeepalive(int(w.f.Fd()))
-	if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+	if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
 		// Any write that is not 'V' is a keepalive.
 		_, err = w.f.Write([]byte{0})
 	}
