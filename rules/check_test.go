@@ -145,8 +145,25 @@ func TestCheckBadPolicies(t *testing.T) {
 			`p.yaml:14:24: port: "0" is outside 1-65535`}},
 		{"icmp unknown type", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - icmp: { types: [echo_requst] }\n", []string{
 			`p.yaml:14:25: unknown icmp type "echo_requst" (did you mean "echo_request"?)`}},
-		{"bad anomaly name", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    tolerate: [Bad-Name]\n    rules: [ { tcp: {} } ]\n", []string{
-			`p.yaml:13:16: bad anomaly name "Bad-Name" (snake_case, as the parsers name them)`}},
+		{"tolerate on a conduit without inspected rules", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    tolerate: [Bad-Name]\n    rules: [ { tcp: {} } ]\n", []string{
+			`p.yaml:13:16: tolerate "Bad-Name": anomalies are reported only by modbus, dnp3 and opcua rules, and this conduit has none`}},
+		{"modbus tolerate typo", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - modbus:\n          tolerate: [mbap_lenght]\n          allow:\n            - read: coils\n", []string{
+			`p.yaml:15:22: unknown modbus anomaly "mbap_lenght" (did you mean "mbap_length"?)`}},
+		{"dnp3 tolerates a modbus anomaly", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - dnp3:\n          tolerate: [link_crc, mbap_length]\n          allow:\n            - function: read\n", []string{
+			`p.yaml:15:32: unknown dnp3 anomaly "mbap_length" (did you mean "bad_length"?)`}},
+		{"opcua tolerate typo", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - opcua:\n          tolerate: msg_befor_open\n          allow:\n            - service: read\n", []string{
+			`p.yaml:15:21: unknown opcua anomaly "msg_befor_open" (did you mean "msg_before_open"?)`}},
+		{"conduit tolerate checked against its rules' protocols", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    tolerate: [data_crcc, bad_channel_id]\n    rules:\n      - modbus: { allow: [ { read: coils } ] }\n      - dnp3: { allow: [ { function: read } ] }\n", []string{
+			`p.yaml:13:16: unknown modbus/dnp3 anomaly "data_crcc" (did you mean "data_crc"?)`,
+			`p.yaml:13:27: unknown modbus/dnp3 anomaly "bad_channel_id"`}},
+		{"dnp3 require_auth not a boolean", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - dnp3:\n          require_auth: yes\n          allow:\n            - function: operate\n", []string{
+			`p.yaml:15:25: require_auth must be true or false, not "yes"`}},
+		{"dnp3 require_auth misspelt", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - dnp3:\n          require_auht: true\n          allow:\n            - function: operate\n", []string{
+			`p.yaml:15:11: unknown key "require_auht" in dnp3 rule (did you mean "require_auth"?)`}},
+		{"dnp3 authentication response listed", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - dnp3:\n          allow:\n            - function: [operate, authenticate_resp]\n", []string{
+			"p.yaml:16:35: authentication responses (131) ride the allowed flow: use `require_auth: true` to judge the Secure Authentication exchange"}},
+		{"dnp3 function by its old long name", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - dnp3:\n          allow:\n            - function: immediate_freeze\n", []string{
+			`p.yaml:16:25: unknown dnp3 function "immediate_freeze" (did you mean "immed_freeze"?)`}},
 		{"yaml syntax error", "version: 1\nzones: [\n", []string{
 			`p.yaml:2:1: YAML: did not find expected node content`}},
 		{"several problems in one run", head + "conduits:\n  - name: c\n    from: hmii\n    to: plc\n    mode: enforced\n    rules:\n      - modbus:\n          allow:\n            - read: coils 9-1\n", []string{

@@ -17,6 +17,9 @@ import (
 	"sync/atomic"
 
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/protocols/modbus"
+	"github.com/otgw/otgw/protocols/opcua"
 )
 
 // generations numbers compiled rulesets process-wide, so a flow's cached
@@ -136,6 +139,7 @@ type cdnp3 struct {
 	masters, outstations       []r16
 	fcs                        []dfunc
 	unsolicited                bool
+	requireAuth                bool
 }
 
 type dfunc struct {
@@ -237,7 +241,6 @@ func parseDenyAction(s string) (DenyAction, bool) {
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-var anomalyRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 
 func (c *compiler) compile() *Ruleset {
 	p := c.p
@@ -457,7 +460,6 @@ func (c *compiler) compile() *Ruleset {
 		} else if cc.action, ok = parseDenyAction(cd.Action); !ok {
 			c.errf(path+".action", "unknown action %q (drop, reset or reply)%s", cd.Action, suggest(cd.Action, []string{"drop", "reset", "reply"}))
 		}
-		cc.tolerate = c.anomalies(cd.Tolerate, path+".tolerate")
 		var fromEps, toEps []int32
 		for side, list := range [2][]string{cd.From, cd.To} {
 			key := [2]string{"from", "to"}[side]
@@ -497,6 +499,13 @@ func (c *compiler) compile() *Ruleset {
 		for ri := range cd.Rules {
 			cc.rules = append(cc.rules, c.rule(&cd.Rules[ri], fmt.Sprintf("%s.rules.%d", path, ri), counts))
 		}
+		var protos []protocols.Proto
+		for _, r := range cc.rules {
+			if r.proto != protocols.ProtoNone && !slices.Contains(protos, r.proto) {
+				protos = append(protos, r.proto)
+			}
+		}
+		cc.tolerate = c.anomalies(cd.Tolerate, path+".tolerate", protos)
 		rs.conduits = append(rs.conduits, cc)
 	}
 	return rs
@@ -533,13 +542,70 @@ func (c *compiler) neverMatches(rs *Ruleset, from, to []int32) string {
 	return why
 }
 
-func (c *compiler) anomalies(list []string, path string) []string {
-	for i, a := range list {
-		if !anomalyRE.MatchString(a) {
-			c.errf(fmt.Sprintf("%s.%d", path, i), "bad anomaly name %q (snake_case, as the parsers name them)", a)
+// anomalyLists returns the anomaly names of each inspected protocol's
+// parser, the names a tolerate list may hold.
+var anomalyLists = map[protocols.Proto][]string{
+	protocols.ProtoModbus: modbusAnomalies(),
+	protocols.ProtoDNP3:   dnp3Anomalies(),
+	protocols.ProtoOPCUA:  opcuaAnomalies(),
+}
+
+// canonAnomaly returns the name proto's parser reports for the anomaly
+// named s (parsers may accept aliases, e.g. dnp3 "crc"), and whether s
+// names one.
+func canonAnomaly(proto protocols.Proto, s string) (string, bool) {
+	switch proto {
+	case protocols.ProtoModbus:
+		if a, ok := modbus.ParseAnomaly(s); ok && a != modbus.AnomalyNone {
+			return a.String(), true
+		}
+	case protocols.ProtoDNP3:
+		if a, ok := dnp3.AnomalyByName(s); ok && a != dnp3.AnomalyNone {
+			return a.String(), true
+		}
+	case protocols.ProtoOPCUA:
+		if a, ok := opcua.AnomalyByName(s); ok && a != opcua.AnomalyNone {
+			return a.String(), true
 		}
 	}
-	return list
+	return "", false
+}
+
+// anomalies checks a tolerate list against the anomalies the parsers of
+// protos report and returns it in the parsers' spelling. A conduit's list
+// is checked against the protocols of its rules.
+func (c *compiler) anomalies(list []string, path string, protos []protocols.Proto) []string {
+	if len(list) == 0 {
+		return nil
+	}
+	var names, what []string
+	for _, p := range protos {
+		names = append(names, anomalyLists[p]...)
+		what = append(what, p.String())
+	}
+	out := make([]string, 0, len(list))
+	for i, a := range list {
+		ip := fmt.Sprintf("%s.%d", path, i)
+		if len(protos) == 0 {
+			c.errf(ip, "tolerate %q: anomalies are reported only by modbus, dnp3 and opcua rules, and this conduit has none", a)
+			continue
+		}
+		var canon string
+		for _, p := range protos {
+			if n, ok := canonAnomaly(p, a); ok {
+				canon = n
+				break
+			}
+		}
+		if canon == "" {
+			c.errf(ip, "unknown %s anomaly %q%s", strings.Join(what, "/"), a, suggest(a, names))
+			continue
+		}
+		if !slices.Contains(out, canon) {
+			out = append(out, canon)
+		}
+	}
+	return out
 }
 
 // lastAddr returns the last address of a masked prefix.
@@ -635,17 +701,17 @@ func (c *compiler) rule(r *Rule, path string, counts map[string]int) crule {
 	case "modbus":
 		cr.kind, cr.proto, cr.tcp = kindModbus, protocols.ProtoModbus, true
 		cr.ports = c.ports(r.Modbus.Ports, bp+".ports", 502)
-		cr.tolerate = c.anomalies(r.Modbus.Tolerate, bp+".tolerate")
+		cr.tolerate = c.anomalies(r.Modbus.Tolerate, bp+".tolerate", []protocols.Proto{protocols.ProtoModbus})
 		cr.mb = c.modbus(r.Modbus, bp)
 	case "dnp3":
 		cr.kind, cr.proto, cr.tcp, cr.udp = kindDNP3, protocols.ProtoDNP3, true, true
 		cr.ports = c.ports(r.DNP3.Ports, bp+".ports", 20000)
-		cr.tolerate = c.anomalies(r.DNP3.Tolerate, bp+".tolerate")
+		cr.tolerate = c.anomalies(r.DNP3.Tolerate, bp+".tolerate", []protocols.Proto{protocols.ProtoDNP3})
 		cr.dn = c.dnp3(r.DNP3, bp)
 	case "opcua":
 		cr.kind, cr.proto, cr.tcp = kindOPCUA, protocols.ProtoOPCUA, true
 		cr.ports = c.ports(r.OPCUA.Ports, bp+".ports", 4840)
-		cr.tolerate = c.anomalies(r.OPCUA.Tolerate, bp+".tolerate")
+		cr.tolerate = c.anomalies(r.OPCUA.Tolerate, bp+".tolerate", []protocols.Proto{protocols.ProtoOPCUA})
 		cr.ua = c.opcua(r.OPCUA, bp)
 	case "tcp":
 		cr.kind, cr.tcp = kindTCP, true
@@ -843,39 +909,17 @@ func mergeRanges(in []r16) []r16 {
 	return out
 }
 
-func modbusFuncNames() []string {
-	var out []string
-	for _, f := range modbusFuncs {
-		out = append(out, f.name)
-	}
-	for _, f := range modbusSubNames {
-		out = append(out, f.name)
-	}
-	for _, n := range modbusTableFuncs {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
 func parseModbusFunc(s string) (mfunc, string) {
 	s = strings.TrimSpace(s)
 	for _, f := range modbusSubNames {
 		if f.name == s {
-			return mfunc{fc: uint8(f.code), sub: f.sub}, ""
+			return mfunc{fc: f.fc, sub: f.sub}, ""
 		}
 	}
 	code, sub, hasSub := strings.Cut(s, "/")
 	fc := -1
-	for _, f := range modbusFuncs {
-		if f.name == code {
-			fc = int(f.code)
-		}
-	}
-	for n, name := range modbusTableFuncs {
-		if name == code {
-			fc = int(n)
-		}
+	if x, ok := modbusFuncByName(code); ok {
+		fc = int(x)
 	}
 	if fc < 0 {
 		x, err := strconv.Atoi(code)
@@ -887,16 +931,16 @@ func parseModbusFunc(s string) (mfunc, string) {
 		}
 		fc = x
 	}
-	if name, ok := modbusTableFuncs[uint8(fc)]; ok {
-		return mfunc{}, fmt.Sprintf("function %d (%s) accesses a table: allow it with read: or write: and an address range", fc, name)
+	if modbusTable(uint8(fc)) != TableNone {
+		return mfunc{}, fmt.Sprintf("function %d (%s) accesses a table: allow it with read: or write: and an address range", fc, modbus.FunctionName(uint8(fc)))
 	}
 	mf := mfunc{fc: uint8(fc), anySub: !hasSub}
 	if hasSub {
-		if fc != 8 && fc != 43 {
+		if fc != int(modbus.FuncDiagnostics) && fc != int(modbus.FuncEncapsulatedInterface) {
 			return mfunc{}, fmt.Sprintf("function %d has no sub-code (only 8 diagnostics and 43 encapsulated interface transport do)", fc)
 		}
 		max := 65535
-		if fc == 43 {
+		if fc == int(modbus.FuncEncapsulatedInterface) {
 			max = 255
 		}
 		x, err := strconv.Atoi(sub)
@@ -909,14 +953,6 @@ func parseModbusFunc(s string) (mfunc, string) {
 }
 
 // ---- DNP3 ----
-
-func dnp3FuncNames() []string {
-	out := make([]string, len(dnp3Funcs))
-	for i, f := range dnp3Funcs {
-		out[i] = f.name
-	}
-	return out
-}
 
 func dnp3GroupNames() []string {
 	out := make([]string, len(dnp3Groups))
@@ -954,23 +990,20 @@ func parseDNP3Object(s string) (dobj, string) {
 }
 
 func parseDNP3Func(s string) (uint8, string) {
-	for _, f := range dnp3Funcs {
-		if f.name == s {
-			return f.code, ""
-		}
+	if fc, ok := dnp3FuncByName(s); ok {
+		return fc, ""
 	}
-	x, err := strconv.Atoi(s)
-	if err != nil {
-		return 0, fmt.Sprintf("unknown dnp3 function %q%s", s, suggest(s, dnp3FuncNames()))
-	}
-	if x < 0 || x > 255 {
+	if x, err := strconv.Atoi(s); err == nil {
 		return 0, fmt.Sprintf("dnp3 function code %d is outside 0-255", x)
 	}
-	return uint8(x), ""
+	if n, ok := dnp3OldNames[s]; ok {
+		return 0, fmt.Sprintf("unknown dnp3 function %q (did you mean %q?)", s, n)
+	}
+	return 0, fmt.Sprintf("unknown dnp3 function %q%s", s, suggest(s, dnp3FuncNames()))
 }
 
 func (c *compiler) dnp3(r *DNP3Rule, path string) *cdnp3 {
-	d := &cdnp3{mastersAny: len(r.Masters) == 0, outstationsAny: len(r.Outstations) == 0}
+	d := &cdnp3{mastersAny: len(r.Masters) == 0, outstationsAny: len(r.Outstations) == 0, requireAuth: r.RequireAuth}
 	d.masters = c.ranges(r.Masters, path+".masters", 0, 65535, "link address")
 	d.outstations = c.ranges(r.Outstations, path+".outstations", 0, 65535, "link address")
 	byFC := map[uint8]*dfunc{}
@@ -1011,6 +1044,9 @@ func (c *compiler) dnp3(r *DNP3Rule, path string) *cdnp3 {
 			case 130:
 				c.errf(fp, "allow unsolicited responses with `unsolicited: true`")
 				continue
+			case 131:
+				c.errf(fp, "authentication responses (131) ride the allowed flow: use `require_auth: true` to judge the Secure Authentication exchange")
+				continue
 			}
 			e := byFC[fc]
 			if e == nil {
@@ -1032,36 +1068,14 @@ func (c *compiler) dnp3(r *DNP3Rule, path string) *cdnp3 {
 
 // ---- OPC UA ----
 
-func normService(s string) string {
-	s = strings.ToLower(strings.ReplaceAll(s, "_", ""))
-	return strings.TrimSuffix(s, "request")
-}
-
-func opcuaServiceNames() []string {
-	out := make([]string, len(opcuaServices))
-	for i, s := range opcuaServices {
-		out[i] = s.name
-	}
-	return out
-}
-
 func parseService(s string) (uint32, string) {
-	n := normService(s)
-	for _, sv := range opcuaServices {
-		if normService(sv.name) == n {
-			return sv.id, ""
-		}
+	if id, ok := opcuaServiceByName(s); ok {
+		return id, ""
 	}
-	x, err := strconv.ParseUint(strings.TrimPrefix(s, "i="), 10, 32)
-	if err != nil {
-		return 0, fmt.Sprintf("unknown opcua service %q%s", s, suggest(s, opcuaServiceNames()))
+	if x, err := strconv.ParseUint(strings.TrimPrefix(s, "i="), 10, 32); err == nil {
+		return 0, fmt.Sprintf("%d is not the type id of an OPC UA service request", x)
 	}
-	for _, sv := range opcuaServices {
-		if sv.id == uint32(x) {
-			return sv.id, ""
-		}
-	}
-	return 0, fmt.Sprintf("%d is not the type id of an OPC UA service request", x)
+	return 0, fmt.Sprintf("unknown opcua service %q%s", s, suggest(s, opcuaServiceNames()))
 }
 
 // ParseNodeID parses the OPC UA NodeId string form (OPC 10000-6 section
@@ -1124,29 +1138,29 @@ func ParseNodeID(s string) (NodeID, error) {
 
 func (c *compiler) opcua(r *OPCUARule, path string) *copcua {
 	u := &copcua{minMode: SecurityModeNone}
-	switch strings.ToLower(strings.ReplaceAll(r.MinSecurityMode, "_", "")) {
-	case "", "none":
-	case "sign":
-		u.minMode = SecurityModeSign
-	case "signandencrypt":
-		u.minMode = SecurityModeSignAndEncrypt
-	default:
-		c.errf(path+".min_security_mode", "unknown security mode %q (none, sign, sign_and_encrypt)%s", r.MinSecurityMode,
-			suggest(r.MinSecurityMode, []string{"none", "sign", "sign_and_encrypt"}))
+	if r.MinSecurityMode != "" {
+		m, ok := opcua.ModeByName(r.MinSecurityMode)
+		if ok && m >= opcua.ModeNone && m <= opcua.ModeSignAndEncrypt {
+			u.minMode = uint8(m)
+		} else {
+			c.errf(path+".min_security_mode", "unknown security mode %q (none, sign, sign_and_encrypt)%s", r.MinSecurityMode,
+				suggest(r.MinSecurityMode, []string{"none", "sign", "sign_and_encrypt"}))
+		}
 	}
 	for i, sp := range r.SecurityPolicies {
-		short := sp
-		if j := strings.LastIndexByte(sp, '#'); j >= 0 {
-			short = sp[j+1:]
-		}
-		if !contains(opcuaPolicies, short) {
-			c.errf(fmt.Sprintf("%s.security_policies.%d", path, i), "unknown security policy %q%s", sp, suggest(short, opcuaPolicies))
+		pol, ok := opcua.PolicyByName(sp)
+		if !ok {
+			short := sp
+			if j := strings.LastIndexByte(sp, '#'); j >= 0 {
+				short = sp[j+1:]
+			}
+			c.errf(fmt.Sprintf("%s.security_policies.%d", path, i), "unknown security policy %q%s", sp, suggest(short, opcuaPolicyNames()))
 			continue
 		}
-		if short == "None" && u.minMode > SecurityModeNone {
+		if pol == opcua.PolicyNone && u.minMode > SecurityModeNone {
 			c.errf(fmt.Sprintf("%s.security_policies.%d", path, i), "security policy None contradicts min_security_mode %s", r.MinSecurityMode)
 		}
-		u.policies = append(u.policies, short)
+		u.policies = append(u.policies, pol.String())
 	}
 	byID := map[uint32]*ufunc{}
 	var order []uint32

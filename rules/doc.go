@@ -11,7 +11,7 @@
 // Protocol v1.1b3 (tables, function codes, FC 8 sub-functions, FC 43 MEI
 // types), IEEE 1815-2012 DNP3 (link addresses, function codes, object
 // groups/variations, unsolicited responses, Secure Authentication function
-// codes 32, 33, 131), OPC 10000-4/6 (security mode and policy of OPN,
+// codes 32, 33, 131 and group 120), OPC 10000-4/6 (security mode and policy of OPN,
 // service request type ids, NodeIds of Write and Call).
 //
 // Pipeline: Load/Parse (YAML to plain-data Policy, unknown keys are errors
@@ -29,4 +29,66 @@
 // allowed). Parser anomalies deny unless the rule or conduit tolerates the
 // named anomaly. OPC UA SignAndEncrypt bodies are opaque: only the channel's
 // mode and policy are judged there.
+//
+// Names: protocol vocabulary comes from the parser packages, the single
+// source of truth: Modbus function names are modbus.FunctionName's, DNP3
+// function names dnp3.FunctionCode.String's (IEEE 1815-2012 Table 4-1:
+// immed_freeze, initialize_appl, save_config...), OPC UA services, security
+// policies and modes those of opcua.ServiceByName, PolicyByName and
+// ModeByName. A tolerate list may name only anomalies the parser of the
+// rule's protocol reports (a conduit's list: of its rules' protocols);
+// Compile reports others with FILE:LINE:COL and "did you mean". Convert
+// parser NodeIds with NodeIDKindOf.
+//
+// # DNP3 Secure Authentication (require_auth)
+//
+// IEEE 1815-2012 clause 7 (SAv5) has the outstation challenge every
+// critical request: the master sends the request, the outstation answers
+// with an authentication challenge (FC 131 AUTHENTICATE_RESP carrying
+// g120v1), the master replies (FC 32 AUTHENTICATE_REQ carrying g120v2, an
+// HMAC over the challenge and the request), and only then does the
+// outstation execute the request and send its response (FC 129). In
+// aggressive mode the master anticipates the challenge and sends the
+// request framed by g120v3 ... g120v9 (MAC over the last challenge). Session
+// keys are set with g120v4 (key status request, FC 32), g120v5 (key status,
+// FC 131, carrying challenge data) and g120v6 (key change, FC 32); failures
+// are reported with g120v7.
+//
+// The gateway holds no keys, so it cannot check a MAC; it checks that the
+// exchange happens. A dnp3 rule with `require_auth: true` means, for the
+// association the flow carries:
+//
+//   - Control functions are every request except confirm, read,
+//     delay_measure and the authentication requests (write, select,
+//     operate, direct_operate[_nr], freezes, cold/warm_restart,
+//     initialize_*, start/stop_appl, save_config, (en|dis)able_unsolicited,
+//     assign_class, record_current_time, file and config functions, and
+//     undefined codes). They are judged by the allow list as usual, and
+//     forwarded: the outstation must receive a critical request to
+//     challenge it.
+//   - The outstation's response to a control is allowed only when the
+//     outstation's challenge for that request was answered by the master's
+//     reply in between (or the request came in aggressive mode). A response
+//     to a control that was never challenged, or whose challenge went
+//     unanswered or ended in an authentication error, is denied with
+//     auth_required: the outstation acted on an unauthenticated control
+//     (SA disabled or bypassed). A new request starts a new exchange.
+//   - A reply (g120v2) is allowed only while a challenge is open, a key
+//     change (g120v6) only after a key status (g120v5); otherwise
+//     auth_required.
+//   - Aggressive-mode controls are allowed only after a challenge (g120v1 or
+//     g120v5) has been answered on this association, since their MAC covers
+//     it; otherwise auth_required. The g120 objects framing them are not
+//     judged against the allow list, the others are.
+//   - FC 32 and FC 33 requests and FC 131 responses are implied, may carry
+//     only g120 objects (object_not_allowed otherwise), and an FC 131 is
+//     allowed only while a request of the master awaits an answer.
+//
+// For the *_nr functions no response follows, so the gateway can see the
+// exchange but not whether the outstation executed without it. Unsolicited
+// responses are judged by `unsolicited: true` as without require_auth.
+// The state is kept in Flow (per flow, zero value: a fresh association,
+// no allocation) and advanced by Evaluate with every DNP3 PDU that crosses
+// (allowed, or alerted in monitor mode), whichever rule decided; it
+// survives reloads like the flow.
 package rules

@@ -212,8 +212,19 @@ func (rs *Ruleset) EvaluateFlow(f *Flow) Verdict {
 // (deny, or alert in monitor mode); with no such rule the first conduit
 // denies with protocol_not_allowed, and with no conduit the policy's
 // defaults deny with no_conduit. It allocates nothing; it updates the
-// flow's match cache (see Flow).
+// flow's match cache and, for DNP3 PDUs it does not deny, the flow's
+// Secure Authentication state (see Flow and the package documentation).
 func (rs *Ruleset) Evaluate(f *Flow, p *PDU) Verdict {
+	v := rs.evaluate(f, p)
+	if v.Action != Deny && p.Proto == protocols.ProtoDNP3 {
+		// The PDU crosses (allowed, or alerted in monitor mode): record it
+		// in the association's Secure Authentication state.
+		f.auth.advance(p.Dir, &p.DNP3)
+	}
+	return v
+}
+
+func (rs *Ruleset) evaluate(f *Flow, p *PDU) Verdict {
 	var buf [maxCands]uint16
 	cands := rs.cands(f, &buf)
 	if len(cands) == 0 {
@@ -229,7 +240,7 @@ func (rs *Ruleset) Evaluate(f *Flow, p *PDU) Verdict {
 			if r.proto != p.Proto || p.Proto == protocols.ProtoNone || (tcp && !r.tcp) || (!tcp && !r.udp) || !in16(r.ports, f.DstPort) {
 				continue
 			}
-			reason := r.eval(c, p)
+			reason := r.eval(c, p, &f.auth)
 			if reason == ReasonAllowed {
 				return rs.verdict(int(ci), ri, ReasonAllowed)
 			}
@@ -257,7 +268,7 @@ func tolerated(list []string, a string) bool {
 	return false
 }
 
-func (r *crule) eval(c *cconduit, p *PDU) Reason {
+func (r *crule) eval(c *cconduit, p *PDU, auth *dnp3Auth) Reason {
 	if p.Anomaly != "" && !tolerated(r.tolerate, p.Anomaly) && !tolerated(c.tolerate, p.Anomaly) {
 		return ReasonMalformed
 	}
@@ -265,7 +276,7 @@ func (r *crule) eval(c *cconduit, p *PDU) Reason {
 	case kindModbus:
 		return r.mb.eval(p.Dir, &p.Modbus)
 	case kindDNP3:
-		return r.dn.eval(p.Dir, &p.DNP3)
+		return r.dn.eval(p.Dir, &p.DNP3, auth)
 	case kindOPCUA:
 		return r.ua.eval(p.Dir, &p.OPCUA)
 	}
@@ -273,20 +284,6 @@ func (r *crule) eval(c *cconduit, p *PDU) Reason {
 }
 
 // ---- Modbus ----
-
-func modbusTable(fc uint8) Table {
-	switch fc {
-	case 1, 5, 15:
-		return TableCoils
-	case 2:
-		return TableDiscrete
-	case 4:
-		return TableInput
-	case 3, 6, 16, 22, 23:
-		return TableHolding
-	}
-	return TableNone
-}
 
 func covered(rr []r16, addr, qty uint16) bool {
 	end := uint32(addr) + uint32(max(qty, 1)) - 1
@@ -387,7 +384,7 @@ func (m *cmodbus) eval(dir protocols.Dir, p *Modbus) Reason {
 
 // ---- DNP3 ----
 
-func (d *cdnp3) eval(dir protocols.Dir, p *DNP3) Reason {
+func (d *cdnp3) eval(dir protocols.Dir, p *DNP3, auth *dnp3Auth) Reason {
 	master, outstation := p.LinkSrc, p.LinkDst
 	if dir == protocols.Response {
 		master, outstation = p.LinkDst, p.LinkSrc
@@ -396,16 +393,33 @@ func (d *cdnp3) eval(dir protocols.Dir, p *DNP3) Reason {
 		return ReasonLinkAddressNotAllowed
 	}
 	if dir == protocols.Response {
-		if p.FC == 130 || p.Unsolicited {
+		if p.FC == fcUnsolicited || p.Unsolicited {
 			if d.unsolicited {
 				return ReasonAllowed
 			}
 			return ReasonUnsolicitedNotAllowed
 		}
+		if d.requireAuth {
+			return d.authResponse(p, auth)
+		}
+		if p.FC == fcAuthResp && auth.outstanding {
+			// A challenge or authentication error answers the request
+			// that awaits a response (IEEE 1815-2012 clause 7).
+			return ReasonAllowed
+		}
 		if !p.PairedRequest {
 			return ReasonResponseWithoutRequest
 		}
 		return ReasonAllowed
+	}
+	skipAuth := false
+	if d.requireAuth {
+		var reason Reason
+		var decided bool
+		reason, decided, skipAuth = d.authRequest(p, auth)
+		if decided {
+			return reason
+		}
 	}
 	for i := range d.fcs {
 		e := &d.fcs[i]
@@ -419,6 +433,9 @@ func (d *cdnp3) eval(dir protocols.Dir, p *DNP3) Reason {
 			return ReasonObjectNotAllowed
 		}
 		for _, o := range p.Objects[:min(int(p.NObjects), MaxObjects)] {
+			if skipAuth && o.Group == gAuth {
+				continue // aggressive mode framing, judged by authRequest
+			}
 			ok := false
 			for _, a := range e.objs {
 				if a.group == o.Group && (a.anyVar || a.variation == o.Variation) {

@@ -1,53 +1,25 @@
 package rules
 
-// Name tables for policy files. They live in this one file so that switching
-// to the parser packages' exported lookups (protocols/modbus, protocols/dnp3,
-// protocols/opcua) touches nothing else.
+import (
+	"sort"
+	"strconv"
+	"strings"
 
-// modbusFunc is a Modbus function code that a policy may name in `function:`
-// (Modbus Application Protocol v1.1b3 section 6). Table accesses (FC 1-6, 15,
-// 16, 22, 23) are not listed: they are allowed with read:/write: and an
-// address range, never as a bare function.
-type modbusFunc struct {
-	name   string
-	code   uint8
-	hasSub bool // FC 8 sub-function, FC 43 MEI type
-}
+	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/protocols/modbus"
+	"github.com/otgw/otgw/protocols/opcua"
+)
 
-var modbusFuncs = []modbusFunc{
-	{"read_exception_status", 7, false},
-	{"diagnostics", 8, true},
-	{"get_comm_event_counter", 11, false},
-	{"get_comm_event_log", 12, false},
-	{"report_server_id", 17, false},
-	{"read_file_record", 20, false},
-	{"write_file_record", 21, false},
-	{"read_fifo_queue", 24, false},
-	{"encapsulated_interface_transport", 43, true},
-}
+// Names in policy files. The parser packages are the one source of truth
+// for protocol vocabulary: function codes and their names
+// (modbus.FunctionName, dnp3.FunctionByName, opcua.ServiceByName),
+// anomalies (modbus.ParseAnomaly, dnp3.AnomalyByName, opcua.AnomalyByName),
+// OPC UA security policies and modes. This file keeps only what the parsers
+// do not define: the Modbus table vocabulary (read/write holding, coils,
+// discrete, input), FC 8/43 sub-function names, DNP3 object group names,
+// ethertype and ICMP names.
 
-// modbusSubNames are named code/sub-code pairs.
-var modbusSubNames = []struct {
-	name      string
-	code, sub uint16
-}{
-	{"return_query_data", 8, 0},
-	{"restart_communications", 8, 1},
-	{"return_diagnostic_register", 8, 2},
-	{"force_listen_only_mode", 8, 4},
-	{"clear_counters", 8, 10},
-	{"canopen_general_reference", 43, 13},
-	{"read_device_identification", 43, 14},
-}
-
-// modbusTableFuncs are the function codes that access a data table; naming
-// them in `function:` is an error that points at read:/write:.
-var modbusTableFuncs = map[uint8]string{
-	1: "read_coils", 2: "read_discrete_inputs", 3: "read_holding_registers",
-	4: "read_input_registers", 5: "write_single_coil", 6: "write_single_register",
-	15: "write_multiple_coils", 16: "write_multiple_registers",
-	22: "mask_write_register", 23: "read_write_multiple_registers",
-}
+// ---- Modbus ----
 
 // Table is a Modbus data table (Modbus Application Protocol v1.1b3 section 4.3).
 type Table uint8
@@ -83,28 +55,172 @@ func (t Table) String() string {
 	return "none"
 }
 
-// dnp3Funcs maps IEEE 1815-2012 Table 4-1 function codes to policy names.
-var dnp3Funcs = []struct {
-	name string
-	code uint8
-}{
-	{"confirm", 0}, {"read", 1}, {"write", 2}, {"select", 3}, {"operate", 4},
-	{"direct_operate", 5}, {"direct_operate_nr", 6}, {"immediate_freeze", 7},
-	{"immediate_freeze_nr", 8}, {"freeze_clear", 9}, {"freeze_clear_nr", 10},
-	{"freeze_at_time", 11}, {"freeze_at_time_nr", 12}, {"cold_restart", 13},
-	{"warm_restart", 14}, {"initialize_data", 15}, {"initialize_application", 16},
-	{"start_application", 17}, {"stop_application", 18}, {"save_configuration", 19},
-	{"enable_unsolicited", 20}, {"disable_unsolicited", 21}, {"assign_class", 22},
-	{"delay_measure", 23}, {"record_current_time", 24}, {"open_file", 25},
-	{"close_file", 26}, {"delete_file", 27}, {"get_file_info", 28},
-	{"authenticate_file", 29}, {"abort_file", 30}, {"activate_config", 31},
-	// Secure Authentication (IEEE 1815-2012 clause 7): named so a policy can
-	// allow, and so require, the challenge/response exchange.
-	{"authenticate_req", 32}, {"auth_req_no_ack", 33},
-	{"response", 129}, {"unsolicited_response", 130}, {"authenticate_resp", 131},
+// modbusTable returns the table a public function code accesses (MAP
+// section 6), TableNone for the others.
+func modbusTable(fc uint8) Table {
+	switch fc {
+	case modbus.FuncReadCoils, modbus.FuncWriteSingleCoil, modbus.FuncWriteMultipleCoils:
+		return TableCoils
+	case modbus.FuncReadDiscreteInputs:
+		return TableDiscrete
+	case modbus.FuncReadInputRegisters:
+		return TableInput
+	case modbus.FuncReadHoldingRegisters, modbus.FuncWriteSingleRegister, modbus.FuncWriteMultipleRegisters,
+		modbus.FuncMaskWriteRegister, modbus.FuncReadWriteMultipleRegisters:
+		return TableHolding
+	}
+	return TableNone
 }
 
-// dnp3Groups names object groups (IEEE 1815-2012 Annex A).
+// modbusSubNames are named function/sub-code pairs: FC 8 diagnostics
+// sub-functions (MAP section 6.8.1) and FC 43 MEI types (section 6.19).
+var modbusSubNames = []struct {
+	name string
+	fc   uint8
+	sub  uint16
+}{
+	{"return_query_data", modbus.FuncDiagnostics, modbus.DiagReturnQueryData},
+	{"restart_communications", modbus.FuncDiagnostics, modbus.DiagRestartComm},
+	{"return_diagnostic_register", modbus.FuncDiagnostics, modbus.DiagReturnRegister},
+	{"force_listen_only_mode", modbus.FuncDiagnostics, modbus.DiagForceListenOnly},
+	{"clear_counters", modbus.FuncDiagnostics, modbus.DiagClearCounters},
+	{"canopen_general_reference", modbus.FuncEncapsulatedInterface, uint16(modbus.MEICANopen)},
+	{"read_device_identification", modbus.FuncEncapsulatedInterface, uint16(modbus.MEIReadDeviceID)},
+}
+
+// modbusFuncByName returns the public function code whose
+// modbus.FunctionName is s.
+func modbusFuncByName(s string) (uint8, bool) {
+	for fc := uint8(1); fc < 128; fc++ {
+		if modbus.IsPublic(fc) && modbus.FunctionName(fc) == s {
+			return fc, true
+		}
+	}
+	return 0, false
+}
+
+// modbusFuncNames lists every name `function:` accepts or points away from.
+func modbusFuncNames() []string {
+	var out []string
+	for fc := uint8(1); fc < 128; fc++ {
+		if modbus.IsPublic(fc) {
+			out = append(out, modbus.FunctionName(fc))
+		}
+	}
+	for _, f := range modbusSubNames {
+		out = append(out, f.name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// modbusAnomalies lists the Modbus parser's anomaly names.
+func modbusAnomalies() []string {
+	var out []string
+	for i := 1; i < 256; i++ {
+		n := modbus.Anomaly(i).String()
+		if a, ok := modbus.ParseAnomaly(n); ok && int(a) == i {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// ---- DNP3 ----
+
+// dnp3FuncByName parses a function name (dnp3.FunctionCode.String names,
+// IEEE 1815-2012 Table 4-1) or a code 0-255.
+func dnp3FuncByName(s string) (uint8, bool) {
+	if fc, ok := dnp3.FunctionByName(s); ok {
+		return uint8(fc), true
+	}
+	x, err := strconv.Atoi(s)
+	if err != nil || x < 0 || x > 255 {
+		return 0, false
+	}
+	return uint8(x), true
+}
+
+// dnp3OldNames are spellings earlier versions of this package accepted;
+// they now point at the parser's (IEEE 1815-2012 Table 4-1) names in
+// errors instead of being accepted, so there is one vocabulary.
+var dnp3OldNames = map[string]string{
+	"immediate_freeze":       "immed_freeze",
+	"immediate_freeze_nr":    "immed_freeze_nr",
+	"initialize_application": "initialize_appl",
+	"start_application":      "start_appl",
+	"stop_application":       "stop_appl",
+	"save_configuration":     "save_config",
+}
+
+func dnp3FuncNames() []string {
+	var out []string
+	for i := 0; i < 256; i++ {
+		if fc := dnp3.FunctionCode(i); fc.Known() {
+			out = append(out, fc.String())
+		}
+	}
+	return out
+}
+
+// dnp3Critical reports whether a request function changes the outstation
+// and so is subject to require_auth (IEEE 1815-2012 clause 7: the
+// functions an outstation must treat as critical). Reading, confirming,
+// delay measurement and the authentication functions themselves are not.
+func dnp3Critical(fc uint8) bool {
+	switch dnp3.FunctionCode(fc) {
+	case dnp3.FuncConfirm, dnp3.FuncRead, dnp3.FuncDelayMeasure,
+		dnp3.FuncAuthenticateReq, dnp3.FuncAuthReqNoAck:
+		return false
+	}
+	return !dnp3.FunctionCode(fc).IsResponse()
+}
+
+// dnp3NoResponse reports whether the outstation sends no response to fc
+// (IEEE 1815-2012 Table 4-1: the *_NR functions and CONFIRM).
+func dnp3NoResponse(fc uint8) bool {
+	switch dnp3.FunctionCode(fc) {
+	case dnp3.FuncConfirm, dnp3.FuncDirectOperateNR, dnp3.FuncImmedFreezeNR,
+		dnp3.FuncFreezeClearNR, dnp3.FuncFreezeAtTimeNR, dnp3.FuncAuthReqNoAck:
+		return true
+	}
+	return false
+}
+
+// Secure Authentication function codes and g120 variations (IEEE 1815-2012
+// clause 7, Annex A.45).
+const (
+	fcAuthReq      = uint8(dnp3.FuncAuthenticateReq)
+	fcAuthReqNoAck = uint8(dnp3.FuncAuthReqNoAck)
+	fcAuthResp     = uint8(dnp3.FuncAuthenticateResp)
+	fcResponse     = uint8(dnp3.FuncResponse)
+	fcUnsolicited  = uint8(dnp3.FuncUnsolicitedResp)
+
+	gAuth             = 120
+	vAuthChallenge    = 1 // outstation's challenge (FC 131)
+	vAuthReply        = 2 // master's reply (FC 32)
+	vAuthAggressive   = 3 // aggressive mode request, first object of a critical request
+	vAuthKeyStatusReq = 4 // session key status request (FC 32)
+	vAuthKeyStatus    = 5 // session key status, carries challenge data (FC 131)
+	vAuthKeyChange    = 6 // session key change, answers a key status (FC 32)
+	vAuthError        = 7 // authentication error (FC 131 or FC 33)
+	vAuthMAC          = 9 // MAC, last object of an aggressive mode request
+)
+
+// dnp3Anomalies lists the DNP3 parser's anomaly names.
+func dnp3Anomalies() []string {
+	var out []string
+	for i := 1; i < 256; i++ {
+		n := dnp3.Anomaly(i).String()
+		if a, ok := dnp3.AnomalyByName(n); ok && int(a) == i {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// dnp3Groups names object groups (IEEE 1815-2012 Annex A); the parser
+// sizes objects but does not name groups.
 var dnp3Groups = []struct {
 	name  string
 	group uint8
@@ -138,44 +254,90 @@ func dnp3KnownGroup(g int) bool {
 	return false
 }
 
-// opcuaServices maps OPC 10000-4 service names to the numeric NodeId of the
-// request's binary encoding (OPC 10000-6 section 5.2.2.9; NodeIds.csv).
-var opcuaServices = []struct {
-	name string
-	id   uint32
-}{
-	{"find_servers", 422}, {"find_servers_on_network", 12208}, {"get_endpoints", 428},
-	{"register_server", 437}, {"register_server2", 12211},
-	{"open_secure_channel", 446}, {"close_secure_channel", 452},
-	{"create_session", 461}, {"activate_session", 467}, {"close_session", 473},
-	{"cancel", 479}, {"add_nodes", 488}, {"add_references", 494}, {"delete_nodes", 500},
-	{"delete_references", 506}, {"browse", 527}, {"browse_next", 533},
-	{"translate_browse_paths_to_node_ids", 554}, {"register_nodes", 560},
-	{"unregister_nodes", 566}, {"query_first", 615}, {"query_next", 621},
-	{"read", 631}, {"history_read", 664}, {"write", 673}, {"history_update", 700},
-	{"call", 712}, {"create_monitored_items", 751}, {"modify_monitored_items", 763},
-	{"set_monitoring_mode", 769}, {"set_triggering", 775}, {"delete_monitored_items", 781},
-	{"create_subscription", 787}, {"modify_subscription", 793},
-	{"set_publishing_mode", 799}, {"publish", 826}, {"republish", 832},
-	{"transfer_subscriptions", 841}, {"delete_subscriptions", 847},
+// ---- OPC UA ----
+
+// opcuaServiceByName parses a service as policies write it (see
+// opcua.ServiceByName; also "ReadRequest" and "i=631") and returns the
+// numeric type id of its request.
+func opcuaServiceByName(s string) (uint32, bool) {
+	s = strings.TrimPrefix(s, "i=")
+	if len(s) > len("request") && strings.EqualFold(s[len(s)-len("request"):], "request") {
+		s = strings.TrimSuffix(s[:len(s)-len("request")], "_")
+	}
+	sv, ok := opcua.ServiceByName(s)
+	if !ok || sv.RequestTypeID() == 0 {
+		return 0, false
+	}
+	return sv.RequestTypeID(), true
+}
+
+// opcuaServices returns every service with a request, in the parser's order.
+func opcuaServices() []opcua.Service {
+	var out []opcua.Service
+	for i := 1; i < 256; i++ {
+		sv := opcua.Service(i)
+		if sv.String() == "" {
+			break
+		}
+		if sv.RequestTypeID() != 0 {
+			out = append(out, sv)
+		}
+	}
+	return out
+}
+
+func opcuaServiceNames() []string {
+	var out []string
+	for _, sv := range opcuaServices() {
+		out = append(out, sv.String())
+	}
+	return out
 }
 
 // Service type ids with node lists (OPC 10000-4 sections 5.10.4, 5.11.2).
-const (
-	opcuaWrite uint32 = 673
-	opcuaCall  uint32 = 712
+var (
+	opcuaWrite = opcua.ServiceWrite.RequestTypeID()
+	opcuaCall  = opcua.ServiceCall.RequestTypeID()
 )
 
-// opcuaImplied are the session-management services implied by any opcua
-// rule (DESIGN.md): a client cannot do anything without them.
-var opcuaImplied = []uint32{422, 428, 446, 452, 461, 467, 473}
+// opcuaImplied are the request type ids of the session-management services
+// implied by any opcua rule (DESIGN.md; opcua.Service.SessionManagement).
+var opcuaImplied = func() []uint32 {
+	var out []uint32
+	for _, sv := range opcuaServices() {
+		if sv.SessionManagement() {
+			out = append(out, sv.RequestTypeID())
+		}
+	}
+	return out
+}()
 
-// opcuaPolicies are the security policy short names (OPC 10000-7), the last
-// path element of the policy URI.
-var opcuaPolicies = []string{
-	"None", "Basic128Rsa15", "Basic256", "Basic256Sha256",
-	"Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss",
+// opcuaPolicyNames are the security policy short names (OPC 10000-7).
+func opcuaPolicyNames() []string {
+	var out []string
+	for i := 1; i < 256; i++ {
+		n := opcua.SecurityPolicy(i).String()
+		if n == "" {
+			break
+		}
+		out = append(out, n)
+	}
+	return out
 }
+
+// opcuaAnomalies lists the OPC UA parser's anomaly names.
+func opcuaAnomalies() []string {
+	var out []string
+	for i := 1; i < 256; i++ {
+		n := opcua.Anomaly(i).String()
+		if a, ok := opcua.AnomalyByName(n); ok && int(a) == i {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// ---- other ----
 
 // l2Names maps ethertype names to values (IEEE 802 numbers).
 var l2Names = map[string]uint16{
@@ -189,4 +351,23 @@ var l2Names = map[string]uint16{
 var icmpNames = map[string]int{
 	"echo_reply": 0, "destination_unreachable": 3, "echo_request": 8,
 	"time_exceeded": 11, "parameter_problem": 12, "timestamp": 13, "timestamp_reply": 14,
+}
+
+// NodeIDKindOf converts the OPC UA parser's identifier type to the rules'
+// kind by name, not by numeric value, so that a reordering of either
+// enumeration cannot make a policy node match the wrong identifier.
+// Unknown types give NodeUnknown, which matches no policy node (fail
+// closed). It allocates nothing.
+func NodeIDKindOf(t opcua.NodeIDType) NodeIDKind {
+	switch t {
+	case opcua.NodeIDNumeric:
+		return NodeNumeric
+	case opcua.NodeIDString:
+		return NodeString
+	case opcua.NodeIDGUID:
+		return NodeGUID
+	case opcua.NodeIDOpaque:
+		return NodeOpaque
+	}
+	return NodeUnknown
 }

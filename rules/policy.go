@@ -37,20 +37,22 @@ type Policy struct {
 
 // Zone is a named network segment behind one bridge port.
 type Zone struct {
-	Name     string
-	Comment  string
-	Port     string   // bridge port name (north, south); "" for any
-	Networks []string // CIDR prefixes
-	VLANs    []string // VLAN ids or ranges
+	Name        string
+	Comment     string
+	LineComment string   // end-of-line comment of the entry's first line (Marshal: one line)
+	Port        string   // bridge port name (north, south); "" for any
+	Networks    []string // CIDR prefixes
+	VLANs       []string // VLAN ids or ranges
 }
 
 // Asset is a named host.
 type Asset struct {
-	Name    string
-	Comment string
-	IP      string
-	MAC     string
-	Zone    string
+	Name        string
+	Comment     string
+	LineComment string // end-of-line comment of the entry's first line (Marshal: one line)
+	IP          string
+	MAC         string
+	Zone        string
 }
 
 // L2 lists the non-IP ethertypes allowed to cross (names or 0xNNNN).
@@ -62,6 +64,7 @@ type L2 struct {
 type Conduit struct {
 	Name        string
 	Comment     string
+	LineComment string // end-of-line comment of the entry's first line (Marshal: one line)
 	Description string
 	From        []string // zone or asset names
 	To          []string
@@ -73,14 +76,15 @@ type Conduit struct {
 
 // Rule is one item of a conduit's rules list; exactly one protocol is set.
 type Rule struct {
-	Name    string
-	Comment string
-	Modbus  *ModbusRule
-	DNP3    *DNP3Rule
-	OPCUA   *OPCUARule
-	TCP     *PortRule
-	UDP     *PortRule
-	ICMP    *ICMPRule
+	Name        string
+	Comment     string
+	LineComment string // end-of-line comment of the entry's first line (Marshal: one line)
+	Modbus      *ModbusRule
+	DNP3        *DNP3Rule
+	OPCUA       *OPCUARule
+	TCP         *PortRule
+	UDP         *PortRule
+	ICMP        *ICMPRule
 }
 
 // ModbusRule allows Modbus/TCP (Modbus Messaging on TCP/IP v1.0b) PDUs.
@@ -93,11 +97,12 @@ type ModbusRule struct {
 
 // ModbusAllow is one allowance: exactly one of Read, Write, Function.
 type ModbusAllow struct {
-	Comment  string
-	Read     string   // "holding 0-99[, 200-209]"
-	Write    string   // "holding 40-49"
-	Values   string   // "0-1000", holding writes only
-	Function []string // names, codes or code/sub-code
+	Comment     string
+	LineComment string   // end-of-line comment of the entry's first line (Marshal: one line)
+	Read        string   // "holding 0-99[, 200-209]"
+	Write       string   // "holding 40-49"
+	Values      string   // "0-1000", holding writes only
+	Function    []string // names, codes or code/sub-code
 }
 
 // DNP3Rule allows DNP3 (IEEE 1815) application fragments.
@@ -106,12 +111,16 @@ type DNP3Rule struct {
 	Outstations []string
 	Ports       []string // default 20000 (TCP and UDP)
 	Tolerate    []string
+	// RequireAuth: control functions need DNP3 Secure Authentication
+	// (IEEE 1815-2012 clause 7); see the package documentation.
+	RequireAuth bool
 	Allow       []DNP3Allow
 }
 
 // DNP3Allow allows functions with objects, or unsolicited responses.
 type DNP3Allow struct {
 	Comment     string
+	LineComment string // end-of-line comment of the entry's first line (Marshal: one line)
 	Function    []string
 	Objects     []string // g12, g12v1, names; empty allows any object
 	Unsolicited bool
@@ -128,9 +137,10 @@ type OPCUARule struct {
 
 // OPCUAAllow allows services, and for write and call only the listed nodes.
 type OPCUAAllow struct {
-	Comment string
-	Service []string
-	Nodes   []string
+	Comment     string
+	LineComment string // end-of-line comment of the entry's first line (Marshal: one line)
+	Service     []string
+	Nodes       []string
 }
 
 // PortRule allows TCP or UDP flows to destination ports (empty: any port).
@@ -331,6 +341,25 @@ func comment(k *yaml.Node) string {
 	return strings.Join(lines, "\n")
 }
 
+// lineComment returns the end-of-line comment of the line that holds key
+// k and its value v: yaml.v3 puts it on the value when the value is a
+// scalar or flow collection, on the key when it is a block collection.
+func lineComment(k, v *yaml.Node) string {
+	c := v.LineComment
+	if c == "" {
+		c = k.LineComment
+	}
+	return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(c), "#"))
+}
+
+// firstLineComment returns the end-of-line comment of a mapping's first line.
+func firstLineComment(n *yaml.Node) string {
+	if n.Kind != yaml.MappingNode || len(n.Content) < 2 {
+		return ""
+	}
+	return lineComment(n.Content[0], n.Content[1])
+}
+
 var policyKeys = []string{"version", "name", "mode", "action", "zones", "assets", "l2", "conduits"}
 
 func (d *decoder) policy(n *yaml.Node) {
@@ -403,7 +432,7 @@ func (d *decoder) named(n *yaml.Node, section string, fn func(name, path string,
 
 func (d *decoder) zones(n *yaml.Node) {
 	d.named(n, "zones", func(name, path string, k, v *yaml.Node) {
-		z := Zone{Name: name, Comment: comment(k)}
+		z := Zone{Name: name, Comment: comment(k), LineComment: lineComment(k, v)}
 		d.fields(v, path, "zone "+strconv.Quote(name), []string{"port", "networks", "vlans", "description"}, func(key string, _, v *yaml.Node) {
 			switch key {
 			case "port":
@@ -424,7 +453,7 @@ func (d *decoder) zones(n *yaml.Node) {
 
 func (d *decoder) assets(n *yaml.Node) {
 	d.named(n, "assets", func(name, path string, k, v *yaml.Node) {
-		a := Asset{Name: name, Comment: comment(k)}
+		a := Asset{Name: name, Comment: comment(k), LineComment: lineComment(k, v)}
 		d.fields(v, path, "asset "+strconv.Quote(name), []string{"ip", "mac", "zone", "description"}, func(key string, _, v *yaml.Node) {
 			switch key {
 			case "ip":
@@ -454,6 +483,7 @@ func (d *decoder) conduit(n *yaml.Node, i int) {
 		if c.Comment == "" {
 			c.Comment = comment(n)
 		}
+		c.LineComment = firstLineComment(n)
 	}
 	d.fields(n, path, "conduit", conduitKeys, func(key string, _, v *yaml.Node) {
 		switch key {
@@ -491,6 +521,7 @@ func (d *decoder) rule(n *yaml.Node, path string) Rule {
 	r := Rule{}
 	if n.Kind == yaml.MappingNode && len(n.Content) > 0 {
 		r.Comment = comment(n.Content[0])
+		r.LineComment = firstLineComment(n)
 	}
 	protos := 0
 	d.fields(n, path, "rule", ruleKeys, func(key string, _, v *yaml.Node) {
@@ -551,7 +582,7 @@ func (d *decoder) modbus(n *yaml.Node, path string) *ModbusRule {
 			m.Tolerate = d.list(v, path+".tolerate", "tolerate")
 		case "allow":
 			d.items(v, path+".allow", func(e *yaml.Node, ep string, k0 *yaml.Node) {
-				a := ModbusAllow{Comment: comment(k0)}
+				a := ModbusAllow{Comment: comment(k0), LineComment: firstLineComment(e)}
 				d.fields(e, ep, "modbus allow entry", []string{"read", "write", "values", "function"}, func(key string, _, v *yaml.Node) {
 					switch key {
 					case "read":
@@ -590,7 +621,7 @@ func (d *decoder) items(n *yaml.Node, path string, fn func(e *yaml.Node, path st
 
 func (d *decoder) dnp3(n *yaml.Node, path string) *DNP3Rule {
 	r := &DNP3Rule{}
-	d.fields(n, path, "dnp3 rule", []string{"masters", "outstations", "ports", "tolerate", "allow"}, func(key string, _, v *yaml.Node) {
+	d.fields(n, path, "dnp3 rule", []string{"masters", "outstations", "ports", "tolerate", "require_auth", "allow"}, func(key string, _, v *yaml.Node) {
 		switch key {
 		case "masters":
 			r.Masters = d.list(v, path+".masters", "masters")
@@ -600,9 +631,11 @@ func (d *decoder) dnp3(n *yaml.Node, path string) *DNP3Rule {
 			r.Ports = d.list(v, path+".ports", "ports")
 		case "tolerate":
 			r.Tolerate = d.list(v, path+".tolerate", "tolerate")
+		case "require_auth":
+			r.RequireAuth = d.boolean(v, "require_auth")
 		case "allow":
 			d.items(v, path+".allow", func(e *yaml.Node, ep string, k0 *yaml.Node) {
-				a := DNP3Allow{Comment: comment(k0)}
+				a := DNP3Allow{Comment: comment(k0), LineComment: firstLineComment(e)}
 				d.fields(e, ep, "dnp3 allow entry", []string{"function", "objects", "unsolicited"}, func(key string, _, v *yaml.Node) {
 					switch key {
 					case "function":
@@ -634,7 +667,7 @@ func (d *decoder) opcua(n *yaml.Node, path string) *OPCUARule {
 			r.Tolerate = d.list(v, path+".tolerate", "tolerate")
 		case "allow":
 			d.items(v, path+".allow", func(e *yaml.Node, ep string, k0 *yaml.Node) {
-				a := OPCUAAllow{Comment: comment(k0)}
+				a := OPCUAAllow{Comment: comment(k0), LineComment: firstLineComment(e)}
 				d.fields(e, ep, "opcua allow entry", []string{"service", "nodes"}, func(key string, _, v *yaml.Node) {
 					switch key {
 					case "service":
@@ -684,6 +717,7 @@ func Marshal(p *Policy) ([]byte, error) {
 			}
 			k := add(zs, z.Name, m)
 			k.HeadComment = commentText(z.Comment)
+			setLineComment(k, m, z.LineComment)
 		}
 		add(root, "zones", zs)
 	}
@@ -702,6 +736,7 @@ func Marshal(p *Policy) ([]byte, error) {
 			}
 			k := add(as, a.Name, m)
 			k.HeadComment = commentText(a.Comment)
+			setLineComment(k, m, a.LineComment)
 		}
 		add(root, "assets", as)
 	}
@@ -715,6 +750,7 @@ func Marshal(p *Policy) ([]byte, error) {
 		m := mapping()
 		k := add(m, "name", scalar(c.Name))
 		k.HeadComment = commentText(c.Comment)
+		setLineComment(k, m.Content[1], c.LineComment)
 		if c.Description != "" {
 			add(m, "description", scalar(c.Description))
 		}
@@ -779,6 +815,7 @@ func marshalRule(r *Rule) *yaml.Node {
 				k = add(e, "function", listOrScalar(a.Function))
 			}
 			k.HeadComment = commentText(a.Comment)
+			setLineComment(k, e.Content[1], a.LineComment)
 			al.Content = append(al.Content, e)
 		}
 		add(body, "allow", al)
@@ -788,6 +825,9 @@ func marshalRule(r *Rule) *yaml.Node {
 		addList(body, "outstations", r.DNP3.Outstations)
 		addList(body, "ports", r.DNP3.Ports)
 		addList(body, "tolerate", r.DNP3.Tolerate)
+		if r.DNP3.RequireAuth {
+			add(body, "require_auth", &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: "true"})
+		}
 		al := &yaml.Node{Kind: yaml.SequenceNode}
 		for _, a := range r.DNP3.Allow {
 			e := mapping()
@@ -799,6 +839,7 @@ func marshalRule(r *Rule) *yaml.Node {
 				addList(e, "objects", a.Objects)
 			}
 			k.HeadComment = commentText(a.Comment)
+			setLineComment(k, e.Content[1], a.LineComment)
 			al.Content = append(al.Content, e)
 		}
 		add(body, "allow", al)
@@ -816,6 +857,7 @@ func marshalRule(r *Rule) *yaml.Node {
 			k := add(e, "service", listOrScalar(a.Service))
 			addList(e, "nodes", a.Nodes)
 			k.HeadComment = commentText(a.Comment)
+			setLineComment(k, e.Content[1], a.LineComment)
 			al.Content = append(al.Content, e)
 		}
 		add(body, "allow", al)
@@ -837,7 +879,23 @@ func marshalRule(r *Rule) *yaml.Node {
 		first = k
 	}
 	first.HeadComment = commentText(r.Comment)
+	setLineComment(m.Content[0], m.Content[1], r.LineComment)
 	return m
+}
+
+// setLineComment puts c at the end of the line holding key k and value v,
+// where yaml.v3 writes and reads it back (see lineComment). A comment of
+// several lines is joined into one.
+func setLineComment(k, v *yaml.Node, c string) {
+	c = strings.Join(strings.Fields(c), " ")
+	if c == "" {
+		return
+	}
+	if v.Kind == yaml.ScalarNode || v.Style&yaml.FlowStyle != 0 {
+		v.LineComment = "# " + c
+	} else {
+		k.LineComment = "# " + c
+	}
 }
 
 func commentText(s string) string {

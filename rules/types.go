@@ -91,6 +91,7 @@ const (
 	ReasonMalformed                              // parser anomaly, see Verdict.Anomaly
 	ReasonL2NotAllowed                           // non-IP ethertype not allowed
 	ReasonFragment                               // IP fragment
+	ReasonAuthRequired                           // DNP3 require_auth: control not authenticated (IEEE 1815-2012 clause 7)
 	numReasons
 )
 
@@ -101,6 +102,7 @@ var reasonNames = [numReasons]string{
 	"object_not_allowed", "security_mode_too_low", "security_policy_not_allowed",
 	"service_not_allowed", "node_not_allowed", "unsolicited_not_allowed",
 	"response_without_request", "malformed", "l2_not_allowed", "fragment",
+	"auth_required",
 }
 
 // String returns the snake_case name of the reason.
@@ -175,6 +177,7 @@ type Flow struct {
 	Fragment         bool // an IP fragment (offset != 0 or more-fragments)
 
 	cache flowCache
+	auth  dnp3Auth // DNP3 Secure Authentication state, see doc.go
 }
 
 // Invalidate drops the flow's cached conduit match (benchmarks, tests).
@@ -256,12 +259,17 @@ const (
 // NodeIDKind is the identifier type of a NodeId (OPC 10000-3 section 8.2).
 type NodeIDKind uint8
 
-// NodeId identifier types.
+// NodeId identifier types. Convert the parser's opcua.NodeIDType with
+// NodeIDKindOf; opcua_enum_test.go asserts at compile time that the two
+// enumerations also agree in value, so the older numeric cast stays safe.
 const (
 	NodeNumeric NodeIDKind = iota
 	NodeString
 	NodeGUID
 	NodeOpaque
+	// NodeUnknown is an identifier type the rules do not know; it matches
+	// no policy node.
+	NodeUnknown NodeIDKind = 255
 )
 
 // NodeID is a decoded NodeId. ID holds the string, 16 GUID bytes as on the
