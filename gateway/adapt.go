@@ -1,0 +1,101 @@
+package gateway
+
+// This file is the one place where parser output becomes the policy
+// engine's protocol-neutral rules.PDU, so that changes to either side's
+// structs touch only here.
+
+import (
+	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/protocols/modbus"
+	"github.com/otgw/otgw/protocols/opcua"
+	"github.com/otgw/otgw/rules"
+)
+
+// resetPDU clears the parts of p that every adapter sets, without zeroing
+// the large value arrays (they are bounded by their counts).
+func resetPDU(p *rules.PDU, proto protocols.Proto, dir protocols.Dir) {
+	p.Proto = proto
+	p.Dir = dir
+	p.Anomaly = ""
+}
+
+// modbusPDU fills p from a decoded Modbus ADU (Modbus Application Protocol
+// v1.1b3 section 6): unit, function, the read range, the write range and
+// the written register values.
+func modbusPDU(p *rules.PDU, a *modbus.ADU, dir protocols.Dir) {
+	resetPDU(p, protocols.ProtoModbus, dir)
+	if a.Anomaly != modbus.AnomalyNone {
+		p.Anomaly = a.Anomaly.String()
+	}
+	m := &p.Modbus
+	m.Unit = a.Unit
+	m.FC = a.Function
+	m.Sub = a.Sub
+	m.Addr, m.Qty = a.Address, a.Quantity
+	m.WriteAddr, m.WriteQty = 0, 0
+	m.PairedRequest = false
+	m.NValues = 0
+	fc := a.Func()
+	if a.HasWrite {
+		m.WriteAddr, m.WriteQty = a.WriteAddress, a.WriteQuantity
+	}
+	if fc == modbus.FuncWriteSingleCoil || fc == modbus.FuncWriteSingleRegister {
+		m.Qty = 1
+	}
+	if dir != protocols.Response {
+		switch fc {
+		case modbus.FuncWriteSingleRegister, modbus.FuncWriteMultipleRegisters, modbus.FuncReadWriteMultipleRegisters:
+			regs := a.Registers()
+			n := min(len(regs), rules.MaxValues)
+			copy(m.Values[:n], regs[:n])
+			m.NValues = uint8(n)
+		}
+	}
+}
+
+// dnp3PDU fills p from a link frame and, when the frame completed one, an
+// application fragment (IEEE 1815-2012 clauses 9.2.4 and 4.2.2).
+func dnp3PDU(p *rules.PDU, lf *dnp3.LinkFrame, fr *dnp3.Fragment, dir protocols.Dir) {
+	resetPDU(p, protocols.ProtoDNP3, dir)
+	d := &p.DNP3
+	d.LinkSrc, d.LinkDst = lf.Src, lf.Dst
+	d.FC = uint8(fr.Func)
+	d.Unsolicited = fr.UNS() || fr.Func == dnp3.FuncUnsolicitedResp
+	d.PairedRequest = false
+	if fr.Anomaly != dnp3.AnomalyNone {
+		p.Anomaly = fr.Anomaly.String()
+	} else if lf.Anomaly != dnp3.AnomalyNone && lf.Anomaly != dnp3.AnomalyBroadcast {
+		p.Anomaly = lf.Anomaly.String()
+	}
+	n := min(fr.NumObjects, rules.MaxObjects)
+	for i := range n {
+		h := &fr.Objects[i]
+		d.Objects[i] = rules.DNP3Object{Group: h.Group, Variation: h.Variation, Qualifier: h.Qualifier, Start: h.Start, Stop: h.Stop}
+	}
+	d.NObjects = uint8(n)
+	d.ObjectsTruncated = fr.NumObjects > rules.MaxObjects || fr.Anomaly == dnp3.AnomalyTooManyObjects
+}
+
+// opcuaPDU fills p from a decoded UA-TCP chunk (OPC 10000-6 section 7.1.2
+// and 6.7.2). service is the request/response type id of the message the
+// chunk belongs to (0 when not visible).
+func opcuaPDU(p *rules.PDU, m *opcua.Message, dir protocols.Dir, service uint32, mode opcua.SecurityMode) {
+	resetPDU(p, protocols.ProtoOPCUA, dir)
+	if m.Anomaly != opcua.AnomalyNone {
+		p.Anomaly = m.Anomaly.String()
+	}
+	u := &p.OPCUA
+	u.MsgType = uint8(m.Type) // the two enumerations share the order HEL ACK ERR RHE OPN MSG CLO
+	u.SecurityPolicy = m.Policy.String()
+	u.SecurityMode = uint8(mode)
+	u.ServiceID = service
+	u.PairedRequest = false
+	n := min(m.NumNodes, rules.MaxNodes)
+	for i := range n {
+		src := &m.Nodes[i]
+		u.Nodes[i] = rules.NodeID{Namespace: src.Namespace, Kind: rules.NodeIDKind(src.Type), Numeric: src.Numeric, ID: src.Bytes}
+	}
+	u.NNodes = uint8(n)
+	u.NodesTruncated = m.NumNodes > rules.MaxNodes || m.Anomaly == opcua.AnomalyTooManyNodes
+}

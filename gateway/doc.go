@@ -1,0 +1,99 @@
+// Package gateway is the inspection engine of the inline gateway: the
+// per-frame pipeline that the live bridge (`otgw run`, two NICs through
+// hal.Port), offline replay (`otgw replay`) and live replay all share.
+// It does no I/O: a harness reads frames, calls Engine.Handle and sends
+// what the engine passes to its Tx. One engine, three harnesses: what
+// replay says is what the wire does (DESIGN.md "Datapath decisions").
+//
+// # Pipeline
+//
+// For every frame Handle:
+//
+//  1. decodes L2/L3/L4 with gateway/packet (no allocation);
+//  2. judges non-IP frames by the policy's l2 list (ARP, LLDP only when
+//     allowed), and ICMP, other IP protocols and every IP fragment packet
+//     by packet with rules.Ruleset.EvaluateFlow (fragments are always
+//     denied: they could hide a PDU from the framer);
+//  3. looks TCP and UDP up in the bounded flow table; the first packet of a
+//     flow (a SYN, or the first datagram) is judged by EvaluateFlow and,
+//     when allowed, creates the flow, with a parser attached when the rule
+//     that allowed it names an inspected protocol (Verdict.Inspect);
+//  4. runs TCP through the normaliser (RFC 9293 state from the handshake;
+//     mid-stream pickup only for monitor-mode conduits): resets are
+//     accepted only in the receiver's window (RFC 5961), data beyond the
+//     receiver's window or acknowledging unsent bytes is dropped, segments
+//     after a hole are dropped until the hole is filled (the sender
+//     retransmits them), and a retransmission is compared byte for byte
+//     with the inspected history (Config.HistoryBytes): different content
+//     is an evasion attempt and resets the connection;
+//  5. frames new in-order bytes into PDUs with the protocol's Framer
+//     (Modbus/TCP MBAP, DNP3 link frames with transport reassembly, OPC UA
+//     UA-TCP chunks through opcua.Channel), decodes each complete PDU into
+//     caller-owned parser structs, converts it to a rules.PDU (adapt.go)
+//     and judges it with rules.Ruleset.Evaluate. Bytes of an incomplete
+//     PDU are forwarded as they come, and copied into the one hold buffer
+//     per direction; the segment that completes a PDU is forwarded only
+//     after the PDU is judged;
+//  6. acts on the verdict: allow forwards the frame unchanged; a deny
+//     after allowed pipelined PDUs in the same segment forwards the segment
+//     rewritten to its allowed prefix (IP length and checksums fixed) and
+//     then applies the deny action: drop (and keep dropping that
+//     direction's data from there, so retransmissions of the denied PDU
+//     never cross), reset (RST|ACK to both ends, each at the sequence
+//     number its receiver expects), or reply (a Modbus exception with the
+//     request's transaction and unit id, a DNP3 response with IIN2
+//     NO_FUNC_CODE_SUPPORT or OBJECT_UNKNOWN, an OPC UA ERR when the secure
+//     channel is in mode None; then reset; DNP3 over UDP gets the reply
+//     alone). Monitor mode forwards everything and reports alerts.
+//
+// Every drop increments one counter keyed by DropReason; every deny and
+// alert becomes an events.Event on the configured Sink (built only then:
+// the allow path allocates nothing). OnVerdict lets offline replay
+// attribute each verdict to the frame being handled; events are emitted
+// synchronously from Handle, so a replay Sink can stamp the frame number.
+//
+// # Ownership
+//
+// The frame passed to Handle belongs to the caller again when Handle
+// returns; Handle may rewrite it in place (truncation). Tx.Send must copy
+// or consume what it is given before returning. Crafted frames come from a
+// small bounded pool (Config.CraftBuffers); when it is empty the crafted
+// frame is counted as DropNoBuffer instead of allocating or blocking.
+// Parser state lives in inspectors recycled through free lists and
+// counted against Config.MemoryCap together with hold buffers and
+// retransmission history.
+//
+// # Concurrency
+//
+// Handle is safe for concurrent use and is meant to be called by one
+// goroutine per ingress port. The flow table's mutex guards the key map,
+// the LRU lists and slot allocation, and is held only for a lookup or an
+// insertion; each flow has its own mutex that guards its TCP, parser and
+// verdict state, held while one packet of that flow is processed. The two
+// directions of one connection therefore serialise on their flow, and
+// different flows proceed in parallel. A goroutine finds a slot under the
+// table lock, releases it, locks the flow and checks the slot's
+// generation, which changes whenever a slot is recycled. The table side
+// never blocks on the lock of a flow in use (eviction and expiry use
+// TryLock), so the lock order table → flow cannot deadlock with the flow →
+// table step that moves a flow between eviction classes.
+//
+// # Hot reload
+//
+// Config.Rules is read once per frame (rules.Watcher.Ruleset, one atomic
+// load). A flow remembers the Ruleset that judged it; on its first packet
+// under a new one it is re-judged with EvaluateFlow, keeping its TCP and
+// parser state (rules.Flow's cached conduit match is revalidated by the
+// ruleset generation). A flow the new policy refuses is cut; PDUs are
+// always judged by the current ruleset.
+//
+// # Flow table
+//
+// The table holds at most Config.MaxFlows flows in a fixed array with one
+// LRU list per class. A new flow first reclaims expired flows, then
+// evicts the least recently used half-open, closing, reset or unanswered
+// flow, and an established allowed flow only when it has been idle for
+// Config.EvictMinIdle; otherwise the new flow is refused (DropTableFull),
+// so a SYN or datagram flood cannot push out the plant's sessions.
+// Refused flows (policy deny) take no slot at all.
+package gateway

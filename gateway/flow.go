@@ -1,0 +1,286 @@
+package gateway
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/otgw/otgw/gateway/packet"
+	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/rules"
+)
+
+// flowKey identifies a connection or datagram flow independently of the
+// direction of a packet: the lower endpoint (by address, then port) is a.
+type flowKey struct {
+	a, b   netip.Addr
+	pa, pb uint16
+	proto  uint8
+}
+
+// keyOf returns the canonical key of p's flow and whether p travels from a
+// to b.
+func keyOf(p *packet.Packet) (flowKey, bool) {
+	c := p.Src.Compare(p.Dst)
+	if c < 0 || (c == 0 && p.SrcPort <= p.DstPort) {
+		return flowKey{a: p.Src, b: p.Dst, pa: p.SrcPort, pb: p.DstPort, proto: p.Proto}, true
+	}
+	return flowKey{a: p.Dst, b: p.Src, pa: p.DstPort, pb: p.SrcPort, proto: p.Proto}, false
+}
+
+// Flow classes for eviction. A full table evicts the least recently used
+// flow of the lowest class first: half-open, closing, reset and not yet
+// answered flows go before established allowed ones, so a SYN or datagram
+// flood cannot push out the sessions the plant runs on.
+const (
+	classTransient   = 0 // handshake in progress, closing, closed, unanswered UDP
+	classEstablished = 1 // TCP established, or UDP answered, and allowed
+	numClasses       = 2
+	noSlot           = -1
+)
+
+// tcpState is the connection state the normaliser tracks (RFC 9293
+// section 3.3.2, reduced to what a middlebox sees).
+type tcpState uint8
+
+const (
+	tcpNone        tcpState = iota
+	tcpSynSent              // client SYN seen
+	tcpSynReceived          // server SYN-ACK seen
+	tcpEstablished          // handshake complete (or picked up mid-stream)
+	tcpClosing              // FIN seen in at least one direction
+	tcpClosed               // RST seen, both FINs acknowledged, or reset by a verdict
+)
+
+// l2tmpl is a copy of the link-layer header of the frames one side sends,
+// used to craft frames that side would send (RST, replies) with the right
+// MACs and VLAN tags.
+type l2tmpl struct {
+	b [maxL2Hdr]byte
+	n uint8
+}
+
+func (t *l2tmpl) set(frame []byte, l3off int) {
+	if l3off > maxL2Hdr || l3off > len(frame) {
+		return
+	}
+	t.n = uint8(copy(t.b[:], frame[:l3off]))
+}
+
+// flow is one slot of the flow table.
+//
+// Locking: the table's mutex guards the fields marked (table): the key,
+// the list links, the class, lastSeen, expires and gen. The flow's own mu
+// guards everything else. gen is written with both locks held, so a
+// goroutine that found the slot under the table lock and then took mu can
+// tell whether the slot was recycled in between. The lock order is table
+// then flow, and the table side only ever TryLocks a flow, so the two
+// goroutines calling Handle never deadlock.
+type flow struct {
+	// (table)
+	key        flowKey
+	prev, next int32
+	class      uint8
+	inUse      bool
+	lastSeen   int64 // unix ns
+	timeout    int64 // ns of idleness after which the flow expires
+	gen        uint32
+
+	mu sync.Mutex // guards the rest
+
+	id         uint64
+	aIsClient  bool   // key.a is the initiator
+	clientPort PortID // ingress port of the initiator's frames
+	rf         rules.Flow
+	rs         *rules.Ruleset // ruleset of the cached flow verdict
+	verdict    rules.Verdict  // L3/L4 verdict of the flow
+	inspect    protocols.Proto
+	monitor    bool // the flow's conduit is in monitor mode
+	midstream  bool // picked up without handshake (monitor mode only)
+	state      tcpState
+	answered   bool    // UDP: the responder has sent
+	dir        [2]half // indexed by sender: 0 client, 1 server
+	l2         [2]l2tmpl
+	insp       *inspector
+	reported   bool // a flow-level deny/alert event was emitted for this ruleset
+	wscaleBoth bool
+	// appliedClass and appliedTimeout mirror the (table) class and timeout
+	// last set through settle, so that most packets need no table lock.
+	appliedClass   uint8
+	appliedTimeout time.Duration
+}
+
+// half is the normaliser's view of one direction (one sender).
+type half struct {
+	hasISN  bool
+	isn     uint32
+	nxt     uint32 // next sequence number expected: every byte before it has been inspected
+	hasAck  bool
+	ack     uint32 // highest acknowledgement this sender sent (of the other side)
+	win     uint32 // last window this sender advertised (scaled)
+	wscale  uint8
+	sentWS  bool
+	finSeq  uint32
+	fin     bool
+	blocked bool   // a `drop` verdict: no data at or after blockAt crosses
+	blockAt uint32 // first sequence number not forwarded
+	lastWin uint16 // raw window field of the last segment (for crafted replies)
+}
+
+// table is the bounded flow table: a map from key to slot over a fixed
+// array of slots, with one LRU list per class and a free list.
+type table struct {
+	mu    sync.Mutex // guards the map, the lists and the (table) fields of every slot
+	m     map[flowKey]int32
+	slots []flow
+	head  [numClasses]int32 // most recently used
+	tail  [numClasses]int32 // least recently used
+	count [numClasses]int
+	free  int32
+	used  int
+}
+
+func newTable(n int) *table {
+	t := &table{m: make(map[flowKey]int32, n), slots: make([]flow, n), free: noSlot}
+	for c := range numClasses {
+		t.head[c], t.tail[c] = noSlot, noSlot
+	}
+	for i := n - 1; i >= 0; i-- {
+		t.slots[i].next = t.free
+		t.slots[i].prev = noSlot
+		t.free = int32(i)
+	}
+	return t
+}
+
+// unlink removes slot i from its class list. Caller holds t.mu.
+func (t *table) unlink(i int32) {
+	f := &t.slots[i]
+	if f.prev != noSlot {
+		t.slots[f.prev].next = f.next
+	} else {
+		t.head[f.class] = f.next
+	}
+	if f.next != noSlot {
+		t.slots[f.next].prev = f.prev
+	} else {
+		t.tail[f.class] = f.prev
+	}
+	f.prev, f.next = noSlot, noSlot
+	t.count[f.class]--
+}
+
+// pushFront makes slot i the most recently used of class c. Caller holds t.mu.
+func (t *table) pushFront(i int32, c uint8) {
+	f := &t.slots[i]
+	f.class = c
+	f.prev = noSlot
+	f.next = t.head[c]
+	if t.head[c] != noSlot {
+		t.slots[t.head[c]].prev = i
+	} else {
+		t.tail[c] = i
+	}
+	t.head[c] = i
+	t.count[c]++
+}
+
+// touch marks slot i used now. Caller holds t.mu.
+func (t *table) touch(i int32, now int64) {
+	f := &t.slots[i]
+	f.lastSeen = now
+	if t.head[f.class] != i {
+		c := f.class
+		t.unlink(i)
+		t.pushFront(i, c)
+	}
+}
+
+// setClass moves slot i to class c and sets its idle timeout. Caller
+// holds t.mu.
+func (t *table) setClass(i int32, c uint8, timeout int64) {
+	f := &t.slots[i]
+	f.timeout = timeout
+	if f.class != c {
+		t.unlink(i)
+		t.pushFront(i, c)
+	}
+}
+
+// release returns slot i to the free list. Caller holds t.mu and f.mu
+// (or knows nobody else can reach the slot).
+func (t *table) release(i int32) *inspector {
+	f := &t.slots[i]
+	delete(t.m, f.key)
+	t.unlink(i)
+	insp := f.insp
+	f.insp = nil
+	f.gen++
+	f.inUse = false
+	f.next = t.free
+	t.free = i
+	t.used--
+	return insp
+}
+
+// alloc takes a free slot for key k, or reclaims one: first an expired
+// flow, then the least recently used transient flow, then an established
+// flow idle for at least minIdle. It returns noSlot when every candidate
+// is busy or too fresh. evicted reports the class of a reclaimed live flow
+// (-1 when none). Caller holds t.mu. The returned slot is in class
+// classTransient, keyed and in the map; its flow fields other than the
+// (table) ones are for the caller to reset under f.mu.
+func (t *table) alloc(k flowKey, now, minIdle int64, onFree func(*inspector)) (i int32, evicted int, expired int) {
+	evicted = -1
+	// Reclaim up to a few expired flows from the LRU ends first: bounded
+	// work per new flow keeps expiry off a separate hot loop.
+	for c := range numClasses {
+		for range 2 {
+			j := t.tail[c]
+			if j == noSlot || t.slots[j].lastSeen+t.slots[j].timeout > now {
+				break
+			}
+			if !t.slots[j].mu.TryLock() {
+				break
+			}
+			onFree(t.release(j))
+			t.slots[j].mu.Unlock()
+			expired++
+		}
+	}
+	if t.free == noSlot {
+		for c := range numClasses {
+			j := t.tail[c]
+			for tries := 0; j != noSlot && tries < 4; tries++ {
+				f := &t.slots[j]
+				if c == classEstablished && now-f.lastSeen < minIdle {
+					break // the LRU established flow is fresh: refuse rather than cut a session
+				}
+				if f.mu.TryLock() {
+					onFree(t.release(j))
+					f.mu.Unlock()
+					evicted = c
+					break
+				}
+				j = f.prev
+			}
+			if t.free != noSlot {
+				break
+			}
+		}
+	}
+	if t.free == noSlot {
+		return noSlot, evicted, expired
+	}
+	i = t.free
+	f := &t.slots[i]
+	t.free = f.next
+	f.key = k
+	f.inUse = true
+	f.lastSeen = now
+	f.timeout = 0
+	t.m[k] = i
+	t.used++
+	t.pushFront(i, classTransient)
+	return i, evicted, expired
+}

@@ -1,0 +1,640 @@
+package gateway
+
+import (
+	"unsafe"
+
+	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/protocols/modbus"
+	"github.com/otgw/otgw/protocols/opcua"
+	"github.com/otgw/otgw/rules"
+)
+
+// inspector is the parser state of one inspected flow. Inspectors are
+// recycled through per-protocol free lists, so steady-state traffic
+// allocates nothing; the bytes they hold count against Config.MemoryCap.
+type inspector struct {
+	proto protocols.Proto
+	size  int64 // bytes accounted in Engine.mem
+	dir   [2]istream
+	mb    *mbState
+	dn    *dnpState
+	ua    *uaState
+}
+
+// istream is the per-direction stream state of an inspected flow.
+type istream struct {
+	// hold is the one incomplete PDU of this direction: its bytes were
+	// forwarded, but the bytes that complete it will not be until the
+	// whole PDU is judged. cap(hold) grows up to Config.MaxHold.
+	hold []byte
+	// hist is a ring of the last len(hist) inspected bytes, ending at
+	// sequence number histEnd, used to verify retransmissions.
+	hist    []byte
+	histLen int
+	histEnd uint32
+	resync  bool   // monitor: framing lost; try again at the next segment
+	svc     uint32 // OPC UA: type id of the message whose chunks are arriving
+}
+
+type mbState struct {
+	adu     modbus.ADU
+	pairing modbus.Pairing
+}
+
+type dnpState struct {
+	lf    dnp3.LinkFrame
+	reasm [2]dnp3.Reassembler
+	frag  dnp3.Fragment
+	// outstanding[seq]: a request with application sequence seq awaits its
+	// response (IEEE 1815-2012 clause 4.2.2.4.4: a solicited response
+	// echoes the request's SEQ; later fragments count up).
+	outstanding [16]bool
+}
+
+type uaState struct {
+	ch     opcua.Channel
+	msg    opcua.Message
+	framer opcua.Framer
+	// outstanding request ids (OPC 10000-6 section 6.7.2.4), oldest first;
+	// wild entries stand for requests whose sequence header was encrypted.
+	out  [32]uaReq
+	nout int
+}
+
+type uaReq struct {
+	id   uint32
+	wild bool
+}
+
+const initialHold = 512
+
+func (e *Engine) newInspector(proto protocols.Proto) *inspector {
+	in := &inspector{proto: proto}
+	size := int64(unsafe.Sizeof(*in))
+	switch proto {
+	case protocols.ProtoModbus:
+		in.mb = new(mbState)
+		size += int64(unsafe.Sizeof(*in.mb))
+	case protocols.ProtoDNP3:
+		in.dn = new(dnpState)
+		size += int64(unsafe.Sizeof(*in.dn))
+	case protocols.ProtoOPCUA:
+		in.ua = new(uaState)
+		size += int64(unsafe.Sizeof(*in.ua))
+	}
+	for i := range in.dir {
+		in.dir[i].hold = make([]byte, 0, initialHold)
+		in.dir[i].hist = make([]byte, e.cfg.HistoryBytes)
+		size += int64(initialHold + e.cfg.HistoryBytes)
+	}
+	in.size = size
+	return in
+}
+
+// getInspector returns a clean inspector for proto from the free list, or
+// a new one while the memory cap allows; nil when it does not.
+func (e *Engine) getInspector(proto protocols.Proto) *inspector {
+	if proto == protocols.ProtoNone || int(proto) >= len(e.free) {
+		return nil
+	}
+	e.freeMu.Lock()
+	l := e.free[proto]
+	if n := len(l); n > 0 {
+		in := l[n-1]
+		l[n-1] = nil
+		e.free[proto] = l[:n-1]
+		e.freeMu.Unlock()
+		return in
+	}
+	e.freeMu.Unlock()
+	in := e.newInspector(proto)
+	if e.mem.Add(in.size) > e.cfg.MemoryCap {
+		e.mem.Add(-in.size)
+		return nil
+	}
+	return in
+}
+
+// putInspector resets in and returns it to its free list.
+func (e *Engine) putInspector(in *inspector) {
+	if in == nil {
+		return
+	}
+	in.reset()
+	e.freeMu.Lock()
+	e.free[in.proto] = append(e.free[in.proto], in)
+	e.freeMu.Unlock()
+}
+
+func (in *inspector) reset() {
+	for i := range in.dir {
+		d := &in.dir[i]
+		d.hold = d.hold[:0]
+		d.histLen, d.histEnd, d.resync, d.svc = 0, 0, false, 0
+	}
+	switch {
+	case in.mb != nil:
+		in.mb.pairing.Reset()
+	case in.dn != nil:
+		in.dn.reasm[0].Reset()
+		in.dn.reasm[1].Reset()
+		in.dn.outstanding = [16]bool{}
+	case in.ua != nil:
+		in.ua.ch = opcua.Channel{}
+		in.ua.nout = 0
+	}
+}
+
+// gap tells the parsers of direction s that bytes were lost (mid-stream
+// pickup or a hole in monitor mode).
+func (e *Engine) gap(f *flow, s int) {
+	in := f.insp
+	st := &in.dir[s]
+	st.hold = st.hold[:0]
+	st.histLen = 0
+	st.svc = 0
+	dir := dirOf(s)
+	switch {
+	case in.mb != nil:
+		if s == 1 {
+			in.mb.pairing.Reset()
+		}
+	case in.dn != nil:
+		in.dn.reasm[s].Reset()
+	case in.ua != nil:
+		in.ua.ch.Gap(dir)
+	}
+}
+
+func dirOf(s int) protocols.Dir {
+	if s == 0 {
+		return protocols.Request
+	}
+	return protocols.Response
+}
+
+// record appends b, which starts at sequence number seq, to the history.
+func (st *istream) record(seq uint32, b []byte) {
+	size := len(st.hist)
+	if size == 0 || len(b) == 0 {
+		return
+	}
+	if st.histLen > 0 && seq != st.histEnd {
+		st.histLen = 0
+	}
+	if len(b) > size {
+		seq += uint32(len(b) - size)
+		b = b[len(b)-size:]
+	}
+	pos := int(seq % uint32(size))
+	n := copy(st.hist[pos:], b)
+	copy(st.hist, b[n:])
+	st.histLen = min(st.histLen+len(b), size)
+	st.histEnd = seq + uint32(len(b))
+}
+
+// compare reports whether the history covers b at sequence number seq and
+// whether the bytes are equal.
+func (st *istream) compare(seq uint32, b []byte) (covered, equal bool) {
+	if len(b) == 0 {
+		return true, true
+	}
+	start := st.histEnd - uint32(st.histLen)
+	if st.histLen == 0 || seqLT(seq, start) || seqGT(seq+uint32(len(b)), st.histEnd) {
+		return false, false
+	}
+	size := uint32(len(st.hist))
+	pos := int(seq % size)
+	n := min(len(b), len(st.hist)-pos)
+	if string(st.hist[pos:pos+n]) != string(b[:n]) {
+		return true, false
+	}
+	return true, string(st.hist[:len(b)-n]) == string(b[n:])
+}
+
+// framer returns the next PDU boundary of direction s in b (see the
+// parsers' Framer.Next).
+func (in *inspector) frame(s int, b []byte) (n, need int, err error) {
+	switch {
+	case in.mb != nil:
+		return modbus.Framer{}.Next(b)
+	case in.dn != nil:
+		return dnp3.Framer{}.Next(b)
+	case in.ua != nil:
+		in.ua.framer.MaxChunkSize = in.ua.ch.MaxChunkSize(dirOf(s))
+		return in.ua.framer.Next(b)
+	}
+	return 0, 0, errNoParser
+}
+
+var errNoParser = modbus.ErrNotModbus
+
+// feed runs new in-order bytes data of direction s through the flow's
+// parser, judging every PDU it completes. When a PDU is denied (enforce) it
+// sets c.denied, c.deny, c.denyStart (the offset in data of the first byte
+// not to forward: where the denied PDU starts, or 0 when it began in an
+// earlier segment) and c.denyEnd (the offset just after it) and stops.
+// datagram: data is one UDP payload, so a PDU cannot continue in the next.
+func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
+	in := f.insp
+	st := &in.dir[s]
+	if st.resync {
+		st.resync = false
+		e.gap(f, s)
+	}
+	pos := 0
+	for pos < len(data) || len(st.hold) > 0 {
+		if len(st.hold) > 0 {
+			n, need, err := in.frame(s, st.hold)
+			if err != nil || (n == 0 && need <= 0) {
+				st.hold = st.hold[:0]
+				if !e.malformed(c, f, s, framingAnomaly(in, err), 0, pos) {
+					return
+				}
+				continue
+			}
+			if n == 0 {
+				if pos == len(data) {
+					return // still incomplete: wait for more
+				}
+				take := min(need, len(data)-pos)
+				if !e.growHold(st, len(st.hold)+take) {
+					st.hold = st.hold[:0]
+					c.drop = DropPDUTooLarge
+					if !e.malformed(c, f, s, "message_too_large", 0, pos) {
+						return
+					}
+					st.resync = true
+					return
+				}
+				st.hold = append(st.hold, data[pos:pos+take]...)
+				pos += take
+				continue
+			}
+			ok := e.judge(c, f, s, st.hold[:n], 0, pos)
+			st.hold = st.hold[:0]
+			if !ok {
+				return
+			}
+			continue
+		}
+		b := data[pos:]
+		n, need, err := in.frame(s, b)
+		switch {
+		case err != nil:
+			if !e.malformed(c, f, s, framingAnomaly(in, err), pos, pos+max(n, 1)) {
+				return
+			}
+			// Tolerated or monitor: the rest of this segment cannot be
+			// framed; start again at the next one.
+			st.resync = true
+			return
+		case n > 0:
+			if !e.judge(c, f, s, b[:n], pos, pos+n) {
+				return
+			}
+			pos += n
+		default:
+			if datagram {
+				e.malformed(c, f, s, "truncated", pos, len(data))
+				return
+			}
+			// An incomplete PDU: its bytes may cross, the completing ones
+			// will wait for the verdict.
+			total := len(b) + max(need, 0)
+			if total > e.cfg.MaxHold && in.ua != nil {
+				c.drop = DropPDUTooLarge
+				if !e.malformed(c, f, s, "message_too_large", pos, len(data)) {
+					return
+				}
+				st.resync = true
+				return
+			}
+			if !e.growHold(st, len(b)) {
+				c.drop = DropPDUTooLarge
+				if !e.malformed(c, f, s, "message_too_large", pos, len(data)) {
+					return
+				}
+				st.resync = true
+				return
+			}
+			st.hold = append(st.hold, b...)
+			pos = len(data)
+		}
+	}
+}
+
+// growHold makes room for n held bytes, within MaxHold and the memory cap.
+func (e *Engine) growHold(st *istream, n int) bool {
+	if n <= cap(st.hold) {
+		return true
+	}
+	if n > e.cfg.MaxHold {
+		return false
+	}
+	nc := max(2*cap(st.hold), n)
+	nc = min(nc, e.cfg.MaxHold)
+	delta := int64(nc - cap(st.hold))
+	if e.mem.Add(delta) > e.cfg.MemoryCap {
+		e.mem.Add(-delta)
+		return false
+	}
+	nb := make([]byte, len(st.hold), nc)
+	copy(nb, st.hold)
+	st.hold = nb
+	return true
+}
+
+// framingAnomaly names a framing error in the parser's vocabulary.
+func framingAnomaly(in *inspector, err error) string {
+	switch {
+	case in.mb != nil:
+		return modbus.AnomalyNonModbus.String()
+	case in.dn != nil:
+		switch err {
+		case dnp3.ErrLinkCRC:
+			return dnp3.AnomalyLinkCRC.String()
+		case dnp3.ErrBadLength:
+			return dnp3.AnomalyBadLength.String()
+		}
+		return dnp3.AnomalyBadStart.String()
+	case in.ua != nil:
+		if a := opcua.AnomalyOf(err); a != opcua.AnomalyNone {
+			return a.String()
+		}
+	}
+	return "malformed"
+}
+
+// malformed judges bytes that cannot be framed as the flow's protocol. The
+// ruleset decides deny or alert (monitor); a rule that tolerates the
+// anomaly cannot make unframeable bytes pass in enforce mode.
+func (e *Engine) malformed(c *hctx, f *flow, s int, anomaly string, start, end int) bool {
+	pdu := &c.pdu
+	resetPDU(pdu, f.inspect, dirOf(s))
+	pdu.Anomaly = anomaly
+	pdu.Modbus = rules.Modbus{}
+	pdu.DNP3.NObjects, pdu.OPCUA.NNodes = 0, 0
+	v := c.rs.Evaluate(&f.rf, pdu)
+	if v.Action == rules.Allow {
+		v.Action, v.Reason, v.Anomaly = rules.Deny, rules.ReasonMalformed, anomaly
+	}
+	c.dec.PDU = pdu
+	if c.drop == DropNone {
+		c.drop = DropMalformed
+	}
+	return e.verdict(c, f, s, v, start, end, false)
+}
+
+// verdict counts and reports a PDU verdict; it returns whether the bytes
+// may be forwarded (allow, or alert in monitor mode). canReply: c.reply
+// holds a native reply for a deny with action reply.
+func (e *Engine) verdict(c *hctx, f *flow, s int, v rules.Verdict, start, end int, canReply bool) bool {
+	e.ctr.pdus.Add(1)
+	switch v.Action {
+	case rules.Allow:
+		e.ctr.pduAllowed.Add(1)
+		if e.cfg.OnVerdict != nil {
+			e.report(c, f, v, FrameForward)
+		}
+		return true
+	case rules.Alert:
+		e.ctr.pduAlerted.Add(1)
+		e.report(c, f, v, FrameForward)
+		return true
+	}
+	e.ctr.pduDenied.Add(1)
+	c.denied = true
+	c.deny = v
+	c.denyStart, c.denyEnd = start, end
+	if !canReply {
+		c.replyLen = 0
+	}
+	act := FrameDrop
+	if v.DenyAction != rules.ActionDrop && f.rf.Transport == rules.TransportTCP {
+		act = FrameInject
+	} else if v.DenyAction == rules.ActionReply && c.replyLen > 0 {
+		act = FrameInject
+	}
+	if c.drop == DropNone {
+		c.drop = DropPDUDenied
+	}
+	e.report(c, f, v, act)
+	return false
+}
+
+// judge decodes one complete PDU of direction s (start and end are its
+// bounds in the segment's new data, see feed), evaluates it and records
+// request state for allowed requests.
+func (e *Engine) judge(c *hctx, f *flow, s int, b []byte, start, end int) bool {
+	in := f.insp
+	pdu := &c.pdu
+	dir := dirOf(s)
+	switch {
+	case in.mb != nil:
+		mb := in.mb
+		a := &mb.adu
+		_ = a.Decode(b, dir)
+		modbusPDU(pdu, a, dir)
+		c.dec.Modbus = a
+		var pa modbus.Anomaly
+		if dir == protocols.Response {
+			var ok bool
+			_, ok, pa = mb.pairing.Response(a)
+			pdu.Modbus.PairedRequest = ok
+		}
+		if pa != modbus.AnomalyNone && pdu.Anomaly == "" {
+			pdu.Anomaly = pa.String()
+		}
+		c.dec.PDU = pdu
+		v := c.rs.Evaluate(&f.rf, pdu)
+		canReply := false
+		if v.Action == rules.Deny && v.DenyAction == rules.ActionReply && dir == protocols.Request && a.HasPDU() {
+			c.replyLen = len(modbusException(c.reply[:0], a.TransactionID, a.Unit, a.Func(), modbusExceptionFor(v.Reason)))
+			canReply = true
+		}
+		ok := e.verdict(c, f, s, v, start, end, canReply)
+		if ok && dir == protocols.Request {
+			mb.pairing.Request(a)
+		}
+		return ok
+	case in.dn != nil:
+		return e.judgeDNP3(c, f, s, b, start, end)
+	case in.ua != nil:
+		return e.judgeOPCUA(c, f, s, b, start, end)
+	}
+	return false
+}
+
+// modbusExceptionFor picks the exception code that fits a deny reason
+// (Modbus Application Protocol v1.1b3 section 7).
+func modbusExceptionFor(r rules.Reason) uint8 {
+	switch r {
+	case rules.ReasonAddressOutOfRange:
+		return uint8(modbus.ExceptionIllegalDataAddress)
+	case rules.ReasonValueOutOfRange:
+		return uint8(modbus.ExceptionIllegalDataValue)
+	}
+	return uint8(modbus.ExceptionIllegalFunction)
+}
+
+func (e *Engine) judgeDNP3(c *hctx, f *flow, s int, b []byte, start, end int) bool {
+	dn := f.insp.dn
+	lf := &dn.lf
+	pdu := &c.pdu
+	if err := lf.Decode(b); err != nil && lf.Anomaly != dnp3.AnomalyBroadcast {
+		c.dec.DNP3Link = lf
+		return e.malformed(c, f, s, lf.Anomaly.String(), start, end)
+	}
+	data := lf.UserData()
+	if len(data) == 0 {
+		// Link-layer service frames (RESET_LINK_STATES, LINK_STATUS, ACK...)
+		// carry no application function; they ride the allowed flow.
+		return true
+	}
+	frag, an := dn.reasm[s].Add(data)
+	if an != dnp3.AnomalyNone {
+		c.dec.DNP3Link = lf
+		return e.malformed(c, f, s, an.String(), start, end)
+	}
+	if frag == nil {
+		return true // the fragment continues in later frames
+	}
+	fr := &dn.frag
+	_ = fr.Decode(frag, lf.FromMaster())
+	dir := protocols.Response
+	if lf.FromMaster() {
+		dir = protocols.Request
+	}
+	dnp3PDU(pdu, lf, fr, dir)
+	seq := fr.Seq() & 15
+	if dir == protocols.Response && fr.Func == dnp3.FuncResponse {
+		pdu.DNP3.PairedRequest = dn.outstanding[seq]
+	}
+	c.dec.PDU, c.dec.DNP3Link, c.dec.DNP3 = pdu, lf, fr
+	v := c.rs.Evaluate(&f.rf, pdu)
+	canReply := false
+	if v.Action == rules.Deny && v.DenyAction == rules.ActionReply && dir == protocols.Request &&
+		!dnp3.IsBroadcast(lf.Dst) && fr.Func != dnp3.FuncConfirm {
+		iin2 := iin2NoFuncCodeSupport
+		if v.Reason == rules.ReasonObjectNotAllowed {
+			iin2 = iin2ObjectUnknown
+		}
+		c.replyLen = len(dnp3Response(c.reply[:0], lf.Src, lf.Dst, seq, iin2, 0))
+		canReply = true
+	}
+	ok := e.verdict(c, f, s, v, start, end, canReply)
+	if ok {
+		switch {
+		case dir == protocols.Request && expectsResponse(fr.Func):
+			dn.outstanding[seq] = true
+		case dir == protocols.Response && fr.Func == dnp3.FuncResponse && pdu.DNP3.PairedRequest:
+			dn.outstanding[seq] = false
+			if !fr.FIN() {
+				dn.outstanding[(seq+1)&15] = true // the next fragment of a multi-fragment response
+			}
+		}
+	}
+	return ok
+}
+
+// expectsResponse reports whether an outstation answers fc (IEEE 1815-2012
+// Table 4-1: CONFIRM and the *_NR functions get no response).
+func expectsResponse(fc dnp3.FunctionCode) bool {
+	switch fc {
+	case dnp3.FuncConfirm, dnp3.FuncDirectOperateNR, dnp3.FuncImmedFreezeNR, dnp3.FuncFreezeClearNR,
+		dnp3.FuncFreezeAtTimeNR, dnp3.FuncAuthReqNoAck:
+		return false
+	}
+	return !fc.IsResponse()
+}
+
+func (e *Engine) judgeOPCUA(c *hctx, f *flow, s int, b []byte, start, end int) bool {
+	ua := f.insp.ua
+	st := &f.insp.dir[s]
+	m := &ua.msg
+	dir := dirOf(s)
+	_ = ua.ch.Decode(dir, b, m)
+	svc := uint32(0)
+	if m.Type == opcua.TypeMSG || m.Type == opcua.TypeOPN || m.Type == opcua.TypeCLO {
+		if m.HasTypeID {
+			st.svc = m.TypeID
+		}
+		svc = st.svc
+	}
+	mode := m.Mode
+	if m.Type == opcua.TypeOPN && mode == opcua.ModeInvalid {
+		switch m.Policy {
+		case opcua.PolicyNone:
+			mode = opcua.ModeNone
+		case opcua.PolicyUnknown:
+		default:
+			mode = opcua.ModeSign // encrypted OPN: at least Sign under any real policy
+		}
+	}
+	pdu := &c.pdu
+	opcuaPDU(pdu, m, dir, svc, mode)
+	final := m.Chunk != opcua.ChunkIntermediate
+	if dir == protocols.Response && final && (m.Type == opcua.TypeMSG || m.Type == opcua.TypeOPN) {
+		pdu.OPCUA.PairedRequest = ua.match(m)
+	}
+	c.dec.PDU, c.dec.OPCUA = pdu, m
+	v := c.rs.Evaluate(&f.rf, pdu)
+	canReply := false
+	if v.Action == rules.Deny && v.DenyAction == rules.ActionReply && dir == protocols.Request {
+		// A native answer only where the channel is unencrypted and
+		// unsigned (policy None): anything else would need the keys.
+		if mm, _ := ua.ch.Mode(); mm == opcua.ModeNone || (m.Type == opcua.TypeOPN && mode == opcua.ModeNone) {
+			c.replyLen = len(opcuaErr(c.reply[:0], uaStatusFor(v.Reason), "otgw: "+v.Reason.String()))
+			canReply = true
+		}
+	}
+	ok := e.verdict(c, f, s, v, start, end, canReply)
+	if ok && dir == protocols.Request && final && (m.Type == opcua.TypeMSG || m.Type == opcua.TypeOPN) {
+		ua.push(m)
+	}
+	if final {
+		st.svc = 0
+	}
+	return ok
+}
+
+// uaStatusFor picks the ERR status code for a deny reason (OPC 10000-4
+// section 7.34).
+func uaStatusFor(r rules.Reason) uint32 {
+	switch r {
+	case rules.ReasonServiceNotAllowed:
+		return uaBadServiceUnsupported
+	case rules.ReasonNodeNotAllowed:
+		return uaBadUserAccessDenied
+	case rules.ReasonSecurityPolicyNotAllowed:
+		return uaBadSecurityPolicyRejected
+	case rules.ReasonSecurityModeTooLow:
+		return uaBadSecurityModeRejected
+	case rules.ReasonMalformed:
+		return uaBadTCPMessageTypeInvalid
+	}
+	return uaBadRequestNotAllowed
+}
+
+func (u *uaState) push(m *opcua.Message) {
+	if u.nout == len(u.out) {
+		copy(u.out[:], u.out[1:])
+		u.nout--
+	}
+	u.out[u.nout] = uaReq{id: m.RequestID, wild: !m.HasSequence}
+	u.nout++
+}
+
+func (u *uaState) match(m *opcua.Message) bool {
+	for i := 0; i < u.nout; i++ {
+		r := u.out[i]
+		if !m.HasSequence || r.wild || r.id == m.RequestID {
+			copy(u.out[i:], u.out[i+1:u.nout])
+			u.nout--
+			return true
+		}
+	}
+	return false
+}

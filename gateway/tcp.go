@@ -1,0 +1,775 @@
+package gateway
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/otgw/otgw/gateway/packet"
+	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/rules"
+)
+
+func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
+func seqGT(a, b uint32) bool { return int32(a-b) > 0 }
+
+// handleFlow runs a TCP or UDP packet through the flow table.
+func (e *Engine) handleFlow(c *hctx) {
+	p := &c.pkt
+	k, fromA := keyOf(p)
+	t := e.tab
+	for range 2 {
+		t.mu.Lock()
+		i, ok := t.m[k]
+		var gen uint32
+		if ok {
+			t.touch(i, c.now)
+			gen = t.slots[i].gen
+		}
+		t.mu.Unlock()
+		if !ok {
+			if e.newFlow(c, k, fromA) {
+				return
+			}
+			continue // another goroutine created it meanwhile: look again
+		}
+		f := &t.slots[i]
+		f.mu.Lock()
+		if f.gen != gen {
+			f.mu.Unlock()
+			continue // recycled between the lookup and the lock
+		}
+		e.flowPacket(c, f, fromA == f.aIsClient)
+		e.settle(i, f)
+		f.mu.Unlock()
+		return
+	}
+	e.reportDrop(c, nil, DropTableFull)
+}
+
+// settle applies the class and timeout the flow asked for. Caller holds
+// f.mu; taking the table lock here is safe because the table side never
+// blocks on a flow lock of a slot in use (see flow).
+func (e *Engine) settle(i int32, f *flow) {
+	want, timeout := e.classOf(f)
+	if want == f.appliedClass && timeout == f.appliedTimeout {
+		return
+	}
+	f.appliedClass, f.appliedTimeout = want, timeout
+	e.tab.mu.Lock()
+	e.tab.setClass(i, want, int64(timeout))
+	e.tab.mu.Unlock()
+}
+
+// classOf returns the eviction class and idle timeout of f's state.
+func (e *Engine) classOf(f *flow) (uint8, time.Duration) {
+	if f.rf.Transport == rules.TransportUDP {
+		if f.answered && f.verdict.Action == rules.Allow {
+			return classEstablished, e.cfg.UDPIdle
+		}
+		return classTransient, e.cfg.UDPIdle
+	}
+	switch f.state {
+	case tcpEstablished:
+		if f.verdict.Action == rules.Allow {
+			return classEstablished, e.cfg.TCPIdle
+		}
+		return classTransient, e.cfg.TCPIdle
+	case tcpClosing:
+		return classTransient, e.cfg.TCPHandshake
+	case tcpClosed:
+		return classTransient, e.cfg.TCPClosed
+	}
+	return classTransient, e.cfg.TCPHandshake
+}
+
+// orient fills rf for a flow from src to dst of packet p (reverse: dst to src).
+func (e *Engine) orient(c *hctx, rf *rules.Flow, reverse bool) {
+	p := &c.pkt
+	*rf = rules.Flow{EtherType: p.EtherType, Transport: p.Proto}
+	if p.NVLANs > 0 {
+		rf.VLAN = p.VLANs[p.NVLANs-1]
+	}
+	if !reverse {
+		rf.InPort, rf.OutPort = e.ports[c.in], e.ports[c.in.Other()]
+		rf.SrcMAC, rf.DstMAC = p.SrcMAC, p.DstMAC
+		rf.Src, rf.Dst, rf.SrcPort, rf.DstPort = p.Src, p.Dst, p.SrcPort, p.DstPort
+	} else {
+		rf.InPort, rf.OutPort = e.ports[c.in.Other()], e.ports[c.in]
+		rf.SrcMAC, rf.DstMAC = p.DstMAC, p.SrcMAC
+		rf.Src, rf.Dst, rf.SrcPort, rf.DstPort = p.Dst, p.Src, p.DstPort, p.SrcPort
+	}
+}
+
+// newFlow judges the first packet of an unknown flow and, when the
+// ruleset lets it through, creates the flow and processes the packet. It
+// returns false when another goroutine created the same flow meanwhile.
+func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
+	p := &c.pkt
+	tcp := p.Proto == packet.ProtoTCP
+	c.dec.Proto = "udp"
+	if tcp {
+		c.dec.Proto = "tcp"
+	}
+	rf := &c.rf
+	reverse := false
+	var v rules.Verdict
+	switch {
+	case tcp && p.Flags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst|packet.TCPFin) == packet.TCPSyn:
+		e.orient(c, rf, false)
+		v = c.rs.EvaluateFlow(rf)
+	case tcp:
+		// Mid-stream: only a monitor-mode conduit (or policy) may adopt it.
+		e.orient(c, rf, false)
+		v = c.rs.EvaluateFlow(rf)
+		if v.Action == rules.Deny {
+			e.orient(c, rf, true)
+			if v2 := c.rs.EvaluateFlow(rf); v2.Action != rules.Deny {
+				v, reverse = v2, true
+			} else {
+				e.orient(c, rf, false)
+			}
+		}
+		if v.Mode != rules.ModeMonitor || v.Action == rules.Deny || p.Flags&packet.TCPRst != 0 {
+			e.reportDrop(c, nil, DropNoFlow)
+			return true
+		}
+	default:
+		e.orient(c, rf, false)
+		v = c.rs.EvaluateFlow(rf)
+		if v.Action == rules.Deny {
+			// A responder may speak first (DNP3 unsolicited over UDP).
+			e.orient(c, rf, true)
+			if v2 := c.rs.EvaluateFlow(rf); v2.Action != rules.Deny {
+				v, reverse = v2, true
+			} else {
+				e.orient(c, rf, false)
+			}
+		}
+	}
+	if v.Action == rules.Deny {
+		e.ctr.flowDenied.Add(1)
+		c.drop = DropFlowDenied
+		act := FrameDrop
+		if tcp && v.DenyAction != rules.ActionDrop {
+			act = FrameInject
+		}
+		e.report(c, nil, v, act)
+		e.ctr.drop(DropFlowDenied)
+		if act == FrameInject {
+			// Refuse the SYN the way a closed port does (RFC 9293 section 3.10.7.1).
+			e.sendRaw(c, c.in, p.Dst, p.Src, p.DstPort, p.SrcPort, 0, p.Seq+1, packet.TCPRst|packet.TCPAck, nil, false)
+		}
+		return true
+	}
+	var insp *inspector
+	if v.Action == rules.Allow && v.Inspect != protocols.ProtoNone {
+		insp = e.getInspector(v.Inspect)
+		if insp == nil {
+			e.reportDrop(c, nil, DropMemoryCap)
+			return true
+		}
+	}
+	t := e.tab
+	t.mu.Lock()
+	if _, ok := t.m[k]; ok {
+		t.mu.Unlock()
+		e.putInspector(insp)
+		return false
+	}
+	i, evicted, expired := t.alloc(k, c.now, int64(e.cfg.EvictMinIdle), e.putInspector)
+	if i == noSlot {
+		t.mu.Unlock()
+		e.putInspector(insp)
+		e.reportDrop(c, nil, DropTableFull)
+		return true
+	}
+	f := &t.slots[i]
+	f.mu.Lock() // a free slot: nobody holds it for long (see flow)
+	gen := f.gen
+	t.mu.Unlock()
+	if evicted >= 0 {
+		e.ctr.flowsEvicted.Add(1)
+		if evicted == classEstablished {
+			e.ctr.estEvicted.Add(1)
+		}
+	}
+	if expired > 0 {
+		e.ctr.flowsExpired.Add(uint64(expired))
+	}
+	e.ctr.flowsCreated.Add(1)
+	srcIsClient := !reverse
+	e.initFlow(c, f, v, insp, fromA == srcIsClient, srcIsClient)
+	if f.gen == gen {
+		e.flowPacket(c, f, srcIsClient)
+		e.settle(i, f)
+	}
+	f.mu.Unlock()
+	return true
+}
+
+// initFlow resets slot f for a new flow judged by v. Caller holds f.mu.
+func (e *Engine) initFlow(c *hctx, f *flow, v rules.Verdict, insp *inspector, aIsClient, srcIsClient bool) {
+	p := &c.pkt
+	f.id = e.flowID.Add(1)
+	f.aIsClient = aIsClient
+	f.clientPort = c.in
+	if !srcIsClient {
+		f.clientPort = c.in.Other()
+	}
+	f.rf = c.rf // oriented initiator to responder, with an empty match cache
+	f.rs = c.rs
+	f.verdict = v
+	f.inspect = protocols.ProtoNone
+	if insp != nil {
+		f.inspect = insp.proto
+	}
+	f.monitor = v.Mode == rules.ModeMonitor
+	f.midstream = false
+	f.state = tcpNone
+	f.answered = false
+	f.dir = [2]half{}
+	f.l2 = [2]l2tmpl{}
+	f.insp = insp
+	f.reported = false
+	f.wscaleBoth = false
+	f.appliedClass, f.appliedTimeout = classTransient, 0
+	if p.Proto == packet.ProtoTCP && p.Flags&packet.TCPSyn == 0 {
+		f.midstream = true
+		f.state = tcpEstablished
+	}
+	if v.Action == rules.Alert {
+		e.ctr.flowAlerted.Add(1)
+		f.reported = true
+		e.report(c, f, v, FrameForward)
+	}
+}
+
+// flowPacket processes a packet of an existing flow. Caller holds f.mu.
+func (e *Engine) flowPacket(c *hctx, f *flow, fromClient bool) {
+	p := &c.pkt
+	c.dec.Proto = "udp"
+	if f.rf.Transport == rules.TransportTCP {
+		c.dec.Proto = "tcp"
+	}
+	if f.inspect != protocols.ProtoNone {
+		c.dec.Proto = f.inspect.String()
+	}
+	if f.rs != c.rs && !e.revalidate(c, f) {
+		return
+	}
+	if f.rf.Transport == rules.TransportUDP {
+		e.udp(c, f, fromClient)
+		return
+	}
+	if (f.state == tcpClosed || (f.state == tcpClosing && f.dir[0].fin && f.dir[1].fin)) && fromClient && p.Flags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst|packet.TCPFin) == packet.TCPSyn {
+		// A new connection on the same ports: judge it afresh.
+		e.orient(c, &c.rf, false)
+		v := c.rs.EvaluateFlow(&c.rf)
+		if v.Action == rules.Deny {
+			e.ctr.flowDenied.Add(1)
+			c.drop = DropFlowDenied
+			e.report(c, f, v, FrameDrop)
+			e.ctr.drop(DropFlowDenied)
+			return
+		}
+		insp := f.insp
+		f.insp = nil
+		if insp != nil && (v.Action != rules.Allow || insp.proto != v.Inspect) {
+			e.putInspector(insp)
+			insp = nil
+		}
+		if insp == nil && v.Action == rules.Allow && v.Inspect != protocols.ProtoNone {
+			if insp = e.getInspector(v.Inspect); insp == nil {
+				e.reportDrop(c, f, DropMemoryCap)
+				return
+			}
+		} else if insp != nil {
+			insp.reset()
+		}
+		_, fromA := keyOf(p)
+		e.initFlow(c, f, v, insp, fromA, true)
+	}
+	e.tcp(c, f, fromClient)
+}
+
+// revalidate re-judges f after a ruleset swap: the flow keeps its state;
+// a flow the new policy refuses is cut (RST both ways for reset/reply).
+// It returns whether the packet may proceed. Caller holds f.mu.
+func (e *Engine) revalidate(c *hctx, f *flow) bool {
+	e.ctr.flowsRevalid.Add(1)
+	v := c.rs.EvaluateFlow(&f.rf)
+	f.rs = c.rs
+	inspect := protocols.ProtoNone
+	if v.Action == rules.Allow {
+		inspect = v.Inspect
+	}
+	changed := inspect != f.inspect
+	if v.Action != rules.Deny && (!changed || v.Mode == rules.ModeMonitor) {
+		if changed && f.insp != nil {
+			// No longer inspected (monitor): drop the parser state.
+			e.putInspector(f.insp)
+			f.insp = nil
+			f.inspect = protocols.ProtoNone
+		}
+		f.verdict = v
+		f.monitor = v.Mode == rules.ModeMonitor
+		if v.Action == rules.Alert && !f.reported {
+			f.reported = true
+			e.ctr.flowAlerted.Add(1)
+			e.report(c, f, v, FrameForward)
+		} else if v.Action == rules.Allow {
+			f.reported = false
+		}
+		return true
+	}
+	// Denied now, or inspection would have to start mid-stream in enforce
+	// mode, which the normaliser refuses.
+	e.ctr.flowsRevoked.Add(1)
+	if v.Action != rules.Deny {
+		v.Action, v.Reason = rules.Deny, rules.ReasonProtocolNotAllowed
+	}
+	f.verdict = v
+	c.drop = DropFlowDenied
+	act := FrameDrop
+	if f.rf.Transport == rules.TransportTCP && f.state != tcpClosed && v.DenyAction != rules.ActionDrop {
+		act = FrameInject
+		e.sendResets(c, f, f.dir[0].nxt, f.dir[1].nxt, 0)
+	}
+	if f.rf.Transport == rules.TransportTCP {
+		f.state = tcpClosed
+	}
+	e.ctr.flowDenied.Add(1)
+	e.report(c, f, v, act)
+	e.ctr.drop(DropFlowDenied)
+	return false
+}
+
+// udp forwards a datagram of an allowed flow, inspecting DNP3 datagrams.
+func (e *Engine) udp(c *hctx, f *flow, fromClient bool) {
+	p := &c.pkt
+	s := 0
+	if !fromClient {
+		s = 1
+		f.answered = true
+	}
+	if f.l2[s].n == 0 {
+		f.l2[s].set(c.frame, p.L3Off)
+	}
+	if f.verdict.Action == rules.Deny {
+		e.reportDrop(c, f, DropFlowDenied)
+		return
+	}
+	if f.insp == nil || len(p.Payload) == 0 {
+		e.forward(c, c.frame)
+		return
+	}
+	e.feed(c, f, s, p.Payload, true)
+	if !c.denied {
+		e.forward(c, c.frame)
+		return
+	}
+	e.ctr.drop(DropPDUDenied)
+	if c.deny.DenyAction == rules.ActionReply && c.replyLen > 0 && s == 0 {
+		cli, srv := f.endpoints()
+		if e.sendRaw(c, f.clientPort, srv.addr, cli.addr, srv.port, cli.port, 0, 0, 0, c.reply[:c.replyLen], true) {
+			e.ctr.replies.Add(1)
+		}
+	}
+}
+
+// addrPort is an address and port without netip.AddrPort's accessors.
+type addrPort struct {
+	addr netip.Addr
+	port uint16
+}
+
+// endpoints returns the flow's initiator and responder.
+func (f *flow) endpoints() (cli, srv addrPort) {
+	a := addrPort{addr: f.key.a, port: f.key.pa}
+	b := addrPort{addr: f.key.b, port: f.key.pb}
+	if f.aIsClient {
+		return a, b
+	}
+	return b, a
+}
+
+// tcp is the normaliser: it tracks both directions from the handshake,
+// forwards in order, checks windows and retransmissions and hands new
+// in-order bytes of inspected flows to the parsers. Caller holds f.mu.
+func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
+	p := &c.pkt
+	s := 0
+	if !fromClient {
+		s = 1
+	}
+	h, o := &f.dir[s], &f.dir[1-s]
+	fl := p.Flags
+	if f.l2[s].n == 0 {
+		f.l2[s].set(c.frame, p.L3Off)
+	}
+	lenient := f.monitor
+	bad := func(r DropReason) {
+		if lenient {
+			e.forward(c, c.frame)
+			return
+		}
+		e.reportDrop(c, f, r)
+	}
+	if fl&packet.TCPSyn != 0 && fl&(packet.TCPRst|packet.TCPFin) != 0 || fl&(packet.TCPSyn|packet.TCPRst|packet.TCPAck) == 0 {
+		bad(DropBadTCP)
+		return
+	}
+	if f.state == tcpClosed && fl&packet.TCPRst == 0 {
+		if lenient {
+			e.forward(c, c.frame)
+			return
+		}
+		e.reportDrop(c, f, DropClosed)
+		return
+	}
+	switch {
+	case fl&packet.TCPRst != 0:
+		// RFC 5961 section 3: accept a reset only in the receiver's window.
+		ok := lenient || !h.hasISN
+		if h.hasISN {
+			win := max(o.win, 1)
+			ok = ok || p.Seq == h.nxt || (!seqLT(p.Seq, h.nxt) && seqLT(p.Seq, h.nxt+win))
+		}
+		if !h.hasISN && fl&packet.TCPAck != 0 && o.hasISN {
+			ok = p.Ack == o.nxt // reset answering a SYN
+		}
+		if !ok {
+			e.reportDrop(c, f, DropOutOfWindow)
+			return
+		}
+		f.state = tcpClosed
+		e.forward(c, c.frame)
+		return
+	case fl&packet.TCPSyn != 0 && fl&packet.TCPAck == 0:
+		if !fromClient {
+			bad(DropBadTCP)
+			return
+		}
+		if f.state == tcpNone || (f.state == tcpSynSent && p.Seq == h.isn) {
+			h.hasISN, h.isn, h.nxt = true, p.Seq, p.Seq+1
+			h.wscale, h.sentWS = tcpWScale(c.frame, p)
+			h.win, h.lastWin = uint32(p.Window), p.Window
+			f.state = tcpSynSent
+			if len(p.Payload) != 0 {
+				bad(DropBadTCP) // data on SYN (TCP Fast Open) is never inspected: refuse it
+				return
+			}
+			e.forward(c, c.frame)
+			return
+		}
+		bad(DropBadTCP)
+		return
+	case fl&packet.TCPSyn != 0:
+		if fromClient || len(p.Payload) != 0 {
+			bad(DropBadTCP)
+			return
+		}
+		if (f.state == tcpSynSent || f.state == tcpSynReceived) && p.Ack == o.nxt && (!h.hasISN || p.Seq == h.isn) {
+			h.hasISN, h.isn, h.nxt = true, p.Seq, p.Seq+1
+			h.wscale, h.sentWS = tcpWScale(c.frame, p)
+			h.hasAck, h.ack = true, p.Ack
+			h.win, h.lastWin = uint32(p.Window), p.Window
+			f.wscaleBoth = h.sentWS && o.sentWS
+			f.state = tcpSynReceived
+			e.forward(c, c.frame)
+			return
+		}
+		bad(DropBadTCP)
+		return
+	}
+	// ACK is set from here on.
+	if f.state == tcpSynSent && !lenient {
+		e.reportDrop(c, f, DropBadTCP)
+		return
+	}
+	gap := false
+	if !h.hasISN {
+		// Mid-stream pickup (monitor only): start from this segment.
+		h.hasISN, h.isn, h.nxt = true, p.Seq, p.Seq
+		gap = true
+	}
+	if o.hasISN && seqGT(p.Ack, o.nxt) && !lenient {
+		e.reportDrop(c, f, DropOutOfWindow) // acknowledges bytes never sent
+		return
+	}
+	if f.state == tcpSynReceived && fromClient && p.Ack == o.nxt {
+		f.state = tcpEstablished
+	}
+	if !h.hasAck || seqGT(p.Ack, h.ack) {
+		h.hasAck, h.ack = true, p.Ack
+	}
+	h.lastWin = p.Window
+	h.win = uint32(p.Window)
+	if f.wscaleBoth {
+		h.win <<= min(h.wscale, 14)
+	}
+	payload := p.Payload
+	end := p.Seq + uint32(len(payload))
+	if len(payload) > 0 && !lenient {
+		if o.hasAck && seqGT(end, o.ack+max(o.win, 1)) {
+			e.reportDrop(c, f, DropOutOfWindow)
+			return
+		}
+		if seqLT(p.Seq, h.nxt-1<<30) {
+			e.reportDrop(c, f, DropOutOfWindow)
+			return
+		}
+		if h.blocked && seqGT(end, h.blockAt) {
+			e.reportDrop(c, f, DropBlocked)
+			return
+		}
+	}
+	if f.insp == nil || len(payload) == 0 {
+		if len(payload) > 0 && seqGT(end, h.nxt) {
+			h.nxt = end
+		}
+		if fl&packet.TCPFin != 0 {
+			e.fin(f, h, end)
+		}
+		e.forward(c, c.frame)
+		return
+	}
+	st := &f.insp.dir[s]
+	if seqGT(p.Seq, h.nxt) {
+		if !lenient {
+			e.reportDrop(c, f, DropOutOfOrder)
+			return
+		}
+		gap = true // monitor: bytes were lost (or come later); resynchronise
+		h.nxt = p.Seq
+	}
+	overlap := 0
+	if seqLT(p.Seq, h.nxt) {
+		overlap = int(min(h.nxt-p.Seq, uint32(len(payload))))
+		covered, equal := st.compare(p.Seq, payload[:overlap])
+		switch {
+		case covered && !equal:
+			e.evasion(c, f, s)
+			return
+		case !covered && !lenient:
+			e.reportDrop(c, f, DropRetransmission)
+			return
+		}
+	}
+	if gap {
+		e.gap(f, s)
+	}
+	newData := payload[overlap:]
+	if len(newData) > 0 {
+		e.feed(c, f, s, newData, false)
+		n := len(newData)
+		if c.denied {
+			n = c.denyStart
+		}
+		st.record(h.nxt, newData[:n])
+		h.nxt += uint32(len(newData))
+	}
+	if !c.denied {
+		if fl&packet.TCPFin != 0 {
+			e.fin(f, h, end)
+		}
+		e.forward(c, c.frame)
+		return
+	}
+	e.act(c, f, s, p.Seq+uint32(overlap), overlap)
+}
+
+func (e *Engine) fin(f *flow, h *half, end uint32) {
+	if !h.fin {
+		h.fin, h.finSeq = true, end
+		h.nxt = end + 1
+	}
+	if f.state != tcpClosed {
+		f.state = tcpClosing
+	}
+}
+
+// act carries out a PDU deny verdict on the current segment. newSeq is the
+// sequence number of the segment's first new byte, overlap the number of
+// retransmitted bytes before it. Caller holds f.mu.
+func (e *Engine) act(c *hctx, f *flow, s int, newSeq uint32, overlap int) {
+	e.ctr.drop(DropPDUDenied)
+	h := &f.dir[s]
+	keep := overlap + c.denyStart
+	stop := newSeq + uint32(c.denyStart) // first byte of s the peer will not get
+	if keep > 0 && keep < len(c.pkt.Payload) {
+		fr := truncatePayload(c.frame, &c.pkt, keep)
+		e.ctr.truncated.Add(1)
+		e.forward(c, fr)
+	} else if keep > 0 {
+		e.forward(c, c.frame)
+	}
+	switch c.deny.DenyAction {
+	case rules.ActionDrop:
+		h.blocked, h.blockAt = true, stop
+		// Bytes up to the end of the segment were inspected; the held PDU,
+		// if any, must not complete from a retransmission.
+		if f.insp != nil {
+			f.insp.dir[s].hold = f.insp.dir[s].hold[:0]
+		}
+		return
+	case rules.ActionReply:
+		if s == 0 && c.replyLen > 0 {
+			srv := &f.dir[1]
+			ack := newSeq + uint32(c.denyEnd)
+			if e.sendSeg(c, f, false, srv.nxt, ack, packet.TCPPsh|packet.TCPAck, c.reply[:c.replyLen]) {
+				e.ctr.replies.Add(1)
+				e.sendResets(c, f, stop, srv.nxt+uint32(c.replyLen), ack)
+				srv.nxt += uint32(c.replyLen)
+				f.state = tcpClosed
+				return
+			}
+		}
+	}
+	if s == 0 {
+		e.sendResets(c, f, stop, f.dir[1].nxt, 0)
+	} else {
+		e.sendResets(c, f, f.dir[0].nxt, stop, 0)
+	}
+	f.state = tcpClosed
+}
+
+// evasion handles a retransmission that overlaps inspected bytes with
+// different content: the two ends may now disagree on the stream, so the
+// connection is reset whatever the configured action (DESIGN.md).
+func (e *Engine) evasion(c *hctx, f *flow, s int) {
+	v := f.verdict
+	v.Action, v.Reason, v.Anomaly, v.DenyAction = rules.Deny, rules.ReasonMalformed, "tcp_overlap_mismatch", rules.ActionReset
+	if f.monitor {
+		v.Action = rules.Alert
+	}
+	c.dec.Evasion = true
+	c.drop = DropEvasion
+	if v.Action == rules.Alert {
+		e.report(c, f, v, FrameForward)
+		e.forward(c, c.frame)
+		return
+	}
+	e.ctr.drop(DropEvasion)
+	e.sendResets(c, f, f.dir[0].nxt, f.dir[1].nxt, 0)
+	f.state = tcpClosed
+	d := &c.dec
+	d.In, d.Action, d.Drop, d.HasVerdict, d.Verdict = c.in, FrameInject, DropEvasion, true, v
+	d.Src, d.Dst, d.FlowID = c.pkt.SrcAddrPort(), c.pkt.DstAddrPort(), f.id
+	if e.cfg.OnVerdict != nil {
+		e.cfg.OnVerdict(d)
+	}
+	e.emit(c, d, "evasion")
+}
+
+// sendResets sends RST|ACK to both ends: to the responder with the
+// initiator's next sequence number it expects (cliSeq) and to the
+// initiator with the responder's (srvSeq), so that each receiver finds the
+// reset exactly at rcv.nxt (RFC 5961 section 3.2). cliAck, when non-zero,
+// is the acknowledgement sent to the initiator.
+func (e *Engine) sendResets(c *hctx, f *flow, cliSeq, srvSeq, cliAck uint32) {
+	if cliAck == 0 {
+		cliAck = cliSeq
+	}
+	e.sendSeg(c, f, true, cliSeq, srvSeq, packet.TCPRst|packet.TCPAck, nil)
+	e.sendSeg(c, f, false, srvSeq, cliAck, packet.TCPRst|packet.TCPAck, nil)
+	e.ctr.resets.Add(1)
+}
+
+// sendSeg crafts a segment as if sent by the initiator (fromClient) or the
+// responder, towards the other end, with the sender's link header.
+func (e *Engine) sendSeg(c *hctx, f *flow, fromClient bool, seq, ack uint32, flags uint8, payload []byte) bool {
+	cli, srv := f.endpoints()
+	s, out := 0, f.clientPort.Other()
+	src, dst := cli, srv
+	if !fromClient {
+		s, out = 1, f.clientPort
+		src, dst = srv, cli
+	}
+	tmpl := &f.l2[s]
+	var l2 [maxL2Hdr]byte
+	n := int(tmpl.n)
+	copy(l2[:], tmpl.b[:n])
+	if n == 0 && f.l2[1-s].n != 0 {
+		o := &f.l2[1-s]
+		n = int(o.n)
+		copy(l2[:], o.b[:n])
+		if e.cfg.Link == packet.LinkEthernet && n >= 12 {
+			var tmp [6]byte
+			copy(tmp[:], l2[0:6])
+			copy(l2[0:6], l2[6:12])
+			copy(l2[6:12], tmp[:])
+		}
+	}
+	buf := e.craft.get()
+	if buf == nil {
+		e.ctr.drop(DropNoBuffer)
+		return false
+	}
+	spec := segSpec{l2: l2[:n], src: src.addr, dst: dst.addr, sport: src.port, dport: dst.port,
+		seq: seq, ack: ack, flags: flags, window: f.dir[s].lastWin, payload: payload,
+		padToMin60: e.cfg.Link == packet.LinkEthernet}
+	fr := craft(buf[:], &spec)
+	ok := fr != nil
+	if ok {
+		c.tx.Send(out, fr)
+		e.ctr.injected[out].Add(1)
+	}
+	e.craft.put(buf)
+	return ok
+}
+
+// sendRaw crafts a TCP segment or UDP datagram with the link header of the
+// current frame, MACs swapped, out of port out (a reply to the frame's
+// sender).
+func (e *Engine) sendRaw(c *hctx, out PortID, src, dst netip.Addr, sport, dport uint16, seq, ack uint32, flags uint8, payload []byte, udp bool) bool {
+	p := &c.pkt
+	var l2 [maxL2Hdr]byte
+	n := p.L3Off
+	if n > maxL2Hdr {
+		return false
+	}
+	copy(l2[:], c.frame[:n])
+	if p.HasMAC {
+		copy(l2[0:6], p.SrcMAC[:])
+		copy(l2[6:12], p.DstMAC[:])
+	}
+	buf := e.craft.get()
+	if buf == nil {
+		e.ctr.drop(DropNoBuffer)
+		return false
+	}
+	spec := segSpec{l2: l2[:n], src: src, dst: dst, sport: sport, dport: dport, seq: seq, ack: ack,
+		flags: flags, payload: payload, udp: udp, padToMin60: p.HasMAC}
+	fr := craft(buf[:], &spec)
+	ok := fr != nil
+	if ok {
+		c.tx.Send(out, fr)
+		e.ctr.injected[out].Add(1)
+	}
+	e.craft.put(buf)
+	return ok
+}
+
+// tcpWScale returns the window scale option of a SYN (RFC 7323 section 2).
+func tcpWScale(frame []byte, p *packet.Packet) (uint8, bool) {
+	doff := int(frame[p.L4Off+12]>>4) * 4
+	opts := frame[p.L4Off+20 : p.L4Off+doff]
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case 0:
+			return 0, false
+		case 1:
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
+			return 0, false
+		}
+		if opts[i] == 3 && opts[i+1] == 3 {
+			return opts[i+2], true
+		}
+		i += int(opts[i+1])
+	}
+	return 0, false
+}
