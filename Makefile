@@ -54,8 +54,14 @@ fuzz: ## run every fuzz target for FUZZTIME (default 10s) each
 bench: ## benchmarks with -benchmem, BENCHCOUNT runs each (compare with benchstat)
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) $(PKGS) | tee bench.txt
 
-demo: build ## show the gateway's main job on built-in sample traffic
+demo: build ## live gateway between namespaces with a real PLC and HMI (root; offline replay demo otherwise), < 60 s
 	@bash simulate/demo/demo.sh
+
+.PHONY: bench-datapath
+bench-datapath: ## gateway vs kernel bridge on one veth topology: small packets, TCP, Modbus RTT, RSS with 10k flows (root, < 2 min)
+	@mkdir -p dist
+	set -o pipefail; OTGW_BENCH_DATAPATH=1 OTGW_BENCH_OUT=$(CURDIR)/dist/bench-datapath.md \
+	  $(GO) test -count=1 -timeout 5m -run '^TestDatapathBench$$' -v ./gateway/e2e | grep -v 'level='
 
 clean: ## remove build outputs
 	rm -rf dist bench.txt

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/otgw/otgw/gateway/daemon"
+)
+
+// multiFlag collects a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func init() {
+	register("run", "the inline gateway: enforce a policy between two ports", runGateway)
+}
+
+func runGateway(args []string, _, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg      daemon.Config
+		ports    string
+		syslogs  multiFlag
+		logLevel string
+	)
+	fs.StringVar(&cfg.PolicyPath, "policy", "", "policy file (required; reloaded on change and on SIGHUP)")
+	fs.StringVar(&cfg.Board, "board", "", "board profile (default: detect; see 'otgw board list')")
+	fs.StringVar(&ports, "ports", "", "NORTH,SOUTH interface names (override the board profile)")
+	fs.Var(&syslogs, "syslog", "syslog destination URL, repeatable (tls://host:6514?..., tcp://, udp://)")
+	fs.StringVar(&cfg.SpoolDir, "spool", "/var/lib/otgw/spool", "syslog spool directory")
+	fs.StringVar(&cfg.EventsFile, "events", "", "append events as JSON lines to this file")
+	fs.StringVar(&cfg.StatusAddr, "status", "", "status endpoint address, e.g. 127.0.0.1:9102 (JSON on /status, Prometheus on /metrics)")
+	fs.BoolVar(&cfg.StripAddrs, "strip-addrs", false, "remove IP addresses found on the ports instead of refusing to start")
+	fs.IntVar(&cfg.MaxFlows, "max-flows", 0, "flow table size (default: the engine's)")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: otgw run --policy P [--board NAME] [--ports north,south] [--syslog URL]... [--events FILE] [--status ADDR]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() != 0 || cfg.PolicyPath == "" {
+		fs.Usage()
+		return 2
+	}
+	if ports != "" {
+		var err error
+		if cfg.North, cfg.South, err = daemon.ParsePorts(ports); err != nil {
+			fmt.Fprintln(stderr, "otgw run:", err)
+			return 2
+		}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		fmt.Fprintln(stderr, "otgw run: --log-level:", err)
+		return 2
+	}
+	cfg.SyslogURLs = syslogs
+	cfg.Stderr = stderr
+	cfg.Version = version
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := daemon.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(stderr, "otgw run:", err)
+		return 1
+	}
+	return 0
+}

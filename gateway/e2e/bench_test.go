@@ -1,0 +1,357 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/goburrow/modbus"
+
+	"github.com/otgw/otgw/hal"
+	"github.com/otgw/otgw/internal/netns"
+	"github.com/otgw/otgw/internal/testenv"
+	"github.com/otgw/otgw/simulate/capture"
+	"github.com/otgw/otgw/simulate/peers"
+)
+
+// benchPolicy allows what the benchmark sends: Modbus reads, UDP to port 9
+// (small-packet blast) and TCP to port 5001 (bulk throughput).
+const benchPolicy = `version: 1
+name: bench
+mode: enforce
+action: drop
+zones:
+  clients: { port: north, networks: [192.0.2.0/25] }
+  servers: { port: south, networks: [192.0.2.128/25] }
+l2: { allow: [arp] }
+conduits:
+  - name: bench
+    from: clients
+    to: servers
+    rules:
+      - modbus:
+          allow:
+            - read: holding 0-99
+      - udp: { ports: [9] }
+      - tcp: { ports: [5001] }
+`
+
+// benchLine is netns.Line with the server in the other half of the /24 so
+// the policy's zones split client and server.
+func benchLine(t *testing.T) *netns.Line {
+	l := &netns.Line{
+		Client: netns.New(t, "bcli"), Gateway: netns.New(t, "bgw"), Server: netns.New(t, "bsrv"),
+		ClientAddr: "192.0.2.1", ServerAddr: "192.0.2.130", North: "north0", South: "south0",
+	}
+	netns.Veth(t, l.Client, "eth0", l.Gateway, l.North)
+	netns.Veth(t, l.Gateway, l.South, l.Server, "eth0")
+	l.Client.Addr("eth0", l.ClientAddr+"/24")
+	l.Server.Addr("eth0", l.ServerAddr+"/24")
+	for _, ns := range []*netns.NS{l.Client, l.Server} {
+		ns.MustRun("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+		// Offloads off on the peers too, so kernel bridge and gateway see
+		// the same wire-sized frames.
+		ns.Run("ethtool", "-K", "eth0", "tso", "off", "gso", "off", "gro", "off")
+	}
+	return l
+}
+
+type benchResult struct {
+	smallPPS          float64 // frames/s delivered
+	smallSent         float64
+	tcpBps            float64
+	rttP50, rttP99    time.Duration
+	cpuPerPkt         time.Duration // gateway process CPU per forwarded small frame
+	rssKB, flows      int
+	rssIdleKB         int
+	polls, pollErrors int
+}
+
+const benchPhase = 2 * time.Second
+
+// smallPackets blasts 60-byte UDP frames from the client port to the
+// server for d and counts what the server's port receives.
+func smallPackets(t *testing.T, l *netns.Line) (sentPPS, gotPPS float64) {
+	t.Helper()
+	cmac := macOf(t, l.Client, "eth0")
+	smac := macOf(t, l.Server, "eth0")
+	var tx, rx hal.Port
+	if err := l.Client.Do(func() (err error) { tx, err = hal.OpenPort("eth0", hal.PortOptions{NoPromisc: true}); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	if err := l.Server.Do(func() (err error) { rx, err = hal.OpenPort("eth0", hal.PortOptions{NoPromisc: true}); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	src := capture.Endpoint{MAC: cmac, Addr: netip.MustParseAddrPort(l.ClientAddr + ":40000")}
+	dst := capture.Endpoint{MAC: smac, Addr: netip.MustParseAddrPort(l.ServerAddr + ":9")}
+	frame := capture.UDPDatagram(src, dst, make([]byte, 18)) // 60 bytes on the wire
+	var got atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bufs := make([][]byte, hal.MaxBatch)
+		for i := range bufs {
+			bufs[i] = make([]byte, 2048)
+		}
+		sizes := make([]int, hal.MaxBatch)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = rx.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			n, _ := rx.ReadBatch(bufs, sizes, nil)
+			for i := 0; i < n; i++ {
+				if sizes[i] >= 42 && sizes[i] <= 64 && bufs[i][23] == 17 {
+					got.Add(1)
+				}
+			}
+		}
+	}()
+	batch := make([][]byte, 64)
+	for i := range batch {
+		batch[i] = frame
+	}
+	var sent int64
+	start := time.Now()
+	for time.Since(start) < benchPhase {
+		n, _ := tx.WriteBatch(batch)
+		sent += int64(n)
+	}
+	el := time.Since(start)
+	time.Sleep(200 * time.Millisecond) // let the queues drain
+	close(stop)
+	<-done
+	return float64(sent) / el.Seconds(), float64(got.Load()) / el.Seconds()
+}
+
+func macOf(t *testing.T, ns *netns.NS, dev string) [6]byte {
+	out := ns.IP("-o", "link", "show", dev)
+	i := strings.Index(out, "link/ether ")
+	if i < 0 {
+		t.Fatalf("no MAC in %q", out)
+	}
+	hw, err := net.ParseMAC(strings.Fields(out[i+len("link/ether "):])[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m [6]byte
+	copy(m[:], hw)
+	return m
+}
+
+// tcpThroughput sends bulk TCP from client to server for d.
+func tcpThroughput(t *testing.T, l *netns.Line) float64 {
+	t.Helper()
+	var ln net.Listener
+	if err := l.Server.Do(func() (err error) { ln, err = net.Listen("tcp", "0.0.0.0:5001"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var got atomic.Int64
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		n, _ := io.Copy(io.Discard, c)
+		got.Store(n)
+	}()
+	var c net.Conn
+	if err := l.Client.Do(func() (err error) { c, err = net.DialTimeout("tcp", l.ServerAddr+":5001", 3*time.Second); return err }); err != nil {
+		t.Fatalf("tcp bench dial: %v", err)
+	}
+	buf := make([]byte, 64<<10)
+	start := time.Now()
+	var sent int64
+	_ = c.SetWriteDeadline(start.Add(benchPhase + time.Second))
+	for time.Since(start) < benchPhase {
+		n, err := c.Write(buf)
+		sent += int64(n)
+		if err != nil {
+			break
+		}
+	}
+	el := time.Since(start)
+	c.Close()
+	return float64(sent) * 8 / el.Seconds()
+}
+
+// modbusRTT polls at 500 polls/s for 2 s and returns p50 and p99.
+func modbusRTT(t *testing.T, l *netns.Line) (p50, p99 time.Duration, n, errs int) {
+	t.Helper()
+	var lat []time.Duration
+	err := l.Client.Do(func() error {
+		h := modbus.NewTCPClientHandler(l.ServerAddr + ":502")
+		h.SlaveId, h.Timeout = 1, time.Second
+		if err := h.Connect(); err != nil {
+			return err
+		}
+		defer h.Close()
+		c := modbus.NewClient(h)
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i < 1000; i++ {
+			<-tick.C
+			s := time.Now()
+			if _, err := c.ReadHoldingRegisters(0, 10); err != nil {
+				errs++
+				continue
+			}
+			lat = append(lat, time.Since(s))
+		}
+		return nil
+	})
+	if err != nil || len(lat) == 0 {
+		t.Fatalf("modbus rtt: %v (%d ok)", err, len(lat))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return lat[len(lat)/2], lat[len(lat)*99/100], len(lat), errs
+}
+
+func procCPU(t *testing.T, pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b)[strings.LastIndex(string(b), ")")+2:])
+	u, _ := strconv.Atoi(f[11])
+	s, _ := strconv.Atoi(f[12])
+	return time.Duration(u+s) * time.Second / 100 // USER_HZ = 100
+}
+
+func procRSS(t *testing.T, pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ln := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(ln, "VmRSS:") {
+			kb, _ := strconv.Atoi(strings.Fields(ln)[1])
+			return kb
+		}
+	}
+	return 0
+}
+
+// openFlows sends 10,000 SYNs with distinct source ports from the client
+// port; each becomes a flow in the gateway's table.
+func openFlows(t *testing.T, l *netns.Line, n int) {
+	cmac, smac := macOf(t, l.Client, "eth0"), macOf(t, l.Server, "eth0")
+	var tx hal.Port
+	if err := l.Client.Do(func() (err error) { tx, err = hal.OpenPort("eth0", hal.PortOptions{NoPromisc: true}); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	var batch [][]byte
+	for i := 0; i < n; i++ {
+		// Source addresses .2-.101 x ports: distinct 5-tuples the client
+		// kernel does not own (no RST from it).
+		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(2 + i%100)}), uint16(20000+i/100))
+		fl := capture.NewTCPFlow(capture.Endpoint{MAC: cmac, Addr: src},
+			capture.Endpoint{MAC: smac, Addr: netip.MustParseAddrPort(l.ServerAddr + ":5001")})
+		batch = append(batch, fl.Handshake()[0])
+		if len(batch) == 64 || i == n-1 {
+			if _, err := tx.WriteBatch(batch); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+			time.Sleep(time.Millisecond)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+}
+
+// TestDatapathBench is `make bench-datapath`: the kernel bridge and the
+// gateway on the same topology in the same run. Enabled by
+// OTGW_BENCH_DATAPATH=1; the result table goes to the log and to
+// $OTGW_BENCH_OUT when set.
+func TestDatapathBench(t *testing.T) {
+	if os.Getenv("OTGW_BENCH_DATAPATH") != "1" {
+		t.Skip("set OTGW_BENCH_DATAPATH=1 (make bench-datapath)")
+	}
+	testenv.NeedRoot(t)
+	l := benchLine(t)
+	plc := peers.NewPLC()
+	if err := l.Server.Do(func() error {
+		s, err := peers.Serve(plc, "0.0.0.0:502")
+		if err == nil {
+			t.Cleanup(func() { _ = s.Stop() })
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Kernel bridge, offloads off on its ports as the gateway has them.
+	var br benchResult
+	l.Gateway.IP("link", "add", "br0", "type", "bridge")
+	for _, p := range []string{l.North, l.South} {
+		l.Gateway.Run("ethtool", "-K", p, "tso", "off", "gso", "off", "gro", "off")
+		l.Gateway.IP("link", "set", p, "master", "br0")
+	}
+	l.Gateway.IP("link", "set", "br0", "up")
+	time.Sleep(300 * time.Millisecond)
+	br.smallSent, br.smallPPS = smallPackets(t, l)
+	br.tcpBps = tcpThroughput(t, l)
+	br.rttP50, br.rttP99, br.polls, br.pollErrors = modbusRTT(t, l)
+	for _, p := range []string{l.North, l.South} {
+		l.Gateway.IP("link", "set", p, "nomaster")
+	}
+	l.Gateway.IP("link", "del", "br0")
+
+	// The gateway.
+	var gr benchResult
+	g := startGateway(t, l, benchPolicy)
+	pid := g.cmd.Process.Pid
+	gr.rssIdleKB = procRSS(t, pid)
+	c0 := procCPU(t, pid)
+	gr.smallSent, gr.smallPPS = smallPackets(t, l)
+	cpu := procCPU(t, pid) - c0
+	if gr.smallPPS > 0 {
+		gr.cpuPerPkt = time.Duration(float64(cpu) / (gr.smallPPS * benchPhase.Seconds()))
+	}
+	gr.tcpBps = tcpThroughput(t, l)
+	gr.rttP50, gr.rttP99, gr.polls, gr.pollErrors = modbusRTT(t, l)
+	openFlows(t, l, 10000)
+	gr.rssKB = procRSS(t, pid)
+	gr.flows = int(counter(g.statusJSON(), "flows", "active"))
+
+	ratio := func(a, b float64) string {
+		if b == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2fx", a/b)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "| measure | kernel bridge | otgw | ratio / added | goal |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| small packets (60 B UDP, frames/s delivered) | %.0f (offered %.0f) | %.0f (offered %.0f) | %s | >= 0.9x |\n",
+		br.smallPPS, br.smallSent, gr.smallPPS, gr.smallSent, ratio(gr.smallPPS, br.smallPPS))
+	fmt.Fprintf(&b, "| TCP throughput (one stream) | %.0f Mbit/s | %.0f Mbit/s | %s | >= 0.75x |\n",
+		br.tcpBps/1e6, gr.tcpBps/1e6, ratio(gr.tcpBps, br.tcpBps))
+	fmt.Fprintf(&b, "| Modbus RTT p50 at 500 polls/s (%d polls, %d errors via otgw) | %v | %v | +%v | <= +50 us |\n",
+		gr.polls, gr.pollErrors, br.rttP50.Round(time.Microsecond), gr.rttP50.Round(time.Microsecond), (gr.rttP50 - br.rttP50).Round(time.Microsecond))
+	fmt.Fprintf(&b, "| Modbus RTT p99 at 500 polls/s | %v | %v | +%v | <= +200 us |\n",
+		br.rttP99.Round(time.Microsecond), gr.rttP99.Round(time.Microsecond), (gr.rttP99 - br.rttP99).Round(time.Microsecond))
+	fmt.Fprintf(&b, "| otgw CPU per forwarded small frame | | %v | | |\n", gr.cpuPerPkt)
+	fmt.Fprintf(&b, "| otgw RSS idle / with %d flows in the table | | %d KiB / %d KiB | | <= 32 MB |\n", gr.flows, gr.rssIdleKB, gr.rssKB)
+	t.Logf("\n%s", b.String())
+	if out := os.Getenv("OTGW_BENCH_OUT"); out != "" {
+		if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+}

@@ -1,0 +1,345 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/otgw/otgw/internal/netns"
+	"github.com/otgw/otgw/internal/testenv"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildBin  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// otgwBinary builds cmd/otgw once per test run.
+func otgwBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "otgw-e2e-")
+		if buildErr != nil {
+			return
+		}
+		buildBin = filepath.Join(buildDir, "otgw")
+		root := testenv.ModuleRoot(t)
+		cmd := exec.Command("go", "build", "-o", buildBin, "./cmd/otgw")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v: %s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildBin
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer process and a reader test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// basePolicy is the test policy: the client (hmi) may read holding
+// registers 0-99 of the server (plc) on unit 1 and ping it; ARP passes.
+// %s are the mode and the deny action.
+const basePolicy = `version: 1
+name: e2e
+mode: %s
+action: %s
+zones:
+  clients: { port: north, networks: [192.0.2.1/32] }
+  servers: { port: south, networks: [192.0.2.2/32] }
+assets:
+  hmi: { ip: 192.0.2.1, zone: clients }
+  plc: { ip: 192.0.2.2, zone: servers }
+l2: { allow: [arp] }
+conduits:
+  - name: hmi-plc
+    from: hmi
+    to: plc
+    rules:
+      - modbus:
+          units: [1]
+          allow:
+            - read: holding 0-99
+            - read: input 0-99
+      - dnp3:
+          masters: [1]
+          outstations: [10]
+          allow:
+            - function: read
+              objects: [g1, g30, g60]
+            - function: confirm
+      - opcua:
+          min_security_mode: none
+          allow:
+            - service: [read, browse]
+      - icmp: {}
+  # ICMP is judged per packet by the engine (no echo state), so the echo
+  # replies need their own conduit.
+  - name: plc-echo-replies
+    from: plc
+    to: hmi
+    rules:
+      - icmp: { types: [echo_reply] }
+`
+
+func policyYAML(mode, action string) string { return fmt.Sprintf(basePolicy, mode, action) }
+
+// gw is one `otgw run` process in the line's gateway namespace.
+type gw struct {
+	t      *testing.T
+	line   *netns.Line
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	policy string
+	events string
+	status string
+}
+
+const statusAddr = "127.0.0.1:9102"
+
+// startGateway writes the policy and starts otgw run; it returns once the
+// start event is written (bounded).
+func startGateway(t *testing.T, l *netns.Line, policy string) *gw {
+	t.Helper()
+	dir := t.TempDir()
+	g := &gw{t: t, line: l, out: &syncBuffer{}, policy: filepath.Join(dir, "policy.yaml"),
+		events: filepath.Join(dir, "events.jsonl"), status: statusAddr}
+	if err := os.WriteFile(g.policy, []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g.start()
+	return g
+}
+
+func (g *gw) start() {
+	g.t.Helper()
+	before := g.countEvents("start")
+	g.cmd = g.line.Gateway.Start(g.out, otgwBinary(g.t), "run", "--policy", g.policy, "--board", "sim",
+		"--ports", g.line.North+","+g.line.South, "--events", g.events, "--status", g.status,
+		"--spool", filepath.Join(filepath.Dir(g.events), "spool"))
+	g.t.Cleanup(func() {
+		if g.t.Failed() {
+			g.t.Logf("otgw output:\n%s", tail(g.out.String(), 60))
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for g.countEvents("start") <= before {
+		if time.Now().After(deadline) {
+			g.t.Fatalf("otgw did not start within 15s:\n%s", tail(g.out.String(), 40))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill sends SIGKILL to the gateway process (by its PID) and reaps it.
+func (g *gw) kill() {
+	g.t.Helper()
+	if err := g.cmd.Process.Kill(); err != nil {
+		g.t.Fatal(err)
+	}
+	_ = g.cmd.Wait()
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// event is the subset of the JSON-lines event schema the tests read.
+type event struct {
+	Seq     uint64         `json:"seq"`
+	Time    time.Time      `json:"time"`
+	Type    string         `json:"type"`
+	Mode    string         `json:"mode"`
+	Verdict string         `json:"verdict"`
+	Action  string         `json:"action"`
+	Conduit string         `json:"conduit"`
+	Reason  string         `json:"reason"`
+	Proto   string         `json:"proto"`
+	Src     string         `json:"src"`
+	Dst     string         `json:"dst"`
+	Message string         `json:"message"`
+	Port    string         `json:"port"`
+	Count   int            `json:"count"`
+	Fields  map[string]any `json:"fields"`
+}
+
+func (g *gw) readEvents() []event {
+	f, err := os.Open(g.events)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var evs []event
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var e event
+		if json.Unmarshal(sc.Bytes(), &e) == nil {
+			evs = append(evs, e)
+		}
+	}
+	return evs
+}
+
+func (g *gw) countEvents(typ string) int {
+	n := 0
+	for _, e := range g.readEvents() {
+		if e.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+// waitEvent waits (bounded) for an event matching ok.
+func (g *gw) waitEvent(what string, timeout time.Duration, ok func(event) bool) event {
+	g.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, e := range g.readEvents() {
+			if ok(e) {
+				return e
+			}
+		}
+		if time.Now().After(deadline) {
+			var b strings.Builder
+			for _, e := range g.readEvents() {
+				fmt.Fprintf(&b, "  %+v\n", e)
+			}
+			g.t.Fatalf("no %s event within %v; events:\n%s", what, timeout, b.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// statusJSON fetches the status endpoint from inside the gateway namespace.
+func (g *gw) statusJSON() map[string]any {
+	g.t.Helper()
+	body := g.get("/status")
+	var m map[string]any
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		g.t.Fatalf("status: %v: %s", err, body)
+	}
+	return m
+}
+
+func (g *gw) get(path string) string {
+	g.t.Helper()
+	var conn net.Conn
+	err := g.line.Gateway.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp", g.status, 2*time.Second)
+		return err
+	})
+	if err != nil {
+		g.t.Fatalf("status endpoint: %v", err)
+	}
+	tr := &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil }, DisableKeepAlives: true}
+	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + g.status + path)
+	if err != nil {
+		g.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	if resp.StatusCode != 200 {
+		g.t.Fatalf("GET %s: %s: %s", path, resp.Status, b.String())
+	}
+	return b.String()
+}
+
+// counter reads a number under path (e.g. "counters", "pdus_denied").
+func counter(m map[string]any, path ...string) float64 {
+	var v any = m
+	for _, p := range path {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			return -1
+		}
+		v = mm[p]
+	}
+	f, _ := v.(float64)
+	return f
+}
+
+// startPymodbus starts the pymodbus server in the server namespace and
+// waits (bounded) until it accepts connections.
+func startPymodbus(t *testing.T, l *netns.Line) {
+	t.Helper()
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		testenv.NeedCmd(t, "python3-pymodbus at /usr/bin/python3")
+	}
+	if out, err := exec.Command(py, "-c", "import pymodbus.server").CombinedOutput(); err != nil {
+		testenv.NeedCmd(t, "python3-pymodbus ("+strings.TrimSpace(string(out))+")")
+	}
+	script := filepath.Join(testenv.ModuleRoot(t), "simulate", "peers", "modbus_server.py")
+	out := &syncBuffer{}
+	l.Server.Start(out, py, script, "--port", "502")
+	waitListen(t, l, 502, out)
+}
+
+// waitListen waits until something listens on TCP port in the server ns.
+func waitListen(t *testing.T, l *netns.Line, port int, out *syncBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := l.Server.Do(func() error {
+			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 500*time.Millisecond)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server on port %d not up within 15s: %v\n%s", port, err, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
