@@ -1,0 +1,53 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/otgw/otgw/rules"
+	"github.com/otgw/otgw/rules/learn"
+)
+
+func init() {
+	register("learn", "draft a policy that allows exactly what the captures show", runLearn)
+}
+
+func runLearn(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("learn", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var opts learn.Options
+	fs.Func("zone", "NAME=CIDR or NAME=north|south (repeatable; places assets in zones)", opts.AddZone)
+	fs.StringVar(&opts.Name, "name", "learned", "policy name")
+	fs.StringVar(&opts.Action, "action", "reply", "default deny action of the draft: drop, reset or reply")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: otgw learn [--zone NAME=CIDR|port ...] CAPTURE... > policy.yaml")
+		fmt.Fprintln(stderr, "Replays the captures through the engine and drafts a policy allowing what was seen, with counts and first/last seen as comments.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	p, st, err := learn.Learn(opts, fs.Args()...)
+	if err != nil {
+		fmt.Fprintf(stderr, "otgw learn: %v\n", err)
+		return 1
+	}
+	y, err := rules.Marshal(p)
+	if err != nil {
+		fmt.Fprintf(stderr, "otgw learn: %v\n", err)
+		return 1
+	}
+	if _, err := stdout.Write(y); err != nil {
+		return 1
+	}
+	fmt.Fprintf(stderr, "otgw learn: %d frames, %d PDUs: %d assets, %d conduits\n", st.Frames, st.PDUs, st.Assets, st.Conduits)
+	for _, u := range st.Unlearnable {
+		fmt.Fprintf(stderr, "otgw learn: cannot allow %s\n", u)
+	}
+	return 0
+}

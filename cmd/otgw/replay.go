@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/gateway/syslog"
+	"github.com/otgw/otgw/rules"
+	"github.com/otgw/otgw/simulate/replay"
+)
+
+func init() {
+	register("replay", "run captures through the engine under a policy: what would it block?", runReplay)
+}
+
+type urlFlags []string
+
+func (m *urlFlags) String() string     { return strings.Join(*m, ",") }
+func (m *urlFlags) Set(s string) error { *m = append(*m, s); return nil }
+
+// exitDenied is the exit code of --fail-on-deny when something was denied.
+const exitDenied = 3
+
+func runReplay(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	policy := fs.String("policy", "", "policy file (required)")
+	jsonOut := fs.Bool("json", false, "write one JSON line per verdict event (deny, alert, normaliser drop) instead of the summary")
+	outDir := fs.String("out", "", "directory for allowed.pcap, denied.pcap, report.json and report.html")
+	failOnDeny := fs.Bool("fail-on-deny", false, "exit 3 when anything was denied (change review pipelines)")
+	strict := fs.Bool("strict-midstream", false, "do not synthesise handshakes for connections the capture joined mid-stream")
+	var syslogURLs urlFlags
+	fs.Var(&syslogURLs, "syslog", "also export the verdict events to this syslog URL (repeatable; see otgw run)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: otgw replay --policy P [--json] [--out DIR] [--syslog URL] [--fail-on-deny] CAPTURE...")
+		fmt.Fprintln(stderr, "Replays pcap/pcapng captures (merged in time order) through the gateway engine.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *policy == "" || fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	pol, err := rules.Load(*policy)
+	if err != nil {
+		fmt.Fprintf(stderr, "otgw replay: %v\n", err)
+		return 1
+	}
+	rs, err := rules.Compile(pol)
+	if err != nil {
+		fmt.Fprintf(stderr, "otgw replay: %v\n", err)
+		return 1
+	}
+	opts := replay.Options{Policy: pol, Ruleset: rs, StrictMidstream: *strict}
+	bw := bufio.NewWriter(stdout)
+	defer bw.Flush()
+	if *jsonOut {
+		opts.OnEvent = func(e *replay.Event) {
+			bw.Write(e.JSON())
+			bw.WriteByte('\n')
+		}
+	}
+	if len(syslogURLs) > 0 {
+		cfg, err := syslog.ParseURLs(syslogURLs...)
+		if err != nil {
+			fmt.Fprintf(stderr, "otgw replay: %v\n", err)
+			return 2
+		}
+		spool, err := os.MkdirTemp("", "otgw-replay-spool-")
+		if err != nil {
+			fmt.Fprintf(stderr, "otgw replay: %v\n", err)
+			return 1
+		}
+		defer os.RemoveAll(spool)
+		x, err := syslog.New(cfg, spool, nil)
+		if err != nil {
+			fmt.Fprintf(stderr, "otgw replay: %v\n", err)
+			return 1
+		}
+		pipe := events.NewPipeline(events.PipelineConfig{}, x)
+		defer x.Close()
+		defer pipe.Close()
+		opts.Sink = pipe
+	}
+	var files []*os.File
+	if *outDir != "" {
+		if err := os.MkdirAll(*outDir, 0o755); err != nil {
+			fmt.Fprintf(stderr, "otgw replay: %v\n", err)
+			return 1
+		}
+		for _, name := range []string{"allowed.pcap", "denied.pcap"} {
+			f, err := os.Create(filepath.Join(*outDir, name))
+			if err != nil {
+				fmt.Fprintf(stderr, "otgw replay: %v\n", err)
+				return 1
+			}
+			files = append(files, f)
+		}
+		a, d := bufio.NewWriter(files[0]), bufio.NewWriter(files[1])
+		opts.Allowed, opts.Denied = a, d
+		defer func() {
+			a.Flush()
+			d.Flush()
+			for _, f := range files {
+				f.Close()
+			}
+		}()
+	}
+	if isTerminal(stderr) {
+		opts.Progress = func(done, total int) { progressBar(stderr, done, total) }
+	}
+	rep, err := replay.Run(opts, fs.Args()...)
+	if opts.Progress != nil {
+		fmt.Fprint(stderr, "\r\033[K")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "otgw replay: %v\n", err)
+		return 1
+	}
+	if !*jsonOut {
+		if err := rep.WriteSummary(bw); err != nil {
+			fmt.Fprintf(stderr, "otgw replay: %v\n", err)
+			return 1
+		}
+	}
+	if *outDir != "" {
+		if err := rep.WriteFiles(*outDir); err != nil {
+			fmt.Fprintf(stderr, "otgw replay: %v\n", err)
+			return 1
+		}
+		if !*jsonOut {
+			fmt.Fprintf(bw, "\nwrote %s/{allowed.pcap,denied.pcap,report.json,report.html}\n", *outDir)
+		}
+	}
+	if *failOnDeny && rep.Denies > 0 {
+		return exitDenied
+	}
+	return 0
+}
+
+func progressBar(w io.Writer, done, total int) {
+	if total <= 0 {
+		fmt.Fprintf(w, "\r%d frames", done)
+		return
+	}
+	const width = 40
+	n := done * width / total
+	fmt.Fprintf(w, "\r[%s%s] %d/%d frames", strings.Repeat("#", n), strings.Repeat(".", width-n), done, total)
+}

@@ -1,0 +1,523 @@
+// Package learn drafts a policy from captures: it allows exactly what was
+// observed and nothing else (issue 4, DESIGN.md `otgw learn`).
+//
+// Observation goes through the same engine that enforces: the captures are
+// replayed (simulate/replay) through gateway.Engine under a bootstrap
+// policy in monitor mode that inspects Modbus/TCP (502), DNP3 (20000) and
+// OPC UA (4840) and allows every other flow, so each PDU is decoded by the
+// very parsers and adapters whose output the learned policy will later be
+// evaluated against. From the decisions it builds:
+//   - assets by address (in the zone whose network holds them, when zones
+//     are given);
+//   - one conduit per (initiator, responder, protocol);
+//   - Modbus: units, read and write ranges per table (overlapping or
+//     adjacent ranges merged) and the other function codes (with
+//     sub-function for FC 8 and MEI type for FC 43), Modbus Application
+//     Protocol v1.1b3 section 6;
+//   - DNP3: master and outstation link addresses, functions with the
+//     object groups/variations seen with them, unsolicited responses
+//     (IEEE 1815-2012 clause 4 and Annex A);
+//   - OPC UA: the lowest security mode and the policies seen at OPN, the
+//     services seen, and for Write and Call the NodeIds (OPC 10000-4/6);
+//   - other TCP/UDP flows as port rules, ICMP by type, non-IP ethertypes
+//     in the l2 list;
+//   - parser anomalies seen in the captures as `tolerate` entries, so that
+//     replaying the same captures denies nothing; a reviewer should look at
+//     each of them first.
+//
+// Every allowance carries a comment with its count and first/last seen time
+// so that a reviewer can delete what looks wrong. The result is a
+// rules.Policy; rules.Marshal writes it.
+package learn
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/otgw/otgw/gateway"
+	"github.com/otgw/otgw/gateway/packet"
+	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/rules"
+	"github.com/otgw/otgw/simulate/replay"
+)
+
+// Options tune Learn. The zero value learns without zones.
+type Options struct {
+	// Name of the drafted policy (default "learned").
+	Name string
+	// Zones to place assets in (from --zone). A zone without networks is
+	// allowed but holds no asset.
+	Zones []rules.Zone
+	// Action is the policy's deny action (default "reply").
+	Action string
+}
+
+// AddZone adds a `--zone NAME=CIDR|port` value to o: a CIDR (or address)
+// joins the zone's networks, "north"/"south" sets its port. Several flags
+// for one name accumulate.
+func (o *Options) AddZone(spec string) error {
+	name, val, ok := strings.Cut(spec, "=")
+	name, val = strings.TrimSpace(name), strings.TrimSpace(val)
+	if !ok || name == "" || val == "" {
+		return fmt.Errorf("--zone %q: want NAME=CIDR or NAME=north|south", spec)
+	}
+	var z *rules.Zone
+	for i := range o.Zones {
+		if o.Zones[i].Name == name {
+			z = &o.Zones[i]
+		}
+	}
+	if z == nil {
+		o.Zones = append(o.Zones, rules.Zone{Name: name})
+		z = &o.Zones[len(o.Zones)-1]
+	}
+	switch strings.ToLower(val) {
+	case "north", "south":
+		if z.Port != "" && z.Port != strings.ToLower(val) {
+			return fmt.Errorf("--zone %q: zone %s already on port %s", spec, name, z.Port)
+		}
+		z.Port = strings.ToLower(val)
+		return nil
+	}
+	if p, err := netip.ParsePrefix(val); err == nil {
+		z.Networks = append(z.Networks, p.Masked().String())
+		return nil
+	}
+	if a, err := netip.ParseAddr(val); err == nil {
+		z.Networks = append(z.Networks, netip.PrefixFrom(a, a.BitLen()).String())
+		return nil
+	}
+	return fmt.Errorf("--zone %q: %q is neither a CIDR nor north|south", spec, val)
+}
+
+// Stats describe what was learned.
+type Stats struct {
+	Frames, PDUs, Flows int
+	Assets, Conduits    int
+	// Unlearnable lists observations no policy can allow (for example a
+	// response whose request the capture does not hold, or an OPC UA
+	// service type id outside OPC 10000-4), with counts.
+	Unlearnable []string
+}
+
+// Bootstrap returns the observation policy: monitor mode, every address in
+// one zone, one conduit that inspects the three protocols on their
+// standard ports. Other flows, ICMP and non-IP frames match no rule, so the
+// engine reports each (as an alert on its first packet, oriented the way
+// it will orient it under the learned policy) and forwards it. It compiles.
+func Bootstrap() *rules.Policy {
+	return &rules.Policy{
+		Version: 1, Name: "learn-bootstrap", Mode: "monitor",
+		Zones: []rules.Zone{{Name: "any", Networks: []string{"0.0.0.0/0", "::/0"}}},
+		L2:    rules.L2{},
+		Conduits: []rules.Conduit{{Name: "observe", From: []string{"any"}, To: []string{"any"}, Rules: []rules.Rule{
+			{Modbus: &rules.ModbusRule{}}, {DNP3: &rules.DNP3Rule{}}, {OPCUA: &rules.OPCUARule{}},
+		}}},
+	}
+}
+
+// Learn replays the captures through the engine and drafts the policy.
+func Learn(opts Options, paths ...string) (*rules.Policy, *Stats, error) {
+	if len(paths) == 0 {
+		return nil, nil, errors.New("learn: no capture given")
+	}
+	l := New(opts)
+	rep, err := replay.Run(replay.Options{Policy: Bootstrap(), Sides: opts.Zones, OnDecision: l.Observe}, paths...)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The engine judges some streams differently in enforce mode (monitor
+	// mode resynchronises where enforce mode frames every byte), so the
+	// draft is replayed in enforce mode and what it denies is observed
+	// too, until nothing new is denied (bounded).
+	p := l.Policy()
+	prev := -1
+	for pass := 0; pass < maxRefine; pass++ {
+		denies := 0
+		_, err := replay.Run(replay.Options{Policy: p, Sides: opts.Zones, OnDecision: func(f replay.FrameRef, pk *packet.Packet, d *gateway.Decision) {
+			if d.HasVerdict && d.Verdict.Action == rules.Deny {
+				denies++
+				l.Observe(f, pk, d)
+			}
+		}}, paths...)
+		if err != nil {
+			return nil, nil, err
+		}
+		if denies == 0 || denies == prev {
+			break
+		}
+		prev = denies
+		p = l.Policy()
+	}
+	st := l.Stats()
+	st.Frames = rep.Frames
+	return p, st, nil
+}
+
+// maxRefine bounds the enforce-mode refinement passes of Learn.
+const maxRefine = 4
+
+// seen counts an observation.
+type seen struct {
+	n           int
+	first, last time.Time
+}
+
+func (s *seen) add(t time.Time) {
+	if s.n == 0 || t.Before(s.first) {
+		s.first = t
+	}
+	if t.After(s.last) {
+		s.last = t
+	}
+	s.n++
+}
+
+func (s *seen) comment(what string) string {
+	if s.n == 0 {
+		return what
+	}
+	c := fmt.Sprintf("%s: seen %d time%s, first %s, last %s", what, s.n, plural(s.n),
+		s.first.UTC().Format(time.RFC3339), s.last.UTC().Format(time.RFC3339))
+	return strings.TrimPrefix(c, ": ")
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+type seenMap map[string]*seen
+
+func (m seenMap) add(k string, t time.Time) {
+	s := m[k]
+	if s == nil {
+		s = &seen{}
+		m[k] = s
+	}
+	s.add(t)
+}
+
+// conduitKey is (initiator, responder, protocol).
+type conduitKey struct {
+	from, to netip.Addr
+	proto    string // modbus dnp3 opcua tcp udp icmp
+}
+
+type conduitObs struct {
+	key       conduitKey
+	all       seen
+	ports     map[uint16]*seen // tcp/udp: destination ports; inspected: server ports
+	icmp      map[uint8]*seen
+	tolerate  seenMap
+	mbUnits   map[uint8]*seen
+	mbRead    [5]map[[2]uint32]*seen // by table: [lo, hi] intervals
+	mbWrite   [5]map[[2]uint32]*seen
+	mbWVals   [5][2]int // observed min/max written value per table (-1 unknown)
+	mbFuncs   seenMap   // "8/4", "17"
+	dnMasters map[uint16]*seen
+	dnOuts    map[uint16]*seen
+	dnFuncs   map[uint8]seenMap // fc -> object "gXvY" ("" for none)
+	dnFuncN   map[uint8]*seen
+	dnUns     seen
+	uaModes   map[uint8]*seen
+	uaPols    seenMap
+	uaSvcs    map[uint32]*seen
+	uaNodes   map[uint32]seenMap
+}
+
+func newObs(k conduitKey) *conduitObs {
+	c := &conduitObs{key: k, ports: map[uint16]*seen{}, icmp: map[uint8]*seen{}, tolerate: seenMap{},
+		mbUnits: map[uint8]*seen{}, mbFuncs: seenMap{}, dnMasters: map[uint16]*seen{}, dnOuts: map[uint16]*seen{},
+		dnFuncs: map[uint8]seenMap{}, dnFuncN: map[uint8]*seen{}, uaModes: map[uint8]*seen{}, uaPols: seenMap{},
+		uaSvcs: map[uint32]*seen{}, uaNodes: map[uint32]seenMap{}}
+	for i := range c.mbRead {
+		c.mbRead[i] = map[[2]uint32]*seen{}
+		c.mbWrite[i] = map[[2]uint32]*seen{}
+		c.mbWVals[i] = [2]int{-1, -1}
+	}
+	return c
+}
+
+func addN[K comparable](m map[K]*seen, k K, t time.Time) {
+	s := m[k]
+	if s == nil {
+		s = &seen{}
+		m[k] = s
+	}
+	s.add(t)
+}
+
+// Learner accumulates observations. Observe is the replay.Options
+// OnDecision hook. A Learner is used by one goroutine.
+type Learner struct {
+	opts        Options
+	assets      map[netip.Addr]*seen
+	conduits    map[conduitKey]*conduitObs
+	order       []conduitKey
+	l2          map[uint16]*seen
+	pdus, flows int
+	unlearnable seenMap
+}
+
+// New returns an empty Learner.
+func New(opts Options) *Learner {
+	return &Learner{opts: opts, assets: map[netip.Addr]*seen{}, conduits: map[conduitKey]*conduitObs{},
+		l2: map[uint16]*seen{}, unlearnable: seenMap{}}
+}
+
+func (l *Learner) obs(from, to netip.Addr, proto string, t time.Time) *conduitObs {
+	k := conduitKey{from.Unmap(), to.Unmap(), proto}
+	c := l.conduits[k]
+	if c == nil {
+		c = newObs(k)
+		l.conduits[k] = c
+		l.order = append(l.order, k)
+	}
+	addN(l.assets, k.from, t)
+	addN(l.assets, k.to, t)
+	c.all.add(t)
+	return c
+}
+
+// Observe records one engine decision.
+func (l *Learner) Observe(f replay.FrameRef, p *packet.Packet, d *gateway.Decision) {
+	if !d.HasVerdict {
+		return
+	}
+	t := f.Time
+	switch d.Proto {
+	case "l2":
+		if p != nil {
+			addN(l.l2, p.EtherType, t)
+		}
+		return
+	case "icmp":
+		if p == nil || p.IPVersion == 0 {
+			return
+		}
+		c := l.obs(p.Src, p.Dst, "icmp", t)
+		addN(c.icmp, p.ICMPType, t)
+		return
+	case "ip":
+		// Other IP protocols and fragments: no rule can allow them.
+		l.unlearnable.add("ip protocol or fragment ("+d.Verdict.Reason.String()+")", t)
+		return
+	}
+	if d.PDU == nil {
+		// A flow-level decision on the first packet: d.Src initiates.
+		l.flows++
+		proto := d.Proto
+		if ins := d.Verdict.Inspect; ins != protocols.ProtoNone {
+			proto = ins.String()
+		}
+		c := l.obs(d.Src.Addr(), d.Dst.Addr(), proto, t)
+		addN(c.ports, d.Dst.Port(), t)
+		return
+	}
+	l.pdus++
+	pdu := d.PDU
+	client, server := d.Src, d.Dst
+	if pdu.Dir == protocols.Response {
+		client, server = d.Dst, d.Src
+	}
+	c := l.obs(client.Addr(), server.Addr(), pdu.Proto.String(), t)
+	if pdu.Anomaly != "" {
+		c.tolerate.add(pdu.Anomaly, t)
+	}
+	switch pdu.Proto {
+	case protocols.ProtoModbus:
+		l.modbus(c, pdu, t)
+	case protocols.ProtoDNP3:
+		l.dnp3(c, pdu, t)
+	case protocols.ProtoOPCUA:
+		l.opcua(c, pdu, t)
+	}
+	if pdu.Dir == protocols.Response && d.Verdict.Reason == rules.ReasonResponseWithoutRequest {
+		l.unlearnable.add(pdu.Proto.String()+" response without request", t)
+	}
+}
+
+func mbTable(fc uint8) rules.Table {
+	switch fc {
+	case 1, 5, 15:
+		return rules.TableCoils
+	case 2:
+		return rules.TableDiscrete
+	case 4:
+		return rules.TableInput
+	case 3, 6, 16, 22, 23:
+		return rules.TableHolding
+	}
+	return rules.TableNone
+}
+
+func span(addr, qty uint16) [2]uint32 {
+	end := uint32(addr) + uint32(max(qty, 1)) - 1
+	return [2]uint32{uint32(addr), min(end, 0xffff)}
+}
+
+func (l *Learner) modbus(c *conduitObs, p *rules.PDU, t time.Time) {
+	m := &p.Modbus
+	addN(c.mbUnits, m.Unit, t)
+	if p.Dir == protocols.Response {
+		return
+	}
+	tb := mbTable(m.FC)
+	vals := m.Values[:min(int(m.NValues), rules.MaxValues)]
+	wv := func(tb rules.Table) {
+		for _, v := range vals {
+			mm := &c.mbWVals[tb]
+			if mm[0] < 0 || int(v) < mm[0] {
+				mm[0] = int(v)
+			}
+			if int(v) > mm[1] {
+				mm[1] = int(v)
+			}
+		}
+	}
+	switch m.FC {
+	case 1, 2, 3, 4:
+		addN(c.mbRead[tb], span(m.Addr, m.Qty), t)
+	case 5, 6, 22:
+		addN(c.mbWrite[tb], span(m.Addr, 1), t)
+		wv(tb)
+	case 15, 16:
+		addN(c.mbWrite[tb], span(m.Addr, m.Qty), t)
+		wv(tb)
+	case 23:
+		addN(c.mbRead[rules.TableHolding], span(m.Addr, m.Qty), t)
+		addN(c.mbWrite[rules.TableHolding], span(m.WriteAddr, m.WriteQty), t)
+		wv(rules.TableHolding)
+	case 8, 43:
+		c.mbFuncs.add(fmt.Sprintf("%d/%d", m.FC, m.Sub), t)
+	default:
+		if m.FC == 0 || m.FC > 127 {
+			// Not a request function code (Modbus Application Protocol
+			// v1.1b3 section 6): no policy can allow it.
+			l.unlearnable.add(fmt.Sprintf("modbus request with function code %d", m.FC), t)
+			return
+		}
+		c.mbFuncs.add(strconv.Itoa(int(m.FC)), t)
+	}
+}
+
+func (l *Learner) dnp3(c *conduitObs, p *rules.PDU, t time.Time) {
+	d := &p.DNP3
+	master, out := d.LinkSrc, d.LinkDst
+	if p.Dir == protocols.Response {
+		master, out = d.LinkDst, d.LinkSrc
+	}
+	addN(c.dnMasters, master, t)
+	addN(c.dnOuts, out, t)
+	if p.Dir == protocols.Response {
+		if d.FC == 130 || d.Unsolicited {
+			c.dnUns.add(t)
+		}
+		return
+	}
+	if d.FC >= 129 {
+		// A response function code sent by the initiator (the outstation
+		// opened the connection, or the capture is odd): rules judge
+		// requests by function and have no name for these.
+		l.unlearnable.add(fmt.Sprintf("dnp3 response function %d sent by the initiator", d.FC), t)
+		return
+	}
+	objs := c.dnFuncs[d.FC]
+	if objs == nil {
+		objs = seenMap{}
+		c.dnFuncs[d.FC] = objs
+	}
+	addN(c.dnFuncN, d.FC, t)
+	if d.ObjectsTruncated {
+		objs.add("*", t) // too many headers to list: allow any object
+	}
+	for _, o := range d.Objects[:min(int(d.NObjects), rules.MaxObjects)] {
+		objs.add(fmt.Sprintf("g%dv%d", o.Group, o.Variation), t)
+	}
+}
+
+func (l *Learner) opcua(c *conduitObs, p *rules.PDU, t time.Time) {
+	u := &p.OPCUA
+	if p.Dir == protocols.Response {
+		return
+	}
+	switch u.MsgType {
+	case rules.MsgOPN:
+		addN(c.uaModes, u.SecurityMode, t)
+		if u.SecurityPolicy != "" {
+			c.uaPols.add(u.SecurityPolicy, t)
+		}
+	case rules.MsgMSG:
+		addN(c.uaModes, u.SecurityMode, t)
+		if u.ServiceID == 0 {
+			if u.SecurityMode != rules.SecurityModeSignAndEncrypt {
+				l.unlearnable.add("opcua MSG without visible service in None/Sign mode", t)
+			}
+			return
+		}
+		addN(c.uaSvcs, u.ServiceID, t)
+		if u.ServiceID == 673 || u.ServiceID == 712 {
+			nodes := c.uaNodes[u.ServiceID]
+			if nodes == nil {
+				nodes = seenMap{}
+				c.uaNodes[u.ServiceID] = nodes
+			}
+			if u.NodesTruncated {
+				nodes.add("*", t)
+			}
+			for i := range u.Nodes[:min(int(u.NNodes), rules.MaxNodes)] {
+				nodes.add(FormatNodeID(&u.Nodes[i]), t)
+			}
+		}
+	}
+}
+
+// FormatNodeID writes a NodeId in the string form rules.ParseNodeID reads
+// (OPC 10000-6 section 5.3.1.10).
+func FormatNodeID(n *rules.NodeID) string {
+	ns := ""
+	if n.Namespace != 0 {
+		ns = "ns=" + strconv.Itoa(int(n.Namespace)) + ";"
+	}
+	switch n.Kind {
+	case rules.NodeString:
+		return ns + "s=" + string(n.ID)
+	case rules.NodeGUID:
+		b := n.ID
+		if len(b) == 16 {
+			// Data1..3 little-endian on the wire, Data4 as bytes.
+			return fmt.Sprintf("%sg=%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", ns,
+				b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15])
+		}
+		return ns + "b=" + b64(b)
+	case rules.NodeOpaque:
+		return ns + "b=" + b64(n.ID)
+	}
+	return ns + "i=" + strconv.FormatUint(uint64(n.Numeric), 10)
+}
+
+// Stats returns counts and the unlearnable observations.
+func (l *Learner) Stats() *Stats {
+	st := &Stats{PDUs: l.pdus, Flows: l.flows, Assets: len(l.assets), Conduits: len(l.conduits)}
+	for _, k := range sortedKeys(l.unlearnable) {
+		st.Unlearnable = append(st.Unlearnable, l.unlearnable[k].comment(k))
+	}
+	return st
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

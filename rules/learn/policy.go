@@ -1,0 +1,418 @@
+package learn
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/rules"
+)
+
+// unzoned is the zone of hosts outside every --zone.
+const unzoned = "observed"
+
+func selfZone(a netip.Addr) string { return "self-" + assetName(a) }
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// assetName names a host after its address ("h-192-0-2-10").
+func assetName(a netip.Addr) string {
+	s := a.String()
+	s = strings.NewReplacer(".", "-", ":", "-", "%", "-").Replace(s)
+	return "h-" + strings.Trim(s, "-")
+}
+
+func (l *Learner) zoneOf(a netip.Addr) string {
+	best, bits := "", -1
+	for _, z := range l.opts.Zones {
+		for _, n := range z.Networks {
+			p, err := netip.ParsePrefix(n)
+			if err == nil && p.Contains(a) && p.Bits() > bits {
+				best, bits = z.Name, p.Bits()
+			}
+		}
+	}
+	return best
+}
+
+// merge joins overlapping or adjacent intervals; the seen counts add up.
+func merge(m map[[2]uint32]*seen) ([][2]uint32, []seen) {
+	keys := make([][2]uint32, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		return keys[i][0] < keys[j][0] || keys[i][0] == keys[j][0] && keys[i][1] < keys[j][1]
+	})
+	var out [][2]uint32
+	var ss []seen
+	for _, k := range keys {
+		s := m[k]
+		if n := len(out); n > 0 && k[0] <= out[n-1][1]+1 {
+			out[n-1][1] = max(out[n-1][1], k[1])
+			ss[n-1].merge(s)
+			continue
+		}
+		out = append(out, k)
+		ss = append(ss, *s)
+	}
+	return out, ss
+}
+
+func (s *seen) merge(o *seen) {
+	if o.n == 0 {
+		return
+	}
+	if s.n == 0 || o.first.Before(s.first) {
+		s.first = o.first
+	}
+	if o.last.After(s.last) {
+		s.last = o.last
+	}
+	s.n += o.n
+}
+
+func rangeStr(r [2]uint32) string {
+	if r[0] == r[1] {
+		return strconv.Itoa(int(r[0]))
+	}
+	return fmt.Sprintf("%d-%d", r[0], r[1])
+}
+
+func sortedNums[K ~uint8 | ~uint16 | ~uint32](m map[K]*seen) []K {
+	out := make([]K, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+var tableOrder = []rules.Table{rules.TableCoils, rules.TableDiscrete, rules.TableInput, rules.TableHolding}
+
+var modeNames = map[uint8]string{rules.SecurityModeNone: "none", rules.SecurityModeSign: "sign", rules.SecurityModeSignAndEncrypt: "sign_and_encrypt"}
+
+// dnp3Name is the policy name of a function code (IEEE 1815-2012 Table
+// 4-1), as rules reads it; the number when it has none.
+func dnp3Name(fc uint8) string {
+	f := dnp3.FunctionCode(fc)
+	if f.Known() {
+		if back, ok := dnp3.FunctionByName(f.String()); ok && uint8(back) == fc {
+			return f.String()
+		}
+	}
+	return strconv.Itoa(int(fc))
+}
+
+// Policy drafts the policy from what was observed. It is deterministic:
+// assets are sorted by address and conduits by first appearance.
+func (l *Learner) Policy() *rules.Policy {
+	name := l.opts.Name
+	if name == "" {
+		name = "learned"
+	}
+	action := l.opts.Action
+	if action == "" {
+		action = "reply"
+	}
+	p := &rules.Policy{Version: 1, Name: name, Mode: "enforce", Action: action}
+	for _, z := range l.opts.Zones {
+		p.Zones = append(p.Zones, rules.Zone{Name: z.Name, Port: z.Port, Networks: z.Networks,
+			Comment: "zone given with --zone"})
+	}
+	addrs := make([]netip.Addr, 0, len(l.assets))
+	for a := range l.assets {
+		addrs = append(addrs, a)
+	}
+	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
+	// Every asset needs a zone: those outside the given zones go to a zone
+	// of their own host addresses, which the reviewer should replace with
+	// the real networks.
+	// A host that talks to itself (a loopback capture) gets a zone of its
+	// own, so that the conduit naming that zone on both sides covers only it.
+	self := map[netip.Addr]bool{}
+	for k := range l.conduits {
+		if k.from == k.to && l.zoneOf(k.from) == "" {
+			self[k.from] = true
+		}
+	}
+	var rest []string
+	for _, a := range addrs {
+		if self[a] {
+			p.Zones = append(p.Zones, rules.Zone{Name: selfZone(a), Networks: []string{netip.PrefixFrom(a, a.BitLen()).String()},
+				Comment: "a host seen talking to itself (loopback capture)"})
+			continue
+		}
+		if l.zoneOf(a) == "" {
+			rest = append(rest, netip.PrefixFrom(a, a.BitLen()).String())
+		}
+	}
+	if len(rest) > 0 {
+		p.Zones = append(p.Zones, rules.Zone{Name: unzoned, Networks: rest,
+			Comment: "hosts seen outside any --zone: replace with the real networks and bridge port"})
+	}
+	for _, a := range addrs {
+		s := l.assets[a]
+		z := l.zoneOf(a)
+		if self[a] {
+			z = selfZone(a)
+		} else if z == "" {
+			z = unzoned
+		}
+		p.Assets = append(p.Assets, rules.Asset{Name: assetName(a), IP: a.String(), Zone: z,
+			Comment: fmt.Sprintf("first seen %s, last seen %s", s.first.UTC().Format(time.RFC3339), s.last.UTC().Format(time.RFC3339))})
+	}
+	for _, et := range sortedNums(l.l2) {
+		name := fmt.Sprintf("0x%04x", et)
+		switch et {
+		case 0x0806:
+			name = "arp"
+		case 0x88cc:
+			name = "lldp"
+		}
+		if et < 0x0600 {
+			continue // 802.3 length field: not an ethertype a policy can name
+		}
+		p.L2.Allow = append(p.L2.Allow, name)
+	}
+	for _, k := range l.order {
+		c := l.conduits[k]
+		cd := rules.Conduit{
+			Name:    assetName(k.from) + "-to-" + assetName(k.to) + "-" + k.proto,
+			From:    []string{assetName(k.from)},
+			To:      []string{assetName(k.to)},
+			Comment: c.all.comment(k.proto + " from " + k.from.String() + " to " + k.to.String()),
+		}
+		if k.from == k.to {
+			// Both ends on one host (a loopback capture): a conduit joins
+			// two endpoints, so name the host's zone on both sides.
+			z := l.zoneOf(k.from)
+			if z == "" {
+				z = selfZone(k.from)
+			}
+			cd.From, cd.To = []string{z}, []string{z}
+			cd.Comment += "\nboth ends are one host: the conduit names its zone"
+		}
+		if r, ok := c.rule(); ok {
+			cd.Rules = append(cd.Rules, r)
+		} else {
+			continue
+		}
+		p.Conduits = append(p.Conduits, cd)
+	}
+	return p
+}
+
+func ports(m map[uint16]*seen, def uint16) []string {
+	var out []string
+	for _, pt := range sortedNums(m) {
+		if pt == def && len(m) == 1 {
+			return nil
+		}
+		out = append(out, strconv.Itoa(int(pt)))
+	}
+	return out
+}
+
+func (c *conduitObs) tol() []string { return sortedKeys(c.tolerate) }
+
+func (c *conduitObs) tolComment() string {
+	var parts []string
+	for _, k := range sortedKeys(c.tolerate) {
+		parts = append(parts, c.tolerate[k].comment("malformed "+k+" tolerated (review!)"))
+	}
+	return strings.Join(parts, "\n")
+}
+
+func joinComments(cs ...string) string {
+	var out []string
+	for _, c := range cs {
+		if c != "" {
+			out = append(out, c)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// rule builds the conduit's single rule; false when nothing can be allowed.
+func (c *conduitObs) rule() (rules.Rule, bool) {
+	switch c.key.proto {
+	case "tcp", "udp":
+		pr := &rules.PortRule{}
+		var cs []string
+		for _, pt := range sortedNums(c.ports) {
+			pr.Ports = append(pr.Ports, strconv.Itoa(int(pt)))
+			cs = append(cs, c.ports[pt].comment(fmt.Sprintf("port %d: flows", pt)))
+		}
+		if len(pr.Ports) == 0 {
+			return rules.Rule{}, false
+		}
+		r := rules.Rule{Comment: strings.Join(cs, "\n")}
+		if c.key.proto == "tcp" {
+			r.TCP = pr
+		} else {
+			r.UDP = pr
+		}
+		return r, true
+	case "icmp":
+		ir := &rules.ICMPRule{}
+		var cs []string
+		for _, ty := range sortedNums(c.icmp) {
+			ir.Types = append(ir.Types, strconv.Itoa(int(ty)))
+			cs = append(cs, c.icmp[ty].comment(fmt.Sprintf("type %d", ty)))
+		}
+		return rules.Rule{ICMP: ir, Comment: strings.Join(cs, "\n")}, true
+	case "modbus":
+		return c.modbusRule(), true
+	case "dnp3":
+		return c.dnp3Rule(), true
+	case "opcua":
+		return c.opcuaRule(), true
+	}
+	return rules.Rule{}, false
+}
+
+func (c *conduitObs) modbusRule() rules.Rule {
+	mr := &rules.ModbusRule{Ports: ports(c.ports, 502), Tolerate: c.tol()}
+	var ucs []string
+	for _, u := range sortedNums(c.mbUnits) {
+		mr.Units = append(mr.Units, strconv.Itoa(int(u)))
+		ucs = append(ucs, c.mbUnits[u].comment(fmt.Sprintf("unit %d", u)))
+	}
+	for _, tb := range tableOrder {
+		if rs, ss := merge(c.mbRead[tb]); len(rs) > 0 {
+			var parts, cs []string
+			for i, r := range rs {
+				parts = append(parts, rangeStr(r))
+				cs = append(cs, ss[i].comment(tb.String()+" "+rangeStr(r)+" read"))
+			}
+			mr.Allow = append(mr.Allow, rules.ModbusAllow{Read: tb.String() + " " + strings.Join(parts, ", "), Comment: strings.Join(cs, "\n")})
+		}
+	}
+	for _, tb := range tableOrder {
+		if rs, ss := merge(c.mbWrite[tb]); len(rs) > 0 {
+			var parts, cs []string
+			for i, r := range rs {
+				parts = append(parts, rangeStr(r))
+				cs = append(cs, ss[i].comment(tb.String()+" "+rangeStr(r)+" written"))
+			}
+			if v := c.mbWVals[tb]; v[0] >= 0 {
+				cs = append(cs, fmt.Sprintf("values written: %d-%d (add `values:` to pin them)", v[0], v[1]))
+			}
+			mr.Allow = append(mr.Allow, rules.ModbusAllow{Write: tb.String() + " " + strings.Join(parts, ", "), Comment: strings.Join(cs, "\n")})
+		}
+	}
+	for _, f := range sortFuncs(sortedKeys(c.mbFuncs)) {
+		mr.Allow = append(mr.Allow, rules.ModbusAllow{Function: []string{f}, Comment: c.mbFuncs[f].comment("function " + f)})
+	}
+	if len(mr.Allow) == 0 && len(mr.Units) == 0 {
+		mr.Units = nil
+	}
+	return rules.Rule{Modbus: mr, Comment: joinComments(strings.Join(ucs, "\n"), c.tolComment())}
+}
+
+func sortFuncs(fs []string) []string {
+	key := func(s string) (int, int) {
+		a, b, _ := strings.Cut(s, "/")
+		x, _ := strconv.Atoi(a)
+		y, _ := strconv.Atoi(b)
+		return x, y
+	}
+	sort.Slice(fs, func(i, j int) bool {
+		a1, a2 := key(fs[i])
+		b1, b2 := key(fs[j])
+		return a1 < b1 || a1 == b1 && a2 < b2
+	})
+	return fs
+}
+
+func (c *conduitObs) dnp3Rule() rules.Rule {
+	dr := &rules.DNP3Rule{Ports: ports(c.ports, 20000), Tolerate: c.tol()}
+	var cs []string
+	for _, a := range sortedNums(c.dnMasters) {
+		dr.Masters = append(dr.Masters, strconv.Itoa(int(a)))
+		cs = append(cs, c.dnMasters[a].comment(fmt.Sprintf("master %d", a)))
+	}
+	for _, a := range sortedNums(c.dnOuts) {
+		dr.Outstations = append(dr.Outstations, strconv.Itoa(int(a)))
+		cs = append(cs, c.dnOuts[a].comment(fmt.Sprintf("outstation %d", a)))
+	}
+	for _, fc := range sortedNums(c.dnFuncN) {
+		name := dnp3Name(fc)
+		a := rules.DNP3Allow{Function: []string{name}}
+		objs := c.dnFuncs[fc]
+		lines := []string{c.dnFuncN[fc].comment(fmt.Sprintf("%s (FC %d)", name, fc))}
+		if objs["*"] == nil {
+			for _, o := range sortedKeys(objs) {
+				a.Objects = append(a.Objects, o)
+				lines = append(lines, objs[o].comment("  "+o))
+			}
+		} else {
+			lines = append(lines, "more object headers than recorded: any object allowed")
+		}
+		a.Comment = strings.Join(lines, "\n")
+		dr.Allow = append(dr.Allow, a)
+	}
+	if c.dnUns.n > 0 {
+		dr.Allow = append(dr.Allow, rules.DNP3Allow{Unsolicited: true, Comment: c.dnUns.comment("unsolicited responses")})
+	}
+	return rules.Rule{DNP3: dr, Comment: joinComments(strings.Join(cs, "\n"), c.tolComment())}
+}
+
+// opcuaServiceNames are the names rules accepts for the services learn
+// can list (OPC 10000-4; binary encoding ids from OPC 10000-6 NodeIds.csv).
+var opcuaServiceNames = map[uint32]string{422: "find_servers", 12208: "find_servers_on_network",
+	428: "get_endpoints", 437: "register_server", 12211: "register_server2", 446: "open_secure_channel",
+	452: "close_secure_channel", 461: "create_session", 467: "activate_session", 473: "close_session",
+	479: "cancel", 488: "add_nodes", 494: "add_references", 500: "delete_nodes", 506: "delete_references",
+	527: "browse", 533: "browse_next", 554: "translate_browse_paths_to_node_ids", 560: "register_nodes",
+	566: "unregister_nodes", 615: "query_first", 621: "query_next", 631: "read", 664: "history_read",
+	673: "write", 700: "history_update", 712: "call", 751: "create_monitored_items",
+	763: "modify_monitored_items", 769: "set_monitoring_mode", 775: "set_triggering",
+	781: "delete_monitored_items", 787: "create_subscription", 793: "modify_subscription",
+	799: "set_publishing_mode", 826: "publish", 832: "republish", 841: "transfer_subscriptions",
+	847: "delete_subscriptions"}
+
+// impliedServices are allowed by any opcua rule (DESIGN.md).
+var impliedServices = map[uint32]bool{422: true, 428: true, 446: true, 452: true, 461: true, 467: true, 473: true}
+
+func (c *conduitObs) opcuaRule() rules.Rule {
+	ur := &rules.OPCUARule{Ports: ports(c.ports, 4840), Tolerate: c.tol()}
+	var cs []string
+	modes := sortedNums(c.uaModes)
+	if len(modes) > 0 {
+		lo := modes[0]
+		if name := modeNames[lo]; name != "" && lo > rules.SecurityModeNone {
+			ur.MinSecurityMode = name
+		}
+		for _, m := range modes {
+			cs = append(cs, c.uaModes[m].comment("security mode "+modeNames[m]))
+		}
+	}
+	for _, pol := range sortedKeys(c.uaPols) {
+		ur.SecurityPolicies = append(ur.SecurityPolicies, pol)
+		cs = append(cs, c.uaPols[pol].comment("security policy "+pol))
+	}
+	for _, id := range sortedNums(c.uaSvcs) {
+		name, ok := opcuaServiceNames[id]
+		if !ok {
+			cs = append(cs, c.uaSvcs[id].comment(fmt.Sprintf("service i=%d is no OPC 10000-4 service request: cannot be allowed", id)))
+			continue
+		}
+		if impliedServices[id] {
+			cs = append(cs, c.uaSvcs[id].comment(name+" (implied)"))
+			continue
+		}
+		a := rules.OPCUAAllow{Service: []string{name}, Comment: c.uaSvcs[id].comment(fmt.Sprintf("%s (i=%d)", name, id))}
+		if nodes := c.uaNodes[id]; nodes != nil && nodes["*"] == nil {
+			a.Nodes = sortedKeys(nodes)
+		}
+		ur.Allow = append(ur.Allow, a)
+	}
+	return rules.Rule{OPCUA: ur, Comment: joinComments(strings.Join(cs, "\n"), c.tolComment())}
+}

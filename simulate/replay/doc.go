@@ -1,0 +1,33 @@
+// Package replay runs packet captures through the gateway's inspection
+// engine (gateway.Engine, the very code that sits on the wire) with an
+// in-memory port pair, and reports what the policy would have done: each
+// verdict per frame and PDU, a summary per conduit, reason and rule, the
+// rules never hit, the top denied flows, and optionally allowed.pcap,
+// denied.pcap, report.json and a self-contained report.html.
+//
+// How frames reach the engine:
+//   - Several captures (pcap or pcapng) are merged in timestamp order
+//     (ties keep file order).
+//   - Frames of link types other than Ethernet (BSD loopback, Linux cooked
+//     capture, raw IP) get a synthetic Ethernet header; the engine's
+//     datapath only ever sees Ethernet.
+//   - The ingress side of each frame comes from the policy's zone mapping
+//     (zone port + networks, and assets' zones): a frame whose source lies
+//     in a south zone enters on the south port. One capture holding both
+//     directions therefore replays as the bridge would see it.
+//   - A capture that begins in the middle of a TCP connection lacks the
+//     handshake the gateway would have seen had it been in place when the
+//     connection opened. Unless Options.StrictMidstream is set, the harness
+//     picks such a connection up at the first data segment of its client
+//     and synthesises SYN, SYN-ACK, ACK with the sequence numbers of that
+//     segment just before it; the frames of the connection before that
+//     point are skipped and counted (Report.SkippedMidstream). With
+//     StrictMidstream the engine sees the capture as is (in enforce mode it
+//     refuses mid-stream connections, as on the wire).
+//
+// Verdicts come from the engine's OnVerdict hook; whether a frame crossed
+// comes from what the engine sent through the in-memory Tx. Nothing in this
+// package evaluates a policy itself.
+//
+// A Runner is used by one goroutine.
+package replay

@@ -1,0 +1,7 @@
+package replay
+
+import "net/netip"
+
+type netipAddr = netip.Addr
+
+func mustParseAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

@@ -1,0 +1,622 @@
+package replay
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"sort"
+	"time"
+	"unsafe"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/otgw/otgw/gateway"
+	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/gateway/packet"
+	"github.com/otgw/otgw/rules"
+)
+
+// Options configure Run. Policy is required.
+type Options struct {
+	// Policy gives the zone mapping (frame sides) and the rule names; it
+	// is compiled unless Ruleset is set.
+	Policy  *rules.Policy
+	Ruleset *rules.Ruleset
+	// Sink receives the engine's events (e.g. the syslog exporter); nil
+	// discards.
+	Sink   events.Sink
+	Logger *slog.Logger
+	// OnEvent is called for every deny, alert and normaliser drop, in
+	// frame order. The Event is owned by the callee.
+	OnEvent func(*Event)
+	// OnDecision is called with every engine decision, allows included
+	// (rules/learn observes PDUs through it). d is valid only during the call.
+	OnDecision func(f FrameRef, p *packet.Packet, d *gateway.Decision)
+	// Sides, when set, replaces Policy.Zones for the frame sides (learn
+	// replays with a bootstrap policy but the user's zones).
+	Sides []rules.Zone
+	// Allowed and Denied, when set, receive pcap files (Ethernet link
+	// type) of the frames that crossed and of those that did not (or were
+	// truncated).
+	Allowed, Denied io.Writer
+	// Progress is called every 4096 frames and at the end with the frames
+	// done and the total (0 when unknown).
+	Progress func(done, total int)
+	// StrictMidstream feeds mid-stream connections as they are instead of
+	// picking them up with a synthesised handshake (see the package doc).
+	StrictMidstream bool
+	// MaxTimeline bounds Report.Timeline (default 5000).
+	MaxTimeline int
+}
+
+// FrameRef names a frame of the input.
+type FrameRef struct {
+	File  string // base name of the capture
+	Index int    // 1-based frame number in that file; 0 for synthesised frames
+	Time  time.Time
+}
+
+// Event is one verdict worth reporting: a deny, an alert (monitor mode)
+// or a frame the engine's TCP normaliser refused.
+type Event struct {
+	File    string         `json:"file,omitempty"`
+	Frame   int            `json:"frame"`
+	Time    time.Time      `json:"time"`
+	Verdict string         `json:"verdict"` // deny | alert
+	Action  string         `json:"action"`  // what happened to the frame: forward, drop, inject
+	Mode    string         `json:"mode"`    // enforce | monitor
+	Proto   string         `json:"proto"`
+	Conduit string         `json:"conduit,omitempty"`
+	Rule    string         `json:"rule,omitempty"`
+	Reason  string         `json:"reason"`
+	Src     netip.AddrPort `json:"src"`
+	Dst     netip.AddrPort `json:"dst"`
+	Fields  map[string]any `json:"fields,omitempty"`
+}
+
+// ErrNoPolicy is returned by Run without Options.Policy.
+var ErrNoPolicy = errors.New("replay: Options.Policy is required")
+
+// Run replays the captures at paths, merged in time order, through a new
+// gateway.Engine built from the policy, and returns the report.
+func Run(opts Options, paths ...string) (*Report, error) {
+	if opts.Policy == nil {
+		return nil, ErrNoPolicy
+	}
+	if len(paths) == 0 {
+		return nil, errors.New("replay: no capture given")
+	}
+	rs := opts.Ruleset
+	if rs == nil {
+		var err error
+		if rs, err = rules.Compile(opts.Policy); err != nil {
+			return nil, err
+		}
+	}
+	if opts.MaxTimeline <= 0 {
+		opts.MaxTimeline = 5000
+	}
+	sp := opts.Policy
+	if opts.Sides != nil {
+		sp = &rules.Policy{Zones: opts.Sides}
+	}
+	r := &runner{opts: opts, rs: rs, sides: newSides(sp), flowConduit: map[flowKey]string{}}
+	r.rep = newReport(opts.Policy, rs, paths)
+	for _, p := range paths {
+		r.names = append(r.names, filepath.Base(p))
+	}
+	var err error
+	if !opts.StrictMidstream {
+		if r.mid, err = scanMidstream(paths, serverPorts(opts.Policy)); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Progress != nil {
+		for _, p := range paths {
+			n, _ := countFrames(p)
+			r.total += n
+		}
+	}
+	if opts.Allowed != nil {
+		if r.allowed, err = newPcap(opts.Allowed); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Denied != nil {
+		if r.denied, err = newPcap(opts.Denied); err != nil {
+			return nil, err
+		}
+	}
+	r.eng, err = gateway.NewEngine(gateway.Config{
+		Rules:     func() *rules.Ruleset { return rs },
+		Sink:      opts.Sink,
+		Logger:    opts.Logger,
+		Now:       func() time.Time { return r.now },
+		OnVerdict: r.onVerdict,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := readMerged(paths, r.frame); err != nil {
+		return nil, err
+	}
+	if opts.Progress != nil {
+		opts.Progress(r.done, r.total)
+	}
+	r.rep.finish(r.eng.Counters())
+	return r.rep, nil
+}
+
+func countFrames(path string) (int, error) {
+	n := 0
+	err := readMerged([]string{path}, func(*srcFrame) error { n++; return nil })
+	return n, err
+}
+
+func newPcap(w io.Writer) (*pcapgo.Writer, error) {
+	pw := pcapgo.NewWriter(w)
+	if err := pw.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		return nil, err
+	}
+	return pw, nil
+}
+
+// runner is the state of one Run.
+type runner struct {
+	opts    Options
+	rs      *rules.Ruleset
+	eng     *gateway.Engine
+	sides   *sides
+	mid     *midstream
+	names   []string
+	rep     *Report
+	allowed *pcapgo.Writer
+	denied  *pcapgo.Writer
+	now     time.Time
+	done    int
+	total   int
+
+	buf    []byte
+	pkt    packet.Packet
+	cur    FrameRef
+	curPkt *packet.Packet
+	base   *byte // first byte of the frame handed to the engine
+	// Outcome of the current frame, filled by Send and the hook.
+	sent      bool
+	sentLen   int
+	injected  int
+	conduit   string
+	denyPDU   bool
+	decisions int
+
+	flowConduit map[flowKey]string
+}
+
+// Send implements gateway.Tx for the in-memory port pair.
+func (r *runner) Send(out gateway.PortID, frame []byte) {
+	if len(frame) > 0 && r.base != nil && unsafe.SliceData(frame) == r.base {
+		r.sent, r.sentLen = true, len(frame)
+		if r.allowed != nil && r.cur.Index > 0 {
+			ci := gopacket.CaptureInfo{Timestamp: r.cur.Time, CaptureLength: len(frame), Length: len(frame)}
+			_ = r.allowed.WritePacket(ci, frame)
+		}
+		return
+	}
+	r.injected++
+}
+
+func (r *runner) frame(sf *srcFrame) error {
+	r.done++
+	if r.opts.Progress != nil && r.done%4096 == 0 {
+		r.opts.Progress(r.done, r.total)
+	}
+	ref := frameRef{sf.file, sf.index}
+	r.rep.Frames++
+	if r.rep.Start.IsZero() || sf.time.Before(r.rep.Start) {
+		r.rep.Start = sf.time
+	}
+	if sf.time.After(r.rep.End) {
+		r.rep.End = sf.time
+	}
+	if r.mid != nil {
+		if r.mid.skip[ref] {
+			r.rep.SkippedMidstream++
+			return nil
+		}
+	}
+	r.buf = toEthernet(r.buf[:0], sf.link, sf.data, &r.pkt)
+	if r.buf == nil {
+		r.rep.Undecodable++
+		r.buf = make([]byte, 0, 2048)
+		return nil
+	}
+	if r.pkt.Decode(r.buf, packet.LinkEthernet) != nil {
+		r.rep.Undecodable++
+	}
+	in := r.sides.ingress(&r.pkt)
+	if r.mid != nil {
+		if pk := r.mid.at[ref]; pk != nil {
+			r.rep.PickedUp++
+			fromClient := r.pkt.SrcAddrPort() == pk.client
+			l3 := r.pkt.L3Off
+			hs := handshake(pk, r.buf[:l3], fromClient)
+			var hp packet.Packet
+			for i, f := range hs {
+				if f == nil || hp.Decode(f, packet.LinkEthernet) != nil {
+					continue
+				}
+				r.feed(f, r.sides.ingress(&hp), FrameRef{File: r.names[sf.file], Time: sf.time.Add(time.Duration(i-3) * time.Microsecond)}, &hp, true)
+			}
+		}
+	}
+	r.feed(r.buf, in, FrameRef{File: r.names[sf.file], Index: sf.index, Time: sf.time}, &r.pkt, false)
+	return nil
+}
+
+// feed runs one Ethernet frame through the engine and accounts for it.
+func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.Packet, synthetic bool) {
+	r.cur = ref
+	r.curPkt = p
+	r.now = ref.Time
+	r.sent, r.sentLen, r.injected, r.conduit, r.denyPDU, r.decisions = false, 0, 0, "", false, 0
+	orig := len(frame)
+	var origCopy []byte
+	if r.denied != nil && !synthetic {
+		origCopy = append([]byte(nil), frame...)
+	}
+	r.base = unsafe.SliceData(frame)
+	r.eng.Handle(in, frame, r)
+	r.base = nil
+	if synthetic {
+		r.rep.Synthesised++
+		if !r.sent {
+			r.rep.SynthesisedDropped++
+		}
+		return
+	}
+	var key flowKey
+	hasKey := p.IPVersion != 0 && p.HasL4
+	if hasKey {
+		key, _ = keyOf(p)
+		if r.conduit != "" {
+			r.flowConduit[key] = r.conduit
+		} else if c, ok := r.flowConduit[key]; ok {
+			r.conduit = c
+		}
+	}
+	r.rep.Injected += r.injected
+	truncated := r.sent && r.sentLen < orig
+	switch {
+	case truncated:
+		r.rep.Truncated++
+	case r.sent:
+		r.rep.Forwarded++
+	default:
+		r.rep.Dropped++
+	}
+	cs := r.rep.conduit(r.conduit)
+	if r.sent {
+		cs.PacketsForwarded++
+	} else {
+		cs.PacketsDropped++
+	}
+	if r.denied != nil && (!r.sent || truncated) {
+		ci := gopacket.CaptureInfo{Timestamp: ref.Time, CaptureLength: len(origCopy), Length: len(origCopy)}
+		_ = r.denied.WritePacket(ci, origCopy)
+	}
+}
+
+// onVerdict is the engine hook: it copies what the report needs.
+func (r *runner) onVerdict(d *gateway.Decision) {
+	r.decisions++
+	if r.opts.OnDecision != nil {
+		r.opts.OnDecision(r.cur, r.curPkt, d)
+	}
+	v := &d.Verdict
+	name := ""
+	if d.HasVerdict && v.Conduit >= 0 {
+		name = v.ConduitName
+		r.conduit = name
+	}
+	cs := r.rep.conduit(name)
+	if d.HasVerdict {
+		if v.Action == rules.Allow && v.Conduit >= 0 && v.Rule >= 0 {
+			r.rep.hit(v.Conduit, v.Rule)
+		}
+		isPDU := d.PDU != nil
+		switch v.Action {
+		case rules.Allow:
+			if isPDU {
+				cs.PDUsAllowed++
+				r.rep.PDUsAllowed++
+			} else {
+				cs.FlowsAllowed++
+			}
+		case rules.Deny:
+			if isPDU {
+				cs.PDUsDenied++
+				r.rep.PDUsDenied++
+			} else {
+				cs.FlowsDenied++
+			}
+		case rules.Alert:
+			if isPDU {
+				cs.PDUsAlerted++
+				r.rep.PDUsAlerted++
+			} else {
+				cs.FlowsAlerted++
+			}
+		}
+		if v.Action == rules.Allow {
+			return
+		}
+	}
+	if r.cur.Index == 0 && !d.HasVerdict {
+		// A synthesised handshake frame refused by the normaliser: counted
+		// in SynthesisedDropped, not an event of the capture.
+		return
+	}
+	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto,
+		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: "enforce"}
+	if d.HasVerdict {
+		ev.Verdict = v.Action.String()
+		ev.Mode = v.Mode.String()
+		ev.Conduit, ev.Rule, ev.Reason = v.ConduitName, v.RuleName, v.ReasonString()
+		if d.PDU != nil {
+			ev.Fields = d.Fields()
+		}
+	} else {
+		ev.Verdict = "deny"
+		ev.Reason = d.Drop.String()
+		if d.Evasion {
+			ev.Reason = "evasion"
+		}
+		if ev.Conduit == "" {
+			if c, ok := r.flowConduit[flowKeyOf(d.Src, d.Dst)]; ok {
+				ev.Conduit = c
+			}
+		}
+	}
+	if ev.Verdict == "deny" {
+		r.denyPDU = true
+		if !d.HasVerdict {
+			r.rep.conduit(ev.Conduit).NormaliserDrops++
+		}
+	}
+	r.rep.event(ev, r.opts.MaxTimeline)
+	if r.opts.OnEvent != nil {
+		r.opts.OnEvent(ev)
+	}
+}
+
+func flowKeyOf(s, d netip.AddrPort) flowKey {
+	if c := s.Addr().Compare(d.Addr()); c < 0 || (c == 0 && s.Port() <= d.Port()) {
+		return flowKey{s, d}
+	}
+	return flowKey{d, s}
+}
+
+// ---- report ----
+
+// Report is the outcome of a replay. Its JSON form is report.json.
+type Report struct {
+	Policy string    `json:"policy"`
+	Files  []string  `json:"files"`
+	Start  time.Time `json:"start"`
+	End    time.Time `json:"end"`
+	Frames int       `json:"frames"` // frames read from the captures
+	// Frame outcomes (every frame read is exactly one of these).
+	Forwarded        int `json:"forwarded"`
+	Truncated        int `json:"truncated"` // forwarded without a denied PDU (pipelining)
+	Dropped          int `json:"dropped"`
+	Undecodable      int `json:"undecodable"`
+	SkippedMidstream int `json:"skipped_midstream"` // before the pickup of a connection the capture joined mid-stream
+	// Crafted frames.
+	Injected           int `json:"injected"` // RST and native replies sent by the engine
+	PickedUp           int `json:"picked_up"`
+	Synthesised        int `json:"synthesised"`         // handshake frames made for picked-up connections
+	SynthesisedDropped int `json:"synthesised_dropped"` // ... that the engine refused
+
+	PDUsAllowed int `json:"pdus_allowed"`
+	PDUsDenied  int `json:"pdus_denied"`
+	PDUsAlerted int `json:"pdus_alerted"`
+	Denies      int `json:"denies"` // deny events (PDU, flow, L2 and normaliser)
+	Alerts      int `json:"alerts"`
+
+	Conduits  []*ConduitStats   `json:"conduits"`
+	Reasons   []Count           `json:"reasons"`   // deny and alert events by reason
+	ByRule    []Count           `json:"by_rule"`   // deny and alert events by conduit/rule
+	NeverHit  []string          `json:"never_hit"` // "conduit/rule" of rules that allowed nothing
+	TopDenied []FlowCount       `json:"top_denied"`
+	Timeline  []Event           `json:"timeline"` // deny and alert events (bounded)
+	Drops     map[string]uint64 `json:"engine_drops"`
+	Zones     []ZoneInfo        `json:"zones"`
+
+	conduitIdx map[string]*ConduitStats
+	byIndex    []*ConduitStats
+	hits       [][]int
+	ruleNames  [][]string
+	reasons    map[string]int
+	byRule     map[string]int
+	flows      map[string]*FlowCount
+	timelineN  int
+}
+
+// ConduitStats counts one conduit's traffic ("" is traffic no conduit joins).
+type ConduitStats struct {
+	Name             string   `json:"name"`
+	From             []string `json:"from,omitempty"`
+	To               []string `json:"to,omitempty"`
+	Mode             string   `json:"mode,omitempty"`
+	PDUsAllowed      int      `json:"pdus_allowed"`
+	PDUsDenied       int      `json:"pdus_denied"`
+	PDUsAlerted      int      `json:"pdus_alerted"`
+	FlowsAllowed     int      `json:"flows_allowed"`
+	FlowsDenied      int      `json:"flows_denied"`
+	FlowsAlerted     int      `json:"flows_alerted"`
+	PacketsForwarded int      `json:"packets_forwarded"`
+	PacketsDropped   int      `json:"packets_dropped"`
+	NormaliserDrops  int      `json:"normaliser_drops"`
+	Rules            []Count  `json:"rules"` // allow hits per rule
+}
+
+// Count is a named counter.
+type Count struct {
+	Name string `json:"name"`
+	N    int    `json:"n"`
+}
+
+// FlowCount is one denied flow: initiator address to server endpoint.
+type FlowCount struct {
+	Src        string `json:"src"`
+	Dst        string `json:"dst"`
+	Proto      string `json:"proto"`
+	N          int    `json:"n"`
+	FirstFrame int    `json:"first_frame"`
+	File       string `json:"file,omitempty"`
+	Reason     string `json:"reason"`
+}
+
+// ZoneInfo is a zone of the policy, for the diagram.
+type ZoneInfo struct {
+	Name     string   `json:"name"`
+	Port     string   `json:"port,omitempty"`
+	Networks []string `json:"networks,omitempty"`
+	Assets   []string `json:"assets,omitempty"`
+}
+
+func newReport(pol *rules.Policy, rs *rules.Ruleset, paths []string) *Report {
+	rep := &Report{Policy: pol.Name, Files: paths, conduitIdx: map[string]*ConduitStats{},
+		reasons: map[string]int{}, byRule: map[string]int{}, flows: map[string]*FlowCount{}}
+	for i := 0; i < rs.NumConduits(); i++ {
+		names := rs.RuleNames(i)
+		rep.ruleNames = append(rep.ruleNames, names)
+		rep.hits = append(rep.hits, make([]int, len(names)))
+		cs := rep.conduit(rs.ConduitName(i))
+		rep.byIndex = append(rep.byIndex, cs)
+		if i < len(pol.Conduits) {
+			c := pol.Conduits[i]
+			cs.From, cs.To, cs.Mode = c.From, c.To, c.Mode
+			if cs.Mode == "" {
+				cs.Mode = pol.Mode
+			}
+		}
+	}
+	azone := map[string][]string{}
+	for _, a := range pol.Assets {
+		azone[a.Zone] = append(azone[a.Zone], a.Name)
+	}
+	for _, z := range pol.Zones {
+		rep.Zones = append(rep.Zones, ZoneInfo{Name: z.Name, Port: z.Port, Networks: z.Networks, Assets: azone[z.Name]})
+	}
+	if len(azone[""]) > 0 {
+		rep.Zones = append(rep.Zones, ZoneInfo{Name: "(assets without zone)", Assets: azone[""]})
+	}
+	return rep
+}
+
+func (rep *Report) conduit(name string) *ConduitStats {
+	cs := rep.conduitIdx[name]
+	if cs == nil {
+		cs = &ConduitStats{Name: name}
+		rep.conduitIdx[name] = cs
+		rep.Conduits = append(rep.Conduits, cs)
+	}
+	return cs
+}
+
+func (rep *Report) hit(c, r int) {
+	if c < len(rep.hits) && r < len(rep.hits[c]) {
+		rep.hits[c][r]++
+	}
+}
+
+func (rep *Report) event(ev *Event, maxTimeline int) {
+	if ev.Verdict == "alert" {
+		rep.Alerts++
+	} else {
+		rep.Denies++
+	}
+	rep.reasons[ev.Reason]++
+	if ev.Conduit != "" || ev.Rule != "" {
+		rep.byRule[ev.Conduit+"/"+ev.Rule]++
+	}
+	k := ev.Src.Addr().String() + ">" + ev.Dst.String() + "/" + ev.Proto
+	fc := rep.flows[k]
+	if fc == nil {
+		fc = &FlowCount{Src: ev.Src.Addr().String(), Dst: ev.Dst.String(), Proto: ev.Proto, FirstFrame: ev.Frame, File: ev.File, Reason: ev.Reason}
+		rep.flows[k] = fc
+	}
+	fc.N++
+	if rep.timelineN < maxTimeline {
+		rep.Timeline = append(rep.Timeline, *ev)
+		rep.timelineN++
+	}
+}
+
+func (rep *Report) finish(c gateway.Counters) {
+	rep.Drops = map[string]uint64{}
+	for k, v := range c.DropsByName() {
+		if v != 0 {
+			rep.Drops[k] = v
+		}
+	}
+	for ci, hs := range rep.hits {
+		cs := rep.byIndex[ci]
+		for ri, n := range hs {
+			cs.Rules = append(cs.Rules, Count{rep.ruleNames[ci][ri], n})
+			if n == 0 {
+				rep.NeverHit = append(rep.NeverHit, cs.Name+"/"+rep.ruleNames[ci][ri])
+			}
+		}
+	}
+	rep.Reasons = sortCounts(rep.reasons)
+	rep.ByRule = sortCounts(rep.byRule)
+	for _, fc := range rep.flows {
+		rep.TopDenied = append(rep.TopDenied, *fc)
+	}
+	sort.Slice(rep.TopDenied, func(i, j int) bool {
+		a, b := rep.TopDenied[i], rep.TopDenied[j]
+		if a.N != b.N {
+			return a.N > b.N
+		}
+		return a.Src+a.Dst < b.Src+b.Dst
+	})
+	if len(rep.TopDenied) > 20 {
+		rep.TopDenied = rep.TopDenied[:20]
+	}
+	// Drop the "no conduit" row when nothing fell there.
+	if cs, ok := rep.conduitIdx[""]; ok && cs.PacketsForwarded+cs.PacketsDropped+cs.FlowsDenied+cs.FlowsAlerted+cs.NormaliserDrops == 0 {
+		for i, c := range rep.Conduits {
+			if c == cs {
+				rep.Conduits = append(rep.Conduits[:i], rep.Conduits[i+1:]...)
+				break
+			}
+		}
+	}
+}
+
+func sortCounts(m map[string]int) []Count {
+	out := make([]Count, 0, len(m))
+	for k, v := range m {
+		out = append(out, Count{k, v})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].N != out[j].N {
+			return out[i].N > out[j].N
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// String renders a one-line summary.
+func (rep *Report) String() string {
+	return fmt.Sprintf("%d frames: %d forwarded, %d truncated, %d dropped; PDUs %d allowed, %d denied, %d alerted",
+		rep.Frames, rep.Forwarded, rep.Truncated, rep.Dropped, rep.PDUsAllowed, rep.PDUsDenied, rep.PDUsAlerted)
+}

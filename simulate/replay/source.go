@@ -1,0 +1,461 @@
+package replay
+
+import (
+	"container/heap"
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/otgw/otgw/gateway"
+	"github.com/otgw/otgw/gateway/packet"
+	"github.com/otgw/otgw/rules"
+	"github.com/otgw/otgw/simulate/capture"
+)
+
+// srcFrame is one frame of one input file, in merged time order.
+type srcFrame struct {
+	file  int
+	index int // 1-based within its file
+	time  time.Time
+	link  packet.LinkType
+	data  []byte // valid only during the callback
+}
+
+// readMerged calls fn for every frame of every file in timestamp order
+// (ties keep file order, then frame order). One file is read directly;
+// several are read by one goroutine each and merged.
+func readMerged(paths []string, fn func(*srcFrame) error) error {
+	if len(paths) == 1 {
+		var sf srcFrame
+		return capture.ReadFrames(paths[0], func(f *capture.Frame) error {
+			sf = srcFrame{file: 0, index: f.Index, time: f.Time, link: f.Link, data: f.Data}
+			return fn(&sf)
+		})
+	}
+	type item struct {
+		sf  srcFrame
+		err error
+		eof bool
+	}
+	done := make(chan struct{})
+	defer close(done)
+	chans := make([]chan item, len(paths))
+	for i, p := range paths {
+		ch := make(chan item, 256)
+		chans[i] = ch
+		go func(i int, p string) {
+			err := capture.ReadFrames(p, func(f *capture.Frame) error {
+				it := item{sf: srcFrame{file: i, index: f.Index, time: f.Time, link: f.Link, data: append([]byte(nil), f.Data...)}}
+				select {
+				case ch <- it:
+					return nil
+				case <-done:
+					return errStop
+				}
+			})
+			if err == errStop {
+				return
+			}
+			select {
+			case ch <- item{err: err, eof: true}:
+			case <-done:
+			}
+		}(i, p)
+	}
+	h := &frameHeap{}
+	next := func(i int) error {
+		it := <-chans[i]
+		if it.eof {
+			return it.err
+		}
+		heap.Push(h, it.sf)
+		return nil
+	}
+	for i := range chans {
+		if err := next(i); err != nil {
+			return err
+		}
+	}
+	for h.Len() > 0 {
+		sf := heap.Pop(h).(srcFrame)
+		if err := fn(&sf); err != nil {
+			return err
+		}
+		if err := next(sf.file); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var errStop = fmt.Errorf("replay: stopped")
+
+type frameHeap []srcFrame
+
+func (h frameHeap) Len() int { return len(h) }
+func (h frameHeap) Less(i, j int) bool {
+	if !h[i].time.Equal(h[j].time) {
+		return h[i].time.Before(h[j].time)
+	}
+	if h[i].file != h[j].file {
+		return h[i].file < h[j].file
+	}
+	return h[i].index < h[j].index
+}
+func (h frameHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *frameHeap) Push(x any)   { *h = append(*h, x.(srcFrame)) }
+func (h *frameHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// toEthernet returns the frame as Ethernet in buf: Ethernet frames are
+// copied, IP frames of other link types get a synthetic header whose MACs
+// are derived from the IP addresses (stable, locally administered). It
+// returns nil for frames that cannot be decoded or carry no IP on a
+// non-Ethernet link.
+func toEthernet(buf []byte, link packet.LinkType, data []byte, p *packet.Packet) []byte {
+	if link == packet.LinkEthernet {
+		return append(buf[:0], data...)
+	}
+	if err := p.Decode(data, link); err != nil || p.IPVersion == 0 {
+		return nil
+	}
+	buf = buf[:0]
+	d, s := macFor(p.Dst), macFor(p.Src)
+	buf = append(buf, d[:]...)
+	buf = append(buf, s[:]...)
+	et := packet.EtherTypeIPv4
+	if p.IPVersion == 6 {
+		et = packet.EtherTypeIPv6
+	}
+	buf = binary.BigEndian.AppendUint16(buf, et)
+	return append(buf, data[p.L3Off:]...)
+}
+
+// macFor derives a locally administered unicast MAC from an address.
+func macFor(a netip.Addr) [6]byte {
+	h := fnv.New32a()
+	b := a.As16()
+	h.Write(b[:])
+	s := h.Sum32()
+	return [6]byte{0x02, 0x00, byte(s >> 24), byte(s >> 16), byte(s >> 8), byte(s)}
+}
+
+// sides maps addresses to the bridge port their zone sits behind.
+type sides struct {
+	prefixes []sidePrefix // most specific first
+	assets   map[netip.Addr]gateway.PortID
+	macs     map[[6]byte]gateway.PortID // learned from IP frames, for non-IP frames
+}
+
+type sidePrefix struct {
+	p    netip.Prefix
+	port gateway.PortID
+}
+
+func portOf(name string) (gateway.PortID, bool) {
+	switch strings.ToLower(name) {
+	case "north":
+		return gateway.North, true
+	case "south":
+		return gateway.South, true
+	}
+	return 0, false
+}
+
+func newSides(pol *rules.Policy) *sides {
+	s := &sides{assets: map[netip.Addr]gateway.PortID{}, macs: map[[6]byte]gateway.PortID{}}
+	zport := map[string]gateway.PortID{}
+	for _, z := range pol.Zones {
+		port, ok := portOf(z.Port)
+		if !ok {
+			continue
+		}
+		zport[z.Name] = port
+		for _, n := range z.Networks {
+			if pf, err := netip.ParsePrefix(n); err == nil {
+				s.prefixes = append(s.prefixes, sidePrefix{pf.Masked(), port})
+			} else if a, err := netip.ParseAddr(n); err == nil {
+				s.prefixes = append(s.prefixes, sidePrefix{netip.PrefixFrom(a, a.BitLen()), port})
+			}
+		}
+	}
+	sort.SliceStable(s.prefixes, func(i, j int) bool { return s.prefixes[i].p.Bits() > s.prefixes[j].p.Bits() })
+	for _, a := range pol.Assets {
+		port, ok := zport[a.Zone]
+		if !ok {
+			continue
+		}
+		if ip, err := netip.ParseAddr(a.IP); err == nil {
+			s.assets[ip.Unmap()] = port
+		}
+	}
+	return s
+}
+
+func (s *sides) of(a netip.Addr) (gateway.PortID, bool) {
+	a = a.Unmap()
+	if p, ok := s.assets[a]; ok {
+		return p, true
+	}
+	for _, sp := range s.prefixes {
+		if sp.p.Contains(a) {
+			return sp.port, true
+		}
+	}
+	return 0, false
+}
+
+// ingress picks the port a decoded Ethernet frame enters by.
+func (s *sides) ingress(p *packet.Packet) gateway.PortID {
+	if p.IPVersion != 0 {
+		in, ok := s.of(p.Src)
+		if !ok {
+			if out, ok2 := s.of(p.Dst); ok2 {
+				in, ok = out.Other(), true
+			}
+		}
+		if ok && p.HasMAC && len(s.macs) < 1<<16 {
+			s.macs[p.SrcMAC] = in
+		}
+		return in
+	}
+	if p.HasMAC {
+		if in, ok := s.macs[p.SrcMAC]; ok {
+			return in
+		}
+		if out, ok := s.macs[p.DstMAC]; ok {
+			return out.Other()
+		}
+	}
+	return gateway.North
+}
+
+// ---- mid-stream pickup ----
+
+// flowKey is a direction-independent TCP connection key.
+type flowKey struct{ a, b netip.AddrPort }
+
+func keyOf(p *packet.Packet) (flowKey, bool) {
+	s, d := p.SrcAddrPort(), p.DstAddrPort()
+	if c := s.Addr().Compare(d.Addr()); c < 0 || (c == 0 && s.Port() <= d.Port()) {
+		return flowKey{s, d}, true
+	}
+	return flowKey{d, s}, false
+}
+
+type frameRef struct{ file, index int }
+
+// pickup is where the harness starts a connection the capture joined
+// mid-stream.
+type pickup struct {
+	client, server netip.AddrPort
+	cseq, sseq     uint32 // next sequence number of each side at the pickup frame
+}
+
+// midstream is the result of the pre-pass.
+type midstream struct {
+	at   map[frameRef]*pickup // pickup frame -> handshake to inject before it
+	skip map[frameRef]bool    // frames before the pickup of their connection
+}
+
+type mtrack struct {
+	client, server netip.AddrPort // chosen from the first data sender when ports do not tell
+	mid            bool
+	decided        bool
+	frames         []frameRef // frames seen before the pickup
+	// first ACK-bearing frame, the fallback pickup when the client never sends data
+	fb    *pickup
+	fbRef frameRef
+}
+
+// serverPorts returns the ports a policy names for servers, to tell the
+// two ends of a connection apart when no SYN was seen.
+func serverPorts(pol *rules.Policy) map[uint16]bool {
+	m := map[uint16]bool{502: true, 20000: true, 4840: true}
+	add := func(list []string) {
+		for _, s := range list {
+			lo, hi, _ := strings.Cut(s, "-")
+			a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+			b := a
+			if hi != "" {
+				b, _ = strconv.Atoi(strings.TrimSpace(hi))
+			}
+			if err1 != nil || b-a > 64 || a <= 0 || b > 65535 {
+				continue
+			}
+			for v := a; v <= b; v++ {
+				m[uint16(v)] = true
+			}
+		}
+	}
+	for _, c := range pol.Conduits {
+		for _, r := range c.Rules {
+			switch {
+			case r.Modbus != nil:
+				add(r.Modbus.Ports)
+			case r.DNP3 != nil:
+				add(r.DNP3.Ports)
+			case r.OPCUA != nil:
+				add(r.OPCUA.Ports)
+			}
+		}
+	}
+	return m
+}
+
+// guessServer tells client from server by port: a server port of the
+// policy's inspected protocols, else a port below 1024; ok is false when
+// the ports do not tell (the caller then takes the first sender of data).
+func guessServer(sp map[uint16]bool, a, b netip.AddrPort) (client, server netip.AddrPort, ok bool) {
+	ok = true
+	switch {
+	case sp[b.Port()] && !sp[a.Port()]:
+		return a, b, true
+	case sp[a.Port()] && !sp[b.Port()]:
+		return b, a, true
+	case b.Port() < 1024 && a.Port() >= 1024:
+		return a, b, true
+	case a.Port() < 1024 && b.Port() >= 1024:
+		return b, a, true
+	}
+	return a, b, false
+}
+
+// scanMidstream finds the TCP connections the captures join mid-stream
+// and where to pick each up.
+func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
+	ms := &midstream{at: map[frameRef]*pickup{}, skip: map[frameRef]bool{}}
+	tr := map[flowKey]*mtrack{}
+	var p packet.Packet
+	err := readMerged(paths, func(f *srcFrame) error {
+		if p.Decode(f.data, f.link) != nil || p.Proto != packet.ProtoTCP || !p.HasL4 || p.Fragment {
+			return nil
+		}
+		k, _ := keyOf(&p)
+		ref := frameRef{f.file, f.index}
+		t := tr[k]
+		if t == nil {
+			t = &mtrack{}
+			tr[k] = t
+			if p.Flags&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn {
+				t.decided = true // seen from its SYN
+				return nil
+			}
+			if p.Flags&packet.TCPRst != 0 {
+				t.decided = true // a lone reset: nothing to pick up
+				return nil
+			}
+			t.mid = true
+		}
+		if t.decided {
+			return nil
+		}
+		src := p.SrcAddrPort()
+		client, server, known := guessServer(sp, k.a, k.b)
+		if !known && t.client.IsValid() {
+			client, server = t.client, t.server
+		} else if !known && len(p.Payload) > 0 {
+			// Ports do not tell: the first sender of data is the client.
+			client, server = src, p.DstAddrPort()
+			t.client, t.server = client, server
+		}
+		if p.Flags&packet.TCPAck != 0 && p.Flags&(packet.TCPSyn|packet.TCPRst) == 0 {
+			if src == client && len(p.Payload) > 0 {
+				ms.at[ref] = &pickup{client: client, server: server, cseq: p.Seq, sseq: p.Ack}
+				for _, r := range t.frames {
+					ms.skip[r] = true
+				}
+				if t.fb != nil {
+					ms.skip[t.fbRef] = true
+				}
+				t.decided, t.frames, t.fb = true, nil, nil
+				return nil
+			}
+			if t.fb == nil {
+				pk := &pickup{client: client, server: server}
+				if src == client {
+					pk.cseq, pk.sseq = p.Seq, p.Ack
+				} else {
+					pk.sseq, pk.cseq = p.Seq, p.Ack
+				}
+				t.fb, t.fbRef = pk, ref
+			}
+		}
+		if len(t.frames) < 1<<16 && (t.fb == nil || ref != t.fbRef) {
+			t.frames = append(t.frames, ref)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range tr {
+		if t.mid && !t.decided && t.fb != nil {
+			// The client never sent data: pick up at the first segment
+			// that carried an acknowledgement. Frames before it (without
+			// ACK) stay as they are; t.frames holds only later ones.
+			ms.at[t.fbRef] = t.fb
+		}
+	}
+	return ms, nil
+}
+
+// handshake crafts SYN, SYN-ACK, ACK for a picked-up connection, with the
+// link header of the pickup frame (MACs swapped for the server's frames)
+// and window scaling offered on both sides so that the windows of the
+// recorded segments are read as at least as large as they were.
+func handshake(pk *pickup, eth []byte, fromClient bool) [][]byte {
+	l2 := append([]byte(nil), eth...)
+	rev := append([]byte(nil), eth...)
+	copy(rev[0:6], eth[6:12])
+	copy(rev[6:12], eth[0:6])
+	cl2, sl2 := l2, rev
+	if !fromClient {
+		cl2, sl2 = rev, l2
+	}
+	syn := craftTCP(cl2, pk.client, pk.server, pk.cseq-1, 0, true, false)
+	synack := craftTCP(sl2, pk.server, pk.client, pk.sseq-1, pk.cseq, true, true)
+	ack := craftTCP(cl2, pk.client, pk.server, pk.cseq, pk.sseq, false, true)
+	return [][]byte{syn, synack, ack}
+}
+
+func craftTCP(l2 []byte, src, dst netip.AddrPort, seq, ack uint32, syn, isAck bool) []byte {
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()),
+		Seq: seq, Ack: ack, SYN: syn, ACK: isAck, Window: 65535}
+	if syn {
+		tcp.Options = []layers.TCPOption{
+			{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}},
+			{OptionType: layers.TCPOptionKindNop},
+			{OptionType: layers.TCPOptionKindWindowScale, OptionLength: 3, OptionData: []byte{14}},
+		}
+	}
+	var nl gopacket.NetworkLayer
+	var ipl gopacket.SerializableLayer
+	if src.Addr().Is4() || src.Addr().Is4In6() {
+		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, Flags: layers.IPv4DontFragment,
+			SrcIP: src.Addr().Unmap().AsSlice(), DstIP: dst.Addr().Unmap().AsSlice()}
+		nl, ipl = ip, ip
+	} else {
+		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP,
+			SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
+		nl, ipl = ip, ip
+	}
+	_ = tcp.SetNetworkLayerForChecksum(nl)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ipl, tcp); err != nil {
+		return nil
+	}
+	return append(append([]byte(nil), l2...), buf.Bytes()...)
+}
