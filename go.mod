@@ -6,6 +6,7 @@ require (
 	github.com/fsnotify/fsnotify v1.8.0 // indirect
 	github.com/goburrow/modbus v0.1.0 // indirect
 	github.com/goburrow/serial v0.1.0 // indirect
+	github.com/google/uuid v1.6.0 // indirect
 	github.com/gopacket/gopacket v1.3.1 // indirect
 	github.com/gopcua/opcua v0.9.1 // indirect
 	github.com/simonvetter/modbus v1.6.3 // indirect

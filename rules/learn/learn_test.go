@@ -5,11 +5,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/otgw/otgw/internal/testenv"
+	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/rules"
@@ -60,46 +62,189 @@ func captures(t *testing.T) []string {
 	return out
 }
 
-// unlearnable says whether a deny is one no policy can prevent: a
-// response whose request the engine could not pair, bytes that cannot be
-// framed as the protocol (a parser anomaly with no function to allow), a
-// segment the TCP normaliser refuses, or the consequence of one of those
-// (the connection was closed or the direction blocked).
-func unlearnable(e *replay.Event) bool {
-	if strings.HasPrefix(e.Reason, "malformed:") && len(e.Fields) <= 2 {
-		return true // bytes that could not be framed: only dir and anomaly are known
+// residual is a deny that replaying a capture under the policy learned
+// from that same capture still gives, with the reason no policy can
+// prevent it. Anomalies are tolerated and every observed function,
+// object, service, unit and port is allowed, so what remains is judged
+// before any rule could allow it: a response the gateway cannot pair with
+// a request it saw (rules allow responses only on a paired request, the
+// defence against spoofed responses, scenario m18), bytes that cannot be
+// framed as the protocol at all (no function or service to allow), and
+// segments or fragments the TCP normaliser refuses (DESIGN.md). Each
+// listed deny also closes its connection, so the rest of that connection
+// is denied as "closed" (or "blocked"); the test checks that every such
+// consequence follows a listed deny on the same connection.
+type residual struct {
+	frame  int
+	reason string
+	why    string
+}
+
+// Reasons shared by several entries.
+const (
+	whyNonProtocol = "bytes that are no PDU of the port's protocol: nothing to allow (evasion scenario)"
+	whyMalformed   = "PDU too malformed to have a function or service a rule could allow"
+	whyMidstream   = "response to a request sent before the capture starts (capture artefact)"
+	whyUnpaired    = "response matching no outstanding request"
+	whyNormaliser  = "TCP normaliser refuses the segment (capture artefact: lost or re-sent bytes)"
+)
+
+// residuals lists, per capture (shared captures by file name, scenarios by
+// folder name), every deny expected after learn->replay: exactly these and
+// nothing else.
+var residuals = map[string][]residual{
+	// Real captures in ../shared/pcaps.
+	"dnp3_digitalbond_test_data_part1.pcap": {
+		{19, "function_not_allowed", whyMalformed + ": request whose link frame has no 0x0564 start (bad_start)"},
+		{164, "response_without_request", whyUnpaired + ": outstation answers the request of seq 1 (frame 163) with seq 3"},
+	},
+	"dnp3_icsnpp_dnp3_example.pcap": {
+		// The master repeats select/operate with the same application
+		// sequence number (7, 8, 7, 8, 7 at frames 378-382) and the
+		// outstation answers each copy; the gateway pairs one response per
+		// sequence number, so the third answer (seq 7) is unpaired.
+		{385, "response_without_request", whyUnpaired + ": third response to a request sequence number repeated by the master"},
+		{442, "response_without_request", whyUnpaired + ": as frame 385, next connection"},
+		{498, "response_without_request", whyUnpaired + ": as frame 385, next connection"},
+		{610, "response_without_request", whyUnpaired + ": as frame 385, next connection"},
+		{670, "response_without_request", whyUnpaired + ": as frame 385, next connection"},
+		{727, "response_without_request", whyUnpaired + ": as frame 385, next connection"},
+		{784, "response_without_request", whyUnpaired + ": as frame 385, next connection"},
+	},
+	"dnp3_openics_RequestLinkStatus.pcap": {
+		{6, "response_without_request", whyMalformed + ": link status answer (link layer only) with a link CRC error (link_crc)"},
+	},
+	"dnp3_suricata_too-long-reassembly-response.pcap": {
+		{20, "response_without_request", whyMalformed + ": response fragments overflowing transport reassembly (reassembly_overflow, Suricata test case)"},
+	},
+	"modbus_digitalbond_test_data_part1.pcap": {
+		{76, "unit_not_allowed", whyMalformed + ": request that is no Modbus/TCP ADU (non_modbus)"},
+	},
+	"modbus_iti_plant1_ModbusTCP.pcap": {
+		{3, "response_without_request", whyMidstream + ": tids 31998-32000 answer requests before frame 1 (tid_mismatch)"},
+	},
+	"modbus_ndpi_modbus.pcap": {
+		{96, "response_without_request", whyUnpaired + ": the server answers tid 0 with tid 1 (tid_mismatch)"},
+	},
+	"opcua_cisagov_open62541_browse_with_diagnostic_info.pcapng": {
+		{1, "response_without_request", whyMidstream + ": MSG response before any OPN (msg_before_open)"},
+	},
+	"opcua_cisagov_opcua_with-gap_with-handshake.pcapng": {
+		{2, "bad_tcp", whyNormaliser + ": client ACK captured before the server's SYN/ACK (frames 2 and 3 swapped)"},
+		{25, "out_of_window", whyNormaliser + ": ACK of server bytes lost in the capture gap"},
+		{29, "out_of_window", whyNormaliser + ": ACK of server bytes lost in the capture gap"},
+	},
+	"opcua_emre_opycua_share.pcap": {
+		{6, "out_of_order", whyNormaliser + ": server segment after bytes the capture lost"},
+		{7, "out_of_window", whyNormaliser + ": client ACKs the server bytes the capture lost"},
+	},
+	"other_enip_suricata_enip_test1.pcap": {
+		{9, "out_of_window", whyNormaliser + ": mid-stream ACK of bytes the capture never held"},
+	},
+	// Scenario captures (simulate/scenarios/<case>/input.pcap): the
+	// evasions and malformed cases must still be denied.
+	"d12-non-dnp3":           {{4, "malformed:bad_start", whyNonProtocol}},
+	"d13-malformed-response": {{5, "response_without_request", whyMalformed + ": response with a transport CRC error (data_crc)"}},
+	"d14-parser-anomalies":   {{6, "function_not_allowed", whyMalformed + ": request with a link CRC error (link_crc)"}},
+	"e03-overlap-different":  {{5, "malformed:tcp_overlap_mismatch", "evasion: retransmission overlapping inspected bytes with different content"}},
+	"e04-out-of-order":       {{4, "out_of_order", "evasion: out-of-order segment to an inspected port"}},
+	"e05-ip-fragments": {
+		{4, "fragment", "evasion: IP fragment to an inspected port"},
+		{5, "fragment", "evasion: IP fragment to an inspected port"},
+	},
+	// m08-m10 and modbus_digitalbond frame 76: bytes that are no Modbus
+	// ADU have no function code (0) and their "unit" byte is no unit, so
+	// learn allows neither and the unit check denies them first.
+	"e07-non-protocol-502":   {{4, "function_not_allowed", whyNonProtocol}},
+	"e08-non-protocol-20000": {{4, "malformed:bad_start", whyNonProtocol}},
+	"e09-non-protocol-4840":  {{4, "service_not_allowed", whyNonProtocol}},
+	"m08-illegal-size":       {{6, "unit_not_allowed", whyMalformed + ": MBAP length beyond the ADU maximum (non_modbus)"}},
+	"m09-non-modbus-pid":     {{6, "unit_not_allowed", whyMalformed + ": MBAP protocol id not 0 (non_modbus)"}},
+	"m10-incorrect-length":   {{6, "unit_not_allowed", whyMalformed + ": MBAP length not matching the PDU (non_modbus)"}},
+	"u01-malformed": {
+		{4, "service_not_allowed", whyMalformed + ": unknown UA-TCP message type"},
+		{8, "service_not_allowed", whyMalformed + ": UA-TCP message size out of bounds"},
+	},
+}
+
+// captureKey names a capture as residuals does.
+func captureKey(path string) string {
+	if filepath.Base(path) == "input.pcap" {
+		return filepath.Base(filepath.Dir(path))
 	}
-	switch e.Reason {
-	case "fragment", "malformed:tcp_overlap_mismatch", "response_without_request", "closed", "blocked", "out_of_window", "out_of_order", "bad_tcp", "no_flow", "retransmission":
-		return true
+	if filepath.Base(filepath.Dir(path)) == "testdata" {
+		return "testdata/" + filepath.Base(path)
 	}
-	if strings.HasPrefix(e.Reason, "malformed:") {
-		return false // tolerate entries should have covered it
+	return filepath.Base(path)
+}
+
+// connKey identifies a connection whichever way the event points.
+func connKey(e *replay.Event) [2]netip.AddrPort {
+	a, b := e.Src, e.Dst
+	if b.Addr().Less(a.Addr()) || b.Addr() == a.Addr() && b.Port() < a.Port() {
+		a, b = b, a
 	}
-	_, anomaly := e.Fields["anomaly"]
-	return anomaly
+	return [2]netip.AddrPort{a, b}
 }
 
 // TestLearnThenReplayDeniesNothing is the guarantee of issue 4 on every
-// capture: the learned policy passes `otgw check` and replaying the same
-// capture denies nothing that a policy could allow. The remaining denies
-// are counted and logged (the closing note reports them).
+// capture in ../shared/pcaps, testdata and the scenarios: the learned
+// policy passes `otgw check` and replaying the same capture denies nothing
+// but the residuals listed above, each exactly once at its frame, plus the
+// frames of the connections those denies closed.
 func TestLearnThenReplayDeniesNothing(t *testing.T) {
-	total, rest, files := 0, 0, 0
-	byReason := map[string]int{}
+	files, total, roots, consequences := 0, 0, 0, 0
+	var shared [3]int // captures in ../shared/pcaps: files, root denies, closed frames
+	visited := map[string]bool{}
 	for _, path := range captures(t) {
 		files++
+		key := captureKey(path)
+		visited[key] = true
+		want := map[[2]string]string{}
+		for _, r := range residuals[key] {
+			want[[2]string{strconv.Itoa(r.frame), r.reason}] = r.why
+		}
 		evs := replayEvents(t, learnPolicy(t, path), path)
 		total += len(evs)
+		nr, nc := roots, consequences
+		closedBy := map[[2]netip.AddrPort]bool{}
 		for _, e := range evs {
-			byReason[e.Reason]++
-			if !unlearnable(e) {
-				rest++
-				t.Errorf("%s: frame %d: false deny %s %s %v", filepath.Base(path), e.Frame, e.Proto, e.Reason, e.Fields)
+			if e.Verdict != "deny" {
+				t.Errorf("%s: frame %d: verdict %q (%s), want only denies in enforce mode", key, e.Frame, e.Verdict, e.Reason)
+				continue
 			}
+			if e.Reason == "closed" || e.Reason == "blocked" {
+				consequences++
+				if !closedBy[connKey(e)] {
+					t.Errorf("%s: frame %d: %s %s->%s with no listed deny before it on that connection", key, e.Frame, e.Reason, e.Src, e.Dst)
+				}
+				continue
+			}
+			k := [2]string{strconv.Itoa(e.Frame), e.Reason}
+			if _, ok := want[k]; !ok {
+				t.Errorf("%s: frame %d: false deny %s %s %v", key, e.Frame, e.Proto, e.Reason, e.Fields)
+				continue
+			}
+			delete(want, k)
+			roots++
+			closedBy[connKey(e)] = true
+		}
+		for k, why := range want {
+			t.Errorf("%s: frame %s: want deny %s (%s), got none", key, k[0], k[1], why)
+		}
+		if filepath.Dir(path) == filepath.Clean(testenv.Pcaps(t)) {
+			shared[0]++
+			shared[1] += roots - nr
+			shared[2] += consequences - nc
 		}
 	}
-	t.Logf("%d captures: %d deny events after learn->replay, %d of them learnable (must be 0); by reason %v", files, total, rest, byReason)
+	for key := range residuals {
+		if !visited[key] {
+			t.Errorf("%s: listed in residuals but no such capture was replayed", key)
+		}
+	}
+	t.Logf("%d captures: %d deny events after learn->replay: %d listed residual denies, %d frames of the connections they closed; of these, %d shared captures: %d residual denies, %d closed frames",
+		files, total, roots, consequences, shared[0], shared[1], shared[2])
 }
 
 // TestLearnedPolicyDeniesOneExtraAction appends, as a second capture file
@@ -264,6 +409,103 @@ func TestFormatNodeID(t *testing.T) {
 		back, err := rules.ParseNodeID(got)
 		if err != nil || back.Namespace != tc.n.Namespace || back.Numeric != tc.n.Numeric || string(back.ID) != string(tc.n.ID) {
 			t.Errorf("%s: round trip %q -> %+v, %v", tc.name, got, back, err)
+		}
+	}
+}
+
+// TestToleratedAnomalyIsWarned checks that an anomaly observed on a
+// conduit becomes a tolerate entry of its rule, with the reviewer's
+// warning, count and first/last seen time on the rule's own line, and that
+// the result passes `otgw check`.
+func TestToleratedAnomalyIsWarned(t *testing.T) {
+	first := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	last := first.Add(90 * time.Minute)
+	client, server := netip.MustParseAddr("192.0.2.130"), netip.MustParseAddr("192.0.2.10")
+	for _, tc := range []struct {
+		name, proto, anomaly string
+		n                    int
+		want                 string
+	}{
+		{"modbus", "modbus", "tid_mismatch", 3,
+			"modbus: # observed anomaly: review before enforcing: tid_mismatch x3 (first 2024-01-02T03:04:05Z, last 2024-01-02T04:34:05Z)"},
+		{"dnp3", "dnp3", "link_crc", 1,
+			"dnp3: # observed anomaly: review before enforcing: link_crc x1 (first 2024-01-02T03:04:05Z, last 2024-01-02T03:04:05Z)"},
+		{"opcua", "opcua", "msg_before_open", 2,
+			"opcua: # observed anomaly: review before enforcing: msg_before_open x2 (first 2024-01-02T03:04:05Z, last 2024-01-02T04:34:05Z)"},
+	} {
+		l := New(Options{})
+		c := l.obs(client, server, tc.proto, first)
+		for i := 0; i < tc.n; i++ {
+			at := first
+			if i > 0 {
+				at = last
+			}
+			c.tolerate.add(tc.anomaly, at)
+		}
+		y, err := rules.Marshal(l.Policy())
+		if err != nil {
+			t.Fatalf("%s: marshal: %v", tc.name, err)
+		}
+		got := ""
+		for _, line := range strings.Split(string(y), "\n") {
+			if l := strings.TrimPrefix(strings.TrimSpace(line), "- "); strings.HasPrefix(l, tc.proto+":") {
+				got = l
+			}
+		}
+		if got != tc.want {
+			t.Errorf("%s: rule line\n got %q\nwant %q\n%s", tc.name, got, tc.want, y)
+		}
+		if !strings.Contains(string(y), "# observed anomaly: review before enforcing: tolerate "+tc.anomaly+": seen ") {
+			t.Errorf("%s: no per-anomaly head comment in\n%s", tc.name, y)
+		}
+		p, err := rules.Parse("learned.yaml", y)
+		if err != nil {
+			t.Fatalf("%s: parse: %v\n%s", tc.name, err, y)
+		}
+		if _, err := rules.Compile(p); err != nil {
+			t.Fatalf("%s: compile: %v\n%s", tc.name, err, y)
+		}
+		r := p.Conduits[0].Rules[0]
+		var tol []string
+		switch {
+		case r.Modbus != nil:
+			tol = r.Modbus.Tolerate
+		case r.DNP3 != nil:
+			tol = r.DNP3.Tolerate
+		case r.OPCUA != nil:
+			tol = r.OPCUA.Tolerate
+		}
+		if len(tol) != 1 || tol[0] != tc.anomaly {
+			t.Errorf("%s: tolerate = %v, want [%s]", tc.name, tol, tc.anomaly)
+		}
+	}
+}
+
+// TestModbusNonRequestLearnsNoUnit checks that a request without a
+// request function code (bytes that are no Modbus ADU) allows neither its
+// function nor its "unit" byte, and is reported as unlearnable.
+func TestModbusNonRequestLearnsNoUnit(t *testing.T) {
+	at := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		name      string
+		dir       protocols.Dir
+		fc, unit  uint8
+		wantUnits int
+		wantUnl   int
+	}{
+		{"function code 0", protocols.Request, 0, 0, 0, 1},
+		{"function code 200", protocols.Request, 200, 7, 0, 1},
+		{"read holding", protocols.Request, 3, 1, 1, 0},
+		{"exception response", protocols.Response, 0x83, 1, 1, 0},
+	} {
+		l := New(Options{})
+		c := l.obs(netip.MustParseAddr("192.0.2.130"), netip.MustParseAddr("192.0.2.10"), "modbus", at)
+		l.modbus(c, &rules.PDU{Dir: tc.dir, Proto: protocols.ProtoModbus, Modbus: rules.Modbus{FC: tc.fc, Unit: tc.unit, Qty: 1}}, at)
+		if got := len(c.mbUnits); got != tc.wantUnits {
+			t.Errorf("%s: got %d units, want %d", tc.name, got, tc.wantUnits)
+		}
+		if got := len(l.Stats().Unlearnable); got != tc.wantUnl {
+			t.Errorf("%s: got %d unlearnable, want %d", tc.name, got, tc.wantUnl)
 		}
 	}
 }

@@ -221,12 +221,35 @@ func ports(m map[uint16]*seen, def uint16) []string {
 
 func (c *conduitObs) tol() []string { return sortedKeys(c.tolerate) }
 
+// tolWarning is the phrase every tolerated anomaly carries: parser
+// anomalies are what a gateway exists to stop, and learn tolerates them
+// only so that replaying the learning captures denies nothing.
+const tolWarning = "observed anomaly: review before enforcing"
+
+// tolComment is the head comment of a rule with tolerate entries: one
+// line per anomaly with its count and first/last seen time.
 func (c *conduitObs) tolComment() string {
 	var parts []string
 	for _, k := range sortedKeys(c.tolerate) {
-		parts = append(parts, c.tolerate[k].comment("malformed "+k+" tolerated (review!)"))
+		parts = append(parts, c.tolerate[k].comment(tolWarning+": tolerate "+k))
 	}
 	return strings.Join(parts, "\n")
+}
+
+// tolLine is the end-of-line comment of a rule with tolerate entries, so
+// the warning shows on the rule's own line too: "observed anomaly: review
+// before enforcing: tid_mismatch x3 (first ..., last ...)".
+func (c *conduitObs) tolLine() string {
+	var parts []string
+	for _, k := range sortedKeys(c.tolerate) {
+		s := c.tolerate[k]
+		parts = append(parts, fmt.Sprintf("%s x%d (first %s, last %s)", k, s.n,
+			s.first.UTC().Format(time.RFC3339), s.last.UTC().Format(time.RFC3339)))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return tolWarning + ": " + strings.Join(parts, "; ")
 }
 
 func joinComments(cs ...string) string {
@@ -313,7 +336,7 @@ func (c *conduitObs) modbusRule() rules.Rule {
 	if len(mr.Allow) == 0 && len(mr.Units) == 0 {
 		mr.Units = nil
 	}
-	return rules.Rule{Modbus: mr, Comment: joinComments(strings.Join(ucs, "\n"), c.tolComment())}
+	return rules.Rule{Modbus: mr, LineComment: c.tolLine(), Comment: joinComments(strings.Join(ucs, "\n"), c.tolComment())}
 }
 
 func sortFuncs(fs []string) []string {
@@ -361,7 +384,7 @@ func (c *conduitObs) dnp3Rule() rules.Rule {
 	if c.dnUns.n > 0 {
 		dr.Allow = append(dr.Allow, rules.DNP3Allow{Unsolicited: true, Comment: c.dnUns.comment("unsolicited responses")})
 	}
-	return rules.Rule{DNP3: dr, Comment: joinComments(strings.Join(cs, "\n"), c.tolComment())}
+	return rules.Rule{DNP3: dr, LineComment: c.tolLine(), Comment: joinComments(strings.Join(cs, "\n"), c.tolComment())}
 }
 
 // opcuaServiceNames are the names rules accepts for the services learn
@@ -414,5 +437,5 @@ func (c *conduitObs) opcuaRule() rules.Rule {
 		}
 		ur.Allow = append(ur.Allow, a)
 	}
-	return rules.Rule{OPCUA: ur, Comment: joinComments(strings.Join(cs, "\n"), c.tolComment())}
+	return rules.Rule{OPCUA: ur, LineComment: c.tolLine(), Comment: joinComments(strings.Join(cs, "\n"), c.tolComment())}
 }
