@@ -13,7 +13,18 @@
 //  2. judges non-IP frames by the policy's l2 list (ARP, LLDP only when
 //     allowed), and ICMP, other IP protocols and every IP fragment packet
 //     by packet with rules.Ruleset.EvaluateFlow (fragments are always
-//     denied: they could hide a PDU from the framer);
+//     denied: they could hide a PDU from the framer). An allowed ICMP or
+//     ICMPv6 echo request also records its identifier and sequence number
+//     in the flow table (an echo flow, keyed requester → responder and
+//     identifier, with the UDP idle timeout), so that exactly one echo
+//     reply per outstanding request (a window of the last 64 sequence
+//     numbers) rides the request's flow the way a TCP or UDP response
+//     does (RFC 792, RFC 4443 section 4). ICMP errors (destination
+//     unreachable, packet too big, time exceeded, parameter problem,
+//     source quench; never redirects) that quote a packet of an allowed
+//     TCP, UDP or echo flow and are addressed to that packet's sender are
+//     forwarded as related to it (RFC 4443 section 2.4); every other ICMP
+//     message is judged on its own;
 //  3. looks TCP and UDP up in the bounded flow table; the first packet of a
 //     flow (a SYN, or the first datagram) is judged by EvaluateFlow and,
 //     when allowed, creates the flow, with a parser attached when the rule
@@ -25,12 +36,18 @@
 //     after a hole are dropped until the hole is filled (the sender
 //     retransmits them), and a retransmission is compared byte for byte
 //     with the inspected history (Config.HistoryBytes): different content
-//     is an evasion attempt and resets the connection;
+//     is an evasion attempt (Decision.EvasionName EvasionTCPOverlap,
+//     "tcp_overlap_mismatch"; event reason ReasonEvasionTCPOverlap,
+//     "evasion:tcp_overlap_mismatch", severity alert) and resets the
+//     connection whatever the deny action (monitor mode: an alert);
 //  5. frames new in-order bytes into PDUs with the protocol's Framer
 //     (Modbus/TCP MBAP, DNP3 link frames with transport reassembly, OPC UA
 //     UA-TCP chunks through opcua.Channel), decodes each complete PDU into
 //     caller-owned parser structs, converts it to a rules.PDU (adapt.go)
-//     and judges it with rules.Ruleset.Evaluate. Bytes of an incomplete
+//     and judges it with rules.Ruleset.Evaluate (a Modbus function code
+//     that is neither public nor user-defined, such as FC 90 UMAS, is
+//     refused as function_not_allowed, not as malformed:unknown_function,
+//     unless a rule lists it without tolerating the anomaly). Bytes of an incomplete
 //     PDU are forwarded as they come, and copied into the one hold buffer
 //     per direction; the segment that completes a PDU is forwarded only
 //     after the PDU is judged;
@@ -48,9 +65,14 @@
 //
 // Every drop increments one counter keyed by DropReason; every deny and
 // alert becomes an events.Event on the configured Sink (built only then:
-// the allow path allocates nothing). OnVerdict lets offline replay
-// attribute each verdict to the frame being handled; events are emitted
-// synchronously from Handle, so a replay Sink can stamp the frame number.
+// the allow path allocates nothing). OnVerdict lets offline replay and
+// learning attribute each verdict to the frame being handled: it is called
+// for every PDU verdict, every flow-level and L2 verdict (allowed ones
+// included: the first packet of a TCP or UDP flow, a re-judged flow after
+// a reload, each stateless ICMP or IP packet) and every normaliser drop;
+// packets riding an existing flow without a PDU get no call. Events are
+// emitted synchronously from Handle, so a replay Sink can stamp the frame
+// number.
 //
 // # Ownership
 //

@@ -281,15 +281,31 @@ type Decision struct {
 	DNP3Link *dnp3.LinkFrame
 	DNP3     *dnp3.Fragment
 	OPCUA    *opcua.Message
-	// Evasion: the drop was an overlapping retransmission with different
-	// bytes (the connection was reset).
-	Evasion bool
+	// Evasion: the frame was an evasion attempt (in enforce mode the
+	// connection was reset); EvasionName says which one (EvasionTCPOverlap).
+	Evasion     bool
+	EvasionName string
 }
+
+// Evasion names (Decision.EvasionName). The event of an evasion has the
+// reason "evasion:" + name (ReasonEvasionTCPOverlap); the Verdict of its
+// Decision carries the name as rules.Verdict.Anomaly.
+const (
+	// EvasionTCPOverlap: a TCP retransmission overlapping already inspected
+	// bytes with different content, so that the gateway and the receiver
+	// could see two different streams (Ptacek and Newsham, 1998).
+	EvasionTCPOverlap = "tcp_overlap_mismatch"
+	// ReasonEvasionTCPOverlap is the event reason of EvasionTCPOverlap.
+	ReasonEvasionTCPOverlap = "evasion:" + EvasionTCPOverlap
+)
 
 // Fields returns the PDU fields of d as in `otgw dissect` (allocates; for
 // reports and events).
 func (d *Decision) Fields() map[string]any {
 	m := map[string]any{}
+	if d.EvasionName != "" {
+		m["evasion"] = d.EvasionName
+	}
 	if d.PDU == nil {
 		return m
 	}
@@ -446,7 +462,7 @@ func (e *Engine) handle(c *hctx) {
 		}
 		e.handleFlow(c)
 	case packet.ProtoICMP, packet.ProtoICMPv6:
-		e.handleStateless(c, "icmp")
+		e.handleICMP(c)
 	default:
 		e.handleStateless(c, "ip")
 	}
@@ -483,6 +499,8 @@ func (e *Engine) handleL2(c *hctx) {
 	if v.Action == rules.Alert {
 		e.ctr.flowAlerted.Add(1)
 		e.report(c, nil, v, FrameForward)
+	} else if e.cfg.OnVerdict != nil {
+		e.report(c, nil, v, FrameForward)
 	}
 	e.forward(c, c.frame)
 }
@@ -512,6 +530,13 @@ func (e *Engine) handleStateless(c *hctx, proto string) {
 	if v.Action == rules.Alert {
 		e.ctr.flowAlerted.Add(1)
 		e.report(c, nil, v, FrameForward)
+	} else if e.cfg.OnVerdict != nil {
+		e.report(c, nil, v, FrameForward)
+	}
+	if proto == "icmp" {
+		// Before forwarding: the reply may come back on the other port's
+		// goroutine as soon as the request is sent.
+		e.trackEcho(c, v)
 	}
 	e.forward(c, c.frame)
 }

@@ -21,11 +21,16 @@ type flowKey struct {
 // keyOf returns the canonical key of p's flow and whether p travels from a
 // to b.
 func keyOf(p *packet.Packet) (flowKey, bool) {
-	c := p.Src.Compare(p.Dst)
-	if c < 0 || (c == 0 && p.SrcPort <= p.DstPort) {
-		return flowKey{a: p.Src, b: p.Dst, pa: p.SrcPort, pb: p.DstPort, proto: p.Proto}, true
+	return keyOfAddrs(p.Src, p.Dst, p.SrcPort, p.DstPort, p.Proto)
+}
+
+// keyOfAddrs is keyOf for a packet from src:sport to dst:dport.
+func keyOfAddrs(src, dst netip.Addr, sport, dport uint16, proto uint8) (flowKey, bool) {
+	c := src.Compare(dst)
+	if c < 0 || (c == 0 && sport <= dport) {
+		return flowKey{a: src, b: dst, pa: sport, pb: dport, proto: proto}, true
 	}
-	return flowKey{a: p.Dst, b: p.Src, pa: p.DstPort, pb: p.SrcPort, proto: p.Proto}, false
+	return flowKey{a: dst, b: src, pa: dport, pb: sport, proto: proto}, false
 }
 
 // Flow classes for eviction. A full table evicts the least recently used
@@ -98,7 +103,12 @@ type flow struct {
 	monitor    bool // the flow's conduit is in monitor mode
 	midstream  bool // picked up without handshake (monitor mode only)
 	state      tcpState
-	answered   bool    // UDP: the responder has sent
+	answered   bool // UDP: the responder has sent; ICMP echo: a reply crossed
+	// ICMP echo flows: echo requests sent with the flow's identifier;
+	// bit i of echoMask stands for sequence number echoHi-i, set while
+	// that request awaits its reply (RFC 792, RFC 4443 section 4).
+	echoHi     uint16
+	echoMask   uint64
 	dir        [2]half // indexed by sender: 0 client, 1 server
 	l2         [2]l2tmpl
 	insp       *inspector

@@ -449,6 +449,9 @@ func (e *Engine) judge(c *hctx, f *flow, s int, b []byte, start, end int) bool {
 		}
 		c.dec.PDU = pdu
 		v := c.rs.Evaluate(&f.rf, pdu)
+		if v.Action != rules.Allow && v.Reason == rules.ReasonMalformed && a.Anomaly == modbus.AnomalyUnknownFunction {
+			v = e.unknownFunction(c, f, v)
+		}
 		canReply := false
 		if v.Action == rules.Deny && v.DenyAction == rules.ActionReply && dir == protocols.Request && a.HasPDU() {
 			c.replyLen = len(modbusException(c.reply[:0], a.TransactionID, a.Unit, a.Func(), modbusExceptionFor(v.Reason)))
@@ -465,6 +468,27 @@ func (e *Engine) judge(c *hctx, f *flow, s int, b []byte, start, end int) bool {
 		return e.judgeOPCUA(c, f, s, b, start, end)
 	}
 	return false
+}
+
+// unknownFunction re-judges a Modbus PDU refused only because its
+// function code is neither public nor user-defined (Modbus Application
+// Protocol v1.1b3 section 5: e.g. FC 90, Schneider UMAS). Such a PDU is
+// well framed; what the policy refuses is the function, so the verdict
+// becomes function_not_allowed when the PDU without the anomaly would be
+// refused for its function. A policy that tolerates unknown_function never
+// gets here (Evaluate judged the function already); one that lists the
+// code in an allowlist without tolerating the anomaly keeps the malformed
+// verdict.
+func (e *Engine) unknownFunction(c *hctx, f *flow, v rules.Verdict) rules.Verdict {
+	pdu := &c.pdu
+	an := pdu.Anomaly
+	pdu.Anomaly = ""
+	v2 := c.rs.Evaluate(&f.rf, pdu)
+	pdu.Anomaly = an
+	if v2.Action != rules.Allow && v2.Reason == rules.ReasonFunctionNotAllowed {
+		return v2
+	}
+	return v
 }
 
 // modbusExceptionFor picks the exception code that fits a deny reason

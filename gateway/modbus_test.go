@@ -263,7 +263,7 @@ func TestOverlappingRetransmission(t *testing.T) {
 			if c := r.counters(); c.Drops[DropEvasion] != 1 {
 				t.Fatalf("evasion drops %d", c.Drops[DropEvasion])
 			}
-			if ev := r.lastEvent(); ev.Reason != "evasion" || ev.Action != "reset" {
+			if ev := r.lastEvent(); ev.Reason != ReasonEvasionTCPOverlap || ev.Action != "reset" {
 				t.Fatalf("event %+v", ev)
 			}
 		})

@@ -62,7 +62,7 @@ func (e *Engine) settle(i int32, f *flow) {
 
 // classOf returns the eviction class and idle timeout of f's state.
 func (e *Engine) classOf(f *flow) (uint8, time.Duration) {
-	if f.rf.Transport == rules.TransportUDP {
+	if f.rf.Transport != rules.TransportTCP {
 		if f.answered && f.verdict.Action == rules.Allow {
 			return classEstablished, e.cfg.UDPIdle
 		}
@@ -227,6 +227,7 @@ func (e *Engine) initFlow(c *hctx, f *flow, v rules.Verdict, insp *inspector, aI
 	f.midstream = false
 	f.state = tcpNone
 	f.answered = false
+	f.echoHi, f.echoMask = 0, 0
 	f.dir = [2]half{}
 	f.l2 = [2]l2tmpl{}
 	f.insp = insp
@@ -241,6 +242,8 @@ func (e *Engine) initFlow(c *hctx, f *flow, v rules.Verdict, insp *inspector, aI
 		e.ctr.flowAlerted.Add(1)
 		f.reported = true
 		e.report(c, f, v, FrameForward)
+	} else if e.cfg.OnVerdict != nil {
+		e.report(c, f, v, FrameForward) // replay and learn count allowed flows
 	}
 }
 
@@ -319,6 +322,9 @@ func (e *Engine) revalidate(c *hctx, f *flow) bool {
 			e.report(c, f, v, FrameForward)
 		} else if v.Action == rules.Allow {
 			f.reported = false
+			if e.cfg.OnVerdict != nil {
+				e.report(c, f, v, FrameForward)
+			}
 		}
 		return true
 	}
@@ -549,7 +555,7 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 		covered, equal := st.compare(p.Seq, payload[:overlap])
 		switch {
 		case covered && !equal:
-			e.evasion(c, f, s)
+			e.evasion(c, f, EvasionTCPOverlap)
 			return
 		case !covered && !lenient:
 			e.reportDrop(c, f, DropRetransmission)
@@ -634,32 +640,35 @@ func (e *Engine) act(c *hctx, f *flow, s int, newSeq uint32, overlap int) {
 	f.state = tcpClosed
 }
 
-// evasion handles a retransmission that overlaps inspected bytes with
-// different content: the two ends may now disagree on the stream, so the
-// connection is reset whatever the configured action (DESIGN.md).
-func (e *Engine) evasion(c *hctx, f *flow, s int) {
+// evasion handles an evasion attempt named name (EvasionTCPOverlap: a
+// retransmission that overlaps inspected bytes with different content).
+// The two ends may now disagree on the stream, so in enforce mode the
+// connection is reset whatever the configured action (DESIGN.md); monitor
+// mode forwards the frame and alerts. The event's reason is
+// "evasion:" + name, never a malformed:* anomaly of the parser.
+func (e *Engine) evasion(c *hctx, f *flow, name string) {
 	v := f.verdict
-	v.Action, v.Reason, v.Anomaly, v.DenyAction = rules.Deny, rules.ReasonMalformed, "tcp_overlap_mismatch", rules.ActionReset
-	if f.monitor {
-		v.Action = rules.Alert
-	}
-	c.dec.Evasion = true
-	c.drop = DropEvasion
-	if v.Action == rules.Alert {
-		e.report(c, f, v, FrameForward)
-		e.forward(c, c.frame)
-		return
-	}
-	e.ctr.drop(DropEvasion)
-	e.sendResets(c, f, f.dir[0].nxt, f.dir[1].nxt, 0)
-	f.state = tcpClosed
+	v.Action, v.Reason, v.Anomaly, v.DenyAction = rules.Deny, rules.ReasonMalformed, name, rules.ActionReset
 	d := &c.dec
-	d.In, d.Action, d.Drop, d.HasVerdict, d.Verdict = c.in, FrameInject, DropEvasion, true, v
+	d.Evasion, d.EvasionName = true, name
+	act := FrameInject
+	if f.monitor {
+		v.Action, act = rules.Alert, FrameForward
+	} else {
+		c.drop = DropEvasion
+		e.ctr.drop(DropEvasion)
+		e.sendResets(c, f, f.dir[0].nxt, f.dir[1].nxt, 0)
+		f.state = tcpClosed
+	}
+	d.In, d.Action, d.Drop, d.HasVerdict, d.Verdict = c.in, act, c.drop, true, v
 	d.Src, d.Dst, d.FlowID = c.pkt.SrcAddrPort(), c.pkt.DstAddrPort(), f.id
 	if e.cfg.OnVerdict != nil {
 		e.cfg.OnVerdict(d)
 	}
-	e.emit(c, d, "evasion")
+	e.emit(c, d, "evasion:"+name)
+	if act == FrameForward {
+		e.forward(c, c.frame)
+	}
 }
 
 // sendResets sends RST|ACK to both ends: to the responder with the

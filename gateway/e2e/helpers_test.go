@@ -117,13 +117,6 @@ conduits:
           allow:
             - service: [read, browse]
       - icmp: {}
-  # ICMP is judged per packet by the engine (no echo state), so the echo
-  # replies need their own conduit.
-  - name: plc-echo-replies
-    from: plc
-    to: hmi
-    rules:
-      - icmp: { types: [echo_reply] }
 `
 
 func policyYAML(mode, action string) string { return fmt.Sprintf(basePolicy, mode, action) }

@@ -146,7 +146,7 @@ var residuals = map[string][]residual{
 	"d12-non-dnp3":           {{4, "malformed:bad_start", whyNonProtocol}},
 	"d13-malformed-response": {{5, "response_without_request", whyMalformed + ": response with a transport CRC error (data_crc)"}},
 	"d14-parser-anomalies":   {{6, "function_not_allowed", whyMalformed + ": request with a link CRC error (link_crc)"}},
-	"e03-overlap-different":  {{5, "malformed:tcp_overlap_mismatch", "evasion: retransmission overlapping inspected bytes with different content"}},
+	"e03-overlap-different":  {{5, "evasion:tcp_overlap_mismatch", "evasion: retransmission overlapping inspected bytes with different content"}},
 	"e04-out-of-order":       {{4, "out_of_order", "evasion: out-of-order segment to an inspected port"}},
 	"e05-ip-fragments": {
 		{4, "fragment", "evasion: IP fragment to an inspected port"},

@@ -285,9 +285,9 @@ func modbusCases() []Scenario {
 				denyOne(b, nil, mb(1, modbus.AppendReadFileRecord(nil, []modbus.FileRecord{{RefType: 6, File: 1, Record: 0, Length: 1}})), "function_not_allowed")
 				denyOne(b, nil, mb(1, modbus.AppendPDU(nil, 24, uint16(0))), "function_not_allowed")
 			}),
-		mbCase("M14", "m14-umas", "Modicon UMAS (FC 90)", "FC 0x5A starts a ladder-logic download/upload [QD1 modicon.rules]. The parser knows no public layout for FC 90 and flags it unknown_function, so the deny reason is malformed.",
+		mbCase("M14", "m14-umas", "Modicon UMAS (FC 90)", "FC 0x5A starts a ladder-logic download/upload [QD1 modicon.rules]. The parser knows no public layout for FC 90 and flags it unknown_function; no rule lists it, so the engine denies it as function_not_allowed (reply: Illegal Function).",
 			func(b *Builder) {
-				denyOne(b, nil, mb(1, modbus.AppendPDU(nil, 0x5a, uint8(0), uint8(0x10))), "malformed:unknown_function")
+				denyOne(b, nil, mb(1, modbus.AppendPDU(nil, 0x5a, uint8(0), uint8(0x10))), "function_not_allowed")
 			}),
 		mbCase("M15", "m15-frostygoop", "FrostyGoop", "FC 3 reads, then FC 6/16 writes [AT1][AT2]: the engineering station's in-range write passes, its out-of-range write and the HMI's write are denied.",
 			func(b *Builder) {
@@ -497,7 +497,7 @@ func evasionCases() []Scenario {
 				p = append(p, rd(3, 0, 10)...)
 				b.Expect(c.C(p), "deny", "function_not_allowed")
 			}),
-		ev("E3", "e03-overlap-different", "Retransmission overlapping inspected bytes with different content", "An allowed read, then a 'retransmission' of the same sequence range carrying a write [SU5][SN7]: evasion, deny and reset (the engine names it malformed:tcp_overlap_mismatch).", ModbusPolicy,
+		ev("E3", "e03-overlap-different", "Retransmission overlapping inspected bytes with different content", "An allowed read, then a 'retransmission' of the same sequence range carrying a write [SU5][SN7]: evasion, deny and reset (the engine names it evasion:tcp_overlap_mismatch).", ModbusPolicy,
 			func(b *Builder) {
 				c := b.TCP(HMI, PLC, 502)
 				seq := c.F.NextSeq(true)
@@ -506,7 +506,7 @@ func evasionCases() []Scenario {
 				w := mb(1, modbus.AppendWriteSingleRegister(nil, 1, 1))
 				w[0], w[1] = q[0], q[1]
 				w = append(w, make([]byte, len(q)-len(w))...)[:len(q)]
-				b.Expect(b.Frame(c.F.Segment(true, seq, c.F.NextSeq(false), captureFlags(), w)), "deny", "malformed:tcp_overlap_mismatch")
+				b.Expect(b.Frame(c.F.Segment(true, seq, c.F.NextSeq(false), captureFlags(), w)), "deny", "evasion:tcp_overlap_mismatch")
 			}),
 		ev("E4", "e04-out-of-order", "Out-of-order segments", "The second half of a read arrives before the first; the sender retransmits it (SCENARIOS.md 4.7). The early segment is dropped (out_of_order), the retransmission completes the PDU, which is allowed.", ModbusPolicy,
 			func(b *Builder) {

@@ -367,6 +367,10 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 		ev.Verdict = v.Action.String()
 		ev.Mode = v.Mode.String()
 		ev.Conduit, ev.Rule, ev.Reason = v.ConduitName, v.RuleName, v.ReasonString()
+		if d.EvasionName != "" {
+			// The same name the live gateway puts in its events.
+			ev.Reason = "evasion:" + d.EvasionName
+		}
 		if d.PDU != nil {
 			ev.Fields = d.Fields()
 		}
