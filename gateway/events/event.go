@@ -24,6 +24,11 @@ const (
 	TypeWatchdog      Type = "watchdog"
 	TypeBypass        Type = "bypass"
 	TypeFlowTableFull Type = "flow_table_full"
+	// TypeGap reports a discontinuity in the event stream: the previous
+	// run ended without a clean stop, so events it produced after the last
+	// one delivered or spooled may be lost (Fields name the previous boot
+	// and the missing sequence range where known).
+	TypeGap Type = "gap"
 )
 
 // Severity follows RFC 5424 section 6.2.1 numbering (0 emergency .. 7 debug).

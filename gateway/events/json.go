@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"time"
 )
@@ -102,22 +103,35 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 	return append(dst, bytes.TrimRight(buf.Bytes(), "\n")...)
 }
 
-// UnmarshalJSONEvent parses one object written by AppendJSON into e, which it
-// resets first. Numbers in Fields come back as json.Number so that they print
-// exactly as they were written.
+// UnmarshalJSONEvent parses one object written by AppendJSON into e. Numbers
+// in Fields come back as json.Number so that they print exactly as they were
+// written. On error e is left zero. Input is untrusted (a spool record or a
+// JSON-lines file): it never panics, and data after the object is an error.
 func UnmarshalJSONEvent(b []byte, e *Event) error {
 	*e = Event{}
+	ev, err := unmarshalJSONEvent(b)
+	if err != nil {
+		return err
+	}
+	*e = ev
+	return nil
+}
+
+func unmarshalJSONEvent(b []byte) (Event, error) {
 	var j jsonEvent
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	if err := dec.Decode(&j); err != nil {
-		return fmt.Errorf("events: decode json: %w", err)
+		return Event{}, fmt.Errorf("events: decode json: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Event{}, fmt.Errorf("events: decode json: data after the object")
 	}
 	sev, err := ParseSeverity(j.Severity)
 	if err != nil {
-		return err
+		return Event{}, err
 	}
-	*e = Event{
+	e := Event{
 		Seq: j.Seq, BootID: j.BootID, Severity: sev, Type: j.Type, Message: j.Message,
 		Mode: j.Mode, Verdict: j.Verdict, Action: j.Action, Conduit: j.Conduit,
 		Rule: j.Rule, Reason: j.Reason, FromZone: j.FromZone, ToZone: j.ToZone,
@@ -127,7 +141,11 @@ func UnmarshalJSONEvent(b []byte, e *Event) error {
 	if j.Time != "" {
 		t, err := time.Parse(time.RFC3339Nano, j.Time)
 		if err != nil {
-			return fmt.Errorf("events: decode json: time: %w", err)
+			return Event{}, fmt.Errorf("events: decode json: time: %w", err)
+		}
+		if y := t.UTC().Year(); y < 0 || y > 9999 {
+			// RFC 3339 (and so AppendJSON's output) has four-digit years.
+			return Event{}, fmt.Errorf("events: decode json: time %q out of range", j.Time)
 		}
 		e.Time = t
 	}
@@ -136,13 +154,13 @@ func UnmarshalJSONEvent(b []byte, e *Event) error {
 	}
 	if j.Src != "" {
 		if e.Src, err = netip.ParseAddrPort(j.Src); err != nil {
-			return fmt.Errorf("events: decode json: src: %w", err)
+			return Event{}, fmt.Errorf("events: decode json: src: %w", err)
 		}
 	}
 	if j.Dst != "" {
 		if e.Dst, err = netip.ParseAddrPort(j.Dst); err != nil {
-			return fmt.Errorf("events: decode json: dst: %w", err)
+			return Event{}, fmt.Errorf("events: decode json: dst: %w", err)
 		}
 	}
-	return nil
+	return e, nil
 }

@@ -33,7 +33,8 @@ func TestHelperSpoolChild(t *testing.T) {
 }
 
 // S07: the gateway is killed (SIGKILL) while the SOC is down; after the
-// restart, everything up to the last fsync batch is delivered.
+// restart, everything up to the last fsync batch is delivered, and one
+// LOG_GAP event names the killed boot and where its missing range starts.
 func TestRsyslogKilledWhileDown(t *testing.T) {
 	pki := newPKI(t)
 	r := newReceiver(t, pki)
@@ -77,9 +78,26 @@ func TestRsyslogKilledWhileDown(t *testing.T) {
 	r.start()
 	x := newExporter(t, spoolDir, fastDest("tcp", r.plain, nil))
 	u, dups := waitSeqs(t, r, "tcp-plain", n, 10*time.Second)
+	var gaps []parsedLine
+	r.waitLines(5*time.Second, func(l []string) bool {
+		gaps = gaps[:0]
+		for _, s := range l {
+			if p := parseLine(t, s); p.msgid == "LOG_GAP" {
+				gaps = append(gaps, p)
+			}
+		}
+		return len(gaps) > 0
+	})
 	_ = x.Close()
 	if !contiguous(u, n) {
 		t.Fatalf("after restart %d of %d spooled events delivered", len(u), n)
+	}
+	if len(gaps) != 1 {
+		t.Fatalf("received %d LOG_GAP events, want 1", len(gaps))
+	}
+	sd := gaps[0].sd["otgw@32473"]
+	if sd["prevBootId"] != testEvent(1).BootID || sd["lastSeq"] != strconv.Itoa(n) || sd["missingFrom"] != strconv.Itoa(n+1) {
+		t.Errorf("LOG_GAP structured data %v, want prevBootId %s lastSeq %d missingFrom %d", sd, testEvent(1).BootID, n, n+1)
 	}
 	t.Logf("loss 0 of %d after SIGKILL; %d duplicates", n, dups)
 }

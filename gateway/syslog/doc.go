@@ -10,8 +10,8 @@
 // log audit), an RFC 3339 UTC timestamp with microseconds, and the field
 // limits of section 6 (HOSTNAME 255, APP-NAME 48, PROCID 128, MSGID 32,
 // printable US-ASCII, "-" for NILVALUE). MSGID is the event class
-// (MODBUS_DENY, POLICY_RELOAD, LOG_DROPPED, EVENTS_SUPPRESSED, LOG_DEST_DOWN
-// ...). Structured data, in this order:
+// (MODBUS_DENY, POLICY_RELOAD, LOG_DROPPED, LOG_GAP, EVENTS_SUPPRESSED,
+// LOG_DEST_DOWN ...). Structured data, in this order:
 //
 //	[otgw@PEN bootId=.. type=.. mode=.. verdict=.. action=.. conduit=.. rule=..
 //	  reason=.. zoneSrc=.. zoneDst=.. src=.. srcPort=.. dst=.. dstPort=.. proto=..
@@ -49,8 +49,24 @@
 // back its own cursor. When the spool is full, the undelivered records of
 // the lowest severity go first (oldest first), down to 7/8 of the cap; a
 // record never displaces a more severe one, and the count becomes a
-// TypeDropped event ("dropped N"). On start, a torn tail is cut off and
-// new ids start past every persisted cursor.
+// TypeDropped event ("dropped N"). On start, new ids start past every
+// persisted cursor, and corrupt bytes in a segment (a torn tail, or damage
+// anywhere) are skipped: the reader resynchronises on the next record with
+// a valid CRC and a growing id, rewrites the segment without the damage,
+// and reports the records lost (an estimate, at least one per damaged
+// region) as a TypeDropped event with Step "spool_corrupt" and in
+// Stats.SpoolLost.
+//
+// # Crash detection
+//
+// The file exporter-state in the spool directory holds the boot id and
+// last sequence number of the events spooled by the running process,
+// rewritten with each fsync batch, marked unclean at start and clean by
+// Close. A start that finds the previous run unclean (killed, power cut)
+// emits one TypeGap event (MSGID LOG_GAP, severity warning) with Fields
+// prevBootId, lastSeq (the newest of the state file and the records that
+// survived in the spool) and missingFrom (lastSeq+1; the end of the range is
+// not knowable), or prevBootId "unknown" when that run spooled nothing.
 //
 // Delivery is at least once. A destination advances its cursor only after
 // a batch is confirmed; otherwise it reconnects with jittered exponential

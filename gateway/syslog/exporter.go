@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,8 +35,13 @@ type Exporter struct {
 	stopSyn chan struct{}
 	once    sync.Once
 
-	emitMu sync.Mutex // guards buf
-	buf    []byte
+	emitMu     sync.Mutex // guards buf, lastBoot, lastSeq, stateDirty
+	buf        []byte
+	lastBoot   string // boot id and sequence number of the last event spooled
+	lastSeq    uint64
+	stateDirty bool // lastBoot/lastSeq changed since the state file was written
+	spoolDir   string
+	runFrom    uint64 // first spool record id of this run
 
 	emitted   atomic.Uint64
 	emitFails atomic.Uint64
@@ -58,6 +64,7 @@ type Stats struct {
 	SpoolRecords int
 	SpoolBytes   int64
 	Dropped      uint64 // records dropped because the spool was full
+	SpoolLost    uint64 // records lost to spool corruption found at start (estimate)
 	Dests        []DestStats
 }
 
@@ -106,7 +113,8 @@ func New(cfg Config, spoolDir string, logger *slog.Logger) (*Exporter, error) {
 	if cfg.SWVersion == "" {
 		cfg.SWVersion = "dev"
 	}
-	x := &Exporter{cfg: cfg, log: logger.With("component", "syslog"), stopSyn: make(chan struct{}), closing: make(chan struct{})}
+	x := &Exporter{cfg: cfg, log: logger.With("component", "syslog"), stopSyn: make(chan struct{}), closing: make(chan struct{}),
+		spoolDir: spoolDir}
 	names := make([]string, 0, len(cfg.Destinations))
 	for i := range cfg.Destinations {
 		d := cfg.Destinations[i]
@@ -141,6 +149,16 @@ func New(cfg Config, spoolDir string, logger *slog.Logger) (*Exporter, error) {
 		return nil, err
 	}
 	x.sp = sp
+	// How did the previous run end? Mark this one as running (unclean)
+	// before anything else, so a crash from here on is seen next time.
+	stb, _ := os.ReadFile(filepath.Join(spoolDir, stateFile))
+	prev, prevOK := parseRunState(stb)
+	gap := x.previousRun(prev, prevOK)
+	x.runFrom = sp.next()
+	if err := x.writeState(false, true); err != nil {
+		_ = sp.close(false)
+		return nil, err
+	}
 	x.ctx, x.cancel = context.WithCancel(context.Background())
 	x.syncWG.Add(1)
 	go x.runSync()
@@ -148,6 +166,17 @@ func New(cfg Config, spoolDir string, logger *slog.Logger) (*Exporter, error) {
 		ds.wake = sp.wake()
 		x.wg.Add(1)
 		go ds.run()
+	}
+	if gap != nil {
+		x.log.Warn("previous run ended without a clean stop", "msg", gap.Message)
+		x.notify(gap)
+	}
+	if lost := sp.lostAtOpen(); lost > 0 {
+		x.log.Error("spool corruption: records lost", "count", lost)
+		x.notify(&events.Event{
+			Time: time.Now(), Severity: events.SevError, Type: events.TypeDropped, Step: "spool_corrupt",
+			Count: int(min(lost, 1<<31-1)), Message: fmt.Sprintf("dropped %d events: syslog spool corrupt", lost),
+		})
 	}
 	return x, nil
 }
@@ -159,7 +188,10 @@ func (x *Exporter) Emit(e *events.Event) {
 	x.emitted.Add(1)
 	x.emitMu.Lock()
 	x.buf = e.AppendJSON(x.buf[:0])
-	_, err := x.sp.append(uint8(min(e.Severity, events.SevDebug)), x.buf)
+	ok, err := x.sp.append(uint8(min(e.Severity, events.SevDebug)), x.buf)
+	if ok && e.Seq > 0 && e.BootID != "" && validBootID(e.BootID) {
+		x.lastBoot, x.lastSeq, x.stateDirty = e.BootID, e.Seq, true
+	}
 	x.emitMu.Unlock()
 	if err != nil {
 		x.emitFails.Add(1)
@@ -194,7 +226,7 @@ func (x *Exporter) notify(e *events.Event) {
 // Stats returns the exporter's counters.
 func (x *Exporter) Stats() Stats {
 	n, b, dr := x.sp.stats()
-	s := Stats{Emitted: x.emitted.Load(), SpoolRecords: n, SpoolBytes: b, Dropped: dr}
+	s := Stats{Emitted: x.emitted.Load(), SpoolRecords: n, SpoolBytes: b, Dropped: dr, SpoolLost: x.sp.lostAtOpen()}
 	for _, d := range x.dests {
 		s.Dests = append(s.Dests, DestStats{
 			Name: d.d.Name, Up: d.up.Load(), Pending: x.sp.pendingFor(d.d.Name),
@@ -218,6 +250,8 @@ func (x *Exporter) runSync() {
 		case <-t.C:
 			if err := x.sp.sync(); err != nil {
 				x.log.Error("spool sync failed", "err", err)
+			} else if err := x.writeState(false, false); err != nil {
+				x.log.Error("exporter state write failed", "err", err)
 			}
 		case <-x.stopSyn:
 			return
@@ -258,6 +292,9 @@ func (x *Exporter) Close() error {
 			pending = max(pending, x.sp.pendingFor(d.d.Name))
 		}
 		err = x.sp.close(true)
+		if err == nil {
+			err = x.writeState(true, true)
+		}
 		if err == nil && pending > 0 {
 			err = fmt.Errorf("%w: %d records stay spooled", ErrCloseTimeout, pending)
 		}

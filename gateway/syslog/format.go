@@ -175,6 +175,8 @@ func MsgID(e *events.Event) string {
 		s = "LOG_DROPPED"
 	case events.TypeAggregated:
 		s = "EVENTS_SUPPRESSED"
+	case events.TypeGap:
+		s = "LOG_GAP"
 	case events.TypeExporter:
 		s = "LOG_DEST"
 		if e.Step != "" {

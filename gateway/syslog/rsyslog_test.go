@@ -30,6 +30,8 @@ type testPKI struct {
 	ca, serverCert, serverKey    string
 	clientCert, clientKey        string
 	rogueCA, rogueCert, rogueKey string
+	caCert                       *x509.Certificate
+	caKey                        *ecdsa.PrivateKey
 }
 
 func newPKI(t *testing.T) *testPKI { return newPKIB(t) }
@@ -42,6 +44,7 @@ func newPKIB(t testing.TB) *testPKI {
 	}
 	p := &testPKI{dir: dir}
 	caKey, caCert := mkCA(t, "Test Plant SOC CA")
+	p.caCert, p.caKey = caCert, caKey
 	p.ca = writePEM(t, dir, "ca.pem", "CERTIFICATE", caCert.Raw)
 	p.serverCert, p.serverKey = mkLeaf(t, dir, "soc-receiver.test", caCert, caKey, true)
 	p.clientCert, p.clientKey = mkLeaf(t, dir, "gw-01.test", caCert, caKey, false)
@@ -79,6 +82,12 @@ func mkCA(t testing.TB, cn string) (*ecdsa.PrivateKey, *x509.Certificate) {
 
 func mkLeaf(t testing.TB, dir, cn string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, server bool) (string, string) {
 	t.Helper()
+	return mkLeafValid(t, dir, cn, ca, caKey, server, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+}
+
+// mkLeafValid is mkLeaf with the validity period given.
+func mkLeafValid(t testing.TB, dir, cn string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, server bool, notBefore, notAfter time.Time) (string, string) {
+	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +95,7 @@ func mkLeaf(t testing.TB, dir, cn string, ca *x509.Certificate, caKey *ecdsa.Pri
 	serial++
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: notBefore, NotAfter: notAfter,
 		KeyUsage: x509.KeyUsageDigitalSignature, DNSNames: []string{cn},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}

@@ -71,6 +71,7 @@ type spool struct {
 	dirtyDir  bool
 	unsynced  []*segment
 	dropped   uint64 // total records dropped to the cap
+	lost      uint64 // records lost to corruption found when opening
 	pending   uint64 // drops not yet reported
 	wbuf      []byte
 	waiters   []chan struct{}
@@ -153,41 +154,121 @@ func contains(ss []string, s string) bool {
 	return false
 }
 
-// loadSegment indexes one segment file, truncating a torn or corrupt tail.
+// resyncBudget bounds the bytes checksummed while looking for the next
+// valid record after corruption, per segment, so that a crafted file
+// cannot make start-up quadratic.
+const resyncBudget = 64 << 20
+
+// validRecordAt reports whether b holds a well-formed record at off with
+// an id above after, and returns its payload length and id.
+func validRecordAt(b []byte, off int, after uint64, budget *int) (n int, id uint64, ok bool) {
+	if off+recHeader > len(b) {
+		return 0, 0, false
+	}
+	n = int(binary.LittleEndian.Uint32(b[off:]))
+	if n > maxRecord || n > len(b)-off-recHeader {
+		return 0, 0, false
+	}
+	if b[off+17] != 0 || b[off+18] != 0 || b[off+19] != 0 {
+		return 0, 0, false
+	}
+	id = binary.LittleEndian.Uint64(b[off+8:])
+	if id <= after || id == ^uint64(0) {
+		return 0, 0, false // ids must grow; anything else is not ours
+	}
+	*budget -= recHeader + n
+	if crc32.Checksum(b[off+8:off+recHeader+n], crcTable) != binary.LittleEndian.Uint32(b[off+4:]) {
+		return 0, 0, false
+	}
+	return n, id, true
+}
+
+// scanned is one well-formed record found by scanSegment.
+type scanned struct {
+	off int // of the header
+	n   int // payload length
+	id  uint64
+	sev uint8
+}
+
+// scanSegment finds the well-formed records of a segment file's content b
+// whose ids grow above after. Corrupt bytes (a torn tail after a power
+// cut, or damage in the middle) are skipped: the reader resynchronises on
+// the next record with a valid checksum and a growing id. lost estimates
+// the records lost: at least one per damaged region, at most the id gap
+// across it or what the region could hold. damaged counts the regions.
+func scanSegment(b []byte, after uint64, log *slog.Logger) (recs []scanned, lost uint64, damaged int) {
+	budget := resyncBudget
+	last := after
+	off := 0
+	for off < len(b) {
+		n, id, ok := validRecordAt(b, off, last, &budget)
+		if !ok {
+			start := off
+			for off++; off < len(b) && budget > 0; off++ {
+				if n, id, ok = validRecordAt(b, off, last, &budget); ok {
+					break
+				}
+			}
+			if !ok {
+				off = len(b)
+			}
+			damaged++
+			est := uint64(1)
+			if ok && len(recs) > 0 {
+				est = max(1, min(id-last-1, uint64((off-start)/recHeader)))
+			}
+			lost += est
+			log.Warn("spool: skipping corrupt bytes", "at", start, "bytes", off-start, "lost_records", est)
+			if !ok {
+				break
+			}
+		}
+		recs = append(recs, scanned{off: off, n: n, id: id, sev: b[off+16]})
+		last = id
+		off += recHeader + n
+	}
+	return recs, lost, damaged
+}
+
+// loadSegment indexes one segment file. A damaged file is rewritten with
+// its good records only, so the loss is counted once (see scanSegment).
 func (s *spool) loadSegment(path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("syslog: spool: %w", err)
 	}
 	g := &segment{path: path}
-	off := 0
-	for off+recHeader <= len(b) {
-		n := int(binary.LittleEndian.Uint32(b[off:]))
-		if n > maxRecord || off+recHeader+n > len(b) {
-			break
-		}
-		if crc32.Checksum(b[off+8:off+recHeader+n], crcTable) != binary.LittleEndian.Uint32(b[off+4:]) {
-			break
-		}
-		id := binary.LittleEndian.Uint64(b[off+8:])
-		if len(s.idx) > 0 && id <= s.idx[len(s.idx)-1].id {
-			break // ids must grow; anything else is not ours
-		}
-		s.idx = append(s.idx, entry{id: id, seg: g, off: int64(off), n: uint32(n), sev: b[off+16]})
-		g.last = id
-		off += recHeader + n
+	last := uint64(0)
+	if len(s.idx) > 0 {
+		last = s.idx[len(s.idx)-1].id
 	}
-	if off != len(b) {
-		s.log.Warn("spool: truncating corrupt or torn tail", "file", path, "at", off, "size", len(b))
-		if err := os.Truncate(path, int64(off)); err != nil {
-			return fmt.Errorf("syslog: spool: %w", err)
+	recs, lost, damaged := scanSegment(b, last, s.log.With("file", path))
+	size := int64(len(b))
+	if damaged > 0 {
+		buf := make([]byte, 0, len(b))
+		for i := range recs {
+			r := &recs[i]
+			start := r.off
+			r.off = len(buf)
+			buf = append(buf, b[start:start+recHeader+r.n]...)
 		}
+		if err := writeFileSync(path, buf); err != nil {
+			return err
+		}
+		size = int64(len(buf))
+		s.lost += lost
+		s.dirtyDir = true
+	}
+	for _, r := range recs {
+		s.idx = append(s.idx, entry{id: r.id, seg: g, off: int64(r.off), n: uint32(r.n), sev: r.sev})
+		g.last = r.id
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("syslog: spool: %w", err)
 	}
-	g.f, g.size = f, int64(off)
+	g.f, g.size = f, size
 	s.segs = append(s.segs, g)
 	s.used += g.size
 	return nil
@@ -453,6 +534,28 @@ func (s *spool) read(from uint64, maxN, maxBytes int) ([]record, error) {
 	return out, nil
 }
 
+// tail returns up to n of the newest records, oldest first. Records that
+// cannot be read are skipped.
+func (s *spool) tail(n int) []record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []record
+	for _, e := range s.idx[max(0, len(s.idx)-n):] {
+		p := make([]byte, e.n)
+		if _, err := e.seg.f.ReadAt(p, e.off+recHeader); err == nil {
+			out = append(out, record{id: e.id, payload: p})
+		}
+	}
+	return out
+}
+
+// next returns the id the next appended record will get.
+func (s *spool) next() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nextID
+}
+
 // cursor returns the next id destination name will send.
 func (s *spool) cursor(name string) uint64 {
 	s.mu.Lock()
@@ -493,6 +596,13 @@ func (s *spool) stats() (records int, bytes int64, dropped uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.idx), s.used, s.dropped
+}
+
+// lostAtOpen is the count of records lost to corruption found by openSpool.
+func (s *spool) lostAtOpen() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lost
 }
 
 // wake returns a channel that receives after every append.
