@@ -74,6 +74,13 @@
 // emitted synchronously from Handle, so a replay Sink can stamp the frame
 // number.
 //
+// Responses must pair with a request the engine saw (Modbus transaction
+// id, DNP3 application sequence number with one count per repeated
+// request, OPC UA request id). Offline replay, which synthesises the
+// handshake of a connection its capture joins mid-stream, calls
+// Engine.MarkPickedUp so that responses before the first paired one may
+// answer requests sent before the capture; the live gateway never does.
+//
 // # Ownership
 //
 // The frame passed to Handle belongs to the caller again when Handle

@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"net/netip"
 	"unsafe"
 
+	"github.com/otgw/otgw/gateway/packet"
 	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
@@ -20,6 +22,12 @@ type inspector struct {
 	mb    *mbState
 	dn    *dnpState
 	ua    *uaState
+	// pickedUp: the harness joined this connection after it opened
+	// (Engine.MarkPickedUp), so requests sent before the pickup may still
+	// be unanswered. Until a response pairs with a request the engine saw,
+	// a response that pairs with nothing is taken as the answer to one of
+	// them instead of response_without_request.
+	pickedUp bool
 }
 
 // istream is the per-direction stream state of an inspected flow.
@@ -46,11 +54,17 @@ type dnpState struct {
 	lf    dnp3.LinkFrame
 	reasm [2]dnp3.Reassembler
 	frag  dnp3.Fragment
-	// outstanding[seq]: a request with application sequence seq awaits its
-	// response (IEEE 1815-2012 clause 4.2.2.4.4: a solicited response
-	// echoes the request's SEQ; later fragments count up).
-	outstanding [16]bool
+	// outstanding[seq]: how many requests with application sequence seq
+	// await a response (IEEE 1815-2012 clause 4.2.2.4.4: a solicited
+	// response echoes the request's SEQ, later fragments count up, and a
+	// master that repeats a request uses the same SEQ again, which the
+	// outstation answers again). Each response consumes one; the count
+	// saturates at maxDNP3Repeat so it stays bounded.
+	outstanding [16]uint8
 }
+
+// maxDNP3Repeat bounds the requests counted per DNP3 sequence number.
+const maxDNP3Repeat = 15
 
 type uaState struct {
 	ch     opcua.Channel
@@ -128,6 +142,7 @@ func (e *Engine) putInspector(in *inspector) {
 }
 
 func (in *inspector) reset() {
+	in.pickedUp = false
 	for i := range in.dir {
 		d := &in.dir[i]
 		d.hold = d.hold[:0]
@@ -139,11 +154,54 @@ func (in *inspector) reset() {
 	case in.dn != nil:
 		in.dn.reasm[0].Reset()
 		in.dn.reasm[1].Reset()
-		in.dn.outstanding = [16]bool{}
+		in.dn.outstanding = [16]uint8{}
 	case in.ua != nil:
 		in.ua.ch = opcua.Channel{}
 		in.ua.nout = 0
 	}
+}
+
+// MarkPickedUp tells the engine that its harness joined the TCP connection
+// from client to server after the connection had opened, so that requests
+// sent before may still await their responses. Offline replay calls it
+// right after the handshake it synthesises for a connection the capture
+// joins mid-stream (simulate/replay); the live gateway never does, so in
+// enforce mode every response must pair with a request the engine saw.
+//
+// On such a flow, until the first response that pairs with a request seen
+// by the engine, a response that pairs with nothing is judged as paired
+// (the answer to a request before the pickup) rather than as
+// response_without_request; for Modbus the pairing anomaly is dropped too.
+// An OPC UA channel is taken as opened before the pickup (no
+// msg_before_open), as when a monitor-mode conduit picks a flow up.
+// It reports whether an inspected flow between the two endpoints exists.
+func (e *Engine) MarkPickedUp(client, server netip.AddrPort) bool {
+	k, _ := keyOfAddrs(client.Addr(), server.Addr(), client.Port(), server.Port(), packet.ProtoTCP)
+	t := e.tab
+	t.mu.Lock()
+	i, ok := t.m[k]
+	var gen uint32
+	if ok {
+		gen = t.slots[i].gen
+	}
+	t.mu.Unlock()
+	if !ok {
+		return false
+	}
+	f := &t.slots[i]
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.gen != gen || f.insp == nil {
+		return false
+	}
+	f.insp.pickedUp = true
+	if ua := f.insp.ua; ua != nil {
+		// The channel's HEL/ACK/OPN went before the pickup, as in a
+		// monitor-mode pickup (gap): MSG is not msg_before_open.
+		ua.ch.Gap(protocols.Request)
+		ua.ch.Gap(protocols.Response)
+	}
+	return true
 }
 
 // gap tells the parsers of direction s that bytes were lost (mid-stream
@@ -374,12 +432,19 @@ func (e *Engine) malformed(c *hctx, f *flow, s int, anomaly string, start, end i
 	pdu := &c.pdu
 	resetPDU(pdu, f.inspect, dirOf(s))
 	pdu.Anomaly = anomaly
+	// Nothing of a previous PDU may leak into this judgement: unframeable
+	// bytes have no unit, function or address of their own.
 	pdu.Modbus = rules.Modbus{}
-	pdu.DNP3.NObjects, pdu.OPCUA.NNodes = 0, 0
+	pdu.DNP3 = rules.DNP3{}
+	pdu.OPCUA = rules.OPCUA{}
+	// The ruleset decides monitor (alert) or enforce (deny) and names the
+	// conduit; the reason is always the framing anomaly, whatever field
+	// check the empty PDU happened to fail first.
 	v := c.rs.Evaluate(&f.rf, pdu)
 	if v.Action == rules.Allow {
-		v.Action, v.Reason, v.Anomaly = rules.Deny, rules.ReasonMalformed, anomaly
+		v.Action = rules.Deny
 	}
+	v.Reason, v.Anomaly = rules.ReasonMalformed, anomaly
 	c.dec.PDU = pdu
 	if c.drop == DropNone {
 		c.drop = DropMalformed
@@ -442,6 +507,12 @@ func (e *Engine) judge(c *hctx, f *flow, s int, b []byte, start, end int) bool {
 		if dir == protocols.Response {
 			var ok bool
 			_, ok, pa = mb.pairing.Response(a)
+			if a.HasPDU() && in.pickup(ok) && !ok {
+				// Answers a request sent before the pickup: the pairing
+				// anomaly (response_without_request, tid_mismatch) is
+				// an artefact of joining late.
+				ok, pa = true, modbus.AnomalyNone
+			}
 			pdu.Modbus.PairedRequest = ok
 		}
 		if pa != modbus.AnomalyNone && pdu.Anomaly == "" {
@@ -533,8 +604,10 @@ func (e *Engine) judgeDNP3(c *hctx, f *flow, s int, b []byte, start, end int) bo
 	}
 	dnp3PDU(pdu, lf, fr, dir)
 	seq := fr.Seq() & 15
+	paired := false // a counted request was consumed
 	if dir == protocols.Response && fr.Func == dnp3.FuncResponse {
-		pdu.DNP3.PairedRequest = dn.outstanding[seq]
+		paired = dn.outstanding[seq] > 0
+		pdu.DNP3.PairedRequest = f.insp.pickup(paired)
 	}
 	c.dec.PDU, c.dec.DNP3Link, c.dec.DNP3 = pdu, lf, fr
 	v := c.rs.Evaluate(&f.rf, pdu)
@@ -552,15 +625,37 @@ func (e *Engine) judgeDNP3(c *hctx, f *flow, s int, b []byte, start, end int) bo
 	if ok {
 		switch {
 		case dir == protocols.Request && expectsResponse(fr.Func):
-			dn.outstanding[seq] = true
+			dn.count(seq)
 		case dir == protocols.Response && fr.Func == dnp3.FuncResponse && pdu.DNP3.PairedRequest:
-			dn.outstanding[seq] = false
+			if paired {
+				dn.outstanding[seq]--
+			}
 			if !fr.FIN() {
-				dn.outstanding[(seq+1)&15] = true // the next fragment of a multi-fragment response
+				dn.count((seq + 1) & 15) // the next fragment of a multi-fragment response
 			}
 		}
 	}
 	return ok
+}
+
+// count records one more request awaiting a response with sequence seq.
+func (dn *dnpState) count(seq uint8) {
+	if dn.outstanding[seq] < maxDNP3Repeat {
+		dn.outstanding[seq]++
+	}
+}
+
+// pickup applies the allowance of a picked-up connection to one response
+// and returns whether to judge it as paired: paired tells whether it
+// matched a request the engine saw. Once a response pairs, the requests
+// sent before the pickup are taken as answered (responses come in request
+// order on the connection) and the allowance ends.
+func (in *inspector) pickup(paired bool) bool {
+	if paired {
+		in.pickedUp = false
+		return true
+	}
+	return in.pickedUp
 }
 
 // expectsResponse reports whether an outstation answers fc (IEEE 1815-2012
@@ -601,7 +696,7 @@ func (e *Engine) judgeOPCUA(c *hctx, f *flow, s int, b []byte, start, end int) b
 	opcuaPDU(pdu, m, dir, svc, mode)
 	final := m.Chunk != opcua.ChunkIntermediate
 	if dir == protocols.Response && final && (m.Type == opcua.TypeMSG || m.Type == opcua.TypeOPN) {
-		pdu.OPCUA.PairedRequest = ua.match(m)
+		pdu.OPCUA.PairedRequest = f.insp.pickup(ua.match(m))
 	}
 	c.dec.PDU, c.dec.OPCUA = pdu, m
 	v := c.rs.Evaluate(&f.rf, pdu)

@@ -68,7 +68,9 @@ func captures(t *testing.T) []string {
 // object, service, unit and port is allowed, so what remains is judged
 // before any rule could allow it: a response the gateway cannot pair with
 // a request it saw (rules allow responses only on a paired request, the
-// defence against spoofed responses, scenario m18), bytes that cannot be
+// defence against spoofed responses, scenario m18; on a connection the
+// capture joins mid-stream, replay lets responses before the first paired
+// one answer requests sent before the capture), bytes that cannot be
 // framed as the protocol at all (no function or service to allow), and
 // segments or fragments the TCP normaliser refuses (DESIGN.md). Each
 // listed deny also closes its connection, so the rest of that connection
@@ -84,7 +86,6 @@ type residual struct {
 const (
 	whyNonProtocol = "bytes that are no PDU of the port's protocol: nothing to allow (evasion scenario)"
 	whyMalformed   = "PDU too malformed to have a function or service a rule could allow"
-	whyMidstream   = "response to a request sent before the capture starts (capture artefact)"
 	whyUnpaired    = "response matching no outstanding request"
 	whyNormaliser  = "TCP normaliser refuses the segment (capture artefact: lost or re-sent bytes)"
 )
@@ -95,39 +96,20 @@ const (
 var residuals = map[string][]residual{
 	// Real captures in ../shared/pcaps.
 	"dnp3_digitalbond_test_data_part1.pcap": {
-		{19, "function_not_allowed", whyMalformed + ": request whose link frame has no 0x0564 start (bad_start)"},
+		{19, "malformed:bad_start", whyMalformed + ": request whose link frame has no 0x0564 start (bad_start)"},
 		{164, "response_without_request", whyUnpaired + ": outstation answers the request of seq 1 (frame 163) with seq 3"},
 	},
-	"dnp3_icsnpp_dnp3_example.pcap": {
-		// The master repeats select/operate with the same application
-		// sequence number (7, 8, 7, 8, 7 at frames 378-382) and the
-		// outstation answers each copy; the gateway pairs one response per
-		// sequence number, so the third answer (seq 7) is unpaired.
-		{385, "response_without_request", whyUnpaired + ": third response to a request sequence number repeated by the master"},
-		{442, "response_without_request", whyUnpaired + ": as frame 385, next connection"},
-		{498, "response_without_request", whyUnpaired + ": as frame 385, next connection"},
-		{610, "response_without_request", whyUnpaired + ": as frame 385, next connection"},
-		{670, "response_without_request", whyUnpaired + ": as frame 385, next connection"},
-		{727, "response_without_request", whyUnpaired + ": as frame 385, next connection"},
-		{784, "response_without_request", whyUnpaired + ": as frame 385, next connection"},
-	},
 	"dnp3_openics_RequestLinkStatus.pcap": {
-		{6, "response_without_request", whyMalformed + ": link status answer (link layer only) with a link CRC error (link_crc)"},
+		{6, "malformed:link_crc", whyMalformed + ": link status answer (link layer only) with a link CRC error (link_crc)"},
 	},
 	"dnp3_suricata_too-long-reassembly-response.pcap": {
-		{20, "response_without_request", whyMalformed + ": response fragments overflowing transport reassembly (reassembly_overflow, Suricata test case)"},
+		{20, "malformed:reassembly_overflow", whyMalformed + ": response fragments overflowing transport reassembly (reassembly_overflow, Suricata test case)"},
 	},
 	"modbus_digitalbond_test_data_part1.pcap": {
-		{76, "unit_not_allowed", whyMalformed + ": request that is no Modbus/TCP ADU (non_modbus)"},
-	},
-	"modbus_iti_plant1_ModbusTCP.pcap": {
-		{3, "response_without_request", whyMidstream + ": tids 31998-32000 answer requests before frame 1 (tid_mismatch)"},
+		{76, "malformed:non_modbus", whyMalformed + ": request that is no Modbus/TCP ADU (non_modbus)"},
 	},
 	"modbus_ndpi_modbus.pcap": {
 		{96, "response_without_request", whyUnpaired + ": the server answers tid 0 with tid 1 (tid_mismatch)"},
-	},
-	"opcua_cisagov_open62541_browse_with_diagnostic_info.pcapng": {
-		{1, "response_without_request", whyMidstream + ": MSG response before any OPN (msg_before_open)"},
 	},
 	"opcua_cisagov_opcua_with-gap_with-handshake.pcapng": {
 		{2, "bad_tcp", whyNormaliser + ": client ACK captured before the server's SYN/ACK (frames 2 and 3 swapped)"},
@@ -144,26 +126,25 @@ var residuals = map[string][]residual{
 	// Scenario captures (simulate/scenarios/<case>/input.pcap): the
 	// evasions and malformed cases must still be denied.
 	"d12-non-dnp3":           {{4, "malformed:bad_start", whyNonProtocol}},
-	"d13-malformed-response": {{5, "response_without_request", whyMalformed + ": response with a transport CRC error (data_crc)"}},
-	"d14-parser-anomalies":   {{6, "function_not_allowed", whyMalformed + ": request with a link CRC error (link_crc)"}},
+	"d13-malformed-response": {{5, "malformed:data_crc", whyMalformed + ": response with a transport CRC error (data_crc)"}},
+	"d14-parser-anomalies":   {{6, "malformed:link_crc", whyMalformed + ": request with a link CRC error (link_crc)"}},
 	"e03-overlap-different":  {{5, "evasion:tcp_overlap_mismatch", "evasion: retransmission overlapping inspected bytes with different content"}},
 	"e04-out-of-order":       {{4, "out_of_order", "evasion: out-of-order segment to an inspected port"}},
 	"e05-ip-fragments": {
 		{4, "fragment", "evasion: IP fragment to an inspected port"},
 		{5, "fragment", "evasion: IP fragment to an inspected port"},
 	},
-	// m08-m10 and modbus_digitalbond frame 76: bytes that are no Modbus
-	// ADU have no function code (0) and their "unit" byte is no unit, so
-	// learn allows neither and the unit check denies them first.
-	"e07-non-protocol-502":   {{4, "function_not_allowed", whyNonProtocol}},
+	// Bytes that cannot be framed as the port's protocol are denied as
+	// malformed:<anomaly>, whatever a rule tolerates.
+	"e07-non-protocol-502":   {{4, "malformed:non_modbus", whyNonProtocol}},
 	"e08-non-protocol-20000": {{4, "malformed:bad_start", whyNonProtocol}},
-	"e09-non-protocol-4840":  {{4, "service_not_allowed", whyNonProtocol}},
-	"m08-illegal-size":       {{6, "unit_not_allowed", whyMalformed + ": MBAP length beyond the ADU maximum (non_modbus)"}},
-	"m09-non-modbus-pid":     {{6, "unit_not_allowed", whyMalformed + ": MBAP protocol id not 0 (non_modbus)"}},
-	"m10-incorrect-length":   {{6, "unit_not_allowed", whyMalformed + ": MBAP length not matching the PDU (non_modbus)"}},
+	"e09-non-protocol-4840":  {{4, "malformed:unknown_message_type", whyNonProtocol}},
+	"m08-illegal-size":       {{6, "malformed:non_modbus", whyMalformed + ": MBAP length beyond the ADU maximum (non_modbus)"}},
+	"m09-non-modbus-pid":     {{6, "malformed:non_modbus", whyMalformed + ": MBAP protocol id not 0 (non_modbus)"}},
+	"m10-incorrect-length":   {{6, "malformed:non_modbus", whyMalformed + ": MBAP length not matching the PDU (non_modbus)"}},
 	"u01-malformed": {
-		{4, "service_not_allowed", whyMalformed + ": unknown UA-TCP message type"},
-		{8, "service_not_allowed", whyMalformed + ": UA-TCP message size out of bounds"},
+		{4, "malformed:unknown_message_type", whyMalformed + ": unknown UA-TCP message type"},
+		{8, "malformed:invalid_message_size", whyMalformed + ": UA-TCP message size out of bounds"},
 	},
 }
 

@@ -21,7 +21,11 @@
 //     picks such a connection up at the first data segment of its client
 //     and synthesises SYN, SYN-ACK, ACK with the sequence numbers of that
 //     segment just before it; the frames of the connection before that
-//     point are skipped and counted (Report.SkippedMidstream). With
+//     point are skipped and counted (Report.SkippedMidstream). It also
+//     tells the engine (Engine.MarkPickedUp) that the connection was picked
+//     up, so that the first responses, which may answer requests sent
+//     before the capture began, are not denied as responses without
+//     request. With
 //     StrictMidstream the engine sees the capture as is (in enforce mode it
 //     refuses mid-stream connections, as on the wire).
 //

@@ -252,6 +252,9 @@ func (r *runner) frame(sf *srcFrame) error {
 				}
 				r.feed(f, r.sides.ingress(&hp), FrameRef{File: r.names[sf.file], Time: sf.time.Add(time.Duration(i-3) * time.Microsecond)}, &hp, true)
 			}
+			// Requests sent before the capture began may be answered in
+			// it: the engine must not take those answers as unsolicited.
+			r.eng.MarkPickedUp(pk.client, pk.server)
 		}
 	}
 	r.feed(r.buf, in, FrameRef{File: r.names[sf.file], Index: sf.index, Time: sf.time}, &r.pkt, false)
