@@ -15,6 +15,7 @@ import (
 // corpus) through the gateway under require_auth: every PDU must cross.
 // Without the challenge and reply in the capture the response would be
 // denied (auth_required), which TestRequireAuthExchanges covers.
+// The zone addresses are the hosts of that capture, not test hosts of ours.
 func TestRequireAuthRealCapture(t *testing.T) {
 	path := filepath.Join(testenv.Pcaps(t), "dnp3_iti_auth_control_challenge_response.pcap")
 	src := []byte(`version: 1

@@ -1,9 +1,7 @@
 package dnp3
 
 import (
-	"encoding/csv"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -111,33 +109,13 @@ func tsharkObjects(hs []ObjectHeader) string {
 
 func readTruth(t *testing.T, path string) []truthRow {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	recs, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	col := map[string]int{}
-	for i, name := range recs[0] {
-		col[name] = i
-	}
 	var rows []truthRow
-	for _, r := range recs[1:] {
-		if r[col["protocol"]] != "dnp3" {
-			continue
-		}
-		fr, err := strconv.Atoi(r[col["frame"]])
-		if err != nil {
-			t.Fatalf("%s: frame %q", path, r[col["frame"]])
-		}
-		fn, _, _ := strings.Cut(r[col["dnp3_link_func"]], " ")
+	for _, r := range testenv.ReadTruth(t, path, "dnp3") {
+		fn, _, _ := strings.Cut(r["dnp3_link_func"], " ")
 		rows = append(rows, truthRow{
-			Frame: fr, LinkSrc: r[col["dnp3_link_src"]], LinkDst: r[col["dnp3_link_dst"]],
-			LinkFn: fn, Func: r[col["dnp3_al_func"]], Objects: r[col["dnp3_objects"]],
-			IIN: r[col["dnp3_iin"]], CRCErr: r[col["dnp3_crc_error"]],
+			Frame: r.Int("frame"), LinkSrc: r["dnp3_link_src"], LinkDst: r["dnp3_link_dst"],
+			LinkFn: fn, Func: r["dnp3_al_func"], Objects: r["dnp3_objects"],
+			IIN: r["dnp3_iin"], CRCErr: r["dnp3_crc_error"],
 		})
 	}
 	return rows

@@ -1,9 +1,7 @@
 package modbus
 
 import (
-	"encoding/csv"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -61,33 +59,13 @@ var truthColumns = []struct{ key, col string }{
 
 func readTruth(t *testing.T, path string) map[[2]int]truthRow {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rows, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	if len(rows) == 0 {
-		t.Fatalf("%s: empty", path)
-	}
-	col := map[string]int{}
-	for i, h := range rows[0] {
-		col[h] = i
-	}
 	out := map[[2]int]truthRow{}
-	for _, r := range rows[1:] {
-		if r[col["protocol"]] != "modbus" {
-			continue
-		}
-		fr, _ := strconv.Atoi(r[col["frame"]])
-		pn, _ := strconv.Atoi(r[col["pdu_in_frame"]])
-		row := truthRow{frame: fr, pdu: pn, dir: r[col["direction"]], fields: map[string]string{}}
-		for name, i := range col {
+	for _, r := range testenv.ReadTruth(t, path, "modbus") {
+		fr, pn := r.Int("frame"), r.Int("pdu_in_frame")
+		row := truthRow{frame: fr, pdu: pn, dir: r["direction"], fields: map[string]string{}}
+		for name, v := range r {
 			if strings.HasPrefix(name, "mb_") {
-				row.fields[name] = r[i]
+				row.fields[name] = v
 			}
 		}
 		out[[2]int{fr, pn}] = row

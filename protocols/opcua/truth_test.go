@@ -1,10 +1,8 @@
 package opcua
 
 import (
-	"encoding/csv"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -33,34 +31,16 @@ func (r truthRow) String() string {
 // readTruth loads the opcua rows of a truth CSV.
 func readTruth(t *testing.T, path string) []truthRow {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	recs, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	col := map[string]int{}
-	for i, h := range recs[0] {
-		col[h] = i
-	}
 	var rows []truthRow
-	for _, r := range recs[1:] {
-		if r[col["protocol"]] != "opcua" {
-			continue
-		}
-		var frame int
-		fmt.Sscan(r[col["frame"]], &frame)
-		policy := r[col["ua_security_policy"]]
+	for _, r := range testenv.ReadTruth(t, path, "opcua") {
+		policy := r["ua_security_policy"]
 		if p, ok := PolicyByName(policy); ok {
 			policy = p.String() // our vocabulary: the URI fragment
 		}
 		rows = append(rows, truthRow{
-			Frame: frame, MsgType: r[col["ua_msg_type"]], Chunk: r[col["ua_chunk"]],
-			Policy: policy, Mode: r[col["ua_security_mode"]],
-			Service: r[col["ua_service_id"]], RequestID: r[col["ua_request_id"]],
+			Frame: r.Int("frame"), MsgType: r["ua_msg_type"], Chunk: r["ua_chunk"],
+			Policy: policy, Mode: r["ua_security_mode"],
+			Service: r["ua_service_id"], RequestID: r["ua_request_id"],
 		})
 	}
 	return rows

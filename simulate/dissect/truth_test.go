@@ -1,10 +1,8 @@
 package dissect_test
 
 import (
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -49,24 +47,10 @@ func key(proto string, frame int, fields ...string) string {
 // truthKeys reads a truth CSV and returns one key per application PDU.
 func truthKeys(t *testing.T, path string) map[string]int {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rows, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	col := map[string]int{}
-	for i, h := range rows[0] {
-		col[h] = i
-	}
 	out := map[string]int{}
-	for _, r := range rows[1:] {
-		get := func(c string) string { return r[col[c]] }
-		var frame int
-		fmt.Sscan(get("frame"), &frame)
+	for _, r := range testenv.ReadTruth(t, path, "") {
+		get := func(c string) string { return r[c] }
+		frame := r.Int("frame")
 		switch get("protocol") {
 		case "modbus":
 			out[key("modbus", frame, get("mb_trans_id"), get("mb_unit_id"), get("mb_func_code"), get("mb_exception_code"))]++
