@@ -85,6 +85,7 @@ type counters struct {
 	flowsRevalid  atomic.Uint64 // flows re-judged after a ruleset swap
 	flowsRevoked  atomic.Uint64 // flows a new ruleset no longer allows
 	eventsEmitted atomic.Uint64
+	detections    atomic.Uint64 // rate detections that reached their threshold
 }
 
 func (c *counters) drop(r DropReason) { c.drops[r].Add(1) }
@@ -109,6 +110,7 @@ type Counters struct {
 	FlowsRevalidated, FlowsRevoked   uint64
 	MemoryBytes, MemoryCap           int64
 	EventsEmitted                    uint64
+	Detections                       uint64 // rate-detection alerts (rules.Detector)
 }
 
 // Dropped returns the total of all drop counters.
@@ -159,4 +161,5 @@ func (c *counters) snapshot(out *Counters) {
 	out.FlowsRevalidated = c.flowsRevalid.Load()
 	out.FlowsRevoked = c.flowsRevoked.Load()
 	out.EventsEmitted = c.eventsEmitted.Load()
+	out.Detections = c.detections.Load()
 }

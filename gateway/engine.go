@@ -131,6 +131,8 @@ type Engine struct {
 
 	freeMu sync.Mutex // guards free
 	free   [4][]*inspector
+
+	detects *detectTable
 }
 
 // NewEngine checks cfg, fills defaults and preallocates the flow table.
@@ -191,6 +193,8 @@ func NewEngine(cfg Config) (*Engine, error) {
 		now:   cfg.Now,
 		tab:   newTable(cfg.MaxFlows),
 		craft: newCraftPool(cfg.CraftBuffers),
+
+		detects: new(detectTable),
 	}
 	if !cfg.IgnorePorts {
 		e.ports = cfg.PortNames
@@ -285,6 +289,13 @@ type Decision struct {
 	// connection was reset); EvasionName says which one (EvasionTCPOverlap).
 	Evasion     bool
 	EvasionName string
+	// Detection names the rate detector (rules.Detector) whose threshold
+	// this response reached: the Decision is then an extra alert about the
+	// PDU already reported, with DetectionCount matches in DetectionWindow;
+	// the PDU's own verdict was reported before it.
+	Detection       string
+	DetectionCount  int
+	DetectionWindow time.Duration
 }
 
 // Evasion names (Decision.EvasionName). The event of an evasion has the

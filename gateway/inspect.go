@@ -532,6 +532,9 @@ func (e *Engine) judge(c *hctx, f *flow, s int, b []byte, start, end int) bool {
 		if ok && dir == protocols.Request {
 			mb.pairing.Request(a)
 		}
+		if ok && dir == protocols.Response {
+			e.detectModbus(c, f, a, &v)
+		}
 		return ok
 	case in.dn != nil:
 		return e.judgeDNP3(c, f, s, b, start, end)
@@ -622,6 +625,9 @@ func (e *Engine) judgeDNP3(c *hctx, f *flow, s int, b []byte, start, end int) bo
 		canReply = true
 	}
 	ok := e.verdict(c, f, s, v, start, end, canReply)
+	if ok && dir == protocols.Response {
+		e.detectDNP3(c, f, fr, &v)
+	}
 	if ok {
 		switch {
 		case dir == protocols.Request && expectsResponse(fr.Func):

@@ -47,6 +47,16 @@ func TestCheckBadPolicies(t *testing.T) {
 	}{
 		{"unknown top-level key", head + "conduit: []\n", []string{
 			`p.yaml:9:1: unknown key "conduit" in policy (did you mean "conduits"?)`}},
+		{"unknown detection", head + "detections:\n  modbus_adress_scan: { count: 5 }\n", []string{
+			`p.yaml:10:3: unknown detection "modbus_adress_scan" (one of modbus_server_busy, modbus_address_scan, modbus_function_scan, dnp3_unsolicited_storm, dnp3_object_scan, dnp3_function_scan) (did you mean "modbus_address_scan"?)`}},
+		{"detection count too large", head + "detections:\n  modbus_address_scan: { count: 100, window: 60s }\n", []string{
+			`p.yaml:10:33: detection modbus_address_scan: count must be a number from 1 to 32, not "100"`}},
+		{"detection bad window", head + "detections:\n  dnp3_unsolicited_storm: { window: 10 }\n", []string{
+			`p.yaml:10:37: detection dnp3_unsolicited_storm: window must be a duration such as 30s or 5m (at most 24h), not "10"`}},
+		{"detection bad scalar", head + "detections:\n  dnp3_object_scan: on\n", []string{
+			`p.yaml:10:21: detection "dnp3_object_scan" must be off or a mapping with count and window, not "on"`}},
+		{"detection unknown key", head + "detections:\n  dnp3_object_scan: { limit: 3 }\n", []string{
+			`p.yaml:10:23: unknown key "limit" in detection "dnp3_object_scan"`}},
 		{"missing version", "name: t\n", []string{
 			`p.yaml:1:1: missing key "version" (this reader knows version 1)`}},
 		{"wrong version", "version: 2\n", []string{

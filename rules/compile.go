@@ -48,6 +48,7 @@ type Ruleset struct {
 
 	conduits []cconduit
 	l2       []uint16
+	detect   [NumDetectors]Threshold
 }
 
 type czone struct {
@@ -263,6 +264,8 @@ func (c *compiler) compile() *Ruleset {
 	if rs.action, ok = parseDenyAction(p.Action); !ok {
 		c.errf("action", "unknown action %q (drop, reset or reply)%s", p.Action, suggest(p.Action, []string{"drop", "reset", "reply"}))
 	}
+
+	c.detections(rs)
 
 	// Zones.
 	endpoint := map[string]int32{} // zone and asset names share one namespace

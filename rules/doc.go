@@ -40,6 +40,21 @@
 // Compile reports others with FILE:LINE:COL and "did you mean". Convert
 // parser NodeIds with NodeIDKindOf.
 //
+// # Rate detections
+//
+// Some answers a policy allows one by one betray a scan or a device in
+// trouble by their number: Modbus exception 02 or 01 answers to one client
+// (points-list or function-code scan), 05/06 from one server (busy), DNP3
+// unsolicited responses from one outstation, responses with IIN2 object
+// unknown / parameter error or no function code support to one master
+// (../shared/SCENARIOS.md M11-M13, D2, D10, D11). Detector names them; the
+// gateway counts them per subject address and raises one alert event
+// ("detect:<name>") when Count fall within Window, then counts afresh one
+// window later. Detections never deny. The policy's detections section
+// overrides DefaultThresholds per detector (`name: off` or
+// `name: {count: N, window: 30s}`); rules/learn raises a threshold that the
+// learned capture already reaches.
+//
 // # DNP3 Secure Authentication (require_auth)
 //
 // IEEE 1815-2012 clause 7 (SAv5) has the outstation challenge every

@@ -29,6 +29,9 @@ type Policy struct {
 	Assets   []Asset
 	L2       L2
 	Conduits []Conduit
+	// Detections overrides the rate-based detections' defaults (see
+	// Detector); entries in file order.
+	Detections []Detection
 
 	// File is the source file name used in messages (set by Load).
 	File string
@@ -360,7 +363,7 @@ func firstLineComment(n *yaml.Node) string {
 	return lineComment(n.Content[0], n.Content[1])
 }
 
-var policyKeys = []string{"version", "name", "mode", "action", "zones", "assets", "l2", "conduits"}
+var policyKeys = []string{"version", "name", "mode", "action", "zones", "assets", "l2", "detections", "conduits"}
 
 func (d *decoder) policy(n *yaml.Node) {
 	p := d.p
@@ -389,6 +392,8 @@ func (d *decoder) policy(n *yaml.Node) {
 			d.fields(v, "l2", "l2", []string{"allow"}, func(_ string, _, v *yaml.Node) {
 				p.L2.Allow = d.list(v, "l2.allow", "l2 allow")
 			})
+		case "detections":
+			d.detections(v)
 		case "conduits":
 			if v.Kind != yaml.SequenceNode {
 				if v.Tag != "!!null" {
@@ -744,6 +749,9 @@ func Marshal(p *Policy) ([]byte, error) {
 		m := flowMapping()
 		add(m, "allow", flowSeq(p.L2.Allow))
 		add(root, "l2", m)
+	}
+	if len(p.Detections) > 0 {
+		add(root, "detections", marshalDetections(p))
 	}
 	cs := &yaml.Node{Kind: yaml.SequenceNode}
 	for _, c := range p.Conduits {

@@ -21,6 +21,11 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: otgw check POLICY...")
 		fmt.Fprintln(stderr, "Validates policy files; exit 0 when all are valid, 1 with one FILE:LINE:COL: line per problem.")
+		fmt.Fprintln(stderr, "\nRate detections (policy key detections: NAME: off | {count: N, window: D}); defaults:")
+		for d := rules.Detector(0); d < rules.NumDetectors; d++ {
+			th := rules.DefaultThresholds[d]
+			fmt.Fprintf(stderr, "  %-24s %2d in %3.0fs  %s <address>\n", d, th.Count, th.Window.Seconds(), d.What())
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2

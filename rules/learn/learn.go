@@ -280,6 +280,7 @@ type Learner struct {
 	l2          map[uint16]*seen
 	pdus, flows int
 	unlearnable seenMap
+	rates       rates
 }
 
 // New returns an empty Learner.
@@ -304,8 +305,8 @@ func (l *Learner) obs(from, to netip.Addr, proto string, t time.Time) *conduitOb
 
 // Observe records one engine decision.
 func (l *Learner) Observe(f replay.FrameRef, p *packet.Packet, d *gateway.Decision) {
-	if !d.HasVerdict {
-		return
+	if !d.HasVerdict || d.Detection != "" {
+		return // a rate detection repeats a PDU already observed
 	}
 	t := f.Time
 	switch d.Proto {
@@ -354,6 +355,9 @@ func (l *Learner) Observe(f replay.FrameRef, p *packet.Packet, d *gateway.Decisi
 		l.dnp3(c, pdu, t)
 	case protocols.ProtoOPCUA:
 		l.opcua(c, pdu, t)
+	}
+	if d.Verdict.Action != rules.Deny {
+		l.rates.observe(d, t)
 	}
 	if pdu.Dir == protocols.Response && d.Verdict.Reason == rules.ReasonResponseWithoutRequest {
 		l.unlearnable.add(pdu.Proto.String()+" response without request", t)

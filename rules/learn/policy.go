@@ -180,6 +180,7 @@ func (l *Learner) Policy() *rules.Policy {
 		}
 		p.L2.Allow = append(p.L2.Allow, name)
 	}
+	p.Detections = l.rates.detections()
 	for _, k := range l.order {
 		c := l.conduits[k]
 		cd := rules.Conduit{

@@ -1,6 +1,8 @@
 package gen
 
 import (
+	"strings"
+
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/protocols/opcua"
@@ -262,29 +264,54 @@ func modbusCases() []Scenario {
 				q[5] = 2
 				denyOne(b, nil, q, "malformed:*")
 			}),
-		mbCase("M11", "m11-slave-busy", "Server busy exceptions", "Three exception 06 responses in a row to allowed reads [QD1]. The responses are well formed and paired; rate-based alerts belong to the event pipeline, not to the per-PDU verdict, so replay reports nothing.",
+		mbCase("M11", "m11-slave-busy", "Server busy exceptions", "Three exception 06 (Server Device Busy) responses to allowed reads within 60 s [QD1]. Each response is well formed and paired, so each passes; the third reaches the modbus_server_busy detection (default 3 in 60 s from one server) and raises one alert event (detect:modbus_server_busy).",
 			func(b *Builder) {
 				c := b.TCP(HMI, PLC, 502)
+				last := 0
 				for i := 0; i < 3; i++ {
 					q := rd(3, 0, 10)
 					c.C(q)
-					c.S(mbResp(q, modbus.AppendException(nil, 3, 6)))
+					last = c.S(mbResp(q, modbus.AppendException(nil, 3, 6)))
 				}
+				b.Expect(last, "alert", "detect:modbus_server_busy")
 			}),
-		mbCase("M12", "m12-points-scan", "Points-list scan", "Reads walking past the allowed range [QD1]: each probe outside holding 0-99 is denied (one connection per probe).",
-			func(b *Builder) {
+		{Name: "m12-points-scan", ID: "M12", Proto: "modbus", Title: "Points-list scan",
+			Why:    "Reads walking the holding registers [QD1]. The policy allows holding 0-99 but this PLC implements only 0-49: its five exception 02 (Illegal Data Address) answers to 50-54 pass one by one and the fifth within 60 s raises the modbus_address_scan alert (detect:modbus_address_scan). The scan goes on past the policy's range: each probe outside holding 0-99 is denied (one connection per probe).",
+			Policy: ModbusPolicy,
+			Build: func(b *Builder) {
+				c := b.TCP(HMI, PLC, 502)
+				last := 0
+				for a := uint16(50); a < 55; a++ {
+					q := rd(3, a, 1)
+					c.C(q)
+					last = c.S(mbResp(q, modbus.AppendException(nil, 3, 2)))
+				}
+				b.Expect(last, "alert", "detect:modbus_address_scan")
 				for a := uint16(100); a < 105; a++ {
 					denyOne(b, nil, rd(3, a, 1), "address_out_of_range")
 				}
-			}),
-		mbCase("M13", "m13-function-scan", "Function-code scan", "FC 7, 11, 12, 20, 24 probes [QD1]: each denied by function.",
-			func(b *Builder) {
-				for _, fc := range []uint8{7, 11, 12} {
-					denyOne(b, nil, mb(1, modbus.AppendPDU(nil, fc)), "function_not_allowed")
+			}},
+		{Name: "m13-function-scan", ID: "M13", Proto: "modbus", Title: "Function-code scan",
+			Why:    "FC 7, 11, 12, 20, 24 probes [QD1] under the same policy in monitor mode, as when a new gateway is first deployed: each probe passes with an alert (function_not_allowed), the PLC answers each with exception 01 (Illegal Function), and the third exception within 60 s raises the modbus_function_scan alert (detect:modbus_function_scan); the next two fall in the same window and raise no second one. In enforce mode each probe is denied (M14 shows the reply).",
+			Policy: strings.Replace(ModbusPolicy, "mode: enforce", "mode: monitor", 1),
+			Build: func(b *Builder) {
+				c := b.TCP(HMI, PLC, 502)
+				readOK(c)
+				probes := [][]byte{
+					mb(1, modbus.AppendPDU(nil, 7)),
+					mb(1, modbus.AppendPDU(nil, 11)),
+					mb(1, modbus.AppendPDU(nil, 12)),
+					mb(1, modbus.AppendReadFileRecord(nil, []modbus.FileRecord{{RefType: 6, File: 1, Record: 0, Length: 1}})),
+					mb(1, modbus.AppendPDU(nil, 24, uint16(0))),
 				}
-				denyOne(b, nil, mb(1, modbus.AppendReadFileRecord(nil, []modbus.FileRecord{{RefType: 6, File: 1, Record: 0, Length: 1}})), "function_not_allowed")
-				denyOne(b, nil, mb(1, modbus.AppendPDU(nil, 24, uint16(0))), "function_not_allowed")
-			}),
+				for i, q := range probes {
+					b.Expect(c.C(q), "alert", "function_not_allowed")
+					r := c.S(mbResp(q, modbus.AppendException(nil, q[7], 1)))
+					if i == 2 {
+						b.Expect(r, "alert", "detect:modbus_function_scan")
+					}
+				}
+			}},
 		mbCase("M14", "m14-umas", "Modicon UMAS (FC 90)", "FC 0x5A starts a ladder-logic download/upload [QD1 modicon.rules]. The parser knows no public layout for FC 90 and flags it unknown_function; no rule lists it, so the engine denies it as function_not_allowed (reply: Illegal Function).",
 			func(b *Builder) {
 				denyOne(b, nil, mb(1, modbus.AppendPDU(nil, 0x5a, uint8(0), uint8(0x10))), "function_not_allowed")
@@ -359,13 +386,15 @@ func dnp3Cases() []Scenario {
 	return []Scenario{
 		dnCase("D1", "d01-disable-unsolicited", "Disable Unsolicited Responses", "FC 21 [QD1 SID 1111201].",
 			fn(dnp3.FunctionCode(21), dnp3.AppendAllHeader(nil, 60, 2))),
-		dnCase("D2", "d02-unsolicited-storm", "Unsolicited response storm", "Five unsolicited responses in 10 s [QD1]; the policy allows unsolicited responses and rate alerts are the event pipeline's job, so no verdict event.",
+		dnCase("D2", "d02-unsolicited-storm", "Unsolicited response storm", "Five unsolicited responses within 10 s [QD1]. The policy allows unsolicited responses, so each passes; the fifth reaches the dnp3_unsolicited_storm detection (default 5 in 10 s from one outstation) and raises one alert event (detect:dnp3_unsolicited_storm).",
 			func(b *Builder) {
 				c := b.TCP(SCADA, RTU, 20000)
 				pollOK(c, 1)
+				last := 0
 				for i := uint8(0); i < 5; i++ {
-					c.S(dnResp(dnp3.AppendResponseHeader(nil, i, dnp3.FuncUnsolicitedResp, 0, false)))
+					last = c.S(dnResp(dnp3.AppendResponseHeader(nil, i, dnp3.FuncUnsolicitedResp, 0, false)))
 				}
+				b.Expect(last, "alert", "detect:dnp3_unsolicited_storm")
 			}),
 		dnCase("D3", "d03-cold-restart", "Cold Restart", "FC 13 [QD1].", fn(dnp3.FunctionCode(13))),
 		dnCase("D4", "d04-warm-restart", "Warm Restart", "FC 14 [QD1].", fn(dnp3.FunctionCode(14))),
@@ -391,21 +420,25 @@ func dnp3Cases() []Scenario {
 				c := b.TCP(SCADA, RTU, 20000)
 				b.Expect(c.C(dnReq(master, 0xffff, appReq(1, dnp3.FuncRead, dnp3.AppendAllHeader(nil, 60, 1)))), "deny", "*")
 			}),
-		dnCase("D10", "d10-points-scan", "Points-list scan responses", "Responses with IIN2 object-unknown to allowed reads [QD1]: well formed and paired; counting them is the pipeline's job, no verdict event.",
+		dnCase("D10", "d10-points-scan", "Points-list scan responses", "Five responses with IIN2 object unknown to allowed reads within 30 s [QD1]: each is well formed and paired and passes; the fifth raises the dnp3_object_scan alert (default 5 in 30 s to one master, IIN2 object unknown or parameter error).",
 			func(b *Builder) {
 				c := b.TCP(SCADA, RTU, 20000)
+				last := 0
 				for i := uint8(1); i <= 5; i++ {
 					c.C(dnReq(master, outstation, appReq(i, dnp3.FuncRead, dnp3.AppendAllHeader(nil, 30, 0))))
-					c.S(dnResp(dnp3.AppendResponseHeader(nil, i, dnp3.FuncResponse, 0x0002, false)))
+					last = c.S(dnResp(dnp3.AppendResponseHeader(nil, i, dnp3.FuncResponse, 0x0002, false)))
 				}
+				b.Expect(last, "alert", "detect:dnp3_object_scan")
 			}),
-		dnCase("D11", "d11-function-scan", "Function-code scan responses", "Responses with IIN2 no-function-code-support to allowed reads [QD1]: no verdict event.",
+		dnCase("D11", "d11-function-scan", "Function-code scan responses", "Three responses with IIN2 no function code support to allowed reads within 60 s [QD1]: each passes; the third raises the dnp3_function_scan alert (default 3 in 60 s to one master).",
 			func(b *Builder) {
 				c := b.TCP(SCADA, RTU, 20000)
+				last := 0
 				for i := uint8(1); i <= 3; i++ {
 					c.C(dnReq(master, outstation, appReq(i, dnp3.FuncRead, dnp3.AppendAllHeader(nil, 1, 0))))
-					c.S(dnResp(dnp3.AppendResponseHeader(nil, i, dnp3.FuncResponse, 0x0001, false)))
+					last = c.S(dnResp(dnp3.AppendResponseHeader(nil, i, dnp3.FuncResponse, 0x0001, false)))
 				}
+				b.Expect(last, "alert", "detect:dnp3_function_scan")
 			}),
 		dnCase("D12", "d12-non-dnp3", "Non-DNP3 on the DNP3 port", "Bytes not starting with 0x05 0x64 on TCP/20000 [QD1].",
 			func(b *Builder) {

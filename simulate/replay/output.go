@@ -52,8 +52,11 @@ func (rep *Report) WriteSummary(w io.Writer) error {
 	if rep.PickedUp > 0 || rep.SkippedMidstream > 0 {
 		fmt.Fprintf(bw, "; %d connections joined mid-stream picked up (%d earlier frames skipped)", rep.PickedUp, rep.SkippedMidstream)
 	}
-	fmt.Fprintf(bw, "\nPDUs: %d allowed, %d denied, %d alerted; deny events %d, alert events %d; crafted replies/resets %d\n\n",
-		rep.PDUsAllowed, rep.PDUsDenied, rep.PDUsAlerted, rep.Denies, rep.Alerts, rep.Injected)
+	fmt.Fprintf(bw, "\nPDUs: %d allowed, %d denied, %d alerted; deny events %d, alert events %d", rep.PDUsAllowed, rep.PDUsDenied, rep.PDUsAlerted, rep.Denies, rep.Alerts)
+	if rep.Detections > 0 {
+		fmt.Fprintf(bw, " (%d of them rate detections: scans, busy servers, unsolicited storms)", rep.Detections)
+	}
+	fmt.Fprintf(bw, "; crafted replies/resets %d\n\n", rep.Injected)
 	tw := tabwriter.NewWriter(bw, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CONDUIT\tMODE\tPDU ALLOW\tPDU DENY\tPDU ALERT\tFLOW DENY\tPKT FWD\tPKT DROP")
 	for _, c := range rep.Conduits {

@@ -321,6 +321,23 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 		r.opts.OnDecision(r.cur, r.curPkt, d)
 	}
 	v := &d.Verdict
+	if d.Detection != "" {
+		// A rate detection (rules.Detector) about a response whose own
+		// verdict was reported before: an alert event, not a PDU count.
+		r.rep.Detections++
+		ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto,
+			Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: v.Mode.String(), Verdict: "alert",
+			Conduit: v.ConduitName, Rule: v.RuleName, Reason: gateway.ReasonDetectPrefix + d.Detection,
+			Fields: d.Fields()}
+		ev.Fields["detection"] = d.Detection
+		ev.Fields["count"] = d.DetectionCount
+		ev.Fields["window_s"] = d.DetectionWindow.Seconds()
+		r.rep.event(ev, r.opts.MaxTimeline)
+		if r.opts.OnEvent != nil {
+			r.opts.OnEvent(ev)
+		}
+		return
+	}
 	name := ""
 	if d.HasVerdict && v.Conduit >= 0 {
 		name = v.ConduitName
@@ -434,6 +451,9 @@ type Report struct {
 	PDUsAlerted int `json:"pdus_alerted"`
 	Denies      int `json:"denies"` // deny events (PDU, flow, L2 and normaliser)
 	Alerts      int `json:"alerts"`
+	// Detections counts the alerts of rate detectors (scans, busy servers,
+	// unsolicited storms: rules.Detector), included in Alerts.
+	Detections int `json:"detections"`
 
 	Conduits  []*ConduitStats   `json:"conduits"`
 	Reasons   []Count           `json:"reasons"`   // deny and alert events by reason

@@ -1,0 +1,236 @@
+package gateway
+
+import (
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/protocols/modbus"
+	"github.com/otgw/otgw/rules"
+)
+
+// detectSlots bounds the subjects the rate detectors track at once. A slot
+// is about 300 bytes; when all are in use the one idle longest is reused,
+// so a flood of spoofed subjects costs a detection at worst, never memory.
+const detectSlots = 256
+
+// detectTable holds the rate detectors' state (rules.Detector): per
+// detector and subject address, the times of the last matching responses.
+// It is fixed at NewEngine and touched only by responses that match a
+// detector (exceptions, unsolicited or IIN2-flagged responses), so one
+// mutex for both directions costs nothing on the common path.
+type detectTable struct {
+	mu    sync.Mutex
+	slots [detectSlots]detectSlot
+}
+
+type detectSlot struct {
+	used  bool
+	det   rules.Detector
+	subj  netip.Addr
+	ts    [rules.MaxDetectCount]int64 // ring of match times (ns), oldest at head
+	head  int
+	n     int
+	quiet int64 // after an alert: no counting before this time
+	last  int64
+}
+
+// observe records one match of det for subj at now and reports whether the
+// threshold is reached (then the count starts again after one window, so a
+// scan that goes on alerts once per window, not once per response).
+func (t *detectTable) observe(det rules.Detector, subj netip.Addr, now int64, th rules.Threshold) bool {
+	if th.Count <= 0 {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var s *detectSlot
+	oldest := -1
+	for i := range t.slots {
+		x := &t.slots[i]
+		if !x.used {
+			if oldest < 0 || t.slots[oldest].used {
+				oldest = i
+			}
+			continue
+		}
+		if x.det == det && x.subj == subj {
+			s = x
+			break
+		}
+		if oldest < 0 || t.slots[oldest].used && x.last < t.slots[oldest].last {
+			oldest = i
+		}
+	}
+	if s == nil {
+		s = &t.slots[oldest]
+		*s = detectSlot{used: true, det: det, subj: subj}
+	}
+	s.last = now
+	if now < s.quiet {
+		return false
+	}
+	win := int64(th.Window)
+	for s.n > 0 && now-s.ts[s.head] >= win {
+		s.head = (s.head + 1) % len(s.ts)
+		s.n--
+	}
+	if s.n == len(s.ts) { // threshold lowered by a reload: drop the oldest
+		s.head = (s.head + 1) % len(s.ts)
+		s.n--
+	}
+	s.ts[(s.head+s.n)%len(s.ts)] = now
+	s.n++
+	if s.n < th.Count {
+		return false
+	}
+	s.n, s.head = 0, 0
+	s.quiet = now + win
+	return true
+}
+
+// modbusDetector classifies a Modbus response for the rate detectors:
+// the detector it counts for and whether its subject is the server (the
+// response's source) rather than the client it goes to.
+func modbusDetector(a *modbus.ADU) (det rules.Detector, server, ok bool) {
+	if !a.IsException {
+		return 0, false, false
+	}
+	switch a.Exception {
+	case modbus.ExceptionIllegalFunction:
+		return rules.DetectModbusFunctionScan, false, true
+	case modbus.ExceptionIllegalDataAddress:
+		return rules.DetectModbusAddressScan, false, true
+	case modbus.ExceptionAcknowledge, modbus.ExceptionServerDeviceBusy:
+		return rules.DetectModbusServerBusy, true, true
+	}
+	return 0, false, false
+}
+
+// IIN2 bits (IEEE 1815-2012 clause 4.2.2.7.2), low byte of Fragment.IIN.
+const (
+	iin2NoFuncSupport  = 0x01
+	iin2ObjUnknown     = 0x02
+	iin2ParameterError = 0x04
+)
+
+// dnp3Detectors calls fn for each rate detector a DNP3 response fragment
+// counts for; server: the subject is the outstation (the fragment's
+// source) rather than the master it goes to.
+func dnp3Detectors(fr *dnp3.Fragment, fn func(det rules.Detector, server bool)) {
+	if !fr.HasIIN() {
+		return
+	}
+	if fr.Func == dnp3.FuncUnsolicitedResp {
+		fn(rules.DetectDNP3UnsolicitedStorm, true)
+	}
+	iin2 := fr.IIN & 0xff
+	if iin2&(iin2ObjUnknown|iin2ParameterError) != 0 {
+		fn(rules.DetectDNP3ObjectScan, false)
+	}
+	if iin2&iin2NoFuncSupport != 0 {
+		fn(rules.DetectDNP3FunctionScan, false)
+	}
+}
+
+// Detectors calls fn for each rate detector (rules.Detector) that the
+// response PDU of d counts for, with the subject address it is counted
+// against, exactly as the engine counts (rules/learn uses it to measure
+// the rates a capture shows). Nothing for requests and non-PDU decisions.
+func (d *Decision) Detectors(fn func(det rules.Detector, subj netip.Addr)) {
+	if d.PDU == nil || d.PDU.Dir != protocols.Response || d.Detection != "" {
+		return
+	}
+	subject := func(server bool) netip.Addr {
+		if server {
+			return d.Src.Addr()
+		}
+		return d.Dst.Addr()
+	}
+	switch {
+	case d.Modbus != nil:
+		if det, server, ok := modbusDetector(d.Modbus); ok {
+			fn(det, subject(server))
+		}
+	case d.DNP3 != nil:
+		dnp3Detectors(d.DNP3, func(det rules.Detector, server bool) { fn(det, subject(server)) })
+	}
+}
+
+// detectModbus feeds one Modbus response that crossed to the detectors.
+func (e *Engine) detectModbus(c *hctx, f *flow, a *modbus.ADU, v *rules.Verdict) {
+	if det, server, ok := modbusDetector(a); ok {
+		e.detect(c, f, det, c.subject(server), v)
+	}
+}
+
+// detectDNP3 feeds one DNP3 response fragment that crossed to the
+// detectors.
+func (e *Engine) detectDNP3(c *hctx, f *flow, fr *dnp3.Fragment, v *rules.Verdict) {
+	if !fr.HasIIN() {
+		return
+	}
+	dnp3Detectors(fr, func(det rules.Detector, server bool) { e.detect(c, f, det, c.subject(server), v) })
+}
+
+// subject is the response's source (server) or destination address.
+func (c *hctx) subject(server bool) netip.Addr {
+	if server {
+		return c.pkt.SrcAddrPort().Addr()
+	}
+	return c.pkt.DstAddrPort().Addr()
+}
+
+// detect counts one match and, at the threshold, reports an alert: to the
+// OnVerdict hook as a Decision with Detection set, and as an event.
+func (e *Engine) detect(c *hctx, f *flow, det rules.Detector, subj netip.Addr, pv *rules.Verdict) {
+	th := c.rs.Detection(det)
+	if !e.detects.observe(det, subj, c.now, th) {
+		return
+	}
+	e.ctr.detections.Add(1)
+	d := &c.dec
+	saved := *d
+	d.Detection, d.DetectionCount, d.DetectionWindow = det.String(), th.Count, th.Window
+	d.Action, d.HasVerdict = FrameForward, true
+	d.Verdict = *pv
+	d.Verdict.Action = rules.Alert
+	d.Src, d.Dst = c.pkt.SrcAddrPort(), c.pkt.DstAddrPort()
+	if f != nil {
+		d.FlowID = f.id
+	}
+	if e.cfg.OnVerdict != nil {
+		e.cfg.OnVerdict(d)
+	}
+	v := &d.Verdict
+	ev := &events.Event{
+		Time:     time.Unix(0, c.now).UTC(),
+		Type:     events.TypeAlert,
+		Verdict:  "alert",
+		Severity: events.SevWarning,
+		Mode:     v.Mode.String(),
+		Conduit:  v.ConduitName,
+		Rule:     v.RuleName,
+		Reason:   ReasonDetectPrefix + det.String(),
+		Src:      d.Src,
+		Dst:      d.Dst,
+		Proto:    d.Proto,
+		Fields:   d.Fields(),
+	}
+	ev.Fields["detection"] = det.String()
+	ev.Fields["count"] = th.Count
+	ev.Fields["window_s"] = th.Window.Seconds()
+	ev.Fields["subject"] = subj.String()
+	ev.Message = "detect: " + strconv.Itoa(th.Count) + " " + det.What() + " " + subj.String() + " within " + th.Window.String()
+	e.ctr.eventsEmitted.Add(1)
+	e.sink.Emit(ev)
+	*d = saved
+}
+
+// ReasonDetectPrefix starts the reason of a rate detection's alert
+// ("detect:modbus_address_scan").
+const ReasonDetectPrefix = "detect:"
