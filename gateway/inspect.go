@@ -532,6 +532,11 @@ func (e *Engine) judge(c *hctx, f *flow, s int, b []byte, start, end int) bool {
 		if ok && dir == protocols.Request {
 			mb.pairing.Request(a)
 		}
+		if ok && v.Action == rules.Allow && pa == modbus.AnomalyTIDMismatch {
+			// Tolerated: the device numbers its answers wrongly; this
+			// response answers the oldest request.
+			mb.pairing.TakeOldest()
+		}
 		if ok && dir == protocols.Response {
 			e.detectModbus(c, f, a, &v)
 		}
@@ -607,10 +612,15 @@ func (e *Engine) judgeDNP3(c *hctx, f *flow, s int, b []byte, start, end int) bo
 	}
 	dnp3PDU(pdu, lf, fr, dir)
 	seq := fr.Seq() & 15
-	paired := false // a counted request was consumed
+	paired := false      // a counted request was consumed
+	seqMismatch := false // a response with requests outstanding, none of its SEQ
 	if dir == protocols.Response && fr.Func == dnp3.FuncResponse {
 		paired = dn.outstanding[seq] > 0
 		pdu.DNP3.PairedRequest = f.insp.pickup(paired)
+		if !pdu.DNP3.PairedRequest && dn.outstanding != ([16]uint8{}) && pdu.Anomaly == "" {
+			pdu.Anomaly = dnp3.AnomalySeqMismatch.String()
+			seqMismatch = true
+		}
 	}
 	c.dec.PDU, c.dec.DNP3Link, c.dec.DNP3 = pdu, lf, fr
 	v := c.rs.Evaluate(&f.rf, pdu)
@@ -632,9 +642,14 @@ func (e *Engine) judgeDNP3(c *hctx, f *flow, s int, b []byte, start, end int) bo
 		switch {
 		case dir == protocols.Request && expectsResponse(fr.Func):
 			dn.count(seq)
-		case dir == protocols.Response && fr.Func == dnp3.FuncResponse && pdu.DNP3.PairedRequest:
-			if paired {
+		case dir == protocols.Response && fr.Func == dnp3.FuncResponse && (pdu.DNP3.PairedRequest || seqMismatch && v.Action == rules.Allow):
+			switch {
+			case paired:
 				dn.outstanding[seq]--
+			case seqMismatch:
+				// Tolerated: the outstation numbers its answers wrongly;
+				// this response answers the latest request before its SEQ.
+				dn.takeBefore(seq)
 			}
 			if !fr.FIN() {
 				dn.count((seq + 1) & 15) // the next fragment of a multi-fragment response
@@ -642,6 +657,17 @@ func (e *Engine) judgeDNP3(c *hctx, f *flow, s int, b []byte, start, end int) bo
 		}
 	}
 	return ok
+}
+
+// takeBefore consumes one request awaiting a response, the nearest one
+// counting back from sequence seq (mod 16).
+func (dn *dnpState) takeBefore(seq uint8) {
+	for i := uint8(1); i <= 16; i++ {
+		if s := (seq - i) & 15; dn.outstanding[s] > 0 {
+			dn.outstanding[s]--
+			return
+		}
+	}
 }
 
 // count records one more request awaiting a response with sequence seq.

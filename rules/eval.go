@@ -259,6 +259,14 @@ func (rs *Ruleset) evaluate(f *Flow, p *PDU) Verdict {
 	return rs.verdict(int(cands[0]), -1, ReasonProtocolNotAllowed)
 }
 
+// PairingAnomalies name the parser anomalies of a response that matches
+// no outstanding request although requests await an answer: Modbus
+// tid_mismatch, DNP3 seq_mismatch. A rule that tolerates one lets such
+// responses pass as answers (response_without_request otherwise).
+var PairingAnomalies = []string{"tid_mismatch", "seq_mismatch"}
+
+func isPairingAnomaly(a string) bool { return tolerated(PairingAnomalies, a) }
+
 func tolerated(list []string, a string) bool {
 	for _, t := range list {
 		if t == a {
@@ -272,11 +280,15 @@ func (r *crule) eval(c *cconduit, p *PDU, auth *dnp3Auth) Reason {
 	if p.Anomaly != "" && !tolerated(r.tolerate, p.Anomaly) && !tolerated(c.tolerate, p.Anomaly) {
 		return ReasonMalformed
 	}
+	// A response the parser could not pair for a reason the rule or
+	// conduit tolerates (a device that answers with the wrong Modbus
+	// transaction id or DNP3 sequence number) counts as paired.
+	pairTol := p.Dir == protocols.Response && p.Anomaly != "" && isPairingAnomaly(p.Anomaly)
 	switch r.kind {
 	case kindModbus:
-		return r.mb.eval(p.Dir, &p.Modbus)
+		return r.mb.eval(p.Dir, &p.Modbus, pairTol)
 	case kindDNP3:
-		return r.dn.eval(p.Dir, &p.DNP3, auth)
+		return r.dn.eval(p.Dir, &p.DNP3, auth, pairTol)
 	case kindOPCUA:
 		return r.ua.eval(p.Dir, &p.OPCUA)
 	}
@@ -334,12 +346,12 @@ func writeOK(segs []wseg, addr, qty uint16, vals []uint16, unknown bool) Reason 
 	return ReasonAllowed
 }
 
-func (m *cmodbus) eval(dir protocols.Dir, p *Modbus) Reason {
+func (m *cmodbus) eval(dir protocols.Dir, p *Modbus, pairTol bool) Reason {
 	if !m.unitsAny && m.units[p.Unit/64]&(1<<(p.Unit%64)) == 0 {
 		return ReasonUnitNotAllowed
 	}
 	if dir == protocols.Response {
-		if !p.PairedRequest {
+		if !p.PairedRequest && !pairTol {
 			return ReasonResponseWithoutRequest
 		}
 		return ReasonAllowed
@@ -384,7 +396,7 @@ func (m *cmodbus) eval(dir protocols.Dir, p *Modbus) Reason {
 
 // ---- DNP3 ----
 
-func (d *cdnp3) eval(dir protocols.Dir, p *DNP3, auth *dnp3Auth) Reason {
+func (d *cdnp3) eval(dir protocols.Dir, p *DNP3, auth *dnp3Auth, pairTol bool) Reason {
 	master, outstation := p.LinkSrc, p.LinkDst
 	if dir == protocols.Response {
 		master, outstation = p.LinkDst, p.LinkSrc
@@ -407,7 +419,7 @@ func (d *cdnp3) eval(dir protocols.Dir, p *DNP3, auth *dnp3Auth) Reason {
 			// that awaits a response (IEEE 1815-2012 clause 7).
 			return ReasonAllowed
 		}
-		if !p.PairedRequest {
+		if !p.PairedRequest && !pairTol {
 			return ReasonResponseWithoutRequest
 		}
 		return ReasonAllowed

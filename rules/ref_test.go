@@ -197,9 +197,17 @@ func refEvaluateAt(p *Policy, st *refAuth, f *Flow, pdu *PDU) refResult {
 			case pdu.Anomaly != "" && !contains(tol, pdu.Anomaly) && !contains(c.Tolerate, pdu.Anomaly):
 				reason = ReasonMalformed
 			case r.Modbus != nil:
-				reason = refModbus(r.Modbus, pdu.Dir, &pdu.Modbus)
+				m := pdu.Modbus
+				if pdu.Dir == protocols.Response && pdu.Anomaly == "tid_mismatch" {
+					m.PairedRequest = true // tolerated, as the check above shows
+				}
+				reason = refModbus(r.Modbus, pdu.Dir, &m)
 			case r.DNP3 != nil:
-				reason = refDNP3(r.DNP3, pdu.Dir, &pdu.DNP3, st)
+				d := pdu.DNP3
+				if pdu.Dir == protocols.Response && pdu.Anomaly == "seq_mismatch" && !r.DNP3.RequireAuth {
+					d.PairedRequest = true
+				}
+				reason = refDNP3(r.DNP3, pdu.Dir, &d, st)
 			case r.OPCUA != nil:
 				reason = refOPCUA(r.OPCUA, pdu.Dir, &pdu.OPCUA)
 			}
@@ -731,7 +739,7 @@ func genTolerate(rule *Rule) string {
 func genDNP3Rule(r *rand.Rand) *DNP3Rule {
 	d := &DNP3Rule{}
 	if r.IntN(4) == 0 {
-		d.Tolerate = []string{"bad_length"}
+		d.Tolerate = []string{"bad_length", "seq_mismatch"}
 	}
 	d.RequireAuth = r.IntN(3) == 0
 	if r.IntN(2) == 0 {
@@ -765,7 +773,7 @@ func genRule(r *rand.Rand) Rule {
 			m.Ports = []string{"5020"}
 		}
 		if r.IntN(4) == 0 {
-			m.Tolerate = []string{"mbap_length"}
+			m.Tolerate = []string{"mbap_length", "tid_mismatch"}
 		}
 		for k := 0; k < 1+r.IntN(4); k++ {
 			tbl := pick(r, []string{"coils", "discrete", "input", "holding"})
@@ -839,7 +847,7 @@ func genFlowPDU(r *rand.Rand, f *Flow, p *PDU) {
 		p.Dir = protocols.Response
 	}
 	if r.IntN(15) == 0 {
-		p.Anomaly = pick(r, []string{"mbap_length", "bad_length", "truncated", "crc_error"})
+		p.Anomaly = pick(r, []string{"mbap_length", "bad_length", "truncated", "crc_error", "tid_mismatch", "seq_mismatch"})
 	}
 	switch r.IntN(3) {
 	case 0:

@@ -35,6 +35,11 @@ const (
 	AnomalyTooManyObjects  // more than MaxObjects object headers (walk stopped)
 	AnomalyUnexpectedData  // octets after a function that carries no objects
 
+	// Pairing (clause 4.2.2.4.4), found by a stateful observer such as the
+	// gateway, never by Fragment.Decode: a solicited response whose SEQ
+	// answers no outstanding request while requests await a response.
+	AnomalySeqMismatch
+
 	anomalyCount
 )
 
@@ -58,6 +63,7 @@ var anomalyNames = [anomalyCount]string{
 	AnomalyTruncatedObject:    "truncated_object",
 	AnomalyTooManyObjects:     "too_many_objects",
 	AnomalyUnexpectedData:     "unexpected_data",
+	AnomalySeqMismatch:        "seq_mismatch",
 }
 
 // String returns the stable snake_case name used in events and policies.

@@ -47,6 +47,25 @@ type Pairing struct {
 // Len returns the number of outstanding requests.
 func (p *Pairing) Len() int { return p.n }
 
+// TakeOldest removes and returns the oldest outstanding request: the one a
+// caller takes as answered by a response whose transaction id matched none
+// (AnomalyTIDMismatch) when it accepts such responses from a device that
+// numbers its answers wrongly. ok is false when nothing is outstanding.
+func (p *Pairing) TakeOldest() (req Outstanding, ok bool) {
+	best := -1
+	for i := range p.slots {
+		if p.used[i] && (best < 0 || p.slots[i].seq < p.slots[best].seq) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return Outstanding{}, false
+	}
+	p.used[best] = false
+	p.n--
+	return p.slots[best], true
+}
+
 // Reset forgets every outstanding request (after a reconnect).
 func (p *Pairing) Reset() { *p = Pairing{} }
 

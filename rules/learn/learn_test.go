@@ -86,7 +86,6 @@ type residual struct {
 const (
 	whyNonProtocol = "bytes that are no PDU of the port's protocol: nothing to allow (evasion scenario)"
 	whyMalformed   = "PDU too malformed to have a function or service a rule could allow"
-	whyUnpaired    = "response matching no outstanding request"
 	whyNormaliser  = "TCP normaliser refuses the segment (capture artefact: lost or re-sent bytes)"
 )
 
@@ -97,7 +96,6 @@ var residuals = map[string][]residual{
 	// Real captures in ../shared/pcaps.
 	"dnp3_digitalbond_test_data_part1.pcap": {
 		{19, "malformed:bad_start", whyMalformed + ": request whose link frame has no 0x0564 start (bad_start)"},
-		{164, "response_without_request", whyUnpaired + ": outstation answers the request of seq 1 (frame 163) with seq 3"},
 	},
 	"dnp3_openics_RequestLinkStatus.pcap": {
 		{6, "malformed:link_crc", whyMalformed + ": link status answer (link layer only) with a link CRC error (link_crc)"},
@@ -107,9 +105,6 @@ var residuals = map[string][]residual{
 	},
 	"modbus_digitalbond_test_data_part1.pcap": {
 		{76, "malformed:non_modbus", whyMalformed + ": request that is no Modbus/TCP ADU (non_modbus)"},
-	},
-	"modbus_ndpi_modbus.pcap": {
-		{96, "response_without_request", whyUnpaired + ": the server answers tid 0 with tid 1 (tid_mismatch)"},
 	},
 	"opcua_cisagov_opcua_with-gap_with-handshake.pcapng": {
 		{2, "bad_tcp", whyNormaliser + ": client ACK captured before the server's SYN/ACK (frames 2 and 3 swapped)"},
