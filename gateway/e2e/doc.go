@@ -10,6 +10,13 @@
 // skip otherwise; every namespace and process they create is removed in
 // t.Cleanup, processes are killed by their PID only.
 //
+// TestScenariosLive replays every simulate/scenarios capture through the
+// live datapath (hal AF_PACKET ports, daemon.Forwarder, gateway.Engine) in
+// the gateway namespace, in-process rather than through the binary so that
+// it sees every engine event before the pipeline aggregates repeats; client
+// frames go in on one port and server frames on the other, and the
+// verdicts, drop counters and crafted frames must equal offline replay's.
+//
 // The datapath benchmark behind `make bench-datapath` lives here too
 // (TestDatapathBench, enabled by OTGW_BENCH_DATAPATH=1).
 package e2e
