@@ -118,6 +118,14 @@ type flow struct {
 	// last set through settle, so that most packets need no table lock.
 	appliedClass   uint8
 	appliedTimeout time.Duration
+
+	// Statistics for the status endpoint (Engine.Flows), indexed by
+	// sender: 0 client, 1 server.
+	start      int64 // unix ns of the first packet
+	pkts       [2]uint64
+	bytes      [2]uint64
+	pdus       uint64
+	pdusDenied uint64 // denied or alerted (monitor)
 }
 
 // half is the normaliser's view of one direction (one sender).

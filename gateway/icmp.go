@@ -159,7 +159,12 @@ func (e *Engine) trackEcho(c *hctx, v rules.Verdict) {
 		f.reported = false
 		f.wscaleBoth = false
 		f.appliedClass, f.appliedTimeout = classTransient, 0
+		f.start = c.now
+		f.pkts, f.bytes = [2]uint64{}, [2]uint64{}
+		f.pdus, f.pdusDenied = 0, 0
 	}
+	f.pkts[0]++
+	f.bytes[0] += uint64(len(c.frame))
 	f.rs, f.verdict = c.rs, v
 	f.monitor = v.Mode == rules.ModeMonitor
 	f.echoSent(seq)

@@ -457,6 +457,10 @@ func (e *Engine) malformed(c *hctx, f *flow, s int, anomaly string, start, end i
 // holds a native reply for a deny with action reply.
 func (e *Engine) verdict(c *hctx, f *flow, s int, v rules.Verdict, start, end int, canReply bool) bool {
 	e.ctr.pdus.Add(1)
+	f.pdus++
+	if v.Action != rules.Allow {
+		f.pdusDenied++
+	}
 	switch v.Action {
 	case rules.Allow:
 		e.ctr.pduAllowed.Add(1)

@@ -234,6 +234,9 @@ func (e *Engine) initFlow(c *hctx, f *flow, v rules.Verdict, insp *inspector, aI
 	f.reported = false
 	f.wscaleBoth = false
 	f.appliedClass, f.appliedTimeout = classTransient, 0
+	f.start = c.now
+	f.pkts, f.bytes = [2]uint64{}, [2]uint64{}
+	f.pdus, f.pdusDenied = 0, 0
 	if p.Proto == packet.ProtoTCP && p.Flags&packet.TCPSyn == 0 {
 		f.midstream = true
 		f.state = tcpEstablished
@@ -250,6 +253,13 @@ func (e *Engine) initFlow(c *hctx, f *flow, v rules.Verdict, insp *inspector, aI
 // flowPacket processes a packet of an existing flow. Caller holds f.mu.
 func (e *Engine) flowPacket(c *hctx, f *flow, fromClient bool) {
 	p := &c.pkt
+	if fromClient {
+		f.pkts[0]++
+		f.bytes[0] += uint64(len(c.frame))
+	} else {
+		f.pkts[1]++
+		f.bytes[1] += uint64(len(c.frame))
+	}
 	c.dec.Proto = "udp"
 	if f.rf.Transport == rules.TransportTCP {
 		c.dec.Proto = "tcp"
