@@ -86,6 +86,7 @@ type counters struct {
 	flowsRevoked  atomic.Uint64 // flows a new ruleset no longer allows
 	eventsEmitted atomic.Uint64
 	detections    atomic.Uint64 // rate detections that reached their threshold
+	captureSkips  atomic.Uint64 // replay: segments skipped resynchronising after a capture hole
 }
 
 func (c *counters) drop(r DropReason) { c.drops[r].Add(1) }
@@ -111,6 +112,10 @@ type Counters struct {
 	MemoryBytes, MemoryCap           int64
 	EventsEmitted                    uint64
 	Detections                       uint64 // rate-detection alerts (rules.Detector)
+	// CaptureSkips counts segments of a replayed capture skipped while the
+	// parser resynchronised after a hole the capture lost (CaptureGap);
+	// always 0 on the wire.
+	CaptureSkips uint64
 }
 
 // Dropped returns the total of all drop counters.
@@ -162,4 +167,5 @@ func (c *counters) snapshot(out *Counters) {
 	out.FlowsRevoked = c.flowsRevoked.Load()
 	out.EventsEmitted = c.eventsEmitted.Load()
 	out.Detections = c.detections.Load()
+	out.CaptureSkips = c.captureSkips.Load()
 }

@@ -41,8 +41,12 @@ type istream struct {
 	hist    []byte
 	histLen int
 	histEnd uint32
-	resync  bool   // monitor: framing lost; try again at the next segment
-	svc     uint32 // OPC UA: type id of the message whose chunks are arriving
+	resync  bool // monitor: framing lost; try again at the next segment
+	// afterHole: a replayed capture lost bytes of this direction
+	// (CaptureGap); until a PDU frames again, bytes that do not frame are
+	// the rest of a PDU whose start was lost, not malformed: skipped.
+	afterHole bool
+	svc       uint32 // OPC UA: type id of the message whose chunks are arriving
 }
 
 type mbState struct {
@@ -147,6 +151,7 @@ func (in *inspector) reset() {
 		d := &in.dir[i]
 		d.hold = d.hold[:0]
 		d.histLen, d.histEnd, d.resync, d.svc = 0, 0, false, 0
+		d.afterHole = false
 	}
 	switch {
 	case in.mb != nil:
@@ -200,6 +205,53 @@ func (e *Engine) MarkPickedUp(client, server netip.AddrPort) bool {
 		// monitor-mode pickup (gap): MSG is not msg_before_open.
 		ua.ch.Gap(protocols.Request)
 		ua.ch.Gap(protocols.Response)
+	}
+	return true
+}
+
+// CaptureGap tells the engine that the capture it replays lost bytes that
+// src sent to dst on their TCP connection, up to sequence number to: the
+// gateway on the wire would have seen them, the capture did not. The
+// normaliser continues from to (so that the segments and acknowledgements
+// after the hole are not refused as out of order or out of window), the
+// parser of that direction resynchronises as after a mid-stream pickup,
+// and responses to requests that may have been lost are not denied as
+// responses without request (as MarkPickedUp). Offline replay calls it
+// where its pre-pass finds a hole no later frame fills; the live gateway
+// never does. It reports whether the connection exists and the sender's
+// stream was behind to.
+func (e *Engine) CaptureGap(src, dst netip.AddrPort, to uint32) bool {
+	k, fromA := keyOfAddrs(src.Addr(), dst.Addr(), src.Port(), dst.Port(), packet.ProtoTCP)
+	t := e.tab
+	t.mu.Lock()
+	i, ok := t.m[k]
+	var gen uint32
+	if ok {
+		gen = t.slots[i].gen
+	}
+	t.mu.Unlock()
+	if !ok {
+		return false
+	}
+	f := &t.slots[i]
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.gen != gen {
+		return false
+	}
+	s := 1
+	if fromA == f.aIsClient {
+		s = 0
+	}
+	h := &f.dir[s]
+	if !h.hasISN || !seqGT(to, h.nxt) {
+		return false
+	}
+	h.nxt = to
+	if f.insp != nil {
+		e.gap(f, s)
+		f.insp.pickedUp = true
+		f.insp.dir[s].afterHole = true
 	}
 	return true
 }
@@ -305,6 +357,12 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 	for pos < len(data) || len(st.hold) > 0 {
 		if len(st.hold) > 0 {
 			n, need, err := in.frame(s, st.hold)
+			if (err != nil || (n == 0 && need <= 0)) && st.afterHole {
+				st.hold = st.hold[:0]
+				e.ctr.captureSkips.Add(1)
+				st.resync = true
+				return
+			}
 			if err != nil || (n == 0 && need <= 0) {
 				st.hold = st.hold[:0]
 				if !e.malformed(c, f, s, framingAnomaly(in, err), 0, pos) {
@@ -340,6 +398,10 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 		b := data[pos:]
 		n, need, err := in.frame(s, b)
 		switch {
+		case err != nil && st.afterHole:
+			e.ctr.captureSkips.Add(1)
+			st.resync = true
+			return
 		case err != nil:
 			if !e.malformed(c, f, s, framingAnomaly(in, err), pos, pos+max(n, 1)) {
 				return
@@ -349,6 +411,7 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 			st.resync = true
 			return
 		case n > 0:
+			st.afterHole = false
 			if !e.judge(c, f, s, b[:n], pos, pos+n) {
 				return
 			}

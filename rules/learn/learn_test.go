@@ -86,7 +86,6 @@ type residual struct {
 const (
 	whyNonProtocol = "bytes that are no PDU of the port's protocol: nothing to allow (evasion scenario)"
 	whyMalformed   = "PDU too malformed to have a function or service a rule could allow"
-	whyNormaliser  = "TCP normaliser refuses the segment (capture artefact: lost or re-sent bytes)"
 )
 
 // residuals lists, per capture (shared captures by file name, scenarios by
@@ -105,18 +104,6 @@ var residuals = map[string][]residual{
 	},
 	"modbus_digitalbond_test_data_part1.pcap": {
 		{76, "malformed:non_modbus", whyMalformed + ": request that is no Modbus/TCP ADU (non_modbus)"},
-	},
-	"opcua_cisagov_opcua_with-gap_with-handshake.pcapng": {
-		{2, "bad_tcp", whyNormaliser + ": client ACK captured before the server's SYN/ACK (frames 2 and 3 swapped)"},
-		{25, "out_of_window", whyNormaliser + ": ACK of server bytes lost in the capture gap"},
-		{29, "out_of_window", whyNormaliser + ": ACK of server bytes lost in the capture gap"},
-	},
-	"opcua_emre_opycua_share.pcap": {
-		{6, "out_of_order", whyNormaliser + ": server segment after bytes the capture lost"},
-		{7, "out_of_window", whyNormaliser + ": client ACKs the server bytes the capture lost"},
-	},
-	"other_enip_suricata_enip_test1.pcap": {
-		{9, "out_of_window", whyNormaliser + ": mid-stream ACK of bytes the capture never held"},
 	},
 	// Scenario captures (simulate/scenarios/<case>/input.pcap): the
 	// evasions and malformed cases must still be denied.

@@ -25,9 +25,21 @@
 //     tells the engine (Engine.MarkPickedUp) that the connection was picked
 //     up, so that the first responses, which may answer requests sent
 //     before the capture began, are not denied as responses without
-//     request. With
-//     StrictMidstream the engine sees the capture as is (in enforce mode it
-//     refuses mid-stream connections, as on the wire).
+//     request.
+//   - A capture is not the wire: it may lose frames, and merged captures
+//     may put an ACK before the segment it acknowledges. Unless
+//     StrictMidstream is set, a pre-pass (gaps.go) finds holes no later
+//     frame fills and tells the engine at the first frame past each
+//     (Engine.CaptureGap: the parser resynchronises at the next PDU, the
+//     rest of a PDU whose start was lost passes uninspected and is
+//     counted), and feeds a pure ACK right after the segment it
+//     acknowledges when that follows within a few frames. A hole a later
+//     frame fills is out-of-order delivery and is left to the engine.
+//     Report.CaptureHoles, Reordered and CaptureSkipped count the repairs.
+//
+// With StrictMidstream the engine sees the capture as is (in enforce mode
+// it refuses mid-stream connections and whatever follows a hole, as on the
+// wire).
 //
 // Verdicts come from the engine's OnVerdict hook; whether a frame crossed
 // comes from what the engine sent through the in-memory Tx. Nothing in this

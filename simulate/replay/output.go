@@ -52,6 +52,10 @@ func (rep *Report) WriteSummary(w io.Writer) error {
 	if rep.PickedUp > 0 || rep.SkippedMidstream > 0 {
 		fmt.Fprintf(bw, "; %d connections joined mid-stream picked up (%d earlier frames skipped)", rep.PickedUp, rep.SkippedMidstream)
 	}
+	if rep.CaptureHoles > 0 || rep.Reordered > 0 {
+		fmt.Fprintf(bw, "\ncapture repairs: %d holes the capture lost (the engine continued after them; %d segments completing a lost PDU passed uninspected), %d ACKs fed after the segment they were captured before",
+			rep.CaptureHoles, rep.CaptureSkipped, rep.Reordered)
+	}
 	fmt.Fprintf(bw, "\nPDUs: %d allowed, %d denied, %d alerted; deny events %d, alert events %d", rep.PDUsAllowed, rep.PDUsDenied, rep.PDUsAlerted, rep.Denies, rep.Alerts)
 	if rep.Detections > 0 {
 		fmt.Fprintf(bw, " (%d of them rate detections: scans, busy servers, unsolicited storms)", rep.Detections)

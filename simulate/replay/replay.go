@@ -115,6 +115,10 @@ func Run(opts Options, paths ...string) (*Report, error) {
 		if r.mid, err = scanMidstream(paths, serverPorts(opts.Policy)); err != nil {
 			return nil, err
 		}
+		if r.rp, err = scanRepairs(paths, r.mid); err != nil {
+			return nil, err
+		}
+		r.pending = map[frameRef]*srcFrame{}
 	}
 	if opts.Progress != nil {
 		for _, p := range paths {
@@ -145,6 +149,9 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	if err := readMerged(paths, r.frame); err != nil {
 		return nil, err
 	}
+	for ref, sf := range r.pending { // never left by scanRepairs; fed rather than lost
+		r.process(sf, ref)
+	}
 	if opts.Progress != nil {
 		opts.Progress(r.done, r.total)
 	}
@@ -173,6 +180,8 @@ type runner struct {
 	eng     *gateway.Engine
 	sides   *sides
 	mid     *midstream
+	rp      *repairs
+	pending map[frameRef]*srcFrame // deferred frames (gaps.go)
 	names   []string
 	rep     *Report
 	allowed *pcapgo.Writer
@@ -229,11 +238,34 @@ func (r *runner) frame(sf *srcFrame) error {
 			return nil
 		}
 	}
+	if r.rp != nil && r.rp.deferred[ref] {
+		// Fed after the frame it was captured before (gaps.go).
+		c := *sf
+		c.data = append([]byte(nil), sf.data...)
+		r.pending[ref] = &c
+		return nil
+	}
+	r.process(sf, ref)
+	if r.rp != nil {
+		for _, a := range r.rp.after[ref] {
+			if c := r.pending[a]; c != nil {
+				delete(r.pending, a)
+				r.rep.Reordered++
+				r.process(c, a)
+			}
+		}
+	}
+	return nil
+}
+
+// process feeds one capture frame (with the synthesised handshake of a
+// pickup, and after telling the engine of capture holes before it).
+func (r *runner) process(sf *srcFrame, ref frameRef) {
 	r.buf = toEthernet(r.buf[:0], sf.link, sf.data, &r.pkt)
 	if r.buf == nil {
 		r.rep.Undecodable++
 		r.buf = make([]byte, 0, 2048)
-		return nil
+		return
 	}
 	if r.pkt.Decode(r.buf, packet.LinkEthernet) != nil {
 		r.rep.Undecodable++
@@ -257,8 +289,14 @@ func (r *runner) frame(sf *srcFrame) error {
 			r.eng.MarkPickedUp(pk.client, pk.server)
 		}
 	}
+	if r.rp != nil {
+		for _, h := range r.rp.holes[ref] {
+			if r.eng.CaptureGap(h.src, h.dst, h.to) {
+				r.rep.CaptureHoles++
+			}
+		}
+	}
 	r.feed(r.buf, in, FrameRef{File: r.names[sf.file], Index: sf.index, Time: sf.time}, &r.pkt, false)
-	return nil
 }
 
 // feed runs one Ethernet frame through the engine and accounts for it.
@@ -445,6 +483,15 @@ type Report struct {
 	PickedUp           int `json:"picked_up"`
 	Synthesised        int `json:"synthesised"`         // handshake frames made for picked-up connections
 	SynthesisedDropped int `json:"synthesised_dropped"` // ... that the engine refused
+	// Capture repairs (unless StrictMidstream): holes the capture lost
+	// that the engine was told of, and handshake ACKs fed after the
+	// SYN-ACK they were captured before.
+	CaptureHoles int `json:"capture_holes"`
+	Reordered    int `json:"reordered"`
+	// CaptureSkipped counts segments after a capture hole that carried
+	// the rest of a PDU whose start was lost: forwarded uninspected (the
+	// gateway on the wire would have judged the whole PDU).
+	CaptureSkipped int `json:"capture_skipped"`
 
 	PDUsAllowed int `json:"pdus_allowed"`
 	PDUsDenied  int `json:"pdus_denied"`
@@ -587,6 +634,7 @@ func (rep *Report) event(ev *Event, maxTimeline int) {
 }
 
 func (rep *Report) finish(c gateway.Counters) {
+	rep.CaptureSkipped = int(c.CaptureSkips)
 	rep.Drops = map[string]uint64{}
 	for k, v := range c.DropsByName() {
 		if v != 0 {

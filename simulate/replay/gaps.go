@@ -1,0 +1,189 @@
+package replay
+
+import (
+	"net/netip"
+
+	"github.com/otgw/otgw/gateway/packet"
+)
+
+// ---- capture holes ----
+//
+// A capture is not the wire: a tap or a busy capture host loses frames, and
+// merged captures from two interfaces may put a client's ACK before the
+// SYN-ACK it acknowledges. The gateway in place would have seen the lost
+// bytes, in order; fed the capture as it is, its normaliser refuses what
+// follows a hole (out_of_order, out_of_window) and the ACK before its
+// SYN-ACK (bad_tcp). Unless Options.StrictMidstream is set, a pre-pass finds
+//   - holes: bytes of one direction that no frame of the capture carries,
+//     although later segments or the peer's acknowledgements go past them.
+//     At the first frame that goes past such a hole the harness tells the
+//     engine (Engine.CaptureGap), which continues after it as after a
+//     mid-stream pickup. A hole that a later frame fills is no capture
+//     loss (out-of-order delivery, or an evasion): it is left to the engine.
+//   - a pure ACK captured before the segment it acknowledges (a client's
+//     handshake ACK before the SYN-ACK, an ACK before the data): the
+//     harness feeds it right after that segment when it follows within a
+//     few frames.
+
+// seg is one TCP frame of the pre-pass.
+type seg struct {
+	ref      frameRef
+	src, dst netip.AddrPort
+	flags    uint8
+	seq, ack uint32
+	n        uint32 // sequence space used: payload, +1 for SYN and FIN
+}
+
+// holeAt is a hole the engine learns of before feeding a frame.
+type holeAt struct {
+	src, dst netip.AddrPort
+	to       uint32
+}
+
+// repairs is the result of the pre-pass.
+type repairs struct {
+	holes    map[frameRef][]holeAt
+	deferred map[frameRef]bool // frames fed later, after the frame that lists them in after
+	after    map[frameRef][]frameRef
+}
+
+type dirKey struct{ src, dst netip.AddrPort }
+
+type dirState struct {
+	valid bool
+	nxt   uint32
+	segs  []int // indexes into the pass's segments sent in this direction
+}
+
+func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
+func seqGT(a, b uint32) bool { return int32(a-b) > 0 }
+
+// ackedBy returns the index of the segment, among the 8 after segs[i],
+// after which the peer direction o has sent every byte segs[i]
+// acknowledges; -1 when none does.
+func ackedBy(segs []seg, i int, o *dirState) int {
+	s := &segs[i]
+	valid, nxt := o.valid, o.nxt
+	for j := i + 1; j < len(segs) && j <= i+8; j++ {
+		x := &segs[j]
+		if x.src != s.dst || x.dst != s.src {
+			continue
+		}
+		switch {
+		case x.flags&packet.TCPSyn != 0:
+			valid, nxt = true, x.seq+1
+		case valid && x.n > 0 && !seqGT(x.seq, nxt) && seqGT(x.seq+x.n, nxt):
+			nxt = x.seq + x.n
+		}
+		if valid && !seqLT(nxt, s.ack) {
+			return j
+		}
+	}
+	return -1
+}
+
+// scanRepairs runs the pre-pass over the frames the harness will feed
+// (skip: the frames before a mid-stream pickup; at: the pickups).
+func scanRepairs(paths []string, ms *midstream) (*repairs, error) {
+	var segs []seg
+	var p packet.Packet
+	err := readMerged(paths, func(f *srcFrame) error {
+		ref := frameRef{f.file, f.index}
+		if ms != nil && ms.skip[ref] {
+			return nil
+		}
+		if p.Decode(f.data, f.link) != nil || p.Proto != packet.ProtoTCP || !p.HasL4 || p.Fragment {
+			return nil
+		}
+		n := uint32(len(p.Payload))
+		if p.Flags&packet.TCPSyn != 0 {
+			n++
+		}
+		if p.Flags&packet.TCPFin != 0 {
+			n++
+		}
+		segs = append(segs, seg{ref: ref, src: p.SrcAddrPort(), dst: p.DstAddrPort(), flags: p.Flags, seq: p.Seq, ack: p.Ack, n: n})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	rp := &repairs{holes: map[frameRef][]holeAt{}, deferred: map[frameRef]bool{}, after: map[frameRef][]frameRef{}}
+	dirs := map[dirKey]*dirState{}
+	dir := func(src, dst netip.AddrPort) *dirState {
+		d := dirs[dirKey{src, dst}]
+		if d == nil {
+			d = &dirState{}
+			dirs[dirKey{src, dst}] = d
+		}
+		return d
+	}
+	for i := range segs {
+		s := &segs[i]
+		d := dir(s.src, s.dst)
+		d.segs = append(d.segs, i)
+	}
+	// filledLater reports whether a segment of d after frame i covers seq.
+	filledLater := func(d *dirState, i int, seq uint32) bool {
+		for _, j := range d.segs {
+			if j <= i {
+				continue
+			}
+			o := &segs[j]
+			if o.n > 0 && !seqGT(o.seq, seq) && seqLT(seq, o.seq+o.n) {
+				return true
+			}
+		}
+		return false
+	}
+	const syn, ack, rst = packet.TCPSyn, packet.TCPAck, packet.TCPRst
+	for i := range segs {
+		s := &segs[i]
+		d, o := dir(s.src, s.dst), dir(s.dst, s.src)
+		if ms != nil {
+			if pk := ms.at[s.ref]; pk != nil {
+				// The harness synthesises the handshake just before.
+				c, sv := dir(pk.client, pk.server), dir(pk.server, pk.client)
+				c.valid, c.nxt = true, pk.cseq
+				sv.valid, sv.nxt = true, pk.sseq
+			}
+		}
+		if s.flags&rst != 0 {
+			continue
+		}
+		if s.flags&syn != 0 {
+			d.valid, d.nxt = true, s.seq+1
+			continue
+		}
+		// A pure ACK captured before the segment it acknowledges (the
+		// SYN-ACK of the handshake, or data): feed it after that segment
+		// when it follows within a few frames.
+		if s.flags&ack != 0 && s.n == 0 && d.valid && (!o.valid || seqGT(s.ack, o.nxt)) {
+			if j := ackedBy(segs, i, o); j >= 0 {
+				x := segs[j].ref
+				rp.deferred[s.ref] = true
+				rp.after[x] = append(rp.after[x], s.ref)
+				continue
+			}
+		}
+		if !d.valid {
+			d.valid, d.nxt = true, s.seq // first frame of a direction the capture joins
+		}
+		var hs []holeAt
+		if s.n > 0 && seqGT(s.seq, d.nxt) && !filledLater(d, i, d.nxt) {
+			hs = append(hs, holeAt{s.src, s.dst, s.seq})
+			d.nxt = s.seq
+		}
+		if s.n > 0 && seqGT(s.seq+s.n, d.nxt) && !seqGT(s.seq, d.nxt) {
+			d.nxt = s.seq + s.n
+		}
+		if s.flags&ack != 0 && o.valid && seqGT(s.ack, o.nxt) && !filledLater(o, i, o.nxt) {
+			hs = append(hs, holeAt{s.dst, s.src, s.ack})
+			o.nxt = s.ack
+		}
+		if hs != nil {
+			rp.holes[s.ref] = hs
+		}
+	}
+	return rp, nil
+}
