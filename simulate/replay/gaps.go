@@ -82,32 +82,28 @@ func ackedBy(segs []seg, i int, o *dirState) int {
 	return -1
 }
 
-// scanRepairs runs the pre-pass over the frames the harness will feed
-// (skip: the frames before a mid-stream pickup; at: the pickups).
-func scanRepairs(paths []string, ms *midstream) (*repairs, error) {
-	var segs []seg
-	var p packet.Packet
-	err := readMerged(paths, func(f *srcFrame) error {
-		ref := frameRef{f.file, f.index}
-		if ms != nil && ms.skip[ref] {
-			return nil
-		}
-		if p.Decode(f.data, f.link) != nil || p.Proto != packet.ProtoTCP || !p.HasL4 || p.Fragment {
-			return nil
-		}
-		n := uint32(len(p.Payload))
-		if p.Flags&packet.TCPSyn != 0 {
-			n++
-		}
-		if p.Flags&packet.TCPFin != 0 {
-			n++
-		}
-		segs = append(segs, seg{ref: ref, src: p.SrcAddrPort(), dst: p.DstAddrPort(), flags: p.Flags, seq: p.Seq, ack: p.Ack, n: n})
-		return nil
-	})
-	if err != nil {
-		return nil, err
+func segOf(ref frameRef, p *packet.Packet) seg {
+	n := uint32(len(p.Payload))
+	if p.Flags&packet.TCPSyn != 0 {
+		n++
 	}
+	if p.Flags&packet.TCPFin != 0 {
+		n++
+	}
+	return seg{ref: ref, src: p.SrcAddrPort(), dst: p.DstAddrPort(), flags: p.Flags, seq: p.Seq, ack: p.Ack, n: n}
+}
+
+// scanRepairs runs the pre-pass over the TCP frames scanMidstream
+// collected, leaving out those the harness skips (before a mid-stream
+// pickup); ms.at gives the pickups.
+func scanRepairs(ms *midstream) *repairs {
+	segs := make([]seg, 0, len(ms.segs))
+	for _, sg := range ms.segs {
+		if !ms.skip[sg.ref] {
+			segs = append(segs, sg)
+		}
+	}
+	ms.segs = nil
 	rp := &repairs{holes: map[frameRef][]holeAt{}, deferred: map[frameRef]bool{}, after: map[frameRef][]frameRef{}}
 	dirs := map[dirKey]*dirState{}
 	dir := func(src, dst netip.AddrPort) *dirState {
@@ -140,13 +136,11 @@ func scanRepairs(paths []string, ms *midstream) (*repairs, error) {
 	for i := range segs {
 		s := &segs[i]
 		d, o := dir(s.src, s.dst), dir(s.dst, s.src)
-		if ms != nil {
-			if pk := ms.at[s.ref]; pk != nil {
-				// The harness synthesises the handshake just before.
-				c, sv := dir(pk.client, pk.server), dir(pk.server, pk.client)
-				c.valid, c.nxt = true, pk.cseq
-				sv.valid, sv.nxt = true, pk.sseq
-			}
+		if pk := ms.at[s.ref]; pk != nil {
+			// The harness synthesises the handshake just before.
+			c, sv := dir(pk.client, pk.server), dir(pk.server, pk.client)
+			c.valid, c.nxt = true, pk.cseq
+			sv.valid, sv.nxt = true, pk.sseq
 		}
 		if s.flags&rst != 0 {
 			continue
@@ -185,5 +179,5 @@ func scanRepairs(paths []string, ms *midstream) (*repairs, error) {
 			rp.holes[s.ref] = hs
 		}
 	}
-	return rp, nil
+	return rp
 }

@@ -115,9 +115,7 @@ func Run(opts Options, paths ...string) (*Report, error) {
 		if r.mid, err = scanMidstream(paths, serverPorts(opts.Policy)); err != nil {
 			return nil, err
 		}
-		if r.rp, err = scanRepairs(paths, r.mid); err != nil {
-			return nil, err
-		}
+		r.rp = scanRepairs(r.mid)
 		r.pending = map[frameRef]*srcFrame{}
 	}
 	if opts.Progress != nil {

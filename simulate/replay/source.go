@@ -268,6 +268,7 @@ type pickup struct {
 type midstream struct {
 	at   map[frameRef]*pickup // pickup frame -> handshake to inject before it
 	skip map[frameRef]bool    // frames before the pickup of their connection
+	segs []seg                // every TCP frame, for scanRepairs
 }
 
 type mtrack struct {
@@ -345,6 +346,7 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 		}
 		k, _ := keyOf(&p)
 		ref := frameRef{f.file, f.index}
+		ms.segs = append(ms.segs, segOf(ref, &p))
 		t := tr[k]
 		if t == nil {
 			t = &mtrack{}
