@@ -28,7 +28,7 @@ import (
 // seg is one TCP frame of the pre-pass.
 type seg struct {
 	ref      frameRef
-	src, dst netip.AddrPort
+	dir      int32 // 2*connection id (midstream.ends) + 0 from ends[id].a, 1 from .b; dir^1 is the peer
 	flags    uint8
 	seq, ack uint32
 	n        uint32 // sequence space used: payload, +1 for SYN and FIN
@@ -47,16 +47,29 @@ type repairs struct {
 	after    map[frameRef][]frameRef
 }
 
-type dirKey struct{ src, dst netip.AddrPort }
-
 type dirState struct {
 	valid bool
 	nxt   uint32
-	segs  []int // indexes into the pass's segments sent in this direction
+	segs  []int32 // indexes into the pass's segments sent in this direction
 }
 
 func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
 func seqGT(a, b uint32) bool { return int32(a-b) > 0 }
+
+func segOf(ref frameRef, p *packet.Packet, conn int32, fromA bool) seg {
+	n := uint32(len(p.Payload))
+	if p.Flags&packet.TCPSyn != 0 {
+		n++
+	}
+	if p.Flags&packet.TCPFin != 0 {
+		n++
+	}
+	d := 2 * conn
+	if !fromA {
+		d++
+	}
+	return seg{ref: ref, dir: d, flags: p.Flags, seq: p.Seq, ack: p.Ack, n: n}
+}
 
 // ackedBy returns the index of the segment, among the 8 after segs[i],
 // after which the peer direction o has sent every byte segs[i]
@@ -66,7 +79,7 @@ func ackedBy(segs []seg, i int, o *dirState) int {
 	valid, nxt := o.valid, o.nxt
 	for j := i + 1; j < len(segs) && j <= i+8; j++ {
 		x := &segs[j]
-		if x.src != s.dst || x.dst != s.src {
+		if x.dir != s.dir^1 {
 			continue
 		}
 		switch {
@@ -82,22 +95,11 @@ func ackedBy(segs []seg, i int, o *dirState) int {
 	return -1
 }
 
-func segOf(ref frameRef, p *packet.Packet) seg {
-	n := uint32(len(p.Payload))
-	if p.Flags&packet.TCPSyn != 0 {
-		n++
-	}
-	if p.Flags&packet.TCPFin != 0 {
-		n++
-	}
-	return seg{ref: ref, src: p.SrcAddrPort(), dst: p.DstAddrPort(), flags: p.Flags, seq: p.Seq, ack: p.Ack, n: n}
-}
-
 // scanRepairs runs the pre-pass over the TCP frames scanMidstream
 // collected, leaving out those the harness skips (before a mid-stream
 // pickup); ms.at gives the pickups.
 func scanRepairs(ms *midstream) *repairs {
-	segs := make([]seg, 0, len(ms.segs))
+	segs := ms.segs[:0] // filtered in place
 	for _, sg := range ms.segs {
 		if !ms.skip[sg.ref] {
 			segs = append(segs, sg)
@@ -105,24 +107,22 @@ func scanRepairs(ms *midstream) *repairs {
 	}
 	ms.segs = nil
 	rp := &repairs{holes: map[frameRef][]holeAt{}, deferred: map[frameRef]bool{}, after: map[frameRef][]frameRef{}}
-	dirs := map[dirKey]*dirState{}
-	dir := func(src, dst netip.AddrPort) *dirState {
-		d := dirs[dirKey{src, dst}]
-		if d == nil {
-			d = &dirState{}
-			dirs[dirKey{src, dst}] = d
-		}
-		return d
-	}
+	dirs := make([]dirState, 2*len(ms.ends))
 	for i := range segs {
-		s := &segs[i]
-		d := dir(s.src, s.dst)
-		d.segs = append(d.segs, i)
+		d := &dirs[segs[i].dir]
+		d.segs = append(d.segs, int32(i))
+	}
+	ends := func(dir int32) (src, dst netip.AddrPort) {
+		k := ms.ends[dir/2]
+		if dir%2 == 0 {
+			return k.a, k.b
+		}
+		return k.b, k.a
 	}
 	// filledLater reports whether a segment of d after frame i covers seq.
 	filledLater := func(d *dirState, i int, seq uint32) bool {
 		for _, j := range d.segs {
-			if j <= i {
+			if int(j) <= i {
 				continue
 			}
 			o := &segs[j]
@@ -135,10 +135,13 @@ func scanRepairs(ms *midstream) *repairs {
 	const syn, ack, rst = packet.TCPSyn, packet.TCPAck, packet.TCPRst
 	for i := range segs {
 		s := &segs[i]
-		d, o := dir(s.src, s.dst), dir(s.dst, s.src)
+		d, o := &dirs[s.dir], &dirs[s.dir^1]
 		if pk := ms.at[s.ref]; pk != nil {
 			// The harness synthesises the handshake just before.
-			c, sv := dir(pk.client, pk.server), dir(pk.server, pk.client)
+			c, sv := d, o
+			if src, _ := ends(s.dir); src != pk.client {
+				c, sv = o, d
+			}
 			c.valid, c.nxt = true, pk.cseq
 			sv.valid, sv.nxt = true, pk.sseq
 		}
@@ -165,14 +168,16 @@ func scanRepairs(ms *midstream) *repairs {
 		}
 		var hs []holeAt
 		if s.n > 0 && seqGT(s.seq, d.nxt) && !filledLater(d, i, d.nxt) {
-			hs = append(hs, holeAt{s.src, s.dst, s.seq})
+			src, dst := ends(s.dir)
+			hs = append(hs, holeAt{src, dst, s.seq})
 			d.nxt = s.seq
 		}
 		if s.n > 0 && seqGT(s.seq+s.n, d.nxt) && !seqGT(s.seq, d.nxt) {
 			d.nxt = s.seq + s.n
 		}
 		if s.flags&ack != 0 && o.valid && seqGT(s.ack, o.nxt) && !filledLater(o, i, o.nxt) {
-			hs = append(hs, holeAt{s.dst, s.src, s.ack})
+			src, dst := ends(s.dir ^ 1)
+			hs = append(hs, holeAt{src, dst, s.ack})
 			o.nxt = s.ack
 		}
 		if hs != nil {

@@ -269,9 +269,12 @@ type midstream struct {
 	at   map[frameRef]*pickup // pickup frame -> handshake to inject before it
 	skip map[frameRef]bool    // frames before the pickup of their connection
 	segs []seg                // every TCP frame, for scanRepairs
+	ends []flowKey            // connections by mtrack.id
 }
 
 type mtrack struct {
+	id   int32 // index in midstream.ends
+	seen bool
 	client, server netip.AddrPort // chosen from the first data sender when ports do not tell
 	mid            bool
 	decided        bool
@@ -344,13 +347,17 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 		if p.Decode(f.data, f.link) != nil || p.Proto != packet.ProtoTCP || !p.HasL4 || p.Fragment {
 			return nil
 		}
-		k, _ := keyOf(&p)
+		k, fromA := keyOf(&p)
 		ref := frameRef{f.file, f.index}
-		ms.segs = append(ms.segs, segOf(ref, &p))
 		t := tr[k]
 		if t == nil {
-			t = &mtrack{}
+			t = &mtrack{id: int32(len(ms.ends))}
 			tr[k] = t
+			ms.ends = append(ms.ends, k)
+		}
+		ms.segs = append(ms.segs, segOf(ref, &p, t.id, fromA))
+		if !t.seen {
+			t.seen = true
 			if p.Flags&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn {
 				t.decided = true // seen from its SYN
 				return nil
