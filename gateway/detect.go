@@ -111,7 +111,7 @@ func modbusDetector(a *modbus.ADU) (det rules.Detector, server, ok bool) {
 	return 0, false, false
 }
 
-// IIN2 bits (IEEE 1815-2012 clause 4.2.2.7.2), low byte of Fragment.IIN.
+// IIN2 bits (IEEE 1815-2012 internal indications IIN2.0-IIN2.2), low byte of Fragment.IIN.
 const (
 	iin2NoFuncSupport  = 0x01
 	iin2ObjUnknown     = 0x02

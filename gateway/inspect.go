@@ -59,7 +59,7 @@ type dnpState struct {
 	reasm [2]dnp3.Reassembler
 	frag  dnp3.Fragment
 	// outstanding[seq]: how many requests with application sequence seq
-	// await a response (IEEE 1815-2012 clause 4.2.2.4.4: a solicited
+	// await a response (IEEE 1815-2012 clause 4.2.2.4, SEQ of the application control octet: a solicited
 	// response echoes the request's SEQ, later fragments count up, and a
 	// master that repeats a request uses the same SEQ again, which the
 	// outstation answers again). Each response consumes one; the count

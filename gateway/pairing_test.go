@@ -65,7 +65,7 @@ func countAllowed(steps []pstep) int {
 }
 
 // TestDNP3RepeatedSequenceNumber: a master may repeat a request with the
-// same application sequence number (IEEE 1815-2012 clause 4.2.2.4.4) and
+// same application sequence number (IEEE 1815-2012 clause 4.2.2.4, the SEQ field of the application control octet) and
 // the outstation answers each copy; every answer consumes one request, and
 // one answer more than requests is unpaired.
 func TestDNP3RepeatedSequenceNumber(t *testing.T) {

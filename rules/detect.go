@@ -33,7 +33,7 @@ const (
 	DetectDNP3UnsolicitedStorm
 	// DetectDNP3ObjectScan: responses to one master whose IIN2 reports
 	// object unknown (IIN2.1) or parameter error (IIN2.2), IEEE 1815-2012
-	// clause 4.2.2.7.
+	// internal indications.
 	DetectDNP3ObjectScan
 	// DetectDNP3FunctionScan: responses to one master whose IIN2 reports no
 	// function code support (IIN2.0).

@@ -35,7 +35,7 @@ const (
 	AnomalyTooManyObjects  // more than MaxObjects object headers (walk stopped)
 	AnomalyUnexpectedData  // octets after a function that carries no objects
 
-	// Pairing (clause 4.2.2.4.4), found by a stateful observer such as the
+	// Pairing (clause 4.2.2.4, SEQ of the application control octet), found by a stateful observer such as the
 	// gateway, never by Fragment.Decode: a solicited response whose SEQ
 	// answers no outstanding request while requests await a response.
 	AnomalySeqMismatch

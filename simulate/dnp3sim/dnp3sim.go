@@ -27,7 +27,7 @@ import (
 	"github.com/otgw/otgw/protocols/dnp3"
 )
 
-// IIN2 bits (IEEE 1815-2012 clause 4.2.2.7.2).
+// IIN2 bits (IEEE 1815-2012 internal indications IIN2.0-IIN2.2).
 const (
 	IIN2NoFuncCodeSupport = 0x01
 	IIN2ObjectUnknown     = 0x02

@@ -273,8 +273,8 @@ type midstream struct {
 }
 
 type mtrack struct {
-	id   int32 // index in midstream.ends
-	seen bool
+	id             int32 // index in midstream.ends
+	seen           bool
 	client, server netip.AddrPort // chosen from the first data sender when ports do not tell
 	mid            bool
 	decided        bool
