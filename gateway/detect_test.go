@@ -185,3 +185,19 @@ func TestDetectionOffAndCountingAllocateNothing(t *testing.T) {
 		t.Fatalf("detections %d (want 1 within the window), responses forwarded %d of 201", c.Detections, c.TxFrames[North]-before.TxFrames[North])
 	}
 }
+
+// BenchmarkDetectObserve is the cost of counting one matching response
+// (an exception, an unsolicited or IIN2-flagged response) with the table
+// full of other subjects: the worst case of the linear slot scan.
+func BenchmarkDetectObserve(b *testing.B) {
+	var tab detectTable
+	th := rules.Threshold{Count: 32, Window: time.Hour}
+	for i := range detectSlots - 1 {
+		tab.observe(rules.DetectModbusAddressScan, netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), int64(i), th)
+	}
+	subj := netip.MustParseAddr("203.0.113.7")
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		tab.observe(rules.DetectModbusServerBusy, subj, int64(1000+i), rules.Threshold{Count: 32, Window: time.Nanosecond})
+	}
+}
