@@ -10,9 +10,16 @@
 //     (PACKET_MR_PROMISC) and PACKET_AUXDATA; 802.1Q/802.1ad tags that the
 //     kernel strips on receive (skb->vlan_tci) are put back into the frame
 //     from tpacket_auxdata (IEEE 802.1Q-2018 clause 9: TPID, then TCI,
-//     after the source address). Batches use recvmmsg(2)/sendmmsg(2), and
-//     the socket sits in the Go runtime's poller, so Close and read
-//     deadlines wake a blocked reader.
+//     after the source address). Two I/O methods (PortOptions.IO): the
+//     default TPACKET_V2 RX and TX rings mapped into the process
+//     (PACKET_RX_RING/PACKET_TX_RING, Documentation/networking/packet_mmap.rst;
+//     the tag comes from tpacket2_hdr's tp_vlan_tci/tp_vlan_tpid there),
+//     where a batch costs no system call to receive and one send(2) kick
+//     to transmit; and recvmmsg(2)/sendmmsg(2) on a plain socket, the
+//     fallback where rings are unavailable (qemu-user). Not TPACKET_V3:
+//     its block timeout adds latency. Either way the socket sits in the
+//     Go runtime's poller, so Close and read deadlines wake a blocked
+//     reader.
 //   - Link: interface setup over rtnetlink (github.com/vishvananda/netlink):
 //     up, promiscuous, equal MTUs, no IP addresses and no IPv6, offloads
 //     (GRO, LRO, TSO, GSO) off through the ethtool ioctl (SIOCETHTOOL,

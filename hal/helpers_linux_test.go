@@ -3,6 +3,7 @@ package hal_test
 import (
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,9 +50,14 @@ type pair struct {
 
 func openPort(t testing.TB, ns *netns.NS, name string) hal.Port {
 	t.Helper()
+	return openPortOpts(t, ns, name, hal.PortOptions{})
+}
+
+func openPortOpts(t testing.TB, ns *netns.NS, name string, opts hal.PortOptions) hal.Port {
+	t.Helper()
 	var p hal.Port
 	err := ns.Do(func() (err error) {
-		p, err = hal.OpenPort(name, hal.PortOptions{})
+		p, err = hal.OpenPort(name, opts)
 		return err
 	})
 	if err != nil {
@@ -63,10 +69,60 @@ func openPort(t testing.TB, ns *netns.NS, name string) hal.Port {
 
 func newPair(t testing.TB) *pair {
 	t.Helper()
+	return newPairIO(t, hal.IODefault)
+}
+
+// newPairIO opens both ends with the I/O method mode (an explicit mode
+// fails rather than falling back).
+func newPairIO(t testing.TB, mode hal.IOMode) *pair {
+	t.Helper()
+	return newPairOpts(t, hal.PortOptions{IO: mode})
+}
+
+// newPairOpts opens both ends with opts.
+func newPairOpts(t testing.TB, o hal.PortOptions) *pair {
+	t.Helper()
+	mode := o.IO
 	testenv.NeedRoot(t)
 	gw, peer := netns.New(t, "gw"), netns.New(t, "peer")
 	netns.Veth(t, gw, "p0", peer, "q0")
-	return &pair{gw: gw, peer: peer, p: openPort(t, gw, "p0"), q: openPort(t, peer, "q0")}
+	waitUp(t, gw, "p0")
+	waitUp(t, peer, "q0")
+	pr := &pair{gw: gw, peer: peer, p: openPortOpts(t, gw, "p0", o), q: openPortOpts(t, peer, "q0", o)}
+	if mode != hal.IODefault {
+		for _, p := range []hal.Port{pr.p, pr.q} {
+			if got := hal.PortIO(p); got != mode {
+				t.Fatalf("PortIO(%s) = %q, want %q", p.Name(), got, mode)
+			}
+		}
+	}
+	return pr
+}
+
+// waitUp waits (bounded) until dev's operational state is UP. The kernel
+// brings a new veth's queue up from linkwatch, which may lag the
+// "ip link set up" by up to a second on a busy machine; frames sent
+// before that are dropped by the placeholder qdisc.
+func waitUp(t testing.TB, ns *netns.NS, dev string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for !strings.Contains(ns.IP("-o", "link", "show", dev), "state UP") {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s in %s not up after 3s", dev, ns.Name)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ioModes are the Port implementations every port test runs against.
+var ioModes = []hal.IOMode{hal.IORing, hal.IOMmsg}
+
+// forEachIO runs f as one subtest per I/O method.
+func forEachIO(t *testing.T, f func(t *testing.T, mode hal.IOMode)) {
+	t.Helper()
+	for _, m := range ioModes {
+		t.Run(string(m), func(t *testing.T) { f(t, m) })
+	}
 }
 
 func bufs(n, size int) [][]byte {

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/otgw/otgw/gateway/daemon"
+	"github.com/otgw/otgw/hal"
 )
 
 // multiFlag collects a repeatable string flag.
@@ -32,6 +33,7 @@ func runGateway(args []string, _, stderr io.Writer) int {
 		ports    string
 		syslogs  multiFlag
 		logLevel string
+		ioMode   string
 	)
 	fs.StringVar(&cfg.PolicyPath, "policy", "", "policy file (required; reloaded on change and on SIGHUP)")
 	fs.StringVar(&cfg.Board, "board", "", "board profile (default: detect; see 'otgw board list')")
@@ -43,8 +45,10 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	fs.BoolVar(&cfg.StripAddrs, "strip-addrs", false, "remove IP addresses found on the ports instead of refusing to start")
 	fs.IntVar(&cfg.MaxFlows, "max-flows", 0, "flow table size (default: the engine's)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&ioMode, "io", "", "port I/O: ring (TPACKET_V2 mmap rings) or mmsg (recvmmsg/sendmmsg); default ring, falling back to mmsg where rings are unavailable")
+	fs.DurationVar(&cfg.SpinRead, "spin-read", 0, "ring only: poll an empty ring this long before sleeping (costs that much CPU after every burst; made latency worse on 2 cores, see BENCHMARKS.md)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: otgw run --policy P [--board NAME] [--ports north,south] [--syslog URL]... [--events FILE] [--status ADDR]")
+		fmt.Fprintln(stderr, "usage: otgw run --policy P [--board NAME] [--ports north,south] [--syslog URL]... [--events FILE] [--status ADDR] [--io ring|mmsg]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -63,6 +67,11 @@ func runGateway(args []string, _, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "otgw run:", err)
 			return 2
 		}
+	}
+	var err error
+	if cfg.IO, err = hal.ParseIOMode(ioMode); err != nil {
+		fmt.Fprintln(stderr, "otgw run: --io:", err)
+		return 2
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {

@@ -1,0 +1,464 @@
+package hal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Ring defaults (PortOptions.RingFrameSize, RxRingFrames, TxRingFrames).
+const (
+	DefaultRingFrameSize = 2048
+	DefaultRxRingFrames  = 512 // 1 MiB per port at the default slot size
+	DefaultTxRingFrames  = 256 // 512 KiB per port
+)
+
+// TPACKET_V2 layout (Documentation/networking/packet_mmap.rst,
+// include/uapi/linux/if_packet.h). struct tpacket2_hdr has only 16- and
+// 32-bit fields, so it is 32 bytes on every architecture (armv7
+// included); the sockaddr_ll the kernel writes after it starts at
+// TPACKET_ALIGN(sizeof(struct tpacket2_hdr)).
+const (
+	tpHdrLen      = (unix.SizeofTpacket2Hdr + unix.TPACKET_ALIGNMENT - 1) &^ (unix.TPACKET_ALIGNMENT - 1)
+	tpPkttypeOff  = tpHdrLen + 10 // sockaddr_ll.sll_pkttype
+	tpTxDataOff   = tpHdrLen      // tp_hdrlen - sizeof(sockaddr_ll): where TX frames start without PACKET_TX_HAS_OFF
+	tpRxMacOffMin = 66            // TPACKET_ALIGN(tp_hdrlen(52) + 16) - ETH_HLEN: where an Ethernet frame starts
+)
+
+// ringPort is the TPACKET_V2 Port: one AF_PACKET socket bound to one
+// interface, with an RX ring and a TX ring mapped into the process.
+//
+// Receiving costs no system call while frames are waiting: ReadBatch copies
+// them out of slots the kernel marked TP_STATUS_USER and hands the slots
+// back. Sending copies frames into free slots, marks them
+// TP_STATUS_SEND_REQUEST and kicks the kernel with one send(MSG_DONTWAIT)
+// per batch. The socket sits in the runtime poller, so a reader parks on
+// an empty ring (sk_data_ready wakes it), deadlines and Close work as for
+// the recvmmsg Port.
+//
+// Ring memory is only touched inside the RawConn callbacks, which hold a
+// reference on the descriptor: Close waits for them to return (a pollable
+// os.File's Close blocks until the last reference is gone) before it
+// unmaps the rings, so a concurrent ReadBatch cannot touch freed memory.
+//
+// Fields under "read side" are touched only by the ReadBatch owner,
+// "write side" only by the WriteBatch owner.
+type ringPort struct {
+	name    string
+	ifindex int
+	file    *os.File
+	rc      syscall.RawConn
+	closed  atomic.Bool
+
+	mem        []byte // the mapping: RX ring, then TX ring
+	frameSize  int
+	blockSize  int
+	perBlock   int // frames per block
+	rxN, txN   int // frames in each ring
+	txBase     int // offset of the TX ring in mem
+	txCap      int // largest frame a TX slot holds
+	spinReadNs int64
+
+	// read side
+	rxHead int
+	rbufs  [][]byte
+	rsizes []int
+	rmeta  []FrameMeta
+	rvlen  int
+	rn     int
+	readFn func(fd uintptr) bool
+
+	// write side
+	txHead  int
+	wframes [][]byte
+	wsent   int
+	werr    error
+	writeFn func(fd uintptr) bool
+
+	rxFrames, rxBytes, txFrames, txBytes      atomic.Uint64
+	rxTrunc, rxVLAN, txErrors, rcalls, wcalls atomic.Uint64
+
+	mu          sync.Mutex // guards kernelDrops (PACKET_STATISTICS resets on read)
+	kernelDrops uint64
+}
+
+// ringGeometry returns a TpacketReq for n frames of frameSize bytes in
+// blocks of whole pages, with about 32 frames per block (64 KiB at the
+// default slot size: an order-4 allocation the kernel finds easily).
+func ringGeometry(frameSize, n, page int) unix.TpacketReq {
+	block := (frameSize*32 + page - 1) / page * page
+	per := block / frameSize
+	blocks := max((n+per-1)/per, 1)
+	return unix.TpacketReq{Block_size: uint32(block), Block_nr: uint32(blocks),
+		Frame_size: uint32(frameSize), Frame_nr: uint32(blocks * per)}
+}
+
+// openRing opens the TPACKET_V2 Port.
+func openRing(name string, opts PortOptions) (Port, error) {
+	fs := opts.RingFrameSize
+	if fs <= 0 {
+		fs = DefaultRingFrameSize
+	}
+	fs = (max(fs, tpRxMacOffMin+MinBufSize+64) + unix.TPACKET_ALIGNMENT - 1) &^ (unix.TPACKET_ALIGNMENT - 1)
+	rxN, txN := opts.RxRingFrames, opts.TxRingFrames
+	if rxN <= 0 {
+		rxN = DefaultRxRingFrames
+	}
+	if txN <= 0 {
+		txN = DefaultTxRingFrames
+	}
+	page := os.Getpagesize()
+	rxReq, txReq := ringGeometry(fs, rxN, page), ringGeometry(fs, txN, page)
+	rxBytes := int(rxReq.Block_size) * int(rxReq.Block_nr)
+	txBytes := int(txReq.Block_size) * int(txReq.Block_nr)
+	// Each frame in flight charges its skb to the send buffer; keep the
+	// buffer larger than the TX ring so the ring, not the buffer, is what
+	// fills (a full buffer would leave requested slots unsent).
+	opts.SndBufBytes = max(opts.SndBufBytes, defaultSockBuf, 4*txBytes)
+	var mem []byte
+	fd, ifindex, err := packetSocket(name, opts, func(fd int) error {
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V2); err != nil {
+			return fmt.Errorf("PACKET_VERSION TPACKET_V2: %w", err)
+		}
+		if err := unix.SetsockoptTpacketReq(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &rxReq); err != nil {
+			return fmt.Errorf("PACKET_RX_RING %d x %d: %w", rxReq.Frame_nr, fs, err)
+		}
+		if err := unix.SetsockoptTpacketReq(fd, unix.SOL_PACKET, unix.PACKET_TX_RING, &txReq); err != nil {
+			return fmt.Errorf("PACKET_TX_RING %d x %d: %w", txReq.Frame_nr, fs, err)
+		}
+		m, err := unix.Mmap(fd, 0, rxBytes+txBytes, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			return fmt.Errorf("mmap %d bytes: %w", rxBytes+txBytes, err)
+		}
+		mem = m
+		return nil
+	})
+	if err != nil {
+		if mem != nil {
+			_ = unix.Munmap(mem)
+		}
+		return nil, err
+	}
+	p := &ringPort{
+		name: name, ifindex: ifindex, mem: mem,
+		frameSize: fs, blockSize: int(rxReq.Block_size), perBlock: int(rxReq.Block_size) / fs,
+		rxN: int(rxReq.Frame_nr), txN: int(txReq.Frame_nr), txBase: rxBytes,
+		txCap:      fs - tpTxDataOff,
+		spinReadNs: int64(opts.SpinRead),
+	}
+	p.file = os.NewFile(uintptr(fd), "tpacket:"+name)
+	p.rc, err = p.file.SyscallConn()
+	if err != nil {
+		p.file.Close()
+		_ = unix.Munmap(mem)
+		return nil, fmt.Errorf("hal: port %s: %w", name, err)
+	}
+	// Method values are built once here, so the hot path allocates nothing.
+	p.readFn = p.doRead
+	p.writeFn = p.doWrite
+	return p, nil
+}
+
+// slot returns the header of frame i of the ring starting at base. Both
+// rings have the same geometry per block (same frame size and page).
+func (p *ringPort) slot(base, i int) (*unix.Tpacket2Hdr, int) {
+	blk := i / p.perBlock
+	off := base + blk*p.blockSize + (i-blk*p.perBlock)*p.frameSize
+	return (*unix.Tpacket2Hdr)(unsafe.Pointer(&p.mem[off])), off
+}
+
+func (p *ringPort) Name() string { return p.name }
+
+func (p *ringPort) SetReadDeadline(t time.Time) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	return p.file.SetReadDeadline(t)
+}
+
+// harvest copies up to p.rvlen ready frames out of the RX ring into the
+// caller's buffers and returns the slots to the kernel.
+func (p *ringPort) harvest() int {
+	got := 0
+	var bytes uint64
+	for got < p.rvlen {
+		h, off := p.slot(0, p.rxHead)
+		status := atomic.LoadUint32(&h.Status)
+		if status&unix.TP_STATUS_USER == 0 {
+			break
+		}
+		b := p.rbufs[got]
+		wire, snap, mac := int(h.Len), int(h.Snaplen), int(h.Mac)
+		if mac+snap > p.frameSize { // never from a sane kernel; stay in the slot
+			snap = max(p.frameSize-mac, 0)
+		}
+		size := min(snap, len(b)-VLANHeadroom)
+		m := FrameMeta{WireLen: wire, PktType: p.mem[off+tpPkttypeOff],
+			ChecksumNotReady: status&unix.TP_STATUS_CSUMNOTREADY != 0}
+		src := p.mem[off+mac : off+mac+size]
+		if (status&unix.TP_STATUS_VLAN_VALID != 0 || h.Vlan_tci != 0) && size >= 12 {
+			tpid := h.Vlan_tpid
+			if status&unix.TP_STATUS_VLAN_TPID_VALID == 0 || tpid == 0 {
+				tpid = 0x8100
+			}
+			// Put TPID and TCI back after the MAC addresses
+			// (IEEE 802.1Q-2018 clause 9).
+			copy(b[:12], src[:12])
+			binary.BigEndian.PutUint16(b[12:], tpid)
+			binary.BigEndian.PutUint16(b[14:], h.Vlan_tci)
+			copy(b[16:], src[12:])
+			m.Truncated = wire > size
+			size += 4
+			m.WireLen += 4
+			m.VLANRestored = true
+			p.rxVLAN.Add(1)
+		} else {
+			copy(b, src)
+			m.Truncated = wire > size
+		}
+		// Hand the slot back only after the copy (sequentially consistent
+		// atomics order the loads of the frame before this store).
+		atomic.StoreUint32(&h.Status, unix.TP_STATUS_KERNEL)
+		if p.rxHead++; p.rxHead == p.rxN {
+			p.rxHead = 0
+		}
+		if m.Truncated {
+			p.rxTrunc.Add(1)
+		}
+		p.rsizes[got] = size
+		if p.rmeta != nil {
+			p.rmeta[got] = m
+		}
+		bytes += uint64(size)
+		got++
+	}
+	if got > 0 {
+		p.rxBytes.Add(bytes)
+	}
+	return got
+}
+
+// doRead runs inside RawConn.Read: it harvests the ring, spinning for up
+// to SpinRead when it is empty; false parks the goroutine until the
+// kernel signals a new frame (or the deadline or Close).
+func (p *ringPort) doRead(uintptr) bool {
+	if p.rn = p.harvest(); p.rn > 0 {
+		return true
+	}
+	if p.spinReadNs <= 0 {
+		return false
+	}
+	end := time.Now().UnixNano() + p.spinReadNs
+	for i := 1; ; i++ {
+		if p.rn = p.harvest(); p.rn > 0 {
+			return true
+		}
+		// Reading the clock costs more than a look at the ring.
+		if i%32 == 0 && time.Now().UnixNano() > end {
+			return false
+		}
+	}
+}
+
+func (p *ringPort) ReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {
+	n := min(len(bufs), len(sizes), MaxBatch)
+	if meta != nil {
+		n = min(n, len(meta))
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	for i := 0; i < n; i++ {
+		if len(bufs[i]) < MinBufSize {
+			return 0, ErrShortBuffer
+		}
+	}
+	p.rbufs, p.rsizes, p.rmeta, p.rvlen, p.rn = bufs, sizes, meta, n, 0
+	err := p.rc.Read(p.readFn)
+	p.rbufs, p.rsizes, p.rmeta = nil, nil, nil // do not retain the caller's buffers
+	if err != nil {
+		if p.closed.Load() {
+			return 0, ErrClosed
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, ErrTimeout
+		}
+		return 0, err
+	}
+	p.rcalls.Add(1)
+	p.rxFrames.Add(uint64(p.rn))
+	return p.rn, nil
+}
+
+// kick asks the kernel to send the slots marked TP_STATUS_SEND_REQUEST,
+// without waiting for their completion.
+func kick(fd uintptr) unix.Errno {
+	_, _, e := unix.Syscall6(unix.SYS_SENDTO, fd, 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	return e
+}
+
+// doWrite runs inside RawConn.Write: it fills free TX slots with the
+// frames from p.wsent on and kicks the kernel, until all are sent or one
+// fails; false waits for the kernel to free slots (POLLOUT).
+func (p *ringPort) doWrite(fd uintptr) bool {
+	// Slots left requested by an earlier kick that could not take them.
+	if h, _ := p.slot(p.txBase, p.txHead); atomic.LoadUint32(&h.Status) == unix.TP_STATUS_SEND_REQUEST {
+		p.wcalls.Add(1)
+		if e := kick(fd); e != 0 && e != unix.EAGAIN && e != unix.EINTR {
+			p.werr = e
+			return true
+		}
+	}
+	for p.wsent < len(p.wframes) {
+		start, k := p.txHead, 0
+		var bytes uint64
+		var bad unix.Errno
+		for p.wsent+k < len(p.wframes) {
+			f := p.wframes[p.wsent+k]
+			if len(f) == 0 {
+				bad = unix.EINVAL
+				break
+			}
+			if len(f) > p.txCap {
+				bad = unix.EMSGSIZE
+				break
+			}
+			h, off := p.slot(p.txBase, p.txHead)
+			if st := atomic.LoadUint32(&h.Status); st != unix.TP_STATUS_AVAILABLE && st != unix.TP_STATUS_WRONG_FORMAT {
+				break // the kernel still owns it: the ring is full
+			}
+			copy(p.mem[off+tpTxDataOff:], f)
+			h.Len = uint32(len(f))
+			atomic.StoreUint32(&h.Status, unix.TP_STATUS_SEND_REQUEST)
+			if p.txHead++; p.txHead == p.txN {
+				p.txHead = 0
+			}
+			bytes += uint64(len(f))
+			k++
+		}
+		if k > 0 {
+			p.wcalls.Add(1)
+			if e := kick(fd); e != 0 && e != unix.EAGAIN && e != unix.EINTR {
+				// The kernel stopped at the first slot still requested (or
+				// marked TP_STATUS_WRONG_FORMAT): the frames before it went
+				// out, that one failed, the rest were not sent. Take the
+				// rest back so the kernel's head and ours agree again.
+				j := p.reclaim(start, k)
+				p.countTx(j, start)
+				p.wsent += j
+				p.txErrors.Add(1)
+				p.werr = e
+				return true
+			}
+			p.txFrames.Add(uint64(k))
+			p.txBytes.Add(bytes)
+			p.wsent += k
+		}
+		if bad != 0 {
+			p.txErrors.Add(1)
+			p.werr = bad
+			return true
+		}
+		if k == 0 {
+			return false // ring full: wait for the kernel to free a slot
+		}
+	}
+	// A kick that met a full send buffer (EAGAIN) leaves slots requested:
+	// wait for the buffer to drain and kick again.
+	last := p.txHead - 1
+	if last < 0 {
+		last = p.txN - 1
+	}
+	h, _ := p.slot(p.txBase, last)
+	return atomic.LoadUint32(&h.Status) != unix.TP_STATUS_SEND_REQUEST
+}
+
+// reclaim finds the first of the k slots from start that the kernel did
+// not take, marks it and all after it available again, rewinds txHead to
+// it and returns its index in the batch (k when the kernel took all).
+func (p *ringPort) reclaim(start, k int) int {
+	j := k
+	for i := 0; i < k; i++ {
+		h, _ := p.slot(p.txBase, (start+i)%p.txN)
+		if st := atomic.LoadUint32(&h.Status); st == unix.TP_STATUS_SEND_REQUEST || st == unix.TP_STATUS_WRONG_FORMAT {
+			j = i
+			break
+		}
+	}
+	for i := j; i < k; i++ {
+		h, _ := p.slot(p.txBase, (start+i)%p.txN)
+		atomic.StoreUint32(&h.Status, unix.TP_STATUS_AVAILABLE)
+	}
+	p.txHead = (start + j) % p.txN
+	return j
+}
+
+// countTx adds the j frames sent from slot start to the counters.
+func (p *ringPort) countTx(j, start int) {
+	var bytes uint64
+	for i := 0; i < j; i++ {
+		h, _ := p.slot(p.txBase, (start+i)%p.txN)
+		bytes += uint64(h.Len)
+	}
+	p.txFrames.Add(uint64(j))
+	p.txBytes.Add(bytes)
+}
+
+func (p *ringPort) WriteBatch(frames [][]byte) (int, error) {
+	if len(frames) == 0 {
+		return 0, nil
+	}
+	p.wframes, p.wsent, p.werr = frames, 0, nil
+	err := p.rc.Write(p.writeFn)
+	p.wframes = nil
+	sent := p.wsent
+	if err != nil {
+		if p.closed.Load() {
+			return sent, ErrClosed
+		}
+		return sent, err
+	}
+	return sent, p.werr
+}
+
+func (p *ringPort) Stats() PortStats {
+	p.mu.Lock()
+	if !p.closed.Load() {
+		_ = p.rc.Control(func(fd uintptr) {
+			if st, err := unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+				p.kernelDrops += uint64(st.Drops)
+			}
+		})
+	}
+	drops := p.kernelDrops
+	p.mu.Unlock()
+	return PortStats{
+		RxFrames: p.rxFrames.Load(), RxBytes: p.rxBytes.Load(),
+		TxFrames: p.txFrames.Load(), TxBytes: p.txBytes.Load(),
+		RxTruncated: p.rxTrunc.Load(), RxVLANRestored: p.rxVLAN.Load(),
+		TxErrors: p.txErrors.Load(), KernelDrops: drops,
+		ReadCalls: p.rcalls.Load(), WriteCalls: p.wcalls.Load(),
+	}
+}
+
+// Close closes the socket, which wakes blocked callers and waits for the
+// RawConn callbacks in progress to return; only then are the rings
+// unmapped.
+func (p *ringPort) Close() error {
+	if p.closed.Swap(true) {
+		return ErrClosed
+	}
+	err := p.file.Close()
+	if merr := unix.Munmap(p.mem); err == nil {
+		err = merr
+	}
+	return err
+}
