@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,17 +17,20 @@ import (
 
 // Status is the JSON document of the status endpoint (GET /status).
 type Status struct {
-	Version  string               `json:"version"`
-	Board    string               `json:"board"`
-	FailMode string               `json:"fail_mode"`
-	Started  time.Time            `json:"started"`
-	Uptime   float64              `json:"uptime_seconds"`
-	Healthy  bool                 `json:"healthy"`
-	Policy   PolicyStatus         `json:"policy"`
-	Ports    []PortStatus         `json:"ports"`
-	Flows    FlowStatus           `json:"flows"`
-	Counters CounterStat          `json:"counters"`
-	Events   events.PipelineStats `json:"events"`
+	Version  string       `json:"version"`
+	Board    string       `json:"board"`
+	FailMode string       `json:"fail_mode"`
+	Started  time.Time    `json:"started"`
+	Uptime   float64      `json:"uptime_seconds"`
+	Healthy  bool         `json:"healthy"`
+	Policy   PolicyStatus `json:"policy"`
+	Ports    []PortStatus `json:"ports"`
+	Flows    FlowStatus   `json:"flows"`
+	// RecentFlows are the flows seen last (at most RecentFlowsShown); GET
+	// /flows lists the table.
+	RecentFlows []gateway.FlowInfo   `json:"recent_flows"`
+	Counters    CounterStat          `json:"counters"`
+	Events      events.PipelineStats `json:"events"`
 }
 
 // PolicyStatus identifies the policy in force.
@@ -76,6 +80,7 @@ type CounterStat struct {
 	FlowsAlerted uint64            `json:"flows_alerted"`
 	Resets       uint64            `json:"resets"`
 	Replies      uint64            `json:"replies"`
+	Detections   uint64            `json:"detections"` // rate-detection alerts (scans, busy servers, storms)
 	Events       uint64            `json:"events"`
 	Loop         ForwarderStats    `json:"loop"`
 }
@@ -97,9 +102,10 @@ func (d *Daemon) Status() Status {
 			Truncated: c.Truncated, Dropped: c.Dropped(), Drops: c.DropsByName(),
 			PDUs: c.PDUs, PDUsAllowed: c.PDUsAllowed, PDUsDenied: c.PDUsDenied, PDUsAlerted: c.PDUsAlerted,
 			FlowsDenied: c.FlowsDenied, FlowsAlerted: c.FlowsAlerted, Resets: c.Resets, Replies: c.Replies,
-			Events: c.EventsEmitted, Loop: d.fwd.Stats(),
+			Detections: c.Detections, Events: c.EventsEmitted, Loop: d.fwd.Stats(),
 		},
-		Events: d.pipe.Stats(),
+		Events:      d.pipe.Stats(),
+		RecentFlows: d.engine.Flows(RecentFlowsShown),
 	}
 	for i, p := range d.hports {
 		s.Ports = append(s.Ports, PortStatus{Role: gateway.PortID(i).String(), Name: d.ports[i],
@@ -112,8 +118,24 @@ func byPort(v [2]uint64) map[string]uint64 {
 	return map[string]uint64{"north": v[0], "south": v[1]}
 }
 
-// StatusHandler serves GET /status (and /) as JSON and GET /metrics in
-// the Prometheus text exposition format (version 0.0.4).
+// RecentFlowsShown bounds Status.RecentFlows.
+const RecentFlowsShown = 20
+
+// MaxFlowsListed bounds one GET /flows answer.
+const MaxFlowsListed = 10000
+
+// FlowList is the JSON document of GET /flows.
+type FlowList struct {
+	Active int                `json:"active"` // flows in the table
+	Shown  int                `json:"shown"`
+	Flows  []gateway.FlowInfo `json:"flows"` // most recently seen first
+}
+
+// StatusHandler serves GET /status (and /) as JSON, GET /flows (the flow
+// table, most recently seen first; ?limit=N, default 100, at most
+// MaxFlowsListed; ?proto=modbus|dnp3|opcua|tcp|udp|icmp and
+// ?conduit=NAME filter) and GET /metrics in the Prometheus text exposition
+// format (version 0.0.4).
 func (d *Daemon) StatusHandler() http.Handler {
 	mux := http.NewServeMux()
 	js := func(w http.ResponseWriter, _ *http.Request) {
@@ -124,6 +146,35 @@ func (d *Daemon) StatusHandler() http.Handler {
 	}
 	mux.HandleFunc("GET /status", js)
 	mux.HandleFunc("GET /{$}", js)
+	mux.HandleFunc("GET /flows", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		limit := 100
+		if v := q.Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				http.Error(w, "limit: want a positive number, not "+strconv.Quote(v), http.StatusBadRequest)
+				return
+			}
+			limit = min(n, MaxFlowsListed)
+		}
+		proto, conduit := q.Get("proto"), q.Get("conduit")
+		all := d.engine.Flows(0)
+		out := FlowList{Active: len(all), Flows: make([]gateway.FlowInfo, 0, min(limit, len(all)))}
+		for _, f := range all {
+			if len(out.Flows) == limit {
+				break
+			}
+			if proto != "" && f.Proto != proto && f.Transport != proto || conduit != "" && f.Conduit != conduit {
+				continue
+			}
+			out.Flows = append(out.Flows, f)
+		}
+		out.Shown = len(out.Flows)
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(out)
+	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		WriteMetrics(w, d.Status())
@@ -187,6 +238,7 @@ func WriteMetrics(w io.Writer, s Status) {
 	simple("flows_denied_total", "counter", "Flows denied by L3/L4 rules.", s.Counters.FlowsDenied)
 	simple("resets_total", "counter", "Connections reset by a verdict.", s.Counters.Resets)
 	simple("replies_total", "counter", "Protocol-native error replies sent.", s.Counters.Replies)
+	simple("detections_total", "counter", "Rate-detection alerts (scans, busy servers, unsolicited storms).", s.Counters.Detections)
 	simple("flows_active", "gauge", "Flows in the flow table.", s.Flows.Active)
 	simple("flows_established", "gauge", "Established allowed flows in the flow table.", s.Flows.Established)
 	simple("flows_created_total", "counter", "Flows created.", s.Flows.Created)

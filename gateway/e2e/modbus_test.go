@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -237,8 +238,33 @@ func TestARPAndHandshake(t *testing.T) {
 	if err == nil {
 		t.Errorf("TCP to port 22 completed a handshake; the policy does not allow it")
 	}
+	// The flow table: the Modbus connection of the reads above, with its
+	// conduit, state and PDU counts.
+	var fl struct {
+		Active int              `json:"active"`
+		Flows  []map[string]any `json:"flows"`
+	}
+	if err := json.Unmarshal([]byte(g.get("/flows?proto=modbus")), &fl); err != nil {
+		t.Fatalf("/flows: %v", err)
+	}
+	found := false
+	for _, f := range fl.Flows {
+		if strings.HasPrefix(f["client"].(string), l.ClientAddr+":") && f["server"] == l.ServerAddr+":502" &&
+			f["proto"] == "modbus" && f["verdict"] == "allow" && f["conduit"] != "" && f["pdus"].(float64) >= 2 {
+			found = true
+		}
+		if f["proto"] != "modbus" {
+			t.Errorf("/flows?proto=modbus lists %v", f)
+		}
+	}
+	if !found || fl.Active < 1 {
+		t.Errorf("/flows lacks the Modbus connection %s -> %s:502: %+v", l.ClientAddr, l.ServerAddr, fl)
+	}
+	if rf, _ := st["recent_flows"].([]any); len(rf) == 0 {
+		t.Errorf("/status has no recent_flows")
+	}
 	metrics := g.get("/metrics")
-	for _, want := range []string{"otgw_up 1", `otgw_rx_frames_total{port="north"}`, `otgw_drops_total{reason="flow_denied"}`} {
+	for _, want := range []string{"otgw_up 1", `otgw_rx_frames_total{port="north"}`, `otgw_drops_total{reason="flow_denied"}`, "otgw_detections_total 0"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
