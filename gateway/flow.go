@@ -241,6 +241,31 @@ func (t *table) release(i int32) *inspector {
 	return insp
 }
 
+// lockFlow returns the flow of key k locked, with its slot, or nil when
+// there is none or its slot was recycled between the lookup and the lock.
+// live, when not nil, must accept the flow under the table lock (e.g. not
+// expired). The caller unlocks f.mu.
+func (t *table) lockFlow(k flowKey, live func(*flow) bool) (*flow, int32) {
+	t.mu.Lock()
+	i, ok := t.m[k]
+	var gen uint32
+	if ok {
+		gen = t.slots[i].gen
+		ok = live == nil || live(&t.slots[i])
+	}
+	t.mu.Unlock()
+	if !ok {
+		return nil, noSlot
+	}
+	f := &t.slots[i]
+	f.mu.Lock()
+	if f.gen != gen || !f.inUse {
+		f.mu.Unlock()
+		return nil, noSlot
+	}
+	return f, i
+}
+
 // alloc takes a free slot for key k, or reclaims one: first an expired
 // flow, then the least recently used transient flow, then an established
 // flow idle for at least minIdle. It returns noSlot when every candidate

@@ -196,24 +196,12 @@ func (e *Engine) icmpRelated(c *hctx) bool {
 		return false
 	}
 	t := e.tab
-	t.mu.Lock()
-	i, ok := t.m[k]
-	var gen uint32
-	if ok {
-		f := &t.slots[i]
-		gen = f.gen
-		ok = f.timeout == 0 || f.lastSeen+f.timeout > c.now
-	}
-	t.mu.Unlock()
-	if !ok {
+	now := c.now
+	f, i := t.lockFlow(k, func(f *flow) bool { return f.timeout == 0 || f.lastSeen+f.timeout > now })
+	if f == nil {
 		return false
 	}
-	f := &t.slots[i]
-	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.gen != gen || !f.inUse {
-		return false
-	}
 	if f.rs != c.rs {
 		// Judge the flow by the current policy without touching its state:
 		// its own packets revalidate it (see revalidate).

@@ -182,21 +182,12 @@ func (in *inspector) reset() {
 // It reports whether an inspected flow between the two endpoints exists.
 func (e *Engine) MarkPickedUp(client, server netip.AddrPort) bool {
 	k, _ := keyOfAddrs(client.Addr(), server.Addr(), client.Port(), server.Port(), packet.ProtoTCP)
-	t := e.tab
-	t.mu.Lock()
-	i, ok := t.m[k]
-	var gen uint32
-	if ok {
-		gen = t.slots[i].gen
-	}
-	t.mu.Unlock()
-	if !ok {
+	f, _ := e.tab.lockFlow(k, nil)
+	if f == nil {
 		return false
 	}
-	f := &t.slots[i]
-	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.gen != gen || f.insp == nil {
+	if f.insp == nil {
 		return false
 	}
 	f.insp.pickedUp = true
@@ -222,23 +213,11 @@ func (e *Engine) MarkPickedUp(client, server netip.AddrPort) bool {
 // stream was behind to.
 func (e *Engine) CaptureGap(src, dst netip.AddrPort, to uint32) bool {
 	k, fromA := keyOfAddrs(src.Addr(), dst.Addr(), src.Port(), dst.Port(), packet.ProtoTCP)
-	t := e.tab
-	t.mu.Lock()
-	i, ok := t.m[k]
-	var gen uint32
-	if ok {
-		gen = t.slots[i].gen
-	}
-	t.mu.Unlock()
-	if !ok {
+	f, _ := e.tab.lockFlow(k, nil)
+	if f == nil {
 		return false
 	}
-	f := &t.slots[i]
-	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.gen != gen {
-		return false
-	}
 	s := 1
 	if fromA == f.aIsClient {
 		s = 0

@@ -124,11 +124,7 @@ type afPacket struct {
 	werr    unix.Errno
 	writeFn func(fd uintptr) bool
 
-	rxFrames, rxBytes, txFrames, txBytes      atomic.Uint64
-	rxTrunc, rxVLAN, txErrors, rcalls, wcalls atomic.Uint64
-
-	mu          sync.Mutex // guards kernelDrops (PACKET_STATISTICS resets on read)
-	kernelDrops uint64
+	portCounters
 }
 
 // OpenPort opens an AF_PACKET port on the named interface in the calling
@@ -437,23 +433,36 @@ func (p *afPacket) WriteBatch(frames [][]byte) (int, error) {
 	return sent, nil
 }
 
-func (p *afPacket) Stats() PortStats {
-	p.mu.Lock()
-	if !p.closed.Load() {
-		_ = p.rc.Control(func(fd uintptr) {
+func (p *afPacket) Stats() PortStats { return p.snapshot(p.rc, &p.closed) }
+
+// portCounters are the statistics both Port implementations keep.
+type portCounters struct {
+	rxFrames, rxBytes, txFrames, txBytes      atomic.Uint64
+	rxTrunc, rxVLAN, txErrors, rcalls, wcalls atomic.Uint64
+
+	mu          sync.Mutex // guards kernelDrops (PACKET_STATISTICS resets on read)
+	kernelDrops uint64
+}
+
+// snapshot reads the counters, adding the kernel's drops since the last
+// call (PACKET_STATISTICS) while the socket is open.
+func (c *portCounters) snapshot(rc syscall.RawConn, closed *atomic.Bool) PortStats {
+	c.mu.Lock()
+	if !closed.Load() {
+		_ = rc.Control(func(fd uintptr) {
 			if st, err := unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
-				p.kernelDrops += uint64(st.Drops)
+				c.kernelDrops += uint64(st.Drops)
 			}
 		})
 	}
-	drops := p.kernelDrops
-	p.mu.Unlock()
+	drops := c.kernelDrops
+	c.mu.Unlock()
 	return PortStats{
-		RxFrames: p.rxFrames.Load(), RxBytes: p.rxBytes.Load(),
-		TxFrames: p.txFrames.Load(), TxBytes: p.txBytes.Load(),
-		RxTruncated: p.rxTrunc.Load(), RxVLANRestored: p.rxVLAN.Load(),
-		TxErrors: p.txErrors.Load(), KernelDrops: drops,
-		ReadCalls: p.rcalls.Load(), WriteCalls: p.wcalls.Load(),
+		RxFrames: c.rxFrames.Load(), RxBytes: c.rxBytes.Load(),
+		TxFrames: c.txFrames.Load(), TxBytes: c.txBytes.Load(),
+		RxTruncated: c.rxTrunc.Load(), RxVLANRestored: c.rxVLAN.Load(),
+		TxErrors: c.txErrors.Load(), KernelDrops: drops,
+		ReadCalls: c.rcalls.Load(), WriteCalls: c.wcalls.Load(),
 	}
 }
 

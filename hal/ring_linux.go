@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -83,11 +82,7 @@ type ringPort struct {
 	werr    error
 	writeFn func(fd uintptr) bool
 
-	rxFrames, rxBytes, txFrames, txBytes      atomic.Uint64
-	rxTrunc, rxVLAN, txErrors, rcalls, wcalls atomic.Uint64
-
-	mu          sync.Mutex // guards kernelDrops (PACKET_STATISTICS resets on read)
-	kernelDrops uint64
+	portCounters
 }
 
 // ringGeometry returns a TpacketReq for n frames of frameSize bytes in
@@ -429,25 +424,7 @@ func (p *ringPort) WriteBatch(frames [][]byte) (int, error) {
 	return sent, p.werr
 }
 
-func (p *ringPort) Stats() PortStats {
-	p.mu.Lock()
-	if !p.closed.Load() {
-		_ = p.rc.Control(func(fd uintptr) {
-			if st, err := unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
-				p.kernelDrops += uint64(st.Drops)
-			}
-		})
-	}
-	drops := p.kernelDrops
-	p.mu.Unlock()
-	return PortStats{
-		RxFrames: p.rxFrames.Load(), RxBytes: p.rxBytes.Load(),
-		TxFrames: p.txFrames.Load(), TxBytes: p.txBytes.Load(),
-		RxTruncated: p.rxTrunc.Load(), RxVLANRestored: p.rxVLAN.Load(),
-		TxErrors: p.txErrors.Load(), KernelDrops: drops,
-		ReadCalls: p.rcalls.Load(), WriteCalls: p.wcalls.Load(),
-	}
-}
+func (p *ringPort) Stats() PortStats { return p.snapshot(p.rc, &p.closed) }
 
 // Close closes the socket, which wakes blocked callers and waits for the
 // RawConn callbacks in progress to return; only then are the rings

@@ -1,12 +1,8 @@
 package replay
 
 import (
-	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 
-	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/simulate/capture"
 )
 
@@ -18,14 +14,7 @@ import (
 // what follows. A hole a later frame fills is out-of-order delivery and
 // stays refused either way.
 func TestCaptureRepairs(t *testing.T) {
-	hmi := capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("192.0.2.130:40000")}
-	plc := capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("192.0.2.10:502")}
-	req := func(tid uint16) []byte {
-		return modbus.AppendRequest(nil, tid, 1, modbus.AppendAddrQty(nil, modbus.FuncReadHoldingRegisters, 0, 2))
-	}
-	resp := func(tid uint16) []byte {
-		return modbus.AppendResponse(nil, tid, 1, modbus.AppendReadRegistersResponse(nil, modbus.FuncReadHoldingRegisters, []uint16{1, 2}))
-	}
+	hmi, plc, req, resp := testHMI, testPLC, readReq, readResp
 	ackOnly := func(f *capture.TCPFlow) []byte {
 		return f.Segment(true, f.NextSeq(true), f.NextSeq(false), capture.TCPFlags{ACK: true}, nil)
 	}
@@ -63,25 +52,9 @@ func TestCaptureRepairs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "c.pcap")
-			fh, err := os.Create(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := capture.NewWriter(fh)
-			if err != nil {
-				t.Fatal(err)
-			}
 			f := capture.NewTCPFlow(hmi, plc)
 			frames := append(f.Handshake(), tc.build(f)...)
-			for _, fr := range frames {
-				if err := w.WriteFrame(fr); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := fh.Close(); err != nil {
-				t.Fatal(err)
-			}
+			path := writeCapture(t, frames)
 			for _, strict := range []bool{true, false} {
 				var evs []*Event
 				rep, err := Run(Options{Policy: mustPolicy(t, readOnly), StrictMidstream: strict,

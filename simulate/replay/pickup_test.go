@@ -1,12 +1,8 @@
 package replay
 
 import (
-	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 
-	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/simulate/capture"
 )
 
@@ -17,14 +13,7 @@ import (
 // without request; an answer to nothing after the first paired response
 // still is.
 func TestPickupToleratesAnswersToEarlierRequests(t *testing.T) {
-	hmi := capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("192.0.2.130:40000")}
-	plc := capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("192.0.2.10:502")}
-	req := func(tid uint16) []byte {
-		return modbus.AppendRequest(nil, tid, 1, modbus.AppendAddrQty(nil, modbus.FuncReadHoldingRegisters, 0, 2))
-	}
-	resp := func(tid uint16) []byte {
-		return modbus.AppendResponse(nil, tid, 1, modbus.AppendReadRegistersResponse(nil, modbus.FuncReadHoldingRegisters, []uint16{1, 2}))
-	}
+	hmi, plc, req, resp := testHMI, testPLC, readReq, readResp
 	tests := []struct {
 		name      string
 		payloads  []bool // true: client request, false: server response (tids in order below)
@@ -37,30 +26,18 @@ func TestPickupToleratesAnswersToEarlierRequests(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "mid.pcap")
-			fh, err := os.Create(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := capture.NewWriter(fh)
-			if err != nil {
-				t.Fatal(err)
-			}
 			f := capture.NewTCPFlow(hmi, plc)
 			f.Advance(true, 101) // the connection opened before the capture
 			f.Advance(false, 57)
+			var frames [][]byte
 			for i, fromClient := range tc.payloads {
 				b := resp(tc.tids[i])
 				if fromClient {
 					b = req(tc.tids[i])
 				}
-				if err := w.WriteFrame(f.Send(fromClient, b)); err != nil {
-					t.Fatal(err)
-				}
+				frames = append(frames, f.Send(fromClient, b))
 			}
-			if err := fh.Close(); err != nil {
-				t.Fatal(err)
-			}
+			path := writeCapture(t, frames)
 			var evs []*Event
 			rep, err := Run(Options{Policy: mustPolicy(t, readOnly), OnEvent: func(e *Event) { evs = append(evs, e) }}, path)
 			if err != nil {
