@@ -128,6 +128,9 @@ func dnp3Detectors(fr *dnp3.Fragment, fn func(det rules.Detector, server bool)) 
 	if fr.Func == dnp3.FuncUnsolicitedResp {
 		fn(rules.DetectDNP3UnsolicitedStorm, true)
 	}
+	if fr.Func != dnp3.FuncResponse {
+		return // the scans are read in solicited responses (FC 0x81)
+	}
 	iin2 := fr.IIN & 0xff
 	if iin2&(iin2ObjUnknown|iin2ParameterError) != 0 {
 		fn(rules.DetectDNP3ObjectScan, false)
@@ -195,7 +198,7 @@ func (e *Engine) detect(c *hctx, f *flow, det rules.Detector, subj netip.Addr, p
 	e.ctr.detections.Add(1)
 	d := &c.dec
 	saved := *d
-	d.Detection, d.DetectionCount, d.DetectionWindow = det.String(), th.Count, th.Window
+	d.Detection, d.DetectionCount, d.DetectionWindow, d.DetectionSubject = det.String(), th.Count, th.Window, subj
 	d.Action, d.HasVerdict = FrameForward, true
 	d.Verdict = *pv
 	d.Verdict.Action = rules.Alert

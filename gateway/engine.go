@@ -293,9 +293,10 @@ type Decision struct {
 	// this response reached: the Decision is then an extra alert about the
 	// PDU already reported, with DetectionCount matches in DetectionWindow;
 	// the PDU's own verdict was reported before it.
-	Detection       string
-	DetectionCount  int
-	DetectionWindow time.Duration
+	Detection        string
+	DetectionCount   int
+	DetectionWindow  time.Duration
+	DetectionSubject netip.Addr // the address counted against
 }
 
 // Evasion names (Decision.EvasionName). The event of an evasion has the

@@ -43,8 +43,8 @@ func (e *Engine) Flows(max int) []FlowInfo {
 		gen  uint32
 		last int64
 	}
+	refs := make([]ref, 0, len(t.slots)) // allocated before the lock every packet takes
 	t.mu.Lock()
-	refs := make([]ref, 0, t.used)
 	for c := range numClasses {
 		for j := t.head[c]; j != noSlot; j = t.slots[j].next {
 			refs = append(refs, ref{j, t.slots[j].gen, t.slots[j].lastSeen})

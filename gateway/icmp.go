@@ -219,6 +219,8 @@ func (e *Engine) icmpRelated(c *hctx) bool {
 		return false
 	}
 	f.answered = true
+	f.pkts[1]++
+	f.bytes[1] += uint64(len(c.frame))
 	t.mu.Lock()
 	t.touch(i, c.now)
 	t.mu.Unlock()

@@ -319,6 +319,52 @@ func (in *inspector) frame(s int, b []byte) (n, need int, err error) {
 
 var errNoParser = modbus.ErrNotModbus
 
+// plausible reports whether a framed PDU of direction s decodes without
+// an anomaly, so that resynchronising after a capture hole does not take
+// the tail of a lost PDU for a PDU. DNP3 frames carry CRCs and OPC UA
+// headers a message type, which the framer checks already; a Modbus MBAP
+// header is weak (any two zero bytes in the right place), so the ADU is
+// decoded.
+func (in *inspector) plausible(s int, b []byte) bool {
+	if in.mb == nil {
+		return true
+	}
+	var a modbus.ADU
+	return a.Decode(b, dirOf(s)) == nil && a.Anomaly == modbus.AnomalyNone
+}
+
+// maxResyncScan bounds the offsets resyncAt tries.
+const maxResyncScan = 2048
+
+// resyncAt returns the first offset after 0 in b from which PDUs frame one
+// after another to the end of b (at least one complete, the last possibly
+// incomplete), or 0 when there is none within maxResyncScan bytes. Only
+// replay reaches it, after a hole the capture lost (CaptureGap).
+func (in *inspector) resyncAt(s int, b []byte) int {
+	for o := 1; o < len(b) && o <= maxResyncScan; o++ {
+		q, whole := o, 0
+		for q < len(b) {
+			n, need, err := in.frame(s, b[q:])
+			if err != nil || (n == 0 && need <= 0) {
+				break
+			}
+			if n == 0 {
+				q = len(b) // an incomplete last PDU
+				break
+			}
+			if !in.plausible(s, b[q:q+n]) {
+				break
+			}
+			q += n
+			whole++
+		}
+		if q == len(b) && whole > 0 {
+			return o
+		}
+	}
+	return 0
+}
+
 // feed runs new in-order bytes data of direction s through the flow's
 // parser, judging every PDU it completes. When a PDU is denied (enforce) it
 // sets c.denied, c.deny, c.denyStart (the offset in data of the first byte
@@ -367,6 +413,7 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 				pos += take
 				continue
 			}
+			st.afterHole = false
 			ok := e.judge(c, f, s, st.hold[:n], 0, pos)
 			st.hold = st.hold[:0]
 			if !ok {
@@ -378,7 +425,13 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 		n, need, err := in.frame(s, b)
 		switch {
 		case err != nil && st.afterHole:
+			// The rest of a PDU whose start the capture lost: skip to
+			// where complete PDUs frame again, up to the segment's end.
 			e.ctr.captureSkips.Add(1)
+			if o := in.resyncAt(s, b); o > 0 {
+				pos += o
+				continue
+			}
 			st.resync = true
 			return
 		case err != nil:
@@ -387,6 +440,15 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 			}
 			// Tolerated or monitor: the rest of this segment cannot be
 			// framed; start again at the next one.
+			st.resync = true
+			return
+		case n > 0 && st.afterHole && !in.plausible(s, b[:n]):
+			// Framed by chance out of the tail of a lost PDU.
+			e.ctr.captureSkips.Add(1)
+			if o := in.resyncAt(s, b); o > 0 {
+				pos += o
+				continue
+			}
 			st.resync = true
 			return
 		case n > 0:
@@ -553,6 +615,15 @@ func (e *Engine) judge(c *hctx, f *flow, s int, b []byte, start, end int) bool {
 		if dir == protocols.Response {
 			var ok bool
 			_, ok, pa = mb.pairing.Response(a)
+			if pa == modbus.AnomalyTIDMismatch {
+				// Should a rule tolerate the wrong transaction id, the
+				// response answers the oldest request: it must still
+				// match that request in unit, function, byte count and
+				// echo, else it is judged by that anomaly instead.
+				if an := mb.pairing.CheckOldest(a); an != modbus.AnomalyNone {
+					pa = an
+				}
+			}
 			if a.HasPDU() && in.pickup(ok) && !ok {
 				// Answers a request sent before the pickup: the pairing
 				// anomaly (response_without_request, tid_mismatch) is

@@ -301,6 +301,7 @@ func (e *Engine) flowPacket(c *hctx, f *flow, fromClient bool) {
 		}
 		_, fromA := keyOf(p)
 		e.initFlow(c, f, v, insp, fromA, true)
+		f.pkts[0], f.bytes[0] = 1, uint64(len(c.frame)) // this SYN, counted before the reset
 	}
 	e.tcp(c, f, fromClient)
 }

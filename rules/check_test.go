@@ -57,6 +57,8 @@ func TestCheckBadPolicies(t *testing.T) {
 			`p.yaml:10:21: detection "dnp3_object_scan" must be off or a mapping with count and window, not "on"`}},
 		{"detection unknown key", head + "detections:\n  dnp3_object_scan: { limit: 3 }\n", []string{
 			`p.yaml:10:23: unknown key "limit" in detection "dnp3_object_scan"`}},
+		{"seq_mismatch with require_auth", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - dnp3: { require_auth: true, tolerate: [seq_mismatch] }\n", []string{
+			`p.yaml:14:47: tolerate seq_mismatch cannot go with require_auth: an authenticated response must answer its own request`}},
 		{"missing version", "name: t\n", []string{
 			`p.yaml:1:1: missing key "version" (this reader knows version 1)`}},
 		{"wrong version", "version: 2\n", []string{

@@ -710,6 +710,12 @@ func (c *compiler) rule(r *Rule, path string, counts map[string]int) crule {
 		cr.kind, cr.proto, cr.tcp, cr.udp = kindDNP3, protocols.ProtoDNP3, true, true
 		cr.ports = c.ports(r.DNP3.Ports, bp+".ports", 20000)
 		cr.tolerate = c.anomalies(r.DNP3.Tolerate, bp+".tolerate", []protocols.Proto{protocols.ProtoDNP3})
+		if r.DNP3.RequireAuth && slices.Contains(cr.tolerate, "seq_mismatch") {
+			// Under Secure Authentication a response must answer the
+			// request that was challenged; a wrong SEQ cannot be taken
+			// for it.
+			c.errf(bp+".tolerate", "tolerate seq_mismatch cannot go with require_auth: an authenticated response must answer its own request")
+		}
 		cr.dn = c.dnp3(r.DNP3, bp)
 	case "opcua":
 		cr.kind, cr.proto, cr.tcp = kindOPCUA, protocols.ProtoOPCUA, true

@@ -204,7 +204,7 @@ func refEvaluateAt(p *Policy, st *refAuth, f *Flow, pdu *PDU) refResult {
 				reason = refModbus(r.Modbus, pdu.Dir, &m)
 			case r.DNP3 != nil:
 				d := pdu.DNP3
-				if pdu.Dir == protocols.Response && pdu.Anomaly == "seq_mismatch" && !r.DNP3.RequireAuth {
+				if pdu.Dir == protocols.Response && pdu.Anomaly == "seq_mismatch" { // never with require_auth (Compile)
 					d.PairedRequest = true
 				}
 				reason = refDNP3(r.DNP3, pdu.Dir, &d, st)
@@ -738,10 +738,13 @@ func genTolerate(rule *Rule) string {
 
 func genDNP3Rule(r *rand.Rand) *DNP3Rule {
 	d := &DNP3Rule{}
-	if r.IntN(4) == 0 {
-		d.Tolerate = []string{"bad_length", "seq_mismatch"}
-	}
 	d.RequireAuth = r.IntN(3) == 0
+	if r.IntN(4) == 0 {
+		d.Tolerate = []string{"bad_length"}
+		if !d.RequireAuth {
+			d.Tolerate = append(d.Tolerate, "seq_mismatch")
+		}
+	}
 	if r.IntN(2) == 0 {
 		d.Masters = []string{genRange(r, 3)}
 	}

@@ -47,17 +47,34 @@ type Pairing struct {
 // Len returns the number of outstanding requests.
 func (p *Pairing) Len() int { return p.n }
 
-// TakeOldest removes and returns the oldest outstanding request: the one a
-// caller takes as answered by a response whose transaction id matched none
-// (AnomalyTIDMismatch) when it accepts such responses from a device that
-// numbers its answers wrongly. ok is false when nothing is outstanding.
-func (p *Pairing) TakeOldest() (req Outstanding, ok bool) {
+// CheckOldest compares a response with the oldest outstanding request as
+// Response does with the request it pairs (unit, function, byte count,
+// echo), without removing it: for a response whose transaction id matched
+// none (AnomalyTIDMismatch) that the caller may take as the answer to
+// that request. AnomalyResponseWithoutRequest when nothing is outstanding.
+func (p *Pairing) CheckOldest(a *ADU) Anomaly {
+	if i := p.oldest(); i >= 0 {
+		return check(&p.slots[i], a)
+	}
+	return AnomalyResponseWithoutRequest
+}
+
+func (p *Pairing) oldest() int {
 	best := -1
 	for i := range p.slots {
 		if p.used[i] && (best < 0 || p.slots[i].seq < p.slots[best].seq) {
 			best = i
 		}
 	}
+	return best
+}
+
+// TakeOldest removes and returns the oldest outstanding request: the one a
+// caller takes as answered by a response whose transaction id matched none
+// (AnomalyTIDMismatch) when it accepts such responses from a device that
+// numbers its answers wrongly. ok is false when nothing is outstanding.
+func (p *Pairing) TakeOldest() (req Outstanding, ok bool) {
+	best := p.oldest()
 	if best < 0 {
 		return Outstanding{}, false
 	}

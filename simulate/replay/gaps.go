@@ -2,6 +2,7 @@ package replay
 
 import (
 	"net/netip"
+	"sort"
 
 	"github.com/otgw/otgw/gateway/packet"
 )
@@ -121,10 +122,8 @@ func scanRepairs(ms *midstream) *repairs {
 	}
 	// filledLater reports whether a segment of d after frame i covers seq.
 	filledLater := func(d *dirState, i int, seq uint32) bool {
-		for _, j := range d.segs {
-			if int(j) <= i {
-				continue
-			}
+		after := sort.Search(len(d.segs), func(k int) bool { return int(d.segs[k]) > i })
+		for _, j := range d.segs[after:] {
 			o := &segs[j]
 			if o.n > 0 && !seqGT(o.seq, seq) && seqLT(seq, o.seq+o.n) {
 				return true

@@ -147,8 +147,17 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	if err := readMerged(paths, r.frame); err != nil {
 		return nil, err
 	}
-	for ref, sf := range r.pending { // never left by scanRepairs; fed rather than lost
-		r.process(sf, ref)
+	// scanRepairs never leaves a frame pending; should one be, it is fed
+	// (in capture order) rather than lost.
+	left := make([]frameRef, 0, len(r.pending))
+	for ref := range r.pending {
+		left = append(left, ref)
+	}
+	sort.Slice(left, func(i, j int) bool {
+		return left[i].file < left[j].file || left[i].file == left[j].file && left[i].index < left[j].index
+	})
+	for _, ref := range left {
+		r.process(r.pending[ref], ref)
 	}
 	if opts.Progress != nil {
 		opts.Progress(r.done, r.total)
@@ -368,6 +377,7 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 		ev.Fields["detection"] = d.Detection
 		ev.Fields["count"] = d.DetectionCount
 		ev.Fields["window_s"] = d.DetectionWindow.Seconds()
+		ev.Fields["subject"] = d.DetectionSubject.String()
 		r.rep.event(ev, r.opts.MaxTimeline)
 		if r.opts.OnEvent != nil {
 			r.opts.OnEvent(ev)
