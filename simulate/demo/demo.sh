@@ -124,4 +124,13 @@ say "gateway counters (GET /metrics on the status endpoint)"
 ip netns exec "$GW" bash -c 'exec 3<>/dev/tcp/127.0.0.1/9102 && printf "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n" >&3 && cat <&3' |
 	grep -E '^otgw_(up|pdus_[a-z]*_total|rx_frames_total|tx_frames_total|injected_frames_total|replies_total|resets_total|flows_active|drops_total\{reason="(pdu_denied|l2_policy|flow_denied)"\})' || true
 
+say "gateway flow table (GET /flows?proto=modbus)"
+ip netns exec "$GW" bash -c 'exec 3<>/dev/tcp/127.0.0.1/9102 && printf "GET /flows?proto=modbus HTTP/1.0\r\nHost: x\r\n\r\n" >&3 && cat <&3' |
+	python3 -c '
+import json, sys
+body = sys.stdin.read().split("\r\n\r\n", 1)[-1]
+for f in json.loads(body)["flows"]:
+    print("  %-22s -> %-17s %-6s %-14s %-6s pkts %d/%d  pdus %d (denied %d)" % (f["client"], f["server"], f["proto"], f.get("conduit", ""), f["verdict"], f["packets"][0], f["packets"][1], f["pdus"], f["pdus_denied"]))
+' || true
+
 say "tearing down"
