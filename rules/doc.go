@@ -50,7 +50,8 @@
 // (../shared/SCENARIOS.md M11-M13, D2, D10, D11). Detector names them; the
 // gateway counts them per subject address and raises one alert event
 // ("detect:<name>") when Count fall within Window, then counts afresh one
-// window later. Detections never deny. The policy's detections section
+// window later. Only responses that cross count: probes the gateway
+// refuses itself are reported one by one as denies. Detections never deny. The policy's detections section
 // overrides DefaultThresholds per detector (`name: off` or
 // `name: {count: N, window: 30s}`); rules/learn raises a threshold that the
 // learned capture already reaches.
