@@ -2,6 +2,7 @@ package hal_test
 
 import (
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 
@@ -94,6 +95,52 @@ func TestRingTxWrapsInOrder(t *testing.T) {
 	}
 	if st := pr.p.Stats(); st.TxFrames != total || st.TxErrors != 0 {
 		t.Errorf("TxFrames %d TxErrors %d, want %d, 0", st.TxFrames, st.TxErrors, total)
+	}
+}
+
+// A TX ring that stays full (the port's qdisc releases frames slowly, so
+// the kernel keeps their slots): WriteBatch must wait for the kernel to
+// free slots (the TX socket's private epoll set, not a busy loop), then
+// send everything exactly once and in order.
+func TestRingTxWaitsForSlowEgress(t *testing.T) {
+	pr := ringPair(t, hal.PortOptions{TxRingFrames: 32})
+	// 4 Mbit/s: 200 frames of 1,000 bytes take about 400 ms to leave.
+	pr.gw.MustRun("tc", "qdisc", "add", "dev", "p0", "root", "tbf", "rate", "4mbit", "burst", "2000", "limit", "1000000")
+	const total = 200
+	frames := make([][]byte, total)
+	for i := range frames {
+		frames[i] = frame(1000, uint32(i))
+	}
+	done := make(chan []uint32, 1)
+	go func() { done <- inOrder(t, pr.q, total, 10*time.Second) }()
+	runtime.LockOSThread() // so that RUSAGE_THREAD is this goroutine's
+	defer runtime.UnlockOSThread()
+	var cpu0, cpu1 unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_THREAD, &cpu0)
+	start := time.Now()
+	n, err := pr.p.WriteBatch(frames)
+	wall := time.Since(start)
+	_ = unix.Getrusage(unix.RUSAGE_THREAD, &cpu1)
+	if n != total || err != nil {
+		t.Fatalf("WriteBatch(%d frames through a 32-slot ring behind a slow qdisc) = %d, %v", total, n, err)
+	}
+	seqs := <-done
+	if len(seqs) != total {
+		t.Fatalf("received %d frames, want %d", len(seqs), total)
+	}
+	for i, s := range seqs {
+		if s != uint32(i) {
+			t.Fatalf("frame %d has seq %d: out of order or duplicated", i, s)
+		}
+	}
+	// The batch cannot fit the ring, so WriteBatch must have waited for
+	// the qdisc, and waiting must not burn a core.
+	if wall < 100*time.Millisecond {
+		t.Errorf("WriteBatch returned after %v: did not wait for the slow egress", wall)
+	}
+	used := time.Duration(cpu1.Utime.Nano()+cpu1.Stime.Nano()) - time.Duration(cpu0.Utime.Nano()+cpu0.Stime.Nano())
+	if used > wall/2 {
+		t.Errorf("WriteBatch used %v of CPU in %v waiting for slots: busy waiting", used, wall)
 	}
 }
 

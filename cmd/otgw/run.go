@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -34,6 +35,7 @@ func runGateway(args []string, _, stderr io.Writer) int {
 		syslogs  multiFlag
 		logLevel string
 		ioMode   string
+		cpuProf  string
 	)
 	fs.StringVar(&cfg.PolicyPath, "policy", "", "policy file (required; reloaded on change and on SIGHUP)")
 	fs.StringVar(&cfg.Board, "board", "", "board profile (default: detect; see 'otgw board list')")
@@ -47,6 +49,9 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&ioMode, "io", "", "port I/O: ring (TPACKET_V2 mmap rings) or mmsg (recvmmsg/sendmmsg); default ring, falling back to mmsg where rings are unavailable")
 	fs.DurationVar(&cfg.SpinRead, "spin-read", 0, "ring only: poll an empty ring this long before sleeping (costs that much CPU after every burst; made latency worse on 2 cores, see BENCHMARKS.md)")
+	// Hidden (not in the usage line): for profiling the datapath, see
+	// BENCHMARKS.md "datapath" (OTGW_BENCH_PROFILE in gateway/e2e).
+	fs.StringVar(&cpuProf, "cpuprofile", "", "debug: write a Go CPU profile of the whole run to this file")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: otgw run --policy P [--board NAME] [--ports north,south] [--syslog URL]... [--events FILE] [--status ADDR] [--io ring|mmsg]")
 		fs.PrintDefaults()
@@ -82,6 +87,19 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	cfg.Stderr = stderr
 	cfg.Version = version
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if cpuProf != "" {
+		f, err := os.Create(cpuProf)
+		if err != nil {
+			fmt.Fprintln(stderr, "otgw run: --cpuprofile:", err)
+			return 2
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			fmt.Fprintln(stderr, "otgw run: --cpuprofile:", err)
+			return 2
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := daemon.Run(ctx, cfg); err != nil {

@@ -1,6 +1,9 @@
 package daemon
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 // Ethertypes and IP protocol numbers CompleteChecksum understands.
 const (
@@ -100,19 +103,39 @@ func CompleteChecksum(frame []byte) bool {
 }
 
 // sumBytes adds b as big-endian 16-bit words to sum (odd length padded
-// with a zero byte).
+// with a zero byte) and returns the one's-complement sum folded to at
+// most 17 bits.
+//
+// It adds 64-bit words with end-around carry, which gives the same
+// one's-complement sum as 16-bit words because 2^16 = 1 modulo 2^16-1
+// (RFC 1071 section 2(B)): about 8 times fewer steps than one word at a
+// time, which the TCP phase of `make bench-datapath` showed at ~10% of the
+// gateway's CPU (every segment of a stack with checksum offload arrives
+// CHECKSUM_PARTIAL).
 func sumBytes(sum uint32, b []byte) uint32 {
-	n := len(b) &^ 1
-	for i := 0; i < n; i += 2 {
-		sum += uint32(b[i])<<8 | uint32(b[i+1])
-		if sum >= 1<<31 {
-			sum = sum&0xffff + sum>>16
-		}
+	acc, carry := uint64(sum), uint64(0)
+	for len(b) >= 32 {
+		acc, carry = bits.Add64(acc, binary.BigEndian.Uint64(b), carry)
+		acc, carry = bits.Add64(acc, binary.BigEndian.Uint64(b[8:]), carry)
+		acc, carry = bits.Add64(acc, binary.BigEndian.Uint64(b[16:]), carry)
+		acc, carry = bits.Add64(acc, binary.BigEndian.Uint64(b[24:]), carry)
+		b = b[32:]
 	}
-	if len(b)&1 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
+	for len(b) >= 8 {
+		acc, carry = bits.Add64(acc, binary.BigEndian.Uint64(b), carry)
+		b = b[8:]
 	}
-	return sum
+	var tail uint64 // the last 0-7 bytes, as the high bytes of a word
+	for i, c := range b {
+		tail |= uint64(c) << (56 - 8*i)
+	}
+	acc, carry = bits.Add64(acc, tail, carry)
+	acc, carry = bits.Add64(acc, carry, 0)
+	acc += carry
+	// Fold 64 -> 32 -> 17 bits.
+	acc = acc&0xffffffff + acc>>32
+	acc = acc&0xffffffff + acc>>32
+	return uint32(acc&0xffff + acc>>16)
 }
 
 // fold returns the one's complement of the folded one's-complement sum.

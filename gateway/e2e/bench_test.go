@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -386,6 +387,10 @@ func benchGateway(t *testing.T, l *netns.Line, v benchVariant) benchResult {
 	if v.spin != "" {
 		args = append(args, "--spin-read", v.spin)
 	}
+	prof := benchProfileDir(t)
+	if prof != "" {
+		args = append(args, "--cpuprofile", filepath.Join(prof, v.String()+".pprof"))
+	}
 	g := startBenchGateway(t, l, benchPolicy, args...)
 	defer g.stop()
 	if !strings.Contains(g.out.String(), "io="+v.io) {
@@ -399,12 +404,16 @@ func benchGateway(t *testing.T, l *netns.Line, v benchVariant) benchResult {
 	pid := g.cmd.Process.Pid
 	gr.rssIdleKB = procRSS(t, pid)
 	c0 := procCPU(t, pid)
+	stopPerf := perfRecord(t, prof, pid, v.String()+"-small")
 	gr.smallSent, gr.smallPPS = smallPackets(t, l)
+	stopPerf()
 	cpu := procCPU(t, pid) - c0
 	if gr.smallPPS > 0 {
 		gr.cpuPerPkt = time.Duration(float64(cpu) / (gr.smallPPS * benchPhase.Seconds()))
 	}
+	stopPerf = perfRecord(t, prof, pid, v.String()+"-tcp")
 	gr.tcpBps = tcpThroughput(t, l)
+	stopPerf()
 	c0, t0 := procCPU(t, pid), time.Now()
 	gr.rttP50, gr.rttP99, gr.polls, gr.pollErrors = modbusRTT(t, l)
 	gr.rttCPU = float64(procCPU(t, pid)-c0) / float64(time.Since(t0))
@@ -412,6 +421,54 @@ func benchGateway(t *testing.T, l *netns.Line, v benchVariant) benchResult {
 	gr.rssKB = procRSS(t, pid)
 	gr.flows = int(counter(g.statusJSON(), "flows", "active"))
 	return gr
+}
+
+// benchProfileDir returns $OTGW_BENCH_PROFILE, a directory that receives
+// a copy of the otgw binary (so that pprof resolves symbols), one Go CPU
+// profile per variant (VARIANT.pprof, the whole run of `otgw run
+// --cpuprofile`) and, when the perf program is installed, one system-wide
+// profile of the gateway process per phase (VARIANT-small.perf,
+// VARIANT-tcp.perf: user and kernel stacks, which the Go profile lacks).
+// "" when unset: no profiling.
+func benchProfileDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("OTGW_BENCH_PROFILE")
+	if dir == "" {
+		return ""
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := os.ReadFile(otgwBinary(t))
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "otgw"), bin, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// perfRecord samples the process pid with `perf record -g` into
+// DIR/NAME.perf until the returned function is called; a no-op when dir
+// is "" or perf is not installed.
+func perfRecord(t *testing.T, dir string, pid int, name string) (stop func()) {
+	t.Helper()
+	perf, err := exec.LookPath("perf")
+	if dir == "" || err != nil {
+		return func() {}
+	}
+	cmd := exec.Command(perf, "record", "-q", "-g", "-F", "2000", "-p", strconv.Itoa(pid),
+		"-o", filepath.Join(dir, name+".perf"))
+	if err := cmd.Start(); err != nil {
+		t.Logf("perf record: %v", err)
+		return func() {}
+	}
+	time.Sleep(100 * time.Millisecond) // let perf attach before the phase starts
+	return func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		_ = cmd.Wait()
+	}
 }
 
 // TestDatapathBench is `make bench-datapath`: the kernel bridge and the
