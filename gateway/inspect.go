@@ -424,9 +424,10 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 		b := data[pos:]
 		n, need, err := in.frame(s, b)
 		switch {
-		case err != nil && st.afterHole:
-			// The rest of a PDU whose start the capture lost: skip to
-			// where complete PDUs frame again, up to the segment's end.
+		case st.afterHole && (err != nil || n > 0 && !in.plausible(s, b[:n])):
+			// The rest of a PDU whose start the capture lost (unframeable,
+			// or framed by chance): skip to where complete PDUs frame
+			// again, up to the segment's end.
 			e.ctr.captureSkips.Add(1)
 			if o := in.resyncAt(s, b); o > 0 {
 				pos += o
@@ -440,15 +441,6 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 			}
 			// Tolerated or monitor: the rest of this segment cannot be
 			// framed; start again at the next one.
-			st.resync = true
-			return
-		case n > 0 && st.afterHole && !in.plausible(s, b[:n]):
-			// Framed by chance out of the tail of a lost PDU.
-			e.ctr.captureSkips.Add(1)
-			if o := in.resyncAt(s, b); o > 0 {
-				pos += o
-				continue
-			}
 			st.resync = true
 			return
 		case n > 0:

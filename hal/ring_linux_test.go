@@ -84,15 +84,7 @@ func TestRingTxWrapsInOrder(t *testing.T) {
 			t.Fatalf("WriteBatch(%d frames through a 32-slot ring) = %d, %v", total/2, n, err)
 		}
 	}
-	seqs := <-done
-	if len(seqs) != total {
-		t.Fatalf("received %d frames, want %d", len(seqs), total)
-	}
-	for i, s := range seqs {
-		if s != uint32(i) {
-			t.Fatalf("frame %d has seq %d: out of order or duplicated", i, s)
-		}
-	}
+	wantInOrder(t, <-done, total)
 	if st := pr.p.Stats(); st.TxFrames != total || st.TxErrors != 0 {
 		t.Errorf("TxFrames %d TxErrors %d, want %d, 0", st.TxFrames, st.TxErrors, total)
 	}
@@ -124,15 +116,7 @@ func TestRingTxWaitsForSlowEgress(t *testing.T) {
 	if n != total || err != nil {
 		t.Fatalf("WriteBatch(%d frames through a 32-slot ring behind a slow qdisc) = %d, %v", total, n, err)
 	}
-	seqs := <-done
-	if len(seqs) != total {
-		t.Fatalf("received %d frames, want %d", len(seqs), total)
-	}
-	for i, s := range seqs {
-		if s != uint32(i) {
-			t.Fatalf("frame %d has seq %d: out of order or duplicated", i, s)
-		}
-	}
+	wantInOrder(t, <-done, total)
 	// The batch cannot fit the ring, so WriteBatch must have waited for
 	// the qdisc, and waiting must not burn a core.
 	if wall < 100*time.Millisecond {
@@ -334,5 +318,18 @@ func TestRingCloseWhileWriting(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("writer not stopped by Close")
+	}
+}
+
+// wantInOrder checks that frames 0..total-1 arrived, each once, in order.
+func wantInOrder(t *testing.T, seqs []uint32, total int) {
+	t.Helper()
+	if len(seqs) != total {
+		t.Fatalf("received %d frames, want %d", len(seqs), total)
+	}
+	for i, s := range seqs {
+		if s != uint32(i) {
+			t.Fatalf("frame %d has seq %d: out of order or duplicated", i, s)
+		}
 	}
 }
