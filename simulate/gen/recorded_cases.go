@@ -33,6 +33,31 @@ const (
 		"message with gopcua's codec; nothing else is changed."
 )
 
+// withModbus runs build with a simonvetter/modbus server that it stops
+// afterwards.
+func withModbus(build func(b *Builder, srv *mbServer) error) func(*Builder) error {
+	return func(b *Builder) error {
+		srv, err := startModbusServer()
+		if err != nil {
+			return err
+		}
+		defer srv.stop()
+		return build(b, srv)
+	}
+}
+
+// withUA runs build with a gopcua server that it stops afterwards.
+func withUA(build func(b *Builder, srv *uaServer) error) func(*Builder) error {
+	return func(b *Builder) error {
+		srv, err := startUAServer()
+		if err != nil {
+			return err
+		}
+		defer srv.stop()
+		return build(b, srv)
+	}
+}
+
 // overrides lists the cases whose traffic is recorded from real libraries.
 // DNP3 (no Go library) and the malformed and evasive cases keep the
 // project's encoders and crafted bytes.
@@ -41,12 +66,7 @@ func overrides() map[string]override {
 		"M6": {
 			why:    "A host that is no asset of any conduit reads holding registers [QD1]: its SYN is refused (no conduit), so no byte of its request exists past the gateway. Before it, the HMI's allowed polling passes: holding 0-9, coils 0-15, and holding 90-99, which the policy allows but the PLC does not have, answered by the server with exception 02 (Illegal Data Address) that the gateway forwards as the paired response.",
 			source: srcModbus + " The attacker's SYN is built by the generator (nothing of it reaches a server).",
-			build: func(b *Builder) error {
-				srv, err := startModbusServer()
-				if err != nil {
-					return err
-				}
-				defer srv.stop()
+			build: withModbus(func(b *Builder, srv *mbServer) error {
 				r, err := srv.record(1, readHolding(0, 10), readCoils(0, 16), readHolding(90, 10))
 				if err != nil {
 					return err
@@ -54,16 +74,11 @@ func overrides() map[string]override {
 				b.TCP(HMI, PLC, 502).play(r, 0, 3)
 				b.Expect(b.TCPNoHandshake(Attacker, PLC, 502).SYN(), "deny", "no_conduit")
 				return nil
-			},
+			}),
 		},
 		"M7": {
 			source: srcModbus,
-			build: func(b *Builder) error {
-				srv, err := startModbusServer()
-				if err != nil {
-					return err
-				}
-				defer srv.stop()
+			build: withModbus(func(b *Builder, srv *mbServer) error {
 				for _, w := range []mbCall{
 					func(c goburrow.Client) error { _, err := c.WriteSingleCoil(1, 0xFF00); return err },
 					writeRegister(1, 5),
@@ -76,16 +91,11 @@ func overrides() map[string]override {
 					}
 				}
 				return nil
-			},
+			}),
 		},
 		"M15": {
 			source: srcModbus,
-			build: func(b *Builder) error {
-				srv, err := startModbusServer()
-				if err != nil {
-					return err
-				}
-				defer srv.stop()
+			build: withModbus(func(b *Builder, srv *mbServer) error {
 				if err := mbRecorded(b, srv, Eng, 1, "address_out_of_range",
 					readHolding(0, 10), writeRegister(45, 500), writeRegisters(200, 1, 2, 3)); err != nil {
 					return err
@@ -94,16 +104,11 @@ func overrides() map[string]override {
 					return err
 				}
 				return mbRecorded(b, srv, HMI, 1, "function_not_allowed", readHolding(0, 10), writeRegister(45, 500))
-			},
+			}),
 		},
 		"M16": {
 			source: srcModbus + " Neither library sends FC 21 (write file record): that request is the project's encoder's (protocols/modbus), sent after a recorded read on the same connection; FC 23 is goburrow's ReadWriteMultipleRegisters.",
-			build: func(b *Builder) error {
-				srv, err := startModbusServer()
-				if err != nil {
-					return err
-				}
-				defer srv.stop()
+			build: withModbus(func(b *Builder, srv *mbServer) error {
 				// FC 21 after a recorded allowed read, with the transaction
 				// id that follows goburrow's.
 				r, err := srv.record(1, readHolding(0, 10))
@@ -119,17 +124,12 @@ func overrides() map[string]override {
 						_, err := c.ReadWriteMultipleRegisters(0, 2, 40, 1, u16s([]uint16{1}))
 						return err
 					})
-			},
+			}),
 		},
 		"U3": {
 			why:    "The client opens a channel with SecurityPolicy None while the policy demands Sign and Basic256Sha256: denied at OPN, so the server never sees it.",
 			source: srcOPCUA + " The capture holds the client's HEL, the server's ACK and the client's OPN.",
-			build: func(b *Builder) error {
-				srv, err := startUAServer()
-				if err != nil {
-					return err
-				}
-				defer srv.stop()
+			build: withUA(func(b *Builder, srv *uaServer) error {
 				r, err := srv.record()
 				if err != nil {
 					return err
@@ -143,17 +143,12 @@ func overrides() map[string]override {
 				c.msg(ms[1])
 				b.Expect(c.msg(ms[2]), "deny", "*")
 				return nil
-			},
+			}),
 		},
 		"U4": {
 			why:    "A gopcua client connects in None mode (session services are implied by any opcua rule), reads the server's NamespaceArray (gopcua does on Connect) and a tag: allowed. Its WriteRequest (i=673) and, on a second channel, its CallRequest (i=712) are denied by service.",
 			source: srcOPCUA,
-			build: func(b *Builder) error {
-				srv, err := startUAServer()
-				if err != nil {
-					return err
-				}
-				defer srv.stop()
+			build: withUA(func(b *Builder, srv *uaServer) error {
 				ns := srv.ns
 				read := func(ctx context.Context, c *opcua.Client) error {
 					_, err := c.Read(ctx, &ua.ReadRequest{
@@ -192,16 +187,11 @@ func overrides() map[string]override {
 				c2.play(r2, 0, 1)
 				b.Expect(c2.request(r2, 1), "deny", "service_not_allowed")
 				return nil
-			},
+			}),
 		},
 		"M17": {
 			source: srcModbus + " Each unit id is one goburrow connection (TCPClientHandler.SlaveId).",
-			build: func(b *Builder) error {
-				srv, err := startModbusServer()
-				if err != nil {
-					return err
-				}
-				defer srv.stop()
+			build: withModbus(func(b *Builder, srv *mbServer) error {
 				for u := byte(1); u <= 5; u++ {
 					r, err := srv.record(u, readCoils(0, 8))
 					if err != nil {
@@ -215,7 +205,7 @@ func overrides() map[string]override {
 					b.Expect(c.request(r, 0), "deny", "unit_not_allowed")
 				}
 				return nil
-			},
+			}),
 		},
 	}
 }
