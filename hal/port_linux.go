@@ -266,19 +266,42 @@ func (p *afPacket) doRead(fd uintptr) bool {
 	return true
 }
 
-func (p *afPacket) ReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {
+// batchLen returns how many frames one ReadBatch may fill: the shortest
+// of the slices, at most MaxBatch; ErrShortBuffer when one of those
+// buffers is below MinBufSize.
+func batchLen(bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {
 	n := min(len(bufs), len(sizes), MaxBatch)
 	if meta != nil {
 		n = min(n, len(meta))
 	}
-	if n == 0 {
-		return 0, nil
+	for i := 0; i < n; i++ {
+		if len(bufs[i]) < MinBufSize {
+			return 0, ErrShortBuffer
+		}
+	}
+	return n, nil
+}
+
+// vlanTag reports whether the kernel stripped a VLAN tag from a received
+// frame (auxdata or tpacket2_hdr status and TCI) and returns its TPID,
+// 0x8100 where the kernel did not say (IEEE 802.1Q-2018 clause 9).
+func vlanTag(status uint32, tci, tpid uint16) (uint16, bool) {
+	if status&unix.TP_STATUS_VLAN_VALID == 0 && tci == 0 {
+		return 0, false
+	}
+	if status&unix.TP_STATUS_VLAN_TPID_VALID == 0 || tpid == 0 {
+		tpid = 0x8100
+	}
+	return tpid, true
+}
+
+func (p *afPacket) ReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {
+	n, err := batchLen(bufs, sizes, meta)
+	if n == 0 || err != nil {
+		return 0, err
 	}
 	for i := 0; i < n; i++ {
 		b := bufs[i]
-		if len(b) < MinBufSize {
-			return 0, ErrShortBuffer
-		}
 		p.riov[i].Base = &b[0]
 		p.riov[i].SetLen(len(b) - VLANHeadroom)
 		h := &p.rmsgs[i].Hdr
@@ -288,7 +311,7 @@ func (p *afPacket) ReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (int,
 		p.rmsgs[i].Len = 0
 	}
 	p.rvlen, p.rn, p.rerr = n, 0, 0
-	err := p.rc.Read(p.readFn)
+	err = p.rc.Read(p.readFn)
 	// Drop references to the caller's buffers.
 	for i := 0; i < n; i++ {
 		p.riov[i].Base = nil
@@ -318,10 +341,7 @@ func (p *afPacket) ReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (int,
 		h := &p.rmsgs[i].Hdr
 		if status, tci, tpid, ok := auxdata(p.rctl[i*cmsgBufLen : i*cmsgBufLen+int(h.Controllen)]); ok {
 			m.ChecksumNotReady = status&unix.TP_STATUS_CSUMNOTREADY != 0
-			if (status&unix.TP_STATUS_VLAN_VALID != 0 || tci != 0) && size >= 12 {
-				if status&unix.TP_STATUS_VLAN_TPID_VALID == 0 || tpid == 0 {
-					tpid = 0x8100
-				}
+			if tpid, ok := vlanTag(status, tci, tpid); ok && size >= 12 {
 				// Shift the payload right by 4 (copy handles overlap) and
 				// put TPID and TCI back after the MAC addresses.
 				copy(b[16:size+4], b[12:size])

@@ -293,11 +293,7 @@ func (p *ringPort) harvest() int {
 		m := FrameMeta{WireLen: wire, PktType: p.mem[off+tpPkttypeOff],
 			ChecksumNotReady: status&unix.TP_STATUS_CSUMNOTREADY != 0}
 		src := p.mem[off+mac : off+mac+size]
-		if (status&unix.TP_STATUS_VLAN_VALID != 0 || h.Vlan_tci != 0) && size >= 12 {
-			tpid := h.Vlan_tpid
-			if status&unix.TP_STATUS_VLAN_TPID_VALID == 0 || tpid == 0 {
-				tpid = 0x8100
-			}
+		if tpid, ok := vlanTag(status, h.Vlan_tci, h.Vlan_tpid); ok && size >= 12 {
 			// Put TPID and TCI back after the MAC addresses
 			// (IEEE 802.1Q-2018 clause 9).
 			copy(b[:12], src[:12])
@@ -358,20 +354,12 @@ func (p *ringPort) doRead(uintptr) bool {
 }
 
 func (p *ringPort) ReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {
-	n := min(len(bufs), len(sizes), MaxBatch)
-	if meta != nil {
-		n = min(n, len(meta))
-	}
-	if n == 0 {
-		return 0, nil
-	}
-	for i := 0; i < n; i++ {
-		if len(bufs[i]) < MinBufSize {
-			return 0, ErrShortBuffer
-		}
+	n, err := batchLen(bufs, sizes, meta)
+	if n == 0 || err != nil {
+		return 0, err
 	}
 	p.rbufs, p.rsizes, p.rmeta, p.rvlen, p.rn = bufs, sizes, meta, n, 0
-	err := p.rc.Read(p.readFn)
+	err = p.rc.Read(p.readFn)
 	p.rbufs, p.rsizes, p.rmeta = nil, nil, nil // do not retain the caller's buffers
 	if err != nil {
 		if p.closed.Load() {
