@@ -104,8 +104,7 @@ func (d *Daemon) Status() Status {
 			FlowsDenied: c.FlowsDenied, FlowsAlerted: c.FlowsAlerted, Resets: c.Resets, Replies: c.Replies,
 			Detections: c.Detections, Events: c.EventsEmitted, Loop: d.fwd.Stats(),
 		},
-		Events:      d.pipe.Stats(),
-		RecentFlows: d.engine.Flows(RecentFlowsShown),
+		Events: d.pipe.Stats(),
 	}
 	for i, p := range d.hports {
 		s.Ports = append(s.Ports, PortStatus{Role: gateway.PortID(i).String(), Name: d.ports[i],
@@ -142,7 +141,9 @@ func (d *Daemon) StatusHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(d.Status())
+		st := d.Status()
+		st.RecentFlows = d.engine.Flows(RecentFlowsShown) // not for /metrics: it takes every flow's lock
+		_ = enc.Encode(st)
 	}
 	mux.HandleFunc("GET /status", js)
 	mux.HandleFunc("GET /{$}", js)
@@ -158,8 +159,12 @@ func (d *Daemon) StatusHandler() http.Handler {
 			limit = min(n, MaxFlowsListed)
 		}
 		proto, conduit := q.Get("proto"), q.Get("conduit")
-		all := d.engine.Flows(0)
-		out := FlowList{Active: len(all), Flows: make([]gateway.FlowInfo, 0, min(limit, len(all)))}
+		want := 0 // all flows, to filter
+		if proto == "" && conduit == "" {
+			want = limit
+		}
+		all := d.engine.Flows(want)
+		out := FlowList{Active: d.engine.Counters().FlowsActive, Flows: make([]gateway.FlowInfo, 0, min(limit, len(all)))}
 		for _, f := range all {
 			if len(out.Flows) == limit {
 				break
