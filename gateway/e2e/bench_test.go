@@ -342,30 +342,6 @@ func benchVariants(t *testing.T) []benchVariant {
 	return vs
 }
 
-// startBenchGateway starts `otgw run` as startGateway does, with extra
-// arguments.
-func startBenchGateway(t *testing.T, l *netns.Line, policy string, extra ...string) *gw {
-	t.Helper()
-	dir := t.TempDir()
-	g := &gw{t: t, line: l, out: &syncBuffer{}, policy: filepath.Join(dir, "policy.yaml"),
-		events: filepath.Join(dir, "events.jsonl"), status: statusAddr}
-	if err := os.WriteFile(g.policy, []byte(policy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	args := append([]string{"run", "--policy", g.policy, "--board", "sim",
-		"--ports", l.North + "," + l.South, "--events", g.events, "--status", g.status,
-		"--spool", filepath.Join(dir, "spool")}, extra...)
-	g.cmd = l.Gateway.Start(g.out, otgwBinary(t), args...)
-	deadline := time.Now().Add(15 * time.Second)
-	for g.countEvents("start") == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("otgw did not start within 15s:\n%s", tail(g.out.String(), 40))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return g
-}
-
 // stop ends the gateway with SIGTERM (SIGKILL after 5 s) and reaps it.
 func (g *gw) stop() {
 	g.t.Helper()
@@ -391,7 +367,7 @@ func benchGateway(t *testing.T, l *netns.Line, v benchVariant) benchResult {
 	if prof != "" {
 		args = append(args, "--cpuprofile", filepath.Join(prof, v.String()+".pprof"))
 	}
-	g := startBenchGateway(t, l, benchPolicy, args...)
+	g := startGateway(t, l, benchPolicy, args...)
 	defer g.stop()
 	if !strings.Contains(g.out.String(), "io="+v.io) {
 		// The daemon logs the I/O method it got; a silent fallback would

@@ -130,17 +130,18 @@ type gw struct {
 	policy string
 	events string
 	status string
+	extra  []string // more `otgw run` arguments (the datapath benchmark's --io)
 }
 
 const statusAddr = "127.0.0.1:9102"
 
-// startGateway writes the policy and starts otgw run; it returns once the
-// start event is written (bounded).
-func startGateway(t *testing.T, l *netns.Line, policy string) *gw {
+// startGateway writes the policy and starts otgw run (with extra
+// arguments); it returns once the start event is written (bounded).
+func startGateway(t *testing.T, l *netns.Line, policy string, extra ...string) *gw {
 	t.Helper()
 	dir := t.TempDir()
 	g := &gw{t: t, line: l, out: &syncBuffer{}, policy: filepath.Join(dir, "policy.yaml"),
-		events: filepath.Join(dir, "events.jsonl"), status: statusAddr}
+		events: filepath.Join(dir, "events.jsonl"), status: statusAddr, extra: extra}
 	if err := os.WriteFile(g.policy, []byte(policy), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -151,9 +152,10 @@ func startGateway(t *testing.T, l *netns.Line, policy string) *gw {
 func (g *gw) start() {
 	g.t.Helper()
 	before := g.countEvents("start")
-	g.cmd = g.line.Gateway.Start(g.out, otgwBinary(g.t), "run", "--policy", g.policy, "--board", "sim",
-		"--ports", g.line.North+","+g.line.South, "--events", g.events, "--status", g.status,
-		"--spool", filepath.Join(filepath.Dir(g.events), "spool"))
+	args := append([]string{"run", "--policy", g.policy, "--board", "sim",
+		"--ports", g.line.North + "," + g.line.South, "--events", g.events, "--status", g.status,
+		"--spool", filepath.Join(filepath.Dir(g.events), "spool")}, g.extra...)
+	g.cmd = g.line.Gateway.Start(g.out, otgwBinary(g.t), args...)
 	g.t.Cleanup(func() {
 		if g.t.Failed() {
 			g.t.Logf("otgw output:\n%s", tail(g.out.String(), 60))
