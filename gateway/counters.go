@@ -22,7 +22,7 @@ const (
 	DropOutOfWindow               // sequence or acknowledgement number outside the receiver's window
 	DropOutOfOrder                // segment beyond a hole: the sender retransmits it once the hole is filled
 	DropRetransmission            // retransmission that cannot be verified against inspected bytes (older than the history)
-	DropEvasion                   // retransmission overlapping inspected bytes with different content
+	DropEvasion                   // evasion attempt: retransmission overlapping inspected bytes with different content, urgent data
 	DropPDUDenied                 // application PDU refused by the ruleset
 	DropMalformed                 // bytes on an inspected port that cannot be framed as the protocol
 	DropBlocked                   // data of a direction blocked after a `drop` verdict (retransmissions of the denied PDU)

@@ -39,7 +39,13 @@
 //     is an evasion attempt (Decision.EvasionName EvasionTCPOverlap,
 //     "tcp_overlap_mismatch"; event reason ReasonEvasionTCPOverlap,
 //     "evasion:tcp_overlap_mismatch", severity alert) and resets the
-//     connection whatever the deny action (monitor mode: an alert);
+//     connection whatever the deny action (monitor mode: an alert). A
+//     segment with URG set on an inspected conduit is dropped as
+//     EvasionTCPUrgent ("evasion:tcp_urgent", severity alert, no reset):
+//     a receiver without SO_OOBINLINE takes the urgent byte out of the
+//     stream, so its application would read other bytes than the parser
+//     judged (RFC 6093; the pointer may also mark a byte of a later
+//     segment, so a URG pure ACK is dropped too);
 //  5. frames new in-order bytes into PDUs with the protocol's Framer
 //     (Modbus/TCP MBAP, DNP3 link frames with transport reassembly, OPC UA
 //     UA-TCP chunks through opcua.Channel), decodes each complete PDU into

@@ -285,8 +285,9 @@ type Decision struct {
 	DNP3Link *dnp3.LinkFrame
 	DNP3     *dnp3.Fragment
 	OPCUA    *opcua.Message
-	// Evasion: the frame was an evasion attempt (in enforce mode the
-	// connection was reset); EvasionName says which one (EvasionTCPOverlap).
+	// Evasion: the frame was an evasion attempt (in enforce mode it was
+	// dropped, and for EvasionTCPOverlap the connection reset); EvasionName
+	// says which one.
 	Evasion     bool
 	EvasionName string
 	// Detection names the rate detector (rules.Detector) whose threshold
@@ -309,6 +310,15 @@ const (
 	EvasionTCPOverlap = "tcp_overlap_mismatch"
 	// ReasonEvasionTCPOverlap is the event reason of EvasionTCPOverlap.
 	ReasonEvasionTCPOverlap = "evasion:" + EvasionTCPOverlap
+	// EvasionTCPUrgent: a segment with URG set on an inspected conduit.
+	// A receiver without SO_OOBINLINE (Linux's default) removes the byte
+	// before the urgent pointer from the stream, so the bytes its
+	// application reads are not the bytes the parser judged (RFC 6093
+	// section 4 advises new applications not to use urgent data). The
+	// segment is dropped; the connection is not reset.
+	EvasionTCPUrgent = "tcp_urgent"
+	// ReasonEvasionTCPUrgent is the event reason of EvasionTCPUrgent.
+	ReasonEvasionTCPUrgent = "evasion:" + EvasionTCPUrgent
 )
 
 // Fields returns the PDU fields of d as in `otgw dissect` (allocates; for
@@ -614,7 +624,6 @@ func (e *Engine) emit(c *hctx, d *Decision, reason string) {
 		ev.Type, ev.Verdict, ev.Severity = events.TypeDeny, "deny", events.SevNotice
 		ev.Action = v.DenyAction.String()
 		if d.Evasion {
-			ev.Action = "reset"
 			ev.Severity = events.SevAlert
 		}
 		ev.Message = "deny " + d.Proto + " " + d.Src.String() + " -> " + d.Dst.String() + ": " + ev.Reason

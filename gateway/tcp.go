@@ -436,6 +436,15 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 		bad(DropBadTCP)
 		return
 	}
+	if fl&packet.TCPUrg != 0 && f.insp != nil && fl&packet.TCPRst == 0 {
+		// Urgent data: a receiver without SO_OOBINLINE (Linux's default)
+		// takes the urgent byte out of the stream, so the application would
+		// read other bytes than the parser; the pointer may even mark a
+		// byte of a later segment (RFC 6093 section 3). Never forwarded on
+		// an inspected conduit (monitor mode: an alert).
+		e.evasion(c, f, EvasionTCPUrgent, false)
+		return
+	}
 	if f.state == tcpClosed && fl&packet.TCPRst == 0 {
 		if lenient {
 			e.forward(c, c.frame)
@@ -566,7 +575,7 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 		covered, equal := st.compare(p.Seq, payload[:overlap])
 		switch {
 		case covered && !equal:
-			e.evasion(c, f, EvasionTCPOverlap)
+			e.evasion(c, f, EvasionTCPOverlap, true)
 			return
 		case !covered && !lenient:
 			e.reportDrop(c, f, DropRetransmission)
@@ -651,23 +660,31 @@ func (e *Engine) act(c *hctx, f *flow, s int, newSeq uint32, overlap int) {
 	f.state = tcpClosed
 }
 
-// evasion handles an evasion attempt named name (EvasionTCPOverlap: a
-// retransmission that overlaps inspected bytes with different content).
-// The two ends may now disagree on the stream, so in enforce mode the
-// connection is reset whatever the configured action (DESIGN.md); monitor
-// mode forwards the frame and alerts. The event's reason is
-// "evasion:" + name, never a malformed:* anomaly of the parser.
-func (e *Engine) evasion(c *hctx, f *flow, name string) {
+// evasion handles an evasion attempt named name: EvasionTCPOverlap (a
+// retransmission that overlaps inspected bytes with different content)
+// or EvasionTCPUrgent (a segment with URG set). In enforce mode the frame
+// is dropped; with reset the two ends may already disagree on the stream,
+// so the connection is reset whatever the configured action (DESIGN.md).
+// Monitor mode forwards the frame and alerts. The event's reason is
+// "evasion:" + name, never a malformed:* anomaly of the parser, and its
+// severity is alert.
+func (e *Engine) evasion(c *hctx, f *flow, name string, reset bool) {
 	v := f.verdict
-	v.Action, v.Reason, v.Anomaly, v.DenyAction = rules.Deny, rules.ReasonMalformed, name, rules.ActionReset
+	v.Action, v.Reason, v.Anomaly, v.DenyAction = rules.Deny, rules.ReasonMalformed, name, rules.ActionDrop
 	d := &c.dec
 	d.Evasion, d.EvasionName = true, name
-	act := FrameInject
-	if f.monitor {
+	act := FrameDrop
+	switch {
+	case f.monitor:
 		v.Action, act = rules.Alert, FrameForward
-	} else {
+	case reset:
+		v.DenyAction, act = rules.ActionReset, FrameInject
+		fallthrough
+	default:
 		c.drop = DropEvasion
 		e.ctr.drop(DropEvasion)
+	}
+	if act == FrameInject {
 		e.sendResets(c, f, f.dir[0].nxt, f.dir[1].nxt, 0)
 		f.state = tcpClosed
 	}

@@ -581,5 +581,17 @@ func evasionCases() []Scenario {
 				c := b.TCP(OPCCli, OPCSrv, 4840)
 				b.Expect(c.C([]byte("SSH-2.0-OpenSSH_9.6\r\n")), "deny", "malformed:*")
 			}),
+		ev("E10", "e10-urgent-in-mbap", "Urgent byte inside the MBAP header", "A write sent with send(MSG_OOB) under TCP_CORK, the urgent byte at offset 5 (issue 13): kept inline the MBAP length reads 254, while a Linux receiver drops the byte and reads FC 6 write holding 0 = 258. Segments with URG on inspected conduits are dropped: evasion:tcp_urgent.", ModbusPolicy,
+			func(b *Builder) {
+				c := b.TCP(HMI, PLC, 502)
+				readOK(c)
+				b.Expect(b.Frame(Urgent(c.F.Send(true, []byte{0, 0x77, 0, 0, 0, 0xfe, 6, 1, 6, 0, 0, 1, 2}), 6)), "deny", "evasion:tcp_urgent")
+			}),
+		ev("E11", "e11-urgent-after-unit", "Urgent byte after the unit id", "The same write with the urgent byte after the unit id (issue 13): kept inline the parser reads FC 3 read holding 1536, a Linux receiver reads FC 6 write holding 0 = 258. Dropped: evasion:tcp_urgent.", ModbusPolicy,
+			func(b *Builder) {
+				c := b.TCP(HMI, PLC, 502)
+				readOK(c)
+				b.Expect(b.Frame(Urgent(c.F.Send(true, []byte{0, 0x78, 0, 0, 0, 6, 1, 3, 6, 0, 0, 1, 2}), 8)), "deny", "evasion:tcp_urgent")
+			}),
 	}
 }

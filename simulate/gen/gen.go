@@ -185,6 +185,35 @@ func Fragment(frame []byte, off int) [][]byte {
 	return [][]byte{mk(payload[:off], 0, true), mk(payload[off:], off, false)}
 }
 
+// Urgent sets URG and the urgent pointer ptr on an Ethernet/IPv4 TCP frame
+// and fixes its checksum: the segment a Linux client sends for
+// send(fd, buf, ptr, MSG_OOB), whose last byte (buf[ptr-1]) is urgent
+// (RFC 6093 section 3: Linux points past the urgent byte).
+func Urgent(frame []byte, ptr uint16) []byte {
+	const l3 = 14
+	ihl := int(frame[l3]&0x0f) * 4
+	total := int(binary.BigEndian.Uint16(frame[l3+2:]))
+	l4 := frame[l3+ihl : l3+total]
+	l4[13] |= 0x20
+	binary.BigEndian.PutUint16(l4[18:], ptr)
+	l4[16], l4[17] = 0, 0
+	var sum uint32
+	ip := frame[l3:]
+	for _, w := range [][]byte{ip[12:20], {0, 6, byte(len(l4) >> 8), byte(len(l4))}, l4} {
+		for i := 0; i+1 < len(w); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(w[i:]))
+		}
+		if len(w)%2 == 1 {
+			sum += uint32(w[len(w)-1]) << 8
+		}
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(l4[16:], ^uint16(sum))
+	return frame
+}
+
 func discardBuilder() (*Builder, error) {
 	b := &Builder{}
 	w, err := capture.NewWriter(&b.buf)

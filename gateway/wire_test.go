@@ -1,0 +1,117 @@
+package gateway
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/gateway/packet"
+	"github.com/otgw/otgw/simulate/capture"
+)
+
+// withUrgent sets URG and the urgent pointer ptr on a TCP frame built by
+// capture.TCPFlow and fixes the checksum.
+func withUrgent(t testing.TB, frame []byte, ptr uint16) []byte {
+	t.Helper()
+	var p packet.Packet
+	if err := p.Decode(frame, packet.LinkEthernet); err != nil {
+		t.Fatal(err)
+	}
+	end := p.L3Off + int(binary.BigEndian.Uint16(frame[p.L3Off+2:]))
+	l4 := frame[p.L4Off:end]
+	l4[13] |= packet.TCPUrg
+	binary.BigEndian.PutUint16(l4[18:], ptr)
+	l4[16], l4[17] = 0, 0
+	binary.BigEndian.PutUint16(l4[16:], l4Checksum(p.Src, p.Dst, packet.ProtoTCP, l4))
+	return frame
+}
+
+// urgentCases are the two attacks of issue 13, as the bytes the client
+// sends with send(MSG_OOB) under TCP_CORK: one extra byte, the urgent one,
+// that a Linux receiver removes from the stream. Kept in, the parser sees
+// an MBAP length of 254 (inside the header) or FC 3 "read holding 1536"
+// (after the unit id); the receiver reads FC 6 write holding 0 = 258.
+func urgentCases() []struct {
+	name   string
+	stream []byte // what the parser would see with the urgent byte inline
+	ptr    uint16 // urgent pointer: the urgent byte is stream[ptr-1] (Linux, RFC 6093)
+} {
+	return []struct {
+		name   string
+		stream []byte
+		ptr    uint16
+	}{
+		{"in MBAP header", []byte{0, 7, 0, 0, 0, 0xfe, 6, 1, 6, 0, 0, 1, 2}, 6},
+		{"after unit id", []byte{0, 7, 0, 0, 0, 6, 1, 3, 6, 0, 0, 1, 2}, 8},
+	}
+}
+
+// TestUrgentDataDropped: on an inspected conduit a segment with URG set is
+// never forwarded and raises evasion:tcp_urgent at alert severity; the
+// connection is not reset, and the next clean request still passes. In
+// monitor mode the segment crosses with an alert.
+func TestUrgentDataDropped(t *testing.T) {
+	for _, tc := range urgentCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			r, f := modbusRig(t, "reset")
+			seq := f.NextSeq(true)
+			fr := withUrgent(t, f.Segment(true, seq, f.NextSeq(false), capture.TCPFlags{ACK: true, PSH: true}, tc.stream), tc.ptr)
+			if got := r.client(fr); len(got) != 0 {
+				t.Fatalf("urgent segment: got %s, want nothing sent", describe(got))
+			}
+			ev := r.lastEvent()
+			if ev.Reason != ReasonEvasionTCPUrgent || ev.Verdict != "deny" || ev.Action != "drop" || ev.Severity != events.SevAlert {
+				t.Fatalf("event reason=%q verdict=%q action=%q severity=%v, want %q deny drop alert", ev.Reason, ev.Verdict, ev.Action, ev.Severity, ReasonEvasionTCPUrgent)
+			}
+			d := r.decs[len(r.decs)-1]
+			if !d.Evasion || d.EvasionName != EvasionTCPUrgent || d.Action != FrameDrop || d.Drop != DropEvasion {
+				t.Fatalf("decision %+v, want a dropped tcp_urgent evasion", d)
+			}
+			if c := r.counters(); c.Drops[DropEvasion] != 1 || c.PDUs != 0 {
+				t.Fatalf("drops[evasion]=%d pdus=%d, want 1 and 0 (nothing judged)", c.Drops[DropEvasion], c.PDUs)
+			}
+			// The sender's stack would retransmit the same segment: still
+			// dropped. A clean read from the same sequence number passes.
+			if got := r.client(fr); len(got) != 0 {
+				t.Fatalf("retransmitted urgent segment: got %s", describe(got))
+			}
+			clean := f.Segment(true, seq, f.NextSeq(false), capture.TCPFlags{ACK: true, PSH: true}, readReq(8, 0, 1))
+			r.mustForward(r.client(clean), South, clean)
+		})
+	}
+	t.Run("pure ACK pointing ahead", func(t *testing.T) {
+		// URG on a segment without data marks a byte of a later segment
+		// (the pointer is an offset from this sequence number).
+		r, f := modbusRig(t, "drop")
+		ack := withUrgent(t, f.Segment(true, f.NextSeq(true), f.NextSeq(false), capture.TCPFlags{ACK: true}, nil), 9)
+		if got := r.client(ack); len(got) != 0 {
+			t.Fatalf("got %s, want the URG ACK dropped", describe(got))
+		}
+		if ev := r.lastEvent(); ev.Reason != ReasonEvasionTCPUrgent {
+			t.Fatalf("reason %q, want %q", ev.Reason, ReasonEvasionTCPUrgent)
+		}
+	})
+	t.Run("monitor alerts", func(t *testing.T) {
+		r := newRig(t, policy(t, "monitor", "drop", "", modbusConduit), nil)
+		f := capture.NewTCPFlow(hmiEP, plcEP)
+		r.handshake(f)
+		tc := urgentCases()[0]
+		fr := withUrgent(t, f.Send(true, tc.stream), tc.ptr)
+		r.mustForward(r.client(fr), South, fr)
+		if ev := r.lastEvent(); ev.Reason != ReasonEvasionTCPUrgent || ev.Verdict != "alert" {
+			t.Fatalf("event reason=%q verdict=%q, want %q alert", ev.Reason, ev.Verdict, ReasonEvasionTCPUrgent)
+		}
+	})
+	t.Run("uninspected conduit forwards", func(t *testing.T) {
+		r := newRig(t, policy(t, "enforce", "drop", "", `  - name: hmi-ssh
+    from: hmi
+    to: plc
+    rules:
+      - tcp: { ports: [502] }
+`), nil)
+		f := capture.NewTCPFlow(hmiEP, plcEP)
+		r.handshake(f)
+		fr := withUrgent(t, f.Send(true, []byte("x")), 1)
+		r.mustForward(r.client(fr), South, fr)
+	})
+}
