@@ -28,7 +28,14 @@
 //  3. looks TCP and UDP up in the bounded flow table; the first packet of a
 //     flow (a SYN, or the first datagram) is judged by EvaluateFlow and,
 //     when allowed, creates the flow, with a parser attached when the rule
-//     that allowed it names an inspected protocol (Verdict.Inspect);
+//     that allowed it names an inspected protocol (Verdict.Inspect). A
+//     UDP flow is judged from its initiator; it is adopted in the reverse
+//     direction only when the reversed datagram matches a conduit's DNP3
+//     rule (an outstation's unsolicited response to its master), and is
+//     then inspected, the direction of each frame taken from its DNP3 DIR
+//     bit. A UDP flow to port 502 that only a plain udp rule allows is
+//     refused (NamedModbusUDP, "modbus_udp_not_inspected"): Modbus over
+//     UDP is not inspected;
 //  4. runs TCP through the normaliser (RFC 9293 state from the handshake;
 //     mid-stream pickup only for monitor-mode conduits): resets are
 //     accepted only in the receiver's window (RFC 5961), data beyond the

@@ -290,6 +290,9 @@ type Decision struct {
 	// says which one.
 	Evasion     bool
 	EvasionName string
+	// Named is the event reason of a verdict that the ruleset's Reason
+	// does not name on its own (NamedModbusUDP); "" otherwise.
+	Named string
 	// Detection names the rate detector (rules.Detector) whose threshold
 	// this response reached: the Decision is then an extra alert about the
 	// PDU already reported, with DetectionCount matches in DetectionWindow;
@@ -310,6 +313,11 @@ const (
 	EvasionTCPOverlap = "tcp_overlap_mismatch"
 	// ReasonEvasionTCPOverlap is the event reason of EvasionTCPOverlap.
 	ReasonEvasionTCPOverlap = "evasion:" + EvasionTCPOverlap
+	// NamedModbusUDP is the event reason of a UDP flow to port 502 that
+	// a plain udp rule would allow: Modbus over UDP is not inspected, so
+	// it is refused (Verdict.Reason protocol_not_allowed; monitor mode:
+	// an alert).
+	NamedModbusUDP = "modbus_udp_not_inspected"
 	// EvasionTCPUrgent: a segment with URG set on an inspected conduit.
 	// A receiver without SO_OOBINLINE (Linux's default) removes the byte
 	// before the urgent pointer from the stream, so the bytes its
@@ -580,7 +588,7 @@ func (e *Engine) report(c *hctx, f *flow, v rules.Verdict, act FrameAction) {
 		e.cfg.OnVerdict(d)
 	}
 	if v.Action != rules.Allow {
-		e.emit(c, d, "")
+		e.emit(c, d, d.Named)
 	}
 }
 

@@ -9,6 +9,10 @@ import (
 	"github.com/otgw/otgw/rules"
 )
 
+// modbusUDPPort is the Modbus port (Modbus Messaging on TCP/IP
+// Implementation Guide V1.0b section 4.1), for UDP too.
+const modbusUDPPort = 502
+
 func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
 func seqGT(a, b uint32) bool { return int32(a-b) > 0 }
 
@@ -137,12 +141,34 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 		e.orient(c, rf, false)
 		v = c.rs.EvaluateFlow(rf)
 		if v.Action == rules.Deny {
-			// A responder may speak first (DNP3 unsolicited over UDP).
+			// A UDP flow is judged from its initiator. The one exception
+			// is a responder that speaks first because its protocol says
+			// so: a DNP3 outstation's unsolicited response to its master
+			// (IEEE 1815-2012 clause 4.2.2.4 and Annex E), adopted only
+			// when the reversed datagram matches a conduit's DNP3 rule
+			// (master to outstation on the rule's port) and is inspected
+			// from there. A plain udp rule never adopts reverse traffic:
+			// with a conduit plc1 -> logsrv udp/514, the log server's
+			// datagrams from port 514 to any port of plc1 are new flows
+			// of logsrv, judged (and refused) as such.
 			e.orient(c, rf, true)
-			if v2 := c.rs.EvaluateFlow(rf); v2.Action != rules.Deny {
+			if v2 := c.rs.EvaluateFlow(rf); v2.Action == rules.Allow && v2.Inspect == protocols.ProtoDNP3 {
 				v, reverse = v2, true
 			} else {
 				e.orient(c, rf, false)
+			}
+		}
+		if v.Action != rules.Deny && v.Inspect == protocols.ProtoNone && rf.DstPort == modbusUDPPort {
+			// Modbus over UDP (Modbus Messaging on TCP/IP Implementation
+			// Guide V1.0b section 4.1, port 502) is not inspected: a
+			// plain udp rule must not let Modbus requests through
+			// unjudged.
+			v.Reason, v.Rule, v.RuleName = rules.ReasonProtocolNotAllowed, -1, ""
+			c.dec.Named = NamedModbusUDP
+			if v.Mode == rules.ModeMonitor {
+				v.Action = rules.Alert
+			} else {
+				v.Action = rules.Deny
 			}
 		}
 	}

@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"encoding/binary"
+	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/rules"
+	"net/netip"
 	"testing"
 
 	"github.com/otgw/otgw/gateway/events"
@@ -114,4 +117,112 @@ func TestUrgentDataDropped(t *testing.T) {
 		fr := withUrgent(t, f.Send(true, []byte("x")), 1)
 		r.mustForward(r.client(fr), South, fr)
 	})
+}
+
+// TestUDPJudgedFromInitiator: with a conduit plc -> hmi udp/514 (a log
+// server), hmi sending from port 514 to any UDP port of the PLC is a new
+// flow of hmi's, refused: no reverse adoption for a plain udp rule (issue
+// 13). The answer on the PLC's own flow still crosses.
+func TestUDPJudgedFromInitiator(t *testing.T) {
+	r := newRig(t, policy(t, "enforce", "drop", "", `  - name: plc-logs
+    from: plc
+    to: hmi
+    rules:
+      - udp: { ports: [514] }
+`), nil)
+	logsrv := capture.Endpoint{MAC: hmiEP.MAC, Addr: netipAP("192.0.2.130:514")}
+	for _, port := range []uint16{502, 47808, 161, 40001} {
+		dst := capture.Endpoint{MAC: plcEP.MAC, Addr: netip.AddrPortFrom(plcEP.Addr.Addr(), port)}
+		dg := capture.UDPDatagram(logsrv, dst, writeReq(1, 0, 258))
+		if got := r.client(dg); len(got) != 0 {
+			t.Fatalf("log server -> plc:%d: got %s, want it refused", port, describe(got))
+		}
+		if d := r.decs[len(r.decs)-1]; d.Verdict.Action != rules.Deny || d.Drop != DropFlowDenied {
+			t.Fatalf("plc:%d: decision %+v, want a denied flow", port, d)
+		}
+	}
+	plc := capture.Endpoint{MAC: plcEP.MAC, Addr: netipAP("192.0.2.10:40001")}
+	msg := capture.UDPDatagram(plc, logsrv, []byte("<13>boot"))
+	r.mustForward(r.server(msg), North, msg)
+	back := capture.UDPDatagram(logsrv, plc, []byte("ack"))
+	r.mustForward(r.client(back), South, back)
+	// The PLC's flow does not open its other ports.
+	other := capture.UDPDatagram(logsrv, capture.Endpoint{MAC: plcEP.MAC, Addr: netipAP("192.0.2.10:502")}, writeReq(2, 0, 258))
+	if got := r.client(other); len(got) != 0 {
+		t.Fatalf("log server -> plc:502 with a flow open: got %s", describe(got))
+	}
+}
+
+// TestModbusUDPNotInspected: a plain udp rule does not let Modbus/UDP
+// (port 502) through uninspected: refused with the named reason
+// modbus_udp_not_inspected (monitor mode: alerted and forwarded).
+func TestModbusUDPNotInspected(t *testing.T) {
+	const conduit = `  - name: hmi-plc-udp
+    from: hmi
+    to: plc
+    rules:
+      - udp: {}
+`
+	dst := capture.Endpoint{MAC: plcEP.MAC, Addr: netipAP("192.0.2.10:502")}
+	dg := capture.UDPDatagram(hmiEP, dst, writeReq(1, 0, 258))
+	r := newRig(t, policy(t, "enforce", "drop", "", conduit), nil)
+	if got := r.client(dg); len(got) != 0 {
+		t.Fatalf("Modbus/UDP: got %s, want it refused", describe(got))
+	}
+	ev := r.lastEvent()
+	if ev.Reason != NamedModbusUDP || ev.Verdict != "deny" {
+		t.Fatalf("event reason %q verdict %q, want %q deny", ev.Reason, ev.Verdict, NamedModbusUDP)
+	}
+	if d := r.decs[len(r.decs)-1]; d.Verdict.Reason != rules.ReasonProtocolNotAllowed || d.Named != NamedModbusUDP {
+		t.Fatalf("decision reason %v named %q", d.Verdict.Reason, d.Named)
+	}
+	other := capture.UDPDatagram(hmiEP, capture.Endpoint{MAC: plcEP.MAC, Addr: netipAP("192.0.2.10:503")}, []byte("x"))
+	r.mustForward(r.client(other), South, other)
+
+	m := newRig(t, policy(t, "monitor", "drop", "", conduit), nil)
+	m.mustForward(m.client(dg), South, dg)
+	if ev := m.lastEvent(); ev.Reason != NamedModbusUDP || ev.Verdict != "alert" {
+		t.Fatalf("monitor: event reason %q verdict %q, want %q alert", ev.Reason, ev.Verdict, NamedModbusUDP)
+	}
+}
+
+// TestDNP3UDPOutstationFirst: over UDP the outstation may speak first (an
+// unsolicited response to its master). The flow is adopted on the
+// conduit's DNP3 rule and inspected with the direction of each frame
+// taken from its DNP3 DIR bit: the master's later direct operate is
+// denied under a read-only policy, and a non-DNP3 datagram from the
+// outstation's port is malformed, not adopted uninspected.
+func TestDNP3UDPOutstationFirst(t *testing.T) {
+	r := newRig(t, policy(t, "enforce", "drop", "", `  - name: scada-rtu
+    from: hmi
+    to: rtu
+    rules:
+      - dnp3:
+          masters: [1]
+          outstations: [10]
+          allow:
+            - function: read
+              objects: [g60, g12]
+            - unsolicited: true
+`), nil)
+	master := capture.Endpoint{MAC: hmiEP.MAC, Addr: netipAP("192.0.2.130:20000")}
+	uns := dnp3.AppendLinkFrames(nil, dnp3.CtrlPRM|0x04, 1, 10, dnp3.AppendResponseHeader(nil, 3, dnp3.FuncUnsolicitedResp, 0, false))
+	first := capture.UDPDatagram(rtuEP, master, uns)
+	r.mustForward(r.server(first), North, first)
+	if d := r.decs[len(r.decs)-1]; d.Verdict.Action != rules.Allow {
+		t.Fatalf("unsolicited response: %+v", d)
+	}
+	read := capture.UDPDatagram(master, rtuEP, dnp3Req(1, dnp3.FuncRead, 60, 1))
+	r.mustForward(r.client(read), South, read)
+	op := capture.UDPDatagram(master, rtuEP, dnp3Req(2, dnp3.FuncDirectOperate, 12, 1))
+	if got := r.client(op); len(got) != 0 {
+		t.Fatalf("direct operate from the master's port: got %s, want it denied", describe(got))
+	}
+	if ev := r.lastEvent(); ev.Reason != "function_not_allowed" {
+		t.Fatalf("direct operate: reason %q, want function_not_allowed", ev.Reason)
+	}
+	odd := capture.UDPDatagram(rtuEP, capture.Endpoint{MAC: hmiEP.MAC, Addr: netipAP("192.0.2.130:502")}, writeReq(1, 0, 258))
+	if got := r.server(odd); len(got) != 0 {
+		t.Fatalf("Modbus bytes from the outstation's port: got %s, want them refused", describe(got))
+	}
 }

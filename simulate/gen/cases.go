@@ -510,6 +510,52 @@ func opcuaCases() []Scenario {
 	}
 }
 
+// LogPolicy: the PLC sends syslog to a log server; nothing else.
+const LogPolicy = `version: 1
+name: plc-logs
+mode: enforce
+action: drop
+zones:
+  supervisory: { port: north, networks: [192.0.2.128/25] }
+  cell:        { port: south, networks: [192.0.2.0/25] }
+assets:
+  logsrv: { ip: 192.0.2.160, zone: supervisory }
+  plc:    { ip: 192.0.2.10, zone: cell }
+conduits:
+  - name: plc-syslog
+    from: plc
+    to: logsrv
+    rules:
+      - udp: { ports: [514] }
+`
+
+// DNP3UDPPolicy: master 1 reads outstation 10 over UDP and accepts its
+// unsolicited responses; nothing may be operated.
+const DNP3UDPPolicy = `version: 1
+name: scada-rtu-udp
+mode: enforce
+action: drop
+zones:
+  supervisory: { port: north, networks: [192.0.2.128/25] }
+  cell:        { port: south, networks: [192.0.2.0/25] }
+assets:
+  scada: { ip: 192.0.2.140, zone: supervisory }
+  rtu:   { ip: 192.0.2.20, zone: cell }
+conduits:
+  - name: scada-rtu
+    from: scada
+    to: rtu
+    rules:
+      - dnp3:
+          masters: [1]
+          outstations: [10]
+          allow:
+            - function: read
+              objects: [g1, g2, g30, g60]
+            - function: confirm
+            - unsolicited: true
+`
+
 func evasionCases() []Scenario {
 	ev := func(id, name, title, why, pol string, build func(b *Builder)) Scenario {
 		return Scenario{Name: name, ID: id, Proto: "evasion", Title: title, Why: why, Policy: pol, Build: build}
@@ -592,6 +638,22 @@ func evasionCases() []Scenario {
 				c := b.TCP(HMI, PLC, 502)
 				readOK(c)
 				b.Expect(b.Frame(Urgent(c.F.Send(true, []byte{0, 0x78, 0, 0, 0, 6, 1, 3, 6, 0, 0, 1, 2}), 8)), "deny", "evasion:tcp_urgent")
+			}),
+		ev("E12", "e12-udp-reverse", "UDP from a responder's port to any port", "With a conduit plc -> logsrv udp/514, the log server sends from source port 514 to the PLC's Modbus (502), BACnet (47808) and SNMP (161) ports (issue 13). A UDP flow is judged from its initiator: these are new flows of the log server, refused; the PLC's own syslog flow and its answer cross.", LogPolicy,
+			func(b *Builder) {
+				b.UDP(PLC, LogSrv, 40100, 514, []byte("<13>plc1: boot"))
+				b.UDP(LogSrv, PLC, 514, 40100, []byte("ack"))
+				b.Expect(b.UDP(LogSrv, PLC, 514, 502, mb(1, modbus.AppendWriteSingleRegister(nil, 0, 258))), "deny", "no_conduit")
+				b.Expect(b.UDP(LogSrv, PLC, 514, 47808, []byte{0x81, 0x0a, 0x00, 0x11, 0x01, 0x04, 0x00, 0x05, 0x01, 0x0f, 0x0c, 0x00, 0x80, 0x00, 0x01, 0x19, 0x55}), "deny", "no_conduit")
+				b.Expect(b.UDP(LogSrv, PLC, 514, 161, []byte{0x30, 0x26, 0x02, 0x01, 0x01, 0x04, 0x07, 'p', 'r', 'i', 'v', 'a', 't', 'e', 0xa3, 0x18}), "deny", "no_conduit")
+			}),
+		ev("E13", "e13-dnp3-udp-outstation-first", "DNP3 over UDP, outstation speaks first", "The outstation's unsolicited response opens the UDP flow (issue 13): it is adopted on the conduit's DNP3 rule and inspected, each frame's direction taken from its DIR bit; the master's reads pass and its DIRECT_OPERATE from the same port is denied under the read-only policy.", DNP3UDPPolicy,
+			func(b *Builder) {
+				uns := dnp3.AppendLinkFrames(nil, ctrlResp, master, outstation, dnp3.AppendResponseHeader(nil, 0, dnp3.FuncUnsolicitedResp, 0, false))
+				b.UDP(RTU, SCADA, 20000, 20000, uns)
+				b.UDP(SCADA, RTU, 20000, 20000, dnReq(master, outstation, appReq(1, dnp3.FuncRead, dnp3.AppendAllHeader(nil, 60, 1))))
+				b.UDP(RTU, SCADA, 20000, 20000, dnResp(dnp3.AppendResponseHeader(nil, 1, dnp3.FuncResponse, 0, false)))
+				b.Expect(b.UDP(SCADA, RTU, 20000, 20000, dnReq(master, outstation, dnp3.AppendCROB(nil, 2, dnp3.FuncDirectOperate, 0, dnp3.CROB{Code: 0x03, Count: 1, OnMs: 100}))), "deny", "function_not_allowed")
 			}),
 	}
 }

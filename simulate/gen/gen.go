@@ -53,6 +53,7 @@ var (
 	Eng      = ep(2, "192.0.2.131")
 	SCADA    = ep(3, "192.0.2.140")
 	OPCCli   = ep(4, "192.0.2.150")
+	LogSrv   = ep(5, "192.0.2.160")
 	Attacker = ep(9, "192.0.2.200")
 	PLC      = ep(10, "192.0.2.10")
 	RTU      = ep(20, "192.0.2.20")
@@ -70,6 +71,7 @@ func init() {
 	for i, a := range []netip.Addr{HMI, Eng, SCADA, OPCCli, Attacker, PLC, RTU, OPCSrv} {
 		macs[a] = byte(i + 1)
 	}
+	macs[LogSrv] = 9
 }
 
 // Builder writes one capture and records expectations.

@@ -436,6 +436,8 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 		if d.EvasionName != "" {
 			// The same name the live gateway puts in its events.
 			ev.Reason = "evasion:" + d.EvasionName
+		} else if d.Named != "" {
+			ev.Reason = d.Named
 		}
 		if d.PDU != nil {
 			ev.Fields = d.Fields()
