@@ -34,7 +34,10 @@
 //     rest of a PDU whose start was lost passes uninspected and is
 //     counted), and feeds a pure ACK right after the segment it
 //     acknowledges when that follows within a few frames. A hole a later
-//     frame fills is out-of-order delivery and is left to the engine.
+//     frame fills is out-of-order delivery and is left to the engine, and
+//     so is a hole that frames the engine itself drops explain (an IP
+//     fragment of TCP between the same hosts before it: the wire gateway
+//     never delivered those bytes either; Report.EngineDropHoles).
 //     Report.CaptureHoles, Reordered and CaptureSkipped count the repairs.
 //
 // With StrictMidstream the engine sees the capture as is (in enforce mode

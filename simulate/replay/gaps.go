@@ -21,6 +21,12 @@ import (
 //     engine (Engine.CaptureGap), which continues after it as after a
 //     mid-stream pickup. A hole that a later frame fills is no capture
 //     loss (out-of-order delivery, or an evasion): it is left to the engine.
+//     A hole in a direction after an IP fragment of TCP from the same
+//     source to the same destination is not repaired either: the engine
+//     drops every fragment (they could hide a PDU from the framer), so the
+//     bytes they carried are missing on the wire too, and whatever the
+//     receiver sends past them (the echo of a write hidden in fragments)
+//     must meet the engine as it is. Report.EngineDropHoles counts them.
 //   - a pure ACK captured before the segment it acknowledges (a client's
 //     handshake ACK before the SYN-ACK, an ACK before the data): the
 //     harness feeds it right after that segment when it follows within a
@@ -35,6 +41,13 @@ type seg struct {
 	n        uint32 // sequence space used: payload, +1 for SYN and FIN
 }
 
+// fragMark is an IP fragment of a TCP packet from src to dst, captured
+// before segment pos of the pre-pass.
+type fragMark struct {
+	pos      int
+	src, dst netip.Addr
+}
+
 // holeAt is a hole the engine learns of before feeding a frame.
 type holeAt struct {
 	src, dst netip.AddrPort
@@ -43,9 +56,12 @@ type holeAt struct {
 
 // repairs is the result of the pre-pass.
 type repairs struct {
-	holes    map[frameRef][]holeAt
-	deferred map[frameRef]bool // frames fed later, after the frame that lists them in after
-	after    map[frameRef][]frameRef
+	holes map[frameRef][]holeAt
+	// engineHoles counts holes left alone because frames the engine drops
+	// (IP fragments) explain them.
+	engineHoles int
+	deferred    map[frameRef]bool // frames fed later, after the frame that lists them in after
+	after       map[frameRef][]frameRef
 }
 
 type dirState struct {
@@ -101,12 +117,24 @@ func ackedBy(segs []seg, i int, o *dirState) int {
 // pickup); ms.at gives the pickups.
 func scanRepairs(ms *midstream) *repairs {
 	segs := ms.segs[:0] // filtered in place
-	for _, sg := range ms.segs {
+	var orig []int      // position of segs[i] in ms.segs, to place the fragments
+	for i, sg := range ms.segs {
 		if !ms.skip[sg.ref] {
 			segs = append(segs, sg)
+			orig = append(orig, i)
 		}
 	}
 	ms.segs = nil
+	type addrPair struct{ src, dst netip.Addr }
+	fragmented := map[addrPair]bool{} // a fragment from src to dst came before the current segment
+	nextFrag := 0
+	dropped := func(dir int32) bool {
+		src, dst := ms.ends[dir/2].a, ms.ends[dir/2].b
+		if dir%2 == 1 {
+			src, dst = dst, src
+		}
+		return fragmented[addrPair{src.Addr(), dst.Addr()}]
+	}
 	rp := &repairs{holes: map[frameRef][]holeAt{}, deferred: map[frameRef]bool{}, after: map[frameRef][]frameRef{}}
 	dirs := make([]dirState, 2*len(ms.ends))
 	for i := range segs {
@@ -133,6 +161,9 @@ func scanRepairs(ms *midstream) *repairs {
 	}
 	const syn, ack, rst = packet.TCPSyn, packet.TCPAck, packet.TCPRst
 	for i := range segs {
+		for ; nextFrag < len(ms.frags) && ms.frags[nextFrag].pos <= orig[i]; nextFrag++ {
+			fragmented[addrPair{ms.frags[nextFrag].src, ms.frags[nextFrag].dst}] = true
+		}
 		s := &segs[i]
 		d, o := &dirs[s.dir], &dirs[s.dir^1]
 		if pk := ms.at[s.ref]; pk != nil {
@@ -167,16 +198,24 @@ func scanRepairs(ms *midstream) *repairs {
 		}
 		var hs []holeAt
 		if s.n > 0 && seqGT(s.seq, d.nxt) && !filledLater(d, i, d.nxt) {
-			src, dst := ends(s.dir)
-			hs = append(hs, holeAt{src, dst, s.seq})
+			if dropped(s.dir) {
+				rp.engineHoles++
+			} else {
+				src, dst := ends(s.dir)
+				hs = append(hs, holeAt{src, dst, s.seq})
+			}
 			d.nxt = s.seq
 		}
 		if s.n > 0 && seqGT(s.seq+s.n, d.nxt) && !seqGT(s.seq, d.nxt) {
 			d.nxt = s.seq + s.n
 		}
 		if s.flags&ack != 0 && o.valid && seqGT(s.ack, o.nxt) && !filledLater(o, i, o.nxt) {
-			src, dst := ends(s.dir ^ 1)
-			hs = append(hs, holeAt{src, dst, s.ack})
+			if dropped(s.dir ^ 1) {
+				rp.engineHoles++
+			} else {
+				src, dst := ends(s.dir ^ 1)
+				hs = append(hs, holeAt{src, dst, s.ack})
+			}
 			o.nxt = s.ack
 		}
 		if hs != nil {

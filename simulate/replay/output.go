@@ -56,6 +56,9 @@ func (rep *Report) WriteSummary(w io.Writer) error {
 		fmt.Fprintf(bw, "\ncapture repairs: %d holes the capture lost (the engine continued after them; %d segments completing a lost PDU passed uninspected), %d ACKs fed after the segment they were captured before",
 			rep.CaptureHoles, rep.CaptureSkipped, rep.Reordered)
 	}
+	if rep.EngineDropHoles > 0 {
+		fmt.Fprintf(bw, "\nnot repaired: %d holes left by frames the engine dropped (IP fragments)", rep.EngineDropHoles)
+	}
 	fmt.Fprintf(bw, "\nPDUs: %d allowed, %d denied, %d alerted; deny events %d, alert events %d", rep.PDUsAllowed, rep.PDUsDenied, rep.PDUsAlerted, rep.Denies, rep.Alerts)
 	if rep.Detections > 0 {
 		fmt.Fprintf(bw, " (%d of them rate detections: scans, busy servers, unsolicited storms)", rep.Detections)

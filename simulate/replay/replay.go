@@ -116,6 +116,7 @@ func Run(opts Options, paths ...string) (*Report, error) {
 			return nil, err
 		}
 		r.rp = scanRepairs(r.mid)
+		r.rep.EngineDropHoles = r.rp.engineHoles
 		r.pending = map[frameRef]*srcFrame{}
 	}
 	if opts.Progress != nil {
@@ -497,7 +498,10 @@ type Report struct {
 	// that the engine was told of, and handshake ACKs fed after the
 	// SYN-ACK they were captured before.
 	CaptureHoles int `json:"capture_holes"`
-	Reordered    int `json:"reordered"`
+	// EngineDropHoles counts holes left unrepaired because the engine
+	// itself dropped the frames that carried the bytes (IP fragments).
+	EngineDropHoles int `json:"engine_drop_holes"`
+	Reordered       int `json:"reordered"`
 	// CaptureSkipped counts segments after a capture hole that carried
 	// the rest of a PDU whose start was lost: forwarded uninspected (the
 	// gateway on the wire would have judged the whole PDU).

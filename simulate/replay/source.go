@@ -269,7 +269,10 @@ type midstream struct {
 	at   map[frameRef]*pickup // pickup frame -> handshake to inject before it
 	skip map[frameRef]bool    // frames before the pickup of their connection
 	segs []seg                // every TCP frame, for scanRepairs
-	ends []flowKey            // connections by mtrack.id
+	// frags are the IP fragments of TCP packets, by position among segs:
+	// the engine drops them, so a hole after one is no capture loss.
+	frags []fragMark
+	ends  []flowKey // connections by mtrack.id
 }
 
 type mtrack struct {
@@ -344,7 +347,16 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 	tr := map[flowKey]*mtrack{}
 	var p packet.Packet
 	err := readMerged(paths, func(f *srcFrame) error {
-		if p.Decode(f.data, f.link) != nil || p.Proto != packet.ProtoTCP || !p.HasL4 || p.Fragment {
+		if p.Decode(f.data, f.link) != nil || p.Proto != packet.ProtoTCP {
+			return nil
+		}
+		if p.Fragment {
+			// The engine drops every IP fragment: the bytes they carry
+			// never reach the stream, whatever the capture holds.
+			ms.frags = append(ms.frags, fragMark{pos: len(ms.segs), src: p.Src, dst: p.Dst})
+			return nil
+		}
+		if !p.HasL4 {
 			return nil
 		}
 		k, fromA := keyOf(&p)
