@@ -87,6 +87,8 @@ type counters struct {
 	eventsEmitted atomic.Uint64
 	detections    atomic.Uint64 // rate detections that reached their threshold
 	captureSkips  atomic.Uint64 // replay: segments skipped resynchronising after a capture hole
+	heldSegments  atomic.Uint64 // segments whose last PDU was held (its bytes not forwarded yet)
+	heldReleased  atomic.Uint64 // held PDUs judged, allowed and forwarded from the hold
 }
 
 func (c *counters) drop(r DropReason) { c.drops[r].Add(1) }
@@ -116,6 +118,10 @@ type Counters struct {
 	// parser resynchronised after a hole the capture lost (CaptureGap);
 	// always 0 on the wire.
 	CaptureSkips uint64
+	// HeldSegments counts segments ending in an incomplete PDU whose
+	// bytes were held; HeldReleased the held PDUs that were then allowed
+	// and forwarded in crafted segments.
+	HeldSegments, HeldReleased uint64
 }
 
 // Dropped returns the total of all drop counters.
@@ -168,4 +174,6 @@ func (c *counters) snapshot(out *Counters) {
 	out.EventsEmitted = c.eventsEmitted.Load()
 	out.Detections = c.detections.Load()
 	out.CaptureSkips = c.captureSkips.Load()
+	out.HeldSegments = c.heldSegments.Load()
+	out.HeldReleased = c.heldReleased.Load()
 }

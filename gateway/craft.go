@@ -223,6 +223,25 @@ func truncatePayload(frame []byte, p *packet.Packet, keep int) []byte {
 	return frame[:end]
 }
 
+// fixSegment sets the IP length fields, the IPv4 header checksum and the
+// TCP checksum of the segment b (a frame ending where its payload ends,
+// laid out like p) and returns b.
+func fixSegment(b []byte, p *packet.Packet) []byte {
+	ip := b[p.L3Off:]
+	if p.IPVersion == 4 {
+		binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
+		ip[10], ip[11] = 0, 0
+		ihl := int(ip[0]&0x0f) * 4
+		binary.BigEndian.PutUint16(ip[10:], csumFold(csumAdd(0, ip[:ihl])))
+	} else {
+		binary.BigEndian.PutUint16(ip[4:], uint16(len(ip)-40))
+	}
+	l4 := b[p.L4Off:]
+	l4[16], l4[17] = 0, 0
+	binary.BigEndian.PutUint16(l4[16:], l4Checksum(p.Src, p.Dst, packet.ProtoTCP, l4))
+	return b
+}
+
 // Modbus exception reply (Modbus Application Protocol v1.1b3 section 7;
 // MBAP header from the Modbus Messaging on TCP/IP Implementation Guide
 // V1.0b section 3.1.3): same transaction and unit id as the request.

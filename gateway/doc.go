@@ -60,10 +60,9 @@
 //     and judges it with rules.Ruleset.Evaluate (a Modbus function code
 //     that is neither public nor user-defined, such as FC 90 UMAS, is
 //     refused as function_not_allowed, not as malformed:unknown_function,
-//     unless a rule lists it without tolerating the anomaly). Bytes of an incomplete
-//     PDU are forwarded as they come, and copied into the one hold buffer
-//     per direction; the segment that completes a PDU is forwarded only
-//     after the PDU is judged;
+//     unless a rule lists it without tolerating the anomaly). No byte of a
+//     PDU crosses before the whole PDU is judged and allowed (see Held
+//     PDUs below);
 //  6. acts on the verdict: allow forwards the frame unchanged; a deny
 //     after allowed pipelined PDUs in the same segment forwards the segment
 //     rewritten to its allowed prefix (IP length and checksums fixed) and
@@ -75,6 +74,37 @@
 //     NO_FUNC_CODE_SUPPORT or OBJECT_UNKNOWN, an OPC UA ERR when the secure
 //     channel is in mode None; then reset; DNP3 over UDP gets the reply
 //     alone). Monitor mode forwards everything and reports alerts.
+//
+// # Held PDUs
+//
+// In enforce mode the bytes of an incomplete PDU are copied into the one
+// hold buffer of their direction (charged to Config.MemoryCap) and are
+// not forwarded: the segment that carries them crosses as a pure
+// acknowledgement at the receiver's next expected sequence number (its
+// ACK and window still reach the receiver; its payload and FIN do not),
+// or truncated to the complete PDUs before the held one. When the
+// segment that completes the PDU arrives and the PDU is allowed, the
+// engine forwards the held bytes and the segment's judged bytes in
+// segments it crafts from the completing segment's own headers (TCP
+// options and timestamps included), starting at the receiver's next
+// expected sequence number and at most as large as that segment's
+// payload or the minimum MSS (536 bytes, IPv6 1220). A denied PDU's held
+// bytes never cross; its resets and block point start where the PDU
+// starts. The receiver thus acknowledges nothing of a PDU before it is
+// judged, and if the held bytes are lost the sender retransmits them as
+// it would have anyway.
+//
+// The sender gets no acknowledgement for held bytes. A PDU larger than
+// maxUnsent (4096 bytes; only OPC UA chunks are) would not fit in a
+// fresh connection's congestion window at the minimum MSS (RFC 6928: 10
+// segments), so holding it would stall the connection: its prefix still
+// crosses before it is judged, as the receiver's OPC UA stack acts only
+// on complete chunks framed by the same MessageSize the engine reads. A
+// sender that splits one small PDU over two writes without TCP_NODELAY
+// holds the second part until the first is acknowledged (Nagle, RFC 896),
+// which the engine withholds: that connection stalls. The Modbus, DNP3
+// and OPC UA stacks the tests run (pymodbus, goburrow and simonvetter
+// modbus, dnp3sim, gopcua) write a PDU at once.
 //
 // Every drop increments one counter keyed by DropReason; every deny and
 // alert becomes an events.Event on the configured Sink (built only then:

@@ -417,9 +417,19 @@ type hctx struct {
 	denyStart int  // offset in the segment's new data of the first byte not to forward
 	denyEnd   int  // offset just after the denied PDU (for the reply's ack)
 	evasion   bool // overlapping retransmission with different bytes
-	reply     [128]byte
-	replyLen  int
-	replyUDP  bool
+	// Held PDU bytes (see tcp.go, holdSegment): doneEnd is the offset in
+	// the segment's new data just after the last PDU judged and allowed;
+	// heldDone: the PDU whose first bytes were held from earlier segments
+	// completed and was allowed; tailHeld: the segment ends inside a PDU
+	// whose bytes are held.
+	doneEnd  int
+	heldDone bool
+	tailHeld bool
+	held     [maxUnsent]byte // copy of the held bytes before the segment was fed
+	out      [outBufSize]byte
+	reply    [128]byte
+	replyLen int
+	replyUDP bool
 }
 
 func (c *hctx) reset() {
@@ -430,6 +440,7 @@ func (c *hctx) reset() {
 	c.replyLen = 0
 	c.replyUDP = false
 	c.denyStart, c.denyEnd = 0, 0
+	c.doneEnd, c.heldDone, c.tailHeld = 0, false, false
 	c.dec = Decision{}
 }
 

@@ -277,3 +277,37 @@ func itoa(n int) string {
 }
 
 func netipAP(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// delivered checks the frames sent to out: valid checksums, TCP, payloads
+// contiguous from sequence number seq; it returns the bytes they carry.
+func (r *rig) delivered(got []sent, out PortID, seq uint32) []byte {
+	r.t.Helper()
+	var data []byte
+	for _, s := range got {
+		if s.out != out {
+			continue
+		}
+		d := decode(r.t, s.frame)
+		if d.pkt.Proto != packet.ProtoTCP || d.pkt.Flags&packet.TCPRst != 0 {
+			continue
+		}
+		if d.pkt.Seq != seq+uint32(len(data)) {
+			r.t.Fatalf("segment at seq %d, want %d: %s", d.pkt.Seq, seq+uint32(len(data)), describe(got))
+		}
+		data = append(data, d.payload...)
+	}
+	return data
+}
+
+// mustHold asserts that the segment was held: only a pure ACK at seq
+// crossed to out.
+func (r *rig) mustHold(got []sent, out PortID, seq uint32) {
+	r.t.Helper()
+	if len(got) != 1 || got[0].out != out {
+		r.t.Fatalf("got %s, want one pure ACK to %v", describe(got), out)
+	}
+	d := decode(r.t, got[0].frame)
+	if len(d.payload) != 0 || d.pkt.Seq != seq || d.pkt.Flags != packet.TCPAck {
+		r.t.Fatalf("got seq %d flags %s len %d, want a pure ACK at %d", d.pkt.Seq, flagString(d.pkt.Flags), len(d.payload), seq)
+	}
+}

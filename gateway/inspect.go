@@ -42,6 +42,10 @@ type istream struct {
 	histLen int
 	histEnd uint32
 	resync  bool // monitor: framing lost; try again at the next segment
+	// unsent is how many bytes at the start of hold were not forwarded:
+	// the incomplete PDU is held until it is judged (0 when its prefix
+	// crossed: monitor mode, or a PDU larger than maxUnsent).
+	unsent int
 	// afterHole: a replayed capture lost bytes of this direction
 	// (CaptureGap); until a PDU frames again, bytes that do not frame are
 	// the rest of a PDU whose start was lost, not malformed: skipped.
@@ -150,6 +154,7 @@ func (in *inspector) reset() {
 	for i := range in.dir {
 		d := &in.dir[i]
 		d.hold = d.hold[:0]
+		d.unsent = 0
 		d.histLen, d.histEnd, d.resync, d.svc = 0, 0, false, 0
 		d.afterHole = false
 	}
@@ -241,6 +246,7 @@ func (e *Engine) gap(f *flow, s int) {
 	in := f.insp
 	st := &in.dir[s]
 	st.hold = st.hold[:0]
+	st.unsent = 0
 	st.histLen = 0
 	st.svc = 0
 	dir := dirOf(s)
@@ -383,13 +389,13 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 		if len(st.hold) > 0 {
 			n, need, err := in.frame(s, st.hold)
 			if (err != nil || (n == 0 && need <= 0)) && st.afterHole {
-				st.hold = st.hold[:0]
+				st.hold, st.unsent = st.hold[:0], 0
 				e.ctr.captureSkips.Add(1)
 				st.resync = true
 				return
 			}
 			if err != nil || (n == 0 && need <= 0) {
-				st.hold = st.hold[:0]
+				st.hold, st.unsent = st.hold[:0], 0
 				if !e.malformed(c, f, s, framingAnomaly(in, err), 0, pos) {
 					return
 				}
@@ -397,11 +403,20 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 			}
 			if n == 0 {
 				if pos == len(data) {
+					c.tailHeld = st.unsent > 0
 					return // still incomplete: wait for more
 				}
 				take := min(need, len(data)-pos)
+				if st.unsent > 0 && len(st.hold)+take > maxUnsent {
+					// Held while its header was incomplete, the PDU turns
+					// out larger than maxUnsent (an OPC UA chunk whose
+					// first segment was shorter than its header): its
+					// prefix crosses now, as for any PDU that large.
+					st.unsent = 0
+					c.heldDone = true
+				}
 				if !e.growHold(st, len(st.hold)+take) {
-					st.hold = st.hold[:0]
+					st.hold, st.unsent = st.hold[:0], 0
 					c.drop = DropPDUTooLarge
 					if !e.malformed(c, f, s, "message_too_large", 0, pos) {
 						return
@@ -410,15 +425,21 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 					return
 				}
 				st.hold = append(st.hold, data[pos:pos+take]...)
+				if st.unsent > 0 {
+					st.unsent = len(st.hold)
+				}
 				pos += take
 				continue
 			}
 			st.afterHole = false
 			ok := e.judge(c, f, s, st.hold[:n], 0, pos)
-			st.hold = st.hold[:0]
+			wasHeld := st.unsent > 0
+			st.hold, st.unsent = st.hold[:0], 0
 			if !ok {
 				return
 			}
+			c.heldDone = c.heldDone || wasHeld
+			c.doneEnd = pos
 			continue
 		}
 		b := data[pos:]
@@ -449,6 +470,7 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 				return
 			}
 			pos += n
+			c.doneEnd = pos
 		default:
 			if datagram {
 				e.malformed(c, f, s, "truncated", pos, len(data))
@@ -474,6 +496,11 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 				return
 			}
 			st.hold = append(st.hold, b...)
+			if !f.monitor && total <= maxUnsent {
+				// Enforce: none of its bytes cross before it is judged.
+				st.unsent = len(st.hold)
+				c.tailHeld = true
+			}
 			pos = len(data)
 		}
 	}

@@ -158,14 +158,23 @@ func TestModbusDropKeepsDroppingRetransmissions(t *testing.T) {
 
 func TestModbusSplitOneBytePerSegment(t *testing.T) {
 	t.Run("allowed", func(t *testing.T) {
+		// Every byte is held until the PDU is complete and allowed; then
+		// the whole PDU crosses from the first byte's sequence number.
 		r, f := modbusRig(t, "reply")
 		req := readReq(1, 0, 10)
+		seq := f.NextSeq(true)
 		for i := range req {
-			fr := f.Send(true, req[i:i+1])
-			r.mustForward(r.client(fr), South, fr)
+			got := r.client(f.Send(true, req[i:i+1]))
+			if i < len(req)-1 {
+				r.mustHold(got, South, seq)
+				continue
+			}
+			if data := r.delivered(got, South, seq); !bytes.Equal(data, req) {
+				t.Fatalf("completing byte: server got %x, want the whole PDU %x", data, req)
+			}
 		}
-		if c := r.counters(); c.PDUsAllowed != 1 {
-			t.Fatalf("allowed PDUs %d, want 1", c.PDUsAllowed)
+		if c := r.counters(); c.PDUsAllowed != 1 || c.HeldReleased != 1 {
+			t.Fatalf("allowed PDUs %d, released %d, want 1, 1", c.PDUsAllowed, c.HeldReleased)
 		}
 	})
 	t.Run("denied", func(t *testing.T) {
@@ -181,14 +190,14 @@ func TestModbusSplitOneBytePerSegment(t *testing.T) {
 				}
 			}
 			if i < len(req)-1 && len(got) != 1 {
-				t.Fatalf("byte %d: got %s, want it forwarded", i, describe(got))
+				t.Fatalf("byte %d: got %s, want a pure ACK", i, describe(got))
 			}
-			if i == len(req)-1 && len(got) != 3 {
-				t.Fatalf("completing byte: got %s, want reply + 2 RSTs", describe(got))
+			if i == len(req)-1 && len(got) != 4 {
+				t.Fatalf("completing byte: got %s, want a pure ACK, the reply and 2 RSTs", describe(got))
 			}
 		}
-		if !bytes.Equal(toServer, req[:len(req)-1]) {
-			t.Fatalf("server got %x, want every byte but the completing one %x", toServer, req[:len(req)-1])
+		if len(toServer) != 0 {
+			t.Fatalf("server got %x, want no byte of the denied write", toServer)
 		}
 	})
 }
@@ -279,8 +288,11 @@ func TestOutOfOrderSegments(t *testing.T) {
 	if got := r.client(part2); len(got) != 0 {
 		t.Fatalf("segment after a hole: got %s, want it dropped", describe(got))
 	}
-	r.mustForward(r.client(part1), South, part1)
-	r.mustForward(r.client(part2), South, part2) // the retransmission fills in order
+	r.mustHold(r.client(part1), South, seq)
+	// The retransmission completes the PDU: it crosses whole.
+	if data := r.delivered(r.client(part2), South, seq); !bytes.Equal(data, req) {
+		t.Fatalf("server got %x, want %x", data, req)
+	}
 	c := r.counters()
 	if c.Drops[DropOutOfOrder] != 1 || c.PDUsAllowed != 1 {
 		t.Fatalf("out_of_order=%d allowed=%d, want 1, 1", c.Drops[DropOutOfOrder], c.PDUsAllowed)

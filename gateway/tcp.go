@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"time"
 
@@ -8,6 +9,18 @@ import (
 	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/rules"
 )
+
+// maxUnsent bounds the PDUs whose bytes are held until they are judged.
+// A sender whose PDU is held gets no acknowledgement for it; holding more
+// than its congestion window (RFC 6928: an initial window of 10 segments,
+// 5360 bytes at the minimum IPv4 MSS of 536) would stall it, so the first
+// bytes of a larger PDU (only OPC UA chunks are larger) cross before it is
+// judged, as before (see the package documentation).
+const maxUnsent = 4096
+
+// outBufSize is the per-call buffer for segments crafted from held bytes:
+// headers plus at most one jumbo frame's payload.
+const outBufSize = 10240
 
 // modbusUDPPort is the Modbus port (Modbus Messaging on TCP/IP
 // Implementation Guide V1.0b section 4.1), for UDP too.
@@ -612,6 +625,11 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 		e.gap(f, s)
 	}
 	newData := payload[overlap:]
+	newSeq := p.Seq + uint32(overlap)
+	pre := st.unsent // held bytes, before newSeq, that the receiver has not got
+	if pre > 0 {
+		copy(c.held[:pre], st.hold[:pre])
+	}
 	if len(newData) > 0 {
 		e.feed(c, f, s, newData, false)
 		n := len(newData)
@@ -621,14 +639,147 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 		st.record(h.nxt, newData[:n])
 		h.nxt += uint32(len(newData))
 	}
-	if !c.denied {
-		if fl&packet.TCPFin != 0 {
-			e.fin(f, h, end)
+	if pre == 0 && !c.tailHeld && !c.heldDone {
+		// Nothing held: the segment crosses whole, or up to a denied PDU.
+		if !c.denied {
+			if fl&packet.TCPFin != 0 {
+				e.fin(f, h, end)
+			}
+			e.forward(c, c.frame)
+			return
 		}
+		e.forwardPrefix(c, overlap+c.denyStart)
+		e.act(c, f, s, newSeq+uint32(c.denyStart), newSeq)
+		return
+	}
+	e.holdSegment(c, f, h, s, newSeq, pre, overlap, len(newData))
+}
+
+// holdSegment forwards what of the current segment may cross when bytes
+// of an incomplete PDU are held (DESIGN.md: no byte of a PDU crosses
+// before the whole PDU is judged and allowed). pre bytes before newSeq
+// (copied in c.held) were held from earlier segments; newLen bytes of new
+// data follow the overlap. The receiver gets exactly the judged and
+// allowed bytes from its next expected sequence number on: the held bytes
+// and those of the segment, in crafted segments that copy the current
+// segment's headers (its options and timestamps), when the held PDU is
+// complete and allowed; else the segment's bytes up to the PDU held at
+// its end; else a pure acknowledgement, so that the receiver still
+// learns of the sender's ACK and window. Caller holds f.mu.
+func (e *Engine) holdSegment(c *hctx, f *flow, h *half, s int, newSeq uint32, pre, overlap, newLen int) {
+	p := &c.pkt
+	fwdEnd := newLen
+	switch {
+	case c.denied:
+		fwdEnd = c.denyStart
+	case c.tailHeld:
+		fwdEnd = c.doneEnd
+	}
+	first := newSeq - uint32(pre) // the receiver's next expected byte
+	whole := !c.denied && !c.tailHeld
+	switch {
+	case c.heldDone:
+		// The held bytes first, in crafted segments, then the segment
+		// itself up to what was judged (its overlap, identical to the
+		// history, may repeat held bytes: the receiver keeps one copy).
+		e.ctr.heldReleased.Add(1)
+		if pre > 0 {
+			e.sendHeld(c, first, c.held[:pre])
+		}
+		if whole {
+			if p.Flags&packet.TCPFin != 0 {
+				e.fin(f, h, newSeq+uint32(newLen))
+			}
+			e.forward(c, c.frame)
+		} else {
+			e.forwardPrefix(c, overlap+fwdEnd)
+		}
+	case pre > 0:
+		// The held PDU is still incomplete, or it was denied: nothing
+		// crosses but the acknowledgement.
+		e.pureAck(c, first)
+	case overlap+fwdEnd == 0:
+		e.pureAck(c, first)
+	default:
+		e.forwardPrefix(c, overlap+fwdEnd)
+	}
+	if c.tailHeld {
+		e.ctr.heldSegments.Add(1)
+	}
+	if !c.denied {
+		return
+	}
+	stop := newSeq + uint32(c.denyStart)
+	if c.denyStart == 0 && !c.heldDone {
+		stop = first // the denied PDU began with held bytes
+	}
+	e.act(c, f, s, stop, newSeq)
+}
+
+// forwardPrefix forwards the current segment with only its first keep
+// payload bytes (the whole frame when keep is its payload length; nothing
+// when keep is 0).
+func (e *Engine) forwardPrefix(c *hctx, keep int) {
+	switch {
+	case keep <= 0:
+	case keep < len(c.pkt.Payload):
+		fr := truncatePayload(c.frame, &c.pkt, keep)
+		e.ctr.truncated.Add(1)
+		e.forward(c, fr)
+	default:
+		e.forward(c, c.frame)
+	}
+}
+
+// pureAck forwards the current segment without payload (and without FIN),
+// at sequence number seq: its acknowledgement and window still reach the
+// receiver, none of its held bytes do.
+func (e *Engine) pureAck(c *hctx, seq uint32) {
+	p := &c.pkt
+	binary.BigEndian.PutUint32(c.frame[p.L4Off+4:], seq)
+	c.frame[p.L4Off+13] &^= packet.TCPPsh
+	if len(p.Payload) == 0 {
+		fixSegment(c.frame[:p.L4Off+int(c.frame[p.L4Off+12]>>4)*4], p)
 		e.forward(c, c.frame)
 		return
 	}
-	e.act(c, f, s, p.Seq+uint32(overlap), overlap)
+	fr := truncatePayload(c.frame, p, 0)
+	e.ctr.truncated.Add(1)
+	e.forward(c, fr)
+}
+
+// sendHeld sends the held bytes b, starting at sequence number seq, in
+// segments that copy the current segment's link, IP and TCP headers
+// (options included), each at most as large as the current segment's
+// payload or the minimum MSS (RFC 9293 section 3.7.1; RFC 8200 section
+// 5), without FIN. They are crafted frames (Counters.Injected).
+func (e *Engine) sendHeld(c *hctx, seq uint32, b []byte) {
+	p := &c.pkt
+	fr := c.frame
+	hdr := p.L4Off + int(fr[p.L4Off+12]>>4)*4
+	mss := 536
+	if p.IPVersion == 6 {
+		mss = 1220
+	}
+	mss = min(max(mss, len(p.Payload)), len(c.out)-hdr-60)
+	out := c.in.Other()
+	for off := 0; off < len(b); {
+		n := min(mss, len(b)-off)
+		seg := c.out[:hdr+n]
+		copy(seg, fr[:hdr])
+		copy(seg[hdr:], b[off:off+n])
+		l4 := seg[p.L4Off:]
+		binary.BigEndian.PutUint32(l4[4:], seq+uint32(off))
+		l4[13] = l4[13]&^packet.TCPFin | packet.TCPPsh
+		seg = fixSegment(seg, p)
+		if p.HasMAC && len(seg) < 60 {
+			clear(c.out[len(seg):60])
+			seg = c.out[:60]
+		}
+		c.tx.Send(out, seg)
+		e.ctr.injected[out].Add(1)
+		off += n
+	}
 }
 
 func (e *Engine) fin(f *flow, h *half, end uint32) {
@@ -641,28 +792,20 @@ func (e *Engine) fin(f *flow, h *half, end uint32) {
 	}
 }
 
-// act carries out a PDU deny verdict on the current segment. newSeq is the
-// sequence number of the segment's first new byte, overlap the number of
-// retransmitted bytes before it. Caller holds f.mu.
-func (e *Engine) act(c *hctx, f *flow, s int, newSeq uint32, overlap int) {
+// act carries out a PDU deny verdict on the current segment, after what
+// may cross of it was forwarded. stop is the first sequence number of s
+// the receiver will not get, newSeq that of the segment's first new byte.
+// Caller holds f.mu.
+func (e *Engine) act(c *hctx, f *flow, s int, stop, newSeq uint32) {
 	e.ctr.drop(DropPDUDenied)
 	h := &f.dir[s]
-	keep := overlap + c.denyStart
-	stop := newSeq + uint32(c.denyStart) // first byte of s the peer will not get
-	if keep > 0 && keep < len(c.pkt.Payload) {
-		fr := truncatePayload(c.frame, &c.pkt, keep)
-		e.ctr.truncated.Add(1)
-		e.forward(c, fr)
-	} else if keep > 0 {
-		e.forward(c, c.frame)
-	}
 	switch c.deny.DenyAction {
 	case rules.ActionDrop:
 		h.blocked, h.blockAt = true, stop
 		// Bytes up to the end of the segment were inspected; the held PDU,
 		// if any, must not complete from a retransmission.
 		if f.insp != nil {
-			f.insp.dir[s].hold = f.insp.dir[s].hold[:0]
+			f.insp.dir[s].hold, f.insp.dir[s].unsent = f.insp.dir[s].hold[:0], 0
 		}
 		return
 	case rules.ActionReply:

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/binary"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/rules"
@@ -224,5 +225,48 @@ func TestDNP3UDPOutstationFirst(t *testing.T) {
 	odd := capture.UDPDatagram(rtuEP, capture.Endpoint{MAC: hmiEP.MAC, Addr: netipAP("192.0.2.130:502")}, writeReq(1, 0, 258))
 	if got := r.server(odd); len(got) != 0 {
 		t.Fatalf("Modbus bytes from the outstation's port: got %s, want them refused", describe(got))
+	}
+}
+
+// TestE01NoUnjudgedPrefix replays scenario e01 (a read and a forbidden
+// write, each one byte per segment) through the engine and collects the
+// payload bytes that reach the server: the read crosses whole once
+// judged, and no byte of the write does (issue 13: the first 8 bytes of
+// the denied write used to reach the server before it was judged).
+func TestE01NoUnjudgedPrefix(t *testing.T) {
+	const dir = "../simulate/scenarios/e01-one-byte-segments/"
+	pol, err := rules.Load(dir + "policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := rules.Compile(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, rs, func(c *Config) { c.IgnorePorts = true })
+	var toServer []byte
+	hmi := netip.MustParseAddr("192.0.2.130")
+	err = capture.ReadFrames(dir+"input.pcap", func(fr *capture.Frame) error {
+		var p packet.Packet
+		if err := p.Decode(fr.Data, packet.LinkEthernet); err != nil {
+			return err
+		}
+		in := South
+		if p.Src == hmi {
+			in = North
+		}
+		for _, s := range r.handle(in, fr.Data) {
+			if s.out == South {
+				toServer = append(toServer, decode(t, s.frame).payload...)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := []byte{0, 0x4b, 0, 0, 0, 6, 1, 3, 0, 0, 0, 10} // tid 75 in the generated capture
+	if !bytes.Equal(toServer, read) {
+		t.Fatalf("server received %x, want only the read %x", toServer, read)
 	}
 }

@@ -212,12 +212,19 @@ type runner struct {
 	decisions int
 
 	flowConduit map[flowKey]string
+
+	sentPkt     packet.Packet // scratch for Send
+	sentPayload int           // payload length of the frame itself as sent; -1 unknown
 }
 
 // Send implements gateway.Tx for the in-memory port pair.
 func (r *runner) Send(out gateway.PortID, frame []byte) {
 	if len(frame) > 0 && r.base != nil && unsafe.SliceData(frame) == r.base {
 		r.sent, r.sentLen = true, len(frame)
+		r.sentPayload = -1
+		if r.sentPkt.Decode(frame, packet.LinkEthernet) == nil && r.sentPkt.HasL4 {
+			r.sentPayload = len(r.sentPkt.Payload)
+		}
 		if r.allowed != nil && r.cur.Index > 0 {
 			ci := gopacket.CaptureInfo{Timestamp: r.cur.Time, CaptureLength: len(frame), Length: len(frame)}
 			_ = r.allowed.WritePacket(ci, frame)
@@ -312,8 +319,8 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 	r.cur = ref
 	r.curPkt = p
 	r.now = ref.Time
-	r.sent, r.sentLen, r.injected, r.conduit, r.denyPDU, r.decisions = false, 0, 0, "", false, 0
-	orig := len(frame)
+	r.sent, r.sentLen, r.sentPayload, r.injected, r.conduit, r.denyPDU, r.decisions = false, 0, -1, 0, "", false, 0
+	orig, origPayload := len(frame), len(p.Payload)
 	var origCopy []byte
 	if r.denied != nil && !synthetic {
 		origCopy = append([]byte(nil), frame...)
@@ -339,7 +346,10 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 		}
 	}
 	r.rep.Injected += r.injected
-	truncated := r.sent && r.sentLen < orig
+	// Truncated: the engine forwarded the frame with less payload (to an
+	// allowed prefix, or as a pure ACK while a PDU is held); Ethernet
+	// padding may keep its length.
+	truncated := r.sent && (r.sentLen < orig || r.sentPayload >= 0 && p.HasL4 && r.sentPayload < origPayload)
 	switch {
 	case truncated:
 		r.rep.Truncated++
