@@ -270,3 +270,48 @@ func TestE01NoUnjudgedPrefix(t *testing.T) {
 		t.Fatalf("server received %x, want only the read %x", toServer, read)
 	}
 }
+
+// TestHeldPDUAllocatesNothing: a request split in two segments (the
+// first held, the second releasing it in a crafted segment) and its
+// response allocate nothing per exchange.
+func TestHeldPDUAllocatesNothing(t *testing.T) {
+	r := newRig(t, policy(t, "enforce", "reset", "", modbusConduit), func(c *Config) {
+		c.Sink = events.Discard
+		c.OnVerdict = nil
+	})
+	f := capture.NewTCPFlow(hmiEP, plcEP)
+	r.handshake(f)
+	req, resp := readReq(1, 0, 10), readResp(1, make([]uint16, 10))
+	cseq, sseq := f.NextSeq(true), f.NextSeq(false)
+	// The engine rewrites a held segment in place (a pure ACK): each
+	// step starts from pristine copies, copied without allocating.
+	p1, p2 := f.Send(true, req[:5]), f.Send(true, req[5:])
+	part1, part2 := make([]byte, len(p1)), make([]byte, len(p2))
+	s := f.Send(false, resp)
+	step := func() {
+		copy(part1, p1)
+		copy(part2, p2)
+		binary.BigEndian.PutUint32(part1[tcpOff+4:], cseq)
+		binary.BigEndian.PutUint32(part1[tcpOff+8:], sseq)
+		r.e.Handle(North, part1, nopTx{})
+		binary.BigEndian.PutUint32(part2[tcpOff+4:], cseq+5)
+		binary.BigEndian.PutUint32(part2[tcpOff+8:], sseq)
+		r.e.Handle(North, part2, nopTx{})
+		cseq += uint32(len(req))
+		binary.BigEndian.PutUint32(s[tcpOff+4:], sseq)
+		binary.BigEndian.PutUint32(s[tcpOff+8:], cseq)
+		r.e.Handle(South, s, nopTx{})
+		sseq += uint32(len(resp))
+	}
+	for range 10 {
+		step()
+	}
+	before := r.counters()
+	if allocs := testing.AllocsPerRun(200, step); allocs != 0 {
+		t.Fatalf("allocs per held exchange = %v, want 0", allocs)
+	}
+	c := r.counters()
+	if c.Dropped() != 0 || c.HeldReleased-before.HeldReleased != 201 || c.PDUsAllowed-before.PDUsAllowed != 402 {
+		t.Fatalf("exchanges did not pass: drops %v, released %d, allowed %d", c.DropsByName(), c.HeldReleased-before.HeldReleased, c.PDUsAllowed-before.PDUsAllowed)
+	}
+}
