@@ -68,5 +68,12 @@ bench-datapath: ## gateway vs kernel bridge on one veth topology: small packets,
 	set -o pipefail; OTGW_BENCH_DATAPATH=1 OTGW_BENCH_OUT=$(CURDIR)/dist/bench-datapath.md \
 	  $(GO) test -count=1 -timeout 5m -run '^TestDatapathBench$$' -v ./gateway/e2e | grep -v 'level='
 
+.PHONY: evasion
+evasion: ## evasion regressions (EVASION.md): engine, scenarios e01-e13, replay fragment-then-echo, live MSG_OOB through otgw run (root)
+	$(GO) test -count=1 -run 'Urgent|UDP|E01NoUnjudged|HeldPDU|Split|OutOfOrder|Overlap' ./gateway/
+	$(GO) test -count=1 -run 'FragmentThenEcho|CaptureRepairs' ./simulate/replay
+	$(GO) test -count=1 ./simulate/scenarios
+	$(GO) test -count=1 -run 'TestUrgentDataLive|TestScenariosLive' ./gateway/e2e
+
 clean: ## remove build outputs
 	rm -rf dist bench.txt
