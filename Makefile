@@ -69,11 +69,15 @@ bench-datapath: ## gateway vs kernel bridge on one veth topology: small packets,
 	  $(GO) test -count=1 -timeout 5m -run '^TestDatapathBench$$' -v ./gateway/e2e | grep -v 'level='
 
 .PHONY: evasion
-evasion: ## evasion regressions (EVASION.md): engine, scenarios e01-e13, replay fragment-then-echo, live MSG_OOB through otgw run (root)
-	$(GO) test -count=1 -run 'Urgent|UDP|E01NoUnjudged|HeldPDU|Split|OutOfOrder|Overlap' ./gateway/
+EVASION_N ?= 100000
+EVASION_SEED ?= 1
+evasion: ## differential evasion harness, EVASION_N sequences (default 100000, ~10 min, root) + the evasion regressions (EVASION.md)
+	$(GO) test -count=1 -run 'Urgent|UDP|E01NoUnjudged|HeldPDU|TinyFragment|Split|OutOfOrder|Overlap' ./gateway/
 	$(GO) test -count=1 -run 'FragmentThenEcho|CaptureRepairs' ./simulate/replay
 	$(GO) test -count=1 ./simulate/scenarios
 	$(GO) test -count=1 -run 'TestUrgentDataLive|TestScenariosLive' ./gateway/e2e
+	OTGW_EVASION_N=$(EVASION_N) OTGW_EVASION_SEED=$(EVASION_SEED) OTGW_EVASION_WORKERS=48 \
+	  $(GO) test -count=1 -timeout 60m -run '^TestEvasionHarness$$' -v ./gateway/e2e | grep -v 'level='
 
 clean: ## remove build outputs
 	rm -rf dist bench.txt

@@ -484,6 +484,13 @@ func (e *Engine) dropFrame(c *hctx, r DropReason) {
 func (e *Engine) handle(c *hctx) {
 	p := &c.pkt
 	if err := p.Decode(c.frame, e.cfg.Link); err != nil {
+		if p.Fragment && p.IPVersion != 0 {
+			// A first fragment too short for its transport header (the
+			// tiny fragment attack, RFC 1858 section 3): denied and
+			// reported as a fragment, like every other.
+			e.handleStateless(c, "ip")
+			return
+		}
 		e.dropFrame(c, DropDecode)
 		return
 	}

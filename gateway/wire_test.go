@@ -315,3 +315,28 @@ func TestHeldPDUAllocatesNothing(t *testing.T) {
 		t.Fatalf("exchanges did not pass: drops %v, released %d, allowed %d", c.DropsByName(), c.HeldReleased-before.HeldReleased, c.PDUsAllowed-before.PDUsAllowed)
 	}
 }
+
+// TestTinyFragmentDenied: a first IP fragment too short to hold the TCP
+// header (RFC 1858) is denied and reported as a fragment, not dropped
+// silently as undecodable.
+func TestTinyFragmentDenied(t *testing.T) {
+	r, f := modbusRig(t, "drop")
+	fr := f.Send(true, writeReq(1, 0, 258))
+	const l3 = 14
+	first := append([]byte(nil), fr[:l3+20+8]...) // IP header and 8 bytes of TCP
+	ip := first[l3:]
+	binary.BigEndian.PutUint16(ip[2:], 28)
+	binary.BigEndian.PutUint16(ip[6:], 0x2000) // MF, offset 0
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], csumFold(csumAdd(0, ip[:20])))
+	first = append(first, make([]byte, 60-len(first))...)
+	if got := r.client(first); len(got) != 0 {
+		t.Fatalf("got %s, want the tiny fragment dropped", describe(got))
+	}
+	if ev := r.lastEvent(); ev.Reason != "fragment" || ev.Verdict != "deny" {
+		t.Fatalf("event reason %q verdict %q, want fragment deny", ev.Reason, ev.Verdict)
+	}
+	if c := r.counters(); c.Drops[DropFragment] != 1 || c.Drops[DropDecode] != 0 {
+		t.Fatalf("drops %v, want one fragment drop", c.DropsByName())
+	}
+}

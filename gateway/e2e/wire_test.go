@@ -22,15 +22,18 @@ import (
 // bypass.
 type recServer struct {
 	ln   net.Listener
-	mu   sync.Mutex // guards raw and reqs
-	raw  [][]byte   // per accepted connection: every byte recv() returned
-	reqs [][]byte   // every complete request ADU, in arrival order
+	idle time.Duration // a connection silent this long is closed (default 30s)
+	mu   sync.Mutex    // guards raw, reqs and byPort
+	raw  [][]byte      // per accepted connection: every byte recv() returned
+	reqs [][]byte      // every complete request ADU, in arrival order
+	// byPort: the requests executed per client port.
+	byPort map[uint16][][]byte
 }
 
 // startRecServer listens on addr (e.g. "0.0.0.0:502") inside ns.
 func startRecServer(t *testing.T, ns *netns.NS, addr string) *recServer {
 	t.Helper()
-	s := &recServer{}
+	s := &recServer{idle: 30 * time.Second, byPort: map[uint16][][]byte{}}
 	if err := ns.Do(func() (err error) {
 		s.ln, err = net.Listen("tcp", addr)
 		return err
@@ -58,10 +61,17 @@ func (s *recServer) serve() {
 
 func (s *recServer) conn(c net.Conn, i int) {
 	defer c.Close()
+	var port uint16
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		port = uint16(a.Port)
+	}
+	s.mu.Lock()
+	idle := s.idle
+	s.mu.Unlock()
 	var buf []byte
 	b := make([]byte, 4096)
 	for {
-		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_ = c.SetReadDeadline(time.Now().Add(idle))
 		n, err := c.Read(b)
 		if n > 0 {
 			s.mu.Lock()
@@ -81,6 +91,7 @@ func (s *recServer) conn(c net.Conn, i int) {
 			buf = buf[6+l:]
 			s.mu.Lock()
 			s.reqs = append(s.reqs, req)
+			s.byPort[port] = append(s.byPort[port], req)
 			s.mu.Unlock()
 			if _, werr := c.Write(answer(req)); werr != nil {
 				return
