@@ -37,8 +37,13 @@
 //     refused (NamedModbusUDP, "modbus_udp_not_inspected"): Modbus over
 //     UDP is not inspected;
 //  4. runs TCP through the normaliser (RFC 9293 state from the handshake;
-//     mid-stream pickup only for monitor-mode conduits): resets are
-//     accepted only in the receiver's window (RFC 5961), data beyond the
+//     mid-stream pickup only for monitor-mode conduits): resets cross
+//     only in the receiver's window and end the connection only at the
+//     receiver's next expected sequence number (RFC 5961: elsewhere the
+//     receiver answers with a challenge ACK and so keeps its state), data
+//     on a SYN, data after the sender's FIN and a simultaneous open are
+//     dropped, a first IP fragment too short for its transport header is
+//     denied as a fragment (RFC 1858), data beyond the
 //     receiver's window or acknowledging unsent bytes is dropped, segments
 //     after a hole are dropped until the hole is filled (the sender
 //     retransmits them), and a retransmission is compared byte for byte

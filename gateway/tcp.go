@@ -389,7 +389,7 @@ func (e *Engine) revalidate(c *hctx, f *flow) bool {
 	act := FrameDrop
 	if f.rf.Transport == rules.TransportTCP && f.state != tcpClosed && v.DenyAction != rules.ActionDrop {
 		act = FrameInject
-		e.sendResets(c, f, f.dir[0].nxt, f.dir[1].nxt, 0)
+		e.sendResets(c, f, f.sent(0), f.sent(1), 0)
 	}
 	if f.rf.Transport == rules.TransportTCP {
 		f.state = tcpClosed
@@ -431,6 +431,17 @@ func (e *Engine) udp(c *hctx, f *flow, fromClient bool) {
 			e.ctr.replies.Add(1)
 		}
 	}
+}
+
+// sent returns the sequence number after the last byte of direction s
+// that crossed, the receiver's next expected one: the bytes of an
+// incomplete PDU held by the engine have not crossed.
+func (f *flow) sent(s int) uint32 {
+	n := f.dir[s].nxt
+	if f.insp != nil {
+		n -= uint32(f.insp.dir[s].unsent)
+	}
+	return n
 }
 
 // addrPort is an address and port without netip.AddrPort's accessors.
@@ -494,20 +505,28 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 	}
 	switch {
 	case fl&packet.TCPRst != 0:
-		// RFC 5961 section 3: accept a reset only in the receiver's window.
-		ok := lenient || !h.hasISN
+		// RFC 5961 section 3: a reset crosses only in the receiver's
+		// window, and ends the connection only at the receiver's next
+		// expected sequence number (held bytes have not crossed): one
+		// elsewhere in the window makes the receiver send a challenge
+		// ACK and keep the connection, and so does the gateway.
+		ok, exact := lenient || !h.hasISN, !h.hasISN
 		if h.hasISN {
-			win := max(o.win, 1)
-			ok = ok || p.Seq == h.nxt || (!seqLT(p.Seq, h.nxt) && seqLT(p.Seq, h.nxt+win))
+			rcv, win := f.sent(s), max(o.win, 1)
+			exact = p.Seq == rcv
+			ok = ok || exact || (!seqLT(p.Seq, rcv) && seqLT(p.Seq, rcv+win))
 		}
 		if !h.hasISN && fl&packet.TCPAck != 0 && o.hasISN {
 			ok = p.Ack == o.nxt // reset answering a SYN
+			exact = ok
 		}
 		if !ok {
 			e.reportDrop(c, f, DropOutOfWindow)
 			return
 		}
-		f.state = tcpClosed
+		if exact || lenient {
+			f.state = tcpClosed
+		}
 		e.forward(c, c.frame)
 		return
 	case fl&packet.TCPSyn != 0 && fl&packet.TCPAck == 0:
@@ -586,6 +605,13 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 		}
 		if h.blocked && seqGT(end, h.blockAt) {
 			e.reportDrop(c, f, DropBlocked)
+			return
+		}
+		if h.fin && seqGT(end, h.finSeq) {
+			// Data after the sender's FIN: a receiver in CLOSE-WAIT
+			// ignores it (RFC 9293 section 3.10.7.4), so the parser
+			// must not take it either.
+			e.reportDrop(c, f, DropBadTCP)
 			return
 		}
 	}
@@ -812,9 +838,9 @@ func (e *Engine) act(c *hctx, f *flow, s int, stop, newSeq uint32) {
 		if s == 0 && c.replyLen > 0 {
 			srv := &f.dir[1]
 			ack := newSeq + uint32(c.denyEnd)
-			if e.sendSeg(c, f, false, srv.nxt, ack, packet.TCPPsh|packet.TCPAck, c.reply[:c.replyLen]) {
+			if e.sendSeg(c, f, false, f.sent(1), ack, packet.TCPPsh|packet.TCPAck, c.reply[:c.replyLen]) {
 				e.ctr.replies.Add(1)
-				e.sendResets(c, f, stop, srv.nxt+uint32(c.replyLen), ack)
+				e.sendResets(c, f, stop, f.sent(1)+uint32(c.replyLen), ack)
 				srv.nxt += uint32(c.replyLen)
 				f.state = tcpClosed
 				return
@@ -822,9 +848,9 @@ func (e *Engine) act(c *hctx, f *flow, s int, stop, newSeq uint32) {
 		}
 	}
 	if s == 0 {
-		e.sendResets(c, f, stop, f.dir[1].nxt, 0)
+		e.sendResets(c, f, stop, f.sent(1), 0)
 	} else {
-		e.sendResets(c, f, f.dir[0].nxt, stop, 0)
+		e.sendResets(c, f, f.sent(0), stop, 0)
 	}
 	f.state = tcpClosed
 }
@@ -854,7 +880,7 @@ func (e *Engine) evasion(c *hctx, f *flow, name string, reset bool) {
 		e.ctr.drop(DropEvasion)
 	}
 	if act == FrameInject {
-		e.sendResets(c, f, f.dir[0].nxt, f.dir[1].nxt, 0)
+		e.sendResets(c, f, f.sent(0), f.sent(1), 0)
 		f.state = tcpClosed
 	}
 	d.In, d.Action, d.Drop, d.HasVerdict, d.Verdict = c.in, act, c.drop, true, v

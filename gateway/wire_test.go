@@ -340,3 +340,68 @@ func TestTinyFragmentDenied(t *testing.T) {
 		t.Fatalf("drops %v, want one fragment drop", c.DropsByName())
 	}
 }
+
+// TestReceiverAmbiguities: segments a receiver may read differently from
+// the parser are decided one way each (issue 13).
+func TestReceiverAmbiguities(t *testing.T) {
+	ackFl := capture.TCPFlags{ACK: true, PSH: true}
+	t.Run("data on SYN is dropped", func(t *testing.T) {
+		r := newRig(t, policy(t, "enforce", "drop", "", modbusConduit), nil)
+		f := capture.NewTCPFlow(hmiEP, plcEP)
+		syn := f.Segment(true, 1000, 0, capture.TCPFlags{SYN: true}, writeReq(1, 0, 258))
+		if got := r.client(syn); len(got) != 0 {
+			t.Fatalf("got %s", describe(got))
+		}
+		if c := r.counters(); c.Drops[DropBadTCP] != 1 {
+			t.Fatalf("drops %v", c.DropsByName())
+		}
+	})
+	t.Run("simultaneous open is dropped", func(t *testing.T) {
+		r := newRig(t, policy(t, "enforce", "drop", "", modbusConduit), nil)
+		f := capture.NewTCPFlow(hmiEP, plcEP)
+		hs := f.Handshake()
+		r.mustForward(r.client(hs[0]), South, hs[0])
+		ssyn := f.Segment(false, 5000, 0, capture.TCPFlags{SYN: true}, nil)
+		if got := r.server(ssyn); len(got) != 0 {
+			t.Fatalf("server SYN without ACK: got %s", describe(got))
+		}
+	})
+	t.Run("data after FIN is dropped", func(t *testing.T) {
+		r, f := modbusRig(t, "drop")
+		seq, ack := f.NextSeq(true), f.NextSeq(false)
+		q := readReq(1, 0, 1)
+		fin := f.Segment(true, seq, ack, capture.TCPFlags{ACK: true, FIN: true}, q)
+		r.mustForward(r.client(fin), South, fin)
+		after := f.Segment(true, seq+uint32(len(q))+1, ack, ackFl, readReq(2, 0, 1))
+		if got := r.client(after); len(got) != 0 {
+			t.Fatalf("data after FIN: got %s", describe(got))
+		}
+	})
+	t.Run("RST in window but not exact keeps the connection", func(t *testing.T) {
+		r, f := modbusRig(t, "drop")
+		seq, ack := f.NextSeq(true), f.NextSeq(false)
+		rst := f.Segment(true, seq+5, ack, capture.TCPFlags{RST: true, ACK: true}, nil)
+		r.mustForward(r.client(rst), South, rst) // the receiver answers with a challenge ACK
+		q := f.Send(true, readReq(1, 0, 1))
+		r.mustForward(r.client(q), South, q)
+	})
+	t.Run("RST at the receiver's next sequence number ends it", func(t *testing.T) {
+		r, f := modbusRig(t, "drop")
+		seq, ack := f.NextSeq(true), f.NextSeq(false)
+		q := readReq(1, 0, 1)
+		r.mustHold(r.client(f.Send(true, q[:5])), South, seq)
+		// Held bytes did not cross: the receiver still expects seq.
+		rst := f.Segment(true, seq, ack, capture.TCPFlags{RST: true, ACK: true}, nil)
+		r.mustForward(r.client(rst), South, rst)
+		if got := r.client(f.Send(true, q[5:])); len(got) != 0 {
+			t.Fatalf("data after the reset: got %s", describe(got))
+		}
+	})
+	t.Run("RST outside the window is dropped", func(t *testing.T) {
+		r, f := modbusRig(t, "drop")
+		rst := f.Segment(true, f.NextSeq(true)+1<<24, f.NextSeq(false), capture.TCPFlags{RST: true, ACK: true}, nil)
+		if got := r.client(rst); len(got) != 0 {
+			t.Fatalf("got %s", describe(got))
+		}
+	})
+}
