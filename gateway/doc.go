@@ -33,9 +33,10 @@
 //     direction only when the reversed datagram matches a conduit's DNP3
 //     rule (an outstation's unsolicited response to its master), and is
 //     then inspected, the direction of each frame taken from its DNP3 DIR
-//     bit. A UDP flow to port 502 that only a plain udp rule allows is
-//     refused (NamedModbusUDP, "modbus_udp_not_inspected"): Modbus over
-//     UDP is not inspected;
+//     bit. A UDP flow to or from port 502 or 20000 that only a plain udp
+//     rule allows is refused (NamedModbusUDP "modbus_udp_not_inspected",
+//     NamedDNP3UDP "dnp3_udp_not_inspected"): Modbus over UDP is not
+//     inspected, and DNP3 over UDP only through a dnp3 rule;
 //  4. runs TCP through the normaliser (RFC 9293 state from the handshake;
 //     mid-stream pickup only for monitor-mode conduits): resets cross
 //     only in the receiver's window and end the connection only at the

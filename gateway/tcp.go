@@ -22,9 +22,24 @@ const maxUnsent = 4096
 // headers plus at most one jumbo frame's payload.
 const outBufSize = 10240
 
-// modbusUDPPort is the Modbus port (Modbus Messaging on TCP/IP
-// Implementation Guide V1.0b section 4.1), for UDP too.
-const modbusUDPPort = 502
+// The Modbus (Modbus Messaging on TCP/IP Implementation Guide V1.0b
+// section 4.1) and DNP3 (IEEE 1815-2012 Annex E) ports, for UDP too.
+const (
+	modbusUDPPort = 502
+	dnp3UDPPort   = 20000
+)
+
+// uninspectedUDP names the reason a UDP flow between ports sport and
+// dport may not cross without inspection: Modbus or DNP3 on either end.
+func uninspectedUDP(sport, dport uint16) string {
+	switch {
+	case sport == modbusUDPPort || dport == modbusUDPPort:
+		return NamedModbusUDP
+	case sport == dnp3UDPPort || dport == dnp3UDPPort:
+		return NamedDNP3UDP
+	}
+	return ""
+}
 
 func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
 func seqGT(a, b uint32) bool { return int32(a-b) > 0 }
@@ -171,13 +186,16 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 				e.orient(c, rf, false)
 			}
 		}
-		if v.Action != rules.Deny && v.Inspect == protocols.ProtoNone && rf.DstPort == modbusUDPPort {
+		if named := uninspectedUDP(rf.SrcPort, rf.DstPort); named != "" && v.Action != rules.Deny && v.Inspect == protocols.ProtoNone {
 			// Modbus over UDP (Modbus Messaging on TCP/IP Implementation
-			// Guide V1.0b section 4.1, port 502) is not inspected: a
-			// plain udp rule must not let Modbus requests through
-			// unjudged.
+			// Guide V1.0b section 4.1, port 502) is not inspected, and
+			// DNP3 over UDP (IEEE 1815-2012 Annex E, port 20000) only
+			// through a dnp3 rule: a plain udp rule must not let their
+			// requests through unjudged, in either direction of the flow
+			// (a flow a plain rule lets the outstation open would carry
+			// the master's operates back uninspected).
 			v.Reason, v.Rule, v.RuleName = rules.ReasonProtocolNotAllowed, -1, ""
-			c.dec.Named = NamedModbusUDP
+			c.dec.Named = named
 			if v.Mode == rules.ModeMonitor {
 				v.Action = rules.Alert
 			} else {

@@ -405,3 +405,38 @@ func TestReceiverAmbiguities(t *testing.T) {
 		}
 	})
 }
+
+// TestDNP3UDPPlainRuleRefused: DNP3 over UDP crosses only through a dnp3
+// rule. A plain udp rule that would let a flow to or from port 20000 (or
+// Modbus 502) through refuses it with the named reason, whichever end
+// holds the port.
+func TestDNP3UDPPlainRuleRefused(t *testing.T) {
+	r := newRig(t, policy(t, "enforce", "drop", "", `  - name: rtu-to-hmi
+    from: rtu
+    to: hmi
+    rules:
+      - udp: {}
+`), nil)
+	hmi := capture.Endpoint{MAC: hmiEP.MAC, Addr: netipAP("192.0.2.130:20000")}
+	for _, tc := range []struct {
+		src  capture.Endpoint
+		want string
+	}{
+		{rtuEP, NamedDNP3UDP}, // outstation port 20000 to the master's 20000
+		{capture.Endpoint{MAC: rtuEP.MAC, Addr: netipAP("192.0.2.20:40000")}, NamedDNP3UDP},
+		{capture.Endpoint{MAC: rtuEP.MAC, Addr: netipAP("192.0.2.20:502")}, NamedModbusUDP},
+	} {
+		dst := hmi
+		if tc.src.Addr.Port() == 502 {
+			dst = capture.Endpoint{MAC: hmiEP.MAC, Addr: netipAP("192.0.2.130:40001")}
+		}
+		if got := r.server(capture.UDPDatagram(tc.src, dst, []byte{0x05, 0x64})); len(got) != 0 {
+			t.Fatalf("%v -> %v: got %s", tc.src.Addr, dst.Addr, describe(got))
+		}
+		if ev := r.lastEvent(); ev.Reason != tc.want {
+			t.Fatalf("%v -> %v: reason %q, want %q", tc.src.Addr, dst.Addr, ev.Reason, tc.want)
+		}
+	}
+	other := capture.UDPDatagram(capture.Endpoint{MAC: rtuEP.MAC, Addr: netipAP("192.0.2.20:514")}, capture.Endpoint{MAC: hmiEP.MAC, Addr: netipAP("192.0.2.130:514")}, []byte("x"))
+	r.mustForward(r.server(other), North, other)
+}

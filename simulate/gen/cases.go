@@ -556,6 +556,27 @@ conduits:
             - unsolicited: true
 `
 
+// DNP3UDPLearnedPolicy is what a learner that took the first speaker
+// for the client drafts from a DNP3/UDP capture where the outstation
+// speaks first (issue 13): a plain udp conduit from the outstation.
+const DNP3UDPLearnedPolicy = `version: 1
+name: learned-wrong-direction
+mode: enforce
+action: drop
+zones:
+  supervisory: { port: north, networks: [192.0.2.128/25] }
+  cell:        { port: south, networks: [192.0.2.0/25] }
+assets:
+  scada: { ip: 192.0.2.140, zone: supervisory }
+  rtu:   { ip: 192.0.2.20, zone: cell }
+conduits:
+  - name: rtu-to-scada
+    from: rtu
+    to: scada
+    rules:
+      - udp: { ports: [20000] }
+`
+
 func evasionCases() []Scenario {
 	ev := func(id, name, title, why, pol string, build func(b *Builder)) Scenario {
 		return Scenario{Name: name, ID: id, Proto: "evasion", Title: title, Why: why, Policy: pol, Build: build}
@@ -654,6 +675,12 @@ func evasionCases() []Scenario {
 				b.UDP(SCADA, RTU, 20000, 20000, dnReq(master, outstation, appReq(1, dnp3.FuncRead, dnp3.AppendAllHeader(nil, 60, 1))))
 				b.UDP(RTU, SCADA, 20000, 20000, dnResp(dnp3.AppendResponseHeader(nil, 1, dnp3.FuncResponse, 0, false)))
 				b.Expect(b.UDP(SCADA, RTU, 20000, 20000, dnReq(master, outstation, dnp3.AppendCROB(nil, 2, dnp3.FuncDirectOperate, 0, dnp3.CROB{Code: 0x03, Count: 1, OnMs: 100}))), "deny", "function_not_allowed")
+			}),
+		ev("E14", "e14-dnp3-udp-learned-plain", "DNP3 over UDP under a plain udp conduit from the outstation", "A policy learned with the first speaker taken for the client (issue 13): a plain udp conduit rtu -> scada on 20000. The outstation's datagram would open a flow on which the master's DIRECT_OPERATE rode back uninspected; DNP3 over UDP crosses only through a dnp3 rule, so the outstation's datagram is refused as dnp3_udp_not_inspected and the master's operate, with no flow to ride and no conduit of its own, as no_conduit.", DNP3UDPLearnedPolicy,
+			func(b *Builder) {
+				uns := dnp3.AppendLinkFrames(nil, ctrlResp, master, outstation, dnp3.AppendResponseHeader(nil, 0, dnp3.FuncUnsolicitedResp, 0, false))
+				b.Expect(b.UDP(RTU, SCADA, 20000, 20000, uns), "deny", "dnp3_udp_not_inspected")
+				b.Expect(b.UDP(SCADA, RTU, 20000, 20000, dnReq(master, outstation, dnp3.AppendCROB(nil, 1, dnp3.FuncDirectOperate, 0, dnp3.CROB{Code: 0x03, Count: 1, OnMs: 100}))), "deny", "no_conduit")
 			}),
 	}
 }
