@@ -72,11 +72,11 @@ bench-datapath: ## gateway vs kernel bridge on one veth topology: small packets,
 EVASION_N ?= 100000
 EVASION_SEED ?= 1
 evasion: ## differential evasion harness, EVASION_N sequences (default 100000, ~10 min, root) + the evasion regressions (EVASION.md)
-	$(GO) test -count=1 -run 'Urgent|UDP|E01NoUnjudged|HeldPDU|TinyFragment|Split|OutOfOrder|Overlap' ./gateway/
+	$(GO) test -count=1 -run 'Urgent|UDP|E01NoUnjudged|HeldPDU|TinyFragment|Ambiguities|Split|OutOfOrder|Overlap|OutOfWindow' ./gateway/
 	$(GO) test -count=1 -run 'FragmentThenEcho|CaptureRepairs' ./simulate/replay
 	$(GO) test -count=1 ./simulate/scenarios
 	$(GO) test -count=1 -run 'TestUrgentDataLive|TestScenariosLive' ./gateway/e2e
-	OTGW_EVASION_N=$(EVASION_N) OTGW_EVASION_SEED=$(EVASION_SEED) OTGW_EVASION_WORKERS=48 \
+	set -o pipefail; OTGW_EVASION_N=$(EVASION_N) OTGW_EVASION_SEED=$(EVASION_SEED) OTGW_EVASION_WORKERS=48 \
 	  $(GO) test -count=1 -timeout 60m -run '^TestEvasionHarness$$' -v ./gateway/e2e | grep -v 'level='
 
 clean: ## remove build outputs

@@ -802,6 +802,9 @@ func TestEvasionHarness(t *testing.T) {
 		}()
 	}
 	for i := range n {
+		if i > 0 && i%10000 == 0 {
+			t.Logf("%d sequences, %d bypasses, %v", i, st.bypass.Load(), time.Since(start).Round(time.Second))
+		}
 		jobs <- i
 	}
 	close(jobs)
