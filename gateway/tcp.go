@@ -453,11 +453,16 @@ func (e *Engine) udp(c *hctx, f *flow, fromClient bool) {
 
 // sent returns the sequence number after the last byte of direction s
 // that crossed, the receiver's next expected one: the bytes of an
-// incomplete PDU held by the engine have not crossed.
+// incomplete PDU held by the engine, and those after a `drop` verdict's
+// block point, have not crossed.
 func (f *flow) sent(s int) uint32 {
-	n := f.dir[s].nxt
+	h := &f.dir[s]
+	n := h.nxt
 	if f.insp != nil {
 		n -= uint32(f.insp.dir[s].unsent)
+	}
+	if h.blocked && seqLT(h.blockAt, n) {
+		n = h.blockAt // a `drop` verdict: nothing from blockAt on crossed
 	}
 	return n
 }

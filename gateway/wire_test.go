@@ -440,3 +440,20 @@ func TestDNP3UDPPlainRuleRefused(t *testing.T) {
 	other := capture.UDPDatagram(capture.Endpoint{MAC: rtuEP.MAC, Addr: netipAP("192.0.2.20:514")}, capture.Endpoint{MAC: hmiEP.MAC, Addr: netipAP("192.0.2.130:514")}, []byte("x"))
 	r.mustForward(r.server(other), North, other)
 }
+
+// TestResetAfterDropVerdict: after a `drop` verdict the receiver's next
+// expected sequence number is where the denied PDU starts; a reset there
+// crosses and ends the connection.
+func TestResetAfterDropVerdict(t *testing.T) {
+	r, f := modbusRig(t, "drop")
+	seq, ack := f.NextSeq(true), f.NextSeq(false)
+	w := f.Send(true, writeReq(1, 0, 258))
+	if got := r.client(w); len(got) != 0 {
+		t.Fatalf("denied write: got %s", describe(got))
+	}
+	rst := f.Segment(true, seq, ack, capture.TCPFlags{RST: true, ACK: true}, nil)
+	r.mustForward(r.client(rst), South, rst)
+	if got := r.client(f.Send(true, readReq(2, 0, 1))); len(got) != 0 {
+		t.Fatalf("data after the reset: got %s", describe(got))
+	}
+}
