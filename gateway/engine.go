@@ -421,6 +421,7 @@ type hctx struct {
 	denyStart int  // offset in the segment's new data of the first byte not to forward
 	denyEnd   int  // offset just after the denied PDU (for the reply's ack)
 	evasion   bool // overlapping retransmission with different bytes
+	reversed  bool // the new flow's initiator is the packet's destination
 	// Held PDU bytes (see tcp.go, holdSegment): doneEnd is the offset in
 	// the segment's new data just after the last PDU judged and allowed;
 	// heldDone: the PDU whose first bytes were held from earlier segments
@@ -445,6 +446,7 @@ func (c *hctx) reset() {
 	c.replyUDP = false
 	c.denyStart, c.denyEnd = 0, 0
 	c.doneEnd, c.heldDone, c.tailHeld = 0, false, false
+	c.reversed = false
 	c.dec = Decision{}
 }
 
@@ -603,6 +605,11 @@ func (e *Engine) report(c *hctx, f *flow, v rules.Verdict, act FrameAction) {
 	d.HasVerdict = true
 	d.Verdict = v
 	d.Src, d.Dst = c.pkt.SrcAddrPort(), c.pkt.DstAddrPort()
+	if c.reversed && d.PDU == nil {
+		// A flow-level decision names the flow's initiator as Src, also
+		// when the packet that opened it came from the responder.
+		d.Src, d.Dst = d.Dst, d.Src
+	}
 	if f != nil {
 		d.FlowID = f.id
 	}

@@ -29,6 +29,13 @@ const (
 	dnp3UDPPort   = 20000
 )
 
+// dnp3FromOutstation reports whether b starts with a DNP3 link frame
+// header whose DIR bit is clear: sent by an outstation (IEEE 1815-2012
+// clause 9.2.4.1.3).
+func dnp3FromOutstation(b []byte) bool {
+	return len(b) >= 10 && b[0] == 0x05 && b[1] == 0x64 && b[3]&0x80 == 0
+}
+
 // uninspectedUDP names the reason a UDP flow between ports sport and
 // dport may not cross without inspection: Modbus or DNP3 on either end.
 func uninspectedUDP(sport, dport uint16) string {
@@ -161,6 +168,7 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 				e.orient(c, rf, false)
 			}
 		}
+		c.reversed = reverse
 		if v.Mode != rules.ModeMonitor || v.Action == rules.Deny || p.Flags&packet.TCPRst != 0 {
 			e.reportDrop(c, nil, DropNoFlow)
 			return true
@@ -168,7 +176,7 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 	default:
 		e.orient(c, rf, false)
 		v = c.rs.EvaluateFlow(rf)
-		if v.Action == rules.Deny {
+		if v.Action == rules.Deny || v.Inspect == protocols.ProtoNone || v.Inspect == protocols.ProtoDNP3 && dnp3FromOutstation(p.Payload) {
 			// A UDP flow is judged from its initiator. The one exception
 			// is a responder that speaks first because its protocol says
 			// so: a DNP3 outstation's unsolicited response to its master
@@ -178,10 +186,16 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 			// from there. A plain udp rule never adopts reverse traffic:
 			// with a conduit plc1 -> logsrv udp/514, the log server's
 			// datagrams from port 514 to any port of plc1 are new flows
-			// of logsrv, judged (and refused) as such.
+			// of logsrv, judged (and refused) as such. The reversed DNP3
+			// rule is preferred to an uninspected allowance, and to a DNP3
+			// rule the other way when the datagram's first frame comes
+			// from an outstation (DIR clear, IEEE 1815-2012 clause
+			// 9.2.4.1.3): the master is the one the DIR bit names, not the
+			// first to speak.
 			e.orient(c, rf, true)
 			if v2 := c.rs.EvaluateFlow(rf); v2.Action == rules.Allow && v2.Inspect == protocols.ProtoDNP3 {
 				v, reverse = v2, true
+				c.reversed = true
 			} else {
 				e.orient(c, rf, false)
 			}
