@@ -116,6 +116,9 @@ var residuals = map[string][]residual{
 		{4, "fragment", "evasion: IP fragment to an inspected port"},
 		{5, "fragment", "evasion: IP fragment to an inspected port"},
 	},
+	"e10-urgent-in-mbap":    {{6, "evasion:tcp_urgent", "evasion: urgent data on an inspected conduit"}},
+	"e11-urgent-after-unit": {{6, "evasion:tcp_urgent", "evasion: urgent data on an inspected conduit"}},
+	"e12-udp-reverse":       {{3, "modbus_udp_not_inspected", "Modbus over UDP is never allowed uninspected"}},
 	// Bytes that cannot be framed as the port's protocol are denied as
 	// malformed:<anomaly>, whatever a rule tolerates.
 	"e07-non-protocol-502":   {{4, "malformed:non_modbus", whyNonProtocol}},
