@@ -31,9 +31,11 @@
 //     that allowed it names an inspected protocol (Verdict.Inspect). A
 //     UDP flow is judged from its initiator; it is adopted in the reverse
 //     direction only when the reversed datagram matches a conduit's DNP3
-//     rule (an outstation's unsolicited response to its master), and is
-//     then inspected, the direction of each frame taken from its DNP3 DIR
-//     bit. A UDP flow to or from port 502 or 20000 that only a plain udp
+//     rule (an outstation's unsolicited response to its master: preferred
+//     to an uninspected allowance, and to a DNP3 rule the other way when
+//     the datagram's first frame has DIR clear), and is then inspected,
+//     the direction of each frame taken from its DNP3 DIR bit; its
+//     flow-level Decision names the master as Src. A UDP flow to or from port 502 or 20000 that only a plain udp
 //     rule allows is refused (NamedModbusUDP "modbus_udp_not_inspected",
 //     NamedDNP3UDP "dnp3_udp_not_inspected"): Modbus over UDP is not
 //     inspected, and DNP3 over UDP only through a dnp3 rule;

@@ -1,0 +1,69 @@
+package e2e
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/otgw/otgw/internal/testenv"
+	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/rules/learn"
+	"github.com/otgw/otgw/simulate/capture"
+	"github.com/otgw/otgw/simulate/replay"
+)
+
+// TestLearnedDNP3UDPDeniesOperate is issue 13's DNP3/UDP learned case: a
+// read-only DNP3-over-UDP capture in which the outstation speaks first
+// (192.168.80.12:20000 to the master's port 1128). The policy learned
+// from it has one dnp3 conduit from the master (the DIR bit names it) that
+// allows reads; replayed with the capture (without --strict-midstream),
+// nothing of the capture is denied, and a DIRECT_OPERATE from the
+// master's port 1128, one second after it, is denied.
+func TestLearnedDNP3UDPDeniesOperate(t *testing.T) {
+	path := filepath.Join(testenv.Pcaps(t), "dnp3_zeek_dnp3_udp_read.pcap") // skips naming the path when absent (fails under CI)
+	pol, _, err := learn.Learn(learn.Options{}, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pol.Conduits) != 1 || pol.Conduits[0].Rules[0].DNP3 == nil {
+		t.Fatalf("learned %d conduits (first %+v), want one dnp3 conduit", len(pol.Conduits), pol.Conduits)
+	}
+	var end time.Time
+	if err := capture.ReadFrames(path, func(f *capture.Frame) error {
+		if f.Time.After(end) {
+			end = f.Time
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	extra := filepath.Join(t.TempDir(), "operate.pcap")
+	fh, err := os.Create(extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := capture.NewWriter(fh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Time = end.Add(time.Second)
+	master := capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("192.168.80.160:1128")}
+	out := capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("192.168.80.12:20000")}
+	apdu := dnp3.AppendCROB(nil, 5, dnp3.FuncDirectOperate, 0, dnp3.CROB{Code: 0x03, Count: 1, OnMs: 100})
+	if err := w.WriteFrame(capture.UDPDatagram(master, out, dnp3.AppendLinkFrames(nil, 0xC4, 1, 100, apdu))); err != nil {
+		t.Fatal(err)
+	}
+	fh.Close()
+	var evs []*replay.Event
+	if _, err := replay.Run(replay.Options{Policy: pol, OnEvent: func(e *replay.Event) { evs = append(evs, e) }}, path, extra); err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].File != "operate.pcap" || evs[0].Verdict != "deny" || evs[0].Reason != "function_not_allowed" {
+		for _, e := range evs {
+			t.Logf("event: %s frame %d %s %s", e.File, e.Frame, e.Verdict, e.Reason)
+		}
+		t.Fatalf("got %d events, want exactly one: the operate denied as function_not_allowed", len(evs))
+	}
+}
