@@ -50,6 +50,9 @@ type Stats struct {
 	UDPDatagram int
 	Retransmit  int // segments whose bytes had all been delivered already
 	Gaps        int
+	// Capture is what the file reader found, including damage: a damaged
+	// capture is read up to (pcapng: around) the damage, not refused.
+	Capture Summary
 }
 
 type flowKey struct {
@@ -82,13 +85,15 @@ type conn struct {
 
 // ReadStreams reads the capture at path and calls fn for every piece of
 // in-order TCP payload and every UDP datagram. It returns the statistics
-// and the first error from reading or from fn.
+// and the first error from reading or from fn. Damage in the file is not
+// an error: it is in Stats.Capture, and Stats.String mentions it.
 func ReadStreams(path string, opts Options, fn func(*Segment) error) (Stats, error) {
 	r := newReassembler(opts, fn)
-	err := ReadFrames(path, r.frame)
+	sum, err := Read(path, r.frame)
 	if err == nil {
 		err = r.flush()
 	}
+	r.stats.Capture = sum
 	return r.stats, err
 }
 
@@ -335,6 +340,13 @@ func (r *Reassembler) flush() error {
 
 // String summarises the statistics.
 func (s Stats) String() string {
+	if w := s.Capture.Warning(); w != "" {
+		return s.counts() + "; " + w
+	}
+	return s.counts()
+}
+
+func (s Stats) counts() string {
 	return fmt.Sprintf("%d frames, %d tcp segments, %d udp datagrams, %d undecodable, %d fragments, %d retransmissions, %d gaps",
 		s.Frames, s.TCPSegments, s.UDPDatagram, s.Undecodable, s.Fragments, s.Retransmit, s.Gaps)
 }
