@@ -79,9 +79,9 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 func (w *Watcher) Ruleset() *Ruleset { return w.cur.Load() }
 
 func (w *Watcher) load() (*Ruleset, string, error) {
-	data, err := os.ReadFile(w.cfg.Path)
+	data, err := readPolicy(w.cfg.Path) // the limits of Load
 	if err != nil {
-		return nil, "", fmt.Errorf("rules: %w", err)
+		return nil, "", err
 	}
 	sum := sha256.Sum256(data)
 	hash := hex.EncodeToString(sum[:])
