@@ -7,7 +7,7 @@
 // The reader is our own (stdlib only), written for hostile files: every
 // length is checked as a 32-bit unsigned number against MaxFrameLen or
 // MaxBlockLen before it sizes anything, so no file makes it allocate more
-// than its 512 KiB read buffer and one frame, on 32-bit targets too. Each
+// than its 64 KiB read buffer and one frame, on 32-bit targets too. Each
 // pcapng frame carries its own interface's link type. Damage is read
 // around as tshark does: a truncated file is read up to its last whole
 // record, a damaged pcapng block is skipped and reading resumes at the

@@ -96,6 +96,8 @@ type ngFrame struct {
 	ok    bool
 	ifid  uint32
 	ts    uint64
+	off   uint32 // of the frame in the block body
+	cap   uint32 // captured length
 	data  []byte
 	orig  uint32
 	ifc   *iface
@@ -202,12 +204,20 @@ func (r *reader) block(start int64, typ, blen uint32) error {
 		reason = r.simplePacket(body, bodyLen, &pf)
 	}
 	if big {
-		// Options beyond the read buffer: keep the frame, skip the rest,
-		// then check the trailer.
+		// Larger than the read buffer: read the frame into the frame
+		// buffer, skip the rest, then check the trailer.
+		done := uint32(0)
 		if pf.ok {
-			pf.data = append(r.frameBuf(0), pf.data...)
+			if _, err := r.skip(int64(8 + pf.off)); err != nil {
+				return r.truncated(err, start, typ, blen)
+			}
+			pf.data = r.frameBuf(int(pf.cap))
+			if _, err := r.full(pf.data); err != nil {
+				return r.truncated(err, start, typ, blen)
+			}
+			done = 8 + pf.off + pf.cap
 		}
-		if _, err := r.skip(int64(blen - 4)); err != nil {
+		if _, err := r.skip(int64(blen - 4 - done)); err != nil {
 			return r.truncated(err, start, typ, blen)
 		}
 		var tr [4]byte
@@ -218,8 +228,13 @@ func (r *reader) block(start int64, typ, blen uint32) error {
 			r.resync(start, false, fmt.Sprintf("block of type %#x: length %d at its end, %d at its start", typ, got, blen))
 			return nil
 		}
-	} else if _, err := r.skip(int64(blen)); err != nil {
-		return err // the bytes were peeked: only an I/O error
+	} else {
+		if pf.ok {
+			pf.data = body[pf.off : pf.off+pf.cap]
+		}
+		if _, err := r.skip(int64(blen)); err != nil {
+			return err // the bytes were peeked: only an I/O error
+		}
 	}
 	if reason != "" {
 		r.damage(start, int64(blen), "%s", reason)
@@ -303,7 +318,7 @@ func (r *reader) packetBlock(typ uint32, body []byte, bodyLen uint32, pf *ngFram
 	pf.ok, pf.ifid, pf.ifc = true, ifid, &r.ifaces[ifid]
 	pf.ts = uint64(r.order.Uint32(body[4:8]))<<32 | uint64(r.order.Uint32(body[8:12]))
 	pf.orig = r.order.Uint32(body[16:20])
-	pf.data = body[20 : 20+caplen]
+	pf.off, pf.cap = 20, caplen
 	return ""
 }
 
@@ -322,7 +337,7 @@ func (r *reader) simplePacket(body []byte, bodyLen uint32, pf *ngFrame) string {
 		return fmt.Sprintf("packet length %d exceeds the limit %d", caplen, MaxFrameLen)
 	}
 	pf.ok, pf.ifc, pf.spbTS, pf.orig = true, &r.ifaces[0], true, orig
-	pf.data = body[4 : 4+caplen]
+	pf.off, pf.cap = 4, caplen
 	return ""
 }
 

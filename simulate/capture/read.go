@@ -49,9 +49,11 @@ const (
 	MaxInterfaces = 1 << 16
 	// maxDamageKept is how many damage reports a Summary keeps in full.
 	maxDamageKept = 64
-	// bufSize is the read buffer; it holds a whole packet block so that
-	// resynchronisation after damage can check a candidate block's trailer.
-	bufSize = 1 << 19
+	// bufSize is the read buffer (replay reads several files at once, one
+	// buffer each). A block that fits is checked whole (its trailer)
+	// before its frame is delivered, and resynchronisation after damage
+	// can only land on such a block; larger blocks are read through.
+	bufSize = 1 << 16
 )
 
 var (

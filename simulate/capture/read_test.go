@@ -266,7 +266,7 @@ func allocated(fn func()) uint64 {
 }
 
 // maxReadAlloc bounds what one read of a crafted capture may allocate: the
-// read buffer (512 KiB), one frame buffer (at most MaxFrameLen) and change.
+// read buffer (64 KiB), one frame buffer (at most MaxFrameLen) and change.
 const maxReadAlloc = 1 << 20
 
 // TestHugeLengths: lengths of 4 GiB, 2 GiB (negative as a 32-bit int) and
@@ -491,6 +491,49 @@ func FuzzRead(f *testing.F) {
 		}
 		if s.Frames != n || s.Bytes > int64(len(b)) || s.Lost > int64(len(b)) || s.Damaged < len(s.Damage) {
 			t.Fatalf("summary %+v after %d frames of a %d-byte input", s, n, len(b))
+		}
+	})
+}
+
+// TestBlocksLargerThanTheBuffer: frames and blocks larger than the 64 KiB
+// read buffer are read through (frame copied, rest skipped, trailer
+// checked after), with the same damage rules.
+func TestBlocksLargerThanTheBuffer(t *testing.T) {
+	bigFrame := bytes.Repeat([]byte{0xab}, 200_000)
+	small := ethFrame(40030)
+	withOpts := append(epbBody(0, 2, uint32(len(small)), uint32(len(small)), pad4(append([]byte(nil), small...))), make([]byte, 150_000)...)
+	t.Run("pcap", func(t *testing.T) {
+		got, s, err := readAll(t, newPcap(0xa1b2c3d4, 262144, 1).frame(1, bigFrame).frame(2, small).Bytes())
+		if err != nil || s.Damaged != 0 || len(got) != 2 || got[0].data != string(bigFrame) || got[1].data != string(small) {
+			t.Fatalf("got %d frames, %v, %+v", len(got), err, s)
+		}
+	})
+	t.Run("pcapng", func(t *testing.T) {
+		n := newNG().idb(1, 0).epb(0, 1, bigFrame).block(6, withOpts).epb(0, 3, small)
+		got, s, err := readAll(t, n.Bytes())
+		if err != nil || s.Damaged != 0 || len(got) != 3 || got[0].data != string(bigFrame) || got[1].data != string(small) {
+			t.Fatalf("got %d frames, %v, %+v", len(got), err, s)
+		}
+	})
+	t.Run("pcapng trailer mismatch", func(t *testing.T) {
+		n := newNG().idb(1, 0).epb(0, 1, small)
+		at := n.Len()
+		body := epbBody(0, 2, uint32(len(bigFrame)), uint32(len(bigFrame)), bigFrame)
+		n.raw(6, uint32(12+len(pad4(body))), body, 4)
+		n.epb(0, 3, small)
+		got, s, err := readAll(t, n.Bytes())
+		if err != nil || len(got) != 2 || s.Damaged != 1 || s.Damage[0].Offset != int64(at) || !strings.Contains(s.Damage[0].Reason, "length 4 at its end") {
+			t.Fatalf("got %d frames, %v, %+v", len(got), err, s)
+		}
+	})
+	t.Run("pcapng truncated", func(t *testing.T) {
+		n := newNG().idb(1, 0).epb(0, 1, small)
+		at := n.Len()
+		n.epb(0, 2, bigFrame)
+		cut := n.Bytes()[:at+100_000]
+		got, s, err := readAll(t, cut)
+		if err != nil || len(got) != 1 || s.Damaged != 1 || s.Damage[0].Offset != int64(at) || s.Lost != 100_000 {
+			t.Fatalf("got %d frames, %v, %+v", len(got), err, s)
 		}
 	})
 }
