@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -265,7 +266,13 @@ func TestReloadRefusesHugePolicy(t *testing.T) {
 		if err := os.Rename(big, path); err != nil {
 			t.Fatal(err)
 		}
-		err := w.Reload()
+		var err error
+		start := time.Now()
+		n := allocated(func() { err = w.Reload() })
+		t.Logf("reload of a %d-entry policy refused in %v, %d KiB allocated", entries, time.Since(start).Round(time.Millisecond), n>>10)
+		if n > 2*MaxPolicyBytes {
+			t.Errorf("reload allocated %d bytes, want at most %d", n, 2*MaxPolicyBytes)
+		}
 		var ps Problems
 		if !errors.As(err, &ps) || ps[0].Line != 12 {
 			t.Fatalf("reload of %d entries: %v, want a problem at line 12", entries, err)
