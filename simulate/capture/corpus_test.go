@@ -2,6 +2,8 @@ package capture_test
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/simulate/capture"
@@ -157,5 +163,59 @@ func TestTruncatedLikeTshark(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSameAsPcapgoOnCorpus: on every sample capture (each with one link
+// type, where gopacket's pcapgo reads them right) our reader gives the
+// same frames: bytes, lengths, link types and timestamps.
+func TestSameAsPcapgoOnCorpus(t *testing.T) {
+	for _, f := range corpusFiles(t) {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var next func() ([]byte, gopacket.CaptureInfo, layers.LinkType, error)
+		if strings.HasSuffix(f, ".pcapng") {
+			r, err := pcapgo.NewNgReader(fh, pcapgo.DefaultNgReaderOptions)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next = func() ([]byte, gopacket.CaptureInfo, layers.LinkType, error) {
+				b, ci, err := r.ReadPacketData()
+				return b, ci, r.LinkType(), err
+			}
+		} else {
+			r, err := pcapgo.NewReader(fh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next = func() ([]byte, gopacket.CaptureInfo, layers.LinkType, error) {
+				b, ci, err := r.ReadPacketData()
+				return b, ci, r.LinkType(), err
+			}
+		}
+		n := 0
+		_, err = capture.Read(f, func(fr *capture.Frame) error {
+			n++
+			b, ci, lt, err := next()
+			if err != nil {
+				return fmt.Errorf("frame %d: pcapgo: %v", n, err)
+			}
+			if string(b) != string(fr.Data) || ci.Length != fr.OrigLen || int(lt) != int(fr.Link) || !ci.Timestamp.Equal(fr.Time) {
+				return fmt.Errorf("frame %d: got link %d len %d orig %d at %v; pcapgo link %d len %d orig %d at %v",
+					n, fr.Link, len(fr.Data), fr.OrigLen, fr.Time, lt, len(b), ci.Length, ci.Timestamp)
+			}
+			return nil
+		})
+		if err == nil {
+			if _, _, _, perr := next(); perr != io.EOF {
+				err = fmt.Errorf("pcapgo has more frames after %d (%v)", n, perr)
+			}
+		}
+		fh.Close()
+		if err != nil {
+			t.Errorf("%s: %v", filepath.Base(f), err)
+		}
 	}
 }
