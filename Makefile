@@ -11,7 +11,7 @@ FUZZTIME     ?= 10s
 BENCHCOUNT   ?= 10
 STATICCHECK  ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
-.PHONY: help build build-all test test-race test-arm64 lint fuzz bench demo clean
+.PHONY: help build build-all test test-race test-arm64 test-armv7 lint fuzz bench demo clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,14 @@ test-race: ## concurrency-heavy packages under the race detector
 test-arm64: ## unit tests of the arm64 build under qemu-aarch64-static
 	@command -v qemu-aarch64-static >/dev/null || { echo "qemu-aarch64-static missing: apt-get install qemu-user-static"; exit 1; }
 	OTGW_QEMU=1 CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) test -count=1 -timeout 20m -exec qemu-aarch64-static $(PKGS)
+
+# Packages that parse hostile input with lengths from the wire or a file:
+# their 32-bit behaviour (int overflow, allocation bounds) is tested on armv7.
+ARMV7_PKGS   := ./simulate/capture ./rules
+
+test-armv7: ## input parsers of the armv7 (32-bit) build under qemu-arm-static
+	@command -v qemu-arm-static >/dev/null || { echo "qemu-arm-static missing: apt-get install qemu-user-static"; exit 1; }
+	OTGW_QEMU=1 CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) test -count=1 -timeout 20m -exec qemu-arm-static $(ARMV7_PKGS)
 
 lint: ## gofmt, go vet (amd64 and armv7) and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
