@@ -537,3 +537,27 @@ func TestBlocksLargerThanTheBuffer(t *testing.T) {
 		}
 	})
 }
+
+// TestReadAllocatesPerFileNotPerFrame: reading allocates the read and
+// frame buffers once per file, nothing per frame.
+func TestReadAllocatesPerFileNotPerFrame(t *testing.T) {
+	p := newPcap(0xa1b2c3d4, 65535, 1)
+	n := newNG().idb(1, 0).idb(101, 0)
+	for i := range 1000 {
+		f := ethFrame(uint16(i))
+		p.frame(uint32(i), f)
+		n.epb(uint32(i%2), uint64(i), f)
+	}
+	for name, b := range map[string][]byte{"pcap": p.Bytes(), "pcapng": n.Bytes()} {
+		frames := 0
+		allocs := testing.AllocsPerRun(5, func() {
+			frames = 0
+			if _, err := capture.ReadFrom(bytes.NewReader(b), name, func(*capture.Frame) error { frames++; return nil }); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if frames != 1000 || allocs > 10 {
+			t.Errorf("%s: %d frames, %.0f allocations per read; want 1000 frames and at most 10", name, frames, allocs)
+		}
+	}
+}
