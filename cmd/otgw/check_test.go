@@ -13,6 +13,10 @@ func TestCheckCommand(t *testing.T) {
 	if err := os.WriteFile("bad.yaml", []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	long := "version: 1\nl2:\n  allow: [" + strings.Repeat("arp, ", 10_001) + "arp]\n"
+	if err := os.WriteFile("long.yaml", []byte(long), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name   string
 		args   []string
@@ -23,6 +27,8 @@ func TestCheckCommand(t *testing.T) {
 			"bad.yaml:2:7: unknown mode \"enforcing\" (monitor or enforce) (did you mean \"enforce\"?)\n" +
 				"bad.yaml:4:3: zone \"a\" has neither port nor networks: it would match every host\n" +
 				"bad.yaml:4:8: unknown key \"prot\" in zone \"a\" (did you mean \"port\"?)\n"},
+		{"a list past the limit, refused at its entry", []string{"long.yaml"}, 1,
+			"long.yaml:3:50011: list has more than 10000 entries (the limit)\n"},
 		{"missing file", []string{"nope.yaml"}, 1, "nope.yaml: rules: open nope.yaml: no such file or directory\n"},
 		{"no argument", nil, 2, ""},
 	}
