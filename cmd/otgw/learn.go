@@ -46,6 +46,9 @@ func runLearn(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stderr, "otgw learn: %d frames, %d PDUs: %d assets, %d conduits\n", st.Frames, st.PDUs, st.Assets, st.Conduits)
+	for _, d := range st.CaptureDamage {
+		fmt.Fprintf(stderr, "otgw learn: warning: %s\n", d)
+	}
 	for _, u := range st.Unlearnable {
 		fmt.Fprintf(stderr, "otgw learn: cannot allow %s\n", u)
 	}

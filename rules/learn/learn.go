@@ -118,6 +118,9 @@ type Stats struct {
 	// response whose request the capture does not hold, or an OPC UA
 	// service type id outside OPC 10000-4), with counts.
 	Unlearnable []string
+	// CaptureDamage has one line per damaged capture, learned up to (or
+	// around) the damage (replay.Report.CaptureDamage).
+	CaptureDamage []string
 }
 
 // Bootstrap returns the observation policy: monitor mode, every address in
@@ -171,6 +174,7 @@ func Learn(opts Options, paths ...string) (*rules.Policy, *Stats, error) {
 	}
 	st := l.Stats()
 	st.Frames = rep.Frames
+	st.CaptureDamage = rep.CaptureDamage
 	return p, st, nil
 }
 

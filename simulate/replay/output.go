@@ -52,6 +52,9 @@ func (rep *Report) WriteSummary(w io.Writer) error {
 	if rep.PickedUp > 0 || rep.SkippedMidstream > 0 {
 		fmt.Fprintf(bw, "; %d connections joined mid-stream picked up (%d earlier frames skipped)", rep.PickedUp, rep.SkippedMidstream)
 	}
+	for _, d := range rep.CaptureDamage {
+		fmt.Fprintf(bw, "\nwarning: %s", d)
+	}
 	if rep.CaptureHoles > 0 || rep.Reordered > 0 {
 		fmt.Fprintf(bw, "\ncapture repairs: %d holes the capture lost (the engine continued after them; %d segments completing a lost PDU passed uninspected), %d ACKs fed after the segment they were captured before",
 			rep.CaptureHoles, rep.CaptureSkipped, rep.Reordered)

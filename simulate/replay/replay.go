@@ -144,7 +144,7 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := readMerged(paths, r.frame); err != nil {
+	if err := readCaptures(paths, r.rep.addDamage, r.frame); err != nil {
 		return nil, err
 	}
 	// scanRepairs never leaves a frame pending; should one be, it is fed
@@ -480,6 +480,10 @@ type Report struct {
 	Start  time.Time `json:"start"`
 	End    time.Time `json:"end"`
 	Frames int       `json:"frames"` // frames read from the captures
+	// CaptureDamage has one line per damaged capture (truncated, damaged
+	// pcapng blocks): it was read up to or around the damage, and the
+	// line says where and how many bytes were skipped.
+	CaptureDamage []string `json:"capture_damage,omitempty"`
 	// Frame outcomes (every frame read is exactly one of these).
 	Forwarded        int `json:"forwarded"`
 	Truncated        int `json:"truncated"` // forwarded without a denied PDU (pipelining)
