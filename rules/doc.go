@@ -19,7 +19,9 @@
 // an immutable Ruleset indexed by address, zone and conduit bitsets) →
 // Ruleset.EvaluateFlow (first packet of a flow) and Ruleset.Evaluate (each
 // PDU), which allocate nothing. Marshal writes a Policy back to YAML for
-// rules/learn. Watcher reloads the file on change or SIGHUP and swaps the
+// rules/learn. The package is pure: it reads no files of its own accord,
+// handles no signals and emits no events; the daemon's Watcher
+// (gateway/daemon) reloads the file on change or SIGHUP and swaps the
 // Ruleset atomically only when the new file compiles.
 //
 // Semantics worth knowing: conduits are tried in file order; the first rule

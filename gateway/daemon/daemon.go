@@ -22,7 +22,6 @@ import (
 	"github.com/otgw/otgw/gateway/syslog"
 	"github.com/otgw/otgw/hal"
 	"github.com/otgw/otgw/hal/halsim"
-	"github.com/otgw/otgw/rules"
 )
 
 // Config configures Run. PolicyPath is required; the zero value of every
@@ -86,7 +85,7 @@ type Daemon struct {
 	profile board.Profile
 	ports   [2]string
 	started time.Time
-	watcher *rules.Watcher
+	watcher *Watcher
 	engine  *gateway.Engine
 	fwd     *Forwarder
 	pipe    *events.Pipeline
@@ -198,7 +197,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	// Policy.
-	d.watcher, err = rules.NewWatcher(rules.WatcherConfig{Path: cfg.PolicyPath, Sink: d.pipe, Logger: cfg.Logger, SIGHUP: true})
+	d.watcher, err = NewWatcher(WatcherConfig{Path: cfg.PolicyPath, Sink: d.pipe, Logger: cfg.Logger, SIGHUP: true})
 	if err != nil {
 		stopReason = "failed to start (policy)"
 		return fmt.Errorf("daemon: %w", err)

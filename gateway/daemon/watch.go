@@ -1,4 +1,4 @@
-package rules
+package daemon
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/rules"
 )
 
 // WatcherConfig configures a Watcher. Path is required; the zero value of
@@ -43,7 +44,7 @@ type WatcherConfig struct {
 type Watcher struct {
 	cfg WatcherConfig
 	log *slog.Logger
-	cur atomic.Pointer[Ruleset]
+	cur atomic.Pointer[rules.Ruleset]
 
 	mu       sync.Mutex // serialises reloads; guards lastHash
 	lastHash string
@@ -76,22 +77,22 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 }
 
 // Ruleset returns the current ruleset. Safe for concurrent use.
-func (w *Watcher) Ruleset() *Ruleset { return w.cur.Load() }
+func (w *Watcher) Ruleset() *rules.Ruleset { return w.cur.Load() }
 
-func (w *Watcher) load() (*Ruleset, string, error) {
+func (w *Watcher) load() (*rules.Ruleset, string, error) {
 	data, err := os.ReadFile(w.cfg.Path)
 	if err != nil {
 		return nil, "", fmt.Errorf("rules: %w", err)
 	}
 	sum := sha256.Sum256(data)
 	hash := hex.EncodeToString(sum[:])
-	p, err := Parse(w.cfg.Path, data)
-	var rs *Ruleset
+	p, err := rules.Parse(w.cfg.Path, data)
+	var rs *rules.Ruleset
 	var cerr error
 	if p != nil {
-		rs, cerr = Compile(p)
+		rs, cerr = rules.Compile(p)
 	}
-	if err := Merge(err, cerr); err != nil {
+	if err := rules.Merge(err, cerr); err != nil {
 		return nil, hash, err
 	}
 	return rs, hash, nil
@@ -108,7 +109,7 @@ func (w *Watcher) Reload() error {
 	rs, hash, err := w.load()
 	if err != nil {
 		ev := &events.Event{Time: time.Now(), Severity: events.SevError, Type: events.TypePolicyError, File: w.cfg.Path}
-		var ps Problems
+		var ps rules.Problems
 		if errors.As(err, &ps) && len(ps) > 0 {
 			ev.Line = ps[0].Line
 			ev.Message = "policy not reloaded: " + ps[0].String()
