@@ -29,6 +29,10 @@ type WatcherConfig struct {
 	Logger   *slog.Logger  // nil discards
 	Debounce time.Duration // quiet time after the last file event; 0 means 200ms
 	SIGHUP   bool          // Run also reloads on SIGHUP
+	// HUP, when set with SIGHUP, is the channel SIGHUPs arrive on: the
+	// daemon subscribes before it starts, so a SIGHUP during start-up is
+	// kept for the watcher instead of terminating the process.
+	HUP chan os.Signal
 }
 
 // Watcher holds the live Ruleset and replaces it when the policy file
@@ -79,15 +83,25 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 // Ruleset returns the current ruleset. Safe for concurrent use.
 func (w *Watcher) Ruleset() *rules.Ruleset { return w.cur.Load() }
 
-func (w *Watcher) load() (*rules.Ruleset, string, error) {
+// ErrCompilerPanic is returned by a reload whose parse or compile
+// panicked (a bug in rules, never an expected reaction to a file): the
+// policy in force stays, as for any bad file.
+var ErrCompilerPanic = errors.New("internal error while compiling the policy")
+
+func (w *Watcher) load() (rs *rules.Ruleset, hash string, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			w.log.Error("policy parse/compile panicked", "file", w.cfg.Path, "panic", fmt.Sprint(v))
+			rs, err = nil, fmt.Errorf("rules: %s: %w (%v)", w.cfg.Path, ErrCompilerPanic, v)
+		}
+	}()
 	data, err := os.ReadFile(w.cfg.Path)
 	if err != nil {
 		return nil, "", fmt.Errorf("rules: %w", err)
 	}
 	sum := sha256.Sum256(data)
-	hash := hex.EncodeToString(sum[:])
+	hash = hex.EncodeToString(sum[:])
 	p, err := rules.Parse(w.cfg.Path, data)
-	var rs *rules.Ruleset
 	var cerr error
 	if p != nil {
 		rs, cerr = rules.Compile(p)
@@ -155,7 +169,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return fmt.Errorf("rules: watch %s: %w", filepath.Dir(abs), err)
 	}
 	var hup chan os.Signal
-	if w.cfg.SIGHUP {
+	switch {
+	case w.cfg.SIGHUP && w.cfg.HUP != nil:
+		hup = w.cfg.HUP
+	case w.cfg.SIGHUP:
 		hup = make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
