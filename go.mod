@@ -7,6 +7,7 @@ require (
 	github.com/goburrow/modbus v0.1.0
 	github.com/gopacket/gopacket v1.3.1
 	github.com/gopcua/opcua v0.9.1
+	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3
 	github.com/simonvetter/modbus v1.6.3
 	github.com/vishvananda/netlink v1.3.0
 	golang.org/x/sys v0.49.0
@@ -18,4 +19,5 @@ require (
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/vishvananda/netns v0.0.4 // indirect
 	golang.org/x/net v0.28.0 // indirect
+	golang.org/x/text v0.17.0 // indirect
 )

@@ -243,12 +243,20 @@ func kindName(n *yaml.Node) string {
 	return "nothing"
 }
 
+// keysHook, when set (by the schema test only), is told the keys each
+// mapping of the file may hold, by path: the loader's vocabulary, which the
+// JSON Schema must match.
+var keysHook func(path string, known []string)
+
 // fields walks a mapping, calling fn for each known key and reporting
 // unknown and duplicate keys with a suggestion.
 func (d *decoder) fields(n *yaml.Node, path, what string, known []string, fn func(key string, k, v *yaml.Node)) bool {
 	if n.Kind != yaml.MappingNode {
 		d.errAt(nodePos(n), "%s must be a mapping, not %s", what, kindName(n))
 		return false
+	}
+	if keysHook != nil {
+		keysHook(path, known)
 	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
