@@ -161,8 +161,15 @@ func TestCheckBadPolicies(t *testing.T) {
 			`p.yaml:13:16: tolerate "Bad-Name": anomalies are reported only by modbus, dnp3 and opcua rules, and this conduit has none`}},
 		{"modbus tolerate typo", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - modbus:\n          tolerate: [mbap_lenght]\n          allow:\n            - read: coils\n", []string{
 			`p.yaml:15:22: unknown modbus anomaly "mbap_lenght" (did you mean "mbap_length"?)`}},
-		{"dnp3 tolerates a modbus anomaly", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - dnp3:\n          tolerate: [link_crc, mbap_length]\n          allow:\n            - function: read\n", []string{
-			`p.yaml:15:32: unknown dnp3 anomaly "mbap_length" (did you mean "bad_length"?)`}},
+		{"dnp3 tolerates a modbus anomaly", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - dnp3:\n          tolerate: [bad_range, mbap_length]\n          allow:\n            - function: read\n", []string{
+			`p.yaml:15:33: unknown dnp3 anomaly "mbap_length" (did you mean "bad_length"?)`}},
+		// Issue 14: anomalies of bytes that cannot be framed are denied
+		// whatever a rule tolerates, so naming one is an error, not a no-op.
+		{"tolerate what enforcement cannot honour", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - dnp3:\n          tolerate: [link_crc, bad_range, reassembly_overflow]\n          allow:\n            - function: read\n      - modbus:\n          tolerate: [non_modbus, tid_mismatch]\n          allow:\n            - read: coils\n      - opcua:\n          tolerate: [unknown_message_type]\n", []string{
+			`p.yaml:15:22: tolerate "link_crc": bytes with this anomaly cannot be framed as dnp3 and are denied whatever the policy tolerates: remove it (the gateway cannot honour it)`,
+			`p.yaml:15:43: tolerate "reassembly_overflow": bytes with this anomaly cannot be framed as dnp3 and are denied whatever the policy tolerates: remove it (the gateway cannot honour it)`,
+			`p.yaml:19:22: tolerate "non_modbus": bytes with this anomaly cannot be framed as modbus and are denied whatever the policy tolerates: remove it (the gateway cannot honour it)`,
+			`p.yaml:23:22: tolerate "unknown_message_type": bytes with this anomaly cannot be framed as opcua and are denied whatever the policy tolerates: remove it (the gateway cannot honour it)`}},
 		{"opcua tolerate typo", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - opcua:\n          tolerate: msg_befor_open\n          allow:\n            - service: read\n", []string{
 			`p.yaml:15:21: unknown opcua anomaly "msg_befor_open" (did you mean "msg_before_open"?)`}},
 		{"conduit tolerate checked against its rules' protocols", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    tolerate: [data_crcc, bad_channel_id]\n    rules:\n      - modbus: { allow: [ { read: coils } ] }\n      - dnp3: { allow: [ { function: read } ] }\n", []string{

@@ -37,7 +37,13 @@
 // policies and modes those of opcua.ServiceByName, PolicyByName and
 // ModeByName. A tolerate list may name only anomalies the parser of the
 // rule's protocol reports (a conduit's list: of its rules' protocols);
-// Compile reports others with FILE:LINE:COL and "did you mean". Convert
+// Compile reports others with FILE:LINE:COL and "did you mean". It may not
+// name an anomaly of bytes that cannot be framed as the protocol at all
+// (Modbus non_modbus, protocol_id, mbap_length; DNP3 link and transport
+// layer anomalies such as bad_start, link_crc, data_crc,
+// reassembly_overflow; OPC UA unknown_message_type, invalid_chunk_type):
+// the gateway denies those bytes whatever a rule says, so Compile refuses
+// such an entry instead of accepting a no-op (Tolerable). Convert
 // parser NodeIds with NodeIDKindOf.
 //
 // # Rate detections

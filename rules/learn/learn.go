@@ -26,9 +26,12 @@
 //     can allow; each carries "observed anomaly: review before enforcing"
 //     with its count and first/last seen time, on the rule's line and in
 //     its head comment. What no policy can allow (a response the gateway
-//     cannot pair with a request, bytes that are no PDU, segments the TCP
-//     normaliser refuses) is listed in Stats.Unlearnable or left to the
-//     replay report.
+//     cannot pair with a request, bytes that cannot be framed as the
+//     protocol, whose anomaly rules.Tolerable refuses, an object or
+//     function the policy language has no name for, segments the TCP
+//     normaliser refuses) is never written as a key: it becomes a
+//     "REVIEW:" comment on the rule and a line of Stats.Unlearnable, so
+//     that learn always drafts a policy `otgw check` accepts.
 //
 // Every allowance carries a comment with its count and first/last seen time
 // so that a reviewer can delete what looks wrong. The result is a
@@ -232,6 +235,8 @@ type conduitObs struct {
 	ports     map[uint16]*seen // tcp/udp: destination ports; inspected: server ports
 	icmp      map[uint8]*seen
 	tolerate  seenMap
+	unframed  seenMap // anomalies no tolerate entry can honour
+	notes     seenMap // other observations no rule can allow
 	mbUnits   map[uint8]*seen
 	mbRead    [5]map[[2]uint32]*seen // by table: [lo, hi] intervals
 	mbWrite   [5]map[[2]uint32]*seen
@@ -249,7 +254,7 @@ type conduitObs struct {
 }
 
 func newObs(k conduitKey) *conduitObs {
-	c := &conduitObs{key: k, ports: map[uint16]*seen{}, icmp: map[uint8]*seen{}, tolerate: seenMap{},
+	c := &conduitObs{key: k, ports: map[uint16]*seen{}, icmp: map[uint8]*seen{}, tolerate: seenMap{}, unframed: seenMap{}, notes: seenMap{},
 		mbUnits: map[uint8]*seen{}, mbFuncs: seenMap{}, dnMasters: map[uint16]*seen{}, dnOuts: map[uint16]*seen{},
 		dnFuncs: map[uint8]seenMap{}, dnFuncN: map[uint8]*seen{}, uaModes: map[uint8]*seen{}, uaPols: seenMap{},
 		uaSvcs: map[uint32]*seen{}, uaNodes: map[uint32]seenMap{}}
@@ -346,7 +351,18 @@ func (l *Learner) Observe(f replay.FrameRef, p *packet.Packet, d *gateway.Decisi
 	}
 	c := l.obs(client.Addr(), server.Addr(), pdu.Proto.String(), t)
 	if pdu.Anomaly != "" {
-		c.tolerate.add(pdu.Anomaly, t)
+		if rules.Tolerable(pdu.Proto, pdu.Anomaly) == "" && !unframedPDU(pdu) {
+			c.tolerate.add(pdu.Anomaly, t)
+		} else {
+			// Bytes the gateway cannot frame (or an anomaly no rule can
+			// name): denied whatever the policy says, so the draft says
+			// so in a comment instead of a tolerate entry check refuses.
+			c.unframed.add(pdu.Anomaly, t)
+			l.unlearnable.add(pdu.Proto.String()+" "+pdu.Anomaly+" (bytes the gateway cannot frame: always denied)", t)
+			// The engine judged such bytes with empty fields: there is
+			// no unit, address or function to learn from them.
+			return
+		}
 	}
 	switch pdu.Proto {
 	case protocols.ProtoModbus:
@@ -360,8 +376,34 @@ func (l *Learner) Observe(f replay.FrameRef, p *packet.Packet, d *gateway.Decisi
 		l.rates.observe(d, t)
 	}
 	if pdu.Dir == protocols.Response && d.Verdict.Reason == rules.ReasonResponseWithoutRequest {
-		l.unlearnable.add(pdu.Proto.String()+" response without request", t)
+		l.note(c, pdu.Proto.String()+" response without request", t)
 	}
+}
+
+// unframedPDU reports whether the engine judged p as bytes it could not
+// frame (gateway Engine.malformed: an anomaly on a PDU whose protocol
+// fields are all empty, as no framed PDU's are: a Modbus ADU has a
+// function, a DNP3 link frame addresses, an OPC UA chunk a message type).
+// Some anomaly names are reported both ways (OPC UA invalid_message_size
+// by the framer and by the decoder); tolerating one is honoured only on
+// framed PDUs, so learn tolerates only what it saw framed.
+func unframedPDU(p *rules.PDU) bool {
+	switch p.Proto {
+	case protocols.ProtoModbus:
+		return p.Modbus.FC == 0 && p.Modbus.Unit == 0
+	case protocols.ProtoDNP3:
+		return p.DNP3.FC == 0 && p.DNP3.LinkSrc == 0 && p.DNP3.LinkDst == 0
+	case protocols.ProtoOPCUA:
+		return p.OPCUA.MsgType == 0
+	}
+	return false
+}
+
+// note records an observation no rule can allow, for Stats.Unlearnable
+// and as a review comment on c's rule.
+func (l *Learner) note(c *conduitObs, what string, t time.Time) {
+	l.unlearnable.add(what, t)
+	c.notes.add(what, t)
 }
 
 func mbTable(fc uint8) rules.Table {
@@ -389,7 +431,7 @@ func (l *Learner) modbus(c *conduitObs, p *rules.PDU, t time.Time) {
 		// Not a request function code (Modbus Application Protocol
 		// v1.1b3 section 6), typically bytes that are no Modbus ADU: no
 		// policy can allow it, and its "unit" byte is no unit to allow.
-		l.unlearnable.add(fmt.Sprintf("modbus request with function code %d", m.FC), t)
+		l.note(c, fmt.Sprintf("modbus request with function code %d", m.FC), t)
 		return
 	}
 	addN(c.mbUnits, m.Unit, t)
@@ -447,7 +489,7 @@ func (l *Learner) dnp3(c *conduitObs, p *rules.PDU, t time.Time) {
 		// A response function code sent by the initiator (the outstation
 		// opened the connection, or the capture is odd): rules judge
 		// requests by function and have no name for these.
-		l.unlearnable.add(fmt.Sprintf("dnp3 response function %d sent by the initiator", d.FC), t)
+		l.note(c, fmt.Sprintf("dnp3 response function %d sent by the initiator", d.FC), t)
 		return
 	}
 	objs := c.dnFuncs[d.FC]
@@ -479,7 +521,7 @@ func (l *Learner) opcua(c *conduitObs, p *rules.PDU, t time.Time) {
 		addN(c.uaModes, u.SecurityMode, t)
 		if u.ServiceID == 0 {
 			if u.SecurityMode != rules.SecurityModeSignAndEncrypt {
-				l.unlearnable.add("opcua MSG without visible service in None/Sign mode", t)
+				l.note(c, "opcua MSG without visible service in None/Sign mode", t)
 			}
 			return
 		}

@@ -222,6 +222,11 @@ func ports(m map[uint16]*seen, def uint16) []string {
 
 func (c *conduitObs) tol() []string { return sortedKeys(c.tolerate) }
 
+// cannotName heads the comment of something learn saw that the policy
+// language has no valid key for: the draft says so instead of writing a
+// key check would refuse.
+const cannotName = "REVIEW: seen but cannot be allowed"
+
 // tolWarning is the phrase every tolerated anomaly carries: parser
 // anomalies are what a gateway exists to stop, and learn tolerates them
 // only so that replaying the learning captures denies nothing.
@@ -234,8 +239,19 @@ func (c *conduitObs) tolComment() string {
 	for _, k := range sortedKeys(c.tolerate) {
 		parts = append(parts, c.tolerate[k].comment(tolWarning+": tolerate "+k))
 	}
+	for _, k := range sortedKeys(c.notes) {
+		parts = append(parts, c.notes[k].comment(cannotName+": "+k))
+	}
+	for _, k := range sortedKeys(c.unframed) {
+		parts = append(parts, c.unframed[k].comment(fmt.Sprintf("%s: %s (bytes that cannot be framed as %s: enforcement denies them whatever the policy says; check the device or the capture)",
+			unframedWarning, k, c.key.proto)))
+	}
 	return strings.Join(parts, "\n")
 }
+
+// unframedWarning heads the comment of an anomaly learn saw but cannot
+// tolerate (rules.Tolerable): enforcement denies such bytes.
+const unframedWarning = "REVIEW: observed anomaly that no policy can allow"
 
 // tolLine is the end-of-line comment of a rule with tolerate entries, so
 // the warning shows on the rule's own line too: "observed anomaly: review
@@ -331,9 +347,15 @@ func (c *conduitObs) modbusRule() rules.Rule {
 			mr.Allow = append(mr.Allow, rules.ModbusAllow{Write: tb.String() + " " + strings.Join(parts, ", "), Comment: strings.Join(cs, "\n")})
 		}
 	}
+	var rejected []string
 	for _, f := range sortFuncs(sortedKeys(c.mbFuncs)) {
+		if why := rules.CheckModbusFunction(f); why != "" {
+			rejected = append(rejected, c.mbFuncs[f].comment(fmt.Sprintf("%s: function %s: %s", cannotName, f, why)))
+			continue
+		}
 		mr.Allow = append(mr.Allow, rules.ModbusAllow{Function: []string{f}, Comment: c.mbFuncs[f].comment("function " + f)})
 	}
+	ucs = append(ucs, rejected...)
 	if len(mr.Allow) == 0 && len(mr.Units) == 0 {
 		mr.Units = nil
 	}
@@ -368,13 +390,31 @@ func (c *conduitObs) dnp3Rule() rules.Rule {
 	}
 	for _, fc := range sortedNums(c.dnFuncN) {
 		name := dnp3Name(fc)
+		if why := rules.CheckDNP3Function(name); why != "" {
+			cs = append(cs, c.dnFuncN[fc].comment(fmt.Sprintf("%s: function %d: %s", cannotName, fc, why)))
+			continue
+		}
 		a := rules.DNP3Allow{Function: []string{name}}
 		objs := c.dnFuncs[fc]
 		lines := []string{c.dnFuncN[fc].comment(fmt.Sprintf("%s (FC %d)", name, fc))}
 		if objs["*"] == nil {
+			bad := 0
 			for _, o := range sortedKeys(objs) {
+				if why := rules.CheckDNP3Object(o); why != "" {
+					// An object the policy language has no name for (a
+					// group IEEE 1815-2012 does not define, as in a
+					// malformed request): requests carrying it stay denied.
+					lines = append(lines, objs[o].comment(fmt.Sprintf("  %s: %s", cannotName, why)))
+					bad++
+					continue
+				}
 				a.Objects = append(a.Objects, o)
 				lines = append(lines, objs[o].comment("  "+o))
+			}
+			if bad > 0 && len(a.Objects) == 0 {
+				// Without objects the entry would allow any object.
+				cs = append(cs, strings.Join(lines, "\n"), fmt.Sprintf("%s: %s seen only with objects above: not allowed", cannotName, name))
+				continue
 			}
 		} else {
 			lines = append(lines, "more object headers than recorded: any object allowed")
@@ -419,6 +459,10 @@ func (c *conduitObs) opcuaRule() rules.Rule {
 		}
 	}
 	for _, pol := range sortedKeys(c.uaPols) {
+		if why := rules.CheckSecurityPolicy(pol); why != "" {
+			cs = append(cs, c.uaPols[pol].comment(cannotName+": "+why))
+			continue
+		}
 		ur.SecurityPolicies = append(ur.SecurityPolicies, pol)
 		cs = append(cs, c.uaPols[pol].comment("security policy "+pol))
 	}
@@ -434,7 +478,17 @@ func (c *conduitObs) opcuaRule() rules.Rule {
 		}
 		a := rules.OPCUAAllow{Service: []string{name}, Comment: c.uaSvcs[id].comment(fmt.Sprintf("%s (i=%d)", name, id))}
 		if nodes := c.uaNodes[id]; nodes != nil && nodes["*"] == nil {
-			a.Nodes = sortedKeys(nodes)
+			for _, n := range sortedKeys(nodes) {
+				if _, err := rules.ParseNodeID(n); err != nil {
+					a.Comment += "\n" + nodes[n].comment(cannotName+": "+err.Error())
+					continue
+				}
+				a.Nodes = append(a.Nodes, n)
+			}
+			if len(a.Nodes) == 0 {
+				cs = append(cs, a.Comment, cannotName+": "+name+" seen only with the nodes above: not allowed")
+				continue
+			}
 		}
 		ur.Allow = append(ur.Allow, a)
 	}

@@ -1,0 +1,205 @@
+package learn
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/protocols/modbus"
+	"github.com/otgw/otgw/protocols/opcua"
+	"github.com/otgw/otgw/rules"
+	"github.com/otgw/otgw/simulate/capture"
+)
+
+// Regression cases of issue 14 ("unseen traffic"), built from traffic our
+// encoders generate: the sample captures that showed each class are not
+// committed.
+
+var (
+	genMaster = capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("192.0.2.130:40001")}
+	genOut    = capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("192.0.2.10:20000")}
+)
+
+// writeCapture writes frames to a pcap in t's temporary directory.
+func writeCapture(t *testing.T, name string, frames [][]byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := capture.NewWriter(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fr := range frames {
+		if err := w.WriteFrame(fr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return path
+}
+
+// learnYAML learns from paths and returns the draft as written and as
+// `otgw check` reads it back (it must compile).
+func learnYAML(t *testing.T, paths ...string) (string, *rules.Policy) {
+	t.Helper()
+	p, _, err := Learn(Options{}, paths...)
+	if err != nil {
+		t.Fatalf("learn: %v", err)
+	}
+	y, err := rules.Marshal(p)
+	if err != nil {
+		t.Fatalf("marshal: %v", err)
+	}
+	pp, err := rules.Parse("learned.yaml", y)
+	if err != nil {
+		t.Fatalf("parse learned policy: %v\n%s", err, y)
+	}
+	if _, err := rules.Compile(pp); err != nil {
+		t.Fatalf("check of learned policy: %v\n%s", err, y)
+	}
+	return string(y), pp
+}
+
+// denies replays paths under p and returns "frame reason" of each deny.
+func denies(t *testing.T, p *rules.Policy, paths ...string) []string {
+	t.Helper()
+	var out []string
+	for _, e := range replayEvents(t, p, paths...) {
+		if e.Verdict == "deny" {
+			out = append(out, strconv.Itoa(e.Frame)+" "+e.Reason)
+		}
+	}
+	return out
+}
+
+var genTime = time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
+
+func protoOf(name string) protocols.Proto {
+	switch name {
+	case "modbus":
+		return protocols.ProtoModbus
+	case "dnp3":
+		return protocols.ProtoDNP3
+	}
+	return protocols.ProtoOPCUA
+}
+
+// anomalyNames lists every anomaly name proto's parser reports.
+func anomalyNames(proto string) []string {
+	var out []string
+	for i := 1; i < 256; i++ {
+		var s string
+		switch proto {
+		case "modbus":
+			s = modbus.Anomaly(i).String()
+		case "dnp3":
+			s = dnp3.Anomaly(i).String()
+		default:
+			s = opcua.Anomaly(i).String()
+		}
+		if strings.HasPrefix(rules.Tolerable(protoOf(proto), s), "unknown ") {
+			break
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// TestLearnUnknownObjectAndUnframeable: a DNP3 session carrying a request
+// with an object group IEEE 1815-2012 does not define (group 255, as in a
+// malformed-but-real trace) and, on a second connection, a link frame with
+// a bad header CRC. Learn must succeed, its draft must pass check, name
+// neither as a key (a comment says what was seen), tolerate nothing the
+// engine cannot honour, and replaying the capture must deny exactly those
+// two frames.
+func TestLearnUnknownObjectAndUnframeable(t *testing.T) {
+	const master, out = 1, 10
+	req := func(apdu []byte) []byte { return dnp3.AppendLinkFrames(nil, 0xC4, out, master, apdu) }
+	resp := func(seq uint8) []byte {
+		return dnp3.AppendLinkFrames(nil, 0x44, master, out, dnp3.AppendResponseHeader(nil, seq, dnp3.FuncResponse, 0, false))
+	}
+	fl := capture.NewTCPFlow(genMaster, genOut)
+	frames := fl.Handshake()
+	frames = append(frames,
+		fl.Send(true, req(dnp3.AppendReadClass0123(nil, 0))), // 4
+		fl.Send(false, resp(0)),                              // 5
+		// 6: WRITE with group 255, variation 0, all objects.
+		fl.Send(true, req(dnp3.AppendAllHeader(dnp3.AppendRequestHeader(nil, 1, dnp3.FuncWrite), 255, 0))),
+		fl.Send(false, resp(1)), // 7
+	)
+	m2 := genMaster
+	m2.Addr = netip.AddrPortFrom(m2.Addr.Addr(), 40002)
+	fl2 := capture.NewTCPFlow(m2, genOut)
+	frames = append(frames, fl2.Handshake()...) // 8-10
+	bad := req(dnp3.AppendReadClass0123(nil, 2))
+	bad[8] ^= 0xff                               // header CRC
+	frames = append(frames, fl2.Send(true, bad)) // 11
+	path := writeCapture(t, "dnp3-g255-linkcrc.pcap", frames)
+
+	y, p := learnYAML(t, path)
+	for _, bad := range []string{"g255", "link_crc"} {
+		for _, line := range strings.Split(y, "\n") {
+			code, _, _ := strings.Cut(line, "#")
+			if strings.Contains(code, bad) {
+				t.Errorf("draft names %s outside a comment: %q", bad, line)
+			}
+		}
+	}
+	for _, want := range []string{cannotName + ": unknown dnp3 object group 255", unframedWarning + ": link_crc"} {
+		if !strings.Contains(y, want) {
+			t.Errorf("draft lacks the review comment %q:\n%s", want, y)
+		}
+	}
+	got := strings.Join(denies(t, p, path), ", ")
+	if want := "6 function_not_allowed, 7 closed, 11 malformed:link_crc"; got != want {
+		t.Errorf("replay of the draft denies [%s], want [%s]\n%s", got, want, y)
+	}
+}
+
+// TestDraftNeverTolerates checks, over every anomaly name of the three
+// parsers, that a learned rule tolerates exactly the ones enforcement
+// honours (rules.Tolerable) and comments the others, and that the draft
+// passes check.
+func TestDraftNeverTolerates(t *testing.T) {
+	for _, proto := range []string{"modbus", "dnp3", "opcua"} {
+		l := New(Options{})
+		c := l.obs(netip.MustParseAddr("192.0.2.130"), netip.MustParseAddr("192.0.2.10"), proto, genTime)
+		var not []string
+		for _, a := range anomalyNames(proto) {
+			if rules.Tolerable(protoOf(proto), a) == "" {
+				c.tolerate.add(a, genTime)
+			} else {
+				c.unframed.add(a, genTime)
+				not = append(not, a)
+			}
+		}
+		if len(not) == 0 {
+			t.Errorf("%s: every anomaly tolerable: the unframeable list is empty", proto)
+		}
+		y, err := rules.Marshal(l.Policy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := rules.Parse("learned.yaml", y)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", proto, err, y)
+		}
+		if _, err := rules.Compile(p); err != nil {
+			t.Fatalf("%s: check: %v\n%s", proto, err, y)
+		}
+		for _, a := range not {
+			if !strings.Contains(string(y), unframedWarning+": "+a+" ") {
+				t.Errorf("%s: no review comment for %s", proto, a)
+			}
+		}
+	}
+}
