@@ -94,7 +94,7 @@ func TestCheckBadPolicies(t *testing.T) {
 		{"asset named like a zone", head + "  south: { ip: 192.0.2.11, zone: south }\n", []string{
 			`p.yaml:9:3: duplicate name "south": zones and assets share one namespace`}},
 		{"unknown l2 name", head + "l2: { allow: [arp, lldpp] }\n", []string{
-			`p.yaml:9:20: unknown ethertype "lldpp" (a name like arp, lldp, or a number from 0x0600) (did you mean "lldp"?)`}},
+			`p.yaml:9:20: unknown ethertype "lldpp" (a name like arp, lldp, llc for 802.3 frames with a length field, or a number from 0x0600) (did you mean "lldp"?)`}},
 		{"unknown asset in conduit", head + "conduits:\n  - name: c\n    from: hmi\n    to: plcc\n    rules: [ { tcp: { ports: [22] } } ]\n", []string{
 			`p.yaml:12:9: conduit "c": unknown zone or asset "plcc" (did you mean "plc"?)`}},
 		{"duplicate conduit", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules: [ { tcp: {} } ]\n  - name: c\n    from: hmi\n    to: plc\n    rules: [ { tcp: {} } ]\n", []string{

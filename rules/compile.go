@@ -48,6 +48,7 @@ type Ruleset struct {
 
 	conduits []cconduit
 	l2       []uint16
+	l2LLC    bool // IEEE 802.3 frames with a length field (L2LLC)
 	detect   [NumDetectors]Threshold
 }
 
@@ -427,9 +428,13 @@ func (c *compiler) compile() *Ruleset {
 			rs.l2 = append(rs.l2, v)
 			continue
 		}
+		if strings.ToLower(s) == L2LLC {
+			rs.l2LLC = true
+			continue
+		}
 		v, err := strconv.ParseUint(s, 0, 16)
 		if err != nil || v < 0x0600 {
-			c.errf(path, "unknown ethertype %q (a name like arp, lldp, or a number from 0x0600)%s", s, suggest(s, l2Known))
+			c.errf(path, "unknown ethertype %q (a name like arp, lldp, llc for 802.3 frames with a length field, or a number from 0x0600)%s", s, suggest(s, append(l2Known, L2LLC)))
 			continue
 		}
 		rs.l2 = append(rs.l2, uint16(v))

@@ -7,7 +7,9 @@
 // conduits from an initiator to a responder, each with a mode (monitor or
 // enforce) and a deny action (drop, reset, reply). Everything is denied by
 // default: L2 ethertypes, L3/L4 flows, and every PDU of an inspected
-// protocol. Protocol rules follow the specifications: Modbus Application
+// protocol. The l2 list names ethertypes (arp, lldp, ... or 0xNNNN from
+// 0x0600); `llc` allows the IEEE 802.3 frames whose type field is a length
+// (802.2 LLC: spanning tree BPDUs, CDP), which have no ethertype. Protocol rules follow the specifications: Modbus Application
 // Protocol v1.1b3 (tables, function codes, FC 8 sub-functions, FC 43 MEI
 // types), IEEE 1815-2012 DNP3 (link addresses, function codes, object
 // groups/variations, unsolicited responses, Secure Authentication function

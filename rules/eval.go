@@ -154,10 +154,12 @@ func (rs *Ruleset) verdict(ci int, ri int, reason Reason) Verdict {
 // PDU with Evaluate. It allocates nothing.
 func (rs *Ruleset) EvaluateFlow(f *Flow) Verdict {
 	if f.EtherType != 0 && f.EtherType != 0x0800 && f.EtherType != 0x86dd {
+		allowed := f.EtherType < 0x0600 && rs.l2LLC
 		for _, t := range rs.l2 {
-			if t == f.EtherType {
-				return Verdict{Action: Allow, Mode: rs.mode, DenyAction: rs.action, Conduit: -1, Rule: -1, Generation: rs.gen}
-			}
+			allowed = allowed || t == f.EtherType
+		}
+		if allowed {
+			return Verdict{Action: Allow, Mode: rs.mode, DenyAction: rs.action, Conduit: -1, Rule: -1, Generation: rs.gen}
 		}
 		v := rs.noConduit()
 		v.Reason = ReasonL2NotAllowed

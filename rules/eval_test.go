@@ -272,3 +272,39 @@ func TestProblemsMatchErrInvalid(t *testing.T) {
 		t.Fatalf("got %v, want an error matching ErrInvalid", err)
 	}
 }
+
+// TestL2LLC: IEEE 802.3 frames with a length field (spanning tree BPDUs)
+// have no ethertype to list; `llc` allows them all, and only them
+// (issue 14: learn drafts what it saw on layer 2).
+func TestL2LLC(t *testing.T) {
+	pol := func(allow ...string) *Ruleset {
+		rs, err := Compile(&Policy{Version: 1, Name: "l2", L2: L2{Allow: allow}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	stp := Flow{EtherType: 0x0026}
+	exp := Flow{EtherType: 0x88b5}
+	for _, tc := range []struct {
+		name  string
+		rs    *Ruleset
+		f     Flow
+		allow bool
+	}{
+		{"stp without llc", pol("arp"), stp, false},
+		{"stp with llc", pol("llc"), stp, true},
+		{"llc allows no ethertype", pol("llc"), exp, false},
+		{"unnamed ethertype by number", pol(EtherTypeName(0x88b5)), exp, true},
+	} {
+		v := tc.rs.EvaluateFlow(&tc.f)
+		if (v.Action == Allow) != tc.allow || !tc.allow && v.Reason != ReasonL2NotAllowed {
+			t.Errorf("%s: got %v %v, want allow=%v", tc.name, v.Action, v.Reason, tc.allow)
+		}
+	}
+	for et, want := range map[uint16]string{0x0806: "arp", 0x88cc: "lldp", 0x0026: "llc", 0x88b5: "0x88b5"} {
+		if got := EtherTypeName(et); got != want {
+			t.Errorf("EtherTypeName(%#04x) = %q, want %q", et, got, want)
+		}
+	}
+}

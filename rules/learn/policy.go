@@ -167,19 +167,26 @@ func (l *Learner) Policy() *rules.Policy {
 		p.Assets = append(p.Assets, rules.Asset{Name: assetName(a), IP: a.String(), Zone: z,
 			Comment: fmt.Sprintf("first seen %s, last seen %s", s.first.UTC().Format(time.RFC3339), s.last.UTC().Format(time.RFC3339))})
 	}
+	var l2c []string
+	l2seen := map[string]*seen{}
 	for _, et := range sortedNums(l.l2) {
-		name := fmt.Sprintf("0x%04x", et)
-		switch et {
-		case 0x0806:
-			name = "arp"
-		case 0x88cc:
-			name = "lldp"
+		name := rules.EtherTypeName(et)
+		if s := l2seen[name]; s != nil {
+			s.merge(l.l2[et])
+			continue
 		}
-		if et < 0x0600 {
-			continue // 802.3 length field: not an ethertype a policy can name
-		}
+		s := *l.l2[et]
+		l2seen[name] = &s
 		p.L2.Allow = append(p.L2.Allow, name)
 	}
+	for _, name := range p.L2.Allow {
+		what := "ethertype " + name
+		if name == rules.L2LLC {
+			what = "802.3 frames with a length field (llc)"
+		}
+		l2c = append(l2c, l2seen[name].comment(what))
+	}
+	p.L2.Comment = strings.Join(l2c, "\n")
 	p.Detections = l.rates.detections()
 	for _, k := range l.order {
 		c := l.conduits[k]

@@ -203,3 +203,53 @@ func TestDraftNeverTolerates(t *testing.T) {
 		}
 	}
 }
+
+// l2Frame builds an Ethernet frame with type/length field et.
+func l2Frame(dst, src [6]byte, et uint16, payload []byte) []byte {
+	b := append(append(append([]byte{}, dst[:]...), src[:]...), byte(et>>8), byte(et))
+	b = append(b, payload...)
+	for len(b) < 60 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// TestLearnAllowsLayer2ItSaw: a capture with ARP, LLDP, spanning tree
+// BPDUs (IEEE 802.3 frames with a length field) and an ethertype without
+// a name next to a Modbus session. The draft allows each in its l2 list
+// (by name, `llc`, or number) and replaying the capture denies nothing.
+func TestLearnAllowsLayer2ItSaw(t *testing.T) {
+	bcast := [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	arp := []byte{0, 1, 8, 0, 6, 4, 0, 1}
+	arp = append(arp, genMaster.MAC[:]...)
+	arp = append(arp, genMaster.Addr.Addr().AsSlice()...)
+	arp = append(arp, 0, 0, 0, 0, 0, 0)
+	arp = append(arp, genOut.Addr.Addr().AsSlice()...)
+	lldp := []byte{0x02, 0x07, 0x04, 0x02, 0x00, 0x5e, 0x00, 0x00, 0x02, 0x04, 0x02, 0x07, 0x31, 0x06, 0x02, 0x00, 0x78, 0x00, 0x00}
+	stp := append([]byte{0x42, 0x42, 0x03}, make([]byte, 35)...) // LLC DSAP/SSAP 0x42, UI; configuration BPDU
+	plc := capture.Endpoint{MAC: capture.MAC(3), Addr: netip.MustParseAddrPort("192.0.2.10:502")}
+	fl := capture.NewTCPFlow(genMaster, plc)
+	frames := [][]byte{
+		l2Frame(bcast, genMaster.MAC, 0x0806, arp),
+		l2Frame([6]byte{0x01, 0x80, 0xc2, 0, 0, 0x0e}, plc.MAC, 0x88cc, lldp),
+		l2Frame([6]byte{0x01, 0x80, 0xc2, 0, 0, 0}, plc.MAC, uint16(len(stp)), stp),
+		l2Frame(bcast, plc.MAC, 0x88b5, []byte("local experimental ethertype")),
+	}
+	frames = append(frames, fl.Handshake()...)
+	frames = append(frames,
+		fl.Send(true, modbus.AppendRequest(nil, 1, 1, modbus.AppendAddrQty(nil, 3, 0, 2))),
+		fl.Send(false, modbus.AppendResponse(nil, 1, 1, modbus.AppendReadRegistersResponse(nil, 3, []uint16{7, 8}))),
+		l2Frame([6]byte{0x01, 0x80, 0xc2, 0, 0, 0}, plc.MAC, uint16(len(stp)), stp),
+	)
+	path := writeCapture(t, "l2.pcap", frames)
+	y, p := learnYAML(t, path)
+	if got, want := strings.Join(p.L2.Allow, " "), "llc arp 0x88b5 lldp"; got != want {
+		t.Errorf("l2 allow = %q, want %q\n%s", got, want, y)
+	}
+	if !strings.Contains(y, "# 802.3 frames with a length field (llc): seen 2 times") {
+		t.Errorf("draft lacks the l2 comment:\n%s", y)
+	}
+	if d := denies(t, p, path); len(d) > 0 {
+		t.Errorf("replay of the draft denies %v\n%s", d, y)
+	}
+}
