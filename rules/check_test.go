@@ -127,7 +127,7 @@ func TestCheckBadPolicies(t *testing.T) {
 		{"modbus table function named", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - modbus:\n          allow:\n            - function: 16\n", []string{
 			`p.yaml:16:25: function 16 (write_multiple_registers) accesses a table: allow it with read: or write: and an address range`}},
 		{"modbus sub-code on plain function", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - modbus:\n          allow:\n            - function: 17/1\n", []string{
-			`p.yaml:16:25: function 17 has no sub-code (only 8 diagnostics and 43 encapsulated interface transport do)`}},
+			`p.yaml:16:25: function 17 has no sub-code (only 8 diagnostics, 43 encapsulated interface transport and 90 umas do)`}},
 		{"modbus unit out of range", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - modbus:\n          units: [1, 300]\n          allow:\n            - read: coils\n", []string{
 			`p.yaml:15:22: unit: "300" is outside 0-255`}},
 		{"modbus unknown allow key", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - modbus:\n          allow:\n            - reed: coils 0-9\n", []string{

@@ -1015,6 +1015,8 @@ func parseModbusFunc(s string) (mfunc, string) {
 	fc := -1
 	if x, ok := modbusFuncByName(code); ok {
 		fc = int(x)
+	} else if code == modbus.FunctionName(modbus.FuncUMAS) {
+		fc = int(modbus.FuncUMAS)
 	}
 	if fc < 0 {
 		x, err := strconv.Atoi(code)
@@ -1030,9 +1032,22 @@ func parseModbusFunc(s string) (mfunc, string) {
 		return mfunc{}, fmt.Sprintf("function %d (%s) accesses a table: allow it with read: or write: and an address range", fc, modbus.FunctionName(uint8(fc)))
 	}
 	mf := mfunc{fc: uint8(fc), anySub: !hasSub}
+	if hasSub && fc == int(modbus.FuncUMAS) {
+		// Schneider UMAS: the UMAS function code, by number or name.
+		if x, ok := modbus.UMASFunctionByName(sub); ok {
+			mf.sub = uint16(x)
+			return mf, ""
+		}
+		x, err := strconv.ParseUint(sub, 0, 8)
+		if err != nil {
+			return mfunc{}, fmt.Sprintf("bad UMAS function %q for function 90 (0-255, 0x00-0xff or a name)%s", sub, suggest(sub, modbus.UMASFunctionNames()))
+		}
+		mf.sub = uint16(x)
+		return mf, ""
+	}
 	if hasSub {
 		if fc != int(modbus.FuncDiagnostics) && fc != int(modbus.FuncEncapsulatedInterface) {
-			return mfunc{}, fmt.Sprintf("function %d has no sub-code (only 8 diagnostics and 43 encapsulated interface transport do)", fc)
+			return mfunc{}, fmt.Sprintf("function %d has no sub-code (only 8 diagnostics, 43 encapsulated interface transport and 90 umas do)", fc)
 		}
 		max := 65535
 		if fc == int(modbus.FuncEncapsulatedInterface) {

@@ -9,9 +9,16 @@
 // default: L2 ethertypes, L3/L4 flows, and every PDU of an inspected
 // protocol. The l2 list names ethertypes (arp, lldp, ... or 0xNNNN from
 // 0x0600); `llc` allows the IEEE 802.3 frames whose type field is a length
-// (802.2 LLC: spanning tree BPDUs, CDP), which have no ethertype. Protocol rules follow the specifications: Modbus Application
-// Protocol v1.1b3 (tables, function codes, FC 8 sub-functions, FC 43 MEI
-// types), IEEE 1815-2012 DNP3 (link addresses, function codes, object
+// (802.2 LLC: spanning tree BPDUs, CDP), which have no ethertype.
+//
+// Protocol rules follow the specifications: Modbus Application Protocol
+// v1.1b3 (tables, function codes, FC 8 sub-functions, FC 43 MEI types; the
+// vendor extension FC 90, Schneider UMAS, by its UMAS function code:
+// `function: 90` allows every UMAS request, `function: 90/<sub>` (or
+// `umas/<sub>`) one, where sub is a number (65 or 0x41) or a name of
+// modbus.UMASFunctionName such as read_id, take_plc_reservation,
+// upload_block, download_block, start_plc, stop_plc; UMAS ADUs may be one
+// byte longer than the specification's 260, MBAP length 255), IEEE 1815-2012 DNP3 (link addresses, function codes, object
 // groups/variations, unsolicited responses, Secure Authentication function
 // codes 32, 33, 131 and group 120), OPC 10000-4/6 (security mode and policy of OPN,
 // service request type ids, NodeIds of Write and Call).

@@ -308,3 +308,48 @@ func TestL2LLC(t *testing.T) {
 		}
 	}
 }
+
+// TestUMASSubFunction: a policy allows or denies Schneider UMAS (Modbus
+// FC 90) by its UMAS function code, by number or name (issue 14).
+func TestUMASSubFunction(t *testing.T) {
+	y := `version: 1
+name: umas
+zones:
+  eng: {networks: [192.0.2.128/25]}
+  cell: {networks: [192.0.2.0/25]}
+conduits:
+  - name: unity
+    from: eng
+    to: cell
+    rules:
+      - modbus:
+          allow:
+            - function: [90/read_id, "umas/0x03", 90/4, 90/take_plc_reservation]
+`
+	p, err := Parse("umas.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := Compile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := flow("192.0.2.130", "192.0.2.10", 502)
+	for _, tc := range []struct {
+		sub    uint16
+		reason Reason
+	}{
+		{0x02, ReasonAllowed}, {0x03, ReasonAllowed}, {0x04, ReasonAllowed}, {0x10, ReasonAllowed},
+		{0x41, ReasonFunctionNotAllowed}, {0x34, ReasonFunctionNotAllowed},
+	} {
+		pdu := PDU{Proto: protocols.ProtoModbus, Dir: protocols.Request, Modbus: Modbus{Unit: 0, FC: 90, Sub: tc.sub}}
+		if v := rs.Evaluate(&f, &pdu); v.Reason != tc.reason {
+			t.Errorf("90/%#x: %v, want %v", tc.sub, v.Reason, tc.reason)
+		}
+	}
+	for _, bad := range []string{"90/stop_plcc", "90/256", "umas/x"} {
+		if msg := CheckModbusFunction(bad); msg == "" {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}

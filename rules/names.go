@@ -110,6 +110,7 @@ func modbusFuncNames() []string {
 	for _, f := range modbusSubNames {
 		out = append(out, f.name)
 	}
+	out = append(out, modbus.FunctionName(modbus.FuncUMAS))
 	sort.Strings(out)
 	return out
 }

@@ -50,6 +50,7 @@ import (
 	"github.com/otgw/otgw/gateway"
 	"github.com/otgw/otgw/gateway/packet"
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/rules"
 	"github.com/otgw/otgw/simulate/replay"
 )
@@ -464,7 +465,8 @@ func (l *Learner) modbus(c *conduitObs, p *rules.PDU, t time.Time) {
 		addN(c.mbRead[rules.TableHolding], span(m.Addr, m.Qty), t)
 		addN(c.mbWrite[rules.TableHolding], span(m.WriteAddr, m.WriteQty), t)
 		wv(rules.TableHolding)
-	case 8, 43:
+	case 8, 43, modbus.FuncUMAS:
+		// FC 90: Schneider UMAS, by its UMAS function code.
 		c.mbFuncs.add(fmt.Sprintf("%d/%d", m.FC, m.Sub), t)
 	default:
 		c.mbFuncs.add(strconv.Itoa(int(m.FC)), t)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/rules"
 )
 
@@ -355,18 +356,39 @@ func (c *conduitObs) modbusRule() rules.Rule {
 		}
 	}
 	var rejected []string
-	for _, f := range sortFuncs(sortedKeys(c.mbFuncs)) {
+	for _, k := range sortFuncs(sortedKeys(c.mbFuncs)) {
+		f, what := funcKey(k)
 		if why := rules.CheckModbusFunction(f); why != "" {
-			rejected = append(rejected, c.mbFuncs[f].comment(fmt.Sprintf("%s: function %s: %s", cannotName, f, why)))
+			rejected = append(rejected, c.mbFuncs[k].comment(fmt.Sprintf("%s: function %s: %s", cannotName, f, why)))
 			continue
 		}
-		mr.Allow = append(mr.Allow, rules.ModbusAllow{Function: []string{f}, Comment: c.mbFuncs[f].comment("function " + f)})
+		mr.Allow = append(mr.Allow, rules.ModbusAllow{Function: []string{f}, Comment: c.mbFuncs[k].comment("function " + what)})
 	}
 	ucs = append(ucs, rejected...)
 	if len(mr.Allow) == 0 && len(mr.Units) == 0 {
 		mr.Units = nil
 	}
 	return rules.Rule{Modbus: mr, LineComment: c.tolLine(), Comment: joinComments(strings.Join(ucs, "\n"), c.tolComment())}
+}
+
+// funcKey returns the policy spelling of an observed "fc" or "fc/sub"
+// key and a description for its comment: UMAS (FC 90) function codes by
+// name, "90/stop_plc", as rules reads them.
+func funcKey(k string) (string, string) {
+	a, b, ok := strings.Cut(k, "/")
+	if !ok || a != strconv.Itoa(int(modbus.FuncUMAS)) {
+		return k, k
+	}
+	x, err := strconv.Atoi(b)
+	if err != nil || x < 0 || x > 255 {
+		return k, k
+	}
+	name := modbus.UMASFunctionName(uint8(x))
+	if strings.HasPrefix(name, "umas_") {
+		f := fmt.Sprintf("%s/0x%02x", a, x)
+		return f, f + " (Schneider UMAS, unnamed function code)"
+	}
+	return a + "/" + name, fmt.Sprintf("%s/%s (Schneider UMAS function 0x%02x)", a, name, x)
 }
 
 func sortFuncs(fs []string) []string {

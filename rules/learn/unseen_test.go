@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -251,5 +252,73 @@ func TestLearnAllowsLayer2ItSaw(t *testing.T) {
 	}
 	if d := denies(t, p, path); len(d) > 0 {
 		t.Errorf("replay of the draft denies %v\n%s", d, y)
+	}
+}
+
+// umasSession is a Unity-style engineering session with a Modicon PLC:
+// read id, reservation, an upload answered with 261-byte ADUs (MBAP length
+// 255), stop and start PLC. It returns the frames and the frame number
+// of the stop request.
+func umasSession() ([][]byte, int) {
+	eng := capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("192.0.2.130:49152")}
+	plc := capture.Endpoint{MAC: capture.MAC(3), Addr: netip.MustParseAddrPort("192.0.2.10:502")}
+	fl := capture.NewTCPFlow(eng, plc)
+	frames := fl.Handshake()
+	block := make([]byte, 251)
+	for i := range block {
+		block[i] = byte(i * 7)
+	}
+	tid := uint16(0)
+	stop := 0
+	ex := func(key, code uint8, data []byte, resp []byte) {
+		tid++
+		if code == modbus.UMASStopPLC {
+			stop = len(frames) + 1
+		}
+		frames = append(frames,
+			fl.Send(true, modbus.AppendRequest(nil, tid, 0, modbus.AppendUMAS(nil, key, code, data))),
+			fl.Send(false, modbus.AppendResponse(nil, tid, 0, modbus.AppendUMAS(nil, key, modbus.UMASResponseOK, resp))))
+	}
+	ex(0, modbus.UMASReadID, nil, []byte{0x01, 0x02, 0x03})
+	ex(0, modbus.UMASTakePLCReservation, []byte("UNITY-PC"), []byte{0x4c})
+	for i := 0; i < 3; i++ {
+		ex(0x4c, modbus.UMASUploadBlock, []byte{0, 1, byte(i), 0}, block)
+	}
+	ex(0x4c, modbus.UMASStopPLC, []byte{0xff, 0}, nil)
+	ex(0x4c, modbus.UMASStartPLC, []byte{0xff, 0}, nil)
+	ex(0x4c, modbus.UMASReleasePLCReservation, nil, nil)
+	return frames, stop
+}
+
+// TestLearnUMASSession: learn drafts the UMAS function codes it saw
+// (`function: 90/<name>`), replaying the session (261-byte ADUs included)
+// under the draft denies nothing, and the same draft without stop_plc
+// denies exactly the stop request, leaving the session's earlier PDUs
+// alone (no non_modbus, no reset before it).
+func TestLearnUMASSession(t *testing.T) {
+	frames, stop := umasSession()
+	path := writeCapture(t, "umas.pcap", frames)
+	y, p := learnYAML(t, path)
+	for _, want := range []string{"90/read_id", "90/take_plc_reservation", "90/upload_block", "90/stop_plc", "90/start_plc"} {
+		if !strings.Contains(y, "function: "+want+"\n") {
+			t.Errorf("draft lacks function %s:\n%s", want, y)
+		}
+	}
+	if strings.Contains(y, "tolerate") {
+		t.Errorf("draft tolerates an anomaly of a well-formed UMAS session:\n%s", y)
+	}
+	if d := denies(t, p, path); len(d) > 0 {
+		t.Errorf("replay of the draft denies %v\n%s", d, y)
+	}
+	mr := p.Conduits[0].Rules[0].Modbus
+	mr.Allow = slices.DeleteFunc(mr.Allow, func(a rules.ModbusAllow) bool { return slices.Contains(a.Function, "90/stop_plc") })
+	got := denies(t, p, path)
+	if len(got) == 0 || got[0] != strconv.Itoa(stop)+" function_not_allowed" {
+		t.Errorf("without stop_plc: denies %v, want first %d function_not_allowed", got, stop)
+	}
+	for _, d := range got[1:] {
+		if !strings.HasSuffix(d, " closed") {
+			t.Errorf("without stop_plc: %s after the denied stop request", d)
+		}
 	}
 }
