@@ -52,6 +52,7 @@ import (
 	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/rules"
+	"github.com/otgw/otgw/simulate/dissect"
 	"github.com/otgw/otgw/simulate/replay"
 )
 
@@ -74,6 +75,12 @@ type Options struct {
 	// In a live network `drop` also leaves the client retransmitting until
 	// its own timeout, where `reply` tells it at once.
 	Action string
+	// Ports adds server ports to inspect as a protocol (from --port
+	// proto=N), on top of the standard ones and of those where Learn
+	// recognises a protocol by content (dissect.Detect).
+	Ports map[uint16]protocols.Proto
+	// PortsOnly turns off recognition by content.
+	PortsOnly bool
 }
 
 // AddZone adds a `--zone NAME=CIDR|port` value to o: a CIDR (or address)
@@ -129,15 +136,67 @@ type Stats struct {
 // standard ports. Other flows, ICMP and non-IP frames match no rule, so the
 // engine reports each (as an alert on its first packet, oriented the way
 // it will orient it under the learned policy) and forwards it. It compiles.
-func Bootstrap() *rules.Policy {
+//
+// extra adds server ports to inspect as a protocol besides the standard
+// ones (502, 20000, 4840).
+func Bootstrap(extra map[uint16]protocols.Proto) *rules.Policy {
+	ports := func(p protocols.Proto, def uint16) []string {
+		if len(extra) == 0 {
+			return nil
+		}
+		out := []string{strconv.Itoa(int(def))}
+		for _, pt := range sortedPorts(extra) {
+			if extra[pt] == p && pt != def {
+				out = append(out, strconv.Itoa(int(pt)))
+			}
+		}
+		if len(out) == 1 {
+			return nil
+		}
+		return out
+	}
 	return &rules.Policy{
 		Version: 1, Name: "learn-bootstrap", Mode: "monitor",
 		Zones: []rules.Zone{{Name: "any", Networks: []string{"0.0.0.0/0", "::/0"}}},
 		L2:    rules.L2{},
 		Conduits: []rules.Conduit{{Name: "observe", From: []string{"any"}, To: []string{"any"}, Rules: []rules.Rule{
-			{Modbus: &rules.ModbusRule{}}, {DNP3: &rules.DNP3Rule{}}, {OPCUA: &rules.OPCUARule{}},
+			{Modbus: &rules.ModbusRule{Ports: ports(protocols.ProtoModbus, 502)}},
+			{DNP3: &rules.DNP3Rule{Ports: ports(protocols.ProtoDNP3, 20000)}},
+			{OPCUA: &rules.OPCUARule{Ports: ports(protocols.ProtoOPCUA, 4840)}},
 		}}},
 	}
+}
+
+func sortedPorts(m map[uint16]protocols.Proto) []uint16 {
+	out := make([]uint16, 0, len(m))
+	for p := range m {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// inspectPorts returns the extra ports Learn inspects: opts.Ports and,
+// unless opts.PortsOnly, the ports where the captures show a protocol by
+// content (dissect.Detect). A port given with --port keeps its protocol.
+func inspectPorts(opts Options, paths []string) (map[uint16]protocols.Proto, error) {
+	out := map[uint16]protocols.Proto{}
+	known := dissect.DefaultPorts()
+	for pt, p := range opts.Ports {
+		out[pt] = p
+		known[pt] = p
+	}
+	if opts.PortsOnly {
+		return out, nil
+	}
+	found, _, err := dissect.Detect(known, paths...)
+	if err != nil {
+		return nil, err
+	}
+	for pt, p := range found {
+		out[pt] = p
+	}
+	return out, nil
 }
 
 // Learn replays the captures through the engine and drafts the policy.
@@ -145,8 +204,13 @@ func Learn(opts Options, paths ...string) (*rules.Policy, *Stats, error) {
 	if len(paths) == 0 {
 		return nil, nil, errors.New("learn: no capture given")
 	}
+	extra, err := inspectPorts(opts, paths)
+	if err != nil {
+		return nil, nil, err
+	}
 	l := New(opts)
-	rep, err := replay.Run(replay.Options{Policy: Bootstrap(), Sides: opts.Zones, OnDecision: l.Observe}, paths...)
+	l.detected = extra
+	rep, err := replay.Run(replay.Options{Policy: Bootstrap(extra), Sides: opts.Zones, OnDecision: l.Observe}, paths...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -287,6 +351,7 @@ type Learner struct {
 	pdus, flows int
 	unlearnable seenMap
 	rates       rates
+	detected    map[uint16]protocols.Proto // extra inspected ports (inspectPorts)
 }
 
 // New returns an empty Learner.

@@ -207,11 +207,16 @@ func (l *Learner) Policy() *rules.Policy {
 			cd.From, cd.To = []string{z}, []string{z}
 			cd.Comment += "\nboth ends are one host: the conduit names its zone"
 		}
-		if r, ok := c.rule(); ok {
-			cd.Rules = append(cd.Rules, r)
-		} else {
+		r, ok := c.rule()
+		if !ok {
 			continue
 		}
+		for _, pt := range sortedNums(c.ports) {
+			if p, ok := l.detected[pt]; ok && p.String() == k.proto && l.opts.Ports[pt] != p {
+				r.Comment = joinComments(fmt.Sprintf("%s recognised by its content on port %d (not its standard port): inspected there", k.proto, pt), r.Comment)
+			}
+		}
+		cd.Rules = append(cd.Rules, r)
 		p.Conduits = append(p.Conduits, cd)
 	}
 	return p
@@ -229,6 +234,25 @@ func ports(m map[uint16]*seen, def uint16) []string {
 }
 
 func (c *conduitObs) tol() []string { return sortedKeys(c.tolerate) }
+
+// uninspected names the industrial protocol conventionally on port pt of
+// transport ("tcp", "udp") that the gateway does not inspect, "" for none:
+// S7comm over TPKT/COTP (RFC 1006, TCP 102), EtherNet/IP (CIP
+// encapsulation on TCP/UDP 44818, implicit I/O on UDP 2222) and IEC
+// 60870-5-104 (TCP 2404).
+func uninspected(transport string, pt uint16) string {
+	switch {
+	case pt == 102 && transport == "tcp":
+		return "S7comm (ISO-on-TCP, TPKT/COTP)"
+	case pt == 44818:
+		return "EtherNet/IP (CIP)"
+	case pt == 2222 && transport == "udp":
+		return "EtherNet/IP implicit I/O (CIP)"
+	case pt == 2404 && transport == "tcp":
+		return "IEC 60870-5-104"
+	}
+	return ""
+}
 
 // cannotName heads the comment of something learn saw that the policy
 // language has no valid key for: the draft says so instead of writing a
@@ -299,6 +323,12 @@ func (c *conduitObs) rule() (rules.Rule, bool) {
 		}
 		if len(pr.Ports) == 0 {
 			return rules.Rule{}, false
+		}
+		for _, pt := range sortedNums(c.ports) {
+			if name := uninspected(c.key.proto, pt); name != "" {
+				cs = append([]string{fmt.Sprintf("WARNING: %s on port %d passes UNINSPECTED: the gateway checks only the port, "+
+					"not the %s functions (program download, stop CPU, writes all pass); restrict the hosts, or keep it out of the draft", name, pt, name)}, cs...)
+			}
 		}
 		r := rules.Rule{Comment: strings.Join(cs, "\n")}
 		if c.key.proto == "tcp" {

@@ -322,3 +322,75 @@ func TestLearnUMASSession(t *testing.T) {
 		}
 	}
 }
+
+// uaSession returns the frames of an OPC UA session (policy None) on flow
+// fl: HEL/ACK, OPN, Read and its response.
+func uaSession(fl *capture.TCPFlow, mode opcua.SecurityMode) [][]byte {
+	hello := opcua.Hello{ReceiveBufferSize: 65536, SendBufferSize: 65536, EndpointURL: "opc.tcp://plc:48010"}
+	ch := opcua.SecureHeader{ChannelID: 7, TokenID: 1, SequenceNumber: 2, RequestID: 2}
+	frames := fl.Handshake()
+	return append(frames,
+		fl.Send(true, opcua.AppendHello(nil, hello)),
+		fl.Send(false, opcua.AppendAcknowledge(nil, hello)),
+		fl.Send(true, opcua.AppendOpenRequest(nil, opcua.SecureHeader{SequenceNumber: 1, RequestID: 1}, mode)),
+		fl.Send(false, opcua.AppendOpenResponse(nil, opcua.SecureHeader{ChannelID: 7, SequenceNumber: 1, RequestID: 1}, 1)),
+		fl.Send(true, opcua.AppendMessage(nil, opcua.ChunkFinal, ch, opcua.AppendReadRequest(nil, 2, opcua.Numeric(0, 2258)))),
+		fl.Send(false, opcua.AppendMessage(nil, opcua.ChunkFinal, ch, opcua.AppendResponse(nil, opcua.ServiceRead, 2, 0))),
+	)
+}
+
+// TestLearnByContent: OPC UA on port 48010 is recognised by its content
+// and drafted as an inspected opcua rule on that port; Modbus on 5020
+// given with --port likewise; an S7comm flow on TCP 102 is drafted as a
+// port rule with a loud warning that it passes uninspected. Replaying
+// the capture under the draft denies nothing.
+func TestLearnByContent(t *testing.T) {
+	hmi := capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("192.0.2.130:50001")}
+	ua := capture.Endpoint{MAC: capture.MAC(5), Addr: netip.MustParseAddrPort("192.0.2.30:48010")}
+	frames := uaSession(capture.NewTCPFlow(hmi, ua), opcua.ModeNone)
+	hmi.Addr = netip.MustParseAddrPort("192.0.2.130:50002")
+	mb := capture.NewTCPFlow(hmi, capture.Endpoint{MAC: capture.MAC(3), Addr: netip.MustParseAddrPort("192.0.2.10:5020")})
+	frames = append(frames, mb.Handshake()...)
+	frames = append(frames,
+		mb.Send(true, modbus.AppendRequest(nil, 1, 1, modbus.AppendAddrQty(nil, 3, 0, 2))),
+		mb.Send(false, modbus.AppendResponse(nil, 1, 1, modbus.AppendReadRegistersResponse(nil, 3, []uint16{7, 8}))))
+	hmi.Addr = netip.MustParseAddrPort("192.0.2.130:50003")
+	s7 := capture.NewTCPFlow(hmi, capture.Endpoint{MAC: capture.MAC(6), Addr: netip.MustParseAddrPort("192.0.2.40:102")})
+	frames = append(frames, s7.Handshake()...)
+	frames = append(frames, s7.Send(true, []byte{0x03, 0x00, 0x00, 0x16, 0x11, 0xe0, 0x00, 0x00, 0x00, 0x01, 0x00, 0xc1, 0x02, 0x01, 0x00, 0xc2, 0x02, 0x01, 0x02, 0xc0, 0x01, 0x0a}))
+	path := writeCapture(t, "content.pcap", frames)
+
+	p, _, err := Learn(Options{Ports: map[uint16]protocols.Proto{5020: protocols.ProtoModbus}, PortsOnly: true}, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if y, _ := rules.Marshal(p); strings.Contains(string(y), "opcua:") {
+		t.Errorf("PortsOnly: OPC UA on 48010 inspected:\n%s", y)
+	}
+	p, _, err = Learn(Options{Ports: map[uint16]protocols.Proto{5020: protocols.ProtoModbus}}, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	yb, _ := rules.Marshal(p)
+	y := string(yb)
+	pol, err := rules.Parse("learned.yaml", yb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rules.Compile(pol); err != nil {
+		t.Fatalf("check: %v\n%s", err, y)
+	}
+	for _, want := range []string{
+		"# opcua recognised by its content on port 48010 (not its standard port): inspected there",
+		"ports: [48010]",
+		"ports: [5020]",
+		"# WARNING: S7comm (ISO-on-TCP, TPKT/COTP) on port 102 passes UNINSPECTED",
+	} {
+		if !strings.Contains(y, want) {
+			t.Errorf("draft lacks %q:\n%s", want, y)
+		}
+	}
+	if d := denies(t, pol, path); len(d) > 0 {
+		t.Errorf("replay of the draft denies %v\n%s", d, y)
+	}
+}
