@@ -37,7 +37,9 @@
 // paired them with a request (DNP3 unsolicited responses only where
 // allowed). Parser anomalies deny unless the rule or conduit tolerates the
 // named anomaly. OPC UA SignAndEncrypt bodies are opaque: only the channel's
-// mode and policy are judged there.
+// mode and policy are judged there. A channel whose OPN was not seen (opened
+// before the gateway started, or a capture that starts mid-session) has an
+// unknown mode, which meets the default minimum (None) and no higher one.
 //
 // Names: protocol vocabulary comes from the parser packages, the single
 // source of truth: Modbus function names are modbus.FunctionName's, DNP3

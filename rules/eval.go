@@ -486,7 +486,11 @@ func (u *copcua) eval(dir protocols.Dir, p *OPCUA) Reason {
 		}
 		return ReasonAllowed
 	}
-	if p.SecurityMode < u.minMode {
+	// A channel whose OPN the gateway did not see (opened before it
+	// started, or a capture that begins mid-stream) has an unknown mode:
+	// judged by what can be known, it meets a minimum of None (the
+	// default) and no higher one.
+	if mode := max(p.SecurityMode, SecurityModeNone); mode < u.minMode {
 		return ReasonSecurityModeTooLow
 	}
 	if p.MsgType == MsgOPN {

@@ -353,3 +353,26 @@ conduits:
 		}
 	}
 }
+
+// TestOPCUAUnknownModeMeetsOnlyNone: a MSG of a channel whose OPN was not
+// seen (mode unknown) passes a rule without min_security_mode and is too
+// low for any higher minimum (issue 14: captures that start mid-session).
+func TestOPCUAUnknownModeMeetsOnlyNone(t *testing.T) {
+	for _, tc := range []struct {
+		min  string
+		want Reason
+	}{{"", ReasonAllowed}, {"none", ReasonAllowed}, {"sign", ReasonSecurityModeTooLow}, {"sign_and_encrypt", ReasonSecurityModeTooLow}} {
+		rs, err := Compile(&Policy{Version: 1, Name: "ua",
+			Zones: []Zone{{Name: "a", Networks: []string{"192.0.2.0/24"}}},
+			Conduits: []Conduit{{Name: "c", From: []string{"a"}, To: []string{"a"}, Rules: []Rule{{OPCUA: &OPCUARule{MinSecurityMode: tc.min,
+				Allow: []OPCUAAllow{{Service: []string{"read"}}}}}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := flow("192.0.2.130", "192.0.2.10", 4840)
+		pdu := PDU{Proto: protocols.ProtoOPCUA, Dir: protocols.Request, OPCUA: OPCUA{MsgType: MsgMSG, SecurityMode: SecurityModeUnknown, ServiceID: 631}}
+		if v := rs.Evaluate(&f, &pdu); v.Reason != tc.want {
+			t.Errorf("min %q: %v, want %v", tc.min, v.Reason, tc.want)
+		}
+	}
+}

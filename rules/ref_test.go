@@ -592,7 +592,8 @@ func refOPCUA(u *OPCUARule, dir protocols.Dir, p *OPCUA) Reason {
 		return ReasonResponseWithoutRequest
 	}
 	min := map[string]uint8{"": 1, "none": 1, "sign": 2, "sign_and_encrypt": 3}[u.MinSecurityMode]
-	if p.SecurityMode < min {
+	// Unknown mode (no OPN seen) meets only the default minimum, None.
+	if p.SecurityMode < min && !(p.SecurityMode == SecurityModeUnknown && min == SecurityModeNone) {
 		return ReasonSecurityModeTooLow
 	}
 	if p.MsgType == MsgOPN {

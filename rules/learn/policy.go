@@ -509,11 +509,19 @@ func (c *conduitObs) opcuaRule() rules.Rule {
 	var cs []string
 	modes := sortedNums(c.uaModes)
 	if len(modes) > 0 {
+		// modes[0] is SecurityModeUnknown when messages of a channel
+		// opened before the capture were seen: the gateway admits those
+		// under a minimum of None only, so the draft asks for no more.
 		lo := modes[0]
 		if name := modeNames[lo]; name != "" && lo > rules.SecurityModeNone {
 			ur.MinSecurityMode = name
 		}
 		for _, m := range modes {
+			if m == rules.SecurityModeUnknown {
+				cs = append(cs, c.uaModes[m].comment("security mode unknown (no OPN seen: the capture starts mid-session); "+
+					"min_security_mode is drafted only from the OPNs seen"))
+				continue
+			}
 			cs = append(cs, c.uaModes[m].comment("security mode "+modeNames[m]))
 		}
 	}

@@ -394,3 +394,38 @@ func TestLearnByContent(t *testing.T) {
 		t.Errorf("replay of the draft denies %v\n%s", d, y)
 	}
 }
+
+// TestLearnOPCUAMidStream: an OPC UA session captured after its OPN
+// (IPv6 loopback, non-standard port, server speaking first): learn says
+// in a comment that the security mode was not seen, drafts no
+// min_security_mode, and replaying the capture under the draft denies
+// none of its requests.
+func TestLearnOPCUAMidStream(t *testing.T) {
+	for _, port := range []string{"4840", "48010"} {
+		srv := capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("[::1]:" + port)}
+		cli := capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("[::1]:53000")}
+		fl := capture.NewTCPFlow(cli, srv)
+		ch := func(id uint32) opcua.SecureHeader {
+			return opcua.SecureHeader{ChannelID: 7, TokenID: 1, SequenceNumber: id, RequestID: id}
+		}
+		frames := [][]byte{
+			fl.Send(false, opcua.AppendMessage(nil, opcua.ChunkFinal, ch(9), opcua.AppendResponse(nil, opcua.ServiceRead, 9, 0))),
+		}
+		for id := uint32(10); id < 14; id++ {
+			frames = append(frames,
+				fl.Send(true, opcua.AppendMessage(nil, opcua.ChunkFinal, ch(id), opcua.AppendReadRequest(nil, id, opcua.Numeric(0, 2258)))),
+				fl.Send(false, opcua.AppendMessage(nil, opcua.ChunkFinal, ch(id), opcua.AppendResponse(nil, opcua.ServiceRead, id, 0))))
+		}
+		path := writeCapture(t, "ua-midstream-"+port+".pcap", frames)
+		y, p := learnYAML(t, path)
+		if strings.Contains(y, "min_security_mode:") {
+			t.Errorf("port %s: draft sets min_security_mode without an OPN:\n%s", port, y)
+		}
+		if !strings.Contains(y, "security mode unknown (no OPN seen") {
+			t.Errorf("port %s: draft lacks the mid-stream comment:\n%s", port, y)
+		}
+		if d := denies(t, p, path); len(d) > 0 {
+			t.Errorf("port %s: replay of the draft denies %v\n%s", port, d, y)
+		}
+	}
+}
