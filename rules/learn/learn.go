@@ -7,9 +7,15 @@
 // OPC UA (4840) and allows every other flow, so each PDU is decoded by the
 // very parsers and adapters whose output the learned policy will later be
 // evaluated against. From the decisions it builds:
-//   - assets by address (in the zone whose network holds them, when zones
-//     are given);
-//   - one conduit per (initiator, responder, protocol);
+//   - assets by address, in the --zone whose network holds them, else in
+//     a zone per network they share (IPv4 /24, IPv6 /64; a zone of host
+//     addresses where such a network would overlap a given zone);
+//   - one conduit per (initiator, responder, protocol), named by the
+//     zones of its two ends and the protocol;
+//   - the three protocols wherever their content shows them
+//     (dissect.Detect: any port), and on --port ports; S7comm,
+//     EtherNet/IP and IEC 60870-5-104 flows as port rules with a warning
+//     that they pass uninspected;
 //   - Modbus: units, read and write ranges per table (overlapping or
 //     adjacent ranges merged) and the other function codes (with
 //     sub-function for FC 8 and MEI type for FC 43), Modbus Application
@@ -352,6 +358,7 @@ type Learner struct {
 	unlearnable seenMap
 	rates       rates
 	detected    map[uint16]protocols.Proto // extra inspected ports (inspectPorts)
+	hostZone    func(netip.Addr) string    // zone of a host in the draft (set by Policy)
 }
 
 // New returns an empty Learner.

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -142,29 +143,71 @@ func (l *Learner) Policy() *rules.Policy {
 			self[k.from] = true
 		}
 	}
-	var rest []string
+	var occupied []netip.Prefix // --zone networks and self hosts: group zones must not overlap them
+	for _, z := range l.opts.Zones {
+		for _, n := range z.Networks {
+			if pf, err := netip.ParsePrefix(n); err == nil {
+				occupied = append(occupied, pf)
+			}
+		}
+	}
+	groups := map[netip.Prefix][]netip.Addr{}
+	var order []netip.Prefix
 	for _, a := range addrs {
 		if self[a] {
 			p.Zones = append(p.Zones, rules.Zone{Name: selfZone(a), Networks: []string{netip.PrefixFrom(a, a.BitLen()).String()},
 				Comment: "a host seen talking to itself (loopback capture)"})
+			occupied = append(occupied, netip.PrefixFrom(a, a.BitLen()))
 			continue
 		}
 		if l.zoneOf(a) == "" {
-			rest = append(rest, netip.PrefixFrom(a, a.BitLen()).String())
+			g := groupPrefix(a)
+			if groups[g] == nil {
+				order = append(order, g)
+			}
+			groups[g] = append(groups[g], a)
 		}
+	}
+	// Hosts outside the given zones are grouped into networks (IPv4 /24,
+	// IPv6 /64), a zone each, unless such a network would overlap a given
+	// zone or a loopback host's: those hosts go to one zone of host
+	// addresses. The reviewer should replace both with the real networks
+	// and set their bridge port.
+	zoneOfHost := map[netip.Addr]string{}
+	var rest []string
+	for _, g := range order {
+		hosts := groups[g]
+		if slices.ContainsFunc(occupied, g.Overlaps) {
+			for _, a := range hosts {
+				rest = append(rest, netip.PrefixFrom(a, a.BitLen()).String())
+				zoneOfHost[a] = unzoned
+			}
+			continue
+		}
+		name := netName(g)
+		for _, a := range hosts {
+			zoneOfHost[a] = name
+		}
+		p.Zones = append(p.Zones, rules.Zone{Name: name, Networks: []string{g.String()},
+			Comment: fmt.Sprintf("%d host%s seen in %s, outside any --zone (grouped by /%d): narrow or widen to the real network and set its bridge port",
+				len(hosts), plural(len(hosts)), g, g.Bits())})
 	}
 	if len(rest) > 0 {
 		p.Zones = append(p.Zones, rules.Zone{Name: unzoned, Networks: rest,
-			Comment: "hosts seen outside any --zone: replace with the real networks and bridge port"})
+			Comment: "hosts seen outside any --zone whose network would overlap another zone: replace with the real networks and bridge port"})
+	}
+	l.hostZone = func(a netip.Addr) string {
+		switch {
+		case self[a]:
+			return selfZone(a)
+		case zoneOfHost[a] != "":
+			return zoneOfHost[a]
+		}
+		return l.zoneOf(a)
 	}
 	for _, a := range addrs {
 		s := l.assets[a]
-		z := l.zoneOf(a)
-		if self[a] {
-			z = selfZone(a)
-		} else if z == "" {
-			z = unzoned
-		}
+		z := l.hostZone(a)
 		p.Assets = append(p.Assets, rules.Asset{Name: assetName(a), IP: a.String(), Zone: z,
 			Comment: fmt.Sprintf("first seen %s, last seen %s", s.first.UTC().Format(time.RFC3339), s.last.UTC().Format(time.RFC3339))})
 	}
@@ -189,10 +232,11 @@ func (l *Learner) Policy() *rules.Policy {
 	}
 	p.L2.Comment = strings.Join(l2c, "\n")
 	p.Detections = l.rates.detections()
+	names := map[string]int{}
 	for _, k := range l.order {
 		c := l.conduits[k]
 		cd := rules.Conduit{
-			Name:    assetName(k.from) + "-to-" + assetName(k.to) + "-" + k.proto,
+			Name:    conduitName(l.hostZone(k.from), l.hostZone(k.to), k.proto, names),
 			From:    []string{assetName(k.from)},
 			To:      []string{assetName(k.to)},
 			Comment: c.all.comment(k.proto + " from " + k.from.String() + " to " + k.to.String()),
@@ -220,6 +264,41 @@ func (l *Learner) Policy() *rules.Policy {
 		p.Conduits = append(p.Conduits, cd)
 	}
 	return p
+}
+
+// groupPrefix is the network learn groups an address into: its /24
+// (IPv4) or /64 (IPv6).
+func groupPrefix(a netip.Addr) netip.Prefix {
+	bits := 24
+	if a.Is6() {
+		bits = 64
+	}
+	g, _ := a.Prefix(bits)
+	return g
+}
+
+// netName names the zone of a grouped network ("net-192-0-2-0-24").
+func netName(g netip.Prefix) string {
+	s := strings.NewReplacer(".", "-", ":", "-", "/", "-").Replace(g.String())
+	for strings.Contains(s, "--") {
+		s = strings.ReplaceAll(s, "--", "-")
+	}
+	return "net-" + strings.Trim(s, "-")
+}
+
+// conduitName names a conduit by the zones of its initiator and responder
+// and its protocol ("net-192-0-2-128-24-to-net-192-0-2-0-24-modbus"), with
+// a number from the second conduit of the same zones and protocol on.
+func conduitName(from, to, proto string, used map[string]int) string {
+	base := from + "-to-" + to + "-" + proto
+	if from == to {
+		base = "within-" + from + "-" + proto
+	}
+	used[base]++
+	if n := used[base]; n > 1 {
+		return fmt.Sprintf("%s-%d", base, n)
+	}
+	return base
 }
 
 func ports(m map[uint16]*seen, def uint16) []string {

@@ -429,3 +429,46 @@ func TestLearnOPCUAMidStream(t *testing.T) {
 		}
 	}
 }
+
+// TestLearnGroupsZones: hosts outside --zone are grouped by network (/24,
+// /64) into a zone each, unless that network would overlap a given zone;
+// conduits are named by zone pair and protocol, numbered when repeated.
+func TestLearnGroupsZones(t *testing.T) {
+	var o Options
+	if err := o.AddZone("cell=198.51.100.0/25"); err != nil {
+		t.Fatal(err)
+	}
+	l := New(o)
+	a := netip.MustParseAddr
+	l.obs(a("192.0.2.130"), a("198.51.100.10"), "modbus", genTime)
+	l.obs(a("192.0.2.131"), a("198.51.100.11"), "modbus", genTime)
+	l.obs(a("192.0.2.131"), a("198.51.100.200"), "tcp", genTime).ports[22] = &seen{n: 1, first: genTime, last: genTime}
+	l.obs(a("2001:db8::1"), a("2001:db8::2"), "udp", genTime).ports[161] = &seen{n: 1, first: genTime, last: genTime}
+	p := l.Policy()
+	y, err := rules.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pp, err := rules.Parse("learned.yaml", y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rules.Compile(pp); err != nil {
+		t.Fatalf("check: %v\n%s", err, y)
+	}
+	var zones, conduits []string
+	for _, z := range p.Zones {
+		zones = append(zones, z.Name+"="+strings.Join(z.Networks, ","))
+	}
+	for _, c := range p.Conduits {
+		conduits = append(conduits, c.Name)
+	}
+	wantZones := "cell=198.51.100.0/25 net-192-0-2-0-24=192.0.2.0/24 net-2001-db8-64=2001:db8::/64 observed=198.51.100.200/32"
+	if got := strings.Join(zones, " "); got != wantZones {
+		t.Errorf("zones\n got %s\nwant %s", got, wantZones)
+	}
+	wantConduits := "net-192-0-2-0-24-to-cell-modbus net-192-0-2-0-24-to-cell-modbus-2 net-192-0-2-0-24-to-observed-tcp within-net-2001-db8-64-udp"
+	if got := strings.Join(conduits, " "); got != wantConduits {
+		t.Errorf("conduits\n got %s\nwant %s", got, wantConduits)
+	}
+}
