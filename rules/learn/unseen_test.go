@@ -472,3 +472,24 @@ func TestLearnGroupsZones(t *testing.T) {
 		t.Errorf("conduits\n got %s\nwant %s", got, wantConduits)
 	}
 }
+
+// TestLearnDNP3UDPOnOtherPort: DNP3 over UDP on a port that is not 20000
+// is recognised by content and drafted as an inspected dnp3 rule.
+func TestLearnDNP3UDPOnOtherPort(t *testing.T) {
+	m := capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("192.0.2.130:20005")}
+	o := capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("192.0.2.10:20005")}
+	frames := [][]byte{
+		capture.UDPDatagram(m, o, dnp3.AppendLinkFrames(nil, 0xC4, 10, 1, dnp3.AppendReadClass0123(nil, 0))),
+		capture.UDPDatagram(o, m, dnp3.AppendLinkFrames(nil, 0x44, 1, 10, dnp3.AppendResponseHeader(nil, 0, dnp3.FuncResponse, 0, false))),
+		capture.UDPDatagram(m, o, dnp3.AppendLinkFrames(nil, 0xC4, 10, 1, dnp3.AppendReadClass0123(nil, 1))),
+		capture.UDPDatagram(o, m, dnp3.AppendLinkFrames(nil, 0x44, 1, 10, dnp3.AppendResponseHeader(nil, 1, dnp3.FuncResponse, 0, false))),
+	}
+	path := writeCapture(t, "dnp3-udp.pcap", frames)
+	y, p := learnYAML(t, path)
+	if !strings.Contains(y, "dnp3:") || !strings.Contains(y, "ports: [20005]") {
+		t.Errorf("draft lacks an inspected dnp3 rule on 20005:\n%s", y)
+	}
+	if d := denies(t, p, path); len(d) > 0 {
+		t.Errorf("replay of the draft denies %v\n%s", d, y)
+	}
+}
