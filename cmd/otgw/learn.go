@@ -7,6 +7,7 @@ import (
 
 	"github.com/otgw/otgw/rules"
 	"github.com/otgw/otgw/rules/learn"
+	"github.com/otgw/otgw/simulate/learnrun"
 )
 
 func init() {
@@ -36,7 +37,7 @@ func runLearn(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	opts.Ports = ports
-	p, st, err := learn.Learn(opts, fs.Args()...)
+	p, st, err := learnrun.Learn(opts, fs.Args()...)
 	if err != nil {
 		fmt.Fprintf(stderr, "otgw learn: %v\n", err)
 		return 1

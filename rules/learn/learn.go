@@ -1,24 +1,26 @@
-// Package learn drafts a policy from captures: it allows exactly what was
-// observed and nothing else (issue 4, DESIGN.md `otgw learn`).
+// Package learn drafts a policy from observed traffic: it allows exactly
+// what was observed and nothing else (issue 4, DESIGN.md `otgw learn`).
 //
-// Observation goes through the same engine that enforces: the captures are
-// replayed (simulate/replay) through gateway.Engine under a bootstrap
-// policy in monitor mode that inspects Modbus/TCP (502), DNP3 (20000) and
-// OPC UA (4840) and allows every other flow, so each PDU is decoded by the
-// very parsers and adapters whose output the learned policy will later be
-// evaluated against. From the decisions it builds:
+// It is pure policy logic: a Learner takes a stream of Observations, the
+// decisions of the enforcing engine, and drafts a rules.Policy.
+// simulate/learnrun produces that stream by replaying captures through
+// gateway.Engine under a bootstrap policy in monitor mode, so each PDU is
+// decoded by the very parsers and adapters whose output the learned
+// policy will later be evaluated against. From the observations it builds:
 //   - assets by address, in the --zone whose network holds them, else in
 //     a zone per network they share (IPv4 /24, IPv6 /64; a zone of host
 //     addresses where such a network would overlap a given zone);
 //   - one conduit per (initiator, responder, protocol), named by the
 //     zones of its two ends and the protocol;
-//   - the three protocols wherever their content shows them
-//     (dissect.Detect: any port), and on --port ports; S7comm,
+//   - the three protocols on the ports where they were inspected (the
+//     standard ones, --port, and those where learnrun recognised them by
+//     content; Learner.Inspected says which); S7comm,
 //     EtherNet/IP and IEC 60870-5-104 flows as port rules with a warning
 //     that they pass uninspected;
 //   - Modbus: units, read and write ranges per table (overlapping or
 //     adjacent ranges merged) and the other function codes (with
-//     sub-function for FC 8 and MEI type for FC 43), Modbus Application
+//     sub-function for FC 8, MEI type for FC 43 and UMAS function code for
+//     FC 90, Schneider UMAS), Modbus Application
 //     Protocol v1.1b3 section 6;
 //   - DNP3: master and outstation link addresses, functions with the
 //     object groups/variations seen with them, unsolicited responses
@@ -26,7 +28,7 @@
 //   - OPC UA: the lowest security mode and the policies seen at OPN, the
 //     services seen, and for Write and Call the NodeIds (OPC 10000-4/6);
 //   - other TCP/UDP flows as port rules, ICMP by type, non-IP ethertypes
-//     in the l2 list;
+//     in the l2 list (802.3 length-field frames as llc);
 //   - parser anomalies seen on a conduit as `tolerate` entries of its
 //     rule, so that replaying the same captures denies nothing a policy
 //     can allow; each carries "observed anomaly: review before enforcing"
@@ -45,7 +47,6 @@
 package learn
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -53,13 +54,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/otgw/otgw/gateway"
-	"github.com/otgw/otgw/gateway/packet"
 	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/rules"
-	"github.com/otgw/otgw/simulate/dissect"
-	"github.com/otgw/otgw/simulate/replay"
 )
 
 // Options tune Learn. The zero value learns without zones.
@@ -136,120 +133,6 @@ type Stats struct {
 	// service type id outside OPC 10000-4), with counts.
 	Unlearnable []string
 }
-
-// Bootstrap returns the observation policy: monitor mode, every address in
-// one zone, one conduit that inspects the three protocols on their
-// standard ports. Other flows, ICMP and non-IP frames match no rule, so the
-// engine reports each (as an alert on its first packet, oriented the way
-// it will orient it under the learned policy) and forwards it. It compiles.
-//
-// extra adds server ports to inspect as a protocol besides the standard
-// ones (502, 20000, 4840).
-func Bootstrap(extra map[uint16]protocols.Proto) *rules.Policy {
-	ports := func(p protocols.Proto, def uint16) []string {
-		if len(extra) == 0 {
-			return nil
-		}
-		out := []string{strconv.Itoa(int(def))}
-		for _, pt := range sortedPorts(extra) {
-			if extra[pt] == p && pt != def {
-				out = append(out, strconv.Itoa(int(pt)))
-			}
-		}
-		if len(out) == 1 {
-			return nil
-		}
-		return out
-	}
-	return &rules.Policy{
-		Version: 1, Name: "learn-bootstrap", Mode: "monitor",
-		Zones: []rules.Zone{{Name: "any", Networks: []string{"0.0.0.0/0", "::/0"}}},
-		L2:    rules.L2{},
-		Conduits: []rules.Conduit{{Name: "observe", From: []string{"any"}, To: []string{"any"}, Rules: []rules.Rule{
-			{Modbus: &rules.ModbusRule{Ports: ports(protocols.ProtoModbus, 502)}},
-			{DNP3: &rules.DNP3Rule{Ports: ports(protocols.ProtoDNP3, 20000)}},
-			{OPCUA: &rules.OPCUARule{Ports: ports(protocols.ProtoOPCUA, 4840)}},
-		}}},
-	}
-}
-
-func sortedPorts(m map[uint16]protocols.Proto) []uint16 {
-	out := make([]uint16, 0, len(m))
-	for p := range m {
-		out = append(out, p)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
-}
-
-// inspectPorts returns the extra ports Learn inspects: opts.Ports and,
-// unless opts.PortsOnly, the ports where the captures show a protocol by
-// content (dissect.Detect). A port given with --port keeps its protocol.
-func inspectPorts(opts Options, paths []string) (map[uint16]protocols.Proto, error) {
-	out := map[uint16]protocols.Proto{}
-	known := dissect.DefaultPorts()
-	for pt, p := range opts.Ports {
-		out[pt] = p
-		known[pt] = p
-	}
-	if opts.PortsOnly {
-		return out, nil
-	}
-	found, _, err := dissect.Detect(known, paths...)
-	if err != nil {
-		return nil, err
-	}
-	for pt, p := range found {
-		out[pt] = p
-	}
-	return out, nil
-}
-
-// Learn replays the captures through the engine and drafts the policy.
-func Learn(opts Options, paths ...string) (*rules.Policy, *Stats, error) {
-	if len(paths) == 0 {
-		return nil, nil, errors.New("learn: no capture given")
-	}
-	extra, err := inspectPorts(opts, paths)
-	if err != nil {
-		return nil, nil, err
-	}
-	l := New(opts)
-	l.detected = extra
-	rep, err := replay.Run(replay.Options{Policy: Bootstrap(extra), Sides: opts.Zones, OnDecision: l.Observe}, paths...)
-	if err != nil {
-		return nil, nil, err
-	}
-	// The engine judges some streams differently in enforce mode (monitor
-	// mode resynchronises where enforce mode frames every byte), so the
-	// draft is replayed in enforce mode and what it denies is observed
-	// too, until nothing new is denied (bounded).
-	p := l.Policy()
-	prev := -1
-	for pass := 0; pass < maxRefine; pass++ {
-		denies := 0
-		_, err := replay.Run(replay.Options{Policy: p, Sides: opts.Zones, OnDecision: func(f replay.FrameRef, pk *packet.Packet, d *gateway.Decision) {
-			if d.HasVerdict && d.Verdict.Action == rules.Deny {
-				denies++
-				l.Observe(f, pk, d)
-			}
-		}}, paths...)
-		if err != nil {
-			return nil, nil, err
-		}
-		if denies == 0 || denies == prev {
-			break
-		}
-		prev = denies
-		p = l.Policy()
-	}
-	st := l.Stats()
-	st.Frames = rep.Frames
-	return p, st, nil
-}
-
-// maxRefine bounds the enforce-mode refinement passes of Learn.
-const maxRefine = 4
 
 // seen counts an observation.
 type seen struct {
@@ -346,8 +229,8 @@ func addN[K comparable](m map[K]*seen, k K, t time.Time) {
 	s.add(t)
 }
 
-// Learner accumulates observations. Observe is the replay.Options
-// OnDecision hook. A Learner is used by one goroutine.
+// Learner accumulates observations (Observe). A Learner is used by one
+// goroutine.
 type Learner struct {
 	opts        Options
 	assets      map[netip.Addr]*seen
@@ -360,6 +243,11 @@ type Learner struct {
 	detected    map[uint16]protocols.Proto // extra inspected ports (inspectPorts)
 	hostZone    func(netip.Addr) string    // zone of a host in the draft (set by Policy)
 }
+
+// Inspected tells the Learner the ports, beyond the standard ones, that
+// were inspected as a protocol (--port, or recognised by content), so
+// that the draft says why a rule names them.
+func (l *Learner) Inspected(ports map[uint16]protocols.Proto) { l.detected = ports }
 
 // New returns an empty Learner.
 func New(opts Options) *Learner {
@@ -381,46 +269,75 @@ func (l *Learner) obs(from, to netip.Addr, proto string, t time.Time) *conduitOb
 	return c
 }
 
+// Observation is one decision of the enforcing engine as learn reads it:
+// simulate/learnrun replays the captures through gateway.Engine and turns
+// each of its decisions into an Observation, so that what is learned is
+// what the engine will judge, while this package stays free of the
+// gateway and the capture code.
+type Observation struct {
+	Time time.Time
+	// Proto is the decision's protocol: "modbus", "dnp3", "opcua" (a PDU,
+	// or the first packet of an inspected flow), "tcp", "udp", "icmp",
+	// "ip" (other IP protocols, fragments) or "l2" (a non-IP frame).
+	Proto   string
+	Verdict rules.Verdict
+	// Src and Dst: the initiator and responder of a flow-level decision,
+	// the sender and receiver of a PDU.
+	Src, Dst netip.AddrPort
+	// PDU is the judged PDU (nil for a flow-level decision).
+	PDU *rules.PDU
+	// EtherType of an l2 frame; IPSrc, IPDst and ICMPType of an ICMP
+	// packet.
+	EtherType    uint16
+	IPSrc, IPDst netip.Addr
+	ICMPType     uint8
+	// Detectors lists the rate detectors that count this PDU (a response
+	// the engine feeds to rules.Detector), with their subject.
+	Detectors []DetectorHit
+}
+
+// DetectorHit is one rate detector counting a PDU, for the subject (host)
+// it counts it against.
+type DetectorHit struct {
+	Detector rules.Detector
+	Subject  netip.Addr
+}
+
 // Observe records one engine decision.
-func (l *Learner) Observe(f replay.FrameRef, p *packet.Packet, d *gateway.Decision) {
-	if !d.HasVerdict || d.Detection != "" {
-		return // a rate detection repeats a PDU already observed
-	}
-	t := f.Time
-	switch d.Proto {
+func (l *Learner) Observe(o *Observation) {
+	t := o.Time
+	switch o.Proto {
 	case "l2":
-		if p != nil {
-			addN(l.l2, p.EtherType, t)
-		}
+		addN(l.l2, o.EtherType, t)
 		return
 	case "icmp":
-		if p == nil || p.IPVersion == 0 {
+		if !o.IPSrc.IsValid() {
 			return
 		}
-		c := l.obs(p.Src, p.Dst, "icmp", t)
-		addN(c.icmp, p.ICMPType, t)
+		c := l.obs(o.IPSrc, o.IPDst, "icmp", t)
+		addN(c.icmp, o.ICMPType, t)
 		return
 	case "ip":
 		// Other IP protocols and fragments: no rule can allow them.
-		l.unlearnable.add("ip protocol or fragment ("+d.Verdict.Reason.String()+")", t)
+		l.unlearnable.add("ip protocol or fragment ("+o.Verdict.Reason.String()+")", t)
 		return
 	}
-	if d.PDU == nil {
-		// A flow-level decision on the first packet: d.Src initiates.
+	if o.PDU == nil {
+		// A flow-level decision on the first packet: o.Src initiates.
 		l.flows++
-		proto := d.Proto
-		if ins := d.Verdict.Inspect; ins != protocols.ProtoNone {
+		proto := o.Proto
+		if ins := o.Verdict.Inspect; ins != protocols.ProtoNone {
 			proto = ins.String()
 		}
-		c := l.obs(d.Src.Addr(), d.Dst.Addr(), proto, t)
-		addN(c.ports, d.Dst.Port(), t)
+		c := l.obs(o.Src.Addr(), o.Dst.Addr(), proto, t)
+		addN(c.ports, o.Dst.Port(), t)
 		return
 	}
 	l.pdus++
-	pdu := d.PDU
-	client, server := d.Src, d.Dst
+	pdu := o.PDU
+	client, server := o.Src, o.Dst
 	if pdu.Dir == protocols.Response {
-		client, server = d.Dst, d.Src
+		client, server = o.Dst, o.Src
 	}
 	c := l.obs(client.Addr(), server.Addr(), pdu.Proto.String(), t)
 	if pdu.Anomaly != "" {
@@ -445,10 +362,10 @@ func (l *Learner) Observe(f replay.FrameRef, p *packet.Packet, d *gateway.Decisi
 	case protocols.ProtoOPCUA:
 		l.opcua(c, pdu, t)
 	}
-	if d.Verdict.Action != rules.Deny {
-		l.rates.observe(d, t)
+	if o.Verdict.Action != rules.Deny {
+		l.rates.observe(o.Detectors, t)
 	}
-	if pdu.Dir == protocols.Response && d.Verdict.Reason == rules.ReasonResponseWithoutRequest {
+	if pdu.Dir == protocols.Response && o.Verdict.Reason == rules.ReasonResponseWithoutRequest {
 		l.note(c, pdu.Proto.String()+" response without request", t)
 	}
 }
