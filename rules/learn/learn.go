@@ -242,6 +242,7 @@ type Learner struct {
 	rates       rates
 	detected    map[uint16]protocols.Proto // extra inspected ports (inspectPorts)
 	hostZone    func(netip.Addr) string    // zone of a host in the draft (set by Policy)
+	initiated   map[[2]netip.AddrPort]bool // flows seen opening: initiator, responder
 }
 
 // Inspected tells the Learner the ports, beyond the standard ones, that
@@ -252,7 +253,7 @@ func (l *Learner) Inspected(ports map[uint16]protocols.Proto) { l.detected = por
 // New returns an empty Learner.
 func New(opts Options) *Learner {
 	return &Learner{opts: opts, assets: map[netip.Addr]*seen{}, conduits: map[conduitKey]*conduitObs{},
-		l2: map[uint16]*seen{}, unlearnable: seenMap{}}
+		l2: map[uint16]*seen{}, unlearnable: seenMap{}, initiated: map[[2]netip.AddrPort]bool{}}
 }
 
 func (l *Learner) obs(from, to netip.Addr, proto string, t time.Time) *conduitObs {
@@ -331,12 +332,21 @@ func (l *Learner) Observe(o *Observation) {
 		}
 		c := l.obs(o.Src.Addr(), o.Dst.Addr(), proto, t)
 		addN(c.ports, o.Dst.Port(), t)
+		l.initiated[[2]netip.AddrPort{o.Src, o.Dst}] = true
 		return
 	}
 	l.pdus++
 	pdu := o.PDU
+	// The conduit is the flow's: from the host that opened it, as
+	// enforcement matches it, whichever way the PDU goes (a DNP3
+	// outstation may connect to its master). The PDU's direction decides
+	// only where the flow was not seen opening.
 	client, server := o.Src, o.Dst
-	if pdu.Dir == protocols.Response {
+	switch {
+	case l.initiated[[2]netip.AddrPort{o.Src, o.Dst}]:
+	case l.initiated[[2]netip.AddrPort{o.Dst, o.Src}]:
+		client, server = o.Dst, o.Src
+	case pdu.Dir == protocols.Response:
 		client, server = o.Dst, o.Src
 	}
 	c := l.obs(client.Addr(), server.Addr(), pdu.Proto.String(), t)

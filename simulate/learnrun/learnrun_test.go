@@ -733,3 +733,25 @@ func TestLearnDNP3UDPOnOtherPort(t *testing.T) {
 		t.Errorf("replay of the draft denies %v\n%s", d, y)
 	}
 }
+
+// TestLearnDNP3OutstationConnects: the outstation opens the TCP
+// connection to the master's port 20000 (DNP3 "dual endpoint"/reverse
+// connection). Directions come from the DIR bit; replaying the capture
+// under its draft denies nothing.
+func TestLearnDNP3OutstationConnects(t *testing.T) {
+	out := capture.Endpoint{MAC: capture.MAC(3), Addr: netip.MustParseAddrPort("192.0.2.10:41000")}
+	master := capture.Endpoint{MAC: capture.MAC(4), Addr: netip.MustParseAddrPort("192.0.2.130:20000")}
+	fl := capture.NewTCPFlow(out, master)
+	frames := fl.Handshake()
+	frames = append(frames,
+		fl.Send(true, dnp3.AppendLinkFrames(nil, 0x44, 1, 10, dnp3.AppendResponseHeader(nil, 0, dnp3.FuncUnsolicitedResp, 0, true))),
+		fl.Send(false, dnp3.AppendLinkFrames(nil, 0xC4, 10, 1, dnp3.AppendConfirm(nil, 0, true))),
+		fl.Send(false, dnp3.AppendLinkFrames(nil, 0xC4, 10, 1, dnp3.AppendReadClass0123(nil, 1))),
+		fl.Send(true, dnp3.AppendLinkFrames(nil, 0x44, 1, 10, dnp3.AppendResponseHeader(nil, 1, dnp3.FuncResponse, 0, false))),
+	)
+	path := writeCapture(t, "dnp3-reverse.pcap", frames)
+	y, p := learnYAML(t, path)
+	if d := denies(t, p, path); len(d) > 0 {
+		t.Errorf("replay of the draft denies %v\n%s", d, y)
+	}
+}
