@@ -149,3 +149,17 @@ func TestDissectByContent(t *testing.T) {
 		t.Errorf("PortsOnly: %d PDUs, want the 2 on port 20000", len(pdus))
 	}
 }
+
+// FuzzSniff: Sniff never panics and says a direction only with a protocol.
+func FuzzSniff(f *testing.F) {
+	f.Add(opcua.AppendHello(nil, uaHello))
+	f.Add(uaMsg(2, 2, opcua.AppendReadRequest(nil, 2, opcua.Numeric(0, 2258))))
+	f.Add(dnp3.AppendLinkFrames(nil, 0xC4, 10, 1, dnp3.AppendReadClass0123(nil, 0)))
+	f.Add(modbus.AppendRequest(nil, 1, 1, modbus.AppendAddrQty(nil, 3, 0, 10)))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, d, ok := Sniff(b)
+		if !ok && (p != protocols.ProtoNone || d != protocols.DirUnknown) {
+			t.Fatalf("Sniff = %v %v %v", p, d, ok)
+		}
+	})
+}
