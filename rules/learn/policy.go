@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
@@ -233,8 +234,20 @@ func (l *Learner) Policy() *rules.Policy {
 	p.L2.Comment = strings.Join(l2c, "\n")
 	p.Detections = l.rates.detections()
 	names := map[string]int{}
+	portOf := map[string]string{}
+	for _, z := range l.opts.Zones {
+		portOf[z.Name] = z.Port
+	}
+	sameSide := map[string]int{} // zone -> flows between its hosts that cannot cross the gateway
 	for _, k := range l.order {
 		c := l.conduits[k]
+		if zf, zt := l.hostZone(k.from), l.hostZone(k.to); portOf[zf] != "" && portOf[zf] == portOf[zt] {
+			// Both ends behind one bridge port (a capture taken on that
+			// side): such traffic never crosses the gateway, and check
+			// refuses a conduit for it.
+			sameSide[zf] += c.all.n
+			continue
+		}
 		cd := rules.Conduit{
 			Name:    conduitName(l.hostZone(k.from), l.hostZone(k.to), k.proto, names),
 			From:    []string{assetName(k.from)},
@@ -262,6 +275,12 @@ func (l *Learner) Policy() *rules.Policy {
 		}
 		cd.Rules = append(cd.Rules, r)
 		p.Conduits = append(p.Conduits, cd)
+	}
+	for i := range p.Zones {
+		if n := sameSide[p.Zones[i].Name]; n > 0 {
+			p.Zones[i].Comment = joinComments(p.Zones[i].Comment, fmt.Sprintf("%d observation%s of traffic between hosts behind port %s (this zone and others on it) "+
+				"never cross the gateway: no conduit drafted for them", n, plural(n), portOf[p.Zones[i].Name]))
+		}
 	}
 	return p
 }
@@ -307,7 +326,9 @@ func ports(m map[uint16]*seen, def uint16) []string {
 		if pt == def && len(m) == 1 {
 			return nil
 		}
-		out = append(out, strconv.Itoa(int(pt)))
+		if pt != 0 {
+			out = append(out, strconv.Itoa(int(pt)))
+		}
 	}
 	return out
 }
@@ -397,6 +418,11 @@ func (c *conduitObs) rule() (rules.Rule, bool) {
 		pr := &rules.PortRule{}
 		var cs []string
 		for _, pt := range sortedNums(c.ports) {
+			if pt == 0 {
+				// Port 0 is reserved (RFC 6335): no rule can name it.
+				cs = append(cs, c.ports[pt].comment(cannotName+": flows to port 0"))
+				continue
+			}
 			pr.Ports = append(pr.Ports, strconv.Itoa(int(pt)))
 			cs = append(cs, c.ports[pt].comment(fmt.Sprintf("port %d: flows", pt)))
 		}
@@ -612,6 +638,12 @@ func (c *conduitObs) opcuaRule() rules.Rule {
 		ur.SecurityPolicies = append(ur.SecurityPolicies, pol)
 		cs = append(cs, c.uaPols[pol].comment("security policy "+pol))
 	}
+	if ur.MinSecurityMode != "" && slices.Contains(ur.SecurityPolicies, "None") {
+		// Policy None carries no signature: a channel opened under it
+		// cannot meet the minimum the other messages suggest.
+		cs = append(cs, "security policy None seen: no min_security_mode drafted (it would be "+ur.MinSecurityMode+")")
+		ur.MinSecurityMode = ""
+	}
 	for _, id := range sortedNums(c.uaSvcs) {
 		name, ok := opcuaServiceNames[id]
 		if !ok {
@@ -625,6 +657,13 @@ func (c *conduitObs) opcuaRule() rules.Rule {
 		a := rules.OPCUAAllow{Service: []string{name}, Comment: c.uaSvcs[id].comment(fmt.Sprintf("%s (i=%d)", name, id))}
 		if nodes := c.uaNodes[id]; nodes != nil && nodes["*"] == nil {
 			for _, n := range sortedKeys(nodes) {
+				if !utf8.ValidString(n) {
+					// A String NodeId whose bytes are not UTF-8 (OPC
+					// 10000-6 section 5.2.2.4 requires it): no policy
+					// file can hold it.
+					a.Comment += "\n" + nodes[n].comment(cannotName+": NodeId "+strconv.QuoteToASCII(n)+" is not UTF-8 text")
+					continue
+				}
 				if _, err := rules.ParseNodeID(n); err != nil {
 					a.Comment += "\n" + nodes[n].comment(cannotName+": "+err.Error())
 					continue
