@@ -187,6 +187,7 @@ type conduitObs struct {
 	key       conduitKey
 	all       seen
 	ports     map[uint16]*seen // tcp/udp: destination ports; inspected: server ports
+	srcPorts  map[uint16]*seen // initiator ports (a well-known one betrays a mid-stream guess)
 	icmp      map[uint8]*seen
 	tolerate  seenMap
 	unframed  seenMap // anomalies no tolerate entry can honour
@@ -208,7 +209,7 @@ type conduitObs struct {
 }
 
 func newObs(k conduitKey) *conduitObs {
-	c := &conduitObs{key: k, ports: map[uint16]*seen{}, icmp: map[uint8]*seen{}, tolerate: seenMap{}, unframed: seenMap{}, notes: seenMap{},
+	c := &conduitObs{key: k, ports: map[uint16]*seen{}, srcPorts: map[uint16]*seen{}, icmp: map[uint8]*seen{}, tolerate: seenMap{}, unframed: seenMap{}, notes: seenMap{},
 		mbUnits: map[uint8]*seen{}, mbFuncs: seenMap{}, dnMasters: map[uint16]*seen{}, dnOuts: map[uint16]*seen{},
 		dnFuncs: map[uint8]seenMap{}, dnFuncN: map[uint8]*seen{}, uaModes: map[uint8]*seen{}, uaPols: seenMap{},
 		uaSvcs: map[uint32]*seen{}, uaNodes: map[uint32]seenMap{}}
@@ -332,6 +333,7 @@ func (l *Learner) Observe(o *Observation) {
 		}
 		c := l.obs(o.Src.Addr(), o.Dst.Addr(), proto, t)
 		addN(c.ports, o.Dst.Port(), t)
+		addN(c.srcPorts, o.Src.Port(), t)
 		l.initiated[[2]netip.AddrPort{o.Src, o.Dst}] = true
 		return
 	}

@@ -435,6 +435,12 @@ func (c *conduitObs) rule() (rules.Rule, bool) {
 					"not the %s functions (program download, stop CPU, writes all pass); restrict the hosts, or keep it out of the draft", name, pt, name)}, cs...)
 			}
 		}
+		for _, pt := range sortedNums(c.srcPorts) {
+			if name := uninspected(c.key.proto, pt); name != "" {
+				cs = append([]string{fmt.Sprintf("WARNING: %s (port %d) passes UNINSPECTED, and the capture joined these connections after they opened: "+
+					"the host on port %d is likely the server, so this draft may allow the wrong direction; review", name, pt, pt)}, cs...)
+			}
+		}
 		r := rules.Rule{Comment: strings.Join(cs, "\n")}
 		if c.key.proto == "tcp" {
 			r.TCP = pr

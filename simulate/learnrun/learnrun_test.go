@@ -755,3 +755,25 @@ func TestLearnDNP3OutstationConnects(t *testing.T) {
 		t.Errorf("replay of the draft denies %v\n%s", d, y)
 	}
 }
+
+// TestLearnWarnsMidStreamUninspected: an IEC 60870-5-104 connection the
+// capture joins after it opened, the server (port 2404) sending first: the
+// draft's port rule warns that the protocol passes uninspected and that
+// the direction is a guess.
+func TestLearnWarnsMidStreamUninspected(t *testing.T) {
+	scada := capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("192.0.2.130:54768")}
+	rtu := capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("192.0.2.20:2404")}
+	fl := capture.NewTCPFlow(scada, rtu)
+	frames := [][]byte{
+		fl.Send(false, []byte{0x68, 0x04, 0x43, 0x00, 0x00, 0x00}), // TESTFR act
+		fl.Send(true, []byte{0x68, 0x04, 0x83, 0x00, 0x00, 0x00}),  // TESTFR con
+	}
+	path := writeCapture(t, "iec104-midstream.pcap", frames)
+	y, p := learnYAML(t, path)
+	if !strings.Contains(y, "# WARNING: IEC 60870-5-104 (port 2404) passes UNINSPECTED, and the capture joined these connections after they opened") {
+		t.Errorf("draft lacks the warning:\n%s", y)
+	}
+	if d := denies(t, p, path); len(d) > 0 {
+		t.Errorf("replay of the draft denies %v\n%s", d, y)
+	}
+}
