@@ -60,7 +60,8 @@ type Asset struct {
 
 // L2 lists the non-IP ethertypes allowed to cross (names or 0xNNNN).
 type L2 struct {
-	Allow []string
+	Allow   []string
+	Comment string // head comment of the l2 key (Marshal)
 }
 
 // Conduit allows traffic initiated by From towards To.
@@ -756,7 +757,8 @@ func Marshal(p *Policy) ([]byte, error) {
 	if len(p.L2.Allow) > 0 {
 		m := flowMapping()
 		add(m, "allow", flowSeq(p.L2.Allow))
-		add(root, "l2", m)
+		k := add(root, "l2", m)
+		k.HeadComment = commentText(p.L2.Comment)
 	}
 	if len(p.Detections) > 0 {
 		add(root, "detections", marshalDetections(p))
