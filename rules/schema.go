@@ -2,8 +2,11 @@ package rules
 
 import (
 	"encoding/json"
+	"slices"
 	"sort"
 	"strings"
+
+	"github.com/otgw/otgw/protocols"
 )
 
 // SchemaID is the $id of the policy's JSON Schema.
@@ -80,8 +83,19 @@ func schemaDoc() obj {
 		return scalars("Destination ports or ranges (\"20000-20010\"); default "+def+".", portItem)
 	}
 	rangeItem := obj{"anyOf": []any{obj{"type": "integer", "minimum": 0}, obj{"type": "string", "pattern": rangePat}}}
+	// Only anomalies the gateway can honour are offered: bytes that cannot
+	// be framed are denied whatever the policy says (Compile refuses them).
+	honoured := func(p protocols.Proto, names []string) []string {
+		var out []string
+		for _, n := range names {
+			if !slices.Contains(unframeable[p], n) {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
 	tolerate := func(proto string, names []string) obj {
-		return scalars("Parser anomalies of "+proto+" to accept instead of denying (names the parser reports).", named(names, ""))
+		return scalars("Parser anomalies of "+proto+" to accept instead of denying (names the parser reports and the gateway can honour).", named(names, ""))
 	}
 	modes := enum("monitor: forward everything and raise alerts; enforce: refuse what is not allowed.", "monitor", "enforce")
 	actions := enum("How a denied PDU or flow is refused: drop, reset (TCP RST to both ends), reply (a protocol-native error, then reset).", "drop", "reset", "reply")
@@ -101,7 +115,7 @@ func schemaDoc() obj {
 	modbus := closed("Modbus/TCP (Modbus Application Protocol v1.1b3, Messaging on TCP/IP v1.0b).", obj{
 		"units":    scalars("Unit identifiers or ranges; empty allows every unit.", rangeItem),
 		"ports":    ports("502"),
-		"tolerate": tolerate("Modbus", modbusAnomalies()),
+		"tolerate": tolerate("Modbus", honoured(protocols.ProtoModbus, modbusAnomalies())),
 		"allow": obj{"type": "array", "description": "Allowances; a request is allowed when one entry allows it.",
 			"items": closed("Exactly one of read, write or function.", obj{
 				"read":     withDesc(tableSpec, "Reads of these addresses (FC 1-4 and the read half of FC 23)."),
@@ -114,7 +128,7 @@ func schemaDoc() obj {
 		"masters":      scalars("Master link addresses or ranges; empty allows any.", rangeItem),
 		"outstations":  scalars("Outstation link addresses or ranges; empty allows any.", rangeItem),
 		"ports":        ports("20000"),
-		"tolerate":     tolerate("DNP3", dnp3Anomalies()),
+		"tolerate":     tolerate("DNP3", honoured(protocols.ProtoDNP3, dnp3Anomalies())),
 		"require_auth": boolean("Control functions need DNP3 Secure Authentication (IEEE 1815-2012 clause 7); see rules/doc.go."),
 		"allow": obj{"type": "array", "description": "Allowances; a request is allowed when one entry allows it.",
 			"items": closed("Functions with objects, or unsolicited responses.", obj{
@@ -127,7 +141,7 @@ func schemaDoc() obj {
 		"min_security_mode": enum("Lowest secure-channel mode accepted.", "none", "sign", "sign_and_encrypt"),
 		"security_policies": scalars("Security policies (short names); empty allows any.", named(opcuaPolicyNames(), "")),
 		"ports":             ports("4840"),
-		"tolerate":          tolerate("OPC UA", opcuaAnomalies()),
+		"tolerate":          tolerate("OPC UA", honoured(protocols.ProtoOPCUA, opcuaAnomalies())),
 		"allow": obj{"type": "array", "description": "Allowances; a request is allowed when one entry allows it.",
 			"items": closed("Services, and for write and call the nodes they may touch.", obj{
 				"service": scalars("Service names (OPC 10000-4) or binary encoding ids.", named(opcuaServiceNames(), `^(`+word+`|[0-9]+)$`)),
@@ -155,9 +169,9 @@ func schemaDoc() obj {
 	rule["oneOf"] = oneOf
 
 	var anomalies []string
-	anomalies = append(anomalies, modbusAnomalies()...)
-	anomalies = append(anomalies, dnp3Anomalies()...)
-	anomalies = append(anomalies, opcuaAnomalies()...)
+	anomalies = append(anomalies, honoured(protocols.ProtoModbus, modbusAnomalies())...)
+	anomalies = append(anomalies, honoured(protocols.ProtoDNP3, dnp3Anomalies())...)
+	anomalies = append(anomalies, honoured(protocols.ProtoOPCUA, opcuaAnomalies())...)
 	endpoints := func(desc string) obj {
 		return scalars(desc, obj{"type": "string"})
 	}
