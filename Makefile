@@ -11,6 +11,13 @@ FUZZTIME     ?= 10s
 BENCHCOUNT   ?= 10
 STATICCHECK  ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
+.PHONY: check-peers ci-fresh
+check-peers: ## run each real test peer once (pymodbus, mbpoll, rsyslog...); name the Debian package for any missing
+	@.ci/check-peers
+
+ci-fresh: ## root: .ci/run on a fresh clone with scratch HOME/GOPATH/GOCACHE, then list test packages .ci/run does not install (OTGW_FRESH_PURGE=1 purges the peers first)
+	@.ci/fresh
+
 .PHONY: help build build-all test test-race test-arm64 test-armv7 lint fuzz bench demo clean
 
 help: ## list the targets
@@ -26,6 +33,7 @@ build-all: ## static binaries for linux/amd64, linux/arm64 and linux/arm (GOARM=
 	@ls -l dist/
 
 test: ## the whole suite: unit, truth (../shared/pcaps), real peers, netns, then race
+	@if [ "$$CI" = true ]; then .ci/check-peers; fi
 	$(GO) test -count=1 -timeout 15m $(PKGS)
 	$(MAKE) --no-print-directory test-race
 
@@ -44,7 +52,9 @@ test-armv7: ## input parsers of the armv7 (32-bit) build under qemu-arm-static
 	@command -v qemu-arm-static >/dev/null || { echo "qemu-arm-static missing: apt-get install qemu-user-static"; exit 1; }
 	OTGW_QEMU=1 CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) test -count=1 -timeout 20m -exec qemu-arm-static $(ARMV7_PKGS)
 
-lint: ## gofmt, go vet (amd64 and armv7) and staticcheck
+lint: ## gofmt, go vet (amd64 and armv7), staticcheck, go mod tidy -diff, the layering test
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+	$(GO) test -count=1 ./internal/archtest
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
@@ -67,7 +77,7 @@ fuzz: ## run every fuzz target for FUZZTIME (default 10s) each
 bench: ## benchmarks with -benchmem, BENCHCOUNT runs each (compare with benchstat)
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) $(PKGS) | tee bench.txt
 
-demo: build ## live gateway between namespaces with a real PLC and HMI (root; offline replay demo otherwise), < 60 s
+demo: ## live gateway between namespaces with a real PLC and HMI (root; offline replay demo otherwise); builds only its two programs
 	@bash simulate/demo/demo.sh
 
 .PHONY: bench-datapath

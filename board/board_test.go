@@ -13,6 +13,13 @@ func TestEmbeddedProfiles(t *testing.T) {
 	got := map[string]string{}
 	for _, p := range List() {
 		got[p.Name] = p.Arch
+		if p.Name == "sim-open" {
+			// The crash tests' fail-open twin: a kernel bridge bypass.
+			if p.FailMode != FailOpen || p.Bypass.Kind != BypassBridge {
+				t.Errorf("sim-open: fail_mode %s, bypass %s; want open with a bridge", p.FailMode, p.Bypass.Kind)
+			}
+			continue
+		}
 		if p.FailMode != FailClosed {
 			t.Errorf("%s: fail_mode %s, want closed by default", p.Name, p.FailMode)
 		}

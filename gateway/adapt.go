@@ -97,5 +97,10 @@ func opcuaPDU(p *rules.PDU, m *opcua.Message, dir protocols.Dir, service uint32,
 		u.Nodes[i] = rules.NodeID{Namespace: src.Namespace, Kind: rules.NodeIDKind(src.Type), Numeric: src.Numeric, ID: src.Bytes}
 	}
 	u.NNodes = uint8(n)
-	u.NodesTruncated = m.NumNodes > rules.MaxNodes || m.Anomaly == opcua.AnomalyTooManyNodes
+	// Any anomaly may have cut the decoding of the node list short (a
+	// message over the negotiated size is not buffered at all, a
+	// truncated body ends early): its NodeIds are then not all known, and
+	// a rule that restricts the nodes of write and call refuses it even
+	// when the policy tolerates the anomaly.
+	u.NodesTruncated = m.NumNodes > rules.MaxNodes || m.Anomaly != opcua.AnomalyNone
 }

@@ -57,7 +57,7 @@ func (f TxFunc) Send(out PortID, frame []byte) { f(out, frame) }
 // other field selects the documented default.
 type Config struct {
 	// Rules returns the current ruleset; it is called once per frame and
-	// must be cheap and safe for concurrent use (rules.Watcher.Ruleset).
+	// must be cheap and safe for concurrent use (daemon.Watcher.Ruleset).
 	Rules func() *rules.Ruleset
 	// Sink receives deny and alert events; nil discards. Emit must not block.
 	Sink events.Sink

@@ -154,10 +154,12 @@ func (rs *Ruleset) verdict(ci int, ri int, reason Reason) Verdict {
 // PDU with Evaluate. It allocates nothing.
 func (rs *Ruleset) EvaluateFlow(f *Flow) Verdict {
 	if f.EtherType != 0 && f.EtherType != 0x0800 && f.EtherType != 0x86dd {
+		allowed := f.EtherType < 0x0600 && rs.l2LLC
 		for _, t := range rs.l2 {
-			if t == f.EtherType {
-				return Verdict{Action: Allow, Mode: rs.mode, DenyAction: rs.action, Conduit: -1, Rule: -1, Generation: rs.gen}
-			}
+			allowed = allowed || t == f.EtherType
+		}
+		if allowed {
+			return Verdict{Action: Allow, Mode: rs.mode, DenyAction: rs.action, Conduit: -1, Rule: -1, Generation: rs.gen}
 		}
 		v := rs.noConduit()
 		v.Reason = ReasonL2NotAllowed
@@ -484,7 +486,11 @@ func (u *copcua) eval(dir protocols.Dir, p *OPCUA) Reason {
 		}
 		return ReasonAllowed
 	}
-	if p.SecurityMode < u.minMode {
+	// A channel whose OPN the gateway did not see (opened before it
+	// started, or a capture that begins mid-stream) has an unknown mode:
+	// judged by what can be known, it meets a minimum of None (the
+	// default) and no higher one.
+	if mode := max(p.SecurityMode, SecurityModeNone); mode < u.minMode {
 		return ReasonSecurityModeTooLow
 	}
 	if p.MsgType == MsgOPN {

@@ -34,9 +34,10 @@ const (
 	MaxPolicyDepth = 64
 )
 
-// readPolicy reads the policy file at path, at most MaxPolicyBytes of it.
-// Load and the reload path (Watcher) both read through it.
-func readPolicy(path string) ([]byte, error) {
+// ReadPolicy reads the policy file at path, at most MaxPolicyBytes of it:
+// a longer file is a Problem at the line the limit falls on, and the rest
+// is not read. Load and the daemon's reload path both read through it.
+func ReadPolicy(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("rules: %w", err)

@@ -59,7 +59,8 @@ type Asset struct {
 
 // L2 lists the non-IP ethertypes allowed to cross (names or 0xNNNN).
 type L2 struct {
-	Allow []string
+	Allow   []string
+	Comment string // head comment of the l2 key (Marshal)
 }
 
 // Conduit allows traffic initiated by From towards To.
@@ -179,7 +180,7 @@ func (p *Policy) posOf(path string) Pos {
 // MaxPolicyBytes: a longer file is refused with the line the limit falls
 // on, without reading the rest.
 func Load(path string) (*Policy, error) {
-	data, err := readPolicy(path)
+	data, err := ReadPolicy(path)
 	if err != nil {
 		return nil, err
 	}
@@ -254,12 +255,20 @@ func kindName(n *yaml.Node) string {
 	return "nothing"
 }
 
+// keysHook, when set (by the schema test only), is told the keys each
+// mapping of the file may hold, by path: the loader's vocabulary, which the
+// JSON Schema must match.
+var keysHook func(path string, known []string)
+
 // fields walks a mapping, calling fn for each known key and reporting
 // unknown and duplicate keys with a suggestion.
 func (d *decoder) fields(n *yaml.Node, path, what string, known []string, fn func(key string, k, v *yaml.Node)) bool {
 	if n.Kind != yaml.MappingNode {
 		d.errAt(nodePos(n), "%s must be a mapping, not %s", what, kindName(n))
 		return false
+	}
+	if keysHook != nil {
+		keysHook(path, known)
 	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -796,7 +805,8 @@ func Marshal(p *Policy) ([]byte, error) {
 	if len(p.L2.Allow) > 0 {
 		m := flowMapping()
 		add(m, "allow", flowSeq(p.L2.Allow))
-		add(root, "l2", m)
+		k := add(root, "l2", m)
+		k.HeadComment = commentText(p.L2.Comment)
 	}
 	if len(p.Detections) > 0 {
 		add(root, "detections", marshalDetections(p))

@@ -592,7 +592,8 @@ func refOPCUA(u *OPCUARule, dir protocols.Dir, p *OPCUA) Reason {
 		return ReasonResponseWithoutRequest
 	}
 	min := map[string]uint8{"": 1, "none": 1, "sign": 2, "sign_and_encrypt": 3}[u.MinSecurityMode]
-	if p.SecurityMode < min {
+	// Unknown mode (no OPN seen) meets only the default minimum, None.
+	if p.SecurityMode < min && !(p.SecurityMode == SecurityModeUnknown && min == SecurityModeNone) {
 		return ReasonSecurityModeTooLow
 	}
 	if p.MsgType == MsgOPN {
@@ -727,9 +728,9 @@ func genPolicy(r *rand.Rand) *Policy {
 func genTolerate(rule *Rule) string {
 	switch {
 	case rule.Modbus != nil:
-		return "mbap_length"
+		return "pdu_length"
 	case rule.DNP3 != nil:
-		return "bad_length"
+		return "bad_qualifier"
 	case rule.OPCUA != nil:
 		return "truncated"
 	}
@@ -740,7 +741,7 @@ func genDNP3Rule(r *rand.Rand) *DNP3Rule {
 	d := &DNP3Rule{}
 	d.RequireAuth = r.IntN(3) == 0
 	if r.IntN(4) == 0 {
-		d.Tolerate = []string{"bad_length"}
+		d.Tolerate = []string{"bad_qualifier"}
 		if !d.RequireAuth {
 			d.Tolerate = append(d.Tolerate, "seq_mismatch")
 		}
@@ -776,7 +777,7 @@ func genRule(r *rand.Rand) Rule {
 			m.Ports = []string{"5020"}
 		}
 		if r.IntN(4) == 0 {
-			m.Tolerate = []string{"mbap_length", "tid_mismatch"}
+			m.Tolerate = []string{"pdu_length", "tid_mismatch"}
 		}
 		for k := 0; k < 1+r.IntN(4); k++ {
 			tbl := pick(r, []string{"coils", "discrete", "input", "holding"})
@@ -850,7 +851,7 @@ func genFlowPDU(r *rand.Rand, f *Flow, p *PDU) {
 		p.Dir = protocols.Response
 	}
 	if r.IntN(15) == 0 {
-		p.Anomaly = pick(r, []string{"mbap_length", "bad_length", "truncated", "crc_error", "tid_mismatch", "seq_mismatch"})
+		p.Anomaly = pick(r, []string{"pdu_length", "bad_qualifier", "truncated", "crc_error", "tid_mismatch", "seq_mismatch"})
 	}
 	switch r.IntN(3) {
 	case 0:

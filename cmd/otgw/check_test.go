@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/otgw/otgw/rules"
 )
 
 func TestCheckCommand(t *testing.T) {
@@ -49,5 +52,31 @@ func TestCheckCommandExamples(t *testing.T) {
 		if code := run([]string{"check", f}, &out, &errb); code != 0 || !strings.Contains(out.String(), ": ok: ") {
 			t.Errorf("otgw check %s: exit %d, output %q; want exit 0 and an ok summary", f, code, out.String())
 		}
+	}
+}
+
+// TestSchemaCommand: otgw schema prints the JSON Schema rules.Schema
+// builds, and --markdown the reference docs/policy.md holds.
+func TestSchemaCommand(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := runSchema(nil, &out, &errb); code != 0 {
+		t.Fatalf("otgw schema: exit %d: %s", code, errb.String())
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+		t.Fatalf("otgw schema printed no JSON: %v", err)
+	}
+	if doc["$id"] != rules.SchemaID || doc["$schema"] != "https://json-schema.org/draft/2020-12/schema" {
+		t.Errorf("$id %v, $schema %v", doc["$id"], doc["$schema"])
+	}
+	out.Reset()
+	if code := runSchema([]string{"--markdown"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "# otgw policy reference") {
+		t.Errorf("otgw schema --markdown: exit %d, %.40q", code, out.String())
+	}
+	if code := runSchema([]string{"-h"}, &out, &errb); code != 0 {
+		t.Errorf("otgw schema -h: exit %d, want 0", code)
+	}
+	if code := runSchema([]string{"extra"}, &out, &errb); code != 2 {
+		t.Errorf("otgw schema extra: exit %d, want 2", code)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -27,6 +28,12 @@ func init() {
 }
 
 func runGateway(args []string, _, stderr io.Writer) int {
+	// SIGHUP means "reload the policy", never "terminate": subscribe before
+	// anything else, so one that arrives during start-up waits for the
+	// policy watcher instead of ending the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -83,10 +90,20 @@ func runGateway(args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "otgw run: --log-level:", err)
 		return 2
 	}
+	if v := os.Getenv("OTGW_FAULT_PANIC_AFTER_FRAMES"); v != "" {
+		// Fault injection for the crash tests (gateway/e2e): the first
+		// datapath panics on that frame. Said loudly: never in service.
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			cfg.FaultPanicAfterFrames = n
+			fmt.Fprintf(stderr, "otgw run: OTGW_FAULT_PANIC_AFTER_FRAMES=%d: the datapath will panic on purpose (test fault injection)\n", n)
+		}
+	}
 	cfg.SyslogURLs = syslogs
 	cfg.Stderr = stderr
 	cfg.Version = version
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.HUP = hup
+	cfg.Logger.Info("otgw run: starting", "policy", cfg.PolicyPath, "version", version)
 	if cpuProf != "" {
 		f, err := os.Create(cpuProf)
 		if err != nil {

@@ -1,6 +1,6 @@
 // Package daemon is the live inline gateway behind `otgw run`: it wires a
 // board profile's two Ethernet ports (hal), the inspection engine
-// (gateway.Engine), the policy watcher (rules.Watcher: fsnotify and
+// (gateway.Engine), the policy watcher (Watcher: fsnotify and
 // SIGHUP), the event pipeline (gateway/events, with a JSON-lines file,
 // stderr until syslog is configured, and gateway/syslog exporters), link
 // state events, the watchdog and a status endpoint.

@@ -88,10 +88,11 @@ type CounterStat struct {
 // Status returns a snapshot for the status endpoint.
 func (d *Daemon) Status() Status {
 	rs := d.watcher.Ruleset()
-	c := d.engine.Counters()
+	dp := d.dp.Load() // set before the status endpoint starts; a restart replaces it
+	c := dp.engine.Counters()
 	s := Status{
 		Version: d.cfg.Version, Board: d.profile.Name, FailMode: string(failMode(d.profile)),
-		Started: d.started, Uptime: time.Since(d.started).Seconds(), Healthy: d.fwd.Healthy(),
+		Started: d.started, Uptime: time.Since(d.started).Seconds(), Healthy: dp.fwd.Healthy(),
 		Policy: PolicyStatus{File: d.cfg.PolicyPath, Name: rs.Name(), Generation: rs.Generation(),
 			Hash: rs.Hash(), Conduits: rs.NumConduits()},
 		Flows: FlowStatus{Active: c.FlowsActive, Established: c.FlowsEstablished, Created: c.FlowsCreated,
@@ -102,11 +103,11 @@ func (d *Daemon) Status() Status {
 			Truncated: c.Truncated, Dropped: c.Dropped(), Drops: c.DropsByName(),
 			PDUs: c.PDUs, PDUsAllowed: c.PDUsAllowed, PDUsDenied: c.PDUsDenied, PDUsAlerted: c.PDUsAlerted,
 			FlowsDenied: c.FlowsDenied, FlowsAlerted: c.FlowsAlerted, Resets: c.Resets, Replies: c.Replies,
-			Detections: c.Detections, Events: c.EventsEmitted, Loop: d.fwd.Stats(),
+			Detections: c.Detections, Events: c.EventsEmitted, Loop: dp.fwd.Stats(),
 		},
 		Events: d.pipe.Stats(),
 	}
-	for i, p := range d.hports {
+	for i, p := range dp.hports {
 		s.Ports = append(s.Ports, PortStatus{Role: gateway.PortID(i).String(), Name: d.ports[i],
 			Up: d.linkUp[i].Load(), Stats: p.Stats()})
 	}
@@ -142,7 +143,7 @@ func (d *Daemon) StatusHandler() http.Handler {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		st := d.Status()
-		st.RecentFlows = d.engine.Flows(RecentFlowsShown) // not for /metrics: it takes every flow's lock
+		st.RecentFlows = d.Engine().Flows(RecentFlowsShown) // not for /metrics: it takes every flow's lock
 		_ = enc.Encode(st)
 	}
 	mux.HandleFunc("GET /status", js)
@@ -163,8 +164,8 @@ func (d *Daemon) StatusHandler() http.Handler {
 		if proto == "" && conduit == "" {
 			want = limit
 		}
-		all := d.engine.Flows(want)
-		out := FlowList{Active: d.engine.Counters().FlowsActive, Flows: make([]gateway.FlowInfo, 0, min(limit, len(all)))}
+		all := d.Engine().Flows(want)
+		out := FlowList{Active: d.Engine().Counters().FlowsActive, Flows: make([]gateway.FlowInfo, 0, min(limit, len(all)))}
 		for _, f := range all {
 			if len(out.Flows) == limit {
 				break

@@ -389,7 +389,7 @@ func runScenarioLive(t *testing.T, tp *liveTopo, dir string) scenarioResult {
 	}
 
 	// Live: a fresh engine and datapath on the scenario's policy.
-	w, err := rules.NewWatcher(rules.WatcherConfig{Path: polPath})
+	w, err := daemon.NewWatcher(daemon.WatcherConfig{Path: polPath})
 	if err != nil {
 		t.Fatal(err)
 	}

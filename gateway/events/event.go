@@ -23,6 +23,7 @@ const (
 	TypeAggregated    Type = "aggregated"
 	TypeWatchdog      Type = "watchdog"
 	TypeBypass        Type = "bypass"
+	TypeCrash         Type = "crash" // a datapath worker panicked or stalled; see Event.Message
 	TypeFlowTableFull Type = "flow_table_full"
 	// TypeGap reports a discontinuity in the event stream: the previous
 	// run ended without a clean stop, so events it produced after the last
