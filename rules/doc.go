@@ -61,8 +61,8 @@
 //
 // # Limits
 //
-// Load (and so `otgw check` and every reload through Watcher) refuses a
-// policy past these limits with FILE:LINE:COL, checked while the file is
+// Load (`otgw check`), and ReadPolicy then Parse (the daemon's reload),
+// refuse a policy past these limits with FILE:LINE:COL, checked while it is
 // read and scanned, before the YAML tree, the Policy or the Ruleset is
 // built: at most MaxPolicyBytes (4 MiB; only that much of a longer file
 // is read), MaxPolicyValues (200,000) YAML values, MaxListLen (10,000)
