@@ -32,6 +32,8 @@ var (
 	ErrNoBootState     = errors.New("update: no valid boot state")
 	ErrUnbootable      = errors.New("update: no bootable slot")
 	ErrPowerLoss       = errors.New("update: simulated power loss")
+	ErrBusy            = errors.New("update: another update operation is running on this device")
+	ErrStale           = errors.New("update: update metadata is stale")
 )
 
 // reasons maps sentinels to the reason tokens used in events (and syslog),
@@ -59,6 +61,8 @@ var reasons = []struct {
 	{ErrPendingCommit, "pending_commit"},
 	{ErrHealthCheck, "healthcheck"},
 	{ErrPowerLoss, "power_loss"},
+	{ErrBusy, "busy"},
+	{ErrStale, "stale"},
 	{ErrOrder, "internal"},
 	{context.Canceled, "canceled"},
 	{context.DeadlineExceeded, "timeout"},

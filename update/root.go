@@ -278,7 +278,7 @@ func LoadTrust(factoryRoot []byte, dir string) (*Trust, error) {
 		return t, nil
 	}
 	for i := 0; i < 1000; i++ {
-		b, err := readCapped(filepath.Join(dir, rootFileName(t.root.Version+1)), MaxHeaderBytes+2)
+		b, err := ReadRootFile(filepath.Join(dir, rootFileName(t.root.Version+1)))
 		if errors.Is(err, os.ErrNotExist) {
 			return t, nil
 		}
@@ -314,7 +314,20 @@ func (t *Trust) RotateAndSave(rootFile []byte, dir string) (*Root, error) {
 	return r, nil
 }
 
-// readCapped reads a whole file of at most max-1 bytes.
+// MaxRootFileBytes caps a root file: the envelope (MaxHeaderBytes) and one
+// trailing newline. ReadRootFile reads at most one byte more than this.
+const MaxRootFileBytes = MaxHeaderBytes + 1
+
+// ReadRootFile reads a root file (or any signed metadata file) of at most
+// MaxRootFileBytes from path. It reads at most MaxRootFileBytes+1 bytes
+// whatever the file's size, so a huge or endless file (a FIFO, /dev/zero)
+// costs no more than that; a longer file is ErrTooLarge.
+func ReadRootFile(path string) ([]byte, error) {
+	return readCapped(path, MaxRootFileBytes+1)
+}
+
+// readCapped reads a whole file of at most max-1 bytes, reading at most max
+// bytes.
 func readCapped(path string, max int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {

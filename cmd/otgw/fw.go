@@ -137,13 +137,26 @@ func (d *fwDevice) open() (*update.SimBoard, error) {
 	return update.NewSimBoard(dir)
 }
 
+// fwLock takes the state directory's lock for a command that changes the
+// device (install, commit, rollback, rotate, provision, reboot), so two of
+// them never interleave their boot state writes. A second command is
+// refused at once rather than queued: an operator should see that an
+// install is running.
+func fwLock(name, dir string, stderr io.Writer) (*update.StateLock, int) {
+	l, err := update.LockState(dir)
+	if err != nil {
+		return nil, fwFail(stderr, "%s: REFUSED reason=%s: %v", name, update.Reason(err), err)
+	}
+	return l, 0
+}
+
 func (d *fwDevice) trustDir(b *update.SimBoard) string { return filepath.Join(b.Dir, "trust") }
 
 func (d *fwDevice) trust(b *update.SimBoard) (*update.Trust, error) {
 	if d.root == "" {
 		return nil, errors.New("--root FILE is required")
 	}
-	rb, err := os.ReadFile(d.root)
+	rb, err := update.ReadRootFile(d.root)
 	if err != nil {
 		return nil, err
 	}
@@ -364,7 +377,7 @@ func fwVerify(args []string, stdout, stderr io.Writer) int {
 	if len(pos) != 1 || *root == "" {
 		return fwUsage(stderr, "verify: usage: otgw fw verify --root ROOT [--board B --arch A] BUNDLE")
 	}
-	rb, err := os.ReadFile(*root)
+	rb, err := update.ReadRootFile(*root)
 	if err != nil {
 		return fwFail(stderr, "verify: %v", err)
 	}
@@ -420,6 +433,11 @@ func fwInstall(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fwUsage(stderr, "install: %v", err)
 	}
+	lock, rc := fwLock("install", b.Dir, stderr)
+	if rc != 0 {
+		return rc
+	}
+	defer lock.Unlock()
 	tr, err := d.trust(b)
 	if err != nil {
 		return fwFail(stderr, "install: %v", err)
@@ -525,6 +543,11 @@ func fwCommit(args []string, stdout, stderr io.Writer) int {
 	if rc != 0 {
 		return rc
 	}
+	lock, rc := fwLock("commit", b.Dir, stderr)
+	if rc != 0 {
+		return rc
+	}
+	defer lock.Unlock()
 	in, err := d.installer(b, nil, stderr, nil)
 	if err != nil {
 		return fwFail(stderr, "commit: %v", err)
@@ -545,6 +568,11 @@ func fwRollback(args []string, stdout, stderr io.Writer) int {
 	if rc != 0 {
 		return rc
 	}
+	lock, rc := fwLock("rollback", b.Dir, stderr)
+	if rc != 0 {
+		return rc
+	}
+	defer lock.Unlock()
 	in, err := d.installer(b, nil, stderr, nil)
 	if err != nil {
 		return fwFail(stderr, "rollback: %v", err)
@@ -562,6 +590,11 @@ func fwRotate(args []string, stdout, stderr io.Writer) int {
 	if rc != 0 {
 		return rc
 	}
+	lock, rc := fwLock("rotate", b.Dir, stderr)
+	if rc != 0 {
+		return rc
+	}
+	defer lock.Unlock()
 	if len(pos) != 1 {
 		return fwUsage(stderr, "rotate: usage: otgw fw rotate --root ROOT --board sim --state DIR NEW-ROOT")
 	}
@@ -569,9 +602,11 @@ func fwRotate(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fwFail(stderr, "rotate: %v", err)
 	}
-	nb, err := os.ReadFile(pos[0])
+	// At most update.MaxRootFileBytes+1 bytes are read, whatever the
+	// offered file's size (FORMAT.md "Limits").
+	nb, err := update.ReadRootFile(pos[0])
 	if err != nil {
-		return fwFail(stderr, "rotate: %v", err)
+		return fwFail(stderr, "rotate: REJECTED reason=%s: %v", update.Reason(err), err)
 	}
 	in, err := d.installer(b, tr, stderr, nil)
 	if err != nil {
@@ -602,6 +637,11 @@ func fwProvision(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fwUsage(stderr, "provision: %v", err)
 	}
+	lock, rc := fwLock("provision", b.Dir, stderr)
+	if rc != 0 {
+		return rc
+	}
+	defer lock.Unlock()
 	if _, err := b.Load(); err == nil {
 		return fwFail(stderr, "provision: %s already holds a boot state; refusing to overwrite it", b.Dir)
 	}
@@ -621,6 +661,11 @@ func fwReboot(args []string, stdout, stderr io.Writer) int {
 	if rc != 0 {
 		return rc
 	}
+	lock, rc := fwLock("reboot", b.Dir, stderr)
+	if rc != 0 {
+		return rc
+	}
+	defer lock.Unlock()
 	s, err := b.Reboot()
 	if err != nil {
 		return fwFail(stderr, "reboot: %v", err)
