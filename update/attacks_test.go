@@ -173,16 +173,21 @@ func TestAttackSameKeyCountedTwice(t *testing.T) { // U06
 
 func TestAttackVersionRollback(t *testing.T) { // U07
 	tests := []struct {
-		name    string
-		factory uint32
-		spec    updatetest.Spec
+		name           string
+		factory        uint32
+		factoryVersion string
+		spec           updatetest.Spec
 	}{
-		{"lower SVN", 5, updatetest.Spec{Version: "2.0.0", SVN: 4}},
-		{"older release at same SVN", 1, updatetest.Spec{Version: "0.9.0", SVN: 1}},
+		{"lower SVN", 5, "", updatetest.Spec{Version: "2.0.0", SVN: 4}},
+		{"older release at same SVN", 1, "", updatetest.Spec{Version: "0.9.0", SVN: 1}},
+		// Compared as strings, "rc.9" > "rc.10"; SemVer 2.0.0 item 11
+		// compares the numeric identifiers as numbers.
+		{"pre-release rc.9 over rc.10", 1, "1.1.0-rc.10", updatetest.Spec{Version: "1.1.0-rc.9", SVN: 1}},
+		{"pre-release over its release", 1, "1.1.0", updatetest.Spec{Version: "1.1.0-rc.99", SVN: 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := updatetest.New(t, updatetest.Options{FactorySVN: tt.factory})
+			e := updatetest.New(t, updatetest.Options{FactorySVN: tt.factory, FactoryVersion: tt.factoryVersion})
 			before := e.State().SVN
 			_, err := install(t, e, e.Bundle(tt.spec))
 			if !errors.Is(err, update.ErrRollback) || update.Reason(err) != "rollback" {
