@@ -93,8 +93,8 @@ func TestCompareVersions(t *testing.T) {
 		{"1.1.0-rc.10", "1.1.0-rc.9", 1}, // numeric identifiers compare as numbers
 		{"1.1.0-rc.9", "1.1.0-rc.10", -1},
 		{"1.0.0-2", "1.0.0-10", -1},
-		{"1.0.0-1", "1.0.0-a", -1},       // numeric before alphanumeric
-		{"1.0.0-a.b", "1.0.0-a", 1},      // more identifiers win when equal so far
+		{"1.0.0-1", "1.0.0-a", -1},  // numeric before alphanumeric
+		{"1.0.0-a.b", "1.0.0-a", 1}, // more identifiers win when equal so far
 		{"1.0.0-x-y-z.1", "1.0.0-x-y-z.0", 1},
 	}
 	for _, tt := range tests {
