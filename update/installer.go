@@ -22,6 +22,10 @@ type Config struct {
 	Arch  string // this device's architecture (GOARCH style)
 	Slots Slots
 	Boot  Bootloader
+	// StateDir is the persistent data directory: the anchor file, the
+	// accepted timestamp statement and trust/ (BOOT.md "Anchors"). When
+	// "", anchors live in the boot state only and freshness is unknown.
+	StateDir string
 
 	Events events.Sink  // update events; events.Discard when nil
 	Logger *slog.Logger // slog.Default() when nil
@@ -93,6 +97,9 @@ func NewInstaller(cfg Config) (*Installer, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = defaultHTTPClient()
 	}
+	if cfg.Trust != nil {
+		cfg.Trust.SetClock(cfg.Now)
+	}
 	return &Installer{cfg: cfg, log: cfg.Logger.With("component", "update")}, nil
 }
 
@@ -110,7 +117,7 @@ func (in *Installer) policy(st *BootState) Policy {
 	return Policy{
 		Board:           in.cfg.Board,
 		Arch:            in.cfg.Arch,
-		MinSVN:          st.SVN,
+		MinSVN:          st.SVN, // raised to the anchors by syncAnchors
 		RunningVersion:  st.Running().Version,
 		AllowDowngrade:  in.cfg.AllowDowngrade,
 		MaxPayloadBytes: in.cfg.MaxPayloadBytes,
@@ -168,6 +175,9 @@ func (in *Installer) install(ctx context.Context, r io.Reader) (*Manifest, Slot,
 	}
 	if st.Trial.valid() && st.Booted == st.Trial {
 		return nil, NoSlot, fmt.Errorf("%w: commit or roll back slot %v first", ErrPendingCommit, st.Trial)
+	}
+	if _, err := in.syncAnchors(&st); err != nil {
+		return nil, NoSlot, err
 	}
 	target := st.Booted.Other()
 	v := NewVerifier(in.cfg.Trust, in.policy(&st))
@@ -251,6 +261,9 @@ func (in *Installer) Startup() (Slot, error) {
 	if err != nil {
 		return NoSlot, err
 	}
+	if _, err := in.syncAnchors(&st); err != nil {
+		return st.Booted, err
+	}
 	changed := false
 	if st.Fallback == FallbackTries {
 		in.emit(events.SevError, "rolled_back", st.FallbackVersion, st.Fallback.String(),
@@ -324,6 +337,9 @@ func (in *Installer) Commit(ctx context.Context, hc HealthCheck) error {
 	if err := in.cfg.Boot.Store(&st); err != nil {
 		return err
 	}
+	if err := in.raiseAnchors(&st, anchors{SVN: st.SVN}); err != nil {
+		return err
+	}
 	in.emit(events.SevNotice, "committed", info.Version, "",
 		fmt.Sprintf("firmware %s committed in slot %v; security version counter %d", info.Version, t, st.SVN), fields)
 	return nil
@@ -377,10 +393,20 @@ func (in *Installer) RotateRoot(rootFile []byte, dir string) (*Root, error) {
 	if in.cfg.Trust == nil {
 		return nil, errNoTrust
 	}
+	st, err := in.cfg.Boot.Load()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := in.syncAnchors(&st); err != nil {
+		return nil, err
+	}
 	r, err := in.cfg.Trust.RotateAndSave(rootFile, dir)
 	if err != nil {
 		in.emit(severityFor(Reason(err)), "rejected", "", Reason(err), "trust root rotation rejected: "+err.Error(), map[string]any{"role": "root"})
 		return nil, err
+	}
+	if err := in.raiseAnchors(&st, anchors{Root: r.Version}); err != nil {
+		return r, err
 	}
 	in.emit(events.SevNotice, "root_rotated", "", "",
 		fmt.Sprintf("trust root rotated to version %d (%d keys, threshold %d)", r.Version, len(r.ids), r.Threshold),
