@@ -39,6 +39,8 @@ var fwCommands = map[string]struct {
 	"commit":    {"mark the running trial slot good (after your own checks)", fwCommit},
 	"rollback":  {"abandon the trial slot, or switch back to the other committed slot", fwRollback},
 	"rotate":    {"install a new trust root signed by the current root's threshold", fwRotate},
+	"timestamp": {"sign a freshness statement (latest release, short expiry) with the timestamp key", fwTimestamp},
+	"refresh":   {"fetch and accept a timestamp statement from a file or http(s) URL", fwRefresh},
 	"provision": {"sim board: write a factory image to slot A and a fresh boot state", fwProvision},
 	"reboot":    {"sim board: run the bootloader's slot selection, as a power cycle would", fwReboot},
 }
@@ -150,7 +152,9 @@ func fwLock(name, dir string, stderr io.Writer) (*update.StateLock, int) {
 	return l, 0
 }
 
-func (d *fwDevice) trustDir(b *update.SimBoard) string { return filepath.Join(b.Dir, "trust") }
+func (d *fwDevice) trustDir(b *update.SimBoard) string {
+	return filepath.Join(b.Dir, update.TrustDirName)
+}
 
 func (d *fwDevice) trust(b *update.SimBoard) (*update.Trust, error) {
 	if d.root == "" {
@@ -180,7 +184,7 @@ func fwEventPrinter(w io.Writer) events.Sink {
 
 func (d *fwDevice) installer(b *update.SimBoard, tr *update.Trust, stderr io.Writer, mod func(*update.Config)) (*update.Installer, error) {
 	cfg := update.Config{
-		Trust: tr, Board: d.board, Arch: d.arch, Slots: b, Boot: b,
+		Trust: tr, Board: d.board, Arch: d.arch, Slots: b, Boot: b, StateDir: b.Dir,
 		Events: fwEventPrinter(stderr),
 		Logger: slog.New(slog.DiscardHandler),
 	}
@@ -237,10 +241,19 @@ func fwReadSigners(paths []string) ([]*update.Signer, error) {
 	return out, nil
 }
 
-// fwParseExpiry accepts "" (never), a duration from now ("8760h"), or an
+// Default expiries, as TUF suggests for its roles: metadata that never
+// expires lets an attacker replay it forever (freeze), so release metadata
+// expires unless the signer says "never".
+const (
+	fwRootExpiry      = "8760h" // a year
+	fwManifestExpiry  = "4380h" // half a year: a bundle on a shelf must be re-signed
+	fwTimestampExpiry = "24h"
+)
+
+// fwParseExpiry accepts "never", a duration from now ("8760h"), or an
 // RFC 3339 time.
 func fwParseExpiry(s string, now time.Time) (time.Time, error) {
-	if s == "" {
+	if s == "never" {
 		return time.Time{}, nil
 	}
 	if d, err := time.ParseDuration(s); err == nil {
@@ -253,13 +266,31 @@ func fwParseExpiry(s string, now time.Time) (time.Time, error) {
 	return t.UTC().Truncate(time.Second), nil
 }
 
+func fwReadPubs(paths []string) ([]ed25519.PublicKey, error) {
+	var pks []ed25519.PublicKey
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		pk, err := update.ParsePublicKeyPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		pks = append(pks, pk)
+	}
+	return pks, nil
+}
+
 func fwRoot(args []string, stdout, stderr io.Writer) int {
 	fs := fwFlags("root", stderr)
 	var pubs, keys fwMulti
 	version := fs.Uint("version", 1, "root version (a rotation is current+1)")
 	threshold := fs.Int("threshold", 1, "signatures required (m of n)")
-	expires := fs.String("expires", "", "expiry: duration from now or RFC 3339 (default: never)")
+	expires := fs.String("expires", fwRootExpiry, "expiry: duration from now, RFC 3339, or never")
 	out := fs.String("out", "", "output root file")
+	var tsPubs fwMulti
+	fs.Var(&tsPubs, "timestamp-pub", "public key file of a timestamp key (repeat): delegates the timestamp role (threshold 1)")
 	fs.Var(&pubs, "pub", "public key file of a root key (repeat)")
 	fs.Var(&keys, "key", "private key that signs this root (repeat; for a rotation: the old root's threshold and the new one's)")
 	if _, ok := fwParse(fs, args); !ok {
@@ -272,17 +303,9 @@ func fwRoot(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fwUsage(stderr, "root: %v", err)
 	}
-	var pks []ed25519.PublicKey
-	for _, p := range pubs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return fwFail(stderr, "root: %v", err)
-		}
-		pk, err := update.ParsePublicKeyPEM(b)
-		if err != nil {
-			return fwFail(stderr, "root: %s: %v", p, err)
-		}
-		pks = append(pks, pk)
+	pks, err := fwReadPubs(pubs)
+	if err != nil {
+		return fwFail(stderr, "root: %v", err)
 	}
 	signers, err := fwReadSigners(keys)
 	if err != nil {
@@ -294,6 +317,15 @@ func fwRoot(args []string, stdout, stderr io.Writer) int {
 	r, err := update.NewRoot(uint32(*version), *threshold, exp, pks...)
 	if err != nil {
 		return fwFail(stderr, "root: %v", err)
+	}
+	if len(tsPubs) > 0 {
+		tks, err := fwReadPubs(tsPubs)
+		if err != nil {
+			return fwFail(stderr, "root: %v", err)
+		}
+		if r, err = r.WithTimestampKeys(1, tks...); err != nil {
+			return fwFail(stderr, "root: %v", err)
+		}
 	}
 	if err := os.WriteFile(*out, append(update.SignRoot(r, signers...), '\n'), 0o644); err != nil {
 		return fwFail(stderr, "root: %v", err)
@@ -310,7 +342,7 @@ func fwSign(args []string, stdout, stderr io.Writer) int {
 	svn := fs.Uint("svn", 0, "security version number (raise it to retire vulnerable releases)")
 	board := fs.String("board", "", "board profile the image is for")
 	arch := fs.String("arch", "", "architecture the image is for (amd64, arm64, arm)")
-	expires := fs.String("expires", "", "manifest expiry: duration from now or RFC 3339 (default: never)")
+	expires := fs.String("expires", fwManifestExpiry, "manifest expiry: duration from now, RFC 3339, or never")
 	out := fs.String("out", "", "output bundle file (.otgw)")
 	pos, ok := fwParse(fs, args)
 	if !ok {
@@ -468,6 +500,19 @@ type fwStatusJSON struct {
 	SVN       uint32       `json:"svn_counter"`
 	Fallback  string       `json:"last_fallback"`
 	Slots     []fwSlotJSON `json:"slots"`
+	// Freshness is present when --root is given.
+	Freshness *fwFreshJSON `json:"freshness,omitempty"`
+}
+
+type fwFreshJSON struct {
+	Configured bool   `json:"configured"`
+	Stale      bool   `json:"stale"`
+	Reason     string `json:"reason,omitempty"`
+	Behind     bool   `json:"update_available"`
+	Latest     string `json:"latest,omitempty"`
+	LatestSVN  uint32 `json:"latest_svn,omitempty"`
+	Version    uint64 `json:"timestamp_version,omitempty"`
+	Expires    string `json:"expires,omitempty"`
 }
 
 type fwSlotJSON struct {
@@ -483,7 +528,7 @@ type fwSlotJSON struct {
 func fwStatus(args []string, stdout, stderr io.Writer) int {
 	fs := fwFlags("status", stderr)
 	var d fwDevice
-	d.register(fs, false)
+	d.register(fs, true)
 	asJSON := fs.Bool("json", false, "JSON output")
 	if _, ok := fwParse(fs, args); !ok {
 		return 2
@@ -507,6 +552,13 @@ func fwStatus(args []string, stdout, stderr io.Writer) int {
 		}
 		s.Slots = append(s.Slots, j)
 	}
+	if d.root != "" {
+		f, err := fwFreshness(&d, b, stderr)
+		if err != nil {
+			return fwFail(stderr, "status: %v", err)
+		}
+		s.Freshness = f
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -520,6 +572,116 @@ func fwStatus(args []string, stdout, stderr io.Writer) int {
 	for _, j := range s.Slots {
 		fmt.Fprintf(stdout, "  slot %s: %-7s version %-12s svn %-4d size %-10d bootable %v\n", j.Slot, j.State, j.Version, j.SVN, j.Size, j.Bootable)
 	}
+	switch f := s.Freshness; {
+	case f == nil:
+	case !f.Configured:
+		fmt.Fprintln(stdout, "freshness: not configured (the trust root delegates no timestamp role)")
+	case f.Stale:
+		fmt.Fprintf(stdout, "freshness: STALE (%s): updates may be withheld; run otgw fw refresh\n", f.Reason)
+	default:
+		fmt.Fprintf(stdout, "freshness: fresh until %s; latest release %s (svn %d)%s\n", f.Expires, f.Latest, f.LatestSVN,
+			map[bool]string{true: ", update available", false: ""}[f.Behind])
+	}
+	return 0
+}
+
+// fwFreshness judges the stored timestamp statement. It needs the state
+// lock (it may repair anchors); while another command holds it, freshness
+// is reported as unknown rather than waiting.
+func fwFreshness(d *fwDevice, b *update.SimBoard, stderr io.Writer) (*fwFreshJSON, error) {
+	lock, err := update.LockState(b.Dir)
+	if errors.Is(err, update.ErrBusy) {
+		return &fwFreshJSON{Configured: true, Reason: "busy"}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	tr, err := d.trust(b)
+	if err != nil {
+		return nil, err
+	}
+	in, err := d.installer(b, tr, stderr, nil)
+	if err != nil {
+		return nil, err
+	}
+	f, err := in.Freshness()
+	if err != nil {
+		return nil, err
+	}
+	j := &fwFreshJSON{Configured: f.Configured, Stale: f.Stale, Reason: f.Reason, Behind: f.Behind}
+	if ts := f.Timestamp; ts != nil {
+		j.Latest, j.LatestSVN, j.Version, j.Expires = ts.Latest, ts.SVN, ts.Version, ts.Expires.UTC().Format(time.RFC3339)
+	}
+	return j, nil
+}
+
+func fwTimestamp(args []string, stdout, stderr io.Writer) int {
+	fs := fwFlags("timestamp", stderr)
+	var keys fwMulti
+	fs.Var(&keys, "key", "timestamp private key (repeat)")
+	board := fs.String("board", "", "board profile the statement is for")
+	latest := fs.String("latest", "", "newest release version for the board")
+	svn := fs.Uint("svn", 0, "security version of that release")
+	seq := fs.Uint64("version", 0, "statement sequence number, must grow (default: now as Unix seconds)")
+	expires := fs.String("expires", fwTimestampExpiry, "expiry: duration from now or RFC 3339 (a statement always expires)")
+	out := fs.String("out", "", "output file (serve it from any HTTP server)")
+	if _, ok := fwParse(fs, args); !ok {
+		return 2
+	}
+	if *out == "" || len(keys) == 0 || *board == "" || *latest == "" || *svn > 1<<32-1 || *expires == "never" {
+		return fwUsage(stderr, "timestamp: usage: otgw fw timestamp --key K --board B --latest V --svn N [--version SEQ] [--expires 24h] --out F")
+	}
+	now := time.Now()
+	exp, err := fwParseExpiry(*expires, now)
+	if err != nil {
+		return fwUsage(stderr, "timestamp: %v", err)
+	}
+	if *seq == 0 {
+		*seq = uint64(now.Unix())
+	}
+	signers, err := fwReadSigners(keys)
+	if err != nil {
+		return fwFail(stderr, "timestamp: %v", err)
+	}
+	ts := &update.Timestamp{Version: *seq, Board: *board, Latest: *latest, SVN: uint32(*svn), Expires: exp}
+	b, err := update.SignTimestamp(ts, signers...)
+	if err != nil {
+		return fwFail(stderr, "timestamp: %v", err)
+	}
+	if err := os.WriteFile(*out, append(b, '\n'), 0o644); err != nil {
+		return fwFail(stderr, "timestamp: %v", err)
+	}
+	fmt.Fprintf(stdout, "timestamp v%d: board %s latest %s svn %d, expires %s -> %s\n", ts.Version, ts.Board, ts.Latest, ts.SVN, exp.Format(time.RFC3339), *out)
+	return 0
+}
+
+func fwRefresh(args []string, stdout, stderr io.Writer) int {
+	d, b, pos, rc := fwDeviceOnly("refresh", args, stderr, true)
+	if rc != 0 {
+		return rc
+	}
+	if len(pos) != 1 {
+		return fwUsage(stderr, "refresh: usage: otgw fw refresh --root ROOT --board B --state DIR SOURCE (file or http(s) URL)")
+	}
+	lock, rc := fwLock("refresh", b.Dir, stderr)
+	if rc != 0 {
+		return rc
+	}
+	defer lock.Unlock()
+	tr, err := d.trust(b)
+	if err != nil {
+		return fwFail(stderr, "refresh: %v", err)
+	}
+	in, err := d.installer(b, tr, stderr, nil)
+	if err != nil {
+		return fwFail(stderr, "refresh: %v", err)
+	}
+	ts, err := in.RefreshFrom(context.Background(), pos[0])
+	if err != nil {
+		return fwFail(stderr, "refresh: REJECTED reason=%s: %v", update.Reason(err), err)
+	}
+	fmt.Fprintf(stdout, "timestamp v%d accepted: latest %s (svn %d), fresh until %s\n", ts.Version, ts.Latest, ts.SVN, ts.Expires.Format(time.RFC3339))
 	return 0
 }
 
