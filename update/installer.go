@@ -231,7 +231,8 @@ func (in *Installer) readBack(s Slot, m *Manifest) error {
 		return err
 	}
 	defer rc.Close()
-	n, sum, err := HashPayload(io.LimitReader(rc, m.Size+1))
+	// A partition is larger than the image: read back the signed size.
+	n, sum, err := HashPayload(io.LimitReader(rc, m.Size))
 	if err != nil {
 		return err
 	}
