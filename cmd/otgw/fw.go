@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/otgw/otgw/board"
 	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/update"
 )
@@ -41,7 +43,7 @@ var fwCommands = map[string]struct {
 	"rotate":    {"install a new trust root signed by the current root's threshold", fwRotate},
 	"timestamp": {"sign a freshness statement (latest release, short expiry) with the timestamp key", fwTimestamp},
 	"refresh":   {"fetch and accept a timestamp statement from a file or http(s) URL", fwRefresh},
-	"provision": {"sim board: write a factory image to slot A and a fresh boot state", fwProvision},
+	"provision": {"write a factory image to slot A and a fresh boot state (factory/test use)", fwProvision},
 	"reboot":    {"sim board: run the bootloader's slot selection, as a power cycle would", fwReboot},
 }
 
@@ -111,32 +113,71 @@ func fwUsage(stderr io.Writer, format string, a ...any) int {
 // device flags shared by the commands that touch slots.
 type fwDevice struct {
 	board, state, slots, arch, root string
+	slotA, slotB, env               string
 }
 
 func (d *fwDevice) register(fs *flag.FlagSet, withTrust bool) {
-	fs.StringVar(&d.board, "board", "", "board profile (required; this build drives slots of the \"sim\" board)")
-	fs.StringVar(&d.state, "state", "", "state directory of the sim board (slots and boot state)")
+	fs.StringVar(&d.board, "board", "", "board profile (required): its slots (kind, a, b, env, state) choose the slot driver")
+	fs.StringVar(&d.state, "state", "", "state directory (default: the profile's slots.state): trust/, anchor, timestamp.json, lock; sim: also slots and boot state")
 	fs.StringVar(&d.slots, "slots", "", "same as --state")
+	fs.StringVar(&d.slotA, "slot-a", "", "override the profile's slot A partition (block device or file)")
+	fs.StringVar(&d.slotB, "slot-b", "", "override the profile's slot B partition")
+	fs.StringVar(&d.env, "env", "", "override the profile's bootloader environment (grub: grubenv; uboot: fw_env.config)")
 	fs.StringVar(&d.arch, "arch", runtime.GOARCH, "this device's architecture")
 	if withTrust {
 		fs.StringVar(&d.root, "root", "", "factory trust root file (root.json); rotations are read from STATE/trust")
 	}
 }
 
-func (d *fwDevice) open() (*update.SimBoard, error) {
-	dir := d.state
-	if dir == "" {
-		dir = d.slots
-	}
-	switch {
-	case d.board == "":
+// fwBoard is an opened device: its slots and bootloader, chosen by the
+// board profile's slots.kind, and its state directory.
+type fwBoard struct {
+	Dir   string
+	Slots update.Slots
+	Boot  update.Bootloader
+	sim   *update.SimBoard // the sim board, which can also play the bootloader
+}
+
+// Load returns the boot state.
+func (b *fwBoard) Load() (update.BootState, error) { return b.Boot.Load() }
+
+func (d *fwDevice) open() (*fwBoard, error) {
+	if d.board == "" {
 		return nil, errors.New("--board is required")
-	case d.board != "sim":
-		return nil, fmt.Errorf("board %q: this build has no slot driver for it (only \"sim\"); see update/BOOT.md", d.board)
-	case dir == "":
-		return nil, errors.New("--state DIR (or --slots DIR) is required for the sim board")
 	}
-	return update.NewSimBoard(dir)
+	p, err := board.Lookup(d.board)
+	if err != nil {
+		return nil, err
+	}
+	dir := cmp.Or(d.state, d.slots, p.Slots.State, "/var/lib/otgw")
+	pick := func(flag, profile string) string { return cmp.Or(flag, profile) }
+	switch p.Slots.Kind {
+	case board.SlotFile:
+		sb, err := update.NewSimBoard(dir)
+		if err != nil {
+			return nil, err
+		}
+		return &fwBoard{Dir: dir, Slots: sb, Boot: sb, sim: sb}, nil
+	case board.SlotGRUB, board.SlotUBoot:
+		slots := update.PartitionSlots{A: pick(d.slotA, p.Slots.A), B: pick(d.slotB, p.Slots.B)}
+		env := pick(d.env, p.Slots.Env)
+		for _, f := range []string{slots.A, slots.B, env} {
+			if _, err := os.Stat(f); err != nil {
+				return nil, fmt.Errorf("board %s (%s slots): %w", p.Name, p.Slots.Kind, err)
+			}
+		}
+		var bl update.Bootloader
+		if p.Slots.Kind == board.SlotGRUB {
+			bl, err = update.NewGRUBBoot(env)
+		} else {
+			bl, err = update.NewUBootBoot(env)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &fwBoard{Dir: dir, Slots: slots, Boot: bl}, nil
+	}
+	return nil, fmt.Errorf("board %s: slots kind %q has no driver", p.Name, p.Slots.Kind)
 }
 
 // fwLock takes the state directory's lock for a command that changes the
@@ -152,11 +193,11 @@ func fwLock(name, dir string, stderr io.Writer) (*update.StateLock, int) {
 	return l, 0
 }
 
-func (d *fwDevice) trustDir(b *update.SimBoard) string {
+func (d *fwDevice) trustDir(b *fwBoard) string {
 	return filepath.Join(b.Dir, update.TrustDirName)
 }
 
-func (d *fwDevice) trust(b *update.SimBoard) (*update.Trust, error) {
+func (d *fwDevice) trust(b *fwBoard) (*update.Trust, error) {
 	if d.root == "" {
 		return nil, errors.New("--root FILE is required")
 	}
@@ -182,9 +223,9 @@ func fwEventPrinter(w io.Writer) events.Sink {
 	})
 }
 
-func (d *fwDevice) installer(b *update.SimBoard, tr *update.Trust, stderr io.Writer, mod func(*update.Config)) (*update.Installer, error) {
+func (d *fwDevice) installer(b *fwBoard, tr *update.Trust, stderr io.Writer, mod func(*update.Config)) (*update.Installer, error) {
 	cfg := update.Config{
-		Trust: tr, Board: d.board, Arch: d.arch, Slots: b, Boot: b, StateDir: b.Dir,
+		Trust: tr, Board: d.board, Arch: d.arch, Slots: b.Slots, Boot: b.Boot, StateDir: b.Dir,
 		Events: fwEventPrinter(stderr),
 		Logger: slog.New(slog.DiscardHandler),
 	}
@@ -459,7 +500,7 @@ func fwInstall(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if len(pos) != 1 || *tries == 0 || *tries > 255 {
-		return fwUsage(stderr, "install: usage: otgw fw install --root ROOT --board sim --state DIR SOURCE (file, directory or http(s) URL)")
+		return fwUsage(stderr, "install: usage: otgw fw install --root ROOT --board B [--state DIR] SOURCE (file, directory or http(s) URL)")
 	}
 	b, err := d.open()
 	if err != nil {
@@ -588,7 +629,7 @@ func fwStatus(args []string, stdout, stderr io.Writer) int {
 // fwFreshness judges the stored timestamp statement. It needs the state
 // lock (it may repair anchors); while another command holds it, freshness
 // is reported as unknown rather than waiting.
-func fwFreshness(d *fwDevice, b *update.SimBoard, stderr io.Writer) (*fwFreshJSON, error) {
+func fwFreshness(d *fwDevice, b *fwBoard, stderr io.Writer) (*fwFreshJSON, error) {
 	lock, err := update.LockState(b.Dir)
 	if errors.Is(err, update.ErrBusy) {
 		return &fwFreshJSON{Configured: true, Reason: "busy"}, nil
@@ -685,7 +726,7 @@ func fwRefresh(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func fwDeviceOnly(name string, args []string, stderr io.Writer, withTrust bool) (*fwDevice, *update.SimBoard, []string, int) {
+func fwDeviceOnly(name string, args []string, stderr io.Writer, withTrust bool) (*fwDevice, *fwBoard, []string, int) {
 	fs := fwFlags(name, stderr)
 	var d fwDevice
 	d.register(fs, withTrust)
@@ -758,7 +799,7 @@ func fwRotate(args []string, stdout, stderr io.Writer) int {
 	}
 	defer lock.Unlock()
 	if len(pos) != 1 {
-		return fwUsage(stderr, "rotate: usage: otgw fw rotate --root ROOT --board sim --state DIR NEW-ROOT")
+		return fwUsage(stderr, "rotate: usage: otgw fw rotate --root ROOT --board B [--state DIR] NEW-ROOT")
 	}
 	tr, err := d.trust(b)
 	if err != nil {
@@ -793,7 +834,7 @@ func fwProvision(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if len(pos) != 1 || *version == "" || *svn > 1<<32-1 {
-		return fwUsage(stderr, "provision: usage: otgw fw provision --board sim --state DIR --version V [--svn N] IMAGE")
+		return fwUsage(stderr, "provision: usage: otgw fw provision --board B [--state DIR] --version V [--svn N] IMAGE")
 	}
 	b, err := d.open()
 	if err != nil {
@@ -811,7 +852,7 @@ func fwProvision(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fwFail(stderr, "provision: %v", err)
 	}
-	if err := b.Provision(img, *version, uint32(*svn)); err != nil {
+	if err := update.Provision(b.Slots, b.Boot, img, *version, uint32(*svn)); err != nil {
 		return fwFail(stderr, "provision: %v", err)
 	}
 	fmt.Fprintf(stdout, "provisioned %s: slot A = %s (svn %d, %d bytes)\n", b.Dir, *version, *svn, len(img))
@@ -828,7 +869,10 @@ func fwReboot(args []string, stdout, stderr io.Writer) int {
 		return rc
 	}
 	defer lock.Unlock()
-	s, err := b.Reboot()
+	if b.sim == nil {
+		return fwUsage(stderr, "reboot: board %s has a real bootloader: reboot the machine (fw reboot only plays the sim board's bootloader)", d.board)
+	}
+	s, err := b.sim.Reboot()
 	if err != nil {
 		return fwFail(stderr, "reboot: %v", err)
 	}
