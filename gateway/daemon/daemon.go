@@ -70,6 +70,9 @@ type Config struct {
 	Version string
 	// Ready, when set, is called once the datapath runs (tests).
 	Ready func(*Daemon)
+	// Update, when set, reports the last boot and health-checks a trial
+	// firmware slot: commit after its period, or roll back (health.go).
+	Update *UpdateConfig
 }
 
 // Errors of Run.
@@ -350,12 +353,26 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Ready != nil {
 		cfg.Ready(d)
 	}
+	updErr := make(chan error, 1)
+	if cfg.Update != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := d.runUpdateHealth(ctx); errors.Is(err, ErrTrialFailed) {
+				updErr <- err
+			} else if err != nil {
+				log.Error("firmware update supervision", "err", err)
+			}
+		}()
+	}
 
 	var runErr error
 	select {
 	case <-ctx.Done():
 	case runErr = <-fwdErr:
 		stopReason = "stopped: datapath failed"
+	case runErr = <-updErr:
+		stopReason = "stopped: trial firmware failed its health check"
 	}
 	cancel()
 	if runErr == nil {
