@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/board"
+	"github.com/otgw/otgw/gateway/daemon"
 	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/update"
 )
@@ -890,4 +891,46 @@ func fwReboot(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "booted slot %v (%s)%s\n", s, st.Slots[s].Version, trial)
 	return 0
+}
+
+// fwRunUpdate is `otgw run`'s firmware supervision (daemon.UpdateConfig)
+// for the board named boardName ("" detects it), its state directory
+// (default: the profile's) and factory trust root: update events go to the
+// gateway's event pipeline, the state lock is taken around start-up
+// reporting and commit, and a trial slot is committed after period. On a
+// failed trial Run returns daemon.ErrTrialFailed and `otgw run` exits 1:
+// the image's init reboots, and the bootloader starts the previous slot.
+func fwRunUpdate(boardName, state, root, arch string, period time.Duration, logger *slog.Logger) *daemon.UpdateConfig {
+	d := &fwDevice{board: boardName, state: state, root: root, arch: arch}
+	var dir string
+	return &daemon.UpdateConfig{
+		Period: period,
+		NewInstaller: func(sink events.Sink) (*update.Installer, error) {
+			if d.board == "" {
+				p, err := board.Detect("/")
+				if err != nil {
+					return nil, err
+				}
+				d.board = p.Name
+			}
+			b, err := d.open()
+			if err != nil {
+				return nil, err
+			}
+			dir = b.Dir
+			tr, err := d.trust(b)
+			if err != nil {
+				return nil, err
+			}
+			return update.NewInstaller(update.Config{Trust: tr, Board: d.board, Arch: d.arch, Slots: b.Slots, Boot: b.Boot,
+				StateDir: b.Dir, Events: sink, Logger: logger})
+		},
+		Lock: func() (func(), error) {
+			l, err := update.LockState(dir)
+			if err != nil {
+				return nil, err
+			}
+			return l.Unlock, nil
+		},
+	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/update"
 )
 
@@ -169,3 +171,33 @@ func TestAttackConcurrentInstall(t *testing.T) {
 }
 
 func itoaPid() string { b, _ := json.Marshal(os.Getpid()); return string(b) }
+
+// TestFWRunUpdateWiring: the daemon.UpdateConfig `otgw run --fw-root`
+// builds opens the board from its profile, sends update events to the
+// sink it is given (the gateway's pipeline), and its Lock excludes `otgw
+// fw` commands.
+func TestFWRunUpdateWiring(t *testing.T) {
+	d := newFWDev(t)
+	fwMust(t, d.args("install", "--root", d.root, d.bundle)...)
+	fwMust(t, d.args("reboot")...)
+	uc := fwRunUpdate("sim", d.state, d.root, "amd64", time.Second, nil)
+	var steps []string
+	in, err := uc.NewInstaller(events.SinkFunc(func(e *events.Event) { steps = append(steps, e.Step) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := uc.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := fwRun(t, d.args("commit")...); code != 1 || !strings.Contains(errs, "reason=busy") {
+		t.Errorf("fw commit while run holds the lock: %d %s", code, errs)
+	}
+	if err := in.Commit(context.Background(), update.HealthFunc(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if len(steps) == 0 || steps[len(steps)-1] != "committed" {
+		t.Errorf("events seen by the sink: %v", steps)
+	}
+}

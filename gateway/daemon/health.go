@@ -31,6 +31,10 @@ type UpdateConfig struct {
 	// bootloader starts the previous slot. nil: Run returns
 	// ErrTrialFailed instead and the supervisor (init) restarts the box.
 	Reboot func() error
+	// Lock, when set, takes the state directory's lock (update.LockState)
+	// around Startup and Commit, so an operator's `otgw fw` command never
+	// interleaves with them; it returns the unlock function.
+	Lock func() (unlock func(), err error)
 }
 
 // ErrTrialFailed is returned by Run when the trial slot failed its health
@@ -112,11 +116,26 @@ func superviseTrial(ctx context.Context, in *update.Installer, probe healthProbe
 	if cfg.Interval <= 0 {
 		cfg.Interval = max(cfg.Period/20, 50*time.Millisecond)
 	}
-	running, err := in.Startup()
-	if err != nil {
-		return fmt.Errorf("daemon: update startup: %w", err)
+	locked := func(f func() error) error {
+		if cfg.Lock == nil {
+			return f()
+		}
+		unlock, err := cfg.Lock()
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		return f()
 	}
-	st, err := in.Status()
+	var running update.Slot
+	var st update.BootState
+	err := locked(func() (err error) {
+		if running, err = in.Startup(); err != nil {
+			return fmt.Errorf("daemon: update startup: %w", err)
+		}
+		st, err = in.Status()
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -141,12 +160,14 @@ func superviseTrial(ctx context.Context, in *update.Installer, probe healthProbe
 			}
 		}
 	}
-	err = in.Commit(ctx, update.HealthFunc(func(context.Context) error {
-		if first != nil {
-			return first
-		}
-		return probe.check()
-	}))
+	err = locked(func() error {
+		return in.Commit(ctx, update.HealthFunc(func(context.Context) error {
+			if first != nil {
+				return first
+			}
+			return probe.check()
+		}))
+	})
 	if err == nil {
 		log.Info("trial firmware committed", "slot", running.String())
 		return nil
