@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
-	"github.com/otgw/otgw/gateway/events"
 )
 
 // Files in an Installer's state directory (Config.StateDir).
@@ -88,7 +86,7 @@ func (in *Installer) syncAnchors(st *BootState) (anchors, error) {
 		file, fileOK, err = readAnchorFile(path)
 		if err != nil {
 			// A corrupt file is rebuilt from the boot state: report it.
-			in.emit(events.SevWarning, "anchor_repaired", "", "malformed", "anchor file unreadable, rebuilt from the boot state: "+err.Error(), map[string]any{"place": "file"})
+			in.emit(SevWarning, "anchor_repaired", "", "malformed", "anchor file unreadable, rebuilt from the boot state: "+err.Error(), map[string]any{"place": "file"})
 		}
 	}
 	want := anchors{Root: max(st.RootVersion, file.Root), SVN: max(st.SVN, file.SVN), Timestamp: file.Timestamp}
@@ -101,14 +99,14 @@ func (in *Installer) syncAnchors(st *BootState) (anchors, error) {
 	// A place that was set before and is now behind was rolled back or
 	// deleted: that is worth an event. First use (nothing set) is not.
 	if st.RootVersion != 0 && (st.RootVersion < want.Root || st.SVN < want.SVN) {
-		in.emit(events.SevWarning, "anchor_repaired", "", "rollback",
+		in.emit(SevWarning, "anchor_repaired", "", "rollback",
 			fmt.Sprintf("boot state anchors (root v%d, svn %d) were behind (root v%d, svn %d); restored", st.RootVersion, st.SVN, want.Root, want.SVN),
 			map[string]any{"place": "boot_state"})
 	}
 	if path != "" && !fileOK && st.RootVersion != 0 {
-		in.emit(events.SevWarning, "anchor_repaired", "", "rollback", "anchor file "+path+" was missing; rebuilt from the boot state", map[string]any{"place": "file"})
+		in.emit(SevWarning, "anchor_repaired", "", "rollback", "anchor file "+path+" was missing; rebuilt from the boot state", map[string]any{"place": "file"})
 	} else if fileOK && file != want && (file.Root < want.Root || file.SVN < want.SVN) && file.Root != 0 && st.RootVersion != 0 {
-		in.emit(events.SevWarning, "anchor_repaired", "", "rollback",
+		in.emit(SevWarning, "anchor_repaired", "", "rollback",
 			fmt.Sprintf("anchor file (root v%d, svn %d) was behind (root v%d, svn %d); restored", file.Root, file.SVN, want.Root, want.SVN),
 			map[string]any{"place": "file"})
 	}

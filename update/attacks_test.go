@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/update"
 	"github.com/otgw/otgw/update/updatetest"
 )
@@ -38,10 +37,10 @@ func assertRejected(t *testing.T, e *updatetest.Env, err, wantErr error, wantRea
 	if ev == nil {
 		t.Fatalf("no rejected event; steps %v", e.Events.Steps())
 	}
-	if ev.Type != events.TypeUpdate || ev.Reason != wantReason {
-		t.Errorf("rejected event type %q reason %q, want %q %q", ev.Type, ev.Reason, events.TypeUpdate, wantReason)
+	if ev.Reason != wantReason {
+		t.Errorf("rejected event reason %q, want %q", ev.Reason, wantReason)
 	}
-	if ev.Severity > events.SevWarning {
+	if ev.Severity > update.SevWarning {
 		t.Errorf("rejected event severity %v, want warning or worse", ev.Severity)
 	}
 	if e.Events.Last("installed") != nil {
@@ -82,7 +81,7 @@ func TestAttackTamperedPayload(t *testing.T) { // U01
 	if st := e.State(); st.Slots[update.SlotB].State != update.SlotBad {
 		t.Errorf("slot B state %v, want bad", st.Slots[update.SlotB].State)
 	}
-	if ev := e.Events.Last("rejected"); ev.Version != "1.1.0" || ev.Severity != events.SevCritical {
+	if ev := e.Events.Last("rejected"); ev.Version != "1.1.0" || ev.Severity != update.SevCritical {
 		t.Errorf("event version %q severity %v, want 1.1.0 critical", ev.Version, ev.Severity)
 	}
 }

@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/otgw/otgw/gateway/events"
 )
 
 // Freshness is what the device knows about the newest published release
@@ -71,7 +69,7 @@ func (in *Installer) UpdateTimestamp(b []byte, source string) (*Timestamp, error
 		return nil, err
 	}
 	fields["timestamp_version"], fields["svn"] = ts.Version, ts.SVN
-	in.emit(events.SevInfo, "refreshed", ts.Latest, "",
+	in.emit(SevInfo, "refreshed", ts.Latest, "",
 		fmt.Sprintf("timestamp v%d: latest release %s (svn %d), valid until %s", ts.Version, ts.Latest, ts.SVN, formatTime(ts.Expires)), fields)
 	return ts, nil
 }
@@ -200,7 +198,7 @@ func (in *Installer) Freshness() (Freshness, error) {
 		} else if err != nil {
 			msg = "stored timestamp statement does not verify: " + err.Error()
 		}
-		in.emit(events.SevWarning, "stale", "", f.Reason, msg, map[string]any{"role": "timestamp"})
+		in.emit(SevWarning, "stale", "", f.Reason, msg, map[string]any{"role": "timestamp"})
 	}
 	return f, nil
 }

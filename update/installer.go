@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
-	"github.com/otgw/otgw/gateway/events"
 )
 
 // Config configures an Installer. Board, Arch, Slots and Boot are
@@ -27,7 +25,7 @@ type Config struct {
 	// "", anchors live in the boot state only and freshness is unknown.
 	StateDir string
 
-	Events events.Sink  // update events; events.Discard when nil
+	Events EventFunc    // update events; discarded when nil
 	Logger *slog.Logger // slog.Default() when nil
 	Now    func() time.Time
 
@@ -71,7 +69,7 @@ func NewInstaller(cfg Config) (*Installer, error) {
 		return nil, fmt.Errorf("update: invalid board %q or arch %q", cfg.Board, cfg.Arch)
 	}
 	if cfg.Events == nil {
-		cfg.Events = events.Discard
+		cfg.Events = func(*Event) {}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -141,13 +139,13 @@ func (in *Installer) Install(ctx context.Context, r io.Reader, source string) (*
 }
 
 func (in *Installer) installLocked(ctx context.Context, r io.Reader, source string) (*Manifest, error) {
-	in.emit(events.SevNotice, "started", "", "", "firmware update started from "+source, map[string]any{"source": source})
+	in.emit(SevNotice, "started", "", "", "firmware update started from "+source, map[string]any{"source": source})
 	m, slot, err := in.install(ctx, r)
 	if err != nil {
 		in.reject(m, source, err)
 		return m, err
 	}
-	in.emit(events.SevNotice, "installed", m.Version, "",
+	in.emit(SevNotice, "installed", m.Version, "",
 		fmt.Sprintf("firmware %s installed to slot %v; boots on trial at next reboot", m.Version, slot),
 		manifestFields(m, slot, source))
 	return m, nil
@@ -267,14 +265,14 @@ func (in *Installer) Startup() (Slot, error) {
 	}
 	changed := false
 	if st.Fallback == FallbackTries {
-		in.emit(events.SevError, "rolled_back", st.FallbackVersion, st.Fallback.String(),
+		in.emit(SevError, "rolled_back", st.FallbackVersion, st.Fallback.String(),
 			fmt.Sprintf("firmware %s did not commit within its boot tries; slot %v (%s) booted instead", st.FallbackVersion, st.Booted, st.Running().Version),
 			map[string]any{"slot": st.Booted.String()})
 		st.Fallback, st.FallbackVersion, changed = FallbackNone, "", true
 	}
 	other := st.Booted.Other()
 	if st.Slots[other].State == SlotDirty {
-		in.emit(events.SevWarning, "rejected", st.Slots[other].Version, "interrupted",
+		in.emit(SevWarning, "rejected", st.Slots[other].Version, "interrupted",
 			fmt.Sprintf("firmware install to slot %v was interrupted; the slot is not bootable and will be rewritten", other),
 			map[string]any{"slot": other.String()})
 		st.Slots[other].State, changed = SlotBad, true
@@ -324,7 +322,7 @@ func (in *Installer) Commit(ctx context.Context, hc HealthCheck) error {
 		if err := in.cfg.Boot.Store(&st); err != nil {
 			return errors.Join(herr, err)
 		}
-		in.emit(events.SevError, "rolled_back", info.Version, "healthcheck",
+		in.emit(SevError, "rolled_back", info.Version, "healthcheck",
 			fmt.Sprintf("firmware %s failed its health check; slot %v (%s) boots next: %v", info.Version, st.Primary, st.Slots[st.Primary].Version, herr),
 			fields)
 		return herr
@@ -341,7 +339,7 @@ func (in *Installer) Commit(ctx context.Context, hc HealthCheck) error {
 	if err := in.raiseAnchors(&st, anchors{SVN: st.SVN}); err != nil {
 		return err
 	}
-	in.emit(events.SevNotice, "committed", info.Version, "",
+	in.emit(SevNotice, "committed", info.Version, "",
 		fmt.Sprintf("firmware %s committed in slot %v; security version counter %d", info.Version, t, st.SVN), fields)
 	return nil
 }
@@ -379,7 +377,7 @@ func (in *Installer) Rollback() error {
 	if err := in.cfg.Boot.Store(&st); err != nil {
 		return err
 	}
-	in.emit(events.SevWarning, "rolled_back", abandoned.Version, FallbackOperator.String(),
+	in.emit(SevWarning, "rolled_back", abandoned.Version, FallbackOperator.String(),
 		fmt.Sprintf("operator rolled back firmware %s; slot %v (%s) boots next", abandoned.Version, to, st.Slots[to].Version),
 		map[string]any{"slot": to.String()})
 	return nil
@@ -409,17 +407,16 @@ func (in *Installer) RotateRoot(rootFile []byte, dir string) (*Root, error) {
 	if err := in.raiseAnchors(&st, anchors{Root: r.Version}); err != nil {
 		return r, err
 	}
-	in.emit(events.SevNotice, "root_rotated", "", "",
+	in.emit(SevNotice, "root_rotated", "", "",
 		fmt.Sprintf("trust root rotated to version %d (%d keys, threshold %d)", r.Version, len(r.ids), r.Threshold),
 		map[string]any{"role": "root", "root_version": r.Version})
 	return r, nil
 }
 
-func (in *Installer) emit(sev events.Severity, step, version, reason, msg string, fields map[string]any) {
-	in.cfg.Events.Emit(&events.Event{
+func (in *Installer) emit(sev Severity, step, version, reason, msg string, fields map[string]any) {
+	in.cfg.Events(&Event{
 		Time:     in.cfg.Now(),
 		Severity: sev,
-		Type:     events.TypeUpdate,
 		Step:     step,
 		Version:  version,
 		Reason:   reason,
@@ -441,12 +438,12 @@ func manifestFields(m *Manifest, s Slot, source string) map[string]any {
 
 // severityFor ranks rejections: signature-class failures are attack
 // indicators (critical); transport failures are warnings.
-func severityFor(reason string) events.Severity {
+func severityFor(reason string) Severity {
 	switch reason {
 	case "bad_signature", "untrusted_key", "revoked_key", "threshold", "weak_algorithm", "rollback", "hash_mismatch":
-		return events.SevCritical
+		return SevCritical
 	case "timeout", "truncated", "download_failed", "canceled", "interrupted", "no_bundle":
-		return events.SevWarning
+		return SevWarning
 	}
-	return events.SevError
+	return SevError
 }

@@ -20,7 +20,6 @@ import (
 
 	"github.com/otgw/otgw/board"
 	"github.com/otgw/otgw/gateway/daemon"
-	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/update"
 )
 
@@ -211,8 +210,8 @@ func (d *fwDevice) trust(b *fwBoard) (*update.Trust, error) {
 
 // fwEventPrinter prints update events, one line each, as an operator sees
 // them; the gateway sends the same events to the SOC.
-func fwEventPrinter(w io.Writer) events.Sink {
-	return events.SinkFunc(func(e *events.Event) {
+func fwEventPrinter(w io.Writer) update.EventFunc {
+	return func(e *update.Event) {
 		fmt.Fprintf(w, "event: update step=%s severity=%s", e.Step, e.Severity)
 		if e.Version != "" {
 			fmt.Fprintf(w, " version=%s", e.Version)
@@ -221,7 +220,7 @@ func fwEventPrinter(w io.Writer) events.Sink {
 			fmt.Fprintf(w, " reason=%s", e.Reason)
 		}
 		fmt.Fprintf(w, " msg=%q\n", e.Message)
-	})
+	}
 }
 
 func (d *fwDevice) installer(b *fwBoard, tr *update.Trust, stderr io.Writer, mod func(*update.Config)) (*update.Installer, error) {
@@ -905,7 +904,7 @@ func fwRunUpdate(boardName, state, root, arch string, period time.Duration, logg
 	var dir string
 	return &daemon.UpdateConfig{
 		Period: period,
-		NewInstaller: func(sink events.Sink) (*update.Installer, error) {
+		NewInstaller: func(onEvent update.EventFunc) (*update.Installer, error) {
 			if d.board == "" {
 				p, err := board.Detect("/")
 				if err != nil {
@@ -923,7 +922,7 @@ func fwRunUpdate(boardName, state, root, arch string, period time.Duration, logg
 				return nil, err
 			}
 			return update.NewInstaller(update.Config{Trust: tr, Board: d.board, Arch: d.arch, Slots: b.Slots, Boot: b.Boot,
-				StateDir: b.Dir, Events: sink, Logger: logger})
+				StateDir: b.Dir, Events: onEvent, Logger: logger})
 		},
 		Lock: func() (func(), error) {
 			l, err := update.LockState(dir)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otgw/otgw/gateway/daemon"
 	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/update"
 )
@@ -182,7 +183,7 @@ func TestFWRunUpdateWiring(t *testing.T) {
 	fwMust(t, d.args("reboot")...)
 	uc := fwRunUpdate("sim", d.state, d.root, "amd64", time.Second, nil)
 	var steps []string
-	in, err := uc.NewInstaller(events.SinkFunc(func(e *events.Event) { steps = append(steps, e.Step) }))
+	in, err := uc.NewInstaller(daemon.UpdateEvents(events.SinkFunc(func(e *events.Event) { steps = append(steps, e.Step) })))
 	if err != nil {
 		t.Fatal(err)
 	}

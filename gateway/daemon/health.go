@@ -17,10 +17,10 @@ import (
 // commits it after it has been healthy for Period, or rolls it back and
 // reboots into the previous slot.
 type UpdateConfig struct {
-	// NewInstaller builds the installer for this board; its events go to
-	// sink, the gateway's event pipeline, so update steps reach syslog
-	// like every other event.
-	NewInstaller func(sink events.Sink) (*update.Installer, error)
+	// NewInstaller builds the installer for this board with onEvent as
+	// its Config.Events: UpdateEvents of the gateway's event pipeline, so
+	// update steps reach syslog like every other event.
+	NewInstaller func(onEvent update.EventFunc) (*update.Installer, error)
 	// Period is how long a trial slot must stay healthy before it is
 	// committed (default 60 s).
 	Period time.Duration
@@ -40,6 +40,24 @@ type UpdateConfig struct {
 // ErrTrialFailed is returned by Run when the trial slot failed its health
 // check and no Reboot function was configured.
 var ErrTrialFailed = errors.New("daemon: trial firmware failed its health check; the previous slot boots next")
+
+// UpdateEvents adapts update events to the gateway's event record (type
+// "update"; the severities share RFC 5424 numbering), so that package
+// update needs no exporter of its own.
+func UpdateEvents(sink events.Sink) update.EventFunc {
+	return func(e *update.Event) {
+		sink.Emit(&events.Event{
+			Time:     e.Time,
+			Severity: events.Severity(e.Severity),
+			Type:     events.TypeUpdate,
+			Step:     e.Step,
+			Version:  e.Version,
+			Reason:   e.Reason,
+			Message:  e.Message,
+			Fields:   e.Fields,
+		})
+	}
+}
 
 // healthProbe is what "healthy" means for the running gateway. Every part
 // must hold at every sample of the trial period.
@@ -96,7 +114,7 @@ func (d *Daemon) runUpdateHealth(ctx context.Context) error {
 	log := d.cfg.Logger.With("component", "update")
 	log.Info("runUpdateHealth started")
 	defer log.Info("runUpdateHealth stopped")
-	in, err := d.cfg.Update.NewInstaller(d.pipe)
+	in, err := d.cfg.Update.NewInstaller(UpdateEvents(d.pipe))
 	if err != nil {
 		return fmt.Errorf("daemon: update: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/update"
 	"github.com/otgw/otgw/update/updatetest"
 )
@@ -176,5 +177,27 @@ func TestStartupReportsExhaustedTrial(t *testing.T) {
 	}
 	if ev := e.Events.Last("rolled_back"); ev == nil || ev.Reason != "boot_attempts_exhausted" {
 		t.Errorf("events %v", e.Events.Steps())
+	}
+}
+
+func TestUpdateEventsAdapter(t *testing.T) {
+	var got []events.Event
+	f := UpdateEvents(events.SinkFunc(func(e *events.Event) { got = append(got, *e) }))
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, sev := range []struct {
+		u update.Severity
+		e events.Severity
+	}{{update.SevCritical, events.SevCritical}, {update.SevError, events.SevError}, {update.SevWarning, events.SevWarning},
+		{update.SevNotice, events.SevNotice}, {update.SevInfo, events.SevInfo}} {
+		got = nil
+		f(&update.Event{Time: now, Severity: sev.u, Step: "rejected", Version: "1.2.0", Reason: "rollback", Message: "m", Fields: map[string]any{"slot": "B"}})
+		if len(got) != 1 {
+			t.Fatalf("%d events", len(got))
+		}
+		e := got[0]
+		if e.Severity != sev.e || e.Severity.String() != sev.u.String() || e.Type != events.TypeUpdate || e.Step != "rejected" ||
+			e.Version != "1.2.0" || e.Reason != "rollback" || e.Message != "m" || e.Fields["slot"] != "B" || !e.Time.Equal(now) {
+			t.Errorf("adapted %v: %+v", sev.u, e)
+		}
 	}
 }

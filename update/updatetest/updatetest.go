@@ -25,7 +25,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/update"
 )
 
@@ -108,7 +107,7 @@ func New(t testing.TB, opts Options) *Env {
 	}
 	e.Config = update.Config{
 		Trust: e.Trust, Board: Board, Arch: Arch, Slots: e.Board, Boot: e.Board, StateDir: e.Dir,
-		Events: e.Events, Now: func() time.Time { return e.Now }, Logger: slog.New(slog.DiscardHandler),
+		Events: e.Events.Emit, Now: func() time.Time { return e.Now }, Logger: slog.New(slog.DiscardHandler),
 		Timeout: 10 * time.Second, IdleTimeout: 2 * time.Second, HealthTimeout: 5 * time.Second,
 	}
 	if opts.Config != nil {
@@ -343,25 +342,25 @@ func (e *Env) InstallDuring(ctx context.Context, src string, traffic func(ctx co
 	return installErr, trafficErr
 }
 
-// Recorder is an events.Sink that keeps every event. Safe for concurrent
-// use.
+// Recorder keeps every update event (its Emit is an update.EventFunc).
+// Safe for concurrent use.
 type Recorder struct {
 	mu     sync.Mutex // guards events
-	events []events.Event
+	events []update.Event
 }
 
-// Emit implements events.Sink.
-func (r *Recorder) Emit(e *events.Event) {
+// Emit records e; pass it as update.Config.Events.
+func (r *Recorder) Emit(e *update.Event) {
 	r.mu.Lock()
 	r.events = append(r.events, *e)
 	r.mu.Unlock()
 }
 
 // All returns a copy of the recorded events.
-func (r *Recorder) All() []events.Event {
+func (r *Recorder) All() []update.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]events.Event(nil), r.events...)
+	return append([]update.Event(nil), r.events...)
 }
 
 // Steps returns the Step of every recorded event, in order.
@@ -374,7 +373,7 @@ func (r *Recorder) Steps() []string {
 }
 
 // Last returns the last event with the given step, or nil.
-func (r *Recorder) Last(step string) *events.Event {
+func (r *Recorder) Last(step string) *update.Event {
 	all := r.All()
 	for i := len(all) - 1; i >= 0; i-- {
 		if all[i].Step == step {
