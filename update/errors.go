@@ -33,7 +33,6 @@ var (
 	ErrUnbootable      = errors.New("update: no bootable slot")
 	ErrPowerLoss       = errors.New("update: simulated power loss")
 	ErrBusy            = errors.New("update: another update operation is running on this device")
-	ErrStale           = errors.New("update: update metadata is stale")
 )
 
 // reasons maps sentinels to the reason tokens used in events (and syslog),
@@ -62,7 +61,6 @@ var reasons = []struct {
 	{ErrHealthCheck, "healthcheck"},
 	{ErrPowerLoss, "power_loss"},
 	{ErrBusy, "busy"},
-	{ErrStale, "stale"},
 	{ErrOrder, "internal"},
 	{context.Canceled, "canceled"},
 	{context.DeadlineExceeded, "timeout"},
