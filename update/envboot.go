@@ -143,6 +143,14 @@ func decodeBootStateVars(v map[string]string) (BootState, uint64, error) {
 // EnvBoot is a Bootloader that keeps the boot state in a GRUB or U-Boot
 // environment (NewGRUBBoot, NewUBootBoot). It is safe for concurrent use.
 type EnvBoot struct {
+	// Cmdline is the kernel command line file (default /proc/cmdline).
+	// Its otgw.slot=A|B, set by grub.cfg's menu entry or U-Boot's
+	// bootargs, is the slot that really runs and overrides the stored
+	// Booted: after an operator rollback or a fallback nothing else tells
+	// user space which slot the bootloader chose, and installing to
+	// "the other slot" must never hit the running one.
+	Cmdline string
+
 	kind string // "grub" or "uboot"
 	mu   sync.Mutex
 	// grub: copies[0] is the grubenv GRUB loads, copies[1] its backup.
@@ -158,7 +166,7 @@ var _ Bootloader = (*EnvBoot)(nil)
 // when it is unreadable; see BOOT.md). Both files are created as empty
 // environment blocks if missing.
 func NewGRUBBoot(path string) (*EnvBoot, error) {
-	b := &EnvBoot{kind: "grub", grub: [2]*grubEnvFile{{path: path}, {path: path + ".bak"}}}
+	b := &EnvBoot{Cmdline: "/proc/cmdline", kind: "grub", grub: [2]*grubEnvFile{{path: path}, {path: path + ".bak"}}}
 	return b, nil
 }
 
@@ -169,7 +177,7 @@ func NewUBootBoot(configPath string) (*EnvBoot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &EnvBoot{kind: "uboot", uboot: &ubootEnv{locs: locs}}, nil
+	return &EnvBoot{Cmdline: "/proc/cmdline", kind: "uboot", uboot: &ubootEnv{locs: locs}}, nil
 }
 
 // Load implements Bootloader.
@@ -191,6 +199,7 @@ func (b *EnvBoot) load() (BootState, uint64, map[string]string, error) {
 			return st, 0, vars, err
 		}
 		ubootOverlay(&st, vars)
+		b.cmdlineOverlay(&st)
 		return st, seq, vars, nil
 	}
 	var best BootState
@@ -214,7 +223,27 @@ func (b *EnvBoot) load() (BootState, uint64, map[string]string, error) {
 		return BootState{}, 0, nil, fmt.Errorf("%w in %s or %s", ErrNoBootState, b.grub[0].path, b.grub[1].path)
 	}
 	grubOverlay(&best, bestVars)
+	b.cmdlineOverlay(&best)
 	return best, bestSeq, bestVars, nil
+}
+
+// cmdlineOverlay sets Booted from otgw.slot= on the kernel command line,
+// when there is one.
+func (b *EnvBoot) cmdlineOverlay(st *BootState) {
+	if b.Cmdline == "" {
+		return
+	}
+	raw, err := readCapped(b.Cmdline, 8<<10)
+	if err != nil {
+		return
+	}
+	for _, f := range strings.Fields(string(raw)) {
+		if v, ok := strings.CutPrefix(f, "otgw.slot="); ok {
+			if s, ok := parseSlot(v, false); ok {
+				st.Booted = s
+			}
+		}
+	}
 }
 
 // Store implements Bootloader. GRUB: the backup copy is written and synced

@@ -110,6 +110,7 @@ func TestUBootEnvAgainstFwSetenv(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			boot.Cmdline = ""
 			st := update.InitialBootState(update.SlotInfo{Version: "1.0.0", SVN: 1, Size: 10})
 			st.Slots[update.SlotB] = update.SlotInfo{State: update.SlotPending, Version: "1.1.0", SVN: 2, Size: 20}
 			st.Trial, st.TriesLeft = update.SlotB, 3
@@ -168,6 +169,7 @@ func TestEnvBootRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	grub.Cmdline, uboot.Cmdline = "", ""
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 60; i++ {
 		st := randomBootState(rng)
@@ -180,6 +182,38 @@ func TestEnvBootRoundTrip(t *testing.T) {
 				t.Fatalf("%s round trip %d:\n got %+v, %v\nwant %+v", name, i, got, err, st)
 			}
 		}
+	}
+}
+
+// TestEnvBootBootedFromCmdline: the kernel command line's otgw.slot= says
+// which slot runs. After an operator rollback to the other committed slot
+// and a reboot, the stored state still names the old slot as booted; the
+// command line corrects it, so the next install goes to the slot that is
+// not running.
+func TestEnvBootBootedFromCmdline(t *testing.T) {
+	d := newRealDevice(t, "grub")
+	d.install(t, "1.1.0", 1)
+	tool(t, "grub-editenv", filepath.Join(filepath.Dir(d.slots.A), "grubenv"), "set", "boot_tries=2")
+	if err := d.in.Commit(context.Background(), healthy); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.in.Rollback(); err != nil { // back to A (same SVN)
+		t.Fatal(err)
+	}
+	cmdline := filepath.Join(t.TempDir(), "cmdline")
+	os.WriteFile(cmdline, []byte("BOOT_IMAGE=/boot/vmlinuz root=PARTLABEL=otgw-a otgw.slot=A ro quiet\n"), 0o644)
+	d.boot.Cmdline = cmdline
+	st, err := d.boot.Load()
+	if err != nil || st.Booted != update.SlotA || st.Primary != update.SlotA {
+		t.Fatalf("after rollback and reboot: booted %v primary %v, %v; want A A", st.Booted, st.Primary, err)
+	}
+	d.install(t, "1.2.0", 1)
+	if st, _ := d.boot.Load(); st.Trial != update.SlotB {
+		t.Errorf("install went to slot %v while A runs", st.Trial)
+	}
+	part, _ := os.ReadFile(d.slots.A)
+	if !bytes.Equal(part[:len(d.e.Factory)], d.e.Factory) {
+		t.Error("the running slot A was overwritten")
 	}
 }
 
@@ -216,6 +250,7 @@ func TestAttackPowerLossDuringGRUBEnvWrite(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "grubenv")
 	g, _ := update.NewGRUBBoot(path)
+	g.Cmdline = ""
 	old := update.InitialBootState(update.SlotInfo{Version: "1.0.0", SVN: 1})
 	if err := g.Store(&old); err != nil {
 		t.Fatal(err)
@@ -278,6 +313,7 @@ func newRealDevice(t *testing.T, kind string) *realDevice {
 	if err != nil {
 		t.Fatal(err)
 	}
+	d.boot.Cmdline = "" // the host's /proc/cmdline is not this device's
 	if err := update.Provision(d.slots, d.boot, e.Factory, "1.0.0", 1); err != nil {
 		t.Fatal(err)
 	}
