@@ -899,11 +899,12 @@ func fwReboot(args []string, stdout, stderr io.Writer) int {
 // reporting and commit, and a trial slot is committed after period. On a
 // failed trial Run returns daemon.ErrTrialFailed and `otgw run` exits 1:
 // the image's init reboots, and the bootloader starts the previous slot.
-func fwRunUpdate(boardName, state, root, arch string, period time.Duration, logger *slog.Logger) *daemon.UpdateConfig {
+func fwRunUpdate(boardName, state, root, arch string, period time.Duration, timestamp string, logger *slog.Logger) *daemon.UpdateConfig {
 	d := &fwDevice{board: boardName, state: state, root: root, arch: arch}
 	var dir string
 	return &daemon.UpdateConfig{
-		Period: period,
+		Period:          period,
+		TimestampSource: timestamp,
 		NewInstaller: func(onEvent update.EventFunc) (*update.Installer, error) {
 			if d.board == "" {
 				p, err := board.Detect("/")

@@ -181,7 +181,7 @@ func TestFWRunUpdateWiring(t *testing.T) {
 	d := newFWDev(t)
 	fwMust(t, d.args("install", "--root", d.root, d.bundle)...)
 	fwMust(t, d.args("reboot")...)
-	uc := fwRunUpdate("sim", d.state, d.root, "amd64", time.Second, nil)
+	uc := fwRunUpdate("sim", d.state, d.root, "amd64", time.Second, "", nil)
 	var steps []string
 	in, err := uc.NewInstaller(daemon.UpdateEvents(events.SinkFunc(func(e *events.Event) { steps = append(steps, e.Step) })))
 	if err != nil {

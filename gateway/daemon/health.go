@@ -31,6 +31,14 @@ type UpdateConfig struct {
 	// bootloader starts the previous slot. nil: Run returns
 	// ErrTrialFailed instead and the supervisor (init) restarts the box.
 	Reboot func() error
+	// TimestampSource, when set, is a file or http(s) URL of the
+	// publisher's timestamp statement, fetched every FreshnessInterval.
+	TimestampSource string
+	// FreshnessInterval is how often freshness is judged (and the
+	// statement fetched): a "stale" update event is raised each time the
+	// newest accepted statement has expired, so a frozen device alarms
+	// the SOC (default 1 h).
+	FreshnessInterval time.Duration
 	// Lock, when set, takes the state directory's lock (update.LockState)
 	// around Startup and Commit, so an operator's `otgw fw` command never
 	// interleaves with them; it returns the unlock function.
@@ -118,7 +126,57 @@ func (d *Daemon) runUpdateHealth(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("daemon: update: %w", err)
 	}
-	return superviseTrial(ctx, in, d.probe(), *d.cfg.Update, log)
+	if err := superviseTrial(ctx, in, d.probe(), *d.cfg.Update, log); err != nil {
+		return err
+	}
+	watchFreshness(ctx, in, *d.cfg.Update, log)
+	return nil
+}
+
+// watchFreshness fetches the timestamp statement (when a source is
+// configured) and judges freshness now and every FreshnessInterval until
+// ctx ends; Installer.Freshness emits the "stale" event. Failures are
+// logged (and, for a rejected statement, reported as events by the
+// Installer); they never stop the gateway.
+func watchFreshness(ctx context.Context, in *update.Installer, cfg UpdateConfig, log *slog.Logger) {
+	if cfg.FreshnessInterval <= 0 {
+		cfg.FreshnessInterval = time.Hour
+	}
+	check := func() {
+		unlock := func() {}
+		if cfg.Lock != nil {
+			u, err := cfg.Lock()
+			if err != nil {
+				log.Warn("freshness check skipped", "err", err)
+				return
+			}
+			unlock = u
+		}
+		defer unlock()
+		if cfg.TimestampSource != "" {
+			if _, err := in.RefreshFrom(ctx, cfg.TimestampSource); err != nil {
+				log.Warn("timestamp statement not refreshed", "source", cfg.TimestampSource, "err", err)
+			}
+		}
+		f, err := in.Freshness()
+		switch {
+		case err != nil:
+			log.Warn("freshness unknown", "err", err)
+		case f.Stale:
+			log.Warn("firmware update metadata is stale", "reason", f.Reason)
+		}
+	}
+	check()
+	t := time.NewTicker(cfg.FreshnessInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			check()
+		}
+	}
 }
 
 // superviseTrial reports the last boot (Installer.Startup); when the

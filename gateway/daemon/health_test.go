@@ -201,3 +201,36 @@ func TestUpdateEventsAdapter(t *testing.T) {
 		}
 	}
 }
+
+// TestFreshnessWatchRaisesStale: the running gateway fetches the timestamp
+// statement and, once it has expired and nothing newer comes (a freeze),
+// raises a "stale" update event at every check.
+func TestFreshnessWatchRaisesStale(t *testing.T) {
+	e := updatetest.New(t, updatetest.Options{TimestampKeys: 1})
+	stmt := e.Timestamp(update.Timestamp{Version: 1, Latest: "1.0.0", SVN: 1, Expires: updatetest.Epoch.Add(time.Hour)})
+	src := updatetest.WriteFile(t, "", "timestamp.json", stmt)
+	cfg := UpdateConfig{TimestampSource: src, FreshnessInterval: 30 * time.Millisecond}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	watchFreshness(ctx, e.Installer, cfg, quiet())
+	cancel()
+	if e.Events.Last("refreshed") == nil || e.Events.Last("stale") != nil {
+		t.Fatalf("fresh statement: events %v", e.Events.Steps())
+	}
+
+	e.Now = updatetest.Epoch.Add(2 * time.Hour) // the same statement keeps being served
+	e.Reopen()
+	e.Events.Reset()
+	ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
+	watchFreshness(ctx, e.Installer, cfg, quiet())
+	cancel()
+	n := 0
+	for _, ev := range e.Events.All() {
+		if ev.Step == "stale" && ev.Reason == "expired" && ev.Severity == update.SevWarning {
+			n++
+		}
+	}
+	if n < 2 {
+		t.Errorf("%d stale events in 100ms at a 30ms interval, want >= 2 (steps %v)", n, e.Events.Steps())
+	}
+}
