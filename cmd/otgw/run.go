@@ -52,6 +52,7 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	fs.StringVar(&ioMode, "io", "", "port I/O: ring (TPACKET_V2 mmap rings) or mmsg (recvmmsg/sendmmsg); default ring, falling back to mmsg where rings are unavailable")
 	fwRoot := fs.String("fw-root", "", "factory firmware trust root: report the last boot, health-check a trial firmware slot and commit it after --trial-period (update/BOOT.md)")
 	fwState := fs.String("fw-state", "", "firmware state directory (default: the board profile's slots.state)")
+	fwTimestamp := fs.String("fw-timestamp", "", "file or http(s) URL of the signed timestamp statement, fetched hourly; a stale one raises an update event")
 	trialPeriod := fs.Duration("trial-period", time.Minute, "how long trial firmware must stay healthy (policy, both ports up, watchdog fed) before it is committed")
 	fs.DurationVar(&cfg.SpinRead, "spin-read", 0, "ring only: poll an empty ring this long before sleeping (costs that much CPU after every burst; made latency worse on 2 cores, see BENCHMARKS.md)")
 	// Hidden (not in the usage line): for profiling the datapath, see
@@ -93,7 +94,7 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	cfg.Version = version
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if *fwRoot != "" {
-		cfg.Update = fwRunUpdate(cfg.Board, *fwState, *fwRoot, runtime.GOARCH, *trialPeriod, cfg.Logger)
+		cfg.Update = fwRunUpdate(cfg.Board, *fwState, *fwRoot, runtime.GOARCH, *trialPeriod, *fwTimestamp, cfg.Logger)
 	}
 	if cpuProf != "" {
 		f, err := os.Create(cpuProf)
