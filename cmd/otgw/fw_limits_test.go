@@ -16,6 +16,7 @@ import (
 
 	"github.com/otgw/otgw/gateway/daemon"
 	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/update"
 )
 
@@ -87,6 +88,12 @@ func TestAttackHugeRootFileToRotate(t *testing.T) {
 		t.Errorf("a rotated root was stored: %v", err)
 	}
 
+	if testenv.Emulated() {
+		// Under qemu-user the child would be qemu, whose own RSS is
+		// measured; the bound is checked in the native pass.
+		t.Log("peak RSS not measured under qemu-user")
+		return
+	}
 	args, _ := json.Marshal(d.args("rotate", "--root", d.root, huge))
 	cmd := exec.Command(os.Args[0], "-test.run=^TestFWHelperProcess$")
 	cmd.Env = append(os.Environ(), "OTGW_FW_HELPER_ARGS="+string(args))
