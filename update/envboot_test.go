@@ -430,3 +430,50 @@ func TestUBootLifecycleWithFwSetenv(t *testing.T) {
 	sort.Strings(keys)
 	t.Logf("environment variables: %s", strings.Join(keys, " "))
 }
+
+// TestAttackPowerLossDuringUBootEnvWrite: a power cut tears the copy being
+// written (the inactive one); its CRC fails, so the other copy, holding
+// the previous state, stays active: the device boots the old or the new
+// decision, never neither.
+func TestAttackPowerLossDuringUBootEnvWrite(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFWEnvConfig(t, dir, 2)
+	u, err := update.NewUBootBoot(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Cmdline = ""
+	old := update.InitialBootState(update.SlotInfo{Version: "1.0.0", SVN: 1})
+	if err := u.Store(&old); err != nil {
+		t.Fatal(err)
+	}
+	copies := []string{filepath.Join(dir, "uboot-env.0"), filepath.Join(dir, "uboot-env.1")}
+	before := [2][]byte{}
+	for i, c := range copies {
+		before[i], _ = os.ReadFile(c)
+	}
+	next := old
+	next.Slots[update.SlotB] = update.SlotInfo{State: update.SlotDirty, Version: "1.1.0", SVN: 2}
+	if err := u.Store(&next); err != nil {
+		t.Fatal(err)
+	}
+	written := -1
+	after := [2][]byte{}
+	for i, c := range copies {
+		after[i], _ = os.ReadFile(c)
+		if !bytes.Equal(after[i], before[i]) {
+			written = i
+		}
+	}
+	if written < 0 {
+		t.Fatal("Store changed neither copy")
+	}
+	for cut := 0; cut < len(after[written]); cut += 61 {
+		torn := append(append([]byte(nil), after[written][:cut]...), before[written][cut:]...)
+		os.WriteFile(copies[written], torn, 0o644)
+		got, err := u.Load()
+		if err != nil || (got != old && got != next) {
+			t.Fatalf("copy %d torn at %d: %+v, %v; want the old or new state", written, cut, got, err)
+		}
+	}
+}
