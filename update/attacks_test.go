@@ -172,21 +172,16 @@ func TestAttackSameKeyCountedTwice(t *testing.T) { // U06
 
 func TestAttackVersionRollback(t *testing.T) { // U07
 	tests := []struct {
-		name           string
-		factory        uint32
-		factoryVersion string
-		spec           updatetest.Spec
+		name    string
+		factory uint32
+		spec    updatetest.Spec
 	}{
-		{"lower SVN", 5, "", updatetest.Spec{Version: "2.0.0", SVN: 4}},
-		{"older release at same SVN", 1, "", updatetest.Spec{Version: "0.9.0", SVN: 1}},
-		// Compared as strings, "rc.9" > "rc.10"; SemVer 2.0.0 item 11
-		// compares the numeric identifiers as numbers.
-		{"pre-release rc.9 over rc.10", 1, "1.1.0-rc.10", updatetest.Spec{Version: "1.1.0-rc.9", SVN: 1}},
-		{"pre-release over its release", 1, "1.1.0", updatetest.Spec{Version: "1.1.0-rc.99", SVN: 1}},
+		{"lower SVN", 5, updatetest.Spec{Version: "2.0.0", SVN: 4}},
+		{"older release at same SVN", 1, updatetest.Spec{Version: "0.9.0", SVN: 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := updatetest.New(t, updatetest.Options{FactorySVN: tt.factory, FactoryVersion: tt.factoryVersion})
+			e := updatetest.New(t, updatetest.Options{FactorySVN: tt.factory})
 			before := e.State().SVN
 			_, err := install(t, e, e.Bundle(tt.spec))
 			if !errors.Is(err, update.ErrRollback) || update.Reason(err) != "rollback" {
@@ -203,6 +198,35 @@ func TestAttackVersionRollback(t *testing.T) { // U07
 				t.Error("active slot changed")
 			}
 		})
+	}
+}
+
+// TestAttackPrereleaseRollback: at the same SVN, an older pre-release is
+// a rollback. Compared as strings "rc.9" > "rc.10" and the older build
+// installed; SemVer 2.0.0 item 11 compares numeric identifiers as numbers.
+func TestAttackPrereleaseRollback(t *testing.T) { // U07
+	tests := []struct{ running, offered string }{
+		{"1.1.0-rc.10", "1.1.0-rc.9"},
+		{"1.1.0", "1.1.0-rc.99"},
+		{"1.1.0-beta.11", "1.1.0-beta.2"},
+		{"1.1.0-rc.1", "1.1.0-beta.11"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.offered+" over "+tt.running, func(t *testing.T) {
+			e := updatetest.New(t, updatetest.Options{FactoryVersion: tt.running})
+			_, err := install(t, e, e.Bundle(updatetest.Spec{Version: tt.offered, SVN: 1}))
+			if !errors.Is(err, update.ErrRollback) || update.Reason(err) != "rollback" {
+				t.Fatalf("error %v, want ErrRollback", err)
+			}
+			if st := e.State(); st.Slots[update.SlotB].State != update.SlotEmpty || !bytes.Equal(e.SlotImage(update.SlotA), e.Factory) {
+				t.Errorf("slots changed: B %v", st.Slots[update.SlotB].State)
+			}
+		})
+	}
+	// And the newer pre-release installs.
+	e := updatetest.New(t, updatetest.Options{FactoryVersion: "1.1.0-rc.9"})
+	if _, err := install(t, e, e.Bundle(updatetest.Spec{Version: "1.1.0-rc.10", SVN: 1})); err != nil {
+		t.Errorf("rc.10 over rc.9: %v", err)
 	}
 }
 
