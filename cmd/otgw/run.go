@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/otgw/otgw/gateway/daemon"
 	"github.com/otgw/otgw/hal"
@@ -55,6 +57,10 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxFlows, "max-flows", 0, "flow table size (default: the engine's)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&ioMode, "io", "", "port I/O: ring (TPACKET_V2 mmap rings) or mmsg (recvmmsg/sendmmsg); default ring, falling back to mmsg where rings are unavailable")
+	fwRoot := fs.String("fw-root", "", "factory firmware trust root: report the last boot, health-check a trial firmware slot and commit it after --trial-period (update/BOOT.md)")
+	fwState := fs.String("fw-state", "", "firmware state directory (default: the board profile's slots.state)")
+	fwTimestamp := fs.String("fw-timestamp", "", "file or http(s) URL of the signed timestamp statement, fetched hourly; a stale one raises an update event")
+	trialPeriod := fs.Duration("trial-period", time.Minute, "how long trial firmware must stay healthy (policy, both ports up, watchdog fed) before it is committed")
 	fs.DurationVar(&cfg.SpinRead, "spin-read", 0, "ring only: poll an empty ring this long before sleeping (costs that much CPU after every burst; made latency worse on 2 cores, see BENCHMARKS.md)")
 	// Hidden (not in the usage line): for profiling the datapath, see
 	// BENCHMARKS.md "datapath" (OTGW_BENCH_PROFILE in gateway/e2e).
@@ -104,6 +110,9 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.HUP = hup
 	cfg.Logger.Info("otgw run: starting", "policy", cfg.PolicyPath, "version", version)
+	if *fwRoot != "" {
+		cfg.Update = fwRunUpdate(cfg.Board, *fwState, *fwRoot, runtime.GOARCH, *trialPeriod, *fwTimestamp, cfg.Logger)
+	}
 	if cpuProf != "" {
 		f, err := os.Create(cpuProf)
 		if err != nil {

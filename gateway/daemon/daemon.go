@@ -78,6 +78,9 @@ type Config struct {
 	// frame: fault injection for the crash tests (otgw run reads it from
 	// OTGW_FAULT_PANIC_AFTER_FRAMES). Never set it in service.
 	FaultPanicAfterFrames int
+	// Update, when set, reports the last boot and health-checks a trial
+	// firmware slot: commit after its period, or roll back (health.go).
+	Update *UpdateConfig
 }
 
 // Errors of Run.
@@ -400,6 +403,23 @@ func (d *Daemon) serve(ctx context.Context) error {
 	d.log.Info("gateway running", "board", d.profile.Name, "north", d.ports[0], "south", d.ports[1], "policy", rs.Name(),
 		"io", string(hal.PortIO(dp.hports[0])), "spin_read", d.cfg.SpinRead)
 
+	// A trial firmware slot is committed after its health period or rolled
+	// back (health.go); a failed trial stops the gateway so that the
+	// image's init reboots into the previous slot.
+	var trialErr atomic.Pointer[error]
+	if d.cfg.Update != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := d.runUpdateHealth(ctx); errors.Is(err, ErrTrialFailed) {
+				trialErr.Store(&err)
+				cancel()
+			} else if err != nil {
+				d.log.Error("firmware update supervision", "err", err)
+			}
+		}()
+	}
+
 	var recent []time.Time // restarts within restartWindow
 	for first := true; ; first = false {
 		d.dp.Store(dp)
@@ -407,6 +427,11 @@ func (d *Daemon) serve(ctx context.Context) error {
 			d.cfg.Ready(d)
 		}
 		err := d.runDatapath(ctx, dp)
+		if te := trialErr.Load(); te != nil {
+			d.stopReason = "stopped: trial firmware failed its health check"
+			d.stopSev = events.SevError
+			return *te
+		}
 		if ctx.Err() != nil && (err == nil || errors.Is(err, ErrStalled)) {
 			// Clean stop. A fail-open profile keeps traffic flowing
 			// uninspected while the gateway is down, and the SOC is told.
