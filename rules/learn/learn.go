@@ -396,6 +396,12 @@ func (l *Learner) modbus(c *conduitObs, p *rules.PDU, t time.Time) {
 	if p.Dir == protocols.Response {
 		return
 	}
+	if m.Unread {
+		// Cut short before its address or sub-function: what it accesses
+		// is unknown, and no rule can allow it (rules/doc.go, tolerate).
+		l.unlearnable.add(fmt.Sprintf("modbus request with function code %d cut short before its address or sub-function", m.FC), t)
+		return
+	}
 	tb := mbTable(m.FC)
 	vals := m.Values[:min(int(m.NValues), rules.MaxValues)]
 	wv := func(tb rules.Table) {
@@ -441,6 +447,10 @@ func (l *Learner) dnp3(c *conduitObs, p *rules.PDU, t time.Time) {
 		if d.FC == 130 || d.Unsolicited {
 			c.dnUns.add(t)
 		}
+		return
+	}
+	if d.FuncUnread {
+		l.unlearnable.add("dnp3 request cut short before its function code", t)
 		return
 	}
 	if d.FC >= 129 {

@@ -123,7 +123,7 @@ var residuals = map[string][]residual{
 	"e09-non-protocol-4840":  {{4, "malformed:unknown_message_type", whyNonProtocol}},
 	"m08-illegal-size":       {{6, "malformed:non_modbus", whyMalformed + ": MBAP length beyond the ADU maximum (non_modbus)"}},
 	"m09-non-modbus-pid":     {{6, "malformed:non_modbus", whyMalformed + ": MBAP protocol id not 0 (non_modbus)"}},
-	"m10-incorrect-length":   {{6, "malformed:non_modbus", whyMalformed + ": MBAP length not matching the PDU (non_modbus)"}},
+	"m10-incorrect-length":   {{6, "address_out_of_range", "a read whose MBAP length ends the PDU before its address: what it reads is unknown, so no rule allows it, even tolerating truncated"}},
 	"u01-malformed": {
 		{4, "malformed:unknown_message_type", whyMalformed + ": unknown UA-TCP message type"},
 		{8, "malformed:invalid_message_size", whyMalformed + ": UA-TCP message size out of bounds"},
