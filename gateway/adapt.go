@@ -111,7 +111,11 @@ func dnp3PDU(p *rules.PDU, lf *dnp3.LinkFrame, fr *dnp3.Fragment, dir protocols.
 	d := &p.DNP3
 	d.LinkSrc, d.LinkDst = lf.Src, lf.Dst
 	d.FC = uint8(fr.Func)
-	d.Unsolicited = fr.UNS() || fr.Func == dnp3.FuncUnsolicitedResp
+	// Only a response function code makes an unsolicited response: a
+	// request code with the UNS bit in a frame whose DIR bit claims the
+	// outstation sent it (wrong_direction, or an anomaly found first) is
+	// no answer a rule's unsolicited: true allows.
+	d.Unsolicited = fr.Func == dnp3.FuncUnsolicitedResp || fr.UNS() && fr.Func.IsResponse()
 	d.PairedRequest = false
 	if fr.Anomaly != dnp3.AnomalyNone {
 		p.Anomaly = fr.Anomaly.String()

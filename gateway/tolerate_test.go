@@ -34,7 +34,6 @@ import (
 	"testing"
 
 	"github.com/otgw/otgw/gateway/packet"
-	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/protocols/opcua"
@@ -51,7 +50,7 @@ type tolMut struct {
 	payload []byte // the bytes the client sends (one or more PDUs)
 }
 
-// tolJudged is one request PDU the engine judged.
+// tolJudged is one PDU of the client the engine judged.
 type tolJudged struct {
 	anomaly string
 	action  rules.Action
@@ -79,7 +78,9 @@ func newTolRig(t *testing.T, mk func() *rules.Ruleset, srv capture.Endpoint, set
 func (tr *tolRig) fresh() {
 	tr.rig = newRig(tr.t, tr.mk(), func(c *Config) {
 		c.OnVerdict = func(d *Decision) {
-			if d.PDU != nil && d.PDU.Dir == protocols.Request {
+			// Only the client sends during a case: every PDU judged is
+			// one of its, whatever direction its own header claims.
+			if d.PDU != nil {
 				tr.judged = append(tr.judged, tolJudged{d.PDU.Anomaly, d.Verdict.Action, d.Verdict.Reason})
 			}
 		}
@@ -420,9 +421,8 @@ func TestTolerateModbusNeverAllowsUnreadFields(t *testing.T) {
 
 // ---- DNP3 ----
 
-const tolDNP3Rule = `          masters: [1]
-          outstations: [10]
-          allow:
+const tolDNP3Rule = `          allow:
+            - unsolicited: true
             - function: read
               objects: [g1, g30, g60]
             - function: [select, operate]
@@ -574,6 +574,12 @@ func dnFrames(r *rand.Rand, frag []byte) (name string, b []byte) {
 	case 1: // a segment without FIR first
 		seg := append([]byte{dnp3.TransportFIN | 3}, frag...)
 		return "no FIR", dnp3.AppendLinkFrame(nil, dnp3.CtrlMasterData, 10, 1, seg)
+	case 3: // sent toward the outstation as if from one (DIR clear), UNS set
+		if len(frag) > 0 {
+			b := bytes.Clone(frag)
+			b[0] |= dnp3.AppUNS
+			return "DIR clear, UNS set", dnp3.AppendLinkFrames(nil, dnp3.CtrlOutstationData, 10, 1, b)
+		}
 	case 2: // the fragment split, a segment lost
 		if len(frag) > 4 {
 			h := len(frag) / 2
@@ -606,7 +612,7 @@ func TestTolerateDNP3NeverAllowsUnreadFields(t *testing.T) {
 			tr := newTolRig(t, func() *rules.Ruleset { return tolPolicy(t, level, "hmi", "rtu", "dnp3", tol, tolDNP3Rule) }, rtuEP, nil)
 			rep := checkInvariant(t, tr, cases)
 			wantAnomalies(t, rep, "truncated_header", "unknown_function", "bad_qualifier", "bad_range", "unknown_object",
-				"truncated_object", "too_many_objects", "unexpected_data", "data_crc", "fragment_without_fir", "transport_seq")
+				"truncated_object", "too_many_objects", "unexpected_data", "data_crc", "fragment_without_fir", "transport_seq", "wrong_direction")
 		})
 	}
 }
