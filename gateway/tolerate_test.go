@@ -315,6 +315,14 @@ func mbForbidden(r *rand.Rand) (unit uint8, pdu []byte, desc string) {
 			ra := 100 + r.IntN(1000)
 			return unit, modbus.AppendReadWriteMultipleRegisters(nil, uint16(ra), uint16(1+r.IntN(20)), 0, vals(wq, 0, 65535)), fmt.Sprintf("fc23 read addr %d", ra)
 		}
+		if r.IntN(2) == 0 {
+			wa := 40 + r.IntN(10)
+			wq = 1 + r.IntN(50-wa)
+			v := vals(wq, 0, 1000)
+			bad := r.IntN(wq)
+			v[bad] = uint16(1001 + r.IntN(64535))
+			return unit, modbus.AppendReadWriteMultipleRegisters(nil, 0, uint16(1+r.IntN(20)), uint16(wa), v), fmt.Sprintf("fc23 write addr %d qty %d value[%d]=%d", wa, wq, bad, v[bad])
+		}
 		wa := badAddr(wq)
 		return unit, modbus.AppendReadWriteMultipleRegisters(nil, 0, uint16(1+r.IntN(20)), wa, vals(wq, 0, 1000)), fmt.Sprintf("fc23 write addr %d", wa)
 	case 11:
