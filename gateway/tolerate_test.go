@@ -728,6 +728,23 @@ func uaMutations(r *rand.Rand, body []byte, nodeAt []int, countAt int) []tolMut 
 			out = append(out, tolMut{fmt.Sprintf("string length of NodeId %d", i), final(b)})
 		}
 	}
+	typeID := binary.LittleEndian.Uint16(body[2:])
+	if isWrite, isCall := typeID == uint16(opcua.ServiceWrite.RequestTypeID()), typeID == uint16(opcua.ServiceCall.RequestTypeID()); isWrite || isCall {
+		// The Variant of a value or argument (a Double: type byte, then 8
+		// bytes, ending its element) with a reserved type.
+		var ends []int
+		step := 1
+		if isCall {
+			step = 2 // ObjectId, MethodId
+		}
+		for i := step; i < len(nodeAt); i += step {
+			ends = append(ends, nodeAt[i])
+		}
+		ends = append(ends, len(body))
+		b := bytes.Clone(body)
+		b[ends[r.IntN(len(ends))]-9] = []byte{26, 0x3F, 0x40 | 11, 0x80}[r.IntN(4)]
+		out = append(out, tolMut{"reserved Variant type", final(b)})
+	}
 	if countAt > 0 {
 		b := bytes.Clone(body)
 		binary.LittleEndian.PutUint32(b[countAt:], []uint32{0xFFFFFFFE, 0x10000, uint32(len(nodeAt) + 1 + r.IntN(40))}[r.IntN(3)])
@@ -798,7 +815,7 @@ func TestTolerateOPCUANeverAllowsUnreadFields(t *testing.T) {
 			tr := newTolRig(t, func() *rules.Ruleset { return tolPolicy(t, level, "hmi", "ua", "opcua", tol, tolOPCUARule) }, uaEP, uaSetup())
 			rep := checkInvariant(t, tr, cases)
 			wantAnomalies(t, rep, "truncated", "bad_node_id", "abnormal_string_length", "abnormal_array_length",
-				"too_many_chunks", "message_too_large", "interleaved_chunks", "unknown_service", "bad_channel_id", "invalid_message_size")
+				"too_many_chunks", "message_too_large", "interleaved_chunks", "unknown_service", "bad_channel_id", "invalid_message_size", "bad_encoding")
 		})
 	}
 }
