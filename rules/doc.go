@@ -38,10 +38,19 @@
 // Responses ride the allowed flow and are allowed only when the gateway
 // paired them with a request (DNP3 unsolicited responses only where
 // allowed). Parser anomalies deny unless the rule or conduit tolerates the
-// named anomaly. OPC UA SignAndEncrypt bodies are opaque: only the channel's
-// mode and policy are judged there. A channel whose OPN was not seen (opened
-// before the gateway started, or a capture that starts mid-session) has an
-// unknown mode, which meets the default minimum (None) and no higher one.
+// named anomaly. A tolerated anomaly lets a PDU through unread only where
+// the rule does not restrict what was unread: a field the anomaly kept the
+// parser from reading (a Modbus address, quantity or sub-function, the
+// registers a write whose byte count disagrees may reach, a DNP3 function
+// code or the object headers after the one that stopped the walk, an OPC
+// UA service type id or the NodeIds of a Write or Call) is unknown, and a
+// rule that restricts it refuses the PDU with its usual reason
+// (address_out_of_range, value_out_of_range, function_not_allowed,
+// object_not_allowed, service_not_allowed, node_not_allowed). OPC UA
+// SignAndEncrypt bodies are opaque: only the channel's mode and policy are
+// judged there. A channel whose OPN was not seen (opened before the gateway
+// started, or a capture that starts mid-session) has an unknown mode, which
+// meets the default minimum (None) and no higher one.
 //
 // Names: protocol vocabulary comes from the parser packages, the single
 // source of truth: Modbus function names are modbus.FunctionName's, DNP3

@@ -365,7 +365,7 @@ func (m *cmodbus) eval(dir protocols.Dir, p *Modbus, pairTol bool) Reason {
 		if len(m.read[t]) == 0 {
 			return ReasonFunctionNotAllowed
 		}
-		if !covered(m.read[t], p.Addr, p.Qty) {
+		if p.Unread || !covered(m.read[t], p.Addr, p.Qty) {
 			return ReasonAddressOutOfRange
 		}
 		return ReasonAllowed
@@ -373,6 +373,9 @@ func (m *cmodbus) eval(dir protocols.Dir, p *Modbus, pairTol bool) Reason {
 		t := modbusTable(p.FC)
 		if len(m.write[t]) == 0 {
 			return ReasonFunctionNotAllowed
+		}
+		if p.Unread {
+			return ReasonAddressOutOfRange
 		}
 		qty := p.Qty
 		if p.FC == 5 || p.FC == 6 || p.FC == 22 {
@@ -383,13 +386,13 @@ func (m *cmodbus) eval(dir protocols.Dir, p *Modbus, pairTol bool) Reason {
 		if len(m.read[TableHolding]) == 0 || len(m.write[TableHolding]) == 0 {
 			return ReasonFunctionNotAllowed
 		}
-		if !covered(m.read[TableHolding], p.Addr, p.Qty) {
+		if p.Unread || !covered(m.read[TableHolding], p.Addr, p.Qty) {
 			return ReasonAddressOutOfRange
 		}
 		return writeOK(m.write[TableHolding], p.WriteAddr, p.WriteQty, vals, false)
 	}
 	for _, f := range m.funcs {
-		if f.fc == p.FC && (f.anySub || f.sub == p.Sub) {
+		if f.fc == p.FC && (f.anySub || !p.Unread && f.sub == p.Sub) {
 			return ReasonAllowed
 		}
 	}
@@ -425,6 +428,9 @@ func (d *cdnp3) eval(dir protocols.Dir, p *DNP3, auth *dnp3Auth, pairTol bool) R
 			return ReasonResponseWithoutRequest
 		}
 		return ReasonAllowed
+	}
+	if p.FuncUnread {
+		return ReasonFunctionNotAllowed
 	}
 	skipAuth := false
 	if d.requireAuth {

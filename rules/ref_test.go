@@ -322,6 +322,42 @@ func refModbus(m *ModbusRule, dir protocols.Dir, p *Modbus) Reason {
 		}
 		return ReasonAllowed
 	}
+	if p.Unread {
+		// The request ended before its address and sub-function: a
+		// table function is refused for its address (once the function
+		// is known to be allowed), a sub-function must be "any".
+		switch p.FC {
+		case 1, 2, 3, 4:
+			t := map[uint8]Table{1: TableCoils, 2: TableDiscrete, 3: TableHolding, 4: TableInput}[p.FC]
+			if !hasTable(false, t) {
+				return ReasonFunctionNotAllowed
+			}
+			return ReasonAddressOutOfRange
+		case 5, 15:
+			if !hasTable(true, TableCoils) {
+				return ReasonFunctionNotAllowed
+			}
+			return ReasonAddressOutOfRange
+		case 6, 16, 22:
+			if !hasTable(true, TableHolding) {
+				return ReasonFunctionNotAllowed
+			}
+			return ReasonAddressOutOfRange
+		case 23:
+			if !hasTable(false, TableHolding) || !hasTable(true, TableHolding) {
+				return ReasonFunctionNotAllowed
+			}
+			return ReasonAddressOutOfRange
+		}
+		for _, a := range m.Allow {
+			for _, fs := range a.Function {
+				if f, _ := parseModbusFunc(fs); f.fc == p.FC && f.anySub {
+					return ReasonAllowed
+				}
+			}
+		}
+		return ReasonFunctionNotAllowed
+	}
 	switch p.FC {
 	case 1, 2, 3, 4:
 		t := map[uint8]Table{1: TableCoils, 2: TableDiscrete, 3: TableHolding, 4: TableInput}[p.FC]
@@ -497,6 +533,9 @@ func refDNP3(d *DNP3Rule, dir protocols.Dir, p *DNP3, st *refAuth) Reason {
 			return ReasonAllowed
 		}
 		return ReasonResponseWithoutRequest
+	}
+	if p.FuncUnread {
+		return ReasonFunctionNotAllowed
 	}
 	if d.RequireAuth {
 		switch {
@@ -872,6 +911,7 @@ func genFlowPDU(r *rand.Rand, f *Flow, p *PDU) {
 			m.Values[i] = uint16(r.IntN(70))
 		}
 		m.PairedRequest = r.IntN(2) == 0
+		m.Unread = r.IntN(15) == 0
 	case 1:
 		p.Proto = protocols.ProtoDNP3
 		f.DstPort = uint16(pick(r, []int{20000, 20000, 502}))
@@ -886,6 +926,7 @@ func genFlowPDU(r *rand.Rand, f *Flow, p *PDU) {
 			genAggressive(d)
 		}
 		d.ObjectsTruncated = r.IntN(20) == 0
+		d.FuncUnread = r.IntN(25) == 0
 		d.Unsolicited = r.IntN(3) == 0
 		d.PairedRequest = r.IntN(2) == 0
 	default:

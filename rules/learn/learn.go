@@ -55,6 +55,7 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/rules"
 )
@@ -443,6 +444,12 @@ func (l *Learner) modbus(c *conduitObs, p *rules.PDU, t time.Time) {
 	if p.Dir == protocols.Response {
 		return
 	}
+	if m.Unread {
+		// Cut short before its address or sub-function: what it accesses
+		// is unknown, and no rule can allow it (rules/doc.go, tolerate).
+		l.unlearnable.add(fmt.Sprintf("modbus request with function code %d cut short before its address or sub-function", m.FC), t)
+		return
+	}
 	tb := mbTable(m.FC)
 	vals := m.Values[:min(int(m.NValues), rules.MaxValues)]
 	wv := func(tb rules.Table) {
@@ -491,11 +498,32 @@ func (l *Learner) dnp3(c *conduitObs, p *rules.PDU, t time.Time) {
 		}
 		return
 	}
+	if d.FuncUnread {
+		l.unlearnable.add("dnp3 request cut short before its function code", t)
+		return
+	}
 	if d.FC >= 129 {
 		// A response function code sent by the initiator (the outstation
 		// opened the connection, or the capture is odd): rules judge
 		// requests by function and have no name for these.
 		l.note(c, fmt.Sprintf("dnp3 response function %d sent by the initiator", d.FC), t)
+		return
+	}
+	if d.WalkIncomplete {
+		// Objects after the one that stopped the walk are unknown: no
+		// entry could allow exactly what was seen (and "any object" would
+		// allow far more), so the request stays denied, with a comment.
+		what := fmt.Sprintf("dnp3 %s request whose objects could not all be read", dnp3.FunctionCode(d.FC))
+		if n := min(int(d.NObjects), rules.MaxObjects); n > 0 {
+			var read []string
+			for _, o := range d.Objects[:n] {
+				read = append(read, fmt.Sprintf("g%dv%d", o.Group, o.Variation))
+			}
+			what += " (read: " + strings.Join(read, ", ") + ", then " + p.Anomaly + ")"
+		} else if p.Anomaly != "" {
+			what += " (" + p.Anomaly + ")"
+		}
+		l.note(c, what, t)
 		return
 	}
 	objs := c.dnFuncs[d.FC]

@@ -89,6 +89,12 @@ type residual struct {
 const (
 	whyNonProtocol = "bytes that are no PDU of the port's protocol: nothing to allow (evasion scenario)"
 	whyMalformed   = "PDU too malformed to have a function or service a rule could allow"
+	// A DNP3 request whose object walk stopped (a bad qualifier or range,
+	// a function the parser cannot walk): the objects after that point are
+	// unknown, so learn drafts no entry for it (one could only allow "any
+	// object") and a rule that lists objects refuses it, tolerated anomaly
+	// or not. Malformed on the wire.
+	whyUnwalked = "DNP3 request whose objects could not all be read"
 )
 
 // residuals lists, per capture (shared captures by file name, scenarios by
@@ -98,6 +104,9 @@ var residuals = map[string][]residual{
 	// Real captures in ../shared/pcaps.
 	"dnp3_digitalbond_test_data_part1.pcap": {
 		{19, "malformed:bad_start", whyMalformed + ": request whose link frame has no 0x0564 start (bad_start)"},
+		{154, "object_not_allowed", whyUnwalked + " (bad_qualifier after g60v2-v4)"},
+		{163, "function_not_allowed", whyUnwalked + " (bad_qualifier after g60v2, g1v7, g60v4)"},
+		{174, "function_not_allowed", whyUnwalked + " (bad_qualifier after g60v2, g1v7, g60v4)"},
 	},
 	"dnp3_openics_RequestLinkStatus.pcap": {
 		{6, "malformed:link_crc", whyMalformed + ": link status answer (link layer only) with a link CRC error (link_crc)"},
@@ -112,9 +121,12 @@ var residuals = map[string][]residual{
 	// evasions and malformed cases must still be denied.
 	"d12-non-dnp3":           {{4, "malformed:bad_start", whyNonProtocol}},
 	"d13-malformed-response": {{5, "malformed:data_crc", whyMalformed + ": response with a transport CRC error (data_crc)"}},
-	"d14-parser-anomalies":   {{6, "malformed:link_crc", whyMalformed + ": request with a link CRC error (link_crc)"}},
-	"e03-overlap-different":  {{5, "evasion:tcp_overlap_mismatch", "evasion: retransmission overlapping inspected bytes with different content"}},
-	"e04-out-of-order":       {{4, "out_of_order", "evasion: out-of-order segment to an inspected port"}},
+	"d14-parser-anomalies": {
+		{6, "malformed:link_crc", whyMalformed + ": request with a link CRC error (link_crc)"},
+		{12, "function_not_allowed", whyUnwalked + " (function code 112, which IEEE 1815 does not define)"},
+	},
+	"e03-overlap-different": {{5, "evasion:tcp_overlap_mismatch", "evasion: retransmission overlapping inspected bytes with different content"}},
+	"e04-out-of-order":      {{4, "out_of_order", "evasion: out-of-order segment to an inspected port"}},
 	"e05-ip-fragments": {
 		{4, "fragment", "evasion: IP fragment to an inspected port"},
 		{5, "fragment", "evasion: IP fragment to an inspected port"},
@@ -126,7 +138,7 @@ var residuals = map[string][]residual{
 	"e09-non-protocol-4840":  {{4, "malformed:unknown_message_type", whyNonProtocol}},
 	"m08-illegal-size":       {{6, "malformed:non_modbus", whyMalformed + ": MBAP length beyond the ADU maximum (non_modbus)"}},
 	"m09-non-modbus-pid":     {{6, "malformed:non_modbus", whyMalformed + ": MBAP protocol id not 0 (non_modbus)"}},
-	"m10-incorrect-length":   {{6, "malformed:non_modbus", whyMalformed + ": MBAP length not matching the PDU (non_modbus)"}},
+	"m10-incorrect-length":   {{6, "address_out_of_range", "a read whose MBAP length ends the PDU before its address: what it reads is unknown, so no rule allows it, even tolerating truncated"}},
 	"u01-malformed": {
 		{4, "malformed:unknown_message_type", whyMalformed + ": unknown UA-TCP message type"},
 		{8, "malformed:invalid_message_size", whyMalformed + ": UA-TCP message size out of bounds"},
@@ -477,7 +489,7 @@ func TestLearnUnknownObjectAndUnframeable(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"REVIEW: seen but cannot be allowed: unknown dnp3 object group 255", "REVIEW: observed anomaly that no policy can allow: link_crc"} {
+	for _, want := range []string{"REVIEW: seen but cannot be allowed: dnp3 write request whose objects could not all be read (read: g255v0", "REVIEW: observed anomaly that no policy can allow: link_crc"} {
 		if !strings.Contains(y, want) {
 			t.Errorf("draft lacks the review comment %q:\n%s", want, y)
 		}
