@@ -93,6 +93,11 @@ type Daemon struct {
 	hports  [2]hal.Port
 	linkUp  [2]atomic.Bool
 	addr    atomic.Pointer[string] // status endpoint's bound address
+	// evm counts verdict and reload events for the status endpoint;
+	// exporter is the syslog exporter (nil without --syslog). Both are set
+	// before the status endpoint starts.
+	evm      *eventMetrics
+	exporter *syslog.Exporter
 }
 
 // Run starts the gateway and blocks until ctx is done or the datapath
@@ -163,6 +168,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Stderr != nil && len(cfg.SyslogURLs) == 0 {
 		sinks = append(sinks, &lineSink{w: cfg.Stderr})
 	}
+	d.evm = newEventMetrics()
+	sinks = append(sinks, d.evm)
 	d.pipe = events.NewPipeline(events.PipelineConfig{Logger: cfg.Logger}, sinks...)
 	var exporter *syslog.Exporter
 	stopReason := "stopped"
@@ -194,6 +201,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("daemon: syslog: %w", err)
 		}
 		exporter = x
+		d.exporter = x
 		d.pipe.AddSink(x)
 	}
 
