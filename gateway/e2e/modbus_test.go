@@ -221,8 +221,8 @@ func TestARPAndHandshake(t *testing.T) {
 	// The veth peers send with checksum offload (CHECKSUM_PARTIAL): the
 	// reads above only work because the gateway completed those checksums.
 	loop, _ := st["counters"].(map[string]any)["loop"].(map[string]any)
-	if fixed, _ := loop["RxCsumFixed"].([]any); len(fixed) != 2 || fixed[0].(float64) == 0 || fixed[1].(float64) == 0 {
-		t.Errorf("RxCsumFixed = %v, want > 0 in both directions (veth peers leave checksums to the 'NIC')", loop["RxCsumFixed"])
+	if fixed, _ := loop["rx_csum_fixed"].([]any); len(fixed) != 2 || fixed[0].(float64) == 0 || fixed[1].(float64) == 0 {
+		t.Errorf("rx_csum_fixed = %v, want > 0 in both directions (veth peers leave checksums to the 'NIC')", loop["rx_csum_fixed"])
 	}
 	if got := counter(st, "counters", "dropped"); got != 0 {
 		t.Logf("drops: %v", st["counters"].(map[string]any)["drops"])
