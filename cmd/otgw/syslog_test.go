@@ -156,7 +156,7 @@ func TestReplaySyslogWithoutPENReachesRsyslog(t *testing.T) {
 			t.Errorf("line %d: MSG is not JSON: %v: %q", i+1, err, f["msg"])
 			continue
 		}
-		if ev["type"] == "deny" {
+		if ev["event_type"] == "deny" {
 			verdicts++
 			if !strings.HasSuffix(f["msgid"], "_DENY") {
 				t.Errorf("line %d: deny event with MSGID %q", i+1, f["msgid"])

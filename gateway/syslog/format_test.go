@@ -159,7 +159,7 @@ func TestFormatRules(t *testing.T) {
 		}
 	}
 	var nilSD Formatter
-	if got, want := string(nilSD.Append(nil, &events.Event{Type: events.TypeStop})), `<0>1 - - - - STOP - {"seq":0,"severity":"emergency","type":"stop"}`; got != want {
+	if got, want := string(nilSD.Append(nil, &events.Event{Type: events.TypeStop})), `<0>1 - - - - STOP - {"event_type":"stop","severity":"emergency","seq":0}`; got != want {
 		t.Errorf("all-NILVALUE message = %q, want %q", got, want)
 	}
 }
