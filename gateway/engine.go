@@ -602,6 +602,7 @@ func (e *Engine) emit(c *hctx, d *Decision, reason string) {
 		Src:     d.Src,
 		Dst:     d.Dst,
 		Proto:   d.Proto,
+		Net:     EventNet(&c.pkt),
 		Fields:  d.Fields(),
 	}
 	if reason != "" {
@@ -609,7 +610,7 @@ func (e *Engine) emit(c *hctx, d *Decision, reason string) {
 	}
 	if v.Action == rules.Alert {
 		ev.Type, ev.Verdict, ev.Severity = events.TypeAlert, "alert", events.SevWarning
-		ev.Message = "monitor: would deny " + d.Proto + " " + d.Src.String() + " -> " + d.Dst.String() + ": " + ev.Reason
+		ev.Message = "monitor: would deny " + d.Proto + " " + endpoints(ev) + ": " + ev.Reason
 	} else {
 		ev.Type, ev.Verdict, ev.Severity = events.TypeDeny, "deny", events.SevNotice
 		ev.Action = v.DenyAction.String()
@@ -617,7 +618,7 @@ func (e *Engine) emit(c *hctx, d *Decision, reason string) {
 			ev.Action = "reset"
 			ev.Severity = events.SevAlert
 		}
-		ev.Message = "deny " + d.Proto + " " + d.Src.String() + " -> " + d.Dst.String() + ": " + ev.Reason
+		ev.Message = "deny " + d.Proto + " " + endpoints(ev) + ": " + ev.Reason
 	}
 	e.ctr.eventsEmitted.Add(1)
 	e.sink.Emit(ev)
