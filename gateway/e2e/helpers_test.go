@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/internal/netns"
 	"github.com/otgw/otgw/internal/testenv"
 )
@@ -187,7 +188,8 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// event is the subset of the JSON-lines event schema the tests read.
+// event is the subset of an event record the tests read (decoded with
+// events.UnmarshalJSONEvent; protocol field numbers as float64).
 type event struct {
 	Seq     uint64         `json:"seq"`
 	Time    time.Time      `json:"time"`
@@ -216,10 +218,27 @@ func (g *gw) readEvents() []event {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		var e event
-		if json.Unmarshal(sc.Bytes(), &e) == nil {
-			evs = append(evs, e)
+		var r events.Event
+		if events.UnmarshalJSONEvent(sc.Bytes(), &r) != nil {
+			continue
 		}
+		e := event{Seq: r.Seq, Time: r.Time, Type: string(r.Type), Mode: r.Mode, Verdict: r.Verdict, Action: r.Action,
+			Conduit: r.Conduit, Reason: r.Reason, Proto: r.Proto, Message: r.Message, Port: r.Port, Count: r.Count,
+			Fields: map[string]any{}}
+		if r.Src.IsValid() {
+			e.Src = r.Src.String()
+		}
+		if r.Dst.IsValid() {
+			e.Dst = r.Dst.String()
+		}
+		for k, v := range r.Fields {
+			if n, ok := v.(json.Number); ok {
+				f, _ := n.Float64()
+				v = f
+			}
+			e.Fields[k] = v
+		}
+		evs = append(evs, e)
 	}
 	return evs
 }
