@@ -2,6 +2,7 @@ package events
 
 import (
 	"bytes"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -311,7 +312,7 @@ func intValue(v any) (int64, bool) {
 // hold dnp3.Object values (from the engine), {"group","variation"} maps or
 // names already (from a decoded record).
 func objectNames(v any) ([]string, bool) {
-	var out []string
+	out := []string{}
 	name := func(g, vv int64) string { return "g" + strconv.FormatInt(g, 10) + "v" + strconv.FormatInt(vv, 10) }
 	switch x := v.(type) {
 	case []dnp3.Object:
@@ -478,3 +479,9 @@ func first[T ~string](a, b T) T {
 	}
 	return b
 }
+
+// Schema is the JSON Schema (draft 2020-12) of the record AppendJSON
+// writes: gateway/events/schema.json, for editors and SIEM pipelines.
+//
+//go:embed schema.json
+var Schema []byte
