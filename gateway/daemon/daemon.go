@@ -176,7 +176,11 @@ func Run(ctx context.Context, cfg Config) error {
 	// Runs after the workers stopped (later defers run first): the stop
 	// event, then the pipeline drains into the exporters, then they close.
 	defer func() {
-		d.pipe.Emit(&events.Event{Severity: events.SevNotice, Type: events.TypeStop, Version: cfg.Version,
+		sev := events.SevNotice
+		if strings.HasPrefix(stopReason, "failed") {
+			sev = events.SevError // a start that failed is no routine stop
+		}
+		d.pipe.Emit(&events.Event{Severity: sev, Type: events.TypeStop, Version: cfg.Version,
 			Message: fmt.Sprintf("otgw %s: board %s, north %s, south %s", stopReason, d.profile.Name, d.ports[0], d.ports[1])})
 		d.pipe.Close()
 		if exporter != nil {
