@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
 	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/internal/netns"
 	"github.com/otgw/otgw/internal/testenv"
@@ -241,6 +243,42 @@ func (g *gw) readEvents() []event {
 		evs = append(evs, e)
 	}
 	return evs
+}
+
+// checkEventsFileSchema validates every line of the live events file
+// (otgw run --events) against the record schema, gateway/events/schema.json.
+func (g *gw) checkEventsFileSchema() {
+	g.t.Helper()
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(events.Schema))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource("schema.json", doc); err != nil {
+		g.t.Fatal(err)
+	}
+	sch, err := c.Compile("schema.json")
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	b, err := os.ReadFile(g.events)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	n := 0
+	for _, line := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+		v, err := jsonschema.UnmarshalJSON(bytes.NewReader(line))
+		if err == nil {
+			err = sch.Validate(v)
+		}
+		if err != nil {
+			g.t.Errorf("events file record %d: %v\n%s", n+1, err, line)
+		}
+		n++
+	}
+	if n == 0 {
+		g.t.Errorf("events file %s is empty", g.events)
+	}
 }
 
 func (g *gw) countEvents(typ string) int {

@@ -159,9 +159,10 @@ func TestDeniedWrite(t *testing.T) {
 			if ev.Action != tc.action || ev.Mode != "enforce" || ev.Conduit != "hmi-plc" {
 				t.Errorf("deny event: got action %q mode %q conduit %q, want %q enforce hmi-plc", ev.Action, ev.Mode, ev.Conduit, tc.action)
 			}
-			if fc, _ := ev.Fields["fc"].(float64); fc != 6 {
-				t.Errorf("deny event fc: got %v, want 6", ev.Fields["fc"])
+			if fc, _ := ev.Fields["fc"].(float64); fc != 6 || ev.Fields["function"] != "write_single_register" {
+				t.Errorf("deny event fc: got %v (%v), want 6 (write_single_register)", ev.Fields["fc"], ev.Fields["function"])
 			}
+			g.checkEventsFileSchema()
 		})
 	}
 }
