@@ -11,7 +11,7 @@ FUZZTIME     ?= 10s
 BENCHCOUNT   ?= 10
 STATICCHECK  ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
-.PHONY: help build build-all test test-race test-arm64 lint fuzz bench demo clean
+.PHONY: help build build-all package test test-race test-arm64 lint fuzz bench demo clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -24,6 +24,10 @@ build-all: ## static binaries for linux/amd64, linux/arm64 and linux/arm (GOARM=
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build $(BUILDFLAGS) -o dist/otgw-linux-arm64 ./cmd/otgw
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build $(BUILDFLAGS) -o dist/otgw-linux-armv7 ./cmd/otgw
 	@ls -l dist/
+
+package: build-all ## Debian packages for amd64, arm64 and armhf under dist/ (binary, hardened systemd unit, /etc/otgw)
+	$(GO) run ./packaging/mkdeb -version $(VERSION) -out dist \
+	  amd64=dist/otgw-linux-amd64 arm64=dist/otgw-linux-arm64 armhf=dist/otgw-linux-armv7
 
 test: ## the whole suite: unit, truth (../shared/pcaps), real peers, netns, then race
 	$(GO) test -count=1 -timeout 15m $(PKGS)
