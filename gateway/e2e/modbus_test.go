@@ -162,6 +162,9 @@ func TestDeniedWrite(t *testing.T) {
 			if fc, _ := ev.Fields["fc"].(float64); fc != 6 || ev.Fields["function"] != "write_single_register" {
 				t.Errorf("deny event fc: got %v (%v), want 6 (write_single_register)", ev.Fields["fc"], ev.Fields["function"])
 			}
+			if v, _ := ev.Fields["value"].(float64); v != 4242 {
+				t.Errorf("deny event value: got %v, want 4242 (the refused write)", ev.Fields["value"])
+			}
 			g.checkEventsFileSchema()
 		})
 	}
