@@ -344,6 +344,19 @@ func (d *Decision) Fields() map[string]any {
 		if a.HasSub {
 			m["sub"] = int(a.Sub)
 		}
+		// The values a write carries (the value refused, in a deny).
+		if a.HasValue {
+			m["value"] = int(a.Value)
+		}
+		if v := writeValues(a); v != nil {
+			m["values"] = v
+		}
+		if v := writeCoils(a); v != nil {
+			m["coils"] = v
+		}
+		if a.Func() == 22 && !a.IsException {
+			m["and_mask"], m["or_mask"] = int(a.AndMask), int(a.OrMask)
+		}
 	case d.DNP3Link != nil:
 		m["link_src"] = int(d.DNP3Link.Src)
 		m["link_dst"] = int(d.DNP3Link.Dst)
