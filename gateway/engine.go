@@ -383,6 +383,13 @@ func (d *Decision) Fields() map[string]any {
 		if u.HasTypeID {
 			m["service"] = int(u.TypeID)
 		}
+		if u.NumNodes > 0 && !u.Partial {
+			nodes := make([]string, u.NumNodes) // Write: NodeIds written; Call: MethodIds called
+			for i := range nodes {
+				nodes[i] = u.Nodes[i].String()
+			}
+			m["nodes"] = nodes
+		}
 	}
 	if d.PDU.Anomaly != "" {
 		m["anomaly"] = d.PDU.Anomaly
