@@ -102,7 +102,26 @@ func CommunityID(t FlowTuple, seed uint16) string {
 	if !ok {
 		return ""
 	}
-	return "1:" + base64.StdEncoding.EncodeToString(d[:])
+	return communityID(d)
+}
+
+func communityID(d [sha1.Size]byte) string { return "1:" + base64.StdEncoding.EncodeToString(d[:]) }
+
+// flowIDs returns FlowID(t) and CommunityID(t, 0) from one hash.
+func flowIDs(t FlowTuple) (uint64, string) {
+	d, ok := t.digest(0)
+	if !ok {
+		return 0, ""
+	}
+	return flowID(d), communityID(d)
+}
+
+func flowID(d [sha1.Size]byte) uint64 {
+	id := binary.BigEndian.Uint64(d[:8]) & (1<<53 - 1)
+	if id == 0 {
+		id = 1
+	}
+	return id
 }
 
 // FlowID returns the event flow_id of t: the first 53 bits of its
@@ -116,9 +135,5 @@ func FlowID(t FlowTuple) uint64 {
 	if !ok {
 		return 0
 	}
-	id := binary.BigEndian.Uint64(d[:8]) & (1<<53 - 1)
-	if id == 0 {
-		id = 1
-	}
-	return id
+	return flowID(d)
 }

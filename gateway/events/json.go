@@ -210,7 +210,7 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 		j.ICMPType, j.ICMPCode = &it, &ic
 	}
 	if t, ok := e.Tuple(); ok {
-		j.FlowID, j.CommunityID = FlowID(t), CommunityID(t, 0)
+		j.FlowID, j.CommunityID = flowIDs(t)
 	}
 	if !transportOf(e.Proto) {
 		j.AppProto = e.Proto
