@@ -159,3 +159,45 @@ func TestRunWithoutPrivilegesSaysWhatItNeeds(t *testing.T) {
 		t.Errorf("stderr = %q, want the capability message and no raw permission error", msg)
 	}
 }
+
+// The packaged bash completion and man page know every command.
+func TestCompletionAndManPageListEveryCommand(t *testing.T) {
+	comp, err := os.ReadFile(filepath.Join("..", "..", "packaging", "otgw.bash-completion"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	words := func(v string) []string {
+		i := strings.Index(string(comp), v+`="`)
+		if i < 0 {
+			t.Fatalf("completion has no %s list", v)
+		}
+		rest := string(comp)[i+len(v)+2:]
+		w := strings.Fields(rest[:strings.IndexByte(rest, '"')])
+		sort.Strings(w)
+		return w
+	}
+	var names, fw []string
+	for n := range commands {
+		names = append(names, n)
+	}
+	for n := range fwCommands {
+		fw = append(fw, n)
+	}
+	sort.Strings(names)
+	sort.Strings(fw)
+	if got := words("local commands"); strings.Join(got, " ") != strings.Join(names, " ") {
+		t.Errorf("completion commands %v, want %v", got, names)
+	}
+	if got := words("local fw"); strings.Join(got, " ") != strings.Join(fw, " ") {
+		t.Errorf("completion fw commands %v, want %v", got, fw)
+	}
+	man, err := os.ReadFile(filepath.Join("..", "..", "packaging", "otgw.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if !strings.Contains(string(man), ".B "+n) {
+			t.Errorf("man page does not describe %s", n)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 // Command mkdeb builds otgw's Debian packages from prebuilt binaries:
 // /usr/bin/otgw, the hardened systemd unit (packaging/otgw.service),
-// /etc/default/otgw and /etc/otgw with an example policy. It writes the
+// /etc/default/otgw, /etc/otgw with an example policy, the man page and
+// bash completion. It writes the
 // .deb format itself (deb(5): an ar archive of debian-binary,
 // control.tar.gz and data.tar.gz), reproducibly: every file time is
 // SOURCE_DATE_EPOCH (default: the binary's modification time), owner root.
@@ -81,12 +82,30 @@ func (p *Package) files() ([]file, error) {
 	if err != nil {
 		return nil, err
 	}
+	man, err := read("packaging/otgw.1")
+	if err != nil {
+		return nil, err
+	}
+	completion, err := read("packaging/otgw.bash-completion")
+	if err != nil {
+		return nil, err
+	}
+	var manGz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&manGz, gzip.BestCompression) // no name, zero time: reproducible
+	if _, err := zw.Write(man); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
 	return []file{
 		{path: "/usr/bin/otgw", mode: 0o755, data: p.Binary},
 		{path: "/lib/systemd/system/otgw.service", mode: 0o644, data: unit},
 		{path: "/etc/default/otgw", mode: 0o644, data: def, conffile: true},
 		{path: "/etc/otgw/policy.example.yaml", mode: 0o644, data: pol, conffile: true},
 		{path: "/usr/share/doc/otgw/NOTICE", mode: 0o644, data: notice},
+		{path: "/usr/share/man/man1/otgw.1.gz", mode: 0o644, data: manGz.Bytes()},
+		{path: "/usr/share/bash-completion/completions/otgw", mode: 0o644, data: completion},
 	}, nil
 }
 

@@ -28,6 +28,15 @@ func TestDebianVersion(t *testing.T) {
 	}
 }
 
+// The man page formats without warnings.
+func TestManPage(t *testing.T) {
+	groff := testenv.NeedCmd(t, "groff")
+	cmd := exec.Command(groff, "-man", "-ww", "-z", filepath.Join(repoRoot(t), "packaging", "otgw.1"))
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("groff -man -ww: %v\n%s", err, out)
+	}
+}
+
 func repoRoot(t *testing.T) string {
 	t.Helper()
 	return testenv.ModuleRoot(t)
@@ -62,7 +71,8 @@ func TestPackagesForEveryArch(t *testing.T) {
 			t.Errorf("%s: Architecture %q", path, got)
 		}
 		contents := runCmd(t, dpkgDeb, "--contents", path)
-		for _, want := range []string{"-rwxr-xr-x root/root", "./usr/bin/otgw", "./lib/systemd/system/otgw.service", "./etc/default/otgw", "./etc/otgw/policy.example.yaml"} {
+		for _, want := range []string{"-rwxr-xr-x root/root", "./usr/bin/otgw", "./lib/systemd/system/otgw.service", "./etc/default/otgw", "./etc/otgw/policy.example.yaml",
+			"./usr/share/man/man1/otgw.1.gz", "./usr/share/bash-completion/completions/otgw"} {
 			if !strings.Contains(contents, want) {
 				t.Errorf("%s lacks %s:\n%s", path, want, contents)
 			}
