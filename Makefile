@@ -18,7 +18,7 @@ check-peers: ## run each real test peer once (pymodbus, mbpoll, rsyslog...); nam
 ci-fresh: ## root: .ci/run on a fresh clone with scratch HOME/GOPATH/GOCACHE, then list test packages .ci/run does not install (OTGW_FRESH_PURGE=1 purges the peers first)
 	@.ci/fresh
 
-.PHONY: help build build-all test test-race test-arm64 test-armv7 lint fuzz bench demo clean
+.PHONY: help build build-all package test test-race test-arm64 test-armv7 lint fuzz bench demo clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,10 @@ build-all: ## static binaries for linux/amd64, linux/arm64 and linux/arm (GOARM=
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build $(BUILDFLAGS) -o dist/otgw-linux-arm64 ./cmd/otgw
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build $(BUILDFLAGS) -o dist/otgw-linux-armv7 ./cmd/otgw
 	@ls -l dist/
+
+package: build-all ## Debian packages for amd64, arm64 and armhf under dist/ (binary, hardened systemd unit, /etc/otgw)
+	$(GO) run ./board/deb/mkdeb -version $(VERSION) -out dist \
+	  amd64=dist/otgw-linux-amd64 arm64=dist/otgw-linux-arm64 armhf=dist/otgw-linux-armv7
 
 test: ## the whole suite: unit, truth (../shared/pcaps), real peers, netns, then race
 	@if [ "$$CI" = true ]; then .ci/check-peers; fi

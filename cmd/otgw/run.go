@@ -71,13 +71,13 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	}
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
-			return 0
+			return exitOK
 		}
-		return 2
+		return exitUsage
 	}
 	if fs.NArg() != 0 || cfg.PolicyPath == "" {
 		fs.Usage()
-		return 2
+		return exitUsage
 	}
 	if ports != "" {
 		var err error
@@ -95,6 +95,11 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 		fmt.Fprintln(stderr, "otgw run: --log-level:", err)
 		return 2
+	}
+	if missing := missingCaps(procStatusPath); missing != "" {
+		fmt.Fprintf(stderr, "otgw run: needs root or the capabilities CAP_NET_ADMIN and CAP_NET_RAW (missing %s): "+
+			"run it as root, from the packaged systemd unit, or after setcap cap_net_admin,cap_net_raw+ep on the binary\n", missing)
+		return exitRuntime
 	}
 	if v := os.Getenv("OTGW_FAULT_PANIC_AFTER_FRAMES"); v != "" {
 		// Fault injection for the crash tests (gateway/e2e): the first
@@ -117,12 +122,12 @@ func runGateway(args []string, _, stderr io.Writer) int {
 		f, err := os.Create(cpuProf)
 		if err != nil {
 			fmt.Fprintln(stderr, "otgw run: --cpuprofile:", err)
-			return 2
+			return exitRuntime
 		}
 		if err := pprof.StartCPUProfile(f); err != nil {
 			f.Close()
 			fmt.Fprintln(stderr, "otgw run: --cpuprofile:", err)
-			return 2
+			return exitRuntime
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
@@ -130,7 +135,45 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	defer stop()
 	if err := daemon.Run(ctx, cfg); err != nil {
 		fmt.Fprintln(stderr, "otgw run:", err)
-		return 1
+		return exitRuntime
 	}
-	return 0
+	return exitOK
+}
+
+// procStatusPath is where missingCaps reads the effective capabilities.
+const procStatusPath = "/proc/self/status"
+
+// Capability bits (linux/capability.h).
+const (
+	capNetAdmin = 12 // links, promiscuous mode, offloads, sysctls of the ports
+	capNetRaw   = 13 // AF_PACKET sockets
+)
+
+// missingCaps names the capabilities the gateway needs that the process
+// lacks in its effective set ("" when it has both, or when the set cannot
+// be read: then the first operation that needs them reports it).
+func missingCaps(statusPath string) string {
+	b, err := os.ReadFile(statusPath)
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		v, ok := strings.CutPrefix(line, "CapEff:")
+		if !ok {
+			continue
+		}
+		eff, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		if err != nil {
+			return ""
+		}
+		var miss []string
+		if eff&(1<<capNetAdmin) == 0 {
+			miss = append(miss, "CAP_NET_ADMIN")
+		}
+		if eff&(1<<capNetRaw) == 0 {
+			miss = append(miss, "CAP_NET_RAW")
+		}
+		return strings.Join(miss, " and ")
+	}
+	return ""
 }

@@ -127,6 +127,11 @@ type Daemon struct {
 	stopReason string
 	restarts   atomic.Uint64
 	mtu        int
+	// evm counts verdict and reload events for the status endpoint;
+	// exporter is the syslog exporter (nil without --syslog). Both are set
+	// before the status endpoint starts.
+	evm      *eventMetrics
+	exporter *syslog.Exporter
 }
 
 // datapath is one run of the forwarding plane: two ports, an engine with
@@ -265,6 +270,8 @@ func (d *Daemon) openEvents(c *cleanups) error {
 	if cfg.Stderr != nil && len(cfg.SyslogURLs) == 0 {
 		sinks = append(sinks, &lineSink{w: cfg.Stderr})
 	}
+	d.evm = newEventMetrics()
+	sinks = append(sinks, d.evm)
 	d.pipe = events.NewPipeline(events.PipelineConfig{Logger: cfg.Logger}, sinks...)
 	var exporter *syslog.Exporter
 	c.push(func() {
@@ -293,6 +300,7 @@ func (d *Daemon) openEvents(c *cleanups) error {
 	if exporter, err = syslog.New(scfg, cfg.SpoolDir, cfg.Logger); err != nil {
 		return d.failStart("syslog", fmt.Errorf("daemon: syslog: %w", err))
 	}
+	d.exporter = exporter
 	d.pipe.AddSink(exporter)
 	return nil
 }

@@ -77,6 +77,12 @@ type Event struct {
 	Src     netip.AddrPort `json:"src"`
 	Dst     netip.AddrPort `json:"dst"`
 	Fields  map[string]any `json:"fields,omitempty"`
+	// DenyAction is the policy's deny action for a deny verdict (drop,
+	// reset, reply; reset for an evasion), "drop" for a normaliser drop:
+	// the action of the event record, as the live gateway reports it.
+	DenyAction string `json:"-"`
+	// Net is the packet context of the frame (transport, MACs).
+	Net events.Net `json:"-"`
 }
 
 // ErrNoPolicy is returned by Run without Options.Policy.
@@ -370,7 +376,7 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 		// A rate detection (rules.Detector) about a response whose own
 		// verdict was reported before: an alert event, not a PDU count.
 		r.rep.Detections++
-		ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto,
+		ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: gateway.EventNet(r.curPkt),
 			Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: v.Mode.String(), Verdict: "alert",
 			Conduit: v.ConduitName, Rule: v.RuleName, Reason: gateway.ReasonDetectPrefix + d.Detection,
 			Fields: d.Fields()}
@@ -427,10 +433,17 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 		// in SynthesisedDropped, not an event of the capture.
 		return
 	}
-	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto,
-		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: "enforce"}
+	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: gateway.EventNet(r.curPkt),
+		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: "enforce", DenyAction: "drop"}
 	if d.HasVerdict {
 		ev.Verdict = v.Action.String()
+		ev.DenyAction = ""
+		if v.Action == rules.Deny {
+			ev.DenyAction = v.DenyAction.String()
+		}
+		if d.Evasion {
+			ev.DenyAction = "reset"
+		}
 		ev.Mode = v.Mode.String()
 		ev.Conduit, ev.Rule, ev.Reason = v.ConduitName, v.RuleName, v.ReasonString()
 		if d.EvasionName != "" {
