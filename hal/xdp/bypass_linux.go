@@ -1,0 +1,501 @@
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// Mode is how the program is attached to a port.
+type Mode uint8
+
+const (
+	// ModeAuto tries ModeNative, then ModeGeneric.
+	ModeAuto Mode = iota
+	// ModeNative runs the program in the driver's receive path
+	// (XDP_FLAGS_DRV_MODE), before an sk_buff exists.
+	ModeNative
+	// ModeGeneric runs it in the core receive path on the sk_buff
+	// (XDP_FLAGS_SKB_MODE): works on every device, slower.
+	ModeGeneric
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeAuto:
+		return "auto"
+	case ModeNative:
+		return "native"
+	case ModeGeneric:
+		return "generic"
+	}
+	return fmt.Sprintf("Mode(%d)", uint8(m))
+}
+
+// Sentinel errors.
+var (
+	// ErrUnavailable: the kernel refused to create the map, load the
+	// program or attach it (no CAP_BPF/CAP_NET_ADMIN, a kernel without
+	// BPF links for XDP (< 5.9), qemu-user, which has no bpf(2)). The
+	// gateway falls back to forwarding everything in user space and
+	// says so in a log line.
+	ErrUnavailable = errors.New("xdp: not available")
+	// ErrFull: the flow map holds MaxFlows flows; the flow stays in user
+	// space.
+	ErrFull = errors.New("xdp: flow map full")
+	// ErrNotFound: no entry for the key.
+	ErrNotFound = errors.New("xdp: flow not bypassed")
+	// ErrClosed: the Bypass was closed.
+	ErrClosed = errors.New("xdp: bypass closed")
+)
+
+// DefaultMaxFlows is Config.MaxFlows when zero.
+const DefaultMaxFlows = 16384
+
+// Config configures New.
+type Config struct {
+	// North and South are the two ports' interface names, in the
+	// network namespace of the thread that calls New.
+	North, South string
+	// MaxFlows bounds the number of bypassed flows (each takes two map
+	// entries of 80 bytes plus the hash table's overhead).
+	MaxFlows int
+	// Mode selects the attach mode; ModeAuto by default.
+	Mode Mode
+	// NonAtomicCounters loads the program variant without BPF atomics
+	// (New falls back to it by itself when the kernel refuses atomics,
+	// as the 32-bit ARM JIT does).
+	NonAtomicCounters bool
+	// Logger receives one line per start and stop (nil: discard).
+	Logger *slog.Logger
+}
+
+// Bypass is the XDP flow bypass on a pair of ports: one program attached
+// to both, and the flow map it reads. Frames of a flow in the map that
+// arrive on the flow's ingress port are redirected (bpf_redirect) to the
+// other port; every other frame continues to the kernel and so to the
+// gateway's AF_PACKET sockets (XDP_PASS).
+//
+// The attachments are BPF links held only by this process's file
+// descriptors, never pinned: when the process exits or is killed the
+// kernel detaches the program and nothing forwards (fail-closed).
+//
+// Methods are safe for concurrent use. The zero value is not usable: use
+// New.
+type Bypass struct {
+	mu     sync.RWMutex // guards closed against Close; the maps are the kernel's
+	closed bool
+
+	prog    *ebpf.Program
+	flows   *ebpf.Map
+	stats   *ebpf.Map
+	links   [2]link.Link
+	ifindex [2]uint32
+	names   [2]string
+	modes   [2]Mode
+	atomic  bool
+	log     *slog.Logger
+}
+
+// New creates the maps, loads the program and attaches it to both ports.
+// It must run on a thread in the ports' network namespace (interface
+// indexes are resolved there). An error wrapping ErrUnavailable means
+// XDP cannot be used here; nothing is left attached then.
+func New(cfg Config) (b *Bypass, err error) {
+	if cfg.North == "" || cfg.South == "" || cfg.North == cfg.South {
+		return nil, fmt.Errorf("xdp: need two distinct ports, got %q and %q", cfg.North, cfg.South)
+	}
+	if cfg.MaxFlows <= 0 {
+		cfg.MaxFlows = DefaultMaxFlows
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	b = &Bypass{names: [2]string{cfg.North, cfg.South}, log: log.With("component", "xdp")}
+	defer func() {
+		if err != nil {
+			b.release()
+			b = nil
+		}
+	}()
+	for i, name := range b.names {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("xdp: port %s: %w", name, err)
+		}
+		b.ifindex[i] = uint32(ifi.Index)
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer
+	// ones to the memory cgroup, and this is a no-op there.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		b.log.Warn("xdp: cannot raise RLIMIT_MEMLOCK", "err", err)
+	}
+	b.flows, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: flowsMapName, Type: ebpf.Hash,
+		KeySize: keySize, ValueSize: valueSize, MaxEntries: uint32(2 * cfg.MaxFlows),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xdp: create flow map: %w (%w)", ErrUnavailable, err)
+	}
+	b.stats, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: statsMapName, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: numStats,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xdp: create stats map: %w (%w)", ErrUnavailable, err)
+	}
+	b.atomic = !cfg.NonAtomicCounters
+	b.prog, err = b.load(b.atomic)
+	if err != nil && b.atomic {
+		b.log.Info("xdp: program with atomic counters refused, loading plain counters", "err", err)
+		b.atomic = false
+		b.prog, err = b.load(false)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("xdp: load program: %w (%w)", ErrUnavailable, err)
+	}
+	for i := range b.names {
+		if err := b.attach(i, cfg.Mode); err != nil {
+			return nil, err
+		}
+	}
+	b.log.Info("xdp: bypass attached", "north", cfg.North, "north_mode", b.modes[0],
+		"south", cfg.South, "south_mode", b.modes[1], "atomic_counters", b.atomic, "max_flows", cfg.MaxFlows)
+	return b, nil
+}
+
+func (b *Bypass) load(atomic bool) (*ebpf.Program, error) {
+	insns := program(atomic)
+	if err := insns.AssociateMap(flowsMapName, b.flows); err != nil {
+		return nil, err
+	}
+	if err := insns.AssociateMap(statsMapName, b.stats); err != nil {
+		return nil, err
+	}
+	return ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "otgw_bypass", Type: ebpf.XDP, Instructions: insns,
+		// No GPL-only helper is used (map lookup, ktime, redirect).
+		License: "otgw, see NOTICE",
+	})
+}
+
+func (b *Bypass) attach(i int, mode Mode) error {
+	try := []Mode{mode}
+	if mode == ModeAuto {
+		try = []Mode{ModeNative, ModeGeneric}
+	}
+	var errs []error
+	for _, m := range try {
+		flags := link.XDPDriverMode
+		if m == ModeGeneric {
+			flags = link.XDPGenericMode
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: b.prog, Interface: int(b.ifindex[i]), Flags: flags})
+		if err == nil {
+			b.links[i], b.modes[i] = l, m
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", m, err))
+	}
+	return fmt.Errorf("xdp: attach to %s: %w (%w)", b.names[i], ErrUnavailable, errors.Join(errs...))
+}
+
+// Mode returns the attach mode a port got.
+func (b *Bypass) Mode(s Side) Mode { return b.modes[s&1] }
+
+// Ifindex returns a port's interface index.
+func (b *Bypass) Ifindex(s Side) int { return int(b.ifindex[s&1]) }
+
+// AtomicCounters reports whether the loaded program uses BPF atomics.
+func (b *Bypass) AtomicCounters() bool { return b.atomic }
+
+func monotonicNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) // cannot fail for this clock
+	return uint64(ts.Nano())
+}
+
+// Add bypasses both directions of a flow: frames of k that arrive on
+// egress.Other() are redirected to egress, and frames of k.Reverse() that
+// arrive on egress are redirected to egress.Other(). An existing entry
+// for either direction is replaced (its counters restart). Add is a
+// control-plane call (two map updates, a few microseconds).
+func (b *Bypass) Add(k Key, egress Side) error {
+	if err := k.check(); err != nil {
+		return err
+	}
+	if egress > South {
+		return fmt.Errorf("xdp: add %s: bad side %d", k, egress)
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return ErrClosed
+	}
+	now := monotonicNow()
+	fk, rk := k.encode(), k.Reverse().encode()
+	fv := entry{egress: b.ifindex[egress], ingress: b.ifindex[egress.Other()], lastSeen: now}.encode()
+	rv := entry{egress: b.ifindex[egress.Other()], ingress: b.ifindex[egress], reverse: true, lastSeen: now}.encode()
+	if err := b.flows.Update(&rk, &rv, ebpf.UpdateAny); err != nil {
+		return updateErr(k, err)
+	}
+	if err := b.flows.Update(&fk, &fv, ebpf.UpdateAny); err != nil {
+		_ = b.flows.Delete(&rk)
+		return updateErr(k, err)
+	}
+	return nil
+}
+
+func updateErr(k Key, err error) error {
+	if errors.Is(err, unix.E2BIG) {
+		return fmt.Errorf("xdp: add %s: %w", k, ErrFull)
+	}
+	return fmt.Errorf("xdp: add %s: %w", k, err)
+}
+
+// Remove ends the bypass of the flow k belongs to (either direction may
+// be given): both entries are deleted and the flow's frames go to user
+// space again. ErrNotFound when neither direction was in the map.
+func (b *Bypass) Remove(k Key) error {
+	if err := k.check(); err != nil {
+		return err
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return ErrClosed
+	}
+	found := false
+	for _, kk := range [2]mapKey{k.encode(), k.Reverse().encode()} {
+		err := b.flows.Delete(&kk)
+		switch {
+		case err == nil:
+			found = true
+		case !errors.Is(err, ebpf.ErrKeyNotExist):
+			return fmt.Errorf("xdp: remove %s: %w", k, err)
+		}
+	}
+	if !found {
+		return fmt.Errorf("xdp: remove %s: %w", k, ErrNotFound)
+	}
+	return nil
+}
+
+// Lookup returns the flow k belongs to (either direction may be given).
+func (b *Bypass) Lookup(k Key) (Flow, error) {
+	if err := k.check(); err != nil {
+		return Flow{}, err
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return Flow{}, ErrClosed
+	}
+	var es [2]*entry
+	for i, kk := range [2]mapKey{k.encode(), k.Reverse().encode()} {
+		var v mapValue
+		err := b.flows.Lookup(&kk, &v)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			continue
+		}
+		if err != nil {
+			return Flow{}, fmt.Errorf("xdp: lookup %s: %w", k, err)
+		}
+		e := v.decode()
+		es[i] = &e
+	}
+	if es[0] == nil && es[1] == nil {
+		return Flow{}, fmt.Errorf("xdp: lookup %s: %w", k, ErrNotFound)
+	}
+	if (es[0] != nil && es[0].reverse) || (es[0] == nil && !es[1].reverse) {
+		k, es[0], es[1] = k.Reverse(), es[1], es[0]
+	}
+	return b.flow(k.unmap(), es[0], es[1]), nil
+}
+
+// flow assembles a Flow from its forward and reverse entries (either may
+// be nil while an Add or Remove is half done).
+func (b *Bypass) flow(k Key, fwd, rev *entry) Flow {
+	f := Flow{Key: k}
+	side := func(ifindex uint32) Side {
+		if ifindex == b.ifindex[South] {
+			return South
+		}
+		return North
+	}
+	if fwd != nil {
+		f.Egress = side(fwd.egress)
+		f.Forward = Counters{Packets: fwd.packets, Bytes: fwd.bytes, LastSeen: time.Duration(fwd.lastSeen)}
+		f.Closed = fwd.closed
+	}
+	if rev != nil {
+		if fwd == nil {
+			f.Egress = side(rev.egress).Other()
+		}
+		f.Reverse = Counters{Packets: rev.packets, Bytes: rev.bytes, LastSeen: time.Duration(rev.lastSeen)}
+		f.Closed = f.Closed || rev.closed
+	}
+	return f
+}
+
+// Walk calls fn for every bypassed flow until fn returns false. It
+// reads the whole map first (a consistent-enough snapshot: the program
+// never adds or deletes entries, only marks them closed and counts).
+func (b *Bypass) Walk(fn func(Flow) bool) error {
+	flows, err := b.snapshot()
+	if err != nil {
+		return err
+	}
+	for _, f := range flows {
+		if !fn(f) {
+			break
+		}
+	}
+	return nil
+}
+
+func (b *Bypass) snapshot() ([]Flow, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return nil, ErrClosed
+	}
+	all := make(map[mapKey]entry)
+	var (
+		k mapKey
+		v mapValue
+	)
+	it := b.flows.Iterate()
+	for it.Next(&k, &v) {
+		all[k] = v.decode()
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("xdp: walk flow map: %w", err)
+	}
+	var out []Flow
+	for mk, e := range all {
+		key, ok := mk.decode()
+		if !ok {
+			continue // only Add writes keys; cannot happen
+		}
+		rk := key.Reverse().encode()
+		if e.reverse {
+			if _, paired := all[rk]; paired {
+				continue // reported with its forward entry
+			}
+			out = append(out, b.flow(key.Reverse(), nil, &e))
+			continue
+		}
+		fwd := e
+		if r, ok := all[rk]; ok {
+			out = append(out, b.flow(key, &fwd, &r))
+		} else {
+			out = append(out, b.flow(key, &fwd, nil))
+		}
+	}
+	return out, nil
+}
+
+// Expire removes the flows that are closed (FIN, RST or SYN seen by the
+// program) or whose both directions were last seen idle or longer ago,
+// and calls fn (when not nil) with each removed flow's final figures,
+// so the caller can add them to its per-conduit counters. It returns the
+// number of flows removed. The gateway calls it periodically, with the
+// idle timeout of its own flow table.
+func (b *Bypass) Expire(idle time.Duration, fn func(Flow)) (int, error) {
+	flows, err := b.snapshot()
+	if err != nil {
+		return 0, err
+	}
+	now := time.Duration(monotonicNow())
+	n := 0
+	for _, f := range flows {
+		last := max(f.Forward.LastSeen, f.Reverse.LastSeen)
+		if !f.Closed && now-last < idle {
+			continue
+		}
+		if err := b.Remove(f.Key); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue // removed meanwhile
+			}
+			return n, err
+		}
+		// Read the final counters the program may have added between
+		// the snapshot and the delete: not possible once deleted, so
+		// the snapshot's figures are reported (frames redirected in that
+		// window, microseconds, are not counted).
+		if fn != nil {
+			fn(f)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// Stats returns the program's counters summed over CPUs.
+func (b *Bypass) Stats() (Stats, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return Stats{}, ErrClosed
+	}
+	var sum [numStats]uint64
+	for i := range sum {
+		var per []uint64
+		if err := b.stats.Lookup(uint32(i), &per); err != nil {
+			return Stats{}, fmt.Errorf("xdp: read stats: %w", err)
+		}
+		for _, v := range per {
+			sum[i] += v
+		}
+	}
+	return Stats{
+		Redirected: sum[statRedirected], NoMatch: sum[statNoMatch], Closing: sum[statClosing],
+		Closed: sum[statClosed], WrongPort: sum[statWrongPort], Unparsed: sum[statUnparsed],
+	}, nil
+}
+
+// Close detaches the program from both ports and frees the maps. Frames
+// of bypassed flows go to user space (or nowhere) from then on. Close is
+// idempotent.
+func (b *Bypass) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	err := b.release()
+	b.log.Info("xdp: bypass detached", "north", b.names[0], "south", b.names[1])
+	return err
+}
+
+func (b *Bypass) release() error {
+	var errs []error
+	for i, l := range b.links {
+		if l != nil {
+			if err := l.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("xdp: detach from %s: %w", b.names[i], err))
+			}
+			b.links[i] = nil
+		}
+	}
+	if b.prog != nil {
+		_ = b.prog.Close()
+	}
+	for _, m := range []*ebpf.Map{b.flows, b.stats} {
+		if m != nil {
+			_ = m.Close()
+		}
+	}
+	return errors.Join(errs...)
+}

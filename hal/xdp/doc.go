@@ -1,0 +1,77 @@
+// Package xdp is the gateway's fast path: an XDP program on both ports
+// that forwards the frames of flows the engine has handed over straight
+// to the other port, inside the kernel, while every other frame goes on to
+// the gateway's AF_PACKET sockets as before (Suricata's capture bypass;
+// DESIGN.md, "Fast path").
+//
+// It owns:
+//
+//   - the program (prog.go), written with github.com/cilium/ebpf's asm
+//     package, so the bytecode is produced by the Go toolchain (pure Go,
+//     CGO_ENABLED=0) and is the same on amd64, arm64 and armv7; the
+//     kernel's verifier checks it and the JIT compiles it at load. It
+//     parses untagged Ethernet II, IPv4 (RFC 791; options skipped, no
+//     fragments) and IPv6 (RFC 8200; no extension headers), TCP (RFC
+//     9293) and UDP (RFC 768), looks the 5-tuple up in a hash map and
+//     either redirects the frame (bpf_redirect to the entry's egress
+//     ifindex, XDP_REDIRECT) or passes it (XDP_PASS). Anything it cannot
+//     parse plainly passes: VLAN tags, fragments, extension headers,
+//     truncated headers, non-IP.
+//   - the flow map: BPF_MAP_TYPE_HASH with one entry per direction (key:
+//     family, protocol, ports, addresses; value: egress and ingress
+//     ifindex, closed and direction flags, packets, bytes, last seen from
+//     bpf_ktime_get_ns). Directional entries keep the program simple (no
+//     canonical ordering of addresses); Add and Remove always write both.
+//     A frame is redirected only when it arrives on the entry's ingress
+//     port. A TCP frame with FIN, RST or SYN on a bypassed flow is not
+//     redirected: it passes to user space and both directions are marked
+//     closed, so every later frame of the flow passes too and the engine
+//     sees the close (or the new connection). Expire removes closed and
+//     idle flows and reports their final counters.
+//   - the attachment: one BPF link per port (BPF_LINK_CREATE with
+//     BPF_XDP, Linux 5.9), native (driver) mode first and generic (skb)
+//     mode as the fallback. The links are held only by this process's
+//     file descriptors and are never pinned in bpffs: when the process
+//     exits or is killed the kernel detaches the program and nothing
+//     forwards, so the gateway stays fail-closed (measured by
+//     TestFailClosedOnSIGKILL).
+//
+// Kernel references: Documentation/bpf/map_hash.rst (hash and per-CPU
+// array maps), Documentation/networking/xdp-rx-metadata.rst and
+// include/uapi/linux/bpf.h (struct xdp_md, enum xdp_action, the
+// bpf_redirect, bpf_map_lookup_elem and bpf_ktime_get_ns helpers),
+// Documentation/bpf/standardization/instruction-set.rst (the bytecode,
+// including the atomic add), Documentation/bpf/bpf_prog_run.rst
+// (BPF_PROG_RUN, which the tests use to run the program on crafted
+// frames) and Documentation/bpf/verifier.rst.
+//
+// Counters: the flow counters are updated with BPF atomic adds. The
+// 32-bit ARM JIT does not implement atomics; where the kernel refuses
+// the program, New loads a variant with plain load-add-store, which can
+// lose an increment only when two CPUs handle the same direction of the
+// same flow at once (RSS keeps a flow on one queue). The program's own
+// counters (Stats) are in a per-CPU array and need no atomics.
+//
+// Limits the caller must respect:
+//
+//   - Bypass only flows whose conduit needs no payload inspection, after
+//     the engine allowed the handshake (the package does not judge).
+//   - The key has no VLAN id: do not bypass on ports that carry 802.1Q
+//     traffic. Tagged frames that the NIC leaves tagged pass to user
+//     space, but a NIC with rx-vlan-offload on strips the tag before XDP.
+//   - Frames must carry complete checksums, as on a wire. Between veths,
+//     a local sender's CHECKSUM_PARTIAL state does not survive a native
+//     redirect: the sim peers turn transmit checksumming off.
+//   - A native-mode redirect to a veth needs NAPI on the veth's peer
+//     (GRO on, or an XDP program attached there), else the kernel drops
+//     the redirected frames (drivers/net/veth.c, veth_xdp_xmit). Physical
+//     NICs with ndo_xdp_xmit are not affected; generic mode works on any
+//     device.
+//   - bpf(2) needs CAP_BPF and CAP_NET_ADMIN (root here). qemu-user has
+//     no bpf(2): New returns ErrUnavailable there, as on kernels before
+//     5.9, and the caller forwards everything in user space.
+//   - Packet loads are not aligned to 4 bytes after the 14-byte Ethernet
+//     header; that is fine on every architecture with efficient unaligned
+//     access (x86-64, arm64, ARMv7), where the verifier does not enforce
+//     strict alignment.
+package xdp
