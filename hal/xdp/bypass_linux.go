@@ -122,10 +122,10 @@ func New(cfg Config) (b *Bypass, err error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	b = &Bypass{names: [2]string{cfg.North, cfg.South}, log: log.With("component", "xdp")}
+	partial := b // the results are nil on error: release what was made
 	defer func() {
 		if err != nil {
-			b.release()
-			b = nil
+			_ = partial.release()
 		}
 	}()
 	for i, name := range b.names {

@@ -1,7 +1,12 @@
 package xdp
 
 import (
+	"encoding/binary"
+	"errors"
 	"net"
+	"sync"
+	"sync/atomic"
+	"time"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -164,4 +169,179 @@ func newBypass(t *testing.T, l *netns.Line, cfg Config) *Bypass {
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	return b
+}
+
+// forwarder stands in for the gateway engine: it copies every frame that
+// reaches user space on one gateway port (AF_PACKET, hal.Port) to the
+// other, and records the TCP frames it saw with destination or source
+// port watchPort.
+type forwarder struct {
+	t         *testing.T
+	ports     [2]hal.Port
+	watchPort uint16
+	mu        sync.Mutex // guards seen
+	seen      []tcpSeen
+	wg        sync.WaitGroup
+}
+
+type tcpSeen struct {
+	sport, dport uint16
+	flags        uint8
+	payload      int
+}
+
+func startForwarder(t *testing.T, l *netns.Line, watchPort uint16) *forwarder {
+	t.Helper()
+	f := &forwarder{t: t, watchPort: watchPort}
+	for i, name := range []string{l.North, l.South} {
+		if err := l.Gateway.Do(func() (err error) {
+			f.ports[i], err = hal.OpenPort(name, hal.PortOptions{IO: hal.IOMmsg})
+			return err
+		}); err != nil {
+			t.Fatalf("open %s: %v", name, err)
+		}
+	}
+	for i := range f.ports {
+		f.wg.Add(1)
+		go f.run(f.ports[i], f.ports[1-i])
+	}
+	t.Cleanup(f.stop)
+	return f
+}
+
+func (f *forwarder) run(in, out hal.Port) {
+	defer f.wg.Done()
+	bufs := make([][]byte, hal.MaxBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	sizes := make([]int, hal.MaxBatch)
+	for {
+		n, err := in.ReadBatch(bufs, sizes, nil)
+		if errors.Is(err, hal.ErrClosed) {
+			return
+		}
+		if err != nil {
+			continue
+		}
+		batch := make([][]byte, n)
+		for i := 0; i < n; i++ {
+			batch[i] = bufs[i][:sizes[i]]
+			f.record(batch[i])
+		}
+		if _, err := out.WriteBatch(batch); errors.Is(err, hal.ErrClosed) {
+			return
+		}
+	}
+}
+
+func (f *forwarder) record(b []byte) {
+	if len(b) < 34 || binary.BigEndian.Uint16(b[12:]) != 0x0800 || b[23] != ProtoTCP {
+		return
+	}
+	ihl := int(b[14]&0x0f) * 4
+	l4 := 14 + ihl
+	if len(b) < l4+20 {
+		return
+	}
+	s := tcpSeen{sport: binary.BigEndian.Uint16(b[l4:]), dport: binary.BigEndian.Uint16(b[l4+2:]), flags: b[l4+13]}
+	if s.sport != f.watchPort && s.dport != f.watchPort {
+		return
+	}
+	s.payload = int(binary.BigEndian.Uint16(b[16:])) - ihl - int(b[l4+12]>>4)*4
+	f.mu.Lock()
+	f.seen = append(f.seen, s)
+	f.mu.Unlock()
+}
+
+// take returns and clears what the forwarder saw.
+func (f *forwarder) take() []tcpSeen {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.seen
+	f.seen = nil
+	return s
+}
+
+func (f *forwarder) stop() {
+	for _, p := range f.ports {
+		if p != nil {
+			_ = p.Close()
+		}
+	}
+	f.wg.Wait()
+}
+
+// listen starts a listener inside ns.
+func listen(t *testing.T, ns *netns.NS, network, addr string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen(network, addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return ln
+}
+
+// dialFrom connects from a fixed local address inside ns.
+func dialFrom(t *testing.T, ns *netns.NS, network, local, remote string) net.Conn {
+	t.Helper()
+	var c net.Conn
+	err := ns.Do(func() (err error) {
+		la, err := net.ResolveTCPAddr(network, local)
+		if err != nil {
+			return err
+		}
+		d := net.Dialer{LocalAddr: la, Timeout: 3 * time.Second}
+		c, err = d.Dial(network, remote)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", remote, local, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// sink accepts one connection and counts what it reads, with the time of
+// the last read.
+type sink struct {
+	n        atomic.Int64
+	lastRead atomic.Int64 // UnixNano
+	eof      chan struct{}
+}
+
+func newSink(ln net.Listener) *sink {
+	s := &sink{eof: make(chan struct{})}
+	go func() {
+		defer close(s.eof)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 256<<10)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				s.n.Add(int64(n))
+				s.lastRead.Store(time.Now().UnixNano())
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return s
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
