@@ -429,10 +429,8 @@ func (b *Bypass) Expire(idle time.Duration, fn func(Flow)) (int, error) {
 			}
 			return n, err
 		}
-		// Read the final counters the program may have added between
-		// the snapshot and the delete: not possible once deleted, so
-		// the snapshot's figures are reported (frames redirected in that
-		// window, microseconds, are not counted).
+		// The figures are the snapshot's: frames redirected between the
+		// snapshot and the delete (microseconds) are not in them.
 		if fn != nil {
 			fn(f)
 		}

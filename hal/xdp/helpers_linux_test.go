@@ -118,15 +118,13 @@ func line(t *testing.T) *netns.Line {
 	testenv.NeedRoot(t)
 	l := netns.NewLine(t)
 	for _, p := range []struct {
-		ns       *netns.NS
-		mac      net.HardwareAddr
-		peer     string
-		peerMAC  net.HardwareAddr
-		gwPort   string
-		peerAddr string
+		ns      *netns.NS
+		mac     net.HardwareAddr
+		peer    string
+		peerMAC net.HardwareAddr
 	}{
-		{l.Client, cliMAC, l.ServerAddr, srvMAC, l.North, ""},
-		{l.Server, srvMAC, l.ClientAddr, cliMAC, l.South, ""},
+		{l.Client, cliMAC, l.ServerAddr, srvMAC},
+		{l.Server, srvMAC, l.ClientAddr, cliMAC},
 	} {
 		p.ns.MustRun("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
 		p.ns.IP("link", "set", "eth0", "address", p.mac.String())
