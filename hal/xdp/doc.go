@@ -59,9 +59,12 @@
 //   - The key has no VLAN id: do not bypass on ports that carry 802.1Q
 //     traffic. Tagged frames that the NIC leaves tagged pass to user
 //     space, but a NIC with rx-vlan-offload on strips the tag before XDP.
-//   - Frames must carry complete checksums, as on a wire. Between veths,
-//     a local sender's CHECKSUM_PARTIAL state does not survive a native
-//     redirect: the sim peers turn transmit checksumming off.
+//   - In native mode frames must carry complete checksums, as on a wire.
+//     Between veths, a local sender's CHECKSUM_PARTIAL state does not
+//     survive a native redirect and the receiver drops the frame (0 of 10
+//     datagrams arrived in TestChecksumPartialPeers); generic mode keeps
+//     the sk_buff and its state (10 of 10). The sim board turns the
+//     peers' transmit checksumming off or uses ModeGeneric.
 //   - A native-mode redirect to a veth needs NAPI on the veth's peer
 //     (GRO on, or an XDP program attached there), else the kernel drops
 //     the redirected frames (drivers/net/veth.c, veth_xdp_xmit). Physical
