@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -75,9 +76,23 @@ type Config struct {
 	// (New falls back to it by itself when the kernel refuses atomics,
 	// as the 32-bit ARM JIT does).
 	NonAtomicCounters bool
+	// Lease bounds how long frames keep being redirected after the
+	// owner stops renewing it (a goroutine renews it every Lease/5): the
+	// program redirects only while the lease holds, so a dead or frozen
+	// process stops the fast path within Lease even when the kernel's
+	// detach of its links is delayed (the XDP link release takes the
+	// rtnl lock, which other netlink users may hold for long). 0 means
+	// DefaultLease; negative means no lease (the detach alone). When a
+	// busy process renews late, frames of bypassed flows go to user
+	// space meanwhile: the engine must forward those as it did before
+	// the flow was bypassed.
+	Lease time.Duration
 	// Logger receives one line per start and stop (nil: discard).
 	Logger *slog.Logger
 }
+
+// DefaultLease is Config.Lease when zero.
+const DefaultLease = 50 * time.Millisecond
 
 // Bypass is the XDP flow bypass on a pair of ports: one program attached
 // to both, and the flow map it reads. Frames of a flow in the map that
@@ -95,15 +110,19 @@ type Bypass struct {
 	mu     sync.RWMutex // guards closed against Close; the maps are the kernel's
 	closed bool
 
-	prog    *ebpf.Program
-	flows   *ebpf.Map
-	stats   *ebpf.Map
-	links   [2]link.Link
-	ifindex [2]uint32
-	names   [2]string
-	modes   [2]Mode
-	atomic  bool
-	log     *slog.Logger
+	prog      *ebpf.Program
+	flows     *ebpf.Map
+	stats     *ebpf.Map
+	lease     *ebpf.Map
+	leaseD    time.Duration // 0: no lease
+	stopRenew chan struct{} // closed by Close; nil without a lease
+	renewDone chan struct{}
+	links     [2]link.Link
+	ifindex   [2]uint32
+	names     [2]string
+	modes     [2]Mode
+	atomic    bool
+	log       *slog.Logger
 }
 
 // New creates the maps, loads the program and attaches it to both ports.
@@ -153,6 +172,21 @@ func New(cfg Config) (b *Bypass, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("xdp: create stats map: %w (%w)", ErrUnavailable, err)
 	}
+	b.lease, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: leaseMapName, Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xdp: create lease map: %w (%w)", ErrUnavailable, err)
+	}
+	switch {
+	case cfg.Lease == 0:
+		b.leaseD = DefaultLease
+	case cfg.Lease > 0:
+		b.leaseD = cfg.Lease
+	}
+	if err := b.renew(); err != nil {
+		return nil, err
+	}
 	b.atomic = !cfg.NonAtomicCounters
 	b.prog, err = b.load(b.atomic)
 	if err != nil && b.atomic {
@@ -168,9 +202,45 @@ func New(cfg Config) (b *Bypass, err error) {
 			return nil, err
 		}
 	}
+	if b.leaseD > 0 {
+		b.stopRenew, b.renewDone = make(chan struct{}), make(chan struct{})
+		go b.runRenew()
+	}
 	b.log.Info("xdp: bypass attached", "north", cfg.North, "north_mode", b.modes[0],
-		"south", cfg.South, "south_mode", b.modes[1], "atomic_counters", b.atomic, "max_flows", cfg.MaxFlows)
+		"south", cfg.South, "south_mode", b.modes[1], "atomic_counters", b.atomic,
+		"max_flows", cfg.MaxFlows, "lease", b.leaseD)
 	return b, nil
+}
+
+// renew sets the lease deadline to now + Lease (or to never).
+func (b *Bypass) renew() error {
+	deadline := uint64(math.MaxUint64)
+	if b.leaseD > 0 {
+		deadline = monotonicNow() + uint64(b.leaseD)
+	}
+	if err := b.lease.Update(uint32(0), deadline, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("xdp: renew lease: %w", err)
+	}
+	return nil
+}
+
+// runRenew renews the lease every Lease/5 until Close.
+func (b *Bypass) runRenew() {
+	b.log.Info("xdp: runRenew started", "every", b.leaseD/5)
+	defer close(b.renewDone)
+	t := time.NewTicker(b.leaseD / 5)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stopRenew:
+			b.log.Info("xdp: runRenew stopped")
+			return
+		case <-t.C:
+			if err := b.renew(); err != nil {
+				b.log.Warn("xdp: runRenew", "err", err)
+			}
+		}
+	}
 }
 
 func (b *Bypass) load(atomic bool) (*ebpf.Program, error) {
@@ -179,6 +249,9 @@ func (b *Bypass) load(atomic bool) (*ebpf.Program, error) {
 		return nil, err
 	}
 	if err := insns.AssociateMap(statsMapName, b.stats); err != nil {
+		return nil, err
+	}
+	if err := insns.AssociateMap(leaseMapName, b.lease); err != nil {
 		return nil, err
 	}
 	return ebpf.NewProgram(&ebpf.ProgramSpec{
@@ -459,6 +532,7 @@ func (b *Bypass) Stats() (Stats, error) {
 	return Stats{
 		Redirected: sum[statRedirected], NoMatch: sum[statNoMatch], Closing: sum[statClosing],
 		Closed: sum[statClosed], WrongPort: sum[statWrongPort], Unparsed: sum[statUnparsed],
+		Lapsed: sum[statLapsed],
 	}, nil
 }
 
@@ -472,6 +546,10 @@ func (b *Bypass) Close() error {
 		return nil
 	}
 	b.closed = true
+	if b.stopRenew != nil {
+		close(b.stopRenew)
+		<-b.renewDone
+	}
 	err := b.release()
 	b.log.Info("xdp: bypass detached", "north", b.names[0], "south", b.names[1])
 	return err
@@ -490,7 +568,7 @@ func (b *Bypass) release() error {
 	if b.prog != nil {
 		_ = b.prog.Close()
 	}
-	for _, m := range []*ebpf.Map{b.flows, b.stats} {
+	for _, m := range []*ebpf.Map{b.flows, b.stats, b.lease} {
 		if m != nil {
 			_ = m.Close()
 		}

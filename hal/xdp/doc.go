@@ -33,8 +33,12 @@
 //     mode as the fallback. The links are held only by this process's
 //     file descriptors and are never pinned in bpffs: when the process
 //     exits or is killed the kernel detaches the program and nothing
-//     forwards, so the gateway stays fail-closed (measured by
-//     TestFailClosedOnSIGKILL).
+//     forwards, so the gateway stays fail-closed. The detach takes the
+//     rtnl lock and can wait behind other netlink users, so the program
+//     also holds a lease: it redirects only while the owner keeps
+//     renewing a deadline in a one-entry array (Config.Lease, 50 ms by
+//     default, renewed every 10 ms); a dead or frozen owner stops the
+//     fast path within the lease (measured by TestFailClosedOnSIGKILL).
 //
 // Kernel references: Documentation/bpf/map_hash.rst (hash and per-CPU
 // array maps), Documentation/networking/xdp-rx-metadata.rst and

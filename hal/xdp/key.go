@@ -252,6 +252,7 @@ type Stats struct {
 	Closed     uint64 // frames of a closed flow (passed)
 	WrongPort  uint64 // a bypassed key arriving on the port it is sent to (passed)
 	Unparsed   uint64 // not untagged IPv4/IPv6 TCP/UDP, truncated, fragments, IPv6 extension headers (passed)
+	Lapsed     uint64 // frames of bypassed flows passed because the owner's lease had run out
 }
 
 // stat indexes of the per-CPU array the program counts into.
@@ -262,5 +263,6 @@ const (
 	statClosed
 	statWrongPort
 	statUnparsed
+	statLapsed
 	numStats
 )

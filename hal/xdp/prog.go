@@ -10,6 +10,7 @@ import (
 const (
 	flowsMapName = "otgw_flows"
 	statsMapName = "otgw_stats"
+	leaseMapName = "otgw_lease"
 )
 
 // XDP actions (include/uapi/linux/bpf.h, enum xdp_action).
@@ -46,8 +47,9 @@ const tcpCloseFlags = 0x07
 // frames of the same direction of the same flow at the same instant (one
 // RX queue per flow under RSS makes that rare).
 //
-// Register use: R6 ctx, R7 map value, R8 frame bytes, R9 IP protocol and
-// then the TCP close flags; R2 the packet cursor, R3 data_end.
+// Register use: R6 ctx, R7 map value, R8 frame bytes, R9 IP protocol,
+// then the TCP close flags, then the time; R2 the packet cursor, R3
+// data_end.
 func program(atomic bool) asm.Instructions {
 	var in asm.Instructions
 	emit := func(ins ...asm.Instruction) { in = append(in, ins...) }
@@ -175,8 +177,19 @@ func program(atomic bool) asm.Instructions {
 		asm.JNE.Imm(asm.R9, 0, "closing"),
 		asm.LoadMem(asm.R1, asm.R7, valClosed, asm.Byte),
 		asm.JNE.Imm(asm.R1, 0, "closed"),
+		// The lease: redirect only while the owner keeps renewing the
+		// deadline in the lease array (now > deadline: pass).
 		asm.FnKtimeGetNs.Call(),
-		asm.StoreMem(asm.R7, valLastSeen, asm.R0, asm.DWord),
+		asm.Mov.Reg(asm.R9, asm.R0),
+		asm.StoreImm(asm.R10, stStat, 0, asm.Word),
+		asm.LoadMapPtr(asm.R1, 0).WithReference(leaseMapName),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, stStat),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "lapsed"),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.JGT.Reg(asm.R9, asm.R1, "lapsed"),
+		asm.StoreMem(asm.R7, valLastSeen, asm.R9, asm.DWord),
 	)
 	if atomic {
 		emit(
@@ -234,7 +247,7 @@ func program(atomic bool) asm.Instructions {
 	for _, s := range []struct {
 		label string
 		stat  int
-	}{{"closed", statClosed}, {"wrongport", statWrongPort}, {"nomatch", statNoMatch}, {"unparsed", statUnparsed}} {
+	}{{"closed", statClosed}, {"wrongport", statWrongPort}, {"nomatch", statNoMatch}, {"unparsed", statUnparsed}, {"lapsed", statLapsed}} {
 		in = append(in, countStat(s.stat, s.label)...)
 		in = append(in, pass()...)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 )
@@ -147,5 +148,42 @@ func testProgramVerdicts(t *testing.T, atomic bool) {
 		if after.Closing-before.Closing != 1 || after.Closed-before.Closed != 2 || after.Redirected-before.Redirected != 1 {
 			t.Errorf("%s: stats moved %+v -> %+v", flags, before, after)
 		}
+	}
+}
+
+// The program redirects only while the owner renews its lease: a frozen
+// owner (renewal stopped here) stops the fast path when the lease runs
+// out, before any detach; renewing resumes it.
+func TestLease(t *testing.T) {
+	l := line(t)
+	const lease = 100 * time.Millisecond
+	b := newBypass(t, l, Config{Lease: lease})
+	k := udpKey("192.0.2.1:40000", "192.0.2.2:9")
+	if err := b.Add(k, South); err != nil {
+		t.Fatal(err)
+	}
+	fr := frame(t, frameSpec{key: k, payload: 10})
+	if got := run(t, b, North, fr, l.Gateway.Do); got != xdpRedirect {
+		t.Fatalf("with the lease held: action %d, want redirect", got)
+	}
+	time.Sleep(3 * lease) // the renewal goroutine keeps it
+	if got := run(t, b, North, fr, l.Gateway.Do); got != xdpRedirect {
+		t.Fatalf("after 3 leases with renewal: action %d, want redirect", got)
+	}
+	close(b.stopRenew) // freeze the owner
+	<-b.renewDone
+	b.stopRenew = nil
+	time.Sleep(lease + 20*time.Millisecond)
+	if got := run(t, b, North, fr, l.Gateway.Do); got != xdpPass {
+		t.Errorf("lease run out: action %d, want pass", got)
+	}
+	if st, _ := b.Stats(); st.Lapsed != 1 {
+		t.Errorf("Lapsed = %d, want 1", st.Lapsed)
+	}
+	if err := b.renew(); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, b, North, fr, l.Gateway.Do); got != xdpRedirect {
+		t.Errorf("renewed: action %d, want redirect", got)
 	}
 }
