@@ -124,6 +124,13 @@ func TestFailClosedOnSIGKILL(t *testing.T) {
 			t.Cleanup(func() { close(stopWriter) })
 			waitFor(t, "the bypassed stream to carry 4 MiB", 10*time.Second, func() bool { return s.n.Load() > 4<<20 })
 
+			// The stream must be crossing right up to the kill, or a
+			// stall before it would pass for a stop.
+			waitFor(t, "data crossing in the 20 ms before the kill", 5*time.Second, func() bool {
+				n0 := s.n.Load()
+				time.Sleep(20 * time.Millisecond)
+				return s.n.Load() > n0
+			})
 			killed := time.Now()
 			if err := cmd.Process.Kill(); err != nil { // SIGKILL: no Close, no cleanup
 				t.Fatal(err)
