@@ -36,7 +36,7 @@
 //     forwards, so the gateway stays fail-closed. The detach takes the
 //     rtnl lock and can wait behind other netlink users, so the program
 //     also holds a lease: it redirects only while the owner keeps
-//     renewing a deadline in a one-entry array (Config.Lease, 50 ms by
+//     renewing a deadline in a one-entry array (Config.Lease, 80 ms by
 //     default, renewed every 10 ms); a dead or frozen owner stops the
 //     fast path within the lease (measured by TestFailClosedOnSIGKILL).
 //
