@@ -134,7 +134,9 @@ type Bypass struct {
 
 // New creates the maps, loads the program and attaches it to both ports.
 // It must run on a thread in the ports' network namespace (interface
-// indexes are resolved there). An error wrapping ErrUnavailable means
+// indexes are resolved there, after the kernel accepted the maps and the
+// program, so that a system without XDP answers ErrUnavailable whatever
+// the port names). An error wrapping ErrUnavailable means
 // XDP cannot be used here; nothing is left attached then.
 func New(cfg Config) (b *Bypass, err error) {
 	if cfg.North == "" || cfg.South == "" || cfg.North == cfg.South {
@@ -154,13 +156,6 @@ func New(cfg Config) (b *Bypass, err error) {
 			_ = partial.release()
 		}
 	}()
-	for i, name := range b.names {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			return nil, fmt.Errorf("xdp: port %s: %w", name, err)
-		}
-		b.ifindex[i] = uint32(ifi.Index)
-	}
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer
 	// ones to the memory cgroup, and this is a no-op there.
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -203,6 +198,13 @@ func New(cfg Config) (b *Bypass, err error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("xdp: load program: %w (%w)", ErrUnavailable, err)
+	}
+	for i, name := range b.names {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("xdp: port %s: %w", name, err)
+		}
+		b.ifindex[i] = uint32(ifi.Index)
 	}
 	for i := range b.names {
 		if err := b.attach(i, cfg.Mode); err != nil {
