@@ -352,3 +352,50 @@ func TestChecksumPartialPeers(t *testing.T) {
 		})
 	}
 }
+
+// With peers as veth creates them (GRO off, so no NAPI; checksum offload
+// on), ModeAuto picks generic mode on the veth ports and the bypassed flow
+// crosses. ModeNative there redirects into a veth whose peer cannot take
+// xdp_frames, and the kernel drops them silently (logged, not asserted:
+// kernel behaviour).
+func TestAutoModeOnVeth(t *testing.T) {
+	for _, mode := range []Mode{ModeAuto, ModeNative} {
+		t.Run(mode.String(), func(t *testing.T) {
+			testenv.NeedRoot(t)
+			l := netns.NewLine(t)
+			for _, p := range []struct {
+				ns      *netns.NS
+				mac     net.HardwareAddr
+				peer    string
+				peerMAC net.HardwareAddr
+			}{{l.Client, cliMAC, l.ServerAddr, srvMAC}, {l.Server, srvMAC, l.ClientAddr, cliMAC}} {
+				p.ns.IP("link", "set", "eth0", "address", p.mac.String())
+				p.ns.IP("neigh", "replace", p.peer, "lladdr", p.peerMAC.String(), "dev", "eth0", "nud", "permanent")
+			}
+			b := newBypass(t, l, Config{Mode: mode})
+			if mode == ModeAuto && (b.Mode(North) != ModeGeneric || b.Mode(South) != ModeGeneric) {
+				t.Fatalf("ModeAuto on veth: %s/%s, want generic", b.Mode(North), b.Mode(South))
+			}
+			k := udpKey("192.0.2.1:40000", "192.0.2.2:9")
+			if err := b.Add(k, South); err != nil {
+				t.Fatal(err)
+			}
+			cli := udpConn(t, l.Client, "192.0.2.1:40000")
+			srv := udpConn(t, l.Server, "0.0.0.0:9")
+			for i := 0; i < 10; i++ {
+				if _, err := cli.WriteToUDP(make([]byte, 100), &net.UDPAddr{IP: net.IPv4(192, 0, 2, 2), Port: 9}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := recvCount(srv, 300*time.Millisecond, false)
+			f, err := b.Lookup(k)
+			if err != nil || f.Forward.Packets != 10 {
+				t.Fatalf("Lookup = %+v, %v; want 10 redirected", f, err)
+			}
+			t.Logf("%s (%s mode) with default veth peers: %d of 10 datagrams delivered", mode, b.Mode(North), got)
+			if mode == ModeAuto && got != 10 {
+				t.Errorf("ModeAuto: %d of 10 delivered, want 10", got)
+			}
+		})
+	}
+}

@@ -30,7 +30,7 @@
 //     idle flows and reports their final counters.
 //   - the attachment: one BPF link per port (BPF_LINK_CREATE with
 //     BPF_XDP, Linux 5.9), native (driver) mode first and generic (skb)
-//     mode as the fallback. The links are held only by this process's
+//     mode as the fallback (generic at once on veth ports, see below). The links are held only by this process's
 //     file descriptors and are never pinned in bpffs: when the process
 //     exits or is killed the kernel detaches the program and nothing
 //     forwards, so the gateway stays fail-closed. The detach takes the
@@ -71,9 +71,10 @@
 //     peers' transmit checksumming off or uses ModeGeneric.
 //   - A native-mode redirect to a veth needs NAPI on the veth's peer
 //     (GRO on, or an XDP program attached there), else the kernel drops
-//     the redirected frames (drivers/net/veth.c, veth_xdp_xmit). Physical
-//     NICs with ndo_xdp_xmit are not affected; generic mode works on any
-//     device.
+//     the redirected frames silently (drivers/net/veth.c, veth_xdp_xmit;
+//     0 of 10 delivered in TestAutoModeOnVeth). ModeAuto therefore takes
+//     generic mode on veth ports. Physical NICs with ndo_xdp_xmit are not
+//     affected; generic mode works on any device.
 //   - bpf(2) needs CAP_BPF and CAP_NET_ADMIN (root here). qemu-user has
 //     no bpf(2): New returns ErrUnavailable there, as on kernels before
 //     5.9, and the caller forwards everything in user space.
