@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -78,9 +79,9 @@ type Config struct {
 	MaxFlows int
 	// Mode selects the attach mode; ModeAuto by default.
 	Mode Mode
-	// NonAtomicCounters loads the program variant without BPF atomics
-	// (New falls back to it by itself when the kernel refuses atomics,
-	// as the 32-bit ARM JIT does).
+	// NonAtomicCounters loads the program variant without BPF atomics.
+	// New takes it by itself on GOARCH=arm (the 32-bit ARM JIT has no
+	// atomics) and when the kernel refuses the atomic variant.
 	NonAtomicCounters bool
 	// Lease bounds how long frames keep being redirected after the
 	// owner stops renewing it (a goroutine renews it every Lease/8): the
@@ -195,7 +196,10 @@ func New(cfg Config) (b *Bypass, err error) {
 	if err := b.renew(); err != nil {
 		return nil, err
 	}
-	b.atomic = !cfg.NonAtomicCounters
+	// The 32-bit ARM JIT has no BPF atomics: with them the kernel would
+	// run the whole program in the interpreter (or refuse it with
+	// CONFIG_BPF_JIT_ALWAYS_ON), so plain counters from the start there.
+	b.atomic = !cfg.NonAtomicCounters && runtime.GOARCH != "arm"
 	b.prog, err = b.load(b.atomic)
 	if err != nil && b.atomic {
 		b.log.Info("xdp: program with atomic counters refused, loading plain counters", "err", err)

@@ -50,8 +50,9 @@
 // frames) and Documentation/bpf/verifier.rst.
 //
 // Counters: the flow counters are updated with BPF atomic adds. The
-// 32-bit ARM JIT does not implement atomics; where the kernel refuses
-// the program, New loads a variant with plain load-add-store, which can
+// 32-bit ARM JIT does not implement atomics, so on GOARCH=arm, and
+// wherever the kernel refuses the atomic program, New loads a variant
+// with plain load-add-store, which can
 // lose an increment only when two CPUs handle the same direction of the
 // same flow at once (RSS keeps a flow on one queue). The program's own
 // counters (Stats) are in a per-CPU array and need no atomics.
