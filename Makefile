@@ -82,7 +82,7 @@ bench-datapath: ## gateway vs kernel bridge on one veth topology: small packets,
 bench-xdp: ## XDP flow bypass (native, generic) vs kernel bridge on one veth line: small packets, TCP (root, < 2 min)
 	@mkdir -p dist
 	set -o pipefail; OTGW_BENCH_XDP=1 OTGW_BENCH_OUT=$(CURDIR)/dist/bench-xdp.md \
-	  $(GO) test -count=1 -timeout 5m -run '^TestBypassBench$$' -v ./hal/xdp | grep -v '^=== RUN'
+	  $(GO) test -count=1 -timeout 5m -run '^TestFastPathBench$$' -v ./hal/xdp | grep -v '^=== RUN'
 
 clean: ## remove build outputs
 	rm -rf dist bench.txt

@@ -166,8 +166,8 @@ func benchBridge(t *testing.T, l *netns.Line, srcPort int) benchRow {
 	return r
 }
 
-func benchBypass(t *testing.T, l *netns.Line, mode Mode, srcPort int) benchRow {
-	var b *Bypass
+func benchFastPath(t *testing.T, l *netns.Line, mode Mode, srcPort int) benchRow {
+	var b *FastPath
 	if err := l.Gateway.Do(func() (err error) {
 		b, err = New(Config{North: l.North, South: l.South, Mode: mode})
 		return err
@@ -202,13 +202,13 @@ func median(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-// TestBypassBench is `make bench-xdp`: the kernel bridge and the XDP
+// TestFastPathBench is `make bench-xdp`: the kernel bridge and the XDP
 // bypass (native and generic mode) on the same veth line, interleaved
 // over OTGW_BENCH_ROUNDS rounds (default 3): small-packet rate of one
 // bypassed UDP flow and TCP throughput of one bypassed stream; medians
 // with the range. Enabled by OTGW_BENCH_XDP=1; the table goes to the log
 // and to $OTGW_BENCH_OUT when set.
-func TestBypassBench(t *testing.T) {
+func TestFastPathBench(t *testing.T) {
 	if os.Getenv("OTGW_BENCH_XDP") != "1" {
 		t.Skip("set OTGW_BENCH_XDP=1 (make bench-xdp)")
 	}
@@ -224,7 +224,7 @@ func TestBypassBench(t *testing.T) {
 	for round := 0; round < rounds; round++ {
 		rs := []benchRow{benchBridge(t, l, 40100+10*round)}
 		for i, mode := range modes {
-			rs = append(rs, benchBypass(t, l, mode, 40101+10*round+i))
+			rs = append(rs, benchFastPath(t, l, mode, 40101+10*round+i))
 		}
 		for i, r := range rs {
 			small[i] = append(small[i], r.small)

@@ -8,7 +8,8 @@
 //
 //   - the program (prog.go), written with github.com/cilium/ebpf's asm
 //     package, so the bytecode is produced by the Go toolchain (pure Go,
-//     CGO_ENABLED=0) and is the same on amd64, arm64 and armv7; the
+//     CGO_ENABLED=0) and is the same on amd64, arm64 and armv7 (but for
+//     the counter variant, below); the
 //     kernel's verifier checks it and the JIT compiles it at load. It
 //     parses untagged Ethernet II, IPv4 (RFC 791; options skipped, no
 //     fragments) and IPv6 (RFC 8200; no extension headers), TCP (RFC
@@ -52,15 +53,21 @@
 // Counters: the flow counters are updated with BPF atomic adds. The
 // 32-bit ARM JIT does not implement atomics, so on GOARCH=arm, and
 // wherever the kernel refuses the atomic program, New loads a variant
-// with plain load-add-store, which can
-// lose an increment only when two CPUs handle the same direction of the
-// same flow at once (RSS keeps a flow on one queue). The program's own
-// counters (Stats) are in a per-CPU array and need no atomics.
+// with plain load-add-store, which can lose an increment only when two
+// CPUs handle the same direction of the same flow at once (RSS keeps a
+// flow on one queue). The program's own counters (Stats) are in a
+// per-CPU array and need no atomics.
 //
 // Limits the caller must respect:
 //
-//   - Bypass only flows whose conduit needs no payload inspection, after
-//     the engine allowed the handshake (the package does not judge).
+//   - Hand over only flows whose conduit needs no payload inspection, after
+//     the engine allowed the handshake (the package does not judge), and
+//     for TCP only once the handshake is complete (the client's ACK): a
+//     SYN, or a retransmitted SYN-ACK, on a bypassed flow hands it back.
+//   - Frames of a bypassed flow still reach user space: the FIN, RST or
+//     SYN that closes it and everything after, frames on the wrong port,
+//     and all of them while the lease has lapsed. The engine forwards
+//     them as it would any frame of an allowed flow.
 //   - The key has no VLAN id: do not bypass on ports that carry 802.1Q
 //     traffic. Tagged frames that the NIC leaves tagged pass to user
 //     space, but a NIC with rx-vlan-offload on strips the tag before XDP.

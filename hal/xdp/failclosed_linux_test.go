@@ -11,11 +11,11 @@ import (
 	"time"
 )
 
-// TestHelperBypassChild is not a test: it is the child process of
+// TestHelperFastPathChild is not a test: it is the child process of
 // TestFailClosedOnSIGKILL (a re-exec of the test binary inside the
 // gateway namespace). It attaches the bypass, adds one TCP flow, says
 // READY and waits to be killed.
-func TestHelperBypassChild(t *testing.T) {
+func TestHelperFastPathChild(t *testing.T) {
 	spec := os.Getenv("OTGW_XDP_CHILD_FLOW") // "SRC DST MODE LEASE"
 	if spec == "" {
 		t.Skip("helper process")
@@ -72,7 +72,7 @@ func TestFailClosedOnSIGKILL(t *testing.T) {
 			c := dialFrom(t, l.Client, "tcp4", "192.0.2.1:40002", "192.0.2.2:5001")
 			fw.stop()
 
-			cmd := l.Gateway.Command(context.Background(), os.Args[0], "-test.run=^TestHelperBypassChild$", "-test.count=1")
+			cmd := l.Gateway.Command(context.Background(), os.Args[0], "-test.run=^TestHelperFastPathChild$", "-test.count=1")
 			cmd.Env = append(os.Environ(), "OTGW_XDP_CHILD_FLOW=192.0.2.1:40002 192.0.2.2:5001 "+mode.String()+" "+tc.lease.String())
 			out, err := cmd.StdoutPipe()
 			if err != nil {

@@ -160,17 +160,17 @@ func peerFeatures(t *testing.T, ns *netns.NS, dev string) {
 	}
 }
 
-// newBypass opens a Bypass on the line's gateway ports. Tests that are
+// newFastPath opens a FastPath on the line's gateway ports. Tests that are
 // not about the lease get a 2 s one, so a test process descheduled on a
 // loaded machine does not let it lapse (TestLease and the fail-closed
 // test use short ones).
-func newBypass(t *testing.T, l *netns.Line, cfg Config) *Bypass {
+func newFastPath(t *testing.T, l *netns.Line, cfg Config) *FastPath {
 	t.Helper()
 	cfg.North, cfg.South = l.North, l.South
 	if cfg.Lease == 0 {
 		cfg.Lease = 2 * time.Second
 	}
-	var b *Bypass
+	var b *FastPath
 	if err := l.Gateway.Do(func() (err error) { b, err = New(cfg); return err }); err != nil {
 		t.Fatalf("xdp.New: %v", err)
 	}

@@ -14,7 +14,7 @@ const (
 	ProtoUDP uint8 = 17
 )
 
-// Side names one of the two ports the Bypass is attached to.
+// Side names one of the two ports the FastPath is attached to.
 type Side uint8
 
 // The two ports, in the gateway's naming.

@@ -17,7 +17,7 @@ func BenchmarkProgram(b *testing.B) {
 	testenv.NeedRoot(b)
 	ns := netns.New(b, "xbench")
 	netns.Veth(b, ns, "p0", ns, "p1")
-	var bp *Bypass
+	var bp *FastPath
 	if err := ns.Do(func() (err error) {
 		bp, err = New(Config{North: "lo", South: "p0", Mode: ModeGeneric})
 		return err

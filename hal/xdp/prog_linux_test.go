@@ -18,7 +18,7 @@ type xdpMD struct {
 
 // run runs the loaded program once on frame as if it arrived on side s
 // (BPF_PROG_RUN, Documentation/bpf/bpf_prog_run.rst: no frame is sent).
-func run(t *testing.T, b *Bypass, s Side, frame []byte, do func(func() error) error) uint32 {
+func run(t *testing.T, b *FastPath, s Side, frame []byte, do func(func() error) error) uint32 {
 	t.Helper()
 	var ret uint32
 	err := do(func() (err error) {
@@ -43,7 +43,7 @@ func TestProgramVerdicts(t *testing.T) {
 
 func testProgramVerdicts(t *testing.T, atomic bool) {
 	l := line(t)
-	b := newBypass(t, l, Config{NonAtomicCounters: !atomic})
+	b := newFastPath(t, l, Config{NonAtomicCounters: !atomic})
 	if b.AtomicCounters() != atomic {
 		t.Fatalf("AtomicCounters = %v, want %v", b.AtomicCounters(), atomic)
 	}
@@ -157,7 +157,7 @@ func testProgramVerdicts(t *testing.T, atomic bool) {
 func TestLease(t *testing.T) {
 	l := line(t)
 	const lease = 100 * time.Millisecond
-	b := newBypass(t, l, Config{Lease: lease})
+	b := newFastPath(t, l, Config{Lease: lease})
 	k := udpKey("192.0.2.1:40000", "192.0.2.2:9")
 	if err := b.Add(k, South); err != nil {
 		t.Fatal(err)

@@ -53,11 +53,11 @@ func recvCount(c *net.UDPConn, wait time.Duration, reply bool) int {
 // A UDP flow in the map crosses the gateway in both directions with no
 // user-space forwarder; other traffic does not; counters count; Remove
 // stops it.
-func TestBypassUDP(t *testing.T) {
+func TestFastPathUDP(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
 			l := line(t)
-			b := newBypass(t, l, Config{Mode: mode})
+			b := newFastPath(t, l, Config{Mode: mode})
 			if b.Mode(North) != mode || b.Mode(South) != mode {
 				t.Fatalf("modes %s/%s, want %s", b.Mode(North), b.Mode(South), mode)
 			}
@@ -139,11 +139,11 @@ func TestBypassUDP(t *testing.T) {
 // data never reaches user space; FIN reaches user space, closes the flow
 // in the map and the connection ends normally through the forwarder;
 // Expire then removes the flow and reports its counters.
-func TestBypassTCP(t *testing.T) {
+func TestFastPathTCP(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
 			l := line(t)
-			b := newBypass(t, l, Config{Mode: mode})
+			b := newFastPath(t, l, Config{Mode: mode})
 			fw := startForwarder(t, l, 5001)
 			s := newSink(listen(t, l.Server, "tcp4", "0.0.0.0:5001"))
 			c := dialFrom(t, l.Client, "tcp4", "192.0.2.1:40001", "192.0.2.2:5001")
@@ -217,7 +217,7 @@ func TestBypassTCP(t *testing.T) {
 // Expire removes flows idle for the timeout and keeps active ones.
 func TestExpireIdle(t *testing.T) {
 	l := line(t)
-	b := newBypass(t, l, Config{})
+	b := newFastPath(t, l, Config{})
 	idle, busy := udpKey("192.0.2.1:1000", "192.0.2.2:9"), udpKey("192.0.2.1:1001", "192.0.2.2:9")
 	for _, k := range []Key{idle, busy} {
 		if err := b.Add(k, South); err != nil {
@@ -238,7 +238,7 @@ func TestExpireIdle(t *testing.T) {
 
 func TestAddErrors(t *testing.T) {
 	l := line(t)
-	b := newBypass(t, l, Config{MaxFlows: 2})
+	b := newFastPath(t, l, Config{MaxFlows: 2})
 	if err := b.Add(Key{Proto: 1}, South); !errors.Is(err, ErrInvalidKey) {
 		t.Errorf("invalid key: %v, want ErrInvalidKey", err)
 	}
@@ -328,7 +328,7 @@ func TestChecksumPartialPeers(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			b := newBypass(t, l, Config{Mode: mode})
+			b := newFastPath(t, l, Config{Mode: mode})
 			k := udpKey("192.0.2.1:40000", "192.0.2.2:9")
 			if err := b.Add(k, South); err != nil {
 				t.Fatal(err)
@@ -372,7 +372,7 @@ func TestAutoModeOnVeth(t *testing.T) {
 				p.ns.IP("link", "set", "eth0", "address", p.mac.String())
 				p.ns.IP("neigh", "replace", p.peer, "lladdr", p.peerMAC.String(), "dev", "eth0", "nud", "permanent")
 			}
-			b := newBypass(t, l, Config{Mode: mode})
+			b := newFastPath(t, l, Config{Mode: mode})
 			if mode == ModeAuto && (b.Mode(North) != ModeGeneric || b.Mode(South) != ModeGeneric) {
 				t.Fatalf("ModeAuto on veth: %s/%s, want generic", b.Mode(North), b.Mode(South))
 			}

@@ -62,7 +62,7 @@ var (
 	ErrFull = errors.New("xdp: flow map full")
 	// ErrNotFound: no entry for the key.
 	ErrNotFound = errors.New("xdp: flow not bypassed")
-	// ErrClosed: the Bypass was closed.
+	// ErrClosed: the FastPath was closed.
 	ErrClosed = errors.New("xdp: bypass closed")
 )
 
@@ -108,7 +108,8 @@ const DefaultLease = 80 * time.Millisecond
 // leaseRenewals is how many times per lease the deadline is renewed.
 const leaseRenewals = 8
 
-// Bypass is the XDP flow bypass on a pair of ports: one program attached
+// FastPath is the XDP flow bypass on a pair of ports (named so because in
+// hal a Bypass is the fail-open relay or bridge): one program attached
 // to both, and the flow map it reads. Frames of a flow in the map that
 // arrive on the flow's ingress port are redirected (bpf_redirect) to the
 // other port; every other frame continues to the kernel and so to the
@@ -120,7 +121,7 @@ const leaseRenewals = 8
 //
 // Methods are safe for concurrent use. The zero value is not usable: use
 // New.
-type Bypass struct {
+type FastPath struct {
 	mu     sync.RWMutex // guards closed against Close; the maps are the kernel's
 	closed bool
 
@@ -145,7 +146,7 @@ type Bypass struct {
 // program, so that a system without XDP answers ErrUnavailable whatever
 // the port names). An error wrapping ErrUnavailable means
 // XDP cannot be used here; nothing is left attached then.
-func New(cfg Config) (b *Bypass, err error) {
+func New(cfg Config) (b *FastPath, err error) {
 	if cfg.North == "" || cfg.South == "" || cfg.North == cfg.South {
 		return nil, fmt.Errorf("xdp: need two distinct ports, got %q and %q", cfg.North, cfg.South)
 	}
@@ -156,7 +157,7 @@ func New(cfg Config) (b *Bypass, err error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	b = &Bypass{names: [2]string{cfg.North, cfg.South}, log: log.With("component", "xdp")}
+	b = &FastPath{names: [2]string{cfg.North, cfg.South}, log: log.With("component", "xdp")}
 	partial := b // the results are nil on error: release what was made
 	defer func() {
 		if err != nil {
@@ -232,7 +233,7 @@ func New(cfg Config) (b *Bypass, err error) {
 }
 
 // renew sets the lease deadline to now + Lease (or to never).
-func (b *Bypass) renew() error {
+func (b *FastPath) renew() error {
 	deadline := uint64(math.MaxUint64)
 	if b.leaseD > 0 {
 		deadline = monotonicNow() + uint64(b.leaseD)
@@ -244,7 +245,7 @@ func (b *Bypass) renew() error {
 }
 
 // runRenew renews the lease every Lease/leaseRenewals until Close.
-func (b *Bypass) runRenew() {
+func (b *FastPath) runRenew() {
 	b.log.Info("xdp: runRenew started", "every", b.leaseD/leaseRenewals)
 	defer close(b.renewDone)
 	t := time.NewTicker(b.leaseD / leaseRenewals)
@@ -262,7 +263,7 @@ func (b *Bypass) runRenew() {
 	}
 }
 
-func (b *Bypass) load(atomic bool) (*ebpf.Program, error) {
+func (b *FastPath) load(atomic bool) (*ebpf.Program, error) {
 	insns := program(atomic)
 	if err := insns.AssociateMap(flowsMapName, b.flows); err != nil {
 		return nil, err
@@ -280,7 +281,7 @@ func (b *Bypass) load(atomic bool) (*ebpf.Program, error) {
 	})
 }
 
-func (b *Bypass) attach(i int, mode Mode) error {
+func (b *FastPath) attach(i int, mode Mode) error {
 	try := []Mode{mode}
 	if mode == ModeAuto {
 		try = []Mode{ModeNative, ModeGeneric}
@@ -306,13 +307,13 @@ func (b *Bypass) attach(i int, mode Mode) error {
 }
 
 // Mode returns the attach mode a port got.
-func (b *Bypass) Mode(s Side) Mode { return b.modes[s&1] }
+func (b *FastPath) Mode(s Side) Mode { return b.modes[s&1] }
 
 // Ifindex returns a port's interface index.
-func (b *Bypass) Ifindex(s Side) int { return int(b.ifindex[s&1]) }
+func (b *FastPath) Ifindex(s Side) int { return int(b.ifindex[s&1]) }
 
 // AtomicCounters reports whether the loaded program uses BPF atomics.
-func (b *Bypass) AtomicCounters() bool { return b.atomic }
+func (b *FastPath) AtomicCounters() bool { return b.atomic }
 
 func monotonicNow() uint64 {
 	var ts unix.Timespec
@@ -325,7 +326,7 @@ func monotonicNow() uint64 {
 // arrive on egress are redirected to egress.Other(). An existing entry
 // for either direction is replaced (its counters restart). Add is a
 // control-plane call (two map updates, a few microseconds).
-func (b *Bypass) Add(k Key, egress Side) error {
+func (b *FastPath) Add(k Key, egress Side) error {
 	if err := k.check(); err != nil {
 		return err
 	}
@@ -361,7 +362,7 @@ func updateErr(k Key, err error) error {
 // Remove ends the bypass of the flow k belongs to (either direction may
 // be given): both entries are deleted and the flow's frames go to user
 // space again. ErrNotFound when neither direction was in the map.
-func (b *Bypass) Remove(k Key) error {
+func (b *FastPath) Remove(k Key) error {
 	if err := k.check(); err != nil {
 		return err
 	}
@@ -387,7 +388,7 @@ func (b *Bypass) Remove(k Key) error {
 }
 
 // Lookup returns the flow k belongs to (either direction may be given).
-func (b *Bypass) Lookup(k Key) (Flow, error) {
+func (b *FastPath) Lookup(k Key) (Flow, error) {
 	if err := k.check(); err != nil {
 		return Flow{}, err
 	}
@@ -420,7 +421,7 @@ func (b *Bypass) Lookup(k Key) (Flow, error) {
 
 // flow assembles a Flow from its forward and reverse entries (either may
 // be nil while an Add or Remove is half done).
-func (b *Bypass) flow(k Key, fwd, rev *entry) Flow {
+func (b *FastPath) flow(k Key, fwd, rev *entry) Flow {
 	f := Flow{Key: k}
 	side := func(ifindex uint32) Side {
 		if ifindex == b.ifindex[South] {
@@ -446,7 +447,7 @@ func (b *Bypass) flow(k Key, fwd, rev *entry) Flow {
 // Walk calls fn for every bypassed flow until fn returns false. It
 // reads the whole map first (a consistent-enough snapshot: the program
 // never adds or deletes entries, only marks them closed and counts).
-func (b *Bypass) Walk(fn func(Flow) bool) error {
+func (b *FastPath) Walk(fn func(Flow) bool) error {
 	flows, err := b.snapshot()
 	if err != nil {
 		return err
@@ -459,7 +460,7 @@ func (b *Bypass) Walk(fn func(Flow) bool) error {
 	return nil
 }
 
-func (b *Bypass) snapshot() ([]Flow, error) {
+func (b *FastPath) snapshot() ([]Flow, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if b.closed {
@@ -507,7 +508,7 @@ func (b *Bypass) snapshot() ([]Flow, error) {
 // so the caller can add them to its per-conduit counters. It returns the
 // number of flows removed. The gateway calls it periodically, with the
 // idle timeout of its own flow table.
-func (b *Bypass) Expire(idle time.Duration, fn func(Flow)) (int, error) {
+func (b *FastPath) Expire(idle time.Duration, fn func(Flow)) (int, error) {
 	flows, err := b.snapshot()
 	if err != nil {
 		return 0, err
@@ -536,7 +537,7 @@ func (b *Bypass) Expire(idle time.Duration, fn func(Flow)) (int, error) {
 }
 
 // Stats returns the program's counters summed over CPUs.
-func (b *Bypass) Stats() (Stats, error) {
+func (b *FastPath) Stats() (Stats, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if b.closed {
@@ -562,7 +563,7 @@ func (b *Bypass) Stats() (Stats, error) {
 // Close detaches the program from both ports and frees the maps. Frames
 // of bypassed flows go to user space (or nowhere) from then on. Close is
 // idempotent.
-func (b *Bypass) Close() error {
+func (b *FastPath) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -578,7 +579,7 @@ func (b *Bypass) Close() error {
 	return err
 }
 
-func (b *Bypass) release() error {
+func (b *FastPath) release() error {
 	var errs []error
 	for i, l := range b.links {
 		if l != nil {
