@@ -41,10 +41,11 @@
 //     default, renewed every 10 ms); a dead or frozen owner stops the
 //     fast path within the lease (measured by TestFailClosedOnSIGKILL).
 //
-// Kernel references: Documentation/bpf/map_hash.rst (hash and per-CPU
-// array maps), Documentation/networking/xdp-rx-metadata.rst and
+// Kernel references: Documentation/bpf/map_hash.rst and map_array.rst
+// (the flow hash map; the per-CPU stats array and the lease array),
+// Documentation/bpf/redirect.rst (bpf_redirect, XDP_REDIRECT),
 // include/uapi/linux/bpf.h (struct xdp_md, enum xdp_action, the
-// bpf_redirect, bpf_map_lookup_elem and bpf_ktime_get_ns helpers),
+// bpf_map_lookup_elem and bpf_ktime_get_ns helpers, BPF_LINK_CREATE),
 // Documentation/bpf/standardization/instruction-set.rst (the bytecode,
 // including the atomic add), Documentation/bpf/bpf_prog_run.rst
 // (BPF_PROG_RUN, which the tests use to run the program on crafted
