@@ -90,5 +90,11 @@ bench-datapath: ## gateway vs kernel bridge on one veth topology: small packets,
 	set -o pipefail; OTGW_BENCH_DATAPATH=1 OTGW_BENCH_OUT=$(CURDIR)/dist/bench-datapath.md \
 	  $(GO) test -count=1 -timeout 5m -run '^TestDatapathBench$$' -v ./gateway/e2e | grep -v 'level='
 
+.PHONY: bench-xdp
+bench-xdp: ## XDP flow bypass (native, generic) vs kernel bridge on one veth line: small packets, TCP (root, < 2 min)
+	@mkdir -p dist
+	set -o pipefail; OTGW_BENCH_XDP=1 OTGW_BENCH_OUT=$(CURDIR)/dist/bench-xdp.md \
+	  $(GO) test -count=1 -timeout 5m -run '^TestFastPathBench$$' -v ./hal/xdp | grep -v '^=== RUN'
+
 clean: ## remove build outputs
 	rm -rf dist bench.txt
