@@ -17,7 +17,7 @@ import (
 
 // updateEvent is an update event as the events file records it.
 type updateEvent struct {
-	Type    string `json:"type"`
+	Type    string `json:"event_type"`
 	Step    string `json:"step"`
 	Version string `json:"version"`
 	Reason  string `json:"reason"`
