@@ -1,6 +1,7 @@
 package image_test
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"regexp"
@@ -150,5 +151,85 @@ func TestImageBootModbus(t *testing.T) {
 		grubAt.Seconds(), initAt.Seconds(), runAt.Seconds(), readAt.Seconds(), time.Since(t0).Seconds())
 	if t.Failed() {
 		t.Logf("console:\n%s", tail(v.consoleText(), 80))
+	}
+}
+
+// TestImageGRUBTrial checks grub.cfg's boot counting on the real
+// bootloader (update/BOOT.md, "Mapping to GRUB"), with the grubenv an
+// updater would leave: a trial slot boots while tries are left and each
+// boot spends one; with none left the committed slot boots, the trial is
+// cleared and boot_failed is set; an unreadable grubenv falls back to
+// its backup copy.
+func TestImageGRUBTrial(t *testing.T) {
+	needImageTest(t)
+	src := imagePath(t)
+	for _, tc := range []struct {
+		name        string
+		env         map[string]string
+		files       []string // grubenv copies written with env
+		corrupt     bool     // grubenv itself is garbage (the backup holds env)
+		wantSlot    string
+		wantTrial   string
+		wantEnv     map[string]string // after the boot ("" = absent)
+		wantEnvFile string
+	}{
+		{
+			name:     "trial with tries left boots the trial slot and spends a try",
+			env:      map[string]string{"saved_entry": "slot-A", "boot_once": "slot-B", "boot_tries": "3"},
+			files:    []string{"/grub/grubenv", "/grub/grubenv.bak"},
+			wantSlot: "B", wantTrial: "1",
+			wantEnv:     map[string]string{"saved_entry": "slot-A", "boot_once": "slot-B", "boot_tries": "2", "boot_failed": ""},
+			wantEnvFile: "/grub/grubenv",
+		},
+		{
+			name:     "trial without tries left boots the committed slot and ends the trial",
+			env:      map[string]string{"saved_entry": "slot-A", "boot_once": "slot-B", "boot_tries": "0"},
+			files:    []string{"/grub/grubenv", "/grub/grubenv.bak"},
+			wantSlot: "A", wantTrial: "0",
+			wantEnv:     map[string]string{"saved_entry": "slot-A", "boot_once": "", "boot_tries": "0", "boot_failed": "1"},
+			wantEnvFile: "/grub/grubenv",
+		},
+		{
+			name:     "committed slot B boots without trial",
+			env:      map[string]string{"saved_entry": "slot-B"},
+			files:    []string{"/grub/grubenv", "/grub/grubenv.bak"},
+			wantSlot: "B", wantTrial: "0",
+			wantEnv:     map[string]string{"saved_entry": "slot-B", "boot_once": "", "boot_tries": "", "boot_failed": ""},
+			wantEnvFile: "/grub/grubenv",
+		},
+		{
+			name:     "unreadable grubenv: the backup copy decides and counts",
+			env:      map[string]string{"saved_entry": "slot-A", "boot_once": "slot-B", "boot_tries": "1"},
+			files:    []string{"/grub/grubenv.bak"},
+			corrupt:  true,
+			wantSlot: "B", wantTrial: "1",
+			wantEnv:     map[string]string{"saved_entry": "slot-A", "boot_once": "slot-B", "boot_tries": "0"},
+			wantEnvFile: "/grub/grubenv.bak",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t0 := time.Now()
+			disk := copyImage(t, src, t.TempDir())
+			copySlot(t, disk)
+			writeGrubenv(t, disk, tc.env, tc.files...)
+			if tc.corrupt {
+				writeESP(t, disk, bytes.Repeat([]byte{0xff}, 1024), "/grub/grubenv")
+			}
+			l := &line{client: netns.New(t, "img-cli"), server: netns.New(t, "img-srv")}
+			v := &vm{t: t, disk: disk, north: openTap(t, l.client, "tapnorth"), south: openTap(t, l.server, "tapsouth")}
+			v.start()
+			m, at := v.waitConsole(regexp.MustCompile(`^otgw-image: booted slot=(\S*) trial=(\S*) tries_left=(\S*) failed_trial=(\S*)`), 180*time.Second)
+			if m[1] != tc.wantSlot || m[2] != tc.wantTrial {
+				t.Errorf("booted slot=%s trial=%s, want slot=%s trial=%s", m[1], m[2], tc.wantSlot, tc.wantTrial)
+			}
+			v.kill()
+			got := grubenvFile(t, disk, tc.wantEnvFile)
+			for k, want := range tc.wantEnv {
+				if got[k] != want {
+					t.Errorf("%s after the boot: %s=%q, want %q (all: %v)", tc.wantEnvFile, k, got[k], want, got)
+				}
+			}
+			t.Logf("init after %.1fs; wall %.1fs", at.Seconds(), time.Since(t0).Seconds())
+		})
 	}
 }
