@@ -208,6 +208,7 @@ func TestImageGRUBTrial(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // one QEMU per core (go test -parallel defaults to GOMAXPROCS)
 			t0 := time.Now()
 			disk := copyImage(t, src, t.TempDir())
 			copySlot(t, disk)

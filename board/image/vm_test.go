@@ -176,7 +176,8 @@ type vm struct {
 	console string // serial console log
 	north   *os.File
 	south   *os.File
-	extra   []string // more QEMU arguments (a management NIC)
+	mgmt    *os.File // optional third NIC (guest eth2), a tap fd
+	shell   string   // optional unix socket for the guest's ttyS1
 
 	mu      sync.Mutex // guards cmd, started, exited
 	cmd     *exec.Cmd
@@ -212,9 +213,17 @@ func (v *vm) start() {
 		"-netdev", "tap,id=south,fd=4", "-device", "virtio-net-pci,netdev=south,mac=52:54:00:0e:00:02,addr=0x5",
 		"-device", "i6300esb", "-action", "watchdog=reset",
 	}
-	args = append(args, v.extra...)
+	files := []*os.File{v.north, v.south}
+	if v.mgmt != nil {
+		files = append(files, v.mgmt)
+		args = append(args, "-netdev", "tap,id=mgmt,fd=5", "-device", "virtio-net-pci,netdev=mgmt,mac=52:54:00:0e:00:03,addr=0x6")
+	}
+	if v.shell != "" {
+		_ = os.Remove(v.shell)
+		args = append(args, "-serial", "unix:"+v.shell+",server=on,wait=off")
+	}
 	cmd := exec.Command("qemu-system-x86_64", args...)
-	cmd.ExtraFiles = []*os.File{v.north, v.south}
+	cmd.ExtraFiles = files
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
@@ -271,9 +280,23 @@ var ansi = regexp.MustCompile(`\x1b\[[0-9;=?]*[A-Za-z]`)
 // timeout, or when QEMU exits first.
 func (v *vm) waitConsole(re *regexp.Regexp, timeout time.Duration) ([]string, time.Duration) {
 	v.t.Helper()
+	return v.waitConsoleAfter(0, re, timeout)
+}
+
+// mark returns the console's current length, for waitConsoleAfter.
+func (v *vm) mark() int { return len(v.consoleText()) }
+
+// waitConsoleAfter is waitConsole on the console text after mark (what
+// came after an earlier point, e.g. the next boot).
+func (v *vm) waitConsoleAfter(mark int, re *regexp.Regexp, timeout time.Duration) ([]string, time.Duration) {
+	v.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		sc := bufio.NewScanner(strings.NewReader(v.consoleText()))
+		text := v.consoleText()
+		if mark <= len(text) {
+			text = text[mark:]
+		}
+		sc := bufio.NewScanner(strings.NewReader(text))
 		for sc.Scan() {
 			if m := re.FindStringSubmatch(sc.Text()); m != nil {
 				return m, time.Since(v.started)
