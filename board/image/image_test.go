@@ -217,7 +217,7 @@ func TestImageGRUBTrial(t *testing.T) {
 				writeESP(t, disk, bytes.Repeat([]byte{0xff}, 1024), "/grub/grubenv")
 			}
 			l := &line{client: netns.New(t, "img-cli"), server: netns.New(t, "img-srv")}
-			v := &vm{t: t, disk: disk, north: openTap(t, l.client, "tapnorth"), south: openTap(t, l.server, "tapsouth")}
+			v := &vm{t: t, disk: disk, north: openTap(t, l.client, "tapnorth"), south: openTap(t, l.server, "tapsouth"), noReboot: true}
 			v.start()
 			m, at := v.waitConsole(regexp.MustCompile(`^otgw-image: booted slot=(\S*) trial=(\S*) tries_left=(\S*) failed_trial=(\S*)`), 180*time.Second)
 			if m[1] != tc.wantSlot || m[2] != tc.wantTrial {

@@ -178,6 +178,9 @@ type vm struct {
 	south   *os.File
 	mgmt    *os.File // optional third NIC (guest eth2), a tap fd
 	shell   string   // optional unix socket for the guest's ttyS1
+	// noReboot makes a guest reboot end QEMU (-no-reboot), so a test
+	// that looks at one boot sees no second one change the grubenv.
+	noReboot bool
 
 	mu      sync.Mutex // guards cmd, started, exited
 	cmd     *exec.Cmd
@@ -217,6 +220,9 @@ func (v *vm) start() {
 	if v.mgmt != nil {
 		files = append(files, v.mgmt)
 		args = append(args, "-netdev", "tap,id=mgmt,fd=5", "-device", "virtio-net-pci,netdev=mgmt,mac=52:54:00:0e:00:03,addr=0x6")
+	}
+	if v.noReboot {
+		args = append(args, "-no-reboot")
 	}
 	if v.shell != "" {
 		_ = os.Remove(v.shell)
