@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // LockFileName is the lock file in a device's state directory.
@@ -25,7 +26,33 @@ type StateLock struct {
 // exits, however it exits (so a crashed install leaves no stale lock). The
 // holder's pid is written into the file for the error message of the next
 // caller. A lock that is held is ErrBusy.
-func LockState(dir string) (*StateLock, error) {
+func LockState(dir string) (*StateLock, error) { return lockState(dir, "") }
+
+// LockStateAs takes the lock as the running gateway (role "run": its
+// trial health check, boot report and freshness check hold it briefly).
+func LockStateAs(dir, role string) (*StateLock, error) { return lockState(dir, role) }
+
+// gatewayHoldMax bounds how long LockStateWait waits for the running
+// gateway's short critical sections.
+const gatewayHoldMax = 15 * time.Second
+
+// LockStateWait is LockState for an `otgw fw` command: when the holder is
+// the running gateway (LockStateAs "run"), whose critical sections are
+// short (boot report, commit, freshness), it waits up to 15 s for it
+// instead of refusing; any other holder (another fw command, an install
+// that may run for minutes) is refused at once with ErrBusy, as before.
+func LockStateWait(dir string) (*StateLock, error) {
+	deadline := time.Now().Add(gatewayHoldMax)
+	for {
+		l, err := lockState(dir, "")
+		if err == nil || !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "(the running gateway)") || time.Now().After(deadline) {
+			return l, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func lockState(dir, role string) (*StateLock, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("update: %w", err)
 	}
@@ -40,15 +67,21 @@ func LockState(dir string) (*StateLock, error) {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			who := "another process"
-			if pid, perr := strconv.Atoi(strings.TrimSpace(string(holder[:n]))); perr == nil && pid > 0 {
-				who = "process " + strconv.Itoa(pid)
+			f := strings.Fields(string(holder[:n]))
+			if len(f) > 0 {
+				if pid, perr := strconv.Atoi(f[0]); perr == nil && pid > 0 {
+					who = "process " + strconv.Itoa(pid)
+				}
+			}
+			if len(f) > 1 && f[1] == "run" {
+				who += " (the running gateway)"
 			}
 			return nil, fmt.Errorf("%w: %s holds %s; wait for it to finish", ErrBusy, who, path)
 		}
 		return nil, fmt.Errorf("update: lock %s: %w", path, err)
 	}
 	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+		_, _ = f.WriteAt([]byte(strings.TrimSpace(strconv.Itoa(os.Getpid())+" "+role)+"\n"), 0)
 	}
 	return &StateLock{f: f}, nil
 }

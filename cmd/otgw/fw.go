@@ -184,9 +184,10 @@ func (d *fwDevice) open() (*fwBoard, error) {
 // device (install, commit, rollback, rotate, provision, reboot), so two of
 // them never interleave their boot state writes. A second command is
 // refused at once rather than queued: an operator should see that an
-// install is running.
+// install is running. Only the running gateway's short critical sections
+// (boot report, trial commit, freshness) are waited for, up to 15 s.
 func fwLock(name, dir string, stderr io.Writer) (*update.StateLock, int) {
-	l, err := update.LockState(dir)
+	l, err := update.LockStateWait(dir)
 	if err != nil {
 		return nil, fwFail(stderr, "%s: REFUSED reason=%s: %v", name, update.Reason(err), err)
 	}
@@ -926,7 +927,7 @@ func fwRunUpdate(boardName, state, root, arch string, period time.Duration, time
 				StateDir: b.Dir, Events: onEvent, Logger: logger})
 		},
 		Lock: func() (func(), error) {
-			l, err := update.LockState(dir)
+			l, err := update.LockStateAs(dir, "run")
 			if err != nil {
 				return nil, err
 			}

@@ -392,6 +392,7 @@ func (d *Daemon) serve(ctx context.Context) error {
 	if err != nil {
 		return d.failStart("datapath", err)
 	}
+	dp.fwd.arm()
 	d.dp.Store(dp)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -484,6 +485,7 @@ func (d *Daemon) serve(ctx context.Context) error {
 				return fmt.Errorf("daemon: release bypass: %w", err)
 			}
 		}
+		dp.fwd.arm()
 		n := d.restarts.Add(1)
 		d.pipe.Emit(&events.Event{Severity: events.SevWarning, Type: events.TypeStart, Version: d.cfg.Version,
 			Message: fmt.Sprintf("otgw datapath restarted (%d of at most %d within %v): a new engine and flow table; connections re-establish", n, maxRestarts, restartWindow)})

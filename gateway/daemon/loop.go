@@ -239,6 +239,17 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// arm marks both workers as running from now, before Run starts them, so
+// that a watchdog or health check that looks between the datapath's
+// creation and Run's first iteration does not see a stopped gateway.
+func (f *Forwarder) arm() {
+	now := time.Now().UnixNano()
+	for _, w := range f.w {
+		w.heartbeat.Store(now)
+		w.running.Store(true)
+	}
+}
+
 // Healthy reports whether both workers are running and neither has been
 // stuck for longer than StallAfter. Safe from any goroutine.
 func (f *Forwarder) Healthy() bool {
