@@ -96,13 +96,15 @@ type Bypass struct {
 	Bridge    string     `yaml:"bridge"`     // bridge: interface name
 }
 
-// Slots describes the A/B update slots.
+// Slots describes the A/B update slots; `otgw fw` picks its slot driver
+// and bootloader from them (update.SimBoard for file, update.PartitionSlots
+// with update.NewGRUBBoot or update.NewUBootBoot for grub and uboot).
 type Slots struct {
 	Kind  SlotKind `yaml:"kind"`
-	A     string   `yaml:"a"`
-	B     string   `yaml:"b"`
+	A     string   `yaml:"a"`     // slot A root partition (block device; file for sim)
+	B     string   `yaml:"b"`     // slot B
 	Env   string   `yaml:"env"`   // uboot: fw_env.config; grub: grubenv
-	State string   `yaml:"state"` // file: state file
+	State string   `yaml:"state"` // persistent state directory (trust, anchors, lock; sim: slots and boot state)
 }
 
 var profiles = mustLoad(profilesYAML)
@@ -179,6 +181,9 @@ func (p *Profile) Validate() error {
 	case SlotFile, SlotUBoot, SlotGRUB:
 		if p.Slots.A == "" || p.Slots.B == "" || p.Slots.A == p.Slots.B {
 			return bad("slots need two distinct paths a and b")
+		}
+		if p.Slots.Kind != SlotFile && p.Slots.Env == "" {
+			return bad("%s slots need env (the bootloader environment)", p.Slots.Kind)
 		}
 	default:
 		return bad("slots kind %q (want file, uboot or grub)", p.Slots.Kind)

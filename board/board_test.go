@@ -13,6 +13,13 @@ func TestEmbeddedProfiles(t *testing.T) {
 	got := map[string]string{}
 	for _, p := range List() {
 		got[p.Name] = p.Arch
+		if p.Name == "sim-open" {
+			// The crash tests' fail-open twin: a kernel bridge bypass.
+			if p.FailMode != FailOpen || p.Bypass.Kind != BypassBridge {
+				t.Errorf("sim-open: fail_mode %s, bypass %s; want open with a bridge", p.FailMode, p.Bypass.Kind)
+			}
+			continue
+		}
 		if p.FailMode != FailClosed {
 			t.Errorf("%s: fail_mode %s, want closed by default", p.Name, p.FailMode)
 		}
@@ -77,8 +84,8 @@ func TestDetect(t *testing.T) {
 
 func TestDetectDMIExactMatchBeatsFallback(t *testing.T) {
 	ps, err := Parse([]byte(`
-- {name: generic, arch: amd64, match: {fallback_dmi: true}, ports: {north: [a], south: [b]}, bypass: {kind: none}, fail_mode: closed, slots: {kind: grub, a: x, b: y}}
-- {name: appliance, arch: amd64, match: {board_name: [APU2]}, ports: {north: [a], south: [b]}, bypass: {kind: gpio, chip: /dev/gpiochip0, line: 3}, fail_mode: open, slots: {kind: grub, a: x, b: y}}
+- {name: generic, arch: amd64, match: {fallback_dmi: true}, ports: {north: [a], south: [b]}, bypass: {kind: none}, fail_mode: closed, slots: {kind: grub, a: x, b: y, env: e}}
+- {name: appliance, arch: amd64, match: {board_name: [APU2]}, ports: {north: [a], south: [b]}, bypass: {kind: gpio, chip: /dev/gpiochip0, line: 3}, fail_mode: open, slots: {kind: grub, a: x, b: y, env: e}}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -101,6 +108,7 @@ func TestParseRejects(t *testing.T) {
 		{"no south", strings.Replace(base, ", south: [b]", "", 1), "south"},
 		{"unknown field", strings.Replace(base, "arch:", "archh: x, arch:", 1), "archh"},
 		{"duplicate", "[" + base + ", " + base + "]", "twice"},
+		{"uboot without env", strings.Replace(base, "kind: file", "kind: uboot", 1), "need env"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -222,6 +222,7 @@ func (e *Engine) detect(c *hctx, f *flow, det rules.Detector, subj netip.Addr, p
 		Src:      d.Src,
 		Dst:      d.Dst,
 		Proto:    d.Proto,
+		Net:      EventNet(&c.pkt),
 		Fields:   d.Fields(),
 	}
 	ev.Fields["detection"] = det.String()

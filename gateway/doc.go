@@ -160,7 +160,7 @@
 //
 // # Hot reload
 //
-// Config.Rules is read once per frame (rules.Watcher.Ruleset, one atomic
+// Config.Rules is read once per frame (daemon.Watcher.Ruleset, one atomic
 // load). A flow remembers the Ruleset that judged it; on its first packet
 // under a new one it is re-judged with EvaluateFlow, keeping its TCP and
 // parser state (rules.Flow's cached conduit match is revalidated by the

@@ -57,7 +57,7 @@ func (f TxFunc) Send(out PortID, frame []byte) { f(out, frame) }
 // other field selects the documented default.
 type Config struct {
 	// Rules returns the current ruleset; it is called once per frame and
-	// must be cheap and safe for concurrent use (rules.Watcher.Ruleset).
+	// must be cheap and safe for concurrent use (daemon.Watcher.Ruleset).
 	Rules func() *rules.Ruleset
 	// Sink receives deny and alert events; nil discards. Emit must not block.
 	Sink events.Sink
@@ -366,6 +366,19 @@ func (d *Decision) Fields() map[string]any {
 		if a.HasSub {
 			m["sub"] = int(a.Sub)
 		}
+		// The values a write carries (the value refused, in a deny).
+		if a.HasValue {
+			m["value"] = int(a.Value)
+		}
+		if v := writeValues(a); v != nil {
+			m["values"] = v
+		}
+		if v := writeCoils(a); v != nil {
+			m["coils"] = v
+		}
+		if a.Func() == 22 && !a.IsException {
+			m["and_mask"], m["or_mask"] = int(a.AndMask), int(a.OrMask)
+		}
 	case d.DNP3Link != nil:
 		m["link_src"] = int(d.DNP3Link.Src)
 		m["link_dst"] = int(d.DNP3Link.Dst)
@@ -391,6 +404,13 @@ func (d *Decision) Fields() map[string]any {
 		}
 		if u.HasTypeID {
 			m["service"] = int(u.TypeID)
+		}
+		if u.NumNodes > 0 && !u.Partial {
+			nodes := make([]string, u.NumNodes) // Write: NodeIds written; Call: MethodIds called
+			for i := range nodes {
+				nodes[i] = u.Nodes[i].String()
+			}
+			m["nodes"] = nodes
 		}
 	}
 	if d.PDU.Anomaly != "" {
@@ -649,6 +669,7 @@ func (e *Engine) emit(c *hctx, d *Decision, reason string) {
 		Src:     d.Src,
 		Dst:     d.Dst,
 		Proto:   d.Proto,
+		Net:     EventNet(&c.pkt),
 		Fields:  d.Fields(),
 	}
 	if reason != "" {
@@ -656,14 +677,14 @@ func (e *Engine) emit(c *hctx, d *Decision, reason string) {
 	}
 	if v.Action == rules.Alert {
 		ev.Type, ev.Verdict, ev.Severity = events.TypeAlert, "alert", events.SevWarning
-		ev.Message = "monitor: would deny " + d.Proto + " " + d.Src.String() + " -> " + d.Dst.String() + ": " + ev.Reason
+		ev.Message = "monitor: would deny " + d.Proto + " " + endpoints(ev) + ": " + ev.Reason
 	} else {
 		ev.Type, ev.Verdict, ev.Severity = events.TypeDeny, "deny", events.SevNotice
 		ev.Action = v.DenyAction.String()
 		if d.Evasion {
 			ev.Severity = events.SevAlert
 		}
-		ev.Message = "deny " + d.Proto + " " + d.Src.String() + " -> " + d.Dst.String() + ": " + ev.Reason
+		ev.Message = "deny " + d.Proto + " " + endpoints(ev) + ": " + ev.Reason
 	}
 	e.ctr.eventsEmitted.Add(1)
 	e.sink.Emit(ev)

@@ -687,7 +687,7 @@ func (e *Engine) judge(c *hctx, f *flow, s int, b []byte, start, end int) bool {
 
 // unknownFunction re-judges a Modbus PDU refused only because its
 // function code is neither public nor user-defined (Modbus Application
-// Protocol v1.1b3 section 5: e.g. FC 90, Schneider UMAS). Such a PDU is
+// Protocol v1.1b3 section 5, e.g. FC 91; FC 90, Schneider UMAS, is decoded). Such a PDU is
 // well framed; what the policy refuses is the function, so the verdict
 // becomes function_not_allowed when the PDU without the anomaly would be
 // refused for its function. A policy that tolerates unknown_function never

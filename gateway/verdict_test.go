@@ -92,12 +92,13 @@ func TestOverlapEvasionNamed(t *testing.T) {
 	}
 }
 
-// TestModbusUnknownFunctionIsFunctionNotAllowed: FC 90 (Schneider UMAS),
-// neither public nor user-defined, is refused because no allowlist names
+// TestModbusUnknownFunctionIsFunctionNotAllowed: FC 91, neither public,
+// user-defined nor a vendor extension this gateway decodes (FC 90, UMAS, is
+// one since issue 14), is refused because no allowlist names
 // it, not as a malformed PDU; only an explicit allowlist entry without the
 // anomaly tolerated keeps the malformed verdict.
 func TestModbusUnknownFunctionIsFunctionNotAllowed(t *testing.T) {
-	umas := modbus.AppendRequest(nil, 1, 1, []byte{90, 0x00, 0x02}) // FC 90, session 0, UMAS READ_ID
+	umas := modbus.AppendRequest(nil, 1, 1, []byte{91, 0x00, 0x02}) // FC 91
 	listed := `  - name: hmi-plc
     from: hmi
     to: plc
@@ -107,7 +108,7 @@ func TestModbusUnknownFunctionIsFunctionNotAllowed(t *testing.T) {
           TOLERATE
           allow:
             - read: holding 0-99
-            - function: 90
+            - function: 91
 `
 	withTol := func(s, tol string) string {
 		if tol == "" {
@@ -122,7 +123,7 @@ func TestModbusUnknownFunctionIsFunctionNotAllowed(t *testing.T) {
 		reason  string
 	}{
 		{"not in the allowlist", modbusConduit, false, "function_not_allowed"},
-		{"not in the allowlist, anomaly tolerated", withTol(listed[:len(listed)-len("            - function: 90\n")], "unknown_function"), false, "function_not_allowed"},
+		{"not in the allowlist, anomaly tolerated", withTol(listed[:len(listed)-len("            - function: 91\n")], "unknown_function"), false, "function_not_allowed"},
 		{"listed but anomaly not tolerated", withTol(listed, ""), false, "malformed:unknown_function"},
 		{"listed and tolerated", withTol(listed, "unknown_function"), true, "allowed"},
 	}

@@ -94,7 +94,7 @@ func TestCheckBadPolicies(t *testing.T) {
 		{"asset named like a zone", head + "  south: { ip: 192.0.2.11, zone: south }\n", []string{
 			`p.yaml:9:3: duplicate name "south": zones and assets share one namespace`}},
 		{"unknown l2 name", head + "l2: { allow: [arp, lldpp] }\n", []string{
-			`p.yaml:9:20: unknown ethertype "lldpp" (a name like arp, lldp, or a number from 0x0600) (did you mean "lldp"?)`}},
+			`p.yaml:9:20: unknown ethertype "lldpp" (a name like arp, lldp, llc for 802.3 frames with a length field, or a number from 0x0600) (did you mean "lldp"?)`}},
 		{"unknown asset in conduit", head + "conduits:\n  - name: c\n    from: hmi\n    to: plcc\n    rules: [ { tcp: { ports: [22] } } ]\n", []string{
 			`p.yaml:12:9: conduit "c": unknown zone or asset "plcc" (did you mean "plc"?)`}},
 		{"duplicate conduit", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules: [ { tcp: {} } ]\n  - name: c\n    from: hmi\n    to: plc\n    rules: [ { tcp: {} } ]\n", []string{
@@ -127,7 +127,7 @@ func TestCheckBadPolicies(t *testing.T) {
 		{"modbus table function named", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - modbus:\n          allow:\n            - function: 16\n", []string{
 			`p.yaml:16:25: function 16 (write_multiple_registers) accesses a table: allow it with read: or write: and an address range`}},
 		{"modbus sub-code on plain function", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - modbus:\n          allow:\n            - function: 17/1\n", []string{
-			`p.yaml:16:25: function 17 has no sub-code (only 8 diagnostics and 43 encapsulated interface transport do)`}},
+			`p.yaml:16:25: function 17 has no sub-code (only 8 diagnostics, 43 encapsulated interface transport and 90 umas do)`}},
 		{"modbus unit out of range", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - modbus:\n          units: [1, 300]\n          allow:\n            - read: coils\n", []string{
 			`p.yaml:15:22: unit: "300" is outside 0-255`}},
 		{"modbus unknown allow key", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - modbus:\n          allow:\n            - reed: coils 0-9\n", []string{
@@ -161,8 +161,15 @@ func TestCheckBadPolicies(t *testing.T) {
 			`p.yaml:13:16: tolerate "Bad-Name": anomalies are reported only by modbus, dnp3 and opcua rules, and this conduit has none`}},
 		{"modbus tolerate typo", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - modbus:\n          tolerate: [mbap_lenght]\n          allow:\n            - read: coils\n", []string{
 			`p.yaml:15:22: unknown modbus anomaly "mbap_lenght" (did you mean "mbap_length"?)`}},
-		{"dnp3 tolerates a modbus anomaly", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - dnp3:\n          tolerate: [link_crc, mbap_length]\n          allow:\n            - function: read\n", []string{
-			`p.yaml:15:32: unknown dnp3 anomaly "mbap_length" (did you mean "bad_length"?)`}},
+		{"dnp3 tolerates a modbus anomaly", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - dnp3:\n          tolerate: [bad_range, mbap_length]\n          allow:\n            - function: read\n", []string{
+			`p.yaml:15:33: unknown dnp3 anomaly "mbap_length" (did you mean "bad_length"?)`}},
+		// Issue 14: anomalies of bytes that cannot be framed are denied
+		// whatever a rule tolerates, so naming one is an error, not a no-op.
+		{"tolerate what enforcement cannot honour", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - dnp3:\n          tolerate: [link_crc, bad_range, reassembly_overflow]\n          allow:\n            - function: read\n      - modbus:\n          tolerate: [non_modbus, tid_mismatch]\n          allow:\n            - read: coils\n      - opcua:\n          tolerate: [unknown_message_type]\n", []string{
+			`p.yaml:15:22: tolerate "link_crc": bytes with this anomaly cannot be framed as dnp3 and are denied whatever the policy tolerates: remove it (the gateway cannot honour it)`,
+			`p.yaml:15:43: tolerate "reassembly_overflow": bytes with this anomaly cannot be framed as dnp3 and are denied whatever the policy tolerates: remove it (the gateway cannot honour it)`,
+			`p.yaml:19:22: tolerate "non_modbus": bytes with this anomaly cannot be framed as modbus and are denied whatever the policy tolerates: remove it (the gateway cannot honour it)`,
+			`p.yaml:23:22: tolerate "unknown_message_type": bytes with this anomaly cannot be framed as opcua and are denied whatever the policy tolerates: remove it (the gateway cannot honour it)`}},
 		{"opcua tolerate typo", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    rules:\n      - opcua:\n          tolerate: msg_befor_open\n          allow:\n            - service: read\n", []string{
 			`p.yaml:15:21: unknown opcua anomaly "msg_befor_open" (did you mean "msg_before_open"?)`}},
 		{"conduit tolerate checked against its rules' protocols", head + "conduits:\n  - name: c\n    from: hmi\n    to: plc\n    tolerate: [data_crcc, bad_channel_id]\n    rules:\n      - modbus: { allow: [ { read: coils } ] }\n      - dnp3: { allow: [ { function: read } ] }\n", []string{

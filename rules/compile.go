@@ -48,6 +48,7 @@ type Ruleset struct {
 
 	conduits []cconduit
 	l2       []uint16
+	l2LLC    bool // IEEE 802.3 frames with a length field (L2LLC)
 	detect   [NumDetectors]Threshold
 }
 
@@ -427,9 +428,13 @@ func (c *compiler) compile() *Ruleset {
 			rs.l2 = append(rs.l2, v)
 			continue
 		}
+		if strings.ToLower(s) == L2LLC {
+			rs.l2LLC = true
+			continue
+		}
 		v, err := strconv.ParseUint(s, 0, 16)
 		if err != nil || v < 0x0600 {
-			c.errf(path, "unknown ethertype %q (a name like arp, lldp, or a number from 0x0600)%s", s, suggest(s, l2Known))
+			c.errf(path, "unknown ethertype %q (a name like arp, lldp, llc for 802.3 frames with a length field, or a number from 0x0600)%s", s, suggest(s, append(l2Known, L2LLC)))
 			continue
 		}
 		rs.l2 = append(rs.l2, uint16(v))
@@ -604,11 +609,92 @@ func (c *compiler) anomalies(list []string, path string, protos []protocols.Prot
 			c.errf(ip, "unknown %s anomaly %q%s", strings.Join(what, "/"), a, suggest(a, names))
 			continue
 		}
+		if why := unhonoured(protos, canon); why != "" {
+			c.errf(ip, "tolerate %q: %s", a, why)
+			continue
+		}
 		if !slices.Contains(out, canon) {
 			out = append(out, canon)
 		}
 	}
 	return out
+}
+
+// unframeable lists, per protocol, the anomalies the gateway reports only
+// for bytes it cannot frame as a PDU of the protocol: a Modbus/TCP MBAP
+// header whose protocol id is not 0 or whose length is out of range (the
+// framer refuses it, reported as non_modbus); a DNP3 link frame that fails
+// its start, length or CRC checks, or a transport segment that cannot be
+// reassembled (IEEE 1815-2012 clauses 8.2 and 9.2); an OPC UA chunk header
+// of unknown message or chunk type (OPC 10000-6 section 7.1.2). The stream
+// cannot be followed past such bytes, so enforcement denies them whatever a
+// rule tolerates (gateway/inspect.go, Engine.malformed): a tolerate entry
+// naming one would be a silent no-op, and Compile refuses it.
+var unframeable = map[protocols.Proto][]string{
+	protocols.ProtoModbus: {"non_modbus", "protocol_id", "mbap_length"},
+	protocols.ProtoDNP3: {"bad_start", "bad_length", "link_crc", "data_crc", "transport_seq",
+		"fragment_without_fir", "reassembly_overflow", "transport_truncated"},
+	protocols.ProtoOPCUA: {"unknown_message_type", "invalid_chunk_type"},
+}
+
+// unhonoured returns why a tolerate entry naming anomaly (in the parsers'
+// spelling) cannot be honoured by rules of protos, or "" when it can: at
+// least one of protos reports it on a PDU a rule judges.
+func unhonoured(protos []protocols.Proto, anomaly string) string {
+	var which []string
+	for _, p := range protos {
+		if _, ok := canonAnomaly(p, anomaly); !ok {
+			continue
+		}
+		if !slices.Contains(unframeable[p], anomaly) {
+			return ""
+		}
+		which = append(which, p.String())
+	}
+	if len(which) == 0 {
+		return ""
+	}
+	return "bytes with this anomaly cannot be framed as " + strings.Join(which, "/") +
+		" and are denied whatever the policy tolerates: remove it (the gateway cannot honour it)"
+}
+
+// Tolerable returns "" when a tolerate list of a rule of protocol proto
+// may name anomaly and enforcement honours it, else the problem Compile
+// would report. Learn uses it to draft only what check accepts.
+func Tolerable(proto protocols.Proto, anomaly string) string {
+	canon, ok := canonAnomaly(proto, anomaly)
+	if !ok {
+		return fmt.Sprintf("unknown %s anomaly %q", proto, anomaly)
+	}
+	if why := unhonoured([]protocols.Proto{proto}, canon); why != "" {
+		return fmt.Sprintf("tolerate %q: %s", anomaly, why)
+	}
+	return ""
+}
+
+// CheckModbusFunction returns "" when s is a value of a modbus allow
+// entry's function list that Compile accepts, else the problem it reports.
+func CheckModbusFunction(s string) string { _, msg := parseModbusFunc(s); return msg }
+
+// CheckDNP3Function returns "" when s names a DNP3 function Compile accepts
+// in an allow entry, else the problem it reports.
+func CheckDNP3Function(s string) string { _, msg := parseDNP3Func(s); return msg }
+
+// CheckDNP3Object returns "" when s names a DNP3 object Compile accepts in
+// an allow entry, else the problem it reports.
+func CheckDNP3Object(s string) string { _, msg := parseDNP3Object(s); return msg }
+
+// CheckOPCUAService returns "" when s names an OPC UA service Compile
+// accepts, else the problem it reports.
+func CheckOPCUAService(s string) string { _, msg := parseService(s); return msg }
+
+// CheckSecurityPolicy returns "" when s names an OPC UA security policy
+// Compile accepts, else the problem it reports.
+func CheckSecurityPolicy(s string) string {
+	if _, ok := opcua.PolicyByName(s); !ok {
+		return fmt.Sprintf("unknown security policy %q", s)
+	}
+	return ""
 }
 
 // lastAddr returns the last address of a masked prefix.
@@ -929,6 +1015,8 @@ func parseModbusFunc(s string) (mfunc, string) {
 	fc := -1
 	if x, ok := modbusFuncByName(code); ok {
 		fc = int(x)
+	} else if code == modbus.FunctionName(modbus.FuncUMAS) {
+		fc = int(modbus.FuncUMAS)
 	}
 	if fc < 0 {
 		x, err := strconv.Atoi(code)
@@ -944,9 +1032,22 @@ func parseModbusFunc(s string) (mfunc, string) {
 		return mfunc{}, fmt.Sprintf("function %d (%s) accesses a table: allow it with read: or write: and an address range", fc, modbus.FunctionName(uint8(fc)))
 	}
 	mf := mfunc{fc: uint8(fc), anySub: !hasSub}
+	if hasSub && fc == int(modbus.FuncUMAS) {
+		// Schneider UMAS: the UMAS function code, by number or name.
+		if x, ok := modbus.UMASFunctionByName(sub); ok {
+			mf.sub = uint16(x)
+			return mf, ""
+		}
+		x, err := strconv.ParseUint(sub, 0, 8)
+		if err != nil {
+			return mfunc{}, fmt.Sprintf("bad UMAS function %q for function 90 (0-255, 0x00-0xff or a name)%s", sub, suggest(sub, modbus.UMASFunctionNames()))
+		}
+		mf.sub = uint16(x)
+		return mf, ""
+	}
 	if hasSub {
 		if fc != int(modbus.FuncDiagnostics) && fc != int(modbus.FuncEncapsulatedInterface) {
-			return mfunc{}, fmt.Sprintf("function %d has no sub-code (only 8 diagnostics and 43 encapsulated interface transport do)", fc)
+			return mfunc{}, fmt.Sprintf("function %d has no sub-code (only 8 diagnostics, 43 encapsulated interface transport and 90 umas do)", fc)
 		}
 		max := 65535
 		if fc == int(modbus.FuncEncapsulatedInterface) {

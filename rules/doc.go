@@ -7,9 +7,18 @@
 // conduits from an initiator to a responder, each with a mode (monitor or
 // enforce) and a deny action (drop, reset, reply). Everything is denied by
 // default: L2 ethertypes, L3/L4 flows, and every PDU of an inspected
-// protocol. Protocol rules follow the specifications: Modbus Application
-// Protocol v1.1b3 (tables, function codes, FC 8 sub-functions, FC 43 MEI
-// types), IEEE 1815-2012 DNP3 (link addresses, function codes, object
+// protocol. The l2 list names ethertypes (arp, lldp, ... or 0xNNNN from
+// 0x0600); `llc` allows the IEEE 802.3 frames whose type field is a length
+// (802.2 LLC: spanning tree BPDUs, CDP), which have no ethertype.
+//
+// Protocol rules follow the specifications: Modbus Application Protocol
+// v1.1b3 (tables, function codes, FC 8 sub-functions, FC 43 MEI types; the
+// vendor extension FC 90, Schneider UMAS, by its UMAS function code:
+// `function: 90` allows every UMAS request, `function: 90/<sub>` (or
+// `umas/<sub>`) one, where sub is a number (65 or 0x41) or a name of
+// modbus.UMASFunctionName such as read_id, take_plc_reservation,
+// upload_block, download_block, start_plc, stop_plc; UMAS ADUs may be one
+// byte longer than the specification's 260, MBAP length 255), IEEE 1815-2012 DNP3 (link addresses, function codes, object
 // groups/variations, unsolicited responses, Secure Authentication function
 // codes 32, 33, 131 and group 120), OPC 10000-4/6 (security mode and policy of OPN,
 // service request type ids, NodeIds of Write and Call).
@@ -19,7 +28,9 @@
 // an immutable Ruleset indexed by address, zone and conduit bitsets) →
 // Ruleset.EvaluateFlow (first packet of a flow) and Ruleset.Evaluate (each
 // PDU), which allocate nothing. Marshal writes a Policy back to YAML for
-// rules/learn. Watcher reloads the file on change or SIGHUP and swaps the
+// rules/learn. The package is pure: it reads no files of its own accord,
+// handles no signals and emits no events; the daemon's Watcher
+// (gateway/daemon) reloads the file on change or SIGHUP and swaps the
 // Ruleset atomically only when the new file compiles.
 //
 // Semantics worth knowing: conduits are tried in file order; the first rule
@@ -27,8 +38,19 @@
 // Responses ride the allowed flow and are allowed only when the gateway
 // paired them with a request (DNP3 unsolicited responses only where
 // allowed). Parser anomalies deny unless the rule or conduit tolerates the
-// named anomaly. OPC UA SignAndEncrypt bodies are opaque: only the channel's
-// mode and policy are judged there.
+// named anomaly. A tolerated anomaly lets a PDU through unread only where
+// the rule does not restrict what was unread: a field the anomaly kept the
+// parser from reading (a Modbus address, quantity or sub-function, the
+// registers a write whose byte count disagrees may reach, a DNP3 function
+// code or the object headers after the one that stopped the walk, an OPC
+// UA service type id or the NodeIds of a Write or Call) is unknown, and a
+// rule that restricts it refuses the PDU with its usual reason
+// (address_out_of_range, value_out_of_range, function_not_allowed,
+// object_not_allowed, service_not_allowed, node_not_allowed). OPC UA
+// SignAndEncrypt bodies are opaque: only the channel's mode and policy are
+// judged there. A channel whose OPN was not seen (opened before the gateway
+// started, or a capture that starts mid-session) has an unknown mode, which
+// meets the default minimum (None) and no higher one.
 //
 // Names: protocol vocabulary comes from the parser packages, the single
 // source of truth: Modbus function names are modbus.FunctionName's, DNP3
@@ -37,8 +59,26 @@
 // policies and modes those of opcua.ServiceByName, PolicyByName and
 // ModeByName. A tolerate list may name only anomalies the parser of the
 // rule's protocol reports (a conduit's list: of its rules' protocols);
-// Compile reports others with FILE:LINE:COL and "did you mean". Convert
+// Compile reports others with FILE:LINE:COL and "did you mean". It may not
+// name an anomaly of bytes that cannot be framed as the protocol at all
+// (Modbus non_modbus, protocol_id, mbap_length; DNP3 link and transport
+// layer anomalies such as bad_start, link_crc, data_crc,
+// reassembly_overflow; OPC UA unknown_message_type, invalid_chunk_type):
+// the gateway denies those bytes whatever a rule says, so Compile refuses
+// such an entry instead of accepting a no-op (Tolerable). Convert
 // parser NodeIds with NodeIDKindOf.
+//
+// # Limits
+//
+// Load (`otgw check`), and ReadPolicy then Parse (the daemon's reload),
+// refuse a policy past these limits with FILE:LINE:COL, checked while it is
+// read and scanned, before the YAML tree, the Policy or the Ruleset is
+// built: at most MaxPolicyBytes (4 MiB; only that much of a longer file
+// is read), MaxPolicyValues (200,000) YAML values, MaxListLen (10,000)
+// entries in one list or mapping, MaxRanges (1,000) comma-separated
+// ranges in one value and MaxPolicyDepth (64) levels of nesting. A 100 MB
+// policy or a 10 M-entry units list is refused in about 0.05 s and 15 MB;
+// the largest policy within the limits checks in about 0.6 s and 100 MB.
 //
 // # Rate detections
 //

@@ -154,10 +154,12 @@ func (rs *Ruleset) verdict(ci int, ri int, reason Reason) Verdict {
 // PDU with Evaluate. It allocates nothing.
 func (rs *Ruleset) EvaluateFlow(f *Flow) Verdict {
 	if f.EtherType != 0 && f.EtherType != 0x0800 && f.EtherType != 0x86dd {
+		allowed := f.EtherType < 0x0600 && rs.l2LLC
 		for _, t := range rs.l2 {
-			if t == f.EtherType {
-				return Verdict{Action: Allow, Mode: rs.mode, DenyAction: rs.action, Conduit: -1, Rule: -1, Generation: rs.gen}
-			}
+			allowed = allowed || t == f.EtherType
+		}
+		if allowed {
+			return Verdict{Action: Allow, Mode: rs.mode, DenyAction: rs.action, Conduit: -1, Rule: -1, Generation: rs.gen}
 		}
 		v := rs.noConduit()
 		v.Reason = ReasonL2NotAllowed
@@ -363,7 +365,7 @@ func (m *cmodbus) eval(dir protocols.Dir, p *Modbus, pairTol bool) Reason {
 		if len(m.read[t]) == 0 {
 			return ReasonFunctionNotAllowed
 		}
-		if !covered(m.read[t], p.Addr, p.Qty) {
+		if p.Unread || !covered(m.read[t], p.Addr, p.Qty) {
 			return ReasonAddressOutOfRange
 		}
 		return ReasonAllowed
@@ -371,6 +373,9 @@ func (m *cmodbus) eval(dir protocols.Dir, p *Modbus, pairTol bool) Reason {
 		t := modbusTable(p.FC)
 		if len(m.write[t]) == 0 {
 			return ReasonFunctionNotAllowed
+		}
+		if p.Unread {
+			return ReasonAddressOutOfRange
 		}
 		qty := p.Qty
 		if p.FC == 5 || p.FC == 6 || p.FC == 22 {
@@ -381,13 +386,13 @@ func (m *cmodbus) eval(dir protocols.Dir, p *Modbus, pairTol bool) Reason {
 		if len(m.read[TableHolding]) == 0 || len(m.write[TableHolding]) == 0 {
 			return ReasonFunctionNotAllowed
 		}
-		if !covered(m.read[TableHolding], p.Addr, p.Qty) {
+		if p.Unread || !covered(m.read[TableHolding], p.Addr, p.Qty) {
 			return ReasonAddressOutOfRange
 		}
 		return writeOK(m.write[TableHolding], p.WriteAddr, p.WriteQty, vals, false)
 	}
 	for _, f := range m.funcs {
-		if f.fc == p.FC && (f.anySub || f.sub == p.Sub) {
+		if f.fc == p.FC && (f.anySub || !p.Unread && f.sub == p.Sub) {
 			return ReasonAllowed
 		}
 	}
@@ -423,6 +428,9 @@ func (d *cdnp3) eval(dir protocols.Dir, p *DNP3, auth *dnp3Auth, pairTol bool) R
 			return ReasonResponseWithoutRequest
 		}
 		return ReasonAllowed
+	}
+	if p.FuncUnread {
+		return ReasonFunctionNotAllowed
 	}
 	skipAuth := false
 	if d.requireAuth {
@@ -484,7 +492,11 @@ func (u *copcua) eval(dir protocols.Dir, p *OPCUA) Reason {
 		}
 		return ReasonAllowed
 	}
-	if p.SecurityMode < u.minMode {
+	// A channel whose OPN the gateway did not see (opened before it
+	// started, or a capture that begins mid-stream) has an unknown mode:
+	// judged by what can be known, it meets a minimum of None (the
+	// default) and no higher one.
+	if mode := max(p.SecurityMode, SecurityModeNone); mode < u.minMode {
 		return ReasonSecurityModeTooLow
 	}
 	if p.MsgType == MsgOPN {

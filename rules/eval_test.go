@@ -272,3 +272,107 @@ func TestProblemsMatchErrInvalid(t *testing.T) {
 		t.Fatalf("got %v, want an error matching ErrInvalid", err)
 	}
 }
+
+// TestL2LLC: IEEE 802.3 frames with a length field (spanning tree BPDUs)
+// have no ethertype to list; `llc` allows them all, and only them
+// (issue 14: learn drafts what it saw on layer 2).
+func TestL2LLC(t *testing.T) {
+	pol := func(allow ...string) *Ruleset {
+		rs, err := Compile(&Policy{Version: 1, Name: "l2", L2: L2{Allow: allow}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	stp := Flow{EtherType: 0x0026}
+	exp := Flow{EtherType: 0x88b5}
+	for _, tc := range []struct {
+		name  string
+		rs    *Ruleset
+		f     Flow
+		allow bool
+	}{
+		{"stp without llc", pol("arp"), stp, false},
+		{"stp with llc", pol("llc"), stp, true},
+		{"llc allows no ethertype", pol("llc"), exp, false},
+		{"unnamed ethertype by number", pol(EtherTypeName(0x88b5)), exp, true},
+	} {
+		v := tc.rs.EvaluateFlow(&tc.f)
+		if (v.Action == Allow) != tc.allow || !tc.allow && v.Reason != ReasonL2NotAllowed {
+			t.Errorf("%s: got %v %v, want allow=%v", tc.name, v.Action, v.Reason, tc.allow)
+		}
+	}
+	for et, want := range map[uint16]string{0x0806: "arp", 0x88cc: "lldp", 0x0026: "llc", 0x88b5: "0x88b5"} {
+		if got := EtherTypeName(et); got != want {
+			t.Errorf("EtherTypeName(%#04x) = %q, want %q", et, got, want)
+		}
+	}
+}
+
+// TestUMASSubFunction: a policy allows or denies Schneider UMAS (Modbus
+// FC 90) by its UMAS function code, by number or name (issue 14).
+func TestUMASSubFunction(t *testing.T) {
+	y := `version: 1
+name: umas
+zones:
+  eng: {networks: [192.0.2.128/25]}
+  cell: {networks: [192.0.2.0/25]}
+conduits:
+  - name: unity
+    from: eng
+    to: cell
+    rules:
+      - modbus:
+          allow:
+            - function: [90/read_id, "umas/0x03", 90/4, 90/take_plc_reservation]
+`
+	p, err := Parse("umas.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := Compile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := flow("192.0.2.130", "192.0.2.10", 502)
+	for _, tc := range []struct {
+		sub    uint16
+		reason Reason
+	}{
+		{0x02, ReasonAllowed}, {0x03, ReasonAllowed}, {0x04, ReasonAllowed}, {0x10, ReasonAllowed},
+		{0x41, ReasonFunctionNotAllowed}, {0x34, ReasonFunctionNotAllowed},
+	} {
+		pdu := PDU{Proto: protocols.ProtoModbus, Dir: protocols.Request, Modbus: Modbus{Unit: 0, FC: 90, Sub: tc.sub}}
+		if v := rs.Evaluate(&f, &pdu); v.Reason != tc.reason {
+			t.Errorf("90/%#x: %v, want %v", tc.sub, v.Reason, tc.reason)
+		}
+	}
+	for _, bad := range []string{"90/stop_plcc", "90/256", "umas/x"} {
+		if msg := CheckModbusFunction(bad); msg == "" {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
+
+// TestOPCUAUnknownModeMeetsOnlyNone: a MSG of a channel whose OPN was not
+// seen (mode unknown) passes a rule without min_security_mode and is too
+// low for any higher minimum (issue 14: captures that start mid-session).
+func TestOPCUAUnknownModeMeetsOnlyNone(t *testing.T) {
+	for _, tc := range []struct {
+		min  string
+		want Reason
+	}{{"", ReasonAllowed}, {"none", ReasonAllowed}, {"sign", ReasonSecurityModeTooLow}, {"sign_and_encrypt", ReasonSecurityModeTooLow}} {
+		rs, err := Compile(&Policy{Version: 1, Name: "ua",
+			Zones: []Zone{{Name: "a", Networks: []string{"192.0.2.0/24"}}},
+			Conduits: []Conduit{{Name: "c", From: []string{"a"}, To: []string{"a"}, Rules: []Rule{{OPCUA: &OPCUARule{MinSecurityMode: tc.min,
+				Allow: []OPCUAAllow{{Service: []string{"read"}}}}}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := flow("192.0.2.130", "192.0.2.10", 4840)
+		pdu := PDU{Proto: protocols.ProtoOPCUA, Dir: protocols.Request, OPCUA: OPCUA{MsgType: MsgMSG, SecurityMode: SecurityModeUnknown, ServiceID: 631}}
+		if v := rs.Evaluate(&f, &pdu); v.Reason != tc.want {
+			t.Errorf("min %q: %v, want %v", tc.min, v.Reason, tc.want)
+		}
+	}
+}

@@ -110,6 +110,7 @@ func modbusFuncNames() []string {
 	for _, f := range modbusSubNames {
 		out = append(out, f.name)
 	}
+	out = append(out, modbus.FunctionName(modbus.FuncUMAS))
 	sort.Strings(out)
 	return out
 }
@@ -338,6 +339,30 @@ func opcuaAnomalies() []string {
 }
 
 // ---- other ----
+
+// L2LLC is the l2 allow entry for IEEE 802.3 frames whose type/length
+// field is a length (below 0x0600) and whose payload starts with an IEEE
+// 802.2 LLC header: spanning tree BPDUs, CDP, NetBIOS over LLC. They have
+// no ethertype to list, so one name allows them all.
+const L2LLC = "llc"
+
+// EtherTypeName returns the l2 allow entry that allows frames of ethertype
+// et: its name in l2Names, L2LLC below 0x0600, else 0xNNNN.
+func EtherTypeName(et uint16) string {
+	if et < 0x0600 {
+		return L2LLC
+	}
+	best := ""
+	for n, v := range l2Names {
+		if v == et && (best == "" || n < best) {
+			best = n
+		}
+	}
+	if best != "" {
+		return best
+	}
+	return "0x" + strconv.FormatUint(uint64(et)|0x10000, 16)[1:]
+}
 
 // l2Names maps ethertype names to values (IEEE 802 numbers).
 var l2Names = map[string]uint16{

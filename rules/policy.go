@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -60,7 +59,8 @@ type Asset struct {
 
 // L2 lists the non-IP ethertypes allowed to cross (names or 0xNNNN).
 type L2 struct {
-	Allow []string
+	Allow   []string
+	Comment string // head comment of the l2 key (Marshal)
 }
 
 // Conduit allows traffic initiated by From towards To.
@@ -176,11 +176,13 @@ func (p *Policy) posOf(path string) Pos {
 	}
 }
 
-// Load reads and parses a policy file. See Parse.
+// Load reads and parses a policy file. See Parse. It reads at most
+// MaxPolicyBytes: a longer file is refused with the line the limit falls
+// on, without reading the rest.
 func Load(path string) (*Policy, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadPolicy(path)
 	if err != nil {
-		return nil, fmt.Errorf("rules: %w", err)
+		return nil, err
 	}
 	return Parse(path, data)
 }
@@ -192,7 +194,17 @@ var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // (errors.Is(err, ErrInvalid)). Unless the YAML itself is unreadable the
 // returned Policy holds everything that could be read even when err != nil,
 // so that Compile can report further problems in the same run.
+//
+// The limits (MaxPolicyBytes, MaxPolicyValues, MaxListLen, MaxRanges,
+// MaxPolicyDepth) are checked first, by a scan of the text, so that the
+// YAML tree is built only for a file within them.
 func Parse(name string, data []byte) (*Policy, error) {
+	if len(data) > MaxPolicyBytes {
+		return nil, tooBig(name, data[:MaxPolicyBytes], int64(len(data)))
+	}
+	if err := prescan(name, data); err != nil {
+		return nil, err
+	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		msg := strings.TrimPrefix(err.Error(), "yaml: ")
@@ -243,12 +255,20 @@ func kindName(n *yaml.Node) string {
 	return "nothing"
 }
 
+// keysHook, when set (by the schema test only), is told the keys each
+// mapping of the file may hold, by path: the loader's vocabulary, which the
+// JSON Schema must match.
+var keysHook func(path string, known []string)
+
 // fields walks a mapping, calling fn for each known key and reporting
 // unknown and duplicate keys with a suggestion.
 func (d *decoder) fields(n *yaml.Node, path, what string, known []string, fn func(key string, k, v *yaml.Node)) bool {
 	if n.Kind != yaml.MappingNode {
 		d.errAt(nodePos(n), "%s must be a mapping, not %s", what, kindName(n))
 		return false
+	}
+	if keysHook != nil {
+		keysHook(path, known)
 	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -294,6 +314,28 @@ func (d *decoder) str(n *yaml.Node, what string) string {
 	return n.Value
 }
 
+// short reports whether a list (per = 1) or mapping (per = 2, key and
+// value) has at most MaxListLen entries; else it reports the first entry
+// past the limit. Prescan refuses such files before the YAML tree is
+// built; this keeps Parse right for any input.
+func (d *decoder) short(content []*yaml.Node, per int, what string) bool {
+	if len(content)/per <= MaxListLen {
+		return true
+	}
+	d.errAt(nodePos(content[MaxListLen*per]), "%s has more than %d entries (the limit)", what, MaxListLen)
+	return false
+}
+
+// ranges reads a scalar holding comma-separated ranges, at most MaxRanges.
+func (d *decoder) ranges(n *yaml.Node, what string) string {
+	s := d.str(n, what)
+	if strings.Count(s, ",") >= MaxRanges {
+		d.errAt(nodePos(n), "%s has more than %d ranges (the limit)", what, MaxRanges)
+		return ""
+	}
+	return s
+}
+
 func (d *decoder) boolean(n *yaml.Node, what string) bool {
 	s := d.str(n, what)
 	switch s {
@@ -316,6 +358,9 @@ func (d *decoder) list(n *yaml.Node, path, what string) []string {
 		d.mark(path+".0", n)
 		return []string{n.Value}
 	case yaml.SequenceNode:
+		if !d.short(n.Content, 1, what) {
+			return nil
+		}
 		out := make([]string, 0, len(n.Content))
 		for i, c := range n.Content {
 			if c.Kind != yaml.ScalarNode {
@@ -401,6 +446,9 @@ func (d *decoder) policy(n *yaml.Node) {
 				}
 				return
 			}
+			if !d.short(v.Content, 1, "conduits") {
+				return
+			}
 			for i, c := range v.Content {
 				d.conduit(c, i)
 			}
@@ -420,6 +468,9 @@ func (d *decoder) named(n *yaml.Node, section string, fn func(name, path string,
 		if n.Tag != "!!null" {
 			d.errAt(nodePos(n), "%s must be a mapping of names, not %s", section, kindName(n))
 		}
+		return
+	}
+	if !d.short(n.Content, 2, section) {
 		return
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -511,6 +562,9 @@ func (d *decoder) conduit(n *yaml.Node, i int) {
 				d.errAt(nodePos(v), "rules must be a list, not %s", kindName(v))
 				return
 			}
+			if !d.short(v.Content, 1, "rules") {
+				return
+			}
 			for j, r := range v.Content {
 				c.Rules = append(c.Rules, d.rule(r, fmt.Sprintf("%s.rules.%d", path, j)))
 			}
@@ -591,11 +645,11 @@ func (d *decoder) modbus(n *yaml.Node, path string) *ModbusRule {
 				d.fields(e, ep, "modbus allow entry", []string{"read", "write", "values", "function"}, func(key string, _, v *yaml.Node) {
 					switch key {
 					case "read":
-						a.Read = d.str(v, "read")
+						a.Read = d.ranges(v, "read")
 					case "write":
-						a.Write = d.str(v, "write")
+						a.Write = d.ranges(v, "write")
 					case "values":
-						a.Values = d.str(v, "values")
+						a.Values = d.ranges(v, "values")
 					case "function":
 						a.Function = d.list(v, ep+".function", "function")
 					}
@@ -611,6 +665,9 @@ func (d *decoder) modbus(n *yaml.Node, path string) *ModbusRule {
 func (d *decoder) items(n *yaml.Node, path string, fn func(e *yaml.Node, path string, firstKey *yaml.Node)) {
 	if n.Kind != yaml.SequenceNode {
 		d.errAt(nodePos(n), "allow must be a list, not %s", kindName(n))
+		return
+	}
+	if !d.short(n.Content, 1, "allow") {
 		return
 	}
 	for i, e := range n.Content {
@@ -748,7 +805,8 @@ func Marshal(p *Policy) ([]byte, error) {
 	if len(p.L2.Allow) > 0 {
 		m := flowMapping()
 		add(m, "allow", flowSeq(p.L2.Allow))
-		add(root, "l2", m)
+		k := add(root, "l2", m)
+		k.HeadComment = commentText(p.L2.Comment)
 	}
 	if len(p.Detections) > 0 {
 		add(root, "detections", marshalDetections(p))

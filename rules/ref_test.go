@@ -322,6 +322,42 @@ func refModbus(m *ModbusRule, dir protocols.Dir, p *Modbus) Reason {
 		}
 		return ReasonAllowed
 	}
+	if p.Unread {
+		// The request ended before its address and sub-function: a
+		// table function is refused for its address (once the function
+		// is known to be allowed), a sub-function must be "any".
+		switch p.FC {
+		case 1, 2, 3, 4:
+			t := map[uint8]Table{1: TableCoils, 2: TableDiscrete, 3: TableHolding, 4: TableInput}[p.FC]
+			if !hasTable(false, t) {
+				return ReasonFunctionNotAllowed
+			}
+			return ReasonAddressOutOfRange
+		case 5, 15:
+			if !hasTable(true, TableCoils) {
+				return ReasonFunctionNotAllowed
+			}
+			return ReasonAddressOutOfRange
+		case 6, 16, 22:
+			if !hasTable(true, TableHolding) {
+				return ReasonFunctionNotAllowed
+			}
+			return ReasonAddressOutOfRange
+		case 23:
+			if !hasTable(false, TableHolding) || !hasTable(true, TableHolding) {
+				return ReasonFunctionNotAllowed
+			}
+			return ReasonAddressOutOfRange
+		}
+		for _, a := range m.Allow {
+			for _, fs := range a.Function {
+				if f, _ := parseModbusFunc(fs); f.fc == p.FC && f.anySub {
+					return ReasonAllowed
+				}
+			}
+		}
+		return ReasonFunctionNotAllowed
+	}
 	switch p.FC {
 	case 1, 2, 3, 4:
 		t := map[uint8]Table{1: TableCoils, 2: TableDiscrete, 3: TableHolding, 4: TableInput}[p.FC]
@@ -498,6 +534,9 @@ func refDNP3(d *DNP3Rule, dir protocols.Dir, p *DNP3, st *refAuth) Reason {
 		}
 		return ReasonResponseWithoutRequest
 	}
+	if p.FuncUnread {
+		return ReasonFunctionNotAllowed
+	}
 	if d.RequireAuth {
 		switch {
 		case p.FC == 32 || p.FC == 33:
@@ -592,7 +631,8 @@ func refOPCUA(u *OPCUARule, dir protocols.Dir, p *OPCUA) Reason {
 		return ReasonResponseWithoutRequest
 	}
 	min := map[string]uint8{"": 1, "none": 1, "sign": 2, "sign_and_encrypt": 3}[u.MinSecurityMode]
-	if p.SecurityMode < min {
+	// Unknown mode (no OPN seen) meets only the default minimum, None.
+	if p.SecurityMode < min && !(p.SecurityMode == SecurityModeUnknown && min == SecurityModeNone) {
 		return ReasonSecurityModeTooLow
 	}
 	if p.MsgType == MsgOPN {
@@ -727,9 +767,9 @@ func genPolicy(r *rand.Rand) *Policy {
 func genTolerate(rule *Rule) string {
 	switch {
 	case rule.Modbus != nil:
-		return "mbap_length"
+		return "pdu_length"
 	case rule.DNP3 != nil:
-		return "bad_length"
+		return "bad_qualifier"
 	case rule.OPCUA != nil:
 		return "truncated"
 	}
@@ -740,7 +780,7 @@ func genDNP3Rule(r *rand.Rand) *DNP3Rule {
 	d := &DNP3Rule{}
 	d.RequireAuth = r.IntN(3) == 0
 	if r.IntN(4) == 0 {
-		d.Tolerate = []string{"bad_length"}
+		d.Tolerate = []string{"bad_qualifier"}
 		if !d.RequireAuth {
 			d.Tolerate = append(d.Tolerate, "seq_mismatch")
 		}
@@ -776,7 +816,7 @@ func genRule(r *rand.Rand) Rule {
 			m.Ports = []string{"5020"}
 		}
 		if r.IntN(4) == 0 {
-			m.Tolerate = []string{"mbap_length", "tid_mismatch"}
+			m.Tolerate = []string{"pdu_length", "tid_mismatch"}
 		}
 		for k := 0; k < 1+r.IntN(4); k++ {
 			tbl := pick(r, []string{"coils", "discrete", "input", "holding"})
@@ -850,7 +890,7 @@ func genFlowPDU(r *rand.Rand, f *Flow, p *PDU) {
 		p.Dir = protocols.Response
 	}
 	if r.IntN(15) == 0 {
-		p.Anomaly = pick(r, []string{"mbap_length", "bad_length", "truncated", "crc_error", "tid_mismatch", "seq_mismatch"})
+		p.Anomaly = pick(r, []string{"pdu_length", "bad_qualifier", "truncated", "crc_error", "tid_mismatch", "seq_mismatch"})
 	}
 	switch r.IntN(3) {
 	case 0:
@@ -871,6 +911,7 @@ func genFlowPDU(r *rand.Rand, f *Flow, p *PDU) {
 			m.Values[i] = uint16(r.IntN(70))
 		}
 		m.PairedRequest = r.IntN(2) == 0
+		m.Unread = r.IntN(15) == 0
 	case 1:
 		p.Proto = protocols.ProtoDNP3
 		f.DstPort = uint16(pick(r, []int{20000, 20000, 502}))
@@ -885,6 +926,7 @@ func genFlowPDU(r *rand.Rand, f *Flow, p *PDU) {
 			genAggressive(d)
 		}
 		d.ObjectsTruncated = r.IntN(20) == 0
+		d.FuncUnread = r.IntN(25) == 0
 		d.Unsolicited = r.IntN(3) == 0
 		d.PairedRequest = r.IntN(2) == 0
 	default:

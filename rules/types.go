@@ -213,6 +213,10 @@ type Modbus struct {
 	// PairedRequest (responses): the transaction matched an outstanding
 	// request of this flow with the same unit and function.
 	PairedRequest bool
+	// Unread (requests): the PDU ends before the fields after its function
+	// code (address, quantity, sub-function), so they are unknown: that
+	// fails any address range and any sub-function other than "any".
+	Unread bool
 }
 
 // MaxObjects is the most object headers a DNP3 PDU reports.
@@ -230,10 +234,21 @@ type DNP3 struct {
 	FC               uint8
 	Objects          [MaxObjects]DNP3Object
 	NObjects         uint8
-	// ObjectsTruncated: more than MaxObjects headers; fails any objects list.
+	// ObjectsTruncated: not every object header was read (more than
+	// MaxObjects, or an anomaly stopped the parser's walk); fails any
+	// objects list.
 	ObjectsTruncated bool
-	Unsolicited      bool // UNS bit or FC 130
-	PairedRequest    bool // responses: matches an outstanding request
+	// WalkIncomplete: the object walk stopped before the end of the
+	// fragment (an object it cannot size, a bad qualifier or range), so
+	// the objects after it are unknown (ObjectsTruncated is set too).
+	// Learn does not draft such a request; ObjectsTruncated alone (more
+	// headers than MaxObjects) it drafts as any object.
+	WalkIncomplete bool
+	// FuncUnread: the fragment ends before its function code, which fails
+	// every function.
+	FuncUnread    bool
+	Unsolicited   bool // UNS bit or FC 130
+	PairedRequest bool // responses: matches an outstanding request
 }
 
 // OPC UA message types (OPC 10000-6 section 7.1.2).

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/update"
 	"github.com/otgw/otgw/update/updatetest"
 )
@@ -38,10 +37,10 @@ func assertRejected(t *testing.T, e *updatetest.Env, err, wantErr error, wantRea
 	if ev == nil {
 		t.Fatalf("no rejected event; steps %v", e.Events.Steps())
 	}
-	if ev.Type != events.TypeUpdate || ev.Reason != wantReason {
-		t.Errorf("rejected event type %q reason %q, want %q %q", ev.Type, ev.Reason, events.TypeUpdate, wantReason)
+	if ev.Reason != wantReason {
+		t.Errorf("rejected event reason %q, want %q", ev.Reason, wantReason)
 	}
-	if ev.Severity > events.SevWarning {
+	if ev.Severity > update.SevWarning {
 		t.Errorf("rejected event severity %v, want warning or worse", ev.Severity)
 	}
 	if e.Events.Last("installed") != nil {
@@ -82,7 +81,7 @@ func TestAttackTamperedPayload(t *testing.T) { // U01
 	if st := e.State(); st.Slots[update.SlotB].State != update.SlotBad {
 		t.Errorf("slot B state %v, want bad", st.Slots[update.SlotB].State)
 	}
-	if ev := e.Events.Last("rejected"); ev.Version != "1.1.0" || ev.Severity != events.SevCritical {
+	if ev := e.Events.Last("rejected"); ev.Version != "1.1.0" || ev.Severity != update.SevCritical {
 		t.Errorf("event version %q severity %v, want 1.1.0 critical", ev.Version, ev.Severity)
 	}
 }
@@ -199,6 +198,35 @@ func TestAttackVersionRollback(t *testing.T) { // U07
 				t.Error("active slot changed")
 			}
 		})
+	}
+}
+
+// TestAttackPrereleaseRollback: at the same SVN, an older pre-release is
+// a rollback. Compared as strings "rc.9" > "rc.10" and the older build
+// installed; SemVer 2.0.0 item 11 compares numeric identifiers as numbers.
+func TestAttackPrereleaseRollback(t *testing.T) { // U07
+	tests := []struct{ running, offered string }{
+		{"1.1.0-rc.10", "1.1.0-rc.9"},
+		{"1.1.0", "1.1.0-rc.99"},
+		{"1.1.0-beta.11", "1.1.0-beta.2"},
+		{"1.1.0-rc.1", "1.1.0-beta.11"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.offered+" over "+tt.running, func(t *testing.T) {
+			e := updatetest.New(t, updatetest.Options{FactoryVersion: tt.running})
+			_, err := install(t, e, e.Bundle(updatetest.Spec{Version: tt.offered, SVN: 1}))
+			if !errors.Is(err, update.ErrRollback) || update.Reason(err) != "rollback" {
+				t.Fatalf("error %v, want ErrRollback", err)
+			}
+			if st := e.State(); st.Slots[update.SlotB].State != update.SlotEmpty || !bytes.Equal(e.SlotImage(update.SlotA), e.Factory) {
+				t.Errorf("slots changed: B %v", st.Slots[update.SlotB].State)
+			}
+		})
+	}
+	// And the newer pre-release installs.
+	e := updatetest.New(t, updatetest.Options{FactoryVersion: "1.1.0-rc.9"})
+	if _, err := install(t, e, e.Bundle(updatetest.Spec{Version: "1.1.0-rc.10", SVN: 1})); err != nil {
+		t.Errorf("rc.10 over rc.9: %v", err)
 	}
 }
 

@@ -122,6 +122,10 @@ type BootState struct {
 	Fallback        FallbackReason
 	FallbackVersion string // version of the slot that was abandoned
 	Slots           [2]SlotInfo
+	// RootVersion is the highest trust root version the device has
+	// accepted: one of the two anchors (BOOT.md "Anchors"); the other is
+	// the anchor file in the state directory.
+	RootVersion uint32
 }
 
 // InitialBootState describes a factory-provisioned device: slot A holds a
@@ -143,12 +147,17 @@ func (st *BootState) Running() SlotInfo { return st.Slots[st.Booted&1] }
 
 // Boot state record (BOOT.md "Record layout"): magic, sequence number,
 // CRC-32 (IEEE) of every other byte of the record, then the fields.
+//
+// Version 2 appends RootVersion; a version 1 record (without it) is still
+// read, with RootVersion 0, and rewritten as version 2 by the next Store.
 const (
-	bootMagic      = "OTGWBS\x00\x01"
-	bootRecordLen  = 8 + 8 + 4 + 8 + 2*slotRecordLen + 1 + 1 + MaxVersionLen
-	slotRecordLen  = 1 + 4 + 8 + 32 + 1 + MaxVersionLen
-	bootCRCOffset  = 16
-	bootBodyOffset = 20
+	bootMagic       = "OTGWBS\x00\x02"
+	bootMagicV1     = "OTGWBS\x00\x01"
+	bootRecordLenV1 = 8 + 8 + 4 + 8 + 2*slotRecordLen + 1 + 1 + MaxVersionLen
+	bootRecordLen   = bootRecordLenV1 + 4
+	slotRecordLen   = 1 + 4 + 8 + 32 + 1 + MaxVersionLen
+	bootCRCOffset   = 16
+	bootBodyOffset  = 20
 )
 
 // EncodeBootState returns the fixed-size record for st with sequence
@@ -169,6 +178,7 @@ func EncodeBootState(st *BootState, seq uint64) []byte {
 	}
 	b = append(b, byte(st.Fallback))
 	b = appendStr(b, st.FallbackVersion)
+	b = binary.BigEndian.AppendUint32(b, st.RootVersion)
 	binary.BigEndian.PutUint32(b[bootCRCOffset:], recordCRC(b))
 	return b
 }
@@ -194,7 +204,8 @@ func appendStr(b []byte, s string) []byte {
 // corrupt or inconsistent record is ErrNoBootState.
 func DecodeBootState(b []byte) (BootState, uint64, error) {
 	var st BootState
-	if len(b) != bootRecordLen || string(b[:8]) != bootMagic {
+	v1 := len(b) == bootRecordLenV1 && string(b[:8]) == bootMagicV1
+	if !v1 && (len(b) != bootRecordLen || string(b[:8]) != bootMagic) {
 		return st, 0, fmt.Errorf("%w: bad length or magic", ErrNoBootState)
 	}
 	if binary.BigEndian.Uint32(b[bootCRCOffset:]) != recordCRC(b) {
@@ -221,6 +232,9 @@ func DecodeBootState(b []byte) (BootState, uint64, error) {
 	var ok bool
 	if st.FallbackVersion, ok = readStr(p[1:]); !ok {
 		return st, 0, fmt.Errorf("%w: fallback record", ErrNoBootState)
+	}
+	if !v1 {
+		st.RootVersion = binary.BigEndian.Uint32(p[2+MaxVersionLen:])
 	}
 	if !st.Primary.valid() || !st.Booted.valid() || !(st.Trial.valid() || st.Trial == NoSlot) {
 		return st, 0, fmt.Errorf("%w: slot numbers out of range", ErrNoBootState)

@@ -206,6 +206,9 @@ func (v *Verifier) verifyHeader(hdr []byte) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := v.trust.usable(); err != nil {
+		return nil, err
+	}
 	root := v.trust.root
 	// Signatures are checked on the exact signed bytes before the manifest
 	// is interpreted (TUF specification section 5.4).

@@ -30,9 +30,11 @@
 //	                     primary and the SVN counter advances; on failure the
 //	                     slot is marked bad and the next boot falls back.
 //
-// Every step is an events.Event of type events.TypeUpdate with Step one of
-// "started", "rejected", "installed", "committed", "rolled_back" (and
-// "root_rotated" for a trust root rotation), sent to the configured Sink.
+// Every step is an Event (Step one of "started", "rejected", "installed",
+// "committed", "rolled_back", "root_rotated", "refreshed", "stale",
+// "anchor_repaired") passed to Config.Events; the gateway adapts it to its
+// event pipeline (gateway/daemon.UpdateEvents), so this package imports no
+// exporter.
 //
 // Errors are sentinels (ErrSignature, ErrThreshold, ErrRollback, ...) to be
 // matched with errors.Is; Reason maps an error to the short reason token

@@ -32,6 +32,7 @@ var (
 	ErrNoBootState     = errors.New("update: no valid boot state")
 	ErrUnbootable      = errors.New("update: no bootable slot")
 	ErrPowerLoss       = errors.New("update: simulated power loss")
+	ErrBusy            = errors.New("update: another update operation is running on this device")
 )
 
 // reasons maps sentinels to the reason tokens used in events (and syslog),
@@ -59,6 +60,7 @@ var reasons = []struct {
 	{ErrPendingCommit, "pending_commit"},
 	{ErrHealthCheck, "healthcheck"},
 	{ErrPowerLoss, "power_loss"},
+	{ErrBusy, "busy"},
 	{ErrOrder, "internal"},
 	{context.Canceled, "canceled"},
 	{context.DeadlineExceeded, "timeout"},

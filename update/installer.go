@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
-	"github.com/otgw/otgw/gateway/events"
 )
 
 // Config configures an Installer. Board, Arch, Slots and Boot are
@@ -22,8 +20,12 @@ type Config struct {
 	Arch  string // this device's architecture (GOARCH style)
 	Slots Slots
 	Boot  Bootloader
+	// StateDir is the persistent data directory: the anchor file, the
+	// accepted timestamp statement and trust/ (BOOT.md "Anchors"). When
+	// "", anchors live in the boot state only and freshness is unknown.
+	StateDir string
 
-	Events events.Sink  // update events; events.Discard when nil
+	Events EventFunc    // update events; discarded when nil
 	Logger *slog.Logger // slog.Default() when nil
 	Now    func() time.Time
 
@@ -67,7 +69,7 @@ func NewInstaller(cfg Config) (*Installer, error) {
 		return nil, fmt.Errorf("update: invalid board %q or arch %q", cfg.Board, cfg.Arch)
 	}
 	if cfg.Events == nil {
-		cfg.Events = events.Discard
+		cfg.Events = func(*Event) {}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -93,6 +95,9 @@ func NewInstaller(cfg Config) (*Installer, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = defaultHTTPClient()
 	}
+	if cfg.Trust != nil {
+		cfg.Trust.SetClock(cfg.Now)
+	}
 	return &Installer{cfg: cfg, log: cfg.Logger.With("component", "update")}, nil
 }
 
@@ -110,7 +115,7 @@ func (in *Installer) policy(st *BootState) Policy {
 	return Policy{
 		Board:           in.cfg.Board,
 		Arch:            in.cfg.Arch,
-		MinSVN:          st.SVN,
+		MinSVN:          st.SVN, // raised to the anchors by syncAnchors
 		RunningVersion:  st.Running().Version,
 		AllowDowngrade:  in.cfg.AllowDowngrade,
 		MaxPayloadBytes: in.cfg.MaxPayloadBytes,
@@ -134,13 +139,13 @@ func (in *Installer) Install(ctx context.Context, r io.Reader, source string) (*
 }
 
 func (in *Installer) installLocked(ctx context.Context, r io.Reader, source string) (*Manifest, error) {
-	in.emit(events.SevNotice, "started", "", "", "firmware update started from "+source, map[string]any{"source": source})
+	in.emit(SevNotice, "started", "", "", "firmware update started from "+source, map[string]any{"source": source})
 	m, slot, err := in.install(ctx, r)
 	if err != nil {
 		in.reject(m, source, err)
 		return m, err
 	}
-	in.emit(events.SevNotice, "installed", m.Version, "",
+	in.emit(SevNotice, "installed", m.Version, "",
 		fmt.Sprintf("firmware %s installed to slot %v; boots on trial at next reboot", m.Version, slot),
 		manifestFields(m, slot, source))
 	return m, nil
@@ -168,6 +173,9 @@ func (in *Installer) install(ctx context.Context, r io.Reader) (*Manifest, Slot,
 	}
 	if st.Trial.valid() && st.Booted == st.Trial {
 		return nil, NoSlot, fmt.Errorf("%w: commit or roll back slot %v first", ErrPendingCommit, st.Trial)
+	}
+	if _, err := in.syncAnchors(&st); err != nil {
+		return nil, NoSlot, err
 	}
 	target := st.Booted.Other()
 	v := NewVerifier(in.cfg.Trust, in.policy(&st))
@@ -221,7 +229,8 @@ func (in *Installer) readBack(s Slot, m *Manifest) error {
 		return err
 	}
 	defer rc.Close()
-	n, sum, err := HashPayload(io.LimitReader(rc, m.Size+1))
+	// A partition is larger than the image: read back the signed size.
+	n, sum, err := HashPayload(io.LimitReader(rc, m.Size))
 	if err != nil {
 		return err
 	}
@@ -251,16 +260,19 @@ func (in *Installer) Startup() (Slot, error) {
 	if err != nil {
 		return NoSlot, err
 	}
+	if _, err := in.syncAnchors(&st); err != nil {
+		return st.Booted, err
+	}
 	changed := false
 	if st.Fallback == FallbackTries {
-		in.emit(events.SevError, "rolled_back", st.FallbackVersion, st.Fallback.String(),
+		in.emit(SevError, "rolled_back", st.FallbackVersion, st.Fallback.String(),
 			fmt.Sprintf("firmware %s did not commit within its boot tries; slot %v (%s) booted instead", st.FallbackVersion, st.Booted, st.Running().Version),
 			map[string]any{"slot": st.Booted.String()})
 		st.Fallback, st.FallbackVersion, changed = FallbackNone, "", true
 	}
 	other := st.Booted.Other()
 	if st.Slots[other].State == SlotDirty {
-		in.emit(events.SevWarning, "rejected", st.Slots[other].Version, "interrupted",
+		in.emit(SevWarning, "rejected", st.Slots[other].Version, "interrupted",
 			fmt.Sprintf("firmware install to slot %v was interrupted; the slot is not bootable and will be rewritten", other),
 			map[string]any{"slot": other.String()})
 		st.Slots[other].State, changed = SlotBad, true
@@ -310,7 +322,7 @@ func (in *Installer) Commit(ctx context.Context, hc HealthCheck) error {
 		if err := in.cfg.Boot.Store(&st); err != nil {
 			return errors.Join(herr, err)
 		}
-		in.emit(events.SevError, "rolled_back", info.Version, "healthcheck",
+		in.emit(SevError, "rolled_back", info.Version, "healthcheck",
 			fmt.Sprintf("firmware %s failed its health check; slot %v (%s) boots next: %v", info.Version, st.Primary, st.Slots[st.Primary].Version, herr),
 			fields)
 		return herr
@@ -324,7 +336,10 @@ func (in *Installer) Commit(ctx context.Context, hc HealthCheck) error {
 	if err := in.cfg.Boot.Store(&st); err != nil {
 		return err
 	}
-	in.emit(events.SevNotice, "committed", info.Version, "",
+	if err := in.raiseAnchors(&st, anchors{SVN: st.SVN}); err != nil {
+		return err
+	}
+	in.emit(SevNotice, "committed", info.Version, "",
 		fmt.Sprintf("firmware %s committed in slot %v; security version counter %d", info.Version, t, st.SVN), fields)
 	return nil
 }
@@ -362,7 +377,7 @@ func (in *Installer) Rollback() error {
 	if err := in.cfg.Boot.Store(&st); err != nil {
 		return err
 	}
-	in.emit(events.SevWarning, "rolled_back", abandoned.Version, FallbackOperator.String(),
+	in.emit(SevWarning, "rolled_back", abandoned.Version, FallbackOperator.String(),
 		fmt.Sprintf("operator rolled back firmware %s; slot %v (%s) boots next", abandoned.Version, to, st.Slots[to].Version),
 		map[string]any{"slot": to.String()})
 	return nil
@@ -377,22 +392,31 @@ func (in *Installer) RotateRoot(rootFile []byte, dir string) (*Root, error) {
 	if in.cfg.Trust == nil {
 		return nil, errNoTrust
 	}
+	st, err := in.cfg.Boot.Load()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := in.syncAnchors(&st); err != nil {
+		return nil, err
+	}
 	r, err := in.cfg.Trust.RotateAndSave(rootFile, dir)
 	if err != nil {
 		in.emit(severityFor(Reason(err)), "rejected", "", Reason(err), "trust root rotation rejected: "+err.Error(), map[string]any{"role": "root"})
 		return nil, err
 	}
-	in.emit(events.SevNotice, "root_rotated", "", "",
+	if err := in.raiseAnchors(&st, anchors{Root: r.Version}); err != nil {
+		return r, err
+	}
+	in.emit(SevNotice, "root_rotated", "", "",
 		fmt.Sprintf("trust root rotated to version %d (%d keys, threshold %d)", r.Version, len(r.ids), r.Threshold),
 		map[string]any{"role": "root", "root_version": r.Version})
 	return r, nil
 }
 
-func (in *Installer) emit(sev events.Severity, step, version, reason, msg string, fields map[string]any) {
-	in.cfg.Events.Emit(&events.Event{
+func (in *Installer) emit(sev Severity, step, version, reason, msg string, fields map[string]any) {
+	in.cfg.Events(&Event{
 		Time:     in.cfg.Now(),
 		Severity: sev,
-		Type:     events.TypeUpdate,
 		Step:     step,
 		Version:  version,
 		Reason:   reason,
@@ -414,12 +438,12 @@ func manifestFields(m *Manifest, s Slot, source string) map[string]any {
 
 // severityFor ranks rejections: signature-class failures are attack
 // indicators (critical); transport failures are warnings.
-func severityFor(reason string) events.Severity {
+func severityFor(reason string) Severity {
 	switch reason {
 	case "bad_signature", "untrusted_key", "revoked_key", "threshold", "weak_algorithm", "rollback", "hash_mismatch":
-		return events.SevCritical
+		return SevCritical
 	case "timeout", "truncated", "download_failed", "canceled", "interrupted", "no_bundle":
-		return events.SevWarning
+		return SevWarning
 	}
-	return events.SevError
+	return SevError
 }

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/update"
 	"github.com/otgw/otgw/update/updatetest"
 )
@@ -73,7 +72,7 @@ func TestInstallRebootCommit(t *testing.T) {
 		t.Fatalf("commit: %v", err)
 	}
 	ev := e.Events.Last("committed")
-	if ev == nil || ev.Version != "1.2.0" || ev.Type != events.TypeUpdate {
+	if ev == nil || ev.Version != "1.2.0" {
 		t.Fatalf("committed event %+v", ev)
 	}
 	st = e.State()
@@ -136,7 +135,7 @@ func TestAttackFailedHealthCheckRollsBack(t *testing.T) { // U17
 				t.Fatalf("commit: %v, want ErrHealthCheck", err)
 			}
 			ev := e.Events.Last("rolled_back")
-			if ev == nil || ev.Reason != "healthcheck" || ev.Version != "2.0.0" || ev.Severity != events.SevError {
+			if ev == nil || ev.Reason != "healthcheck" || ev.Version != "2.0.0" || ev.Severity != update.SevError {
 				t.Fatalf("rolled_back event %+v", ev)
 			}
 			if e.Events.Last("committed") != nil {

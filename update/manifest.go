@@ -121,7 +121,11 @@ func (mj *manifestJSON) validate() error {
 }
 
 // validVersion accepts MAJOR.MINOR.PATCH with 1-9 digit decimal parts
-// (no leading zeros), optionally followed by "-" and 1-32 of [0-9A-Za-z.].
+// (no leading zeros), optionally followed by "-" and a SemVer 2.0.0
+// pre-release of 1-32 bytes: dot-separated non-empty identifiers of
+// [0-9A-Za-z-], numeric ones without leading zeros. Build metadata ("+...")
+// is not accepted: it has no precedence, so two different bundles could not
+// be ordered.
 func validVersion(s string) bool {
 	_, ok := parseVersion(s)
 	return ok
@@ -139,9 +143,8 @@ func parseVersion(s string) (version, bool) {
 		if len(pre) == 0 || len(pre) > 32 {
 			return v, false
 		}
-		for i := 0; i < len(pre); i++ {
-			c := pre[i]
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '.') {
+		for _, id := range strings.Split(pre, ".") {
+			if !validPreID(id) {
 				return v, false
 			}
 		}
@@ -169,9 +172,35 @@ func parseVersion(s string) (version, bool) {
 	return v, true
 }
 
-// CompareVersions orders release versions: numerically by MAJOR, MINOR,
-// PATCH; a pre-release sorts before its release; pre-release tags compare
-// as strings. It returns -1, 0 or +1; an invalid version sorts first.
+// validPreID checks one pre-release identifier (SemVer 2.0.0 item 9).
+func validPreID(id string) bool {
+	if id == "" {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-') {
+			return false
+		}
+	}
+	return !isNumeric(id) || len(id) == 1 || id[0] != '0'
+}
+
+func isNumeric(id string) bool {
+	for i := 0; i < len(id); i++ {
+		if id[i] < '0' || id[i] > '9' {
+			return false
+		}
+	}
+	return id != ""
+}
+
+// CompareVersions orders release versions by SemVer 2.0.0 precedence (item
+// 11): numerically by MAJOR, MINOR, PATCH; a pre-release sorts before its
+// release; pre-release identifiers compare left to right, numeric ones
+// numerically (rc.9 < rc.10), alphanumeric ones in ASCII order, numeric
+// before alphanumeric, and a shorter list first when all else is equal.
+// It returns -1, 0 or +1; an invalid version sorts first.
 func CompareVersions(a, b string) int {
 	va, oka := parseVersion(a)
 	vb, okb := parseVersion(b)
@@ -199,5 +228,42 @@ func CompareVersions(a, b string) int {
 	case vb.pre == "":
 		return -1
 	}
-	return strings.Compare(va.pre, vb.pre)
+	return comparePre(va.pre, vb.pre)
+}
+
+func comparePre(a, b string) int {
+	ia, ib := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(ia) && i < len(ib); i++ {
+		x, y := ia[i], ib[i]
+		nx, ny := isNumeric(x), isNumeric(y)
+		switch {
+		case nx && ny:
+			// No leading zeros and at most 32 bytes: compare by length,
+			// then lexically, without overflow.
+			if len(x) != len(y) {
+				if len(x) < len(y) {
+					return -1
+				}
+				return 1
+			}
+			if c := strings.Compare(x, y); c != 0 {
+				return c
+			}
+		case nx:
+			return -1
+		case ny:
+			return 1
+		default:
+			if c := strings.Compare(x, y); c != 0 {
+				return c
+			}
+		}
+	}
+	switch {
+	case len(ia) < len(ib):
+		return -1
+	case len(ia) > len(ib):
+		return 1
+	}
+	return 0
 }

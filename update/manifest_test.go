@@ -90,10 +90,69 @@ func TestCompareVersions(t *testing.T) {
 		{"2.0.0-rc.1", "2.0.0", -1},
 		{"2.0.0-rc.2", "2.0.0-rc.1", 1},
 		{"bogus", "0.0.1", -1},
+		{"1.1.0-rc.10", "1.1.0-rc.9", 1}, // numeric identifiers compare as numbers
+		{"1.1.0-rc.9", "1.1.0-rc.10", -1},
+		{"1.0.0-2", "1.0.0-10", -1},
+		{"1.0.0-1", "1.0.0-a", -1},  // numeric before alphanumeric
+		{"1.0.0-a.b", "1.0.0-a", 1}, // more identifiers win when equal so far
+		{"1.0.0-x-y-z.1", "1.0.0-x-y-z.0", 1},
 	}
 	for _, tt := range tests {
 		if got := update.CompareVersions(tt.a, tt.b); got != tt.want {
 			t.Errorf("CompareVersions(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
+
+// TestSemVerPrecedence checks the two precedence chains given as examples
+// in SemVer 2.0.0 item 11, every pair in both directions.
+func TestSemVerPrecedence(t *testing.T) {
+	chains := []struct {
+		name  string
+		chain []string
+	}{
+		{"release", []string{"1.0.0", "2.0.0", "2.1.0", "2.1.1"}},
+		{"pre-release", []string{"1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta",
+			"1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0"}},
+	}
+	for _, c := range chains {
+		t.Run(c.name, func(t *testing.T) {
+			for i, a := range c.chain {
+				for j, b := range c.chain {
+					want := 0
+					switch {
+					case i < j:
+						want = -1
+					case i > j:
+						want = 1
+					}
+					if got := update.CompareVersions(a, b); got != want {
+						t.Errorf("CompareVersions(%q, %q) = %d, want %d", a, b, got, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestSemVerValidity: the spec's examples of valid and invalid versions
+// (items 2 and 9), and our own limits (no build metadata, no "v").
+func TestSemVerValidity(t *testing.T) {
+	tests := []struct {
+		v  string
+		ok bool
+	}{
+		{"1.0.0-alpha", true}, {"1.0.0-alpha.1", true}, {"1.0.0-0.3.7", true},
+		{"1.0.0-x.7.z.92", true}, {"1.0.0-x-y-z.--", true}, {"1.1.0-rc.10", true},
+		{"01.0.0", false}, {"1.0", false}, {"1.0.0-", false}, {"1.0.0-alpha..1", false},
+		{"1.0.0-01", false}, {"1.0.0-rc.01", false}, {"1.0.0+build.1", false}, {"v1.0.0", false},
+		{"1.0.0-alpha_1", false},
+	}
+	for _, tt := range tests {
+		m := &update.Manifest{Version: tt.v, Board: "sim", Arch: "amd64", Size: 1, Created: time.Unix(1, 0)}
+		_, err := m.MarshalCanonical()
+		if (err == nil) != tt.ok {
+			t.Errorf("version %q: err %v, want valid=%v", tt.v, err, tt.ok)
 		}
 	}
 }

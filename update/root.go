@@ -25,6 +25,10 @@ type Root struct {
 	Expires   time.Time // zero: never
 	keys      map[KeyID]ed25519.PublicKey
 	ids       []KeyID // sorted
+	// ts holds the timestamp role (TUF section 2.1.4): the keys and
+	// threshold that sign timestamp statements, and nothing else. nil
+	// when the root delegates no timestamp role.
+	ts *Root
 }
 
 type rootJSON struct {
@@ -32,7 +36,14 @@ type rootJSON struct {
 	Version   uint32    `json:"version"`
 	Threshold int       `json:"threshold"`
 	Keys      []keyJSON `json:"keys"`
+	Timestamp *roleJSON `json:"timestamp,omitempty"`
 	Expires   string    `json:"expires,omitempty"`
+}
+
+// roleJSON is a delegated role in a root: its own keys and threshold.
+type roleJSON struct {
+	Threshold int       `json:"threshold"`
+	Keys      []keyJSON `json:"keys"`
 }
 
 type keyJSON struct {
@@ -80,10 +91,42 @@ func (r *Root) KeyIDs() []KeyID { return append([]KeyID(nil), r.ids...) }
 // HasKey reports whether id is one of the root's keys.
 func (r *Root) HasKey(id KeyID) bool { _, ok := r.keys[id]; return ok }
 
-func (r *Root) canonical() []byte {
-	rj := rootJSON{Type: rootType, Version: r.Version, Threshold: r.Threshold, Expires: formatTime(r.Expires)}
+// WithTimestampKeys returns a copy of r that delegates the timestamp role
+// (signing timestamp statements, see Timestamp) to pubs with the given
+// threshold. Timestamp keys sign nothing else: a manifest or root signed by
+// them does not verify, so the online key that signs every day cannot sign
+// firmware.
+func (r *Root) WithTimestampKeys(threshold int, pubs ...ed25519.PublicKey) (*Root, error) {
+	ts, err := NewRoot(r.Version, threshold, time.Time{}, pubs...)
+	if err != nil {
+		return nil, fmt.Errorf("timestamp role: %w", err)
+	}
+	c := *r
+	c.ts = ts
+	return &c, nil
+}
+
+// TimestampKeyIDs returns the timestamp role's key ids and threshold, or
+// nil and 0 when the root delegates no timestamp role.
+func (r *Root) TimestampKeyIDs() ([]KeyID, int) {
+	if r.ts == nil {
+		return nil, 0
+	}
+	return r.ts.KeyIDs(), r.ts.Threshold
+}
+
+func (r *Root) keysJSON() []keyJSON {
+	var out []keyJSON
 	for _, id := range r.ids {
-		rj.Keys = append(rj.Keys, keyJSON{KeyID: string(id), Alg: "ed25519", Public: base64.StdEncoding.EncodeToString(r.keys[id])})
+		out = append(out, keyJSON{KeyID: string(id), Alg: "ed25519", Public: base64.StdEncoding.EncodeToString(r.keys[id])})
+	}
+	return out
+}
+
+func (r *Root) canonical() []byte {
+	rj := rootJSON{Type: rootType, Version: r.Version, Threshold: r.Threshold, Expires: formatTime(r.Expires), Keys: r.keysJSON()}
+	if r.ts != nil {
+		rj.Timestamp = &roleJSON{Threshold: r.ts.Threshold, Keys: r.ts.keysJSON()}
 	}
 	b, err := json.Marshal(&rj)
 	if err != nil {
@@ -132,32 +175,50 @@ func parseRootFile(b []byte) (*Root, envelope, error) {
 	if err != nil {
 		return nil, e, err
 	}
-	r := &Root{Version: rj.Version, Threshold: rj.Threshold, Expires: exp, keys: map[KeyID]ed25519.PublicKey{}}
-	for i, k := range rj.Keys {
-		if k.Alg != "ed25519" {
-			return nil, e, fmt.Errorf("%w: key %d algorithm %q (only ed25519)", ErrWeakAlgorithm, i, k.Alg)
-		}
-		pub, err := base64.StdEncoding.Strict().DecodeString(k.Public)
-		if err != nil || len(pub) != ed25519.PublicKeySize {
-			return nil, e, fmt.Errorf("%w: key %d: not a base64 ed25519 public key", ErrMalformed, i)
-		}
-		id := KeyIDOf(pub)
-		if string(id) != k.KeyID {
-			return nil, e, fmt.Errorf("%w: key %d: key id does not match the key", ErrMalformed, i)
-		}
-		if i > 0 && k.KeyID <= rj.Keys[i-1].KeyID {
-			return nil, e, fmt.Errorf("%w: keys not sorted by key id or listed twice", ErrMalformed)
-		}
-		r.keys[id] = pub
-		r.ids = append(r.ids, id)
-	}
-	if err := r.check(); err != nil {
+	r, err := parseRoleKeys(rj.Version, rj.Threshold, rj.Keys)
+	if err != nil {
 		return nil, e, err
+	}
+	r.Expires = exp
+	if rj.Timestamp != nil {
+		if len(rj.Timestamp.Keys) > MaxKeys {
+			return nil, e, fmt.Errorf("%w: timestamp role has %d keys, at most %d", ErrTooLarge, len(rj.Timestamp.Keys), MaxKeys)
+		}
+		if r.ts, err = parseRoleKeys(rj.Version, rj.Timestamp.Threshold, rj.Timestamp.Keys); err != nil {
+			return nil, e, fmt.Errorf("timestamp role: %w", err)
+		}
 	}
 	if !bytes.Equal(r.canonical(), e.Signed) {
 		return nil, e, fmt.Errorf("%w: root is not in canonical form", ErrMalformed)
 	}
 	return r, e, nil
+}
+
+// parseRoleKeys builds the key set of a root or of a delegated role.
+func parseRoleKeys(version uint32, threshold int, keys []keyJSON) (*Root, error) {
+	r := &Root{Version: version, Threshold: threshold, keys: map[KeyID]ed25519.PublicKey{}}
+	for i, k := range keys {
+		if k.Alg != "ed25519" {
+			return nil, fmt.Errorf("%w: key %d algorithm %q (only ed25519)", ErrWeakAlgorithm, i, k.Alg)
+		}
+		pub, err := base64.StdEncoding.Strict().DecodeString(k.Public)
+		if err != nil || len(pub) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("%w: key %d: not a base64 ed25519 public key", ErrMalformed, i)
+		}
+		id := KeyIDOf(pub)
+		if string(id) != k.KeyID {
+			return nil, fmt.Errorf("%w: key %d: key id does not match the key", ErrMalformed, i)
+		}
+		if i > 0 && k.KeyID <= keys[i-1].KeyID {
+			return nil, fmt.Errorf("%w: keys not sorted by key id or listed twice", ErrMalformed)
+		}
+		r.keys[id] = pub
+		r.ids = append(r.ids, id)
+	}
+	if err := r.check(); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // verify checks sigs over signed against the root's keys and threshold.
@@ -205,6 +266,44 @@ func (r *Root) verify(domain string, signed []byte, sigs []Signature, revoked ma
 type Trust struct {
 	root    *Root
 	revoked map[KeyID]bool
+	// anchor is the highest root version this device is known to have
+	// trusted (Installer sets it from its two anchors, see BOOT.md
+	// "Anchors"). While root.Version < anchor, nothing verifies: a
+	// rotated root file was removed, and the device must not fall back
+	// to an older root and its revoked keys.
+	anchor uint32
+	now    func() time.Time // time.Now when nil
+}
+
+// SetClock sets the clock used for root expiry in Rotate (time.Now by
+// default). The Installer sets it to Config.Now.
+func (t *Trust) SetClock(now func() time.Time) { t.now = now }
+
+func (t *Trust) clock() time.Time {
+	if t.now == nil {
+		return time.Now()
+	}
+	return t.now()
+}
+
+// Anchor returns the anchored root version (0 when none was set).
+func (t *Trust) Anchor() uint32 { return t.anchor }
+
+// SetAnchor records the highest root version the device has trusted.
+// A lower anchor than the current one is ignored: anchors only grow.
+func (t *Trust) SetAnchor(v uint32) {
+	if v > t.anchor {
+		t.anchor = v
+	}
+}
+
+// usable reports ErrRollback when the loaded chain stops below the anchor.
+func (t *Trust) usable() error {
+	if t.root.Version < t.anchor {
+		return fmt.Errorf("%w: trust root v%d is below the anchored v%d: %s is missing or was removed; "+
+			"restore it with `otgw fw rotate` (nothing verifies until then)", ErrRollback, t.root.Version, t.anchor, rootFileName(t.root.Version+1))
+	}
+	return nil
 }
 
 // NewTrust starts from the factory-provisioned root file. The root must be
@@ -231,9 +330,19 @@ func (t *Trust) Revoked(id KeyID) bool { return t.revoked[id] }
 // Rotate verifies a new root file and makes it current. As in TUF
 // (specification section 5.3), the new version must be exactly current+1
 // (no fast-forward), and the file must carry a threshold of signatures from
-// the current root and a threshold from the new root's own keys. Keys of the
-// old root that the new one drops are remembered as revoked.
+// the current root and a threshold from the new root's own keys. A root
+// that has already expired is refused (ErrExpired): rotating to it would
+// leave a device that verifies nothing, or, if its clock is wrong, trust
+// keys the publisher has retired. Keys of the old root that the new one
+// drops are remembered as revoked.
 func (t *Trust) Rotate(rootFile []byte) (*Root, error) {
+	return t.rotate(rootFile, true)
+}
+
+// rotate is Rotate; LoadTrust replays stored rotations without the expiry
+// check, since only the newest root's expiry matters (TUF 5.3.11), and an
+// intermediate root may well have expired since it was applied.
+func (t *Trust) rotate(rootFile []byte, checkExpiry bool) (*Root, error) {
 	r, e, err := parseRootFile(rootFile)
 	if err != nil {
 		return nil, fmt.Errorf("update: rotate root: %w", err)
@@ -249,6 +358,9 @@ func (t *Trust) Rotate(rootFile []byte) (*Root, error) {
 	}
 	if err := r.verify(domainRoot, e.Signed, e.Signatures, nil); err != nil {
 		return nil, fmt.Errorf("update: rotate root v%d: new root's threshold: %w", r.Version, err)
+	}
+	if now := t.clock(); checkExpiry && !r.Expires.IsZero() && !now.Before(r.Expires) {
+		return nil, fmt.Errorf("update: rotate root v%d: %w: it expired at %s (now %s)", r.Version, ErrExpired, formatTime(r.Expires), formatTime(now))
 	}
 	for _, id := range t.root.ids {
 		if !r.HasKey(id) {
@@ -278,14 +390,14 @@ func LoadTrust(factoryRoot []byte, dir string) (*Trust, error) {
 		return t, nil
 	}
 	for i := 0; i < 1000; i++ {
-		b, err := readCapped(filepath.Join(dir, rootFileName(t.root.Version+1)), MaxHeaderBytes+2)
+		b, err := ReadRootFile(filepath.Join(dir, rootFileName(t.root.Version+1)))
 		if errors.Is(err, os.ErrNotExist) {
 			return t, nil
 		}
 		if err != nil {
 			return nil, err
 		}
-		if _, err := t.Rotate(b); err != nil {
+		if _, err := t.rotate(b, false); err != nil {
 			return nil, err
 		}
 	}
@@ -296,7 +408,7 @@ func LoadTrust(factoryRoot []byte, dir string) (*Trust, error) {
 // LoadTrust finds it. The file is written with a temporary name, synced
 // and renamed.
 func (t *Trust) RotateAndSave(rootFile []byte, dir string) (*Root, error) {
-	probe := &Trust{root: t.root, revoked: map[KeyID]bool{}}
+	probe := &Trust{root: t.root, revoked: map[KeyID]bool{}, anchor: t.anchor, now: t.now}
 	for k, v := range t.revoked {
 		probe.revoked[k] = v
 	}
@@ -314,7 +426,20 @@ func (t *Trust) RotateAndSave(rootFile []byte, dir string) (*Root, error) {
 	return r, nil
 }
 
-// readCapped reads a whole file of at most max-1 bytes.
+// MaxRootFileBytes caps a root file: the envelope (MaxHeaderBytes) and one
+// trailing newline. ReadRootFile reads at most one byte more than this.
+const MaxRootFileBytes = MaxHeaderBytes + 1
+
+// ReadRootFile reads a root file (or any signed metadata file) of at most
+// MaxRootFileBytes from path. It reads at most MaxRootFileBytes+1 bytes
+// whatever the file's size, so a huge or endless file (a FIFO, /dev/zero)
+// costs no more than that; a longer file is ErrTooLarge.
+func ReadRootFile(path string) ([]byte, error) {
+	return readCapped(path, MaxRootFileBytes+1)
+}
+
+// readCapped reads a whole file of at most max-1 bytes, reading at most max
+// bytes.
 func readCapped(path string, max int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -1,7 +1,6 @@
 package update
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -49,23 +48,7 @@ func NewSimBoard(dir string) (*SimBoard, error) {
 // Provision writes a factory image to slot A and an initial boot state
 // (both copies) with A committed at version and svn.
 func (b *SimBoard) Provision(image []byte, version string, svn uint32) error {
-	w, err := b.Create(SlotA)
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(image); err != nil {
-		w.Abort()
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	_, sum, _ := HashPayload(bytes.NewReader(image))
-	st := InitialBootState(SlotInfo{Version: version, SVN: svn, Size: int64(len(image)), SHA256: sum})
-	if err := b.Store(&st); err != nil {
-		return err
-	}
-	return b.Store(&st)
+	return Provision(b, b, image, version, svn)
 }
 
 // Reboot simulates a power cycle: the bootloader's selection (Boot) runs

@@ -14,8 +14,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/otgw/otgw/gateway/events"
 )
 
 // BundleExt is the file name extension of bundles in a directory source.
@@ -38,7 +36,7 @@ func (in *Installer) InstallFrom(ctx context.Context, src string) (*Manifest, er
 	defer g.stop()
 	rc, name, err := in.open(ctx, src)
 	if err != nil {
-		in.emit(events.SevNotice, "started", "", "", "firmware update started from "+src, map[string]any{"source": src})
+		in.emit(SevNotice, "started", "", "", "firmware update started from "+src, map[string]any{"source": src})
 		in.reject(nil, src, err)
 		return nil, err
 	}

@@ -21,6 +21,8 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: otgw check POLICY...")
 		fmt.Fprintln(stderr, "Validates policy files; exit 0 when all are valid, 1 with one FILE:LINE:COL: line per problem.")
+		fmt.Fprintf(stderr, "Limits: %d bytes (4 MiB), %d values, %d entries a list, %d ranges a value, nesting %d.\n",
+			rules.MaxPolicyBytes, rules.MaxPolicyValues, rules.MaxListLen, rules.MaxRanges, rules.MaxPolicyDepth)
 		fmt.Fprintln(stderr, "\nRate detections (policy key detections: NAME: off | {count: N, window: D}); defaults:")
 		for d := rules.Detector(0); d < rules.NumDetectors; d++ {
 			th := rules.DefaultThresholds[d]

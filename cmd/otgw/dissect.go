@@ -33,7 +33,8 @@ func cmdDissect(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "one JSON object per PDU (fields as in DESIGN.md)")
 	ports := portFlags(dissect.DefaultPorts())
-	fs.Var(ports, "port", "also dissect `proto=N` (modbus, dnp3, opcua) on server port N; repeatable")
+	fs.Var(ports, "port", "also dissect `proto=N` (modbus, dnp3, opcua) on server port N; repeatable (on other ports protocols are recognised by content)")
+	portsOnly := fs.Bool("ports-only", false, "recognise protocols by port only (standard ports and --port), not by content")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: otgw dissect [--json] [--port proto=N]... CAPTURE...")
 		fs.PrintDefaults()
@@ -54,7 +55,7 @@ func cmdDissect(args []string, stdout, stderr io.Writer) int {
 	}
 	code := 0
 	for _, path := range fs.Args() {
-		st, err := dissect.Run(path, dissect.Options{Ports: ports}, func(p *dissect.PDU) error {
+		st, err := dissect.Run(path, dissect.Options{Ports: ports, PortsOnly: *portsOnly}, func(p *dissect.PDU) error {
 			if *asJSON {
 				b, err := p.JSON()
 				if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -17,7 +18,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/board"
+	"github.com/otgw/otgw/gateway/daemon"
 	"github.com/otgw/otgw/update"
 )
 
@@ -39,7 +41,9 @@ var fwCommands = map[string]struct {
 	"commit":    {"mark the running trial slot good (after your own checks)", fwCommit},
 	"rollback":  {"abandon the trial slot, or switch back to the other committed slot", fwRollback},
 	"rotate":    {"install a new trust root signed by the current root's threshold", fwRotate},
-	"provision": {"sim board: write a factory image to slot A and a fresh boot state", fwProvision},
+	"timestamp": {"sign a freshness statement (latest release, short expiry) with the timestamp key", fwTimestamp},
+	"refresh":   {"fetch and accept a timestamp statement from a file or http(s) URL", fwRefresh},
+	"provision": {"write a factory image to slot A and a fresh boot state (factory/test use)", fwProvision},
 	"reboot":    {"sim board: run the bootloader's slot selection, as a power cycle would", fwReboot},
 }
 
@@ -109,41 +113,96 @@ func fwUsage(stderr io.Writer, format string, a ...any) int {
 // device flags shared by the commands that touch slots.
 type fwDevice struct {
 	board, state, slots, arch, root string
+	slotA, slotB, env               string
 }
 
 func (d *fwDevice) register(fs *flag.FlagSet, withTrust bool) {
-	fs.StringVar(&d.board, "board", "", "board profile (required; this build drives slots of the \"sim\" board)")
-	fs.StringVar(&d.state, "state", "", "state directory of the sim board (slots and boot state)")
+	fs.StringVar(&d.board, "board", "", "board profile (required): its slots (kind, a, b, env, state) choose the slot driver")
+	fs.StringVar(&d.state, "state", "", "state directory (default: the profile's slots.state): trust/, anchor, timestamp.json, lock; sim: also slots and boot state")
 	fs.StringVar(&d.slots, "slots", "", "same as --state")
+	fs.StringVar(&d.slotA, "slot-a", "", "override the profile's slot A partition (block device or file)")
+	fs.StringVar(&d.slotB, "slot-b", "", "override the profile's slot B partition")
+	fs.StringVar(&d.env, "env", "", "override the profile's bootloader environment (grub: grubenv; uboot: fw_env.config)")
 	fs.StringVar(&d.arch, "arch", runtime.GOARCH, "this device's architecture")
 	if withTrust {
 		fs.StringVar(&d.root, "root", "", "factory trust root file (root.json); rotations are read from STATE/trust")
 	}
 }
 
-func (d *fwDevice) open() (*update.SimBoard, error) {
-	dir := d.state
-	if dir == "" {
-		dir = d.slots
-	}
-	switch {
-	case d.board == "":
-		return nil, errors.New("--board is required")
-	case d.board != "sim":
-		return nil, fmt.Errorf("board %q: this build has no slot driver for it (only \"sim\"); see update/BOOT.md", d.board)
-	case dir == "":
-		return nil, errors.New("--state DIR (or --slots DIR) is required for the sim board")
-	}
-	return update.NewSimBoard(dir)
+// fwBoard is an opened device: its slots and bootloader, chosen by the
+// board profile's slots.kind, and its state directory.
+type fwBoard struct {
+	Dir   string
+	Slots update.Slots
+	Boot  update.Bootloader
+	sim   *update.SimBoard // the sim board, which can also play the bootloader
 }
 
-func (d *fwDevice) trustDir(b *update.SimBoard) string { return filepath.Join(b.Dir, "trust") }
+// Load returns the boot state.
+func (b *fwBoard) Load() (update.BootState, error) { return b.Boot.Load() }
 
-func (d *fwDevice) trust(b *update.SimBoard) (*update.Trust, error) {
+func (d *fwDevice) open() (*fwBoard, error) {
+	if d.board == "" {
+		return nil, errors.New("--board is required")
+	}
+	p, err := board.Lookup(d.board)
+	if err != nil {
+		return nil, err
+	}
+	dir := cmp.Or(d.state, d.slots, p.Slots.State, "/var/lib/otgw")
+	pick := func(flag, profile string) string { return cmp.Or(flag, profile) }
+	switch p.Slots.Kind {
+	case board.SlotFile:
+		sb, err := update.NewSimBoard(dir)
+		if err != nil {
+			return nil, err
+		}
+		return &fwBoard{Dir: dir, Slots: sb, Boot: sb, sim: sb}, nil
+	case board.SlotGRUB, board.SlotUBoot:
+		slots := update.PartitionSlots{A: pick(d.slotA, p.Slots.A), B: pick(d.slotB, p.Slots.B)}
+		env := pick(d.env, p.Slots.Env)
+		for _, f := range []string{slots.A, slots.B, env} {
+			if _, err := os.Stat(f); err != nil {
+				return nil, fmt.Errorf("board %s (%s slots): %w", p.Name, p.Slots.Kind, err)
+			}
+		}
+		var bl update.Bootloader
+		if p.Slots.Kind == board.SlotGRUB {
+			bl, err = update.NewGRUBBoot(env)
+		} else {
+			bl, err = update.NewUBootBoot(env)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &fwBoard{Dir: dir, Slots: slots, Boot: bl}, nil
+	}
+	return nil, fmt.Errorf("board %s: slots kind %q has no driver", p.Name, p.Slots.Kind)
+}
+
+// fwLock takes the state directory's lock for a command that changes the
+// device (install, commit, rollback, rotate, provision, reboot), so two of
+// them never interleave their boot state writes. A second command is
+// refused at once rather than queued: an operator should see that an
+// install is running. Only the running gateway's short critical sections
+// (boot report, trial commit, freshness) are waited for, up to 15 s.
+func fwLock(name, dir string, stderr io.Writer) (*update.StateLock, int) {
+	l, err := update.LockStateWait(dir)
+	if err != nil {
+		return nil, fwFail(stderr, "%s: REFUSED reason=%s: %v", name, update.Reason(err), err)
+	}
+	return l, 0
+}
+
+func (d *fwDevice) trustDir(b *fwBoard) string {
+	return filepath.Join(b.Dir, update.TrustDirName)
+}
+
+func (d *fwDevice) trust(b *fwBoard) (*update.Trust, error) {
 	if d.root == "" {
 		return nil, errors.New("--root FILE is required")
 	}
-	rb, err := os.ReadFile(d.root)
+	rb, err := update.ReadRootFile(d.root)
 	if err != nil {
 		return nil, err
 	}
@@ -152,8 +211,8 @@ func (d *fwDevice) trust(b *update.SimBoard) (*update.Trust, error) {
 
 // fwEventPrinter prints update events, one line each, as an operator sees
 // them; the gateway sends the same events to the SOC.
-func fwEventPrinter(w io.Writer) events.Sink {
-	return events.SinkFunc(func(e *events.Event) {
+func fwEventPrinter(w io.Writer) update.EventFunc {
+	return func(e *update.Event) {
 		fmt.Fprintf(w, "event: update step=%s severity=%s", e.Step, e.Severity)
 		if e.Version != "" {
 			fmt.Fprintf(w, " version=%s", e.Version)
@@ -162,12 +221,12 @@ func fwEventPrinter(w io.Writer) events.Sink {
 			fmt.Fprintf(w, " reason=%s", e.Reason)
 		}
 		fmt.Fprintf(w, " msg=%q\n", e.Message)
-	})
+	}
 }
 
-func (d *fwDevice) installer(b *update.SimBoard, tr *update.Trust, stderr io.Writer, mod func(*update.Config)) (*update.Installer, error) {
+func (d *fwDevice) installer(b *fwBoard, tr *update.Trust, stderr io.Writer, mod func(*update.Config)) (*update.Installer, error) {
 	cfg := update.Config{
-		Trust: tr, Board: d.board, Arch: d.arch, Slots: b, Boot: b,
+		Trust: tr, Board: d.board, Arch: d.arch, Slots: b.Slots, Boot: b.Boot, StateDir: b.Dir,
 		Events: fwEventPrinter(stderr),
 		Logger: slog.New(slog.DiscardHandler),
 	}
@@ -224,10 +283,19 @@ func fwReadSigners(paths []string) ([]*update.Signer, error) {
 	return out, nil
 }
 
-// fwParseExpiry accepts "" (never), a duration from now ("8760h"), or an
+// Default expiries, as TUF suggests for its roles: metadata that never
+// expires lets an attacker replay it forever (freeze), so release metadata
+// expires unless the signer says "never".
+const (
+	fwRootExpiry      = "8760h" // a year
+	fwManifestExpiry  = "4380h" // half a year: a bundle on a shelf must be re-signed
+	fwTimestampExpiry = "24h"
+)
+
+// fwParseExpiry accepts "never", a duration from now ("8760h"), or an
 // RFC 3339 time.
 func fwParseExpiry(s string, now time.Time) (time.Time, error) {
-	if s == "" {
+	if s == "never" {
 		return time.Time{}, nil
 	}
 	if d, err := time.ParseDuration(s); err == nil {
@@ -240,13 +308,31 @@ func fwParseExpiry(s string, now time.Time) (time.Time, error) {
 	return t.UTC().Truncate(time.Second), nil
 }
 
+func fwReadPubs(paths []string) ([]ed25519.PublicKey, error) {
+	var pks []ed25519.PublicKey
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		pk, err := update.ParsePublicKeyPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		pks = append(pks, pk)
+	}
+	return pks, nil
+}
+
 func fwRoot(args []string, stdout, stderr io.Writer) int {
 	fs := fwFlags("root", stderr)
 	var pubs, keys fwMulti
 	version := fs.Uint("version", 1, "root version (a rotation is current+1)")
 	threshold := fs.Int("threshold", 1, "signatures required (m of n)")
-	expires := fs.String("expires", "", "expiry: duration from now or RFC 3339 (default: never)")
+	expires := fs.String("expires", fwRootExpiry, "expiry: duration from now, RFC 3339, or never")
 	out := fs.String("out", "", "output root file")
+	var tsPubs fwMulti
+	fs.Var(&tsPubs, "timestamp-pub", "public key file of a timestamp key (repeat): delegates the timestamp role (threshold 1)")
 	fs.Var(&pubs, "pub", "public key file of a root key (repeat)")
 	fs.Var(&keys, "key", "private key that signs this root (repeat; for a rotation: the old root's threshold and the new one's)")
 	if _, ok := fwParse(fs, args); !ok {
@@ -259,17 +345,9 @@ func fwRoot(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fwUsage(stderr, "root: %v", err)
 	}
-	var pks []ed25519.PublicKey
-	for _, p := range pubs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return fwFail(stderr, "root: %v", err)
-		}
-		pk, err := update.ParsePublicKeyPEM(b)
-		if err != nil {
-			return fwFail(stderr, "root: %s: %v", p, err)
-		}
-		pks = append(pks, pk)
+	pks, err := fwReadPubs(pubs)
+	if err != nil {
+		return fwFail(stderr, "root: %v", err)
 	}
 	signers, err := fwReadSigners(keys)
 	if err != nil {
@@ -281,6 +359,15 @@ func fwRoot(args []string, stdout, stderr io.Writer) int {
 	r, err := update.NewRoot(uint32(*version), *threshold, exp, pks...)
 	if err != nil {
 		return fwFail(stderr, "root: %v", err)
+	}
+	if len(tsPubs) > 0 {
+		tks, err := fwReadPubs(tsPubs)
+		if err != nil {
+			return fwFail(stderr, "root: %v", err)
+		}
+		if r, err = r.WithTimestampKeys(1, tks...); err != nil {
+			return fwFail(stderr, "root: %v", err)
+		}
 	}
 	if err := os.WriteFile(*out, append(update.SignRoot(r, signers...), '\n'), 0o644); err != nil {
 		return fwFail(stderr, "root: %v", err)
@@ -297,7 +384,7 @@ func fwSign(args []string, stdout, stderr io.Writer) int {
 	svn := fs.Uint("svn", 0, "security version number (raise it to retire vulnerable releases)")
 	board := fs.String("board", "", "board profile the image is for")
 	arch := fs.String("arch", "", "architecture the image is for (amd64, arm64, arm)")
-	expires := fs.String("expires", "", "manifest expiry: duration from now or RFC 3339 (default: never)")
+	expires := fs.String("expires", fwManifestExpiry, "manifest expiry: duration from now, RFC 3339, or never")
 	out := fs.String("out", "", "output bundle file (.otgw)")
 	pos, ok := fwParse(fs, args)
 	if !ok {
@@ -364,7 +451,7 @@ func fwVerify(args []string, stdout, stderr io.Writer) int {
 	if len(pos) != 1 || *root == "" {
 		return fwUsage(stderr, "verify: usage: otgw fw verify --root ROOT [--board B --arch A] BUNDLE")
 	}
-	rb, err := os.ReadFile(*root)
+	rb, err := update.ReadRootFile(*root)
 	if err != nil {
 		return fwFail(stderr, "verify: %v", err)
 	}
@@ -414,12 +501,17 @@ func fwInstall(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if len(pos) != 1 || *tries == 0 || *tries > 255 {
-		return fwUsage(stderr, "install: usage: otgw fw install --root ROOT --board sim --state DIR SOURCE (file, directory or http(s) URL)")
+		return fwUsage(stderr, "install: usage: otgw fw install --root ROOT --board B [--state DIR] SOURCE (file, directory or http(s) URL)")
 	}
 	b, err := d.open()
 	if err != nil {
 		return fwUsage(stderr, "install: %v", err)
 	}
+	lock, rc := fwLock("install", b.Dir, stderr)
+	if rc != 0 {
+		return rc
+	}
+	defer lock.Unlock()
 	tr, err := d.trust(b)
 	if err != nil {
 		return fwFail(stderr, "install: %v", err)
@@ -450,6 +542,19 @@ type fwStatusJSON struct {
 	SVN       uint32       `json:"svn_counter"`
 	Fallback  string       `json:"last_fallback"`
 	Slots     []fwSlotJSON `json:"slots"`
+	// Freshness is present when --root is given.
+	Freshness *fwFreshJSON `json:"freshness,omitempty"`
+}
+
+type fwFreshJSON struct {
+	Configured bool   `json:"configured"`
+	Stale      bool   `json:"stale"`
+	Reason     string `json:"reason,omitempty"`
+	Behind     bool   `json:"update_available"`
+	Latest     string `json:"latest,omitempty"`
+	LatestSVN  uint32 `json:"latest_svn,omitempty"`
+	Version    uint64 `json:"timestamp_version,omitempty"`
+	Expires    string `json:"expires,omitempty"`
 }
 
 type fwSlotJSON struct {
@@ -465,7 +570,7 @@ type fwSlotJSON struct {
 func fwStatus(args []string, stdout, stderr io.Writer) int {
 	fs := fwFlags("status", stderr)
 	var d fwDevice
-	d.register(fs, false)
+	d.register(fs, true)
 	asJSON := fs.Bool("json", false, "JSON output")
 	if _, ok := fwParse(fs, args); !ok {
 		return 2
@@ -489,6 +594,13 @@ func fwStatus(args []string, stdout, stderr io.Writer) int {
 		}
 		s.Slots = append(s.Slots, j)
 	}
+	if d.root != "" {
+		f, err := fwFreshness(&d, b, stderr)
+		if err != nil {
+			return fwFail(stderr, "status: %v", err)
+		}
+		s.Freshness = f
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -502,10 +614,120 @@ func fwStatus(args []string, stdout, stderr io.Writer) int {
 	for _, j := range s.Slots {
 		fmt.Fprintf(stdout, "  slot %s: %-7s version %-12s svn %-4d size %-10d bootable %v\n", j.Slot, j.State, j.Version, j.SVN, j.Size, j.Bootable)
 	}
+	switch f := s.Freshness; {
+	case f == nil:
+	case !f.Configured:
+		fmt.Fprintln(stdout, "freshness: not configured (the trust root delegates no timestamp role)")
+	case f.Stale:
+		fmt.Fprintf(stdout, "freshness: STALE (%s): updates may be withheld; run otgw fw refresh\n", f.Reason)
+	default:
+		fmt.Fprintf(stdout, "freshness: fresh until %s; latest release %s (svn %d)%s\n", f.Expires, f.Latest, f.LatestSVN,
+			map[bool]string{true: ", update available", false: ""}[f.Behind])
+	}
 	return 0
 }
 
-func fwDeviceOnly(name string, args []string, stderr io.Writer, withTrust bool) (*fwDevice, *update.SimBoard, []string, int) {
+// fwFreshness judges the stored timestamp statement. It needs the state
+// lock (it may repair anchors); while another command holds it, freshness
+// is reported as unknown rather than waiting.
+func fwFreshness(d *fwDevice, b *fwBoard, stderr io.Writer) (*fwFreshJSON, error) {
+	lock, err := update.LockState(b.Dir)
+	if errors.Is(err, update.ErrBusy) {
+		return &fwFreshJSON{Configured: true, Reason: "busy"}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	tr, err := d.trust(b)
+	if err != nil {
+		return nil, err
+	}
+	in, err := d.installer(b, tr, stderr, nil)
+	if err != nil {
+		return nil, err
+	}
+	f, err := in.Freshness()
+	if err != nil {
+		return nil, err
+	}
+	j := &fwFreshJSON{Configured: f.Configured, Stale: f.Stale, Reason: f.Reason, Behind: f.Behind}
+	if ts := f.Timestamp; ts != nil {
+		j.Latest, j.LatestSVN, j.Version, j.Expires = ts.Latest, ts.SVN, ts.Version, ts.Expires.UTC().Format(time.RFC3339)
+	}
+	return j, nil
+}
+
+func fwTimestamp(args []string, stdout, stderr io.Writer) int {
+	fs := fwFlags("timestamp", stderr)
+	var keys fwMulti
+	fs.Var(&keys, "key", "timestamp private key (repeat)")
+	board := fs.String("board", "", "board profile the statement is for")
+	latest := fs.String("latest", "", "newest release version for the board")
+	svn := fs.Uint("svn", 0, "security version of that release")
+	seq := fs.Uint64("version", 0, "statement sequence number, must grow (default: now as Unix seconds)")
+	expires := fs.String("expires", fwTimestampExpiry, "expiry: duration from now or RFC 3339 (a statement always expires)")
+	out := fs.String("out", "", "output file (serve it from any HTTP server)")
+	if _, ok := fwParse(fs, args); !ok {
+		return 2
+	}
+	if *out == "" || len(keys) == 0 || *board == "" || *latest == "" || *svn > 1<<32-1 || *expires == "never" {
+		return fwUsage(stderr, "timestamp: usage: otgw fw timestamp --key K --board B --latest V --svn N [--version SEQ] [--expires 24h] --out F")
+	}
+	now := time.Now()
+	exp, err := fwParseExpiry(*expires, now)
+	if err != nil {
+		return fwUsage(stderr, "timestamp: %v", err)
+	}
+	if *seq == 0 {
+		*seq = uint64(now.Unix())
+	}
+	signers, err := fwReadSigners(keys)
+	if err != nil {
+		return fwFail(stderr, "timestamp: %v", err)
+	}
+	ts := &update.Timestamp{Version: *seq, Board: *board, Latest: *latest, SVN: uint32(*svn), Expires: exp}
+	b, err := update.SignTimestamp(ts, signers...)
+	if err != nil {
+		return fwFail(stderr, "timestamp: %v", err)
+	}
+	if err := os.WriteFile(*out, append(b, '\n'), 0o644); err != nil {
+		return fwFail(stderr, "timestamp: %v", err)
+	}
+	fmt.Fprintf(stdout, "timestamp v%d: board %s latest %s svn %d, expires %s -> %s\n", ts.Version, ts.Board, ts.Latest, ts.SVN, exp.Format(time.RFC3339), *out)
+	return 0
+}
+
+func fwRefresh(args []string, stdout, stderr io.Writer) int {
+	d, b, pos, rc := fwDeviceOnly("refresh", args, stderr, true)
+	if rc != 0 {
+		return rc
+	}
+	if len(pos) != 1 {
+		return fwUsage(stderr, "refresh: usage: otgw fw refresh --root ROOT --board B --state DIR SOURCE (file or http(s) URL)")
+	}
+	lock, rc := fwLock("refresh", b.Dir, stderr)
+	if rc != 0 {
+		return rc
+	}
+	defer lock.Unlock()
+	tr, err := d.trust(b)
+	if err != nil {
+		return fwFail(stderr, "refresh: %v", err)
+	}
+	in, err := d.installer(b, tr, stderr, nil)
+	if err != nil {
+		return fwFail(stderr, "refresh: %v", err)
+	}
+	ts, err := in.RefreshFrom(context.Background(), pos[0])
+	if err != nil {
+		return fwFail(stderr, "refresh: REJECTED reason=%s: %v", update.Reason(err), err)
+	}
+	fmt.Fprintf(stdout, "timestamp v%d accepted: latest %s (svn %d), fresh until %s\n", ts.Version, ts.Latest, ts.SVN, ts.Expires.Format(time.RFC3339))
+	return 0
+}
+
+func fwDeviceOnly(name string, args []string, stderr io.Writer, withTrust bool) (*fwDevice, *fwBoard, []string, int) {
 	fs := fwFlags(name, stderr)
 	var d fwDevice
 	d.register(fs, withTrust)
@@ -525,6 +747,11 @@ func fwCommit(args []string, stdout, stderr io.Writer) int {
 	if rc != 0 {
 		return rc
 	}
+	lock, rc := fwLock("commit", b.Dir, stderr)
+	if rc != 0 {
+		return rc
+	}
+	defer lock.Unlock()
 	in, err := d.installer(b, nil, stderr, nil)
 	if err != nil {
 		return fwFail(stderr, "commit: %v", err)
@@ -545,6 +772,11 @@ func fwRollback(args []string, stdout, stderr io.Writer) int {
 	if rc != 0 {
 		return rc
 	}
+	lock, rc := fwLock("rollback", b.Dir, stderr)
+	if rc != 0 {
+		return rc
+	}
+	defer lock.Unlock()
 	in, err := d.installer(b, nil, stderr, nil)
 	if err != nil {
 		return fwFail(stderr, "rollback: %v", err)
@@ -562,16 +794,23 @@ func fwRotate(args []string, stdout, stderr io.Writer) int {
 	if rc != 0 {
 		return rc
 	}
+	lock, rc := fwLock("rotate", b.Dir, stderr)
+	if rc != 0 {
+		return rc
+	}
+	defer lock.Unlock()
 	if len(pos) != 1 {
-		return fwUsage(stderr, "rotate: usage: otgw fw rotate --root ROOT --board sim --state DIR NEW-ROOT")
+		return fwUsage(stderr, "rotate: usage: otgw fw rotate --root ROOT --board B [--state DIR] NEW-ROOT")
 	}
 	tr, err := d.trust(b)
 	if err != nil {
 		return fwFail(stderr, "rotate: %v", err)
 	}
-	nb, err := os.ReadFile(pos[0])
+	// At most update.MaxRootFileBytes+1 bytes are read, whatever the
+	// offered file's size (FORMAT.md "Limits").
+	nb, err := update.ReadRootFile(pos[0])
 	if err != nil {
-		return fwFail(stderr, "rotate: %v", err)
+		return fwFail(stderr, "rotate: REJECTED reason=%s: %v", update.Reason(err), err)
 	}
 	in, err := d.installer(b, tr, stderr, nil)
 	if err != nil {
@@ -596,12 +835,17 @@ func fwProvision(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if len(pos) != 1 || *version == "" || *svn > 1<<32-1 {
-		return fwUsage(stderr, "provision: usage: otgw fw provision --board sim --state DIR --version V [--svn N] IMAGE")
+		return fwUsage(stderr, "provision: usage: otgw fw provision --board B [--state DIR] --version V [--svn N] IMAGE")
 	}
 	b, err := d.open()
 	if err != nil {
 		return fwUsage(stderr, "provision: %v", err)
 	}
+	lock, rc := fwLock("provision", b.Dir, stderr)
+	if rc != 0 {
+		return rc
+	}
+	defer lock.Unlock()
 	if _, err := b.Load(); err == nil {
 		return fwFail(stderr, "provision: %s already holds a boot state; refusing to overwrite it", b.Dir)
 	}
@@ -609,7 +853,7 @@ func fwProvision(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fwFail(stderr, "provision: %v", err)
 	}
-	if err := b.Provision(img, *version, uint32(*svn)); err != nil {
+	if err := update.Provision(b.Slots, b.Boot, img, *version, uint32(*svn)); err != nil {
 		return fwFail(stderr, "provision: %v", err)
 	}
 	fmt.Fprintf(stdout, "provisioned %s: slot A = %s (svn %d, %d bytes)\n", b.Dir, *version, *svn, len(img))
@@ -621,7 +865,15 @@ func fwReboot(args []string, stdout, stderr io.Writer) int {
 	if rc != 0 {
 		return rc
 	}
-	s, err := b.Reboot()
+	lock, rc := fwLock("reboot", b.Dir, stderr)
+	if rc != 0 {
+		return rc
+	}
+	defer lock.Unlock()
+	if b.sim == nil {
+		return fwUsage(stderr, "reboot: board %s has a real bootloader: reboot the machine (fw reboot only plays the sim board's bootloader)", d.board)
+	}
+	s, err := b.sim.Reboot()
 	if err != nil {
 		return fwFail(stderr, "reboot: %v", err)
 	}
@@ -639,4 +891,47 @@ func fwReboot(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "booted slot %v (%s)%s\n", s, st.Slots[s].Version, trial)
 	return 0
+}
+
+// fwRunUpdate is `otgw run`'s firmware supervision (daemon.UpdateConfig)
+// for the board named boardName ("" detects it), its state directory
+// (default: the profile's) and factory trust root: update events go to the
+// gateway's event pipeline, the state lock is taken around start-up
+// reporting and commit, and a trial slot is committed after period. On a
+// failed trial Run returns daemon.ErrTrialFailed and `otgw run` exits 1:
+// the image's init reboots, and the bootloader starts the previous slot.
+func fwRunUpdate(boardName, state, root, arch string, period time.Duration, timestamp string, logger *slog.Logger) *daemon.UpdateConfig {
+	d := &fwDevice{board: boardName, state: state, root: root, arch: arch}
+	var dir string
+	return &daemon.UpdateConfig{
+		Period:          period,
+		TimestampSource: timestamp,
+		NewInstaller: func(onEvent update.EventFunc) (*update.Installer, error) {
+			if d.board == "" {
+				p, err := board.Detect("/")
+				if err != nil {
+					return nil, err
+				}
+				d.board = p.Name
+			}
+			b, err := d.open()
+			if err != nil {
+				return nil, err
+			}
+			dir = b.Dir
+			tr, err := d.trust(b)
+			if err != nil {
+				return nil, err
+			}
+			return update.NewInstaller(update.Config{Trust: tr, Board: d.board, Arch: d.arch, Slots: b.Slots, Boot: b.Boot,
+				StateDir: b.Dir, Events: onEvent, Logger: logger})
+		},
+		Lock: func() (func(), error) {
+			l, err := update.LockStateAs(dir, "run")
+			if err != nil {
+				return nil, err
+			}
+			return l.Unlock, nil
+		},
+	}
 }

@@ -165,7 +165,8 @@ func TestFWUsageErrors(t *testing.T) {
 		{"no subcommand", []string{"fw"}, 2},
 		{"unknown subcommand", []string{"fw", "frobnicate"}, 2},
 		{"install without board", []string{"fw", "install", "--root", "r", "x.otgw"}, 2},
-		{"install on unsupported board", []string{"fw", "install", "--board", "x86-generic", "--state", "d", "--root", "r", "x.otgw"}, 2},
+		{"install on a board without its partitions", []string{"fw", "install", "--board", "x86-generic", "--state", "d", "--root", "r", "x.otgw"}, 2},
+		{"install on an unknown board", []string{"fw", "install", "--board", "vax", "--state", "d", "--root", "r", "x.otgw"}, 2},
 		{"sign without key", []string{"fw", "sign", "--version", "1.0.0", "--board", "sim", "--arch", "amd64", "--out", "o", "in"}, 2},
 	}
 	for _, tt := range tests {

@@ -125,6 +125,9 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "otgw replay: %v\n", err)
 		return 1
 	}
+	for _, d := range rep.CaptureDamage {
+		fmt.Fprintf(stderr, "otgw replay: warning: %s\n", d)
+	}
 	if !*jsonOut {
 		if err := rep.WriteSummary(bw); err != nil {
 			fmt.Fprintf(stderr, "otgw replay: %v\n", err)

@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/otgw/otgw/gateway/daemon"
 	"github.com/otgw/otgw/hal"
@@ -27,6 +30,12 @@ func init() {
 }
 
 func runGateway(args []string, _, stderr io.Writer) int {
+	// SIGHUP means "reload the policy", never "terminate": subscribe before
+	// anything else, so one that arrives during start-up waits for the
+	// policy watcher instead of ending the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -48,6 +57,10 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxFlows, "max-flows", 0, "flow table size (default: the engine's)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&ioMode, "io", "", "port I/O: ring (TPACKET_V2 mmap rings) or mmsg (recvmmsg/sendmmsg); default ring, falling back to mmsg where rings are unavailable")
+	fwRoot := fs.String("fw-root", "", "factory firmware trust root: report the last boot, health-check a trial firmware slot and commit it after --trial-period (update/BOOT.md)")
+	fwState := fs.String("fw-state", "", "firmware state directory (default: the board profile's slots.state)")
+	fwTimestamp := fs.String("fw-timestamp", "", "file or http(s) URL of the signed timestamp statement, fetched hourly; a stale one raises an update event")
+	trialPeriod := fs.Duration("trial-period", time.Minute, "how long trial firmware must stay healthy (policy, both ports up, watchdog fed) before it is committed")
 	fs.DurationVar(&cfg.SpinRead, "spin-read", 0, "ring only: poll an empty ring this long before sleeping (costs that much CPU after every burst; made latency worse on 2 cores, see BENCHMARKS.md)")
 	// Hidden (not in the usage line): for profiling the datapath, see
 	// BENCHMARKS.md "datapath" (OTGW_BENCH_PROFILE in gateway/e2e).
@@ -58,13 +71,13 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	}
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
-			return 0
+			return exitOK
 		}
-		return 2
+		return exitUsage
 	}
 	if fs.NArg() != 0 || cfg.PolicyPath == "" {
 		fs.Usage()
-		return 2
+		return exitUsage
 	}
 	if ports != "" {
 		var err error
@@ -83,20 +96,38 @@ func runGateway(args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "otgw run: --log-level:", err)
 		return 2
 	}
+	if missing := missingCaps(procStatusPath); missing != "" {
+		fmt.Fprintf(stderr, "otgw run: needs root or the capabilities CAP_NET_ADMIN and CAP_NET_RAW (missing %s): "+
+			"run it as root, from the packaged systemd unit, or after setcap cap_net_admin,cap_net_raw+ep on the binary\n", missing)
+		return exitRuntime
+	}
+	if v := os.Getenv("OTGW_FAULT_PANIC_AFTER_FRAMES"); v != "" {
+		// Fault injection for the crash tests (gateway/e2e): the first
+		// datapath panics on that frame. Said loudly: never in service.
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			cfg.FaultPanicAfterFrames = n
+			fmt.Fprintf(stderr, "otgw run: OTGW_FAULT_PANIC_AFTER_FRAMES=%d: the datapath will panic on purpose (test fault injection)\n", n)
+		}
+	}
 	cfg.SyslogURLs = syslogs
 	cfg.Stderr = stderr
 	cfg.Version = version
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.HUP = hup
+	cfg.Logger.Info("otgw run: starting", "policy", cfg.PolicyPath, "version", version)
+	if *fwRoot != "" {
+		cfg.Update = fwRunUpdate(cfg.Board, *fwState, *fwRoot, runtime.GOARCH, *trialPeriod, *fwTimestamp, cfg.Logger)
+	}
 	if cpuProf != "" {
 		f, err := os.Create(cpuProf)
 		if err != nil {
 			fmt.Fprintln(stderr, "otgw run: --cpuprofile:", err)
-			return 2
+			return exitRuntime
 		}
 		if err := pprof.StartCPUProfile(f); err != nil {
 			f.Close()
 			fmt.Fprintln(stderr, "otgw run: --cpuprofile:", err)
-			return 2
+			return exitRuntime
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
@@ -104,7 +135,45 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	defer stop()
 	if err := daemon.Run(ctx, cfg); err != nil {
 		fmt.Fprintln(stderr, "otgw run:", err)
-		return 1
+		return exitRuntime
 	}
-	return 0
+	return exitOK
+}
+
+// procStatusPath is where missingCaps reads the effective capabilities.
+const procStatusPath = "/proc/self/status"
+
+// Capability bits (linux/capability.h).
+const (
+	capNetAdmin = 12 // links, promiscuous mode, offloads, sysctls of the ports
+	capNetRaw   = 13 // AF_PACKET sockets
+)
+
+// missingCaps names the capabilities the gateway needs that the process
+// lacks in its effective set ("" when it has both, or when the set cannot
+// be read: then the first operation that needs them reports it).
+func missingCaps(statusPath string) string {
+	b, err := os.ReadFile(statusPath)
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		v, ok := strings.CutPrefix(line, "CapEff:")
+		if !ok {
+			continue
+		}
+		eff, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		if err != nil {
+			return ""
+		}
+		var miss []string
+		if eff&(1<<capNetAdmin) == 0 {
+			miss = append(miss, "CAP_NET_ADMIN")
+		}
+		if eff&(1<<capNetRaw) == 0 {
+			miss = append(miss, "CAP_NET_RAW")
+		}
+		return strings.Join(miss, " and ")
+	}
+	return ""
 }

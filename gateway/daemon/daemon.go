@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -22,7 +24,6 @@ import (
 	"github.com/otgw/otgw/gateway/syslog"
 	"github.com/otgw/otgw/hal"
 	"github.com/otgw/otgw/hal/halsim"
-	"github.com/otgw/otgw/rules"
 )
 
 // Config configures Run. PolicyPath is required; the zero value of every
@@ -70,6 +71,16 @@ type Config struct {
 	Version string
 	// Ready, when set, is called once the datapath runs (tests).
 	Ready func(*Daemon)
+	// HUP, when set, receives SIGHUP (the caller subscribed it as early as
+	// it could); nil: Run subscribes at its start.
+	HUP chan os.Signal
+	// FaultPanicAfterFrames > 0 makes the first datapath panic on that
+	// frame: fault injection for the crash tests (otgw run reads it from
+	// OTGW_FAULT_PANIC_AFTER_FRAMES). Never set it in service.
+	FaultPanicAfterFrames int
+	// Update, when set, reports the last boot and health-checks a trial
+	// firmware slot: commit after its period, or roll back (health.go).
+	Update *UpdateConfig
 }
 
 // Errors of Run.
@@ -79,32 +90,112 @@ var (
 	ErrPortsMissing = errors.New("daemon: no board profile detected: give --board or --ports north,south")
 )
 
+// Datapath restarts after a worker panic or stall: at most maxRestarts
+// within restartWindow, restartDelay apart. Past that, Run returns the
+// error and the fail mode stays applied (the process supervisor or the
+// hardware watchdog takes over): a packet that crashes the engine every
+// time must not make the gateway flap between bypass and inspection.
+const (
+	maxRestarts   = 3
+	restartWindow = 10 * time.Minute
+	restartDelay  = time.Second
+)
+
+// ErrStalled is returned by the datapath when a worker stopped making
+// progress (no heartbeat for StallAfter) and was abandoned.
+var ErrStalled = errors.New("daemon: datapath stalled")
+
 // Daemon is a running gateway: the state the status endpoint reports.
 // Its methods are safe for concurrent use.
 type Daemon struct {
 	cfg     Config
+	log     *slog.Logger
 	profile board.Profile
 	ports   [2]string
 	started time.Time
-	watcher *rules.Watcher
-	engine  *gateway.Engine
-	fwd     *Forwarder
+	watcher *Watcher
 	pipe    *events.Pipeline
-	hports  [2]hal.Port
+	bypass  hal.Bypass // nil unless the profile is fail-open
 	linkUp  [2]atomic.Bool
 	addr    atomic.Pointer[string] // status endpoint's bound address
+
+	// dp is the datapath now running: replaced as a whole when it is
+	// restarted after a panic or stall, so readers load it once.
+	dp atomic.Pointer[datapath]
+	// Fields of the last start attempt, for the stop event.
+	stopSev    events.Severity
+	stopReason string
+	restarts   atomic.Uint64
+	mtu        int
+	// evm counts verdict and reload events for the status endpoint;
+	// exporter is the syslog exporter (nil without --syslog). Both are set
+	// before the status endpoint starts.
+	evm      *eventMetrics
+	exporter *syslog.Exporter
+}
+
+// datapath is one run of the forwarding plane: two ports, an engine with
+// its flow table, the forwarder. A restart builds a new one.
+type datapath struct {
+	engine *gateway.Engine
+	fwd    *Forwarder
+	hports [2]hal.Port
+}
+
+// cleanups is Run's one cleanup path: each step that acquires something
+// pushes its release; they run in reverse order when Run returns.
+type cleanups []func()
+
+func (c *cleanups) push(f func()) { *c = append(*c, f) }
+func (c *cleanups) run() {
+	for i := len(*c) - 1; i >= 0; i-- {
+		(*c)[i]()
+	}
 }
 
 // Run starts the gateway and blocks until ctx is done or the datapath
-// fails. Order: board profile and port names, event pipeline and
-// exporters, policy (a gateway never starts without a valid one), link
-// preparation (fail-closed check, offloads off, no addresses), ports,
-// engine, workers, then the policy watcher, link watcher, watchdog and
-// status endpoint. Stop is the reverse; a clean stop disarms the watchdog.
+// fails for good. Steps: board profile and port names, event pipeline and
+// exporters, policy (a gateway never starts without a valid one), links
+// (fail-closed check, offloads off, no addresses), then the control plane
+// (policy watcher, link watcher, watchdog, status endpoint) and the
+// datapath (ports, engine, forwarder), restarted after a worker panic or
+// stall as the fail mode asks. Stop is the reverse; a clean stop disarms
+// the watchdog. A SIGHUP at any time reloads the policy (during start-up
+// it is kept until the watcher runs; it never terminates the process).
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.PolicyPath == "" {
 		return ErrNoPolicy
 	}
+	hup := cfg.HUP
+	if hup == nil {
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
+	cfg.setDefaults()
+	d := &Daemon{cfg: cfg, started: time.Now(), log: cfg.Logger.With("component", "daemon"),
+		stopSev: events.SevNotice, stopReason: "stopped"}
+	var c cleanups
+	defer c.run()
+	if err := d.resolvePorts(); err != nil {
+		return err
+	}
+	if err := d.openEvents(&c); err != nil {
+		return err
+	}
+	// From here a failed start is an event (severity error) before Run returns.
+	var err error
+	d.watcher, err = NewWatcher(WatcherConfig{Path: cfg.PolicyPath, Sink: d.pipe, Logger: cfg.Logger, SIGHUP: true, HUP: hup})
+	if err != nil {
+		return d.failStart("policy", fmt.Errorf("daemon: %w", err))
+	}
+	if err := d.prepareLinks(&c); err != nil {
+		return err
+	}
+	return d.serve(ctx)
+}
+
+func (cfg *Config) setDefaults() {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -117,10 +208,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
-	log := cfg.Logger.With("component", "daemon")
-	d := &Daemon{cfg: cfg, started: time.Now()}
+}
 
-	// Board and ports.
+// failStart records why the start failed (for the stop event) and returns err.
+func (d *Daemon) failStart(step string, err error) error {
+	d.stopSev = events.SevError
+	d.stopReason = fmt.Sprintf("failed to start (%s): %v", step, err)
+	return err
+}
+
+// resolvePorts picks the board profile and the two port names.
+func (d *Daemon) resolvePorts() error {
+	cfg := &d.cfg
 	var err error
 	switch {
 	case cfg.Board != "":
@@ -150,10 +249,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if d.ports[0] == d.ports[1] {
 		return fmt.Errorf("daemon: north and south are the same interface %q", d.ports[0])
 	}
+	return nil
+}
 
-	// Events: JSON-lines file, stderr until syslog is configured, syslog.
+// openEvents opens the JSON-lines file, stderr (until syslog is
+// configured) and the syslog exporters, and pushes their release: the stop
+// event first, then the pipeline drains into the exporters, then they
+// close. It runs last of all cleanups, after the workers stopped.
+func (d *Daemon) openEvents(c *cleanups) error {
+	cfg := &d.cfg
 	var sinks []events.Sink
 	var jf *events.JSONFile
+	var err error
 	if cfg.EventsFile != "" {
 		if jf, err = events.OpenJSONFile(cfg.EventsFile, 0); err != nil {
 			return fmt.Errorf("daemon: %w", err)
@@ -163,14 +270,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Stderr != nil && len(cfg.SyslogURLs) == 0 {
 		sinks = append(sinks, &lineSink{w: cfg.Stderr})
 	}
+	d.evm = newEventMetrics()
+	sinks = append(sinks, d.evm)
 	d.pipe = events.NewPipeline(events.PipelineConfig{Logger: cfg.Logger}, sinks...)
 	var exporter *syslog.Exporter
-	stopReason := "stopped"
-	// Runs after the workers stopped (later defers run first): the stop
-	// event, then the pipeline drains into the exporters, then they close.
-	defer func() {
-		d.pipe.Emit(&events.Event{Severity: events.SevNotice, Type: events.TypeStop, Version: cfg.Version,
-			Message: fmt.Sprintf("otgw %s: board %s, north %s, south %s", stopReason, d.profile.Name, d.ports[0], d.ports[1])})
+	c.push(func() {
+		d.pipe.Emit(&events.Event{Severity: d.stopSev, Type: events.TypeStop, Version: cfg.Version,
+			Message: fmt.Sprintf("otgw %s: board %s, north %s, south %s", d.stopReason, d.profile.Name, d.ports[0], d.ports[1])})
 		d.pipe.Close()
 		if exporter != nil {
 			_ = exporter.Close()
@@ -178,151 +284,307 @@ func Run(ctx context.Context, cfg Config) error {
 		if jf != nil {
 			_ = jf.Close()
 		}
-	}()
-	if len(cfg.SyslogURLs) > 0 {
-		scfg, err := syslog.ParseURLs(cfg.SyslogURLs...)
-		if err != nil {
-			return fmt.Errorf("daemon: --syslog: %w", err)
-		}
-		scfg.Notify = d.pipe
-		scfg.SWVersion = cfg.Version
-		if err := os.MkdirAll(cfg.SpoolDir, 0o750); err != nil {
-			return fmt.Errorf("daemon: spool: %w", err)
-		}
-		x, err := syslog.New(scfg, cfg.SpoolDir, cfg.Logger)
-		if err != nil {
-			return fmt.Errorf("daemon: syslog: %w", err)
-		}
-		exporter = x
-		d.pipe.AddSink(x)
+	})
+	if len(cfg.SyslogURLs) == 0 {
+		return nil
 	}
-
-	// Policy.
-	d.watcher, err = rules.NewWatcher(rules.WatcherConfig{Path: cfg.PolicyPath, Sink: d.pipe, Logger: cfg.Logger, SIGHUP: true})
+	scfg, err := syslog.ParseURLs(cfg.SyslogURLs...)
 	if err != nil {
-		stopReason = "failed to start (policy)"
-		return fmt.Errorf("daemon: %w", err)
+		return d.failStart("syslog", fmt.Errorf("daemon: --syslog: %w", err))
 	}
+	scfg.Notify = d.pipe
+	scfg.SWVersion = cfg.Version
+	if err := os.MkdirAll(cfg.SpoolDir, 0o750); err != nil {
+		return d.failStart("syslog", fmt.Errorf("daemon: spool: %w", err))
+	}
+	if exporter, err = syslog.New(scfg, cfg.SpoolDir, cfg.Logger); err != nil {
+		return d.failStart("syslog", fmt.Errorf("daemon: syslog: %w", err))
+	}
+	d.exporter = exporter
+	d.pipe.AddSink(exporter)
+	return nil
+}
 
-	// Links: fail-closed check, then prepare.
-	bypass, err := d.openBypass()
-	if err != nil {
-		stopReason = "failed to start (bypass)"
-		return err
+// prepareLinks checks that nothing but this process connects the ports
+// (fail-closed), takes a fail-open board's bypass out of the path, and
+// prepares both links (offloads off, no addresses, equal MTUs).
+func (d *Daemon) prepareLinks(c *cleanups) error {
+	var err error
+	if d.bypass, err = d.openBypass(); err != nil {
+		return d.failStart("bypass", err)
 	}
-	if bypass != nil {
-		defer bypass.Close()
+	if d.bypass != nil {
+		c.push(func() { _ = d.bypass.Close() })
 	}
 	var links [2]*hal.NetLink
 	for i, name := range d.ports {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
-			stopReason = "failed to start (link)"
-			return fmt.Errorf("daemon: port %s: %w", name, err)
+			return d.failStart("link", fmt.Errorf("daemon: port %s: %w", name, err))
 		}
-		if l.Attrs().MasterIndex != 0 && bypass == nil {
-			stopReason = "failed to start (fail-closed check)"
-			return fmt.Errorf("daemon: port %s (board %s, fail mode %s): %w", name, d.profile.Name, d.profile.FailMode, ErrBridged)
+		if l.Attrs().MasterIndex != 0 && d.bypass == nil {
+			return d.failStart("fail-closed check", fmt.Errorf("daemon: port %s (board %s, fail mode %s): %w", name, d.profile.Name, d.profile.FailMode, ErrBridged))
 		}
 		if links[i], err = hal.OpenLink(name); err != nil {
-			stopReason = "failed to start (link)"
-			return err
+			return d.failStart("link", err)
 		}
 	}
-	if bypass != nil {
+	if d.bypass != nil {
 		// The gateway forwards now: take the bypass out of the path.
-		if err := bypass.Release(); err != nil {
-			stopReason = "failed to start (bypass)"
-			return fmt.Errorf("daemon: release bypass: %w", err)
+		if err := d.bypass.Release(); err != nil {
+			return d.failStart("bypass", fmt.Errorf("daemon: release bypass: %w", err))
 		}
 	}
-	if err := hal.PreparePair(links[0], links[1], hal.LinkOptions{StripAddrs: cfg.StripAddrs}); err != nil {
-		stopReason = "failed to start (link setup)"
-		return fmt.Errorf("daemon: %w", err)
+	if err := hal.PreparePair(links[0], links[1], hal.LinkOptions{StripAddrs: d.cfg.StripAddrs}); err != nil {
+		return d.failStart("link setup", fmt.Errorf("daemon: %w", err))
 	}
-	mtu := 1500
+	d.mtu = 1500
 	if info, err := links[0].Info(); err == nil && info.MTU > 0 {
-		mtu = info.MTU
+		d.mtu = info.MTU
 	}
+	return nil
+}
 
-	// Ports and engine. A ring slot holds the largest frame of the MTU
-	// with two VLAN tags.
-	bufSize := max(DefaultBufSize, mtu+14+8+hal.VLANHeadroom)
-	popts := hal.PortOptions{IO: cfg.IO, SpinRead: cfg.SpinRead}
-	if need := mtu + 14 + 8 + 80; need > hal.DefaultRingFrameSize {
+// openDatapath opens both ports and builds a new engine and forwarder.
+func (d *Daemon) openDatapath() (*datapath, error) {
+	// A ring slot holds the largest frame of the MTU with two VLAN tags.
+	bufSize := max(DefaultBufSize, d.mtu+14+8+hal.VLANHeadroom)
+	popts := hal.PortOptions{IO: d.cfg.IO, SpinRead: d.cfg.SpinRead}
+	if need := d.mtu + 14 + 8 + 80; need > hal.DefaultRingFrameSize {
 		popts.RingFrameSize = need
 	}
+	dp := &datapath{}
+	var err error
 	for i, name := range d.ports {
-		if d.hports[i], err = hal.OpenPort(name, popts); err != nil {
+		if dp.hports[i], err = hal.OpenPort(name, popts); err != nil {
 			if i == 1 {
-				d.hports[0].Close()
+				dp.hports[0].Close()
 			}
-			stopReason = "failed to start (port)"
-			return fmt.Errorf("daemon: %w", err)
+			return nil, fmt.Errorf("daemon: %w", err)
 		}
 	}
-	d.engine, err = gateway.NewEngine(gateway.Config{
-		Rules: d.watcher.Ruleset, Sink: d.pipe, Logger: cfg.Logger, MaxFlows: cfg.MaxFlows,
+	closePorts := func() { dp.hports[0].Close(); dp.hports[1].Close() }
+	dp.engine, err = gateway.NewEngine(gateway.Config{
+		Rules: d.watcher.Ruleset, Sink: d.pipe, Logger: d.cfg.Logger, MaxFlows: d.cfg.MaxFlows,
 	})
 	if err != nil {
-		d.hports[0].Close()
-		d.hports[1].Close()
-		stopReason = "failed to start (engine)"
-		return fmt.Errorf("daemon: %w", err)
+		closePorts()
+		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	d.fwd, err = NewForwarder(ForwarderConfig{
-		North: d.hports[0], South: d.hports[1], Handler: d.engine,
-		BufSize: bufSize, Logger: cfg.Logger,
+	var h Handler = dp.engine
+	if n := d.cfg.FaultPanicAfterFrames; n > 0 && d.restarts.Load() == 0 {
+		h = panicAfter(h, n)
+	}
+	dp.fwd, err = NewForwarder(ForwarderConfig{
+		North: dp.hports[0], South: dp.hports[1], Handler: h, BufSize: bufSize, Logger: d.cfg.Logger,
 	})
 	if err != nil {
-		d.hports[0].Close()
-		d.hports[1].Close()
-		return err
+		closePorts()
+		return nil, err
 	}
+	return dp, nil
+}
 
+// serve runs the control plane once and the datapath until ctx is done,
+// restarting the datapath after a panic or stall (see maxRestarts).
+func (d *Daemon) serve(ctx context.Context) error {
+	dp, err := d.openDatapath()
+	if err != nil {
+		return d.failStart("datapath", err)
+	}
+	dp.fwd.arm()
+	d.dp.Store(dp)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	fwdErr := make(chan error, 1)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		fwdErr <- d.fwd.Run(ctx)
-	}()
-
-	// Control plane.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := d.watcher.Run(ctx); err != nil {
-			log.Error("policy watcher", "err", err)
-		}
-	}()
-	if lc, err := hal.WatchLinks(ctx, d.ports[0], d.ports[1]); err != nil {
-		log.Warn("link state not watched", "err", err)
-	} else {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.runLinks(lc) }()
+	if err := d.startControl(ctx, &wg); err != nil {
+		cancel()
+		dp.hports[0].Close()
+		dp.hports[1].Close()
+		return d.failStart("status endpoint", err)
 	}
-	if wd, err := d.openWatchdog(); err != nil {
-		log.Error("watchdog not armed", "err", err)
-	} else if wd != nil {
+	rs := d.watcher.Ruleset()
+	d.pipe.Emit(&events.Event{Severity: events.SevNotice, Type: events.TypeStart, Version: d.cfg.Version,
+		File: d.cfg.PolicyPath,
+		Message: fmt.Sprintf("otgw %s started: board %s, north %s, south %s, fail mode %s, policy %s gen %d",
+			d.cfg.Version, d.profile.Name, d.ports[0], d.ports[1], failMode(d.profile), rs.Name(), rs.Generation())})
+	d.log.Info("gateway running", "board", d.profile.Name, "north", d.ports[0], "south", d.ports[1], "policy", rs.Name(),
+		"io", string(hal.PortIO(dp.hports[0])), "spin_read", d.cfg.SpinRead)
+
+	// A trial firmware slot is committed after its health period or rolled
+	// back (health.go); a failed trial stops the gateway so that the
+	// image's init reboots into the previous slot.
+	var trialErr atomic.Pointer[error]
+	if d.cfg.Update != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = hal.RunWatchdog(ctx, wd, cfg.WatchdogInterval, d.fwd.Healthy, cfg.Logger)
-			if d.fwd.Healthy() {
-				_ = wd.Close() // clean stop: magic close disarms it
+			if err := d.runUpdateHealth(ctx); errors.Is(err, ErrTrialFailed) {
+				trialErr.Store(&err)
+				cancel()
+			} else if err != nil {
+				d.log.Error("firmware update supervision", "err", err)
 			}
 		}()
 	}
+
+	var recent []time.Time // restarts within restartWindow
+	for first := true; ; first = false {
+		d.dp.Store(dp)
+		if first && d.cfg.Ready != nil {
+			d.cfg.Ready(d)
+		}
+		err := d.runDatapath(ctx, dp)
+		if te := trialErr.Load(); te != nil {
+			d.stopReason = "stopped: trial firmware failed its health check"
+			d.stopSev = events.SevError
+			return *te
+		}
+		if ctx.Err() != nil && (err == nil || errors.Is(err, ErrStalled)) {
+			// Clean stop. A fail-open profile keeps traffic flowing
+			// uninspected while the gateway is down, and the SOC is told.
+			d.applyFailMode("the gateway is stopped")
+			return nil
+		}
+		var pe *PanicError
+		if !errors.As(err, &pe) && !errors.Is(err, ErrStalled) {
+			d.stopReason = "stopped: datapath failed"
+			d.stopSev = events.SevError
+			d.applyFailMode("the datapath failed")
+			return err
+		}
+		d.reportCrash(err, pe)
+		d.applyFailMode("the datapath is restarting")
+		now := time.Now()
+		recent = append(recent, now)
+		for len(recent) > 0 && now.Sub(recent[0]) > restartWindow {
+			recent = recent[1:]
+		}
+		if len(recent) > maxRestarts {
+			d.stopReason = fmt.Sprintf("stopped: %d datapath failures within %v", len(recent), restartWindow)
+			d.stopSev = events.SevCritical
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(restartDelay):
+		}
+		if dp, err = d.openDatapath(); err != nil {
+			d.stopReason = "stopped: datapath restart failed"
+			d.stopSev = events.SevCritical
+			return err
+		}
+		if d.bypass != nil && d.bypass.Engaged() {
+			if err := d.bypass.Release(); err != nil {
+				dp.hports[0].Close()
+				dp.hports[1].Close()
+				d.stopReason = "stopped: bypass release failed"
+				d.stopSev = events.SevCritical
+				return fmt.Errorf("daemon: release bypass: %w", err)
+			}
+		}
+		dp.fwd.arm()
+		n := d.restarts.Add(1)
+		d.pipe.Emit(&events.Event{Severity: events.SevWarning, Type: events.TypeStart, Version: d.cfg.Version,
+			Message: fmt.Sprintf("otgw datapath restarted (%d of at most %d within %v): a new engine and flow table; connections re-establish", n, maxRestarts, restartWindow)})
+	}
+}
+
+// runDatapath runs one datapath until ctx is done, it fails, or a worker
+// stalls for StallAfter (then the datapath is abandoned: ErrStalled).
+func (d *Daemon) runDatapath(ctx context.Context, dp *datapath) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- dp.fwd.Run(ctx) }()
+	tick := time.NewTicker(readWake)
+	defer tick.Stop()
+	var unhealthySince time.Time
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			if dp.fwd.Healthy() {
+				unhealthySince = time.Time{}
+				continue
+			}
+			if unhealthySince.IsZero() {
+				unhealthySince = time.Now()
+				continue
+			}
+			if time.Since(unhealthySince) < StallAfter {
+				continue
+			}
+			// Both workers' heartbeats are checked by Healthy: one is stuck
+			// (an endless loop or a lock that is never released). Close the
+			// ports; a worker blocked inside the Handler is left behind.
+			cancel()
+			select {
+			case err := <-done:
+				if err == nil {
+					err = ErrStalled
+				}
+				return err
+			case <-time.After(StallAfter):
+				return ErrStalled
+			}
+		}
+	}
+}
+
+// reportCrash sends the SOC a critical event for a worker panic or stall.
+func (d *Daemon) reportCrash(err error, pe *PanicError) {
+	msg := "datapath stalled: a worker made no progress for " + StallAfter.String()
+	if pe != nil {
+		msg = fmt.Sprintf("datapath worker %s panicked: %v (at %s)", pe.Port, pe.Value, panicSite(pe.Stack))
+	}
+	d.log.Error("datapath failed", "err", err)
+	d.pipe.Emit(&events.Event{Severity: events.SevCritical, Type: events.TypeCrash, Version: d.cfg.Version,
+		Message: msg + "; fail mode " + string(failMode(d.profile))})
+}
+
+// panicSite returns the first frame of a panic's stack outside the runtime
+// and this package's recovery: the function that panicked.
+func panicSite(stack []byte) string {
+	lines := strings.Split(string(stack), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		fn := strings.TrimSpace(lines[i])
+		if strings.HasPrefix(fn, "panic(") || strings.HasPrefix(fn, "runtime/debug.") || strings.HasPrefix(fn, "goroutine ") ||
+			strings.Contains(fn, "daemon.(*Forwarder).Run") || strings.Contains(fn, "daemon.panicAfter") || !strings.Contains(fn, "(") {
+			continue
+		}
+		return fn + " " + strings.TrimSpace(lines[i+1])
+	}
+	return "unknown"
+}
+
+// applyFailMode engages a fail-open board's bypass (traffic passes
+// uninspected) and tells the SOC; a fail-closed board forwards nothing
+// while the datapath is down, which needs no action.
+func (d *Daemon) applyFailMode(why string) {
+	if d.bypass == nil || d.profile.FailMode != board.FailOpen || d.bypass.Engaged() {
+		return
+	}
+	if err := d.bypass.Engage(); err != nil {
+		d.log.Error("bypass not engaged", "err", err)
+		d.pipe.Emit(&events.Event{Severity: events.SevCritical, Type: events.TypeBypass,
+			Message: "bypass could not be engaged (" + err.Error() + "): nothing forwards while " + why})
+		return
+	}
+	d.pipe.Emit(&events.Event{Severity: events.SevWarning, Type: events.TypeBypass,
+		Message: "bypass engaged: traffic passes uninspected while " + why})
+}
+
+// startControl starts the policy watcher, link watcher, watchdog and
+// status endpoint; they run until ctx is done.
+func (d *Daemon) startControl(ctx context.Context, wg *sync.WaitGroup) error {
+	cfg := &d.cfg
 	if cfg.StatusAddr != "" {
 		ln, err := net.Listen("tcp", cfg.StatusAddr)
 		if err != nil {
-			cancel()
-			stopReason = "failed to start (status endpoint)"
-			<-fwdErr
 			return fmt.Errorf("daemon: status endpoint: %w", err)
 		}
 		a := ln.Addr().String()
@@ -331,45 +593,59 @@ func Run(ctx context.Context, cfg Config) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			log.Info("runStatus started", "addr", a)
-			defer log.Info("runStatus stopped", "addr", a)
+			d.log.Info("runStatus started", "addr", a)
+			defer d.log.Info("runStatus stopped", "addr", a)
 			go func() { <-ctx.Done(); _ = srv.Close() }()
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("status endpoint", "err", err)
+				d.log.Error("status endpoint", "err", err)
 			}
 		}()
 	}
-
-	rs := d.watcher.Ruleset()
-	d.pipe.Emit(&events.Event{Severity: events.SevNotice, Type: events.TypeStart, Version: cfg.Version,
-		File: cfg.PolicyPath,
-		Message: fmt.Sprintf("otgw %s started: board %s, north %s, south %s, fail mode %s, policy %s gen %d",
-			cfg.Version, d.profile.Name, d.ports[0], d.ports[1], failMode(d.profile), rs.Name(), rs.Generation())})
-	log.Info("gateway running", "board", d.profile.Name, "north", d.ports[0], "south", d.ports[1], "policy", rs.Name(),
-		"io", string(hal.PortIO(d.hports[0])), "spin_read", cfg.SpinRead)
-	if cfg.Ready != nil {
-		cfg.Ready(d)
-	}
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-fwdErr:
-		stopReason = "stopped: datapath failed"
-	}
-	cancel()
-	if runErr == nil {
-		runErr = <-fwdErr
-	}
-	if bypass != nil && runErr == nil && d.profile.FailMode == board.FailOpen {
-		// Fail-open profile: traffic keeps flowing uninspected while the
-		// gateway is down, and the SOC is told.
-		if err := bypass.Engage(); err == nil {
-			d.pipe.Emit(&events.Event{Severity: events.SevWarning, Type: events.TypeBypass,
-				Message: "bypass engaged: traffic passes uninspected while the gateway is stopped"})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := d.watcher.Run(ctx); err != nil {
+			d.log.Error("policy watcher", "err", err)
 		}
+	}()
+	if lc, err := hal.WatchLinks(ctx, d.ports[0], d.ports[1]); err != nil {
+		d.log.Warn("link state not watched", "err", err)
+	} else {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.runLinks(lc) }()
 	}
-	return runErr
+	if wd, err := d.openWatchdog(); err != nil {
+		d.log.Error("watchdog not armed", "err", err)
+	} else if wd != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = hal.RunWatchdog(ctx, wd, cfg.WatchdogInterval, d.Healthy, cfg.Logger)
+			if d.Healthy() && d.restarts.Load() == 0 {
+				_ = wd.Close() // clean stop: magic close disarms it
+			}
+		}()
+	}
+	return nil
+}
+
+// Healthy reports whether the datapath runs with both workers making
+// progress (the watchdog is fed only then). Safe from any goroutine.
+func (d *Daemon) Healthy() bool {
+	dp := d.dp.Load()
+	return dp != nil && dp.fwd.Healthy()
+}
+
+// panicAfter wraps h so that it panics on the n-th frame: fault injection
+// for the crash tests (Config.FaultPanicAfterFrames), never set in service.
+func panicAfter(h Handler, n int) Handler {
+	var seen atomic.Int64
+	return HandlerFunc(func(in gateway.PortID, frame []byte, tx gateway.Tx) {
+		if seen.Add(1) == int64(n) {
+			panic(fmt.Sprintf("fault injection: panic on frame %d", n))
+		}
+		h.Handle(in, frame, tx)
+	})
 }
 
 func failMode(p board.Profile) board.FailMode {
@@ -470,8 +746,14 @@ func (d *Daemon) StatusAddr() string {
 	return ""
 }
 
-// Engine returns the running engine.
-func (d *Daemon) Engine() *gateway.Engine { return d.engine }
+// Engine returns the engine of the datapath now running (a restart
+// replaces it).
+func (d *Daemon) Engine() *gateway.Engine {
+	if dp := d.dp.Load(); dp != nil {
+		return dp.engine
+	}
+	return nil
+}
 
 // ParsePorts splits "north,south" into the two port names.
 func ParsePorts(s string) (north, south string, err error) {

@@ -1,6 +1,6 @@
 // Package daemon is the live inline gateway behind `otgw run`: it wires a
 // board profile's two Ethernet ports (hal), the inspection engine
-// (gateway.Engine), the policy watcher (rules.Watcher: fsnotify and
+// (gateway.Engine), the policy watcher (Watcher: fsnotify and
 // SIGHUP), the event pipeline (gateway/events, with a JSON-lines file,
 // stderr until syslog is configured, and gateway/syslog exporters), link
 // state events, the watchdog and a status endpoint.
@@ -26,7 +26,9 @@
 // engaged on a clean stop. The watchdog is petted only while both workers
 // make progress (Forwarder.Healthy).
 //
-// Status endpoint: GET /status (JSON: counters, drops by reason, flow
-// table, policy name/generation/hash, ports, events) and GET /metrics
-// (Prometheus text format 0.0.4).
+// Status endpoint: GET /status (JSON, snake_case keys: counters, drops by
+// reason, flow table, policy name/generation/hash and reloads, ports, event
+// pipeline, verdict events by conduit and reason, syslog spool) and GET
+// /metrics (Prometheus exposition through client_golang, with the Go and
+// process collectors; see MetricsHandler).
 package daemon

@@ -3,7 +3,9 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +63,21 @@ type ForwarderStats struct {
 	TxErrors      [2]uint64 // frames the port refused
 	TxOversize    [2]uint64 // crafted frames larger than the buffer: dropped
 	TxFlushesFull [2]uint64 // batches flushed early because the out batch was full
+	Panics        [2]uint64 // panics recovered in the worker reading this port
+}
+
+// PanicError is what Forwarder.Run returns when a worker panicked (a bug
+// in the Handler, the engine or a port: never a reaction to input the code
+// foresaw). The worker stopped; the caller decides what the board's fail
+// mode asks for and whether to start a new datapath.
+type PanicError struct {
+	Port  gateway.PortID // ingress port of the worker that panicked
+	Value any            // the value passed to panic
+	Stack []byte         // the worker's stack at the panic
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("daemon: datapath worker %s->%s panicked: %v", e.Port, e.Port.Other(), e.Value)
 }
 
 // Forwarder is the datapath loop in the shape of wireguard-go's device:
@@ -112,8 +129,8 @@ type worker struct {
 	running   atomic.Bool
 	heartbeat atomic.Int64 // unix nanoseconds of the last loop iteration
 
-	rxBatches, rxTrunc, rxCsum, rxErr atomic.Uint64
-	txErr, txOversize, txFull         [2]atomic.Uint64
+	rxBatches, rxTrunc, rxCsum, rxErr, panics atomic.Uint64
+	txErr, txOversize, txFull                 [2]atomic.Uint64
 }
 
 // Errors of NewForwarder.
@@ -166,14 +183,23 @@ func NewForwarder(cfg ForwarderConfig) (*Forwarder, error) {
 	return f, nil
 }
 
+// panicGrace bounds how long Run waits for the other worker after one
+// panicked: the panic may have left a lock of the Handler held, and a
+// worker blocked on it never returns. Run then returns without it; the
+// caller discards that Handler.
+const panicGrace = StallAfter
+
 // Run runs both workers until ctx is done or a port fails for good, then
 // closes both ports (which wakes the other worker) and returns the first
-// error (nil on a clean stop).
+// error (nil on a clean stop). A panic in a worker is recovered, counted
+// (ForwarderStats.Panics) and returned as a *PanicError: the datapath
+// stops (nothing forwards: fail-closed), the process does not die.
 func (f *Forwarder) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
+	var panicked atomic.Pointer[PanicError] // the first panic
 	for i, w := range f.w {
 		w.running.Store(true)
 		w.heartbeat.Store(time.Now().UnixNano())
@@ -181,16 +207,47 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer w.running.Store(false)
+			defer cancel() // one direction down means the gateway is down
+			defer func() {
+				if v := recover(); v != nil {
+					w.panics.Add(1)
+					pe := &PanicError{Port: w.in, Value: v, Stack: debug.Stack()}
+					panicked.CompareAndSwap(nil, pe)
+					errs[i] = pe
+					f.log.Error("datapath worker panicked", "port", w.in.String(), "panic", fmt.Sprint(v))
+				}
+			}()
 			errs[i] = w.run(ctx)
-			cancel() // one direction down means the gateway is down
 		}()
 	}
 	<-ctx.Done()
 	// Closing wakes a worker blocked in ReadBatch or WriteBatch.
 	_ = f.ports[gateway.North].port.Close()
 	_ = f.ports[gateway.South].port.Close()
-	wg.Wait()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	if pe := panicked.Load(); pe != nil {
+		select {
+		case <-done:
+			return pe
+		case <-time.After(panicGrace):
+			f.log.Error("datapath worker did not stop after the other panicked; leaving it", "grace", panicGrace)
+			return pe
+		}
+	}
+	<-done
 	return errors.Join(errs...)
+}
+
+// arm marks both workers as running from now, before Run starts them, so
+// that a watchdog or health check that looks between the datapath's
+// creation and Run's first iteration does not see a stopped gateway.
+func (f *Forwarder) arm() {
+	now := time.Now().UnixNano()
+	for _, w := range f.w {
+		w.heartbeat.Store(now)
+		w.running.Store(true)
+	}
 }
 
 // Healthy reports whether both workers are running and neither has been
@@ -213,6 +270,7 @@ func (f *Forwarder) Stats() ForwarderStats {
 		s.RxTruncated[i] = w.rxTrunc.Load()
 		s.RxCsumFixed[i] = w.rxCsum.Load()
 		s.RxErrors[i] = w.rxErr.Load()
+		s.Panics[i] = w.panics.Load()
 		for o := range 2 {
 			s.TxErrors[o] += w.txErr[o].Load()
 			s.TxOversize[o] += w.txOversize[o].Load()

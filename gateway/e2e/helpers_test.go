@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/internal/netns"
 	"github.com/otgw/otgw/internal/testenv"
 )
@@ -187,7 +190,8 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// event is the subset of the JSON-lines event schema the tests read.
+// event is the subset of an event record the tests read (decoded with
+// events.UnmarshalJSONEvent; protocol field numbers as float64).
 type event struct {
 	Seq     uint64         `json:"seq"`
 	Time    time.Time      `json:"time"`
@@ -216,12 +220,65 @@ func (g *gw) readEvents() []event {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		var e event
-		if json.Unmarshal(sc.Bytes(), &e) == nil {
-			evs = append(evs, e)
+		var r events.Event
+		if events.UnmarshalJSONEvent(sc.Bytes(), &r) != nil {
+			continue
 		}
+		e := event{Seq: r.Seq, Time: r.Time, Type: string(r.Type), Mode: r.Mode, Verdict: r.Verdict, Action: r.Action,
+			Conduit: r.Conduit, Reason: r.Reason, Proto: r.Proto, Message: r.Message, Port: r.Port, Count: r.Count,
+			Fields: map[string]any{}}
+		if r.Src.IsValid() {
+			e.Src = r.Src.String()
+		}
+		if r.Dst.IsValid() {
+			e.Dst = r.Dst.String()
+		}
+		for k, v := range r.Fields {
+			if n, ok := v.(json.Number); ok {
+				f, _ := n.Float64()
+				v = f
+			}
+			e.Fields[k] = v
+		}
+		evs = append(evs, e)
 	}
 	return evs
+}
+
+// checkEventsFileSchema validates every line of the live events file
+// (otgw run --events) against the record schema, gateway/events/schema.json.
+func (g *gw) checkEventsFileSchema() {
+	g.t.Helper()
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(events.Schema))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource("schema.json", doc); err != nil {
+		g.t.Fatal(err)
+	}
+	sch, err := c.Compile("schema.json")
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	b, err := os.ReadFile(g.events)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	n := 0
+	for _, line := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+		v, err := jsonschema.UnmarshalJSON(bytes.NewReader(line))
+		if err == nil {
+			err = sch.Validate(v)
+		}
+		if err != nil {
+			g.t.Errorf("events file record %d: %v\n%s", n+1, err, line)
+		}
+		n++
+	}
+	if n == 0 {
+		g.t.Errorf("events file %s is empty", g.events)
+	}
 }
 
 func (g *gw) countEvents(typ string) int {

@@ -11,6 +11,7 @@ import (
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/rules/learn"
 	"github.com/otgw/otgw/simulate/capture"
+	"github.com/otgw/otgw/simulate/learnrun"
 	"github.com/otgw/otgw/simulate/replay"
 )
 
@@ -23,7 +24,7 @@ import (
 // master's port 1128, one second after it, is denied.
 func TestLearnedDNP3UDPDeniesOperate(t *testing.T) {
 	path := filepath.Join(testenv.Pcaps(t), "dnp3_zeek_dnp3_udp_read.pcap") // skips naming the path when absent (fails under CI)
-	pol, _, err := learn.Learn(learn.Options{}, path)
+	pol, _, err := learnrun.Learn(learn.Options{}, path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -159,9 +159,13 @@ func TestDeniedWrite(t *testing.T) {
 			if ev.Action != tc.action || ev.Mode != "enforce" || ev.Conduit != "hmi-plc" {
 				t.Errorf("deny event: got action %q mode %q conduit %q, want %q enforce hmi-plc", ev.Action, ev.Mode, ev.Conduit, tc.action)
 			}
-			if fc, _ := ev.Fields["fc"].(float64); fc != 6 {
-				t.Errorf("deny event fc: got %v, want 6", ev.Fields["fc"])
+			if fc, _ := ev.Fields["fc"].(float64); fc != 6 || ev.Fields["function"] != "write_single_register" {
+				t.Errorf("deny event fc: got %v (%v), want 6 (write_single_register)", ev.Fields["fc"], ev.Fields["function"])
 			}
+			if v, _ := ev.Fields["value"].(float64); v != 4242 {
+				t.Errorf("deny event value: got %v, want 4242 (the refused write)", ev.Fields["value"])
+			}
+			g.checkEventsFileSchema()
 		})
 	}
 }
@@ -221,8 +225,8 @@ func TestARPAndHandshake(t *testing.T) {
 	// The veth peers send with checksum offload (CHECKSUM_PARTIAL): the
 	// reads above only work because the gateway completed those checksums.
 	loop, _ := st["counters"].(map[string]any)["loop"].(map[string]any)
-	if fixed, _ := loop["RxCsumFixed"].([]any); len(fixed) != 2 || fixed[0].(float64) == 0 || fixed[1].(float64) == 0 {
-		t.Errorf("RxCsumFixed = %v, want > 0 in both directions (veth peers leave checksums to the 'NIC')", loop["RxCsumFixed"])
+	if fixed, _ := loop["rx_csum_fixed"].([]any); len(fixed) != 2 || fixed[0].(float64) == 0 || fixed[1].(float64) == 0 {
+		t.Errorf("rx_csum_fixed = %v, want > 0 in both directions (veth peers leave checksums to the 'NIC')", loop["rx_csum_fixed"])
 	}
 	if got := counter(st, "counters", "dropped"); got != 0 {
 		t.Logf("drops: %v", st["counters"].(map[string]any)["drops"])

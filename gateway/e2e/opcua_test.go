@@ -329,8 +329,11 @@ func TestOPCUAReadAllowedWriteDenied(t *testing.T) {
 	if ev.Action != "reply" || ev.Conduit != "hmi-plc" {
 		t.Errorf("deny event: action %q conduit %q, want reply hmi-plc", ev.Action, ev.Conduit)
 	}
-	if svc, _ := ev.Fields["service"].(float64); svc != 673 {
-		t.Errorf("deny event service %v, want 673 (WriteRequest); event %+v", ev.Fields["service"], ev)
+	if svc, _ := ev.Fields["service_id"].(float64); svc != 673 || ev.Fields["service"] != "write" {
+		t.Errorf("deny event service %v (id %v), want write (673, WriteRequest); event %+v", ev.Fields["service"], ev.Fields["service_id"], ev)
+	}
+	if nodes, _ := ev.Fields["nodes"].([]any); len(nodes) != 1 || !strings.HasSuffix(fmt.Sprint(nodes[0]), ";s="+uaSetpoint) {
+		t.Errorf("deny event nodes %v, want the setpoint's NodeId (s=%s)", ev.Fields["nodes"], uaSetpoint)
 	}
 	if strings.Contains(srvOut.String(), "WRITE ") {
 		t.Errorf("the server executed a write:\n%s", srvOut.String())

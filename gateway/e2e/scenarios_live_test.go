@@ -118,6 +118,7 @@ type scenarioResult struct {
 // offlineRun is the offline replay's view of one capture.
 type offlineRun struct {
 	events []cmpEvent
+	flows  map[cmpEvent]string    // flow_id and community_id of each verdict event
 	in     map[int]gateway.PortID // capture frame -> ingress port
 	rep    *replay.Report
 }
@@ -126,7 +127,7 @@ type offlineRun struct {
 // as the scenario expectations are written) and records each frame's side.
 func runOffline(t *testing.T, pol *rules.Policy, rs *rules.Ruleset, pcap string) offlineRun {
 	t.Helper()
-	out := offlineRun{in: map[int]gateway.PortID{}}
+	out := offlineRun{in: map[int]gateway.PortID{}, flows: map[cmpEvent]string{}}
 	rep, err := replay.Run(replay.Options{Policy: pol, Ruleset: rs, StrictMidstream: true,
 		OnDecision: func(f replay.FrameRef, _ *packet.Packet, d *gateway.Decision) {
 			if f.Index > 0 {
@@ -135,6 +136,7 @@ func runOffline(t *testing.T, pol *rules.Policy, rs *rules.Ruleset, pcap string)
 		},
 		OnEvent: func(e *replay.Event) {
 			out.events = append(out.events, cmpEvent{e.Frame, e.Verdict, e.Reason})
+			out.flows[cmpEvent{e.Frame, e.Verdict, e.Reason}] = flowIDs(e.Record())
 		},
 	}, pcap)
 	if err != nil {
@@ -285,6 +287,16 @@ func (tp *liveTopo) collect(i int) {
 	}
 }
 
+// flowIDs is "flow_id community_id" of an event record ("" without IP
+// endpoints).
+func flowIDs(e *events.Event) string {
+	t, ok := e.Tuple()
+	if !ok {
+		return ""
+	}
+	return fmt.Sprint(events.FlowID(t), " ", events.CommunityID(t, 0))
+}
+
 // eventSink keeps every event the engine emits.
 type eventSink struct {
 	mu  sync.Mutex // guards evs
@@ -389,7 +401,7 @@ func runScenarioLive(t *testing.T, tp *liveTopo, dir string) scenarioResult {
 	}
 
 	// Live: a fresh engine and datapath on the scenario's policy.
-	w, err := rules.NewWatcher(rules.WatcherConfig{Path: polPath})
+	w, err := daemon.NewWatcher(daemon.WatcherConfig{Path: polPath})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,6 +448,7 @@ func runScenarioLive(t *testing.T, tp *liveTopo, dir string) scenarioResult {
 	rx0 := tp.rx[0].Load() + tp.rx[1].Load()
 
 	var live []cmpEvent
+	liveFlows := map[cmpEvent]string{}
 	var problems []string
 	var other []string
 	timeouts := 0
@@ -475,6 +488,7 @@ func runScenarioLive(t *testing.T, tp *liveTopo, dir string) scenarioResult {
 			switch e.Type {
 			case events.TypeDeny, events.TypeAlert:
 				live = append(live, cmpEvent{fr.index, e.Verdict, e.Reason})
+				liveFlows[cmpEvent{fr.index, e.Verdict, e.Reason}] = flowIDs(e)
 				verdicts++
 			default:
 				other = append(other, fmt.Sprintf("frame %d: %s %s", fr.index, e.Type, e.Message))
@@ -508,6 +522,14 @@ func runScenarioLive(t *testing.T, tp *liveTopo, dir string) scenarioResult {
 	}
 	if len(other) > 0 {
 		t.Logf("other engine events: %s", strings.Join(other, "; "))
+	}
+
+	// The same traffic has the same flow_id and community_id live and
+	// offline (issue 17).
+	for k, v := range liveFlows {
+		if o, ok := off.flows[k]; ok && o != v {
+			problems = append(problems, fmt.Sprintf("%s: flow_id/community_id live %s, offline %s", k, v, o))
+		}
 	}
 
 	// Per-scenario counters: the same engine on the same frames.

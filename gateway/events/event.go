@@ -23,6 +23,7 @@ const (
 	TypeAggregated    Type = "aggregated"
 	TypeWatchdog      Type = "watchdog"
 	TypeBypass        Type = "bypass"
+	TypeCrash         Type = "crash" // a datapath worker panicked or stalled; see Event.Message
 	TypeFlowTableFull Type = "flow_table_full"
 	// TypeGap reports a discontinuity in the event stream: the previous
 	// run ended without a clean stop, so events it produced after the last
@@ -89,6 +90,14 @@ type Event struct {
 	Frame    int    // replay only: 1-based frame number in the capture
 	Count    int    // aggregated repeats (>= 1 when aggregated)
 
+	// Net is the packet context of a verdict event (transport protocol,
+	// ICMP type/code, MAC addresses and ethertype), from the frame that
+	// caused it. It builds proto, flow_id and community_id in JSON.
+	Net Net
+	// PcapFile is the capture (base name) of a replayed frame; Frame its
+	// 1-based number in that file.
+	PcapFile string
+
 	// Protocol fields, as in `otgw dissect` (e.g. "fc": 6, "unit": 1).
 	Fields map[string]any
 
@@ -98,6 +107,21 @@ type Event struct {
 	File    string // policy file
 	Line    int
 	Port    string // link events
+}
+
+// Net is the packet context of an event below the application layer.
+// The zero value means "not known" (events with no packet behind them).
+type Net struct {
+	// IPProto is the IANA number of the transport protocol (ProtoTCP,
+	// ProtoUDP, ProtoICMP, ProtoICMPv6, ...); 0 when not IP or unknown.
+	IPProto uint8
+	// ICMPType and ICMPCode of an ICMP or ICMPv6 packet.
+	ICMPType, ICMPCode uint8
+	// HasMAC: SrcMAC and DstMAC hold the Ethernet addresses.
+	HasMAC         bool
+	SrcMAC, DstMAC [6]byte
+	// EtherType is the innermost ethertype (after VLAN tags); 0 unknown.
+	EtherType uint16
 }
 
 // Sink receives events. Emit must not block the caller for long and must be

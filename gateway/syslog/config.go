@@ -79,6 +79,10 @@ type Config struct {
 	// Hostname, AppName, SWVersion fill the message headers (defaults:
 	// os.Hostname(), "otgw", "dev").
 	Hostname, AppName, SWVersion string
+	// OriginIPs are the ip parameters of the RFC 5424 origin element
+	// (default: this host's global unicast addresses, at most 4; an empty
+	// non-nil slice omits them).
+	OriginIPs []string
 	// Notify receives the exporter's own events (dropped N, destination
 	// down/up, TLS failures), normally the events.Pipeline so they get a
 	// sequence number and reach every exporter. Nil: the exporter spools
@@ -93,7 +97,7 @@ type Config struct {
 //	udp://host:514?format=leef
 //
 // Parameters: format (rfc5424|cef|leef|json), pen (IANA Private Enterprise
-// Number, required for rfc5424), facility (0..23), app, hostname, name,
+// Number: adds the otgw@PEN SD element to rfc5424), facility (0..23), app, hostname, name,
 // maxbytes, ca, cert, key, servername (tls only), confirm, backoffmin,
 // backoffmax, writetimeout (Go durations). Unknown parameters are errors,
 // so a typo never silently weakens TLS.
@@ -239,9 +243,6 @@ func parseDestination(raw string) (Destination, error) {
 	}
 	if (d.CertFile == "") != (d.KeyFile == "") {
 		return bad("cert and key must be given together")
-	}
-	if d.Format == FormatRFC5424 && d.EnterpriseID == 0 {
-		return bad("%v", ErrNoEnterpriseID)
 	}
 	if d.Name == "" {
 		d.Name = u.Scheme + "-" + strings.NewReplacer(":", "-", "[", "", "]", "").Replace(d.Addr)

@@ -11,32 +11,82 @@
 // limits of section 6 (HOSTNAME 255, APP-NAME 48, PROCID 128, MSGID 32,
 // printable US-ASCII, "-" for NILVALUE). MSGID is the event class
 // (MODBUS_DENY, POLICY_RELOAD, LOG_DROPPED, LOG_GAP, EVENTS_SUPPRESSED,
-// LOG_DEST_DOWN ...). Structured data, in this order:
+// LOG_DEST_DOWN ...). A destination needs no configuration beyond its
+// address: udp://soc:514 works. Structured data uses the SD-IDs that RFC
+// 5424 section 7 registers, which need no enterprise number:
+//
+//	[meta sequenceId=.. sysUpTime=..]
+//	[timeQuality tzKnown=.. isSynced=.. syncAccuracy=..]
+//	[origin software="otgw" swVersion=.. ip=.. ip=.. enterpriseId=PEN]
+//
+// sequenceId is the pipeline's per-boot Seq (wrapping 2147483647 -> 1,
+// section 7.3.1); sysUpTime (section 7.3.2) is the time since the exporter
+// started in hundredths of a second, given only for events of the running
+// process (not for records spooled by an earlier run); ip repeats for each
+// global unicast address of the host (section 7.2.1; Config.OriginIPs
+// overrides). MSG is the event itself, one JSON object in the
+// events.AppendJSON schema with every non-ASCII character \u-escaped, so
+// MSG is plain ASCII (no BOM, section 6.4), one line, and any JSON parser
+// reads it:
+//
+//	<108>1 2025-01-15T10:21:33.123456Z gw-01 otgw 2417 MODBUS_DENY
+//	  [meta sequenceId="81234" sysUpTime="129312"][timeQuality tzKnown="1" isSynced="1"]
+//	  [origin software="otgw" swVersion="0.1.0" ip="192.0.2.1"] {"seq":81234,...,"type":"deny",...}
+//
+// With pen= in the URL (the IANA Private Enterprise Number; 32473, the
+// documentation number of RFC 5612, appears only in tests and examples)
+// our own element comes first, repeating the event's fields as SD params
+// for receivers that index structured data but not JSON:
 //
 //	[otgw@PEN bootId=.. type=.. mode=.. verdict=.. action=.. conduit=.. rule=..
 //	  reason=.. zoneSrc=.. zoneDst=.. src=.. srcPort=.. dst=.. dstPort=.. proto=..
 //	  frame=.. count=.. step=.. version=.. file=.. line=.. port=.. <dissect fields>]
-//	[meta sequenceId=..][timeQuality tzKnown=.. isSynced=.. syncAccuracy=..]
-//	[origin software="otgw" swVersion=.. enterpriseId=PEN]
 //
-// PEN is the IANA Private Enterprise Number, configured with pen= in the
-// URL; there is no default. 32473, the documentation number of RFC 5612,
-// appears only in tests and examples. SD values escape '"', '\' and ']'
-// (section 6.3.3); SD names are cut to 32 characters. sequenceId is the
-// pipeline's per-boot Seq (wrapping 2147483647 -> 1, section 7.3.1) and
-// bootId tells boots apart, so the SOC sees gaps and duplicates. A MSG with
-// non-ASCII text starts with the UTF-8 BOM (section 6.4). A message longer
-// than the destination's maxbytes (default 8192 on streams, 2048 on UDP)
-// is shortened, never split: values cut to 64 bytes, then the protocol
-// fields dropped, marked truncated="1".
+// and origin gets enterpriseId=PEN. SD values escape '"', '\' and ']'
+// (section 6.3.3); SD names are cut to 32 characters, and a protocol field
+// whose name collides with one above is prefixed "f_". bootId (in otgw@PEN,
+// and boot_id in the JSON) tells boots apart, so with sequenceId the SOC
+// sees gaps and duplicates. A message longer than the destination's
+// maxbytes (default 8192 on streams, 2048 on UDP) is shortened, never
+// split: text values cut to 64 bytes, then the protocol fields dropped,
+// marked truncated="1" (and "truncated":true in the JSON fields); only a
+// message still too long after that (a huge hostname) is cut at the end.
+//
+// # CEF and LEEF
 //
 // CEF and LEEF are carried as the MSG of an RFC 5424 header with "-" SD.
+// The header is CEF:0|otgw|otgw|<swVersion>|<MSGID>|<message>|<severity>
+// (severity 0..10: emergency 10, alert 9, critical 8, error 7, warning 5,
+// notice 3, info 2, debug 0) and LEEF:2.0|otgw|otgw|<swVersion>|<MSGID>|x09|.
 // CEF escapes '\' and '|' in the header and '\', '=', CR and LF in
-// extension values; zones, conduit, rule, reason and boot id use
-// cs1..cs6 with labels, the sequence number cn1 (label "seq"), the rest
-// "ad.<name>". LEEF 2.0 declares a tab delimiter ("x09") and maps tab, CR
-// and LF in values to spaces. JSON is the events.AppendJSON schema, one
-// object per line (LF framed on streams).
+// extension values; LEEF 2.0 declares a tab delimiter ("x09") and maps
+// tab, CR and LF in values to spaces. The event's fields map as follows
+// (a dash: the key is written as itself, in CEF prefixed "ad."):
+//
+//	event field      CEF key                 LEEF key
+//	time             rt (epoch ms)           devTime + devTimeFormat
+//	hostname         dvchost                 -
+//	seq              cn1 (cn1Label=seq)      seq
+//	severity         header severity         sev (1..10)
+//	type             cat                     cat
+//	src / srcPort    src / spt               src / srcPort
+//	dst / dstPort    dst / dpt               dst / dstPort
+//	proto            app                     app
+//	action           act                     action
+//	verdict          outcome                 verdict
+//	count            cnt                     count
+//	conduit          cs1 (cs1Label=conduit)  conduit
+//	rule             cs2 (cs2Label=rule)     rule
+//	reason           cs3 (cs3Label=reason)   reason
+//	zoneSrc          cs4 (cs4Label=zoneSrc)  zoneSrc
+//	zoneDst          cs5 (cs5Label=zoneDst)  zoneDst
+//	bootId           cs6 (cs6Label=bootId)   bootId
+//	mode, step, version, file, line, port, frame, protocol fields
+//	                 ad.<name>               <name>
+//	message          header name             msg
+//
+// JSON (format=json) is the events.AppendJSON schema, one object per line
+// (LF framed on streams).
 //
 // # Spool and delivery
 //

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -45,6 +46,13 @@ type Exporter struct {
 
 	emitted   atomic.Uint64
 	emitFails atomic.Uint64
+
+	// started and bootID give the sysUpTime of RFC 5424's meta element:
+	// the time since this exporter started, for events of this run only
+	// (bootID is the boot id of the first event Emit saw with one; records
+	// spooled by an earlier run carry another).
+	started time.Time
+	bootID  atomic.Pointer[string]
 }
 
 // DestStats are one destination's counters.
@@ -113,8 +121,11 @@ func New(cfg Config, spoolDir string, logger *slog.Logger) (*Exporter, error) {
 	if cfg.SWVersion == "" {
 		cfg.SWVersion = "dev"
 	}
+	if cfg.OriginIPs == nil {
+		cfg.OriginIPs = hostIPs(4)
+	}
 	x := &Exporter{cfg: cfg, log: logger.With("component", "syslog"), stopSyn: make(chan struct{}), closing: make(chan struct{}),
-		spoolDir: spoolDir}
+		spoolDir: spoolDir, started: time.Now()}
 	names := make([]string, 0, len(cfg.Destinations))
 	for i := range cfg.Destinations {
 		d := cfg.Destinations[i]
@@ -124,15 +135,13 @@ func New(cfg Config, spoolDir string, logger *slog.Logger) (*Exporter, error) {
 		if contains(names, d.Name) {
 			return nil, fmt.Errorf("%w: duplicate destination name %q", ErrBadURL, d.Name)
 		}
-		if d.Format == FormatRFC5424 && d.EnterpriseID == 0 {
-			return nil, fmt.Errorf("%s: %w", d.Name, ErrNoEnterpriseID)
-		}
 		d.defaults(&cfg)
 		ds := &dest{d: d, x: x, log: x.log.With("dest", d.Name)}
 		ds.f = Formatter{
 			Format: d.Format, Facility: d.Facility, Hostname: d.Hostname, AppName: d.AppName,
 			ProcID: strconv.Itoa(os.Getpid()), EnterpriseID: d.EnterpriseID,
 			Software: "otgw", SWVersion: cfg.SWVersion, MaxBytes: d.MaxBytes,
+			OriginIPs: cfg.OriginIPs, Uptime: x.uptime,
 		}
 		if d.Network == "tls" {
 			tc, err := tlsConfig(&d)
@@ -186,6 +195,10 @@ func New(cfg Config, spoolDir string, logger *slog.Logger) (*Exporter, error) {
 // TypeDropped event reports how many.
 func (x *Exporter) Emit(e *events.Event) {
 	x.emitted.Add(1)
+	if e.BootID != "" && x.bootID.Load() == nil {
+		b := e.BootID
+		x.bootID.CompareAndSwap(nil, &b)
+	}
 	x.emitMu.Lock()
 	x.buf = e.AppendJSON(x.buf[:0])
 	ok, err := x.sp.append(uint8(min(e.Severity, events.SevDebug)), x.buf)
@@ -198,6 +211,39 @@ func (x *Exporter) Emit(e *events.Event) {
 		x.log.LogAttrs(context.Background(), slog.LevelError, "spool append failed", slog.Any("err", err))
 	}
 	x.reportDrops()
+}
+
+// uptime is the Formatter's sysUpTime source: e.Time minus the exporter's
+// start, for events of this run.
+func (x *Exporter) uptime(e *events.Event) (time.Duration, bool) {
+	b := x.bootID.Load()
+	if b == nil || e.BootID != *b || e.Time.Before(x.started) {
+		return 0, false
+	}
+	return e.Time.Sub(x.started), true
+}
+
+// hostIPs lists up to n global unicast addresses of this host's
+// interfaces (IPv4 first), for the origin element.
+func hostIPs(n int) []string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var v4, v6 []string
+	for _, a := range addrs {
+		pfx, ok := a.(*net.IPNet)
+		if !ok || !pfx.IP.IsGlobalUnicast() {
+			continue
+		}
+		if pfx.IP.To4() != nil {
+			v4 = append(v4, pfx.IP.String())
+		} else {
+			v6 = append(v6, pfx.IP.String())
+		}
+	}
+	out := append(v4, v6...)
+	return out[:min(n, len(out))]
 }
 
 func (x *Exporter) reportDrops() {

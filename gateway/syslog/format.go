@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/otgw/otgw/gateway/events"
@@ -18,7 +19,9 @@ type Format uint8
 
 // Formats.
 const (
-	// FormatRFC5424 is RFC 5424 with the otgw SD element (the default).
+	// FormatRFC5424 is RFC 5424 (the default): the registered SD-IDs
+	// origin, meta and timeQuality, the otgw@PEN element when an
+	// enterprise number is configured, and the event as JSON in MSG.
 	FormatRFC5424 Format = iota
 	// FormatCEF is an RFC 5424 header followed by an ArcSight CEF:0 line.
 	FormatCEF
@@ -82,6 +85,14 @@ type Formatter struct {
 	// Software and SWVersion fill the origin SD element and the CEF/LEEF
 	// product and version.
 	Software, SWVersion string
+	// OriginIPs fill the ip parameters of the origin SD element (RFC 5424
+	// section 7.2.1: the originator's addresses, the parameter repeats).
+	OriginIPs []string
+	// Uptime returns the sysUpTime of the meta SD element for e (RFC 5424
+	// section 7.3.2: time since the syslog part of the system started),
+	// or false when unknown, e.g. for an event spooled by an earlier run.
+	// Nil: sysUpTime is omitted.
+	Uptime func(e *events.Event) (time.Duration, bool)
 	// MaxBytes caps one message (0 = no cap). A longer event is shortened
 	// (message text, then long values, then protocol fields) and marked
 	// truncated="1"; it is never split.
@@ -125,31 +136,67 @@ func (f *Formatter) appendLimited(dst []byte, e *events.Event, valueMax int, noF
 		dst = append(f.appendHeader(dst, e), " -"...)
 		return f.appendLEEF(dst, e, p, valueMax)
 	case FormatJSON:
-		if valueMax >= 0 {
-			c := *e
-			c.Message = truncUTF8(c.Message, valueMax)
-			if noFields {
-				c.Fields = nil
-			}
-			c.Fields = withTruncated(c.Fields)
-			return c.AppendJSON(dst)
-		}
-		return e.AppendJSON(dst)
+		return shortened(e, valueMax, noFields).AppendJSON(dst)
 	}
 	dst = f.appendHeader(dst, e)
 	dst = f.appendSD(dst, e, p)
-	msg := e.Message
-	if valueMax >= 0 {
-		msg = truncUTF8(msg, valueMax)
+	// MSG is the event in the JSON schema, with every non-ASCII character
+	// escaped: an all-ASCII MSG is MSG-ANY and needs no BOM (RFC 5424
+	// section 6.4), and JSON parsers downstream never meet one.
+	dst = append(dst, ' ')
+	return appendASCIIJSON(dst, shortened(e, valueMax, noFields).AppendJSON(nil))
+}
+
+// shortened returns e, or for valueMax >= 0 a copy with every text value
+// cut to valueMax bytes (string protocol fields too, or none of them with
+// noFields) and Fields["truncated"] set.
+func shortened(e *events.Event, valueMax int, noFields bool) *events.Event {
+	if valueMax < 0 {
+		return e
 	}
-	if msg != "" {
-		dst = append(dst, ' ')
-		if !isASCII(msg) {
-			dst = append(dst, "\xEF\xBB\xBF"...) // RFC 5424 section 6.4: BOM before UTF-8 MSG
+	c := *e
+	for _, s := range []*string{&c.Message, &c.Mode, &c.Verdict, &c.Action, &c.Conduit, &c.Rule, &c.Reason,
+		&c.FromZone, &c.ToZone, &c.Proto, &c.Step, &c.Version, &c.File, &c.Port} {
+		*s = truncUTF8(*s, valueMax)
+	}
+	if noFields {
+		c.Fields = nil
+	}
+	c.Fields = withTruncated(c.Fields)
+	for k, v := range c.Fields {
+		if s, ok := v.(string); ok {
+			c.Fields[k] = truncUTF8(s, valueMax)
 		}
-		dst = appendValidUTF8(dst, msg)
+	}
+	return &c
+}
+
+// appendASCIIJSON appends the JSON text js with every non-ASCII rune
+// written as a \u escape (a surrogate pair above U+FFFF), which is the
+// same JSON value: non-ASCII bytes occur only inside strings.
+func appendASCIIJSON(dst, js []byte) []byte {
+	for len(js) > 0 {
+		c := js[0]
+		if c < utf8.RuneSelf {
+			dst = append(dst, c)
+			js = js[1:]
+			continue
+		}
+		r, n := utf8.DecodeRune(js)
+		js = js[n:]
+		if r >= 0x10000 {
+			r1, r2 := utf16.EncodeRune(r)
+			dst = appendU(appendU(dst, r1), r2)
+			continue
+		}
+		dst = appendU(dst, r)
 	}
 	return dst
+}
+
+func appendU(dst []byte, r rune) []byte {
+	const hex = "0123456789abcdef"
+	return append(dst, '\\', 'u', hex[r>>12&15], hex[r>>8&15], hex[r>>4&15], hex[r&15])
 }
 
 func withTruncated(m map[string]any) map[string]any {
@@ -391,11 +438,26 @@ func (f *Formatter) appendSD(dst []byte, e *events.Event, p []param) []byte {
 		}
 		dst = append(dst, ']')
 	}
-	if e.Seq != 0 {
-		// RFC 5424 section 7.3.1: 1..2147483647, then wraps to 1.
-		dst = append(dst, `[meta sequenceId="`...)
-		dst = strconv.AppendUint(dst, (e.Seq-1)%2147483647+1, 10)
-		dst = append(dst, `"]`...)
+	up, upOK := time.Duration(0), false
+	if f.Uptime != nil {
+		up, upOK = f.Uptime(e)
+	}
+	if e.Seq != 0 || upOK {
+		dst = append(dst, "[meta"...)
+		if e.Seq != 0 {
+			// RFC 5424 section 7.3.1: 1..2147483647, then wraps to 1.
+			dst = append(dst, ` sequenceId="`...)
+			dst = strconv.AppendUint(dst, (e.Seq-1)%2147483647+1, 10)
+			dst = append(dst, '"')
+		}
+		if upOK {
+			// Section 7.3.2: SNMP sysUpTime, hundredths of a second
+			// (TimeTicks, RFC 2578: modulo 2^32).
+			dst = append(dst, ` sysUpTime="`...)
+			dst = strconv.AppendUint(dst, uint64(max(up, 0)/(10*time.Millisecond))%(1<<32), 10)
+			dst = append(dst, '"')
+		}
+		dst = append(dst, ']')
 	}
 	if !e.Time.IsZero() {
 		tq := e.TimeQuality
@@ -416,6 +478,9 @@ func (f *Formatter) appendSD(dst []byte, e *events.Event, p []param) []byte {
 		dst = appendSDParam(dst, "software", truncUTF8(f.Software, 48))
 		if f.SWVersion != "" {
 			dst = appendSDParam(dst, "swVersion", truncUTF8(f.SWVersion, 32))
+		}
+		for _, ip := range f.OriginIPs {
+			dst = appendSDParam(dst, "ip", ip)
 		}
 		if f.EnterpriseID != 0 {
 			dst = appendSDParam(dst, "enterpriseId", strconv.FormatUint(uint64(f.EnterpriseID), 10))
@@ -450,22 +515,6 @@ func appendSDParam(dst []byte, name, value string) []byte {
 		}
 	}
 	return append(dst, '"')
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
-
-func appendValidUTF8(dst []byte, s string) []byte {
-	if utf8.ValidString(s) {
-		return append(dst, s...)
-	}
-	return append(dst, strings.ToValidUTF8(s, "\uFFFD")...)
 }
 
 // truncUTF8 cuts s to at most n bytes at a rune boundary.

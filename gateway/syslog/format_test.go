@@ -46,13 +46,71 @@ func goldenEvents() []struct {
 	}
 }
 
+// goldenFormatter is the formatter of the golden files: sysUpTime counts
+// from 10:00 UTC on the golden day for boot "7a1c...".
+func goldenFormatter(f Format, pen uint32) Formatter {
+	boot := time.Date(2025, 1, 15, 10, 0, 0, 0, time.UTC)
+	return Formatter{Format: f, Facility: DefaultFacility, Hostname: "gw-01.plant.example", AppName: "otgw",
+		ProcID: "2417", EnterpriseID: pen, Software: "otgw", SWVersion: "0.1.0", MaxBytes: 2048,
+		OriginIPs: []string{"192.0.2.1", "2001:db8::1"},
+		Uptime: func(e *events.Event) (time.Duration, bool) {
+			return e.Time.Sub(boot), e.BootID == "7a1c2b9e-0d4f-4e55-9b8a-3f0e6c2d1a00"
+		}}
+}
+
+// The default RFC 5424 form needs no enterprise number: registered SD-IDs
+// only (origin, meta, timeQuality), the event as ASCII JSON in MSG.
+func TestFormatRFC5424WithoutPEN(t *testing.T) {
+	for _, ge := range goldenEvents() {
+		t.Run(ge.name, func(t *testing.T) {
+			fm := goldenFormatter(FormatRFC5424, 0)
+			got := append(fm.Append(nil, ge.e), '\n')
+			path := filepath.Join("testdata", "rfc5424-nopen-"+ge.name+".golden")
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -update)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s:\ngot  %q\nwant %q", path, got, want)
+			}
+			if bytes.Contains(got, []byte("[otgw@")) {
+				t.Errorf("private SD element without a PEN: %q", got)
+			}
+			for i, c := range got {
+				if c >= 0x80 {
+					t.Fatalf("byte %d is not ASCII (0x%02x): MSG must need no BOM", i, c)
+				}
+			}
+			msg := got[:len(got)-1]
+			{
+				// MSG is the last field: the JSON object after the SD.
+				k := bytes.Index(msg, []byte(" {\""))
+				if k < 0 {
+					t.Fatalf("no JSON MSG in %q", msg)
+				}
+				var back events.Event
+				if err := events.UnmarshalJSONEvent(msg[k+1:], &back); err != nil {
+					t.Fatalf("MSG does not parse back: %v", err)
+				}
+				if !strings.HasPrefix(ge.e.Message, back.Message) || back.Type != ge.e.Type || back.Seq != ge.e.Seq {
+					t.Errorf("MSG round trip: got %+v", back)
+				}
+			}
+		})
+	}
+}
+
 // S01/S12/S13: byte-exact output of every format, refreshed with -update.
 func TestFormatGolden(t *testing.T) {
 	for _, f := range []Format{FormatRFC5424, FormatCEF, FormatLEEF, FormatJSON} {
 		for _, ge := range goldenEvents() {
 			t.Run(f.String()+"/"+ge.name, func(t *testing.T) {
-				fm := Formatter{Format: f, Facility: DefaultFacility, Hostname: "gw-01.plant.example", AppName: "otgw",
-					ProcID: "2417", EnterpriseID: testPEN, Software: "otgw", SWVersion: "0.1.0", MaxBytes: 2048}
+				fm := goldenFormatter(f, testPEN)
 				got := append(fm.Append(nil, ge.e), '\n')
 				path := filepath.Join("testdata", f.String()+"-"+ge.name+".golden")
 				if *update {
@@ -101,7 +159,7 @@ func TestFormatRules(t *testing.T) {
 		}
 	}
 	var nilSD Formatter
-	if got, want := string(nilSD.Append(nil, &events.Event{Type: events.TypeStop})), "<0>1 - - - - STOP -"; got != want {
+	if got, want := string(nilSD.Append(nil, &events.Event{Type: events.TypeStop})), `<0>1 - - - - STOP - {"event_type":"stop","severity":"emergency","seq":0}`; got != want {
 		t.Errorf("all-NILVALUE message = %q, want %q", got, want)
 	}
 }

@@ -157,7 +157,7 @@ func TestParseURL(t *testing.T) {
 			}},
 		{"tcp cef default port", "tcp://192.0.2.1?format=cef", nil, func(d Destination) bool { return d.Addr == "192.0.2.1:514" && d.Format == FormatCEF }},
 		{"udp ipv6", "udp://[2001:db8::1]:5514?format=leef&name=soc2", nil, func(d Destination) bool { return d.Addr == "[2001:db8::1]:5514" && d.Name == "soc2" }},
-		{"rfc5424 needs pen", "tls://soc.example", ErrBadURL, nil},
+		{"rfc5424 without pen", "tls://soc.example", nil, func(d Destination) bool { return d.Format == FormatRFC5424 && d.EnterpriseID == 0 }},
 		{"unknown param", "tcp://h?format=cef&cafile=x", ErrBadURL, nil},
 		{"ca on tcp", "tcp://h?format=cef&ca=x", ErrBadURL, nil},
 		{"cert without key", "tls://h?pen=1&cert=x", ErrBadURL, nil},

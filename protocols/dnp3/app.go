@@ -64,6 +64,13 @@ type Fragment struct {
 	Anomaly    Anomaly
 	NumObjects int                      // headers in Objects
 	Objects    [MaxObjects]ObjectHeader // object headers in order
+	// Complete: the walk read the fragment to its end, so Objects holds
+	// every object header it carries. False when the header was cut short,
+	// the function code is unknown (its objects are not walked) or an
+	// anomaly stopped the walk (too_many_objects, bad_qualifier,
+	// bad_range, truncated_object, unknown_object of a size the walk
+	// needs): the headers after the last in Objects were not read.
+	Complete bool
 }
 
 // FIR reports the application control FIR bit.
@@ -96,7 +103,7 @@ func (f *Fragment) Headers() []ObjectHeader { return f.Objects[:f.NumObjects] }
 // was parsed before the problem. AnomalyWrongDirection alone is not an
 // error: the bytes are well formed, it is the policy's call.
 func (f *Fragment) Decode(b []byte, fromMaster bool) error {
-	f.Control, f.Func, f.IIN, f.Anomaly, f.NumObjects = 0, 0, 0, AnomalyNone, 0
+	f.Control, f.Func, f.IIN, f.Anomaly, f.NumObjects, f.Complete = 0, 0, 0, AnomalyNone, 0, false
 	if len(b) < 2 {
 		f.Anomaly = AnomalyTruncatedHeader
 		return ErrFragment
@@ -130,7 +137,8 @@ func (f *Fragment) Decode(b []byte, fromMaster bool) error {
 	return nil
 }
 
-// walk decodes the object headers in b, skipping object data.
+// walk decodes the object headers in b, skipping object data; it sets
+// Complete when it reaches the end of b.
 func (f *Fragment) walk(b []byte, fromMaster bool) Anomaly {
 	noData := fromMaster && f.Func.carriesNoObjectData()
 	// soft holds an anomaly that does not stop the walk: an object the
@@ -210,6 +218,7 @@ func (f *Fragment) walk(b []byte, fromMaster bool) Anomaly {
 			return a
 		}
 	}
+	f.Complete = true
 	return soft
 }
 

@@ -98,9 +98,14 @@ type ADU struct {
 	AndMask uint16
 	OrMask  uint16
 
-	// Sub is the FC 8 sub-function or the FC 43 MEI type.
+	// Sub is the FC 8 sub-function, the FC 43 MEI type or the UMAS
+	// function code of an FC 90 request.
 	HasSub bool
 	Sub    uint16
+
+	// UMASKey is the pairing key of an FC 90 (UMAS) PDU and UMASStatus the
+	// status of a UMAS response (UMASResponseOK, UMASResponseError).
+	UMASKey, UMASStatus uint8
 
 	// FC 43/14 Read Device Identification (MAP §6.21): DeviceIDCode (1-4)
 	// and ObjectID in requests and responses; Conformity, MoreFollows,
@@ -201,7 +206,8 @@ func (a *ADU) Decode(b []byte, dir protocols.Dir) error {
 		a.Anomaly = AnomalyProtocolID
 		return ErrProtocolID
 	}
-	if a.Length < MinLengthField || a.Length > MaxLengthField {
+	if a.Length < MinLengthField || a.Length > MaxUMASLengthField ||
+		a.Length > MaxLengthField && (len(b) <= MBAPLen || int(a.Length) > maxLengthField(b[MBAPLen])) {
 		a.Anomaly = AnomalyMBAPLength
 		return ErrLength
 	}
@@ -376,6 +382,8 @@ func (a *ADU) decodeRequest() {
 		}
 	case 43:
 		a.decodeMEI()
+	case FuncUMAS:
+		a.decodeUMAS()
 	default:
 		if IsUserDefined(fc) {
 			a.UserDefined = true
@@ -400,7 +408,7 @@ func (a *ADU) decodeResponse() {
 		if !a.Exception.Valid() {
 			a.flag(AnomalyExceptionCodeInvalid)
 		}
-		if fc == ExceptionBit || (!IsPublic(fc&^ExceptionBit) && !a.UserDefined) {
+		if fc == ExceptionBit || (!IsPublic(fc&^ExceptionBit) && !a.UserDefined && fc&^ExceptionBit != FuncUMAS) {
 			a.flag(AnomalyUnknownFunction)
 		}
 		return
@@ -464,6 +472,8 @@ func (a *ADU) decodeResponse() {
 		a.copyRegs(d[4:])
 	case 43:
 		a.decodeMEI()
+	case FuncUMAS:
+		a.decodeUMAS()
 	default:
 		if IsUserDefined(fc) {
 			a.UserDefined = true

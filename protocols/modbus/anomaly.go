@@ -126,7 +126,7 @@ var (
 	// ErrProtocolID: MBAP protocol id is not 0.
 	ErrProtocolID error = &kindError{"modbus: MBAP protocol id is not 0", ErrNotModbus}
 	// ErrLength: MBAP length field outside 2-254.
-	ErrLength error = &kindError{"modbus: MBAP length outside 2-254", ErrNotModbus}
+	ErrLength error = &kindError{"modbus: MBAP length outside 2-254 (255 for FC 90, UMAS)", ErrNotModbus}
 	// ErrTruncated: fewer bytes than one ADU.
 	ErrTruncated = errors.New("modbus: truncated ADU")
 	// ErrMalformed: the ADU was decoded but breaks the specification; the

@@ -37,9 +37,9 @@ type Conn struct {
 
 // connDir is the per-direction stream state.
 type connDir struct {
-	buf     [MaxADULen]byte // partial ADU carried between Feed calls
-	n       int             // bytes in buf
-	discard bool            // non-Modbus bytes seen: ignore until a gap
+	buf     [MaxUMASADULen]byte // partial ADU carried between Feed calls
+	n       int                 // bytes in buf
+	discard bool                // non-Modbus bytes seen: ignore until a gap
 }
 
 var _ protocols.Conn = (*Conn)(nil)
@@ -99,7 +99,7 @@ func (c *Conn) Feed(dir protocols.Dir, b []byte, gap bool, emit func(protocols.R
 			return
 		}
 		if n == 0 {
-			st.n = copy(st.buf[:], b) // len(b) < MaxADULen: Next would have framed it
+			st.n = copy(st.buf[:], b) // len(b) < MaxUMASADULen: Next would have framed it
 			return
 		}
 		c.handle(b[:n], dir, emit)
@@ -171,6 +171,9 @@ func RecordOf(a *ADU) protocols.Record {
 	}
 	if a.HasSub {
 		r.Fields = append(r.Fields, protocols.KV{Key: "sub", Value: int(a.Sub)})
+		if a.Func() == FuncUMAS {
+			r.Fields = append(r.Fields, protocols.KV{Key: "umas", Value: UMASFunctionName(uint8(a.Sub))})
+		}
 	}
 	return r
 }

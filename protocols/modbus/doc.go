@@ -16,6 +16,9 @@
 //     below: §3.1.3 MBAP header (transaction id, protocol id 0, length = unit
 //     id + PDU bytes, unit id), §3.1.2 maximum ADU 260 bytes, §4.2 pipelined
 //     requests matched by transaction id.
+//   - Vendor extension: Schneider Electric UMAS in FC 90 (umas.go): the
+//     pairing key and UMAS function code are decoded, and its ADUs may
+//     carry MBAP length 255 (261 bytes), which Modicon PLCs send.
 //
 // Layers, kept apart as in Suricata:
 //

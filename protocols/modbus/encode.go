@@ -197,3 +197,10 @@ func AppendReadDeviceIDResponse(dst []byte, code, conformity, firstID uint8, obj
 func AppendException(dst []byte, fc uint8, code ExceptionCode) []byte {
 	return append(dst, fc|ExceptionBit, uint8(code))
 }
+
+// AppendUMAS appends an FC 90 (Schneider UMAS) PDU: the pairing key, the
+// UMAS function code of a request (or the status of a response) and data.
+// 251 data bytes make the 261-byte ADU UMAS devices send.
+func AppendUMAS(dst []byte, key, code uint8, data []byte) []byte {
+	return AppendPDU(dst, FuncUMAS, key, code, data)
+}

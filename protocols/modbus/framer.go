@@ -20,6 +20,9 @@ type Framer struct{}
 //     offending header field has arrived, so a gateway can deny non-Modbus
 //     bytes on the Modbus port without waiting for more.
 //
+// An MBAP length of 255 (a 261-byte ADU) is accepted only for function
+// code 90, Schneider UMAS, whose devices send it (see FuncUMAS).
+//
 // Next never reads beyond b, never allocates and always returns n <= len(b).
 func (Framer) Next(b []byte) (n int, need int, err error) {
 	if len(b) >= 4 && binary.BigEndian.Uint16(b[2:4]) != 0 {
@@ -29,8 +32,18 @@ func (Framer) Next(b []byte) (n int, need int, err error) {
 		return 0, MBAPLen + 1 - len(b), nil
 	}
 	l := int(binary.BigEndian.Uint16(b[4:6]))
-	if l < MinLengthField || l > MaxLengthField {
+	if l < MinLengthField || l > MaxUMASLengthField {
 		return 0, 0, ErrLength
+	}
+	if l > MaxLengthField {
+		// Only UMAS (FC 90) ADUs may exceed the specification's 260
+		// bytes, by one: wait for the function code to decide.
+		if len(b) <= MBAPLen {
+			return 0, MBAPLen + 1 - len(b), nil
+		}
+		if l > maxLengthField(b[MBAPLen]) {
+			return 0, 0, ErrLength
+		}
 	}
 	total := 6 + l
 	if len(b) < total {

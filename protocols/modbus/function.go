@@ -108,6 +108,8 @@ func FunctionName(fc uint8) string {
 		return "read_fifo_queue"
 	case 43:
 		return "encapsulated_interface_transport"
+	case FuncUMAS:
+		return "umas"
 	}
 	if IsUserDefined(fc) {
 		return "user_defined_" + strconv.Itoa(int(fc))

@@ -30,7 +30,10 @@ func TestFramerNext(t *testing.T) {
 		{name: "protocol id after 4 bytes", b: badProto[:4], wantErr: ErrProtocolID},
 		{name: "length 0", b: []byte{0, 1, 0, 0, 0, 0}, wantErr: ErrLength},
 		{name: "length 1", b: []byte{0, 1, 0, 0, 0, 1, 1}, wantErr: ErrLength},
-		{name: "length 255", b: []byte{0, 1, 0, 0, 0, 255}, wantErr: ErrLength},
+		{name: "length 255 waits for the function code", b: []byte{0, 1, 0, 0, 0, 255}, wantNeed: 2},
+		{name: "length 255 not umas", b: []byte{0, 1, 0, 0, 0, 255, 1, 3}, wantErr: ErrLength},
+		{name: "length 255 umas", b: []byte{0, 1, 0, 0, 0, 255, 1, 90}, wantNeed: 253},
+		{name: "length 256 umas", b: []byte{0, 1, 0, 0, 1, 0, 1, 90}, wantErr: ErrLength},
 		{name: "length 254 ok", b: []byte{0, 1, 0, 0, 0, 254}, wantNeed: 254},
 		{name: "http", b: []byte("GET / HTTP/1.1\r\n"), wantErr: ErrProtocolID},
 	}

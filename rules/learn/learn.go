@@ -1,18 +1,26 @@
-// Package learn drafts a policy from captures: it allows exactly what was
-// observed and nothing else (issue 4, DESIGN.md `otgw learn`).
+// Package learn drafts a policy from observed traffic: it allows exactly
+// what was observed and nothing else (issue 4, DESIGN.md `otgw learn`).
 //
-// Observation goes through the same engine that enforces: the captures are
-// replayed (simulate/replay) through gateway.Engine under a bootstrap
-// policy in monitor mode that inspects Modbus/TCP (502), DNP3 (20000) and
-// OPC UA (4840) and allows every other flow, so each PDU is decoded by the
-// very parsers and adapters whose output the learned policy will later be
-// evaluated against. From the decisions it builds:
-//   - assets by address (in the zone whose network holds them, when zones
-//     are given);
-//   - one conduit per (initiator, responder, protocol);
+// It is pure policy logic: a Learner takes a stream of Observations, the
+// decisions of the enforcing engine, and drafts a rules.Policy.
+// simulate/learnrun produces that stream by replaying captures through
+// gateway.Engine under a bootstrap policy in monitor mode, so each PDU is
+// decoded by the very parsers and adapters whose output the learned
+// policy will later be evaluated against. From the observations it builds:
+//   - assets by address, in the --zone whose network holds them, else in
+//     a zone per network they share (IPv4 /24, IPv6 /64; a zone of host
+//     addresses where such a network would overlap a given zone);
+//   - one conduit per (initiator, responder, protocol), named by the
+//     zones of its two ends and the protocol;
+//   - the three protocols on the ports where they were inspected (the
+//     standard ones, --port, and those where learnrun recognised them by
+//     content; Learner.Inspected says which); S7comm,
+//     EtherNet/IP and IEC 60870-5-104 flows as port rules with a warning
+//     that they pass uninspected;
 //   - Modbus: units, read and write ranges per table (overlapping or
 //     adjacent ranges merged) and the other function codes (with
-//     sub-function for FC 8 and MEI type for FC 43), Modbus Application
+//     sub-function for FC 8, MEI type for FC 43 and UMAS function code for
+//     FC 90, Schneider UMAS), Modbus Application
 //     Protocol v1.1b3 section 6;
 //   - DNP3: master and outstation link addresses, functions with the
 //     object groups/variations seen with them, unsolicited responses
@@ -20,15 +28,18 @@
 //   - OPC UA: the lowest security mode and the policies seen at OPN, the
 //     services seen, and for Write and Call the NodeIds (OPC 10000-4/6);
 //   - other TCP/UDP flows as port rules, ICMP by type, non-IP ethertypes
-//     in the l2 list;
+//     in the l2 list (802.3 length-field frames as llc);
 //   - parser anomalies seen on a conduit as `tolerate` entries of its
 //     rule, so that replaying the same captures denies nothing a policy
 //     can allow; each carries "observed anomaly: review before enforcing"
 //     with its count and first/last seen time, on the rule's line and in
 //     its head comment. What no policy can allow (a response the gateway
-//     cannot pair with a request, bytes that are no PDU, segments the TCP
-//     normaliser refuses) is listed in Stats.Unlearnable or left to the
-//     replay report.
+//     cannot pair with a request, bytes that cannot be framed as the
+//     protocol, whose anomaly rules.Tolerable refuses, an object or
+//     function the policy language has no name for, segments the TCP
+//     normaliser refuses) is never written as a key: it becomes a
+//     "REVIEW:" comment on the rule and a line of Stats.Unlearnable, so
+//     that learn always drafts a policy `otgw check` accepts.
 //
 // Every allowance carries a comment with its count and first/last seen time
 // so that a reviewer can delete what looks wrong. The result is a
@@ -36,7 +47,6 @@
 package learn
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -44,11 +54,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/otgw/otgw/gateway"
-	"github.com/otgw/otgw/gateway/packet"
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/rules"
-	"github.com/otgw/otgw/simulate/replay"
 )
 
 // Options tune Learn. The zero value learns without zones.
@@ -70,6 +79,12 @@ type Options struct {
 	// In a live network `drop` also leaves the client retransmitting until
 	// its own timeout, where `reply` tells it at once.
 	Action string
+	// Ports adds server ports to inspect as a protocol (from --port
+	// proto=N), on top of the standard ones and of those where Learn
+	// recognises a protocol by content (dissect.Detect).
+	Ports map[uint16]protocols.Proto
+	// PortsOnly turns off recognition by content.
+	PortsOnly bool
 }
 
 // AddZone adds a `--zone NAME=CIDR|port` value to o: a CIDR (or address)
@@ -118,64 +133,10 @@ type Stats struct {
 	// response whose request the capture does not hold, or an OPC UA
 	// service type id outside OPC 10000-4), with counts.
 	Unlearnable []string
+	// CaptureDamage has one line per damaged capture, learned up to (or
+	// around) the damage (replay.Report.CaptureDamage).
+	CaptureDamage []string
 }
-
-// Bootstrap returns the observation policy: monitor mode, every address in
-// one zone, one conduit that inspects the three protocols on their
-// standard ports. Other flows, ICMP and non-IP frames match no rule, so the
-// engine reports each (as an alert on its first packet, oriented the way
-// it will orient it under the learned policy) and forwards it. It compiles.
-func Bootstrap() *rules.Policy {
-	return &rules.Policy{
-		Version: 1, Name: "learn-bootstrap", Mode: "monitor",
-		Zones: []rules.Zone{{Name: "any", Networks: []string{"0.0.0.0/0", "::/0"}}},
-		L2:    rules.L2{},
-		Conduits: []rules.Conduit{{Name: "observe", From: []string{"any"}, To: []string{"any"}, Rules: []rules.Rule{
-			{Modbus: &rules.ModbusRule{}}, {DNP3: &rules.DNP3Rule{}}, {OPCUA: &rules.OPCUARule{}},
-		}}},
-	}
-}
-
-// Learn replays the captures through the engine and drafts the policy.
-func Learn(opts Options, paths ...string) (*rules.Policy, *Stats, error) {
-	if len(paths) == 0 {
-		return nil, nil, errors.New("learn: no capture given")
-	}
-	l := New(opts)
-	rep, err := replay.Run(replay.Options{Policy: Bootstrap(), Sides: opts.Zones, OnDecision: l.Observe}, paths...)
-	if err != nil {
-		return nil, nil, err
-	}
-	// The engine judges some streams differently in enforce mode (monitor
-	// mode resynchronises where enforce mode frames every byte), so the
-	// draft is replayed in enforce mode and what it denies is observed
-	// too, until nothing new is denied (bounded).
-	p := l.Policy()
-	prev := -1
-	for pass := 0; pass < maxRefine; pass++ {
-		denies := 0
-		_, err := replay.Run(replay.Options{Policy: p, Sides: opts.Zones, OnDecision: func(f replay.FrameRef, pk *packet.Packet, d *gateway.Decision) {
-			if d.HasVerdict && d.Verdict.Action == rules.Deny {
-				denies++
-				l.Observe(f, pk, d)
-			}
-		}}, paths...)
-		if err != nil {
-			return nil, nil, err
-		}
-		if denies == 0 || denies == prev {
-			break
-		}
-		prev = denies
-		p = l.Policy()
-	}
-	st := l.Stats()
-	st.Frames = rep.Frames
-	return p, st, nil
-}
-
-// maxRefine bounds the enforce-mode refinement passes of Learn.
-const maxRefine = 4
 
 // seen counts an observation.
 type seen struct {
@@ -230,8 +191,11 @@ type conduitObs struct {
 	key       conduitKey
 	all       seen
 	ports     map[uint16]*seen // tcp/udp: destination ports; inspected: server ports
+	srcPorts  map[uint16]*seen // initiator ports (a well-known one betrays a mid-stream guess)
 	icmp      map[uint8]*seen
 	tolerate  seenMap
+	unframed  seenMap // anomalies no tolerate entry can honour
+	notes     seenMap // other observations no rule can allow
 	mbUnits   map[uint8]*seen
 	mbRead    [5]map[[2]uint32]*seen // by table: [lo, hi] intervals
 	mbWrite   [5]map[[2]uint32]*seen
@@ -249,7 +213,7 @@ type conduitObs struct {
 }
 
 func newObs(k conduitKey) *conduitObs {
-	c := &conduitObs{key: k, ports: map[uint16]*seen{}, icmp: map[uint8]*seen{}, tolerate: seenMap{},
+	c := &conduitObs{key: k, ports: map[uint16]*seen{}, srcPorts: map[uint16]*seen{}, icmp: map[uint8]*seen{}, tolerate: seenMap{}, unframed: seenMap{}, notes: seenMap{},
 		mbUnits: map[uint8]*seen{}, mbFuncs: seenMap{}, dnMasters: map[uint16]*seen{}, dnOuts: map[uint16]*seen{},
 		dnFuncs: map[uint8]seenMap{}, dnFuncN: map[uint8]*seen{}, uaModes: map[uint8]*seen{}, uaPols: seenMap{},
 		uaSvcs: map[uint32]*seen{}, uaNodes: map[uint32]seenMap{}}
@@ -270,8 +234,8 @@ func addN[K comparable](m map[K]*seen, k K, t time.Time) {
 	s.add(t)
 }
 
-// Learner accumulates observations. Observe is the replay.Options
-// OnDecision hook. A Learner is used by one goroutine.
+// Learner accumulates observations (Observe). A Learner is used by one
+// goroutine.
 type Learner struct {
 	opts        Options
 	assets      map[netip.Addr]*seen
@@ -281,12 +245,20 @@ type Learner struct {
 	pdus, flows int
 	unlearnable seenMap
 	rates       rates
+	detected    map[uint16]protocols.Proto // extra inspected ports (inspectPorts)
+	hostZone    func(netip.Addr) string    // zone of a host in the draft (set by Policy)
+	initiated   map[[2]netip.AddrPort]bool // flows seen opening: initiator, responder
 }
+
+// Inspected tells the Learner the ports, beyond the standard ones, that
+// were inspected as a protocol (--port, or recognised by content), so
+// that the draft says why a rule names them.
+func (l *Learner) Inspected(ports map[uint16]protocols.Proto) { l.detected = ports }
 
 // New returns an empty Learner.
 func New(opts Options) *Learner {
 	return &Learner{opts: opts, assets: map[netip.Addr]*seen{}, conduits: map[conduitKey]*conduitObs{},
-		l2: map[uint16]*seen{}, unlearnable: seenMap{}}
+		l2: map[uint16]*seen{}, unlearnable: seenMap{}, initiated: map[[2]netip.AddrPort]bool{}}
 }
 
 func (l *Learner) obs(from, to netip.Addr, proto string, t time.Time) *conduitObs {
@@ -303,50 +275,100 @@ func (l *Learner) obs(from, to netip.Addr, proto string, t time.Time) *conduitOb
 	return c
 }
 
+// Observation is one decision of the enforcing engine as learn reads it:
+// simulate/learnrun replays the captures through gateway.Engine and turns
+// each of its decisions into an Observation, so that what is learned is
+// what the engine will judge, while this package stays free of the
+// gateway and the capture code.
+type Observation struct {
+	Time time.Time
+	// Proto is the decision's protocol: "modbus", "dnp3", "opcua" (a PDU,
+	// or the first packet of an inspected flow), "tcp", "udp", "icmp",
+	// "ip" (other IP protocols, fragments) or "l2" (a non-IP frame).
+	Proto   string
+	Verdict rules.Verdict
+	// Src and Dst: the initiator and responder of a flow-level decision,
+	// the sender and receiver of a PDU.
+	Src, Dst netip.AddrPort
+	// PDU is the judged PDU (nil for a flow-level decision).
+	PDU *rules.PDU
+	// EtherType of an l2 frame; IPSrc, IPDst and ICMPType of an ICMP
+	// packet.
+	EtherType    uint16
+	IPSrc, IPDst netip.Addr
+	ICMPType     uint8
+	// Detectors lists the rate detectors that count this PDU (a response
+	// the engine feeds to rules.Detector), with their subject.
+	Detectors []DetectorHit
+}
+
+// DetectorHit is one rate detector counting a PDU, for the subject (host)
+// it counts it against.
+type DetectorHit struct {
+	Detector rules.Detector
+	Subject  netip.Addr
+}
+
 // Observe records one engine decision.
-func (l *Learner) Observe(f replay.FrameRef, p *packet.Packet, d *gateway.Decision) {
-	if !d.HasVerdict || d.Detection != "" {
-		return // a rate detection repeats a PDU already observed
-	}
-	t := f.Time
-	switch d.Proto {
+func (l *Learner) Observe(o *Observation) {
+	t := o.Time
+	switch o.Proto {
 	case "l2":
-		if p != nil {
-			addN(l.l2, p.EtherType, t)
-		}
+		addN(l.l2, o.EtherType, t)
 		return
 	case "icmp":
-		if p == nil || p.IPVersion == 0 {
+		if !o.IPSrc.IsValid() {
 			return
 		}
-		c := l.obs(p.Src, p.Dst, "icmp", t)
-		addN(c.icmp, p.ICMPType, t)
+		c := l.obs(o.IPSrc, o.IPDst, "icmp", t)
+		addN(c.icmp, o.ICMPType, t)
 		return
 	case "ip":
 		// Other IP protocols and fragments: no rule can allow them.
-		l.unlearnable.add("ip protocol or fragment ("+d.Verdict.Reason.String()+")", t)
+		l.unlearnable.add("ip protocol or fragment ("+o.Verdict.Reason.String()+")", t)
 		return
 	}
-	if d.PDU == nil {
-		// A flow-level decision on the first packet: d.Src initiates.
+	if o.PDU == nil {
+		// A flow-level decision on the first packet: o.Src initiates.
 		l.flows++
-		proto := d.Proto
-		if ins := d.Verdict.Inspect; ins != protocols.ProtoNone {
+		proto := o.Proto
+		if ins := o.Verdict.Inspect; ins != protocols.ProtoNone {
 			proto = ins.String()
 		}
-		c := l.obs(d.Src.Addr(), d.Dst.Addr(), proto, t)
-		addN(c.ports, d.Dst.Port(), t)
+		c := l.obs(o.Src.Addr(), o.Dst.Addr(), proto, t)
+		addN(c.ports, o.Dst.Port(), t)
+		addN(c.srcPorts, o.Src.Port(), t)
+		l.initiated[[2]netip.AddrPort{o.Src, o.Dst}] = true
 		return
 	}
 	l.pdus++
-	pdu := d.PDU
-	client, server := d.Src, d.Dst
-	if pdu.Dir == protocols.Response {
-		client, server = d.Dst, d.Src
+	pdu := o.PDU
+	// The conduit is the flow's: from the host that opened it, as
+	// enforcement matches it, whichever way the PDU goes (a DNP3
+	// outstation may connect to its master). The PDU's direction decides
+	// only where the flow was not seen opening.
+	client, server := o.Src, o.Dst
+	switch {
+	case l.initiated[[2]netip.AddrPort{o.Src, o.Dst}]:
+	case l.initiated[[2]netip.AddrPort{o.Dst, o.Src}]:
+		client, server = o.Dst, o.Src
+	case pdu.Dir == protocols.Response:
+		client, server = o.Dst, o.Src
 	}
 	c := l.obs(client.Addr(), server.Addr(), pdu.Proto.String(), t)
 	if pdu.Anomaly != "" {
-		c.tolerate.add(pdu.Anomaly, t)
+		if rules.Tolerable(pdu.Proto, pdu.Anomaly) == "" && !unframedPDU(pdu) {
+			c.tolerate.add(pdu.Anomaly, t)
+		} else {
+			// Bytes the gateway cannot frame (or an anomaly no rule can
+			// name): denied whatever the policy says, so the draft says
+			// so in a comment instead of a tolerate entry check refuses.
+			c.unframed.add(pdu.Anomaly, t)
+			l.unlearnable.add(pdu.Proto.String()+" "+pdu.Anomaly+" (bytes the gateway cannot frame: always denied)", t)
+			// The engine judged such bytes with empty fields: there is
+			// no unit, address or function to learn from them.
+			return
+		}
 	}
 	switch pdu.Proto {
 	case protocols.ProtoModbus:
@@ -356,12 +378,38 @@ func (l *Learner) Observe(f replay.FrameRef, p *packet.Packet, d *gateway.Decisi
 	case protocols.ProtoOPCUA:
 		l.opcua(c, pdu, t)
 	}
-	if d.Verdict.Action != rules.Deny {
-		l.rates.observe(d, t)
+	if o.Verdict.Action != rules.Deny {
+		l.rates.observe(o.Detectors, t)
 	}
-	if pdu.Dir == protocols.Response && d.Verdict.Reason == rules.ReasonResponseWithoutRequest {
-		l.unlearnable.add(pdu.Proto.String()+" response without request", t)
+	if pdu.Dir == protocols.Response && o.Verdict.Reason == rules.ReasonResponseWithoutRequest {
+		l.note(c, pdu.Proto.String()+" response without request", t)
 	}
+}
+
+// unframedPDU reports whether the engine judged p as bytes it could not
+// frame (gateway Engine.malformed: an anomaly on a PDU whose protocol
+// fields are all empty, as no framed PDU's are: a Modbus ADU has a
+// function, a DNP3 link frame addresses, an OPC UA chunk a message type).
+// Some anomaly names are reported both ways (OPC UA invalid_message_size
+// by the framer and by the decoder); tolerating one is honoured only on
+// framed PDUs, so learn tolerates only what it saw framed.
+func unframedPDU(p *rules.PDU) bool {
+	switch p.Proto {
+	case protocols.ProtoModbus:
+		return p.Modbus.FC == 0 && p.Modbus.Unit == 0
+	case protocols.ProtoDNP3:
+		return p.DNP3.FC == 0 && p.DNP3.LinkSrc == 0 && p.DNP3.LinkDst == 0
+	case protocols.ProtoOPCUA:
+		return p.OPCUA.MsgType == 0
+	}
+	return false
+}
+
+// note records an observation no rule can allow, for Stats.Unlearnable
+// and as a review comment on c's rule.
+func (l *Learner) note(c *conduitObs, what string, t time.Time) {
+	l.unlearnable.add(what, t)
+	c.notes.add(what, t)
 }
 
 func mbTable(fc uint8) rules.Table {
@@ -389,11 +437,17 @@ func (l *Learner) modbus(c *conduitObs, p *rules.PDU, t time.Time) {
 		// Not a request function code (Modbus Application Protocol
 		// v1.1b3 section 6), typically bytes that are no Modbus ADU: no
 		// policy can allow it, and its "unit" byte is no unit to allow.
-		l.unlearnable.add(fmt.Sprintf("modbus request with function code %d", m.FC), t)
+		l.note(c, fmt.Sprintf("modbus request with function code %d", m.FC), t)
 		return
 	}
 	addN(c.mbUnits, m.Unit, t)
 	if p.Dir == protocols.Response {
+		return
+	}
+	if m.Unread {
+		// Cut short before its address or sub-function: what it accesses
+		// is unknown, and no rule can allow it (rules/doc.go, tolerate).
+		l.unlearnable.add(fmt.Sprintf("modbus request with function code %d cut short before its address or sub-function", m.FC), t)
 		return
 	}
 	tb := mbTable(m.FC)
@@ -422,7 +476,8 @@ func (l *Learner) modbus(c *conduitObs, p *rules.PDU, t time.Time) {
 		addN(c.mbRead[rules.TableHolding], span(m.Addr, m.Qty), t)
 		addN(c.mbWrite[rules.TableHolding], span(m.WriteAddr, m.WriteQty), t)
 		wv(rules.TableHolding)
-	case 8, 43:
+	case 8, 43, modbus.FuncUMAS:
+		// FC 90: Schneider UMAS, by its UMAS function code.
 		c.mbFuncs.add(fmt.Sprintf("%d/%d", m.FC, m.Sub), t)
 	default:
 		c.mbFuncs.add(strconv.Itoa(int(m.FC)), t)
@@ -443,11 +498,32 @@ func (l *Learner) dnp3(c *conduitObs, p *rules.PDU, t time.Time) {
 		}
 		return
 	}
+	if d.FuncUnread {
+		l.unlearnable.add("dnp3 request cut short before its function code", t)
+		return
+	}
 	if d.FC >= 129 {
 		// A response function code sent by the initiator (the outstation
 		// opened the connection, or the capture is odd): rules judge
 		// requests by function and have no name for these.
-		l.unlearnable.add(fmt.Sprintf("dnp3 response function %d sent by the initiator", d.FC), t)
+		l.note(c, fmt.Sprintf("dnp3 response function %d sent by the initiator", d.FC), t)
+		return
+	}
+	if d.WalkIncomplete {
+		// Objects after the one that stopped the walk are unknown: no
+		// entry could allow exactly what was seen (and "any object" would
+		// allow far more), so the request stays denied, with a comment.
+		what := fmt.Sprintf("dnp3 %s request whose objects could not all be read", dnp3.FunctionCode(d.FC))
+		if n := min(int(d.NObjects), rules.MaxObjects); n > 0 {
+			var read []string
+			for _, o := range d.Objects[:n] {
+				read = append(read, fmt.Sprintf("g%dv%d", o.Group, o.Variation))
+			}
+			what += " (read: " + strings.Join(read, ", ") + ", then " + p.Anomaly + ")"
+		} else if p.Anomaly != "" {
+			what += " (" + p.Anomaly + ")"
+		}
+		l.note(c, what, t)
 		return
 	}
 	objs := c.dnFuncs[d.FC]
@@ -479,7 +555,7 @@ func (l *Learner) opcua(c *conduitObs, p *rules.PDU, t time.Time) {
 		addN(c.uaModes, u.SecurityMode, t)
 		if u.ServiceID == 0 {
 			if u.SecurityMode != rules.SecurityModeSignAndEncrypt {
-				l.unlearnable.add("opcua MSG without visible service in None/Sign mode", t)
+				l.note(c, "opcua MSG without visible service in None/Sign mode", t)
 			}
 			return
 		}

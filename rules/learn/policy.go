@@ -4,12 +4,15 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/rules"
 )
 
@@ -141,50 +144,112 @@ func (l *Learner) Policy() *rules.Policy {
 			self[k.from] = true
 		}
 	}
-	var rest []string
+	var occupied []netip.Prefix // --zone networks and self hosts: group zones must not overlap them
+	for _, z := range l.opts.Zones {
+		for _, n := range z.Networks {
+			if pf, err := netip.ParsePrefix(n); err == nil {
+				occupied = append(occupied, pf)
+			}
+		}
+	}
+	groups := map[netip.Prefix][]netip.Addr{}
+	var order []netip.Prefix
 	for _, a := range addrs {
 		if self[a] {
 			p.Zones = append(p.Zones, rules.Zone{Name: selfZone(a), Networks: []string{netip.PrefixFrom(a, a.BitLen()).String()},
 				Comment: "a host seen talking to itself (loopback capture)"})
+			occupied = append(occupied, netip.PrefixFrom(a, a.BitLen()))
 			continue
 		}
 		if l.zoneOf(a) == "" {
-			rest = append(rest, netip.PrefixFrom(a, a.BitLen()).String())
+			g := groupPrefix(a)
+			if groups[g] == nil {
+				order = append(order, g)
+			}
+			groups[g] = append(groups[g], a)
 		}
+	}
+	// Hosts outside the given zones are grouped into networks (IPv4 /24,
+	// IPv6 /64), a zone each, unless such a network would overlap a given
+	// zone or a loopback host's: those hosts go to one zone of host
+	// addresses. The reviewer should replace both with the real networks
+	// and set their bridge port.
+	zoneOfHost := map[netip.Addr]string{}
+	var rest []string
+	for _, g := range order {
+		hosts := groups[g]
+		if slices.ContainsFunc(occupied, g.Overlaps) {
+			for _, a := range hosts {
+				rest = append(rest, netip.PrefixFrom(a, a.BitLen()).String())
+				zoneOfHost[a] = unzoned
+			}
+			continue
+		}
+		name := netName(g)
+		for _, a := range hosts {
+			zoneOfHost[a] = name
+		}
+		p.Zones = append(p.Zones, rules.Zone{Name: name, Networks: []string{g.String()},
+			Comment: fmt.Sprintf("%d host%s seen in %s, outside any --zone (grouped by /%d): narrow or widen to the real network and set its bridge port",
+				len(hosts), plural(len(hosts)), g, g.Bits())})
 	}
 	if len(rest) > 0 {
 		p.Zones = append(p.Zones, rules.Zone{Name: unzoned, Networks: rest,
-			Comment: "hosts seen outside any --zone: replace with the real networks and bridge port"})
+			Comment: "hosts seen outside any --zone whose network would overlap another zone: replace with the real networks and bridge port"})
+	}
+	l.hostZone = func(a netip.Addr) string {
+		switch {
+		case self[a]:
+			return selfZone(a)
+		case zoneOfHost[a] != "":
+			return zoneOfHost[a]
+		}
+		return l.zoneOf(a)
 	}
 	for _, a := range addrs {
 		s := l.assets[a]
-		z := l.zoneOf(a)
-		if self[a] {
-			z = selfZone(a)
-		} else if z == "" {
-			z = unzoned
-		}
+		z := l.hostZone(a)
 		p.Assets = append(p.Assets, rules.Asset{Name: assetName(a), IP: a.String(), Zone: z,
 			Comment: fmt.Sprintf("first seen %s, last seen %s", s.first.UTC().Format(time.RFC3339), s.last.UTC().Format(time.RFC3339))})
 	}
+	var l2c []string
+	l2seen := map[string]*seen{}
 	for _, et := range sortedNums(l.l2) {
-		name := fmt.Sprintf("0x%04x", et)
-		switch et {
-		case 0x0806:
-			name = "arp"
-		case 0x88cc:
-			name = "lldp"
+		name := rules.EtherTypeName(et)
+		if s := l2seen[name]; s != nil {
+			s.merge(l.l2[et])
+			continue
 		}
-		if et < 0x0600 {
-			continue // 802.3 length field: not an ethertype a policy can name
-		}
+		s := *l.l2[et]
+		l2seen[name] = &s
 		p.L2.Allow = append(p.L2.Allow, name)
 	}
+	for _, name := range p.L2.Allow {
+		what := "ethertype " + name
+		if name == rules.L2LLC {
+			what = "802.3 frames with a length field (llc)"
+		}
+		l2c = append(l2c, l2seen[name].comment(what))
+	}
+	p.L2.Comment = strings.Join(l2c, "\n")
 	p.Detections = l.rates.detections()
+	names := map[string]int{}
+	portOf := map[string]string{}
+	for _, z := range l.opts.Zones {
+		portOf[z.Name] = z.Port
+	}
+	sameSide := map[string]int{} // zone -> flows between its hosts that cannot cross the gateway
 	for _, k := range l.order {
 		c := l.conduits[k]
+		if zf, zt := l.hostZone(k.from), l.hostZone(k.to); portOf[zf] != "" && portOf[zf] == portOf[zt] {
+			// Both ends behind one bridge port (a capture taken on that
+			// side): such traffic never crosses the gateway, and check
+			// refuses a conduit for it.
+			sameSide[zf] += c.all.n
+			continue
+		}
 		cd := rules.Conduit{
-			Name:    assetName(k.from) + "-to-" + assetName(k.to) + "-" + k.proto,
+			Name:    conduitName(l.hostZone(k.from), l.hostZone(k.to), k.proto, names),
 			From:    []string{assetName(k.from)},
 			To:      []string{assetName(k.to)},
 			Comment: c.all.comment(k.proto + " from " + k.from.String() + " to " + k.to.String()),
@@ -199,14 +264,60 @@ func (l *Learner) Policy() *rules.Policy {
 			cd.From, cd.To = []string{z}, []string{z}
 			cd.Comment += "\nboth ends are one host: the conduit names its zone"
 		}
-		if r, ok := c.rule(); ok {
-			cd.Rules = append(cd.Rules, r)
-		} else {
+		r, ok := c.rule()
+		if !ok {
 			continue
 		}
+		for _, pt := range sortedNums(c.ports) {
+			if p, ok := l.detected[pt]; ok && p.String() == k.proto && l.opts.Ports[pt] != p {
+				r.Comment = joinComments(fmt.Sprintf("%s recognised by its content on port %d (not its standard port): inspected there", k.proto, pt), r.Comment)
+			}
+		}
+		cd.Rules = append(cd.Rules, r)
 		p.Conduits = append(p.Conduits, cd)
 	}
+	for i := range p.Zones {
+		if n := sameSide[p.Zones[i].Name]; n > 0 {
+			p.Zones[i].Comment = joinComments(p.Zones[i].Comment, fmt.Sprintf("%d observation%s of traffic between hosts behind port %s (this zone and others on it) "+
+				"never cross the gateway: no conduit drafted for them", n, plural(n), portOf[p.Zones[i].Name]))
+		}
+	}
 	return p
+}
+
+// groupPrefix is the network learn groups an address into: its /24
+// (IPv4) or /64 (IPv6).
+func groupPrefix(a netip.Addr) netip.Prefix {
+	bits := 24
+	if a.Is6() {
+		bits = 64
+	}
+	g, _ := a.Prefix(bits)
+	return g
+}
+
+// netName names the zone of a grouped network ("net-192-0-2-0-24").
+func netName(g netip.Prefix) string {
+	s := strings.NewReplacer(".", "-", ":", "-", "/", "-").Replace(g.String())
+	for strings.Contains(s, "--") {
+		s = strings.ReplaceAll(s, "--", "-")
+	}
+	return "net-" + strings.Trim(s, "-")
+}
+
+// conduitName names a conduit by the zones of its initiator and responder
+// and its protocol ("net-192-0-2-128-24-to-net-192-0-2-0-24-modbus"), with
+// a number from the second conduit of the same zones and protocol on.
+func conduitName(from, to, proto string, used map[string]int) string {
+	base := from + "-to-" + to + "-" + proto
+	if from == to {
+		base = "within-" + from + "-" + proto
+	}
+	used[base]++
+	if n := used[base]; n > 1 {
+		return fmt.Sprintf("%s-%d", base, n)
+	}
+	return base
 }
 
 func ports(m map[uint16]*seen, def uint16) []string {
@@ -215,12 +326,38 @@ func ports(m map[uint16]*seen, def uint16) []string {
 		if pt == def && len(m) == 1 {
 			return nil
 		}
-		out = append(out, strconv.Itoa(int(pt)))
+		if pt != 0 {
+			out = append(out, strconv.Itoa(int(pt)))
+		}
 	}
 	return out
 }
 
 func (c *conduitObs) tol() []string { return sortedKeys(c.tolerate) }
+
+// uninspected names the industrial protocol conventionally on port pt of
+// transport ("tcp", "udp") that the gateway does not inspect, "" for none:
+// S7comm over TPKT/COTP (RFC 1006, TCP 102), EtherNet/IP (CIP
+// encapsulation on TCP/UDP 44818, implicit I/O on UDP 2222) and IEC
+// 60870-5-104 (TCP 2404).
+func uninspected(transport string, pt uint16) string {
+	switch {
+	case pt == 102 && transport == "tcp":
+		return "S7comm (ISO-on-TCP, TPKT/COTP)"
+	case pt == 44818:
+		return "EtherNet/IP (CIP)"
+	case pt == 2222 && transport == "udp":
+		return "EtherNet/IP implicit I/O (CIP)"
+	case pt == 2404 && transport == "tcp":
+		return "IEC 60870-5-104"
+	}
+	return ""
+}
+
+// cannotName heads the comment of something learn saw that the policy
+// language has no valid key for: the draft says so instead of writing a
+// key check would refuse.
+const cannotName = "REVIEW: seen but cannot be allowed"
 
 // tolWarning is the phrase every tolerated anomaly carries: parser
 // anomalies are what a gateway exists to stop, and learn tolerates them
@@ -234,8 +371,19 @@ func (c *conduitObs) tolComment() string {
 	for _, k := range sortedKeys(c.tolerate) {
 		parts = append(parts, c.tolerate[k].comment(tolWarning+": tolerate "+k))
 	}
+	for _, k := range sortedKeys(c.notes) {
+		parts = append(parts, c.notes[k].comment(cannotName+": "+k))
+	}
+	for _, k := range sortedKeys(c.unframed) {
+		parts = append(parts, c.unframed[k].comment(fmt.Sprintf("%s: %s (bytes that cannot be framed as %s: enforcement denies them whatever the policy says; check the device or the capture)",
+			unframedWarning, k, c.key.proto)))
+	}
 	return strings.Join(parts, "\n")
 }
+
+// unframedWarning heads the comment of an anomaly learn saw but cannot
+// tolerate (rules.Tolerable): enforcement denies such bytes.
+const unframedWarning = "REVIEW: observed anomaly that no policy can allow"
 
 // tolLine is the end-of-line comment of a rule with tolerate entries, so
 // the warning shows on the rule's own line too: "observed anomaly: review
@@ -270,11 +418,28 @@ func (c *conduitObs) rule() (rules.Rule, bool) {
 		pr := &rules.PortRule{}
 		var cs []string
 		for _, pt := range sortedNums(c.ports) {
+			if pt == 0 {
+				// Port 0 is reserved (RFC 6335): no rule can name it.
+				cs = append(cs, c.ports[pt].comment(cannotName+": flows to port 0"))
+				continue
+			}
 			pr.Ports = append(pr.Ports, strconv.Itoa(int(pt)))
 			cs = append(cs, c.ports[pt].comment(fmt.Sprintf("port %d: flows", pt)))
 		}
 		if len(pr.Ports) == 0 {
 			return rules.Rule{}, false
+		}
+		for _, pt := range sortedNums(c.ports) {
+			if name := uninspected(c.key.proto, pt); name != "" {
+				cs = append([]string{fmt.Sprintf("WARNING: %s on port %d passes UNINSPECTED: the gateway checks only the port, "+
+					"not the %s functions (program download, stop CPU, writes all pass); restrict the hosts, or keep it out of the draft", name, pt, name)}, cs...)
+			}
+		}
+		for _, pt := range sortedNums(c.srcPorts) {
+			if name := uninspected(c.key.proto, pt); name != "" {
+				cs = append([]string{fmt.Sprintf("WARNING: %s (port %d) passes UNINSPECTED, and the capture joined these connections after they opened: "+
+					"the host on port %d is likely the server, so this draft may allow the wrong direction; review", name, pt, pt)}, cs...)
+			}
 		}
 		r := rules.Rule{Comment: strings.Join(cs, "\n")}
 		if c.key.proto == "tcp" {
@@ -331,13 +496,40 @@ func (c *conduitObs) modbusRule() rules.Rule {
 			mr.Allow = append(mr.Allow, rules.ModbusAllow{Write: tb.String() + " " + strings.Join(parts, ", "), Comment: strings.Join(cs, "\n")})
 		}
 	}
-	for _, f := range sortFuncs(sortedKeys(c.mbFuncs)) {
-		mr.Allow = append(mr.Allow, rules.ModbusAllow{Function: []string{f}, Comment: c.mbFuncs[f].comment("function " + f)})
+	var rejected []string
+	for _, k := range sortFuncs(sortedKeys(c.mbFuncs)) {
+		f, what := funcKey(k)
+		if why := rules.CheckModbusFunction(f); why != "" {
+			rejected = append(rejected, c.mbFuncs[k].comment(fmt.Sprintf("%s: function %s: %s", cannotName, f, why)))
+			continue
+		}
+		mr.Allow = append(mr.Allow, rules.ModbusAllow{Function: []string{f}, Comment: c.mbFuncs[k].comment("function " + what)})
 	}
+	ucs = append(ucs, rejected...)
 	if len(mr.Allow) == 0 && len(mr.Units) == 0 {
 		mr.Units = nil
 	}
 	return rules.Rule{Modbus: mr, LineComment: c.tolLine(), Comment: joinComments(strings.Join(ucs, "\n"), c.tolComment())}
+}
+
+// funcKey returns the policy spelling of an observed "fc" or "fc/sub"
+// key and a description for its comment: UMAS (FC 90) function codes by
+// name, "90/stop_plc", as rules reads them.
+func funcKey(k string) (string, string) {
+	a, b, ok := strings.Cut(k, "/")
+	if !ok || a != strconv.Itoa(int(modbus.FuncUMAS)) {
+		return k, k
+	}
+	x, err := strconv.Atoi(b)
+	if err != nil || x < 0 || x > 255 {
+		return k, k
+	}
+	name := modbus.UMASFunctionName(uint8(x))
+	if strings.HasPrefix(name, "umas_") {
+		f := fmt.Sprintf("%s/0x%02x", a, x)
+		return f, f + " (Schneider UMAS, unnamed function code)"
+	}
+	return a + "/" + name, fmt.Sprintf("%s/%s (Schneider UMAS function 0x%02x)", a, name, x)
 }
 
 func sortFuncs(fs []string) []string {
@@ -368,13 +560,31 @@ func (c *conduitObs) dnp3Rule() rules.Rule {
 	}
 	for _, fc := range sortedNums(c.dnFuncN) {
 		name := dnp3Name(fc)
+		if why := rules.CheckDNP3Function(name); why != "" {
+			cs = append(cs, c.dnFuncN[fc].comment(fmt.Sprintf("%s: function %d: %s", cannotName, fc, why)))
+			continue
+		}
 		a := rules.DNP3Allow{Function: []string{name}}
 		objs := c.dnFuncs[fc]
 		lines := []string{c.dnFuncN[fc].comment(fmt.Sprintf("%s (FC %d)", name, fc))}
 		if objs["*"] == nil {
+			bad := 0
 			for _, o := range sortedKeys(objs) {
+				if why := rules.CheckDNP3Object(o); why != "" {
+					// An object the policy language has no name for (a
+					// group IEEE 1815-2012 does not define, as in a
+					// malformed request): requests carrying it stay denied.
+					lines = append(lines, objs[o].comment(fmt.Sprintf("  %s: %s", cannotName, why)))
+					bad++
+					continue
+				}
 				a.Objects = append(a.Objects, o)
 				lines = append(lines, objs[o].comment("  "+o))
+			}
+			if bad > 0 && len(a.Objects) == 0 {
+				// Without objects the entry would allow any object.
+				cs = append(cs, strings.Join(lines, "\n"), fmt.Sprintf("%s: %s seen only with objects above: not allowed", cannotName, name))
+				continue
 			}
 		} else {
 			lines = append(lines, "more object headers than recorded: any object allowed")
@@ -410,17 +620,35 @@ func (c *conduitObs) opcuaRule() rules.Rule {
 	var cs []string
 	modes := sortedNums(c.uaModes)
 	if len(modes) > 0 {
+		// modes[0] is SecurityModeUnknown when messages of a channel
+		// opened before the capture were seen: the gateway admits those
+		// under a minimum of None only, so the draft asks for no more.
 		lo := modes[0]
 		if name := modeNames[lo]; name != "" && lo > rules.SecurityModeNone {
 			ur.MinSecurityMode = name
 		}
 		for _, m := range modes {
+			if m == rules.SecurityModeUnknown {
+				cs = append(cs, c.uaModes[m].comment("security mode unknown (no OPN seen: the capture starts mid-session); "+
+					"min_security_mode is drafted only from the OPNs seen"))
+				continue
+			}
 			cs = append(cs, c.uaModes[m].comment("security mode "+modeNames[m]))
 		}
 	}
 	for _, pol := range sortedKeys(c.uaPols) {
+		if why := rules.CheckSecurityPolicy(pol); why != "" {
+			cs = append(cs, c.uaPols[pol].comment(cannotName+": "+why))
+			continue
+		}
 		ur.SecurityPolicies = append(ur.SecurityPolicies, pol)
 		cs = append(cs, c.uaPols[pol].comment("security policy "+pol))
+	}
+	if ur.MinSecurityMode != "" && slices.Contains(ur.SecurityPolicies, "None") {
+		// Policy None carries no signature: a channel opened under it
+		// cannot meet the minimum the other messages suggest.
+		cs = append(cs, "security policy None seen: no min_security_mode drafted (it would be "+ur.MinSecurityMode+")")
+		ur.MinSecurityMode = ""
 	}
 	for _, id := range sortedNums(c.uaSvcs) {
 		name, ok := opcuaServiceNames[id]
@@ -434,7 +662,24 @@ func (c *conduitObs) opcuaRule() rules.Rule {
 		}
 		a := rules.OPCUAAllow{Service: []string{name}, Comment: c.uaSvcs[id].comment(fmt.Sprintf("%s (i=%d)", name, id))}
 		if nodes := c.uaNodes[id]; nodes != nil && nodes["*"] == nil {
-			a.Nodes = sortedKeys(nodes)
+			for _, n := range sortedKeys(nodes) {
+				if !utf8.ValidString(n) {
+					// A String NodeId whose bytes are not UTF-8 (OPC
+					// 10000-6 section 5.2.2.4 requires it): no policy
+					// file can hold it.
+					a.Comment += "\n" + nodes[n].comment(cannotName+": NodeId "+strconv.QuoteToASCII(n)+" is not UTF-8 text")
+					continue
+				}
+				if _, err := rules.ParseNodeID(n); err != nil {
+					a.Comment += "\n" + nodes[n].comment(cannotName+": "+err.Error())
+					continue
+				}
+				a.Nodes = append(a.Nodes, n)
+			}
+			if len(a.Nodes) == 0 {
+				cs = append(cs, a.Comment, cannotName+": "+name+" seen only with the nodes above: not allowed")
+				continue
+			}
 		}
 		ur.Allow = append(ur.Allow, a)
 	}

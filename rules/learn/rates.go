@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/otgw/otgw/gateway"
 	"github.com/otgw/otgw/rules"
 )
 
@@ -17,13 +16,13 @@ import (
 // observed, and a reviewer reads in the comment how busy it was.
 type rates [rules.NumDetectors]map[netip.Addr][]time.Time
 
-func (r *rates) observe(d *gateway.Decision, t time.Time) {
-	d.Detectors(func(det rules.Detector, subj netip.Addr) {
-		if r[det] == nil {
-			r[det] = map[netip.Addr][]time.Time{}
+func (r *rates) observe(hits []DetectorHit, t time.Time) {
+	for _, h := range hits {
+		if r[h.Detector] == nil {
+			r[h.Detector] = map[netip.Addr][]time.Time{}
 		}
-		r[det][subj] = append(r[det][subj], t)
-	})
+		r[h.Detector][h.Subject] = append(r[h.Detector][h.Subject], t)
+	}
 }
 
 // peak returns the largest number of times within any window of length w

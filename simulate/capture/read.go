@@ -9,8 +9,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/gopacket/gopacket/pcapgo"
-
 	"github.com/otgw/otgw/gateway/packet"
 )
 
@@ -35,26 +33,103 @@ func (f Format) String() string {
 	return "unknown"
 }
 
-// ErrFormat reports a file that is neither pcap nor pcapng.
-var ErrFormat = errors.New("capture: not a pcap or pcapng file")
+// Limits of the reader. Every length read from a file is compared with them
+// as an unsigned 32-bit number before it is converted to int or used to
+// size anything, so a crafted length can neither overflow int on 32-bit
+// targets nor make the reader allocate more than about MaxFrameLen.
+const (
+	// MaxFrameLen is the largest captured frame accepted: Wireshark's
+	// WTAP_MAX_PACKET_SIZE_STANDARD. A record that claims more is damage.
+	MaxFrameLen = 262144
+	// MaxBlockLen is the largest pcapng block accepted (Wireshark's
+	// MAX_BLOCK_SIZE). Blocks are skipped, never buffered whole, so this
+	// bounds only how far one block header can make the reader skip.
+	MaxBlockLen = 16 << 20
+	// MaxInterfaces bounds the interfaces of one pcapng section.
+	MaxInterfaces = 1 << 16
+	// maxDamageKept is how many damage reports a Summary keeps in full.
+	maxDamageKept = 64
+	// bufSize is the read buffer (replay reads several files at once, one
+	// buffer each). A block that fits is checked whole (its trailer)
+	// before its frame is delivered, and resynchronisation after damage
+	// can only land on such a block; larger blocks are read through.
+	bufSize = 1 << 16
+)
+
+var (
+	// ErrFormat reports a file that is neither pcap nor pcapng.
+	ErrFormat = errors.New("capture: not a pcap or pcapng file")
+	// ErrDamaged is matched by the *DamageError of ReadFrames: the
+	// capture was read up to (and, for pcapng, past) damage.
+	ErrDamaged = errors.New("capture: damaged capture")
+)
 
 // Frame is one captured frame. Data is valid only during the callback.
 type Frame struct {
 	Index    int // 1-based, as Wireshark numbers frames
 	Time     time.Time
-	Link     packet.LinkType
+	Link     packet.LinkType // per frame: pcapng interfaces may differ
 	Data     []byte
 	OrigLen  int // length on the wire (Data may be shorter when snapped)
-	IfaceIdx int // pcapng interface id; 0 for pcap
+	IfaceIdx int // pcapng interface id within its section; 0 for pcap
 }
 
-// DetectFormat reads the magic number at the start of r.
+// Damage is one place where a capture could not be read as written.
+type Damage struct {
+	Offset int64  // byte offset of the damaged record or block
+	After  int    // frames read before it (the damage follows frame After)
+	Lost   int64  // bytes of the file not read as frames because of it
+	Reason string // what is wrong, e.g. "truncated record: 12 of 60 bytes"
+}
+
+// String formats the damage as "offset N after frame F: reason (L bytes skipped)".
+func (d Damage) String() string {
+	return fmt.Sprintf("offset %d after frame %d: %s (%d bytes skipped)", d.Offset, d.After, d.Reason, d.Lost)
+}
+
+// Summary says what a read found.
+type Summary struct {
+	Format  Format
+	Frames  int      // frames delivered
+	Bytes   int64    // bytes of the file read
+	Damaged int      // damage reports, possibly more than len(Damage)
+	Damage  []Damage // the first reports, in file order
+	Lost    int64    // bytes not read as frames, over all damage
+}
+
+// Warning returns "" for an undamaged capture, else one line saying how
+// much was lost and where the first damage is.
+func (s Summary) Warning() string {
+	if s.Damaged == 0 {
+		return ""
+	}
+	places := "1 place"
+	if s.Damaged > 1 {
+		places = fmt.Sprintf("%d places", s.Damaged)
+	}
+	return fmt.Sprintf("damaged capture: %d frames read, %d bytes skipped at %s; first at %v",
+		s.Frames, s.Lost, places, s.Damage[0])
+}
+
+// DamageError is what ReadFrames returns for a capture it read only in
+// part; every readable frame was delivered before it is returned.
+type DamageError struct {
+	Name    string
+	Summary Summary
+}
+
+func (e *DamageError) Error() string { return "capture: " + e.Name + ": " + e.Summary.Warning() }
+
+// Is reports whether target is ErrDamaged.
+func (e *DamageError) Is(target error) bool { return target == ErrDamaged }
+
+// DetectFormat reads the magic number at the start of a file.
 func DetectFormat(magic []byte) Format {
 	if len(magic) < 4 {
 		return FormatUnknown
 	}
 	switch binary.LittleEndian.Uint32(magic) {
-	case 0xa1b2c3d4, 0xd4c3b2a1, 0xa1b23c4d, 0x4d3cb2a1:
+	case 0xa1b2c3d4, 0xd4c3b2a1, 0xa1b23c4d, 0x4d3cb2a1, 0xa1b2cd34, 0x34cdb2a1:
 		return FormatPcap
 	case 0x0a0d0d0a:
 		return FormatPcapNG
@@ -62,72 +137,224 @@ func DetectFormat(magic []byte) Format {
 	return FormatUnknown
 }
 
-// ReadFrames calls fn for every frame of the capture at path, in file order.
-// An error from fn stops the read and is returned. Errors name the file and,
-// for a damaged record, the frame number.
-func ReadFrames(path string, fn func(*Frame) error) error {
+// Read calls fn for every frame of the capture at path, in file order, and
+// says what it read. Damage is not an error: the frames before it (pcap)
+// or around it (pcapng, which resynchronises on the next valid block) are
+// delivered, and the Summary lists where and how much was skipped, as
+// tshark reads up to the damage. Errors are for files that are not
+// captures, for I/O failures and for errors returned by fn.
+func Read(path string, fn func(*Frame) error) (Summary, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return Summary{}, err
 	}
 	defer f.Close()
-	return ReadFramesFrom(f, path, fn)
+	return ReadFrom(f, path, fn)
+}
+
+// ReadFrom is Read on an open reader; name is used in errors.
+func ReadFrom(r io.Reader, name string, fn func(*Frame) error) (Summary, error) {
+	rd := &reader{br: bufio.NewReaderSize(r, bufSize), name: name, fn: fn}
+	err := rd.run()
+	return rd.sum, err
+}
+
+// ReadFrames is Read for callers that treat damage as failure: after
+// delivering every readable frame it returns a *DamageError (matching
+// ErrDamaged) when the capture was damaged.
+func ReadFrames(path string, fn func(*Frame) error) error {
+	s, err := Read(path, fn)
+	return damageErr(path, s, err)
 }
 
 // ReadFramesFrom is ReadFrames on an open reader; name is used in errors.
 func ReadFramesFrom(r io.Reader, name string, fn func(*Frame) error) error {
-	br := bufio.NewReaderSize(r, 1<<16)
-	magic, err := br.Peek(4)
-	if err != nil {
-		return fmt.Errorf("capture: %s: %w (file too short: %v)", name, ErrFormat, err)
+	s, err := ReadFrom(r, name, fn)
+	return damageErr(name, s, err)
+}
+
+func damageErr(name string, s Summary, err error) error {
+	if err == nil && s.Damaged > 0 {
+		return &DamageError{Name: name, Summary: s}
 	}
-	var fr Frame
+	return err
+}
+
+// reader holds the state of one read. Lengths from the file stay uint32
+// until they are checked against the limits above.
+type reader struct {
+	br   *bufio.Reader
+	name string
+	fn   func(*Frame) error
+	off  int64 // offset of the next unread byte
+	sum  Summary
+	buf  []byte // frame bytes, grown on demand up to MaxFrameLen
+	fr   Frame
+
+	order  binary.ByteOrder // pcapng: byte order of the current section
+	ifaces []iface          // pcapng: interfaces of the current section
+}
+
+// errStop ends a read after damage that cannot be skipped; run turns it
+// into a normal end.
+var errStop = errors.New("capture: stop")
+
+func (r *reader) run() error {
+	magic, err := r.br.Peek(4)
+	if err != nil {
+		return fmt.Errorf("capture: %s: %w (file too short: %v)", r.name, ErrFormat, err)
+	}
 	switch DetectFormat(magic) {
 	case FormatPcap:
-		pr, err := pcapgo.NewReader(br)
-		if err != nil {
-			return fmt.Errorf("capture: %s: %w", name, err)
-		}
-		fr.Link = packet.LinkType(pr.LinkType())
-		for i := 1; ; i++ {
-			data, ci, err := pr.ZeroCopyReadPacketData()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				if errors.Is(err, io.ErrUnexpectedEOF) {
-					return fmt.Errorf("capture: %s: frame %d: truncated record: %w", name, i, err)
-				}
-				return fmt.Errorf("capture: %s: frame %d: %w", name, i, err)
-			}
-			fr.Index, fr.Time, fr.Data, fr.OrigLen = i, ci.Timestamp, data, ci.Length
-			if err := fn(&fr); err != nil {
-				return err
-			}
-		}
+		r.sum.Format = FormatPcap
+		err = r.pcap()
 	case FormatPcapNG:
-		nr, err := pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
-		if err != nil {
-			return fmt.Errorf("capture: %s: %w", name, err)
+		r.sum.Format = FormatPcapNG
+		err = r.pcapng()
+	default:
+		return fmt.Errorf("capture: %s: %w (magic % x)", r.name, ErrFormat, magic)
+	}
+	r.sum.Bytes = r.off
+	if err == errStop {
+		return nil
+	}
+	return err
+}
+
+// full reads len(b) bytes; n is how many it got before EOF.
+func (r *reader) full(b []byte) (int, error) {
+	n, err := io.ReadFull(r.br, b)
+	r.off += int64(n)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return n, io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return n, fmt.Errorf("capture: %s: offset %d: %w", r.name, r.off, err)
+	}
+	return n, nil
+}
+
+// skip discards n bytes; it returns how many it discarded.
+func (r *reader) skip(n int64) (int64, error) {
+	var done int64
+	for done < n {
+		step := min(n-done, 1<<30)
+		k, err := r.br.Discard(int(step))
+		done += int64(k)
+		r.off += int64(k)
+		if err == io.EOF {
+			return done, io.ErrUnexpectedEOF
 		}
-		for i := 1; ; i++ {
-			data, ci, err := nr.ZeroCopyReadPacketData()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("capture: %s: frame %d: %w", name, i, err)
-			}
-			fr.Index, fr.Time, fr.Data, fr.OrigLen = i, ci.Timestamp, data, ci.Length
-			fr.IfaceIdx = ci.InterfaceIndex
-			fr.Link = packet.LinkType(nr.LinkType())
-			if iface, err := nr.Interface(ci.InterfaceIndex); err == nil {
-				fr.Link = packet.LinkType(iface.LinkType)
-			}
-			if err := fn(&fr); err != nil {
-				return err
-			}
+		if err != nil {
+			return done, fmt.Errorf("capture: %s: offset %d: %w", r.name, r.off, err)
 		}
 	}
-	return fmt.Errorf("capture: %s: %w (magic % x)", name, ErrFormat, magic)
+	return done, nil
+}
+
+// rest discards the remainder of the file and returns its length.
+func (r *reader) rest() int64 {
+	n, _ := io.Copy(io.Discard, r.br)
+	r.off += n
+	return n
+}
+
+// frameBuf returns the frame buffer resized to n (n <= MaxFrameLen).
+func (r *reader) frameBuf(n int) []byte {
+	if cap(r.buf) < n {
+		r.buf = make([]byte, n, max(n, min(2*cap(r.buf), MaxFrameLen), 2048))
+	}
+	return r.buf[:n]
+}
+
+func (r *reader) damage(off, lost int64, format string, args ...any) {
+	r.sum.Damaged++
+	r.sum.Lost += lost
+	if len(r.sum.Damage) < maxDamageKept {
+		r.sum.Damage = append(r.sum.Damage, Damage{Offset: off, After: r.sum.Frames, Lost: lost, Reason: fmt.Sprintf(format, args...)})
+	}
+}
+
+// deliver hands one frame to fn.
+func (r *reader) deliver(t time.Time, link packet.LinkType, data []byte, orig uint32, iface int) error {
+	r.sum.Frames++
+	r.fr = Frame{Index: r.sum.Frames, Time: t, Link: link, Data: data, OrigLen: clampLen(orig), IfaceIdx: iface}
+	return r.fn(&r.fr)
+}
+
+// clampLen converts a 32-bit length to int without overflow on 32-bit
+// targets (where int(uint32) of a value >= 2^31 is negative).
+func clampLen(n uint32) int {
+	if n > 1<<31-1 {
+		return 1<<31 - 1
+	}
+	return int(n)
+}
+
+// pcap reads a classic libpcap file: a 24-byte header, then records with a
+// 16-byte header (24 for Kuznetzov's modified format). A record cannot be
+// skipped without trusting its length, so the read stops at the first
+// damaged record, as tshark does.
+func (r *reader) pcap() error {
+	var hdr [24]byte
+	if n, err := r.full(hdr[:]); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			return fmt.Errorf("capture: %s: file ends inside the pcap header (%d of 24 bytes): %w", r.name, n, err)
+		}
+		return err
+	}
+	var bo binary.ByteOrder = binary.LittleEndian
+	nsec, recLen := false, 16
+	switch binary.LittleEndian.Uint32(hdr[:4]) {
+	case 0xa1b2c3d4:
+	case 0xa1b23c4d:
+		nsec = true
+	case 0xa1b2cd34:
+		recLen = 24
+	case 0xd4c3b2a1:
+		bo = binary.BigEndian
+	case 0x4d3cb2a1:
+		bo, nsec = binary.BigEndian, true
+	case 0x34cdb2a1:
+		bo, recLen = binary.BigEndian, 24
+	}
+	// The link type is the low 16 bits; the upper bits carry FCS
+	// information (pcap draft, "LinkType and additional information").
+	link := packet.LinkType(bo.Uint32(hdr[20:24]) & 0xffff)
+	var rh [24]byte
+	for {
+		start := r.off
+		n, err := r.full(rh[:recLen])
+		if err == io.ErrUnexpectedEOF {
+			if n > 0 {
+				r.damage(start, int64(n), "truncated record header: %d of %d bytes", n, recLen)
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		caplen, orig := bo.Uint32(rh[8:12]), bo.Uint32(rh[12:16])
+		if caplen > MaxFrameLen {
+			lost := int64(recLen) + r.rest()
+			r.damage(start, lost, "record length %d exceeds the limit %d", caplen, MaxFrameLen)
+			return nil
+		}
+		data := r.frameBuf(int(caplen))
+		if n, err := r.full(data); err != nil {
+			if err == io.ErrUnexpectedEOF {
+				r.damage(start, int64(recLen+n), "truncated record: %d of %d bytes", n, caplen)
+				return nil
+			}
+			return err
+		}
+		frac := int64(bo.Uint32(rh[4:8]))
+		if !nsec {
+			frac *= 1000
+		}
+		t := time.Unix(int64(bo.Uint32(rh[0:4])), frac).UTC()
+		if err := r.deliver(t, link, data, orig, 0); err != nil {
+			return err
+		}
+	}
 }

@@ -50,6 +50,9 @@ type Stats struct {
 	UDPDatagram int
 	Retransmit  int // segments whose bytes had all been delivered already
 	Gaps        int
+	// Capture is what the file reader found, including damage: a damaged
+	// capture is read up to (pcapng: around) the damage, not refused.
+	Capture Summary
 }
 
 type flowKey struct {
@@ -61,16 +64,70 @@ type half struct {
 	started bool
 	next    uint32 // next expected sequence number
 	fin     bool
-	pending []pendingSeg
+	pending segHeap // out-of-order segments, lowest sequence number first
 	pendLen int
 	gap     bool // deliver the next bytes with Gap set
 }
 
 type pendingSeg struct {
 	seq   uint32
+	order uint64 // arrival order: of two segments at one seq, the first wins
 	data  []byte
 	frame int
 	time  time.Time
+}
+
+// segHeap is a binary min-heap of held segments by sequence number (then
+// arrival), so that holding n out-of-order segments costs O(n log n) where
+// re-sorting on every insert cost O(n² log n). Sequence numbers compare
+// with seqAfter: every held segment starts within 2^31 after the
+// direction's next expected byte, where that order is consistent.
+type segHeap []pendingSeg
+
+func (h segHeap) less(i, j int) bool {
+	if h[i].seq != h[j].seq {
+		return seqAfter(h[j].seq, h[i].seq)
+	}
+	return h[i].order < h[j].order
+}
+
+func (h *segHeap) push(s pendingSeg) {
+	*h = append(*h, s)
+	a := *h
+	for i := len(a) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !a.less(i, p) {
+			break
+		}
+		a[i], a[p] = a[p], a[i]
+		i = p
+	}
+}
+
+// pop removes the first segment (h[0]).
+func (h *segHeap) pop() pendingSeg {
+	a := *h
+	top := a[0]
+	n := len(a) - 1
+	a[0] = a[n]
+	a[n] = pendingSeg{} // drop the reference to the data
+	a = a[:n]
+	for i := 0; ; {
+		l, m := 2*i+1, i
+		if l < n && a.less(l, m) {
+			m = l
+		}
+		if r := l + 1; r < n && a.less(r, m) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		a[i], a[m] = a[m], a[i]
+		i = m
+	}
+	*h = a
+	return top
 }
 
 type conn struct {
@@ -82,13 +139,15 @@ type conn struct {
 
 // ReadStreams reads the capture at path and calls fn for every piece of
 // in-order TCP payload and every UDP datagram. It returns the statistics
-// and the first error from reading or from fn.
+// and the first error from reading or from fn. Damage in the file is not
+// an error: it is in Stats.Capture, and Stats.String mentions it.
 func ReadStreams(path string, opts Options, fn func(*Segment) error) (Stats, error) {
 	r := newReassembler(opts, fn)
-	err := ReadFrames(path, r.frame)
+	sum, err := Read(path, r.frame)
 	if err == nil {
 		err = r.flush()
 	}
+	r.stats.Capture = sum
 	return r.stats, err
 }
 
@@ -102,6 +161,8 @@ type Reassembler struct {
 	pkt   packet.Packet
 	seg   Segment
 	stats Stats
+	// arrivals numbers held segments in arrival order (segHeap ties).
+	arrivals uint64
 }
 
 // NewReassembler returns a Reassembler that calls fn for each segment.
@@ -245,8 +306,8 @@ func (r *Reassembler) deliver(h *half, seq uint32, data []byte, frame int, t tim
 	if seqAfter(seq, h.next) {
 		// Out of order: hold a copy until the hole fills.
 		cp := append([]byte(nil), data...)
-		h.pending = append(h.pending, pendingSeg{seq: seq, data: cp, frame: frame, time: t})
-		sort.SliceStable(h.pending, func(i, j int) bool { return seqAfter(h.pending[j].seq, h.pending[i].seq) })
+		r.arrivals++
+		h.pending.push(pendingSeg{seq: seq, order: r.arrivals, data: cp, frame: frame, time: t})
 		h.pendLen += len(cp)
 		for h.pendLen > r.opts.MaxBuffered && len(h.pending) > 0 {
 			if err := r.skipHole(h); err != nil {
@@ -283,7 +344,7 @@ func (r *Reassembler) drain(h *half, frame int, t time.Time) error {
 		if seqAfter(ps.seq, h.next) {
 			return nil
 		}
-		h.pending = h.pending[1:]
+		h.pending.pop()
 		h.pendLen -= len(ps.data)
 		end := ps.seq + uint32(len(ps.data))
 		if !seqAfter(end, h.next) {
@@ -335,6 +396,13 @@ func (r *Reassembler) flush() error {
 
 // String summarises the statistics.
 func (s Stats) String() string {
+	if w := s.Capture.Warning(); w != "" {
+		return s.counts() + "; " + w
+	}
+	return s.counts()
+}
+
+func (s Stats) counts() string {
 	return fmt.Sprintf("%d frames, %d tcp segments, %d udp datagrams, %d undecodable, %d fragments, %d retransmissions, %d gaps",
 		s.Frames, s.TCPSegments, s.UDPDatagram, s.Undecodable, s.Fragments, s.Retransmit, s.Gaps)
 }

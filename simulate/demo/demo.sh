@@ -15,10 +15,11 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
-GO=${GO:-go}
+T0=$(date +%s%N)
+elapsed() { local ms=$((($(date +%s%N) - T0) / 1000000)); printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)); }
 WORK=$(mktemp -d /tmp/otgw-demo.XXXXXX)
 POLICY=simulate/demo/policy.yaml
-OTGW=dist/otgw
+BIN=dist/demo
 PIDS=()
 NSS=()
 
@@ -34,17 +35,66 @@ cleanup() {
 	done
 	for ns in "${NSS[@]}"; do ip netns del "$ns" 2>/dev/null; done
 	rm -rf "$WORK"
+	echo "demo took $(elapsed) s"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say "building"
-if [[ ! -x $OTGW ]]; then
-	CGO_ENABLED=0 $GO build -trimpath -o "$WORK/otgw" ./cmd/otgw
-	OTGW=$WORK/otgw
-fi
-CGO_ENABLED=0 $GO build -trimpath -o "$WORK/otgw-peer" ./simulate/peers/cmd/otgw-peer
-PEER=$WORK/otgw-peer
+# findgo: $GO, then go on PATH, then the usual install places. sudo resets
+# PATH to its secure_path, which rarely holds Go: look where Go is usually
+# installed before giving up, and then say what to do.
+findgo() {
+	local g
+	for g in ${GO:-} go /usr/local/go/bin/go /usr/lib/go/bin/go ${SUDO_USER:+$(getent passwd "$SUDO_USER" | cut -d: -f6)/go/bin/go} ${SUDO_USER:+$(getent passwd "$SUDO_USER" | cut -d: -f6)/sdk/go/bin/go}; do
+		if command -v "$g" >/dev/null 2>&1; then command -v "$g"; return 0; fi
+	done
+	return 1
+}
+
+# build compiles just the two programs the demo runs (otgw and the demo's
+# PLC/HMI peer) in one go build, so shared packages compile once, and shows
+# what it compiles: a cold build (empty Go cache) compiles ~240 packages.
+build() {
+	say "building otgw and the demo peers (dist/demo/)"
+	local gobin
+	if ! gobin=$(findgo); then
+		if [[ -x $BIN/otgw && -x $BIN/otgw-peer ]]; then
+			echo "go not found; using the binaries already in $BIN/ (run 'make demo' as your user once to rebuild them)"
+			return 0
+		fi
+		echo "go not found on PATH${SUDO_USER:+ (sudo replaces PATH with its secure_path)}. Either:"
+		echo "  sudo env PATH=\"\$PATH\" make demo      # keep your PATH, Go included"
+		echo "  make demo && sudo make demo             # build as yourself first; the root run reuses dist/demo/"
+		exit 1
+	fi
+	mkdir -p "$BIN"
+	local n=0 tty=0 status=1
+	[[ -t 1 ]] && tty=1
+	# go build -v names each package as it compiles it (cached ones are not
+	# named): a running count, so a cold build is visibly busy.
+	while IFS= read -r line; do
+		case $line in
+		"exit "*) status=${line#exit } ;;
+		*" "* | "#"*) echo "$line" ;; # an error or a note from go build: print it whole
+		*)
+			n=$((n + 1))
+			if ((tty)); then printf '\r  compiling %3d: %-60.60s' "$n" "$line"; elif ((n % 40 == 1)); then echo "  compiling $n: $line ..."; fi ;;
+		esac
+	# Through sudo, compile as the user who called it: their Go cache is warm
+	# (root's usually is not), and dist/ stays theirs.
+	local as=()
+	if [[ $(id -u) -eq 0 && -n ${SUDO_USER:-} && $SUDO_USER != root && $(stat -c %U .) == "$SUDO_USER" ]]; then
+		as=(runuser -u "$SUDO_USER" -- env HOME="$(getent passwd "$SUDO_USER" | cut -d: -f6)")
+		echo "  compiling as $SUDO_USER (sudo), with their Go cache"
+	fi
+	done < <("${as[@]}" env CGO_ENABLED=0 "$gobin" build -v -trimpath -ldflags '-s -w' -o "$BIN/" ./cmd/otgw ./simulate/peers/cmd/otgw-peer 2>&1; echo "exit $?")
+	((tty)) && printf '\r%80s\r' ''
+	[[ $status == 0 && -x $BIN/otgw && -x $BIN/otgw-peer ]] || { echo "build failed (go build exit $status)"; exit 1; }
+	if ((n > 1)); then echo "  compiled $n packages in $(elapsed) s (cold Go cache; later runs reuse it)"; else echo "  up to date ($(elapsed) s)"; fi
+}
+build
+OTGW=$BIN/otgw
+PEER=$BIN/otgw-peer
 echo "otgw: $OTGW ($("$OTGW" version))"
 
 offline() {

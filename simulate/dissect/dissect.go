@@ -32,6 +32,9 @@ type Options struct {
 	// Ports maps a server port to the protocol spoken there. Nil means
 	// DefaultPorts. The same map applies to TCP and UDP.
 	Ports map[uint16]protocols.Proto
+	// PortsOnly turns off recognition by content (Sniff) of connections
+	// on other ports.
+	PortsOnly bool
 }
 
 // DefaultPorts returns the standard ports: 502 Modbus/TCP, 20000 DNP3,
@@ -107,6 +110,31 @@ type connState struct {
 	proto  protocols.Proto
 	server uint16
 	conn   protocols.Conn
+	// client is the client's (DNP3 master's) end when the content told
+	// it (Sniff); invalid until then, and the server port decides.
+	client netip.AddrPort
+	tries  int // payload segments sniffed (at most maxSniff)
+}
+
+// sniff sets cs.client from the content of s when it tells the
+// direction (DNP3 DIR bit, OPC UA message type): who opened the
+// connection or which port is known does not say who the master is.
+func (cs *connState) sniff(s *capture.Segment) {
+	if cs.client.IsValid() || cs.tries >= maxSniff || len(s.Payload) == 0 ||
+		cs.proto != protocols.ProtoDNP3 && cs.proto != protocols.ProtoOPCUA {
+		return
+	}
+	cs.tries++
+	p, dir, ok := Sniff(s.Payload)
+	if !ok || p != cs.proto {
+		return
+	}
+	switch dir {
+	case protocols.Request:
+		cs.client = s.Src
+	case protocols.Response:
+		cs.client = s.Dst
+	}
 }
 
 // Run dissects the capture at path, calling fn for every PDU in order.
@@ -126,6 +154,8 @@ type Dissector struct {
 	fn    func(*PDU) error
 	err   error
 	pdu   PDU
+	// noSniff: Options.PortsOnly.
+	noSniff bool
 }
 
 // New returns a Dissector that calls fn for each PDU.
@@ -134,7 +164,7 @@ func New(opts Options, fn func(*PDU) error) *Dissector {
 	if ports == nil {
 		ports = DefaultPorts()
 	}
-	return &Dissector{ports: ports, conns: make(map[uint64]*connState), fn: fn}
+	return &Dissector{ports: ports, conns: make(map[uint64]*connState), fn: fn, noSniff: opts.PortsOnly}
 }
 
 // Segment feeds one reassembled segment (capture.ReadStreams callback).
@@ -143,18 +173,25 @@ func (d *Dissector) Segment(s *capture.Segment) error {
 		return d.err
 	}
 	cs, ok := d.conns[s.Conn]
-	if !ok {
-		cs = d.classify(s)
+	if !ok || cs.conn == nil && cs.tries < maxSniff {
+		cs = d.classify(s, cs)
 		d.conns[s.Conn] = cs
 	}
-	if cs == nil || cs.conn == nil {
+	if cs.conn == nil {
 		return nil
 	}
+	cs.sniff(s)
 	dir := protocols.Response
 	if s.Dst.Port() == cs.server {
 		dir = protocols.Request
 	}
-	if s.Src.Port() == s.Dst.Port() && s.Initiator.IsValid() {
+	switch {
+	case cs.client.IsValid():
+		dir = protocols.Response
+		if s.Src == cs.client {
+			dir = protocols.Request
+		}
+	case s.Src.Port() == s.Dst.Port() && s.Initiator.IsValid():
 		// Same port both sides: the initiator is the client.
 		if s.Src == s.Initiator {
 			dir = protocols.Request
@@ -174,8 +211,10 @@ func (d *Dissector) Segment(s *capture.Segment) error {
 }
 
 // classify picks the protocol of a new connection from its server port.
-// The initiator's destination port wins when the handshake was seen.
-func (d *Dissector) classify(s *capture.Segment) *connState {
+// The initiator's destination port wins when the handshake was seen. On
+// other ports the content decides (Sniff), tried on the first maxSniff
+// segments with payload; prev is the state of the earlier tries.
+func (d *Dissector) classify(s *capture.Segment, prev *connState) *connState {
 	try := []uint16{s.Dst.Port(), s.Src.Port()}
 	if s.Initiator.IsValid() && s.Initiator != s.Src {
 		try = []uint16{s.Src.Port(), s.Dst.Port()}
@@ -185,7 +224,20 @@ func (d *Dissector) classify(s *capture.Segment) *connState {
 			return &connState{proto: p, server: port, conn: NewConn(p, s.Transport)}
 		}
 	}
-	return nil
+	cs := prev
+	if cs == nil {
+		cs = &connState{}
+	}
+	if len(s.Payload) == 0 || d.noSniff {
+		return cs
+	}
+	cs.tries++
+	p, dir, ok := Sniff(s.Payload)
+	if !ok {
+		return cs
+	}
+	server := serverOf(s, dir)
+	return &connState{proto: p, server: server.Port(), conn: NewConn(p, s.Transport)}
 }
 
 // JSON renders the PDU as one JSON object with the fields of DESIGN.md in

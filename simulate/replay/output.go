@@ -8,40 +8,44 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/otgw/otgw/gateway/events"
 )
 
-// JSON renders the event as one JSON line with the fields of DESIGN.md:
-// frame, file, time, verdict, action, mode, proto, conduit, rule, reason,
-// src, dst, then the PDU fields as `otgw dissect` names them.
-func (e *Event) JSON() []byte {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, `{"frame":%d`, e.Frame)
-	if e.File != "" {
-		fmt.Fprintf(&b, `,"file":%s`, strconv.Quote(e.File))
+// Record returns the event in otgw's one record schema (the
+// events.Event that the live gateway writes to its events file and to
+// syslog for the same traffic): EVE names, flow_id and community_id, the
+// policy's deny action, severity as the live gateway gives it (deny
+// notice, alert warning, evasion alert), the capture file and frame as
+// pcap_filename and pcap_cnt. Seq and boot id are not set (a replay is no
+// boot).
+func (e *Event) Record() *events.Event {
+	r := &events.Event{
+		Time: e.Time, Mode: e.Mode, Verdict: e.Verdict, Action: e.DenyAction, Conduit: e.Conduit, Rule: e.Rule,
+		Reason: e.Reason, Proto: e.Proto, Src: e.Src, Dst: e.Dst, Net: e.Net, PcapFile: e.File, Frame: e.Frame,
+		Fields: e.Fields,
 	}
-	fmt.Fprintf(&b, `,"time":%q,"verdict":%q,"action":%q,"mode":%q,"proto":%q,"conduit":%s,"rule":%s,"reason":%s,"src":%q,"dst":%q`,
-		e.Time.UTC().Format(time.RFC3339Nano), e.Verdict, e.Action, e.Mode, e.Proto,
-		strconv.Quote(e.Conduit), strconv.Quote(e.Rule), strconv.Quote(e.Reason), e.Src.String(), e.Dst.String())
-	keys := make([]string, 0, len(e.Fields))
-	for k := range e.Fields {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		v, err := json.Marshal(e.Fields[k])
-		if err != nil {
-			continue
+	switch {
+	case e.Verdict == "alert":
+		r.Type, r.Severity, r.Action = events.TypeAlert, events.SevWarning, ""
+	default:
+		r.Type, r.Severity = events.TypeDeny, events.SevNotice
+		if strings.HasPrefix(e.Reason, "evasion") {
+			r.Severity = events.SevAlert
 		}
-		fmt.Fprintf(&b, `,%s:%s`, strconv.Quote(k), v)
 	}
-	b.WriteString("}")
-	return b.Bytes()
+	return r
 }
+
+// JSON renders the event as one JSON line: Record in the record schema
+// (gateway/events/schema.json).
+func (e *Event) JSON() []byte { return e.Record().AppendJSON(nil) }
+
+// MarshalJSON writes the record schema (report.json's timeline).
+func (e Event) MarshalJSON() ([]byte, error) { return e.JSON(), nil }
 
 // WriteSummary prints the human summary: totals, per conduit, denies by
 // reason and rule, rules never hit, top denied flows.
@@ -51,6 +55,9 @@ func (rep *Report) WriteSummary(w io.Writer) error {
 	fmt.Fprintf(bw, "frames %d: forwarded %d, truncated %d, dropped %d, undecodable %d", rep.Frames, rep.Forwarded, rep.Truncated, rep.Dropped, rep.Undecodable)
 	if rep.PickedUp > 0 || rep.SkippedMidstream > 0 {
 		fmt.Fprintf(bw, "; %d connections joined mid-stream picked up (%d earlier frames skipped)", rep.PickedUp, rep.SkippedMidstream)
+	}
+	for _, d := range rep.CaptureDamage {
+		fmt.Fprintf(bw, "\nwarning: %s", d)
 	}
 	if rep.CaptureHoles > 0 || rep.Reordered > 0 {
 		fmt.Fprintf(bw, "\ncapture repairs: %d holes the capture lost (the engine continued after them; %d segments completing a lost PDU passed uninspected), %d ACKs fed after the segment they were captured before",

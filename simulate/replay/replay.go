@@ -77,6 +77,12 @@ type Event struct {
 	Src     netip.AddrPort `json:"src"`
 	Dst     netip.AddrPort `json:"dst"`
 	Fields  map[string]any `json:"fields,omitempty"`
+	// DenyAction is the policy's deny action for a deny verdict (drop,
+	// reset, reply; reset for an evasion), "drop" for a normaliser drop:
+	// the action of the event record, as the live gateway reports it.
+	DenyAction string `json:"-"`
+	// Net is the packet context of the frame (transport, MACs).
+	Net events.Net `json:"-"`
 }
 
 // ErrNoPolicy is returned by Run without Options.Policy.
@@ -145,7 +151,7 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := readMerged(paths, r.frame); err != nil {
+	if err := readCaptures(paths, r.rep.addDamage, r.frame); err != nil {
 		return nil, err
 	}
 	// scanRepairs never leaves a frame pending; should one be, it is fed
@@ -381,7 +387,7 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 		// A rate detection (rules.Detector) about a response whose own
 		// verdict was reported before: an alert event, not a PDU count.
 		r.rep.Detections++
-		ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto,
+		ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: gateway.EventNet(r.curPkt),
 			Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: v.Mode.String(), Verdict: "alert",
 			Conduit: v.ConduitName, Rule: v.RuleName, Reason: gateway.ReasonDetectPrefix + d.Detection,
 			Fields: d.Fields()}
@@ -438,10 +444,17 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 		// in SynthesisedDropped, not an event of the capture.
 		return
 	}
-	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto,
-		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: "enforce"}
+	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: gateway.EventNet(r.curPkt),
+		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: "enforce", DenyAction: "drop"}
 	if d.HasVerdict {
 		ev.Verdict = v.Action.String()
+		ev.DenyAction = ""
+		if v.Action == rules.Deny {
+			// The action the engine took: an evasion's verdict carries it
+			// (reset for an overlap, drop for urgent data), as the live
+			// event does.
+			ev.DenyAction = v.DenyAction.String()
+		}
 		ev.Mode = v.Mode.String()
 		ev.Conduit, ev.Rule, ev.Reason = v.ConduitName, v.RuleName, v.ReasonString()
 		if d.EvasionName != "" {
@@ -493,6 +506,10 @@ type Report struct {
 	Start  time.Time `json:"start"`
 	End    time.Time `json:"end"`
 	Frames int       `json:"frames"` // frames read from the captures
+	// CaptureDamage has one line per damaged capture (truncated, damaged
+	// pcapng blocks): it was read up to or around the damage, and the
+	// line says where and how many bytes were skipped.
+	CaptureDamage []string `json:"capture_damage,omitempty"`
 	// Frame outcomes (every frame read is exactly one of these).
 	Forwarded        int `json:"forwarded"`
 	Truncated        int `json:"truncated"` // forwarded without a denied PDU (pipelining)

@@ -89,7 +89,7 @@ func TestReplayDeniesWriteAndWritesOutputs(t *testing.T) {
 		t.Errorf("pcaps: allowed %d bytes, denied %d bytes; want frames in both", allowed.Len(), denied.Len())
 	}
 	j := string(evs[0].JSON())
-	for _, k := range []string{`"frame":4`, `"verdict":"deny"`, `"proto":"modbus"`, `"conduit":"hmi-plc"`, `"rule":"modbus#1"`, `"fc":6`} {
+	for _, k := range []string{`"pcap_cnt":4`, `"verdict":"deny"`, `"proto":"TCP"`, `"app_proto":"modbus"`, `"conduit":"hmi-plc"`, `"rule":"modbus#1"`, `"fc":6`, `"function":"write_single_register"`, `"flow_id":`, `"community_id":"1:`} {
 		if !strings.Contains(j, k) {
 			t.Errorf("JSON %s lacks %s", j, k)
 		}

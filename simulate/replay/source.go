@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/netip"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,19 +32,32 @@ type srcFrame struct {
 
 // readMerged calls fn for every frame of every file in timestamp order
 // (ties keep file order, then frame order). One file is read directly;
-// several are read by one goroutine each and merged.
+// several are read by one goroutine each and merged. A damaged capture is
+// read up to (pcapng: around) the damage, as tshark reads it; readMerged
+// does not report the damage (see readCaptures).
 func readMerged(paths []string, fn func(*srcFrame) error) error {
+	return readCaptures(paths, nil, fn)
+}
+
+// readCaptures is readMerged that calls damaged, when not nil, with the
+// summary of each damaged capture, on the caller's goroutine.
+func readCaptures(paths []string, damaged func(path string, s capture.Summary), fn func(*srcFrame) error) error {
 	if len(paths) == 1 {
 		var sf srcFrame
-		return capture.ReadFrames(paths[0], func(f *capture.Frame) error {
+		s, err := capture.Read(paths[0], func(f *capture.Frame) error {
 			sf = srcFrame{file: 0, index: f.Index, time: f.Time, link: f.Link, data: f.Data}
 			return fn(&sf)
 		})
+		if err == nil && s.Damaged > 0 && damaged != nil {
+			damaged(paths[0], s)
+		}
+		return err
 	}
 	type item struct {
 		sf  srcFrame
 		err error
 		eof bool
+		sum capture.Summary
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -52,7 +66,7 @@ func readMerged(paths []string, fn func(*srcFrame) error) error {
 		ch := make(chan item, 256)
 		chans[i] = ch
 		go func(i int, p string) {
-			err := capture.ReadFrames(p, func(f *capture.Frame) error {
+			sum, err := capture.Read(p, func(f *capture.Frame) error {
 				it := item{sf: srcFrame{file: i, index: f.Index, time: f.Time, link: f.Link, data: append([]byte(nil), f.Data...)}}
 				select {
 				case ch <- it:
@@ -65,7 +79,7 @@ func readMerged(paths []string, fn func(*srcFrame) error) error {
 				return
 			}
 			select {
-			case ch <- item{err: err, eof: true}:
+			case ch <- item{err: err, eof: true, sum: sum}:
 			case <-done:
 			}
 		}(i, p)
@@ -74,6 +88,9 @@ func readMerged(paths []string, fn func(*srcFrame) error) error {
 	next := func(i int) error {
 		it := <-chans[i]
 		if it.eof {
+			if it.err == nil && it.sum.Damaged > 0 && damaged != nil {
+				damaged(paths[i], it.sum)
+			}
 			return it.err
 		}
 		heap.Push(h, it.sf)
@@ -97,6 +114,11 @@ func readMerged(paths []string, fn func(*srcFrame) error) error {
 }
 
 var errStop = fmt.Errorf("replay: stopped")
+
+// addDamage records a damaged capture (readCaptures callback).
+func (rep *Report) addDamage(path string, s capture.Summary) {
+	rep.CaptureDamage = append(rep.CaptureDamage, filepath.Base(path)+": "+s.Warning())
+}
 
 type frameHeap []srcFrame
 

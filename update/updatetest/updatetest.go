@@ -25,7 +25,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/update"
 )
 
@@ -45,24 +44,29 @@ type Options struct {
 	FactoryVersion string
 	FactorySVN     uint32
 	ImageBytes     int // size of generated images (default 64 KiB)
-	Config         func(*update.Config)
+	// TimestampKeys, when > 0, delegates root v1's timestamp role to that
+	// many fresh keys (threshold 1), kept in Env.TimestampKeys.
+	TimestampKeys int
+	Config        func(*update.Config)
 }
 
 // Env is a provisioned sim device with a trust root, signing keys and an
 // Installer whose events are recorded.
 type Env struct {
-	T         testing.TB
-	Dir       string // state directory of the sim board
-	Keys      []*update.Signer
-	RootFile  []byte // root v1, signed by all Keys
-	Trust     *update.Trust
-	Board     *update.SimBoard
-	Events    *Recorder
-	Installer *update.Installer
-	Config    update.Config
-	Factory   []byte // image in slot A
-	Now       time.Time
-	opts      Options
+	T    testing.TB
+	Dir  string // state directory of the sim board
+	Keys []*update.Signer
+	// TimestampKeys sign timestamp statements (Options.TimestampKeys).
+	TimestampKeys []*update.Signer
+	RootFile      []byte // root v1, signed by all Keys
+	Trust         *update.Trust
+	Board         *update.SimBoard
+	Events        *Recorder
+	Installer     *update.Installer
+	Config        update.Config
+	Factory       []byte // image in slot A
+	Now           time.Time
+	opts          Options
 }
 
 // New provisions a sim board with a factory image (version 1.0.0, SVN 1
@@ -87,7 +91,8 @@ func New(t testing.TB, opts Options) *Env {
 	}
 	e := &Env{T: t, Dir: filepath.Join(t.TempDir(), "state"), Now: Epoch, opts: opts, Events: &Recorder{}}
 	e.Keys = Keys(t, opts.Keys)
-	e.RootFile = RootFile(t, 1, opts.Threshold, e.Keys, e.Keys...)
+	e.TimestampKeys = Keys(t, opts.TimestampKeys)
+	e.RootFile = RootFileWith(t, RootSpec{Version: 1, Threshold: opts.Threshold, Keys: e.Keys, TimestampKeys: e.TimestampKeys}, e.Keys...)
 	var err error
 	if e.Trust, err = update.NewTrust(e.RootFile); err != nil {
 		t.Fatal(err)
@@ -101,8 +106,8 @@ func New(t testing.TB, opts Options) *Env {
 		t.Fatal(err)
 	}
 	e.Config = update.Config{
-		Trust: e.Trust, Board: Board, Arch: Arch, Slots: e.Board, Boot: e.Board,
-		Events: e.Events, Now: func() time.Time { return e.Now }, Logger: slog.New(slog.DiscardHandler),
+		Trust: e.Trust, Board: Board, Arch: Arch, Slots: e.Board, Boot: e.Board, StateDir: e.Dir,
+		Events: e.Events.Emit, Now: func() time.Time { return e.Now }, Logger: slog.New(slog.DiscardHandler),
 		Timeout: 10 * time.Second, IdleTimeout: 2 * time.Second, HealthTimeout: 5 * time.Second,
 	}
 	if opts.Config != nil {
@@ -146,6 +151,47 @@ func RootFile(t testing.TB, version uint32, threshold int, keys []*update.Signer
 		t.Fatal(err)
 	}
 	return update.SignRoot(r, signers...)
+}
+
+// RootSpec describes a root for RootFileWith.
+type RootSpec struct {
+	Version       uint32
+	Threshold     int
+	Keys          []*update.Signer
+	TimestampKeys []*update.Signer // timestamp role, threshold 1; none when empty
+	Expires       time.Time
+}
+
+// RootFileWith returns a root file built from spec, signed by signers.
+func RootFileWith(t testing.TB, spec RootSpec, signers ...*update.Signer) []byte {
+	t.Helper()
+	r, err := update.NewRoot(spec.Version, spec.Threshold, spec.Expires, Pubs(spec.Keys)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(spec.TimestampKeys) > 0 {
+		if r, err = r.WithTimestampKeys(1, Pubs(spec.TimestampKeys)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return update.SignRoot(r, signers...)
+}
+
+// Timestamp signs ts with the Env's timestamp keys; Board defaults to the
+// Env's board and Expires to Epoch+24h.
+func (e *Env) Timestamp(ts update.Timestamp) []byte {
+	e.T.Helper()
+	if ts.Board == "" {
+		ts.Board = Board
+	}
+	if ts.Expires.IsZero() {
+		ts.Expires = Epoch.Add(24 * time.Hour)
+	}
+	b, err := update.SignTimestamp(&ts, e.TimestampKeys...)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return b
 }
 
 // Pubs returns the public keys of keys.
@@ -296,25 +342,25 @@ func (e *Env) InstallDuring(ctx context.Context, src string, traffic func(ctx co
 	return installErr, trafficErr
 }
 
-// Recorder is an events.Sink that keeps every event. Safe for concurrent
-// use.
+// Recorder keeps every update event (its Emit is an update.EventFunc).
+// Safe for concurrent use.
 type Recorder struct {
 	mu     sync.Mutex // guards events
-	events []events.Event
+	events []update.Event
 }
 
-// Emit implements events.Sink.
-func (r *Recorder) Emit(e *events.Event) {
+// Emit records e; pass it as update.Config.Events.
+func (r *Recorder) Emit(e *update.Event) {
 	r.mu.Lock()
 	r.events = append(r.events, *e)
 	r.mu.Unlock()
 }
 
 // All returns a copy of the recorded events.
-func (r *Recorder) All() []events.Event {
+func (r *Recorder) All() []update.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]events.Event(nil), r.events...)
+	return append([]update.Event(nil), r.events...)
 }
 
 // Steps returns the Step of every recorded event, in order.
@@ -327,7 +373,7 @@ func (r *Recorder) Steps() []string {
 }
 
 // Last returns the last event with the given step, or nil.
-func (r *Recorder) Last(step string) *events.Event {
+func (r *Recorder) Last(step string) *update.Event {
 	all := r.All()
 	for i := len(all) - 1; i >= 0; i-- {
 		if all[i].Step == step {

@@ -1,4 +1,4 @@
-package rules
+package daemon
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/rules"
 )
 
 // WatcherConfig configures a Watcher. Path is required; the zero value of
@@ -28,6 +29,10 @@ type WatcherConfig struct {
 	Logger   *slog.Logger  // nil discards
 	Debounce time.Duration // quiet time after the last file event; 0 means 200ms
 	SIGHUP   bool          // Run also reloads on SIGHUP
+	// HUP, when set with SIGHUP, is the channel SIGHUPs arrive on: the
+	// daemon subscribes before it starts, so a SIGHUP during start-up is
+	// kept for the watcher instead of terminating the process.
+	HUP chan os.Signal
 }
 
 // Watcher holds the live Ruleset and replaces it when the policy file
@@ -43,7 +48,7 @@ type WatcherConfig struct {
 type Watcher struct {
 	cfg WatcherConfig
 	log *slog.Logger
-	cur atomic.Pointer[Ruleset]
+	cur atomic.Pointer[rules.Ruleset]
 
 	mu       sync.Mutex // serialises reloads; guards lastHash
 	lastHash string
@@ -76,22 +81,32 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 }
 
 // Ruleset returns the current ruleset. Safe for concurrent use.
-func (w *Watcher) Ruleset() *Ruleset { return w.cur.Load() }
+func (w *Watcher) Ruleset() *rules.Ruleset { return w.cur.Load() }
 
-func (w *Watcher) load() (*Ruleset, string, error) {
-	data, err := os.ReadFile(w.cfg.Path)
+// ErrCompilerPanic is returned by a reload whose parse or compile
+// panicked (a bug in rules, never an expected reaction to a file): the
+// policy in force stays, as for any bad file.
+var ErrCompilerPanic = errors.New("internal error while compiling the policy")
+
+func (w *Watcher) load() (rs *rules.Ruleset, hash string, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			w.log.Error("policy parse/compile panicked", "file", w.cfg.Path, "panic", fmt.Sprint(v))
+			rs, err = nil, fmt.Errorf("rules: %s: %w (%v)", w.cfg.Path, ErrCompilerPanic, v)
+		}
+	}()
+	data, err := rules.ReadPolicy(w.cfg.Path) // with the limits of rules.Load
 	if err != nil {
-		return nil, "", fmt.Errorf("rules: %w", err)
+		return nil, "", err
 	}
 	sum := sha256.Sum256(data)
-	hash := hex.EncodeToString(sum[:])
-	p, err := Parse(w.cfg.Path, data)
-	var rs *Ruleset
+	hash = hex.EncodeToString(sum[:])
+	p, err := rules.Parse(w.cfg.Path, data)
 	var cerr error
 	if p != nil {
-		rs, cerr = Compile(p)
+		rs, cerr = rules.Compile(p)
 	}
-	if err := Merge(err, cerr); err != nil {
+	if err := rules.Merge(err, cerr); err != nil {
 		return nil, hash, err
 	}
 	return rs, hash, nil
@@ -108,7 +123,7 @@ func (w *Watcher) Reload() error {
 	rs, hash, err := w.load()
 	if err != nil {
 		ev := &events.Event{Time: time.Now(), Severity: events.SevError, Type: events.TypePolicyError, File: w.cfg.Path}
-		var ps Problems
+		var ps rules.Problems
 		if errors.As(err, &ps) && len(ps) > 0 {
 			ev.Line = ps[0].Line
 			ev.Message = "policy not reloaded: " + ps[0].String()
@@ -154,7 +169,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return fmt.Errorf("rules: watch %s: %w", filepath.Dir(abs), err)
 	}
 	var hup chan os.Signal
-	if w.cfg.SIGHUP {
+	switch {
+	case w.cfg.SIGHUP && w.cfg.HUP != nil:
+		hup = w.cfg.HUP
+	case w.cfg.SIGHUP:
 		hup = make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)

@@ -1,8 +1,9 @@
-package rules
+package daemon
 
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/rules"
 )
 
 func goodPolicy(i int) string {
@@ -99,11 +102,12 @@ func TestWatcherReloads100TimesUnderLoad(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f := flow("192.0.2.130", "192.0.2.10", 502)
-			p := mb(3, 0, 50)
+			f := rules.Flow{InPort: "north", OutPort: "south", Src: netip.MustParseAddr("192.0.2.130"), Dst: netip.MustParseAddr("192.0.2.10"),
+				SrcPort: 40000, DstPort: 502, Transport: rules.TransportTCP}
+			p := rules.PDU{Proto: protocols.ProtoModbus, Dir: protocols.Request, Modbus: rules.Modbus{Unit: 1, FC: 3, Addr: 0, Qty: 50}}
 			for !stop.Load() {
 				v := w.Ruleset().Evaluate(&f, &p)
-				if v.Action != Allow {
+				if v.Action != rules.Allow {
 					denied.Add(1)
 				}
 				if evals.Add(1)%256 == 0 {

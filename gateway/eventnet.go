@@ -1,0 +1,75 @@
+package gateway
+
+import (
+	"net"
+	"strconv"
+
+	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/gateway/packet"
+	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/modbus"
+)
+
+// EventNet is the packet context of an event (transport, ICMP type and
+// code, MACs, ethertype). The engine calls it only when it emits an event;
+// replay uses it for its records.
+func EventNet(p *packet.Packet) events.Net {
+	if p == nil {
+		return events.Net{}
+	}
+	n := events.Net{HasMAC: p.HasMAC, SrcMAC: p.SrcMAC, DstMAC: p.DstMAC, EtherType: p.EtherType}
+	if p.IPVersion != 0 {
+		n.IPProto = p.Proto
+		if p.Proto == events.ProtoICMP || p.Proto == events.ProtoICMPv6 {
+			n.ICMPType, n.ICMPCode = p.ICMPType, p.ICMPCode
+		}
+	}
+	return n
+}
+
+// endpoints is the "src -> dst" of an event message: addresses and ports,
+// or for a frame without IP its MAC addresses and ethertype.
+func endpoints(e *events.Event) string {
+	if e.Src.IsValid() && e.Dst.IsValid() {
+		return e.Src.String() + " -> " + e.Dst.String()
+	}
+	if e.Net.HasMAC {
+		return net.HardwareAddr(e.Net.SrcMAC[:]).String() + " -> " + net.HardwareAddr(e.Net.DstMAC[:]).String() +
+			" ethertype 0x" + strconv.FormatUint(uint64(e.Net.EtherType), 16)
+	}
+	return "(no addresses)"
+}
+
+// maxEventValues bounds the register values a write event lists.
+const maxEventValues = 32
+
+// writeValues returns the register values a Modbus write multiple
+// registers request carries (FC 16, and the write part of FC 23), at most
+// maxEventValues of them, or nil, from the parser's Registers.
+func writeValues(a *modbus.ADU) []int {
+	if a.Dir != protocols.Request || a.IsException || (a.Func() != 16 && a.Func() != 23) {
+		return nil
+	}
+	r := a.Registers()
+	if len(r) == 0 {
+		return nil
+	}
+	v := make([]int, min(len(r), maxEventValues))
+	for i := range v {
+		v[i] = int(r[i])
+	}
+	return v
+}
+
+// writeCoils returns the coil values of a Modbus write multiple coils
+// request (FC 15), at most maxEventValues of them, or nil.
+func writeCoils(a *modbus.ADU) []bool {
+	if a.Dir != protocols.Request || a.IsException || a.Func() != 15 || a.NumCoils() == 0 {
+		return nil
+	}
+	v := make([]bool, min(a.NumCoils(), maxEventValues))
+	for i := range v {
+		v[i] = a.Coil(i)
+	}
+	return v
+}

@@ -1,0 +1,115 @@
+package rules
+
+import (
+	"testing"
+
+	"github.com/otgw/otgw/protocols"
+)
+
+// TestTolerateUnreadFieldsDenied: a tolerated anomaly may let a PDU through
+// unread only where the rule does not restrict what was unread. The
+// adapters mark what the parser could not read (Modbus.Unread,
+// DNP3.FuncUnread, DNP3.ObjectsTruncated, OPCUA.NodesTruncated, OPCUA
+// ServiceID 0); with every anomaly tolerated, a rule that restricts such a
+// field refuses the PDU with its usual reason, and a rule that does not
+// restrict it still allows it.
+func TestTolerateUnreadFieldsDenied(t *testing.T) {
+	src := func(level string) string {
+		mbTol := "          tolerate: [truncated, byte_count_mismatch]\n"
+		dnTol := "          tolerate: [truncated_header, truncated_object, bad_qualifier, unknown_function]\n"
+		uaTol := "          tolerate: [truncated, message_too_large, interleaved_chunks]\n"
+		c := "  - name: c\n    from: hmi\n    to: [plc, rtu, ua]\n"
+		if level == "conduit" {
+			c += "    tolerate: [truncated, byte_count_mismatch, truncated_header, truncated_object, bad_qualifier, unknown_function, message_too_large, interleaved_chunks]\n"
+			mbTol, dnTol, uaTol = "", "", ""
+		}
+		return `version: 1
+name: tolerate
+mode: enforce
+zones:
+  sup:  { port: north, networks: [192.0.2.128/25] }
+  cell: { port: south, networks: [192.0.2.0/25] }
+assets:
+  hmi: { ip: 192.0.2.130, zone: sup }
+  plc: { ip: 192.0.2.10, zone: cell }
+  rtu: { ip: 192.0.2.20, zone: cell }
+  ua:  { ip: 192.0.2.30, zone: cell }
+conduits:
+` + c + `    rules:
+      - modbus:
+` + mbTol + `          allow:
+            - read: holding 0-99
+            - write: holding 0-9
+            - function: 8/0
+            - function: 17
+      - dnp3:
+` + dnTol + `          allow:
+            - function: read
+              objects: [g1, g60]
+            - function: confirm
+            - function: write
+      - opcua:
+` + uaTol + `          min_security_mode: none
+          allow:
+            - service: write
+              nodes: ["ns=2;s=Line1.Setpoint"]
+            - service: read
+`
+	}
+	unread := func(p PDU) PDU { p.Modbus.Unread = true; return p }
+	anomaly := func(p PDU, a string) PDU { p.Anomaly = a; return p }
+	dn := func(fc uint8, objs ...DNP3Object) PDU {
+		p := PDU{Proto: protocols.ProtoDNP3, Dir: protocols.Request, DNP3: DNP3{LinkSrc: 1, LinkDst: 10, FC: fc}}
+		p.DNP3.NObjects = uint8(copy(p.DNP3.Objects[:], objs))
+		return p
+	}
+	truncObjs := func(p PDU) PDU { p.DNP3.ObjectsTruncated = true; return p }
+	funcUnread := func(p PDU) PDU { p.DNP3.FuncUnread = true; return p }
+	setpoint := NodeID{Namespace: 2, Kind: NodeString, ID: []byte("Line1.Setpoint")}
+	ua := func(svc uint32, truncated bool, nodes ...NodeID) PDU {
+		p := PDU{Proto: protocols.ProtoOPCUA, Dir: protocols.Request, OPCUA: OPCUA{MsgType: MsgMSG, SecurityMode: SecurityModeNone, ServiceID: svc, NodesTruncated: truncated}}
+		p.OPCUA.NNodes = uint8(copy(p.OPCUA.Nodes[:], nodes))
+		return p
+	}
+	diag := mb(8, 0, 0)
+	tests := []struct {
+		name   string
+		port   uint16
+		dst    string
+		pdu    PDU
+		reason Reason
+	}{
+		{"modbus read, address unread", 502, "192.0.2.10", anomaly(unread(mb(3, 0, 0)), "truncated"), ReasonAddressOutOfRange},
+		{"modbus write, address unread", 502, "192.0.2.10", anomaly(unread(mb(6, 0, 1)), "truncated"), ReasonAddressOutOfRange},
+		{"modbus read/write, addresses unread", 502, "192.0.2.10", anomaly(unread(mb(23, 0, 0)), "truncated"), ReasonAddressOutOfRange},
+		{"modbus diagnostics, sub-function unread", 502, "192.0.2.10", anomaly(unread(diag), "truncated"), ReasonFunctionNotAllowed},
+		{"modbus read, address read", 502, "192.0.2.10", anomaly(mb(3, 10, 0), "truncated"), ReasonAllowed},
+		{"modbus report server id: nothing restricted unread", 502, "192.0.2.10", anomaly(unread(mb(17, 0, 0)), "truncated"), ReasonAllowed},
+		{"dnp3 function unread", 20000, "192.0.2.20", anomaly(funcUnread(dn(0)), "truncated_header"), ReasonFunctionNotAllowed},
+		{"dnp3 read, walk stopped", 20000, "192.0.2.20", anomaly(truncObjs(dn(1, DNP3Object{Group: 1, Variation: 2})), "bad_qualifier"), ReasonObjectNotAllowed},
+		{"dnp3 write (any object), walk stopped", 20000, "192.0.2.20", anomaly(truncObjs(dn(2)), "truncated_object"), ReasonAllowed},
+		{"dnp3 read, walk complete", 20000, "192.0.2.20", anomaly(dn(1, DNP3Object{Group: 60, Variation: 1}), "truncated_object"), ReasonAllowed},
+		{"opcua write, nodes unread", 4840, "192.0.2.30", anomaly(ua(673, true, setpoint), "message_too_large"), ReasonNodeNotAllowed},
+		{"opcua service unread", 4840, "192.0.2.30", anomaly(ua(0, false), "interleaved_chunks"), ReasonServiceNotAllowed},
+		{"opcua read (no node restriction), cut short", 4840, "192.0.2.30", anomaly(ua(631, true), "truncated"), ReasonAllowed},
+	}
+	for _, level := range []string{"rule", "conduit"} {
+		p, err := Parse("tolerate.yaml", []byte(src(level)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := Compile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range tests {
+			t.Run(level+"/"+tc.name, func(t *testing.T) {
+				f := flow("192.0.2.130", tc.dst, tc.port)
+				v := rs.Evaluate(&f, &tc.pdu)
+				if v.Reason != tc.reason || (v.Action == Allow) != (tc.reason == ReasonAllowed) {
+					t.Fatalf("got %v %v, want %v", v.Action, v.Reason, tc.reason)
+				}
+			})
+		}
+	}
+}
