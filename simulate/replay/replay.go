@@ -92,6 +92,12 @@ type Event struct {
 	// admitted); the reason is the policy's. Action is what the enforcing
 	// gateway did with the frame; DenyAction is empty (none was taken).
 	AfterReset bool `json:"after_reset,omitempty"`
+	// Refused (Options.WhatIf): the policy refuses this PDU or flow
+	// (every AfterReset event, and the denies and alerts of the enforcing
+	// gateway that the what-if evaluation makes too). A deny that is not
+	// Refused follows from enforcement alone (a response to a request the
+	// gateway dropped) or is a normaliser drop.
+	Refused bool `json:"-"`
 	// DenyAction is the policy's deny action for a deny verdict (drop,
 	// reset, reply; reset for an evasion), "drop" for a normaliser drop:
 	// the action of the event record, as the live gateway reports it.

@@ -122,11 +122,12 @@ func (r *runner) settle(orig int) {
 		}
 		if m >= 0 {
 			r.frameEvs[m].matched = true
+			r.frameEvs[m].ev.Refused = true
 			wi.refuse(r.frameEvs[m].ev, false)
 			continue
 		}
 		ev := s.ev
-		ev.AfterReset = true
+		ev.AfterReset, ev.Refused = true, true
 		switch {
 		case r.sent && r.sentLen == orig:
 			ev.Action = "forward"
