@@ -52,6 +52,10 @@ type Options struct {
 	StrictMidstream bool
 	// MaxTimeline bounds Report.Timeline (default 5000).
 	MaxTimeline int
+	// MaxFlows bounds the engine's flow table (default: the gateway's,
+	// gateway.Config.MaxFlows). Tests of small captures set it low: the
+	// table is allocated whole.
+	MaxFlows int
 	// WhatIf runs the what-if evaluation (whatif.go): a second engine
 	// judges the same frames with every conduit in monitor mode, so that
 	// PDUs an enforcing gateway never sees, because it reset or blocked
@@ -163,6 +167,7 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	}
 	r.eng, err = gateway.NewEngine(gateway.Config{
 		Rules:     func() *rules.Ruleset { return rs },
+		MaxFlows:  opts.MaxFlows,
 		Sink:      opts.Sink,
 		Logger:    opts.Logger,
 		Now:       func() time.Time { return r.now },
@@ -176,6 +181,7 @@ func Run(opts Options, paths ...string) (*Report, error) {
 		r.wi = newWhatIf()
 		r.shadow, err = gateway.NewEngine(gateway.Config{
 			Rules:     func() *rules.Ruleset { return mon },
+			MaxFlows:  opts.MaxFlows,
 			Now:       func() time.Time { return r.now },
 			OnVerdict: r.onShadow,
 		})

@@ -217,7 +217,7 @@ func checkReportFiles(t *testing.T, dir string, requests, distinct int) {
 func replayEvents(t *testing.T, y, path string, whatIf bool) (*Report, []*Event) {
 	t.Helper()
 	var evs []*Event
-	rep, err := Run(Options{Policy: mustPolicy(t, y), WhatIf: whatIf, OnEvent: func(e *Event) { evs = append(evs, e) }}, path)
+	rep, err := Run(Options{Policy: mustPolicy(t, y), WhatIf: whatIf, MaxFlows: 64, OnEvent: func(e *Event) { evs = append(evs, e) }}, path)
 	if err != nil {
 		t.Fatal(err)
 	}
