@@ -88,6 +88,9 @@ func TestWhatIfEqualsMonitor(t *testing.T) {
 			}
 			wireKept = append(wireKept, eventKey(e))
 		}
+		if len(added) > len(afterFrames) {
+			t.Fatalf("%s: %d normaliser drops replaced on %d frames with after_reset refusals", ctx, len(added), len(afterFrames))
+		}
 		if d := diffMultisets(kept, wireKept); d != "" {
 			t.Fatalf("%s: what-if changed the wire's events:\n%s\npolicy:\n%s", ctx, d, pp.yaml(false))
 		}
