@@ -311,7 +311,7 @@ h2{margin-top:1.6em}p.lead{font-size:1.25em}svg{border:1px solid #dadce0;backgro
 <p>Policy <b>{{.R.Policy}}</b>; captures {{.Files}}; generated {{.Generated}}.</p>
 {{with .R.WhatIf}}<h2>What would fail</h2>
 <p class="lead">{{.Headline}}.</p>
-<p>{{.CutLine}}.</p>
+{{if .Cuts}}<p>{{.CutLine}}.</p>{{end}}
 <table><tr><th>refused</th><th>distinct</th><th>after reset</th><th>conduit</th><th>function</th><th>reasons</th><th>first</th></tr>
 {{range .ByFunction}}<tr><td class="n deny">{{.N}}</td><td class="n">{{.Distinct}}</td><td class="n">{{.AfterReset}}</td><td>{{if .Conduit}}{{.Conduit}}{{else}}(no conduit){{end}}</td><td>{{.FunctionLabel}}</td><td>{{.ReasonList}}</td><td>{{.File}}:{{.Frame}}</td></tr>
 {{else}}<tr><td colspan="7">nothing: the policy refuses none of this traffic</td></tr>{{end}}</table>

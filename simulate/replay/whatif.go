@@ -426,32 +426,52 @@ func describe(ev *Event) (function, dir, target string) {
 // Headline is the count a plant engineer needs first: how many requests
 // (and how many distinct ones) the policy refuses, on how many conduits.
 func (w *WhatIf) Headline() string {
-	s := fmt.Sprintf("the policy refuses %d requests (%d distinct)", w.Requests, w.DistinctRequests)
+	if w.Refused == 0 {
+		return "the policy refuses nothing in these captures"
+	}
+	s := fmt.Sprintf("the policy refuses %s (%d distinct)", plural(w.Requests, "request"), w.DistinctRequests)
 	if w.Responses > 0 {
-		s += fmt.Sprintf(", %d responses", w.Responses)
+		s += ", " + plural(w.Responses, "response")
 	}
 	if w.Flows > 0 {
-		s += fmt.Sprintf(", %d connections or packets", w.Flows)
+		s += ", " + plural(w.Flows, "connection or packet", "connections or packets")
 	}
-	return s + fmt.Sprintf(" on %d conduits: %d refused by the gateway itself, %d after the deny that reset or blocked their connection",
-		w.Conduits, w.OnWire, w.AfterReset)
+	return s + fmt.Sprintf(" on %s: %d reported by the gateway on the wire, %d only after the deny that reset or blocked their connection",
+		plural(w.Conduits, "conduit"), w.OnWire, w.AfterReset)
+}
+
+// Cuts reports whether enforcing the policy cuts anything beyond its
+// refusals (false for a policy in monitor mode).
+func (w *WhatIf) Cuts() bool {
+	return w.ConnectionsCut > 0 || w.CutFrames > 0 || w.CutAllowedPDUs > 0 || w.Consequences > 0
 }
 
 // CutLine says what enforcing the policy cuts beyond what it refuses.
 func (w *WhatIf) CutLine() string {
-	s := fmt.Sprintf("enforcing it resets or blocks %d connections and with them cuts %d PDUs the policy allows; %d frames without a refused PDU dropped",
-		w.ConnectionsCut, w.CutAllowedPDUs, w.CutFrames)
-	if len(w.CutByReason) > 0 {
+	s := fmt.Sprintf("enforcing it resets or blocks %s and with them cuts %s the policy allows",
+		plural(w.ConnectionsCut, "connection"), plural(w.CutAllowedPDUs, "PDU"))
+	if w.CutFrames > 0 {
 		parts := make([]string, len(w.CutByReason))
 		for i, c := range w.CutByReason {
 			parts[i] = fmt.Sprintf("%s %d", c.Name, c.N)
 		}
-		s += " (" + strings.Join(parts, ", ") + ")"
+		s += fmt.Sprintf("; %s without a refused PDU dropped (%s)", plural(w.CutFrames, "frame"), strings.Join(parts, ", "))
 	}
 	if w.Consequences > 0 {
-		s += fmt.Sprintf("; %d further denies follow from enforcement alone", w.Consequences)
+		s += fmt.Sprintf("; %s follow from enforcement alone (%s)", plural(w.Consequences, "further deny", "further denies"), countList(w.ConsequencesByReason))
 	}
 	return s
+}
+
+// plural renders n with the singular or plural noun (default: noun+"s").
+func plural(n int, noun string, pl ...string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	if len(pl) > 0 {
+		return strconv.Itoa(n) + " " + pl[0]
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
 }
 
 // maxGroupLines bounds the per-function table of the text summary
@@ -460,7 +480,9 @@ const maxGroupLines = 40
 
 func (w *WhatIf) write(bw io.Writer) {
 	fmt.Fprintf(bw, "what-if: %s\n", w.Headline())
-	fmt.Fprintf(bw, "what-if: %s\n", w.CutLine())
+	if w.Cuts() {
+		fmt.Fprintf(bw, "what-if: %s\n", w.CutLine())
+	}
 	if len(w.ByFunction) == 0 {
 		fmt.Fprintln(bw)
 		return

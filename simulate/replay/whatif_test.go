@@ -163,7 +163,7 @@ func TestWhatIfEveryWriteRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			lines := strings.SplitN(sum.String(), "\n", 4)
-			if len(lines) < 3 || !strings.HasPrefix(lines[1], "what-if: the policy refuses 25 requests (14 distinct) on 1 conduits") {
+			if len(lines) < 3 || !strings.HasPrefix(lines[1], "what-if: the policy refuses 25 requests (14 distinct) on 1 conduit: 1 reported by the gateway on the wire, 24 only after the deny") {
 				t.Errorf("summary does not lead with the refusals:\n%s", sum.String())
 			}
 			dir := t.TempDir()
