@@ -39,7 +39,7 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	var syslogURLs urlFlags
 	fs.Var(&syslogURLs, "syslog", "also export the verdict events to this syslog URL (repeatable; see otgw run)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: otgw replay --policy P [--json] [--out DIR] [--syslog URL] [--fail-on-deny] CAPTURE...")
+		fmt.Fprintln(stderr, "usage: otgw replay --policy P [--json] [--out DIR] [--syslog URL] [--fail-on-deny] [--what-if=false] CAPTURE...")
 		fmt.Fprintln(stderr, "Replays pcap/pcapng captures (merged in time order) through the gateway engine.")
 		fs.PrintDefaults()
 	}
