@@ -305,13 +305,13 @@ var htmlTmpl = template.Must(template.New("report").Parse(`<!DOCTYPE html>
 body{font-family:system-ui,sans-serif;margin:2em;color:#202124}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #dadce0;padding:4px 8px;text-align:left}
 th{background:#f1f3f4}td.n{text-align:right}.deny{color:#d93025;font-weight:bold}.alert{color:#f29900}
-h2{margin-top:1.6em}p.lead{font-size:1.25em}svg{border:1px solid #dadce0;background:#fff}
+h2{margin-top:1.6em}p.lead{font-size:1.25em}p.lead::first-letter,p.cut::first-letter{text-transform:uppercase}svg{border:1px solid #dadce0;background:#fff}
 </style></head><body>
 <h1>otgw replay report</h1>
 <p>Policy <b>{{.R.Policy}}</b>; captures {{.Files}}; generated {{.Generated}}.</p>
 {{with .R.WhatIf}}<h2>What would fail</h2>
 <p class="lead">{{.Headline}}.</p>
-{{if .Cuts}}<p>{{.CutLine}}.</p>{{end}}
+{{if .Cuts}}<p class="cut">{{.CutLine}}.</p>{{end}}
 <table><tr><th>refused</th><th>distinct</th><th>after reset</th><th>conduit</th><th>function</th><th>reasons</th><th>first</th></tr>
 {{range .ByFunction}}<tr><td class="n deny">{{.N}}</td><td class="n">{{.Distinct}}</td><td class="n">{{.AfterReset}}</td><td>{{if .Conduit}}{{.Conduit}}{{else}}(no conduit){{end}}</td><td>{{.FunctionLabel}}</td><td>{{.ReasonList}}</td><td>{{.File}}:{{.Frame}}</td></tr>
 {{else}}<tr><td colspan="7">nothing: the policy refuses none of this traffic</td></tr>{{end}}</table>
