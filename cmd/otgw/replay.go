@@ -35,10 +35,11 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	outDir := fs.String("out", "", "directory for allowed.pcap, denied.pcap, report.json and report.html")
 	failOnDeny := fs.Bool("fail-on-deny", false, "exit 3 when anything was denied (change review pipelines)")
 	strict := fs.Bool("strict-midstream", false, "do not synthesise handshakes for connections the capture joined mid-stream")
+	whatIf := fs.Bool("what-if", true, "also judge every PDU after a connection's reset (after_reset in --json) and lead the summary with what the policy refuses; =false: only the events of the gateway on the wire")
 	var syslogURLs urlFlags
 	fs.Var(&syslogURLs, "syslog", "also export the verdict events to this syslog URL (repeatable; see otgw run)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: otgw replay --policy P [--json] [--out DIR] [--syslog URL] [--fail-on-deny] CAPTURE...")
+		fmt.Fprintln(stderr, "usage: otgw replay --policy P [--json] [--out DIR] [--syslog URL] [--fail-on-deny] [--what-if=false] CAPTURE...")
 		fmt.Fprintln(stderr, "Replays pcap/pcapng captures (merged in time order) through the gateway engine.")
 		fs.PrintDefaults()
 	}
@@ -59,7 +60,7 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "otgw replay: %v\n", err)
 		return 1
 	}
-	opts := replay.Options{Policy: pol, Ruleset: rs, StrictMidstream: *strict}
+	opts := replay.Options{Policy: pol, Ruleset: rs, StrictMidstream: *strict, WhatIf: *whatIf}
 	bw := bufio.NewWriter(stdout)
 	defer bw.Flush()
 	if *jsonOut {

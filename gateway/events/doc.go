@@ -42,6 +42,12 @@
 //	               policy's deny action taken (drop, reset, reply)
 //	src_zone dest_zone severity message seq boot_id time_quality
 //	pcap_filename pcap_cnt                    replay: capture and frame
+//	after_reset    replay, deny only, written only when true: the
+//	               enforcing gateway never judged this PDU, because an
+//	               earlier deny had already reset (or, action drop,
+//	               blocked) its connection; replay's what-if evaluation
+//	               judged it, and reason is the policy's reason. No
+//	               action was taken, so the record has no action
 //	count          repeats (aggregated) or events lost (dropped)
 //	modbus dnp3 opcua   the protocol object: the dissect fields with the
 //	               specification's names beside the numbers ("function"
@@ -54,6 +60,12 @@
 // omitted). A Modbus write refused with a native exception reply:
 //
 //	{"timestamp":"2026-01-01T08:00:00.005000Z","flow_id":5068389443149628,"community_id":"1:wdIBrGBXnzx+VHlwkVy5h2Vgm5M=","event_type":"deny","src_ip":"192.0.2.130","src_port":40001,"dest_ip":"192.0.2.10","dest_port":502,"proto":"TCP","app_proto":"modbus","ether":{"src_mac":"02:00:00:00:00:82","dest_mac":"02:00:00:00:00:0a","ether_type":2048},"verdict":"deny","action":"reply","reason":"function_not_allowed","conduit":"hmi-polls-plc","rule":"modbus#1","mode":"enforce","src_zone":"supervisory","dest_zone":"cell3","severity":"notice","message":"deny modbus 192.0.2.130:40001 -> 192.0.2.10:502: function_not_allowed","seq":1,"boot_id":"b","modbus":{"addr":40,"dir":"request","fc":6,"function":"write_single_register","tid":2,"unit":1}}
+//
+// The next write on the same connection, in `otgw replay --json`: the
+// connection was reset at the first, so the gateway never saw this one;
+// the policy refuses it too (after_reset):
+//
+//	{"timestamp":"2026-01-01T08:00:00.007000Z","flow_id":5068389443149628,"community_id":"1:wdIBrGBXnzx+VHlwkVy5h2Vgm5M=","event_type":"deny","src_ip":"192.0.2.130","src_port":40001,"dest_ip":"192.0.2.10","dest_port":502,"proto":"TCP","app_proto":"modbus","ether":{"src_mac":"02:00:00:00:00:82","dest_mac":"02:00:00:00:00:0a","ether_type":2048},"verdict":"deny","reason":"function_not_allowed","conduit":"hmi-polls-plc","rule":"modbus#1","mode":"enforce","severity":"notice","seq":0,"pcap_filename":"plant.pcap","pcap_cnt":9,"after_reset":true,"modbus":{"addr":41,"dir":"request","fc":6,"function":"write_single_register","tid":3,"unit":1,"value":7}}
 //
 // A DNP3 direct operate over UDP in a monitor-mode conduit:
 //

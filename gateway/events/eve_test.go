@@ -12,9 +12,10 @@ import (
 	"github.com/otgw/otgw/protocols/dnp3"
 )
 
-// sampleEvents has one event per record shape: a Modbus deny, a DNP3
-// alert over UDP with objects, an OPC UA deny, an L2 deny, an ICMP alert,
-// a TCP flow deny, an aggregate, a policy reload, a start and a gap.
+// sampleEvents has one event per record shape: a Modbus deny, a Modbus
+// deny after a reset (replay's what-if), a DNP3 alert over UDP with
+// objects, an OPC UA deny, an L2 deny, an ICMP alert, a TCP flow deny, an
+// aggregate, a policy reload, a start and a gap.
 func sampleEvents() map[string]*Event {
 	t0 := time.Date(2026, 1, 1, 8, 0, 0, 5000000, time.UTC)
 	hmi, plc := netip.MustParseAddrPort("192.0.2.130:40001"), netip.MustParseAddrPort("192.0.2.10:502")
@@ -29,6 +30,10 @@ func sampleEvents() map[string]*Event {
 			Action: "reply", Conduit: "hmi-polls-plc", Rule: "modbus#1", Reason: "function_not_allowed", FromZone: "supervisory",
 			ToZone: "cell3", Src: hmi, Dst: plc, Proto: "modbus", Net: tcp, Message: "deny modbus 192.0.2.130:40001 -> 192.0.2.10:502: function_not_allowed",
 			Fields: map[string]any{"dir": "request", "tid": 2, "unit": 1, "fc": 6, "addr": 40}},
+		"after-reset": {Time: t0.Add(2 * time.Millisecond), Severity: SevNotice, Type: TypeDeny, Mode: "enforce", Verdict: "deny",
+			Conduit: "hmi-polls-plc", Rule: "modbus#1", Reason: "function_not_allowed", Src: hmi, Dst: plc, Proto: "modbus", Net: tcp,
+			PcapFile: "plant.pcap", Frame: 9, AfterReset: true,
+			Fields: map[string]any{"dir": "request", "tid": 3, "unit": 1, "fc": 6, "addr": 41, "value": 7}},
 		"dnp3-alert": {Seq: 2, BootID: "b", Time: t0, Severity: SevWarning, Type: TypeAlert, Mode: "monitor", Verdict: "alert",
 			Conduit: "scada-rtu", Rule: "dnp3#1", Reason: "object_not_allowed", Src: netip.MustParseAddrPort("192.0.2.140:20000"),
 			Dst: netip.MustParseAddrPort("192.0.2.20:20000"), Proto: "dnp3", Net: udp,
@@ -65,6 +70,7 @@ func TestRecordSchemaNames(t *testing.T) {
 			`"ether":{"src_mac":"02:00:00:00:00:82","dest_mac":"02:00:00:00:00:0a","ether_type":2048}`,
 			`"verdict":"deny","action":"reply","reason":"function_not_allowed","conduit":"hmi-polls-plc","rule":"modbus#1","mode":"enforce"`,
 			`"modbus":{"addr":40,"dir":"request","fc":6,"function":"write_single_register","tid":2,"unit":1}`}},
+		{"after-reset", []string{`"verdict":"deny","reason":"function_not_allowed"`, `"pcap_cnt":9,"after_reset":true`}},
 		{"dnp3-alert", []string{`"proto":"UDP"`, `"dnp3":{`, `"function":"direct_operate"`, `"objects":["g12v1"]`}},
 		{"opcua-deny", []string{`"opcua":{`, `"service":"write"`, `"service_id":673`}},
 		{"l2-deny", []string{`"ether":{"src_mac":"02:00:00:00:00:82","dest_mac":"ff:ff:ff:ff:ff:ff","ether_type":35020}`}},
@@ -79,6 +85,9 @@ func TestRecordSchemaNames(t *testing.T) {
 		if strings.Contains(got, "invalid AddrPort") {
 			t.Errorf("%s: %s", tc.event, got)
 		}
+	}
+	if strings.Contains(string(ev["modbus-deny"].AppendJSON(nil)), "after_reset") {
+		t.Error("after_reset written when false")
 	}
 	l2 := string(ev["l2-deny"].AppendJSON(nil))
 	for _, absent := range []string{"src_ip", "flow_id", "community_id", `"proto"`} {

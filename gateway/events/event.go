@@ -97,6 +97,11 @@ type Event struct {
 	// PcapFile is the capture (base name) of a replayed frame; Frame its
 	// 1-based number in that file.
 	PcapFile string
+	// AfterReset (replay only) marks a deny the enforcing gateway never
+	// judged because an earlier deny had already reset or blocked the
+	// connection: replay's what-if evaluation judged it, with the reason
+	// the policy gives. Such a record has no Action (none was taken).
+	AfterReset bool
 
 	// Protocol fields, as in `otgw dissect` (e.g. "fc": 6, "unit": 1).
 	Fields map[string]any

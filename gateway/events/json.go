@@ -66,6 +66,7 @@ type jsonEvent struct {
 	TimeQuality *jsonTimeQuality `json:"time_quality,omitempty"`
 	PcapFile    string           `json:"pcap_filename,omitempty"`
 	Frame       int              `json:"pcap_cnt,omitempty"`
+	AfterReset  bool             `json:"after_reset,omitempty"`
 	Count       int              `json:"count,omitempty"`
 	Modbus      map[string]any   `json:"modbus,omitempty"`
 	DNP3        map[string]any   `json:"dnp3,omitempty"`
@@ -186,8 +187,8 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 	j := jsonEvent{
 		EventType: e.Type, Verdict: e.Verdict, Action: e.Action, Reason: e.Reason, Conduit: e.Conduit,
 		Rule: e.Rule, Mode: e.Mode, SrcZone: e.FromZone, DestZone: e.ToZone, Severity: e.Severity.String(),
-		Message: e.Message, Seq: e.Seq, BootID: e.BootID, PcapFile: e.PcapFile, Frame: e.Frame, Count: e.Count,
-		Step: e.Step, Version: e.Version, File: e.File, Line: e.Line, Port: e.Port,
+		Message: e.Message, Seq: e.Seq, BootID: e.BootID, PcapFile: e.PcapFile, Frame: e.Frame, AfterReset: e.AfterReset,
+		Count: e.Count, Step: e.Step, Version: e.Version, File: e.File, Line: e.Line, Port: e.Port,
 	}
 	if !e.Time.IsZero() {
 		j.Timestamp = e.Time.UTC().Format(JSONTimeLayout)
@@ -377,7 +378,7 @@ func unmarshalJSONEvent(b []byte) (Event, error) {
 		Seq: j.Seq, BootID: j.BootID, Severity: sev, Type: first(j.EventType, j.LegacyType), Message: j.Message,
 		Mode: j.Mode, Verdict: j.Verdict, Action: j.Action, Conduit: j.Conduit, Rule: j.Rule, Reason: j.Reason,
 		FromZone: first(j.SrcZone, j.LegacyFromZone), ToZone: first(j.DestZone, j.LegacyToZone),
-		Proto: j.AppProto, PcapFile: j.PcapFile, Frame: max(j.Frame, j.LegacyFrame), Count: j.Count,
+		Proto: j.AppProto, PcapFile: j.PcapFile, Frame: max(j.Frame, j.LegacyFrame), AfterReset: j.AfterReset, Count: j.Count,
 		Step: j.Step, Version: j.Version, File: j.File, Line: j.Line, Port: j.Port,
 	}
 	switch {

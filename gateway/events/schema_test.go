@@ -77,6 +77,8 @@ func TestSchemaRejects(t *testing.T) {
 		{"fc without function name", strings.Replace(good, `"function":"write_single_register",`, ``, 1)},
 		{"deny without reason", strings.Replace(good, `"reason":"function_not_allowed",`, ``, 1)},
 		{"bad community id", strings.Replace(good, `"community_id":"1:`, `"community_id":"2:`, 1)},
+		{"after_reset false", strings.Replace(good, `"seq":1`, `"seq":1,"after_reset":false`, 1)},
+		{"after_reset with an action", strings.Replace(good, `"seq":1`, `"seq":1,"pcap_cnt":4,"after_reset":true`, 1)},
 		{"invalid AddrPort", strings.Replace(good, `"src_ip":"192.0.2.130"`, `"src_ip":"invalid AddrPort","src":"invalid AddrPort"`, 1)},
 	} {
 		if err := validate(t, s, []byte(tc.rec)); err == nil {

@@ -44,6 +44,16 @@
 // it refuses mid-stream connections and whatever follows a hole, as on the
 // wire).
 //
+// What-if (Options.WhatIf, on in `otgw replay`): an enforcing gateway
+// resets or blocks a connection at its first denied PDU and never judges
+// what follows, so its events alone understate what a policy refuses. A
+// second engine, with the same policy in monitor mode everywhere
+// (rules.Ruleset.WithMode), judges every frame as captured; its refusals
+// that the enforcing engine never made are reported with the policy's
+// reason and AfterReset (after_reset in the record), and Report.WhatIf
+// counts what the policy refuses, per conduit and function, apart from
+// the traffic the resets cut (whatif.go).
+//
 // Verdicts come from the engine's OnVerdict hook; whether a frame crossed
 // comes from what the engine sent through the in-memory Tx. Nothing in this
 // package evaluates a policy itself.

@@ -20,13 +20,14 @@ import (
 // syslog for the same traffic): EVE names, flow_id and community_id, the
 // policy's deny action, severity as the live gateway gives it (deny
 // notice, alert warning, evasion alert), the capture file and frame as
-// pcap_filename and pcap_cnt. Seq and boot id are not set (a replay is no
+// pcap_filename and pcap_cnt, and after_reset for a refusal only the
+// what-if evaluation judged (Options.WhatIf). Seq and boot id are not set (a replay is no
 // boot).
 func (e *Event) Record() *events.Event {
 	r := &events.Event{
 		Time: e.Time, Mode: e.Mode, Verdict: e.Verdict, Action: e.DenyAction, Conduit: e.Conduit, Rule: e.Rule,
 		Reason: e.Reason, Proto: e.Proto, Src: e.Src, Dst: e.Dst, Net: e.Net, PcapFile: e.File, Frame: e.Frame,
-		Fields: e.Fields,
+		Fields: e.Fields, AfterReset: e.AfterReset,
 	}
 	switch {
 	case e.Verdict == "alert":
@@ -47,11 +48,15 @@ func (e *Event) JSON() []byte { return e.Record().AppendJSON(nil) }
 // MarshalJSON writes the record schema (report.json's timeline).
 func (e Event) MarshalJSON() ([]byte, error) { return e.JSON(), nil }
 
-// WriteSummary prints the human summary: totals, per conduit, denies by
+// WriteSummary prints the human summary: what the policy refuses and
+// what enforcing it would cut (with Options.WhatIf), totals, per conduit, denies by
 // reason and rule, rules never hit, top denied flows.
 func (rep *Report) WriteSummary(w io.Writer) error {
 	bw := &errWriter{w: w}
 	fmt.Fprintf(bw, "replay of %s with policy %q\n", strings.Join(baseNames(rep.Files), ", "), rep.Policy)
+	if rep.WhatIf != nil {
+		rep.WhatIf.write(bw)
+	}
 	fmt.Fprintf(bw, "frames %d: forwarded %d, truncated %d, dropped %d, undecodable %d", rep.Frames, rep.Forwarded, rep.Truncated, rep.Dropped, rep.Undecodable)
 	if rep.PickedUp > 0 || rep.SkippedMidstream > 0 {
 		fmt.Fprintf(bw, "; %d connections joined mid-stream picked up (%d earlier frames skipped)", rep.PickedUp, rep.SkippedMidstream)
@@ -303,11 +308,18 @@ var htmlTmpl = template.Must(template.New("report").Parse(`<!DOCTYPE html>
 body{font-family:system-ui,sans-serif;margin:2em;color:#202124}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #dadce0;padding:4px 8px;text-align:left}
 th{background:#f1f3f4}td.n{text-align:right}.deny{color:#d93025;font-weight:bold}.alert{color:#f29900}
-h2{margin-top:1.6em}svg{border:1px solid #dadce0;background:#fff}
+h2{margin-top:1.6em}p.lead{font-size:1.25em}p.lead::first-letter,p.cut::first-letter{text-transform:uppercase}svg{border:1px solid #dadce0;background:#fff}
 </style></head><body>
 <h1>otgw replay report</h1>
 <p>Policy <b>{{.R.Policy}}</b>; captures {{.Files}}; generated {{.Generated}}.</p>
-<table>
+{{with .R.WhatIf}}<h2>What would fail</h2>
+<p class="lead">{{.Headline}}.</p>
+{{if .Cuts}}<p class="cut">{{.CutLine}}.</p>{{end}}
+<table><tr><th>refused</th><th>distinct</th><th>after reset</th><th>conduit</th><th>function</th><th>reasons</th><th>first</th></tr>
+{{range .ByFunction}}<tr><td class="n deny">{{.N}}</td><td class="n">{{.Distinct}}</td><td class="n">{{.AfterReset}}</td><td>{{if .Conduit}}{{.Conduit}}{{else}}(no conduit){{end}}</td><td>{{.FunctionLabel}}</td><td>{{.ReasonList}}</td><td>{{.File}}:{{.Frame}}</td></tr>
+{{else}}<tr><td colspan="7">nothing: the policy refuses none of this traffic</td></tr>{{end}}</table>
+<p>"After reset": requests an enforcing gateway never sees, because it reset (or blocked) the connection at an earlier deny; the replay judged them with the policy in monitor mode.</p>
+{{end}}<table>
 <tr><th>frames</th><th>forwarded</th><th>truncated</th><th>dropped</th><th>PDUs allowed</th><th>PDUs denied</th><th>PDUs alerted</th><th>deny events</th><th>alert events</th><th>mid-stream pickups (skipped frames)</th></tr>
 <tr><td class="n">{{.R.Frames}}</td><td class="n">{{.R.Forwarded}}</td><td class="n">{{.R.Truncated}}</td><td class="n">{{.R.Dropped}}</td><td class="n">{{.R.PDUsAllowed}}</td><td class="n deny">{{.R.PDUsDenied}}</td><td class="n alert">{{.R.PDUsAlerted}}</td><td class="n deny">{{.R.Denies}}</td><td class="n alert">{{.R.Alerts}}</td><td class="n">{{.R.PickedUp}} ({{.R.SkippedMidstream}})</td></tr>
 </table>

@@ -52,6 +52,19 @@ type Options struct {
 	StrictMidstream bool
 	// MaxTimeline bounds Report.Timeline (default 5000).
 	MaxTimeline int
+	// MaxFlows bounds the engine's flow table (default: the gateway's,
+	// gateway.Config.MaxFlows). Tests of small captures set it low: the
+	// table is allocated whole.
+	MaxFlows int
+	// WhatIf runs the what-if evaluation (whatif.go): a second engine
+	// judges the same frames with every conduit in monitor mode, so that
+	// PDUs an enforcing gateway never sees, because it reset or blocked
+	// their connection at an earlier deny, are judged too. OnEvent then
+	// also receives those refusals (Event.AfterReset), and Report.WhatIf
+	// counts what the policy refuses apart from what the resets cut.
+	// Without it, OnEvent receives exactly the events of the gateway on
+	// the wire.
+	WhatIf bool
 }
 
 // FrameRef names a frame of the input.
@@ -77,6 +90,18 @@ type Event struct {
 	Src     netip.AddrPort `json:"src"`
 	Dst     netip.AddrPort `json:"dst"`
 	Fields  map[string]any `json:"fields,omitempty"`
+	// AfterReset (Options.WhatIf): a PDU or flow the policy refuses that
+	// the enforcing gateway never judged, because an earlier deny had
+	// reset or blocked its connection (or the connection was never
+	// admitted); the reason is the policy's. Action is what the enforcing
+	// gateway did with the frame; DenyAction is empty (none was taken).
+	AfterReset bool `json:"after_reset,omitempty"`
+	// Refused (Options.WhatIf): the policy refuses this PDU or flow
+	// (every AfterReset event, and the denies and alerts of the enforcing
+	// gateway that the what-if evaluation makes too). A deny that is not
+	// Refused follows from enforcement alone (a response to a request the
+	// gateway dropped) or is a normaliser drop.
+	Refused bool `json:"-"`
 	// DenyAction is the policy's deny action for a deny verdict (drop,
 	// reset, reply; reset for an evasion), "drop" for a normaliser drop:
 	// the action of the event record, as the live gateway reports it.
@@ -143,6 +168,7 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	}
 	r.eng, err = gateway.NewEngine(gateway.Config{
 		Rules:     func() *rules.Ruleset { return rs },
+		MaxFlows:  opts.MaxFlows,
 		Sink:      opts.Sink,
 		Logger:    opts.Logger,
 		Now:       func() time.Time { return r.now },
@@ -150,6 +176,19 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if opts.WhatIf {
+		mon := rs.WithMode(rules.ModeMonitor)
+		r.wi = newWhatIf()
+		r.shadow, err = gateway.NewEngine(gateway.Config{
+			Rules:     func() *rules.Ruleset { return mon },
+			MaxFlows:  opts.MaxFlows,
+			Now:       func() time.Time { return r.now },
+			OnVerdict: r.onShadow,
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	if err := readCaptures(paths, r.rep.addDamage, r.frame); err != nil {
 		return nil, err
@@ -170,6 +209,9 @@ func Run(opts Options, paths ...string) (*Report, error) {
 		opts.Progress(r.done, r.total)
 	}
 	r.rep.finish(r.eng.Counters())
+	if r.wi != nil {
+		r.rep.WhatIf = r.wi.finish()
+	}
 	return r.rep, nil
 }
 
@@ -221,6 +263,15 @@ type runner struct {
 
 	sentPkt     packet.Packet // scratch for Send
 	sentPayload int           // payload length of the frame itself as sent; -1 unknown
+
+	// What-if (Options.WhatIf; nil shadow without it).
+	shadow    *gateway.Engine
+	shadowBuf []byte
+	frameEvs  []pendingEvent // the enforcing engine's events of the current frame
+	refusals  []pendingEvent // the shadow's refusals of the current frame
+	allowedE  int            // PDUs of the current frame the enforcing engine allowed
+	allowedS  int            // ... and the shadow
+	wi        *whatIf
 }
 
 // Send implements gateway.Tx for the in-memory port pair.
@@ -308,12 +359,18 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 			// Requests sent before the capture began may be answered in
 			// it: the engine must not take those answers as unsolicited.
 			r.eng.MarkPickedUp(pk.client, pk.server)
+			if r.shadow != nil {
+				r.shadow.MarkPickedUp(pk.client, pk.server)
+			}
 		}
 	}
 	if r.rp != nil {
 		for _, h := range r.rp.holes[ref] {
 			if r.eng.CaptureGap(h.src, h.dst, h.to) {
 				r.rep.CaptureHoles++
+			}
+			if r.shadow != nil {
+				r.shadow.CaptureGap(h.src, h.dst, h.to)
 			}
 		}
 	}
@@ -331,9 +388,18 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 	if r.denied != nil && !synthetic {
 		origCopy = append([]byte(nil), frame...)
 	}
+	if r.shadow != nil {
+		// Handle may rewrite the frame in place (truncation): the
+		// shadow gets the frame as captured.
+		r.shadowBuf = append(r.shadowBuf[:0], frame...)
+	}
 	r.base = unsafe.SliceData(frame)
 	r.eng.Handle(in, frame, r)
 	r.base = nil
+	if r.shadow != nil {
+		r.shadow.Handle(in, r.shadowBuf, discardTx{})
+		r.settle(orig)
+	}
 	if synthetic {
 		r.rep.Synthesised++
 		if !r.sent {
@@ -387,18 +453,7 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 		// A rate detection (rules.Detector) about a response whose own
 		// verdict was reported before: an alert event, not a PDU count.
 		r.rep.Detections++
-		ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: gateway.EventNet(r.curPkt),
-			Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: v.Mode.String(), Verdict: "alert",
-			Conduit: v.ConduitName, Rule: v.RuleName, Reason: gateway.ReasonDetectPrefix + d.Detection,
-			Fields: d.Fields()}
-		ev.Fields["detection"] = d.Detection
-		ev.Fields["count"] = d.DetectionCount
-		ev.Fields["window_s"] = d.DetectionWindow.Seconds()
-		ev.Fields["subject"] = d.DetectionSubject.String()
-		r.rep.event(ev, r.opts.MaxTimeline)
-		if r.opts.OnEvent != nil {
-			r.opts.OnEvent(ev)
-		}
+		r.queue(pendingEvent{ev: r.detectionEvent(d), kind: evDetection})
 		return
 	}
 	name := ""
@@ -417,6 +472,7 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 			if isPDU {
 				cs.PDUsAllowed++
 				r.rep.PDUsAllowed++
+				r.allowedE++
 			} else {
 				cs.FlowsAllowed++
 			}
@@ -444,6 +500,36 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 		// in SynthesisedDropped, not an event of the capture.
 		return
 	}
+	ev := r.verdictEvent(d)
+	kind := evPolicy
+	if !d.HasVerdict {
+		kind = evNormaliser
+		r.rep.conduit(ev.Conduit).NormaliserDrops++
+	}
+	if ev.Verdict == "deny" {
+		r.denyPDU = true
+	}
+	r.queue(pendingEvent{ev: ev, kind: kind, flow: d.FlowID, pdu: d.PDU != nil})
+}
+
+// detectionEvent is the alert event of a rate detection.
+func (r *runner) detectionEvent(d *gateway.Decision) *Event {
+	v := &d.Verdict
+	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: gateway.EventNet(r.curPkt),
+		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: v.Mode.String(), Verdict: "alert",
+		Conduit: v.ConduitName, Rule: v.RuleName, Reason: gateway.ReasonDetectPrefix + d.Detection,
+		Fields: d.Fields()}
+	ev.Fields["detection"] = d.Detection
+	ev.Fields["count"] = d.DetectionCount
+	ev.Fields["window_s"] = d.DetectionWindow.Seconds()
+	ev.Fields["subject"] = d.DetectionSubject.String()
+	return ev
+}
+
+// verdictEvent is the event of a deny or alert decision, or of a frame
+// the normaliser refused (no verdict).
+func (r *runner) verdictEvent(d *gateway.Decision) *Event {
+	v := &d.Verdict
 	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: gateway.EventNet(r.curPkt),
 		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: "enforce", DenyAction: "drop"}
 	if d.HasVerdict {
@@ -478,12 +564,21 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 			}
 		}
 	}
-	if ev.Verdict == "deny" {
-		r.denyPDU = true
-		if !d.HasVerdict {
-			r.rep.conduit(ev.Conduit).NormaliserDrops++
-		}
+	return ev
+}
+
+// queue reports an event of the enforcing engine: at once, or with
+// Options.WhatIf after the shadow has judged the same frame (settle).
+func (r *runner) queue(p pendingEvent) {
+	if r.shadow != nil {
+		r.frameEvs = append(r.frameEvs, p)
+		return
 	}
+	r.emit(p.ev)
+}
+
+// emit hands one event to the report and to Options.OnEvent.
+func (r *runner) emit(ev *Event) {
 	r.rep.event(ev, r.opts.MaxTimeline)
 	if r.opts.OnEvent != nil {
 		r.opts.OnEvent(ev)
@@ -501,8 +596,11 @@ func flowKeyOf(s, d netip.AddrPort) flowKey {
 
 // Report is the outcome of a replay. Its JSON form is report.json.
 type Report struct {
-	Policy string    `json:"policy"`
-	Files  []string  `json:"files"`
+	Policy string   `json:"policy"`
+	Files  []string `json:"files"`
+	// WhatIf (Options.WhatIf) leads: what the policy refuses, per conduit
+	// and function, apart from the traffic its resets would cut.
+	WhatIf *WhatIf   `json:"what_if,omitempty"`
 	Start  time.Time `json:"start"`
 	End    time.Time `json:"end"`
 	Frames int       `json:"frames"` // frames read from the captures
