@@ -1,6 +1,11 @@
 package opcua
 
-import "github.com/otgw/otgw/protocols"
+import (
+	"encoding/binary"
+	"math"
+
+	"github.com/otgw/otgw/protocols"
+)
 
 // Reassembly defaults (OPC 10000-6 §6.7.3; HEL/ACK MaxMessageSize and
 // MaxChunkCount tighten them when non-zero).
@@ -79,6 +84,11 @@ type Channel struct {
 	maxMsgSize   [2]uint32
 	maxChunks    [2]uint32
 	asm          [2]assembly
+	// seqPrev is the value at the sequence number's place in the last
+	// MSG/CLO chunk of each direction (or a readable OPN's, +1 for an
+	// encrypted OPN); seqKnown says whether there is one.
+	seqPrev  [2]uint32
+	seqKnown [2]bool
 }
 
 func dirIndex(d protocols.Dir) int {
@@ -116,6 +126,7 @@ func (c *Channel) MaxChunkSize(dir protocols.Dir) uint32 {
 // adopts a flow mid-stream in enforce mode).
 func (c *Channel) Gap(dir protocols.Dir) {
 	c.asm[dirIndex(dir)].reset()
+	c.seqKnown[dirIndex(dir)] = false
 	if c.state == stInit {
 		c.midstream = true
 	}
@@ -167,23 +178,34 @@ func (c *Channel) decode(d int, b []byte, m *Message) Anomaly {
 	switch {
 	case !isData:
 		_ = m.Decode(b)
+	case c.mode == ModeSignAndEncrypt && c.modeInferred && c.plaintext(d, b, !continuation):
+		// A channel inferred SignAndEncrypt shows plaintext: the first
+		// body was not ciphertext after all (a Sign client whose first
+		// request the gateway could not read). The chunk and all later
+		// ones are judged as plaintext, and this one is refused.
+		c.mode = ModeSign
+		_ = m.decode(b, true, !continuation)
+		m.Anomaly = AnomalySecurityModeMismatch
 	case c.mode == ModeSignAndEncrypt:
 		_ = m.decode(b, false, false)
 	case c.policy == PolicyNone || c.mode == ModeSign || c.policy == PolicyUnknown:
 		_ = m.decode(b, true, !continuation)
 	default:
 		// Policy other than None, mode not known yet (§6.7.4: the OPN
-		// body was encrypted): infer it from the first body.
-		_ = m.decode(b, true, !continuation)
-		if !continuation {
-			c.modeInferred = true
-			if m.Anomaly == AnomalyNone && m.Service != ServiceUnknown {
-				c.mode = ModeSign
-			} else {
-				c.mode = ModeSignAndEncrypt
-				_ = m.decode(b, false, false)
-			}
+		// body was encrypted): infer it from the first chunk.
+		c.modeInferred = true
+		if c.plaintext(d, b, !continuation) {
+			c.mode = ModeSign
+			_ = m.decode(b, true, !continuation)
+		} else {
+			c.mode = ModeSignAndEncrypt
+			_ = m.decode(b, false, false)
 		}
+	}
+	if isData && len(b) >= symHeaderLen+4 {
+		// The value at the sequence number's place, plaintext or not:
+		// the next chunk's evidence (see plaintext).
+		c.seqPrev[d], c.seqKnown[d] = binary.LittleEndian.Uint32(b[symHeaderLen:]), true
 	}
 	var anomaly Anomaly
 	if m.Type == TypeUnknown {
@@ -254,6 +276,13 @@ func (c *Channel) decode(d int, b []byte, m *Message) Anomaly {
 		}
 		if c.policy == PolicyNone && c.mode == ModeInvalid && m.Policy == PolicyNone {
 			c.mode = ModeNone
+		}
+		switch {
+		case m.HasSequence:
+			c.seqPrev[d], c.seqKnown[d] = m.SequenceNumber, true
+		case c.seqKnown[d]:
+			// An encrypted OPN (a renewal) takes the next number (§6.7.2.4).
+			c.seqPrev[d]++
 		}
 		if !req {
 			if c.haveID && c.state == stOpen && m.ChannelID != c.channelID {
@@ -383,4 +412,91 @@ func (c *Channel) chunk(d int, asm *assembly, m *Message) Anomaly {
 	}
 	asm.reset()
 	return anomaly
+}
+
+// symHeaderLen is the length of the message header and the symmetric
+// security header (SecureChannelId, TokenId) of MSG and CLO chunks: the
+// sequence header follows (§6.7.2.2, §6.7.2.4).
+const symHeaderLen = HeaderLen + 8
+
+// plaintext reports whether MSG/CLO chunk b of direction d, on a channel
+// under a policy other than None, carries plaintext after its security
+// header (mode Sign) rather than ciphertext (SignAndEncrypt). bodyStart:
+// the chunk's body starts a message. The evidence, strongest first:
+//
+//   - Under SignAndEncrypt the sequence header, body, padding and
+//     signature are encrypted as a whole, with AES-CBC under every known
+//     policy: what follows the security header is whole cipher blocks
+//     (§6.7.2.5, OPC 10000-7). Any other length is plaintext, proven.
+//   - The sequence number is incremented by exactly one for each chunk
+//     sent (wrapping below 1024 after 4294966271, §6.7.2.4), and in mode
+//     Sign the receiver rejects a chunk that breaks the count. So once a
+//     chunk of the direction was seen, a plaintext chunk continues its
+//     number, while ciphertext does so by chance once in 2^32.
+//   - The body decodes as plaintext: its type id is a service this
+//     direction sends, or it is followed by a RequestHeader (responses: a
+//     ResponseHeader) that decodes. The first chunk after an encrypted
+//     OPN has no number to continue and is judged by this alone; later
+//     ones need both (a known type id and its header) to count.
+func (c *Channel) plaintext(d int, b []byte, bodyStart bool) bool {
+	n := len(b) - symHeaderLen
+	if n <= 0 {
+		return false
+	}
+	if bs := c.policy.symBlockSize(); bs > 0 && n%bs != 0 {
+		return true
+	}
+	if n < 8 {
+		return false
+	}
+	if c.seqKnown[d] && nextSeq(c.seqPrev[d], binary.LittleEndian.Uint32(b[symHeaderLen:])) {
+		return true
+	}
+	if !bodyStart {
+		return false
+	}
+	known, header := bodyEvidence(b[symHeaderLen+8:], d == 1)
+	if c.seqKnown[d] {
+		return known && header
+	}
+	return known || header
+}
+
+// nextSeq reports whether sequence number next follows prev (§6.7.2.4;
+// policies with non-legacy numbering wrap to 0 after UInt32 max).
+func nextSeq(prev, next uint32) bool {
+	return next == prev+1 || (prev > math.MaxUint32-1024 && next < 1024)
+}
+
+// bodyEvidence tells whether a chunk body reads as a plaintext request
+// (response: a response): known, its type id is a numeric NodeId of
+// namespace 0 naming such a service (the ExpandedNodeId flag bits are
+// ignored there, as some decoders do); header, its type id is followed by
+// a RequestHeader (ResponseHeader) that decodes within the body.
+func bodyEvidence(body []byte, response bool) (known, header bool) {
+	r := reader{b: body}
+	var ns uint16
+	var id uint32
+	switch r.u8() &^ 0xC0 {
+	case 0:
+		id = uint32(r.u8())
+	case 1:
+		ns, id = uint16(r.u8()), uint32(r.u16())
+	case 2:
+		ns, id = r.u16(), r.u32()
+	default:
+		r.fail(AnomalyBadNodeID)
+	}
+	if r.err == AnomalyNone && ns == 0 {
+		_, resp, ok := ServiceByTypeID(id)
+		known = ok && resp == response
+	}
+	r = reader{b: body}
+	r.nodeID(false)
+	if response {
+		r.responseHeader()
+	} else {
+		r.requestHeader()
+	}
+	return known, r.err == AnomalyNone
 }

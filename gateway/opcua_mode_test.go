@@ -1,0 +1,177 @@
+package gateway
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/otgw/otgw/protocols/opcua"
+	"github.com/otgw/otgw/simulate/capture"
+)
+
+// opcuaSecureConduit allows read and writes to one node over signed or
+// encrypted channels only; %s is the tolerate list.
+const opcuaSecureConduit = `  - name: hmi-ua
+    from: hmi
+    to: ua
+    rules:
+      - opcua:
+          min_security_mode: sign
+          security_policies: [Basic256Sha256]
+          tolerate: [%s]
+          allow:
+            - service: read
+            - service: write
+              nodes: ["ns=2;s=Line1.Setpoint"]
+`
+
+// uaSigLen is the HMAC-SHA256 signature that ends every Basic256Sha256
+// chunk in mode Sign (OPC 10000-7).
+const uaSigLen = 32
+
+// encryptedOPN is an OPN chunk under Basic256Sha256 whose part after the
+// asymmetric security header is random, as an encrypted OPN looks (OPC
+// 10000-6 §6.7.2.3): the gateway cannot read the requested mode.
+func encryptedOPN(rng *rand.Rand, channelID uint32) []byte {
+	var b []byte
+	b = append(b, "OPNF"...)
+	b = binary.LittleEndian.AppendUint32(b, 0) // size, set below
+	b = binary.LittleEndian.AppendUint32(b, channelID)
+	uri := opcua.PolicyBasic256Sha256.URI()
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(uri)))
+	b = append(b, uri...)
+	b = binary.LittleEndian.AppendUint32(b, 600) // SenderCertificate
+	b = append(b, make([]byte, 600)...)
+	b = binary.LittleEndian.AppendUint32(b, 20) // ReceiverCertificateThumbprint
+	b = append(b, make([]byte, 20)...)
+	junk := make([]byte, 512)
+	for i := range junk {
+		junk[i] = byte(rng.Uint32())
+	}
+	b = append(b, junk...)
+	binary.LittleEndian.PutUint32(b[4:], uint32(len(b)))
+	return b
+}
+
+// signedMSG is a mode-Sign MSG chunk: plaintext sequence header and body,
+// then a signature (the gateway does not verify it).
+func signedMSG(rng *rand.Rand, h opcua.SecureHeader, body []byte) []byte {
+	sig := make([]byte, uaSigLen)
+	for i := range sig {
+		sig[i] = byte(rng.Uint32())
+	}
+	return opcua.AppendMessage(nil, opcua.ChunkFinal, h, append(append([]byte(nil), body...), sig...))
+}
+
+// encryptedMSG is a mode-SignAndEncrypt MSG chunk: after the symmetric
+// security header, n random bytes (n a multiple of the AES block) stand
+// for the encrypted sequence header, body, padding and signature.
+func encryptedMSG(rng *rand.Rand, channelID, tokenID uint32, n int) []byte {
+	var b []byte
+	b = append(b, "MSGF"...)
+	b = binary.LittleEndian.AppendUint32(b, uint32(16+n))
+	b = binary.LittleEndian.AppendUint32(b, channelID)
+	b = binary.LittleEndian.AppendUint32(b, tokenID)
+	for range n {
+		b = append(b, byte(rng.Uint32()))
+	}
+	return b
+}
+
+// uaSecureRig opens a Basic256Sha256 channel (encrypted OPN both ways)
+// through a rig and returns it with the flow.
+func uaSecureRig(t *testing.T, rng *rand.Rand, tolerate string, port int) (*rig, *capture.TCPFlow) {
+	t.Helper()
+	r := newRig(t, policy(t, "enforce", "reset", "", fmt.Sprintf(opcuaSecureConduit, tolerate)), nil)
+	f := capture.NewTCPFlow(capture.Endpoint{MAC: hmiEP.MAC, Addr: netipAP(fmt.Sprintf("192.0.2.130:%d", port))}, uaEP)
+	r.handshake(f)
+	hello := opcua.Hello{ReceiveBufferSize: 65536, SendBufferSize: 65536, EndpointURL: "opc.tcp://192.0.2.30:4840"}
+	for i, s := range []struct {
+		client bool
+		b      []byte
+	}{
+		{true, opcua.AppendHello(nil, hello)},
+		{false, opcua.AppendAcknowledge(nil, hello)},
+		{true, encryptedOPN(rng, 0)},
+		{false, encryptedOPN(rng, 7)},
+	} {
+		fr := f.Send(s.client, s.b)
+		in, out := North, South
+		if !s.client {
+			in, out = South, North
+		}
+		got := r.handle(in, fr)
+		if len(got) != 1 {
+			t.Fatalf("handshake step %d: got %s (%v)", i, describe(got), r.counters().DropsByName())
+		}
+		r.mustForward(got, out, fr)
+	}
+	return r, f
+}
+
+// crossed returns how many payload bytes of the client's frame reached
+// the server.
+func crossed(t *testing.T, got []sent) int {
+	n := 0
+	for _, s := range got {
+		if s.out == South {
+			n += len(decode(t, s.frame).payload)
+		}
+	}
+	return n
+}
+
+// TestOPCUAInferredEncryptEvasion: on a channel whose OPN is encrypted the
+// gateway infers the mode from the MSGs. A client in mode Sign whose
+// first MSG is something the service table does not know (an unknown type
+// id, or bytes that look random) must not get the channel judged
+// SignAndEncrypt for good: its later plaintext Write to a forbidden node
+// must be refused. Before the fix the Write crossed as an opaque body.
+func TestOPCUAInferredEncryptEvasion(t *testing.T) {
+	forbidden := opcua.AppendWriteRequest(nil, 3, opcua.WriteValue{Node: opcua.StringID(2, "Line1.Forbidden"), Value: 1})
+	for i, tc := range []struct {
+		name, tolerate string
+		first          func(rng *rand.Rand) []byte // body of the first MSG (before the signature)
+	}{
+		{"unknown type id", "gap", func(*rand.Rand) []byte {
+			body := opcua.AppendNodeID(nil, opcua.Numeric(0, 9999))
+			return append(body, opcua.AppendRequest(nil, opcua.ServiceRead, 2)[4:]...) // + RequestHeader
+		}},
+		{"random bytes, block aligned", "gap", func(rng *rand.Rand) []byte {
+			body := make([]byte, 16*8-8-uaSigLen) // sequence header + body + signature: 8 blocks
+			for i := range body {
+				body[i] = byte(rng.Uint32())
+			}
+			body[0] = 0x07 // not a NodeId encoding
+			return body
+		}},
+		{"random bytes, anomalies tolerated", "unknown_service, bad_node_id, bad_security_mode, truncated, bad_encoding", func(rng *rand.Rand) []byte {
+			body := make([]byte, 16*8-8-uaSigLen)
+			for i := range body {
+				body[i] = byte(rng.Uint32())
+			}
+			body[0] = 0x07
+			return body
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(i), 1))
+			r, f := uaSecureRig(t, rng, tc.tolerate, 40300+i)
+			h := opcua.SecureHeader{ChannelID: 7, TokenID: 1, SequenceNumber: 52, RequestID: 2}
+			first := signedMSG(rng, h, tc.first(rng))
+			r.client(f.Send(true, first))
+			h.SequenceNumber, h.RequestID = 53, 3
+			write := signedMSG(rng, h, forbidden)
+			got := r.client(f.Send(true, write))
+			if n := crossed(t, got); n == len(write) {
+				t.Fatalf("the plaintext Write to a forbidden node crossed (%d bytes: %s)", n, describe(got))
+			}
+			ev := r.lastEvent()
+			if ev == nil || ev.Verdict != "deny" {
+				t.Fatalf("event %+v, want a deny", ev)
+			}
+			t.Logf("denied: reason %s fields %v", ev.Reason, ev.Fields)
+		})
+	}
+}
