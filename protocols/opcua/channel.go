@@ -57,10 +57,40 @@ func (a *assembly) reset() {
 // MaxMessageSize; an abort chunk discards them).
 //
 // It decides whether a MSG body is readable: policy None or mode Sign yes,
-// SignAndEncrypt no. When the OPN is encrypted (policy other than None) the
-// requested mode cannot be read; the first MSG after it settles it: a body
-// that decodes to a known service type id means Sign, anything else means
-// SignAndEncrypt, and the choice sticks for the channel (ModeInferred).
+// SignAndEncrypt no. When the OPN is encrypted (policy other than None,
+// OPC 10000-6 §6.7.4) the requested mode cannot be read and is inferred
+// (Mode reports it so). In mode Sign what follows the symmetric security
+// header is plaintext (sequence header, body) and a signature; in
+// SignAndEncrypt it is ciphertext (sequence header, body, padding,
+// signature encrypted together, §6.7.2.5). The evidence of plaintext, in
+// order of strength (see plaintext): a length that is not whole AES
+// blocks; a sequence number that continues the previous chunk's of the
+// direction (§6.7.2.4: exactly one more per chunk, which a receiver in
+// mode Sign enforces); a body that decodes as a plaintext request
+// (response). The first chunk after the OPN has no number to continue:
+// plaintext evidence there means Sign, its absence SignAndEncrypt.
+//
+// SignAndEncrypt bodies pass unread (only headers and sizes are judged),
+// so that inference is the one an evasion would aim at: a client in mode
+// Sign whose first request the gateway cannot read (a type id it does not
+// know, bytes that look random) must not make every later plaintext body
+// opaque. The inference is therefore checked on every chunk, and fails
+// closed: a chunk of a channel inferred SignAndEncrypt that shows
+// plaintext evidence is reported as security_mode_mismatch (denied unless
+// a policy tolerates it) and the channel is judged as Sign from then on,
+// for good, so its bodies are read and their services and NodeIds judged.
+// The opposite drift needs no check: a channel inferred Sign has every
+// body read, and one that does not decode (ciphertext, or anything else)
+// is an anomaly and names no service, so it is refused. Flipping to Sign
+// rather than only refusing the chunk leaves no state in which a
+// plaintext body crosses unread; deciding only on strong evidence keeps
+// legitimate SignAndEncrypt channels working: ciphertext continues the
+// sequence number by chance once in 2^32 chunks, and decodes as a known
+// request with its RequestHeader far more rarely (such a chance is a
+// mismatch: the connection is refused, and the client reconnects).
+// Residual: the very first chunk, when its length is whole blocks and
+// the gateway's decoder does not read it as a request while the server
+// does; a second chunk then shows plaintext by its sequence number.
 //
 // The body of a Write or Call request that spans chunks is buffered (the
 // buffer grows once per connection up to MaxMessageSize) and decoded at the
@@ -157,7 +187,7 @@ func (c *Channel) limits(d int) (maxChunks, maxSize int) {
 // m.Mode of MSG/CLO to the channel's; and reports stateful anomalies
 // (unexpected_message, msg_before_open, bad_channel_id, too_many_chunks,
 // message_too_large, interleaved_chunks, invalid_message_size above the
-// negotiated buffer size). m aliases b, or the channel's buffer for a
+// negotiated buffer size, security_mode_mismatch). m aliases b, or the channel's buffer for a
 // reassembled body, until the next call for the same direction. It returns
 // nil or the sentinel of m.Anomaly and allocates nothing once the
 // reassembly buffer has grown.
