@@ -127,51 +127,131 @@ func crossed(t *testing.T, got []sent) int {
 // first MSG is something the service table does not know (an unknown type
 // id, or bytes that look random) must not get the channel judged
 // SignAndEncrypt for good: its later plaintext Write to a forbidden node
-// must be refused. Before the fix the Write crossed as an opaque body.
+// must be refused, even when the policy tolerates the anomalies the
+// bodies raise. Before the fix the Write crossed as an opaque body.
 func TestOPCUAInferredEncryptEvasion(t *testing.T) {
 	forbidden := opcua.AppendWriteRequest(nil, 3, opcua.WriteValue{Node: opcua.StringID(2, "Line1.Forbidden"), Value: 1})
+	randomBody := func(rng *rand.Rand) []byte {
+		body := make([]byte, 16*8-8-uaSigLen) // sequence header + body + signature: 8 blocks
+		for i := range body {
+			body[i] = byte(rng.Uint32())
+		}
+		body[0] = 0x07 // not a NodeId encoding
+		return body
+	}
 	for i, tc := range []struct {
 		name, tolerate string
 		first          func(rng *rand.Rand) []byte // body of the first MSG (before the signature)
+		firstCrosses   bool                        // the first MSG passes (it looks like ciphertext)
+		reason         string                      // of the last deny
 	}{
 		{"unknown type id", "gap", func(*rand.Rand) []byte {
 			body := opcua.AppendNodeID(nil, opcua.Numeric(0, 9999))
 			return append(body, opcua.AppendRequest(nil, opcua.ServiceRead, 2)[4:]...) // + RequestHeader
-		}},
-		{"random bytes, block aligned", "gap", func(rng *rand.Rand) []byte {
-			body := make([]byte, 16*8-8-uaSigLen) // sequence header + body + signature: 8 blocks
-			for i := range body {
-				body[i] = byte(rng.Uint32())
-			}
-			body[0] = 0x07 // not a NodeId encoding
-			return body
-		}},
-		{"random bytes, anomalies tolerated", "unknown_service, bad_node_id, bad_security_mode, truncated, bad_encoding", func(rng *rand.Rand) []byte {
-			body := make([]byte, 16*8-8-uaSigLen)
-			for i := range body {
-				body[i] = byte(rng.Uint32())
-			}
-			body[0] = 0x07
-			return body
-		}},
+		}, false, "malformed:unknown_service"},
+		{"random bytes, whole blocks", "gap", randomBody, true, "malformed:security_mode_mismatch"},
+		{"random bytes, body anomalies tolerated", "unknown_service, bad_node_id, truncated, bad_encoding", randomBody, true, "malformed:security_mode_mismatch"},
+		{"random bytes, mismatch tolerated", "security_mode_mismatch", randomBody, true, "node_not_allowed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(i), 1))
 			r, f := uaSecureRig(t, rng, tc.tolerate, 40300+i)
 			h := opcua.SecureHeader{ChannelID: 7, TokenID: 1, SequenceNumber: 52, RequestID: 2}
 			first := signedMSG(rng, h, tc.first(rng))
-			r.client(f.Send(true, first))
+			got := r.client(f.Send(true, first))
+			if c := crossed(t, got) == len(first); c != tc.firstCrosses {
+				t.Fatalf("first MSG crossed %v, want %v (%s)", c, tc.firstCrosses, describe(got))
+			}
 			h.SequenceNumber, h.RequestID = 53, 3
 			write := signedMSG(rng, h, forbidden)
-			got := r.client(f.Send(true, write))
+			got = r.client(f.Send(true, write))
 			if n := crossed(t, got); n == len(write) {
 				t.Fatalf("the plaintext Write to a forbidden node crossed (%d bytes: %s)", n, describe(got))
 			}
 			ev := r.lastEvent()
-			if ev == nil || ev.Verdict != "deny" {
-				t.Fatalf("event %+v, want a deny", ev)
+			if ev == nil || ev.Verdict != "deny" || ev.Reason != tc.reason {
+				t.Fatalf("event %+v, want a deny for %s", ev, tc.reason)
 			}
-			t.Logf("denied: reason %s fields %v", ev.Reason, ev.Fields)
+		})
+	}
+}
+
+// TestOPCUAInferredModeLegit: legitimate channels under Basic256Sha256
+// keep working. SignAndEncrypt: every chunk both ways crosses unread.
+// Sign: allowed services cross, a Write to a forbidden node is refused
+// for its node.
+func TestOPCUAInferredModeLegit(t *testing.T) {
+	t.Run("SignAndEncrypt", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(7, 7))
+		r, f := uaSecureRig(t, rng, "gap", 40310)
+		for i := range 40 {
+			fr := f.Send(true, encryptedMSG(rng, 7, 1, 16*(3+rng.IntN(30))))
+			r.mustForward(r.client(fr), South, fr)
+			fr = f.Send(false, encryptedMSG(rng, 7, 1, 16*(3+rng.IntN(30))))
+			got := r.server(fr)
+			if len(got) != 1 {
+				t.Fatalf("response %d: %s (%v)", i, describe(got), r.counters().DropsByName())
+			}
+			r.mustForward(got, North, fr)
+		}
+	})
+	t.Run("Sign", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(8, 8))
+		r, f := uaSecureRig(t, rng, "gap", 40311)
+		seq, sseq := uint32(52), uint32(80)
+		for i, body := range [][]byte{
+			opcua.AppendReadRequest(nil, 2, opcua.StringID(2, "Line1.Setpoint")),
+			opcua.AppendWriteRequest(nil, 3, opcua.WriteValue{Node: opcua.StringID(2, "Line1.Setpoint"), Value: 4}),
+			opcua.AppendReadRequest(nil, 4, opcua.Numeric(0, 2258)),
+		} {
+			id := uint32(i + 2)
+			fr := f.Send(true, signedMSG(rng, opcua.SecureHeader{ChannelID: 7, TokenID: 1, SequenceNumber: seq, RequestID: id}, body))
+			r.mustForward(r.client(fr), South, fr)
+			svc := opcua.ServiceRead
+			if i == 1 {
+				svc = opcua.ServiceWrite
+			}
+			fr = f.Send(false, signedMSG(rng, opcua.SecureHeader{ChannelID: 7, TokenID: 1, SequenceNumber: sseq, RequestID: id},
+				opcua.AppendResponse(nil, svc, id, 0)))
+			r.mustForward(r.server(fr), North, fr)
+			seq++
+			sseq++
+		}
+		write := signedMSG(rng, opcua.SecureHeader{ChannelID: 7, TokenID: 1, SequenceNumber: seq, RequestID: 9},
+			opcua.AppendWriteRequest(nil, 9, opcua.WriteValue{Node: opcua.StringID(2, "Line1.Forbidden"), Value: 1}))
+		if n := crossed(t, r.client(f.Send(true, write))); n == len(write) {
+			t.Fatal("Write to a forbidden node crossed on a Sign channel")
+		}
+		if ev := r.lastEvent(); ev.Verdict != "deny" || ev.Reason != "node_not_allowed" {
+			t.Fatalf("event %+v, want a deny for node_not_allowed", ev)
+		}
+	})
+}
+
+// TestOPCUASignThenCiphertext: a channel inferred Sign by a readable first
+// request keeps reading every body; a later chunk that looks like
+// ciphertext does not decode, names no service and is refused, even when
+// the policy tolerates the anomalies it raises.
+func TestOPCUASignThenCiphertext(t *testing.T) {
+	for i, tc := range []struct{ tolerate, reason string }{
+		{"gap", "malformed:bad_node_id"},
+		{"unknown_service, bad_node_id, truncated, bad_encoding, abnormal_string_length, abnormal_array_length", "service_not_allowed"},
+	} {
+		t.Run(tc.reason, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(20+i), 3))
+			r, f := uaSecureRig(t, rng, tc.tolerate, 40320+i)
+			fr := f.Send(true, signedMSG(rng, opcua.SecureHeader{ChannelID: 7, TokenID: 1, SequenceNumber: 52, RequestID: 2},
+				opcua.AppendReadRequest(nil, 2, opcua.StringID(2, "Line1.Setpoint"))))
+			r.mustForward(r.client(fr), South, fr)
+			ct := encryptedMSG(rng, 7, 1, 16*6)
+			ct[24] = 0x07 // where a plaintext body's type id starts
+			got := r.client(f.Send(true, ct))
+			if n := crossed(t, got); n == len(ct) {
+				t.Fatal("a ciphertext-looking chunk crossed a Sign channel")
+			}
+			if ev := r.lastEvent(); ev.Verdict != "deny" || ev.Reason != tc.reason {
+				t.Fatalf("event %+v, want a deny for %s", ev, tc.reason)
+			}
 		})
 	}
 }
