@@ -500,33 +500,34 @@ func nextSeq(prev, next uint32) bool {
 
 // bodyEvidence tells whether a chunk body reads as a plaintext request
 // (response: a response): known, its type id is a numeric NodeId of
-// namespace 0 naming such a service (the ExpandedNodeId flag bits are
-// ignored there, as some decoders do); header, its type id is followed by
-// a RequestHeader (ResponseHeader) that decodes within the body.
+// namespace 0 naming such a service; header, its type id is followed by a
+// RequestHeader (ResponseHeader) that decodes within the body. Both read
+// the type id, and the NodeIds of the header, leniently: ExpandedNodeId
+// flag bits are ignored, as some decoders do, or, for the type id,
+// honoured, as others do. What a server might read as a request must
+// count as plaintext here.
 func bodyEvidence(body []byte, response bool) (known, header bool) {
-	r := reader{b: body}
-	var ns uint16
-	var id uint32
-	switch r.u8() &^ 0xC0 {
-	case 0:
-		id = uint32(r.u8())
-	case 1:
-		ns, id = uint16(r.u8()), uint32(r.u16())
-	case 2:
-		ns, id = r.u16(), r.u32()
-	default:
-		r.fail(AnomalyBadNodeID)
+	for _, expanded := range [2]bool{false, true} {
+		r := reader{b: body, lax: true}
+		tid := r.nodeID(expanded)
+		if r.err != AnomalyNone {
+			return known, false
+		}
+		if !expanded && tid.Type == NodeIDNumeric && tid.Namespace == 0 {
+			_, resp, ok := ServiceByTypeID(tid.Numeric)
+			known = ok && resp == response
+		}
+		if response {
+			r.responseHeader()
+		} else {
+			r.requestHeader()
+		}
+		if r.err == AnomalyNone {
+			return known, true
+		}
+		if body[0]&0xC0 == 0 {
+			break // no flags: reading them as expanded changes nothing
+		}
 	}
-	if r.err == AnomalyNone && ns == 0 {
-		_, resp, ok := ServiceByTypeID(id)
-		known = ok && resp == response
-	}
-	r = reader{b: body}
-	r.nodeID(false)
-	if response {
-		r.responseHeader()
-	} else {
-		r.requestHeader()
-	}
-	return known, r.err == AnomalyNone
+	return known, false
 }

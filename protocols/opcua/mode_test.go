@@ -120,6 +120,8 @@ func TestChannelModeMismatch(t *testing.T) {
 		{"Write continues the sequence number", signed(hdr(53, 3), pad(write), fill)},
 		{"Write with a sequence number that does not continue", signed(hdr(900, 3), pad(write), fill)},
 		{"length not whole blocks", signed(hdr(900, 3), append(write, 1), fill)},
+		{"Write whose type id has flag bits, read as expanded", signed(hdr(900, 3), pad(flagged(write, 0x40)), fill)},
+		{"Write whose type id has flag bits, ignored", signed(hdr(900, 3), pad(flagged(write, 0x80)), fill)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -142,7 +144,7 @@ func TestChannelModeMismatch(t *testing.T) {
 			want(t, "inferred", inferred, true)
 			want(t, "message mode", m.Mode, ModeSign)
 			want(t, "encrypted", m.Encrypted, false)
-			if m.Service == ServiceWrite {
+			if m.Service == ServiceWrite && m.Anomaly == AnomalySecurityModeMismatch && m.NumNodes > 0 {
 				if m.NumNodes != 1 || m.Nodes[0].String() != "ns=2;s=Line1.Forbidden" {
 					t.Errorf("Write nodes %v", m.NodeList())
 				}
@@ -284,4 +286,68 @@ func TestChannelModeAllocs(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("Channel.Decode inferring Sign: %v allocs", n)
 	}
+}
+
+// flagged returns body (starting with a FourByte type id) with ExpandedNodeId
+// flag bits set in the type id: 0x40 ServerIndex (a UInt32 is inserted
+// after the id, for decoders that read it), 0x80 NamespaceUri (nothing
+// inserted: for decoders that ignore the flags).
+func flagged(body []byte, flag byte) []byte {
+	out := append([]byte{body[0] | flag}, body[1:4]...)
+	if flag == 0x40 {
+		out = append(out, 0, 0, 0, 0)
+	}
+	return append(out, body[4:]...)
+}
+
+func TestBodyEvidence(t *testing.T) {
+	write := AppendWriteRequest(nil, 3, WriteValue{setpoint, 1})
+	unknown := append(AppendNodeID(nil, Numeric(0, 9999)), write[4:]...)
+	resp := AppendResponse(nil, ServiceWrite, 3, 0)
+	garbage := pattern(29)(make([]byte, 64))
+	garbage[0] = 0x07
+	for _, tt := range []struct {
+		name          string
+		body          []byte
+		response      bool
+		known, header bool
+	}{
+		{"Write", write, false, true, true},
+		{"Write as a response", write, true, false, false},
+		{"Write response", resp, true, true, true},
+		{"unknown type id with header", unknown, false, false, true},
+		{"type id only", write[:4], false, true, false},
+		{"flags ignored", flagged(write, 0x80), false, true, true},
+		{"flags honoured", flagged(write, 0x40), false, true, true},
+		{"garbage", garbage, false, false, false},
+		{"empty", nil, false, false, false},
+	} {
+		known, header := bodyEvidence(tt.body, tt.response)
+		if known != tt.known || header != tt.header {
+			t.Errorf("%s: known %v header %v, want %v %v", tt.name, known, header, tt.known, tt.header)
+		}
+	}
+}
+
+// FuzzSecureChannel feeds arbitrary chunks to a Channel past an encrypted
+// OPN (the mode inference and its checks): it must not panic, and a chunk
+// read as ciphertext names no service.
+func FuzzSecureChannel(f *testing.F) {
+	fill := pattern(31)
+	f.Add(ciphered(8, fill), signed(hdr(53, 3), AppendWriteRequest(nil, 3, WriteValue{setpoint, 1}), fill), uint8(0))
+	f.Add(signed(hdr(52, 2), AppendReadRequest(nil, 2, setpoint), fill), ciphered(4, fill), uint8(3))
+	f.Fuzz(func(t *testing.T, a, b []byte, dirs uint8) {
+		c := secureChannel(t)
+		var m Message
+		for i, chunk := range [][]byte{a, b, a, b} {
+			dir := protocols.Request
+			if dirs>>i&1 != 0 {
+				dir = protocols.Response
+			}
+			_ = c.Decode(dir, chunk, &m)
+			if m.Encrypted && (m.HasTypeID || m.NumNodes != 0) {
+				t.Fatalf("chunk %d: encrypted yet type id %v, %d nodes", i, m.HasTypeID, m.NumNodes)
+			}
+		}
+	})
 }
