@@ -255,3 +255,62 @@ func TestOPCUASignThenCiphertext(t *testing.T) {
 		})
 	}
 }
+
+// TestOPCUANoneClaimingEncrypt: under SecurityPolicy None nothing is
+// encrypted, whatever mode the OpenSecureChannelRequest names. A client
+// that asks for SignAndEncrypt under None (bad_security_mode, here
+// tolerated) must not get its plaintext bodies judged opaque. Before the
+// fix the channel took the claimed mode and a Write to a forbidden node
+// crossed unread.
+func TestOPCUANoneClaimingEncrypt(t *testing.T) {
+	const conduit = `  - name: hmi-ua
+    from: hmi
+    to: ua
+    rules:
+      - opcua:
+          min_security_mode: %s
+          tolerate: [bad_security_mode]
+          allow:
+            - service: write
+              nodes: ["ns=2;s=Line1.Setpoint"]
+`
+	for i, tc := range []struct{ minMode, reason string }{
+		{"none", "node_not_allowed"},
+		{"sign_and_encrypt", "security_mode_too_low"},
+	} {
+		t.Run(tc.minMode, func(t *testing.T) {
+			r := newRig(t, policy(t, "enforce", "reset", "", fmt.Sprintf(conduit, tc.minMode)), nil)
+			f := capture.NewTCPFlow(capture.Endpoint{MAC: hmiEP.MAC, Addr: netipAP(fmt.Sprintf("192.0.2.130:%d", 40330+i))}, uaEP)
+			r.handshake(f)
+			hello := opcua.Hello{ReceiveBufferSize: 65536, SendBufferSize: 65536, EndpointURL: "opc.tcp://192.0.2.30:4840"}
+			for k, s := range []struct {
+				client bool
+				b      []byte
+			}{
+				{true, opcua.AppendHello(nil, hello)},
+				{false, opcua.AppendAcknowledge(nil, hello)},
+				{true, opcua.AppendOpenRequest(nil, opcua.SecureHeader{SequenceNumber: 1, RequestID: 1}, opcua.ModeSignAndEncrypt)},
+				{false, opcua.AppendOpenResponse(nil, opcua.SecureHeader{ChannelID: 7, SequenceNumber: 1, RequestID: 1}, 1)},
+			} {
+				fr := f.Send(s.client, s.b)
+				in, out := North, South
+				if !s.client {
+					in, out = South, North
+				}
+				got := r.handle(in, fr)
+				if len(got) != 1 {
+					t.Fatalf("step %d: got %s (%v)", k, describe(got), r.counters().DropsByName())
+				}
+				r.mustForward(got, out, fr)
+			}
+			write := opcua.AppendMessage(nil, opcua.ChunkFinal, opcua.SecureHeader{ChannelID: 7, TokenID: 1, SequenceNumber: 2, RequestID: 2},
+				opcua.AppendWriteRequest(nil, 2, opcua.WriteValue{Node: opcua.StringID(2, "Line1.Forbidden"), Value: 1}))
+			if n := crossed(t, r.client(f.Send(true, write))); n == len(write) {
+				t.Fatal("a plaintext Write to a forbidden node crossed a policy None channel that claimed SignAndEncrypt")
+			}
+			if ev := r.lastEvent(); ev.Verdict != "deny" || ev.Reason != tc.reason {
+				t.Fatalf("event %+v, want a deny for %s", ev, tc.reason)
+			}
+		})
+	}
+}

@@ -187,10 +187,10 @@ func (c *Channel) limits(d int) (maxChunks, maxSize int) {
 // m.Mode of MSG/CLO to the channel's; and reports stateful anomalies
 // (unexpected_message, msg_before_open, bad_channel_id, too_many_chunks,
 // message_too_large, interleaved_chunks, invalid_message_size above the
-// negotiated buffer size, security_mode_mismatch). m aliases b, or the channel's buffer for a
-// reassembled body, until the next call for the same direction. It returns
-// nil or the sentinel of m.Anomaly and allocates nothing once the
-// reassembly buffer has grown.
+// negotiated buffer size, security_mode_mismatch). m aliases b, or the
+// channel's buffer for a reassembled body, until the next call for the
+// same direction. It returns nil or the sentinel of m.Anomaly and
+// allocates nothing once the reassembly buffer has grown.
 func (c *Channel) Decode(dir protocols.Dir, b []byte, m *Message) error {
 	d := dirIndex(dir)
 	a := c.decode(d, b, m)
@@ -303,6 +303,12 @@ func (c *Channel) decode(d int, b []byte, m *Message) Anomaly {
 		}
 		if req && m.Mode != ModeInvalid {
 			c.mode, c.modeInferred = m.Mode, false
+			if c.policy == PolicyNone {
+				// Policy None signs and encrypts nothing, whatever mode
+				// the request names (bad_security_mode on the OPN): the
+				// bodies are plaintext and judged as such.
+				c.mode = ModeNone
+			}
 		}
 		if c.policy == PolicyNone && c.mode == ModeInvalid && m.Policy == PolicyNone {
 			c.mode = ModeNone

@@ -351,3 +351,25 @@ func FuzzSecureChannel(f *testing.F) {
 		}
 	})
 }
+
+// TestChannelNoneClaimingEncrypt: an OPN under policy None that asks for
+// SignAndEncrypt is bad_security_mode, and the channel stays mode None:
+// its bodies are plaintext, read and judged.
+func TestChannelNoneClaimingEncrypt(t *testing.T) {
+	var c Channel
+	var m Message
+	_ = c.Decode(protocols.Request, AppendHello(nil, testHello), &m)
+	_ = c.Decode(protocols.Response, AppendAcknowledge(nil, testAck), &m)
+	err := c.Decode(protocols.Request, AppendOpenRequest(nil, SecureHeader{SequenceNumber: 1, RequestID: 1}, ModeSignAndEncrypt), &m)
+	if !errors.Is(err, ErrBadSecurityMode) {
+		t.Fatalf("OPN: err %v, want bad_security_mode", err)
+	}
+	_ = c.Decode(protocols.Response, AppendOpenResponse(nil, SecureHeader{ChannelID: 7, SequenceNumber: 1, RequestID: 1}, 1), &m)
+	err = c.Decode(protocols.Request, AppendMessage(nil, ChunkFinal, tHdr, AppendWriteRequest(nil, 2, WriteValue{setpoint, 1})), &m)
+	if err != nil || m.Encrypted || m.Mode != ModeNone || m.Service != ServiceWrite || m.NumNodes != 1 {
+		t.Fatalf("MSG: err %v encrypted %v mode %v service %v nodes %d", err, m.Encrypted, m.Mode, m.Service, m.NumNodes)
+	}
+	if mode, inferred := c.Mode(); mode != ModeNone || inferred {
+		t.Errorf("channel mode %v inferred %v", mode, inferred)
+	}
+}
