@@ -29,6 +29,7 @@ const (
 	AnomalyUnexpectedMessage             // message type not allowed in this state or direction (e.g. second HEL, ACK from client)
 	AnomalyInterleavedChunks             // chunk of another request while a message is incomplete (§6.7.3)
 	AnomalyGap                           // bytes were lost; the stream was resynchronised at this chunk
+	AnomalySecurityModeMismatch          // a chunk of a channel judged SignAndEncrypt shows plaintext (see Channel)
 	anomalyCount
 )
 
@@ -54,6 +55,7 @@ var anomalyNames = [anomalyCount]string{
 	AnomalyUnexpectedMessage:     "unexpected_message",
 	AnomalyInterleavedChunks:     "interleaved_chunks",
 	AnomalyGap:                   "gap",
+	AnomalySecurityModeMismatch:  "security_mode_mismatch",
 }
 
 // String returns the anomaly's policy name ("" for AnomalyNone,
@@ -120,6 +122,7 @@ var (
 	ErrUnexpectedMessage     = errors.New("opcua: unexpected message")
 	ErrInterleavedChunks     = errors.New("opcua: interleaved chunks")
 	ErrGap                   = errors.New("opcua: stream gap")
+	ErrSecurityModeMismatch  = errors.New("opcua: security mode mismatch")
 	anomalyErrs              = [anomalyCount]error{
 		AnomalyInvalidMessageSize:    ErrInvalidMessageSize,
 		AnomalyUnknownMessageType:    ErrUnknownMessageType,
@@ -141,6 +144,7 @@ var (
 		AnomalyUnexpectedMessage:     ErrUnexpectedMessage,
 		AnomalyInterleavedChunks:     ErrInterleavedChunks,
 		AnomalyGap:                   ErrGap,
+		AnomalySecurityModeMismatch:  ErrSecurityModeMismatch,
 	}
 )
 

@@ -1,6 +1,7 @@
 package opcua
 
 import (
+	"encoding/binary"
 	"sort"
 	"testing"
 
@@ -68,6 +69,39 @@ func BenchmarkChannelDecode(b *testing.B) {
 					_ = c.Decode(protocols.Request, p[:n], &m)
 					p = p[n:]
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkChannelDecodeInferred decodes MSG chunks of a channel opened
+// with an encrypted OPN (Basic256Sha256), whose mode was inferred: Sign
+// (a Read, sequence numbers continuing) and SignAndEncrypt (ciphertext,
+// where each chunk is checked for plaintext evidence).
+func BenchmarkChannelDecodeInferred(b *testing.B) {
+	fill := pattern(37)
+	read := signed(hdr(52, 2), AppendReadRequest(nil, 2, setpoint), fill)
+	for _, tc := range []struct {
+		name  string
+		mode  SecurityMode
+		chunk []byte
+	}{
+		{"MSG_sign_read", ModeSign, read},
+		{"MSG_encrypted_1k", ModeSignAndEncrypt, ciphered(64, fill)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var c Channel
+			var m Message
+			c.state, c.policy, c.mode, c.modeInferred, c.channelID, c.haveID = stOpen, PolicyBasic256Sha256, tc.mode, true, 7, true
+			buf := tc.chunk
+			b.ReportAllocs()
+			b.SetBytes(int64(len(buf)))
+			for b.Loop() {
+				binary.LittleEndian.PutUint32(buf[16:], binary.LittleEndian.Uint32(buf[16:])+2) // never continuing
+				_ = c.Decode(protocols.Request, buf, &m)
+			}
+			if m.Anomaly != AnomalyNone {
+				b.Fatalf("anomaly %v", m.Anomaly)
 			}
 		})
 	}

@@ -1,6 +1,11 @@
 package opcua
 
-import "github.com/otgw/otgw/protocols"
+import (
+	"encoding/binary"
+	"math"
+
+	"github.com/otgw/otgw/protocols"
+)
 
 // Reassembly defaults (OPC 10000-6 §6.7.3; HEL/ACK MaxMessageSize and
 // MaxChunkCount tighten them when non-zero).
@@ -52,10 +57,40 @@ func (a *assembly) reset() {
 // MaxMessageSize; an abort chunk discards them).
 //
 // It decides whether a MSG body is readable: policy None or mode Sign yes,
-// SignAndEncrypt no. When the OPN is encrypted (policy other than None) the
-// requested mode cannot be read; the first MSG after it settles it: a body
-// that decodes to a known service type id means Sign, anything else means
-// SignAndEncrypt, and the choice sticks for the channel (ModeInferred).
+// SignAndEncrypt no. When the OPN is encrypted (policy other than None,
+// OPC 10000-6 §6.7.4) the requested mode cannot be read and is inferred
+// (Mode reports it so). In mode Sign what follows the symmetric security
+// header is plaintext (sequence header, body) and a signature; in
+// SignAndEncrypt it is ciphertext (sequence header, body, padding,
+// signature encrypted together, §6.7.2.5). The evidence of plaintext, in
+// order of strength (see plaintext): a length that is not whole AES
+// blocks; a sequence number that continues the previous chunk's of the
+// direction (§6.7.2.4: exactly one more per chunk, which a receiver in
+// mode Sign enforces); a body that decodes as a plaintext request
+// (response). The first chunk after the OPN has no number to continue:
+// plaintext evidence there means Sign, its absence SignAndEncrypt.
+//
+// SignAndEncrypt bodies pass unread (only headers and sizes are judged),
+// so that inference is the one an evasion would aim at: a client in mode
+// Sign whose first request the gateway cannot read (a type id it does not
+// know, bytes that look random) must not make every later plaintext body
+// opaque. The inference is therefore checked on every chunk, and fails
+// closed: a chunk of a channel inferred SignAndEncrypt that shows
+// plaintext evidence is reported as security_mode_mismatch (denied unless
+// a policy tolerates it) and the channel is judged as Sign from then on,
+// for good, so its bodies are read and their services and NodeIds judged.
+// The opposite drift needs no check: a channel inferred Sign has every
+// body read, and one that does not decode (ciphertext, or anything else)
+// is an anomaly and names no service, so it is refused. Flipping to Sign
+// rather than only refusing the chunk leaves no state in which a
+// plaintext body crosses unread; deciding only on strong evidence keeps
+// legitimate SignAndEncrypt channels working: ciphertext continues the
+// sequence number by chance once in 2^32 chunks, and decodes as a known
+// request with its RequestHeader far more rarely (such a chance is a
+// mismatch: the connection is refused, and the client reconnects).
+// Residual: the very first chunk, when its length is whole blocks and
+// the gateway's decoder does not read it as a request while the server
+// does; a second chunk then shows plaintext by its sequence number.
 //
 // The body of a Write or Call request that spans chunks is buffered (the
 // buffer grows once per connection up to MaxMessageSize) and decoded at the
@@ -79,6 +114,11 @@ type Channel struct {
 	maxMsgSize   [2]uint32
 	maxChunks    [2]uint32
 	asm          [2]assembly
+	// seqPrev is the value at the sequence number's place in the last
+	// MSG/CLO chunk of each direction (or a readable OPN's, +1 for an
+	// encrypted OPN); seqKnown says whether there is one.
+	seqPrev  [2]uint32
+	seqKnown [2]bool
 }
 
 func dirIndex(d protocols.Dir) int {
@@ -116,6 +156,7 @@ func (c *Channel) MaxChunkSize(dir protocols.Dir) uint32 {
 // adopts a flow mid-stream in enforce mode).
 func (c *Channel) Gap(dir protocols.Dir) {
 	c.asm[dirIndex(dir)].reset()
+	c.seqKnown[dirIndex(dir)] = false
 	if c.state == stInit {
 		c.midstream = true
 	}
@@ -146,10 +187,10 @@ func (c *Channel) limits(d int) (maxChunks, maxSize int) {
 // m.Mode of MSG/CLO to the channel's; and reports stateful anomalies
 // (unexpected_message, msg_before_open, bad_channel_id, too_many_chunks,
 // message_too_large, interleaved_chunks, invalid_message_size above the
-// negotiated buffer size). m aliases b, or the channel's buffer for a
-// reassembled body, until the next call for the same direction. It returns
-// nil or the sentinel of m.Anomaly and allocates nothing once the
-// reassembly buffer has grown.
+// negotiated buffer size, security_mode_mismatch). m aliases b, or the
+// channel's buffer for a reassembled body, until the next call for the
+// same direction. It returns nil or the sentinel of m.Anomaly and
+// allocates nothing once the reassembly buffer has grown.
 func (c *Channel) Decode(dir protocols.Dir, b []byte, m *Message) error {
 	d := dirIndex(dir)
 	a := c.decode(d, b, m)
@@ -167,23 +208,34 @@ func (c *Channel) decode(d int, b []byte, m *Message) Anomaly {
 	switch {
 	case !isData:
 		_ = m.Decode(b)
+	case c.mode == ModeSignAndEncrypt && c.modeInferred && c.plaintext(d, b, !continuation):
+		// A channel inferred SignAndEncrypt shows plaintext: the first
+		// body was not ciphertext after all (a Sign client whose first
+		// request the gateway could not read). The chunk and all later
+		// ones are judged as plaintext, and this one is refused.
+		c.mode = ModeSign
+		_ = m.decode(b, true, !continuation)
+		m.Anomaly = AnomalySecurityModeMismatch
 	case c.mode == ModeSignAndEncrypt:
 		_ = m.decode(b, false, false)
 	case c.policy == PolicyNone || c.mode == ModeSign || c.policy == PolicyUnknown:
 		_ = m.decode(b, true, !continuation)
 	default:
 		// Policy other than None, mode not known yet (§6.7.4: the OPN
-		// body was encrypted): infer it from the first body.
-		_ = m.decode(b, true, !continuation)
-		if !continuation {
-			c.modeInferred = true
-			if m.Anomaly == AnomalyNone && m.Service != ServiceUnknown {
-				c.mode = ModeSign
-			} else {
-				c.mode = ModeSignAndEncrypt
-				_ = m.decode(b, false, false)
-			}
+		// body was encrypted): infer it from the first chunk.
+		c.modeInferred = true
+		if c.plaintext(d, b, !continuation) {
+			c.mode = ModeSign
+			_ = m.decode(b, true, !continuation)
+		} else {
+			c.mode = ModeSignAndEncrypt
+			_ = m.decode(b, false, false)
 		}
+	}
+	if isData && len(b) >= symHeaderLen+4 {
+		// The value at the sequence number's place, plaintext or not:
+		// the next chunk's evidence (see plaintext).
+		c.seqPrev[d], c.seqKnown[d] = binary.LittleEndian.Uint32(b[symHeaderLen:]), true
 	}
 	var anomaly Anomaly
 	if m.Type == TypeUnknown {
@@ -251,9 +303,22 @@ func (c *Channel) decode(d int, b []byte, m *Message) Anomaly {
 		}
 		if req && m.Mode != ModeInvalid {
 			c.mode, c.modeInferred = m.Mode, false
+			if c.policy == PolicyNone {
+				// Policy None signs and encrypts nothing, whatever mode
+				// the request names (bad_security_mode on the OPN): the
+				// bodies are plaintext and judged as such.
+				c.mode = ModeNone
+			}
 		}
 		if c.policy == PolicyNone && c.mode == ModeInvalid && m.Policy == PolicyNone {
 			c.mode = ModeNone
+		}
+		switch {
+		case m.HasSequence:
+			c.seqPrev[d], c.seqKnown[d] = m.SequenceNumber, true
+		case c.seqKnown[d]:
+			// An encrypted OPN (a renewal) takes the next number (§6.7.2.4).
+			c.seqPrev[d]++
 		}
 		if !req {
 			if c.haveID && c.state == stOpen && m.ChannelID != c.channelID {
@@ -383,4 +448,92 @@ func (c *Channel) chunk(d int, asm *assembly, m *Message) Anomaly {
 	}
 	asm.reset()
 	return anomaly
+}
+
+// symHeaderLen is the length of the message header and the symmetric
+// security header (SecureChannelId, TokenId) of MSG and CLO chunks: the
+// sequence header follows (§6.7.2.2, §6.7.2.4).
+const symHeaderLen = HeaderLen + 8
+
+// plaintext reports whether MSG/CLO chunk b of direction d, on a channel
+// under a policy other than None, carries plaintext after its security
+// header (mode Sign) rather than ciphertext (SignAndEncrypt). bodyStart:
+// the chunk's body starts a message. The evidence, strongest first:
+//
+//   - Under SignAndEncrypt the sequence header, body, padding and
+//     signature are encrypted as a whole, with AES-CBC under every known
+//     policy: what follows the security header is whole cipher blocks
+//     (§6.7.2.5, OPC 10000-7). Any other length is plaintext, proven.
+//   - The sequence number is incremented by exactly one for each chunk
+//     sent (wrapping below 1024 after 4294966271, §6.7.2.4), and in mode
+//     Sign the receiver rejects a chunk that breaks the count. So once a
+//     chunk of the direction was seen, a plaintext chunk continues its
+//     number, while ciphertext does so by chance once in 2^32.
+//   - The body decodes as plaintext: its type id is a service this
+//     direction sends, or it is followed by a RequestHeader (responses: a
+//     ResponseHeader) that decodes. The first chunk after an encrypted
+//     OPN has no number to continue and is judged by this alone; later
+//     ones need both (a known type id and its header) to count.
+func (c *Channel) plaintext(d int, b []byte, bodyStart bool) bool {
+	n := len(b) - symHeaderLen
+	if n <= 0 {
+		return false
+	}
+	if bs := c.policy.symBlockSize(); bs > 0 && n%bs != 0 {
+		return true
+	}
+	if n < 8 {
+		return false
+	}
+	if c.seqKnown[d] && nextSeq(c.seqPrev[d], binary.LittleEndian.Uint32(b[symHeaderLen:])) {
+		return true
+	}
+	if !bodyStart {
+		return false
+	}
+	known, header := bodyEvidence(b[symHeaderLen+8:], d == 1)
+	if c.seqKnown[d] {
+		return known && header
+	}
+	return known || header
+}
+
+// nextSeq reports whether sequence number next follows prev (§6.7.2.4;
+// policies with non-legacy numbering wrap to 0 after UInt32 max).
+func nextSeq(prev, next uint32) bool {
+	return next == prev+1 || (prev > math.MaxUint32-1024 && next < 1024)
+}
+
+// bodyEvidence tells whether a chunk body reads as a plaintext request
+// (response: a response): known, its type id is a numeric NodeId of
+// namespace 0 naming such a service; header, its type id is followed by a
+// RequestHeader (ResponseHeader) that decodes within the body. Both read
+// the type id, and the NodeIds of the header, leniently: ExpandedNodeId
+// flag bits are ignored, as some decoders do, or, for the type id,
+// honoured, as others do. What a server might read as a request must
+// count as plaintext here.
+func bodyEvidence(body []byte, response bool) (known, header bool) {
+	for _, expanded := range [2]bool{false, true} {
+		r := reader{b: body, lax: true}
+		tid := r.nodeID(expanded)
+		if r.err != AnomalyNone {
+			return known, false
+		}
+		if !expanded && tid.Type == NodeIDNumeric && tid.Namespace == 0 {
+			_, resp, ok := ServiceByTypeID(tid.Numeric)
+			known = ok && resp == response
+		}
+		if response {
+			r.responseHeader()
+		} else {
+			r.requestHeader()
+		}
+		if r.err == AnomalyNone {
+			return known, true
+		}
+		if body[0]&0xC0 == 0 {
+			break // no flags: reading them as expanded changes nothing
+		}
+	}
+	return known, false
 }

@@ -36,8 +36,11 @@
 // Call, the NodeIds written or called. With SignAndEncrypt only the headers
 // and sizes are judged (the body is opaque). An OPN under a policy other
 // than None is asymmetrically encrypted from the sequence header on, so its
-// mode cannot be read; Channel infers Sign or SignAndEncrypt from whether the
-// first MSG body after it decodes to a known service (see Channel).
+// mode cannot be read; Channel infers Sign or SignAndEncrypt from the MSG
+// chunks (block alignment, sequence numbers, whether the body decodes) and
+// checks the inference on every chunk: a channel inferred SignAndEncrypt
+// that shows plaintext is security_mode_mismatch and is judged as Sign from
+// then on (see Channel).
 //
 // # Output vocabulary
 //

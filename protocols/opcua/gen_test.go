@@ -269,6 +269,24 @@ var anomalyGenerators = map[Anomaly]func(g *gen){
 		g.send(true, AppendMessage(nil, ChunkIntermediate, g.req(2), body[:20]))
 		g.send(true, AppendMessage(nil, ChunkFinal, g.req(3), AppendReadRequest(nil, 3, setpoint)))
 	},
+	AnomalySecurityModeMismatch: func(g *gen) {
+		// Basic256Sha256 with encrypted OPNs; the client's first MSG
+		// looks like ciphertext (the channel is inferred SignAndEncrypt),
+		// its second is a plaintext Write continuing the sequence numbers.
+		g.send(true, AppendHello(nil, testHello))
+		g.send(false, AppendAcknowledge(nil, testAck))
+		fill := pattern(1)
+		g.send(true, encryptedOpen(PolicyBasic256Sha256, 0, fill))
+		g.send(false, encryptedOpen(PolicyBasic256Sha256, 7, fill))
+		g.h = SecureHeader{ChannelID: 7, TokenID: 1}
+		g.seq = 52
+		body := fill(make([]byte, 16*6-8)) // 6 cipher blocks after the sequence header's place
+		body[0] = 0x07
+		g.send(true, AppendMessage(nil, ChunkFinal, g.req(2), body))
+		body = AppendWriteRequest(nil, 3, WriteValue{setpoint, 1})
+		body = append(body, fill(make([]byte, 32))...) // signature
+		g.send(true, AppendMessage(nil, ChunkFinal, g.req(3), body))
+	},
 	AnomalyGap: func(g *gen) {
 		g.open(testAck)
 		m := AppendMessage(nil, ChunkFinal, g.req(2), AppendReadRequest(nil, 2, setpoint))
@@ -388,4 +406,32 @@ func TestGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pattern returns a function that fills b with bytes that look random but
+// are deterministic (xorshift from seed), so that generated captures are
+// reproducible.
+func pattern(seed uint32) func(b []byte) []byte {
+	x := seed*2654435761 + 1
+	return func(b []byte) []byte {
+		for i := range b {
+			x ^= x << 13
+			x ^= x >> 17
+			x ^= x << 5
+			b[i] = byte(x)
+		}
+		return b
+	}
+}
+
+// encryptedOpen returns an OPN chunk under policy whose part after the
+// asymmetric security header is 512 bytes from fill, as an encrypted OPN
+// looks (§6.7.2.3).
+func encryptedOpen(policy SecurityPolicy, channelID uint32, fill func([]byte) []byte) []byte {
+	b, s := startChunk(nil, "OPN", ChunkFinal)
+	b = appendU32(b, channelID)
+	b = appendString(b, policy.URI())
+	b = appendString(b, string(make([]byte, 600))) // certificate
+	b = appendString(b, string(make([]byte, 20)))  // thumbprint
+	return endChunk(append(b, fill(make([]byte, 512))...), s)
 }

@@ -27,6 +27,9 @@ type reader struct {
 	// partial: b is the first part of a body that continues in later
 	// chunks, so an array may be longer than the bytes at hand.
 	partial bool
+	// lax: a NodeId (not expanded) with ExpandedNodeId flag bits is read
+	// as if they were clear, as some decoders do (Channel.plaintext).
+	lax bool
 }
 
 func (r *reader) fail(a Anomaly) {
@@ -145,8 +148,11 @@ func (r *reader) nodeID(expanded bool) NodeID {
 	}
 	flags := enc & 0xC0
 	if flags != 0 && !expanded {
-		r.fail(AnomalyBadNodeID)
-		return NodeID{}
+		if !r.lax {
+			r.fail(AnomalyBadNodeID)
+			return NodeID{}
+		}
+		flags = 0
 	}
 	var n NodeID
 	switch enc & 0x3F {

@@ -165,6 +165,17 @@ func (p SecurityPolicy) symSigLen() int {
 	return 0
 }
 
+// symBlockSize is the block size of the symmetric cipher of p (AES-CBC
+// for every known policy but None, OPC 10000-7): a SignAndEncrypt chunk
+// encrypts whole blocks. 0: no cipher, or not a block cipher.
+func (p SecurityPolicy) symBlockSize() int {
+	switch p {
+	case PolicyBasic128Rsa15, PolicyBasic256, PolicyBasic256Sha256, PolicyAes128Sha256RsaOaep, PolicyAes256Sha256RsaPss:
+		return 16
+	}
+	return 0
+}
+
 // PolicyByName parses a policy by short name (case-insensitive) or full URI.
 func PolicyByName(s string) (SecurityPolicy, bool) {
 	s = strings.TrimPrefix(s, PolicyURIPrefix)
