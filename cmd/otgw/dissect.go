@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"text/tabwriter"
 
 	"github.com/otgw/otgw/protocols"
@@ -35,6 +37,8 @@ func cmdDissect(args []string, stdout, stderr io.Writer) int {
 	ports := portFlags(dissect.DefaultPorts())
 	fs.Var(ports, "port", "also dissect `proto=N` (modbus, dnp3, opcua) on server port N; repeatable (on other ports protocols are recognised by content)")
 	portsOnly := fs.Bool("ports-only", false, "recognise protocols by port only (standard ports and --port), not by content")
+	// Hidden (not in the usage line): for profiling, see BENCHMARKS.md "offline".
+	cpuProf := fs.String("cpuprofile", "", "debug: write a Go CPU profile of the whole run to this file")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: otgw dissect [--json] [--port proto=N]... CAPTURE...")
 		fs.PrintDefaults()
@@ -46,6 +50,19 @@ func cmdDissect(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			fmt.Fprintln(stderr, "otgw dissect: --cpuprofile:", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			fmt.Fprintln(stderr, "otgw dissect: --cpuprofile:", err)
+			return 1
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	out := bufio.NewWriterSize(stdout, 1<<16)
 	defer out.Flush()
 	var tw *tabwriter.Writer
@@ -54,15 +71,17 @@ func cmdDissect(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(tw, "FRAME\tTIME\tSRC\tDST\tPROTO\tDIR\tPDU")
 	}
 	code := 0
+	var line []byte
 	for _, path := range fs.Args() {
 		st, err := dissect.Run(path, dissect.Options{Ports: ports, PortsOnly: *portsOnly}, func(p *dissect.PDU) error {
 			if *asJSON {
-				b, err := p.JSON()
-				if err != nil {
+				var err error
+				if line, err = p.AppendJSON(line[:0]); err != nil {
 					return err
 				}
-				out.Write(b)
-				return out.WriteByte('\n')
+				line = append(line, '\n')
+				_, err = out.Write(line)
+				return err
 			}
 			_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Frame, p.Time.UTC().Format("15:04:05.000000"),
 				p.Src, p.Dst, p.Proto, p.Dir, p.Summary())
