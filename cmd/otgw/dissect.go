@@ -37,6 +37,7 @@ func cmdDissect(args []string, stdout, stderr io.Writer) int {
 	ports := portFlags(dissect.DefaultPorts())
 	fs.Var(ports, "port", "also dissect `proto=N` (modbus, dnp3, opcua) on server port N; repeatable (on other ports protocols are recognised by content)")
 	portsOnly := fs.Bool("ports-only", false, "recognise protocols by port only (standard ports and --port), not by content")
+	workers := fs.Int("workers", 0, "dissect connections on `N` goroutines (0: one per CPU); the output is the same for every N")
 	// Hidden (not in the usage line): for profiling, see BENCHMARKS.md "offline".
 	cpuProf := fs.String("cpuprofile", "", "debug: write a Go CPU profile of the whole run to this file")
 	fs.Usage = func() {
@@ -70,23 +71,21 @@ func cmdDissect(args []string, stdout, stderr io.Writer) int {
 		tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "FRAME\tTIME\tSRC\tDST\tPROTO\tDIR\tPDU")
 	}
+	format := func(dst []byte, p *dissect.PDU) ([]byte, error) {
+		return fmt.Appendf(dst, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Frame, p.Time.UTC().Format("15:04:05.000000"),
+			p.Src, p.Dst, p.Proto, p.Dir, p.Summary()), nil
+	}
+	var sink io.Writer = tw
+	if *asJSON {
+		format = func(dst []byte, p *dissect.PDU) ([]byte, error) {
+			dst, err := p.AppendJSON(dst)
+			return append(dst, '\n'), err
+		}
+		sink = out
+	}
 	code := 0
-	var line []byte
 	for _, path := range fs.Args() {
-		st, err := dissect.Run(path, dissect.Options{Ports: ports, PortsOnly: *portsOnly}, func(p *dissect.PDU) error {
-			if *asJSON {
-				var err error
-				if line, err = p.AppendJSON(line[:0]); err != nil {
-					return err
-				}
-				line = append(line, '\n')
-				_, err = out.Write(line)
-				return err
-			}
-			_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Frame, p.Time.UTC().Format("15:04:05.000000"),
-				p.Src, p.Dst, p.Proto, p.Dir, p.Summary())
-			return err
-		})
+		st, err := dissect.RunParallel(path, dissect.Options{Ports: ports, PortsOnly: *portsOnly}, *workers, format, sink)
 		if err != nil {
 			fmt.Fprintf(stderr, "otgw dissect: %v\n", err)
 			code = 1
