@@ -96,5 +96,10 @@ bench-xdp: ## XDP flow bypass (native, generic) vs kernel bridge on one veth lin
 	set -o pipefail; OTGW_BENCH_XDP=1 OTGW_BENCH_OUT=$(CURDIR)/dist/bench-xdp.md \
 	  $(GO) test -count=1 -timeout 5m -run '^TestFastPathBench$$' -v ./hal/xdp | grep -v '^=== RUN'
 
+.PHONY: bench-offline
+bench-offline: build ## otgw dissect --json and otgw replay against tshark -T fields on a generated 600k-frame Modbus/DNP3 capture, whole process (RUNS=5)
+	@test -f dist/bench-offline/offline.pcap || $(GO) run ./simulate/capture/benchcap -frames 600000 -conns 300 -out dist/bench-offline
+	@simulate/capture/benchcap/bench-offline.sh dist/otgw dist/bench-offline
+
 clean: ## remove build outputs
 	rm -rf dist bench.txt
