@@ -41,7 +41,7 @@ func cmdDissect(args []string, stdout, stderr io.Writer) int {
 	// Hidden (not in the usage line): for profiling, see BENCHMARKS.md "offline".
 	cpuProf := fs.String("cpuprofile", "", "debug: write a Go CPU profile of the whole run to this file")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: otgw dissect [--json] [--port proto=N]... CAPTURE...")
+		fmt.Fprintln(stderr, "usage: otgw dissect [--json] [--port proto=N]... [--workers N] CAPTURE...")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
