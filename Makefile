@@ -116,5 +116,10 @@ test-image: image ## boot the x86-generic image in qemu-system-x86_64 (TCG) betw
 	set -o pipefail; OTGW_TEST_IMAGE=1 OTGW_IMAGE=$(CURDIR)/dist/image/$(BOARD).img \
 	  $(GO) test -count=1 -timeout 15m -v ./board/image/ | grep -v '^=== RUN'
 
+.PHONY: bench-offline
+bench-offline: build ## otgw dissect --json and otgw replay against tshark -T fields on a generated 600k-frame Modbus/DNP3 capture, whole process (RUNS=5)
+	@test -f dist/bench-offline/offline.pcap || $(GO) run ./simulate/capture/benchcap -frames 600000 -conns 300 -out dist/bench-offline
+	@simulate/capture/benchcap/bench-offline.sh dist/otgw dist/bench-offline
+
 clean: ## remove build outputs
 	rm -rf dist bench.txt

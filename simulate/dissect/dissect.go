@@ -5,7 +5,6 @@
 package dissect
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -242,30 +241,7 @@ func (d *Dissector) classify(s *capture.Segment, prev *connState) *connState {
 
 // JSON renders the PDU as one JSON object with the fields of DESIGN.md in
 // order: frame, time, src, dst, proto, dir, the protocol's fields, anomaly.
-func (p *PDU) JSON() ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteString(`{"frame":`)
-	b.WriteString(strconv.Itoa(p.Frame))
-	b.WriteString(`,"time":`)
-	b.WriteString(strconv.Quote(p.Time.UTC().Format(time.RFC3339Nano)))
-	fmt.Fprintf(&b, `,"src":%q,"dst":%q,"proto":%q,"dir":%q`, p.Src.String(), p.Dst.String(), p.Proto.String(), p.Dir.String())
-	for _, kv := range p.Fields {
-		v, err := json.Marshal(kv.Value)
-		if err != nil {
-			return nil, fmt.Errorf("dissect: frame %d: field %s: %w", p.Frame, kv.Key, err)
-		}
-		b.WriteString(`,`)
-		b.WriteString(strconv.Quote(kv.Key))
-		b.WriteString(`:`)
-		b.Write(v)
-	}
-	if p.Anomaly != "" {
-		b.WriteString(`,"anomaly":`)
-		b.WriteString(strconv.Quote(p.Anomaly))
-	}
-	b.WriteString("}")
-	return b.Bytes(), nil
-}
+func (p *PDU) JSON() ([]byte, error) { return p.AppendJSON(nil) }
 
 // Summary renders the protocol fields as "k=v k=v" for the human table.
 func (p *PDU) Summary() string {
