@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,8 @@ type Exporter struct {
 
 	emitted   atomic.Uint64
 	emitFails atomic.Uint64
+	waited    atomic.Uint64 // Emits that waited for room (SpoolFullWait)
+	gaveUp    atomic.Uint64 // ... and gave up waiting
 
 	// started and bootID give the sysUpTime of RFC 5424's meta element:
 	// the time since this exporter started, for events of this run only
@@ -64,6 +67,7 @@ type DestStats struct {
 	Confirmed uint64 // records confirmed delivered
 	Resent    uint64 // records written again after an unconfirmed batch
 	Failures  uint64 // failed dials and unconfirmed batches
+	LastError string // why the destination last went down ("" if never)
 }
 
 // Stats are the exporter's counters.
@@ -73,6 +77,9 @@ type Stats struct {
 	SpoolBytes   int64
 	Dropped      uint64 // records dropped because the spool was full
 	SpoolLost    uint64 // records lost to spool corruption found at start (estimate)
+	EmitFailures uint64 // events Emit could not spool (disk errors)
+	Waited       uint64 // Emits that waited for room in a full spool (SpoolFullWait)
+	GaveUp       uint64 // ... and gave up after SpoolFullWait without progress
 	Dests        []DestStats
 }
 
@@ -85,8 +92,9 @@ type dest struct {
 
 	wake chan struct{}
 
-	mu sync.Mutex // guards c
-	c  *conn
+	mu      sync.Mutex // guards c and lastErr
+	c       *conn
+	lastErr string
 
 	up                                atomic.Bool
 	sent, confirmed, resent, failures atomic.Uint64
@@ -201,6 +209,16 @@ func (x *Exporter) Emit(e *events.Event) {
 	}
 	x.emitMu.Lock()
 	x.buf = e.AppendJSON(x.buf[:0])
+	if x.cfg.SpoolFullWait > 0 {
+		if room, _ := x.sp.hasRoom(len(x.buf)); !room {
+			// Wait without emitMu: a sender may need it to report its state.
+			n := len(x.buf)
+			x.emitMu.Unlock()
+			x.waitRoom(n)
+			x.emitMu.Lock()
+			x.buf = e.AppendJSON(x.buf[:0])
+		}
+	}
 	ok, err := x.sp.append(uint8(min(e.Severity, events.SevDebug)), x.buf)
 	if ok && e.Seq > 0 && e.BootID != "" && validBootID(e.BootID) {
 		x.lastBoot, x.lastSeq, x.stateDirty = e.BootID, e.Seq, true
@@ -211,6 +229,92 @@ func (x *Exporter) Emit(e *events.Event) {
 		x.log.LogAttrs(context.Background(), slog.LevelError, "spool append failed", slog.Any("err", err))
 	}
 	x.reportDrops()
+}
+
+// waitRoom (SpoolFullWait) waits until a record of n bytes fits in the
+// spool, or until the spool has been full with no record leaving it for
+// SpoolFullWait (counted from the later of the last record to leave and
+// the exporter's start): then the caller appends anyway and the spool
+// drops, counted.
+func (x *Exporter) waitRoom(n int) {
+	x.waited.Add(1)
+	for _, d := range x.dests {
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+	}
+	wait := 100 * time.Microsecond
+	for {
+		room, freedAt := x.sp.hasRoom(n)
+		if room {
+			return
+		}
+		if since := time.Since(later(freedAt, x.started)); since >= x.cfg.SpoolFullWait {
+			x.gaveUp.Add(1)
+			return
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 10*time.Millisecond)
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// Flush waits until every destination has confirmed every spooled record
+// (as "confirmed" is defined in the package documentation), or until ctx
+// is done. It returns nil, or an error matching ErrUndelivered that names
+// the records each destination still lacks and why it last went down. A
+// sender backing off after a failure keeps its schedule: give ctx at
+// least BackoffMax to ride out a receiver restart.
+func (x *Exporter) Flush(ctx context.Context) error {
+	for _, d := range x.dests {
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if x.sp.isClosed() {
+			return ErrClosed
+		}
+		left := 0
+		for _, d := range x.dests {
+			left += x.sp.pendingFor(d.d.Name)
+		}
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return x.undelivered()
+		case <-t.C:
+		}
+	}
+}
+
+// undelivered describes the records the destinations have not confirmed.
+func (x *Exporter) undelivered() error {
+	var parts []string
+	for _, d := range x.dests {
+		n := x.sp.pendingFor(d.d.Name)
+		if n == 0 {
+			continue
+		}
+		p := fmt.Sprintf("%s: %d records", d.d.Name, n)
+		if le := d.lastError(); le != "" {
+			p += " (last error: " + le + ")"
+		}
+		parts = append(parts, p)
+	}
+	return fmt.Errorf("%w: %s", ErrUndelivered, strings.Join(parts, "; "))
 }
 
 // uptime is the Formatter's sysUpTime source: e.Time minus the exporter's
@@ -272,12 +376,13 @@ func (x *Exporter) notify(e *events.Event) {
 // Stats returns the exporter's counters.
 func (x *Exporter) Stats() Stats {
 	n, b, dr := x.sp.stats()
-	s := Stats{Emitted: x.emitted.Load(), SpoolRecords: n, SpoolBytes: b, Dropped: dr, SpoolLost: x.sp.lostAtOpen()}
+	s := Stats{Emitted: x.emitted.Load(), SpoolRecords: n, SpoolBytes: b, Dropped: dr, SpoolLost: x.sp.lostAtOpen(),
+		EmitFailures: x.emitFails.Load(), Waited: x.waited.Load(), GaveUp: x.gaveUp.Load()}
 	for _, d := range x.dests {
 		s.Dests = append(s.Dests, DestStats{
 			Name: d.d.Name, Up: d.up.Load(), Pending: x.sp.pendingFor(d.d.Name),
 			Sent: d.sent.Load(), Confirmed: d.confirmed.Load(), Resent: d.resent.Load(),
-			Failures: d.failures.Load(),
+			Failures: d.failures.Load(), LastError: d.lastError(),
 		})
 	}
 	return s
@@ -370,6 +475,12 @@ func (d *dest) setConn(c *conn) {
 	d.mu.Unlock()
 }
 
+func (d *dest) lastError() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lastErr
+}
+
 func (d *dest) closeConn() {
 	d.mu.Lock()
 	if d.c != nil {
@@ -395,6 +506,11 @@ func jitter(t time.Duration) time.Duration {
 }
 
 func (d *dest) setUp(up bool, err error) {
+	if err != nil {
+		d.mu.Lock()
+		d.lastErr = err.Error()
+		d.mu.Unlock()
+	}
 	if d.up.Swap(up) == up {
 		return
 	}
