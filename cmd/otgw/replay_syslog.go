@@ -141,7 +141,7 @@ func (s *replaySyslog) finish(stderr io.Writer) int {
 			if why == "" {
 				why = lastDown
 			}
-			fmt.Fprintf(stderr, "otgw replay: syslog %s: %d records not delivered after waiting %v (%d delivered; went down %d times; last error: %s)\n",
+			fmt.Fprintf(stderr, "otgw replay: syslog %s: %d records not delivered after waiting %v (%d delivered; down %d time(s), last error: %s)\n",
 				d.Name, int(lost)+d.Pending, s.timeout, d.Confirmed, max(downs, 1), why)
 			if s.temp {
 				code = exitRuntime
