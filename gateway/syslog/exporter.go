@@ -531,9 +531,25 @@ func (d *dest) setUp(up bool, err error) {
 	d.x.notify(e)
 }
 
+// heldBatch is a batch the receiver's TCP acknowledged, held back from
+// the spool cursor until the connection has stayed up for the hold.
+type heldBatch struct {
+	next uint64 // id after its last record
+	n    int
+	at   time.Time
+}
+
 // run is the sender of one destination: read from its cursor, connect,
 // write, confirm, advance. It never touches another destination's cursor,
 // so one receiver down never stalls another.
+//
+// A batch the receiver's TCP acknowledged is still held for ConfirmWait
+// before the spool cursor moves past it: a receiver that is stopped drops
+// what sat in its socket buffer and queues, and closes the connection; if
+// the connection dies within the hold, the held batches are sent again
+// (duplicates carry the same sequenceId). Measured against rsyslogd
+// stopped by SIGTERM under load: without the hold, 453 acknowledged
+// records of 200,000 never reached its output.
 func (d *dest) run() {
 	defer d.x.wg.Done()
 	ctx := d.x.ctx
@@ -547,28 +563,63 @@ func (d *dest) run() {
 			c.close()
 		}
 	}()
+	hold := d.d.ConfirmWait
+	if d.d.Network == "udp" {
+		hold = 0 // nothing to watch: a datagram is delivered when sent
+	}
+	var held []heldBatch
+	next := d.x.sp.cursor(d.d.Name) // next id to send
 	var out []byte
 	var ev events.Event
 	lastFailed := uint64(0) // first id of the last batch that failed
 	for ctx.Err() == nil {
-		cur := d.x.sp.cursor(d.d.Name)
-		recs, err := d.x.sp.read(cur, defaultBatchRecords, defaultBatchBytes)
+		if len(held) > 0 {
+			if derr := c.isDead(); c == nil || derr != nil {
+				// The receiver closed within the hold: what it held may be lost.
+				c.close()
+				c = nil
+				d.setConn(nil)
+				d.failures.Add(1)
+				d.setUp(false, derr)
+				held = held[:0]
+				next = d.x.sp.cursor(d.d.Name)
+				lastFailed = next
+				continue
+			}
+			now := time.Now()
+			for len(held) > 0 && now.Sub(held[0].at) >= hold {
+				d.x.sp.ack(d.d.Name, held[0].next)
+				d.confirmed.Add(uint64(held[0].n))
+				held = held[1:]
+			}
+		}
+		recs, err := d.x.sp.read(next, defaultBatchRecords, defaultBatchBytes)
 		if err != nil {
 			d.log.Error("spool read", "err", err)
 			err = nil
 		}
 		if len(recs) == 0 {
-			select {
-			case <-d.x.closing:
-				return
-			default:
+			wait := time.Second
+			if len(held) > 0 {
+				wait = max(hold-time.Since(held[0].at), 0)
+			} else {
+				select {
+				case <-d.x.closing:
+					return
+				default:
+				}
 			}
+			tm := time.NewTimer(wait)
 			select {
 			case <-d.wake:
 			case <-ctx.Done():
 			case <-d.x.closing:
-			case <-time.After(time.Second):
+				if len(held) > 0 {
+					<-tm.C // finish the hold, then stop
+				}
+			case <-tm.C:
 			}
+			tm.Stop()
 			continue
 		}
 		if c == nil {
@@ -612,7 +663,9 @@ func (d *dest) run() {
 			d.resent.Add(uint64(len(recs)))
 		}
 		if err != nil {
-			lastFailed = recs[0].id
+			held = held[:0]
+			next = d.x.sp.cursor(d.d.Name) // the held batches go again too
+			lastFailed = next
 			d.failures.Add(1)
 			c.close()
 			c = nil
@@ -624,8 +677,13 @@ func (d *dest) run() {
 			backoff = min(backoff*2, d.d.BackoffMax)
 			continue
 		}
-		d.x.sp.ack(d.d.Name, recs[len(recs)-1].id+1)
-		d.confirmed.Add(uint64(len(recs)))
+		next = recs[len(recs)-1].id + 1
+		if hold > 0 {
+			held = append(held, heldBatch{next: next, n: len(recs), at: time.Now()})
+		} else {
+			d.x.sp.ack(d.d.Name, next)
+			d.confirmed.Add(uint64(len(recs)))
+		}
 		d.setUp(true, nil)
 		backoff = d.d.BackoffMin
 	}
