@@ -48,6 +48,14 @@ conduits:
 // denyCapture writes the policy and a capture of n denied SYNs into dir.
 func denyCapture(t *testing.T, dir string, n int) (policy, pcap string) {
 	t.Helper()
+	return denyCaptureKeys(t, dir, n, 250)
+}
+
+// denyCaptureKeys is denyCapture with the sources cycling over srcs
+// addresses (1: every deny shares one aggregation key per destination
+// port, and the ports change every 250 frames).
+func denyCaptureKeys(t *testing.T, dir string, n, srcs int) (policy, pcap string) {
+	t.Helper()
 	policy, pcap = filepath.Join(dir, "policy.yaml"), filepath.Join(dir, "denies.pcap")
 	if err := os.WriteFile(policy, []byte(reliablePolicy), 0o600); err != nil {
 		t.Fatal(err)
@@ -64,7 +72,7 @@ func denyCapture(t *testing.T, dir string, n int) (policy, pcap string) {
 	w.Step = 50 * time.Microsecond
 	plc := netip.MustParseAddr("192.0.2.10")
 	for i := 0; i < n; i++ {
-		src := netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i%250)})
+		src := netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i%srcs)})
 		fl := capture.NewTCPFlow(
 			capture.Endpoint{MAC: capture.MAC(200), Addr: netip.AddrPortFrom(src, uint16(20000+i%40000))},
 			capture.Endpoint{MAC: capture.MAC(10), Addr: netip.AddrPortFrom(plc, uint16(1000+i/250))})
@@ -84,7 +92,7 @@ func denyCapture(t *testing.T, dir string, n int) (policy, pcap string) {
 // socReceiver is a private rsyslogd on a fixed loopback port that the
 // test can stop (SIGTERM to the PID it started, so rsyslogd writes what
 // it accepted) and start again on the same port. Each message becomes one
-// line "msgid=... seq=<meta sequenceId>".
+// line "msgid=...<TAB>sd=...<TAB>msg=<the event as JSON>".
 type socReceiver struct {
 	t        *testing.T
 	bin, dir string
@@ -95,7 +103,7 @@ type socReceiver struct {
 
 const socReceiverConf = `global(workDirectory="@DIR@/work" maxMessageSize="64k")
 module(load="imtcp")
-template(name="t" type="string" string="msgid=%msgid%\tsd=%structured-data%\n")
+template(name="t" type="string" string="msgid=%msgid%\tsd=%structured-data%\tmsg=%msg%\n")
 input(type="imtcp" address="127.0.0.1" port="@PORT@" ruleset="soc" supportOctetCountedFraming="on")
 ruleset(name="soc") {
   action(type="omfile" file="@DIR@/out/received.log" template="t")
@@ -352,4 +360,64 @@ func TestReplaySyslogReceiverDownWholeRun(t *testing.T) {
 			t.Errorf("received %d distinct denies from the spool, want %d", got, n)
 		}
 	})
+}
+
+var (
+	foldedRE = regexp.MustCompile(`\(([0-9]+) repeats folded into ([0-9]+) aggregated events`)
+	countRE  = regexp.MustCompile(`"count":([0-9]+)`)
+)
+
+// Aggregation stays as configured offline: repeats of one deny are folded
+// into aggregated events carrying their count, replay says so, and the
+// denies plus the counts received add up to every event (none lost).
+func TestReplaySyslogAggregationIsNotLoss(t *testing.T) {
+	const n = 5000
+	policy, pcap := denyCaptureKeys(t, t.TempDir(), n, 1)
+	r := newSOCReceiver(t)
+	r.start()
+	var out, stderr bytes.Buffer
+	if code := run([]string{"replay", "--policy", policy, "--syslog", r.url(), pcap}, &out, &stderr); code != exitOK {
+		t.Fatalf("replay: exit %d; stderr:\n%s", code, stderr.String())
+	}
+	m := foldedRE.FindStringSubmatch(stderr.String())
+	if m == nil {
+		t.Fatalf("stderr does not say what was folded:\n%s", stderr.String())
+	}
+	var folded, summaries int
+	fmt.Sscan(m[1], &folded)
+	fmt.Sscan(m[2], &summaries)
+	want := n - folded + summaries // records: the denies that passed plus the summaries
+	deadline := time.Now().Add(10 * time.Second)
+	var denies, counted, lines int
+	for {
+		b, _ := os.ReadFile(filepath.Join(r.dir, "out", "received.log"))
+		denies, counted, lines = 0, 0, 0
+		for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+			if l == "" {
+				continue
+			}
+			lines++
+			switch {
+			case strings.HasPrefix(l, "msgid=TCP_DENY\t"):
+				denies++
+			case strings.HasPrefix(l, "msgid=EVENTS_SUPPRESSED\t"):
+				if c := countRE.FindStringSubmatch(l); c != nil {
+					var k int
+					fmt.Sscan(c[1], &k)
+					counted += k
+				}
+			}
+		}
+		if lines >= want || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("%d denies: %d lines received, %d deny lines + %d repeats in summaries; stderr:\n%s", n, lines, denies, counted, stderr.String())
+	if folded == 0 {
+		t.Error("nothing was folded: the capture does not exercise aggregation")
+	}
+	if denies+counted != n || counted != folded {
+		t.Errorf("received %d denies + %d folded = %d, want %d (replay said %d folded)", denies, counted, denies+counted, n, folded)
+	}
 }
