@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/gateway/syslog"
 	"github.com/otgw/otgw/rules"
 	"github.com/otgw/otgw/simulate/replay"
@@ -38,8 +37,10 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	whatIf := fs.Bool("what-if", true, "also judge every PDU after a connection's reset (after_reset in --json) and lead the summary with what the policy refuses; =false: only the events of the gateway on the wire")
 	var syslogURLs urlFlags
 	fs.Var(&syslogURLs, "syslog", "also export the verdict events to this syslog URL (repeatable; see otgw run)")
+	syslogTimeout := fs.Duration("syslog-timeout", defaultSyslogTimeout, "with --syslog: how long to wait for the receivers to confirm every event (and for room in a full spool) before failing with the count not delivered")
+	spoolDir := fs.String("spool", "", "with --syslog: keep the syslog spool in `DIR`; events not delivered in time stay there for a later run (exit 0 when all are delivered or kept)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: otgw replay --policy P [--json] [--out DIR] [--syslog URL] [--fail-on-deny] [--what-if=false] CAPTURE...")
+		fmt.Fprintln(stderr, "usage: otgw replay --policy P [--json] [--out DIR] [--syslog URL [--syslog-timeout D] [--spool DIR]] [--fail-on-deny] [--what-if=false] CAPTURE...")
 		fmt.Fprintln(stderr, "Replays pcap/pcapng captures (merged in time order) through the gateway engine.")
 		fs.PrintDefaults()
 	}
@@ -69,27 +70,22 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 			bw.WriteByte('\n')
 		}
 	}
+	if *syslogTimeout <= 0 || (*spoolDir != "" && len(syslogURLs) == 0) {
+		fmt.Fprintln(stderr, "otgw replay: --syslog-timeout must be positive; --spool needs --syslog")
+		return exitUsage
+	}
+	var sx *replaySyslog
 	if len(syslogURLs) > 0 {
-		cfg, err := syslog.ParseURLs(syslogURLs...)
-		if err != nil {
+		if _, err := syslog.ParseURLs(syslogURLs...); err != nil {
 			fmt.Fprintf(stderr, "otgw replay: %v\n", err)
-			return 2
+			return exitUsage
 		}
-		spool, err := os.MkdirTemp("", "otgw-replay-spool-")
-		if err != nil {
+		if sx, err = startReplaySyslog(syslogURLs, *spoolDir, *syslogTimeout); err != nil {
 			fmt.Fprintf(stderr, "otgw replay: %v\n", err)
-			return 1
+			return exitRuntime
 		}
-		defer os.RemoveAll(spool)
-		x, err := syslog.New(cfg, spool, nil)
-		if err != nil {
-			fmt.Fprintf(stderr, "otgw replay: %v\n", err)
-			return 1
-		}
-		pipe := events.NewPipeline(events.PipelineConfig{}, x)
-		defer x.Close()
-		defer pipe.Close()
-		opts.Sink = pipe
+		defer sx.abort()
+		opts.Sink = sx.pipe
 	}
 	var files []*os.File
 	if *outDir != "" {
@@ -142,6 +138,12 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		}
 		if !*jsonOut {
 			fmt.Fprintf(bw, "\nwrote %s/{allowed.pcap,denied.pcap,report.json,report.html}\n", *outDir)
+		}
+	}
+	if sx != nil {
+		bw.Flush()
+		if code := sx.finish(stderr); code != exitOK {
+			return code
 		}
 	}
 	if *failOnDeny && rep.Denies > 0 {

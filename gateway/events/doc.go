@@ -12,7 +12,9 @@
 // (never events of severity critical or worse), queues them in a bounded
 // queue (a full queue drops, counts and later reports "dropped N" as a
 // TypeDropped event), and fans them out to the exporters from one
-// dispatcher goroutine. JSONFile is the default exporter (JSON lines,
+// dispatcher goroutine. Offline tools (otgw replay) set
+// PipelineConfig.Block instead: a full queue makes Emit wait (backpressure
+// on the replayed capture), so nothing is dropped. JSONFile is the default exporter (JSON lines,
 // size-capped with one rotation); gateway/syslog is the SOC exporter.
 // Severities follow RFC 5424 section 6.2.1; TimeQuality follows RFC 5424
 // section 7.1.

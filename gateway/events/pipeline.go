@@ -36,6 +36,15 @@ type PipelineConfig struct {
 	Now func() time.Time
 	// Logger receives the dispatcher's start/stop lines (default: discard).
 	Logger *slog.Logger
+	// Block makes Emit wait for room in a full queue instead of dropping:
+	// backpressure for offline tools (otgw replay), which have no real-time
+	// excuse to lose an event (DESIGN.md, Events). Never set it on the live
+	// gateway: its producers must never wait on an exporter. Aggregation
+	// still folds repeats as configured (a TypeAggregated event carries
+	// their count: that is not loss). With Block, a sink must not call
+	// Emit on the same pipeline from the dispatcher (it would wait for
+	// itself when the queue is full).
+	Block bool
 }
 
 // PipelineStats are cumulative counters of a Pipeline.
@@ -45,6 +54,7 @@ type PipelineStats struct {
 	Suppressed uint64 // repeats folded into TypeAggregated events
 	Aggregates uint64 // TypeAggregated events generated
 	Dropped    uint64 // events lost to a full queue or emitted after Close
+	Waited     uint64 // Emit calls that waited for room (PipelineConfig.Block)
 	Queued     int    // events waiting now
 }
 
@@ -53,7 +63,9 @@ type PipelineStats struct {
 //
 // Emit is safe for concurrent use and never blocks: the queue is bounded, a
 // full queue drops and counts, and the count later becomes a TypeDropped
-// event ("dropped N") with its own sequence number. Seq is contiguous over
+// event ("dropped N") with its own sequence number. With
+// PipelineConfig.Block (offline tools only) Emit waits for room instead,
+// and nothing is dropped until Close. Seq is contiguous over
 // the events that enter the queue, in queue order, so an exporter sees
 // 1, 2, 3... and the SOC can tell transport loss (a gap) from local loss (a
 // dropped event). Identical denies are aggregated (see PipelineConfig);
@@ -75,12 +87,15 @@ type Pipeline struct {
 	sinks atomic.Pointer[[]Sink]
 
 	mu          sync.Mutex // guards the fields below and the order of sends into q
+	room        sync.Cond  // on mu; Block: broadcast when the dispatcher takes an event
 	seq         uint64
 	pendingDrop uint64 // drops not yet reported by a TypeDropped event
 	agg         map[aggKey]*aggEntry
 	closed      bool
 
-	emitted, delivered, suppressed, aggregates, dropped atomic.Uint64
+	waiting atomic.Int32 // Emits waiting on room (Block)
+
+	emitted, delivered, suppressed, aggregates, dropped, waited atomic.Uint64
 }
 
 type aggKey struct {
@@ -128,6 +143,7 @@ func NewPipeline(cfg PipelineConfig, sinks ...Sink) *Pipeline {
 		done:    make(chan struct{}),
 		agg:     make(map[aggKey]*aggEntry),
 	}
+	p.room.L = &p.mu
 	if p.now == nil {
 		p.now = time.Now
 	}
@@ -177,7 +193,7 @@ func (p *Pipeline) Stats() PipelineStats {
 	return PipelineStats{
 		Emitted: p.emitted.Load(), Delivered: p.delivered.Load(),
 		Suppressed: p.suppressed.Load(), Aggregates: p.aggregates.Load(),
-		Dropped: p.dropped.Load(), Queued: len(p.q),
+		Dropped: p.dropped.Load(), Waited: p.waited.Load(), Queued: len(p.q),
 	}
 }
 
@@ -185,16 +201,30 @@ func aggregatable(e *Event) bool {
 	return (e.Type == TypeDeny || e.Type == TypeAlert) && e.Severity > SevCritical
 }
 
+// limit is the queue length up to which an event of severity sev may be
+// queued: the last eighth is reserved for critical events and worse.
+func (p *Pipeline) limit(sev Severity) int {
+	if sev <= SevCritical {
+		return cap(p.q)
+	}
+	return cap(p.q) - p.reserve
+}
+
 // Emit implements Sink. It takes ownership of e, sets Time if it is zero,
-// and returns without waiting for any exporter. Safe for concurrent use.
+// and returns without waiting for any exporter (with PipelineConfig.Block:
+// it waits until the dispatcher has made room in the queue). Safe for
+// concurrent use.
 func (p *Pipeline) Emit(e *Event) {
 	p.emitted.Add(1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cfg.Block {
+		p.waitRoomLocked(e.Severity)
+	}
 	now := p.now()
 	if e.Time.IsZero() {
 		e.Time = now
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed {
 		p.dropped.Add(1)
 		return
@@ -220,13 +250,28 @@ func (p *Pipeline) Emit(e *Event) {
 	p.enqueueLocked(e)
 }
 
+// waitRoomLocked (Block) waits until the queue has room for two events
+// of severity sev (an aggregation summary and the event itself) or the
+// pipeline is closed. Only holders of p.mu send on p.q, and Emit keeps
+// p.mu from here until it has queued, so the room found stays. The
+// waiting happens before Emit touches any state, so a wait never splits
+// an aggregation update.
+func (p *Pipeline) waitRoomLocked(sev Severity) {
+	if p.closed || len(p.q)+2 <= p.limit(sev) {
+		return
+	}
+	p.waited.Add(1)
+	p.waiting.Add(1)
+	for !p.closed && len(p.q)+2 > p.limit(sev) {
+		p.room.Wait()
+	}
+	p.waiting.Add(-1)
+}
+
 // enqueueLocked assigns Seq and queues e, or counts a drop. Never blocks:
 // only holders of p.mu send on p.q and they check the room first.
 func (p *Pipeline) enqueueLocked(e *Event) {
-	limit := cap(p.q) - p.reserve
-	if e.Severity <= SevCritical {
-		limit = cap(p.q)
-	}
+	limit := p.limit(e.Severity)
 	if p.pendingDrop > 0 && len(p.q)+2 <= limit {
 		p.reportDropsLocked()
 	}
@@ -280,18 +325,36 @@ func (p *Pipeline) flushEntryLocked(k aggKey, ent *aggEntry) {
 }
 
 // tick reports pending drops and closes aggregation windows that ended
-// (all of them when final).
-func (p *Pipeline) tick(final bool) {
+// (all of them when final). It runs on the dispatcher, which cannot wait
+// for room it alone makes: with Block it closes only the windows whose
+// summaries fit in the queue now and reports whether any ended window is
+// left for the next tick (an Emit of the same key closes it too).
+func (p *Pipeline) tick(final bool) (more bool) {
 	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k, ent := range p.agg {
 		if final || !now.Before(ent.windowEnd) {
+			if p.cfg.Block && ent.count > 0 && len(p.q) >= p.limit(ent.first.Severity) {
+				more = true
+				continue
+			}
 			p.flushEntryLocked(k, ent)
 		}
 	}
 	if p.pendingDrop > 0 && len(p.q) < cap(p.q) {
 		p.reportDropsLocked()
+	}
+	return more
+}
+
+// took is called by the dispatcher after it took an event from the queue:
+// with Block it wakes the Emits waiting for room.
+func (p *Pipeline) took() {
+	if p.waiting.Load() > 0 {
+		p.mu.Lock()
+		p.room.Broadcast()
+		p.mu.Unlock()
 	}
 }
 
@@ -317,12 +380,15 @@ func (p *Pipeline) runDispatch() {
 	for {
 		select {
 		case e := <-p.q:
+			p.took()
 			p.deliver(e)
 		case <-t.C:
 			p.tick(false)
 		case <-p.stop:
 			p.drain()
-			p.tick(true)
+			for p.tick(true) {
+				p.drain()
+			}
 			p.drain()
 			p.log.Info("dispatcher stopped", "delivered", p.delivered.Load(), "dropped", p.dropped.Load())
 			return
@@ -334,6 +400,7 @@ func (p *Pipeline) drain() {
 	for {
 		select {
 		case e := <-p.q:
+			p.took()
 			p.deliver(e)
 		default:
 			return
@@ -349,6 +416,7 @@ func (p *Pipeline) Close() {
 	p.mu.Lock()
 	already := p.closed
 	p.closed = true
+	p.room.Broadcast() // Block: waiting Emits give up (counted as dropped)
 	p.mu.Unlock()
 	if !already {
 		close(p.stop)

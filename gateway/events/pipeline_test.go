@@ -2,6 +2,7 @@ package events
 
 import (
 	"bufio"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -201,4 +202,125 @@ func BenchmarkPipelineEmit(b *testing.B) {
 		}
 		p.Close()
 	})
+}
+
+// Block (offline tools): a slow exporter makes Emit wait, never drop;
+// every event arrives once, in sequence order, from several producers.
+func TestPipelineBlockWaitsInsteadOfDropping(t *testing.T) {
+	var c collect
+	n := 0
+	p := NewPipeline(PipelineConfig{QueueLen: 16, AggregateWindow: -1, Block: true}, SinkFunc(func(e *Event) {
+		if n++; n%64 == 0 {
+			time.Sleep(time.Millisecond) // an exporter slower than the producers
+		}
+		c.Emit(e)
+	}))
+	const producers, each = 4, 1000
+	var wg sync.WaitGroup
+	for g := 0; g < producers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				p.Emit(&Event{Type: TypeLink, Severity: SevInfo})
+			}
+		}()
+	}
+	wg.Wait()
+	p.Close()
+	st := p.Stats()
+	if len(c.ev) != producers*each || st.Dropped != 0 {
+		t.Fatalf("delivered %d, dropped %d; want %d, 0", len(c.ev), st.Dropped, producers*each)
+	}
+	for i, e := range c.ev {
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("seq %d at %d: not contiguous", e.Seq, i)
+		}
+	}
+	if st.Waited == 0 {
+		t.Errorf("no Emit waited (stats %+v): the queue of 16 never filled, the test proves nothing", st)
+	}
+}
+
+// Block with aggregation: windows that end while the queue is full are
+// closed later, never dropped; delivered denies plus the counts of the
+// summaries add up to what was emitted.
+func TestPipelineBlockAggregationAddsUp(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	var c collect
+	p := NewPipeline(PipelineConfig{QueueLen: 8, AggregateWindow: 10 * time.Millisecond, Now: clock, Block: true},
+		SinkFunc(func(e *Event) {
+			if len(c.ev)%128 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			c.Emit(e)
+		}))
+	const n = 20000
+	for i := 0; i < n; i++ {
+		if i%50 == 0 {
+			mu.Lock()
+			now = now.Add(3 * time.Millisecond)
+			mu.Unlock()
+		}
+		// 64 keys (sources), so the aggregation table has many open windows
+		p.Emit(deny(fmt.Sprintf("192.0.2.%d:40000", 1+i%64)))
+	}
+	p.Close()
+	st := p.Stats()
+	denies, folded := 0, 0
+	for i, e := range c.ev {
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("seq %d at %d: not contiguous", e.Seq, i)
+		}
+		switch e.Type {
+		case TypeDeny:
+			denies++
+		case TypeAggregated:
+			folded += e.Count
+		default:
+			t.Errorf("unexpected %s event: %s", e.Type, e.Message)
+		}
+	}
+	if denies+folded != n || st.Dropped != 0 {
+		t.Errorf("%d denies + %d folded = %d, dropped %d; want %d, 0 (stats %+v)", denies, folded, denies+folded, st.Dropped, n, st)
+	}
+	if folded == 0 {
+		t.Error("nothing was aggregated: the test proves nothing about windows closed under backpressure")
+	}
+}
+
+// Close while an Emit waits for room: the Emit returns (counted as
+// dropped, loudly) instead of hanging.
+func TestPipelineBlockCloseReleasesWaiters(t *testing.T) {
+	gate := make(chan struct{})
+	p := NewPipeline(PipelineConfig{QueueLen: 8, AggregateWindow: -1, Block: true}, SinkFunc(func(*Event) { <-gate }))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 20; i++ {
+			p.Emit(&Event{Type: TypeLink, Severity: SevInfo})
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Stats().Waited == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if p.Stats().Waited == 0 {
+		t.Fatal("the producer never waited")
+	}
+	closed := make(chan struct{})
+	go func() { p.Close(); close(closed) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Emit still waiting after Close")
+	}
+	close(gate)
+	<-closed
+	st := p.Stats()
+	if st.Delivered+st.Dropped != 20 || st.Dropped == 0 {
+		t.Errorf("stats %+v: want delivered+dropped = 20 with the late ones dropped", st)
+	}
 }

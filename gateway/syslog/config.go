@@ -76,6 +76,17 @@ type Config struct {
 	// CloseTimeout bounds how long Close waits for the destinations to
 	// drain the spool (default DefaultCloseTimeout).
 	CloseTimeout time.Duration
+	// SpoolFullWait, when positive, makes Emit wait for room in a full
+	// spool instead of dropping the lowest-severity records, as long as
+	// the destinations keep making room: Emit gives up (and the spool
+	// drops as usual, counted in Stats.Dropped) once the spool has been
+	// full and no record left it for SpoolFullWait. Offline tools (otgw
+	// replay) set it so that a slow or briefly absent receiver slows the
+	// replay down instead of losing events. Zero, the live default, never
+	// waits: the gateway's event pipeline must not stall on the SOC. With
+	// SpoolFullWait set Notify too: the exporter's own events spooled
+	// without it would displace lower-severity records of a full spool.
+	SpoolFullWait time.Duration
 	// Hostname, AppName, SWVersion fill the message headers (defaults:
 	// os.Hostname(), "otgw", "dev").
 	Hostname, AppName, SWVersion string

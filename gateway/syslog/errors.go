@@ -11,4 +11,5 @@ var (
 	ErrNotConfirmed = errors.New("syslog: delivery not confirmed")
 	ErrPeerClosed   = errors.New("syslog: receiver closed the connection")
 	ErrCloseTimeout = errors.New("syslog: close deadline passed before the spool drained")
+	ErrUndelivered  = errors.New("syslog: records not delivered")
 )

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,8 @@ type Exporter struct {
 
 	emitted   atomic.Uint64
 	emitFails atomic.Uint64
+	waited    atomic.Uint64 // Emits that waited for room (SpoolFullWait)
+	gaveUp    atomic.Uint64 // ... and gave up waiting
 
 	// started and bootID give the sysUpTime of RFC 5424's meta element:
 	// the time since this exporter started, for events of this run only
@@ -64,6 +67,7 @@ type DestStats struct {
 	Confirmed uint64 // records confirmed delivered
 	Resent    uint64 // records written again after an unconfirmed batch
 	Failures  uint64 // failed dials and unconfirmed batches
+	LastError string // why the destination last went down ("" if never)
 }
 
 // Stats are the exporter's counters.
@@ -73,6 +77,9 @@ type Stats struct {
 	SpoolBytes   int64
 	Dropped      uint64 // records dropped because the spool was full
 	SpoolLost    uint64 // records lost to spool corruption found at start (estimate)
+	EmitFailures uint64 // events Emit could not spool (disk errors)
+	Waited       uint64 // Emits that waited for room in a full spool (SpoolFullWait)
+	GaveUp       uint64 // ... and gave up after SpoolFullWait without progress
 	Dests        []DestStats
 }
 
@@ -85,8 +92,9 @@ type dest struct {
 
 	wake chan struct{}
 
-	mu sync.Mutex // guards c
-	c  *conn
+	mu      sync.Mutex // guards c and lastErr
+	c       *conn
+	lastErr string
 
 	up                                atomic.Bool
 	sent, confirmed, resent, failures atomic.Uint64
@@ -201,6 +209,16 @@ func (x *Exporter) Emit(e *events.Event) {
 	}
 	x.emitMu.Lock()
 	x.buf = e.AppendJSON(x.buf[:0])
+	if x.cfg.SpoolFullWait > 0 {
+		if room, _ := x.sp.hasRoom(len(x.buf)); !room {
+			// Wait without emitMu: a sender may need it to report its state.
+			n := len(x.buf)
+			x.emitMu.Unlock()
+			x.waitRoom(n)
+			x.emitMu.Lock()
+			x.buf = e.AppendJSON(x.buf[:0])
+		}
+	}
 	ok, err := x.sp.append(uint8(min(e.Severity, events.SevDebug)), x.buf)
 	if ok && e.Seq > 0 && e.BootID != "" && validBootID(e.BootID) {
 		x.lastBoot, x.lastSeq, x.stateDirty = e.BootID, e.Seq, true
@@ -211,6 +229,92 @@ func (x *Exporter) Emit(e *events.Event) {
 		x.log.LogAttrs(context.Background(), slog.LevelError, "spool append failed", slog.Any("err", err))
 	}
 	x.reportDrops()
+}
+
+// waitRoom (SpoolFullWait) waits until a record of n bytes fits in the
+// spool, or until the spool has been full with no record leaving it for
+// SpoolFullWait (counted from the later of the last record to leave and
+// the exporter's start): then the caller appends anyway and the spool
+// drops, counted.
+func (x *Exporter) waitRoom(n int) {
+	x.waited.Add(1)
+	for _, d := range x.dests {
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+	}
+	wait := 100 * time.Microsecond
+	for {
+		room, freedAt := x.sp.hasRoom(n)
+		if room {
+			return
+		}
+		if since := time.Since(later(freedAt, x.started)); since >= x.cfg.SpoolFullWait {
+			x.gaveUp.Add(1)
+			return
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 10*time.Millisecond)
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// Flush waits until every destination has confirmed every spooled record
+// (as "confirmed" is defined in the package documentation), or until ctx
+// is done. It returns nil, or an error matching ErrUndelivered that names
+// the records each destination still lacks and why it last went down. A
+// sender backing off after a failure keeps its schedule: give ctx at
+// least BackoffMax to ride out a receiver restart.
+func (x *Exporter) Flush(ctx context.Context) error {
+	for _, d := range x.dests {
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if x.sp.isClosed() {
+			return ErrClosed
+		}
+		left := 0
+		for _, d := range x.dests {
+			left += x.sp.pendingFor(d.d.Name)
+		}
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return x.undelivered()
+		case <-t.C:
+		}
+	}
+}
+
+// undelivered describes the records the destinations have not confirmed.
+func (x *Exporter) undelivered() error {
+	var parts []string
+	for _, d := range x.dests {
+		n := x.sp.pendingFor(d.d.Name)
+		if n == 0 {
+			continue
+		}
+		p := fmt.Sprintf("%s: %d records", d.d.Name, n)
+		if le := d.lastError(); le != "" {
+			p += " (last error: " + le + ")"
+		}
+		parts = append(parts, p)
+	}
+	return fmt.Errorf("%w: %s", ErrUndelivered, strings.Join(parts, "; "))
 }
 
 // uptime is the Formatter's sysUpTime source: e.Time minus the exporter's
@@ -272,12 +376,13 @@ func (x *Exporter) notify(e *events.Event) {
 // Stats returns the exporter's counters.
 func (x *Exporter) Stats() Stats {
 	n, b, dr := x.sp.stats()
-	s := Stats{Emitted: x.emitted.Load(), SpoolRecords: n, SpoolBytes: b, Dropped: dr, SpoolLost: x.sp.lostAtOpen()}
+	s := Stats{Emitted: x.emitted.Load(), SpoolRecords: n, SpoolBytes: b, Dropped: dr, SpoolLost: x.sp.lostAtOpen(),
+		EmitFailures: x.emitFails.Load(), Waited: x.waited.Load(), GaveUp: x.gaveUp.Load()}
 	for _, d := range x.dests {
 		s.Dests = append(s.Dests, DestStats{
 			Name: d.d.Name, Up: d.up.Load(), Pending: x.sp.pendingFor(d.d.Name),
 			Sent: d.sent.Load(), Confirmed: d.confirmed.Load(), Resent: d.resent.Load(),
-			Failures: d.failures.Load(),
+			Failures: d.failures.Load(), LastError: d.lastError(),
 		})
 	}
 	return s
@@ -370,6 +475,12 @@ func (d *dest) setConn(c *conn) {
 	d.mu.Unlock()
 }
 
+func (d *dest) lastError() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lastErr
+}
+
 func (d *dest) closeConn() {
 	d.mu.Lock()
 	if d.c != nil {
@@ -395,6 +506,11 @@ func jitter(t time.Duration) time.Duration {
 }
 
 func (d *dest) setUp(up bool, err error) {
+	if err != nil {
+		d.mu.Lock()
+		d.lastErr = err.Error()
+		d.mu.Unlock()
+	}
 	if d.up.Swap(up) == up {
 		return
 	}
@@ -415,9 +531,25 @@ func (d *dest) setUp(up bool, err error) {
 	d.x.notify(e)
 }
 
+// heldBatch is a batch the receiver's TCP acknowledged, held back from
+// the spool cursor until the connection has stayed up for the hold.
+type heldBatch struct {
+	next uint64 // id after its last record
+	n    int
+	at   time.Time
+}
+
 // run is the sender of one destination: read from its cursor, connect,
 // write, confirm, advance. It never touches another destination's cursor,
 // so one receiver down never stalls another.
+//
+// A batch the receiver's TCP acknowledged is still held for ConfirmWait
+// before the spool cursor moves past it: a receiver that is stopped drops
+// what sat in its socket buffer and queues, and closes the connection; if
+// the connection dies within the hold, the held batches are sent again
+// (duplicates carry the same sequenceId). Measured against rsyslogd
+// stopped by SIGTERM under load: without the hold, 453 acknowledged
+// records of 200,000 never reached its output.
 func (d *dest) run() {
 	defer d.x.wg.Done()
 	ctx := d.x.ctx
@@ -431,28 +563,63 @@ func (d *dest) run() {
 			c.close()
 		}
 	}()
+	hold := d.d.ConfirmWait
+	if d.d.Network == "udp" {
+		hold = 0 // nothing to watch: a datagram is delivered when sent
+	}
+	var held []heldBatch
+	next := d.x.sp.cursor(d.d.Name) // next id to send
 	var out []byte
 	var ev events.Event
 	lastFailed := uint64(0) // first id of the last batch that failed
 	for ctx.Err() == nil {
-		cur := d.x.sp.cursor(d.d.Name)
-		recs, err := d.x.sp.read(cur, defaultBatchRecords, defaultBatchBytes)
+		if len(held) > 0 {
+			if derr := c.isDead(); c == nil || derr != nil {
+				// The receiver closed within the hold: what it held may be lost.
+				c.close()
+				c = nil
+				d.setConn(nil)
+				d.failures.Add(1)
+				d.setUp(false, derr)
+				held = held[:0]
+				next = d.x.sp.cursor(d.d.Name)
+				lastFailed = next
+				continue
+			}
+			now := time.Now()
+			for len(held) > 0 && now.Sub(held[0].at) >= hold {
+				d.x.sp.ack(d.d.Name, held[0].next)
+				d.confirmed.Add(uint64(held[0].n))
+				held = held[1:]
+			}
+		}
+		recs, err := d.x.sp.read(next, defaultBatchRecords, defaultBatchBytes)
 		if err != nil {
 			d.log.Error("spool read", "err", err)
 			err = nil
 		}
 		if len(recs) == 0 {
-			select {
-			case <-d.x.closing:
-				return
-			default:
+			wait := time.Second
+			if len(held) > 0 {
+				wait = max(hold-time.Since(held[0].at), 0)
+			} else {
+				select {
+				case <-d.x.closing:
+					return
+				default:
+				}
 			}
+			tm := time.NewTimer(wait)
 			select {
 			case <-d.wake:
 			case <-ctx.Done():
 			case <-d.x.closing:
-			case <-time.After(time.Second):
+				if len(held) > 0 {
+					<-tm.C // finish the hold, then stop
+				}
+			case <-tm.C:
 			}
+			tm.Stop()
 			continue
 		}
 		if c == nil {
@@ -496,7 +663,9 @@ func (d *dest) run() {
 			d.resent.Add(uint64(len(recs)))
 		}
 		if err != nil {
-			lastFailed = recs[0].id
+			held = held[:0]
+			next = d.x.sp.cursor(d.d.Name) // the held batches go again too
+			lastFailed = next
 			d.failures.Add(1)
 			c.close()
 			c = nil
@@ -508,8 +677,13 @@ func (d *dest) run() {
 			backoff = min(backoff*2, d.d.BackoffMax)
 			continue
 		}
-		d.x.sp.ack(d.d.Name, recs[len(recs)-1].id+1)
-		d.confirmed.Add(uint64(len(recs)))
+		next = recs[len(recs)-1].id + 1
+		if hold > 0 {
+			held = append(held, heldBatch{next: next, n: len(recs), at: time.Now()})
+		} else {
+			d.x.sp.ack(d.d.Name, next)
+			d.confirmed.Add(uint64(len(recs)))
+		}
 		d.setUp(true, nil)
 		backoff = d.d.BackoffMin
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Spool record layout (little endian), 20-byte header then payload:
@@ -76,6 +77,10 @@ type spool struct {
 	wbuf      []byte
 	waiters   []chan struct{}
 	closed    bool
+	// freedAt is when a record last left the spool (every destination
+	// confirmed it; records dropped to the cap do not count): the
+	// destinations' progress that SpoolFullWait waits for.
+	freedAt time.Time
 }
 
 func openSpool(dir string, capBytes int64, names []string, log *slog.Logger) (*spool, error) {
@@ -549,6 +554,12 @@ func (s *spool) tail(n int) []record {
 	return out
 }
 
+func (s *spool) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 // next returns the id the next appended record will get.
 func (s *spool) next() uint64 {
 	s.mu.Lock()
@@ -568,10 +579,31 @@ func (s *spool) ack(name string, next uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if next > s.cursors[name] {
+		before := s.minCursorLocked()
 		s.cursors[name] = next
 		s.dirtyCurs = true
+		if s.minCursorLocked() > before {
+			s.freedAt = time.Now()
+		}
 		s.reclaimLocked()
 	}
+}
+
+// hasRoom reports whether a record of n payload bytes fits under the cap
+// without dropping an undelivered record (true as well when waiting is
+// pointless: the spool is closed or the record can never fit), and when
+// records last left the spool (see freedAt).
+func (s *spool) hasRoom(n int) (ok bool, freedAt time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	need := int64(recHeader + n)
+	if s.closed || n > maxRecord || need > s.capB/4 {
+		return true, s.freedAt // never fits: append drops it, waiting would not help
+	}
+	if s.used+need > s.capB {
+		s.reclaimLocked()
+	}
+	return s.used+need <= s.capB, s.freedAt
 }
 
 // pendingFor counts the records destination name has not confirmed.

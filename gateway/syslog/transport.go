@@ -75,6 +75,9 @@ func (c *conn) watch() {
 }
 
 func (c *conn) isDead() error {
+	if c == nil {
+		return ErrPeerClosed
+	}
 	select {
 	case <-c.dead:
 		return fmt.Errorf("%w: %v", ErrPeerClosed, c.deadErr)
