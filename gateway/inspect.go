@@ -138,6 +138,55 @@ func (e *Engine) getInspector(proto protocols.Proto) *inspector {
 	return in
 }
 
+// reclaimScan bounds how many least recently used transient flows one new
+// flow may look at when the memory cap is full.
+const reclaimScan = 64
+
+// reclaimInspector makes an inspector of proto available when the memory
+// cap refused a new one: it releases expired flows from the least recently
+// used end of both classes, then the least recently used transient flows
+// (handshake in progress, closing, unanswered) that hold an inspector of
+// proto. Established flows are never taken for a newcomer, so a SYN flood
+// from an allowed address can fill the cap with half-open flows but not
+// lock out new connections (issue 15) nor cut a session. It reports
+// whether an inspector of proto was freed. Bounded work: at most
+// reclaimScan flows are looked at.
+func (e *Engine) reclaimInspector(now int64, proto protocols.Proto) bool {
+	t := e.tab
+	freed, expired := false, 0
+	t.mu.Lock()
+	for c := range numClasses {
+		for scanned := 0; scanned < reclaimScan; scanned++ {
+			j := t.tail[c]
+			if j == noSlot || t.slots[j].lastSeen+t.slots[j].timeout > now || !t.slots[j].mu.TryLock() {
+				break
+			}
+			in := t.release(j)
+			t.slots[j].mu.Unlock()
+			freed = freed || in != nil && in.proto == proto
+			e.putInspector(in)
+			expired++
+		}
+	}
+	evicted := 0
+	for j, scanned := t.tail[classTransient], 0; !freed && j != noSlot && scanned < reclaimScan; scanned++ {
+		f := &t.slots[j]
+		prev := f.prev
+		if f.insp != nil && f.insp.proto == proto && f.mu.TryLock() {
+			in := t.release(j)
+			f.mu.Unlock()
+			e.putInspector(in)
+			freed = true
+			evicted++
+		}
+		j = prev
+	}
+	t.mu.Unlock()
+	e.ctr.flowsExpired.Add(uint64(expired))
+	e.ctr.flowsEvicted.Add(uint64(evicted))
+	return freed
+}
+
 // putInspector resets in and returns it to its free list.
 func (e *Engine) putInspector(in *inspector) {
 	if in == nil {

@@ -235,6 +235,9 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 	var insp *inspector
 	if v.Action == rules.Allow && v.Inspect != protocols.ProtoNone {
 		insp = e.getInspector(v.Inspect)
+		if insp == nil && e.reclaimInspector(c.now, v.Inspect) {
+			insp = e.getInspector(v.Inspect)
+		}
 		if insp == nil {
 			e.reportDrop(c, nil, DropMemoryCap)
 			return true

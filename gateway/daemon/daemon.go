@@ -501,12 +501,19 @@ func (d *Daemon) runDatapath(ctx context.Context, dp *datapath) error {
 	go func() { done <- dp.fwd.Run(ctx) }()
 	tick := time.NewTicker(readWake)
 	defer tick.Stop()
-	var unhealthySince time.Time
+	var unhealthySince, lastExpire time.Time
 	for {
 		select {
 		case err := <-done:
 			return err
-		case <-tick.C:
+		case now := <-tick.C:
+			// Idle flows leave the table (and give back their inspectors)
+			// once a second even when no new flow comes to reclaim them,
+			// so counters, /flows and the memory cap show live flows only.
+			if dp.engine != nil && now.Sub(lastExpire) >= time.Second {
+				dp.engine.Expire(now)
+				lastExpire = now
+			}
 			if dp.fwd.Healthy() {
 				unhealthySince = time.Time{}
 				continue
