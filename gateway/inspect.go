@@ -104,6 +104,11 @@ func (e *Engine) newInspector(proto protocols.Proto) *inspector {
 	case protocols.ProtoOPCUA:
 		in.ua = new(uaState)
 		size += int64(unsafe.Sizeof(*in.ua))
+		// Write/Call bodies that span chunks are buffered for their
+		// NodeIds: the buffers count against the memory cap like held
+		// bytes (a flow that would exceed it fails the message as
+		// message_too_large, it does not grow the process).
+		in.ua.ch.Budget = e.chargeMemory
 	}
 	for i := range in.dir {
 		in.dir[i].hold = make([]byte, 0, initialHold)
@@ -136,6 +141,21 @@ func (e *Engine) getInspector(proto protocols.Proto) *inspector {
 		return nil
 	}
 	return in
+}
+
+// chargeMemory charges delta bytes of parser buffers to the memory cap
+// (delta < 0 gives them back); false, and nothing charged, when they do
+// not fit.
+func (e *Engine) chargeMemory(delta int64) bool {
+	if delta <= 0 {
+		e.mem.Add(delta)
+		return true
+	}
+	if e.mem.Add(delta) > e.cfg.MemoryCap {
+		e.mem.Add(-delta)
+		return false
+	}
+	return true
 }
 
 // reclaimScan bounds how many least recently used transient flows one new
@@ -215,7 +235,8 @@ func (in *inspector) reset() {
 		in.dn.reasm[1].Reset()
 		in.dn.outstanding = [16]uint8{}
 	case in.ua != nil:
-		in.ua.ch = opcua.Channel{}
+		in.ua.ch.Release()
+		in.ua.ch = opcua.Channel{Budget: in.ua.ch.Budget}
 		in.ua.nout = 0
 	}
 }

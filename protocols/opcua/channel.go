@@ -100,6 +100,14 @@ func (a *assembly) reset() {
 type Channel struct {
 	MaxChunks      int // 0: DefaultMaxChunks
 	MaxMessageSize int // 0: DefaultMaxMessageSize
+	// Budget, when set, is asked before the buffer of a Write or Call
+	// body grows by delta bytes (delta > 0: true lets it grow) and told
+	// when bytes are given back (delta < 0): the gateway charges the
+	// buffers to its memory cap. A refused growth fails the message as
+	// AnomalyMessageTooLarge (its NodeIds are then unknown, so a rule
+	// that restricts them refuses it). nil: no accounting.
+	Budget func(delta int64) bool
+	charged int64 // buffer capacity charged to Budget
 
 	state        chanState
 	midstream    bool // picked up without seeing the handshake
@@ -155,6 +163,7 @@ func (c *Channel) MaxChunkSize(dir protocols.Dir) uint32 {
 // demanding the handshake (monitor use only: the gateway itself never
 // adopts a flow mid-stream in enforce mode).
 func (c *Channel) Gap(dir protocols.Dir) {
+	c.trim(&c.asm[dirIndex(dir)])
 	c.asm[dirIndex(dir)].reset()
 	c.seqKnown[dirIndex(dir)] = false
 	if c.state == stInit {
@@ -365,12 +374,14 @@ func (c *Channel) decode(d int, b []byte, m *Message) Anomaly {
 func (c *Channel) chunk(d int, asm *assembly, m *Message) Anomaly {
 	var anomaly Anomaly
 	if m.Chunk == ChunkAbort {
+		c.trim(asm)
 		asm.reset()
 		return AnomalyNone
 	}
 	if asm.active && m.HasSequence && m.RequestID != asm.requestID {
 		// A chunk of another message before this one's final chunk.
 		anomaly = AnomalyInterleavedChunks
+		c.trim(asm)
 		asm.reset()
 		if m.Chunk == ChunkFinal || m.Chunk == ChunkIntermediate {
 			// This chunk's body starts its own message: decode it so.
@@ -422,7 +433,15 @@ func (c *Channel) chunk(d int, asm *assembly, m *Message) Anomaly {
 		if asm.failed {
 			asm.buf = asm.buf[:0]
 		} else if asm.buffer {
-			asm.buf = append(asm.buf, body...)
+			if !c.grow(asm, len(body), maxSize) {
+				asm.failed = true
+				asm.buf = asm.buf[:0]
+				if anomaly == AnomalyNone {
+					anomaly = AnomalyMessageTooLarge
+				}
+			} else {
+				asm.buf = append(asm.buf, body...)
+			}
 		}
 	}
 	if m.Chunk == ChunkIntermediate {
@@ -446,8 +465,55 @@ func (c *Channel) chunk(d int, asm *assembly, m *Message) Anomaly {
 			anomaly = a
 		}
 	}
+	c.trim(asm)
 	asm.reset()
 	return anomaly
+}
+
+// keepBuffer is the body buffer capacity a direction keeps between
+// messages; a larger buffer is given back when its message ends.
+const keepBuffer = 64 << 10
+
+// grow makes room for n more body bytes in asm.buf, charging the new
+// capacity to Budget; false when Budget refuses.
+func (c *Channel) grow(asm *assembly, n, maxSize int) bool {
+	need := len(asm.buf) + n
+	if need <= cap(asm.buf) {
+		return true
+	}
+	newCap := min(max(need, 2*cap(asm.buf), 4096), max(need, maxSize))
+	delta := int64(newCap - cap(asm.buf))
+	if c.Budget != nil && !c.Budget(delta) {
+		return false
+	}
+	c.charged += delta
+	nb := make([]byte, len(asm.buf), newCap)
+	copy(nb, asm.buf)
+	asm.buf = nb
+	return true
+}
+
+// trim gives a large body buffer back when its message ends.
+func (c *Channel) trim(asm *assembly) {
+	if n := int64(cap(asm.buf)); n > keepBuffer {
+		asm.buf = nil
+		c.charged -= n
+		if c.Budget != nil {
+			c.Budget(-n)
+		}
+	}
+}
+
+// Release gives every byte charged to Budget back (the channel's buffers
+// are dropped); call it before discarding or zeroing the Channel.
+func (c *Channel) Release() {
+	for i := range c.asm {
+		c.asm[i].buf = nil
+	}
+	if c.Budget != nil && c.charged != 0 {
+		c.Budget(-c.charged)
+	}
+	c.charged = 0
 }
 
 // symHeaderLen is the length of the message header and the symmetric
