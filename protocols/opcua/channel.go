@@ -106,7 +106,7 @@ type Channel struct {
 	// buffers to its memory cap. A refused growth fails the message as
 	// AnomalyMessageTooLarge (its NodeIds are then unknown, so a rule
 	// that restricts them refuses it). nil: no accounting.
-	Budget func(delta int64) bool
+	Budget  func(delta int64) bool
 	charged int64 // buffer capacity charged to Budget
 
 	state        chanState
