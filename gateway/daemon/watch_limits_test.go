@@ -44,6 +44,11 @@ conduits:
 	return path
 }
 
+// allocSlack covers what TotalAlloc also counts besides the load: other
+// goroutines of the test binary and, under -race, the detector's shadow
+// bookkeeping (CI's race pass measured 1.5 KiB over the bare bound).
+const allocSlack = 256 << 10
+
 func allocated(fn func()) uint64 {
 	var a, b runtime.MemStats
 	runtime.GC()
@@ -76,8 +81,8 @@ func TestReloadRefusesHugePolicy(t *testing.T) {
 		start := time.Now()
 		n := allocated(func() { err = w.Reload() })
 		t.Logf("reload of a %d-entry policy refused in %v, %d KiB allocated", entries, time.Since(start).Round(time.Millisecond), n>>10)
-		if n > 2*rules.MaxPolicyBytes {
-			t.Errorf("reload allocated %d bytes, want at most %d", n, 2*rules.MaxPolicyBytes)
+		if n > 2*rules.MaxPolicyBytes+allocSlack {
+			t.Errorf("reload allocated %d bytes, want at most %d", n, 2*rules.MaxPolicyBytes+allocSlack)
 		}
 		var ps rules.Problems
 		if !errors.As(err, &ps) || ps[0].Line != 12 {
