@@ -1,15 +1,12 @@
 package rules
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/otgw/otgw/internal/testenv"
 	"gopkg.in/yaml.v3"
 )
 
@@ -190,61 +187,27 @@ func TestPrescanReadsYAML(t *testing.T) {
 	wantProblem(t, err, 5+MaxListLen+1, 0, "more than 10000 entries")
 }
 
-// hugeUnitsFile writes a policy of at least size bytes to dir: a units list
-// of entries "1, " (so a file of N bytes holds N/3 entries).
-func hugeUnitsFile(t *testing.T, dir string, entries int) string {
-	t.Helper()
-	src, _ := policyWithUnits("[")
-	var b bytes.Buffer
-	b.WriteString(strings.TrimSuffix(src, "\n"))
-	chunk := bytes.Repeat([]byte("1, "), 1<<16)
-	for range entries >> 16 {
-		b.Write(chunk)
-	}
-	b.Write(chunk[:3*(entries&(1<<16-1))])
-	b.WriteString("1]\n")
-	path := filepath.Join(dir, "big.yaml")
-	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// allocSlack covers what TotalAlloc also counts besides the load: other
-// goroutines of the test binary and, under -race, the detector's shadow
-// bookkeeping (CI's race pass measured 1.5 KiB over the bare bound).
-const allocSlack = 256 << 10
-
-func allocated(fn func()) uint64 {
-	var a, b runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&a)
-	fn()
-	runtime.ReadMemStats(&b)
-	return b.TotalAlloc - a.TotalAlloc
-}
-
 // TestHugePolicyRefused: a 100 MB policy (33 M units) is refused by Load
 // at the line the 4 MiB limit falls on, having read 4 MiB of it; a policy
 // just under the size limit with a 1.3 M-entry list is refused by the
 // scan, before any YAML tree is built.
 func TestHugePolicyRefused(t *testing.T) {
 	dir := t.TempDir()
-	path := hugeUnitsFile(t, dir, 100<<20/3)
+	path := testenv.HugePolicy(t, dir, 100<<20/3)
 	var err error
-	n := allocated(func() { _, err = Load(path) })
+	n := testenv.Allocated(func() { _, err = Load(path) })
 	wantProblem(t, err, 12, 0, "more than the limit of 4194304 bytes")
 	if !strings.Contains(err.Error(), path+":12:") {
 		t.Errorf("error %q does not name the file and line", err)
 	}
-	if n > 2*MaxPolicyBytes+allocSlack {
-		t.Errorf("Load allocated %d bytes, want at most %d", n, 2*MaxPolicyBytes+allocSlack)
+	if n > 2*MaxPolicyBytes+testenv.AllocSlack {
+		t.Errorf("Load allocated %d bytes, want at most %d", n, 2*MaxPolicyBytes+testenv.AllocSlack)
 	}
 
-	path = hugeUnitsFile(t, dir, (MaxPolicyBytes-4096)/3)
-	n = allocated(func() { _, err = Load(path) })
+	path = testenv.HugePolicy(t, dir, (MaxPolicyBytes-4096)/3)
+	n = testenv.Allocated(func() { _, err = Load(path) })
 	wantProblem(t, err, 12, 19+3*MaxListLen, "list has more than 10000 entries")
-	if n > 2*MaxPolicyBytes+allocSlack {
-		t.Errorf("Load allocated %d bytes, want at most %d", n, 2*MaxPolicyBytes+allocSlack)
+	if n > 2*MaxPolicyBytes+testenv.AllocSlack {
+		t.Errorf("Load allocated %d bytes, want at most %d", n, 2*MaxPolicyBytes+testenv.AllocSlack)
 	}
 }

@@ -1,62 +1,17 @@
 package daemon
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/rules"
 )
-
-// hugePolicy writes a policy whose units list (line 12) has entries
-// entries "1, ": 100 MB for 33 M entries.
-func hugePolicy(t *testing.T, dir string, entries int) string {
-	t.Helper()
-	var b bytes.Buffer
-	b.WriteString(`version: 1
-name: limits
-zones:
-  north: { port: north, networks: [192.0.2.128/25] }
-  south: { port: south, networks: [192.0.2.0/25] }
-conduits:
-  - name: c
-    from: north
-    to: south
-    rules:
-      - modbus:
-          units: [`)
-	chunk := bytes.Repeat([]byte("1, "), 1<<16)
-	for range entries >> 16 {
-		b.Write(chunk)
-	}
-	b.Write(chunk[:3*(entries&(1<<16-1))])
-	b.WriteString("1]\n")
-	path := filepath.Join(dir, "big.yaml")
-	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// allocSlack covers what TotalAlloc also counts besides the load: other
-// goroutines of the test binary and, under -race, the detector's shadow
-// bookkeeping (CI's race pass measured 1.5 KiB over the bare bound).
-const allocSlack = 256 << 10
-
-func allocated(fn func()) uint64 {
-	var a, b runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&a)
-	fn()
-	runtime.ReadMemStats(&b)
-	return b.TotalAlloc - a.TotalAlloc
-}
 
 // TestReloadRefusesHugePolicy: the reload path reads through the limits
 // of rules.Load: the current ruleset stays and the error event names the line.
@@ -73,16 +28,16 @@ func TestReloadRefusesHugePolicy(t *testing.T) {
 	}
 	before := w.Ruleset()
 	for _, entries := range []int{100 << 20 / 3, (rules.MaxPolicyBytes - 4096) / 3} {
-		big := hugePolicy(t, t.TempDir(), entries)
+		big := testenv.HugePolicy(t, t.TempDir(), entries)
 		if err := os.Rename(big, path); err != nil {
 			t.Fatal(err)
 		}
 		var err error
 		start := time.Now()
-		n := allocated(func() { err = w.Reload() })
+		n := testenv.Allocated(func() { err = w.Reload() })
 		t.Logf("reload of a %d-entry policy refused in %v, %d KiB allocated", entries, time.Since(start).Round(time.Millisecond), n>>10)
-		if n > 2*rules.MaxPolicyBytes+allocSlack {
-			t.Errorf("reload allocated %d bytes, want at most %d", n, 2*rules.MaxPolicyBytes+allocSlack)
+		if n > 2*rules.MaxPolicyBytes+testenv.AllocSlack {
+			t.Errorf("reload allocated %d bytes, want at most %d", n, 2*rules.MaxPolicyBytes+testenv.AllocSlack)
 		}
 		var ps rules.Problems
 		if !errors.As(err, &ps) || ps[0].Line != 12 {
