@@ -87,15 +87,20 @@ func uaSecureRig(t *testing.T, rng *rand.Rand, tolerate string, port int) (*rig,
 	f := capture.NewTCPFlow(capture.Endpoint{MAC: hmiEP.MAC, Addr: netipAP(fmt.Sprintf("192.0.2.130:%d", port))}, uaEP)
 	r.handshake(f)
 	hello := opcua.Hello{ReceiveBufferSize: 65536, SendBufferSize: 65536, EndpointURL: "opc.tcp://192.0.2.30:4840"}
+	r.uaOpen(f, opcua.AppendHello(nil, hello), opcua.AppendAcknowledge(nil, hello), encryptedOPN(rng, 0), encryptedOPN(rng, 7))
+	return r, f
+}
+
+// uaOpen passes the opening of an OPC UA channel through r on f (the
+// client's HEL, the server's ACK, the client's OPN and the server's OPN
+// response, in that order) and asserts that each is forwarded unchanged to
+// the other side.
+func (r *rig) uaOpen(f *capture.TCPFlow, hel, ack, opn, opnResp []byte) {
+	r.t.Helper()
 	for i, s := range []struct {
 		client bool
 		b      []byte
-	}{
-		{true, opcua.AppendHello(nil, hello)},
-		{false, opcua.AppendAcknowledge(nil, hello)},
-		{true, encryptedOPN(rng, 0)},
-		{false, encryptedOPN(rng, 7)},
-	} {
+	}{{true, hel}, {false, ack}, {true, opn}, {false, opnResp}} {
 		fr := f.Send(s.client, s.b)
 		in, out := North, South
 		if !s.client {
@@ -103,11 +108,10 @@ func uaSecureRig(t *testing.T, rng *rand.Rand, tolerate string, port int) (*rig,
 		}
 		got := r.handle(in, fr)
 		if len(got) != 1 {
-			t.Fatalf("handshake step %d: got %s (%v)", i, describe(got), r.counters().DropsByName())
+			r.t.Fatalf("OPC UA opening step %d: got %s (%v)", i, describe(got), r.counters().DropsByName())
 		}
 		r.mustForward(got, out, fr)
 	}
-	return r, f
 }
 
 // crossed returns how many payload bytes of the client's frame reached
@@ -283,26 +287,9 @@ func TestOPCUANoneClaimingEncrypt(t *testing.T) {
 			f := capture.NewTCPFlow(capture.Endpoint{MAC: hmiEP.MAC, Addr: netipAP(fmt.Sprintf("192.0.2.130:%d", 40330+i))}, uaEP)
 			r.handshake(f)
 			hello := opcua.Hello{ReceiveBufferSize: 65536, SendBufferSize: 65536, EndpointURL: "opc.tcp://192.0.2.30:4840"}
-			for k, s := range []struct {
-				client bool
-				b      []byte
-			}{
-				{true, opcua.AppendHello(nil, hello)},
-				{false, opcua.AppendAcknowledge(nil, hello)},
-				{true, opcua.AppendOpenRequest(nil, opcua.SecureHeader{SequenceNumber: 1, RequestID: 1}, opcua.ModeSignAndEncrypt)},
-				{false, opcua.AppendOpenResponse(nil, opcua.SecureHeader{ChannelID: 7, SequenceNumber: 1, RequestID: 1}, 1)},
-			} {
-				fr := f.Send(s.client, s.b)
-				in, out := North, South
-				if !s.client {
-					in, out = South, North
-				}
-				got := r.handle(in, fr)
-				if len(got) != 1 {
-					t.Fatalf("step %d: got %s (%v)", k, describe(got), r.counters().DropsByName())
-				}
-				r.mustForward(got, out, fr)
-			}
+			r.uaOpen(f, opcua.AppendHello(nil, hello), opcua.AppendAcknowledge(nil, hello),
+				opcua.AppendOpenRequest(nil, opcua.SecureHeader{SequenceNumber: 1, RequestID: 1}, opcua.ModeSignAndEncrypt),
+				opcua.AppendOpenResponse(nil, opcua.SecureHeader{ChannelID: 7, SequenceNumber: 1, RequestID: 1}, 1))
 			write := opcua.AppendMessage(nil, opcua.ChunkFinal, opcua.SecureHeader{ChannelID: 7, TokenID: 1, SequenceNumber: 2, RequestID: 2},
 				opcua.AppendWriteRequest(nil, 2, opcua.WriteValue{Node: opcua.StringID(2, "Line1.Forbidden"), Value: 1}))
 			if n := crossed(t, r.client(f.Send(true, write))); n == len(write) {

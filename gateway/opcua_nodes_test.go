@@ -54,26 +54,9 @@ func TestOPCUAWriteWithUnreadNodesDenied(t *testing.T) {
 			hello := opcua.Hello{ReceiveBufferSize: 65536, SendBufferSize: 65536, EndpointURL: "opc.tcp://192.0.2.30:4840"}
 			ack := hello
 			ack.MaxMessageSize = 1024 // the server accepts requests up to 1 KiB
-			for i, s := range []struct {
-				client bool
-				b      []byte
-			}{
-				{true, opcua.AppendHello(nil, hello)},
-				{false, opcua.AppendAcknowledge(nil, ack)},
-				{true, opcua.AppendOpenRequest(nil, opcua.SecureHeader{SequenceNumber: 1, RequestID: 1}, opcua.ModeNone)},
-				{false, opcua.AppendOpenResponse(nil, opcua.SecureHeader{ChannelID: 7, SequenceNumber: 1, RequestID: 1}, 1)},
-			} {
-				fr := f.Send(s.client, s.b)
-				in, out := North, South
-				if !s.client {
-					in, out = South, North
-				}
-				got := r.handle(in, fr)
-				if len(got) != 1 {
-					t.Fatalf("step %d: got %s (%v)", i, describe(got), r.counters().DropsByName())
-				}
-				r.mustForward(got, out, fr)
-			}
+			r.uaOpen(f, opcua.AppendHello(nil, hello), opcua.AppendAcknowledge(nil, ack),
+				opcua.AppendOpenRequest(nil, opcua.SecureHeader{SequenceNumber: 1, RequestID: 1}, opcua.ModeNone),
+				opcua.AppendOpenResponse(nil, opcua.SecureHeader{ChannelID: 7, SequenceNumber: 1, RequestID: 1}, 1))
 			write := tc.write()
 			got := r.client(f.Send(true, write))
 			crossed := 0
