@@ -9,37 +9,11 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
-
 	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/rules"
 	"github.com/otgw/otgw/simulate/replay"
 )
-
-func compileRecordSchema(t *testing.T) *jsonschema.Schema {
-	t.Helper()
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(events.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource("schema.json", doc); err != nil {
-		t.Fatal(err)
-	}
-	s, err := c.Compile("schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func validRecord(s *jsonschema.Schema, rec []byte) error {
-	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(rec))
-	if err != nil {
-		return err
-	}
-	return s.Validate(v)
-}
 
 // Done-when of issue 17: every record that `otgw replay --json`,
 // report.json's timeline and the engine's live event path produce, over
@@ -47,7 +21,7 @@ func validRecord(s *jsonschema.Schema, rec []byte) error {
 // events carry the flow_id and community_id of the replay records of the
 // same traffic.
 func TestRecordsOfEveryScenarioMatchSchema(t *testing.T) {
-	s := compileRecordSchema(t)
+	s := testenv.CompileSchema(t, events.Schema)
 	dirs, err := filepath.Glob(filepath.Join("..", "..", "simulate", "scenarios", "*", "input.pcap"))
 	if err != nil || len(dirs) == 0 {
 		t.Fatalf("no scenario captures: %v", err)
@@ -67,7 +41,7 @@ func TestRecordsOfEveryScenarioMatchSchema(t *testing.T) {
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			records++
-			if err := validRecord(s, sc.Bytes()); err != nil {
+			if err := testenv.ValidateJSON(s, sc.Bytes()); err != nil {
 				t.Errorf("%s: replay --json record: %v\n%s", name, err, sc.Bytes())
 			}
 		}
@@ -83,7 +57,7 @@ func TestRecordsOfEveryScenarioMatchSchema(t *testing.T) {
 		}
 		for _, r := range rep.Timeline {
 			timeline++
-			if err := validRecord(s, r); err != nil {
+			if err := testenv.ValidateJSON(s, r); err != nil {
 				t.Errorf("%s: report.json timeline record: %v\n%s", name, err, r)
 			}
 		}
@@ -106,7 +80,7 @@ func TestRecordsOfEveryScenarioMatchSchema(t *testing.T) {
 		for _, le := range liveEvs {
 			live++
 			j := le.AppendJSON(nil)
-			if err := validRecord(s, j); err != nil {
+			if err := testenv.ValidateJSON(s, j); err != nil {
 				t.Errorf("%s: live event record: %v\n%s", name, err, j)
 			}
 			if !le.Src.IsValid() {

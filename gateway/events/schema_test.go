@@ -1,48 +1,20 @@
 package events
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/otgw/otgw/internal/testenv"
 )
-
-// compileSchema compiles Schema with a real JSON Schema 2020-12 validator.
-func compileSchema(t *testing.T) *jsonschema.Schema {
-	t.Helper()
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource("schema.json", doc); err != nil {
-		t.Fatal(err)
-	}
-	s, err := c.Compile("schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func validate(t *testing.T, s *jsonschema.Schema, rec []byte) error {
-	t.Helper()
-	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(rec))
-	if err != nil {
-		return err
-	}
-	return s.Validate(v)
-}
 
 // Every record shape, and every record the fuzz seeds re-encode to,
 // validates against schema.json.
 func TestRecordsMatchSchema(t *testing.T) {
-	s := compileSchema(t)
+	s := testenv.CompileSchema(t, Schema)
 	for name, e := range sampleEvents() {
-		if err := validate(t, s, e.AppendJSON(nil)); err != nil {
+		if err := testenv.ValidateJSON(s, e.AppendJSON(nil)); err != nil {
 			t.Errorf("%s: %v\n%s", name, err, e.AppendJSON(nil))
 		}
 	}
@@ -59,7 +31,7 @@ func TestRecordsMatchSchema(t *testing.T) {
 		if strings.Contains(p, "dnp3-ipv6-offset") {
 			continue // its fields hold 1e400, which no schema integer is
 		}
-		if err := validate(t, s, e.AppendJSON(nil)); err != nil {
+		if err := testenv.ValidateJSON(s, e.AppendJSON(nil)); err != nil {
 			t.Errorf("%s re-encoded: %v\n%s", p, err, e.AppendJSON(nil))
 		}
 	}
@@ -67,7 +39,7 @@ func TestRecordsMatchSchema(t *testing.T) {
 
 // The schema is strict enough to catch the old shapes and broken values.
 func TestSchemaRejects(t *testing.T) {
-	s := compileSchema(t)
+	s := testenv.CompileSchema(t, Schema)
 	good := string(sampleEvents()["modbus-deny"].AppendJSON(nil))
 	for _, tc := range []struct{ name, rec string }{
 		{"old key frame", strings.Replace(good, `"seq":1`, `"seq":1,"frame":4`, 1)},
@@ -81,7 +53,7 @@ func TestSchemaRejects(t *testing.T) {
 		{"after_reset with an action", strings.Replace(good, `"seq":1`, `"seq":1,"pcap_cnt":4,"after_reset":true`, 1)},
 		{"invalid AddrPort", strings.Replace(good, `"src_ip":"192.0.2.130"`, `"src_ip":"invalid AddrPort","src":"invalid AddrPort"`, 1)},
 	} {
-		if err := validate(t, s, []byte(tc.rec)); err == nil {
+		if err := testenv.ValidateJSON(s, []byte(tc.rec)); err == nil {
 			t.Errorf("%s: schema accepted %s", tc.name, tc.rec)
 		}
 	}

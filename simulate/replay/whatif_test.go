@@ -8,9 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
-
 	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/simulate/capture"
 )
@@ -66,7 +65,7 @@ func TestWhatIfEveryWriteRefused(t *testing.T) {
 	const writes = 25
 	frames, writeFrames, distinct := manyWrites(writes)
 	path := writeCapture(t, frames)
-	schema := compileRecordSchema(t)
+	schema := testenv.CompileSchema(t, events.Schema)
 	for _, action := range []string{"drop", "reset", "reply"} {
 		t.Run(action, func(t *testing.T) {
 			y := strings.Replace(readOnly, "action: drop", "action: "+action, 1)
@@ -100,7 +99,7 @@ func TestWhatIfEveryWriteRefused(t *testing.T) {
 					t.Errorf("refusal %d (frame %d): after_reset %v, want %v", i, e.Frame, e.AfterReset, i > 0)
 				}
 				rec := e.JSON()
-				if err := validateRecord(schema, rec); err != nil {
+				if err := testenv.ValidateJSON(schema, rec); err != nil {
 					t.Errorf("refusal %d: record %s: %v", i, rec, err)
 				}
 				if i > 0 && (!bytes.Contains(rec, []byte(`"after_reset":true`)) || bytes.Contains(rec, []byte(`"action"`))) {
@@ -232,29 +231,4 @@ func countReason(evs []*Event, reason string) int {
 		}
 	}
 	return n
-}
-
-func compileRecordSchema(t *testing.T) *jsonschema.Schema {
-	t.Helper()
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(events.Schema))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource("schema.json", doc); err != nil {
-		t.Fatal(err)
-	}
-	s, err := c.Compile("schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func validateRecord(s *jsonschema.Schema, rec []byte) error {
-	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(rec))
-	if err != nil {
-		return err
-	}
-	return s.Validate(v)
 }
