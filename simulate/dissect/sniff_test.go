@@ -2,10 +2,9 @@ package dissect
 
 import (
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 
+	"github.com/otgw/otgw/internal/pcaptest"
 	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
@@ -61,26 +60,6 @@ func TestSniff(t *testing.T) {
 	}
 }
 
-func writePcap(t *testing.T, frames [][]byte) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "gen.pcap")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	w, err := capture.NewWriter(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, fr := range frames {
-		if err := w.WriteFrame(fr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return path
-}
-
 // TestDissectByContent: OPC UA on a non-standard port over IPv6
 // loopback, picked up mid-stream with the server's answer first, is found
 // by content and its directions come from the message types; DNP3 on
@@ -103,7 +82,7 @@ func TestDissectByContent(t *testing.T) {
 		dn.Send(false, dnp3.AppendLinkFrames(nil, 0xC4, 10, 1, dnp3.AppendReadClass0123(nil, 0))),
 		dn.Send(true, dnp3.AppendLinkFrames(nil, 0x44, 1, 10, dnp3.AppendResponseHeader(nil, 0, dnp3.FuncResponse, 0, false))),
 	)
-	path := writePcap(t, frames)
+	path := pcaptest.Write(t, "gen.pcap", frames)
 	type got struct {
 		proto protocols.Proto
 		dir   protocols.Dir

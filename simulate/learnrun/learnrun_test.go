@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otgw/otgw/internal/pcaptest"
 	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/dnp3"
@@ -26,22 +27,8 @@ import (
 // sees it: Marshal, Parse, Compile.
 func learnPolicy(t *testing.T, paths ...string) *rules.Policy {
 	t.Helper()
-	p, _, err := Learn(learn.Options{}, paths...)
-	if err != nil {
-		t.Fatalf("learn: %v", err)
-	}
-	y, err := rules.Marshal(p)
-	if err != nil {
-		t.Fatalf("marshal: %v", err)
-	}
-	pp, err := rules.Parse("learned.yaml", y)
-	if err != nil {
-		t.Fatalf("parse learned policy: %v\n%s", err, y)
-	}
-	if _, err := rules.Compile(pp); err != nil {
-		t.Fatalf("compile learned policy: %v\n%s", err, y)
-	}
-	return pp
+	_, p := learnYAML(t, paths...)
+	return p
 }
 
 func replayEvents(t *testing.T, p *rules.Policy, paths ...string) []*replay.Event {
@@ -397,27 +384,6 @@ var (
 	genOut    = capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("192.0.2.10:20000")}
 )
 
-// writeCapture writes frames to a pcap in t's temporary directory.
-func writeCapture(t *testing.T, name string, frames [][]byte) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	w, err := capture.NewWriter(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, fr := range frames {
-		if err := w.WriteFrame(fr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return path
-}
-
 // learnYAML learns from paths and returns the draft as written and as
 // `otgw check` reads it back (it must compile).
 func learnYAML(t *testing.T, paths ...string) (string, *rules.Policy) {
@@ -481,7 +447,7 @@ func TestLearnUnknownObjectAndUnframeable(t *testing.T) {
 	bad := req(dnp3.AppendReadClass0123(nil, 2))
 	bad[8] ^= 0xff                               // header CRC
 	frames = append(frames, fl2.Send(true, bad)) // 11
-	path := writeCapture(t, "dnp3-g255-linkcrc.pcap", frames)
+	path := pcaptest.Write(t, "dnp3-g255-linkcrc.pcap", frames)
 
 	y, p := learnYAML(t, path)
 	for _, bad := range []string{"g255", "link_crc"} {
@@ -540,7 +506,7 @@ func TestLearnAllowsLayer2ItSaw(t *testing.T) {
 		fl.Send(false, modbus.AppendResponse(nil, 1, 1, modbus.AppendReadRegistersResponse(nil, 3, []uint16{7, 8}))),
 		l2Frame([6]byte{0x01, 0x80, 0xc2, 0, 0, 0}, plc.MAC, uint16(len(stp)), stp),
 	)
-	path := writeCapture(t, "l2.pcap", frames)
+	path := pcaptest.Write(t, "l2.pcap", frames)
 	y, p := learnYAML(t, path)
 	if got, want := strings.Join(p.L2.Allow, " "), "llc arp 0x88b5 lldp"; got != want {
 		t.Errorf("l2 allow = %q, want %q\n%s", got, want, y)
@@ -595,7 +561,7 @@ func umasSession() ([][]byte, int) {
 // alone (no non_modbus, no reset before it).
 func TestLearnUMASSession(t *testing.T) {
 	frames, stop := umasSession()
-	path := writeCapture(t, "umas.pcap", frames)
+	path := pcaptest.Write(t, "umas.pcap", frames)
 	y, p := learnYAML(t, path)
 	for _, want := range []string{"90/read_id", "90/take_plc_reservation", "90/upload_block", "90/stop_plc", "90/start_plc"} {
 		if !strings.Contains(y, "function: "+want+"\n") {
@@ -656,7 +622,7 @@ func TestLearnByContent(t *testing.T) {
 	s7 := capture.NewTCPFlow(hmi, capture.Endpoint{MAC: capture.MAC(6), Addr: netip.MustParseAddrPort("192.0.2.40:102")})
 	frames = append(frames, s7.Handshake()...)
 	frames = append(frames, s7.Send(true, []byte{0x03, 0x00, 0x00, 0x16, 0x11, 0xe0, 0x00, 0x00, 0x00, 0x01, 0x00, 0xc1, 0x02, 0x01, 0x00, 0xc2, 0x02, 0x01, 0x02, 0xc0, 0x01, 0x0a}))
-	path := writeCapture(t, "content.pcap", frames)
+	path := pcaptest.Write(t, "content.pcap", frames)
 
 	p, _, err := Learn(learn.Options{Ports: map[uint16]protocols.Proto{5020: protocols.ProtoModbus}, PortsOnly: true}, path)
 	if err != nil {
@@ -714,7 +680,7 @@ func TestLearnOPCUAMidStream(t *testing.T) {
 				fl.Send(true, opcua.AppendMessage(nil, opcua.ChunkFinal, ch(id), opcua.AppendReadRequest(nil, id, opcua.Numeric(0, 2258)))),
 				fl.Send(false, opcua.AppendMessage(nil, opcua.ChunkFinal, ch(id), opcua.AppendResponse(nil, opcua.ServiceRead, id, 0))))
 		}
-		path := writeCapture(t, "ua-midstream-"+port+".pcap", frames)
+		path := pcaptest.Write(t, "ua-midstream-"+port+".pcap", frames)
 		y, p := learnYAML(t, path)
 		if strings.Contains(y, "min_security_mode:") {
 			t.Errorf("port %s: draft sets min_security_mode without an OPN:\n%s", port, y)
@@ -739,7 +705,7 @@ func TestLearnDNP3UDPOnOtherPort(t *testing.T) {
 		capture.UDPDatagram(m, o, dnp3.AppendLinkFrames(nil, 0xC4, 10, 1, dnp3.AppendReadClass0123(nil, 1))),
 		capture.UDPDatagram(o, m, dnp3.AppendLinkFrames(nil, 0x44, 1, 10, dnp3.AppendResponseHeader(nil, 1, dnp3.FuncResponse, 0, false))),
 	}
-	path := writeCapture(t, "dnp3-udp.pcap", frames)
+	path := pcaptest.Write(t, "dnp3-udp.pcap", frames)
 	y, p := learnYAML(t, path)
 	if !strings.Contains(y, "dnp3:") || !strings.Contains(y, "ports: [20005]") {
 		t.Errorf("draft lacks an inspected dnp3 rule on 20005:\n%s", y)
@@ -764,7 +730,7 @@ func TestLearnDNP3OutstationConnects(t *testing.T) {
 		fl.Send(false, dnp3.AppendLinkFrames(nil, 0xC4, 10, 1, dnp3.AppendReadClass0123(nil, 1))),
 		fl.Send(true, dnp3.AppendLinkFrames(nil, 0x44, 1, 10, dnp3.AppendResponseHeader(nil, 1, dnp3.FuncResponse, 0, false))),
 	)
-	path := writeCapture(t, "dnp3-reverse.pcap", frames)
+	path := pcaptest.Write(t, "dnp3-reverse.pcap", frames)
 	y, p := learnYAML(t, path)
 	if d := denies(t, p, path); len(d) > 0 {
 		t.Errorf("replay of the draft denies %v\n%s", d, y)
@@ -783,7 +749,7 @@ func TestLearnWarnsMidStreamUninspected(t *testing.T) {
 		fl.Send(false, []byte{0x68, 0x04, 0x43, 0x00, 0x00, 0x00}), // TESTFR act
 		fl.Send(true, []byte{0x68, 0x04, 0x83, 0x00, 0x00, 0x00}),  // TESTFR con
 	}
-	path := writeCapture(t, "iec104-midstream.pcap", frames)
+	path := pcaptest.Write(t, "iec104-midstream.pcap", frames)
 	y, p := learnYAML(t, path)
 	if !strings.Contains(y, "# WARNING: IEC 60870-5-104 (port 2404) passes UNINSPECTED, and the capture joined these connections after they opened") {
 		t.Errorf("draft lacks the warning:\n%s", y)

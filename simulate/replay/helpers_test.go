@@ -2,10 +2,9 @@ package replay
 
 import (
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 
+	"github.com/otgw/otgw/internal/pcaptest"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/simulate/capture"
 )
@@ -32,22 +31,5 @@ func readResp(tid uint16) []byte {
 // writeCapture writes frames as a pcap file in a temporary directory.
 func writeCapture(t *testing.T, frames [][]byte) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "c.pcap")
-	fh, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := capture.NewWriter(fh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, fr := range frames {
-		if err := w.WriteFrame(fr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := fh.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return pcaptest.Write(t, "c.pcap", frames)
 }

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/otgw/otgw/gateway"
+	"github.com/otgw/otgw/internal/pcaptest"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/protocols/opcua"
@@ -40,7 +40,7 @@ func TestWhatIfEqualsMonitor(t *testing.T) {
 		pp := randomPolicy(r)
 		frames := randomCapture(r)
 		path := filepath.Join(dir, fmt.Sprintf("case%d.pcap", n))
-		writeCaptureTo(t, path, frames)
+		pcaptest.WriteFile(t, path, frames)
 		ctx := fmt.Sprintf("case %d (%d frames)", n, len(frames))
 
 		_, wire := replayEvents(t, pp.yaml(false), path, false)
@@ -152,26 +152,6 @@ func diffMultisets(a, b []string) string {
 		out = append(out[:20], fmt.Sprintf("  ... %d more", len(out)-20))
 	}
 	return strings.Join(out, "\n")
-}
-
-func writeCaptureTo(t *testing.T, path string, frames [][]byte) {
-	t.Helper()
-	fh, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := capture.NewWriter(fh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, fr := range frames {
-		if err := w.WriteFrame(fr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := fh.Close(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // ---- random policies ----
