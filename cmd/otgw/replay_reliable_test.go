@@ -8,11 +8,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -94,11 +92,9 @@ func denyCaptureKeys(t *testing.T, dir string, n, srcs int) (policy, pcap string
 // it accepted) and start again on the same port. Each message becomes one
 // line "msgid=...<TAB>sd=...<TAB>msg=<the event as JSON>".
 type socReceiver struct {
-	t        *testing.T
-	bin, dir string
-	port     int
-	cmd      *exec.Cmd
-	exited   chan struct{}
+	*testenv.Rsyslogd
+	t    *testing.T
+	port int
 }
 
 const socReceiverConf = `global(workDirectory="@DIR@/work" maxMessageSize="64k")
@@ -112,23 +108,17 @@ ruleset(name="soc") {
 
 func newSOCReceiver(t *testing.T) *socReceiver {
 	t.Helper()
-	r := &socReceiver{t: t, bin: testenv.NeedCmd(t, "rsyslogd"), dir: t.TempDir()}
-	for _, d := range []string{"work", "out"} {
-		if err := os.MkdirAll(filepath.Join(r.dir, d), 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r := &socReceiver{Rsyslogd: testenv.NewRsyslogd(t, "rsyslog.conf"), t: t}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.port = l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	conf := strings.NewReplacer("@DIR@", r.dir, "@PORT@", fmt.Sprint(r.port)).Replace(socReceiverConf)
-	if err := os.WriteFile(filepath.Join(r.dir, "rsyslog.conf"), []byte(conf), 0o600); err != nil {
+	conf := strings.NewReplacer("@DIR@", r.Dir, "@PORT@", fmt.Sprint(r.port)).Replace(socReceiverConf)
+	if err := os.WriteFile(r.Conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(r.stop)
 	return r
 }
 
@@ -136,63 +126,24 @@ func (r *socReceiver) url() string { return fmt.Sprintf("tcp://127.0.0.1:%d", r.
 
 func (r *socReceiver) start() {
 	r.t.Helper()
-	diag, err := os.OpenFile(filepath.Join(r.dir, "out", "rsyslogd.stdout"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer diag.Close()
-	r.cmd = exec.Command(r.bin, "-n", "-f", filepath.Join(r.dir, "rsyslog.conf"), "-i", filepath.Join(r.dir, "rsyslogd.pid"))
-	r.cmd.Stdout, r.cmd.Stderr = diag, diag
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	r.exited = make(chan struct{})
-	go func(c *exec.Cmd, ch chan struct{}) { _ = c.Wait(); close(ch) }(r.cmd, r.exited)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	r.Start(func() bool {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", r.port), time.Second)
 		if err == nil {
 			c.Close()
-			return
 		}
-		select {
-		case <-r.exited:
-			b, _ := os.ReadFile(filepath.Join(r.dir, "out", "rsyslogd.stdout"))
-			r.t.Fatalf("rsyslogd exited: %s", b)
-		default:
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("rsyslogd not listening on %d", r.port)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil
+	})
 }
 
 // stop terminates the rsyslogd this test started, by its PID.
-func (r *socReceiver) stop() {
-	if r.cmd == nil || r.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-r.exited:
-	default:
-		_ = r.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-r.exited:
-		case <-time.After(10 * time.Second):
-			_ = r.cmd.Process.Kill()
-			<-r.exited
-		}
-	}
-	r.cmd = nil
-}
+func (r *socReceiver) stop() { r.Stop() }
 
 var seqRE = regexp.MustCompile(`sequenceId="([0-9]+)"`)
 
 // received counts the complete lines rsyslog wrote, the distinct
 // sequenceIds among the deny lines, and the lines by msgid.
 func (r *socReceiver) received() (lines, denies int, byMsgID map[string]int) {
-	b, _ := os.ReadFile(filepath.Join(r.dir, "out", "received.log"))
+	b, _ := os.ReadFile(filepath.Join(r.Dir, "out", "received.log"))
 	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
 		b = b[:i+1]
 	} else {
@@ -390,7 +341,7 @@ func TestReplaySyslogAggregationIsNotLoss(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	var denies, counted, lines int
 	for {
-		b, _ := os.ReadFile(filepath.Join(r.dir, "out", "received.log"))
+		b, _ := os.ReadFile(filepath.Join(r.Dir, "out", "received.log"))
 		denies, counted, lines = 0, 0, 0
 		for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
 			if l == "" {

@@ -12,10 +12,8 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -129,11 +127,9 @@ func writePEM(t testing.TB, dir, name, typ string, der []byte) string {
 // Every message is written parsed (msgid, structured data as JSON) to
 // out/received.log.
 type receiver struct {
+	*testenv.Rsyslogd
 	t                 testing.TB
-	bin, dir          string
 	plain, gtls, ossl int
-	cmd               *exec.Cmd
-	exited            chan struct{}
 }
 
 const receiverConf = `global(workDirectory="@DIR@/work" maxMessageSize="64k"
@@ -179,19 +175,12 @@ func newReceiver(t *testing.T, p *testPKI) *receiver { return newReceiverB(t, p)
 
 func newReceiverB(t testing.TB, p *testPKI) *receiver {
 	t.Helper()
-	bin := testenv.NeedCmd(t, "rsyslogd")
-	r := &receiver{t: t, bin: bin, dir: t.TempDir(), plain: freePort(t), gtls: freePort(t), ossl: freePort(t)}
-	for _, d := range []string{"work", "out"} {
-		if err := os.MkdirAll(filepath.Join(r.dir, d), 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conf := strings.NewReplacer("@DIR@", r.dir, "@CA@", p.ca, "@CERT@", p.serverCert, "@KEY@", p.serverKey,
+	r := &receiver{Rsyslogd: testenv.NewRsyslogd(t, "receiver.conf"), t: t, plain: freePort(t), gtls: freePort(t), ossl: freePort(t)}
+	conf := strings.NewReplacer("@DIR@", r.Dir, "@CA@", p.ca, "@CERT@", p.serverCert, "@KEY@", p.serverKey,
 		"@PLAIN@", fmt.Sprint(r.plain), "@GTLS@", fmt.Sprint(r.gtls), "@OSSL@", fmt.Sprint(r.ossl)).Replace(receiverConf)
-	if err := os.WriteFile(filepath.Join(r.dir, "receiver.conf"), []byte(conf), 0o600); err != nil {
+	if err := os.WriteFile(r.Conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(r.stop)
 	return r
 }
 
@@ -205,59 +194,18 @@ func listening(port int) bool {
 
 func (r *receiver) start() {
 	r.t.Helper()
-	out, err := os.OpenFile(filepath.Join(r.dir, "out", "rsyslogd.stdout"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer out.Close()
-	r.cmd = exec.Command(r.bin, "-n", "-f", filepath.Join(r.dir, "receiver.conf"), "-i", filepath.Join(r.dir, "rsyslogd.pid"))
-	r.cmd.Stdout, r.cmd.Stderr = out, out
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	r.exited = make(chan struct{})
-	go func(c *exec.Cmd, ch chan struct{}) { _ = c.Wait(); close(ch) }(r.cmd, r.exited)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-r.exited:
-			b, _ := os.ReadFile(filepath.Join(r.dir, "out", "rsyslogd.stdout"))
-			r.t.Fatalf("rsyslogd exited: %s", b)
-		default:
-		}
-		if listening(r.plain) && listening(r.gtls) && listening(r.ossl) {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	r.t.Fatal("rsyslogd did not start listening")
+	r.Start(func() bool { return listening(r.plain) && listening(r.gtls) && listening(r.ossl) })
 }
 
 // stop terminates rsyslogd (SIGTERM, so it writes what it accepted) by PID.
-func (r *receiver) stop() {
-	if r.cmd == nil || r.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-r.exited:
-	default:
-		_ = r.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-r.exited:
-		case <-time.After(10 * time.Second):
-			_ = r.cmd.Process.Kill()
-			<-r.exited
-		}
-	}
-	r.cmd = nil
-}
+func (r *receiver) stop() { r.Stop() }
 
 // lines returns the parsed messages received so far.
 // lines returns the complete lines rsyslog has written so far: a last
 // line without its newline is still being written and is left for the
 // next call (reading it would see half a message).
 func (r *receiver) lines() []string {
-	b, err := os.ReadFile(filepath.Join(r.dir, "out", "received.log"))
+	b, err := os.ReadFile(filepath.Join(r.Dir, "out", "received.log"))
 	if err != nil {
 		return nil
 	}
@@ -272,10 +220,7 @@ func (r *receiver) lines() []string {
 	return strings.Split(string(b), "\n")
 }
 
-func (r *receiver) diag() string {
-	b, _ := os.ReadFile(filepath.Join(r.dir, "out", "rsyslogd.stdout"))
-	return string(b)
-}
+func (r *receiver) diag() string { return r.Output() }
 
 // waitLines waits until pred holds for the received lines.
 func (r *receiver) waitLines(timeout time.Duration, pred func([]string) bool) []string {
