@@ -12,21 +12,7 @@ import (
 
 // policyWithUnits returns a valid policy whose one modbus rule lists the
 // given units text (a flow or block list), and the line the list starts on.
-func policyWithUnits(units string) (string, int) {
-	head := `version: 1
-name: limits
-zones:
-  north: { port: north, networks: [192.0.2.128/25] }
-  south: { port: south, networks: [192.0.2.0/25] }
-conduits:
-  - name: c
-    from: north
-    to: south
-    rules:
-      - modbus:
-          units: `
-	return head + units + "\n", strings.Count(head, "\n") + 1
-}
+func policyWithUnits(units string) (string, int) { return testenv.UnitsPolicy(units) }
 
 func flowList(n int) string {
 	var b strings.Builder

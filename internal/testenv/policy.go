@@ -5,16 +5,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 )
 
-// HugePolicy writes dir/big.yaml, a policy whose modbus units list (line
-// 12) has entries entries "1, " (so a file of N bytes holds about N/3
-// entries; 100 MB for 33 M entries), and returns its path.
-func HugePolicy(t testing.TB, dir string, entries int) string {
-	t.Helper()
-	var b bytes.Buffer
-	b.WriteString(`version: 1
+// UnitsPolicy returns a policy whose one modbus rule has the units list
+// units, and the line that list is on.
+func UnitsPolicy(units string) (src string, line int) {
+	head := `version: 1
 name: limits
 zones:
   north: { port: north, networks: [192.0.2.128/25] }
@@ -25,7 +23,18 @@ conduits:
     to: south
     rules:
       - modbus:
-          units: [`)
+          units: `
+	return head + units + "\n", strings.Count(head, "\n") + 1
+}
+
+// HugePolicy writes dir/big.yaml, a policy whose modbus units list (line
+// 12) has entries entries "1, " (so a file of N bytes holds about N/3
+// entries; 100 MB for 33 M entries), and returns its path.
+func HugePolicy(t testing.TB, dir string, entries int) string {
+	t.Helper()
+	var b bytes.Buffer
+	src, _ := UnitsPolicy("[")
+	b.WriteString(strings.TrimSuffix(src, "\n"))
 	chunk := bytes.Repeat([]byte("1, "), 1<<16)
 	for range entries >> 16 {
 		b.Write(chunk)

@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/otgw/otgw/gateway/packet"
+	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/simulate/capture"
 )
 
@@ -255,16 +255,6 @@ func TestPcapVariants(t *testing.T) {
 	})
 }
 
-// allocated runs fn and returns the bytes it allocated.
-func allocated(fn func()) uint64 {
-	var a, b runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&a)
-	fn()
-	runtime.ReadMemStats(&b)
-	return b.TotalAlloc - a.TotalAlloc
-}
-
 // maxReadAlloc bounds what one read of a crafted capture may allocate: the
 // read buffer (64 KiB), one frame buffer (at most MaxFrameLen) and change.
 const maxReadAlloc = 1 << 20
@@ -305,7 +295,7 @@ func TestHugeLengths(t *testing.T) {
 			var got []readFrame
 			var s capture.Summary
 			var err error
-			n := allocated(func() { got, s, err = readAll(t, c.file) })
+			n := testenv.Allocated(func() { got, s, err = readAll(t, c.file) })
 			if err != nil {
 				t.Fatalf("read: %v", err)
 			}
