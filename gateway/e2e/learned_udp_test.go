@@ -1,12 +1,12 @@
 package e2e
 
 import (
-	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/otgw/otgw/gateway/packet"
 	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/rules/learn"
@@ -17,11 +17,11 @@ import (
 
 // TestLearnedDNP3UDPDeniesOperate is issue 13's DNP3/UDP learned case: a
 // read-only DNP3-over-UDP capture in which the outstation speaks first
-// (192.168.80.12:20000 to the master's port 1128). The policy learned
+// (from port 20000 to the master's port). The policy learned
 // from it has one dnp3 conduit from the master (the DIR bit names it) that
 // allows reads; replayed with the capture (without --strict-midstream),
 // nothing of the capture is denied, and a DIRECT_OPERATE from the
-// master's port 1128, one second after it, is denied.
+// master's port, one second after it, is denied.
 func TestLearnedDNP3UDPDeniesOperate(t *testing.T) {
 	path := filepath.Join(testenv.Pcaps(t), "dnp3_zeek_dnp3_udp_read.pcap") // skips naming the path when absent (fails under CI)
 	pol, _, err := learnrun.Learn(learn.Options{}, path)
@@ -31,14 +31,25 @@ func TestLearnedDNP3UDPDeniesOperate(t *testing.T) {
 	if len(pol.Conduits) != 1 || pol.Conduits[0].Rules[0].DNP3 == nil {
 		t.Fatalf("learned %d conduits (first %+v), want one dnp3 conduit", len(pol.Conduits), pol.Conduits)
 	}
+	// The master and outstation are the capture's own DNP3/UDP endpoints
+	// (the outstation on port 20000), read from it rather than restated.
 	var end time.Time
+	var master, out capture.Endpoint
 	if err := capture.ReadFrames(path, func(f *capture.Frame) error {
 		if f.Time.After(end) {
 			end = f.Time
 		}
+		var p packet.Packet
+		if p.Decode(f.Data, f.Link) == nil && p.Proto == packet.ProtoUDP && p.SrcPort == 20000 {
+			out = capture.Endpoint{MAC: capture.MAC(2), Addr: p.SrcAddrPort()}
+			master = capture.Endpoint{MAC: capture.MAC(1), Addr: p.DstAddrPort()}
+		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+	if !out.Addr.IsValid() {
+		t.Fatal("no datagram from the outstation's port 20000 in the capture")
 	}
 	extra := filepath.Join(t.TempDir(), "operate.pcap")
 	fh, err := os.Create(extra)
@@ -50,8 +61,6 @@ func TestLearnedDNP3UDPDeniesOperate(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Time = end.Add(time.Second)
-	master := capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("192.168.80.160:1128")}
-	out := capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("192.168.80.12:20000")}
 	apdu := dnp3.AppendCROB(nil, 5, dnp3.FuncDirectOperate, 0, dnp3.CROB{Code: 0x03, Count: 1, OnMs: 100})
 	if err := w.WriteFrame(capture.UDPDatagram(master, out, dnp3.AppendLinkFrames(nil, 0xC4, 1, 100, apdu))); err != nil {
 		t.Fatal(err)
