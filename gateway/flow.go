@@ -266,6 +266,26 @@ func (t *table) lockFlow(k flowKey, live func(*flow) bool) (*flow, int32) {
 	return f, i
 }
 
+// reclaimExpired releases up to max expired flows from the least recently
+// used end of each class, handing their inspectors to onFree, and returns
+// how many it released. It stops at a flow that is not expired or is busy
+// on another goroutine. Caller holds t.mu.
+func (t *table) reclaimExpired(now int64, max int, onFree func(*inspector)) int {
+	n := 0
+	for c := range numClasses {
+		for range max {
+			j := t.tail[c]
+			if j == noSlot || t.slots[j].lastSeen+t.slots[j].timeout > now || !t.slots[j].mu.TryLock() {
+				break
+			}
+			onFree(t.release(j))
+			t.slots[j].mu.Unlock()
+			n++
+		}
+	}
+	return n
+}
+
 // alloc takes a free slot for key k, or reclaims one: first an expired
 // flow, then the least recently used transient flow, then an established
 // flow idle for at least minIdle. It returns noSlot when every candidate
@@ -277,20 +297,7 @@ func (t *table) alloc(k flowKey, now, minIdle int64, onFree func(*inspector)) (i
 	evicted = -1
 	// Reclaim up to a few expired flows from the LRU ends first: bounded
 	// work per new flow keeps expiry off a separate hot loop.
-	for c := range numClasses {
-		for range 2 {
-			j := t.tail[c]
-			if j == noSlot || t.slots[j].lastSeen+t.slots[j].timeout > now {
-				break
-			}
-			if !t.slots[j].mu.TryLock() {
-				break
-			}
-			onFree(t.release(j))
-			t.slots[j].mu.Unlock()
-			expired++
-		}
-	}
+	expired = t.reclaimExpired(now, 2, onFree)
 	if t.free == noSlot {
 		for c := range numClasses {
 			j := t.tail[c]

@@ -173,21 +173,12 @@ const reclaimScan = 64
 // reclaimScan flows are looked at.
 func (e *Engine) reclaimInspector(now int64, proto protocols.Proto) bool {
 	t := e.tab
-	freed, expired := false, 0
+	freed := false
 	t.mu.Lock()
-	for c := range numClasses {
-		for scanned := 0; scanned < reclaimScan; scanned++ {
-			j := t.tail[c]
-			if j == noSlot || t.slots[j].lastSeen+t.slots[j].timeout > now || !t.slots[j].mu.TryLock() {
-				break
-			}
-			in := t.release(j)
-			t.slots[j].mu.Unlock()
-			freed = freed || in != nil && in.proto == proto
-			e.putInspector(in)
-			expired++
-		}
-	}
+	expired := t.reclaimExpired(now, reclaimScan, func(in *inspector) {
+		freed = freed || in != nil && in.proto == proto
+		e.putInspector(in)
+	})
 	evicted := 0
 	for j, scanned := t.tail[classTransient], 0; !freed && j != noSlot && scanned < reclaimScan; scanned++ {
 		f := &t.slots[j]
