@@ -68,33 +68,9 @@ conduits:
 		s    map[string]any
 	}
 	var sections []section
-	var walk func(path string, s map[string]any)
-	walk = func(path string, s map[string]any) {
-		if props, ok := s["properties"].(map[string]any); ok {
-			sections = append(sections, section{path, s})
-			for _, k := range schemaKeysSorted(props) {
-				if m, ok := props[k].(map[string]any); ok {
-					walk(joinPath(path, k), m)
-				}
-			}
-		}
-		if it, ok := s["items"].(map[string]any); ok {
-			walk(path+"[]", it)
-		}
-		if ap, ok := s["additionalProperties"].(map[string]any); ok {
-			walk(joinPath(path, "NAME"), ap)
-		}
-		for _, alt := range []string{"anyOf", "oneOf"} {
-			if as, ok := s[alt].([]any); ok {
-				for _, a := range as {
-					if m, ok := a.(map[string]any); ok {
-						walk(path, m)
-					}
-				}
-			}
-		}
-	}
-	walk("", doc)
+	walkSchemaObjects(doc, func(path []string, s map[string]any) {
+		sections = append(sections, section{strings.ReplaceAll(strings.ReplaceAll(strings.Join(path, "."), ".[]", "[]"), "*", "NAME"), s})
+	})
 	for _, sec := range sections {
 		title := sec.path
 		if title == "" {
@@ -126,11 +102,39 @@ conduits:
 	return b.String()
 }
 
-func joinPath(path, k string) string {
-	if path == "" {
-		return k
+// walkSchemaObjects calls visit for every object schema with properties
+// that doc describes, in key order, with its path: property names, "[]"
+// for a list's items, "*" for the values of a mapping of names; anyOf and
+// oneOf alternatives share their parent's path. Reference and the schema
+// tests walk the schema with it.
+func walkSchemaObjects(doc map[string]any, visit func(path []string, s map[string]any)) {
+	var walk func(path []string, s map[string]any)
+	walk = func(path []string, s map[string]any) {
+		if props, ok := s["properties"].(map[string]any); ok {
+			visit(path, s)
+			for _, k := range schemaKeysSorted(props) {
+				if m, ok := props[k].(map[string]any); ok {
+					walk(append(path[:len(path):len(path)], k), m)
+				}
+			}
+		}
+		if it, ok := s["items"].(map[string]any); ok {
+			walk(append(path[:len(path):len(path)], "[]"), it)
+		}
+		if ap, ok := s["additionalProperties"].(map[string]any); ok {
+			walk(append(path[:len(path):len(path)], "*"), ap)
+		}
+		for _, alt := range []string{"anyOf", "oneOf"} {
+			if as, ok := s[alt].([]any); ok {
+				for _, a := range as {
+					if m, ok := a.(map[string]any); ok {
+						walk(path, m)
+					}
+				}
+			}
+		}
 	}
-	return path + "." + k
+	walk(nil, doc)
 }
 
 func schemaKeysSorted(m map[string]any) []string {

@@ -45,36 +45,9 @@ func schemaKeys(t *testing.T) map[string][]string {
 		t.Fatal(err)
 	}
 	out := map[string][]string{}
-	var walk func(path string, s map[string]any)
-	walk = func(path string, s map[string]any) {
-		if props, ok := s["properties"].(map[string]any); ok {
-			var keys []string
-			for k, v := range props {
-				keys = append(keys, k)
-				if m, ok := v.(map[string]any); ok {
-					walk(strings.TrimPrefix(path+"."+k, "."), m)
-				}
-			}
-			sort.Strings(keys)
-			out[path] = keys
-		}
-		if it, ok := s["items"].(map[string]any); ok {
-			walk(strings.TrimPrefix(path+".[]", "."), it)
-		}
-		if ap, ok := s["additionalProperties"].(map[string]any); ok {
-			walk(strings.TrimPrefix(path+".*", "."), ap)
-		}
-		for _, alt := range []string{"anyOf", "oneOf"} {
-			if as, ok := s[alt].([]any); ok {
-				for _, a := range as {
-					if m, ok := a.(map[string]any); ok {
-						walk(path, m)
-					}
-				}
-			}
-		}
-	}
-	walk("", doc)
+	walkSchemaObjects(doc, func(path []string, s map[string]any) {
+		out[strings.Join(path, ".")] = schemaKeysSorted(s["properties"].(map[string]any))
+	})
 	return out
 }
 
