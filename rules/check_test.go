@@ -48,7 +48,7 @@ func TestCheckBadPolicies(t *testing.T) {
 		{"unknown top-level key", head + "conduit: []\n", []string{
 			`p.yaml:9:1: unknown key "conduit" in policy (did you mean "conduits"?)`}},
 		{"unknown detection", head + "detections:\n  modbus_adress_scan: { count: 5 }\n", []string{
-			`p.yaml:10:3: unknown detection "modbus_adress_scan" (one of modbus_server_busy, modbus_address_scan, modbus_function_scan, dnp3_unsolicited_storm, dnp3_object_scan, dnp3_function_scan) (did you mean "modbus_address_scan"?)`}},
+			`p.yaml:10:3: unknown detection "modbus_adress_scan" (one of modbus_server_busy, modbus_address_scan, modbus_function_scan, dnp3_unsolicited_storm, dnp3_object_scan, dnp3_function_scan, syn_flood) (did you mean "modbus_address_scan"?)`}},
 		{"detection count too large", head + "detections:\n  modbus_address_scan: { count: 100, window: 60s }\n", []string{
 			`p.yaml:10:33: detection modbus_address_scan: count must be a number from 1 to 32, not "100"`}},
 		{"detection bad window", head + "detections:\n  dnp3_unsolicited_storm: { window: 10 }\n", []string{

@@ -38,6 +38,11 @@ const (
 	// DetectDNP3FunctionScan: responses to one master whose IIN2 reports no
 	// function code support (IIN2.0).
 	DetectDNP3FunctionScan
+	// DetectSYNFlood: TCP SYNs from one client refused because it already
+	// has as many half-open connections (handshake not complete) as the
+	// gateway allows one address: a SYN flood from, or spoofing, that
+	// address. Counted by the gateway's flow table, not from responses.
+	DetectSYNFlood
 	// NumDetectors is the number of detectors.
 	NumDetectors
 )
@@ -49,6 +54,7 @@ var detectorNames = [NumDetectors]string{
 	"dnp3_unsolicited_storm",
 	"dnp3_object_scan",
 	"dnp3_function_scan",
+	"syn_flood",
 }
 
 // What each detector counts, for event messages.
@@ -59,6 +65,7 @@ var detectorWhat = [NumDetectors]string{
 	"DNP3 unsolicited responses from",
 	"DNP3 responses with IIN2 object unknown/parameter error to",
 	"DNP3 responses with IIN2 no function code support to",
+	"SYNs over the half-open connection limit from",
 }
 
 // Threshold is one detector's setting: Count matching responses within
@@ -81,6 +88,7 @@ var DefaultThresholds = [NumDetectors]Threshold{
 	DetectDNP3UnsolicitedStorm: {5, 10 * time.Second},
 	DetectDNP3ObjectScan:       {5, 30 * time.Second},
 	DetectDNP3FunctionScan:     {3, 60 * time.Second},
+	DetectSYNFlood:             {10, 10 * time.Second},
 }
 
 // String returns the detector's policy-file name (also the event reason

@@ -91,7 +91,10 @@
 // gateway counts them per subject address and raises one alert event
 // ("detect:<name>") when Count fall within Window, then counts afresh one
 // window later. Only responses that cross count: probes the gateway
-// refuses itself are reported one by one as denies. Detections never deny. The policy's detections section
+// refuses itself are reported one by one as denies. Detections never deny.
+// One detector is the gateway's own: syn_flood counts the SYNs it refuses
+// because their client already has as many half-open connections as one
+// address may (gateway package documentation). The policy's detections section
 // overrides DefaultThresholds per detector (`name: off` or
 // `name: {count: N, window: 30s}`); rules/learn raises a threshold that the
 // learned capture already reaches.
