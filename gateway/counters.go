@@ -17,7 +17,7 @@ const (
 	DropFlowDenied                // L3/L4 flow refused by the ruleset
 	DropNoFlow                    // TCP segment of an unknown connection (mid-stream pickup in enforce mode)
 	DropTableFull                 // flow table full of established flows: new flow refused
-	DropMemoryCap                 // inspection buffers would exceed the memory cap: new flow refused
+	DropMemoryCap                 // inspection buffers would exceed the memory cap: a new flow (or a connection's first data) refused
 	DropBadTCP                    // impossible flag combination, or data before the handshake completed
 	DropOutOfWindow               // sequence or acknowledgement number outside the receiver's window
 	DropOutOfOrder                // segment beyond a hole: the sender retransmits it once the hole is filled
@@ -31,6 +31,7 @@ const (
 	DropNoBuffer                  // crafted frame (RST, reply) not sent: buffer pool empty
 	DropLoop                      // invalid ingress port (programming error in a harness)
 	DropNoPolicy                  // no ruleset loaded: fail closed
+	DropHalfOpen                  // SYN from a client with as many half-open connections as its limit (syn_flood)
 	numDropReasons
 )
 
@@ -38,6 +39,7 @@ var dropNames = [numDropReasons]string{
 	"none", "decode", "l2_policy", "fragment", "flow_denied", "no_flow", "table_full",
 	"memory_cap", "bad_tcp", "out_of_window", "out_of_order", "retransmission", "evasion",
 	"pdu_denied", "malformed", "blocked", "closed", "pdu_too_large", "no_buffer", "loop", "no_policy",
+	"half_open_limit",
 }
 
 // String returns the stable snake_case name of the reason.

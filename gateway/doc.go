@@ -27,8 +27,10 @@
 //     message is judged on its own;
 //  3. looks TCP and UDP up in the bounded flow table; the first packet of a
 //     flow (a SYN, or the first datagram) is judged by EvaluateFlow and,
-//     when allowed, creates the flow, with a parser attached when the rule
-//     that allowed it names an inspected protocol (Verdict.Inspect). A
+//     when allowed, creates the flow; when the rule that allowed it names
+//     an inspected protocol (Verdict.Inspect) the flow takes a parser
+//     (inspector) when its handshake completes or its first data arrives,
+//     never while half-open (see Flow table). A
 //     UDP flow is judged from its initiator; it is adopted in the reverse
 //     direction only when the reversed datagram matches a conduit's DNP3
 //     rule (an outstation's unsolicited response to its master: preferred
@@ -175,5 +177,46 @@
 // flow, and an established allowed flow only when it has been idle for
 // Config.EvictMinIdle; otherwise the new flow is refused (DropTableFull),
 // so a SYN or datagram flood cannot push out the plant's sessions.
-// Refused flows (policy deny) take no slot at all.
+// Refused flows (policy deny) take no slot at all. The daemon calls
+// Engine.Expire once a second, so expired flows and their memory come
+// back without new traffic.
+//
+// # Admission under a SYN flood
+//
+// A half-open connection (SYN seen, handshake not complete) costs a slot
+// of the table (about 700 bytes with its map entry) and no inspection
+// memory: the inspector is taken when the handshake completes, or at the
+// first payload if the cap was full then (that payload is dropped as
+// DropMemoryCap and crosses when retransmitted with memory free; never
+// uninspected). Spoofed SYNs cannot complete a handshake, so they never
+// reach the memory cap. Each client address may have at most
+// MaxFlows/32 half-open connections (512 with the default table; at
+// least 16, at most 4096), counted in a fixed 32 KiB count-min sketch
+// keyed by address; a SYN over the limit is refused as DropHalfOpen
+// ("half_open_limit" in /metrics) and counted for the syn_flood
+// detection (rules.DetectSYNFlood: one detect:syn_flood alert per window
+// and flooding address, default 10 refused SYNs in 10 s, set in the
+// policy's detections section). Only allowed clients create flows at
+// all, so a flood spoofing one allowed address holds at most 512 slots;
+// other clients still connect, established sessions are never evicted
+// for newcomers, and the flooding address connects again once its
+// half-open flows expire (Config.TCPHandshake, 30 s).
+//
+// # Sizing a 512 MB board
+//
+// With the defaults (MaxFlows 16,384, MemoryCap 64 MiB) the gateway's own
+// state is bounded by: the flow table, 16,384 slots of 624 bytes plus
+// the key map, about 12 MiB, fixed at start; inspection state charged to
+// the cap, 64 MiB: an inspector is 11 KB for Modbus and 14 KB for DNP3
+// or OPC UA at rest (4 KiB retransmission history and a 512 byte hold
+// per direction, the parser's pairing state), so the cap holds about
+// 6,100 inspected Modbus flows or 4,600 DNP3 / OPC UA flows at once (and
+// fewer while OPC UA messages or held PDUs are being reassembled: those
+// buffers are charged too); the rate detectors' 256 slots and the
+// half-open sketch, under 128 KiB. Every table slot can hold an
+// uninspected or half-open flow. The process stays under the cap plus the
+// table plus the Go runtime and binary (measured in BENCHMARKS.md: the
+// live SYN flood and the OPC UA write figures), well inside 512 MB. More
+// inspected flows need a larger Config.MemoryCap, about 11-14 MiB per
+// thousand (otgw run sets only the table size, --max-flows, today).
 package gateway

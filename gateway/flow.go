@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"hash/maphash"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/otgw/otgw/gateway/packet"
@@ -107,11 +109,16 @@ type flow struct {
 	// ICMP echo flows: echo requests sent with the flow's identifier;
 	// bit i of echoMask stands for sequence number echoHi-i, set while
 	// that request awaits its reply (RFC 792, RFC 4443 section 4).
-	echoHi     uint16
-	echoMask   uint64
-	dir        [2]half // indexed by sender: 0 client, 1 server
-	l2         [2]l2tmpl
+	echoHi   uint16
+	echoMask uint64
+	dir      [2]half // indexed by sender: 0 client, 1 server
+	l2       [2]l2tmpl
+	// insp is the parser state of an inspected flow (inspect is not
+	// ProtoNone). It is taken when the handshake completes or the first
+	// payload arrives, never for a half-open connection (attachInspector):
+	// a SYN costs a slot of the table, not inspection memory.
 	insp       *inspector
+	halfOpen   bool // counted in table.half against the client's address (Engine.leaveHalfOpen)
 	reported   bool // a flow-level deny/alert event was emitted for this ruleset
 	wscaleBoth bool
 	// appliedClass and appliedTimeout mirror the (table) class and timeout
@@ -156,10 +163,12 @@ type table struct {
 	count [numClasses]int
 	free  int32
 	used  int
+	half  halfOpenTable
 }
 
 func newTable(n int) *table {
 	t := &table{m: make(map[flowKey]int32, n), slots: make([]flow, n), free: noSlot}
+	t.half.init(halfOpenLimit(n))
 	for c := range numClasses {
 		t.head[c], t.tail[c] = noSlot, noSlot
 	}
@@ -231,6 +240,10 @@ func (t *table) release(i int32) *inspector {
 	f := &t.slots[i]
 	delete(t.m, f.key)
 	t.unlink(i)
+	if f.halfOpen {
+		t.half.leave(f.key.a, f.key.b, f.aIsClient)
+		f.halfOpen = false
+	}
 	insp := f.insp
 	f.insp = nil
 	f.gen++
@@ -333,4 +346,75 @@ func (t *table) alloc(k flowKey, now, minIdle int64, onFree func(*inspector)) (i
 	t.used++
 	t.pushFront(i, classTransient)
 	return i, evicted, expired
+}
+
+// halfOpenRows and halfOpenCols size the per-source half-open counters: a
+// count-min sketch of two rows of 4096 counters (32 KiB, fixed at start).
+// A source's count is the smaller of its two counters, so another
+// address is refused in a flooder's stead only when both its counters
+// collide with heavy sources (about 1 in 16 million for one flooder).
+const (
+	halfOpenRows = 2
+	halfOpenBits = 12
+	halfOpenCols = 1 << halfOpenBits
+)
+
+// halfOpenLimit is the number of half-open TCP connections (SYN seen,
+// handshake not complete) one client address may have in a table of n
+// flows: n/32 (512 with the default 16,384), at least 16 and at most
+// 4096. Sixteen flooding addresses fill half the table with half-open
+// flows at most; established sessions are never evicted for them
+// (classEstablished), and every other client still finds a slot.
+func halfOpenLimit(n int) uint32 {
+	return uint32(min(max(n/32, 16), 4096))
+}
+
+// halfOpenTable counts half-open TCP connections per client address
+// without allocating: a SYN over the limit is refused (DropHalfOpen) and
+// counted for the syn_flood detection. Counters are atomic: a flow
+// enters under the table lock and leaves under its own lock (settle) or
+// the table's (release).
+type halfOpenTable struct {
+	seed  maphash.Seed
+	limit uint32
+	n     [halfOpenRows][halfOpenCols]atomic.Uint32
+}
+
+func (h *halfOpenTable) init(limit uint32) {
+	h.seed = maphash.MakeSeed()
+	h.limit = limit
+}
+
+// cols returns addr's counter in each row.
+func (h *halfOpenTable) cols(addr netip.Addr) (c0, c1 uint32) {
+	b := addr.As16()
+	x := maphash.Bytes(h.seed, b[:])
+	return uint32(x) & (halfOpenCols - 1), uint32(x>>32) & (halfOpenCols - 1)
+}
+
+// count returns the estimated number of half-open connections of addr
+// (never fewer than it has).
+func (h *halfOpenTable) count(addr netip.Addr) uint32 {
+	c0, c1 := h.cols(addr)
+	return min(h.n[0][c0].Load(), h.n[1][c1].Load())
+}
+
+// full reports whether addr has reached the limit.
+func (h *halfOpenTable) full(addr netip.Addr) bool { return h.count(addr) >= h.limit }
+
+func (h *halfOpenTable) enter(addr netip.Addr) {
+	c0, c1 := h.cols(addr)
+	h.n[0][c0].Add(1)
+	h.n[1][c1].Add(1)
+}
+
+// leave uncounts a half-open flow of key a/b whose client is a when
+// aIsClient.
+func (h *halfOpenTable) leave(a, b netip.Addr, aIsClient bool) {
+	if !aIsClient {
+		a = b
+	}
+	c0, c1 := h.cols(a)
+	h.n[0][c0].Add(^uint32(0))
+	h.n[1][c1].Add(^uint32(0))
 }

@@ -240,6 +240,7 @@ func TestARPByL2Policy(t *testing.T) {
 func TestFlowTableFloodKeepsEstablishedFlows(t *testing.T) {
 	const maxFlows = 64
 	r := newRig(t, policy(t, "enforce", "reset", "", modbusConduit), func(c *Config) { c.MaxFlows = maxFlows })
+	r.e.tab.half.limit = 1 << 30 // the table's eviction order alone (TestSYNFloodPerSourceLimit: the limit)
 	var live []*capture.TCPFlow
 	for i := range 16 {
 		cl := capture.Endpoint{MAC: hmiEP.MAC, Addr: netip.AddrPortFrom(hmiEP.Addr.Addr(), uint16(41000+i))}

@@ -89,6 +89,10 @@ func (e *Engine) handleFlow(c *hctx) {
 // f.mu; taking the table lock here is safe because the table side never
 // blocks on a flow lock of a slot in use (see flow).
 func (e *Engine) settle(i int32, f *flow) {
+	if f.halfOpen && f.state >= tcpEstablished {
+		e.tab.half.leave(f.key.a, f.key.b, f.aIsClient)
+		f.halfOpen = false
+	}
 	want, timeout := e.classOf(f)
 	if want == f.appliedClass && timeout == f.appliedTimeout {
 		return
@@ -232,8 +236,13 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 		}
 		return true
 	}
+	// A connection opening with a SYN is half-open: it takes a slot of the
+	// table but no inspector (attachInspector takes one when the handshake
+	// completes), and counts against its client's half-open limit. A UDP
+	// flow or a monitor-mode pickup carries data from its first packet.
+	syn := tcp && p.Flags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst|packet.TCPFin) == packet.TCPSyn
 	var insp *inspector
-	if v.Action == rules.Allow && v.Inspect != protocols.ProtoNone {
+	if !syn && v.Action == rules.Allow && v.Inspect != protocols.ProtoNone {
 		insp = e.getInspector(v.Inspect)
 		if insp == nil && e.reclaimInspector(c.now, v.Inspect) {
 			insp = e.getInspector(v.Inspect)
@@ -250,6 +259,11 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 		e.putInspector(insp)
 		return false
 	}
+	if syn && t.half.full(p.Src) {
+		t.mu.Unlock()
+		e.refuseHalfOpen(c, nil, &v)
+		return true
+	}
 	i, evicted, expired := t.alloc(k, c.now, int64(e.cfg.EvictMinIdle), e.putInspector)
 	if i == noSlot {
 		t.mu.Unlock()
@@ -260,6 +274,10 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 	f := &t.slots[i]
 	f.mu.Lock() // a free slot: nobody holds it for long (see flow)
 	gen := f.gen
+	if syn {
+		t.half.enter(p.Src)
+		f.halfOpen = true
+	}
 	t.mu.Unlock()
 	if evicted >= 0 {
 		e.ctr.flowsEvicted.Add(1)
@@ -281,6 +299,31 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 	return true
 }
 
+// attachInspector gives an inspected flow without parser state its
+// inspector, reclaiming one from expired or transient flows when the
+// memory cap is reached, and reports whether f has one. Caller holds f.mu
+// (reclaimInspector takes the table lock, as settle does, and only
+// TryLocks other flows).
+func (e *Engine) attachInspector(c *hctx, f *flow) bool {
+	if f.insp != nil || f.inspect == protocols.ProtoNone {
+		return f.insp != nil
+	}
+	in := e.getInspector(f.inspect)
+	if in == nil && e.reclaimInspector(c.now, f.inspect) {
+		in = e.getInspector(f.inspect)
+	}
+	f.insp = in
+	return in != nil
+}
+
+// refuseHalfOpen drops a SYN whose client has reached its half-open limit
+// (DropHalfOpen) and counts it for the syn_flood detection. f is the
+// closed flow the SYN would reopen, or nil; v its flow verdict.
+func (e *Engine) refuseHalfOpen(c *hctx, f *flow, v *rules.Verdict) {
+	e.detect(c, f, rules.DetectSYNFlood, c.pkt.Src, v)
+	e.reportDrop(c, f, DropHalfOpen)
+}
+
 // initFlow resets slot f for a new flow judged by v. Caller holds f.mu.
 func (e *Engine) initFlow(c *hctx, f *flow, v rules.Verdict, insp *inspector, aIsClient, srcIsClient bool) {
 	p := &c.pkt
@@ -294,8 +337,8 @@ func (e *Engine) initFlow(c *hctx, f *flow, v rules.Verdict, insp *inspector, aI
 	f.rs = c.rs
 	f.verdict = v
 	f.inspect = protocols.ProtoNone
-	if insp != nil {
-		f.inspect = insp.proto
+	if v.Action == rules.Allow {
+		f.inspect = v.Inspect
 	}
 	f.monitor = v.Mode == rules.ModeMonitor
 	f.midstream = false
@@ -359,22 +402,20 @@ func (e *Engine) flowPacket(c *hctx, f *flow, fromClient bool) {
 			e.ctr.drop(DropFlowDenied)
 			return
 		}
-		insp := f.insp
-		f.insp = nil
-		if insp != nil && (v.Action != rules.Allow || insp.proto != v.Inspect) {
-			e.putInspector(insp)
-			insp = nil
-		}
-		if insp == nil && v.Action == rules.Allow && v.Inspect != protocols.ProtoNone {
-			if insp = e.getInspector(v.Inspect); insp == nil {
-				e.reportDrop(c, f, DropMemoryCap)
+		if !f.halfOpen {
+			if e.tab.half.full(p.Src) {
+				e.refuseHalfOpen(c, f, &v)
 				return
 			}
-		} else if insp != nil {
-			insp.reset()
+			e.tab.half.enter(p.Src)
+			f.halfOpen = true
 		}
+		// The new connection is half-open: its inspector, if any, is
+		// taken again when the handshake completes (attachInspector).
+		e.putInspector(f.insp)
+		f.insp = nil
 		_, fromA := keyOf(p)
-		e.initFlow(c, f, v, insp, fromA, true)
+		e.initFlow(c, f, v, nil, fromA, true)
 		f.pkts[0], f.bytes[0] = 1, uint64(len(c.frame)) // this SYN, counted before the reset
 	}
 	e.tcp(c, f, fromClient)
@@ -526,7 +567,7 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 		bad(DropBadTCP)
 		return
 	}
-	if fl&packet.TCPUrg != 0 && f.insp != nil && fl&packet.TCPRst == 0 {
+	if fl&packet.TCPUrg != 0 && f.inspect != protocols.ProtoNone && fl&packet.TCPRst == 0 {
 		// Urgent data: a receiver without SO_OOBINLINE (Linux's default)
 		// takes the urgent byte out of the stream, so the application would
 		// read other bytes than the parser; the pointer may even mark a
@@ -623,6 +664,7 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 	}
 	if f.state == tcpSynReceived && fromClient && p.Ack == o.nxt {
 		f.state = tcpEstablished
+		e.attachInspector(c, f) // on failure, retried at the first payload
 	}
 	if !h.hasAck || seqGT(p.Ack, h.ack) {
 		h.hasAck, h.ack = true, p.Ack
@@ -634,6 +676,12 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 	}
 	payload := p.Payload
 	end := p.Seq + uint32(len(payload))
+	if len(payload) > 0 && f.insp == nil && f.inspect != protocols.ProtoNone && !e.attachInspector(c, f) {
+		// No inspection memory for the connection's first bytes: they do
+		// not cross uninspected; the sender retransmits them.
+		e.reportDrop(c, f, DropMemoryCap)
+		return
+	}
 	if len(payload) > 0 && !lenient {
 		if o.hasAck && seqGT(end, o.ack+max(o.win, 1)) {
 			e.reportDrop(c, f, DropOutOfWindow)
