@@ -90,6 +90,12 @@ bench-datapath: ## gateway vs kernel bridge on one veth topology: small packets,
 	set -o pipefail; OTGW_BENCH_DATAPATH=1 OTGW_BENCH_OUT=$(CURDIR)/dist/bench-datapath.md \
 	  $(GO) test -count=1 -timeout 5m -run '^TestDatapathBench$$' -v ./gateway/e2e | grep -v 'level='
 
+.PHONY: test-flood
+FLOOD_SYNS ?= 1000000
+test-flood: ## live SYN flood: FLOOD_SYNS spoofed SYNs (default 1,000,000) from an allowed client through otgw run; poller, new clients, RSS, syn_flood (root, < 1 min)
+	set -o pipefail; OTGW_FLOOD_SYNS=$(FLOOD_SYNS) \
+	  $(GO) test -count=1 -timeout 10m -run '^TestSYNFloodLive$$' -v ./gateway/e2e | grep -v 'level='
+
 .PHONY: evasion
 EVASION_N ?= 100000
 EVASION_SEED ?= 1
