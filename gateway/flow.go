@@ -99,13 +99,16 @@ type flow struct {
 	aIsClient  bool   // key.a is the initiator
 	clientPort PortID // ingress port of the initiator's frames
 	rf         rules.Flow
-	rs         *rules.Ruleset // ruleset of the cached flow verdict
-	verdict    rules.Verdict  // L3/L4 verdict of the flow
-	inspect    protocols.Proto
-	monitor    bool // the flow's conduit is in monitor mode
-	midstream  bool // picked up without handshake (monitor mode only)
-	state      tcpState
-	answered   bool // UDP: the responder has sent; ICMP echo: a reply crossed
+	// rsGen is the generation (rules.Ruleset.Generation) of the ruleset
+	// that judged the flow: a number, not the ruleset, so that an idle
+	// flow does not keep a replaced policy in memory after a reload.
+	rsGen     uint64
+	verdict   rules.Verdict // L3/L4 verdict of the flow
+	inspect   protocols.Proto
+	monitor   bool // the flow's conduit is in monitor mode
+	midstream bool // picked up without handshake (monitor mode only)
+	state     tcpState
+	answered  bool // UDP: the responder has sent; ICMP echo: a reply crossed
 	// ICMP echo flows: echo requests sent with the flow's identifier;
 	// bit i of echoMask stands for sequence number echoHi-i, set while
 	// that request awaits its reply (RFC 792, RFC 4443 section 4).

@@ -165,7 +165,7 @@ func (e *Engine) trackEcho(c *hctx, v rules.Verdict) {
 	}
 	f.pkts[0]++
 	f.bytes[0] += uint64(len(c.frame))
-	f.rs, f.verdict = c.rs, v
+	f.rsGen, f.verdict = c.rs.Generation(), v
 	f.monitor = v.Mode == rules.ModeMonitor
 	f.echoSent(seq)
 	e.settle(i, f)
@@ -202,7 +202,7 @@ func (e *Engine) icmpRelated(c *hctx) bool {
 		return false
 	}
 	defer f.mu.Unlock()
-	if f.rs != c.rs {
+	if f.rsGen != c.rs.Generation() {
 		// Judge the flow by the current policy without touching its state:
 		// its own packets revalidate it (see revalidate).
 		c.rf = f.rf

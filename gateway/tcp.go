@@ -334,7 +334,7 @@ func (e *Engine) initFlow(c *hctx, f *flow, v rules.Verdict, insp *inspector, aI
 		f.clientPort = c.in.Other()
 	}
 	f.rf = c.rf // oriented initiator to responder, with an empty match cache
-	f.rs = c.rs
+	f.rsGen = c.rs.Generation()
 	f.verdict = v
 	f.inspect = protocols.ProtoNone
 	if v.Action == rules.Allow {
@@ -384,7 +384,7 @@ func (e *Engine) flowPacket(c *hctx, f *flow, fromClient bool) {
 	if f.inspect != protocols.ProtoNone {
 		c.dec.Proto = f.inspect.String()
 	}
-	if f.rs != c.rs && !e.revalidate(c, f) {
+	if f.rsGen != c.rs.Generation() && !e.revalidate(c, f) {
 		return
 	}
 	if f.rf.Transport == rules.TransportUDP {
@@ -427,7 +427,7 @@ func (e *Engine) flowPacket(c *hctx, f *flow, fromClient bool) {
 func (e *Engine) revalidate(c *hctx, f *flow) bool {
 	e.ctr.flowsRevalid.Add(1)
 	v := c.rs.EvaluateFlow(&f.rf)
-	f.rs = c.rs
+	f.rsGen = c.rs.Generation()
 	inspect := protocols.ProtoNone
 	if v.Action == rules.Allow {
 		inspect = v.Inspect
