@@ -221,3 +221,37 @@ func TestHalfOpenCountFollowsTheHandshake(t *testing.T) {
 		t.Fatalf("after expiry: %d half-open", got)
 	}
 }
+
+// TestSYNFloodDetectionFromPolicy: the policy's detections section sets
+// syn_flood like the other detectors; off silences the alert, never the
+// limit.
+func TestSYNFloodDetectionFromPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		name, section string
+		alerts        int
+	}{
+		{"off", "detections:\n  syn_flood: off\n", 0},
+		{"count 1", "detections:\n  syn_flood: { count: 1, window: 5s }\n", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, policy(t, "enforce", "reset", tc.section, supConduit), func(c *Config) { c.MaxFlows = 512 })
+			limit := int(r.e.tab.half.limit)
+			r.flood(hmiEP.Addr.Addr(), limit+5)
+			if got := r.counters().Drops[DropHalfOpen]; got != 5 {
+				t.Fatalf("half_open_limit drops %d, want 5", got)
+			}
+			alerts := 0
+			for _, ev := range r.events {
+				if ev.Reason == "detect:syn_flood" {
+					alerts++
+					if ev.Fields["count"] != 1 || ev.Fields["window_s"] != 5.0 {
+						t.Errorf("threshold in the event: %v", ev.Fields)
+					}
+				}
+			}
+			if alerts != tc.alerts {
+				t.Fatalf("%d syn_flood alerts, want %d", alerts, tc.alerts)
+			}
+		})
+	}
+}
