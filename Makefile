@@ -96,6 +96,12 @@ test-flood: ## live SYN flood: FLOOD_SYNS spoofed SYNs (default 1,000,000) from 
 	set -o pipefail; OTGW_FLOOD_SYNS=$(FLOOD_SYNS) \
 	  $(GO) test -count=1 -timeout 10m -run '^TestSYNFloodLive$$' -v ./gateway/e2e | grep -v 'level='
 
+.PHONY: bench-uamem
+bench-uamem: ## OPC UA, 100 connections x 15 MB Write: engine heap, and otgw replay RSS of the 1.5 GB capture (written to a temporary directory), with and without GOMEMLIMIT (< 2 min)
+	$(GO) test -count=1 -run '^TestOPCUAFullSizeWrites$$' -v ./gateway/ | grep -E 'uafull|^(ok|FAIL|---)'
+	set -o pipefail; OTGW_BENCH_UAREPLAY=1 \
+	  $(GO) test -count=1 -timeout 10m -run '^TestOPCUAWritesReplayRSS$$' -v ./gateway/e2e | grep -v 'level='
+
 .PHONY: evasion
 EVASION_N ?= 100000
 EVASION_SEED ?= 1
