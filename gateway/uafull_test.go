@@ -16,9 +16,13 @@ import (
 )
 
 // uaFullConns is the number of connections of TestOPCUAFullSizeWrites:
-// OTGW_UA_CONNS, default 100 (issue 15's figure).
+// OTGW_UA_CONNS, default 100 (issue 15's figure; 8 under the race
+// detector, where 1.5 GB take over a minute).
 func uaFullConns(t *testing.T) int {
 	n := 100
+	if raceEnabled {
+		n = 8
+	}
 	if s := os.Getenv("OTGW_UA_CONNS"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil || v <= 0 {
@@ -38,7 +42,9 @@ func uaFullConns(t *testing.T) int {
 // grown buffers counts) must stay within the cap + 32 MiB over the heap
 // before the first chunk (which holds the engine, its table and the
 // test's 15 MB message). Frames are crafted into one reused buffer, so
-// the test itself adds nothing to the heap while it runs.
+// the test itself adds nothing to the heap while it runs. Under the race
+// detector the heap figure is not asserted (its instrumentation changes
+// allocation and collection), only the cap.
 func TestOPCUAFullSizeWrites(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1.5 GB through the engine; run without -short")
@@ -159,7 +165,7 @@ func TestOPCUAFullSizeWrites(t *testing.T) {
 	if peakMem > memCap {
 		t.Errorf("inspection memory peaked at %d bytes, over the %d-byte cap", peakMem, memCap)
 	}
-	if bound := uint64(memCap) + 32<<20; grown > bound {
+	if bound := uint64(memCap) + 32<<20; grown > bound && !raceEnabled {
 		t.Errorf("the Go heap in use grew by %d KiB, over the cap + 32 MiB (%d KiB)", grown>>10, bound>>10)
 	}
 	if ctr.PDUsDenied == 0 {
