@@ -44,14 +44,18 @@ conduits:
 // namespace's ephemeral range, so that the real connections of the
 // flooding address never share a 5-tuple with a flooded one.
 const (
-	floodPortLo   = 1024
-	floodPortHi   = 32767
-	ephemeralLo   = 40000
-	ephemeralHi   = 60999
-	otherClient   = "192.0.2.3"
-	floodMaxTime  = 5 * time.Minute
-	pollInterval  = 50 * time.Millisecond
-	pollTimeout   = 3 * time.Second
+	floodPortLo  = 1024
+	floodPortHi  = 32767
+	ephemeralLo  = 40000
+	ephemeralHi  = 60999
+	otherClient  = "192.0.2.3"
+	floodMaxTime = 5 * time.Minute
+	pollInterval = 50 * time.Millisecond
+	// pollTimeout: a poll is lost when it gets no answer within it, its
+	// TCP retransmissions included (200 ms, 400 ms, 800 ms, 1.6 s: frames
+	// of the poller are lost too while the flood fills the gateway port's
+	// ring).
+	pollTimeout   = 5 * time.Second
 	handshakeTime = 30 * time.Second // the engine's TCPHandshake default
 	// floodRSSBoundKB is the RSS bound gateway/doc.go documents for the
 	// default table and cap (64 MiB cap + 12 MiB table + runtime and
