@@ -150,7 +150,7 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("round trip: %x != %x", got, b)
 			}
 		}
-		_ = RecordOf(&a)
+		_ = recordOf(b, dir)
 	})
 }
 
@@ -180,10 +180,10 @@ func FuzzConn(f *testing.F) {
 			dir = protocols.Response
 		}
 		step := int(chunk) + 1
-		c := NewConn()
+		c := new(Session)
 		records := 0
 		for off := 0; off < len(b); off += step {
-			c.Feed(dir, b[off:min(off+step, len(b))], false, func(protocols.Record) { records++ })
+			feed(c, dir, b[off:min(off+step, len(b))], false, func(protocols.Record) { records++ })
 		}
 		if records > len(b)/(MBAPLen+1)+1 {
 			t.Fatalf("%d records from %d bytes", records, len(b))

@@ -83,7 +83,7 @@ type ourRecord struct {
 // TCP connection; payload to port 502 is a request, from 502 a response.
 func dissectModbus(t *testing.T, path string) []ourRecord {
 	t.Helper()
-	conns := map[uint64]*Conn{}
+	conns := map[uint64]*Session{}
 	perFrame := map[int]int{}
 	var out []ourRecord
 	_, err := capture.ReadStreams(path, capture.Options{}, func(s *capture.Segment) error {
@@ -101,10 +101,10 @@ func dissectModbus(t *testing.T, path string) []ourRecord {
 		}
 		c := conns[s.Conn]
 		if c == nil {
-			c = NewConn()
+			c = new(Session)
 			conns[s.Conn] = c
 		}
-		c.Feed(dir, s.Payload, s.Gap, func(r protocols.Record) {
+		feed(c, dir, s.Payload, s.Gap, func(r protocols.Record) {
 			perFrame[s.Frame]++
 			out = append(out, ourRecord{frame: s.Frame, pdu: perFrame[s.Frame], rec: r})
 		})

@@ -1,7 +1,9 @@
 // Package dissect turns a capture into the sequence of application PDUs the
 // inspection core sees: the engine behind `otgw dissect`, and the input of
 // `otgw learn` and of the truth tests. It joins simulate/capture (frames,
-// TCP reassembly) with the offline Conn of each protocol parser.
+// TCP reassembly) with the protocol sessions of protocols/registry, the
+// same sessions the inline engine holds per flow, and prints the fields
+// they render.
 package dissect
 
 import (
@@ -13,9 +15,7 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/protocols"
-	"github.com/otgw/otgw/protocols/dnp3"
-	"github.com/otgw/otgw/protocols/modbus"
-	"github.com/otgw/otgw/protocols/opcua"
+	"github.com/otgw/otgw/protocols/registry"
 	"github.com/otgw/otgw/simulate/capture"
 )
 
@@ -36,15 +36,9 @@ type Options struct {
 	PortsOnly bool
 }
 
-// DefaultPorts returns the standard ports: 502 Modbus/TCP, 20000 DNP3,
-// 4840 OPC UA.
-func DefaultPorts() map[uint16]protocols.Proto {
-	return map[uint16]protocols.Proto{
-		PortModbus: protocols.ProtoModbus,
-		PortDNP3:   protocols.ProtoDNP3,
-		PortOPCUA:  protocols.ProtoOPCUA,
-	}
-}
+// DefaultPorts returns the well-known ports of the registered protocols:
+// 502 Modbus/TCP, 20000 DNP3, 4840 OPC UA.
+func DefaultPorts() map[uint16]protocols.Proto { return registry.DefaultPorts() }
 
 // ParsePort reads a `--port proto=N` flag value.
 func ParsePort(s string) (protocols.Proto, uint16, error) {
@@ -52,17 +46,11 @@ func ParsePort(s string) (protocols.Proto, uint16, error) {
 	if !ok {
 		return 0, 0, fmt.Errorf("--port %q: want proto=N, e.g. dnp3=20001", s)
 	}
-	var p protocols.Proto
-	switch strings.ToLower(name) {
-	case "modbus":
-		p = protocols.ProtoModbus
-	case "dnp3":
-		p = protocols.ProtoDNP3
-	case "opcua":
-		p = protocols.ProtoOPCUA
-	default:
-		return 0, 0, fmt.Errorf("--port %q: unknown protocol %q (modbus, dnp3, opcua)", s, name)
+	spec := registry.ByName(strings.ToLower(name))
+	if spec == nil {
+		return 0, 0, fmt.Errorf("--port %q: unknown protocol %q (%s)", s, name, strings.Join(registry.Names(), ", "))
 	}
+	p := spec.Proto
 	n, err := strconv.ParseUint(num, 10, 16)
 	if err != nil || n == 0 {
 		return 0, 0, fmt.Errorf("--port %q: bad port number %q", s, num)
@@ -81,34 +69,21 @@ type PDU struct {
 	protocols.Record
 }
 
-// NewConn returns the offline parser of a protocol for a transport ("tcp"
-// or "udp").
-func NewConn(p protocols.Proto, transport string) protocols.Conn {
-	switch p {
-	case protocols.ProtoModbus:
-		if transport == "udp" {
-			return nil // Modbus/UDP is not inspected
-		}
-		return modbus.NewConn()
-	case protocols.ProtoDNP3:
-		if transport == "udp" {
-			// Each datagram stands alone: no frame joins the next one.
-			return dnp3.NewDatagramConn()
-		}
-		return dnp3.NewConn()
-	case protocols.ProtoOPCUA:
-		if transport == "udp" {
-			return nil
-		}
-		return opcua.NewConn()
+// newSession returns the session of a protocol for a transport ("tcp" or
+// "udp"), nil when the protocol is not inspected on it (Modbus/UDP).
+func newSession(p protocols.Proto, transport string) protocols.Session {
+	t := protocols.TCP
+	if transport == "udp" {
+		t = protocols.UDP
 	}
-	return nil
+	return registry.New(p, t, protocols.Config{})
 }
 
 type connState struct {
 	proto  protocols.Proto
 	server uint16
-	conn   protocols.Conn
+	conn   protocols.Session
+	emit   func() // renders the unit conn completed as d.pdu
 	// client is the client's (DNP3 master's) end when the content told
 	// it (Sniff); invalid until then, and the server port decides.
 	client netip.AddrPort
@@ -153,6 +128,7 @@ type Dissector struct {
 	fn    func(*PDU) error
 	err   error
 	pdu   PDU
+	seg   *capture.Segment // the segment being fed
 	// noSniff: Options.PortsOnly.
 	noSniff bool
 }
@@ -198,14 +174,20 @@ func (d *Dissector) Segment(s *capture.Segment) error {
 			dir = protocols.Response
 		}
 	}
-	cs.conn.Feed(dir, s.Payload, s.Gap, func(r protocols.Record) {
-		if d.err != nil {
-			return
+	if cs.emit == nil {
+		cs.emit = func() {
+			if d.err != nil {
+				return
+			}
+			s := d.seg
+			d.pdu = PDU{Frame: s.Frame, Time: s.Time, Transport: s.Transport, Src: s.Src, Dst: s.Dst,
+				Conn: s.Conn, Proto: cs.proto, Record: protocols.NewRecord(cs.conn)}
+			d.err = d.fn(&d.pdu)
 		}
-		d.pdu = PDU{Frame: s.Frame, Time: s.Time, Transport: s.Transport, Src: s.Src, Dst: s.Dst,
-			Conn: s.Conn, Proto: cs.proto, Record: r}
-		d.err = d.fn(&d.pdu)
-	})
+	}
+	d.seg = s
+	cs.conn.Feed(dir, s.Payload, s.Gap, cs.emit)
+	d.seg = nil
 	return d.err
 }
 
@@ -220,7 +202,7 @@ func (d *Dissector) classify(s *capture.Segment, prev *connState) *connState {
 	}
 	for _, port := range try {
 		if p, ok := d.ports[port]; ok {
-			return &connState{proto: p, server: port, conn: NewConn(p, s.Transport)}
+			return &connState{proto: p, server: port, conn: newSession(p, s.Transport)}
 		}
 	}
 	cs := prev
@@ -236,7 +218,7 @@ func (d *Dissector) classify(s *capture.Segment, prev *connState) *connState {
 		return cs
 	}
 	server := serverOf(s, dir)
-	return &connState{proto: p, server: server.Port(), conn: NewConn(p, s.Transport)}
+	return &connState{proto: p, server: server.Port(), conn: newSession(p, s.Transport)}
 }
 
 // JSON renders the PDU as one JSON object with the fields of DESIGN.md in
