@@ -59,6 +59,12 @@ func ParsePort(s string) (protocols.Proto, uint16, error) {
 }
 
 // PDU is one application PDU with where and when it completed.
+//
+// A PDU a Dissector hands to fn is valid during the call only, and its
+// fields are rendered on demand from the session that decoded it (the
+// renderer the engine's events use too): AppendJSON writes them straight
+// from the session without allocating; Get, Summary and Load fill
+// Record.Fields first. A PDU built by hand carries its Fields.
 type PDU struct {
 	Frame     int // 1-based frame where the PDU completes
 	Time      time.Time
@@ -67,6 +73,26 @@ type PDU struct {
 	Conn      uint64
 	Proto     protocols.Proto
 	protocols.Record
+	// sess rendered the PDU (nil: Fields holds them); loaded: Fields
+	// was filled from it.
+	sess   protocols.Session
+	loaded bool
+	sink   jsonSink
+}
+
+// Load fills Record.Fields from the session that decoded the PDU (once;
+// allocates). Call it during fn to keep the fields.
+func (p *PDU) Load() {
+	if p.sess != nil && !p.loaded {
+		p.loaded = true
+		p.sess.Fields(&p.Record)
+	}
+}
+
+// Get returns the value of the named field and whether it is present.
+func (p *PDU) Get(key string) (any, bool) {
+	p.Load()
+	return p.Record.Get(key)
 }
 
 // newSession returns the session of a protocol for a transport ("tcp" or
@@ -181,7 +207,8 @@ func (d *Dissector) Segment(s *capture.Segment) error {
 			}
 			s := d.seg
 			d.pdu = PDU{Frame: s.Frame, Time: s.Time, Transport: s.Transport, Src: s.Src, Dst: s.Dst,
-				Conn: s.Conn, Proto: cs.proto, Record: protocols.NewRecord(cs.conn)}
+				Conn: s.Conn, Proto: cs.proto, Record: protocols.Record{Dir: cs.conn.Dir(), Anomaly: cs.conn.Anomaly()},
+				sess: cs.conn}
 			d.err = d.fn(&d.pdu)
 		}
 	}
@@ -227,6 +254,7 @@ func (p *PDU) JSON() ([]byte, error) { return p.AppendJSON(nil) }
 
 // Summary renders the protocol fields as "k=v k=v" for the human table.
 func (p *PDU) Summary() string {
+	p.Load()
 	var sb strings.Builder
 	for i, kv := range p.Fields {
 		if i > 0 {
