@@ -132,6 +132,9 @@ type Engine struct {
 
 	freeMu sync.Mutex // guards free
 	free   [4][]*inspector
+	// charge is chargeMemory as a func value, made once: the sessions'
+	// buffer budget (protocols.Config.Budget).
+	charge func(delta int64) bool
 
 	detects *detectTable
 }
@@ -201,6 +204,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		e.ports = cfg.PortNames
 	}
 	e.ctxs.New = func() any { return new(hctx) }
+	e.charge = e.chargeMemory
 	e.log.Info("engine ready", "max_flows", cfg.MaxFlows, "memory_cap", cfg.MemoryCap, "link", int(cfg.Link))
 	return e, nil
 }

@@ -62,7 +62,7 @@ func (e *Engine) newInspector(proto protocols.Proto) *inspector {
 	// NodeIds: the buffers count against the memory cap like held bytes
 	// (a flow that would exceed it fails the message as
 	// message_too_large, it does not grow the process).
-	in := &inspector{proto: proto, sess: spec.New(protocols.Config{Budget: e.chargeMemory, Associations: dnp3Associations})}
+	in := &inspector{proto: proto, sess: spec.New(protocols.Config{Budget: e.charge, Associations: dnp3Associations})}
 	size := int64(unsafe.Sizeof(*in)) + int64(in.sess.Size())
 	for i := range in.dir {
 		in.dir[i].hold = make([]byte, 0, initialHold)

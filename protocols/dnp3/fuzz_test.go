@@ -89,7 +89,7 @@ func FuzzDecode(f *testing.F) {
 }
 
 // FuzzConn feeds arbitrary bytes, split at an arbitrary point, through a
-// Conn: no panic, every Record is a link frame or carries an anomaly, and
+// Session: no panic, every Record is a link frame or carries an anomaly, and
 // splitting the input does not change the Records.
 func FuzzConn(f *testing.F) {
 	seeds := seedFrames(f)

@@ -359,7 +359,7 @@ type goldenRecord struct {
 	Anomaly string         `json:"anomaly,omitempty"`
 }
 
-// dissectGolden runs a generated capture through capture and Conn.
+// dissectGolden runs a generated capture through capture and Session (Feed).
 func dissectGolden(t testing.TB, path string) []goldenRecord {
 	t.Helper()
 	conns := map[uint64]*Session{}

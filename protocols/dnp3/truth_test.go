@@ -121,7 +121,7 @@ func readTruth(t *testing.T, path string) []truthRow {
 	return rows
 }
 
-// dissectDNP3 runs a capture through simulate/capture and Conn and returns
+// dissectDNP3 runs a capture through simulate/capture and Session (Feed) and returns
 // one truthRow per link frame, plus the number of records that were not
 // link frames (garbage, corrupt headers).
 func dissectDNP3(t testing.TB, path string, ports map[uint16]bool) (rows []truthRow, other []otherRecord) {

@@ -155,8 +155,8 @@ func FuzzDecode(f *testing.F) {
 }
 
 // FuzzConn feeds arbitrary bytes, split at arbitrary points, through the
-// Framer and a Conn. Seeds as FuzzDecode. Invariants: no panic; Next never
-// claims more than it was given and a complete ADU is 8-260 bytes; the Conn
+// Framer and a Session. Seeds as FuzzDecode. Invariants: no panic; Next never
+// claims more than it was given and a complete ADU is 8-260 bytes; the Session
 // emits at most one Record per 8 bytes plus one non_modbus Record.
 func FuzzConn(f *testing.F) {
 	for _, tc := range benchADUs {

@@ -348,7 +348,7 @@ func TestPairing(t *testing.T) {
 	})
 }
 
-// feedRecords runs chunks through a Conn and collects the records.
+// feedRecords runs chunks through a Session and collects the records.
 func feedRecords(c *Session, dir protocols.Dir, chunks [][]byte, gapAt int) []protocols.Record {
 	var out []protocols.Record
 	for i, ch := range chunks {

@@ -48,8 +48,9 @@ type Session struct {
 	// pickedUp: the flow was joined late (PickUp); cleared by the first
 	// response that pairs.
 	pickedUp bool
-	// Offline stream state, per direction (Feed).
-	dirs [2]connDir
+	// Offline stream state, per direction (Feed; allocated by the first
+	// Feed, so the engine's sessions do not carry it).
+	dirs *[2]connDir
 	vals [maxListed]int
 	bits [maxListed]bool
 }
@@ -213,8 +214,10 @@ func (s *Session) Fields(w protocols.Sink) {
 // Gap implements protocols.Session. A gap in the responses drops the
 // outstanding requests: the responses that answered them were lost.
 func (s *Session) Gap(dir protocols.Dir) {
-	st := &s.dirs[dirIndex(dir)]
-	st.n, st.discard = 0, false
+	if s.dirs != nil {
+		st := &s.dirs[dirIndex(dir)]
+		st.n, st.discard = 0, false
+	}
 	if dir == protocols.Response {
 		s.pairing.Reset()
 	}
@@ -226,14 +229,21 @@ func (s *Session) PickUp() { s.pickedUp = true }
 // Reset implements protocols.Session.
 func (s *Session) Reset() {
 	s.pairing.Reset()
-	s.dirs[0].n, s.dirs[1].n = 0, 0
-	s.dirs[0].discard, s.dirs[1].discard = false, false
+	if s.dirs != nil {
+		*s.dirs = [2]connDir{}
+	}
 	s.pickedUp, s.framing, s.pa, s.paired = false, false, AnomalyNone, false
 	s.adu = ADU{}
 }
 
 // Size implements protocols.Session.
-func (s *Session) Size() int { return int(unsafe.Sizeof(*s)) }
+func (s *Session) Size() int {
+	n := int(unsafe.Sizeof(*s))
+	if s.dirs != nil {
+		n += int(unsafe.Sizeof(*s.dirs))
+	}
+	return n
+}
 
 func dirIndex(d protocols.Dir) int {
 	if d == protocols.Response {
@@ -246,6 +256,9 @@ func dirIndex(d protocols.Dir) int {
 func (s *Session) Feed(dir protocols.Dir, b []byte, gap bool, emit func()) {
 	if dir != protocols.Response {
 		dir = protocols.Request
+	}
+	if s.dirs == nil {
+		s.dirs = new([2]connDir)
 	}
 	st := &s.dirs[dirIndex(dir)]
 	if gap {

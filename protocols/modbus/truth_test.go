@@ -79,7 +79,7 @@ type ourRecord struct {
 	rec        protocols.Record
 }
 
-// dissectModbus runs a capture through simulate/capture and one Conn per
+// dissectModbus runs a capture through simulate/capture and one Session per
 // TCP connection; payload to port 502 is a request, from 502 a response.
 func dissectModbus(t *testing.T, path string) []ourRecord {
 	t.Helper()
@@ -170,7 +170,7 @@ func compareTruth(r *protocols.Record, row truthRow) []string {
 }
 
 // TestTruth runs every modbus_*.pcap of the shared corpus through
-// simulate/capture and Conn and compares each PDU with tshark's dissection:
+// simulate/capture and Session (Feed) and compares each PDU with tshark's dissection:
 // frame, PDU index in the frame, direction, transaction id, unit id,
 // function code, exception code, address/quantity (read and write part) and
 // sub-code. Every field must agree, both ways (a field tshark leaves empty

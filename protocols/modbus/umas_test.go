@@ -61,7 +61,7 @@ func TestUMAS(t *testing.T) {
 	}
 }
 
-// TestConnUMASSession: the offline Conn follows a session with 261-byte
+// TestConnUMASSession: the Session (Feed) follows a session with 261-byte
 // ADUs split across segments without calling anything non_modbus.
 func TestConnUMASSession(t *testing.T) {
 	big := make([]byte, 251)

@@ -86,7 +86,7 @@ func FuzzDecode(f *testing.F) {
 }
 
 // FuzzConn feeds arbitrary bytes, split at an arbitrary point and in both
-// directions, through a Conn: it must not panic, and records are bounded
+// directions, through a Session: it must not panic, and records are bounded
 // by the bytes fed (every record consumes at least one byte).
 func FuzzConn(f *testing.F) {
 	for _, s := range seeds(f) {

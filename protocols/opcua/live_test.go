@@ -50,7 +50,7 @@ func selfSigned(t *testing.T, uri string) (*rsa.PrivateKey, []byte) {
 }
 
 // relay accepts connections on a loopback port, forwards them to target
-// and feeds both directions of each to its own Conn.
+// and feeds both directions of each to its own Session.
 type relay struct {
 	ln    net.Listener
 	mu    sync.Mutex
@@ -124,7 +124,7 @@ func freePort(t *testing.T) int {
 
 // TestLiveSecureChannels runs a gopcua client against a gopcua server on
 // loopback under Basic256Sha256, in mode Sign and in SignAndEncrypt,
-// through a relay that feeds the traffic to a Conn: the Channel infers
+// through a relay that feeds the traffic to a Session: the Channel infers
 // the mode each client asked for in its encrypted OPN, with no anomaly,
 // reading the bodies of the Sign channel and none of the other's.
 func TestLiveSecureChannels(t *testing.T) {

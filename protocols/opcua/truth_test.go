@@ -53,7 +53,7 @@ type uaConn struct {
 	skip   bool
 }
 
-// dissectCapture runs every OPC UA connection of a capture through Conn.
+// dissectCapture runs every OPC UA connection of a capture through Session (Feed).
 //
 // Which side is the server, decided on a connection's first payload: the
 // side that sends "HEL" is the client (an "RHE" sender is the server);
