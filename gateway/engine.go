@@ -14,6 +14,7 @@ import (
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/protocols/opcua"
+	"github.com/otgw/otgw/protocols/registry"
 	"github.com/otgw/otgw/rules"
 )
 
@@ -130,8 +131,8 @@ type Engine struct {
 	craft  *craftPool
 	ctxs   sync.Pool // *hctx
 
-	freeMu sync.Mutex // guards free
-	free   [4][]*inspector
+	freeMu sync.Mutex     // guards free
+	free   [][]*inspector // per protocols.Proto of the registered protocols
 	// charge is chargeMemory as a func value, made once: the sessions'
 	// buffer budget (protocols.Config.Budget).
 	charge func(delta int64) bool
@@ -205,6 +206,9 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	e.ctxs.New = func() any { return new(hctx) }
 	e.charge = e.chargeMemory
+	for _, spec := range registry.All() {
+		e.free = append(e.free, make([][]*inspector, max(0, int(spec.Proto)+1-len(e.free)))...)
+	}
 	e.log.Info("engine ready", "max_flows", cfg.MaxFlows, "memory_cap", cfg.MemoryCap, "link", int(cfg.Link))
 	return e, nil
 }

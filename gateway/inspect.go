@@ -455,7 +455,9 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 			// An incomplete PDU: its bytes may cross, the completing ones
 			// will wait for the verdict.
 			total := len(b) + max(need, 0)
-			if total > e.cfg.MaxHold && in.proto == protocols.ProtoOPCUA {
+			if total > e.cfg.MaxHold {
+				// Its header says it will not fit (an OPC UA chunk up to
+				// the negotiated size; Modbus and DNP3 PDUs always fit).
 				c.drop = DropPDUTooLarge
 				if !e.malformed(c, f, s, nil, "message_too_large", pos, len(data)) {
 					return
