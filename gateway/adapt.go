@@ -12,6 +12,44 @@ import (
 	"github.com/otgw/otgw/rules"
 )
 
+// adaptPDU fills p from the PDU the session just decoded (UnitPDU).
+func adaptPDU(p *rules.PDU, ss protocols.Session) {
+	switch ss := ss.(type) {
+	case *modbus.Session:
+		modbusPDU(p, ss.ADU(), ss.Dir())
+		if an := ss.PairingAnomaly(); an != modbus.AnomalyNone && p.Anomaly == "" {
+			p.Anomaly = an.String()
+		}
+		if ss.Dir() == protocols.Response {
+			p.Modbus.PairedRequest = ss.Paired()
+		}
+	case *dnp3.Session:
+		dnp3PDU(p, ss.LinkFrame(), ss.Fragment(), ss.Dir())
+		p.DNP3.PairedRequest = ss.Paired()
+		if ss.SeqMismatch() && p.Anomaly == "" {
+			p.Anomaly = dnp3.AnomalySeqMismatch.String()
+		}
+	case *opcua.Session:
+		opcuaPDU(p, ss.Message(), ss.Dir(), ss.Service(), ss.Mode())
+		p.OPCUA.PairedRequest = ss.Paired()
+	}
+}
+
+// adaptDecision points d at the session (whose Fields render the report's
+// fields) and at the parser structs of its last unit (rate detectors and
+// hooks read them).
+func adaptDecision(d *Decision, ss protocols.Session) {
+	d.Session = ss
+	switch ss := ss.(type) {
+	case *modbus.Session:
+		d.Modbus = ss.ADU()
+	case *dnp3.Session:
+		d.DNP3Link, d.DNP3 = ss.LinkFrame(), ss.Fragment()
+	case *opcua.Session:
+		d.OPCUA = ss.Message()
+	}
+}
+
 // resetPDU clears the parts of p that every adapter sets, without zeroing
 // the large value arrays (they are bounded by their counts).
 func resetPDU(p *rules.PDU, proto protocols.Proto, dir protocols.Dir) {

@@ -63,11 +63,13 @@
 //     stream, so its application would read other bytes than the parser
 //     judged (RFC 6093; the pointer may also mark a byte of a later
 //     segment, so a URG pure ACK is dropped too);
-//  5. frames new in-order bytes into PDUs with the protocol's Framer
-//     (Modbus/TCP MBAP, DNP3 link frames with transport reassembly, OPC UA
-//     UA-TCP chunks through opcua.Channel), decodes each complete PDU into
-//     caller-owned parser structs, converts it to a rules.PDU (adapt.go)
-//     and judges it with rules.Ruleset.Evaluate (a Modbus function code
+//  5. frames new in-order bytes into PDUs through the flow's
+//     protocols.Session (from protocols/registry: Modbus/TCP MBAP, DNP3
+//     link frames with transport reassembly, OPC UA UA-TCP chunks through
+//     opcua.Channel), which decodes each complete PDU and pairs responses
+//     with requests; the engine converts it to a rules.PDU (adapt.go),
+//     judges it with rules.Ruleset.Evaluate and tells the session the
+//     verdict (Commit: only requests that crossed await answers) (a Modbus function code
 //     that is neither public nor user-defined, such as FC 90 UMAS, is
 //     refused as function_not_allowed, not as malformed:unknown_function,
 //     unless a rule lists it without tolerating the anomaly). No byte of a
@@ -141,9 +143,11 @@
 // or consume what it is given before returning. Crafted frames come from a
 // small bounded pool (Config.CraftBuffers); when it is empty the crafted
 // frame is counted as DropNoBuffer instead of allocating or blocking.
-// Parser state lives in inspectors recycled through free lists and
-// counted against Config.MemoryCap together with hold buffers and
-// retransmission history.
+// Parser state (one protocols.Session per inspected flow) lives in
+// inspectors recycled through free lists and counted against
+// Config.MemoryCap together with hold buffers and retransmission history.
+// Event and report fields (Decision.Fields) are rendered by that session,
+// the same code that prints `otgw dissect --json`.
 //
 // # Concurrency
 //

@@ -10,9 +10,11 @@ import (
 
 	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/gateway/packet"
+	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/protocols/opcua"
+	"github.com/otgw/otgw/protocols/registry"
 	"github.com/otgw/otgw/rules"
 )
 
@@ -129,8 +131,11 @@ type Engine struct {
 	craft  *craftPool
 	ctxs   sync.Pool // *hctx
 
-	freeMu sync.Mutex // guards free
-	free   [4][]*inspector
+	freeMu sync.Mutex     // guards free
+	free   [][]*inspector // per protocols.Proto of the registered protocols
+	// charge is chargeMemory as a func value, made once: the sessions'
+	// buffer budget (protocols.Config.Budget).
+	charge func(delta int64) bool
 
 	detects *detectTable
 }
@@ -200,6 +205,10 @@ func NewEngine(cfg Config) (*Engine, error) {
 		e.ports = cfg.PortNames
 	}
 	e.ctxs.New = func() any { return new(hctx) }
+	e.charge = e.chargeMemory
+	for _, spec := range registry.All() {
+		e.free = append(e.free, make([][]*inspector, max(0, int(spec.Proto)+1-len(e.free)))...)
+	}
 	e.log.Info("engine ready", "max_flows", cfg.MaxFlows, "memory_cap", cfg.MemoryCap, "link", int(cfg.Link))
 	return e, nil
 }
@@ -278,9 +287,12 @@ type Decision struct {
 	Proto    string
 	Src, Dst netip.AddrPort
 	FlowID   uint64
-	// PDU is the judged PDU (nil for flow and L2 decisions); the parser
-	// structs are set for their protocol and alias engine buffers.
+	// PDU is the judged PDU (nil for flow and L2 decisions); Session is
+	// the flow's session that decoded it (nil when the bytes could not be
+	// framed) and renders its fields; the parser structs are set for
+	// their protocol and alias the session.
 	PDU      *rules.PDU
+	Session  protocols.Session
 	Modbus   *modbus.ADU
 	DNP3Link *dnp3.LinkFrame
 	DNP3     *dnp3.Fragment
@@ -333,8 +345,9 @@ const (
 	ReasonEvasionTCPUrgent = "evasion:" + EvasionTCPUrgent
 )
 
-// Fields returns the PDU fields of d as in `otgw dissect` (allocates; for
-// reports and events).
+// Fields returns the fields of d's PDU as `otgw dissect` prints them (the
+// session's one renderer, protocols.Session.Fields) with dir, anomaly (the
+// anomaly judged) and evasion (allocates; for reports and events).
 func (d *Decision) Fields() map[string]any {
 	m := map[string]any{}
 	if d.EvasionName != "" {
@@ -344,79 +357,28 @@ func (d *Decision) Fields() map[string]any {
 		return m
 	}
 	m["dir"] = d.PDU.Dir.String()
-	switch {
-	case d.Modbus != nil:
-		a := d.Modbus
-		m["tid"] = int(a.TransactionID)
-		m["unit"] = int(a.Unit)
-		m["fc"] = int(a.Function)
-		if a.IsException {
-			m["exception"] = int(a.Exception)
-		}
-		if a.HasAddress {
-			m["addr"] = int(a.Address)
-		}
-		if a.HasQuantity {
-			m["qty"] = int(a.Quantity)
-		}
-		if a.HasWrite {
-			m["write_addr"] = int(a.WriteAddress)
-			m["write_qty"] = int(a.WriteQuantity)
-		}
-		if a.HasSub {
-			m["sub"] = int(a.Sub)
-		}
-		// The values a write carries (the value refused, in a deny).
-		if a.HasValue {
-			m["value"] = int(a.Value)
-		}
-		if v := writeValues(a); v != nil {
-			m["values"] = v
-		}
-		if v := writeCoils(a); v != nil {
-			m["coils"] = v
-		}
-		if a.Func() == 22 && !a.IsException {
-			m["and_mask"], m["or_mask"] = int(a.AndMask), int(a.OrMask)
-		}
-	case d.DNP3Link != nil:
-		m["link_src"] = int(d.DNP3Link.Src)
-		m["link_dst"] = int(d.DNP3Link.Dst)
-		if d.DNP3 != nil {
-			m["fc"] = int(d.DNP3.Func)
-			objs := make([]dnp3.Object, 0, d.DNP3.NumObjects)
-			for _, h := range d.DNP3.Headers() {
-				objs = append(objs, dnp3.Object{Group: int(h.Group), Variation: int(h.Variation)})
-			}
-			m["objects"] = objs
-			if d.DNP3.HasIIN() {
-				m["iin"] = int(d.DNP3.IIN)
-			}
-		}
-	case d.OPCUA != nil:
-		u := d.OPCUA
-		m["msg_type"] = u.Type.String()
-		if u.Type == opcua.TypeOPN {
-			m["security_policy"] = u.Policy.String()
-			if u.Mode != opcua.ModeInvalid {
-				m["security_mode"] = u.Mode.String()
-			}
-		}
-		if u.HasTypeID {
-			m["service"] = int(u.TypeID)
-		}
-		if u.NumNodes > 0 && !u.Partial {
-			nodes := make([]string, u.NumNodes) // Write: NodeIds written; Call: MethodIds called
-			for i := range nodes {
-				nodes[i] = u.Nodes[i].String()
-			}
-			m["nodes"] = nodes
-		}
+	if d.Session != nil {
+		d.Session.Fields(fieldMap(m))
 	}
 	if d.PDU.Anomaly != "" {
 		m["anomaly"] = d.PDU.Anomaly
 	}
 	return m
+}
+
+// fieldMap is the protocols.Sink of event fields.
+type fieldMap map[string]any
+
+func (m fieldMap) Int(k string, v int)         { m[k] = v }
+func (m fieldMap) Str(k, v string)             { m[k] = v }
+func (m fieldMap) Bytes(k string, v []byte)    { m[k] = string(v) }
+func (m fieldMap) IntList(k string, v []int)   { m[k] = append([]int(nil), v...) }
+func (m fieldMap) BoolList(k string, v []bool) { m[k] = append([]bool(nil), v...) }
+func (m fieldMap) StrList(k string, v protocols.List) {
+	m[k] = protocols.Strings(v)
+}
+func (m fieldMap) Objects(k string, v []protocols.Object) {
+	m[k] = append(make([]dnp3.Object, 0, len(v)), v...)
 }
 
 // hctx is the per-call scratch of Handle, pooled so that the allow path

@@ -6,8 +6,6 @@ import (
 
 	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/gateway/packet"
-	"github.com/otgw/otgw/protocols"
-	"github.com/otgw/otgw/protocols/modbus"
 )
 
 // EventNet is the packet context of an event (transport, ICMP type and
@@ -38,38 +36,4 @@ func endpoints(e *events.Event) string {
 			" ethertype 0x" + strconv.FormatUint(uint64(e.Net.EtherType), 16)
 	}
 	return "(no addresses)"
-}
-
-// maxEventValues bounds the register values a write event lists.
-const maxEventValues = 32
-
-// writeValues returns the register values a Modbus write multiple
-// registers request carries (FC 16, and the write part of FC 23), at most
-// maxEventValues of them, or nil, from the parser's Registers.
-func writeValues(a *modbus.ADU) []int {
-	if a.Dir != protocols.Request || a.IsException || (a.Func() != 16 && a.Func() != 23) {
-		return nil
-	}
-	r := a.Registers()
-	if len(r) == 0 {
-		return nil
-	}
-	v := make([]int, min(len(r), maxEventValues))
-	for i := range v {
-		v[i] = int(r[i])
-	}
-	return v
-}
-
-// writeCoils returns the coil values of a Modbus write multiple coils
-// request (FC 15), at most maxEventValues of them, or nil.
-func writeCoils(a *modbus.ADU) []bool {
-	if a.Dir != protocols.Request || a.IsException || a.Func() != 15 || a.NumCoils() == 0 {
-		return nil
-	}
-	v := make([]bool, min(a.NumCoils(), maxEventValues))
-	for i := range v {
-		v[i] = a.Coil(i)
-	}
-	return v
 }

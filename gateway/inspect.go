@@ -9,25 +9,20 @@ import (
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/protocols/opcua"
+	"github.com/otgw/otgw/protocols/registry"
 	"github.com/otgw/otgw/rules"
 )
 
-// inspector is the parser state of one inspected flow. Inspectors are
+// inspector is the inspection state of one inspected flow: the
+// protocol's session (protocols.Session: framing, decoding, pairing) and
+// the engine's per-direction stream state around it. Inspectors are
 // recycled through per-protocol free lists, so steady-state traffic
 // allocates nothing; the bytes they hold count against Config.MemoryCap.
 type inspector struct {
 	proto protocols.Proto
 	size  int64 // bytes accounted in Engine.mem
 	dir   [2]istream
-	mb    *mbState
-	dn    *dnpState
-	ua    *uaState
-	// pickedUp: the harness joined this connection after it opened
-	// (Engine.MarkPickedUp), so requests sent before the pickup may still
-	// be unanswered. Until a response pairs with a request the engine saw,
-	// a response that pairs with nothing is taken as the answer to one of
-	// them instead of response_without_request.
-	pickedUp bool
+	sess  protocols.Session
 }
 
 // istream is the per-direction stream state of an inspected flow.
@@ -50,66 +45,25 @@ type istream struct {
 	// (CaptureGap); until a PDU frames again, bytes that do not frame are
 	// the rest of a PDU whose start was lost, not malformed: skipped.
 	afterHole bool
-	svc       uint32 // OPC UA: type id of the message whose chunks are arriving
 }
 
-type mbState struct {
-	adu     modbus.ADU
-	pairing modbus.Pairing
-}
-
-type dnpState struct {
-	lf    dnp3.LinkFrame
-	reasm [2]dnp3.Reassembler
-	frag  dnp3.Fragment
-	// outstanding[seq]: how many requests with application sequence seq
-	// await a response (IEEE 1815-2012 clause 4.2.2.4, SEQ of the application control octet: a solicited
-	// response echoes the request's SEQ, later fragments count up, and a
-	// master that repeats a request uses the same SEQ again, which the
-	// outstation answers again). Each response consumes one; the count
-	// saturates at maxDNP3Repeat so it stays bounded.
-	outstanding [16]uint8
-}
-
-// maxDNP3Repeat bounds the requests counted per DNP3 sequence number.
-const maxDNP3Repeat = 15
-
-type uaState struct {
-	ch     opcua.Channel
-	msg    opcua.Message
-	framer opcua.Framer
-	// outstanding request ids (OPC 10000-6 section 6.7.2.4), oldest first;
-	// wild entries stand for requests whose sequence header was encrypted.
-	out  [32]uaReq
-	nout int
-}
-
-type uaReq struct {
-	id   uint32
-	wild bool
-}
+// dnp3Associations bounds the DNP3 link address pairs one flow
+// reassembles at once (a master, its outstation and a broadcast).
+const dnp3Associations = 2
 
 const initialHold = 512
 
 func (e *Engine) newInspector(proto protocols.Proto) *inspector {
-	in := &inspector{proto: proto}
-	size := int64(unsafe.Sizeof(*in))
-	switch proto {
-	case protocols.ProtoModbus:
-		in.mb = new(mbState)
-		size += int64(unsafe.Sizeof(*in.mb))
-	case protocols.ProtoDNP3:
-		in.dn = new(dnpState)
-		size += int64(unsafe.Sizeof(*in.dn))
-	case protocols.ProtoOPCUA:
-		in.ua = new(uaState)
-		size += int64(unsafe.Sizeof(*in.ua))
-		// Write/Call bodies that span chunks are buffered for their
-		// NodeIds: the buffers count against the memory cap like held
-		// bytes (a flow that would exceed it fails the message as
-		// message_too_large, it does not grow the process).
-		in.ua.ch.Budget = e.chargeMemory
+	spec := registry.Lookup(proto)
+	if spec == nil {
+		return nil
 	}
+	// Bodies that span chunks (OPC UA Write/Call) are buffered for their
+	// NodeIds: the buffers count against the memory cap like held bytes
+	// (a flow that would exceed it fails the message as
+	// message_too_large, it does not grow the process).
+	in := &inspector{proto: proto, sess: spec.New(protocols.Config{Budget: e.charge, Associations: dnp3Associations})}
+	size := int64(unsafe.Sizeof(*in)) + int64(in.sess.Size())
 	for i := range in.dir {
 		in.dir[i].hold = make([]byte, 0, initialHold)
 		in.dir[i].hist = make([]byte, e.cfg.HistoryBytes)
@@ -136,6 +90,9 @@ func (e *Engine) getInspector(proto protocols.Proto) *inspector {
 	}
 	e.freeMu.Unlock()
 	in := e.newInspector(proto)
+	if in == nil {
+		return nil
+	}
 	if e.mem.Add(in.size) > e.cfg.MemoryCap {
 		e.mem.Add(-in.size)
 		return nil
@@ -210,26 +167,14 @@ func (e *Engine) putInspector(in *inspector) {
 }
 
 func (in *inspector) reset() {
-	in.pickedUp = false
 	for i := range in.dir {
 		d := &in.dir[i]
 		d.hold = d.hold[:0]
 		d.unsent = 0
-		d.histLen, d.histEnd, d.resync, d.svc = 0, 0, false, 0
+		d.histLen, d.histEnd, d.resync = 0, 0, false
 		d.afterHole = false
 	}
-	switch {
-	case in.mb != nil:
-		in.mb.pairing.Reset()
-	case in.dn != nil:
-		in.dn.reasm[0].Reset()
-		in.dn.reasm[1].Reset()
-		in.dn.outstanding = [16]uint8{}
-	case in.ua != nil:
-		in.ua.ch.Release()
-		in.ua.ch = opcua.Channel{Budget: in.ua.ch.Budget}
-		in.ua.nout = 0
-	}
+	in.sess.Reset()
 }
 
 // MarkPickedUp tells the engine that its harness joined the TCP connection
@@ -256,13 +201,12 @@ func (e *Engine) MarkPickedUp(client, server netip.AddrPort) bool {
 	if f.insp == nil {
 		return false
 	}
-	f.insp.pickedUp = true
-	if ua := f.insp.ua; ua != nil {
-		// The channel's HEL/ACK/OPN went before the pickup, as in a
-		// monitor-mode pickup (gap): MSG is not msg_before_open.
-		ua.ch.Gap(protocols.Request)
-		ua.ch.Gap(protocols.Response)
-	}
+	// Whatever opened the session (an OPC UA channel's HEL/ACK/OPN) went
+	// before the pickup, as in a monitor-mode pickup (gap): MSG is not
+	// msg_before_open.
+	f.insp.sess.Gap(protocols.Request)
+	f.insp.sess.Gap(protocols.Response)
+	f.insp.sess.PickUp()
 	return true
 }
 
@@ -295,7 +239,7 @@ func (e *Engine) CaptureGap(src, dst netip.AddrPort, to uint32) bool {
 	h.nxt = to
 	if f.insp != nil {
 		e.gap(f, s)
-		f.insp.pickedUp = true
+		f.insp.sess.PickUp()
 		f.insp.dir[s].afterHole = true
 	}
 	return true
@@ -309,18 +253,7 @@ func (e *Engine) gap(f *flow, s int) {
 	st.hold = st.hold[:0]
 	st.unsent = 0
 	st.histLen = 0
-	st.svc = 0
-	dir := dirOf(s)
-	switch {
-	case in.mb != nil:
-		if s == 1 {
-			in.mb.pairing.Reset()
-		}
-	case in.dn != nil:
-		in.dn.reasm[s].Reset()
-	case in.ua != nil:
-		in.ua.ch.Gap(dir)
-	}
+	in.sess.Gap(dirOf(s))
 }
 
 func dirOf(s int) protocols.Dir {
@@ -369,35 +302,17 @@ func (st *istream) compare(seq uint32, b []byte) (covered, equal bool) {
 	return true, string(st.hist[:len(b)-n]) == string(b[n:])
 }
 
-// framer returns the next PDU boundary of direction s in b (see the
-// parsers' Framer.Next).
+// frame returns the next PDU boundary of direction s in b
+// (protocols.Session.Next).
 func (in *inspector) frame(s int, b []byte) (n, need int, err error) {
-	switch {
-	case in.mb != nil:
-		return modbus.Framer{}.Next(b)
-	case in.dn != nil:
-		return dnp3.Framer{}.Next(b)
-	case in.ua != nil:
-		in.ua.framer.MaxChunkSize = in.ua.ch.MaxChunkSize(dirOf(s))
-		return in.ua.framer.Next(b)
-	}
-	return 0, 0, errNoParser
+	return in.sess.Next(dirOf(s), b)
 }
-
-var errNoParser = modbus.ErrNotModbus
 
 // plausible reports whether a framed PDU of direction s decodes without
 // an anomaly, so that resynchronising after a capture hole does not take
-// the tail of a lost PDU for a PDU. DNP3 frames carry CRCs and OPC UA
-// headers a message type, which the framer checks already; a Modbus MBAP
-// header is weak (any two zero bytes in the right place), so the ADU is
-// decoded.
+// the tail of a lost PDU for a PDU (protocols.Session.Plausible).
 func (in *inspector) plausible(s int, b []byte) bool {
-	if in.mb == nil {
-		return true
-	}
-	var a modbus.ADU
-	return a.Decode(b, dirOf(s)) == nil && a.Anomaly == modbus.AnomalyNone
+	return in.sess.Plausible(dirOf(s), b)
 }
 
 // maxResyncScan bounds the offsets resyncAt tries.
@@ -457,7 +372,7 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 			}
 			if err != nil || (n == 0 && need <= 0) {
 				st.hold, st.unsent = st.hold[:0], 0
-				if !e.malformed(c, f, s, framingAnomaly(in, err), 0, pos) {
+				if !e.malformed(c, f, s, nil, in.sess.FramingAnomaly(err), 0, pos) {
 					return
 				}
 				continue
@@ -479,7 +394,7 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 				if !e.growHold(st, len(st.hold)+take) {
 					st.hold, st.unsent = st.hold[:0], 0
 					c.drop = DropPDUTooLarge
-					if !e.malformed(c, f, s, "message_too_large", 0, pos) {
+					if !e.malformed(c, f, s, nil, "message_too_large", 0, pos) {
 						return
 					}
 					st.resync = true
@@ -518,7 +433,7 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 			st.resync = true
 			return
 		case err != nil:
-			if !e.malformed(c, f, s, framingAnomaly(in, err), pos, pos+max(n, 1)) {
+			if !e.malformed(c, f, s, nil, in.sess.FramingAnomaly(err), pos, pos+max(n, 1)) {
 				return
 			}
 			// Tolerated or monitor: the rest of this segment cannot be
@@ -534,15 +449,17 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 			c.doneEnd = pos
 		default:
 			if datagram {
-				e.malformed(c, f, s, "truncated", pos, len(data))
+				e.malformed(c, f, s, nil, "truncated", pos, len(data))
 				return
 			}
 			// An incomplete PDU: its bytes may cross, the completing ones
 			// will wait for the verdict.
 			total := len(b) + max(need, 0)
-			if total > e.cfg.MaxHold && in.ua != nil {
+			if total > e.cfg.MaxHold {
+				// Its header says it will not fit (an OPC UA chunk up to
+				// the negotiated size; Modbus and DNP3 PDUs always fit).
 				c.drop = DropPDUTooLarge
-				if !e.malformed(c, f, s, "message_too_large", pos, len(data)) {
+				if !e.malformed(c, f, s, nil, "message_too_large", pos, len(data)) {
 					return
 				}
 				st.resync = true
@@ -550,7 +467,7 @@ func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
 			}
 			if !e.growHold(st, len(b)) {
 				c.drop = DropPDUTooLarge
-				if !e.malformed(c, f, s, "message_too_large", pos, len(data)) {
+				if !e.malformed(c, f, s, nil, "message_too_large", pos, len(data)) {
 					return
 				}
 				st.resync = true
@@ -588,31 +505,13 @@ func (e *Engine) growHold(st *istream, n int) bool {
 	return true
 }
 
-// framingAnomaly names a framing error in the parser's vocabulary.
-func framingAnomaly(in *inspector, err error) string {
-	switch {
-	case in.mb != nil:
-		return modbus.AnomalyNonModbus.String()
-	case in.dn != nil:
-		switch err {
-		case dnp3.ErrLinkCRC:
-			return dnp3.AnomalyLinkCRC.String()
-		case dnp3.ErrBadLength:
-			return dnp3.AnomalyBadLength.String()
-		}
-		return dnp3.AnomalyBadStart.String()
-	case in.ua != nil:
-		if a := opcua.AnomalyOf(err); a != opcua.AnomalyNone {
-			return a.String()
-		}
-	}
-	return "malformed"
-}
-
 // malformed judges bytes that cannot be framed as the flow's protocol. The
 // ruleset decides deny or alert (monitor); a rule that tolerates the
-// anomaly cannot make unframeable bytes pass in enforce mode.
-func (e *Engine) malformed(c *hctx, f *flow, s int, anomaly string, start, end int) bool {
+// anomaly cannot make unframeable bytes pass in enforce mode. ss is the
+// session when it decoded something of the bytes (a corrupt DNP3 link
+// frame's header), whose fields the report then carries; nil otherwise.
+func (e *Engine) malformed(c *hctx, f *flow, s int, ss protocols.Session, anomaly string, start, end int) bool {
+	c.dec.Session = ss
 	pdu := &c.pdu
 	resetPDU(pdu, f.inspect, dirOf(s))
 	pdu.Anomaly = anomaly
@@ -678,70 +577,74 @@ func (e *Engine) verdict(c *hctx, f *flow, s int, v rules.Verdict, start, end in
 }
 
 // judge decodes one complete PDU of direction s (start and end are its
-// bounds in the segment's new data, see feed), evaluates it and records
-// request state for allowed requests.
+// bounds in the segment's new data, see feed) through the flow's session,
+// evaluates it and tells the session the verdict, so that only requests
+// that passed await responses. The session decodes and pairs; the ruleset
+// decides.
 func (e *Engine) judge(c *hctx, f *flow, s int, b []byte, start, end int) bool {
-	in := f.insp
+	ss := f.insp.sess
+	switch ss.Decode(dirOf(s), b) {
+	case protocols.UnitPartial:
+		// A DNP3 link frame whose fragment continues, or a link-layer
+		// service frame: nothing to judge; it rides the allowed flow.
+		return true
+	case protocols.UnitMalformed:
+		adaptDecision(&c.dec, ss)
+		return e.malformed(c, f, s, ss, ss.Anomaly(), start, end)
+	}
 	pdu := &c.pdu
-	dir := dirOf(s)
-	switch {
-	case in.mb != nil:
-		mb := in.mb
-		a := &mb.adu
-		_ = a.Decode(b, dir)
-		modbusPDU(pdu, a, dir)
-		c.dec.Modbus = a
-		var pa modbus.Anomaly
-		if dir == protocols.Response {
-			var ok bool
-			_, ok, pa = mb.pairing.Response(a)
-			if pa == modbus.AnomalyTIDMismatch {
-				// Should a rule tolerate the wrong transaction id, the
-				// response answers the oldest request: it must still
-				// match that request in unit, function, byte count and
-				// echo, else it is judged by that anomaly instead.
-				if an := mb.pairing.CheckOldest(a); an != modbus.AnomalyNone {
-					pa = an
-				}
-			}
-			if a.HasPDU() && in.pickup(ok) && !ok {
-				// Answers a request sent before the pickup: the pairing
-				// anomaly (response_without_request, tid_mismatch) is
-				// an artefact of joining late.
-				ok, pa = true, modbus.AnomalyNone
-			}
-			pdu.Modbus.PairedRequest = ok
+	adaptPDU(pdu, ss)
+	adaptDecision(&c.dec, ss)
+	c.dec.PDU = pdu
+	v := c.rs.Evaluate(&f.rf, pdu)
+	if a := c.dec.Modbus; a != nil && v.Action != rules.Allow && v.Reason == rules.ReasonMalformed && a.Anomaly == modbus.AnomalyUnknownFunction {
+		v = e.unknownFunction(c, f, v)
+	}
+	canReply := v.Action == rules.Deny && v.DenyAction == rules.ActionReply && pdu.Dir == protocols.Request && e.nativeReply(c, ss, v)
+	ok := e.verdict(c, f, s, v, start, end, canReply)
+	ss.Commit(ok, ok && v.Action == rules.Allow)
+	if ok && pdu.Dir == protocols.Response {
+		switch {
+		case c.dec.Modbus != nil:
+			e.detectModbus(c, f, c.dec.Modbus, &v)
+		case c.dec.DNP3 != nil:
+			e.detectDNP3(c, f, c.dec.DNP3, &v)
 		}
-		if pa != modbus.AnomalyNone && pdu.Anomaly == "" {
-			pdu.Anomaly = pa.String()
+	}
+	return ok
+}
+
+// nativeReply writes into c.reply the protocol's own answer to a request
+// denied with action reply, and reports whether there is one: a Modbus
+// exception, a DNP3 response with IIN2 set (not to a broadcast nor a
+// CONFIRM), an OPC UA ERR where the channel is neither signed nor
+// encrypted (anything else would need the keys).
+func (e *Engine) nativeReply(c *hctx, ss protocols.Session, v rules.Verdict) bool {
+	switch ss := ss.(type) {
+	case *modbus.Session:
+		a := ss.ADU()
+		if !a.HasPDU() {
+			return false
 		}
-		c.dec.PDU = pdu
-		v := c.rs.Evaluate(&f.rf, pdu)
-		if v.Action != rules.Allow && v.Reason == rules.ReasonMalformed && a.Anomaly == modbus.AnomalyUnknownFunction {
-			v = e.unknownFunction(c, f, v)
+		c.replyLen = len(modbusException(c.reply[:0], a.TransactionID, a.Unit, a.Func(), modbusExceptionFor(v.Reason)))
+		return true
+	case *dnp3.Session:
+		lf, fr := ss.LinkFrame(), ss.Fragment()
+		if fr == nil || dnp3.IsBroadcast(lf.Dst) || fr.Func == dnp3.FuncConfirm {
+			return false
 		}
-		canReply := false
-		if v.Action == rules.Deny && v.DenyAction == rules.ActionReply && dir == protocols.Request && a.HasPDU() {
-			c.replyLen = len(modbusException(c.reply[:0], a.TransactionID, a.Unit, a.Func(), modbusExceptionFor(v.Reason)))
-			canReply = true
+		iin2 := iin2NoFuncCodeSupport
+		if v.Reason == rules.ReasonObjectNotAllowed {
+			iin2 = iin2ObjectUnknown
 		}
-		ok := e.verdict(c, f, s, v, start, end, canReply)
-		if ok && dir == protocols.Request {
-			mb.pairing.Request(a)
+		c.replyLen = len(dnp3Response(c.reply[:0], lf.Src, lf.Dst, fr.Seq()&15, iin2, 0))
+		return true
+	case *opcua.Session:
+		m := ss.Message()
+		if mm, _ := ss.Channel.Mode(); mm == opcua.ModeNone || (m.Type == opcua.TypeOPN && ss.Mode() == opcua.ModeNone) {
+			c.replyLen = len(opcuaErr(c.reply[:0], uaStatusFor(v.Reason), "otgw: "+v.Reason.String()))
+			return true
 		}
-		if ok && v.Action == rules.Allow && pa == modbus.AnomalyTIDMismatch {
-			// Tolerated: the device numbers its answers wrongly; this
-			// response answers the oldest request.
-			mb.pairing.TakeOldest()
-		}
-		if ok && dir == protocols.Response {
-			e.detectModbus(c, f, a, &v)
-		}
-		return ok
-	case in.dn != nil:
-		return e.judgeDNP3(c, f, s, b, start, end)
-	case in.ua != nil:
-		return e.judgeOPCUA(c, f, s, b, start, end)
 	}
 	return false
 }
@@ -779,175 +682,6 @@ func modbusExceptionFor(r rules.Reason) uint8 {
 	return uint8(modbus.ExceptionIllegalFunction)
 }
 
-func (e *Engine) judgeDNP3(c *hctx, f *flow, s int, b []byte, start, end int) bool {
-	dn := f.insp.dn
-	lf := &dn.lf
-	pdu := &c.pdu
-	if err := lf.Decode(b); err != nil && lf.Anomaly != dnp3.AnomalyBroadcast {
-		c.dec.DNP3Link = lf
-		return e.malformed(c, f, s, lf.Anomaly.String(), start, end)
-	}
-	data := lf.UserData()
-	if len(data) == 0 {
-		// Link-layer service frames (RESET_LINK_STATES, LINK_STATUS, ACK...)
-		// carry no application function; they ride the allowed flow.
-		return true
-	}
-	frag, an := dn.reasm[s].Add(data)
-	if an != dnp3.AnomalyNone {
-		c.dec.DNP3Link = lf
-		return e.malformed(c, f, s, an.String(), start, end)
-	}
-	if frag == nil {
-		return true // the fragment continues in later frames
-	}
-	fr := &dn.frag
-	_ = fr.Decode(frag, lf.FromMaster())
-	dir := protocols.Response
-	if lf.FromMaster() {
-		dir = protocols.Request
-	}
-	dnp3PDU(pdu, lf, fr, dir)
-	seq := fr.Seq() & 15
-	paired := false      // a counted request was consumed
-	seqMismatch := false // a response with requests outstanding, none of its SEQ
-	if dir == protocols.Response && fr.Func == dnp3.FuncResponse {
-		paired = dn.outstanding[seq] > 0
-		pdu.DNP3.PairedRequest = f.insp.pickup(paired)
-		if !pdu.DNP3.PairedRequest && dn.outstanding != ([16]uint8{}) && pdu.Anomaly == "" {
-			pdu.Anomaly = dnp3.AnomalySeqMismatch.String()
-			seqMismatch = true
-		}
-	}
-	c.dec.PDU, c.dec.DNP3Link, c.dec.DNP3 = pdu, lf, fr
-	v := c.rs.Evaluate(&f.rf, pdu)
-	canReply := false
-	if v.Action == rules.Deny && v.DenyAction == rules.ActionReply && dir == protocols.Request &&
-		!dnp3.IsBroadcast(lf.Dst) && fr.Func != dnp3.FuncConfirm {
-		iin2 := iin2NoFuncCodeSupport
-		if v.Reason == rules.ReasonObjectNotAllowed {
-			iin2 = iin2ObjectUnknown
-		}
-		c.replyLen = len(dnp3Response(c.reply[:0], lf.Src, lf.Dst, seq, iin2, 0))
-		canReply = true
-	}
-	ok := e.verdict(c, f, s, v, start, end, canReply)
-	if ok && dir == protocols.Response {
-		e.detectDNP3(c, f, fr, &v)
-	}
-	if ok {
-		switch {
-		case dir == protocols.Request && expectsResponse(fr.Func):
-			dn.count(seq)
-		case dir == protocols.Response && fr.Func == dnp3.FuncResponse && (pdu.DNP3.PairedRequest || seqMismatch && v.Action == rules.Allow):
-			switch {
-			case paired:
-				dn.outstanding[seq]--
-			case seqMismatch:
-				// Tolerated: the outstation numbers its answers wrongly;
-				// this response answers the latest request before its SEQ.
-				dn.takeBefore(seq)
-			}
-			if !fr.FIN() {
-				dn.count((seq + 1) & 15) // the next fragment of a multi-fragment response
-			}
-		}
-	}
-	return ok
-}
-
-// takeBefore consumes one request awaiting a response, the nearest one
-// counting back from sequence seq (mod 16).
-func (dn *dnpState) takeBefore(seq uint8) {
-	for i := uint8(1); i <= 16; i++ {
-		if s := (seq - i) & 15; dn.outstanding[s] > 0 {
-			dn.outstanding[s]--
-			return
-		}
-	}
-}
-
-// count records one more request awaiting a response with sequence seq.
-func (dn *dnpState) count(seq uint8) {
-	if dn.outstanding[seq] < maxDNP3Repeat {
-		dn.outstanding[seq]++
-	}
-}
-
-// pickup applies the allowance of a picked-up connection to one response
-// and returns whether to judge it as paired: paired tells whether it
-// matched a request the engine saw. Once a response pairs, the requests
-// sent before the pickup are taken as answered (responses come in request
-// order on the connection) and the allowance ends.
-func (in *inspector) pickup(paired bool) bool {
-	if paired {
-		in.pickedUp = false
-		return true
-	}
-	return in.pickedUp
-}
-
-// expectsResponse reports whether an outstation answers fc (IEEE 1815-2012
-// Table 4-1: CONFIRM and the *_NR functions get no response).
-func expectsResponse(fc dnp3.FunctionCode) bool {
-	switch fc {
-	case dnp3.FuncConfirm, dnp3.FuncDirectOperateNR, dnp3.FuncImmedFreezeNR, dnp3.FuncFreezeClearNR,
-		dnp3.FuncFreezeAtTimeNR, dnp3.FuncAuthReqNoAck:
-		return false
-	}
-	return !fc.IsResponse()
-}
-
-func (e *Engine) judgeOPCUA(c *hctx, f *flow, s int, b []byte, start, end int) bool {
-	ua := f.insp.ua
-	st := &f.insp.dir[s]
-	m := &ua.msg
-	dir := dirOf(s)
-	_ = ua.ch.Decode(dir, b, m)
-	svc := uint32(0)
-	if m.Type == opcua.TypeMSG || m.Type == opcua.TypeOPN || m.Type == opcua.TypeCLO {
-		if m.HasTypeID {
-			st.svc = m.TypeID
-		}
-		svc = st.svc
-	}
-	mode := m.Mode
-	if m.Type == opcua.TypeOPN && mode == opcua.ModeInvalid {
-		switch m.Policy {
-		case opcua.PolicyNone:
-			mode = opcua.ModeNone
-		case opcua.PolicyUnknown:
-		default:
-			mode = opcua.ModeSign // encrypted OPN: at least Sign under any real policy
-		}
-	}
-	pdu := &c.pdu
-	opcuaPDU(pdu, m, dir, svc, mode)
-	final := m.Chunk != opcua.ChunkIntermediate
-	if dir == protocols.Response && final && (m.Type == opcua.TypeMSG || m.Type == opcua.TypeOPN) {
-		pdu.OPCUA.PairedRequest = f.insp.pickup(ua.match(m))
-	}
-	c.dec.PDU, c.dec.OPCUA = pdu, m
-	v := c.rs.Evaluate(&f.rf, pdu)
-	canReply := false
-	if v.Action == rules.Deny && v.DenyAction == rules.ActionReply && dir == protocols.Request {
-		// A native answer only where the channel is unencrypted and
-		// unsigned (policy None): anything else would need the keys.
-		if mm, _ := ua.ch.Mode(); mm == opcua.ModeNone || (m.Type == opcua.TypeOPN && mode == opcua.ModeNone) {
-			c.replyLen = len(opcuaErr(c.reply[:0], uaStatusFor(v.Reason), "otgw: "+v.Reason.String()))
-			canReply = true
-		}
-	}
-	ok := e.verdict(c, f, s, v, start, end, canReply)
-	if ok && dir == protocols.Request && final && (m.Type == opcua.TypeMSG || m.Type == opcua.TypeOPN) {
-		ua.push(m)
-	}
-	if final {
-		st.svc = 0
-	}
-	return ok
-}
-
 // uaStatusFor picks the ERR status code for a deny reason (OPC 10000-4
 // section 7.34).
 func uaStatusFor(r rules.Reason) uint32 {
@@ -964,25 +698,4 @@ func uaStatusFor(r rules.Reason) uint32 {
 		return uaBadTCPMessageTypeInvalid
 	}
 	return uaBadRequestNotAllowed
-}
-
-func (u *uaState) push(m *opcua.Message) {
-	if u.nout == len(u.out) {
-		copy(u.out[:], u.out[1:])
-		u.nout--
-	}
-	u.out[u.nout] = uaReq{id: m.RequestID, wild: !m.HasSequence}
-	u.nout++
-}
-
-func (u *uaState) match(m *opcua.Message) bool {
-	for i := 0; i < u.nout; i++ {
-		r := u.out[i]
-		if !m.HasSequence || r.wild || r.id == m.RequestID {
-			copy(u.out[i:], u.out[i+1:u.nout])
-			u.nout--
-			return true
-		}
-	}
-	return false
 }

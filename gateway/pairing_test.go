@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/opcua"
 	"github.com/otgw/otgw/simulate/capture"
@@ -94,8 +95,8 @@ func TestDNP3RepeatedSequenceNumber(t *testing.T) {
 		{"two copies of seq 7, two answers", []pstep{req(7), req(7), resp(7, true), resp(7, true)}},
 		{"two copies of seq 7, third answer unpaired", []pstep{req(7), req(7), resp(7, true), resp(7, true), resp(7, false)}},
 		{"answer consumed: same seq again needs a new request", []pstep{req(3), resp(3, true), req(4), resp(4, true), resp(3, false)}},
-		{"count saturates at maxDNP3Repeat", append(append(repeat(maxDNP3Repeat+5, req(9)),
-			repeat(maxDNP3Repeat, resp(9, true))...), resp(9, false))},
+		{"count saturates at dnp3.MaxRepeat", append(append(repeat(dnp3.MaxRepeat+5, req(9)),
+			repeat(dnp3.MaxRepeat, resp(9, true))...), resp(9, false))},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -198,26 +199,39 @@ func TestMarkPickedUpNeedsInspectedFlow(t *testing.T) {
 	}
 }
 
-// TestInspectorResetClearsPickup: inspectors are recycled; the mark must
-// not survive into the next connection that gets the inspector.
+// TestInspectorResetClearsPickup: inspectors are recycled; neither the
+// pickup mark nor a request awaiting its answer may survive into the next
+// connection that gets the inspector: after reset, a response pairs with
+// nothing.
 func TestInspectorResetClearsPickup(t *testing.T) {
+	uaMsg := func(resp bool) []byte {
+		body := opcua.AppendReadRequest(nil, 3, opcua.StringID(2, "Line1.Speed"))
+		if resp {
+			body = opcua.AppendResponse(nil, opcua.ServiceRead, 3, 0)
+		}
+		return opcua.AppendMessage(nil, opcua.ChunkFinal, opcua.SecureHeader{ChannelID: 7, TokenID: 1, SequenceNumber: 3, RequestID: 3}, body)
+	}
 	for _, tc := range []struct {
-		name string
-		in   inspector
+		name      string
+		proto     protocols.Proto
+		req, resp []byte
 	}{
-		{"modbus", inspector{mb: new(mbState)}},
-		{"dnp3", inspector{dn: &dnpState{outstanding: [16]uint8{7: 3}}}},
-		{"opcua", inspector{ua: new(uaState)}},
+		{"modbus", protocols.ProtoModbus, readReq(9, 0, 1), readResp(9, []uint16{1})},
+		{"dnp3", protocols.ProtoDNP3, dnp3Req(7, dnp3.FuncRead, 60, 2), dnp3Resp(7)},
+		{"opcua", protocols.ProtoOPCUA, uaMsg(false), uaMsg(true)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			in := tc.in
-			in.pickedUp = true
+			r := newRig(t, policy(t, "enforce", "reset", "", modbusConduit), nil)
+			in := r.e.newInspector(tc.proto)
+			in.sess.Gap(protocols.Request)
+			in.sess.Gap(protocols.Response)
+			in.sess.Decode(protocols.Request, tc.req)
+			in.sess.Commit(true, true)
+			in.sess.PickUp()
 			in.reset()
-			if got, want := in.pickedUp, false; got != want {
-				t.Fatalf("pickedUp after reset = %v, want %v", got, want)
-			}
-			if in.dn != nil && in.dn.outstanding != [16]uint8{} {
-				t.Fatalf("outstanding after reset = %v, want all zero", in.dn.outstanding)
+			in.sess.Decode(protocols.Response, tc.resp)
+			if in.sess.Paired() {
+				t.Fatal("a response paired after reset: the pickup or the request survived")
 			}
 		})
 	}

@@ -64,13 +64,14 @@ type KV struct {
 	Value any
 }
 
-// Record describes one application PDU for offline tools. Fields hold the
-// protocol-specific fields named in DESIGN.md ("otgw dissect"), in the order
-// they are printed; the caller adds frame, time, src, dst and proto.
+// Record describes one application PDU for offline tools: its direction,
+// its fields as Session.Fields renders them (Record is a Sink) and its
+// anomaly ("" when well formed). Values are int, string, []string or
+// []Object.
 type Record struct {
 	Dir     Dir
 	Fields  []KV
-	Anomaly string // empty when the PDU is well formed
+	Anomaly string
 }
 
 // Get returns the value of the named field and whether it is present.
@@ -83,14 +84,47 @@ func (r *Record) Get(key string) (any, bool) {
 	return nil, false
 }
 
-// Conn follows one connection (TCP) or one UDP flow, both directions, for
-// offline tools. Implementations are not safe for concurrent use.
-type Conn interface {
-	// Feed gives the next in-order bytes of one direction: the payload of a
-	// TCP segment after reassembly, or one UDP datagram. gap reports that
-	// bytes were lost before b (capture started mid-stream, or a hole in the
-	// capture), so the framer must resynchronise. emit is called once per
-	// application PDU that b completes, in order; the Record must not be
-	// retained by the Conn after emit returns.
-	Feed(dir Dir, b []byte, gap bool, emit func(Record))
+// NewRecord renders the last unit s decoded as a Record (allocates).
+func NewRecord(s Session) Record {
+	r := Record{Dir: s.Dir(), Anomaly: s.Anomaly()}
+	s.Fields(&r)
+	return r
+}
+
+// Int implements Sink.
+func (r *Record) Int(key string, v int) { r.Fields = append(r.Fields, KV{key, v}) }
+
+// Str implements Sink.
+func (r *Record) Str(key, v string) { r.Fields = append(r.Fields, KV{key, v}) }
+
+// Bytes implements Sink.
+func (r *Record) Bytes(key string, v []byte) { r.Fields = append(r.Fields, KV{key, string(v)}) }
+
+// IntList implements Sink.
+func (r *Record) IntList(key string, v []int) {
+	r.Fields = append(r.Fields, KV{key, append([]int(nil), v...)})
+}
+
+// BoolList implements Sink.
+func (r *Record) BoolList(key string, v []bool) {
+	r.Fields = append(r.Fields, KV{key, append([]bool(nil), v...)})
+}
+
+// StrList implements Sink.
+func (r *Record) StrList(key string, v List) { r.Fields = append(r.Fields, KV{key, Strings(v)}) }
+
+// Objects implements Sink.
+func (r *Record) Objects(key string, v []Object) {
+	r.Fields = append(r.Fields, KV{key, append(make([]Object, 0, len(v)), v...)})
+}
+
+// Strings returns the items of l as strings (allocates).
+func Strings(l List) []string {
+	out := make([]string, l.Len())
+	var buf []byte
+	for i := range out {
+		buf = l.AppendItem(buf[:0], i)
+		out[i] = string(buf)
+	}
+	return out
 }

@@ -392,14 +392,14 @@ func TestEncoderRoundTrip(t *testing.T) {
 
 // TestConnRecordFields checks the Record layout other packages rely on.
 func TestConnRecordFields(t *testing.T) {
-	c := NewConn()
+	c := newTCP()
 	var recs []protocols.Record
 	emit := func(r protocols.Record) { recs = append(recs, r) }
-	c.Feed(protocols.Request, AppendLinkFrames(nil, CtrlMasterData, 10, 1, AppendCROB(nil, 3, FuncSelect, 2, CROB{Code: 3, Count: 1})), false, emit)
+	feed(c, protocols.Request, AppendLinkFrames(nil, CtrlMasterData, 10, 1, AppendCROB(nil, 3, FuncSelect, 2, CROB{Code: 3, Count: 1})), false, emit)
 	rsp := AppendCROBObject(AppendResponseHeader(nil, 3, FuncResponse, IINDeviceRestart|IINParameterError, false), 2, CROB{Code: 3, Count: 1})
 	b := AppendLinkFrames(nil, CtrlOutstationData, 1, 10, rsp)
-	c.Feed(protocols.Response, b[:5], false, emit)
-	c.Feed(protocols.Response, b[5:], false, emit)
+	feed(c, protocols.Response, b[:5], false, emit)
+	feed(c, protocols.Response, b[5:], false, emit)
 	if len(recs) != 2 {
 		t.Fatalf("got %d records, want 2", len(recs))
 	}
@@ -424,16 +424,16 @@ func TestConnRecordFields(t *testing.T) {
 	if recs[0].Dir != protocols.Request || recs[1].Dir != protocols.Response {
 		t.Errorf("dirs %v %v", recs[0].Dir, recs[1].Dir)
 	}
-	if v, _ := recs[1].Get("iin"); v != uint16(0x8004) {
+	if v, _ := recs[1].Get("iin"); v != 0x8004 {
 		t.Errorf("iin = %v, want 0x8004", v)
 	}
-	if v, _ := recs[0].Get("fc"); v != FuncSelect {
+	if v, _ := recs[0].Get("fc"); v != int(FuncSelect) {
 		t.Errorf("fc = %v", v)
 	}
-	if v, _ := recs[0].Get("objects"); len(v.([]Object)) != 1 || v.([]Object)[0] != (Object{12, 1}) {
+	if v, _ := recs[0].Get("objects"); len(v.([]Object)) != 1 || v.([]Object)[0] != (Object{Group: 12, Variation: 1}) {
 		t.Errorf("objects = %v", v)
 	}
-	if v, _ := recs[0].Get("link_src"); v != uint16(1) {
+	if v, _ := recs[0].Get("link_src"); v != 1 {
 		t.Errorf("link_src = %v", v)
 	}
 }
@@ -441,20 +441,20 @@ func TestConnRecordFields(t *testing.T) {
 // TestConnGap checks that a gap drops the partial frame and the fragment
 // in progress, and that garbage right after a gap is not an anomaly.
 func TestConnGap(t *testing.T) {
-	c := NewConn()
+	c := newTCP()
 	var recs []protocols.Record
 	emit := func(r protocols.Record) { recs = append(recs, r) }
 	big := make([]byte, 400)
 	copy(big, AppendResponseHeader(nil, 1, FuncResponse, 0, false))
 	b := AppendLinkFrames(nil, CtrlOutstationData, 1, 10, big)
 	first, _, _ := Framer{}.Next(b)
-	c.Feed(protocols.Response, b[:first], false, emit)  // FIR segment
-	c.Feed(protocols.Response, b[first+3:], true, emit) // gap: tail of frame 2 is garbage
+	feed(c, protocols.Response, b[:first], false, emit)  // FIR segment
+	feed(c, protocols.Response, b[first+3:], true, emit) // gap: tail of frame 2 is garbage
 	if len(recs) != 1 || recs[0].Anomaly != "" {
 		t.Fatalf("records %+v, want only the first segment without anomaly", recs)
 	}
 	// After the gap, a non-FIR segment is one without FIR.
-	c.Feed(protocols.Response, AppendLinkFrame(nil, CtrlOutstationData, 1, 10, []byte{0x80 | 2, 1}), false, emit)
+	feed(c, protocols.Response, AppendLinkFrame(nil, CtrlOutstationData, 1, 10, []byte{0x80 | 2, 1}), false, emit)
 	if got := recs[len(recs)-1].Anomaly; got != "fragment_without_fir" {
 		t.Errorf("anomaly after gap = %q, want fragment_without_fir", got)
 	}
@@ -496,8 +496,8 @@ func TestGeneratedBehaviour(t *testing.T) {
 		if r.Anomaly != "" {
 			t.Errorf("frame %d: anomaly %s", r.Frame, r.Anomaly)
 		}
-		if fc, ok := r.Fields["fc"].(FunctionCode); ok {
-			seen[fc] = true
+		if fc, ok := r.Fields["fc"].(int); ok {
+			seen[FunctionCode(fc)] = true
 		}
 	}
 	for c := 0; c < 256; c++ {

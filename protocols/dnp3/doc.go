@@ -26,8 +26,11 @@
 // in a struct owned by the caller. None of the types is safe for concurrent
 // use; the zero value of each is ready to use.
 //
-// Conn adapts the three layers to protocols.Conn for offline tools: one
-// Record per link frame, as tshark reports DNP3. The encoder (AppendLinkFrames
+// Session ties the three layers into a protocols.Session, the per-flow
+// state the engine and `otgw dissect` both hold: link frames, transport
+// reassembly per link address pair, application decoding, pairing of
+// solicited responses by SEQ and the fields of each unit (offline, one per
+// link frame, as tshark reports DNP3). The encoder (AppendLinkFrames
 // and the Append* request and response helpers) builds valid traffic for
 // tests, scenarios and the simulator.
 package dnp3

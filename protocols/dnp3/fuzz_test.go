@@ -89,7 +89,7 @@ func FuzzDecode(f *testing.F) {
 }
 
 // FuzzConn feeds arbitrary bytes, split at an arbitrary point, through a
-// Conn: no panic, every Record is a link frame or carries an anomaly, and
+// Session: no panic, every Record is a link frame or carries an anomaly, and
 // splitting the input does not change the Records.
 func FuzzConn(f *testing.F) {
 	seeds := seedFrames(f)
@@ -99,10 +99,10 @@ func FuzzConn(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte, split uint16) {
 		run := func(parts ...[]byte) []string {
-			c := NewConn()
+			c := newTCP()
 			var out []string
 			for _, p := range parts {
-				c.Feed(protocols.Request, p, false, func(r protocols.Record) {
+				feed(c, protocols.Request, p, false, func(r protocols.Record) {
 					_, link := r.Get("link_src")
 					if !link && r.Anomaly == "" {
 						t.Fatalf("record without link fields and without anomaly")

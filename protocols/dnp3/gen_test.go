@@ -359,10 +359,10 @@ type goldenRecord struct {
 	Anomaly string         `json:"anomaly,omitempty"`
 }
 
-// dissectGolden runs a generated capture through capture and Conn.
+// dissectGolden runs a generated capture through capture and Session (Feed).
 func dissectGolden(t testing.TB, path string) []goldenRecord {
 	t.Helper()
-	conns := map[uint64]*Conn{}
+	conns := map[uint64]*Session{}
 	var out []goldenRecord
 	_, err := capture.ReadStreams(path, capture.Options{}, func(s *capture.Segment) error {
 		dir := protocols.Response
@@ -371,13 +371,13 @@ func dissectGolden(t testing.TB, path string) []goldenRecord {
 		}
 		c := conns[s.Conn]
 		if c == nil {
-			c = NewConn()
+			c = newTCP()
 			if s.Transport == "udp" {
-				c = NewDatagramConn()
+				c = newUDP()
 			}
 			conns[s.Conn] = c
 		}
-		c.Feed(dir, s.Payload, s.Gap, func(r protocols.Record) {
+		feed(c, dir, s.Payload, s.Gap, func(r protocols.Record) {
 			g := goldenRecord{Frame: s.Frame, Dir: r.Dir.String(), Anomaly: r.Anomaly}
 			if len(r.Fields) > 0 {
 				g.Fields = map[string]any{}
@@ -455,8 +455,8 @@ func summary(recs []goldenRecord) string {
 	var parts []string
 	for _, r := range recs {
 		p := fmt.Sprint(r.Frame, ":")
-		if fc, ok := r.Fields["fc"]; ok {
-			p += fmt.Sprint(fc)
+		if fc, ok := r.Fields["fc"].(int); ok {
+			p += FunctionCode(fc).String()
 		} else if lf, ok := r.Fields["link_fc"]; ok {
 			p += fmt.Sprint(lf)
 		}

@@ -121,14 +121,15 @@ func readTruth(t *testing.T, path string) []truthRow {
 	return rows
 }
 
-// dissectDNP3 runs a capture through simulate/capture and Conn and returns
+// dissectDNP3 runs a capture through simulate/capture and Session (Feed) and returns
 // one truthRow per link frame, plus the number of records that were not
 // link frames (garbage, corrupt headers).
 func dissectDNP3(t testing.TB, path string, ports map[uint16]bool) (rows []truthRow, other []otherRecord) {
 	t.Helper()
-	conns := map[uint64]*Conn{}
+	conns := map[uint64]*Session{}
 	var frame int
 	var cur *truthRow
+	var c *Session
 	inspect := func(f *LinkFrame, frag *Fragment) {
 		r := truthRow{Frame: frame, LinkSrc: strconv.Itoa(int(f.Src)), LinkDst: strconv.Itoa(int(f.Dst)), CRCErr: "0"}
 		if f.Primary() {
@@ -149,6 +150,9 @@ func dissectDNP3(t testing.TB, path string, ports map[uint16]bool) (rows []truth
 		cur = &r
 	}
 	emit := func(rec protocols.Record) {
+		if _, ok := rec.Get("link_src"); ok {
+			inspect(c.LinkFrame(), c.Fragment())
+		}
 		if _, ok := rec.Get("link_src"); !ok {
 			other = append(other, otherRecord{frame: frame, anomaly: rec.Anomaly})
 			return
@@ -165,18 +169,17 @@ func dissectDNP3(t testing.TB, path string, ports map[uint16]bool) (rows []truth
 		default:
 			return nil
 		}
-		c := conns[s.Conn]
+		c = conns[s.Conn]
 		if c == nil {
 			if s.Transport == "udp" {
-				c = NewDatagramConn()
+				c = newUDP()
 			} else {
-				c = NewConn()
+				c = newTCP()
 			}
-			c.Inspect = inspect
 			conns[s.Conn] = c
 		}
 		frame = s.Frame
-		c.Feed(dir, s.Payload, s.Gap, emit)
+		feed(c, dir, s.Payload, s.Gap, emit)
 		return nil
 	})
 	if err != nil {

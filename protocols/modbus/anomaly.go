@@ -22,7 +22,7 @@ const (
 	// ADU (TCP guide §3.1.3, MAP §4.1).
 	AnomalyMBAPLength
 	// AnomalyNonModbus: bytes on the Modbus port that cannot be framed as
-	// Modbus/TCP at all (reported by Conn for a framing error).
+	// Modbus/TCP at all (reported by Session for a framing error).
 	AnomalyNonModbus
 	// AnomalyUnknownFunction: a function code that is neither public nor
 	// user-defined (MAP §5), or an exception function code in a request.

@@ -1,8 +1,8 @@
 // Package modbus owns Modbus/TCP: stream framing, zero-allocation decoding of
 // application data units (ADUs) into caller-owned structs, typed anomalies
-// that policies can deny, request/response pairing by transaction id, an
-// offline protocols.Conn for dissect/learn/replay, and a small encoder used by
-// test and scenario generators.
+// that policies can deny, request/response pairing by transaction id, the
+// per-flow protocols.Session the engine and dissect drive, and a small
+// encoder used by test and scenario generators.
 //
 // Specifications:
 //
@@ -33,8 +33,9 @@
 //     allocation), so responses without a request, mismatched function codes
 //     or units, and read responses of the wrong size are caught, and values
 //     in a response can be attributed to register addresses.
-//   - Conn implements protocols.Conn for offline tools; it allocates one
-//     Record per PDU and is not used on the hot path.
+//   - Session implements protocols.Session: framing, decoding, pairing
+//     and the fields of each ADU, for the engine (no allocation) and for
+//     offline tools (Feed).
 //
 // Nothing in this package panics on input, and the hot-path functions
 // (Framer.Next, ADU.Decode, Pairing) allocate nothing.

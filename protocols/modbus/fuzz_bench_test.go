@@ -150,13 +150,13 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("round trip: %x != %x", got, b)
 			}
 		}
-		_ = RecordOf(&a)
+		_ = recordOf(b, dir)
 	})
 }
 
 // FuzzConn feeds arbitrary bytes, split at arbitrary points, through the
-// Framer and a Conn. Seeds as FuzzDecode. Invariants: no panic; Next never
-// claims more than it was given and a complete ADU is 8-260 bytes; the Conn
+// Framer and a Session. Seeds as FuzzDecode. Invariants: no panic; Next never
+// claims more than it was given and a complete ADU is 8-260 bytes; the Session
 // emits at most one Record per 8 bytes plus one non_modbus Record.
 func FuzzConn(f *testing.F) {
 	for _, tc := range benchADUs {
@@ -180,10 +180,10 @@ func FuzzConn(f *testing.F) {
 			dir = protocols.Response
 		}
 		step := int(chunk) + 1
-		c := NewConn()
+		c := new(Session)
 		records := 0
 		for off := 0; off < len(b); off += step {
-			c.Feed(dir, b[off:min(off+step, len(b))], false, func(protocols.Record) { records++ })
+			feed(c, dir, b[off:min(off+step, len(b))], false, func(protocols.Record) { records++ })
 		}
 		if records > len(b)/(MBAPLen+1)+1 {
 			t.Fatalf("%d records from %d bytes", records, len(b))

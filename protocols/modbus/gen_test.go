@@ -291,7 +291,7 @@ func goldenLines(t *testing.T, path string) (string, map[string]int) {
 }
 
 // TestGolden parses the generated captures in testdata through
-// simulate/capture and Conn and compares the Records with the golden files;
+// simulate/capture and Session (Feed) and compares the Records with the golden files;
 // each anomaly_* capture must report its anomaly. With -update it first
 // regenerates the captures and the golden files.
 func TestGolden(t *testing.T) {

@@ -348,11 +348,11 @@ func TestPairing(t *testing.T) {
 	})
 }
 
-// feedRecords runs chunks through a Conn and collects the records.
-func feedRecords(c *Conn, dir protocols.Dir, chunks [][]byte, gapAt int) []protocols.Record {
+// feedRecords runs chunks through a Session and collects the records.
+func feedRecords(c *Session, dir protocols.Dir, chunks [][]byte, gapAt int) []protocols.Record {
 	var out []protocols.Record
 	for i, ch := range chunks {
-		c.Feed(dir, ch, i == gapAt, func(r protocols.Record) { out = append(out, r) })
+		feed(c, dir, ch, i == gapAt, func(r protocols.Record) { out = append(out, r) })
 	}
 	return out
 }
@@ -367,7 +367,7 @@ func TestConnSegmentation(t *testing.T) {
 		for off := 0; off < len(stream); off += chunk {
 			chunks = append(chunks, stream[off:min(off+chunk, len(stream))])
 		}
-		recs := feedRecords(NewConn(), protocols.Request, chunks, -1)
+		recs := feedRecords(new(Session), protocols.Request, chunks, -1)
 		if len(recs) != 5 {
 			t.Fatalf("chunk %d: %d records, want 5", chunk, len(recs))
 		}
@@ -383,7 +383,7 @@ func TestConnSegmentation(t *testing.T) {
 func TestConnNonModbusAndGap(t *testing.T) {
 	good := adu(1, 1, AppendAddrQty(nil, 3, 0, 1))
 	junk := []byte("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
-	c := NewConn()
+	c := new(Session)
 	recs := feedRecords(c, protocols.Request, [][]byte{junk, good, good}, -1)
 	if len(recs) != 1 || recs[0].Anomaly != "non_modbus" || len(recs[0].Fields) != 0 {
 		t.Fatalf("records = %+v, want one non_modbus record", recs)
@@ -394,7 +394,7 @@ func TestConnNonModbusAndGap(t *testing.T) {
 		t.Fatalf("after gap: %+v, want one clean record", recs)
 	}
 	// A partial ADU before a gap is dropped, not glued to the next bytes.
-	c = NewConn()
+	c = new(Session)
 	recs = feedRecords(c, protocols.Request, [][]byte{good[:5], good}, 1)
 	if len(recs) != 1 || recs[0].Anomaly != "" {
 		t.Fatalf("partial then gap: %+v, want one clean record", recs)
@@ -402,14 +402,14 @@ func TestConnNonModbusAndGap(t *testing.T) {
 }
 
 func TestConnFieldOrder(t *testing.T) {
-	c := NewConn()
+	c := new(Session)
 	var recs []protocols.Record
 	emit := func(r protocols.Record) { recs = append(recs, r) }
-	c.Feed(protocols.Request, adu(3, 1, AppendReadWriteMultipleRegisters(nil, 1, 2, 3, regs(1))), false, emit)
-	c.Feed(protocols.Response, adu(3, 1, AppendException(nil, 23, 4)), false, emit)
-	c.Feed(protocols.Request, adu(4, 1, AppendDiagnostics(nil, 2, []uint16{0})), false, emit)
+	feed(c, protocols.Request, adu(3, 1, AppendReadWriteMultipleRegisters(nil, 1, 2, 3, regs(1))), false, emit)
+	feed(c, protocols.Response, adu(3, 1, AppendException(nil, 23, 4)), false, emit)
+	feed(c, protocols.Request, adu(4, 1, AppendDiagnostics(nil, 2, []uint16{0})), false, emit)
 	want := [][]string{
-		{"tid", "unit", "fc", "addr", "qty", "write_addr", "write_qty"},
+		{"tid", "unit", "fc", "addr", "qty", "write_addr", "write_qty", "values"},
 		{"tid", "unit", "fc", "exception"},
 		{"tid", "unit", "fc", "sub"},
 	}
@@ -437,7 +437,7 @@ func TestConnFieldOrder(t *testing.T) {
 	}
 }
 
-func TestRecordOfHeaderOnly(t *testing.T) {
+func TestFieldsHeaderOnly(t *testing.T) {
 	tests := []struct {
 		name     string
 		b        []byte
@@ -449,11 +449,9 @@ func TestRecordOfHeaderOnly(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var a ADU
-			_ = a.Decode(tc.b, protocols.Request)
-			r := RecordOf(&a)
+			r := recordOf(tc.b, protocols.Request)
 			if len(r.Fields) != tc.wantKeys || r.Anomaly != tc.want {
-				t.Errorf("RecordOf = %+v, want %d fields and anomaly %q", r, tc.wantKeys, tc.want)
+				t.Errorf("record = %+v, want %d fields and anomaly %q", r, tc.wantKeys, tc.want)
 			}
 		})
 	}

@@ -79,11 +79,11 @@ type ourRecord struct {
 	rec        protocols.Record
 }
 
-// dissectModbus runs a capture through simulate/capture and one Conn per
+// dissectModbus runs a capture through simulate/capture and one Session per
 // TCP connection; payload to port 502 is a request, from 502 a response.
 func dissectModbus(t *testing.T, path string) []ourRecord {
 	t.Helper()
-	conns := map[uint64]*Conn{}
+	conns := map[uint64]*Session{}
 	perFrame := map[int]int{}
 	var out []ourRecord
 	_, err := capture.ReadStreams(path, capture.Options{}, func(s *capture.Segment) error {
@@ -101,10 +101,10 @@ func dissectModbus(t *testing.T, path string) []ourRecord {
 		}
 		c := conns[s.Conn]
 		if c == nil {
-			c = NewConn()
+			c = new(Session)
 			conns[s.Conn] = c
 		}
-		c.Feed(dir, s.Payload, s.Gap, func(r protocols.Record) {
+		feed(c, dir, s.Payload, s.Gap, func(r protocols.Record) {
 			perFrame[s.Frame]++
 			out = append(out, ourRecord{frame: s.Frame, pdu: perFrame[s.Frame], rec: r})
 		})
@@ -170,7 +170,7 @@ func compareTruth(r *protocols.Record, row truthRow) []string {
 }
 
 // TestTruth runs every modbus_*.pcap of the shared corpus through
-// simulate/capture and Conn and compares each PDU with tshark's dissection:
+// simulate/capture and Session (Feed) and compares each PDU with tshark's dissection:
 // frame, PDU index in the frame, direction, transaction id, unit id,
 // function code, exception code, address/quantity (read and write part) and
 // sub-code. Every field must agree, both ways (a field tshark leaves empty

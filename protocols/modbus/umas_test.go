@@ -61,7 +61,7 @@ func TestUMAS(t *testing.T) {
 	}
 }
 
-// TestConnUMASSession: the offline Conn follows a session with 261-byte
+// TestConnUMASSession: the Session (Feed) follows a session with 261-byte
 // ADUs split across segments without calling anything non_modbus.
 func TestConnUMASSession(t *testing.T) {
 	big := make([]byte, 251)
@@ -69,14 +69,14 @@ func TestConnUMASSession(t *testing.T) {
 	resp := AppendResponse(nil, 1, 0, AppendUMAS(nil, 0x10, UMASResponseOK, big))
 	req2 := AppendRequest(nil, 2, 0, AppendUMAS(nil, 0x10, UMASStartPLC, []byte{0xff, 0}))
 	resp2 := AppendResponse(nil, 2, 0, AppendUMAS(nil, 0x10, UMASResponseOK, nil))
-	c := NewConn()
+	c := new(Session)
 	var got []protocols.Record
 	emit := func(r protocols.Record) { got = append(got, r) }
-	c.Feed(protocols.Request, req, false, emit)
-	c.Feed(protocols.Response, resp[:100], false, emit)
-	c.Feed(protocols.Response, resp[100:], false, emit)
-	c.Feed(protocols.Request, req2, false, emit)
-	c.Feed(protocols.Response, resp2, false, emit)
+	feed(c, protocols.Request, req, false, emit)
+	feed(c, protocols.Response, resp[:100], false, emit)
+	feed(c, protocols.Response, resp[100:], false, emit)
+	feed(c, protocols.Request, req2, false, emit)
+	feed(c, protocols.Response, resp2, false, emit)
 	if len(got) != 4 {
 		t.Fatalf("%d records, want 4: %+v", len(got), got)
 	}

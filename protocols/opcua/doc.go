@@ -1,8 +1,9 @@
 // Package opcua parses OPC UA Binary (UA-TCP / UA Secure Conversation)
 // traffic for the gateway: a stream framer, a zero-allocation chunk decoder
 // into a caller-owned Message, a per-connection secure channel tracker
-// (Channel) with bounded chunk reassembly, an offline protocols.Conn, and an
-// encoder used by tests and the scenario suite.
+// (Channel) with bounded chunk reassembly, the per-flow protocols.Session
+// the engine and dissect drive, and an encoder used by tests and the
+// scenario suite.
 //
 // Specifications (OPC 10000-6 "Mappings", 1.04/1.05):
 //   - §7.1.2 UA Connection Protocol (UACP / UA-TCP): the 8-byte message

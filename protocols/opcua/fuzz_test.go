@@ -86,20 +86,20 @@ func FuzzDecode(f *testing.F) {
 }
 
 // FuzzConn feeds arbitrary bytes, split at an arbitrary point and in both
-// directions, through a Conn: it must not panic, and records are bounded
+// directions, through a Session: it must not panic, and records are bounded
 // by the bytes fed (every record consumes at least one byte).
 func FuzzConn(f *testing.F) {
 	for _, s := range seeds(f) {
 		f.Add(s, uint16(len(s)/2), false)
 	}
 	f.Fuzz(func(t *testing.T, b []byte, split uint16, gap bool) {
-		c := NewConn()
+		c := newSession()
 		records := 0
 		emit := func(protocols.Record) { records++ }
 		cut := min(int(split), len(b))
-		c.Feed(protocols.Request, b[:cut], false, emit)
-		c.Feed(protocols.Response, b, gap, emit)
-		c.Feed(protocols.Request, b[cut:], gap, emit)
+		feed(c, protocols.Request, b[:cut], false, emit)
+		feed(c, protocols.Response, b, gap, emit)
+		feed(c, protocols.Request, b[cut:], gap, emit)
 		if records > 2*len(b)+1 {
 			t.Fatalf("%d records from %d bytes", records, 2*len(b))
 		}

@@ -340,18 +340,18 @@ func TestTestdataUpToDate(t *testing.T) {
 func dissectLines(t *testing.T, path string) []string {
 	t.Helper()
 	var lines []string
-	conns := map[uint64]*Conn{}
+	conns := map[uint64]*Session{}
 	_, err := capture.ReadStreams(path, capture.Options{}, func(s *capture.Segment) error {
 		c := conns[s.Conn]
 		if c == nil {
-			c = NewConn()
+			c = newSession()
 			conns[s.Conn] = c
 		}
 		dir := protocols.Request
 		if s.Src.Port() == DefaultPort {
 			dir = protocols.Response
 		}
-		c.Feed(dir, s.Payload, s.Gap, func(r protocols.Record) {
+		feed(c, dir, s.Payload, s.Gap, func(r protocols.Record) {
 			var sb strings.Builder
 			fmt.Fprintf(&sb, `{"frame":%d,"dir":%q`, s.Frame, r.Dir)
 			for _, kv := range r.Fields {

@@ -50,11 +50,11 @@ func selfSigned(t *testing.T, uri string) (*rsa.PrivateKey, []byte) {
 }
 
 // relay accepts connections on a loopback port, forwards them to target
-// and feeds both directions of each to its own Conn.
+// and feeds both directions of each to its own Session.
 type relay struct {
 	ln    net.Listener
 	mu    sync.Mutex
-	conns []*Conn
+	conns []*Session
 	recs  [][]protocols.Record
 	wg    sync.WaitGroup
 }
@@ -79,7 +79,7 @@ func newRelay(t *testing.T, target string) *relay {
 			}
 			r.mu.Lock()
 			i := len(r.conns)
-			r.conns = append(r.conns, NewConn())
+			r.conns = append(r.conns, newSession())
 			r.recs = append(r.recs, nil)
 			r.mu.Unlock()
 			r.wg.Add(2)
@@ -100,7 +100,7 @@ func (r *relay) pipe(i int, dir protocols.Dir, from, to net.Conn) {
 		n, err := from.Read(buf)
 		if n > 0 {
 			r.mu.Lock()
-			r.conns[i].Feed(dir, buf[:n], false, func(rec protocols.Record) { r.recs[i] = append(r.recs[i], rec) })
+			feed(r.conns[i], dir, buf[:n], false, func(rec protocols.Record) { r.recs[i] = append(r.recs[i], rec) })
 			r.mu.Unlock()
 			if _, werr := to.Write(buf[:n]); werr != nil {
 				return
@@ -124,7 +124,7 @@ func freePort(t *testing.T) int {
 
 // TestLiveSecureChannels runs a gopcua client against a gopcua server on
 // loopback under Basic256Sha256, in mode Sign and in SignAndEncrypt,
-// through a relay that feeds the traffic to a Conn: the Channel infers
+// through a relay that feeds the traffic to a Session: the Channel infers
 // the mode each client asked for in its encrypted OPN, with no anomaly,
 // reading the bodies of the Sign channel and none of the other's.
 func TestLiveSecureChannels(t *testing.T) {

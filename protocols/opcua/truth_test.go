@@ -48,12 +48,12 @@ func readTruth(t *testing.T, path string) []truthRow {
 
 // uaConn is one TCP connection of a capture as the truth test follows it.
 type uaConn struct {
-	conn   *Conn
+	conn   *Session
 	server netip.AddrPort
 	skip   bool
 }
 
-// dissectCapture runs every OPC UA connection of a capture through Conn.
+// dissectCapture runs every OPC UA connection of a capture through Session (Feed).
 //
 // Which side is the server, decided on a connection's first payload: the
 // side that sends "HEL" is the client (an "RHE" sender is the server);
@@ -96,7 +96,7 @@ func dissectCapture(t testing.TB, path string) (rows []truthRow, anomalies map[s
 				}
 			}
 			if !c.skip {
-				c.conn = NewConn()
+				c.conn = newSession()
 			}
 		}
 		if c.skip || len(s.Payload) == 0 && !s.Gap {
@@ -106,7 +106,7 @@ func dissectCapture(t testing.TB, path string) (rows []truthRow, anomalies map[s
 		if s.Src == c.server {
 			dir = protocols.Response
 		}
-		c.conn.Feed(dir, s.Payload, s.Gap, func(r protocols.Record) {
+		feed(c.conn, dir, s.Payload, s.Gap, func(r protocols.Record) {
 			row := truthRow{Frame: s.Frame}
 			str := func(k string) string {
 				v, ok := r.Get(k)
@@ -247,18 +247,18 @@ func TestTruth(t *testing.T) {
 // mode Sign, inferred (see the capture README).
 func TestTruthSignModeInferred(t *testing.T) {
 	path := filepath.Join(testenv.Pcaps(t), "opcua_cisagov_python_basic256sha256_sign.pcapng")
-	conns := map[uint64]*Conn{}
+	conns := map[uint64]*Session{}
 	_, err := capture.ReadStreams(path, capture.Options{}, func(s *capture.Segment) error {
 		c := conns[s.Conn]
 		if c == nil {
-			c = NewConn()
+			c = newSession()
 			conns[s.Conn] = c
 		}
 		dir := protocols.Request
 		if s.Src.Port() == DefaultPort {
 			dir = protocols.Response
 		}
-		c.Feed(dir, s.Payload, s.Gap, func(protocols.Record) {})
+		feed(c, dir, s.Payload, s.Gap, func(protocols.Record) {})
 		return nil
 	})
 	if err != nil {

@@ -201,12 +201,3 @@ func PolicyByURI(uri []byte) SecurityPolicy {
 	}
 	return PolicyUnknown
 }
-
-// policyLabel returns the short policy name for output, or the whole URI
-// when it is not a standard one.
-func policyLabel(uri []byte) string {
-	if p := PolicyByURI(uri); p != PolicyUnknown {
-		return p.String()
-	}
-	return string(uri)
-}

@@ -1,7 +1,9 @@
 // Package dissect turns a capture into the sequence of application PDUs the
 // inspection core sees: the engine behind `otgw dissect`, and the input of
 // `otgw learn` and of the truth tests. It joins simulate/capture (frames,
-// TCP reassembly) with the offline Conn of each protocol parser.
+// TCP reassembly) with the protocol sessions of protocols/registry, the
+// same sessions the inline engine holds per flow, and prints the fields
+// they render.
 package dissect
 
 import (
@@ -13,9 +15,7 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/protocols"
-	"github.com/otgw/otgw/protocols/dnp3"
-	"github.com/otgw/otgw/protocols/modbus"
-	"github.com/otgw/otgw/protocols/opcua"
+	"github.com/otgw/otgw/protocols/registry"
 	"github.com/otgw/otgw/simulate/capture"
 )
 
@@ -36,15 +36,9 @@ type Options struct {
 	PortsOnly bool
 }
 
-// DefaultPorts returns the standard ports: 502 Modbus/TCP, 20000 DNP3,
-// 4840 OPC UA.
-func DefaultPorts() map[uint16]protocols.Proto {
-	return map[uint16]protocols.Proto{
-		PortModbus: protocols.ProtoModbus,
-		PortDNP3:   protocols.ProtoDNP3,
-		PortOPCUA:  protocols.ProtoOPCUA,
-	}
-}
+// DefaultPorts returns the well-known ports of the registered protocols:
+// 502 Modbus/TCP, 20000 DNP3, 4840 OPC UA.
+func DefaultPorts() map[uint16]protocols.Proto { return registry.DefaultPorts() }
 
 // ParsePort reads a `--port proto=N` flag value.
 func ParsePort(s string) (protocols.Proto, uint16, error) {
@@ -52,17 +46,11 @@ func ParsePort(s string) (protocols.Proto, uint16, error) {
 	if !ok {
 		return 0, 0, fmt.Errorf("--port %q: want proto=N, e.g. dnp3=20001", s)
 	}
-	var p protocols.Proto
-	switch strings.ToLower(name) {
-	case "modbus":
-		p = protocols.ProtoModbus
-	case "dnp3":
-		p = protocols.ProtoDNP3
-	case "opcua":
-		p = protocols.ProtoOPCUA
-	default:
-		return 0, 0, fmt.Errorf("--port %q: unknown protocol %q (modbus, dnp3, opcua)", s, name)
+	spec := registry.ByName(strings.ToLower(name))
+	if spec == nil {
+		return 0, 0, fmt.Errorf("--port %q: unknown protocol %q (%s)", s, name, strings.Join(registry.Names(), ", "))
 	}
+	p := spec.Proto
 	n, err := strconv.ParseUint(num, 10, 16)
 	if err != nil || n == 0 {
 		return 0, 0, fmt.Errorf("--port %q: bad port number %q", s, num)
@@ -71,6 +59,12 @@ func ParsePort(s string) (protocols.Proto, uint16, error) {
 }
 
 // PDU is one application PDU with where and when it completed.
+//
+// A PDU a Dissector hands to fn is valid during the call only, and its
+// fields are rendered on demand from the session that decoded it (the
+// renderer the engine's events use too): AppendJSON writes them straight
+// from the session without allocating; Get, Summary and Load fill
+// Record.Fields first. A PDU built by hand carries its Fields.
 type PDU struct {
 	Frame     int // 1-based frame where the PDU completes
 	Time      time.Time
@@ -79,36 +73,43 @@ type PDU struct {
 	Conn      uint64
 	Proto     protocols.Proto
 	protocols.Record
+	// sess rendered the PDU (nil: Fields holds them); loaded: Fields
+	// was filled from it.
+	sess   protocols.Session
+	loaded bool
+	sink   jsonSink
 }
 
-// NewConn returns the offline parser of a protocol for a transport ("tcp"
-// or "udp").
-func NewConn(p protocols.Proto, transport string) protocols.Conn {
-	switch p {
-	case protocols.ProtoModbus:
-		if transport == "udp" {
-			return nil // Modbus/UDP is not inspected
-		}
-		return modbus.NewConn()
-	case protocols.ProtoDNP3:
-		if transport == "udp" {
-			// Each datagram stands alone: no frame joins the next one.
-			return dnp3.NewDatagramConn()
-		}
-		return dnp3.NewConn()
-	case protocols.ProtoOPCUA:
-		if transport == "udp" {
-			return nil
-		}
-		return opcua.NewConn()
+// Load fills Record.Fields from the session that decoded the PDU (once;
+// allocates). Call it during fn to keep the fields.
+func (p *PDU) Load() {
+	if p.sess != nil && !p.loaded {
+		p.loaded = true
+		p.sess.Fields(&p.Record)
 	}
-	return nil
+}
+
+// Get returns the value of the named field and whether it is present.
+func (p *PDU) Get(key string) (any, bool) {
+	p.Load()
+	return p.Record.Get(key)
+}
+
+// newSession returns the session of a protocol for a transport ("tcp" or
+// "udp"), nil when the protocol is not inspected on it (Modbus/UDP).
+func newSession(p protocols.Proto, transport string) protocols.Session {
+	t := protocols.TCP
+	if transport == "udp" {
+		t = protocols.UDP
+	}
+	return registry.New(p, t, protocols.Config{})
 }
 
 type connState struct {
 	proto  protocols.Proto
 	server uint16
-	conn   protocols.Conn
+	conn   protocols.Session
+	emit   func() // renders the unit conn completed as d.pdu
 	// client is the client's (DNP3 master's) end when the content told
 	// it (Sniff); invalid until then, and the server port decides.
 	client netip.AddrPort
@@ -153,6 +154,7 @@ type Dissector struct {
 	fn    func(*PDU) error
 	err   error
 	pdu   PDU
+	seg   *capture.Segment // the segment being fed
 	// noSniff: Options.PortsOnly.
 	noSniff bool
 }
@@ -198,14 +200,21 @@ func (d *Dissector) Segment(s *capture.Segment) error {
 			dir = protocols.Response
 		}
 	}
-	cs.conn.Feed(dir, s.Payload, s.Gap, func(r protocols.Record) {
-		if d.err != nil {
-			return
+	if cs.emit == nil {
+		cs.emit = func() {
+			if d.err != nil {
+				return
+			}
+			s := d.seg
+			d.pdu = PDU{Frame: s.Frame, Time: s.Time, Transport: s.Transport, Src: s.Src, Dst: s.Dst,
+				Conn: s.Conn, Proto: cs.proto, Record: protocols.Record{Dir: cs.conn.Dir(), Anomaly: cs.conn.Anomaly()},
+				sess: cs.conn}
+			d.err = d.fn(&d.pdu)
 		}
-		d.pdu = PDU{Frame: s.Frame, Time: s.Time, Transport: s.Transport, Src: s.Src, Dst: s.Dst,
-			Conn: s.Conn, Proto: cs.proto, Record: r}
-		d.err = d.fn(&d.pdu)
-	})
+	}
+	d.seg = s
+	cs.conn.Feed(dir, s.Payload, s.Gap, cs.emit)
+	d.seg = nil
 	return d.err
 }
 
@@ -220,7 +229,7 @@ func (d *Dissector) classify(s *capture.Segment, prev *connState) *connState {
 	}
 	for _, port := range try {
 		if p, ok := d.ports[port]; ok {
-			return &connState{proto: p, server: port, conn: NewConn(p, s.Transport)}
+			return &connState{proto: p, server: port, conn: newSession(p, s.Transport)}
 		}
 	}
 	cs := prev
@@ -236,7 +245,7 @@ func (d *Dissector) classify(s *capture.Segment, prev *connState) *connState {
 		return cs
 	}
 	server := serverOf(s, dir)
-	return &connState{proto: p, server: server.Port(), conn: NewConn(p, s.Transport)}
+	return &connState{proto: p, server: server.Port(), conn: newSession(p, s.Transport)}
 }
 
 // JSON renders the PDU as one JSON object with the fields of DESIGN.md in
@@ -245,6 +254,7 @@ func (p *PDU) JSON() ([]byte, error) { return p.AppendJSON(nil) }
 
 // Summary renders the protocol fields as "k=v k=v" for the human table.
 func (p *PDU) Summary() string {
+	p.Load()
 	var sb strings.Builder
 	for i, kv := range p.Fields {
 		if i > 0 {

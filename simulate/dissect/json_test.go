@@ -7,12 +7,14 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/simulate/dissect"
 )
 
@@ -69,11 +71,14 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	for _, path := range corpus(t) {
 		_, err := dissect.Run(path, dissect.Options{}, func(p *dissect.PDU) error {
 			pdus++
-			want, err := refJSON(p)
+			// AppendJSON renders straight from the session; the
+			// reference marshals the Record the same session fills.
+			got, err := p.AppendJSON(nil)
 			if err != nil {
 				return err
 			}
-			got, err := p.AppendJSON(nil)
+			p.Load()
+			want, err := refJSON(p)
 			if err != nil {
 				return err
 			}
@@ -138,6 +143,19 @@ func TestAppendJSONAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { buf, _ = p.AppendJSON(buf[:0]) }); n != 0 {
 		t.Errorf("AppendJSON: %v allocs, want 0", n)
 	}
+	// Rendered by the session that decoded it, as dissect prints it.
+	s := dnp3.NewSession(protocols.Config{})
+	apdu := dnp3.AppendAllHeader(dnp3.AppendRequestHeader(nil, 1, dnp3.FuncRead), 60, 1)
+	if s.Decode(protocols.Request, dnp3.AppendLinkFrames(nil, dnp3.CtrlDIR|dnp3.CtrlPRM|0x04, 10, 1, apdu)) != protocols.UnitPDU {
+		t.Fatal("the request did not decode")
+	}
+	sp := dissect.WithSession(p, s)
+	if n := testing.AllocsPerRun(100, func() { buf, _ = sp.AppendJSON(buf[:0]) }); n != 0 {
+		t.Errorf("AppendJSON from the session: %v allocs, want 0", n)
+	}
+	if got := string(buf); !strings.Contains(got, `"link_fc":"unconfirmed_user_data","fc":1,"objects":[{"group":60,"variation":1}],"seq":1}`) {
+		t.Errorf("AppendJSON from the session = %s", got)
+	}
 }
 
 func BenchmarkAppendJSON(b *testing.B) {
@@ -156,6 +174,18 @@ func BenchmarkAppendJSON(b *testing.B) {
 		buf := make([]byte, 0, 1024)
 		for b.Loop() {
 			buf, _ = p.AppendJSON(buf[:0])
+		}
+	})
+	// The same line rendered by the Modbus session that decoded the
+	// request (what otgw dissect --json does per PDU).
+	var s modbus.Session
+	s.Decode(protocols.Request, modbus.AppendADU(nil, 9, 1, modbus.AppendAddrQty(nil, 3, 0, 10)))
+	sp := dissect.WithSession(p, &s)
+	b.Run("session", func(b *testing.B) {
+		b.ReportAllocs()
+		buf := make([]byte, 0, 1024)
+		for b.Loop() {
+			buf, _ = sp.AppendJSON(buf[:0])
 		}
 	})
 }
