@@ -258,21 +258,21 @@ func TestSYNFloodDetectionFromPolicy(t *testing.T) {
 
 // TestDefaultCapHoldsDocumentedFlows pins the sizing the package
 // documentation gives for a 512 MB board: the default 64 MiB cap holds
-// about 6,100 inspected Modbus flows and 4,600 DNP3 or OPC UA flows at
-// rest, and 6,000 Modbus connections do get their inspectors live.
+// about 5,900 inspected Modbus flows and 4,400 DNP3 or OPC UA flows at
+// rest, and 5,900 Modbus connections do get their inspectors live.
 func TestDefaultCapHoldsDocumentedFlows(t *testing.T) {
 	r := newRig(t, policy(t, "enforce", "reset", "", supConduit), func(c *Config) { c.OnVerdict = nil })
 	memCap := r.e.cfg.MemoryCap
 	for _, tc := range []struct {
 		p    protocols.Proto
 		want int64
-	}{{protocols.ProtoModbus, 6000}, {protocols.ProtoDNP3, 4500}, {protocols.ProtoOPCUA, 4500}} {
+	}{{protocols.ProtoModbus, 5900}, {protocols.ProtoDNP3, 4400}, {protocols.ProtoOPCUA, 4400}} {
 		size := r.e.newInspector(tc.p).size
 		if n := memCap / size; n < tc.want {
 			t.Errorf("%v: the %d MiB cap holds %d inspectors of %d bytes, the documentation says about %d: update gateway/doc.go", tc.p, memCap>>20, n, size, tc.want)
 		}
 	}
-	const n = 6000
+	const n = 5900
 	for i := range n {
 		cl := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(130 + i/20000)}), uint16(10000+i%20000))
 		f := capture.NewTCPFlow(capture.Endpoint{MAC: hmiEP.MAC, Addr: cl}, plcEP)

@@ -211,10 +211,10 @@
 // With the defaults (MaxFlows 16,384, MemoryCap 64 MiB) the gateway's own
 // state is bounded by: the flow table, 16,384 slots of 624 bytes plus
 // the key map, about 12 MiB, fixed at start; inspection state charged to
-// the cap, 64 MiB: an inspector is 11 KB for Modbus and 14 KB for DNP3
-// or OPC UA at rest (4 KiB retransmission history and a 512 byte hold
+// the cap, 64 MiB: an inspector is 11 KB for Modbus, 15 KB for DNP3 (two
+// reassembly slots per flow) and 14 KB for OPC UA at rest (4 KiB retransmission history and a 512 byte hold
 // per direction, the parser's pairing state), so the cap holds about
-// 6,100 inspected Modbus flows or 4,600 DNP3 / OPC UA flows at once (and
+// 5,900 inspected Modbus flows or 4,400 DNP3 / OPC UA flows at once (and
 // fewer while OPC UA messages or held PDUs are being reassembled: those
 // buffers are charged too); the rate detectors' 256 slots and the
 // half-open sketch, under 128 KiB. Every table slot can hold an
@@ -224,6 +224,6 @@
 // 160 MiB RSS (the live SYN flood test asserts it; measured 38 MB under
 // 1,000,000 SYNs, and the Go heap at +72 MiB with the cap full of OPC UA
 // reassembly, BENCHMARKS.md), well inside 512 MB. More
-// inspected flows need a larger Config.MemoryCap, about 11-14 MiB per
+// inspected flows need a larger Config.MemoryCap, about 11-15 MiB per
 // thousand (otgw run sets only the table size, --max-flows, today).
 package gateway
