@@ -212,8 +212,9 @@
 // state is bounded by: the flow table, 16,384 slots of 624 bytes plus
 // the key map, about 12 MiB, fixed at start; inspection state charged to
 // the cap, 64 MiB: an inspector is 11 KB for Modbus, 15 KB for DNP3 (two
-// reassembly slots per flow) and 14 KB for OPC UA at rest (4 KiB retransmission history and a 512 byte hold
-// per direction, the parser's pairing state), so the cap holds about
+// reassembly slots per flow) and 14 KB for OPC UA at rest (4 KiB
+// retransmission history and a 512 byte hold per direction, the parser's
+// pairing state), so the cap holds about
 // 5,900 inspected Modbus flows or 4,400 DNP3 / OPC UA flows at once (and
 // fewer while OPC UA messages or held PDUs are being reassembled: those
 // buffers are charged too); the rate detectors' 256 slots and the
