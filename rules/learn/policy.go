@@ -364,12 +364,22 @@ const cannotName = "REVIEW: seen but cannot be allowed"
 // only so that replaying the learning captures denies nothing.
 const tolWarning = "observed anomaly: review before enforcing"
 
+// anomalyHints say, for anomalies whose name alone does not tell the
+// reviewer what tolerating them lets through, what was seen.
+var anomalyHints = map[string]string{
+	"long_adu": "Modbus ADUs over the 260-byte limit, MBAP length 255, as Schneider UMAS (FC 90) engineering sessions carry; without it each is denied as malformed:long_adu and the session is cut",
+}
+
 // tolComment is the head comment of a rule with tolerate entries: one
 // line per anomaly with its count and first/last seen time.
 func (c *conduitObs) tolComment() string {
 	var parts []string
 	for _, k := range sortedKeys(c.tolerate) {
-		parts = append(parts, c.tolerate[k].comment(tolWarning+": tolerate "+k))
+		what := tolWarning + ": tolerate " + k
+		if h := anomalyHints[k]; h != "" {
+			what += ": " + h
+		}
+		parts = append(parts, c.tolerate[k].comment(what))
 	}
 	for _, k := range sortedKeys(c.notes) {
 		parts = append(parts, c.notes[k].comment(cannotName+": "+k))
