@@ -110,6 +110,30 @@ type Event struct {
 	Net events.Net `json:"-"`
 }
 
+// App is the industrial protocol recognised, not inspected, on the plain
+// tcp/udp flow of the event (S7comm, EtherNet/IP, IEC 104: the record's
+// app_proto, protocols.Recognise), "" otherwise.
+func (e *Event) App() string {
+	if e.Proto != "tcp" && e.Proto != "udp" {
+		return ""
+	}
+	return e.Net.App
+}
+
+// ProtoLabel is the event's protocol for people: Proto, with the
+// recognised protocol of a plain flow after it ("tcp (s7comm)").
+func (e *Event) ProtoLabel() string { return protoLabel(e.Proto, e.App()) }
+
+// ProtoLabel is the flow's protocol for people, as Event.ProtoLabel.
+func (f *FlowCount) ProtoLabel() string { return protoLabel(f.Proto, f.App) }
+
+func protoLabel(proto, app string) string {
+	if app == "" {
+		return proto
+	}
+	return proto + " (" + app + ")"
+}
+
 // ErrNoPolicy is returned by Run without Options.Policy.
 var ErrNoPolicy = errors.New("replay: Options.Policy is required")
 
@@ -515,7 +539,7 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 // detectionEvent is the alert event of a rate detection.
 func (r *runner) detectionEvent(d *gateway.Decision) *Event {
 	v := &d.Verdict
-	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: gateway.EventNet(r.curPkt),
+	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: r.eventNet(),
 		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: v.Mode.String(), Verdict: "alert",
 		Conduit: v.ConduitName, Rule: v.RuleName, Reason: gateway.ReasonDetectPrefix + d.Detection,
 		Fields: d.Fields()}
@@ -526,11 +550,24 @@ func (r *runner) detectionEvent(d *gateway.Decision) *Event {
 	return ev
 }
 
+// eventNet is the packet context of the current frame's events. A frame
+// of the handshake synthesised for a picked-up connection has no payload:
+// the protocol its flow carries (Net.App) is recognised from the captured
+// frame that made the pickup, as the live gateway, picking the flow up at
+// that frame, would.
+func (r *runner) eventNet() events.Net {
+	n := gateway.EventNet(r.curPkt)
+	if r.cur.Index == 0 && r.curPkt != &r.pkt && n.IPProto == r.pkt.Proto {
+		n.App = gateway.EventNet(&r.pkt).App
+	}
+	return n
+}
+
 // verdictEvent is the event of a deny or alert decision, or of a frame
 // the normaliser refused (no verdict).
 func (r *runner) verdictEvent(d *gateway.Decision) *Event {
 	v := &d.Verdict
-	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: gateway.EventNet(r.curPkt),
+	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: r.eventNet(),
 		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: "enforce", DenyAction: "drop"}
 	if d.HasVerdict {
 		ev.Verdict = v.Action.String()
@@ -689,6 +726,7 @@ type FlowCount struct {
 	Src        string `json:"src"`
 	Dst        string `json:"dst"`
 	Proto      string `json:"proto"`
+	App        string `json:"app_proto,omitempty"` // the uninspected protocol recognised on a plain tcp/udp flow (Event.App)
 	N          int    `json:"n"`
 	FirstFrame int    `json:"first_frame"`
 	File       string `json:"file,omitempty"`
@@ -762,7 +800,7 @@ func (rep *Report) event(ev *Event, maxTimeline int) {
 	k := ev.Src.Addr().String() + ">" + ev.Dst.String() + "/" + ev.Proto
 	fc := rep.flows[k]
 	if fc == nil {
-		fc = &FlowCount{Src: ev.Src.Addr().String(), Dst: ev.Dst.String(), Proto: ev.Proto, FirstFrame: ev.Frame, File: ev.File, Reason: ev.Reason}
+		fc = &FlowCount{Src: ev.Src.Addr().String(), Dst: ev.Dst.String(), Proto: ev.Proto, App: ev.App(), FirstFrame: ev.Frame, File: ev.File, Reason: ev.Reason}
 		rep.flows[k] = fc
 	}
 	fc.N++
