@@ -204,15 +204,18 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	if opts.WhatIf {
 		mon := rs.WithMode(rules.ModeMonitor)
 		r.wi = newWhatIf()
+		r.sp = newShadowPipe(opts.OnDecision == nil && shadowPipelined)
 		r.shadow, err = gateway.NewEngine(gateway.Config{
 			Rules:     func() *rules.Ruleset { return mon },
 			MaxFlows:  opts.MaxFlows,
-			Now:       func() time.Time { return r.now },
+			Now:       func() time.Time { return r.sp.now },
 			OnVerdict: r.onShadow,
 		})
 		if err != nil {
 			return nil, err
 		}
+		go r.runShadow()
+		defer r.sp.stop()
 	}
 	if err := readCaptures(paths, r.rep.addDamage, r.frame); err != nil {
 		return nil, err
@@ -228,6 +231,9 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	})
 	for _, ref := range left {
 		r.process(r.pending[ref], ref)
+	}
+	if r.sp != nil {
+		r.settleReady(true)
 	}
 	if opts.Progress != nil {
 		opts.Progress(r.done, r.total)
@@ -288,14 +294,16 @@ type runner struct {
 	sentPkt     packet.Packet // scratch for Send
 	sentPayload int           // payload length of the frame itself as sent; -1 unknown
 
-	// What-if (Options.WhatIf; nil shadow without it).
-	shadow    *gateway.Engine
-	shadowBuf []byte
-	frameEvs  []pendingEvent // the enforcing engine's events of the current frame
-	refusals  []pendingEvent // the shadow's refusals of the current frame
-	allowedE  int            // PDUs of the current frame the enforcing engine allowed
-	allowedS  int            // ... and the shadow
-	wi        *whatIf
+	fc frameCtx // the enforcing engine's current frame
+
+	// What-if (Options.WhatIf; nil shadow without it). The shadow engine
+	// runs on its own goroutine (runShadow), a few frames behind the
+	// enforcing one; each frame's events are settled in frame order.
+	shadow   *gateway.Engine
+	frameEvs []pendingEvent // the enforcing engine's events of the current frame
+	allowedE int            // PDUs of the current frame the enforcing engine allowed
+	wi       *whatIf
+	sp       *shadowPipe
 }
 
 // Send implements gateway.Tx for the in-memory port pair.
@@ -383,8 +391,8 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 			// Requests sent before the capture began may be answered in
 			// it: the engine must not take those answers as unsolicited.
 			r.eng.MarkPickedUp(pk.client, pk.server)
-			if r.shadow != nil {
-				r.shadow.MarkPickedUp(pk.client, pk.server)
+			if r.sp != nil {
+				r.sp.ops = append(r.sp.ops, shadowOp{pickedUp: true, a: pk.client, b: pk.server})
 			}
 		}
 	}
@@ -393,8 +401,8 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 			if r.eng.CaptureGap(h.src, h.dst, h.to) {
 				r.rep.CaptureHoles++
 			}
-			if r.shadow != nil {
-				r.shadow.CaptureGap(h.src, h.dst, h.to)
+			if r.sp != nil {
+				r.sp.ops = append(r.sp.ops, shadowOp{a: h.src, b: h.dst, to: h.to})
 			}
 		}
 	}
@@ -405,6 +413,10 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.Packet, synthetic bool) {
 	r.cur = ref
 	r.curPkt = p
+	r.fc = frameCtx{cur: ref, pkt: p}
+	if synthetic {
+		r.fc.picked, r.fc.pickApp = true, gateway.EventNet(&r.pkt).App
+	}
 	r.now = ref.Time
 	r.sent, r.sentLen, r.sentPayload, r.injected, r.conduit, r.denyPDU, r.decisions = false, 0, -1, 0, "", false, 0
 	orig, origPayload := len(frame), len(p.Payload)
@@ -412,17 +424,21 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 	if r.denied != nil && !synthetic {
 		origCopy = append([]byte(nil), frame...)
 	}
-	if r.shadow != nil {
+	var sj *shadowJob
+	if r.sp != nil {
 		// Handle may rewrite the frame in place (truncation): the
 		// shadow gets the frame as captured.
-		r.shadowBuf = append(r.shadowBuf[:0], frame...)
+		sj = r.sp.job(in, frame, &r.fc, ref.Time)
 	}
 	r.base = unsafe.SliceData(frame)
 	r.eng.Handle(in, frame, r)
 	r.base = nil
-	if r.shadow != nil {
-		r.shadow.Handle(in, r.shadowBuf, discardTx{})
-		r.settle(orig)
+	if sj != nil {
+		sj.frameEvs, r.frameEvs = r.frameEvs, sj.frameEvs[:0]
+		sj.allowedE, r.allowedE = r.allowedE, 0
+		sj.sent, sj.sentLen, sj.injected, sj.orig = r.sent, r.sentLen, r.injected, orig
+		r.sp.send(sj)
+		r.settleReady(false)
 	}
 	if synthetic {
 		r.rep.Synthesised++
@@ -524,7 +540,7 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 		// in SynthesisedDropped, not an event of the capture.
 		return
 	}
-	ev := r.verdictEvent(d)
+	ev := r.verdictEvent(d, &r.fc)
 	kind := evPolicy
 	if !d.HasVerdict {
 		kind = evNormaliser
@@ -539,7 +555,7 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 // detectionEvent is the alert event of a rate detection.
 func (r *runner) detectionEvent(d *gateway.Decision) *Event {
 	v := &d.Verdict
-	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: r.eventNet(),
+	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: r.fc.eventNet(),
 		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: v.Mode.String(), Verdict: "alert",
 		Conduit: v.ConduitName, Rule: v.RuleName, Reason: gateway.ReasonDetectPrefix + d.Detection,
 		Fields: d.Fields()}
@@ -550,24 +566,34 @@ func (r *runner) detectionEvent(d *gateway.Decision) *Event {
 	return ev
 }
 
-// eventNet is the packet context of the current frame's events. A frame
+// eventNet is the packet context of the frame's events. A frame
 // of the handshake synthesised for a picked-up connection has no payload:
 // the protocol its flow carries (Net.App) is recognised from the captured
 // frame that made the pickup, as the live gateway, picking the flow up at
 // that frame, would.
-func (r *runner) eventNet() events.Net {
-	n := gateway.EventNet(r.curPkt)
-	if r.cur.Index == 0 && r.curPkt != &r.pkt && n.IPProto == r.pkt.Proto {
-		n.App = gateway.EventNet(&r.pkt).App
+func (fc *frameCtx) eventNet() events.Net {
+	n := gateway.EventNet(fc.pkt)
+	if fc.picked {
+		n.App = fc.pickApp
 	}
 	return n
 }
 
+// frameCtx is the frame an engine is judging, as its events need it.
+type frameCtx struct {
+	cur FrameRef
+	pkt *packet.Packet
+	// picked: a synthesised handshake frame, whose Net.App is pickApp,
+	// that of the captured frame that made the pickup.
+	picked  bool
+	pickApp string
+}
+
 // verdictEvent is the event of a deny or alert decision, or of a frame
 // the normaliser refused (no verdict).
-func (r *runner) verdictEvent(d *gateway.Decision) *Event {
+func (r *runner) verdictEvent(d *gateway.Decision, fc *frameCtx) *Event {
 	v := &d.Verdict
-	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: r.eventNet(),
+	ev := &Event{File: fc.cur.File, Frame: fc.cur.Index, Time: fc.cur.Time, Proto: d.Proto, Net: fc.eventNet(),
 		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: "enforce", DenyAction: "drop"}
 	if d.HasVerdict {
 		ev.Verdict = v.Action.String()
@@ -596,6 +622,9 @@ func (r *runner) verdictEvent(d *gateway.Decision) *Event {
 			ev.Reason = "evasion"
 		}
 		if ev.Conduit == "" {
+			// Only the enforcing engine's decisions get here (the shadow
+			// reports no verdict-less decision): r.flowConduit is its
+			// goroutine's.
 			if c, ok := r.flowConduit[flowKeyOf(d.Src, d.Dst)]; ok {
 				ev.Conduit = c
 			}
