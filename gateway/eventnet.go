@@ -6,11 +6,13 @@ import (
 
 	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/gateway/packet"
+	"github.com/otgw/otgw/protocols"
 )
 
 // EventNet is the packet context of an event (transport, ICMP type and
-// code, MACs, ethertype). The engine calls it only when it emits an event;
-// replay uses it for its records.
+// code, MACs, ethertype, and the uninspected industrial protocol its
+// ports and payload show: protocols.Recognise). The engine calls it only
+// when it emits an event; replay uses it for its records.
 func EventNet(p *packet.Packet) events.Net {
 	if p == nil {
 		return events.Net{}
@@ -20,6 +22,9 @@ func EventNet(p *packet.Packet) events.Net {
 		n.IPProto = p.Proto
 		if p.Proto == events.ProtoICMP || p.Proto == events.ProtoICMPv6 {
 			n.ICMPType, n.ICMPCode = p.ICMPType, p.ICMPCode
+		}
+		if p.HasL4 && !p.Fragment && (p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP) {
+			n.App = protocols.Recognise(p.Proto == packet.ProtoUDP, p.SrcPort, p.DstPort, p.Payload).String()
 		}
 	}
 	return n

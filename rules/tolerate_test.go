@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/otgw/otgw/protocols"
@@ -111,5 +112,78 @@ conduits:
 				}
 			})
 		}
+	}
+}
+
+// TestLongADU: a Modbus ADU over the specification's 260 bytes (FC 90,
+// Schneider UMAS, MBAP length 255: the parser's long_adu) is denied by
+// that name unless a modbus rule or its conduit tolerates long_adu; the
+// tolerated ADU is still judged by its function (tolerating the length
+// allows no UMAS function the rule does not list). Only modbus reports
+// it, so only a conduit with a modbus rule may tolerate it.
+func TestLongADU(t *testing.T) {
+	policy := func(ruleTol, conduitTol string) string {
+		return `version: 1
+name: long
+mode: enforce
+zones:
+  eng:  { networks: [192.0.2.128/25] }
+  cell: { networks: [192.0.2.0/25] }
+conduits:
+  - name: unity
+    from: eng
+    to: cell
+` + conduitTol + `    rules:
+      - modbus:
+` + ruleTol + `          allow:
+            - function: [90/upload_block, 90/read_id]
+`
+	}
+	f := flow("192.0.2.130", "192.0.2.10", 502)
+	long := func(dir protocols.Dir, sub uint16) PDU {
+		return PDU{Proto: protocols.ProtoModbus, Dir: dir, Anomaly: "long_adu", Modbus: Modbus{FC: 90, Sub: sub, PairedRequest: dir == protocols.Response}}
+	}
+	for _, tc := range []struct {
+		name, ruleTol, conduitTol string
+		pdu                       PDU
+		action                    Action
+		reason                    string
+	}{
+		{"not tolerated", "", "", long(protocols.Request, 0x31), Deny, "malformed:long_adu"},
+		{"not tolerated response", "", "", long(protocols.Response, 0), Deny, "malformed:long_adu"},
+		{"rule tolerates", "          tolerate: [long_adu]\n", "", long(protocols.Request, 0x31), Allow, "allowed"},
+		{"rule tolerates response", "          tolerate: [long_adu]\n", "", long(protocols.Response, 0), Allow, "allowed"},
+		{"conduit tolerates", "", "    tolerate: [long_adu]\n", long(protocols.Request, 0x31), Allow, "allowed"},
+		{"tolerated, function not allowed", "          tolerate: [long_adu]\n", "", long(protocols.Request, 0x41), Deny, "function_not_allowed"},
+	} {
+		p, err := Parse("long.yaml", []byte(policy(tc.ruleTol, tc.conduitTol)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := Compile(p)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		pdu := tc.pdu
+		if v := rs.Evaluate(&f, &pdu); v.Action != tc.action || v.ReasonString() != tc.reason {
+			t.Errorf("%s: %v %s, want %v %s", tc.name, v.Action, v.ReasonString(), tc.action, tc.reason)
+		}
+	}
+	if msg := Tolerable(protocols.ProtoModbus, "long_adu"); msg != "" {
+		t.Errorf("Tolerable(modbus, long_adu) = %q, want honoured", msg)
+	}
+	for _, proto := range []protocols.Proto{protocols.ProtoDNP3, protocols.ProtoOPCUA} {
+		if msg := Tolerable(proto, "long_adu"); msg == "" {
+			t.Errorf("Tolerable(%v, long_adu) accepted: no %v parser reports it", proto, proto)
+		}
+	}
+	bad := strings.Replace(policy("", ""), "      - modbus:\n          allow:\n            - function: [90/upload_block, 90/read_id]\n",
+		"      - dnp3:\n          tolerate: [long_adu]\n          allow:\n            - function: read\n", 1)
+	p, err := Parse("long.yaml", []byte(bad))
+	if err == nil {
+		_, err = Compile(p)
+	}
+	if err == nil || !strings.Contains(err.Error(), `unknown dnp3 anomaly "long_adu"`) {
+		t.Errorf("dnp3 rule tolerating long_adu: %v, want unknown dnp3 anomaly", err)
 	}
 }

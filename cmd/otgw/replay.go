@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/otgw/otgw/gateway/syslog"
@@ -39,6 +40,8 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&syslogURLs, "syslog", "also export the verdict events to this syslog URL (repeatable; see otgw run)")
 	syslogTimeout := fs.Duration("syslog-timeout", defaultSyslogTimeout, "with --syslog: how long to wait for the receivers to confirm every event (and for room in a full spool) before failing with the count not delivered")
 	spoolDir := fs.String("spool", "", "with --syslog: keep the syslog spool in `DIR`; events not delivered in time stay there for a later run (exit 0 when all are delivered or kept)")
+	// Hidden (not in the usage line): for profiling, see BENCHMARKS.md "offline".
+	cpuProf := fs.String("cpuprofile", "", "debug: write a Go CPU profile of the whole run to this file")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: otgw replay --policy P [--json] [--out DIR] [--syslog URL [--syslog-timeout D] [--spool DIR]] [--fail-on-deny] [--what-if=false] CAPTURE...")
 		fmt.Fprintln(stderr, "Replays pcap/pcapng captures (merged in time order) through the gateway engine.")
@@ -50,6 +53,14 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	if *policy == "" || fs.NArg() == 0 {
 		fs.Usage()
 		return 2
+	}
+	if *cpuProf != "" {
+		stop, err := startCPUProfile(*cpuProf)
+		if err != nil {
+			fmt.Fprintln(stderr, "otgw replay: --cpuprofile:", err)
+			return 1
+		}
+		defer stop()
 	}
 	pol, err := rules.Load(*policy)
 	if err != nil {
@@ -160,4 +171,17 @@ func progressBar(w io.Writer, done, total int) {
 	const width = 40
 	n := done * width / total
 	fmt.Fprintf(w, "\r[%s%s] %d/%d frames", strings.Repeat("#", n), strings.Repeat(".", width-n), done, total)
+}
+
+// startCPUProfile writes a Go CPU profile to path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

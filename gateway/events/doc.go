@@ -37,7 +37,10 @@
 //	src_ip src_port dest_ip dest_port   the packet's endpoints
 //	proto          transport: TCP, UDP, ICMP, IPv6-ICMP, SCTP or a number
 //	icmp_type icmp_code                 for ICMP
-//	app_proto      modbus, dnp3 or opcua when a PDU was judged
+//	app_proto      modbus, dnp3 or opcua when a PDU was judged; s7comm,
+//	               enip or iec104 on a flow a plain tcp/udp rule judged
+//	               whose ports and payload show that protocol
+//	               (protocols.Recognise: recognised, not inspected)
 //	ether          {src_mac, dest_mac, ether_type} of the frame (the only
 //	               addresses of an L2 event)
 //	verdict action reason conduit rule mode   the decision: action is the

@@ -127,6 +127,11 @@ type Net struct {
 	SrcMAC, DstMAC [6]byte
 	// EtherType is the innermost ethertype (after VLAN tags); 0 unknown.
 	EtherType uint16
+	// App names the industrial protocol the gateway recognised on a
+	// TCP or UDP flow it does not inspect (protocols.Recognise: "s7comm",
+	// "enip", "iec104"); "" for none. It is the event's app_proto where
+	// Proto is a transport (a plain tcp:/udp: rule judged the flow).
+	App string
 }
 
 // Sink receives events. Emit must not block the caller for long and must be

@@ -138,6 +138,16 @@ func parseProtoName(s string) (uint8, error) {
 
 // transportOf is the transport of an Event.Proto value that names one
 // ("tcp", "udp", "icmp", "l2", "ip"); "" for application protocols.
+// uninspectedApp reports whether an app_proto names a protocol the
+// gateway recognises but does not inspect (Net.App).
+func uninspectedApp(name string) bool {
+	switch name {
+	case "s7comm", "enip", "iec104":
+		return true
+	}
+	return false
+}
+
 func transportOf(proto string) bool {
 	switch proto {
 	case "tcp", "udp", "icmp", "icmpv6", "ip", "l2":
@@ -215,6 +225,8 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 	}
 	if !transportOf(e.Proto) {
 		j.AppProto = e.Proto
+	} else if e.Proto == "tcp" || e.Proto == "udp" {
+		j.AppProto = e.Net.App
 	}
 	if e.Net.HasMAC || e.Net.EtherType != 0 {
 		j.Ether = &jsonEther{EtherType: e.Net.EtherType}
@@ -455,6 +467,10 @@ func unmarshalJSONEvent(b []byte) (Event, error) {
 			copy(e.Net.SrcMAC[:], s)
 			copy(e.Net.DstMAC[:], d)
 		}
+	}
+	if uninspectedApp(e.Proto) && (e.Net.IPProto == ProtoTCP || e.Net.IPProto == ProtoUDP) {
+		// A protocol recognised on a flow a plain tcp:/udp: rule judged.
+		e.Net.App, e.Proto = e.Proto, ""
 	}
 	if e.Proto == "" {
 		// No application protocol: the transport, or the L2 frame.

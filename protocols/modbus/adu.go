@@ -184,7 +184,9 @@ func (a *ADU) FileRecords() []FileRecord {
 // It returns nil for a well-formed ADU, or a sentinel error with a.Anomaly
 // set: ErrTruncated (b shorter than its header or length field announces),
 // ErrProtocolID / ErrLength (not Modbus/TCP, header fields still filled),
-// ErrMalformed (the PDU breaks the specification). err != nil exactly when
+// ErrMalformed (the PDU breaks the specification, which includes a
+// well-formed UMAS ADU over the 260-byte limit: AnomalyLongADU, with every
+// field decoded). err != nil exactly when
 // a.Anomaly != AnomalyNone. a.Data aliases b. Decode allocates nothing.
 func (a *ADU) Decode(b []byte, dir protocols.Dir) error {
 	*a = ADU{}
@@ -226,6 +228,9 @@ func (a *ADU) Decode(b []byte, dir protocols.Dir) error {
 		a.decodeResponse()
 	} else {
 		a.decodeRequest()
+	}
+	if a.Length > MaxLengthField {
+		a.flag(AnomalyLongADU) // ranked last: only when nothing else is wrong
 	}
 	if a.Anomaly != AnomalyNone {
 		return ErrMalformed

@@ -69,6 +69,15 @@ const (
 	// AnomalyTooManyOutstanding: more than MaxOutstanding requests without
 	// a response; the oldest was forgotten.
 	AnomalyTooManyOutstanding
+	// AnomalyLongADU: an ADU longer than the specification's 260 bytes
+	// (MBAP length field > 254, MAP §4.1, TCP guide §3.1.3) that is
+	// otherwise well formed. Only FC 90 (Schneider UMAS) ADUs are framed
+	// this long, up to MaxUMASADULen: Modicon PLCs answer engineering
+	// requests with 261-byte ADUs. It is the lowest-ranked anomaly: any
+	// other finding about the ADU is reported instead, so a policy that
+	// tolerates long_adu tolerates nothing else. A longer ADU, or a long
+	// one of another function, cannot be framed (AnomalyMBAPLength).
+	AnomalyLongADU
 
 	numAnomalies
 )
@@ -96,6 +105,7 @@ var anomalyNames = [numAnomalies]string{
 	AnomalyFunctionMismatch:       "function_mismatch",
 	AnomalyEchoMismatch:           "echo_mismatch",
 	AnomalyTooManyOutstanding:     "too_many_outstanding",
+	AnomalyLongADU:                "long_adu",
 }
 
 // String returns the anomaly's stable snake_case name ("none" for the zero

@@ -18,7 +18,8 @@
 //     requests matched by transaction id.
 //   - Vendor extension: Schneider Electric UMAS in FC 90 (umas.go): the
 //     pairing key and UMAS function code are decoded, and its ADUs may
-//     carry MBAP length 255 (261 bytes), which Modicon PLCs send.
+//     carry MBAP length 255 (261 bytes), which Modicon PLCs send, named
+//     AnomalyLongADU (long_adu) for a policy to tolerate.
 //
 // Layers, kept apart as in Suricata:
 //

@@ -156,7 +156,8 @@ func FuzzDecode(f *testing.F) {
 
 // FuzzConn feeds arbitrary bytes, split at arbitrary points, through the
 // Framer and a Session. Seeds as FuzzDecode. Invariants: no panic; Next never
-// claims more than it was given and a complete ADU is 8-260 bytes; the Session
+// claims more than it was given and a complete ADU is 8-260 bytes (261 for
+// FC 90, UMAS); the Session
 // emits at most one Record per 8 bytes plus one non_modbus Record.
 func FuzzConn(f *testing.F) {
 	for _, tc := range benchADUs {
@@ -167,7 +168,7 @@ func FuzzConn(f *testing.F) {
 		rest := b
 		for len(rest) > 0 {
 			n, need, err := Framer{}.Next(rest)
-			if n > len(rest) || (n > 0 && (n < MBAPLen+1 || n > MaxADULen)) || (n == 0 && err == nil && need <= 0) {
+			if n > len(rest) || (n > 0 && (n < MBAPLen+1 || n > MaxUMASADULen || n > MaxADULen && rest[MBAPLen]&^ExceptionBit != FuncUMAS)) || (n == 0 && err == nil && need <= 0) {
 				t.Fatalf("Next(%x) = %d, %d, %v", rest, n, need, err)
 			}
 			if n == 0 {

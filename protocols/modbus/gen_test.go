@@ -253,6 +253,17 @@ var genCases = []struct {
 			g.exchange(AppendAddrQty(nil, 3, 0, 1), nil)
 		}
 	}},
+	// A Unity-style upload: the PLC answers with a 261-byte UMAS ADU
+	// (MBAP length 255), then the session goes on.
+	{name: "anomaly_long_adu", wantAnomaly: AnomalyLongADU, build: func(g *genFlow) {
+		block := make([]byte, 251)
+		for i := range block {
+			block[i] = byte(i * 7)
+		}
+		g.exchange(AppendUMAS(nil, 0, UMASTakePLCReservation, []byte("UNITY-PC")), AppendUMAS(nil, 0x4c, UMASResponseOK, []byte{0x4c}))
+		g.exchange(AppendUMAS(nil, 0x4c, UMASUploadBlock, []byte{0, 1, 0, 0}), AppendUMAS(nil, 0x4c, UMASResponseOK, block))
+		g.exchange(AppendUMAS(nil, 0x4c, UMASReleasePLCReservation, nil), AppendUMAS(nil, 0x4c, UMASResponseOK, nil))
+	}},
 }
 
 // writeGenCapture builds one generated capture in memory.

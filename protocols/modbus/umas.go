@@ -15,7 +15,12 @@ import (
 //	response: 0x5A | pairing key (1) | 0xFE (ok) or 0xFD (error) | data
 //
 // and a device answers engineering requests with ADUs one byte longer than
-// the specification allows: MBAP length 255 (a 261-byte ADU). Function
+// the specification allows: MBAP length 255 (a 261-byte ADU). Framer and
+// Decode accept such an ADU for FC 90 only; Decode decodes it fully and
+// names the excess AnomalyLongADU ("long_adu"), a condition a policy
+// allows with `tolerate: [long_adu]` and that is denied as
+// malformed:long_adu otherwise (the rest of the session is unaffected when
+// tolerated). Function
 // codes and sizes from the public reverse engineering the Wireshark UMAS
 // dissector follows (packet-mbtcp.h). Decode puts the UMAS function code of
 // a request in ADU.Sub (HasSub), the pairing key in UMASKey, and the

@@ -9,7 +9,9 @@ import (
 
 // TestUMAS decodes FC 90 (Schneider UMAS) ADUs as a Modicon engineering
 // session carries them, including the 261-byte ADU (MBAP length 255) the
-// specification's 260-byte limit would refuse.
+// specification's 260-byte limit would refuse: framed, decoded field for
+// field, and named long_adu, the lowest-ranked anomaly (a long ADU that
+// is wrong in another way reports that instead).
 func TestUMAS(t *testing.T) {
 	big := make([]byte, 253)
 	for i := range big {
@@ -26,8 +28,10 @@ func TestUMAS(t *testing.T) {
 	}{
 		{"read id request", AppendRequest(nil, 1, 0, AppendUMAS(nil, 0, UMASReadID, nil)), protocols.Request, nil, AnomalyNone, uint16(UMASReadID), 0},
 		{"stop plc request", AppendRequest(nil, 2, 0, AppendUMAS(nil, 0x4c, UMASStopPLC, []byte{0xff, 0, 1})), protocols.Request, nil, AnomalyNone, uint16(UMASStopPLC), 0},
-		{"261-byte upload response", AppendResponse(nil, 3, 0, AppendUMAS(nil, 0x4c, UMASResponseOK, big[:251])), protocols.Response, nil, AnomalyNone, 0, UMASResponseOK},
-		{"261-byte download request", AppendRequest(nil, 4, 0, AppendUMAS(nil, 0x4c, UMASDownloadBlock, big[:251])), protocols.Request, nil, AnomalyNone, uint16(UMASDownloadBlock), 0},
+		{"261-byte upload response", AppendResponse(nil, 3, 0, AppendUMAS(nil, 0x4c, UMASResponseOK, big[:251])), protocols.Response, ErrMalformed, AnomalyLongADU, 0, UMASResponseOK},
+		{"261-byte download request", AppendRequest(nil, 4, 0, AppendUMAS(nil, 0x4c, UMASDownloadBlock, big[:251])), protocols.Request, ErrMalformed, AnomalyLongADU, uint16(UMASDownloadBlock), 0},
+		{"260-byte download request", AppendRequest(nil, 4, 0, AppendUMAS(nil, 0x4c, UMASDownloadBlock, big[:250])), protocols.Request, nil, AnomalyNone, uint16(UMASDownloadBlock), 0},
+		{"261-byte exception response", AppendResponse(nil, 5, 0, append([]byte{FuncUMAS | ExceptionBit, byte(ExceptionIllegalFunction)}, big[:252]...)), protocols.Response, ErrMalformed, AnomalyPDULength, 0, 0},
 		{"error response", AppendResponse(nil, 5, 0, AppendUMAS(nil, 0, UMASResponseError, []byte{0x81})), protocols.Response, nil, AnomalyNone, 0, UMASResponseError},
 		{"exception response", AppendResponse(nil, 6, 0, AppendException(nil, FuncUMAS, ExceptionIllegalFunction)), protocols.Response, nil, AnomalyNone, 0, 0},
 		{"truncated", AppendRequest(nil, 7, 0, []byte{FuncUMAS, 0}), protocols.Request, ErrMalformed, AnomalyTruncated, 0, 0},
@@ -62,7 +66,8 @@ func TestUMAS(t *testing.T) {
 }
 
 // TestConnUMASSession: the Session (Feed) follows a session with 261-byte
-// ADUs split across segments without calling anything non_modbus.
+// ADUs split across segments without calling anything non_modbus: the
+// long one is named long_adu, the session goes on.
 func TestConnUMASSession(t *testing.T) {
 	big := make([]byte, 251)
 	req := AppendRequest(nil, 1, 0, AppendUMAS(nil, 0x10, UMASUploadBlock, []byte{0, 1, 1, 0}))
@@ -81,8 +86,12 @@ func TestConnUMASSession(t *testing.T) {
 		t.Fatalf("%d records, want 4: %+v", len(got), got)
 	}
 	for i, r := range got {
-		if r.Anomaly != "" {
-			t.Errorf("record %d: anomaly %q", i, r.Anomaly)
+		want := ""
+		if i == 1 {
+			want = "long_adu"
+		}
+		if r.Anomaly != want {
+			t.Errorf("record %d: anomaly %q, want %q", i, r.Anomaly, want)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/rules"
@@ -336,22 +337,11 @@ func ports(m map[uint16]*seen, def uint16) []string {
 func (c *conduitObs) tol() []string { return sortedKeys(c.tolerate) }
 
 // uninspected names the industrial protocol conventionally on port pt of
-// transport ("tcp", "udp") that the gateway does not inspect, "" for none:
-// S7comm over TPKT/COTP (RFC 1006, TCP 102), EtherNet/IP (CIP
-// encapsulation on TCP/UDP 44818, implicit I/O on UDP 2222) and IEC
-// 60870-5-104 (TCP 2404).
+// transport ("tcp", "udp") that the gateway does not inspect, "" for none
+// (protocols.Recognise by port: S7comm on TCP 102, EtherNet/IP on 44818
+// and UDP 2222, IEC 60870-5-104 on TCP 2404).
 func uninspected(transport string, pt uint16) string {
-	switch {
-	case pt == 102 && transport == "tcp":
-		return "S7comm (ISO-on-TCP, TPKT/COTP)"
-	case pt == 44818:
-		return "EtherNet/IP (CIP)"
-	case pt == 2222 && transport == "udp":
-		return "EtherNet/IP implicit I/O (CIP)"
-	case pt == 2404 && transport == "tcp":
-		return "IEC 60870-5-104"
-	}
-	return ""
+	return protocols.Recognise(transport == "udp", 0, pt, nil).Title()
 }
 
 // cannotName heads the comment of something learn saw that the policy
@@ -364,12 +354,22 @@ const cannotName = "REVIEW: seen but cannot be allowed"
 // only so that replaying the learning captures denies nothing.
 const tolWarning = "observed anomaly: review before enforcing"
 
+// anomalyHints say, for anomalies whose name alone does not tell the
+// reviewer what tolerating them lets through, what was seen.
+var anomalyHints = map[string]string{
+	"long_adu": "Modbus ADUs over the 260-byte limit, MBAP length 255, as Schneider UMAS (FC 90) engineering sessions carry; without it each is denied as malformed:long_adu and the session is cut",
+}
+
 // tolComment is the head comment of a rule with tolerate entries: one
 // line per anomaly with its count and first/last seen time.
 func (c *conduitObs) tolComment() string {
 	var parts []string
 	for _, k := range sortedKeys(c.tolerate) {
-		parts = append(parts, c.tolerate[k].comment(tolWarning+": tolerate "+k))
+		what := tolWarning + ": tolerate " + k
+		if h := anomalyHints[k]; h != "" {
+			what += ": " + h
+		}
+		parts = append(parts, c.tolerate[k].comment(what))
 	}
 	for _, k := range sortedKeys(c.notes) {
 		parts = append(parts, c.notes[k].comment(cannotName+": "+k))

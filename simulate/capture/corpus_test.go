@@ -19,6 +19,7 @@ import (
 
 	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/simulate/capture"
+	"github.com/otgw/otgw/simulate/dissect"
 )
 
 // corpusFiles returns the captures of ../shared/pcaps in name order.
@@ -70,6 +71,72 @@ func capinfosCount(t *testing.T, path string) int {
 	return n
 }
 
+// mergeCorpus concatenates the corpus files into one pcapng with
+// Wireshark's mergecap (one interface per input file, so several link
+// types in one section, and the files' times out of order).
+func mergeCorpus(t *testing.T, files []string) string {
+	t.Helper()
+	merged := filepath.Join(t.TempDir(), "merged.pcapng")
+	args := append([]string{"-a", "-F", "pcapng", "-w", merged}, files...)
+	if out, err := exec.Command(testenv.NeedCmd(t, "mergecap"), args...).CombinedOutput(); err != nil {
+		t.Fatalf("mergecap: %v: %s", err, out)
+	}
+	return merged
+}
+
+// pdusOf returns the dissect JSON line of every PDU of the capture at path,
+// with frame numbers counted from frameBase, and how many frames it has.
+func pdusOf(t *testing.T, path string, frameBase int) ([]string, capture.Stats) {
+	t.Helper()
+	var out []string
+	st, err := dissect.Run(path, dissect.Options{}, func(p *dissect.PDU) error {
+		p.Frame += frameBase
+		b, err := p.AppendJSON(nil)
+		out = append(out, string(b))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", filepath.Base(path), err)
+	}
+	return out, st
+}
+
+// TestMergedCorpusSamePDUs: dissecting the merged corpus gives exactly the
+// PDUs, in order and field for field (frame numbers shifted by the frames
+// of the files before), that dissecting the files one by one gives. The
+// corpus reuses 4-tuples across files (one DNP3 connection captured in
+// six pieces, the same loopback ports on different days, a derived file
+// with the same ISNs): each piece must start a connection of its own, as
+// in its own file, not continue (or be discarded as a retransmission of)
+// the piece before.
+func TestMergedCorpusSamePDUs(t *testing.T) {
+	files := corpusFiles(t)
+	merged := mergeCorpus(t, files)
+	var want []string
+	base := 0
+	for _, f := range files {
+		p, st := pdusOf(t, f, base)
+		want = append(want, p...)
+		base += st.Frames
+	}
+	got, st := pdusOf(t, merged, 0)
+	if st.Frames != base {
+		t.Fatalf("merged: %d frames, files one by one: %d", st.Frames, base)
+	}
+	if st.Reused == 0 {
+		t.Errorf("merged: no 4-tuple reused (%s); the test no longer covers the class", st)
+	}
+	for i := range min(len(got), len(want)) {
+		if got[i] != want[i] {
+			t.Fatalf("PDU %d differs:\n got %s\nwant %s", i+1, got[i], want[i])
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("merged: %d PDUs, files one by one: %d", len(got), len(want))
+	}
+	t.Logf("%d PDUs in %d frames; %s", len(got), st.Frames, st)
+}
+
 // TestMergedCorpusSameFrames: the whole corpus concatenated into one
 // pcapng by Wireshark's mergecap (one interface per input file, so several
 // link types in one section) gives exactly the frames, in order and byte
@@ -77,11 +144,7 @@ func capinfosCount(t *testing.T, path string) int {
 // and as many as capinfos counts.
 func TestMergedCorpusSameFrames(t *testing.T) {
 	files := corpusFiles(t)
-	merged := filepath.Join(t.TempDir(), "merged.pcapng")
-	args := append([]string{"-a", "-F", "pcapng", "-w", merged}, files...)
-	if out, err := exec.Command(testenv.NeedCmd(t, "mergecap"), args...).CombinedOutput(); err != nil {
-		t.Fatalf("mergecap: %v: %s", err, out)
-	}
+	merged := mergeCorpus(t, files)
 	var want []frameRec
 	links := map[int]bool{}
 	for _, f := range files {

@@ -36,6 +36,12 @@ type Options struct {
 	// MaxBuffered caps the out-of-order bytes held per direction
 	// (default 1 MiB); past it the oldest hole is declared a gap.
 	MaxBuffered int
+	// When a 4-tuple's connection or flow is over and the next packet on
+	// it starts a new one (see Reassembler): TCPIdle (default 1 h) for an
+	// open TCP connection, TCPClosed (default 10 s, TIME_WAIT-like) after
+	// both FINs or a RST, UDPIdle (default 2 min) for a UDP flow. The
+	// defaults are the gateway engine's flow timeouts (gateway.Config).
+	TCPIdle, TCPClosed, UDPIdle time.Duration
 	// Frames, when set, is called for every frame before its payload is
 	// delivered (for tools that also count packets).
 	Frames func(f *Frame, p *packet.Packet)
@@ -50,6 +56,9 @@ type Stats struct {
 	UDPDatagram int
 	Retransmit  int // segments whose bytes had all been delivered already
 	Gaps        int
+	// Reused counts connections and flows that started on a 4-tuple whose
+	// previous connection or flow was over (see Reassembler).
+	Reused int
 	// Capture is what the file reader found, including damage: a damaged
 	// capture is read up to (pcapng: around) the damage, not refused.
 	Capture Summary
@@ -64,6 +73,14 @@ type half struct {
 	started bool
 	next    uint32 // next expected sequence number
 	fin     bool
+	hasISN  bool   // this side's SYN was seen
+	isn     uint32 // its sequence number
+	// win is the largest receive window this side advertised (scaled
+	// when both SYNs carried a window scale option, RFC 7323 section 2.2),
+	// wscale the scale it announced and hasWS whether it did.
+	win     uint32
+	wscale  uint8
+	hasWS   bool
 	pending segHeap // out-of-order segments, lowest sequence number first
 	pendLen int
 	gap     bool // deliver the next bytes with Gap set
@@ -135,6 +152,14 @@ type conn struct {
 	halves    [2]half // indexed by side: 0 = a→b, 1 = b→a
 	syn       bool
 	initiator netip.AddrPort
+	rst       bool      // a RST was seen (either side)
+	last      time.Time // time of the last packet
+}
+
+// closed reports that the connection is over for both ends: a RST, or a
+// FIN from each side.
+func (c *conn) closed() bool {
+	return c.rst || c.halves[0].fin && c.halves[1].fin
 }
 
 // ReadStreams reads the capture at path and calls fn for every piece of
@@ -153,6 +178,25 @@ func ReadStreams(path string, opts Options, fn func(*Segment) error) (Stats, err
 
 // Reassembler is the engine behind ReadStreams, for callers that already
 // have frames (e.g. several files merged in time order).
+//
+// A 4-tuple may carry several connections in one input (a client that
+// reconnects from the same port, captures of different days merged into
+// one file). As a receiving TCP stack does, the Reassembler starts a new
+// connection on a 4-tuple (new Segment.Conn, streams from scratch, held
+// bytes of the old one delivered as gaps first) when:
+//   - a SYN arrives after the old connection closed (a RST, or a FIN from
+//     each side: TIME_WAIT accepts a new SYN, RFC 9293 section 3.6.1 and
+//     Linux's tcp_timewait_state_process), or on an open connection
+//     with an initial sequence number outside the old connection's
+//     receive window (one in the window is what RFC 5961 section 4 answers
+//     with a challenge ACK, not a new connection; the same ISN again is a
+//     retransmitted SYN);
+//   - the old connection has been idle for longer than Options.TCPIdle
+//     (open) or Options.TCPClosed (closed), or a UDP flow for longer than
+//     Options.UDPIdle: the gateway's flow table has forgotten it by then;
+//   - the packet's time is more than clockSlack before the connection's
+//     last packet: one capture point's clock does not run backwards, so
+//     this is another capture (files concatenated out of time order).
 type Reassembler struct {
 	opts  Options
 	fn    func(*Segment) error
@@ -173,6 +217,15 @@ func NewReassembler(opts Options, fn func(*Segment) error) *Reassembler {
 func newReassembler(opts Options, fn func(*Segment) error) *Reassembler {
 	if opts.MaxBuffered <= 0 {
 		opts.MaxBuffered = 1 << 20
+	}
+	if opts.TCPIdle <= 0 {
+		opts.TCPIdle = time.Hour
+	}
+	if opts.TCPClosed <= 0 {
+		opts.TCPClosed = 10 * time.Second
+	}
+	if opts.UDPIdle <= 0 {
+		opts.UDPIdle = 2 * time.Minute
 	}
 	return &Reassembler{opts: opts, fn: fn, conns: make(map[flowKey]*conn)}
 }
@@ -221,10 +274,11 @@ func (r *Reassembler) frame(f *Frame) error {
 		k.a, k.b, side = dst, src, 1
 	}
 	c := r.conns[k]
-	tcp := !udp
-	if tcp && p.Flags&packet.TCPSyn != 0 && p.Flags&packet.TCPAck == 0 && c != nil && c.halves[side].started {
-		// A new SYN on a used 4-tuple is a new connection.
-		delete(r.conns, k)
+	if c != nil && r.over(c, p, side, f.Time) {
+		if err := r.retire(k, c); err != nil {
+			return err
+		}
+		r.stats.Reused++
 		c = nil
 	}
 	if c == nil {
@@ -232,6 +286,7 @@ func (r *Reassembler) frame(f *Frame) error {
 		c = &conn{id: r.ids}
 		r.conns[k] = c
 	}
+	c.last = f.Time
 	r.seg = Segment{Frame: f.Index, Time: f.Time, Src: src, Dst: dst, Conn: c.id}
 	if udp {
 		r.stats.UDPDatagram++
@@ -245,11 +300,20 @@ func (r *Reassembler) frame(f *Frame) error {
 	r.stats.TCPSegments++
 	r.seg.Transport = "tcp"
 	h := &c.halves[side]
+	h.window(p, &c.halves[1-side])
 	if p.Flags&packet.TCPSyn != 0 {
 		if p.Flags&packet.TCPAck == 0 {
 			c.syn = true
 			c.initiator = src
 		}
+		if h.started && (h.hasISN && p.Seq == h.isn || p.Flags&packet.TCPAck == 0) {
+			// A retransmitted SYN, or a SYN in the window of the open
+			// connection (over said it is not a new one): a receiver
+			// answers it with an ACK and keeps its stream.
+			return nil
+		}
+		h.hasISN, h.isn = true, p.Seq
+		h.wscale, h.hasWS = synWScale(f.Data, p)
 		h.started = true
 		h.next = p.Seq + 1
 		h.pending, h.pendLen, h.gap = nil, 0, false
@@ -259,6 +323,22 @@ func (r *Reassembler) frame(f *Frame) error {
 	}
 	r.seg.SYN = c.syn
 	r.seg.Initiator = c.initiator
+	// The peer's ACK proves it received bytes of the other direction that
+	// the capture may have missed: a hole below the ack will never fill.
+	// Those bytes come first: they reached this packet's sender before it
+	// sent this packet (and its data).
+	if p.Flags&packet.TCPAck != 0 {
+		o := &c.halves[1-side]
+		if o.started && len(o.pending) > 0 && seqAfter(p.Ack, o.next) && !seqAfter(o.pending[0].seq, p.Ack) {
+			// The bytes are the other direction's: they go from dst to src.
+			r.seg.Src, r.seg.Dst = dst, src
+			err := r.skipHole(o)
+			r.seg.Src, r.seg.Dst = src, dst
+			if err != nil {
+				return err
+			}
+		}
+	}
 	if !h.started {
 		if len(p.Payload) == 0 {
 			return nil // pure ACK before we know the stream
@@ -275,20 +355,98 @@ func (r *Reassembler) frame(f *Frame) error {
 	if err := r.deliver(h, seq, p.Payload, f.Index, f.Time); err != nil {
 		return err
 	}
-	// The peer's ACK proves it received bytes of the other direction that
-	// the capture may have missed: a hole below the ack will never fill.
-	if p.Flags&packet.TCPAck != 0 {
-		o := &c.halves[1-side]
-		if o.started && len(o.pending) > 0 && seqAfter(p.Ack, o.next) && !seqAfter(o.pending[0].seq, p.Ack) {
-			if err := r.skipHole(o); err != nil {
-				return err
-			}
-		}
-	}
 	if p.Flags&(packet.TCPFin|packet.TCPRst) != 0 {
 		h.fin = true
 	}
+	if p.Flags&packet.TCPRst != 0 {
+		c.rst = true
+	}
 	return nil
+}
+
+// clockSlack is how far back in time a packet may be stamped, against the
+// last packet of its connection, and still belong to it: frames of two
+// interfaces of one capture may be written slightly out of order.
+const clockSlack = 2 * time.Second
+
+// over reports whether packet p, from side, at time t, starts a new
+// connection or flow on the 4-tuple of c (see Reassembler).
+func (r *Reassembler) over(c *conn, p *packet.Packet, side int, t time.Time) bool {
+	idle := t.Sub(c.last)
+	if idle < -clockSlack {
+		return true
+	}
+	if p.Proto == packet.ProtoUDP {
+		return idle > r.opts.UDPIdle
+	}
+	closed := c.closed()
+	if closed && idle > r.opts.TCPClosed || !closed && idle > r.opts.TCPIdle {
+		return true
+	}
+	h := &c.halves[side]
+	if p.Flags&(packet.TCPSyn|packet.TCPAck) != packet.TCPSyn || !h.started {
+		return false
+	}
+	if closed {
+		return true
+	}
+	if h.hasISN && p.Seq == h.isn {
+		return false // the same SYN again
+	}
+	// RCV.NXT ± RCV.WND of the old connection; a receiver that never
+	// announced a window (mid-stream, no segment from it yet) is given
+	// the largest unscaled one.
+	win := max(c.halves[1-side].win, 1<<16-1)
+	d := p.Seq - h.next
+	return d > win && -d > win
+}
+
+// window records the receive window that side h advertises in p (o is the
+// other side, whose SYN tells whether scaling is in use).
+func (h *half) window(p *packet.Packet, o *half) {
+	w := uint32(p.Window)
+	if p.Flags&packet.TCPSyn == 0 && h.hasWS && o.hasWS {
+		w <<= min(h.wscale, 14)
+	}
+	h.win = max(h.win, w)
+}
+
+// retire ends connection c of key k: bytes it still holds out of order
+// are delivered as gaps, as at the end of the input.
+func (r *Reassembler) retire(k flowKey, c *conn) error {
+	delete(r.conns, k)
+	return r.flushConn(k, c)
+}
+
+// synWScale returns the window scale option of the SYN p in frame
+// (RFC 7323 section 2.3); ok is false when it has none or the options
+// are malformed.
+func synWScale(frame []byte, p *packet.Packet) (shift uint8, ok bool) {
+	if p.L4Off+20 > len(frame) {
+		return 0, false
+	}
+	doff := int(frame[p.L4Off+12]>>4) * 4
+	if doff < 20 || p.L4Off+doff > len(frame) {
+		return 0, false
+	}
+	opts := frame[p.L4Off+20 : p.L4Off+doff]
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case 0:
+			return 0, false
+		case 1:
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
+			return 0, false
+		}
+		if opts[i] == 3 && opts[i+1] == 3 {
+			return opts[i+2], true
+		}
+		i += int(opts[i+1])
+	}
+	return 0, false
 }
 
 // seqAfter reports a > b in sequence space (RFC 9293 §3.4).
@@ -376,18 +534,25 @@ func (r *Reassembler) flush() error {
 	}
 	sort.Slice(keys, func(i, j int) bool { return r.conns[keys[i]].id < r.conns[keys[j]].id })
 	for _, k := range keys {
-		c := r.conns[k]
-		for side := range 2 {
-			h := &c.halves[side]
-			src, dst := k.a, k.b
-			if side == 1 {
-				src, dst = dst, src
-			}
-			for len(h.pending) > 0 {
-				r.seg = Segment{Transport: "tcp", Src: src, Dst: dst, Conn: c.id, SYN: c.syn, Initiator: c.initiator}
-				if err := r.skipHole(h); err != nil {
-					return err
-				}
+		if err := r.flushConn(k, r.conns[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flushConn delivers the held bytes of c, as gaps.
+func (r *Reassembler) flushConn(k flowKey, c *conn) error {
+	for side := range 2 {
+		h := &c.halves[side]
+		src, dst := k.a, k.b
+		if side == 1 {
+			src, dst = dst, src
+		}
+		for len(h.pending) > 0 {
+			r.seg = Segment{Transport: "tcp", Src: src, Dst: dst, Conn: c.id, SYN: c.syn, Initiator: c.initiator}
+			if err := r.skipHole(h); err != nil {
+				return err
 			}
 		}
 	}
@@ -403,6 +568,10 @@ func (s Stats) String() string {
 }
 
 func (s Stats) counts() string {
-	return fmt.Sprintf("%d frames, %d tcp segments, %d udp datagrams, %d undecodable, %d fragments, %d retransmissions, %d gaps",
+	c := fmt.Sprintf("%d frames, %d tcp segments, %d udp datagrams, %d undecodable, %d fragments, %d retransmissions, %d gaps",
 		s.Frames, s.TCPSegments, s.UDPDatagram, s.Undecodable, s.Fragments, s.Retransmit, s.Gaps)
+	if s.Reused > 0 {
+		c += fmt.Sprintf(", %d reused 4-tuples", s.Reused)
+	}
+	return c
 }

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -555,10 +556,13 @@ func umasSession() ([][]byte, int) {
 }
 
 // TestLearnUMASSession: learn drafts the UMAS function codes it saw
-// (`function: 90/<name>`), replaying the session (261-byte ADUs included)
-// under the draft denies nothing, and the same draft without stop_plc
-// denies exactly the stop request, leaving the session's earlier PDUs
-// alone (no non_modbus, no reset before it).
+// (`function: 90/<name>`) and, for its 261-byte ADUs, `tolerate:
+// [long_adu]` with the review comment saying what that lets through.
+// Replaying the session under the draft denies nothing; the draft without
+// the tolerate entry denies the first long ADU by name
+// (malformed:long_adu) and nothing before it; and the draft without
+// stop_plc denies exactly the stop request, leaving the session's earlier
+// PDUs, long ones included, alone (no non_modbus, no reset before it).
 func TestLearnUMASSession(t *testing.T) {
 	frames, stop := umasSession()
 	path := pcaptest.Write(t, "umas.pcap", frames)
@@ -568,13 +572,28 @@ func TestLearnUMASSession(t *testing.T) {
 			t.Errorf("draft lacks function %s:\n%s", want, y)
 		}
 	}
-	if strings.Contains(y, "tolerate") {
-		t.Errorf("draft tolerates an anomaly of a well-formed UMAS session:\n%s", y)
+	mr := p.Conduits[0].Rules[0].Modbus
+	if !slices.Equal(mr.Tolerate, []string{"long_adu"}) {
+		t.Errorf("draft tolerates %v, want [long_adu]:\n%s", mr.Tolerate, y)
+	}
+	if !regexp.MustCompile(`# observed anomaly: review before enforcing: tolerate long_adu: Modbus ADUs over the 260-byte limit.*: seen 3 times`).MatchString(y) {
+		t.Errorf("draft lacks the long_adu review comment with its count:\n%s", y)
 	}
 	if d := denies(t, p, path); len(d) > 0 {
 		t.Errorf("replay of the draft denies %v\n%s", d, y)
 	}
-	mr := p.Conduits[0].Rules[0].Modbus
+	mr.Tolerate = nil
+	firstLong := 0
+	for i, f := range frames {
+		if len(f) > 14+20+20+modbus.MaxADULen {
+			firstLong = i + 1
+			break
+		}
+	}
+	if got := denies(t, p, path); len(got) == 0 || got[0] != strconv.Itoa(firstLong)+" malformed:long_adu" {
+		t.Errorf("without tolerate: denies %v, want first %d malformed:long_adu", got, firstLong)
+	}
+	mr.Tolerate = []string{"long_adu"}
 	mr.Allow = slices.DeleteFunc(mr.Allow, func(a rules.ModbusAllow) bool { return slices.Contains(a.Function, "90/stop_plc") })
 	got := denies(t, p, path)
 	if len(got) == 0 || got[0] != strconv.Itoa(stop)+" function_not_allowed" {

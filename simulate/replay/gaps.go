@@ -68,6 +68,7 @@ type dirState struct {
 	valid bool
 	nxt   uint32
 	segs  []int32 // indexes into the pass's segments sent in this direction
+	n     int     // len(segs) once filled (sizes segs)
 }
 
 func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
@@ -116,8 +117,8 @@ func ackedBy(segs []seg, i int, o *dirState) int {
 // collected, leaving out those the harness skips (before a mid-stream
 // pickup); ms.at gives the pickups.
 func scanRepairs(ms *midstream) *repairs {
-	segs := ms.segs[:0] // filtered in place
-	var orig []int      // position of segs[i] in ms.segs, to place the fragments
+	segs := ms.segs[:0]                  // filtered in place
+	orig := make([]int, 0, len(ms.segs)) // position of segs[i] in ms.segs, to place the fragments
 	for i, sg := range ms.segs {
 		if !ms.skip[sg.ref] {
 			segs = append(segs, sg)
@@ -136,7 +137,18 @@ func scanRepairs(ms *midstream) *repairs {
 		return fragmented[addrPair{src.Addr(), dst.Addr()}]
 	}
 	rp := &repairs{holes: map[frameRef][]holeAt{}, deferred: map[frameRef]bool{}, after: map[frameRef][]frameRef{}}
+	// Each direction's segment list is a window of one array sized once
+	// (appending to 2×connections growing slices was 10% of a replay).
 	dirs := make([]dirState, 2*len(ms.ends))
+	for i := range segs {
+		dirs[segs[i].dir].n++
+	}
+	all := make([]int32, len(segs))
+	at := 0
+	for i := range dirs {
+		dirs[i].segs = all[at : at : at+dirs[i].n]
+		at += dirs[i].n
+	}
 	for i := range segs {
 		d := &dirs[segs[i].dir]
 		d.segs = append(d.segs, int32(i))

@@ -112,7 +112,7 @@ func (rep *Report) WriteSummary(w io.Writer) error {
 			if i == 10 {
 				break
 			}
-			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s:%d\t%s\n", f.N, f.Src, f.Dst, f.Proto, f.File, f.FirstFrame, f.Reason)
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s:%d\t%s\n", f.N, f.Src, f.Dst, f.ProtoLabel(), f.File, f.FirstFrame, f.Reason)
 		}
 		tw.Flush()
 	}
@@ -298,7 +298,7 @@ func (rep *Report) timeline(d *htmlData) {
 			color = "#f29900"
 		}
 		d.Ticks = append(d.Ticks, svgTick{X: x, Y: 10, Height: 40, Color: color,
-			Title: fmt.Sprintf("%s:%d %s %s %s -> %s: %s", e.File, e.Frame, e.Verdict, e.Proto, e.Src, e.Dst, e.Reason)})
+			Title: fmt.Sprintf("%s:%d %s %s %s -> %s: %s", e.File, e.Frame, e.Verdict, e.ProtoLabel(), e.Src, e.Dst, e.Reason)})
 	}
 }
 
@@ -341,14 +341,14 @@ h2{margin-top:1.6em}p.lead{font-size:1.25em}p.lead::first-letter,p.cut::first-le
 <ul>{{range .R.NeverHit}}<li>{{.}}</li>{{else}}<li>none</li>{{end}}</ul>
 <h2>Top denied flows</h2>
 <table><tr><th>count</th><th>source</th><th>destination</th><th>proto</th><th>first frame</th><th>reason</th></tr>
-{{range .R.TopDenied}}<tr><td class="n">{{.N}}</td><td>{{.Src}}</td><td>{{.Dst}}</td><td>{{.Proto}}</td><td>{{.File}}:{{.FirstFrame}}</td><td>{{.Reason}}</td></tr>{{else}}<tr><td colspan="6">none</td></tr>{{end}}</table>
+{{range .R.TopDenied}}<tr><td class="n">{{.N}}</td><td>{{.Src}}</td><td>{{.Dst}}</td><td>{{.ProtoLabel}}</td><td>{{.File}}:{{.FirstFrame}}</td><td>{{.Reason}}</td></tr>{{else}}<tr><td colspan="6">none</td></tr>{{end}}</table>
 <h2>Timeline of denies</h2>
 {{if .Ticks}}<p>{{.TLStart}} &rarr; {{.TLEnd}} (hover a mark for the frame)</p>
 <svg xmlns="http://www.w3.org/2000/svg" width="{{.TLW}}" height="60" role="img" aria-label="timeline of denies"><line x1="10" y1="50" x2="{{.TLW}}" y2="50" stroke="#5f6368"/>
 {{range .Ticks}}<rect x="{{.X}}" y="{{.Y}}" width="2" height="{{.Height}}" fill="{{.Color}}"><title>{{.Title}}</title></rect>{{end}}
 </svg>
 <table><tr><th>file:frame</th><th>time</th><th>verdict</th><th>proto</th><th>src</th><th>dst</th><th>conduit/rule</th><th>reason</th></tr>
-{{range .R.Timeline}}<tr><td>{{.File}}:{{.Frame}}</td><td>{{.Time.UTC.Format "15:04:05.000000"}}</td><td class="{{.Verdict}}">{{.Verdict}}</td><td>{{.Proto}}</td><td>{{.Src}}</td><td>{{.Dst}}</td><td>{{.Conduit}}/{{.Rule}}</td><td>{{.Reason}}</td></tr>
+{{range .R.Timeline}}<tr><td>{{.File}}:{{.Frame}}</td><td>{{.Time.UTC.Format "15:04:05.000000"}}</td><td class="{{.Verdict}}">{{.Verdict}}</td><td>{{.ProtoLabel}}</td><td>{{.Src}}</td><td>{{.Dst}}</td><td>{{.Conduit}}/{{.Rule}}</td><td>{{.Reason}}</td></tr>
 {{end}}</table>{{else}}<p>No denies.</p>{{end}}
 </body></html>
 `))

@@ -110,6 +110,30 @@ type Event struct {
 	Net events.Net `json:"-"`
 }
 
+// App is the industrial protocol recognised, not inspected, on the plain
+// tcp/udp flow of the event (S7comm, EtherNet/IP, IEC 104: the record's
+// app_proto, protocols.Recognise), "" otherwise.
+func (e *Event) App() string {
+	if e.Proto != "tcp" && e.Proto != "udp" {
+		return ""
+	}
+	return e.Net.App
+}
+
+// ProtoLabel is the event's protocol for people: Proto, with the
+// recognised protocol of a plain flow after it ("tcp (s7comm)").
+func (e *Event) ProtoLabel() string { return protoLabel(e.Proto, e.App()) }
+
+// ProtoLabel is the flow's protocol for people, as Event.ProtoLabel.
+func (f *FlowCount) ProtoLabel() string { return protoLabel(f.Proto, f.App) }
+
+func protoLabel(proto, app string) string {
+	if app == "" {
+		return proto
+	}
+	return proto + " (" + app + ")"
+}
+
 // ErrNoPolicy is returned by Run without Options.Policy.
 var ErrNoPolicy = errors.New("replay: Options.Policy is required")
 
@@ -141,6 +165,23 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	for _, p := range paths {
 		r.names = append(r.names, filepath.Base(p))
 	}
+	if opts.WhatIf {
+		r.wi = newWhatIf()
+		r.sp = newShadowPipe(opts.OnDecision == nil && shadowPipelined)
+	}
+	// The engines' flow tables take a while to build (two of 16k flows:
+	// ~7% of a replay): they are built on another goroutine while this one
+	// pre-scans the captures.
+	type built struct {
+		eng, shadow *gateway.Engine
+		err         error
+	}
+	engines := make(chan built, 1)
+	go func() {
+		var b built
+		b.eng, b.shadow, b.err = r.newEngines(rs)
+		engines <- b
+	}()
 	var err error
 	if !opts.StrictMidstream {
 		if r.mid, err = scanMidstream(paths, serverPorts(opts.Policy)); err != nil {
@@ -166,29 +207,14 @@ func Run(opts Options, paths ...string) (*Report, error) {
 			return nil, err
 		}
 	}
-	r.eng, err = gateway.NewEngine(gateway.Config{
-		Rules:     func() *rules.Ruleset { return rs },
-		MaxFlows:  opts.MaxFlows,
-		Sink:      opts.Sink,
-		Logger:    opts.Logger,
-		Now:       func() time.Time { return r.now },
-		OnVerdict: r.onVerdict,
-	})
-	if err != nil {
-		return nil, err
+	b := <-engines
+	if b.err != nil {
+		return nil, b.err
 	}
-	if opts.WhatIf {
-		mon := rs.WithMode(rules.ModeMonitor)
-		r.wi = newWhatIf()
-		r.shadow, err = gateway.NewEngine(gateway.Config{
-			Rules:     func() *rules.Ruleset { return mon },
-			MaxFlows:  opts.MaxFlows,
-			Now:       func() time.Time { return r.now },
-			OnVerdict: r.onShadow,
-		})
-		if err != nil {
-			return nil, err
-		}
+	r.eng, r.shadow = b.eng, b.shadow
+	if r.shadow != nil {
+		go r.runShadow()
+		defer r.sp.stop()
 	}
 	if err := readCaptures(paths, r.rep.addDamage, r.frame); err != nil {
 		return nil, err
@@ -205,6 +231,9 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	for _, ref := range left {
 		r.process(r.pending[ref], ref)
 	}
+	if r.sp != nil {
+		r.settleReady(true)
+	}
 	if opts.Progress != nil {
 		opts.Progress(r.done, r.total)
 	}
@@ -213,6 +242,31 @@ func Run(opts Options, paths ...string) (*Report, error) {
 		r.rep.WhatIf = r.wi.finish()
 	}
 	return r.rep, nil
+}
+
+// newEngines builds the enforcing engine and, with Options.WhatIf, the
+// shadow (the same rules, every conduit in monitor mode). Their hooks run
+// only once frames are fed.
+func (r *runner) newEngines(rs *rules.Ruleset) (eng, shadow *gateway.Engine, err error) {
+	eng, err = gateway.NewEngine(gateway.Config{
+		Rules:     func() *rules.Ruleset { return rs },
+		MaxFlows:  r.opts.MaxFlows,
+		Sink:      r.opts.Sink,
+		Logger:    r.opts.Logger,
+		Now:       func() time.Time { return r.now },
+		OnVerdict: r.onVerdict,
+	})
+	if err != nil || !r.opts.WhatIf {
+		return eng, nil, err
+	}
+	mon := rs.WithMode(rules.ModeMonitor)
+	shadow, err = gateway.NewEngine(gateway.Config{
+		Rules:     func() *rules.Ruleset { return mon },
+		MaxFlows:  r.opts.MaxFlows,
+		Now:       func() time.Time { return r.sp.now },
+		OnVerdict: r.onShadow,
+	})
+	return eng, shadow, err
 }
 
 func countFrames(path string) (int, error) {
@@ -264,14 +318,16 @@ type runner struct {
 	sentPkt     packet.Packet // scratch for Send
 	sentPayload int           // payload length of the frame itself as sent; -1 unknown
 
-	// What-if (Options.WhatIf; nil shadow without it).
-	shadow    *gateway.Engine
-	shadowBuf []byte
-	frameEvs  []pendingEvent // the enforcing engine's events of the current frame
-	refusals  []pendingEvent // the shadow's refusals of the current frame
-	allowedE  int            // PDUs of the current frame the enforcing engine allowed
-	allowedS  int            // ... and the shadow
-	wi        *whatIf
+	fc frameCtx // the enforcing engine's current frame
+
+	// What-if (Options.WhatIf; nil shadow without it). The shadow engine
+	// runs on its own goroutine (runShadow), a few frames behind the
+	// enforcing one; each frame's events are settled in frame order.
+	shadow   *gateway.Engine
+	frameEvs []pendingEvent // the enforcing engine's events of the current frame
+	allowedE int            // PDUs of the current frame the enforcing engine allowed
+	wi       *whatIf
+	sp       *shadowPipe
 }
 
 // Send implements gateway.Tx for the in-memory port pair.
@@ -359,8 +415,8 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 			// Requests sent before the capture began may be answered in
 			// it: the engine must not take those answers as unsolicited.
 			r.eng.MarkPickedUp(pk.client, pk.server)
-			if r.shadow != nil {
-				r.shadow.MarkPickedUp(pk.client, pk.server)
+			if r.sp != nil {
+				r.sp.ops = append(r.sp.ops, shadowOp{pickedUp: true, a: pk.client, b: pk.server})
 			}
 		}
 	}
@@ -369,8 +425,8 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 			if r.eng.CaptureGap(h.src, h.dst, h.to) {
 				r.rep.CaptureHoles++
 			}
-			if r.shadow != nil {
-				r.shadow.CaptureGap(h.src, h.dst, h.to)
+			if r.sp != nil {
+				r.sp.ops = append(r.sp.ops, shadowOp{a: h.src, b: h.dst, to: h.to})
 			}
 		}
 	}
@@ -381,6 +437,10 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.Packet, synthetic bool) {
 	r.cur = ref
 	r.curPkt = p
+	r.fc = frameCtx{cur: ref, pkt: p}
+	if synthetic {
+		r.fc.picked, r.fc.pickApp = true, gateway.EventNet(&r.pkt).App
+	}
 	r.now = ref.Time
 	r.sent, r.sentLen, r.sentPayload, r.injected, r.conduit, r.denyPDU, r.decisions = false, 0, -1, 0, "", false, 0
 	orig, origPayload := len(frame), len(p.Payload)
@@ -388,17 +448,21 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 	if r.denied != nil && !synthetic {
 		origCopy = append([]byte(nil), frame...)
 	}
-	if r.shadow != nil {
+	var sj *shadowJob
+	if r.sp != nil {
 		// Handle may rewrite the frame in place (truncation): the
 		// shadow gets the frame as captured.
-		r.shadowBuf = append(r.shadowBuf[:0], frame...)
+		sj = r.sp.job(in, frame, &r.fc, ref.Time)
 	}
 	r.base = unsafe.SliceData(frame)
 	r.eng.Handle(in, frame, r)
 	r.base = nil
-	if r.shadow != nil {
-		r.shadow.Handle(in, r.shadowBuf, discardTx{})
-		r.settle(orig)
+	if sj != nil {
+		sj.frameEvs, r.frameEvs = r.frameEvs, sj.frameEvs[:0]
+		sj.allowedE, r.allowedE = r.allowedE, 0
+		sj.sent, sj.sentLen, sj.injected, sj.orig = r.sent, r.sentLen, r.injected, orig
+		r.sp.send(sj)
+		r.settleReady(false)
 	}
 	if synthetic {
 		r.rep.Synthesised++
@@ -500,7 +564,7 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 		// in SynthesisedDropped, not an event of the capture.
 		return
 	}
-	ev := r.verdictEvent(d)
+	ev := r.verdictEvent(d, &r.fc)
 	kind := evPolicy
 	if !d.HasVerdict {
 		kind = evNormaliser
@@ -515,7 +579,7 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 // detectionEvent is the alert event of a rate detection.
 func (r *runner) detectionEvent(d *gateway.Decision) *Event {
 	v := &d.Verdict
-	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: gateway.EventNet(r.curPkt),
+	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: r.fc.eventNet(),
 		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: v.Mode.String(), Verdict: "alert",
 		Conduit: v.ConduitName, Rule: v.RuleName, Reason: gateway.ReasonDetectPrefix + d.Detection,
 		Fields: d.Fields()}
@@ -526,11 +590,34 @@ func (r *runner) detectionEvent(d *gateway.Decision) *Event {
 	return ev
 }
 
+// eventNet is the packet context of the frame's events. A frame
+// of the handshake synthesised for a picked-up connection has no payload:
+// the protocol its flow carries (Net.App) is recognised from the captured
+// frame that made the pickup, as the live gateway, picking the flow up at
+// that frame, would.
+func (fc *frameCtx) eventNet() events.Net {
+	n := gateway.EventNet(fc.pkt)
+	if fc.picked {
+		n.App = fc.pickApp
+	}
+	return n
+}
+
+// frameCtx is the frame an engine is judging, as its events need it.
+type frameCtx struct {
+	cur FrameRef
+	pkt *packet.Packet
+	// picked: a synthesised handshake frame, whose Net.App is pickApp,
+	// that of the captured frame that made the pickup.
+	picked  bool
+	pickApp string
+}
+
 // verdictEvent is the event of a deny or alert decision, or of a frame
 // the normaliser refused (no verdict).
-func (r *runner) verdictEvent(d *gateway.Decision) *Event {
+func (r *runner) verdictEvent(d *gateway.Decision, fc *frameCtx) *Event {
 	v := &d.Verdict
-	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: gateway.EventNet(r.curPkt),
+	ev := &Event{File: fc.cur.File, Frame: fc.cur.Index, Time: fc.cur.Time, Proto: d.Proto, Net: fc.eventNet(),
 		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: "enforce", DenyAction: "drop"}
 	if d.HasVerdict {
 		ev.Verdict = v.Action.String()
@@ -559,6 +646,9 @@ func (r *runner) verdictEvent(d *gateway.Decision) *Event {
 			ev.Reason = "evasion"
 		}
 		if ev.Conduit == "" {
+			// Only the enforcing engine's decisions get here (the shadow
+			// reports no verdict-less decision): r.flowConduit is its
+			// goroutine's.
 			if c, ok := r.flowConduit[flowKeyOf(d.Src, d.Dst)]; ok {
 				ev.Conduit = c
 			}
@@ -689,6 +779,7 @@ type FlowCount struct {
 	Src        string `json:"src"`
 	Dst        string `json:"dst"`
 	Proto      string `json:"proto"`
+	App        string `json:"app_proto,omitempty"` // the uninspected protocol recognised on a plain tcp/udp flow (Event.App)
 	N          int    `json:"n"`
 	FirstFrame int    `json:"first_frame"`
 	File       string `json:"file,omitempty"`
@@ -762,7 +853,7 @@ func (rep *Report) event(ev *Event, maxTimeline int) {
 	k := ev.Src.Addr().String() + ">" + ev.Dst.String() + "/" + ev.Proto
 	fc := rep.flows[k]
 	if fc == nil {
-		fc = &FlowCount{Src: ev.Src.Addr().String(), Dst: ev.Dst.String(), Proto: ev.Proto, FirstFrame: ev.Frame, File: ev.File, Reason: ev.Reason}
+		fc = &FlowCount{Src: ev.Src.Addr().String(), Dst: ev.Dst.String(), Proto: ev.Proto, App: ev.App(), FirstFrame: ev.Frame, File: ev.File, Reason: ev.Reason}
 		rep.flows[k] = fc
 	}
 	fc.N++

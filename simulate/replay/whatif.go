@@ -69,20 +69,22 @@ type discardTx struct{}
 
 func (discardTx) Send(gateway.PortID, []byte) {}
 
-// onShadow is the shadow engine's hook: it keeps the refusals (alerts,
-// the shadow being in monitor mode everywhere) and counts allowed PDUs.
+// onShadow is the shadow engine's hook (on runShadow's goroutine): it
+// keeps the refusals of the frame it judges (alerts, the shadow being in
+// monitor mode everywhere) and counts allowed PDUs.
 func (r *runner) onShadow(d *gateway.Decision) {
 	if d.Detection != "" || !d.HasVerdict {
 		return // rate detections are reported by the enforcing engine; monitor mode drops nothing
 	}
+	j := r.sp.cur
 	v := &d.Verdict
 	if v.Action == rules.Allow {
 		if d.PDU != nil {
-			r.allowedS++
+			j.allowedS++
 		}
 		return
 	}
-	ev := r.verdictEvent(d)
+	ev := r.verdictEvent(d, &j.fc)
 	// The mode and verdict of the user's policy, not of the shadow.
 	mode := r.rs.Mode()
 	if v.Conduit >= 0 && v.Conduit < r.rs.NumConduits() {
@@ -94,7 +96,7 @@ func (r *runner) onShadow(d *gateway.Decision) {
 		ev.Verdict = "alert"
 	}
 	ev.DenyAction = ""
-	r.refusals = append(r.refusals, pendingEvent{ev: ev, kind: evPolicy, flow: d.FlowID, pdu: d.PDU != nil})
+	j.refusals = append(j.refusals, pendingEvent{ev: ev, kind: evPolicy, flow: d.FlowID, pdu: d.PDU != nil})
 }
 
 // sameRefusal reports whether a (enforcing engine) and s (shadow) are the
@@ -104,34 +106,34 @@ func sameRefusal(a, s *Event) bool {
 		a.Src == s.Src && a.Dst == s.Dst && reflect.DeepEqual(a.Fields, s.Fields)
 }
 
-// settle reports the events of the frame both engines have just judged
-// (orig is the frame's length as captured).
-func (r *runner) settle(orig int) {
+// settle reports the events of a frame both engines have judged (j: what
+// each made of it), in frame order.
+func (r *runner) settle(j *shadowJob) {
 	wi := r.wi
-	synthetic := r.cur.Index == 0
+	synthetic := j.fc.cur.Index == 0
 	var after []*Event
-	for i := range r.refusals {
-		s := &r.refusals[i]
+	for i := range j.refusals {
+		s := &j.refusals[i]
 		m := -1
-		for j := range r.frameEvs {
-			e := &r.frameEvs[j]
+		for k := range j.frameEvs {
+			e := &j.frameEvs[k]
 			if !e.matched && e.kind == evPolicy && sameRefusal(e.ev, s.ev) {
-				m = j
+				m = k
 				break
 			}
 		}
 		if m >= 0 {
-			r.frameEvs[m].matched = true
-			r.frameEvs[m].ev.Refused = true
-			wi.refuse(r.frameEvs[m].ev, false)
+			j.frameEvs[m].matched = true
+			j.frameEvs[m].ev.Refused = true
+			wi.refuse(j.frameEvs[m].ev, false)
 			continue
 		}
 		ev := s.ev
 		ev.AfterReset, ev.Refused = true, true
 		switch {
-		case r.sent && r.sentLen == orig:
+		case j.sent && j.sentLen == j.orig:
 			ev.Action = "forward"
-		case r.injected > 0:
+		case j.injected > 0:
 			ev.Action = "inject"
 		default:
 			ev.Action = "drop"
@@ -140,8 +142,8 @@ func (r *runner) settle(orig int) {
 		after = append(after, ev)
 	}
 	cut := ""
-	for i := range r.frameEvs {
-		e := &r.frameEvs[i]
+	for i := range j.frameEvs {
+		e := &j.frameEvs[i]
 		switch {
 		case e.kind == evNormaliser:
 			if len(after) > 0 {
@@ -167,14 +169,13 @@ func (r *runner) settle(orig int) {
 		if cut != "" {
 			wi.cutFrame(cut)
 		}
-		if r.allowedS > r.allowedE {
-			wi.CutAllowedPDUs += r.allowedS - r.allowedE
+		if j.allowedS > j.allowedE {
+			wi.CutAllowedPDUs += j.allowedS - j.allowedE
 		}
 	}
-	clear(r.frameEvs)
-	clear(r.refusals)
-	r.frameEvs, r.refusals = r.frameEvs[:0], r.refusals[:0]
-	r.allowedE, r.allowedS = 0, 0
+	clear(j.frameEvs)
+	clear(j.refusals)
+	j.frameEvs, j.refusals = j.frameEvs[:0], j.refusals[:0]
 }
 
 // WhatIf is the outcome of the what-if evaluation (Options.WhatIf): what
