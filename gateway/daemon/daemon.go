@@ -23,6 +23,7 @@ import (
 	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/gateway/forensic"
 	"github.com/otgw/otgw/gateway/syslog"
+	"github.com/otgw/otgw/gateway/txlog"
 	"github.com/otgw/otgw/hal"
 	"github.com/otgw/otgw/hal/halsim"
 )
@@ -89,6 +90,10 @@ type Config struct {
 	CaptureDenied      string
 	CaptureDeniedBytes int64
 	CaptureDeniedFiles int
+	// TransactionRate bounds the transaction records of conduits with
+	// log: transactions, per second on average (default txlog.DefaultRate;
+	// bursts of txlog.DefaultBurst).
+	TransactionRate float64
 }
 
 // Errors of Run.
@@ -143,6 +148,9 @@ type Daemon struct {
 	// capture is the denied-frame capture (nil without CaptureDenied),
 	// shared by every datapath run; each run taps it anew.
 	capture *forensic.Capture
+	// txlog pairs the allowed requests and responses of conduits with
+	// log: transactions into transaction events.
+	txlog *txlog.Log
 }
 
 // datapath is one run of the forwarding plane: two ports, an engine with
@@ -205,6 +213,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if err := d.openCapture(&c); err != nil {
 		return d.failStart("capture-denied", err)
+	}
+	if d.txlog, err = txlog.New(txlog.Config{Rules: d.watcher.Ruleset, Sink: d.pipe, Rate: cfg.TransactionRate}); err != nil {
+		return d.failStart("transaction log", fmt.Errorf("daemon: %w", err))
 	}
 	return d.serve(ctx)
 }
@@ -401,23 +412,27 @@ func (d *Daemon) openDatapath() (*datapath, error) {
 	ecfg := gateway.Config{
 		Rules: d.watcher.Ruleset, Sink: d.pipe, Logger: d.cfg.Logger, MaxFlows: d.cfg.MaxFlows,
 	}
-	var tap *forensic.Tap
+	// The taps see each frame and the engine's verdicts about it: the
+	// transaction log pairs allowed requests and responses of conduits
+	// with log: transactions; the capture copies a denied frame before
+	// the engine rewrites or answers it.
+	tx := d.txlog.NewTap()
+	ecfg.OnVerdict = tx.OnVerdict
+	var capTap *forensic.Tap
 	if d.capture != nil {
-		// The tap sees each frame and the engine's verdicts about it:
-		// a denied frame is copied to the capture before the engine
-		// rewrites or answers it.
-		tap = d.capture.NewTap()
-		ecfg.OnVerdict = tap.OnVerdict
+		capTap = d.capture.NewTap()
+		ecfg.OnVerdict = func(dec *gateway.Decision) { capTap.OnVerdict(dec); tx.OnVerdict(dec) }
 	}
 	dp.engine, err = gateway.NewEngine(ecfg)
 	if err != nil {
 		closePorts()
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	var h Handler = dp.engine
-	if tap != nil {
-		tap.Next = dp.engine
-		h = tap
+	tx.Next = dp.engine
+	var h Handler = tx
+	if capTap != nil {
+		capTap.Next = tx
+		h = capTap
 	}
 	if n := d.cfg.FaultPanicAfterFrames; n > 0 && d.restarts.Load() == 0 {
 		h = panicAfter(h, n)

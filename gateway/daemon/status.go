@@ -17,6 +17,7 @@ import (
 	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/gateway/forensic"
 	"github.com/otgw/otgw/gateway/syslog"
+	"github.com/otgw/otgw/gateway/txlog"
 	"github.com/otgw/otgw/hal"
 )
 
@@ -49,6 +50,9 @@ type Status struct {
 	// CaptureDenied is the denied-frame capture's state; absent without
 	// --capture-denied.
 	CaptureDenied *forensic.Stats `json:"capture_denied,omitempty"`
+	// Transactions is the transaction log's state (conduits with log:
+	// transactions).
+	Transactions txlog.Stats `json:"transactions"`
 }
 
 // PolicyStatus identifies the policy in force and counts reloads.
@@ -322,6 +326,9 @@ func (d *Daemon) Status() Status {
 		cs := d.capture.Stats()
 		s.CaptureDenied = &cs
 	}
+	if d.txlog != nil {
+		s.Transactions = d.txlog.Stats()
+	}
 	return s
 }
 
@@ -513,6 +520,10 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 			counter("syslog_destination_failures_total", "Failed dials and unconfirmed batches of a destination.", d.Failures, "destination", d.Name)
 		}
 	}
+	counter("transactions_total", "Transaction records of conduits with log: transactions.", s.Transactions.Records)
+	counter("transactions_rate_limited_total", "Allowed requests of logged conduits not logged: over the transaction rate.", s.Transactions.RateLimited)
+	counter("transactions_unanswered_total", "Logged requests forgotten before their response came (too many outstanding).", s.Transactions.Unanswered)
+	gauge("transactions_pending", "Logged requests waiting for their response.", float64(s.Transactions.Pending))
 	if x := s.CaptureDenied; x != nil {
 		counter("capture_denied_frames_total", "Denied frames written to the --capture-denied files.", x.Frames)
 		counter("capture_denied_bytes_total", "Bytes written to the --capture-denied files.", x.Bytes)

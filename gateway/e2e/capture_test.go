@@ -87,3 +87,31 @@ func TestCaptureDeniedLive(t *testing.T) {
 		t.Errorf("/metrics lacks otgw_capture_denied_frames_total 1")
 	}
 }
+
+// TestTransactionLogLive: with log: transactions on the conduit, an
+// allowed read and its response through `otgw run` make one transaction
+// record in the events file, in the record schema, and /metrics counts it.
+func TestTransactionLogLive(t *testing.T) {
+	testenv.NeedRoot(t)
+	l := netns.NewLine(t)
+	startPymodbus(t, l)
+	pol := strings.Replace(policyYAML("enforce", "reply"), "    to: plc\n", "    to: plc\n    log: transactions\n", 1)
+	g := startGateway(t, l, pol)
+	if got := readHolding(t, l, 5, 2); got[0] != 1005 {
+		t.Fatalf("holding 5: got %d, want 1005", got[0])
+	}
+	ev := g.waitEvent("transaction", 5*time.Second, func(e event) bool { return e.Type == "transaction" })
+	if ev.Conduit != "hmi-plc" || ev.Proto != "modbus" || ev.Fields["function"] != "read_holding_registers" {
+		t.Errorf("transaction event: %+v", ev)
+	}
+	if a, _ := ev.Fields["addr"].(float64); a != 5 {
+		t.Errorf("transaction addr = %v, want 5", ev.Fields["addr"])
+	}
+	if r, ok := ev.Fields["response"].(map[string]any); !ok || r["dir"] != "response" {
+		t.Errorf("transaction response = %v", ev.Fields["response"])
+	}
+	g.checkEventsFileSchema()
+	if m := g.get("/metrics"); !strings.Contains(m, "otgw_transactions_total 1\n") {
+		t.Errorf("/metrics lacks otgw_transactions_total 1")
+	}
+}
