@@ -1,6 +1,7 @@
 package forensic
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,7 +70,7 @@ type Stats struct {
 	Frames      uint64 `json:"frames"`       // denied frames written
 	Bytes       uint64 `json:"bytes"`        // bytes written to files
 	Dropped     uint64 `json:"dropped"`      // denied frames not captured: no free slot (the writer is behind)
-	WriteErrors uint64 `json:"write_errors"` // frames lost to a failed write or file creation
+	WriteErrors uint64 `json:"write_errors"` // failed writes or file creations (the frames involved are lost)
 	Files       uint64 `json:"files"`        // files opened
 	Removed     uint64 `json:"removed"`      // old files removed to stay within the bounds
 	Queued      int    `json:"queued"`       // frames waiting for the writer now
@@ -104,6 +105,7 @@ type Capture struct {
 
 	// Owned by the writer goroutine (run):
 	f       *os.File
+	bw      *bufio.Writer // flushed whenever the queue is empty
 	w       *Writer
 	seq     uint64
 	kept    []string // capture files in Dir, oldest first, the open one last
@@ -232,6 +234,9 @@ func (c *Capture) run() {
 		select {
 		case s := <-c.queue:
 			c.write(s)
+			if len(c.queue) == 0 {
+				c.flush()
+			}
 		case <-c.stop:
 			for {
 				select {
@@ -343,7 +348,8 @@ func (c *Capture) openFile() error {
 	if err != nil {
 		return fmt.Errorf("forensic: %w", err)
 	}
-	w, err := NewWriter(f, c.cfg.App, []Interface{
+	bw := bufio.NewWriterSize(f, 64<<10)
+	w, err := NewWriter(bw, c.cfg.App, []Interface{
 		{Name: c.cfg.Ports[0], LinkType: LinkEthernet, SnapLen: uint32(c.cfg.SnapLen)},
 		{Name: c.cfg.Ports[1], LinkType: LinkEthernet, SnapLen: uint32(c.cfg.SnapLen)},
 	})
@@ -352,7 +358,7 @@ func (c *Capture) openFile() error {
 		_ = os.Remove(f.Name())
 		return fmt.Errorf("forensic: %s: %w", name, err)
 	}
-	c.f, c.w = f, w
+	c.f, c.w, c.bw = f, w, bw
 	c.kept = append(c.kept, name)
 	c.keptLen[name] = w.Size()
 	c.files.Add(1)
@@ -360,16 +366,30 @@ func (c *Capture) openFile() error {
 	return nil
 }
 
+// flush writes the buffered blocks to the file: a reader then sees every
+// frame written so far.
+func (c *Capture) flush() {
+	if c.bw != nil && c.bw.Buffered() > 0 {
+		if err := c.bw.Flush(); err != nil {
+			c.fail(err)
+			c.closeFile()
+		}
+	}
+}
+
 func (c *Capture) closeFile() {
 	if c.f == nil {
 		return
+	}
+	if err := c.bw.Flush(); err != nil {
+		c.fail(err)
 	}
 	name := filepath.Base(c.f.Name())
 	c.keptLen[name] = c.w.Size()
 	if err := c.f.Close(); err != nil {
 		c.fail(err)
 	}
-	c.f, c.w = nil, nil
+	c.f, c.w, c.bw = nil, nil, nil
 }
 
 // trim removes the oldest closed capture files until at most files remain

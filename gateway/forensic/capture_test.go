@@ -317,3 +317,12 @@ func TestOpenRefusesTinyBounds(t *testing.T) {
 		t.Errorf("Open = %v, want ErrTooSmall", err)
 	}
 }
+
+// tcpFrame is a Modbus write from 192.0.2.1:40000 to 192.0.2.2:502.
+func tcpFrame() []byte {
+	cli := capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("192.0.2.1:40000")}
+	srv := capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("192.0.2.2:502")}
+	fl := capture.NewTCPFlow(cli, srv)
+	fl.Handshake()
+	return fl.Send(true, []byte{0, 2, 0, 0, 0, 6, 1, 6, 0, 5, 0x10, 0x92})
+}
