@@ -40,6 +40,7 @@ conduits:
 `
 
 type rig struct {
+	rs  *rules.Ruleset
 	eng *gateway.Engine
 	tap *txlog.Tap
 	log *txlog.Log
@@ -57,7 +58,7 @@ func newRig(t testing.TB, cfg txlog.Config) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{}
+	r := &rig{rs: rs}
 	cfg.Rules = func() *rules.Ruleset { return rs }
 	cfg.Sink = events.SinkFunc(func(e *events.Event) {
 		r.mu.Lock()
