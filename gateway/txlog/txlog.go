@@ -296,19 +296,9 @@ func (l *Log) remember(k key, r *request) {
 }
 
 // named returns a response's fields as the record schema names them
-// (function beside fc, service beside service_id, DNP3 objects as gGvV):
-// the protocol object events.Event.AppendJSON writes.
+// (function beside fc, service beside service_id, DNP3 objects as gGvV).
 func named(proto string, f map[string]any) map[string]any {
-	ev := events.Event{Type: events.TypeTransaction, Proto: proto, Fields: f}
-	var rec map[string]json.RawMessage
-	if json.Unmarshal(ev.AppendJSON(nil), &rec) != nil {
-		return f
-	}
-	var m map[string]any
-	if raw, ok := rec[proto]; !ok || json.Unmarshal(raw, &m) != nil {
-		return f
-	}
-	return m
+	return events.ProtocolObject(proto, f)
 }
 
 // summary is the message's short form: the request's function (or
