@@ -120,10 +120,9 @@ func TestTransactionRecord(t *testing.T) {
 	if len(r.evs) != 1 {
 		t.Fatalf("got %d records, want 1 (the logged conduit's transaction)", len(r.evs))
 	}
-	line := r.evs[0].AppendJSON(nil)
 	sch := testenv.CompileSchema(t, events.Schema)
 	r.evs[0].Seq, r.evs[0].BootID = 1, "b" // the pipeline's part
-	line = r.evs[0].AppendJSON(nil)
+	line := r.evs[0].AppendJSON(nil)
 	if err := testenv.ValidateJSON(sch, line); err != nil {
 		t.Errorf("record does not validate: %v\n%s", err, line)
 	}
