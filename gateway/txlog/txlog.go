@@ -14,6 +14,9 @@
 // with the same key on the same flow completes the record: the request's
 // protocol object with the response's fields in its "response" member.
 // DNP3 unsolicited responses answer no request and are not logged.
+// Offline, `otgw replay --json` feeds Log.OnDecision from the replay's
+// decisions and prints the same records (capture time, file and frame;
+// no rate limit: offline tools drop nothing).
 //
 // Bounds: a token bucket (Config.Rate, Config.Burst) is taken when a
 // request is remembered, so a busy conduit cannot flood the SOC; requests
@@ -170,18 +173,35 @@ func (t *Tap) Handle(in gateway.PortID, frame []byte, tx gateway.Tx) {
 // OnVerdict is the engine's Config.OnVerdict hook (or part of it): it
 // logs allowed PDUs of conduits with log: transactions.
 func (t *Tap) OnVerdict(d *gateway.Decision) {
-	if d.PDU == nil || !d.HasVerdict || d.Verdict.Action != rules.Allow || d.Detection != "" {
-		return
-	}
-	rs := t.l.cfg.Rules()
-	if rs == nil || rs.Generation() != d.Verdict.Generation || !rs.LogTransactions(d.Verdict.Conduit) {
+	if !t.l.logged(d) {
 		return
 	}
 	var frame []byte
 	if d.In <= gateway.South {
 		frame = t.cur[d.In].frame
 	}
-	t.l.observe(d, frame)
+	t.l.observe(d, nil, frame)
+}
+
+// OnDecision logs d when it is an allowed PDU of a conduit with log:
+// transactions; p is the decoded frame it is about (its packet context
+// goes into the record), or nil. It is the entry point of offline tools
+// (otgw replay, from replay.Options.OnDecision), which see the packet;
+// the live gateway goes through a Tap.
+func (l *Log) OnDecision(d *gateway.Decision, p *packet.Packet) {
+	if l.logged(d) {
+		l.observe(d, p, nil)
+	}
+}
+
+// logged reports whether d is an allowed PDU of a conduit with log:
+// transactions in the ruleset that decided it. It allocates nothing.
+func (l *Log) logged(d *gateway.Decision) bool {
+	if d.PDU == nil || !d.HasVerdict || d.Verdict.Action != rules.Allow || d.Detection != "" {
+		return false
+	}
+	rs := l.cfg.Rules()
+	return rs != nil && rs.Generation() == d.Verdict.Generation && rs.LogTransactions(d.Verdict.Conduit)
 }
 
 // txID returns the transaction key of an application PDU, and false for
@@ -204,8 +224,10 @@ func txID(d *gateway.Decision) (uint32, bool) {
 	return 0, false
 }
 
-// observe remembers a request or completes its transaction.
-func (l *Log) observe(d *gateway.Decision, frame []byte) {
+// observe remembers a request or completes its transaction. The
+// request's packet context comes from p, or else from decoding frame
+// (after the rate limit: only for requests that are logged).
+func (l *Log) observe(d *gateway.Decision, p *packet.Packet, frame []byte) {
 	id, ok := txID(d)
 	if !ok {
 		return
@@ -224,11 +246,14 @@ func (l *Log) observe(d *gateway.Decision, frame []byte) {
 		v := &d.Verdict
 		r := &request{src: d.Src, dst: d.Dst, proto: d.Proto, conduit: v.ConduitName, rule: v.RuleName,
 			mode: v.Mode.String(), fields: d.Fields()}
-		if frame != nil {
-			var p packet.Packet
-			if p.Decode(frame, packet.LinkEthernet) == nil {
-				r.net = gateway.EventNet(&p)
+		if p == nil && frame != nil {
+			p = new(packet.Packet)
+			if p.Decode(frame, packet.LinkEthernet) != nil {
+				p = nil
 			}
+		}
+		if p != nil {
+			r.net = gateway.EventNet(p)
 		}
 		l.mu.Lock()
 		l.remember(k, r)
@@ -257,10 +282,12 @@ func (l *Log) observe(d *gateway.Decision, frame []byte) {
 
 // take takes a token of the bucket (l.mu held).
 func (l *Log) take(now time.Time) bool {
-	if !l.last.IsZero() {
+	if !l.last.IsZero() && now.After(l.last) {
 		l.tokens = min(float64(l.cfg.Burst), l.tokens+now.Sub(l.last).Seconds()*l.cfg.Rate)
 	}
-	l.last = now
+	if now.After(l.last) {
+		l.last = now
+	}
 	if l.tokens < 1 {
 		return false
 	}
