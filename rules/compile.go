@@ -77,7 +77,11 @@ type cconduit struct {
 	action   DenyAction
 	tolerate []string
 	rules    []crule
+	logTx    bool // log: transactions
 }
+
+// LogValues are the values of a conduit's log key.
+var LogValues = []string{"transactions"}
 
 type ruleKind uint8
 
@@ -180,6 +184,13 @@ func (rs *Ruleset) Hash() string { return rs.hash }
 
 // NumConduits returns the number of conduits.
 func (rs *Ruleset) NumConduits() int { return len(rs.conduits) }
+
+// LogTransactions reports whether conduit i (Verdict.Conduit) logs its
+// allowed transactions (log: transactions); false for i < 0 or out of
+// range. It allocates nothing.
+func (rs *Ruleset) LogTransactions(i int) bool {
+	return i >= 0 && i < len(rs.conduits) && rs.conduits[i].logTx
+}
 
 // ConduitName returns conduit i's name.
 func (rs *Ruleset) ConduitName(i int) string { return rs.conduits[i].name }
@@ -514,6 +525,14 @@ func (c *compiler) compile() *Ruleset {
 			}
 		}
 		cc.tolerate = c.anomalies(cd.Tolerate, path+".tolerate", protos)
+		for li, l := range cd.Log {
+			switch l {
+			case "transactions":
+				cc.logTx = true
+			default:
+				c.errf(fmt.Sprintf("%s.log.%d", path, li), "conduit %q: unknown log value %q (transactions)%s", cc.name, l, suggest(l, LogValues))
+			}
+		}
 		rs.conduits = append(rs.conduits, cc)
 	}
 	return rs

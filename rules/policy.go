@@ -74,7 +74,11 @@ type Conduit struct {
 	Mode        string // overrides Policy.Mode
 	Action      string // overrides Policy.Action
 	Tolerate    []string
-	Rules       []Rule
+	// Log names what is logged of the traffic the conduit allows:
+	// "transactions" (one record per request/response pair, event_type
+	// "transaction"). Empty: only denies and alerts are events.
+	Log   []string
+	Rules []Rule
 }
 
 // Rule is one item of a conduit's rules list; exactly one protocol is set.
@@ -528,7 +532,7 @@ func (d *decoder) assets(n *yaml.Node) {
 	})
 }
 
-var conduitKeys = []string{"name", "description", "from", "to", "mode", "action", "tolerate", "rules"}
+var conduitKeys = []string{"name", "description", "from", "to", "mode", "action", "tolerate", "log", "rules"}
 
 func (d *decoder) conduit(n *yaml.Node, i int) {
 	path := fmt.Sprintf("conduits.%d", i)
@@ -557,6 +561,8 @@ func (d *decoder) conduit(n *yaml.Node, i int) {
 			c.Action = d.str(v, "action")
 		case "tolerate":
 			c.Tolerate = d.list(v, path+".tolerate", "tolerate")
+		case "log":
+			c.Log = d.list(v, path+".log", "log")
 		case "rules":
 			if v.Kind != yaml.SequenceNode {
 				d.errAt(nodePos(v), "rules must be a list, not %s", kindName(v))
@@ -830,6 +836,9 @@ func Marshal(p *Policy) ([]byte, error) {
 		}
 		if len(c.Tolerate) > 0 {
 			add(m, "tolerate", flowSeq(c.Tolerate))
+		}
+		if len(c.Log) > 0 {
+			add(m, "log", listOrScalar(c.Log))
 		}
 		rs := &yaml.Node{Kind: yaml.SequenceNode}
 		for _, r := range c.Rules {

@@ -188,11 +188,15 @@ func shape(p map[string]any) string {
 func describe(p map[string]any) string {
 	d, _ := p["description"].(string)
 	var names []string
+	seen := map[string]bool{} // a value-or-list names its values twice
 	var collect func(m map[string]any)
 	collect = func(m map[string]any) {
 		if e, ok := m["enum"].([]any); ok && p["enum"] == nil {
 			for _, x := range e {
-				names = append(names, fmt.Sprint(x))
+				if n := fmt.Sprint(x); !seen[n] {
+					seen[n] = true
+					names = append(names, n)
+				}
 			}
 		}
 		for _, alt := range []string{"anyOf", "oneOf"} {

@@ -183,7 +183,9 @@ func schemaDoc() obj {
 		"mode":        modes,
 		"action":      actions,
 		"tolerate":    scalars("Anomalies accepted on every rule of the conduit.", named(anomalies, "")),
-		"rules":       obj{"type": "array", "items": rule, "description": "Protocol rules; the first that allows decides."},
+		"log": scalars("What is logged of the traffic the conduit allows, besides denies and alerts: `transactions` writes one record "+
+			"per allowed request/response pair (event_type `transaction`, severity info) to the events file and syslog, rate-limited.", named(LogValues, "")),
+		"rules": obj{"type": "array", "items": rule, "description": "Protocol rules; the first that allows decides."},
 	}, "from", "to", "rules")
 
 	detector := obj{"anyOf": []any{

@@ -5,12 +5,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
+	"time"
 
+	"github.com/otgw/otgw/gateway"
+	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/gateway/packet"
 	"github.com/otgw/otgw/gateway/syslog"
+	"github.com/otgw/otgw/gateway/txlog"
 	"github.com/otgw/otgw/rules"
 	"github.com/otgw/otgw/simulate/replay"
 )
@@ -23,6 +29,43 @@ type urlFlags []string
 
 func (m *urlFlags) String() string     { return strings.Join(*m, ",") }
 func (m *urlFlags) Set(s string) error { *m = append(*m, s); return nil }
+
+// replayTransactions returns the OnDecision hook that writes the
+// transaction records of conduits with log: transactions (gateway/txlog,
+// as the live gateway logs them) to stdout with --json and to the syslog
+// destinations, or nil when no conduit logs transactions. Offline, nothing
+// is rate-limited: the records carry the capture's time, file and frame.
+func replayTransactions(rs *rules.Ruleset, jsonOut bool, bw *bufio.Writer, sx *replaySyslog) func(replay.FrameRef, *packet.Packet, *gateway.Decision) {
+	logs := false
+	for i := range rs.NumConduits() {
+		logs = logs || rs.LogTransactions(i)
+	}
+	if !logs || (!jsonOut && sx == nil) {
+		return nil
+	}
+	var cur replay.FrameRef
+	tl, err := txlog.New(txlog.Config{
+		Rules: func() *rules.Ruleset { return rs }, Rate: math.MaxFloat64, Burst: math.MaxInt32, MaxPending: 1 << 20,
+		Now: func() time.Time { return cur.Time },
+		Sink: events.SinkFunc(func(e *events.Event) {
+			e.PcapFile, e.Frame = cur.File, cur.Index
+			if jsonOut {
+				bw.Write(e.AppendJSON(nil))
+				bw.WriteByte('\n')
+			}
+			if sx != nil {
+				sx.pipe.Emit(e)
+			}
+		}),
+	})
+	if err != nil {
+		return nil
+	}
+	return func(f replay.FrameRef, p *packet.Packet, d *gateway.Decision) {
+		cur = f
+		tl.OnDecision(d, p)
+	}
+}
 
 // exitDenied is the exit code of --fail-on-deny when something was denied.
 const exitDenied = 3
@@ -97,6 +140,9 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		}
 		defer sx.abort()
 		opts.Sink = sx.pipe
+	}
+	if tl := replayTransactions(rs, *jsonOut, bw, sx); tl != nil {
+		opts.OnDecision = tl
 	}
 	var files []*os.File
 	if *outDir != "" {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/gateway/daemon"
+	"github.com/otgw/otgw/gateway/forensic"
+	"github.com/otgw/otgw/gateway/txlog"
 	"github.com/otgw/otgw/hal"
 )
 
@@ -61,12 +63,17 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	fwState := fs.String("fw-state", "", "firmware state directory (default: the board profile's slots.state)")
 	fwTimestamp := fs.String("fw-timestamp", "", "file or http(s) URL of the signed timestamp statement, fetched hourly; a stale one raises an update event")
 	trialPeriod := fs.Duration("trial-period", time.Minute, "how long trial firmware must stay healthy (policy, both ports up, watchdog fed) before it is committed")
+	fs.StringVar(&cfg.CaptureDenied, "capture-denied", "", "keep a rotating pcapng capture of denied frames in this directory (each frame's comment names its event's flow_id and reason)")
+	captureSize := sizeFlag(forensic.DefaultMaxBytes)
+	fs.Var(&captureSize, "capture-denied-size", "bound on all --capture-denied files together, e.g. 512MiB, 1GiB")
+	fs.IntVar(&cfg.CaptureDeniedFiles, "capture-denied-files", forensic.DefaultMaxFiles, "number of --capture-denied files kept (each closed at size/files bytes, the oldest removed)")
+	fs.Float64Var(&cfg.TransactionRate, "transaction-rate", txlog.DefaultRate, "records per second (on average) of the transaction log of conduits with log: transactions; the excess is counted, not logged")
 	fs.DurationVar(&cfg.SpinRead, "spin-read", 0, "ring only: poll an empty ring this long before sleeping (costs that much CPU after every burst; made latency worse on 2 cores, see BENCHMARKS.md)")
 	// Hidden (not in the usage line): for profiling the datapath, see
 	// BENCHMARKS.md "datapath" (OTGW_BENCH_PROFILE in gateway/e2e).
 	fs.StringVar(&cpuProf, "cpuprofile", "", "debug: write a Go CPU profile of the whole run to this file")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: otgw run --policy P [--board NAME] [--ports north,south] [--syslog URL]... [--events FILE] [--status ADDR] [--io ring|mmsg]")
+		fmt.Fprintln(stderr, "usage: otgw run --policy P [--board NAME] [--ports north,south] [--syslog URL]... [--events FILE] [--status ADDR] [--capture-denied DIR] [--io ring|mmsg]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -77,6 +84,11 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	}
 	if fs.NArg() != 0 || cfg.PolicyPath == "" {
 		fs.Usage()
+		return exitUsage
+	}
+	cfg.CaptureDeniedBytes = int64(captureSize)
+	if cfg.CaptureDeniedFiles < 1 {
+		fmt.Fprintln(stderr, "otgw run: --capture-denied-files: want at least 1")
 		return exitUsage
 	}
 	if ports != "" {
@@ -138,6 +150,43 @@ func runGateway(args []string, _, stderr io.Writer) int {
 		return exitRuntime
 	}
 	return exitOK
+}
+
+// sizeFlag is a byte count given as a number with an optional unit: B,
+// KiB, MiB, GiB (powers of 1024) or kB, MB, GB (powers of 1000).
+type sizeFlag int64
+
+func (s *sizeFlag) String() string {
+	switch n := int64(*s); {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return strconv.FormatInt(n>>30, 10) + "GiB"
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "MiB"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "KiB"
+	default:
+		return strconv.FormatInt(n, 10)
+	}
+}
+
+func (s *sizeFlag) Set(v string) error {
+	units := []struct {
+		suffix string
+		mul    int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	num, mul := strings.TrimSpace(v), int64(1)
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mul = strings.TrimSpace(n), u.mul
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mul {
+		return fmt.Errorf("want a positive size such as 64MiB, not %q", v)
+	}
+	*s = sizeFlag(n * mul)
+	return nil
 }
 
 // procStatusPath is where missingCaps reads the effective capabilities.

@@ -21,7 +21,9 @@ import (
 	"github.com/otgw/otgw/board"
 	"github.com/otgw/otgw/gateway"
 	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/gateway/forensic"
 	"github.com/otgw/otgw/gateway/syslog"
+	"github.com/otgw/otgw/gateway/txlog"
 	"github.com/otgw/otgw/hal"
 	"github.com/otgw/otgw/hal/halsim"
 )
@@ -81,6 +83,17 @@ type Config struct {
 	// Update, when set, reports the last boot and health-checks a trial
 	// firmware slot: commit after its period, or roll back (health.go).
 	Update *UpdateConfig
+	// CaptureDenied, when set, is the directory of the rotating pcapng
+	// capture of denied frames (gateway/forensic), bounded by
+	// CaptureDeniedBytes in all (default forensic.DefaultMaxBytes) and
+	// CaptureDeniedFiles files (default forensic.DefaultMaxFiles).
+	CaptureDenied      string
+	CaptureDeniedBytes int64
+	CaptureDeniedFiles int
+	// TransactionRate bounds the transaction records of conduits with
+	// log: transactions, per second on average (default txlog.DefaultRate;
+	// bursts of txlog.DefaultBurst).
+	TransactionRate float64
 }
 
 // Errors of Run.
@@ -132,6 +145,12 @@ type Daemon struct {
 	// before the status endpoint starts.
 	evm      *eventMetrics
 	exporter *syslog.Exporter
+	// capture is the denied-frame capture (nil without CaptureDenied),
+	// shared by every datapath run; each run taps it anew.
+	capture *forensic.Capture
+	// txlog pairs the allowed requests and responses of conduits with
+	// log: transactions into transaction events.
+	txlog *txlog.Log
 }
 
 // datapath is one run of the forwarding plane: two ports, an engine with
@@ -191,6 +210,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if err := d.prepareLinks(&c); err != nil {
 		return err
+	}
+	if err := d.openCapture(&c); err != nil {
+		return d.failStart("capture-denied", err)
+	}
+	if d.txlog, err = txlog.New(txlog.Config{Rules: d.watcher.Ruleset, Sink: d.pipe, Rate: cfg.TransactionRate}); err != nil {
+		return d.failStart("transaction log", fmt.Errorf("daemon: %w", err))
 	}
 	return d.serve(ctx)
 }
@@ -345,6 +370,26 @@ func (d *Daemon) prepareLinks(c *cleanups) error {
 	return nil
 }
 
+// openCapture opens the denied-frame capture when one is configured; it
+// closes (writing what is queued) after the datapath stopped.
+func (d *Daemon) openCapture(c *cleanups) error {
+	if d.cfg.CaptureDenied == "" {
+		return nil
+	}
+	var err error
+	d.capture, err = forensic.Open(forensic.Config{
+		Dir: d.cfg.CaptureDenied, MaxBytes: d.cfg.CaptureDeniedBytes, MaxFiles: d.cfg.CaptureDeniedFiles,
+		SnapLen: max(DefaultBufSize, d.mtu+14+8+hal.VLANHeadroom),
+		Ports:   [2]string{gateway.North.String() + " (" + d.ports[0] + ")", gateway.South.String() + " (" + d.ports[1] + ")"},
+		App:     "otgw " + d.cfg.Version, Logger: d.cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("daemon: --capture-denied: %w", err)
+	}
+	c.push(func() { _ = d.capture.Close() })
+	return nil
+}
+
 // openDatapath opens both ports and builds a new engine and forwarder.
 func (d *Daemon) openDatapath() (*datapath, error) {
 	// A ring slot holds the largest frame of the MTU with two VLAN tags.
@@ -364,14 +409,31 @@ func (d *Daemon) openDatapath() (*datapath, error) {
 		}
 	}
 	closePorts := func() { dp.hports[0].Close(); dp.hports[1].Close() }
-	dp.engine, err = gateway.NewEngine(gateway.Config{
+	ecfg := gateway.Config{
 		Rules: d.watcher.Ruleset, Sink: d.pipe, Logger: d.cfg.Logger, MaxFlows: d.cfg.MaxFlows,
-	})
+	}
+	// The taps see each frame and the engine's verdicts about it: the
+	// transaction log pairs allowed requests and responses of conduits
+	// with log: transactions; the capture copies a denied frame before
+	// the engine rewrites or answers it.
+	tx := d.txlog.NewTap()
+	ecfg.OnVerdict = tx.OnVerdict
+	var capTap *forensic.Tap
+	if d.capture != nil {
+		capTap = d.capture.NewTap()
+		ecfg.OnVerdict = func(dec *gateway.Decision) { capTap.OnVerdict(dec); tx.OnVerdict(dec) }
+	}
+	dp.engine, err = gateway.NewEngine(ecfg)
 	if err != nil {
 		closePorts()
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	var h Handler = dp.engine
+	tx.Next = dp.engine
+	var h Handler = tx
+	if capTap != nil {
+		capTap.Next = tx
+		h = capTap
+	}
 	if n := d.cfg.FaultPanicAfterFrames; n > 0 && d.restarts.Load() == 0 {
 		h = panicAfter(h, n)
 	}

@@ -15,7 +15,9 @@ import (
 
 	"github.com/otgw/otgw/gateway"
 	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/gateway/forensic"
 	"github.com/otgw/otgw/gateway/syslog"
+	"github.com/otgw/otgw/gateway/txlog"
 	"github.com/otgw/otgw/hal"
 )
 
@@ -45,6 +47,12 @@ type Status struct {
 	Verdicts []VerdictCount `json:"verdicts"`
 	// Syslog is the exporter's state; absent without --syslog.
 	Syslog *SyslogStatus `json:"syslog,omitempty"`
+	// CaptureDenied is the denied-frame capture's state; absent without
+	// --capture-denied.
+	CaptureDenied *forensic.Stats `json:"capture_denied,omitempty"`
+	// Transactions is the transaction log's state (conduits with log:
+	// transactions).
+	Transactions txlog.Stats `json:"transactions"`
 }
 
 // PolicyStatus identifies the policy in force and counts reloads.
@@ -314,6 +322,13 @@ func (d *Daemon) Status() Status {
 	if d.exporter != nil {
 		s.Syslog = syslogStatus(d.exporter.Stats())
 	}
+	if d.capture != nil {
+		cs := d.capture.Stats()
+		s.CaptureDenied = &cs
+	}
+	if d.txlog != nil {
+		s.Transactions = d.txlog.Stats()
+	}
 	return s
 }
 
@@ -504,6 +519,19 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 			counter("syslog_destination_confirmed_total", "Records confirmed delivered to a destination.", d.Confirmed, "destination", d.Name)
 			counter("syslog_destination_failures_total", "Failed dials and unconfirmed batches of a destination.", d.Failures, "destination", d.Name)
 		}
+	}
+	counter("transactions_total", "Transaction records of conduits with log: transactions.", s.Transactions.Records)
+	counter("transactions_rate_limited_total", "Allowed requests of logged conduits not logged: over the transaction rate.", s.Transactions.RateLimited)
+	counter("transactions_unanswered_total", "Logged requests forgotten before their response came (too many outstanding).", s.Transactions.Unanswered)
+	gauge("transactions_pending", "Logged requests waiting for their response.", float64(s.Transactions.Pending))
+	if x := s.CaptureDenied; x != nil {
+		counter("capture_denied_frames_total", "Denied frames written to the --capture-denied files.", x.Frames)
+		counter("capture_denied_bytes_total", "Bytes written to the --capture-denied files.", x.Bytes)
+		counter("capture_denied_dropped_total", "Denied frames not captured, by reason (queue_full: the writer was behind; write_error).", x.Dropped, "reason", "queue_full")
+		counter("capture_denied_dropped_total", "", x.WriteErrors, "reason", "write_error")
+		counter("capture_denied_files_total", "Capture files opened.", x.Files)
+		counter("capture_denied_files_removed_total", "Old capture files removed to stay within the size and count bounds.", x.Removed)
+		gauge("capture_denied_queued", "Denied frames waiting for the capture writer.", float64(x.Queued))
 	}
 	for _, p := range s.Ports {
 		counter("port_kernel_drops_total", "Frames the kernel dropped (socket buffer full), by port.", p.Stats.KernelDrops, "port", p.Role)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/otgw/otgw/gateway"
 	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/gateway/forensic"
 	"github.com/otgw/otgw/internal/testenv"
 )
 
@@ -43,6 +44,7 @@ func sampleStatus() Status {
 		Events: EventStatus{Emitted: 9, Delivered: 9, Queued: 1},
 		Syslog: &SyslogStatus{SpoolRecords: 3, SpoolBytes: 300,
 			Destinations: []SyslogDestStatus{{Name: "tcp-127.0.0.1-514", Up: true, Pending: 3}}},
+		CaptureDenied: &forensic.Stats{Frames: 4, Bytes: 400, Dropped: 1, Files: 1},
 	}
 	m.fill(&s)
 	return s

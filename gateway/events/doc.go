@@ -33,7 +33,7 @@
 //	community_id   Community ID v1, seed 0 (corelight/community-id-spec)
 //	event_type     deny, alert, aggregated, policy_reload, policy_error,
 //	               link, start, stop, update, exporter, dropped, gap,
-//	               watchdog, bypass, flow_table_full
+//	               watchdog, bypass, flow_table_full, transaction
 //	src_ip src_port dest_ip dest_port   the packet's endpoints
 //	proto          transport: TCP, UDP, ICMP, IPv6-ICMP, SCTP or a number
 //	icmp_type icmp_code                 for ICMP
@@ -57,7 +57,8 @@
 //	modbus dnp3 opcua   the protocol object: the dissect fields with the
 //	               specification's names beside the numbers ("function"
 //	               beside "fc", OPC UA "service" name beside "service_id",
-//	               DNP3 objects as "g12v1")
+//	               DNP3 objects as "g12v1"); in a transaction, the
+//	               request's, with the response's in its "response" member
 //	fields         event-specific fields of events without a protocol
 //	step version file line port   update, policy and link context
 //
@@ -95,6 +96,12 @@
 // Four repeats of a deny within the aggregation window:
 //
 //	{"timestamp":"2026-01-01T08:00:00.005000Z","flow_id":5068389443149628,"community_id":"1:wdIBrGBXnzx+VHlwkVy5h2Vgm5M=","event_type":"aggregated","src_ip":"192.0.2.130","src_port":40001,"dest_ip":"192.0.2.10","dest_port":502,"proto":"TCP","app_proto":"modbus","ether":{"src_mac":"02:00:00:00:00:82","dest_mac":"02:00:00:00:00:0a","ether_type":2048},"verdict":"deny","action":"reply","reason":"function_not_allowed","conduit":"hmi-polls-plc","rule":"modbus#1","mode":"enforce","severity":"notice","seq":7,"boot_id":"b","count":4,"modbus":{"aggregated_type":"deny","fc":6,"first_seen":"2026-01-01T08:00:00.011000Z","function":"write_single_register","last_seen":"2026-01-01T08:00:00.029000Z"}}
+//
+// An allowed read and its response on a conduit with log: transactions
+// (gateway/txlog; severity info, rate-bounded; endpoints and packet
+// context of the request):
+//
+//	{"timestamp":"2026-01-01T08:00:00.005000Z","flow_id":5068389443149628,"community_id":"1:wdIBrGBXnzx+VHlwkVy5h2Vgm5M=","event_type":"transaction","src_ip":"192.0.2.130","src_port":40001,"dest_ip":"192.0.2.10","dest_port":502,"proto":"TCP","app_proto":"modbus","ether":{"src_mac":"02:00:00:00:00:82","dest_mac":"02:00:00:00:00:0a","ether_type":2048},"verdict":"allow","conduit":"hmi-polls-plc","rule":"modbus#1","mode":"enforce","severity":"info","message":"transaction modbus 192.0.2.130:40001 -> 192.0.2.10:502: read_holding_registers: ok","seq":18,"boot_id":"b","modbus":{"addr":0,"dir":"request","fc":3,"function":"read_holding_registers","qty":10,"response":{"dir":"response","fc":3,"function":"read_holding_registers","tid":4,"unit":1},"tid":4,"unit":1}}
 //
 // Policy reloaded, and a reload refused (the previous ruleset stays):
 //

@@ -53,6 +53,11 @@ func sampleEvents() map[string]*Event {
 			Fields: map[string]any{"fc": 6, "aggregated_type": "deny", "first_seen": "2026-01-01T08:00:00.011000Z", "last_seen": "2026-01-01T08:00:00.029000Z"}},
 		"policy-reload": {Seq: 8, BootID: "b", Time: t0, Severity: SevNotice, Type: TypePolicyReload, File: "/etc/otgw/policy.yaml", Version: "3", Message: "policy reloaded"},
 		"start":         {Seq: 9, BootID: "b", Time: t0, Severity: SevNotice, Type: TypeStart, Version: "1.0.0", Message: "otgw started"},
+		"transaction": {Seq: 18, BootID: "b", Time: t0, Severity: SevInfo, Type: TypeTransaction, Mode: "enforce", Verdict: "allow",
+			Conduit: "hmi-polls-plc", Rule: "modbus#1", Src: hmi, Dst: plc, Proto: "modbus", Net: tcp,
+			Message: "transaction modbus 192.0.2.130:40001 -> 192.0.2.10:502: read_holding_registers: ok",
+			Fields: map[string]any{"dir": "request", "tid": 4, "unit": 1, "fc": 3, "addr": 0, "qty": 10,
+				"response": map[string]any{"dir": "response", "tid": 4, "unit": 1, "fc": 3, "function": "read_holding_registers"}}},
 		"gap": {Seq: 10, BootID: "b", Time: t0, Severity: SevWarning, Type: TypeGap,
 			Fields: map[string]any{"prevBootId": "a", "lastSeq": 300, "missingFrom": 301}},
 	}
@@ -75,6 +80,8 @@ func TestRecordSchemaNames(t *testing.T) {
 		{"opcua-deny", []string{`"opcua":{`, `"service":"write"`, `"service_id":673`}},
 		{"l2-deny", []string{`"ether":{"src_mac":"02:00:00:00:00:82","dest_mac":"ff:ff:ff:ff:ff:ff","ether_type":35020}`}},
 		{"icmp-alert", []string{`"proto":"ICMP","icmp_type":8,"icmp_code":0`, `"community_id":"1:`}},
+		{"transaction", []string{`"event_type":"transaction"`, `"verdict":"allow"`, `"severity":"info"`, `"flow_id":`,
+			`"modbus":{"addr":0,"dir":"request","fc":3,"function":"read_holding_registers","qty":10,"response":{"dir":"response","fc":3,"function":"read_holding_registers","tid":4,"unit":1},"tid":4,"unit":1}`}},
 	} {
 		got := string(ev[tc.event].AppendJSON(nil))
 		for _, w := range tc.want {

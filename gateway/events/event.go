@@ -30,6 +30,10 @@ const (
 	// one delivered or spooled may be lost (Fields name the previous boot
 	// and the missing sequence range where known).
 	TypeGap Type = "gap"
+	// TypeTransaction is one allowed request/response pair of a conduit
+	// with log: transactions (severity info): the request's protocol
+	// object with the response's in its "response" member.
+	TypeTransaction Type = "transaction"
 )
 
 // Severity follows RFC 5424 section 6.2.1 numbering (0 emergency .. 7 debug).

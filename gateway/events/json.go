@@ -262,6 +262,15 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 	return append(dst, bytes.TrimRight(buf.Bytes(), "\n")...)
 }
 
+// ProtocolObject returns the protocol object a record of an event with
+// this application protocol ("modbus", "dnp3", "opcua") and these fields
+// carries: a new map with the specification's names added beside the
+// numbers, as AppendJSON writes it. gateway/txlog names a response's
+// fields with it.
+func ProtocolObject(proto string, fields map[string]any) map[string]any {
+	return protocolObject(proto, fields)
+}
+
 // protocolObject is the protocol object of the record: the dissect
 // fields, with the specification's names beside the numbers (Modbus and
 // DNP3 "function" beside "fc", OPC UA "service" name with "service_id",

@@ -50,7 +50,8 @@ type Options struct {
 	// StrictMidstream feeds mid-stream connections as they are instead of
 	// picking them up with a synthesised handshake (see the package doc).
 	StrictMidstream bool
-	// MaxTimeline bounds Report.Timeline (default 5000).
+	// MaxTimeline bounds Report.Timeline (default DefaultMaxTimeline);
+	// Report.TimelineTotal counts them all and report.html says so.
 	MaxTimeline int
 	// MaxFlows bounds the engine's flow table (default: the gateway's,
 	// gateway.Config.MaxFlows). Tests of small captures set it low: the
@@ -134,6 +135,10 @@ func protoLabel(proto, app string) string {
 	return proto + " (" + app + ")"
 }
 
+// DefaultMaxTimeline is the default Options.MaxTimeline: report.json
+// keeps every event up to it (about 1 KiB of memory each).
+const DefaultMaxTimeline = 100000
+
 // ErrNoPolicy is returned by Run without Options.Policy.
 var ErrNoPolicy = errors.New("replay: Options.Policy is required")
 
@@ -154,7 +159,7 @@ func Run(opts Options, paths ...string) (*Report, error) {
 		}
 	}
 	if opts.MaxTimeline <= 0 {
-		opts.MaxTimeline = 5000
+		opts.MaxTimeline = DefaultMaxTimeline
 	}
 	sp := opts.Policy
 	if opts.Sides != nil {
@@ -731,14 +736,17 @@ type Report struct {
 	// unsolicited storms: rules.Detector), included in Alerts.
 	Detections int `json:"detections"`
 
-	Conduits  []*ConduitStats   `json:"conduits"`
-	Reasons   []Count           `json:"reasons"`   // deny and alert events by reason
-	ByRule    []Count           `json:"by_rule"`   // deny and alert events by conduit/rule
-	NeverHit  []string          `json:"never_hit"` // "conduit/rule" of rules that allowed nothing
-	TopDenied []FlowCount       `json:"top_denied"`
-	Timeline  []Event           `json:"timeline"` // deny and alert events (bounded)
-	Drops     map[string]uint64 `json:"engine_drops"`
-	Zones     []ZoneInfo        `json:"zones"`
+	Conduits  []*ConduitStats `json:"conduits"`
+	Reasons   []Count         `json:"reasons"`   // deny and alert events by reason
+	ByRule    []Count         `json:"by_rule"`   // deny and alert events by conduit/rule
+	NeverHit  []string        `json:"never_hit"` // "conduit/rule" of rules that allowed nothing
+	TopDenied []FlowCount     `json:"top_denied"`
+	Timeline  []Event         `json:"timeline"` // deny and alert events, the first Options.MaxTimeline
+	// TimelineTotal counts every deny and alert event; more than
+	// len(Timeline) only past Options.MaxTimeline.
+	TimelineTotal int               `json:"timeline_total"`
+	Drops         map[string]uint64 `json:"engine_drops"`
+	Zones         []ZoneInfo        `json:"zones"`
 
 	conduitIdx map[string]*ConduitStats
 	byIndex    []*ConduitStats
@@ -857,6 +865,7 @@ func (rep *Report) event(ev *Event, maxTimeline int) {
 		rep.flows[k] = fc
 	}
 	fc.N++
+	rep.TimelineTotal++
 	if rep.timelineN < maxTimeline {
 		rep.Timeline = append(rep.Timeline, *ev)
 		rep.timelineN++

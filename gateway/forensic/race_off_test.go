@@ -1,0 +1,5 @@
+//go:build !race
+
+package forensic_test
+
+const raceEnabled = false

@@ -1,0 +1,5 @@
+//go:build !race
+
+package txlog_test
+
+const raceEnabled = false
