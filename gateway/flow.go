@@ -113,6 +113,7 @@ type flow struct {
 	l2         [2]l2tmpl
 	insp       *inspector
 	reported   bool // a flow-level deny/alert event was emitted for this ruleset
+	bypassed   bool // offered to Config.Bypass (bypass.go)
 	wscaleBoth bool
 	// appliedClass and appliedTimeout mirror the (table) class and timeout
 	// last set through settle, so that most packets need no table lock.
