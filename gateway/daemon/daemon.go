@@ -81,6 +81,12 @@ type Config struct {
 	// Update, when set, reports the last boot and health-checks a trial
 	// firmware slot: commit after its period, or roll back (health.go).
 	Update *UpdateConfig
+	// XDP selects the XDP flow bypass (xdp.go): "" takes the board
+	// profile's default. XDPFaultUnavailable makes the attach fail as on
+	// a kernel without XDP: fault injection for the fall-back tests (otgw
+	// run reads it from OTGW_FAULT_XDP_UNAVAILABLE). Never set it in service.
+	XDP                 board.XDPMode
+	XDPFaultUnavailable bool
 }
 
 // Errors of Run.
@@ -132,6 +138,11 @@ type Daemon struct {
 	// before the status endpoint starts.
 	evm      *eventMetrics
 	exporter *syslog.Exporter
+	// The XDP flow bypass (xdp.go): nil unless attached; xdpState and
+	// xdpReason are set once by Run before the status endpoint starts.
+	xdp       *fastPath
+	xdpState  string
+	xdpReason string
 }
 
 // datapath is one run of the forwarding plane: two ports, an engine with
@@ -190,6 +201,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return d.failStart("policy", fmt.Errorf("daemon: %w", err))
 	}
 	if err := d.prepareLinks(&c); err != nil {
+		return err
+	}
+	if err := d.openXDP(ctx, &c); err != nil {
 		return err
 	}
 	return d.serve(ctx)
@@ -364,13 +378,15 @@ func (d *Daemon) openDatapath() (*datapath, error) {
 		}
 	}
 	closePorts := func() { dp.hports[0].Close(); dp.hports[1].Close() }
+	bypass, bindBypass := d.engineBypass()
 	dp.engine, err = gateway.NewEngine(gateway.Config{
-		Rules: d.watcher.Ruleset, Sink: d.pipe, Logger: d.cfg.Logger, MaxFlows: d.cfg.MaxFlows,
+		Rules: d.watcher.Ruleset, Sink: d.pipe, Logger: d.cfg.Logger, MaxFlows: d.cfg.MaxFlows, Bypass: bypass,
 	})
 	if err != nil {
 		closePorts()
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
+	bindBypass(dp.engine)
 	var h Handler = dp.engine
 	if n := d.cfg.FaultPanicAfterFrames; n > 0 && d.restarts.Load() == 0 {
 		h = panicAfter(h, n)
@@ -436,6 +452,7 @@ func (d *Daemon) serve(ctx context.Context) error {
 			d.cfg.Ready(d)
 		}
 		err := d.runDatapath(ctx, dp)
+		d.xdpFlush() // the flows' engine is gone: nothing it offered forwards any more
 		if te := trialErr.Load(); te != nil {
 			d.stopReason = "stopped: trial firmware failed its health check"
 			d.stopSev = events.SevError

@@ -45,6 +45,8 @@ type Status struct {
 	Verdicts []VerdictCount `json:"verdicts"`
 	// Syslog is the exporter's state; absent without --syslog.
 	Syslog *SyslogStatus `json:"syslog,omitempty"`
+	// XDP is the XDP flow bypass (xdp.go).
+	XDP *XDPStatus `json:"xdp,omitempty"`
 }
 
 // PolicyStatus identifies the policy in force and counts reloads.
@@ -301,6 +303,7 @@ func (d *Daemon) Status() Status {
 			Detections: c.Detections, Events: c.EventsEmitted, Loop: loopStatus(dp.fwd.Stats()),
 		},
 		Events: eventStatus(d.pipe.Stats()),
+		XDP:    d.xdpStatus(),
 	}
 	for i, p := range dp.hports {
 		s.Ports = append(s.Ports, PortStatus{Role: gateway.PortID(i).String(), Name: d.ports[i],
@@ -505,6 +508,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 			counter("syslog_destination_failures_total", "Failed dials and unconfirmed batches of a destination.", d.Failures, "destination", d.Name)
 		}
 	}
+	collectXDP(s.XDP, gauge, counter)
 	for _, p := range s.Ports {
 		counter("port_kernel_drops_total", "Frames the kernel dropped (socket buffer full), by port.", p.Stats.KernelDrops, "port", p.Role)
 		counter("port_tx_errors_total", "Frames a port refused to send, by port.", p.Stats.TxErrors, "port", p.Role)
