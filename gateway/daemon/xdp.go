@@ -51,6 +51,9 @@ type fastPath struct {
 
 	lost   atomic.Uint64 // offers dropped on a full queue
 	offerN atomic.Uint64 // offers received from the engine
+	// retired is the engine of a datapath that failed: its offers still
+	// queued are dropped, its flows leave the map (xdpFlush).
+	retired atomic.Pointer[gateway.Engine]
 
 	mu      sync.Mutex // guards flows, totals and the counters below; held across map reads and writes that must look atomic to a scrape
 	flows   map[xdp.Key]*bypassed
@@ -191,6 +194,9 @@ func key(bf *gateway.BypassFlow) xdp.Key {
 // add puts an offered flow in the map: the client's frames arrive on
 // bf.ClientPort and leave by the other port.
 func (x *fastPath) add(o offer) {
+	if o.e == nil || o.e == x.retired.Load() {
+		return
+	}
 	k := key(&o.bf)
 	egress := xdp.South
 	if o.bf.ClientPort == gateway.South {
@@ -255,7 +261,7 @@ func (x *fastPath) sync(e *gateway.Engine) {
 			reason = "unknown"
 		case f.Closed:
 			reason = "closed"
-		case e == nil || b.e != e:
+		case e == nil || b.e != e || b.e == x.retired.Load():
 			reason = "restart"
 		default:
 			last := max(f.Forward.LastSeen, f.Reverse.LastSeen)
@@ -303,13 +309,16 @@ func (x *fastPath) remove(k xdp.Key, reason string) {
 	x.removed[reason]++
 }
 
-// flush takes every flow out of the map: the datapath that offered them
-// is gone (it failed and restarts with a new engine and flow table).
+// xdpFlush takes every flow out of the map when the datapath stops: the
+// engine that offered them is gone (a failed datapath restarts with a new
+// engine and flow table), and nothing it let through may forward
+// meanwhile.
 func (d *Daemon) xdpFlush() {
 	x := d.xdp
 	if x == nil {
 		return
 	}
+	x.retired.Store(d.Engine())
 	x.mu.Lock()
 	keys := make([]xdp.Key, 0, len(x.flows))
 	for k := range x.flows {
