@@ -59,7 +59,7 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxFlows, "max-flows", 0, "flow table size (default: the engine's)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&ioMode, "io", "", "port I/O: ring (TPACKET_V2 mmap rings) or mmsg (recvmmsg/sendmmsg); default ring, falling back to mmsg where rings are unavailable")
-	fs.StringVar(&xdpMode, "xdp", "", "XDP flow bypass of plain tcp:/udp: conduits: auto (attach, else say so and forward in user space), on (attach or refuse to start) or off; default: the board profile's")
+	fs.StringVar(&xdpMode, "xdp", "", "XDP flow bypass of plain tcp:/udp: conduits: auto (attach in native mode, else say so and forward in user space), on (attach, in generic mode where native is not possible (veth), or refuse to start) or off; default: the board profile's")
 	fwRoot := fs.String("fw-root", "", "factory firmware trust root: report the last boot, health-check a trial firmware slot and commit it after --trial-period (update/BOOT.md)")
 	fwState := fs.String("fw-state", "", "firmware state directory (default: the board profile's slots.state)")
 	fwTimestamp := fs.String("fw-timestamp", "", "file or http(s) URL of the signed timestamp statement, fetched hourly; a stale one raises an update event")

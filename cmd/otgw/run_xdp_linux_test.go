@@ -555,28 +555,23 @@ func TestXDPSIGKILLStopsBypassedStream(t *testing.T) {
 }
 
 // (d) --xdp auto where XDP cannot attach: one log line, status
-// "unavailable", and every flow forwarded in user space. Two ways to make
-// the attach fail: the fault-injection variable, and the natural failure
-// of a process without CAP_BPF and CAP_SYS_ADMIN (setpriv drops them from
-// the bounding set, so the bpf(2) map creation is refused with EPERM).
-// --xdp on refuses to start instead.
+// "unavailable", and every flow forwarded in user space; two ways: veth
+// ports (auto takes native mode only, which a veth line cannot use) and
+// the fault-injection variable. --xdp on refuses to start instead, also
+// on the natural failure of a process without CAP_BPF and CAP_SYS_ADMIN
+// (setpriv drops them from the bounding set: bpf(2) refuses the map with
+// EPERM).
 func TestXDPAutoFallsBack(t *testing.T) {
 	l := xdpLine(t)
 	for _, tc := range []struct {
 		name string
 		env  []string
-		wrap []string
 	}{
-		{"fault injection", []string{"OTGW_FAULT_XDP_UNAVAILABLE=1"}, nil},
-		{"no CAP_BPF", nil, []string{"setpriv", "--bounding-set", "-bpf,-sys_admin,-perfmon", "--"}},
+		{"veth ports (generic mode only)", nil},
+		{"fault injection", []string{"OTGW_FAULT_XDP_UNAVAILABLE=1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.wrap != nil {
-				if _, err := exec.LookPath(tc.wrap[0]); err != nil {
-					testenv.NeedCmd(t, tc.wrap[0])
-				}
-			}
-			g := startWrapped(t, l, tc.wrap, tc.env, "--xdp", "auto")
+			g := startXDPGateway(t, l, xdpPolicy(true), tc.env, "--xdp", "auto")
 			st := g.status()
 			if st.XDP == nil || st.XDP.State != "unavailable" || !strings.Contains(st.XDP.Reason, "not available") {
 				t.Fatalf("status xdp: %+v, want unavailable with the reason", st.XDP)
@@ -601,46 +596,39 @@ func TestXDPAutoFallsBack(t *testing.T) {
 			<-g.done
 		})
 	}
-	t.Run("on refuses to start", func(t *testing.T) {
-		var out bytes.Buffer
-		dir := t.TempDir()
-		pol := filepath.Join(dir, "p.yaml")
-		if err := os.WriteFile(pol, []byte(xdpPolicy(true)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		cmd := l.Gateway.Command(ctx, os.Args[0], "run", "--policy", pol, "--board", "sim", "--ports", l.North+","+l.South,
-			"--spool", filepath.Join(dir, "spool"), "--xdp", "on")
-		cmd.Env = append(os.Environ(), "OTGW_TEST_MAIN=1", "OTGW_FAULT_XDP_UNAVAILABLE=1")
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != exitRuntime || !strings.Contains(out.String(), "--xdp on") {
-			t.Errorf("otgw run --xdp on without XDP: %v, want exit %d naming --xdp on:\n%s", err, exitRuntime, lastLines(out.String(), 10))
-		}
-	})
-}
-
-// startWrapped is startXDPGateway with the binary run under a wrapper
-// command (setpriv ...).
-func startWrapped(t *testing.T, l *netns.Line, wrap, env []string, args ...string) *xdpGW {
-	t.Helper()
-	if len(wrap) == 0 {
-		return startXDPGateway(t, l, xdpPolicy(true), env, args...)
+	for _, tc := range []struct {
+		name, want string
+		env, wrap  []string
+	}{
+		{"on refuses to start: fault injection", "fault injection", []string{"OTGW_FAULT_XDP_UNAVAILABLE=1"}, nil},
+		{"on refuses to start: no CAP_BPF", "operation not permitted", nil, []string{"setpriv", "--bounding-set", "-bpf,-sys_admin,-perfmon", "--"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			dir := t.TempDir()
+			pol := filepath.Join(dir, "p.yaml")
+			if err := os.WriteFile(pol, []byte(xdpPolicy(true)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			args := append([]string(nil), tc.wrap...)
+			if len(args) > 0 {
+				if _, err := exec.LookPath(args[0]); err != nil {
+					testenv.NeedCmd(t, args[0])
+				}
+			}
+			args = append(args, os.Args[0], "run", "--policy", pol, "--board", "sim", "--ports", l.North+","+l.South,
+				"--spool", filepath.Join(dir, "spool"), "--xdp", "on")
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := l.Gateway.Command(ctx, args[0], args[1:]...)
+			cmd.Env = append(append(os.Environ(), "OTGW_TEST_MAIN=1"), tc.env...)
+			cmd.Stdout, cmd.Stderr = &out, &out
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != exitRuntime || !strings.Contains(out.String(), "--xdp on") ||
+				!strings.Contains(out.String(), tc.want) {
+				t.Errorf("otgw run --xdp on without XDP: %v, want exit %d naming --xdp on and %q:\n%s", err, exitRuntime, tc.want, lastLines(out.String(), 10))
+			}
+		})
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	script := filepath.Join(dir, "otgw-wrapped")
-	body := "#!/bin/sh\nexec " + strings.Join(wrap, " ") + " " + self + " \"$@\"\n"
-	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	saved := os.Args[0]
-	os.Args[0] = script
-	defer func() { os.Args[0] = saved }()
-	return startXDPGateway(t, l, xdpPolicy(true), env, args...)
 }

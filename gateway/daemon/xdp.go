@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/otgw/otgw/board"
@@ -113,8 +114,13 @@ func (d *Daemon) xdpMode() board.XDPMode {
 
 // openXDP attaches the fast path as --xdp (or the board profile) asks,
 // and starts runFastPath; the release (stop, detach) is pushed on c.
-// With auto, a system where XDP cannot attach gets one log line and the
-// gateway forwards everything in user space.
+// With auto, a system where XDP cannot attach in native (driver) mode gets
+// one log line and the gateway forwards everything in user space: generic
+// mode, the only one on veth ports and on drivers without XDP, slowed the
+// inspected path's Modbus round trip even with no flow bypassed
+// (BENCHMARKS.md, "XDP flow bypass in otgw run"), and the inspected path
+// is the gateway's first job. --xdp on takes generic mode where native is
+// not possible.
 func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 	mode := d.xdpMode()
 	d.xdpState = xdpStateOff
@@ -124,10 +130,20 @@ func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 	}
 	var fp *xdp.FastPath
 	var err error
-	if d.cfg.XDPFaultUnavailable {
+	cfg := xdp.Config{North: d.ports[0], South: d.ports[1], MaxFlows: d.cfg.MaxFlows, Logger: d.cfg.Logger}
+	if mode == board.XDPAuto {
+		cfg.Mode = xdp.ModeNative
+	}
+	switch {
+	case d.cfg.XDPFaultUnavailable:
 		err = fmt.Errorf("xdp: %w (test fault injection: OTGW_FAULT_XDP_UNAVAILABLE)", xdp.ErrUnavailable)
-	} else {
-		fp, err = xdp.New(xdp.Config{North: d.ports[0], South: d.ports[1], MaxFlows: d.cfg.MaxFlows, Logger: d.cfg.Logger})
+	case mode == board.XDPAuto && vethPort(d.ports) != "":
+		// A native redirect to a veth is dropped unless its peer has
+		// NAPI (hal/xdp.ModeAuto), so veth ports get generic mode only.
+		err = fmt.Errorf("xdp: port %s is a veth, where only generic mode forwards: %w (auto takes native mode only; --xdp on takes generic)",
+			vethPort(d.ports), xdp.ErrUnavailable)
+	default:
+		fp, err = xdp.New(cfg)
 	}
 	if err != nil {
 		if mode == board.XDPOn || !errors.Is(err, xdp.ErrUnavailable) {
@@ -149,6 +165,16 @@ func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 		_ = fp.Close()
 	})
 	return nil
+}
+
+// vethPort returns the first of ports that is a veth, or "".
+func vethPort(ports [2]string) string {
+	for _, name := range ports {
+		if l, err := netlink.LinkByName(name); err == nil && l.Type() == "veth" {
+			return name
+		}
+	}
+	return ""
 }
 
 // xdp states for the status document.
