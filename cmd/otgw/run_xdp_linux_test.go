@@ -632,3 +632,49 @@ func TestXDPAutoFallsBack(t *testing.T) {
 		})
 	}
 }
+
+// A datapath that fails takes the bypassed flows with it: the restarted
+// datapath has a new engine and flow table, which never saw them, so the
+// XDP map is flushed (nothing the failed engine let through forwards
+// meanwhile) and the stream stops (its frames, now in user space, belong
+// to no flow of the new table).
+func TestXDPDatapathRestartFlushes(t *testing.T) {
+	l := xdpLine(t)
+	g := startXDPGateway(t, l, xdpPolicy(true), []string{"OTGW_FAULT_PANIC_AFTER_FRAMES=200"}, "--xdp", "on")
+	sink := newRxSink(t, l.Server, "0.0.0.0:5001")
+	stream(t, l.Client, "192.0.2.2:5001")
+	waitUntil(t, "XDP to forward the stream", 20*time.Second, func() bool {
+		return conduitXDP(g.status(), "hmi-bulk").Packets > 1000 && sink.n.Load() > 4<<20
+	})
+	// Modbus polls cross the engine until it panics on its 200th frame.
+	newModbusRecorder(t, l.Server)
+	var c net.Conn
+	if err := l.Client.Do(func() (err error) { c, err = net.DialTimeout("tcp4", "192.0.2.2:502", 3*time.Second); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	read := []byte{0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 2}
+	resp := make([]byte, 64)
+	deadline := time.Now().Add(20 * time.Second)
+	for g.status().DatapathRestarts == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no datapath restart within 20 s of Modbus polls")
+		}
+		_ = c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := c.Write(read); err == nil {
+			_, _ = c.Read(resp)
+		}
+	}
+	restarted := time.Now() // at least restartDelay (1 s) after the panic
+	waitUntil(t, "the bypassed stream to stop after the restart", 5*time.Second, func() bool { return !sink.crossing(300 * time.Millisecond) })
+	// Flushed when the datapath failed, not when the new one started: the
+	// stream stopped well before the restart was counted.
+	if last := time.Unix(0, sink.lastRxNs.Load()); restarted.Sub(last) < 500*time.Millisecond {
+		t.Errorf("the bypassed stream crossed until %v before the restart was counted, want it stopped at the failure (>= 500 ms before)",
+			restarted.Sub(last).Round(time.Millisecond))
+	}
+	st := g.status()
+	if st.XDP.Flows != 0 || st.XDP.Removed["restart"] == 0 {
+		t.Errorf("after the restart the XDP map holds %d flows, removed %v; want 0, one removed for the restart", st.XDP.Flows, st.XDP.Removed)
+	}
+}
