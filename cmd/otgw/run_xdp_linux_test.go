@@ -370,19 +370,25 @@ func TestXDPBypassThroughRun(t *testing.T) {
 	waitUntil(t, "XDP to forward the plain conduit's flow", 10*time.Second, func() bool {
 		return conduitXDP(g.status(), "hmi-bulk").Packets > 1000
 	})
-	x0, e0, n0 := conduitXDP(g.status(), "hmi-bulk"), g.enginePackets("hmi-bulk"), sink.n.Load()
+	st0 := g.status()
+	x0, e0, n0 := conduitXDP(st0, "hmi-bulk"), g.enginePackets("hmi-bulk"), sink.n.Load()
 	time.Sleep(time.Second)
-	x1, e1, n1 := conduitXDP(g.status(), "hmi-bulk"), g.enginePackets("hmi-bulk"), sink.n.Load()
-	t.Logf("in 1 s: %d bytes received, XDP %d frames / %d bytes, engine %d frames of the flow (%d in all)",
-		n1-n0, x1.Packets-x0.Packets, x1.Bytes-x0.Bytes, e1-e0, e1)
+	st1 := g.status()
+	x1, e1, n1 := conduitXDP(st1, "hmi-bulk"), g.enginePackets("hmi-bulk"), sink.n.Load()
+	// Frames the program passed because otgw renewed its lease late (no
+	// CPU for 70 ms on a loaded machine) go through the engine, as they
+	// must: the only frames of the flow the engine may count.
+	lapsed := st1.XDP.Frames["lapsed"] - st0.XDP.Frames["lapsed"]
+	t.Logf("in 1 s: %d bytes received, XDP %d frames / %d bytes, engine %d frames of the flow (%d in all), %d passed on a lapsed lease",
+		n1-n0, x1.Packets-x0.Packets, x1.Bytes-x0.Bytes, e1-e0, e1, lapsed)
 	if n1-n0 < 1<<20 {
 		t.Errorf("only %d bytes crossed in a second", n1-n0)
 	}
 	if x1.Packets <= x0.Packets || x1.Flows != 1 {
 		t.Errorf("XDP counters of hmi-bulk: %+v then %+v, want growing with one flow", x0, x1)
 	}
-	if e1 != e0 {
-		t.Errorf("the engine counted %d more frames of the bypassed flow in a second, want 0", e1-e0)
+	if e1-e0 > lapsed {
+		t.Errorf("the engine counted %d more frames of the bypassed flow in a second, want 0 (or the %d passed on a lapsed lease)", e1-e0, lapsed)
 	}
 	m, err := g.get("/metrics")
 	if err != nil {
