@@ -136,7 +136,7 @@ func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 	}
 	switch {
 	case d.cfg.XDPFaultUnavailable:
-		err = fmt.Errorf("xdp: %w (test fault injection: OTGW_FAULT_XDP_UNAVAILABLE)", xdp.ErrUnavailable)
+		err = fmt.Errorf("%w (test fault injection: OTGW_FAULT_XDP_UNAVAILABLE)", xdp.ErrUnavailable)
 	case mode == board.XDPAuto && vethPort(d.ports) != "":
 		// A native redirect to a veth is dropped unless its peer has
 		// NAPI (hal/xdp.ModeAuto), so veth ports get generic mode only.
@@ -230,13 +230,16 @@ func (x *fastPath) add(o offer) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if old := x.flows[k]; old != nil {
-		// A new connection on the same addresses: the old entry's
-		// figures go to its conduit before Add restarts them.
-		if f, err := x.fp.Lookup(k); err == nil {
-			x.fold(old, &f)
+	for _, kk := range [2]xdp.Key{k, k.Reverse()} {
+		if old := x.flows[kk]; old != nil {
+			// A new connection on the same addresses (either way round):
+			// the old entry's figures go to its conduit before Add
+			// replaces it and restarts them.
+			if f, err := x.fp.Lookup(kk); err == nil {
+				x.fold(old, &f)
+			}
+			delete(x.flows, kk)
 		}
-		delete(x.flows, k)
 	}
 	switch err := x.fp.Add(k, egress); {
 	case err == nil:
