@@ -103,7 +103,7 @@ func xdpLine(t *testing.T) *netns.Line {
 	t.Helper()
 	testenv.NeedRoot(t)
 	if testenv.Emulated() {
-		t.Skip("XDP needs bpf(2), which qemu-user does not have; the fall-back is TestXDPAutoFallsBack")
+		t.Skip("XDP needs bpf(2), which qemu-user does not have (hal/xdp TestUnavailableUnderEmulation covers the refusal there)")
 	}
 	l := netns.NewLine(t)
 	for _, ns := range []*netns.NS{l.Client, l.Gateway, l.Server} {
