@@ -21,6 +21,34 @@ var (
 	ErrNoPort       = errors.New("board: none of the port's interface names exists")
 )
 
+// XDPMode says whether `otgw run` hands flows of plain tcp:/udp:
+// conduits to the XDP flow bypass (hal/xdp; DESIGN.md "Fast path").
+type XDPMode string
+
+// XDP modes.
+const (
+	XDPOff  XDPMode = "off"  // every frame goes through the user-space engine
+	XDPAuto XDPMode = "auto" // attach in native (driver) mode; where only generic mode is possible, or no XDP, say so once and go on without
+	XDPOn   XDPMode = "on"   // attach, in generic mode where native is not possible, or refuse to start
+)
+
+// ParseXDPMode parses auto, on or off.
+func ParseXDPMode(s string) (XDPMode, error) {
+	switch m := XDPMode(s); m {
+	case XDPOff, XDPAuto, XDPOn:
+		return m, nil
+	}
+	return "", fmt.Errorf("board: xdp %q: want auto, on or off", s)
+}
+
+// XDPDefault is the profile's XDP mode, off when it names none.
+func (p *Profile) XDPDefault() XDPMode {
+	if p.XDP == "" {
+		return XDPOff
+	}
+	return p.XDP
+}
+
 // FailMode is what happens to traffic when the gateway is not forwarding.
 type FailMode string
 
@@ -62,6 +90,7 @@ type Profile struct {
 	LEDs        []LED    `yaml:"leds"`
 	Bypass      Bypass   `yaml:"bypass"`
 	FailMode    FailMode `yaml:"fail_mode"`
+	XDP         XDPMode  `yaml:"xdp"` // the XDP flow bypass by default ("" = off)
 	Slots       Slots    `yaml:"slots"`
 }
 
@@ -176,6 +205,11 @@ func (p *Profile) Validate() error {
 		}
 	default:
 		return bad("fail_mode %q (want closed or open)", p.FailMode)
+	}
+	switch p.XDP {
+	case "", XDPOff, XDPAuto, XDPOn:
+	default:
+		return bad("xdp %q (want auto, on or off)", p.XDP)
 	}
 	switch p.Slots.Kind {
 	case SlotFile, SlotUBoot, SlotGRUB:

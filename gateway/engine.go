@@ -106,6 +106,9 @@ type Config struct {
 	// CraftBuffers is the number of pooled buffers for crafted frames
 	// (default 8).
 	CraftBuffers int
+	// Bypass, when set, is offered the flows a fast path may forward
+	// without the engine (bypass.go); nil: every frame comes here.
+	Bypass Bypass
 }
 
 // Errors of NewEngine.

@@ -123,6 +123,7 @@ type flow struct {
 	insp       *inspector
 	halfOpen   bool // counted in table.half against the client's address (Engine.leaveHalfOpen)
 	reported   bool // a flow-level deny/alert event was emitted for this ruleset
+	bypassed   bool // offered to Config.Bypass (bypass.go)
 	wscaleBoth bool
 	// appliedClass and appliedTimeout mirror the (table) class and timeout
 	// last set through settle, so that most packets need no table lock.

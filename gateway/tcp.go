@@ -349,6 +349,7 @@ func (e *Engine) initFlow(c *hctx, f *flow, v rules.Verdict, insp *inspector, aI
 	f.l2 = [2]l2tmpl{}
 	f.insp = insp
 	f.reported = false
+	f.bypassed = false
 	f.wscaleBoth = false
 	f.appliedClass, f.appliedTimeout = classTransient, 0
 	f.start = c.now
@@ -370,6 +371,9 @@ func (e *Engine) initFlow(c *hctx, f *flow, v rules.Verdict, insp *inspector, aI
 // flowPacket processes a packet of an existing flow. Caller holds f.mu.
 func (e *Engine) flowPacket(c *hctx, f *flow, fromClient bool) {
 	p := &c.pkt
+	if f.bypassed {
+		e.bypassResync(c, f, fromClient)
+	}
 	if fromClient {
 		f.pkts[0]++
 		f.bytes[0] += uint64(len(c.frame))
@@ -490,6 +494,9 @@ func (e *Engine) udp(c *hctx, f *flow, fromClient bool) {
 	if f.verdict.Action == rules.Deny {
 		e.reportDrop(c, f, DropFlowDenied)
 		return
+	}
+	if s == 1 {
+		e.offerBypass(c, f)
 	}
 	if f.insp == nil || len(p.Payload) == 0 {
 		e.forward(c, c.frame)
@@ -665,6 +672,7 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 	if f.state == tcpSynReceived && fromClient && p.Ack == o.nxt {
 		f.state = tcpEstablished
 		e.attachInspector(c, f) // on failure, retried at the first payload
+		e.offerBypass(c, f)
 	}
 	if !h.hasAck || seqGT(p.Ack, h.ack) {
 		h.hasAck, h.ack = true, p.Ack

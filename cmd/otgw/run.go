@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/otgw/otgw/board"
 	"github.com/otgw/otgw/gateway/daemon"
 	"github.com/otgw/otgw/gateway/forensic"
 	"github.com/otgw/otgw/gateway/txlog"
@@ -46,6 +47,7 @@ func runGateway(args []string, _, stderr io.Writer) int {
 		syslogs  multiFlag
 		logLevel string
 		ioMode   string
+		xdpMode  string
 		cpuProf  string
 	)
 	fs.StringVar(&cfg.PolicyPath, "policy", "", "policy file (required; reloaded on change and on SIGHUP)")
@@ -59,6 +61,7 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxFlows, "max-flows", 0, "flow table size (default: the engine's)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&ioMode, "io", "", "port I/O: ring (TPACKET_V2 mmap rings) or mmsg (recvmmsg/sendmmsg); default ring, falling back to mmsg where rings are unavailable")
+	fs.StringVar(&xdpMode, "xdp", "", "XDP flow bypass of plain tcp:/udp: conduits: auto (attach in native mode, else say so and forward in user space), on (attach, in generic mode where native is not possible (veth), or refuse to start) or off; default: the board profile's")
 	fwRoot := fs.String("fw-root", "", "factory firmware trust root: report the last boot, health-check a trial firmware slot and commit it after --trial-period (update/BOOT.md)")
 	fwState := fs.String("fw-state", "", "firmware state directory (default: the board profile's slots.state)")
 	fwTimestamp := fs.String("fw-timestamp", "", "file or http(s) URL of the signed timestamp statement, fetched hourly; a stale one raises an update event")
@@ -73,7 +76,7 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	// BENCHMARKS.md "datapath" (OTGW_BENCH_PROFILE in gateway/e2e).
 	fs.StringVar(&cpuProf, "cpuprofile", "", "debug: write a Go CPU profile of the whole run to this file")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: otgw run --policy P [--board NAME] [--ports north,south] [--syslog URL]... [--events FILE] [--status ADDR] [--capture-denied DIR] [--io ring|mmsg]")
+		fmt.Fprintln(stderr, "usage: otgw run --policy P [--board NAME] [--ports north,south] [--syslog URL]... [--events FILE] [--status ADDR] [--capture-denied DIR] [--io ring|mmsg] [--xdp auto|on|off]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -103,6 +106,12 @@ func runGateway(args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "otgw run: --io:", err)
 		return 2
 	}
+	if xdpMode != "" {
+		if cfg.XDP, err = board.ParseXDPMode(xdpMode); err != nil {
+			fmt.Fprintln(stderr, "otgw run: --xdp:", err)
+			return 2
+		}
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 		fmt.Fprintln(stderr, "otgw run: --log-level:", err)
@@ -120,6 +129,12 @@ func runGateway(args []string, _, stderr io.Writer) int {
 			cfg.FaultPanicAfterFrames = n
 			fmt.Fprintf(stderr, "otgw run: OTGW_FAULT_PANIC_AFTER_FRAMES=%d: the datapath will panic on purpose (test fault injection)\n", n)
 		}
+	}
+	if os.Getenv("OTGW_FAULT_XDP_UNAVAILABLE") != "" {
+		// Fault injection for the fall-back tests: XDP attach fails as on
+		// a kernel without it. Said loudly: never in service.
+		cfg.XDPFaultUnavailable = true
+		fmt.Fprintln(stderr, "otgw run: OTGW_FAULT_XDP_UNAVAILABLE: the XDP attach will fail on purpose (test fault injection)")
 	}
 	cfg.SyslogURLs = syslogs
 	cfg.Stderr = stderr

@@ -94,6 +94,12 @@ type Config struct {
 	// log: transactions, per second on average (default txlog.DefaultRate;
 	// bursts of txlog.DefaultBurst).
 	TransactionRate float64
+	// XDP selects the XDP flow bypass (xdp.go): "" takes the board
+	// profile's default. XDPFaultUnavailable makes the attach fail as on
+	// a kernel without XDP: fault injection for the fall-back tests (otgw
+	// run reads it from OTGW_FAULT_XDP_UNAVAILABLE). Never set it in service.
+	XDP                 board.XDPMode
+	XDPFaultUnavailable bool
 }
 
 // Errors of Run.
@@ -151,6 +157,11 @@ type Daemon struct {
 	// txlog pairs the allowed requests and responses of conduits with
 	// log: transactions into transaction events.
 	txlog *txlog.Log
+	// The XDP flow bypass (xdp.go): nil unless attached; xdpState and
+	// xdpReason are set once by Run before the status endpoint starts.
+	xdp       *fastPath
+	xdpState  string
+	xdpReason string
 }
 
 // datapath is one run of the forwarding plane: two ports, an engine with
@@ -216,6 +227,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if d.txlog, err = txlog.New(txlog.Config{Rules: d.watcher.Ruleset, Sink: d.pipe, Rate: cfg.TransactionRate}); err != nil {
 		return d.failStart("transaction log", fmt.Errorf("daemon: %w", err))
+	}
+	if err := d.openXDP(ctx, &c); err != nil {
+		return err
 	}
 	return d.serve(ctx)
 }
@@ -409,8 +423,9 @@ func (d *Daemon) openDatapath() (*datapath, error) {
 		}
 	}
 	closePorts := func() { dp.hports[0].Close(); dp.hports[1].Close() }
+	bypass, bindBypass := d.engineBypass()
 	ecfg := gateway.Config{
-		Rules: d.watcher.Ruleset, Sink: d.pipe, Logger: d.cfg.Logger, MaxFlows: d.cfg.MaxFlows,
+		Rules: d.watcher.Ruleset, Sink: d.pipe, Logger: d.cfg.Logger, MaxFlows: d.cfg.MaxFlows, Bypass: bypass,
 	}
 	// The taps see each frame and the engine's verdicts about it: the
 	// transaction log pairs allowed requests and responses of conduits
@@ -428,6 +443,7 @@ func (d *Daemon) openDatapath() (*datapath, error) {
 		closePorts()
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
+	bindBypass(dp.engine)
 	tx.Next = dp.engine
 	var h Handler = tx
 	if capTap != nil {
@@ -498,6 +514,7 @@ func (d *Daemon) serve(ctx context.Context) error {
 			d.cfg.Ready(d)
 		}
 		err := d.runDatapath(ctx, dp)
+		d.xdpFlush() // the flows' engine is gone: nothing it offered forwards any more
 		if te := trialErr.Load(); te != nil {
 			d.stopReason = "stopped: trial firmware failed its health check"
 			d.stopSev = events.SevError

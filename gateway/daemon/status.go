@@ -53,6 +53,8 @@ type Status struct {
 	// Transactions is the transaction log's state (conduits with log:
 	// transactions).
 	Transactions txlog.Stats `json:"transactions"`
+	// XDP is the XDP flow bypass (xdp.go).
+	XDP *XDPStatus `json:"xdp,omitempty"`
 }
 
 // PolicyStatus identifies the policy in force and counts reloads.
@@ -309,6 +311,7 @@ func (d *Daemon) Status() Status {
 			Detections: c.Detections, Events: c.EventsEmitted, Loop: loopStatus(dp.fwd.Stats()),
 		},
 		Events: eventStatus(d.pipe.Stats()),
+		XDP:    d.xdpStatus(),
 	}
 	for i, p := range dp.hports {
 		s.Ports = append(s.Ports, PortStatus{Role: gateway.PortID(i).String(), Name: d.ports[i],
@@ -533,6 +536,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("capture_denied_files_removed_total", "Old capture files removed to stay within the size and count bounds.", x.Removed)
 		gauge("capture_denied_queued", "Denied frames waiting for the capture writer.", float64(x.Queued))
 	}
+	collectXDP(s.XDP, gauge, counter)
 	for _, p := range s.Ports {
 		counter("port_kernel_drops_total", "Frames the kernel dropped (socket buffer full), by port.", p.Stats.KernelDrops, "port", p.Role)
 		counter("port_tx_errors_total", "Frames a port refused to send, by port.", p.Stats.TxErrors, "port", p.Role)
