@@ -108,7 +108,7 @@ func replayRSS(t *testing.T, policy, pcap, whatIf string, env ...string) (int64,
 		t.Fatalf("replay: %v", err)
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return ru.Maxrss, cmd.ProcessState.ExitCode(), string(out), time.Since(start)
+	return int64(ru.Maxrss), cmd.ProcessState.ExitCode(), string(out), time.Since(start)
 }
 
 // TestOPCUAWritesReplayRSS is issue 15's OPC UA figure as process RSS:
