@@ -197,3 +197,14 @@ type Spec struct {
 	// New returns a session for one flow.
 	New func(Config) Session
 }
+
+// String returns "none", "request" or "response".
+func (r Role) String() string {
+	switch r {
+	case RoleRequest:
+		return "request"
+	case RoleResponse:
+		return "response"
+	}
+	return "none"
+}

@@ -129,6 +129,9 @@ func (s *Session) Decode(dir protocols.Dir, b []byte) protocols.Unit {
 
 // Commit implements protocols.Session.
 func (s *Session) Commit(passed, allowed bool) {
+	if !passed && s.role == protocols.RoleRequest {
+		s.pairing.seq++ // the refused request keeps its number: no two requests share a key
+	}
 	if !passed || s.framing {
 		return
 	}

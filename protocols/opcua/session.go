@@ -63,8 +63,8 @@ type Session struct {
 	// requests whose sequence header was encrypted.
 	out  [32]uaReq
 	nout int
-	// reqs numbers the requests pushed (the last one's number); role and
-	// key: the last chunk's part in an exchange (Exchange).
+	// reqs numbers the requests (the last one's number); role and key:
+	// the last chunk's part in an exchange (Exchange).
 	reqs uint64
 	role protocols.Role
 	key  uint64
@@ -149,7 +149,8 @@ func (s *Session) Decode(dir protocols.Dir, b []byte) protocols.Unit {
 	}
 	switch {
 	case s.awaits():
-		s.role, s.key = protocols.RoleRequest, s.reqs+1 // Commit pushes it under this number
+		s.reqs++ // a refused request keeps its number too: no two requests share a key
+		s.role, s.key = protocols.RoleRequest, s.reqs // Commit pushes it under this number
 	case dir == protocols.Response && final && (m.Type == TypeMSG || m.Type == TypeOPN):
 		var n uint64
 		n, s.paired = s.match(m)
@@ -183,8 +184,7 @@ func (s *Session) push(m *Message) {
 		copy(s.out[:], s.out[1:])
 		s.nout--
 	}
-	s.reqs++
-	s.out[s.nout] = uaReq{id: m.RequestID, wild: !m.HasSequence, n: s.reqs}
+	s.out[s.nout] = uaReq{id: m.RequestID, wild: !m.HasSequence, n: s.key}
 	s.nout++
 }
 
@@ -209,7 +209,7 @@ func (s *Session) Dir() protocols.Dir { return s.dir }
 func (s *Session) Paired() bool { return s.paired }
 
 // Exchange implements protocols.Session: the key is the request's number
-// in the session (requests are numbered as they pass), so that a response
+// in the session (requests are numbered as they are decoded), so that a response
 // whose RequestId was encrypted still names the request it was paired
 // with.
 func (s *Session) Exchange() (protocols.Role, uint64) { return s.role, s.key }
