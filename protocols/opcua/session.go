@@ -149,8 +149,10 @@ func (s *Session) Decode(dir protocols.Dir, b []byte) protocols.Unit {
 	}
 	switch {
 	case s.awaits():
-		s.reqs++                                      // a refused request keeps its number too: no two requests share a key
-		s.role, s.key = protocols.RoleRequest, s.reqs // Commit pushes it under this number
+		// Commit pushes it under this number; a refused request keeps
+		// it too, so that no two requests share a key.
+		s.reqs++
+		s.role, s.key = protocols.RoleRequest, s.reqs
 	case dir == protocols.Response && final && (m.Type == TypeMSG || m.Type == TypeOPN):
 		var n uint64
 		n, s.paired = s.match(m)
