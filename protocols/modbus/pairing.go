@@ -38,7 +38,9 @@ func (o *Outstanding) AddressOf(i int) (uint16, bool) {
 }
 
 // Pairing matches responses to requests on one connection by transaction id
-// (TCP guide §4.2). It holds at most MaxOutstanding requests in a fixed
+// (TCP guide §4.2). It is the pairing state of Session, which reports what
+// it matched (Session.Paired, Session.Exchange): nothing outside this
+// package pairs Modbus requests and responses. It holds at most MaxOutstanding requests in a fixed
 // table and allocates nothing. The zero value is ready. A Pairing belongs to
 // one connection and is not safe for concurrent use.
 type Pairing struct {
