@@ -119,7 +119,7 @@ func (s *Session) Decode(dir protocols.Dir, b []byte) protocols.Unit {
 	}
 	if pa == AnomalyTIDMismatch {
 		// Should a rule tolerate it, Commit takes the oldest request.
-		if n, any := s.pairing.OldestNumber(); any {
+		if n, found := s.pairing.OldestNumber(); found {
 			s.role, s.key = protocols.RoleResponse, n
 		}
 	}

@@ -211,9 +211,9 @@ func (s *Session) Dir() protocols.Dir { return s.dir }
 func (s *Session) Paired() bool { return s.paired }
 
 // Exchange implements protocols.Session: the key is the request's number
-// in the session (requests are numbered as they are decoded), so that a response
-// whose RequestId was encrypted still names the request it was paired
-// with.
+// in the session (requests are numbered as they are decoded), so that a
+// response whose RequestId was encrypted still names the request it was
+// paired with.
 func (s *Session) Exchange() (protocols.Role, uint64) { return s.role, s.key }
 
 // Anomaly implements protocols.Session.
