@@ -8,7 +8,9 @@
 //     fields (Session.Fields into a Sink). The engine steps it (Next,
 //     Decode, Commit with its verdict) because it holds and forwards bytes
 //     between framing and judging; offline tools call Feed. Policy stays out:
-//     the session decodes and pairs, rules decides.
+//     the session decodes and pairs, rules decides. Pairing lives only
+//     here: Paired answers the rules, Exchange names the request a
+//     response answers for tools that join them (gateway/txlog).
 //   - Sink: the field writer. simulate/dissect writes JSON bytes with it, the
 //     engine an event's field map, Record a list of key/values: the same
 //     rendering code for all three.

@@ -19,6 +19,21 @@ const (
 	UnitPartial
 )
 
+// Role is the part a decoded unit plays in a request/response exchange
+// (Session.Exchange).
+type Role uint8
+
+// Roles.
+const (
+	// RoleNone: the unit is neither a request awaiting a response nor the
+	// response to one the session saw.
+	RoleNone Role = iota
+	// RoleRequest: a request that awaits a response once it passes.
+	RoleRequest
+	// RoleResponse: the response to an earlier request.
+	RoleResponse
+)
+
 // Session is the inspection state of one flow (a TCP connection or a UDP
 // flow, both directions) for one protocol: framing, resynchronisation,
 // decoding, request/response pairing and the rendering of the last
@@ -63,6 +78,23 @@ type Session interface {
 	// Paired reports whether the last decoded response answers a request
 	// (or, on a picked-up flow, may answer one sent before the pickup).
 	Paired() bool
+	// Exchange reports the part the last decoded unit plays in a
+	// request/response exchange and its key, which the request and the
+	// response that answers it share: RoleRequest for a request that
+	// awaits a response once it passes (Commit), RoleResponse for the
+	// response to a request the session saw pass. A response whose
+	// pairing anomaly a rule may tolerate (Modbus tid_mismatch, DNP3
+	// seq_mismatch) names the request it answers when Commit allows it.
+	// Everything else is RoleNone: malformed and partial units, requests
+	// that get no answer (a DNP3 CONFIRM), unsolicited responses, later
+	// fragments of a multi-fragment response, and responses that pair
+	// with nothing the session saw (Paired may still hold on a picked-up
+	// flow). Keys are the session's own (a request counter, the DNP3
+	// application sequence number): meaningful only within the session,
+	// between its resets. It is the pairing of record for tools that
+	// join requests to responses (gateway/txlog), so that no other
+	// package re-derives it.
+	Exchange() (Role, uint64)
 	// Fields renders the fields of the last decoded unit, in order (see
 	// the protocol package for its keys). It is the one renderer of a
 	// PDU: `otgw dissect` prints it, the engine's events carry it.
@@ -164,4 +196,15 @@ type Spec struct {
 	Sniff func(b []byte) (Dir, bool)
 	// New returns a session for one flow.
 	New func(Config) Session
+}
+
+// String returns "none", "request" or "response".
+func (r Role) String() string {
+	switch r {
+	case RoleRequest:
+		return "request"
+	case RoleResponse:
+		return "response"
+	}
+	return "none"
 }

@@ -1,6 +1,9 @@
 package rules
 
-import "github.com/otgw/otgw/protocols"
+import (
+	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/dnp3"
+)
 
 // dnp3Auth is the Secure Authentication state of the DNP3 association a
 // flow carries (IEEE 1815-2012 clause 7), as far as the wire shows it: the
@@ -10,6 +13,21 @@ import "github.com/otgw/otgw/protocols"
 // mode), whatever rule decided; rules with require_auth read it. It lives
 // in Flow, so it is per flow, survives reloads, and costs no allocation.
 // The zero value is a fresh association.
+//
+// It is an authentication state machine, not a second request/response
+// pairing: which response answers which request is the DNP3 session's
+// (protocols/dnp3.Session pairs solicited responses by application
+// sequence number) and reaches the rules as DNP3.PairedRequest, which
+// authResponse consumes. What this state adds is what pairing cannot say:
+// whether the request being answered was critical and had its challenge
+// answered (or came in aggressive mode), whether a challenge or a key
+// status awaits the master's reply, whether the association has ever
+// authenticated. Its one pairing-like bit, outstanding, only lets an
+// Authentication Response (FC 131, a challenge or an error, which
+// answers a request without being its response and which the session
+// does not pair) cross while some request that expects a response
+// (dnp3.FunctionCode.ExpectsResponse, the session's own rule) has
+// crossed and no final response yet.
 type dnp3Auth struct {
 	outstanding bool // a request that expects a response has crossed and no final response yet
 	pending     bool // that request is critical and awaits its outcome
@@ -98,7 +116,7 @@ func (a *dnp3Auth) advance(dir protocols.Dir, p *DNP3) {
 	case p.FC == fcAuthReqNoAck || p.FC == 0:
 		// Error reports and confirmations start no new exchange.
 	default:
-		a.outstanding = !dnp3NoResponse(p.FC)
+		a.outstanding = dnp3.FunctionCode(p.FC).ExpectsResponse()
 		a.pending = dnp3Critical(p.FC)
 		a.answered = a.pending && aggressive(p)
 		a.challenge = false

@@ -177,17 +177,6 @@ func dnp3Critical(fc uint8) bool {
 	return !dnp3.FunctionCode(fc).IsResponse()
 }
 
-// dnp3NoResponse reports whether the outstation sends no response to fc
-// (IEEE 1815-2012 Table 4-1: the *_NR functions and CONFIRM).
-func dnp3NoResponse(fc uint8) bool {
-	switch dnp3.FunctionCode(fc) {
-	case dnp3.FuncConfirm, dnp3.FuncDirectOperateNR, dnp3.FuncImmedFreezeNR,
-		dnp3.FuncFreezeClearNR, dnp3.FuncFreezeAtTimeNR, dnp3.FuncAuthReqNoAck:
-		return true
-	}
-	return false
-}
-
 // Secure Authentication function codes and g120 variations (IEEE 1815-2012
 // clause 7, Annex A.45).
 const (

@@ -7,13 +7,15 @@
 //
 // It needs no change to the engine: Tap wraps the datapath handler and
 // takes the engine's OnVerdict hook, which reports every allowed PDU with
-// its flow. An allowed request of a logged conduit is remembered (its
-// fields and the packet context of its frame) under its flow and its
-// protocol's transaction key: the Modbus transaction id, the DNP3
-// application sequence number, the OPC UA RequestId. The allowed response
-// with the same key on the same flow completes the record: the request's
-// protocol object with the response's fields in its "response" member.
-// DNP3 unsolicited responses answer no request and are not logged.
+// its flow and the flow's protocol session. Pairing is the session's
+// (protocols.Session.Exchange): txlog only keeps the records. An allowed
+// request that the session says awaits a response is remembered (its
+// fields and the packet context of its frame) under its flow and the
+// session's exchange key; the allowed response the session paired with
+// it completes the record: the request's protocol object with the
+// response's fields in its "response" member. What the session pairs with
+// nothing (DNP3 unsolicited responses and CONFIRMs, later fragments of a
+// response) is not logged.
 // Offline, `otgw replay --json` feeds Log.OnDecision from the replay's
 // decisions and prints the same records (capture time, file and frame;
 // no rate limit: offline tools drop nothing).
@@ -91,12 +93,12 @@ type Log struct {
 	records, limited, unanswered atomic.Uint64
 }
 
-// key identifies a transaction: the engine's flow and the protocol's
-// transaction id.
+// key identifies a transaction: the engine's flow and the exchange key
+// of its session (protocols.Session.Exchange).
 type key struct {
 	flow  uint64
 	proto protocols.Proto
-	id    uint32
+	id    uint64
 }
 
 // request is a remembered request of a logged conduit.
@@ -204,37 +206,21 @@ func (l *Log) logged(d *gateway.Decision) bool {
 	return rs != nil && rs.Generation() == d.Verdict.Generation && rs.LogTransactions(d.Verdict.Conduit)
 }
 
-// txID returns the transaction key of an application PDU, and false for
-// PDUs that belong to no request/response pair (unsolicited responses).
-func txID(d *gateway.Decision) (uint32, bool) {
-	switch d.PDU.Proto {
-	case protocols.ProtoModbus:
-		if d.Modbus != nil {
-			return uint32(d.Modbus.TransactionID), true
-		}
-	case protocols.ProtoDNP3:
-		if d.DNP3 != nil && !d.PDU.DNP3.Unsolicited {
-			return uint32(d.DNP3.Control & 0x0f), true // application SEQ (IEEE 1815-2012 section 4.2.2.4)
-		}
-	case protocols.ProtoOPCUA:
-		if d.OPCUA != nil {
-			return d.OPCUA.RequestID, true
-		}
-	}
-	return 0, false
-}
-
-// observe remembers a request or completes its transaction. The
-// request's packet context comes from p, or else from decoding frame
-// (after the rate limit: only for requests that are logged).
+// observe remembers a request or completes its transaction, as the
+// flow's session paired them. The request's packet context comes from p,
+// or else from decoding frame (after the rate limit: only for requests
+// that are logged).
 func (l *Log) observe(d *gateway.Decision, p *packet.Packet, frame []byte) {
-	id, ok := txID(d)
-	if !ok {
+	if d.Session == nil {
+		return
+	}
+	role, id := d.Session.Exchange()
+	if role == protocols.RoleNone {
 		return
 	}
 	k := key{flow: d.FlowID, proto: d.PDU.Proto, id: id}
 	now := l.cfg.Now()
-	if d.PDU.Dir == protocols.Request {
+	if role == protocols.RoleRequest {
 		l.mu.Lock()
 		allowed := l.take(now)
 		l.mu.Unlock()
@@ -258,9 +244,6 @@ func (l *Log) observe(d *gateway.Decision, p *packet.Packet, frame []byte) {
 		l.mu.Lock()
 		l.remember(k, r)
 		l.mu.Unlock()
-		return
-	}
-	if d.PDU.Dir != protocols.Response {
 		return
 	}
 	l.mu.Lock()

@@ -48,7 +48,9 @@ type rig struct {
 	evs []*events.Event
 }
 
-func newRig(t testing.TB, cfg txlog.Config) *rig {
+func newRig(t testing.TB, cfg txlog.Config) *rig { return newRigPolicy(t, policy, cfg) }
+
+func newRigPolicy(t testing.TB, policy string, cfg txlog.Config) *rig {
 	t.Helper()
 	p, err := rules.Parse("policy.yaml", []byte(policy))
 	if err != nil {

@@ -74,8 +74,15 @@ type Session struct {
 	// outstanding[seq]: how many requests with application sequence seq
 	// await a response; saturates at MaxRepeat.
 	outstanding [16]uint8
-	streams     [3]stream // Feed's buffers per direction
-	objs        [MaxObjects]Object
+	// cont: bit seq is set while one of outstanding[seq] stands for the
+	// next fragment of a multi-fragment response, not a request.
+	cont uint16
+	// role and key: the last fragment's part in an exchange (Exchange);
+	// the key is the application sequence number of the request.
+	role    protocols.Role
+	key     uint64
+	streams [3]stream // Feed's buffers per direction
+	objs    [MaxObjects]Object
 }
 
 var _ protocols.Session = (*Session)(nil)
@@ -129,6 +136,7 @@ func (s *Session) Plausible(protocols.Dir, []byte) bool { return true }
 func (s *Session) Decode(dir protocols.Dir, b []byte) protocols.Unit {
 	s.dir, s.linkOK, s.hasFrag, s.anomaly = dir, false, false, AnomalyNone
 	s.rawPaired, s.paired, s.seqMismatch = false, false, false
+	s.role, s.key = protocols.RoleNone, 0
 	lf := &s.lf
 	err := lf.Decode(b)
 	if err == nil || err == ErrDataCRC {
@@ -171,15 +179,25 @@ func (s *Session) Decode(dir protocols.Dir, b []byte) protocols.Unit {
 	_ = fr.Decode(frag, lf.FromMaster())
 	s.hasFrag = true
 	s.note(fr.Anomaly)
-	if s.dir == protocols.Response && fr.Func == FuncResponse {
-		seq := fr.Seq() & 15
+	seq := fr.Seq() & 15
+	switch {
+	case s.dir == protocols.Request && fr.Func.ExpectsResponse():
+		s.role, s.key = protocols.RoleRequest, uint64(seq) // Commit counts it
+	case s.dir == protocols.Response && fr.Func == FuncResponse:
 		s.rawPaired = s.outstanding[seq] > 0
 		s.paired = s.rawPaired || s.pickedUp
 		if s.rawPaired {
 			s.pickedUp = false
+			if s.cont&(1<<seq) == 0 {
+				s.role, s.key = protocols.RoleResponse, uint64(seq)
+			}
 		}
 		if !s.paired && s.outstanding != ([16]uint8{}) && fr.Anomaly == AnomalyNone {
 			s.seqMismatch = true
+			// Should a rule tolerate it, Commit takes this request.
+			if q, ok := s.before(seq); ok && s.cont&(1<<q) == 0 {
+				s.role, s.key = protocols.RoleResponse, uint64(q)
+			}
 		}
 	}
 	s.note(lf.Anomaly)
@@ -203,32 +221,45 @@ func (s *Session) Commit(passed, allowed bool) {
 	fr := &s.frag
 	seq := fr.Seq() & 15
 	switch {
-	case s.dir == protocols.Request && expectsResponse(fr.Func):
+	case s.dir == protocols.Request && fr.Func.ExpectsResponse():
+		// A new request ends any multi-fragment response still awaited
+		// under its SEQ: the next response with it answers a request.
+		s.cont &^= 1 << seq
 		s.count(seq)
 	case s.dir == protocols.Response && fr.Func == FuncResponse && (s.paired || s.seqMismatch && allowed):
 		switch {
 		case s.rawPaired:
-			s.outstanding[seq]--
+			s.take(seq)
 		case s.seqMismatch:
 			// Tolerated: the outstation numbers its answers wrongly; this
 			// response answers the latest request before its SEQ.
-			s.takeBefore(seq)
+			if q, ok := s.before(seq); ok {
+				s.take(q)
+			}
 		}
 		if !fr.FIN() {
-			s.count((seq + 1) & 15) // the next fragment of a multi-fragment response
+			next := (seq + 1) & 15 // the next fragment of a multi-fragment response
+			s.count(next)
+			s.cont |= 1 << next
 		}
 	}
 }
 
-// takeBefore consumes one request awaiting a response, the nearest one
-// counting back from sequence seq (mod 16).
-func (s *Session) takeBefore(seq uint8) {
+// before returns the sequence number of the request awaiting a response
+// nearest counting back from seq (mod 16); ok is false when none awaits.
+func (s *Session) before(seq uint8) (q uint8, ok bool) {
 	for i := uint8(1); i <= 16; i++ {
 		if q := (seq - i) & 15; s.outstanding[q] > 0 {
-			s.outstanding[q]--
-			return
+			return q, true
 		}
 	}
+	return 0, false
+}
+
+// take consumes one response awaited under seq (a continuation first).
+func (s *Session) take(seq uint8) {
+	s.outstanding[seq]--
+	s.cont &^= 1 << seq
 }
 
 // count records one more request awaiting a response with sequence seq.
@@ -238,9 +269,12 @@ func (s *Session) count(seq uint8) {
 	}
 }
 
-// expectsResponse reports whether an outstation answers fc (IEEE 1815-2012
-// Table 4-1: CONFIRM and the *_NR functions get no response).
-func expectsResponse(fc FunctionCode) bool {
+// ExpectsResponse reports whether an outstation answers a request with
+// function fc (IEEE 1815-2012 Table 4-1: CONFIRM and the *_NR functions
+// get no response; responses get none either). It is the one statement of
+// which requests await an answer: the Session pairs by it, and rules'
+// Secure Authentication state follows it.
+func (fc FunctionCode) ExpectsResponse() bool {
 	switch fc {
 	case FuncConfirm, FuncDirectOperateNR, FuncImmedFreezeNR, FuncFreezeClearNR,
 		FuncFreezeAtTimeNR, FuncAuthReqNoAck:
@@ -254,6 +288,13 @@ func (s *Session) Dir() protocols.Dir { return s.dir }
 
 // Paired implements protocols.Session.
 func (s *Session) Paired() bool { return s.paired }
+
+// Exchange implements protocols.Session: the key is the application
+// sequence number (0-15) of the request, which its solicited response
+// echoes; the later fragments of a multi-fragment response, unsolicited
+// responses and requests without answer (CONFIRM, the *_NR functions) are
+// RoleNone.
+func (s *Session) Exchange() (protocols.Role, uint64) { return s.role, s.key }
 
 // Anomaly implements protocols.Session: the frame's, the transport's or
 // the fragment's anomaly, then seq_mismatch, then broadcast.
@@ -321,6 +362,7 @@ func (s *Session) Reset() {
 		s.streams[i] = stream{buf: s.streams[i].buf[:0]}
 	}
 	s.outstanding = [16]uint8{}
+	s.cont, s.role, s.key = 0, protocols.RoleNone, 0
 	s.pickedUp, s.linkOK, s.hasFrag, s.anomaly = false, false, false, AnomalyNone
 	s.rawPaired, s.paired, s.seqMismatch = false, false, false
 }
@@ -368,6 +410,7 @@ func (s *Session) reassembler(si int, src, dst uint16) *Reassembler {
 func (s *Session) framing(dir protocols.Dir, a Anomaly) {
 	s.dir, s.unit, s.linkOK, s.hasFrag, s.anomaly = dir, protocols.UnitMalformed, false, false, a
 	s.rawPaired, s.paired, s.seqMismatch = false, false, false
+	s.role, s.key = protocols.RoleNone, 0
 }
 
 // Feed implements protocols.Session. It reports every link frame (as

@@ -23,6 +23,10 @@ type Outstanding struct {
 	stale         bool // outstanding before a gap: may be evicted silently
 }
 
+// Number is the request's number in its Pairing (Pairing.Next), unique
+// per connection: the key of its transaction.
+func (o *Outstanding) Number() uint64 { return o.seq }
+
 // AddressOf returns the address of the i-th value of the response to this
 // request (the i-th register of an FC 3/4/23 read, the i-th bit of FC 1/2),
 // and whether i lies inside the requested quantity.
@@ -34,7 +38,9 @@ func (o *Outstanding) AddressOf(i int) (uint16, bool) {
 }
 
 // Pairing matches responses to requests on one connection by transaction id
-// (TCP guide §4.2). It holds at most MaxOutstanding requests in a fixed
+// (TCP guide §4.2). It is the pairing state of Session, which reports what
+// it matched (Session.Paired, Session.Exchange): nothing outside this
+// package pairs Modbus requests and responses. It holds at most MaxOutstanding requests in a fixed
 // table and allocates nothing. The zero value is ready. A Pairing belongs to
 // one connection and is not safe for concurrent use.
 type Pairing struct {
@@ -83,8 +89,24 @@ func (p *Pairing) TakeOldest() (req Outstanding, ok bool) {
 	return p.slots[best], true
 }
 
-// Reset forgets every outstanding request (after a reconnect).
-func (p *Pairing) Reset() { *p = Pairing{} }
+// Reset forgets every outstanding request (after a reconnect). Request
+// numbers (Next) keep counting: a request after a reset never takes the
+// number of one before it.
+func (p *Pairing) Reset() { *p = Pairing{seq: p.seq} }
+
+// Next returns the number Request gives the next request it records. A
+// response's request (Response, TakeOldest) keeps its number in
+// Outstanding.Number.
+func (p *Pairing) Next() uint64 { return p.seq + 1 }
+
+// OldestNumber returns the number of the oldest outstanding request, the
+// one TakeOldest would remove; ok is false when nothing is outstanding.
+func (p *Pairing) OldestNumber() (n uint64, ok bool) {
+	if i := p.oldest(); i >= 0 {
+		return p.slots[i].seq, true
+	}
+	return 0, false
+}
 
 // MarkStale marks every outstanding request as possibly unanswerable (the
 // response stream had a gap, so their responses may be lost). Stale

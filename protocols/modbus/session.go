@@ -43,6 +43,10 @@ type Session struct {
 	// answered a request.
 	pa     Anomaly
 	paired bool
+	// role and key: the last ADU's part in an exchange (Exchange); the
+	// key is the request's number in pairing.
+	role protocols.Role
+	key  uint64
 	// framing: the last unit is bytes that cannot be framed.
 	framing bool
 	// pickedUp: the flow was joined late (PickUp); cleared by the first
@@ -87,11 +91,19 @@ func (s *Session) Plausible(dir protocols.Dir, b []byte) bool {
 func (s *Session) Decode(dir protocols.Dir, b []byte) protocols.Unit {
 	a := &s.adu
 	s.dir, s.framing, s.pa, s.paired = dir, false, AnomalyNone, false
+	s.role, s.key = protocols.RoleNone, 0
 	_ = a.Decode(b, dir) // the anomaly is in a.Anomaly
 	if dir != protocols.Response {
+		if dir == protocols.Request && a.HasPDU() {
+			// Commit records it under this number (Pairing.Request).
+			s.role, s.key = protocols.RoleRequest, s.pairing.Next()
+		}
 		return protocols.UnitPDU
 	}
-	_, ok, pa := s.pairing.Response(a)
+	req, ok, pa := s.pairing.Response(a)
+	if ok {
+		s.role, s.key = protocols.RoleResponse, req.Number()
+	}
 	if pa == AnomalyTIDMismatch {
 		if an := s.pairing.CheckOldest(a); an != AnomalyNone {
 			pa = an
@@ -105,12 +117,21 @@ func (s *Session) Decode(dir protocols.Dir, b []byte) protocols.Unit {
 		// joining late.
 		ok, pa = true, AnomalyNone
 	}
+	if pa == AnomalyTIDMismatch {
+		// Should a rule tolerate it, Commit takes the oldest request.
+		if n, found := s.pairing.OldestNumber(); found {
+			s.role, s.key = protocols.RoleResponse, n
+		}
+	}
 	s.pa, s.paired = pa, ok
 	return protocols.UnitPDU
 }
 
 // Commit implements protocols.Session.
 func (s *Session) Commit(passed, allowed bool) {
+	if !passed && s.role == protocols.RoleRequest {
+		s.pairing.seq++ // the refused request keeps its number: no two requests share a key
+	}
 	if !passed || s.framing {
 		return
 	}
@@ -131,6 +152,12 @@ func (s *Session) Dir() protocols.Dir { return s.dir }
 
 // Paired implements protocols.Session.
 func (s *Session) Paired() bool { return s.paired }
+
+// Exchange implements protocols.Session: the key is the request's number
+// in the session's Pairing, so that two requests with one transaction id
+// (pipelined, retried) are two exchanges, each closed by the response
+// that Pairing matched to it.
+func (s *Session) Exchange() (protocols.Role, uint64) { return s.role, s.key }
 
 // Anomaly implements protocols.Session: the ADU's own anomaly, else the
 // pairing anomaly.
@@ -233,6 +260,7 @@ func (s *Session) Reset() {
 		*s.dirs = [2]connDir{}
 	}
 	s.pickedUp, s.framing, s.pa, s.paired = false, false, AnomalyNone, false
+	s.role, s.key = protocols.RoleNone, 0
 	s.adu = ADU{}
 }
 
@@ -307,6 +335,7 @@ func (s *Session) nonModbus(st *connDir, dir protocols.Dir, emit func()) {
 	st.n = 0
 	st.discard = true
 	s.dir, s.framing, s.pa, s.paired = dir, true, AnomalyNone, false
+	s.role, s.key = protocols.RoleNone, 0
 	emit()
 }
 

@@ -63,6 +63,11 @@ type Session struct {
 	// requests whose sequence header was encrypted.
 	out  [32]uaReq
 	nout int
+	// reqs numbers the requests (the last one's number); role and key:
+	// the last chunk's part in an exchange (Exchange).
+	reqs uint64
+	role protocols.Role
+	key  uint64
 	// Feed's per-direction state.
 	pend    [2][]byte
 	resync  [2]bool
@@ -73,6 +78,7 @@ type Session struct {
 type uaReq struct {
 	id   uint32
 	wild bool
+	n    uint64 // the request's number (Session.reqs)
 }
 
 var _ protocols.Session = (*Session)(nil)
@@ -118,6 +124,7 @@ func (s *Session) Decode(dir protocols.Dir, b []byte) protocols.Unit {
 	m := &s.m
 	d := dirIndex(dir)
 	s.dir, s.framing, s.paired = dir, false, false
+	s.role, s.key = protocols.RoleNone, 0
 	_ = s.Channel.Decode(dir, b, m)
 	s.service = 0
 	if m.Type == TypeMSG || m.Type == TypeOPN || m.Type == TypeCLO {
@@ -140,10 +147,18 @@ func (s *Session) Decode(dir protocols.Dir, b []byte) protocols.Unit {
 	if final {
 		s.svc[d] = 0
 	}
-	if dir == protocols.Response && final && (m.Type == TypeMSG || m.Type == TypeOPN) {
-		s.paired = s.match(m)
+	switch {
+	case s.awaits():
+		// Commit pushes it under this number; a refused request keeps
+		// it too, so that no two requests share a key.
+		s.reqs++
+		s.role, s.key = protocols.RoleRequest, s.reqs
+	case dir == protocols.Response && final && (m.Type == TypeMSG || m.Type == TypeOPN):
+		var n uint64
+		n, s.paired = s.match(m)
 		if s.paired {
 			s.pickedUp = false
+			s.role, s.key = protocols.RoleResponse, n
 		} else {
 			s.paired = s.pickedUp
 		}
@@ -151,12 +166,18 @@ func (s *Session) Decode(dir protocols.Dir, b []byte) protocols.Unit {
 	return protocols.UnitPDU
 }
 
+// awaits reports whether the last chunk is a request that awaits a
+// response once it passes: the final chunk of an OPN or MSG request.
+func (s *Session) awaits() bool {
+	m := &s.m
+	return !s.framing && s.dir == protocols.Request && m.Chunk != ChunkIntermediate &&
+		(m.Type == TypeMSG || m.Type == TypeOPN)
+}
+
 // Commit implements protocols.Session.
 func (s *Session) Commit(passed, _ bool) {
-	m := &s.m
-	if passed && !s.framing && s.dir == protocols.Request && m.Chunk != ChunkIntermediate &&
-		(m.Type == TypeMSG || m.Type == TypeOPN) {
-		s.push(m)
+	if passed && s.awaits() {
+		s.push(&s.m)
 	}
 }
 
@@ -165,20 +186,22 @@ func (s *Session) push(m *Message) {
 		copy(s.out[:], s.out[1:])
 		s.nout--
 	}
-	s.out[s.nout] = uaReq{id: m.RequestID, wild: !m.HasSequence}
+	s.out[s.nout] = uaReq{id: m.RequestID, wild: !m.HasSequence, n: s.key}
 	s.nout++
 }
 
-func (s *Session) match(m *Message) bool {
+// match removes the oldest outstanding request a response answers and
+// returns its number.
+func (s *Session) match(m *Message) (uint64, bool) {
 	for i := 0; i < s.nout; i++ {
 		r := s.out[i]
 		if !m.HasSequence || r.wild || r.id == m.RequestID {
 			copy(s.out[i:], s.out[i+1:s.nout])
 			s.nout--
-			return true
+			return r.n, true
 		}
 	}
-	return false
+	return 0, false
 }
 
 // Dir implements protocols.Session.
@@ -186,6 +209,12 @@ func (s *Session) Dir() protocols.Dir { return s.dir }
 
 // Paired implements protocols.Session.
 func (s *Session) Paired() bool { return s.paired }
+
+// Exchange implements protocols.Session: the key is the request's number
+// in the session (requests are numbered as they are decoded), so that a
+// response whose RequestId was encrypted still names the request it was
+// paired with.
+func (s *Session) Exchange() (protocols.Role, uint64) { return s.role, s.key }
 
 // Anomaly implements protocols.Session.
 func (s *Session) Anomaly() string {
@@ -259,7 +288,7 @@ func (s *Session) PickUp() { s.pickedUp = true }
 func (s *Session) Reset() {
 	s.Channel.Release()
 	s.Channel = Channel{Budget: s.Channel.Budget}
-	s.nout = 0
+	s.nout, s.reqs, s.role, s.key = 0, 0, protocols.RoleNone, 0
 	s.svc = [2]uint32{}
 	s.service, s.paired, s.framing, s.pickedUp = 0, false, false, false
 	for d := range s.pend {
@@ -304,6 +333,7 @@ func (s *Session) Feed(dir protocols.Dir, b []byte, gap bool, emit func()) {
 		n, need, err := f.Next(data)
 		if err != nil {
 			s.dir, s.framing, s.paired = dir, true, false
+			s.role, s.key = protocols.RoleNone, 0
 			s.m.Anomaly = AnomalyOf(err)
 			s.framingType = TypeUnknown
 			if len(data) >= 3 {
