@@ -241,7 +241,7 @@ func TestImageArm64(t *testing.T) {
 	})
 	rx.wait(t, 180*time.Second, "committed", "0.2.0")
 	sh.drain()
-	time.Sleep(time.Second) // the commit's environment write is synced before the event; let the guest's console settle
+	time.Sleep(time.Second) // margin between the event and reading the disk from outside
 	wantEnv(t, "after the commit", ubootEnv(t, disk), map[string]string{
 		"boot_slot": "B", "upgrade_available": "0", "bootcount": "0", "otgw_primary": "B", "otgw_trial": "none", "otgw_svn": "2", "otgw_b_state": "good", "slot_b_ok": "1",
 	})

@@ -83,7 +83,7 @@ fetch() {
 	local pkg=$1 glob=$2 deb
 	deb=$(ls "$cache"/$glob 2>/dev/null | tail -1 || true)
 	if [[ -z "$deb" ]]; then
-		say "downloading $pkg (apt-get download)"
+		say "downloading $pkg (apt-get download)" >&2
 		(cd "$cache" && apt-get download -q "$pkg" >/dev/null 2>&1) ||
 			die "apt-get download $pkg failed (run apt-get update; for arm64: dpkg --add-architecture arm64 first)"
 		deb=$(ls "$cache"/$glob | tail -1)
@@ -118,8 +118,8 @@ else
 	dpkg-deb --fsys-tarfile "$bdeb" | tar -x -C "$work/busybox" ./bin/busybox
 	busybox=$work/busybox/bin/busybox
 	# Its applets: asked from the binary itself under qemu-user, else from
-	# the busybox.links list compiled into the same Debian build (the host's
-	# busybox-static of the same version has the same configuration).
+	# the host's busybox-static (Debian builds every architecture with the
+	# same configuration).
 	if command -v "qemu-aarch64-static" >/dev/null; then
 		applets=$(qemu-aarch64-static "$busybox" --list)
 	else
