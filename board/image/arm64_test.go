@@ -2,6 +2,7 @@ package image_test
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,9 +61,14 @@ func (v *vm) startArm64() {
 	if v.console == "" {
 		v.console = filepath.Join(filepath.Dir(v.disk), "console.log")
 	}
+	monitor := "none"
+	if v.monitor != "" {
+		_ = os.Remove(v.monitor)
+		monitor = "unix:" + v.monitor + ",server=on,wait=off"
+	}
 	args := []string{
 		"-machine", "virt", "-cpu", "cortex-a57", "-accel", "tcg", "-m", "512", "-smp", "1",
-		"-nodefaults", "-display", "none", "-monitor", "none",
+		"-nodefaults", "-display", "none", "-monitor", monitor,
 		"-serial", "file:" + v.console,
 		"-bios", ubootBin,
 		"-drive", "if=none,id=disk,format=raw,cache=unsafe,file=" + v.disk,
@@ -86,6 +92,30 @@ func (v *vm) startArm64() {
 			"-device", "virtconsole,chardev=shell")
 	}
 	v.run("qemu-system-aarch64", args, files)
+}
+
+// hmp sends one command to QEMU's human monitor (v.monitor) and returns
+// what the monitor answered within a second.
+func (v *vm) hmp(cmd string) string {
+	v.t.Helper()
+	c, err := net.Dial("unix", v.monitor)
+	if err != nil {
+		v.t.Fatalf("QEMU monitor %s: %v", v.monitor, err)
+	}
+	defer c.Close()
+	if _, err := fmt.Fprintf(c, "%s\n", cmd); err != nil {
+		v.t.Fatalf("QEMU monitor: %q: %v", cmd, err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	var out strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		out.Write(buf[:n])
+		if err != nil {
+			return out.String()
+		}
+	}
 }
 
 // ubootEnv reads the image's U-Boot environment with Debian's fw_printenv
@@ -143,6 +173,10 @@ var ubootBootingRE = regexp.MustCompile(`^otgw: booting slot-([AB]) \(trial=(\d)
 //     1, 2, 3), then bootcount 4 > bootlimit 3 runs altbootcmd, B (v0.2.0)
 //     boots with failed_trial=slot-A; "rolled_back" reaches syslog, the
 //     counter stays 2 and slot A is bad.
+//  3. v0.3.1 runs but fails its health check (its south link goes down
+//     during the trial period: QEMU's set_link): otgw rolls back
+//     ("rolled_back", reason healthcheck) and the init reboots; U-Boot
+//     boots B without running altbootcmd, the counter stays 2.
 func TestImageArm64(t *testing.T) {
 	needArm64Test(t)
 	t0 := time.Now()
@@ -159,6 +193,7 @@ func TestImageArm64(t *testing.T) {
 	}
 	v2 := buildBoardBundle(t, "qemu-arm64", "arm64", signer, keys, "0.2.0", 2, v2bin)
 	v3 := buildBoardBundle(t, "qemu-arm64", "arm64", signer, keys, "0.3.0", 3, broken)
+	v31 := buildBoardBundle(t, "qemu-arm64", "arm64", signer, keys, "0.3.1", 3, buildOTGWArch(t, "0.3.1", "arm64"))
 	t.Logf("bundles built after %.0fs", time.Since(t0).Seconds())
 
 	disk := copyImage(t, src, t.TempDir())
@@ -175,11 +210,12 @@ func TestImageArm64(t *testing.T) {
 	mgmtTap := openTap(t, mgmtNS, "tapmgmt")
 	mgmtNS.MustRun("sysctl", "-qw", "net.ipv6.conf.tapmgmt.disable_ipv6=1")
 	mgmtNS.Addr("tapmgmt", mgmtHost+"/24")
-	bs := &bundleServer{files: map[string]string{"/v2.otgw": v2, "/v3.otgw": v3}, half: make(chan struct{})}
+	bs := &bundleServer{files: map[string]string{"/v2.otgw": v2, "/v3.otgw": v3, "/v31.otgw": v31}, half: make(chan struct{})}
 	rx := startMgmt(t, mgmtNS, bs)
 
 	sock := filepath.Join(t.TempDir(), "hvc0.sock")
-	v := &vm{t: t, board: "qemu-arm64", disk: disk, north: l.north, south: l.south, mgmt: mgmtTap, shell: sock}
+	v := &vm{t: t, board: "qemu-arm64", disk: disk, north: l.north, south: l.south, mgmt: mgmtTap, shell: sock,
+		monitor: filepath.Join(filepath.Dir(sock), "monitor.sock")}
 	defer func() {
 		if t.Failed() {
 			t.Logf("console:\n%s", tail(v.consoleText(), 80))
@@ -282,5 +318,41 @@ func TestImageArm64(t *testing.T) {
 	})
 	l.readsPass(t, 60*time.Second)
 	t.Logf("scenario 2 (v0.3.0 fails, 3 tries, altbootcmd, back to v0.2.0): %.0fs", time.Since(t2).Seconds())
+
+	// 3. v0.3.1 fails its health check: rolled back by otgw, not by U-Boot.
+	t3 := time.Now()
+	out, rc = install("/v31.otgw")
+	if rc != 0 {
+		t.Fatalf("install v0.3.1: status %d:\n%s", rc, out)
+	}
+	mark = reboot()
+	m, _ = v.waitConsoleAfter(mark, bootedRE, 180*time.Second)
+	if m[1] != "A" || m[2] != "1" || m[3] != "2" || m[5] != "0.3.1" {
+		t.Fatalf("after installing v0.3.1: slot=%s trial=%s tries_left=%s version=%s, want A, trial, 2 left, 0.3.1", m[1], m[2], m[3], m[5])
+	}
+	mark = v.mark()
+	v.waitConsoleAfter(mark, regexp.MustCompile(`msg="gateway running" .*board=qemu-arm64`), 120*time.Second)
+	if reply := v.hmp("set_link south off"); strings.Contains(reply, "not found") || strings.Contains(reply, "rror") {
+		t.Fatalf("QEMU set_link south off: %s", reply)
+	}
+	msg := rx.wait(t, 120*time.Second, "rolled_back", "0.3.1")
+	if !strings.Contains(msg, "healthcheck") {
+		t.Errorf("rolled_back of v0.3.1: want reason healthcheck, got:\n%s", msg)
+	}
+	v.hmp("set_link south on")
+	m, _ = v.waitConsoleAfter(mark, ubootBootingRE, 180*time.Second)
+	if m[1] != "B" || m[2] != "0" || m[4] != "" {
+		t.Errorf("U-Boot after the health check failed: booting slot-%s trial=%s failed_trial=%s, want slot-B, no trial, no altbootcmd", m[1], m[2], m[4])
+	}
+	m, _ = v.waitConsoleAfter(mark, bootedRE, 180*time.Second)
+	if m[1] != "B" || m[2] != "0" || m[5] != "0.2.0" {
+		t.Fatalf("after v0.3.1's health check failed: slot=%s trial=%s version=%s, want B, no trial, 0.2.0", m[1], m[2], m[5])
+	}
+	v.waitConsoleAfter(mark, regexp.MustCompile(`msg="gateway running" .*board=qemu-arm64`), 120*time.Second)
+	wantEnv(t, "after the health check failed", ubootEnv(t, disk), map[string]string{
+		"boot_slot": "B", "upgrade_available": "0", "bootcount": "0", "otgw_primary": "B", "otgw_svn": "2", "otgw_a_state": "bad", "otgw_a_version": "0.3.1",
+	})
+	l.readsPass(t, 60*time.Second)
+	t.Logf("scenario 3 (v0.3.1 fails its health check, otgw rolls back, back to v0.2.0): %.0fs", time.Since(t3).Seconds())
 	t.Logf("TestImageArm64 wall time %.0fs", time.Since(t0).Seconds())
 }

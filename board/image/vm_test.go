@@ -180,6 +180,7 @@ type vm struct {
 	south   *os.File
 	mgmt    *os.File // optional third NIC (guest eth2), a tap fd
 	shell   string   // optional unix socket for the guest's ttyS1 (qemu-arm64: hvc0)
+	monitor string   // optional unix socket for QEMU's human monitor (qemu-arm64)
 	// noReboot makes a guest reboot end QEMU (-no-reboot), so a test
 	// that looks at one boot sees no second one change the grubenv.
 	noReboot bool
