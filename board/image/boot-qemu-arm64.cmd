@@ -135,6 +135,9 @@ if test ${save} = 1; then
 	setexpr ob_x ${ob_x} % 0x100
 	nf=${ob_x}
 	setenv ob_x
+	# env export clears a whole CONFIG_ENV_SIZE (0x40000) at the address
+	# and reports that as filesize, so the length used is not known here:
+	# the variables (about 6 KiB) must stay below the 0x7ffb of a copy.
 	env export -c -s 0x7fff 0x4f100001
 	cp.b 0x4f100001 0x4f020000 4
 	cp.b 0x4f020000 0x4f100000 4
