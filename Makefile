@@ -130,6 +130,12 @@ test-image: image ## boot the x86-generic image in qemu-system-x86_64 (TCG) betw
 	set -o pipefail; OTGW_TEST_IMAGE=1 OTGW_IMAGE=$(CURDIR)/dist/image/$(BOARD).img \
 	  $(GO) test -count=1 -timeout 15m -v ./board/image/ | grep -v '^=== RUN'
 
+.PHONY: test-image-arm64
+test-image-arm64: ## boot the qemu-arm64 image (U-Boot) in qemu-system-aarch64 (TCG, slow: not in CI): slot A, Modbus through it, install v2 -> trial -> commit, v3 -> rollback (root)
+	$(MAKE) image BOARD=qemu-arm64
+	set -o pipefail; OTGW_TEST_IMAGE_ARM64=1 OTGW_IMAGE_ARM64=$(CURDIR)/dist/image/qemu-arm64.img \
+	  $(GO) test -count=1 -timeout 30m -v -run '^TestImageArm64$$' ./board/image/ | grep -v '^=== RUN'
+
 .PHONY: bench-offline
 bench-offline: build ## otgw dissect --json and otgw replay against tshark -T fields on a generated 600k-frame Modbus/DNP3 capture, whole process (RUNS=5)
 	@test -f dist/bench-offline/offline.pcap || $(GO) run ./simulate/capture/benchcap -frames 600000 -conns 300 -out dist/bench-offline

@@ -14,7 +14,11 @@ import (
 // The boot state in a bootloader environment (BOOT.md "Mapping to U-Boot"
 // and "Mapping to GRUB"): every BootState field is an otgw_* variable,
 // protected by otgw_crc (CRC-32 of the sorted "name=value\n" lines of the
-// other otgw_* variables) and ordered by otgw_seq. Beside them, Store sets
+// other otgw_* variables with a value) and ordered by otgw_seq. An empty
+// variable and a missing one are the same: U-Boot deletes a variable set
+// to "" (setenv, env import, fw_setenv), so the empty otgw_* variables
+// are not written to a U-Boot environment and after its first saveenv
+// they are gone from one written before. Beside them, Store sets
 // the bootloader's own variables so that the bootloader, which knows
 // nothing of otgw_*, boots the right slot and counts tries; Load reads
 // them back, because the bootloader changes them between our writes.
@@ -46,9 +50,16 @@ func bootStateVars(st *BootState, seq uint64) map[string]string {
 }
 
 func otgwVarsCRC(v map[string]string) string {
+	return otgwVarsCRCForm(v, false)
+}
+
+// otgwVarsCRCForm computes otgw_crc; withEmpty is the form before empty
+// variables were left out (environments written by earlier releases,
+// still accepted by decodeBootStateVars).
+func otgwVarsCRCForm(v map[string]string, withEmpty bool) string {
 	h := crc32.NewIEEE()
 	for _, k := range sortedKeys(v) {
-		if strings.HasPrefix(k, "otgw_") && k != "otgw_crc" {
+		if strings.HasPrefix(k, "otgw_") && k != "otgw_crc" && (withEmpty || v[k] != "") {
 			fmt.Fprintf(h, "%s=%s\n", k, v[k])
 		}
 	}
@@ -95,7 +106,7 @@ func decodeBootStateVars(v map[string]string) (BootState, uint64, error) {
 	if v["otgw_crc"] == "" {
 		return bad("no otgw_* variables")
 	}
-	if otgwVarsCRC(v) != v["otgw_crc"] {
+	if otgwVarsCRC(v) != v["otgw_crc"] && otgwVarsCRCForm(v, true) != v["otgw_crc"] {
 		return bad("otgw_crc mismatch")
 	}
 	seq, err := strconv.ParseUint(v["otgw_seq"], 10, 64)
@@ -263,6 +274,11 @@ func (b *EnvBoot) Store(st *BootState) error {
 			vars = map[string]string{}
 		}
 		setOtgwVars(vars, bootStateVars(st, seq+1))
+		for k, v := range vars {
+			if strings.HasPrefix(k, "otgw_") && v == "" {
+				delete(vars, k) // U-Boot would (see otgwVarsCRC)
+			}
+		}
 		ubootNatives(st, vars)
 		return b.uboot.write(vars)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -475,5 +476,94 @@ func TestAttackPowerLossDuringUBootEnvWrite(t *testing.T) {
 		if err != nil || (got != old && got != next) {
 			t.Fatalf("copy %d torn at %d: %+v, %v; want the old or new state", written, cut, got, err)
 		}
+	}
+}
+
+// TestEnvBootEmptyVariables: U-Boot deletes a variable whose value is
+// empty when it imports an environment (boot.scr's env import, and
+// U-Boot's own load at power-on), so after its first save the empty
+// otgw_* variables (a slot's version before it was written, the fallback
+// version) are gone. The boot state must still load then, and an
+// environment written before empty variables were left out of otgw_crc
+// must load too.
+func TestEnvBootEmptyVariables(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFWEnvConfig(t, dir, 2)
+	boot, err := update.NewUBootBoot(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot.Cmdline = ""
+	st := update.InitialBootState(update.SlotInfo{Version: "1.0.0", SVN: 1, Size: 10})
+	st.Slots[update.SlotB] = update.SlotInfo{State: update.SlotPending, Version: "1.1.0", SVN: 2, Size: 20}
+	st.Trial, st.TriesLeft = update.SlotB, 3
+	if err := boot.Store(&st); err != nil {
+		t.Fatal(err)
+	}
+	got := listVars(tool(t, "fw_printenv", "-c", cfg))
+	if _, ok := got["otgw_fallback_version"]; ok {
+		t.Errorf("empty otgw_fallback_version written to the U-Boot environment: %v", got)
+	}
+	// U-Boot (boot.scr) imports the environment, which drops every empty
+	// variable, counts a boot and saves everything it holds.
+	for k, v := range got {
+		if v == "" {
+			tool(t, "fw_setenv", "-c", cfg, k)
+		}
+	}
+	tool(t, "fw_setenv", "-c", cfg, "bootcount", "1")
+	ld, err := boot.Load()
+	if err != nil {
+		t.Fatalf("load after U-Boot saved: %v", err)
+	}
+	if ld.Booted != update.SlotB || ld.TriesLeft != 2 || ld.FallbackVersion != "" {
+		t.Errorf("after bootcount=1: booted %v tries %d fallback version %q, want B 2 \"\"", ld.Booted, ld.TriesLeft, ld.FallbackVersion)
+	}
+
+	// A grubenv whose otgw_crc covers the empty variables (written by an
+	// earlier release) still loads, and so does one with them removed.
+	gpath := filepath.Join(dir, "grubenv")
+	grub, _ := update.NewGRUBBoot(gpath)
+	grub.Cmdline = ""
+	if err := grub.Store(&st); err != nil {
+		t.Fatal(err)
+	}
+	vars := listVars(tool(t, "grub-editenv", gpath, "list"))
+	if vars["otgw_fallback_version"] != "" || vars["otgw_seq"] == "" {
+		t.Fatalf("grubenv: %v", vars)
+	}
+	keys := make([]string, 0, len(vars))
+	for k := range vars {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var lines strings.Builder
+	for _, k := range keys {
+		if strings.HasPrefix(k, "otgw_") && k != "otgw_crc" {
+			fmt.Fprintf(&lines, "%s=%s\n", k, vars[k])
+		}
+	}
+	vars["otgw_crc"] = fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(lines.String())))
+	for _, f := range []string{gpath, gpath + ".bak"} {
+		b, err := update.EncodeGRUBEnv(vars)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := grub.Load(); err != nil || got != st {
+		t.Errorf("grubenv with the earlier otgw_crc form: %+v, %v; want %+v", got, err, st)
+	}
+	tool(t, "grub-editenv", gpath, "unset", "otgw_fallback_version")
+	tool(t, "grub-editenv", gpath+".bak", "unset", "otgw_fallback_version")
+	if err := grub.Store(&st); err != nil {
+		t.Fatal(err)
+	}
+	tool(t, "grub-editenv", gpath, "unset", "otgw_fallback_version")
+	tool(t, "grub-editenv", gpath+".bak", "unset", "otgw_fallback_version")
+	if got, err := grub.Load(); err != nil || got != st {
+		t.Errorf("grubenv without the empty variable: %+v, %v; want %+v", got, err, st)
 	}
 }

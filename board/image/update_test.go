@@ -235,10 +235,19 @@ func startMgmt(t *testing.T, ns *netns.NS, bs *bundleServer) *syslogReceiver {
 // the otgw of a bundle, and the host's signing tool.
 func buildOTGW(t *testing.T, version string) string {
 	t.Helper()
+	return buildOTGWArch(t, version, "")
+}
+
+// buildOTGWArch is buildOTGW for GOARCH goarch ("" for the host's).
+func buildOTGWArch(t *testing.T, version, goarch string) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "otgw")
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+version, "-o", bin, "./cmd/otgw")
 	cmd.Dir = testenv.ModuleRoot(t)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if goarch != "" {
+		cmd.Env = append(cmd.Env, "GOOS=linux", "GOARCH="+goarch)
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build otgw: %v\n%s", err, out)
 	}
@@ -249,17 +258,25 @@ func buildOTGW(t *testing.T, version string) string {
 // version, otgw binary bin) and signs it with the image's release key.
 func buildBundle(t *testing.T, signer, keys, version string, svn int, bin string) string {
 	t.Helper()
+	return buildBoardBundle(t, "x86-generic", "amd64", signer, keys, version, svn, bin)
+}
+
+// buildBoardBundle is buildBundle for a board's slot (arch: its GOARCH);
+// signer is a host otgw, which also stands in for bin where mkimage.sh
+// needs an otgw to run (OTGW_TOOL).
+func buildBoardBundle(t *testing.T, board, arch, signer, keys, version string, svn int, bin string) string {
+	t.Helper()
 	dir := t.TempDir()
 	slot := filepath.Join(dir, "slot-"+version+".sqfs")
 	root := testenv.ModuleRoot(t)
-	cmd := exec.Command(filepath.Join(root, "board", "image", "mkimage.sh"), "--slot-only", "x86-generic", slot)
-	cmd.Env = append(os.Environ(), "IMAGE_VERSION="+version, "IMAGE_KEYS="+keys, "IMAGE_WORK="+filepath.Join(dir, "work"), "OTGW_BIN="+bin)
+	cmd := exec.Command(filepath.Join(root, "board", "image", "mkimage.sh"), "--slot-only", board, slot)
+	cmd.Env = append(os.Environ(), "IMAGE_VERSION="+version, "IMAGE_KEYS="+keys, "IMAGE_WORK="+filepath.Join(dir, "work"), "OTGW_BIN="+bin, "OTGW_TOOL="+signer)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("mkimage.sh --slot-only %s: %v\n%s", version, err, out)
+		t.Fatalf("mkimage.sh --slot-only %s %s: %v\n%s", board, version, err, out)
 	}
 	bundle := filepath.Join(dir, "otgw-"+version+".otgw")
 	out, err := exec.Command(signer, "fw", "sign", "--key", filepath.Join(keys, "release.key"),
-		"--version", version, "--svn", strconv.Itoa(svn), "--board", "x86-generic", "--arch", "amd64",
+		"--version", version, "--svn", strconv.Itoa(svn), "--board", board, "--arch", arch,
 		"--out", bundle, slot).CombinedOutput()
 	if err != nil {
 		t.Fatalf("otgw fw sign %s: %v\n%s", version, err, out)

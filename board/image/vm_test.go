@@ -167,17 +167,20 @@ func openTap(t *testing.T, ns *netns.NS, name string) *os.File {
 	return f
 }
 
-// vm is one QEMU run of the image: serial console to a file, UEFI
-// (OVMF) firmware, virtio disk, two virtio NICs on tap fds (north first:
-// the guest's eth0), an i6300esb watchdog (the board's /dev/watchdog0).
+// vm is one QEMU run of the image: serial console to a file, the
+// board's firmware (x86-generic: UEFI from OVMF; qemu-arm64: U-Boot),
+// virtio disk, two virtio NICs on tap fds (north first: the guest's
+// eth0), an i6300esb watchdog (the board's /dev/watchdog0).
 type vm struct {
 	t       *testing.T
+	board   string // "" is x86-generic
 	disk    string
 	console string // serial console log
 	north   *os.File
 	south   *os.File
 	mgmt    *os.File // optional third NIC (guest eth2), a tap fd
-	shell   string   // optional unix socket for the guest's ttyS1
+	shell   string   // optional unix socket for the guest's ttyS1 (qemu-arm64: hvc0)
+	monitor string   // optional unix socket for QEMU's human monitor (qemu-arm64)
 	// noReboot makes a guest reboot end QEMU (-no-reboot), so a test
 	// that looks at one boot sees no second one change the grubenv.
 	noReboot bool
@@ -191,6 +194,10 @@ type vm struct {
 // start boots the VM. It returns at once; use waitConsole.
 func (v *vm) start() {
 	v.t.Helper()
+	if v.board == "qemu-arm64" {
+		v.startArm64()
+		return
+	}
 	dir := filepath.Dir(v.disk)
 	vars := filepath.Join(dir, "OVMF_VARS.fd")
 	if _, err := os.Stat(vars); err != nil {
@@ -228,7 +235,14 @@ func (v *vm) start() {
 		_ = os.Remove(v.shell)
 		args = append(args, "-serial", "unix:"+v.shell+",server=on,wait=off")
 	}
-	cmd := exec.Command("qemu-system-x86_64", args...)
+	v.run("qemu-system-x86_64", args, files)
+}
+
+// run starts QEMU (qemu with args, tap fds files as fd 3, 4, ...) with a
+// fresh console file and stops it when the test ends.
+func (v *vm) run(qemu string, args []string, files []*os.File) {
+	v.t.Helper()
+	cmd := exec.Command(qemu, args...)
 	cmd.ExtraFiles = files
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
@@ -236,7 +250,7 @@ func (v *vm) start() {
 	// A fresh console file per boot, so waitConsole sees only this boot.
 	_ = os.Remove(v.console)
 	if err := cmd.Start(); err != nil {
-		v.t.Fatalf("qemu-system-x86_64: %v", err)
+		v.t.Fatalf("%s: %v", qemu, err)
 	}
 	exited := make(chan struct{})
 	go func() {
