@@ -97,6 +97,14 @@ type Config struct {
 	// Now returns the current time (default time.Now); offline replay passes
 	// the capture time.
 	Now func() time.Time
+	// ClockBack is for offline replay of captures merged out of time
+	// order (zero, the default, for the live gateway): a packet stamped
+	// more than ClockBack before the last packet of its flow comes from
+	// another capture, so the flow is over and the packet starts a new
+	// one, as the capture reassembler (simulate/capture) does. One capture
+	// point's clock does not run backwards; the live gateway's wall clock
+	// may be stepped back (NTP), which must not end its flows.
+	ClockBack time.Duration
 	// OnVerdict, when set, is called for every verdict: each application
 	// PDU, each flow-level and L2 decision, and each frame the normaliser
 	// drops. The Decision and everything it points to are valid only during

@@ -258,6 +258,30 @@ func (t *table) release(i int32) *inspector {
 	return insp
 }
 
+// over reports whether the flow of slot f has ended by time now, so
+// that the packet at now must start a new flow on its key, exactly as if
+// the flow had been swept: it has been idle past its timeout (a flow
+// whose timeout is not set yet has just been created), or, when
+// clockBack is positive (offline replay of merged captures, see
+// Config.ClockBack), its last packet is stamped more than clockBack
+// after now. Caller holds the table lock.
+func (f *flow) over(now, clockBack int64) bool {
+	return f.timeout > 0 && f.lastSeen+f.timeout <= now || clockBack > 0 && f.lastSeen-now > clockBack
+}
+
+// releaseOver releases slot i when its flow is over at now (see over) and
+// nobody holds it, handing its inspector to onFree, and reports whether it
+// did. Caller holds t.mu.
+func (t *table) releaseOver(i int32, now, clockBack int64, onFree func(*inspector)) bool {
+	f := &t.slots[i]
+	if !f.over(now, clockBack) || !f.mu.TryLock() {
+		return false
+	}
+	onFree(t.release(i))
+	f.mu.Unlock()
+	return true
+}
+
 // lockFlow returns the flow of key k locked, with its slot, or nil when
 // there is none or its slot was recycled between the lookup and the lock.
 // live, when not nil, must accept the flow under the table lock (e.g. not

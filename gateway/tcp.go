@@ -59,6 +59,13 @@ func (e *Engine) handleFlow(c *hctx) {
 	for range 2 {
 		t.mu.Lock()
 		i, ok := t.m[k]
+		if ok && t.releaseOver(i, c.now, int64(e.cfg.ClockBack), e.putInspector) {
+			// An expired flow is never reused: this packet starts a new
+			// one (fresh verdict, inspector and sequence state), as if
+			// the flow had been swept before it arrived.
+			ok = false
+			e.ctr.flowsExpired.Add(1)
+		}
 		var gen uint32
 		if ok {
 			t.touch(i, c.now)
@@ -631,6 +638,20 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 				bad(DropBadTCP) // data on SYN (TCP Fast Open) is never inspected: refuse it
 				return
 			}
+			e.forward(c, c.frame)
+			return
+		}
+		if (f.state == tcpEstablished || f.state == tcpClosing) && len(p.Payload) == 0 {
+			// A SYN on a synchronised connection, in the window or not:
+			// typically a client that rebooted and reconnects from the
+			// same port. A Linux receiver answers it with a challenge ACK
+			// and keeps the connection (RFC 5961 section 4); the client
+			// answers that ACK with a RST at the receiver's next sequence
+			// number, which closes the connection here as there, and its
+			// next SYN opens a new flow (SYN after close). The SYN crosses
+			// and changes nothing, so that this recovery happens instead
+			// of a lock-out until the idle timeout; a blind SYN earns the
+			// sender a challenge ACK, never a reset of the connection.
 			e.forward(c, c.frame)
 			return
 		}
