@@ -154,6 +154,15 @@ type half struct {
 	blocked bool   // a `drop` verdict: no data at or after blockAt crosses
 	blockAt uint32 // first sequence number not forwarded
 	lastWin uint16 // raw window field of the last segment (for crafted replies)
+	// A SYN this (client) side sent on the open connection and that
+	// crossed (tcp.go, RFC 5961 section 4), kept until the server
+	// answers: a SYN-ACK acknowledging it means the server had no
+	// connection left, and the flow starts again from this SYN (reopen).
+	synPending bool
+	synSentWS  bool
+	synWS      uint8
+	synWin     uint16
+	synSeq     uint32
 }
 
 // table is the bounded flow table: a map from key to slot over a fixed

@@ -144,3 +144,63 @@ func TestRebootedClientRecovers(t *testing.T) {
 		})
 	}
 }
+
+// TestRebootedServerAcceptsNewSYN: the client reconnects from the same
+// port while the gateway still holds the old connection, and the server
+// has none left (it rebooted, or dropped the connection without a RST
+// that crossed): it answers the SYN with a SYN-ACK. The gateway starts the
+// flow again from that SYN (new flow id, fresh verdict and inspector)
+// instead of refusing the SYN-ACK until the idle timeout. A forged
+// SYN-ACK does not: not after the old connection showed itself alive
+// (the server's challenge ACK), nor from the client's side of the bridge.
+func TestRebootedServerAcceptsNewSYN(t *testing.T) {
+	t.Run("server without the connection", func(t *testing.T) {
+		r, old := modbusRig(t, "drop")
+		q := old.Send(true, readReq(1, 0, 1))
+		r.mustForward(r.client(q), South, q)
+		id := r.e.Flows(0)[0].ID
+		nf := capture.NewTCPFlow(hmiEP, plcEP)
+		nf.Advance(true, 1<<30)
+		nf.Advance(false, 777)
+		r.handshake(nf)
+		q = nf.Send(true, readReq(2, 0, 1))
+		r.mustForward(r.client(q), South, q)
+		w := nf.Send(true, writeReq(3, 0, 258))
+		if got := r.client(w); len(got) != 0 {
+			t.Fatalf("forbidden write on the new connection: got %s", describe(got))
+		}
+		fl := r.e.Flows(0)
+		if len(fl) != 1 || fl[0].ID == id || fl[0].PDUs != 2 || fl[0].State != "established" {
+			t.Fatalf("flows %+v, want one new flow (not id %d) with 2 PDUs", fl, id)
+		}
+		if c := r.counters(); c.Drops[DropBadTCP] != 0 {
+			t.Fatalf("drops %v", c.DropsByName())
+		}
+	})
+	t.Run("forged SYN-ACK after the challenge ACK", func(t *testing.T) {
+		r, old := modbusRig(t, "drop")
+		nf := capture.NewTCPFlow(hmiEP, plcEP)
+		nf.Advance(true, 1<<30)
+		hs := nf.Handshake()
+		r.mustForward(r.client(hs[0]), South, hs[0])
+		cack := old.Segment(false, old.NextSeq(false), old.NextSeq(true), capture.TCPFlags{ACK: true}, nil)
+		r.mustForward(r.server(cack), North, cack)
+		if got := r.server(hs[1]); len(got) != 0 {
+			t.Fatalf("forged SYN-ACK: got %s", describe(got))
+		}
+		q := old.Send(true, readReq(1, 0, 1))
+		r.mustForward(r.client(q), South, q)
+	})
+	t.Run("SYN-ACK from the client's side", func(t *testing.T) {
+		r, old := modbusRig(t, "drop")
+		nf := capture.NewTCPFlow(hmiEP, plcEP)
+		nf.Advance(true, 1<<30)
+		hs := nf.Handshake()
+		r.mustForward(r.client(hs[0]), South, hs[0])
+		if got := r.client(hs[1]); len(got) != 0 {
+			t.Fatalf("SYN-ACK from the north port: got %s", describe(got))
+		}
+		q := old.Send(true, readReq(1, 0, 1))
+		r.mustForward(r.client(q), South, q)
+	})
+}

@@ -432,6 +432,39 @@ func (e *Engine) flowPacket(c *hctx, f *flow, fromClient bool) {
 	e.tcp(c, f, fromClient)
 }
 
+// reopen starts f again as a new connection from the SYN its client sent
+// on the open connection, which the server has just accepted with the
+// current SYN-ACK (acknowledging that SYN): the server had no connection
+// left on these ports, so the old one is over for both ends, as after a
+// RST. The new connection is judged afresh and gets new sequence state;
+// its inspector is taken when the handshake completes. It reports
+// whether the SYN-ACK may proceed (as that of a connection in SYN-SENT).
+// Caller holds f.mu.
+func (e *Engine) reopen(c *hctx, f *flow) bool {
+	syn := f.dir[0]
+	e.orient(c, &c.rf, true)
+	c.reversed = true // flow-level decisions name the client as Src
+	v := c.rs.EvaluateFlow(&c.rf)
+	if v.Action == rules.Deny {
+		e.ctr.flowDenied.Add(1)
+		c.drop = DropFlowDenied
+		e.report(c, f, v, FrameDrop)
+		e.ctr.drop(DropFlowDenied)
+		return false
+	}
+	e.putInspector(f.insp)
+	f.insp = nil
+	e.initFlow(c, f, v, nil, f.aIsClient, false)
+	c.reversed = false
+	h := &f.dir[0]
+	h.hasISN, h.isn, h.nxt = true, syn.synSeq, syn.synSeq+1
+	h.wscale, h.sentWS = syn.synWS, syn.synSentWS
+	h.win, h.lastWin = uint32(syn.synWin), syn.synWin
+	f.state = tcpSynSent
+	f.pkts[1], f.bytes[1] = 1, uint64(len(c.frame)) // this SYN-ACK, counted before the reset
+	return true
+}
+
 // revalidate re-judges f after a ruleset swap: the flow keeps its state;
 // a flow the new policy refuses is cut (RST both ways for reset/reply).
 // It returns whether the packet may proceed. Caller holds f.mu.
@@ -652,6 +685,11 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 			// and changes nothing, so that this recovery happens instead
 			// of a lock-out until the idle timeout; a blind SYN earns the
 			// sender a challenge ACK, never a reset of the connection.
+			// Should the server have no connection left (it rebooted
+			// too, or dropped it without a RST that crossed here), it
+			// answers with a SYN-ACK instead: see reopen.
+			h.synPending, h.synSeq, h.synWin = true, p.Seq, p.Window
+			h.synWS, h.synSentWS = tcpWScale(c.frame, p)
 			e.forward(c, c.frame)
 			return
 		}
@@ -660,6 +698,9 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 	case fl&packet.TCPSyn != 0:
 		if fromClient || len(p.Payload) != 0 {
 			bad(DropBadTCP)
+			return
+		}
+		if (f.state == tcpEstablished || f.state == tcpClosing) && o.synPending && p.Ack == o.synSeq+1 && c.in != f.clientPort && !e.reopen(c, f) {
 			return
 		}
 		if (f.state == tcpSynSent || f.state == tcpSynReceived) && p.Ack == o.nxt && (!h.hasISN || p.Seq == h.isn) {
@@ -676,6 +717,11 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 		return
 	}
 	// ACK is set from here on.
+	// A segment of the open connection from either end after the
+	// client's SYN on it (the server's challenge ACK, the client still
+	// using it) shows the connection alive: a SYN-ACK for that SYN, from
+	// whoever forged it, no longer reopens the flow.
+	f.dir[0].synPending = false
 	if f.state == tcpSynSent && !lenient {
 		e.reportDrop(c, f, DropBadTCP)
 		return
