@@ -86,8 +86,8 @@ type Config struct {
 	// for OPC UA chunks (default 65536). Modbus and DNP3 PDUs are smaller.
 	MaxHold int
 
-	// Idle timeouts (defaults: established TCP 1h, handshake 30s, closed
-	// 10s, UDP 2m).
+	// Idle timeouts (defaults: established or half-closed TCP 1h,
+	// handshake 30s, closed by a RST or both FINs 10s, UDP 2m).
 	TCPIdle, TCPHandshake, TCPClosed, UDPIdle time.Duration
 	// EvictMinIdle: an established allowed flow is evicted to make room only
 	// when it has been idle this long (default 30s); otherwise the new flow

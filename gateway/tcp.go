@@ -125,7 +125,15 @@ func (e *Engine) classOf(f *flow) (uint8, time.Duration) {
 		}
 		return classTransient, e.cfg.TCPIdle
 	case tcpClosing:
-		return classTransient, e.cfg.TCPHandshake
+		if f.dir[0].fin && f.dir[1].fin {
+			return classTransient, e.cfg.TCPClosed // both FINs: TIME_WAIT-like
+		}
+		// Half-closed: the other end may still send (RFC 9293 section
+		// 3.6), and a receiver keeps the connection at least as long as
+		// an open one (Linux: FIN_WAIT_2 after shutdown(SHUT_WR), and
+		// CLOSE_WAIT, until the application closes). Transient class: a
+		// full table evicts it first.
+		return classTransient, e.cfg.TCPIdle
 	case tcpClosed:
 		return classTransient, e.cfg.TCPClosed
 	}
