@@ -46,6 +46,29 @@ const (
 	noSlot           = -1
 )
 
+// side is one end of a flow, as the sender of a packet: the client (the
+// initiator) or the server (the responder). It is the one encoding of
+// direction of the flow's state: it indexes the per-sender arrays of a
+// flow (dir, l2, pkts, bytes) and of its inspector.
+type side uint8
+
+const (
+	sideClient side = 0
+	sideServer side = 1
+)
+
+// other returns the opposite end.
+func (s side) other() side { return s ^ 1 }
+
+// sideOf returns the side of the sender of a packet that travels from the
+// key's a end when fromA.
+func (f *flow) sideOf(fromA bool) side {
+	if fromA == f.aIsClient {
+		return sideClient
+	}
+	return sideServer
+}
+
 // tcpState is the connection state the normaliser tracks (RFC 9293
 // section 3.3.2, reduced to what a middlebox sees).
 type tcpState uint8
@@ -163,6 +186,41 @@ type half struct {
 	synWS      uint8
 	synWin     uint16
 	synSeq     uint32
+}
+
+// open records this side's SYN (or SYN-ACK) p of frame: its initial
+// sequence number, window scale option (RFC 7323 section 2) and window.
+func (h *half) open(frame []byte, p *packet.Packet) {
+	h.hasISN, h.isn, h.nxt = true, p.Seq, p.Seq+1
+	h.wscale, h.sentWS = tcpWScale(frame, p)
+	h.win, h.lastWin = uint32(p.Window), p.Window
+}
+
+// advertise records the acknowledgement and window of a segment p this
+// side sent; scaled: both SYNs negotiated window scaling.
+func (h *half) advertise(p *packet.Packet, scaled bool) {
+	if !h.hasAck || seqGT(p.Ack, h.ack) {
+		h.hasAck, h.ack = true, p.Ack
+	}
+	h.lastWin = p.Window
+	h.win = uint32(p.Window)
+	if scaled {
+		h.win <<= min(h.wscale, 14)
+	}
+}
+
+// accepts reports whether data up to (not including) end fits the
+// window this side, as the receiver, last advertised.
+func (h *half) accepts(end uint32) bool {
+	return !h.hasAck || !seqGT(end, h.ack+max(h.win, 1))
+}
+
+// finish records this side's FIN after the byte before end.
+func (h *half) finish(end uint32) {
+	if !h.fin {
+		h.fin, h.finSeq = true, end
+		h.nxt = end + 1
+	}
 }
 
 // table is the bounded flow table: a map from key to slot over a fixed
