@@ -185,6 +185,19 @@
 // Engine.Expire once a second, so expired flows and their memory come
 // back without new traffic.
 //
+// A flow's lifecycle follows a receiving TCP stack, as the capture
+// reassembler (simulate/capture) does: a flow idle past its timeout is
+// over whether or not a sweep reclaimed it, and the next packet on its
+// addresses starts a new flow (fresh verdict, inspector and sequence
+// state); a half-closed connection (one FIN) lives as long as an open
+// one. A SYN on an open connection crosses without changing it: the
+// server answers with a challenge ACK (RFC 5961 section 4), the client
+// that rebooted resets at the acknowledged number and its next SYN is a
+// new flow; a server with no connection left answers with a SYN-ACK,
+// and the flow starts again from that SYN (EVASION.md). Offline replay of
+// captures merged out of time order also ends a flow whose clock runs
+// back (Config.ClockBack).
+//
 // # Admission under a SYN flood
 //
 // A half-open connection (SYN seen, handshake not complete) costs a slot

@@ -86,8 +86,8 @@ type Config struct {
 	// for OPC UA chunks (default 65536). Modbus and DNP3 PDUs are smaller.
 	MaxHold int
 
-	// Idle timeouts (defaults: established TCP 1h, handshake 30s, closed
-	// 10s, UDP 2m).
+	// Idle timeouts (defaults: established or half-closed TCP 1h,
+	// handshake 30s, closed by a RST or both FINs 10s, UDP 2m).
 	TCPIdle, TCPHandshake, TCPClosed, UDPIdle time.Duration
 	// EvictMinIdle: an established allowed flow is evicted to make room only
 	// when it has been idle this long (default 30s); otherwise the new flow
@@ -97,6 +97,14 @@ type Config struct {
 	// Now returns the current time (default time.Now); offline replay passes
 	// the capture time.
 	Now func() time.Time
+	// ClockBack is for offline replay of captures merged out of time
+	// order (zero, the default, for the live gateway): a packet stamped
+	// more than ClockBack before the last packet of its flow comes from
+	// another capture, so the flow is over and the packet starts a new
+	// one, as the capture reassembler (simulate/capture) does. One capture
+	// point's clock does not run backwards; the live gateway's wall clock
+	// may be stepped back (NTP), which must not end its flows.
+	ClockBack time.Duration
 	// OnVerdict, when set, is called for every verdict: each application
 	// PDU, each flow-level and L2 decision, and each frame the normaliser
 	// drops. The Decision and everything it points to are valid only during

@@ -46,6 +46,29 @@ const (
 	noSlot           = -1
 )
 
+// side is one end of a flow, as the sender of a packet: the client (the
+// initiator) or the server (the responder). It is the one encoding of
+// direction of the flow's state: it indexes the per-sender arrays of a
+// flow (dir, l2, pkts, bytes) and of its inspector.
+type side uint8
+
+const (
+	sideClient side = 0
+	sideServer side = 1
+)
+
+// other returns the opposite end.
+func (s side) other() side { return s ^ 1 }
+
+// sideOf returns the side of the sender of a packet that travels from the
+// key's a end when fromA.
+func (f *flow) sideOf(fromA bool) side {
+	if fromA == f.aIsClient {
+		return sideClient
+	}
+	return sideServer
+}
+
 // tcpState is the connection state the normaliser tracks (RFC 9293
 // section 3.3.2, reduced to what a middlebox sees).
 type tcpState uint8
@@ -154,6 +177,50 @@ type half struct {
 	blocked bool   // a `drop` verdict: no data at or after blockAt crosses
 	blockAt uint32 // first sequence number not forwarded
 	lastWin uint16 // raw window field of the last segment (for crafted replies)
+	// A SYN this (client) side sent on the open connection and that
+	// crossed (tcp.go, RFC 5961 section 4), kept until the server
+	// answers: a SYN-ACK acknowledging it means the server had no
+	// connection left, and the flow starts again from this SYN (reopen).
+	synPending bool
+	synSentWS  bool
+	synWS      uint8
+	synWin     uint16
+	synSeq     uint32
+}
+
+// open records this side's SYN (or SYN-ACK) p of frame: its initial
+// sequence number, window scale option (RFC 7323 section 2) and window.
+func (h *half) open(frame []byte, p *packet.Packet) {
+	h.hasISN, h.isn, h.nxt = true, p.Seq, p.Seq+1
+	h.wscale, h.sentWS = tcpWScale(frame, p)
+	h.win, h.lastWin = uint32(p.Window), p.Window
+}
+
+// advertise records the acknowledgement and window of a segment p this
+// side sent; scaled: both SYNs negotiated window scaling.
+func (h *half) advertise(p *packet.Packet, scaled bool) {
+	if !h.hasAck || seqGT(p.Ack, h.ack) {
+		h.hasAck, h.ack = true, p.Ack
+	}
+	h.lastWin = p.Window
+	h.win = uint32(p.Window)
+	if scaled {
+		h.win <<= min(h.wscale, 14)
+	}
+}
+
+// accepts reports whether data up to (not including) end fits the
+// window this side, as the receiver, last advertised.
+func (h *half) accepts(end uint32) bool {
+	return !h.hasAck || !seqGT(end, h.ack+max(h.win, 1))
+}
+
+// finish records this side's FIN after the byte before end.
+func (h *half) finish(end uint32) {
+	if !h.fin {
+		h.fin, h.finSeq = true, end
+		h.nxt = end + 1
+	}
 }
 
 // table is the bounded flow table: a map from key to slot over a fixed
@@ -256,6 +323,30 @@ func (t *table) release(i int32) *inspector {
 	t.free = i
 	t.used--
 	return insp
+}
+
+// over reports whether the flow of slot f has ended by time now, so
+// that the packet at now must start a new flow on its key, exactly as if
+// the flow had been swept: it has been idle past its timeout (a flow
+// whose timeout is not set yet has just been created), or, when
+// clockBack is positive (offline replay of merged captures, see
+// Config.ClockBack), its last packet is stamped more than clockBack
+// after now. Caller holds the table lock.
+func (f *flow) over(now, clockBack int64) bool {
+	return f.timeout > 0 && f.lastSeen+f.timeout <= now || clockBack > 0 && f.lastSeen-now > clockBack
+}
+
+// releaseOver releases slot i when its flow is over at now (see over) and
+// nobody holds it, handing its inspector to onFree, and reports whether it
+// did. Caller holds t.mu.
+func (t *table) releaseOver(i int32, now, clockBack int64, onFree func(*inspector)) bool {
+	f := &t.slots[i]
+	if !f.over(now, clockBack) || !f.mu.TryLock() {
+		return false
+	}
+	onFree(t.release(i))
+	f.mu.Unlock()
+	return true
 }
 
 // lockFlow returns the flow of key k locked, with its slot, or nil when

@@ -113,6 +113,10 @@ func (e *Engine) trackEcho(c *hctx, v rules.Verdict) {
 	t := e.tab
 	t.mu.Lock()
 	i, ok := t.m[k]
+	if ok && t.releaseOver(i, c.now, int64(e.cfg.ClockBack), e.putInspector) {
+		ok = false // expired: a new echo flow, as if swept
+		e.ctr.flowsExpired.Add(1)
+	}
 	var f *flow
 	if ok {
 		t.touch(i, c.now)

@@ -59,6 +59,13 @@ func (e *Engine) handleFlow(c *hctx) {
 	for range 2 {
 		t.mu.Lock()
 		i, ok := t.m[k]
+		if ok && t.releaseOver(i, c.now, int64(e.cfg.ClockBack), e.putInspector) {
+			// An expired flow is never reused: this packet starts a new
+			// one (fresh verdict, inspector and sequence state), as if
+			// the flow had been swept before it arrived.
+			ok = false
+			e.ctr.flowsExpired.Add(1)
+		}
 		var gen uint32
 		if ok {
 			t.touch(i, c.now)
@@ -77,7 +84,7 @@ func (e *Engine) handleFlow(c *hctx) {
 			f.mu.Unlock()
 			continue // recycled between the lookup and the lock
 		}
-		e.flowPacket(c, f, fromA == f.aIsClient)
+		e.flowPacket(c, f, f.sideOf(fromA))
 		e.settle(i, f)
 		f.mu.Unlock()
 		return
@@ -118,21 +125,31 @@ func (e *Engine) classOf(f *flow) (uint8, time.Duration) {
 		}
 		return classTransient, e.cfg.TCPIdle
 	case tcpClosing:
-		return classTransient, e.cfg.TCPHandshake
+		if f.dir[sideClient].fin && f.dir[sideServer].fin {
+			return classTransient, e.cfg.TCPClosed // both FINs: TIME_WAIT-like
+		}
+		// Half-closed: the other end may still send (RFC 9293 section
+		// 3.6), and a receiver keeps the connection at least as long as
+		// an open one (Linux: FIN_WAIT_2 after shutdown(SHUT_WR), and
+		// CLOSE_WAIT, until the application closes). Transient class: a
+		// full table evicts it first.
+		return classTransient, e.cfg.TCPIdle
 	case tcpClosed:
 		return classTransient, e.cfg.TCPClosed
 	}
 	return classTransient, e.cfg.TCPHandshake
 }
 
-// orient fills rf for a flow from src to dst of packet p (reverse: dst to src).
-func (e *Engine) orient(c *hctx, rf *rules.Flow, reverse bool) {
+// orient fills rf for the flow of packet p from its client to its server,
+// p's sender being side from (sideServer: rf runs from p's destination to
+// its source).
+func (e *Engine) orient(c *hctx, rf *rules.Flow, from side) {
 	p := &c.pkt
 	*rf = rules.Flow{EtherType: p.EtherType, Transport: p.Proto}
 	if p.NVLANs > 0 {
 		rf.VLAN = p.VLANs[p.NVLANs-1]
 	}
-	if !reverse {
+	if from == sideClient {
 		rf.InPort, rf.OutPort = e.ports[c.in], e.ports[c.in.Other()]
 		rf.SrcMAC, rf.DstMAC = p.SrcMAC, p.DstMAC
 		rf.Src, rf.Dst, rf.SrcPort, rf.DstPort = p.Src, p.Dst, p.SrcPort, p.DstPort
@@ -154,31 +171,31 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 		c.dec.Proto = "tcp"
 	}
 	rf := &c.rf
-	reverse := false
+	sender := sideClient // the side of the packet's sender in the new flow
 	var v rules.Verdict
 	switch {
 	case tcp && p.Flags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst|packet.TCPFin) == packet.TCPSyn:
-		e.orient(c, rf, false)
+		e.orient(c, rf, sideClient)
 		v = c.rs.EvaluateFlow(rf)
 	case tcp:
 		// Mid-stream: only a monitor-mode conduit (or policy) may adopt it.
-		e.orient(c, rf, false)
+		e.orient(c, rf, sideClient)
 		v = c.rs.EvaluateFlow(rf)
 		if v.Action == rules.Deny {
-			e.orient(c, rf, true)
+			e.orient(c, rf, sideServer)
 			if v2 := c.rs.EvaluateFlow(rf); v2.Action != rules.Deny {
-				v, reverse = v2, true
+				v, sender = v2, sideServer
 			} else {
-				e.orient(c, rf, false)
+				e.orient(c, rf, sideClient)
 			}
 		}
-		c.reversed = reverse
+		c.reversed = sender == sideServer
 		if v.Mode != rules.ModeMonitor || v.Action == rules.Deny || p.Flags&packet.TCPRst != 0 {
 			e.reportDrop(c, nil, DropNoFlow)
 			return true
 		}
 	default:
-		e.orient(c, rf, false)
+		e.orient(c, rf, sideClient)
 		v = c.rs.EvaluateFlow(rf)
 		if v.Action == rules.Deny || v.Inspect == protocols.ProtoNone || v.Inspect == protocols.ProtoDNP3 && dnp3FromOutstation(p.Payload) {
 			// A UDP flow is judged from its initiator. The one exception
@@ -196,12 +213,12 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 			// from an outstation (DIR clear, IEEE 1815-2012 clause
 			// 9.2.4.1.3): the master is the one the DIR bit names, not the
 			// first to speak.
-			e.orient(c, rf, true)
+			e.orient(c, rf, sideServer)
 			if v2 := c.rs.EvaluateFlow(rf); v2.Action == rules.Allow && v2.Inspect == protocols.ProtoDNP3 {
-				v, reverse = v2, true
+				v, sender = v2, sideServer
 				c.reversed = true
 			} else {
-				e.orient(c, rf, false)
+				e.orient(c, rf, sideClient)
 			}
 		}
 		if named := uninspectedUDP(rf.SrcPort, rf.DstPort); named != "" && v.Action != rules.Deny && v.Inspect == protocols.ProtoNone {
@@ -289,10 +306,9 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 		e.ctr.flowsExpired.Add(uint64(expired))
 	}
 	e.ctr.flowsCreated.Add(1)
-	srcIsClient := !reverse
-	e.initFlow(c, f, v, insp, fromA == srcIsClient, srcIsClient)
+	e.initFlow(c, f, v, insp, fromA == (sender == sideClient), sender)
 	if f.gen == gen {
-		e.flowPacket(c, f, srcIsClient)
+		e.flowPacket(c, f, sender)
 		e.settle(i, f)
 	}
 	f.mu.Unlock()
@@ -325,12 +341,13 @@ func (e *Engine) refuseHalfOpen(c *hctx, f *flow, v *rules.Verdict) {
 }
 
 // initFlow resets slot f for a new flow judged by v. Caller holds f.mu.
-func (e *Engine) initFlow(c *hctx, f *flow, v rules.Verdict, insp *inspector, aIsClient, srcIsClient bool) {
+// sender is the side of the current packet's sender.
+func (e *Engine) initFlow(c *hctx, f *flow, v rules.Verdict, insp *inspector, aIsClient bool, sender side) {
 	p := &c.pkt
 	f.id = e.flowID.Add(1)
 	f.aIsClient = aIsClient
 	f.clientPort = c.in
-	if !srcIsClient {
+	if sender == sideServer {
 		f.clientPort = c.in.Other()
 	}
 	f.rf = c.rf // oriented initiator to responder, with an empty match cache
@@ -369,18 +386,14 @@ func (e *Engine) initFlow(c *hctx, f *flow, v rules.Verdict, insp *inspector, aI
 }
 
 // flowPacket processes a packet of an existing flow. Caller holds f.mu.
-func (e *Engine) flowPacket(c *hctx, f *flow, fromClient bool) {
+// s is the side of the packet's sender.
+func (e *Engine) flowPacket(c *hctx, f *flow, s side) {
 	p := &c.pkt
 	if f.bypassed {
-		e.bypassResync(c, f, fromClient)
+		e.bypassResync(c, f, s == sideClient)
 	}
-	if fromClient {
-		f.pkts[0]++
-		f.bytes[0] += uint64(len(c.frame))
-	} else {
-		f.pkts[1]++
-		f.bytes[1] += uint64(len(c.frame))
-	}
+	f.pkts[s]++
+	f.bytes[s] += uint64(len(c.frame))
 	c.dec.Proto = "udp"
 	if f.rf.Transport == rules.TransportTCP {
 		c.dec.Proto = "tcp"
@@ -392,12 +405,12 @@ func (e *Engine) flowPacket(c *hctx, f *flow, fromClient bool) {
 		return
 	}
 	if f.rf.Transport == rules.TransportUDP {
-		e.udp(c, f, fromClient)
+		e.udp(c, f, s)
 		return
 	}
-	if (f.state == tcpClosed || (f.state == tcpClosing && f.dir[0].fin && f.dir[1].fin)) && fromClient && p.Flags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst|packet.TCPFin) == packet.TCPSyn {
+	if (f.state == tcpClosed || (f.state == tcpClosing && f.dir[sideClient].fin && f.dir[sideServer].fin)) && s == sideClient && p.Flags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst|packet.TCPFin) == packet.TCPSyn {
 		// A new connection on the same ports: judge it afresh.
-		e.orient(c, &c.rf, false)
+		e.orient(c, &c.rf, sideClient)
 		v := c.rs.EvaluateFlow(&c.rf)
 		if v.Action == rules.Deny {
 			e.ctr.flowDenied.Add(1)
@@ -419,10 +432,43 @@ func (e *Engine) flowPacket(c *hctx, f *flow, fromClient bool) {
 		e.putInspector(f.insp)
 		f.insp = nil
 		_, fromA := keyOf(p)
-		e.initFlow(c, f, v, nil, fromA, true)
-		f.pkts[0], f.bytes[0] = 1, uint64(len(c.frame)) // this SYN, counted before the reset
+		e.initFlow(c, f, v, nil, fromA, sideClient)
+		f.pkts[sideClient], f.bytes[sideClient] = 1, uint64(len(c.frame)) // this SYN, counted before the reset
 	}
-	e.tcp(c, f, fromClient)
+	e.tcp(c, f, s)
+}
+
+// reopen starts f again as a new connection from the SYN its client sent
+// on the open connection, which the server has just accepted with the
+// current SYN-ACK (acknowledging that SYN): the server had no connection
+// left on these ports, so the old one is over for both ends, as after a
+// RST. The new connection is judged afresh and gets new sequence state;
+// its inspector is taken when the handshake completes. It reports
+// whether the SYN-ACK may proceed (as that of a connection in SYN-SENT).
+// Caller holds f.mu.
+func (e *Engine) reopen(c *hctx, f *flow) bool {
+	syn := f.dir[sideClient]
+	e.orient(c, &c.rf, sideServer)
+	c.reversed = true // flow-level decisions name the client as Src
+	v := c.rs.EvaluateFlow(&c.rf)
+	if v.Action == rules.Deny {
+		e.ctr.flowDenied.Add(1)
+		c.drop = DropFlowDenied
+		e.report(c, f, v, FrameDrop)
+		e.ctr.drop(DropFlowDenied)
+		return false
+	}
+	e.putInspector(f.insp)
+	f.insp = nil
+	e.initFlow(c, f, v, nil, f.aIsClient, sideServer)
+	c.reversed = false
+	h := &f.dir[sideClient]
+	h.hasISN, h.isn, h.nxt = true, syn.synSeq, syn.synSeq+1
+	h.wscale, h.sentWS = syn.synWS, syn.synSentWS
+	h.win, h.lastWin = uint32(syn.synWin), syn.synWin
+	f.state = tcpSynSent
+	f.pkts[sideServer], f.bytes[sideServer] = 1, uint64(len(c.frame)) // this SYN-ACK, counted before the reset
+	return true
 }
 
 // revalidate re-judges f after a ruleset swap: the flow keeps its state;
@@ -467,12 +513,12 @@ func (e *Engine) revalidate(c *hctx, f *flow) bool {
 	f.verdict = v
 	c.drop = DropFlowDenied
 	act := FrameDrop
-	if f.rf.Transport == rules.TransportTCP && f.state != tcpClosed && v.DenyAction != rules.ActionDrop {
-		act = FrameInject
-		e.sendResets(c, f, f.sent(0), f.sent(1), 0)
-	}
 	if f.rf.Transport == rules.TransportTCP {
-		f.state = tcpClosed
+		if f.state != tcpClosed && v.DenyAction != rules.ActionDrop {
+			act = FrameInject
+			e.reset(c, f, f.sent(sideClient), f.sent(sideServer), 0)
+		}
+		f.state = tcpClosed // a `drop` deny closes it without resets
 	}
 	e.ctr.flowDenied.Add(1)
 	e.report(c, f, v, act)
@@ -481,11 +527,9 @@ func (e *Engine) revalidate(c *hctx, f *flow) bool {
 }
 
 // udp forwards a datagram of an allowed flow, inspecting DNP3 datagrams.
-func (e *Engine) udp(c *hctx, f *flow, fromClient bool) {
+func (e *Engine) udp(c *hctx, f *flow, s side) {
 	p := &c.pkt
-	s := 0
-	if !fromClient {
-		s = 1
+	if s == sideServer {
 		f.answered = true
 	}
 	if f.l2[s].n == 0 {
@@ -495,20 +539,20 @@ func (e *Engine) udp(c *hctx, f *flow, fromClient bool) {
 		e.reportDrop(c, f, DropFlowDenied)
 		return
 	}
-	if s == 1 {
+	if s == sideServer {
 		e.offerBypass(c, f)
 	}
 	if f.insp == nil || len(p.Payload) == 0 {
 		e.forward(c, c.frame)
 		return
 	}
-	e.feed(c, f, s, p.Payload, true)
+	e.feed(c, f, int(s), p.Payload, true)
 	if !c.denied {
 		e.forward(c, c.frame)
 		return
 	}
 	e.ctr.drop(DropPDUDenied)
-	if c.deny.DenyAction == rules.ActionReply && c.replyLen > 0 && s == 0 {
+	if c.deny.DenyAction == rules.ActionReply && c.replyLen > 0 && s == sideClient {
 		cli, srv := f.endpoints()
 		if e.sendRaw(c, f.clientPort, srv.addr, cli.addr, srv.port, cli.port, 0, 0, 0, c.reply[:c.replyLen], true) {
 			e.ctr.replies.Add(1)
@@ -520,7 +564,7 @@ func (e *Engine) udp(c *hctx, f *flow, fromClient bool) {
 // that crossed, the receiver's next expected one: the bytes of an
 // incomplete PDU held by the engine, and those after a `drop` verdict's
 // block point, have not crossed.
-func (f *flow) sent(s int) uint32 {
+func (f *flow) sent(s side) uint32 {
 	h := &f.dir[s]
 	n := h.nxt
 	if f.insp != nil {
@@ -551,13 +595,9 @@ func (f *flow) endpoints() (cli, srv addrPort) {
 // tcp is the normaliser: it tracks both directions from the handshake,
 // forwards in order, checks windows and retransmissions and hands new
 // in-order bytes of inspected flows to the parsers. Caller holds f.mu.
-func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
+func (e *Engine) tcp(c *hctx, f *flow, s side) {
 	p := &c.pkt
-	s := 0
-	if !fromClient {
-		s = 1
-	}
-	h, o := &f.dir[s], &f.dir[1-s]
+	h, o := &f.dir[s], &f.dir[s.other()]
 	fl := p.Flags
 	if f.l2[s].n == 0 {
 		f.l2[s].set(c.frame, p.L3Off)
@@ -618,14 +658,12 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 		e.forward(c, c.frame)
 		return
 	case fl&packet.TCPSyn != 0 && fl&packet.TCPAck == 0:
-		if !fromClient {
+		if s != sideClient {
 			bad(DropBadTCP)
 			return
 		}
 		if f.state == tcpNone || (f.state == tcpSynSent && p.Seq == h.isn) {
-			h.hasISN, h.isn, h.nxt = true, p.Seq, p.Seq+1
-			h.wscale, h.sentWS = tcpWScale(c.frame, p)
-			h.win, h.lastWin = uint32(p.Window), p.Window
+			h.open(c.frame, p)
 			f.state = tcpSynSent
 			if len(p.Payload) != 0 {
 				bad(DropBadTCP) // data on SYN (TCP Fast Open) is never inspected: refuse it
@@ -634,18 +672,38 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 			e.forward(c, c.frame)
 			return
 		}
+		if (f.state == tcpEstablished || f.state == tcpClosing) && len(p.Payload) == 0 {
+			// A SYN on a synchronised connection, in the window or not:
+			// typically a client that rebooted and reconnects from the
+			// same port. A Linux receiver answers it with a challenge ACK
+			// and keeps the connection (RFC 5961 section 4); the client
+			// answers that ACK with a RST at the receiver's next sequence
+			// number, which closes the connection here as there, and its
+			// next SYN opens a new flow (SYN after close). The SYN crosses
+			// and changes nothing, so that this recovery happens instead
+			// of a lock-out until the idle timeout; a blind SYN earns the
+			// sender a challenge ACK, never a reset of the connection.
+			// Should the server have no connection left (it rebooted
+			// too, or dropped it without a RST that crossed here), it
+			// answers with a SYN-ACK instead: see reopen.
+			h.synPending, h.synSeq, h.synWin = true, p.Seq, p.Window
+			h.synWS, h.synSentWS = tcpWScale(c.frame, p)
+			e.forward(c, c.frame)
+			return
+		}
 		bad(DropBadTCP)
 		return
 	case fl&packet.TCPSyn != 0:
-		if fromClient || len(p.Payload) != 0 {
+		if s == sideClient || len(p.Payload) != 0 {
 			bad(DropBadTCP)
 			return
 		}
+		if (f.state == tcpEstablished || f.state == tcpClosing) && o.synPending && p.Ack == o.synSeq+1 && c.in != f.clientPort && !e.reopen(c, f) {
+			return
+		}
 		if (f.state == tcpSynSent || f.state == tcpSynReceived) && p.Ack == o.nxt && (!h.hasISN || p.Seq == h.isn) {
-			h.hasISN, h.isn, h.nxt = true, p.Seq, p.Seq+1
-			h.wscale, h.sentWS = tcpWScale(c.frame, p)
+			h.open(c.frame, p)
 			h.hasAck, h.ack = true, p.Ack
-			h.win, h.lastWin = uint32(p.Window), p.Window
 			f.wscaleBoth = h.sentWS && o.sentWS
 			f.state = tcpSynReceived
 			e.forward(c, c.frame)
@@ -655,6 +713,11 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 		return
 	}
 	// ACK is set from here on.
+	// A segment of the open connection from either end after the
+	// client's SYN on it (the server's challenge ACK, the client still
+	// using it) shows the connection alive: a SYN-ACK for that SYN, from
+	// whoever forged it, no longer reopens the flow.
+	f.dir[sideClient].synPending = false
 	if f.state == tcpSynSent && !lenient {
 		e.reportDrop(c, f, DropBadTCP)
 		return
@@ -669,19 +732,12 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 		e.reportDrop(c, f, DropOutOfWindow) // acknowledges bytes never sent
 		return
 	}
-	if f.state == tcpSynReceived && fromClient && p.Ack == o.nxt {
+	if f.state == tcpSynReceived && s == sideClient && p.Ack == o.nxt {
 		f.state = tcpEstablished
 		e.attachInspector(c, f) // on failure, retried at the first payload
 		e.offerBypass(c, f)
 	}
-	if !h.hasAck || seqGT(p.Ack, h.ack) {
-		h.hasAck, h.ack = true, p.Ack
-	}
-	h.lastWin = p.Window
-	h.win = uint32(p.Window)
-	if f.wscaleBoth {
-		h.win <<= min(h.wscale, 14)
-	}
+	h.advertise(p, f.wscaleBoth)
 	payload := p.Payload
 	end := p.Seq + uint32(len(payload))
 	if len(payload) > 0 && f.insp == nil && f.inspect != protocols.ProtoNone && !e.attachInspector(c, f) {
@@ -691,7 +747,7 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 		return
 	}
 	if len(payload) > 0 && !lenient {
-		if o.hasAck && seqGT(end, o.ack+max(o.win, 1)) {
+		if !o.accepts(end) {
 			e.reportDrop(c, f, DropOutOfWindow)
 			return
 		}
@@ -744,7 +800,7 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 		}
 	}
 	if gap {
-		e.gap(f, s)
+		e.gap(f, int(s))
 	}
 	newData := payload[overlap:]
 	newSeq := p.Seq + uint32(overlap)
@@ -753,7 +809,7 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 		copy(c.held[:pre], st.hold[:pre])
 	}
 	if len(newData) > 0 {
-		e.feed(c, f, s, newData, false)
+		e.feed(c, f, int(s), newData, false)
 		n := len(newData)
 		if c.denied {
 			n = c.denyStart
@@ -788,7 +844,7 @@ func (e *Engine) tcp(c *hctx, f *flow, fromClient bool) {
 // complete and allowed; else the segment's bytes up to the PDU held at
 // its end; else a pure acknowledgement, so that the receiver still
 // learns of the sender's ACK and window. Caller holds f.mu.
-func (e *Engine) holdSegment(c *hctx, f *flow, h *half, s int, newSeq uint32, pre, overlap, newLen int) {
+func (e *Engine) holdSegment(c *hctx, f *flow, h *half, s side, newSeq uint32, pre, overlap, newLen int) {
 	p := &c.pkt
 	fwdEnd := newLen
 	switch {
@@ -904,11 +960,9 @@ func (e *Engine) sendHeld(c *hctx, seq uint32, b []byte) {
 	}
 }
 
+// fin records the FIN of side h after the byte before end.
 func (e *Engine) fin(f *flow, h *half, end uint32) {
-	if !h.fin {
-		h.fin, h.finSeq = true, end
-		h.nxt = end + 1
-	}
+	h.finish(end)
 	if f.state != tcpClosed {
 		f.state = tcpClosing
 	}
@@ -918,7 +972,7 @@ func (e *Engine) fin(f *flow, h *half, end uint32) {
 // may cross of it was forwarded. stop is the first sequence number of s
 // the receiver will not get, newSeq that of the segment's first new byte.
 // Caller holds f.mu.
-func (e *Engine) act(c *hctx, f *flow, s int, stop, newSeq uint32) {
+func (e *Engine) act(c *hctx, f *flow, s side, stop, newSeq uint32) {
 	e.ctr.drop(DropPDUDenied)
 	h := &f.dir[s]
 	switch c.deny.DenyAction {
@@ -931,24 +985,19 @@ func (e *Engine) act(c *hctx, f *flow, s int, stop, newSeq uint32) {
 		}
 		return
 	case rules.ActionReply:
-		if s == 0 && c.replyLen > 0 {
-			srv := &f.dir[1]
+		if s == sideClient && c.replyLen > 0 {
 			ack := newSeq + uint32(c.denyEnd)
-			if e.sendSeg(c, f, false, f.sent(1), ack, packet.TCPPsh|packet.TCPAck, c.reply[:c.replyLen]) {
+			if e.sendSeg(c, f, sideServer, f.sent(sideServer), ack, packet.TCPPsh|packet.TCPAck, c.reply[:c.replyLen]) {
 				e.ctr.replies.Add(1)
-				e.sendResets(c, f, stop, f.sent(1)+uint32(c.replyLen), ack)
-				srv.nxt += uint32(c.replyLen)
-				f.state = tcpClosed
+				e.reset(c, f, stop, f.sent(sideServer)+uint32(c.replyLen), ack)
+				f.dir[sideServer].nxt += uint32(c.replyLen)
 				return
 			}
 		}
 	}
-	if s == 0 {
-		e.sendResets(c, f, stop, f.sent(1), 0)
-	} else {
-		e.sendResets(c, f, f.sent(0), stop, 0)
-	}
-	f.state = tcpClosed
+	seq := [2]uint32{f.sent(sideClient), f.sent(sideServer)}
+	seq[s] = stop
+	e.reset(c, f, seq[sideClient], seq[sideServer], 0)
 }
 
 // evasion handles an evasion attempt named name: EvasionTCPOverlap (a
@@ -976,8 +1025,7 @@ func (e *Engine) evasion(c *hctx, f *flow, name string, reset bool) {
 		e.ctr.drop(DropEvasion)
 	}
 	if act == FrameInject {
-		e.sendResets(c, f, f.sent(0), f.sent(1), 0)
-		f.state = tcpClosed
+		e.reset(c, f, f.sent(sideClient), f.sent(sideServer), 0)
 	}
 	d.In, d.Action, d.Drop, d.HasVerdict, d.Verdict = c.in, act, c.drop, true, v
 	d.Src, d.Dst, d.FlowID = c.pkt.SrcAddrPort(), c.pkt.DstAddrPort(), f.id
@@ -990,6 +1038,14 @@ func (e *Engine) evasion(c *hctx, f *flow, name string, reset bool) {
 	}
 }
 
+// reset ends TCP flow f: RST|ACK to both ends (sendResets), and the flow
+// is closed. It is the one way the engine cuts a connection (a deny, an
+// evasion, a revoked flow). Caller holds f.mu.
+func (e *Engine) reset(c *hctx, f *flow, cliSeq, srvSeq, cliAck uint32) {
+	e.sendResets(c, f, cliSeq, srvSeq, cliAck)
+	f.state = tcpClosed
+}
+
 // sendResets sends RST|ACK to both ends: to the responder with the
 // initiator's next sequence number it expects (cliSeq) and to the
 // initiator with the responder's (srvSeq), so that each receiver finds the
@@ -999,27 +1055,27 @@ func (e *Engine) sendResets(c *hctx, f *flow, cliSeq, srvSeq, cliAck uint32) {
 	if cliAck == 0 {
 		cliAck = cliSeq
 	}
-	e.sendSeg(c, f, true, cliSeq, srvSeq, packet.TCPRst|packet.TCPAck, nil)
-	e.sendSeg(c, f, false, srvSeq, cliAck, packet.TCPRst|packet.TCPAck, nil)
+	e.sendSeg(c, f, sideClient, cliSeq, srvSeq, packet.TCPRst|packet.TCPAck, nil)
+	e.sendSeg(c, f, sideServer, srvSeq, cliAck, packet.TCPRst|packet.TCPAck, nil)
 	e.ctr.resets.Add(1)
 }
 
-// sendSeg crafts a segment as if sent by the initiator (fromClient) or the
-// responder, towards the other end, with the sender's link header.
-func (e *Engine) sendSeg(c *hctx, f *flow, fromClient bool, seq, ack uint32, flags uint8, payload []byte) bool {
+// sendSeg crafts a segment as if sent by side s, towards the other end,
+// with the sender's link header.
+func (e *Engine) sendSeg(c *hctx, f *flow, s side, seq, ack uint32, flags uint8, payload []byte) bool {
 	cli, srv := f.endpoints()
-	s, out := 0, f.clientPort.Other()
+	out := f.clientPort.Other()
 	src, dst := cli, srv
-	if !fromClient {
-		s, out = 1, f.clientPort
+	if s == sideServer {
+		out = f.clientPort
 		src, dst = srv, cli
 	}
 	tmpl := &f.l2[s]
 	var l2 [maxL2Hdr]byte
 	n := int(tmpl.n)
 	copy(l2[:], tmpl.b[:n])
-	if n == 0 && f.l2[1-s].n != 0 {
-		o := &f.l2[1-s]
+	if n == 0 && f.l2[s.other()].n != 0 {
+		o := &f.l2[s.other()]
 		n = int(o.n)
 		copy(l2[:], o.b[:n])
 		if e.cfg.Link == packet.LinkEthernet && n >= 12 {

@@ -249,6 +249,14 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	return r.rep, nil
 }
 
+// clockBack is how far back in time a frame may be stamped, against the
+// last frame of its connection, and still belong to it (frames of two
+// interfaces of one capture may be written slightly out of order); past
+// it the frame is another capture's (files merged out of time order) and
+// starts a new flow (gateway.Config.ClockBack), as the capture
+// reassembler starts a new stream (simulate/capture).
+const clockBack = 2 * time.Second
+
 // newEngines builds the enforcing engine and, with Options.WhatIf, the
 // shadow (the same rules, every conduit in monitor mode). Their hooks run
 // only once frames are fed.
@@ -259,6 +267,7 @@ func (r *runner) newEngines(rs *rules.Ruleset) (eng, shadow *gateway.Engine, err
 		Sink:      r.opts.Sink,
 		Logger:    r.opts.Logger,
 		Now:       func() time.Time { return r.now },
+		ClockBack: clockBack,
 		OnVerdict: r.onVerdict,
 	})
 	if err != nil || !r.opts.WhatIf {
@@ -269,6 +278,7 @@ func (r *runner) newEngines(rs *rules.Ruleset) (eng, shadow *gateway.Engine, err
 		Rules:     func() *rules.Ruleset { return mon },
 		MaxFlows:  r.opts.MaxFlows,
 		Now:       func() time.Time { return r.sp.now },
+		ClockBack: clockBack,
 		OnVerdict: r.onShadow,
 	})
 	return eng, shadow, err

@@ -308,6 +308,34 @@ type mtrack struct {
 	// first ACK-bearing frame, the fallback pickup when the client never sends data
 	fb    *pickup
 	fbRef frameRef
+	// The connection's end, for over: time of its last frame, a RST seen,
+	// a FIN seen from each end (by flowKey side).
+	last time.Time
+	rst  bool
+	fin  [2]bool
+}
+
+// Idle times after which the engine has forgotten a connection
+// (gateway.Config defaults): open, and closed by a RST or both FINs.
+const (
+	tcpIdle   = time.Hour
+	tcpClosed = 10 * time.Second
+)
+
+// over reports whether TCP packet p at time at starts a new connection on
+// the addresses of t, as the engine starts a new flow: t's connection is
+// idle past the engine's timeout, at's clock runs back past clockBack
+// (another capture), or p is a SYN after t's connection closed.
+func (t *mtrack) over(p *packet.Packet, at time.Time) bool {
+	idle := at.Sub(t.last)
+	closed := t.rst || t.fin[0] && t.fin[1]
+	switch {
+	case idle < -clockBack:
+		return true
+	case closed && (idle > tcpClosed || p.Flags&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn):
+		return true
+	}
+	return idle > tcpIdle
 }
 
 // serverPorts returns the ports a policy names for servers, to tell the
@@ -402,12 +430,27 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 		k, fromA := keyOf(&p)
 		ref := frameRef{f.file, f.index}
 		t := tr[k]
+		if t != nil && t.over(&p, f.time) {
+			// Another connection on the same addresses: it is picked up
+			// (or not) on its own, as the engine starts a new flow.
+			t.fallback(ms)
+			t = nil
+		}
 		if t == nil {
 			t = &mtrack{id: int32(len(ms.ends))}
 			tr[k] = t
 			ms.ends = append(ms.ends, k)
 		}
 		ms.segs = append(ms.segs, segOf(ref, &p, t.id, fromA))
+		t.last = f.time
+		switch {
+		case p.Flags&packet.TCPRst != 0:
+			t.rst = true
+		case p.Flags&packet.TCPFin != 0 && fromA:
+			t.fin[0] = true
+		case p.Flags&packet.TCPFin != 0:
+			t.fin[1] = true
+		}
 		if !t.seen {
 			t.seen = true
 			if p.Flags&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn {
@@ -463,14 +506,19 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 		return nil, err
 	}
 	for _, t := range tr {
-		if t.mid && !t.decided && t.fb != nil {
-			// The client never sent data: pick up at the first segment
-			// that carried an acknowledgement. Frames before it (without
-			// ACK) stay as they are; t.frames holds only later ones.
-			ms.at[t.fbRef] = t.fb
-		}
+		t.fallback(ms)
 	}
 	return ms, nil
+}
+
+// fallback picks up t's connection, joined mid-stream and whose client
+// never sent data, at its first segment that carried an acknowledgement.
+// Frames before it (without ACK) stay as they are; t.frames holds only
+// later ones.
+func (t *mtrack) fallback(ms *midstream) {
+	if t.mid && !t.decided && t.fb != nil {
+		ms.at[t.fbRef] = t.fb
+	}
 }
 
 // handshake crafts SYN, SYN-ACK, ACK for a picked-up connection, with the
