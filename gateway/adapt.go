@@ -184,9 +184,9 @@ func opcuaPDU(p *rules.PDU, m *opcua.Message, dir protocols.Dir, service uint32,
 		p.Anomaly = m.Anomaly.String()
 	}
 	u := &p.OPCUA
-	u.MsgType = uint8(m.Type) // the two enumerations share the order HEL ACK ERR RHE OPN MSG CLO
+	u.MsgType = m.Type
 	u.SecurityPolicy = m.Policy.String()
-	u.SecurityMode = uint8(mode)
+	u.SecurityMode = mode
 	u.ServiceID = service
 	if m.Anomaly != opcua.AnomalyNone && !m.HasTypeID {
 		// The chunk's own type id was not read (an interleaved chunk cut
@@ -197,10 +197,7 @@ func opcuaPDU(p *rules.PDU, m *opcua.Message, dir protocols.Dir, service uint32,
 	}
 	u.PairedRequest = false
 	n := min(m.NumNodes, rules.MaxNodes)
-	for i := range n {
-		src := &m.Nodes[i]
-		u.Nodes[i] = rules.NodeID{Namespace: src.Namespace, Kind: rules.NodeIDKind(src.Type), Numeric: src.Numeric, ID: src.Bytes}
-	}
+	copy(u.Nodes[:n], m.Nodes[:n])
 	u.NNodes = uint8(n)
 	// Any anomaly may have cut the decoding of the node list short (a
 	// message over the negotiated size is not buffered at all, a

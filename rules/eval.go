@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/opcua"
 )
 
 // maxSide bounds the endpoints one address can match: an asset by IP, an
@@ -474,15 +475,11 @@ func (d *cdnp3) eval(dir protocols.Dir, p *DNP3, auth *dnp3Auth, pairTol bool) R
 
 // ---- OPC UA ----
 
-func nodeEqual(a, b *NodeID) bool {
-	return a.Namespace == b.Namespace && a.Kind == b.Kind && a.Numeric == b.Numeric && string(a.ID) == string(b.ID)
-}
-
 func (u *copcua) eval(dir protocols.Dir, p *OPCUA) Reason {
 	switch p.MsgType {
-	case MsgHEL, MsgACK, MsgERR, MsgRHE, MsgCLO:
+	case opcua.TypeHEL, opcua.TypeACK, opcua.TypeERR, opcua.TypeRHE, opcua.TypeCLO:
 		return ReasonAllowed
-	case MsgOPN, MsgMSG:
+	case opcua.TypeOPN, opcua.TypeMSG:
 	default:
 		return ReasonServiceNotAllowed
 	}
@@ -496,10 +493,10 @@ func (u *copcua) eval(dir protocols.Dir, p *OPCUA) Reason {
 	// started, or a capture that begins mid-stream) has an unknown mode:
 	// judged by what can be known, it meets a minimum of None (the
 	// default) and no higher one.
-	if mode := max(p.SecurityMode, SecurityModeNone); mode < u.minMode {
+	if mode := max(p.SecurityMode, opcua.ModeNone); mode < u.minMode {
 		return ReasonSecurityModeTooLow
 	}
-	if p.MsgType == MsgOPN {
+	if p.MsgType == opcua.TypeOPN {
 		if len(u.policies) > 0 && !tolerated(u.policies, p.SecurityPolicy) {
 			return ReasonSecurityPolicyNotAllowed
 		}
@@ -508,7 +505,7 @@ func (u *copcua) eval(dir protocols.Dir, p *OPCUA) Reason {
 	if p.ServiceID == 0 {
 		// SignAndEncrypt bodies are opaque (DESIGN.md): only the headers and
 		// the channel's mode, checked above and at OPN, can be judged.
-		if p.SecurityMode == SecurityModeSignAndEncrypt {
+		if p.SecurityMode == opcua.ModeSignAndEncrypt {
 			return ReasonAllowed
 		}
 		return ReasonServiceNotAllowed
@@ -527,7 +524,7 @@ func (u *copcua) eval(dir protocols.Dir, p *OPCUA) Reason {
 		for j := range p.Nodes[:min(int(p.NNodes), MaxNodes)] {
 			ok := false
 			for k := range e.nodes {
-				if nodeEqual(&e.nodes[k], &p.Nodes[j]) {
+				if e.nodes[k].Equal(p.Nodes[j]) {
 					ok = true
 					break
 				}
