@@ -513,13 +513,7 @@ func (e *Engine) growHold(st *istream, n int) bool {
 func (e *Engine) malformed(c *hctx, f *flow, s int, ss protocols.Session, anomaly string, start, end int) bool {
 	c.dec.Session = ss
 	pdu := &c.pdu
-	resetPDU(pdu, f.inspect, dirOf(s))
-	pdu.Anomaly = anomaly
-	// Nothing of a previous PDU may leak into this judgement: unframeable
-	// bytes have no unit, function or address of their own.
-	pdu.Modbus = rules.Modbus{}
-	pdu.DNP3 = rules.DNP3{}
-	pdu.OPCUA = rules.OPCUA{}
+	pdu.Malformed(f.inspect, dirOf(s), anomaly)
 	// The ruleset decides monitor (alert) or enforce (deny) and names the
 	// conduit; the reason is always the framing anomaly, whatever field
 	// check the empty PDU happened to fail first.
@@ -593,8 +587,11 @@ func (e *Engine) judge(c *hctx, f *flow, s int, b []byte, start, end int) bool {
 		return e.malformed(c, f, s, ss, ss.Anomaly(), start, end)
 	}
 	pdu := &c.pdu
-	adaptPDU(pdu, ss)
 	adaptDecision(&c.dec, ss)
+	if !pdu.Set(ss) {
+		// A unit rules cannot read (no protocol of theirs): refused.
+		return e.malformed(c, f, s, ss, ss.Anomaly(), start, end)
+	}
 	c.dec.PDU = pdu
 	v := c.rs.Evaluate(&f.rf, pdu)
 	if a := c.dec.Modbus; a != nil && v.Action != rules.Allow && v.Reason == rules.ReasonMalformed && a.Anomaly == modbus.AnomalyUnknownFunction {
@@ -612,6 +609,21 @@ func (e *Engine) judge(c *hctx, f *flow, s int, b []byte, start, end int) bool {
 		}
 	}
 	return ok
+}
+
+// adaptDecision points d at the session (whose Fields render the report's
+// fields) and at the parser structs of its last unit (rate detectors and
+// native replies read them).
+func adaptDecision(d *Decision, ss protocols.Session) {
+	d.Session = ss
+	switch ss := ss.(type) {
+	case *modbus.Session:
+		d.Modbus = ss.ADU()
+	case *dnp3.Session:
+		d.DNP3Link, d.DNP3 = ss.LinkFrame(), ss.Fragment()
+	case *opcua.Session:
+		d.OPCUA = ss.Message()
+	}
 }
 
 // nativeReply writes into c.reply the protocol's own answer to a request
