@@ -594,9 +594,6 @@ func (e *Engine) judge(c *hctx, f *flow, s int, b []byte, start, end int) bool {
 	}
 	c.dec.PDU = pdu
 	v := c.rs.Evaluate(&f.rf, pdu)
-	if a := c.dec.Modbus; a != nil && v.Action != rules.Allow && v.Reason == rules.ReasonMalformed && a.Anomaly == modbus.AnomalyUnknownFunction {
-		v = e.unknownFunction(c, f, v)
-	}
 	canReply := v.Action == rules.Deny && v.DenyAction == rules.ActionReply && pdu.Dir == protocols.Request && e.nativeReply(c, ss, v)
 	ok := e.verdict(c, f, s, v, start, end, canReply)
 	ss.Commit(ok, ok && v.Action == rules.Allow)
@@ -659,27 +656,6 @@ func (e *Engine) nativeReply(c *hctx, ss protocols.Session, v rules.Verdict) boo
 		}
 	}
 	return false
-}
-
-// unknownFunction re-judges a Modbus PDU refused only because its
-// function code is neither public nor user-defined (Modbus Application
-// Protocol v1.1b3 section 5, e.g. FC 91; FC 90, Schneider UMAS, is decoded). Such a PDU is
-// well framed; what the policy refuses is the function, so the verdict
-// becomes function_not_allowed when the PDU without the anomaly would be
-// refused for its function. A policy that tolerates unknown_function never
-// gets here (Evaluate judged the function already); one that lists the
-// code in an allowlist without tolerating the anomaly keeps the malformed
-// verdict.
-func (e *Engine) unknownFunction(c *hctx, f *flow, v rules.Verdict) rules.Verdict {
-	pdu := &c.pdu
-	an := pdu.Anomaly
-	pdu.Anomaly = ""
-	v2 := c.rs.Evaluate(&f.rf, pdu)
-	pdu.Anomaly = an
-	if v2.Action != rules.Allow && v2.Reason == rules.ReasonFunctionNotAllowed {
-		return v2
-	}
-	return v
 }
 
 // modbusExceptionFor picks the exception code that fits a deny reason

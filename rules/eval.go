@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/protocols/opcua"
 )
 
@@ -214,15 +215,43 @@ func (rs *Ruleset) EvaluateFlow(f *Flow) Verdict {
 // rule that allows decides. Otherwise the first such rule's reason decides
 // (deny, or alert in monitor mode); with no such rule the first conduit
 // denies with protocol_not_allowed, and with no conduit the policy's
-// defaults deny with no_conduit. It allocates nothing; it updates the
-// flow's match cache and, for DNP3 PDUs it does not deny, the flow's
-// Secure Authentication state (see Flow and the package documentation).
+// defaults deny with no_conduit. A Modbus function code that is neither
+// public nor user-defined is refused as function_not_allowed when no
+// allowlist names it (see unknownFunction). It allocates nothing; it
+// updates the flow's match cache and, for DNP3 PDUs it does not deny, the
+// flow's Secure Authentication state (see Flow and the package
+// documentation).
 func (rs *Ruleset) Evaluate(f *Flow, p *PDU) Verdict {
 	v := rs.evaluate(f, p)
+	if v.Action != Allow && v.Reason == ReasonMalformed && p.Proto == protocols.ProtoModbus && p.Anomaly == anomalyUnknownFunction {
+		v = rs.unknownFunction(f, p, v)
+	}
 	if v.Action != Deny && p.Proto == protocols.ProtoDNP3 {
 		// The PDU crosses (allowed, or alerted in monitor mode): record it
 		// in the association's Secure Authentication state.
 		f.auth.advance(p.Dir, &p.DNP3)
+	}
+	return v
+}
+
+// anomalyUnknownFunction is the Modbus anomaly of a function code that is
+// neither public nor user-defined.
+var anomalyUnknownFunction = modbus.AnomalyUnknownFunction.String()
+
+// unknownFunction re-judges a Modbus PDU refused only because its function
+// code is neither public nor user-defined (Modbus Application Protocol
+// v1.1b3 section 5, e.g. FC 91; FC 90, Schneider UMAS, is decoded). Such a
+// PDU is well framed; what the policy refuses is the function, so the
+// verdict becomes function_not_allowed when the PDU without the anomaly
+// would be refused for its function. A policy that tolerates
+// unknown_function never gets here (the function was judged already); one
+// that lists the code in an allowlist without tolerating the anomaly keeps
+// the malformed verdict. p is not changed (the copy stays on the stack).
+func (rs *Ruleset) unknownFunction(f *Flow, p *PDU, v Verdict) Verdict {
+	q := *p
+	q.Anomaly = ""
+	if v2 := rs.evaluate(f, &q); v2.Action != Allow && v2.Reason == ReasonFunctionNotAllowed {
+		return v2
 	}
 	return v
 }
