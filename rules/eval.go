@@ -223,9 +223,6 @@ func (rs *Ruleset) EvaluateFlow(f *Flow) Verdict {
 // documentation).
 func (rs *Ruleset) Evaluate(f *Flow, p *PDU) Verdict {
 	v := rs.evaluate(f, p)
-	if v.Action != Allow && v.Reason == ReasonMalformed && p.Proto == protocols.ProtoModbus && p.Anomaly == anomalyUnknownFunction {
-		v = rs.unknownFunction(f, p, v)
-	}
 	if v.Action != Deny && p.Proto == protocols.ProtoDNP3 {
 		// The PDU crosses (allowed, or alerted in monitor mode): record it
 		// in the association's Secure Authentication state.
@@ -286,6 +283,11 @@ func (rs *Ruleset) evaluate(f *Flow, p *PDU) Verdict {
 		}
 	}
 	if haveDeny {
+		if deny.Reason == ReasonMalformed && p.Proto == protocols.ProtoModbus && p.Anomaly == anomalyUnknownFunction {
+			// Off the allowed path, so that Evaluate's verdict is the
+			// result of evaluate as is (it is copied otherwise).
+			return rs.unknownFunction(f, p, deny)
+		}
 		return deny
 	}
 	return rs.verdict(int(cands[0]), -1, ReasonProtocolNotAllowed)
