@@ -67,10 +67,11 @@
 //     protocols.Session (from protocols/registry: Modbus/TCP MBAP, DNP3
 //     link frames with transport reassembly, OPC UA UA-TCP chunks through
 //     opcua.Channel), which decodes each complete PDU and pairs responses
-//     with requests; the engine converts it to a rules.PDU (adapt.go),
+//     with requests; rules.PDU.Set reads the session into a rules.PDU
+//     (the engine interprets no parser field for the policy), the engine
 //     judges it with rules.Ruleset.Evaluate and tells the session the
 //     verdict (Commit: only requests that crossed await answers) (a Modbus function code
-//     that is neither public nor user-defined, such as FC 90 UMAS, is
+//     that is neither public nor user-defined, such as FC 91, is
 //     refused as function_not_allowed, not as malformed:unknown_function,
 //     unless a rule lists it without tolerating the anomaly). No byte of a
 //     PDU crosses before the whole PDU is judged and allowed (see Held

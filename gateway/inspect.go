@@ -1,10 +1,8 @@
 package gateway
 
 import (
-	"net/netip"
 	"unsafe"
 
-	"github.com/otgw/otgw/gateway/packet"
 	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
@@ -177,74 +175,6 @@ func (in *inspector) reset() {
 	in.sess.Reset()
 }
 
-// MarkPickedUp tells the engine that its harness joined the TCP connection
-// from client to server after the connection had opened, so that requests
-// sent before may still await their responses. Offline replay calls it
-// right after the handshake it synthesises for a connection the capture
-// joins mid-stream (simulate/replay); the live gateway never does, so in
-// enforce mode every response must pair with a request the engine saw.
-//
-// On such a flow, until the first response that pairs with a request seen
-// by the engine, a response that pairs with nothing is judged as paired
-// (the answer to a request before the pickup) rather than as
-// response_without_request; for Modbus the pairing anomaly is dropped too.
-// An OPC UA channel is taken as opened before the pickup (no
-// msg_before_open), as when a monitor-mode conduit picks a flow up.
-// It reports whether an inspected flow between the two endpoints exists.
-func (e *Engine) MarkPickedUp(client, server netip.AddrPort) bool {
-	k, _ := keyOfAddrs(client.Addr(), server.Addr(), client.Port(), server.Port(), packet.ProtoTCP)
-	f, _ := e.tab.lockFlow(k, nil)
-	if f == nil {
-		return false
-	}
-	defer f.mu.Unlock()
-	if f.insp == nil {
-		return false
-	}
-	// Whatever opened the session (an OPC UA channel's HEL/ACK/OPN) went
-	// before the pickup, as in a monitor-mode pickup (gap): MSG is not
-	// msg_before_open.
-	f.insp.sess.Gap(protocols.Request)
-	f.insp.sess.Gap(protocols.Response)
-	f.insp.sess.PickUp()
-	return true
-}
-
-// CaptureGap tells the engine that the capture it replays lost bytes that
-// src sent to dst on their TCP connection, up to sequence number to: the
-// gateway on the wire would have seen them, the capture did not. The
-// normaliser continues from to (so that the segments and acknowledgements
-// after the hole are not refused as out of order or out of window), the
-// parser of that direction resynchronises as after a mid-stream pickup,
-// and responses to requests that may have been lost are not denied as
-// responses without request (as MarkPickedUp). Offline replay calls it
-// where its pre-pass finds a hole no later frame fills; the live gateway
-// never does. It reports whether the connection exists and the sender's
-// stream was behind to.
-func (e *Engine) CaptureGap(src, dst netip.AddrPort, to uint32) bool {
-	k, fromA := keyOfAddrs(src.Addr(), dst.Addr(), src.Port(), dst.Port(), packet.ProtoTCP)
-	f, _ := e.tab.lockFlow(k, nil)
-	if f == nil {
-		return false
-	}
-	defer f.mu.Unlock()
-	s := 1
-	if fromA == f.aIsClient {
-		s = 0
-	}
-	h := &f.dir[s]
-	if !h.hasISN || !seqGT(to, h.nxt) {
-		return false
-	}
-	h.nxt = to
-	if f.insp != nil {
-		e.gap(f, s)
-		f.insp.sess.PickUp()
-		f.insp.dir[s].afterHole = true
-	}
-	return true
-}
-
 // gap tells the parsers of direction s that bytes were lost (mid-stream
 // pickup or a hole in monitor mode).
 func (e *Engine) gap(f *flow, s int) {
@@ -313,38 +243,6 @@ func (in *inspector) frame(s int, b []byte) (n, need int, err error) {
 // the tail of a lost PDU for a PDU (protocols.Session.Plausible).
 func (in *inspector) plausible(s int, b []byte) bool {
 	return in.sess.Plausible(dirOf(s), b)
-}
-
-// maxResyncScan bounds the offsets resyncAt tries.
-const maxResyncScan = 2048
-
-// resyncAt returns the first offset after 0 in b from which PDUs frame one
-// after another to the end of b (at least one complete, the last possibly
-// incomplete), or 0 when there is none within maxResyncScan bytes. Only
-// replay reaches it, after a hole the capture lost (CaptureGap).
-func (in *inspector) resyncAt(s int, b []byte) int {
-	for o := 1; o < len(b) && o <= maxResyncScan; o++ {
-		q, whole := o, 0
-		for q < len(b) {
-			n, need, err := in.frame(s, b[q:])
-			if err != nil || (n == 0 && need <= 0) {
-				break
-			}
-			if n == 0 {
-				q = len(b) // an incomplete last PDU
-				break
-			}
-			if !in.plausible(s, b[q:q+n]) {
-				break
-			}
-			q += n
-			whole++
-		}
-		if q == len(b) && whole > 0 {
-			return o
-		}
-	}
-	return 0
 }
 
 // feed runs new in-order bytes data of direction s through the flow's
@@ -513,13 +411,7 @@ func (e *Engine) growHold(st *istream, n int) bool {
 func (e *Engine) malformed(c *hctx, f *flow, s int, ss protocols.Session, anomaly string, start, end int) bool {
 	c.dec.Session = ss
 	pdu := &c.pdu
-	resetPDU(pdu, f.inspect, dirOf(s))
-	pdu.Anomaly = anomaly
-	// Nothing of a previous PDU may leak into this judgement: unframeable
-	// bytes have no unit, function or address of their own.
-	pdu.Modbus = rules.Modbus{}
-	pdu.DNP3 = rules.DNP3{}
-	pdu.OPCUA = rules.OPCUA{}
+	pdu.Malformed(f.inspect, dirOf(s), anomaly)
 	// The ruleset decides monitor (alert) or enforce (deny) and names the
 	// conduit; the reason is always the framing anomaly, whatever field
 	// check the empty PDU happened to fail first.
@@ -593,13 +485,13 @@ func (e *Engine) judge(c *hctx, f *flow, s int, b []byte, start, end int) bool {
 		return e.malformed(c, f, s, ss, ss.Anomaly(), start, end)
 	}
 	pdu := &c.pdu
-	adaptPDU(pdu, ss)
 	adaptDecision(&c.dec, ss)
+	if !pdu.Set(ss) {
+		// A unit rules cannot read (no protocol of theirs): refused.
+		return e.malformed(c, f, s, ss, ss.Anomaly(), start, end)
+	}
 	c.dec.PDU = pdu
 	v := c.rs.Evaluate(&f.rf, pdu)
-	if a := c.dec.Modbus; a != nil && v.Action != rules.Allow && v.Reason == rules.ReasonMalformed && a.Anomaly == modbus.AnomalyUnknownFunction {
-		v = e.unknownFunction(c, f, v)
-	}
 	canReply := v.Action == rules.Deny && v.DenyAction == rules.ActionReply && pdu.Dir == protocols.Request && e.nativeReply(c, ss, v)
 	ok := e.verdict(c, f, s, v, start, end, canReply)
 	ss.Commit(ok, ok && v.Action == rules.Allow)
@@ -612,6 +504,21 @@ func (e *Engine) judge(c *hctx, f *flow, s int, b []byte, start, end int) bool {
 		}
 	}
 	return ok
+}
+
+// adaptDecision points d at the session (whose Fields render the report's
+// fields) and at the parser structs of its last unit (rate detectors and
+// native replies read them).
+func adaptDecision(d *Decision, ss protocols.Session) {
+	d.Session = ss
+	switch ss := ss.(type) {
+	case *modbus.Session:
+		d.Modbus = ss.ADU()
+	case *dnp3.Session:
+		d.DNP3Link, d.DNP3 = ss.LinkFrame(), ss.Fragment()
+	case *opcua.Session:
+		d.OPCUA = ss.Message()
+	}
 }
 
 // nativeReply writes into c.reply the protocol's own answer to a request
@@ -647,27 +554,6 @@ func (e *Engine) nativeReply(c *hctx, ss protocols.Session, v rules.Verdict) boo
 		}
 	}
 	return false
-}
-
-// unknownFunction re-judges a Modbus PDU refused only because its
-// function code is neither public nor user-defined (Modbus Application
-// Protocol v1.1b3 section 5, e.g. FC 91; FC 90, Schneider UMAS, is decoded). Such a PDU is
-// well framed; what the policy refuses is the function, so the verdict
-// becomes function_not_allowed when the PDU without the anomaly would be
-// refused for its function. A policy that tolerates unknown_function never
-// gets here (Evaluate judged the function already); one that lists the
-// code in an allowlist without tolerating the anomaly keeps the malformed
-// verdict.
-func (e *Engine) unknownFunction(c *hctx, f *flow, v rules.Verdict) rules.Verdict {
-	pdu := &c.pdu
-	an := pdu.Anomaly
-	pdu.Anomaly = ""
-	v2 := c.rs.Evaluate(&f.rf, pdu)
-	pdu.Anomaly = an
-	if v2.Action != rules.Allow && v2.Reason == rules.ReasonFunctionNotAllowed {
-		return v2
-	}
-	return v
 }
 
 // modbusExceptionFor picks the exception code that fits a deny reason

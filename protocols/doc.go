@@ -21,8 +21,8 @@
 //
 // Adding a fourth protocol means: a new protocols/<p> package with its
 // parser, its Session and its Spec; its Proto constant and name here; its
-// rule section in rules (and, for the engine, its rules.PDU adaptation in
-// gateway/adapt.go); and one line in protocols/registry.
+// rule section in rules (with its rules.PDU adapter, a case of
+// rules.PDU.Set); and one line in protocols/registry.
 //
 // Packages under protocols import nothing else of ours
 // (internal/archtest).

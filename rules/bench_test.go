@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/opcua"
 )
 
 // bigPolicy has n conduits, each from its own HMI to its own PLC, plus one
@@ -51,8 +52,8 @@ func benchPDUs() []struct {
 	for i, g := range []uint8{60, 60, 60, 60} {
 		dnp.DNP3.Objects[i] = DNP3Object{Group: g, Variation: uint8(i + 1)}
 	}
-	ua := PDU{Proto: protocols.ProtoOPCUA, Dir: protocols.Request, OPCUA: OPCUA{MsgType: MsgMSG, SecurityMode: 2, ServiceID: 673, NNodes: 1}}
-	ua.OPCUA.Nodes[0] = NodeID{Namespace: 2, Kind: NodeString, ID: []byte("Line1.Setpoint")}
+	ua := PDU{Proto: protocols.ProtoOPCUA, Dir: protocols.Request, OPCUA: OPCUA{MsgType: opcua.TypeMSG, SecurityMode: 2, ServiceID: 673, NNodes: 1}}
+	ua.OPCUA.Nodes[0] = opcua.NodeID{Namespace: 2, Type: opcua.NodeIDString, Bytes: []byte("Line1.Setpoint")}
 	return []struct {
 		name string
 		port uint16

@@ -2,8 +2,6 @@ package rules
 
 import (
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -160,7 +158,7 @@ type dobj struct {
 }
 
 type copcua struct {
-	minMode  uint8
+	minMode  opcua.SecurityMode
 	policies []string
 	services []ufunc
 }
@@ -168,7 +166,7 @@ type copcua struct {
 type ufunc struct {
 	id      uint32
 	anyNode bool
-	nodes   []NodeID
+	nodes   []opcua.NodeID
 }
 
 // Generation returns the ruleset's process-wide version number; it grows
@@ -1207,70 +1205,12 @@ func parseService(s string) (uint32, string) {
 	return 0, fmt.Sprintf("unknown opcua service %q%s", s, suggest(s, opcuaServiceNames()))
 }
 
-// ParseNodeID parses the OPC UA NodeId string form (OPC 10000-6 section
-// 5.3.1.10): [ns=N;]i=|s=|g=|b=. It allocates; for Compile and tests.
-func ParseNodeID(s string) (NodeID, error) {
-	var n NodeID
-	rest := s
-	if strings.HasPrefix(rest, "ns=") {
-		nsStr, after, ok := strings.Cut(rest[3:], ";")
-		if !ok {
-			return n, fmt.Errorf("bad NodeId %q: missing ';' after namespace", s)
-		}
-		ns, err := strconv.ParseUint(nsStr, 10, 16)
-		if err != nil {
-			return n, fmt.Errorf("bad NodeId %q: namespace %q", s, nsStr)
-		}
-		n.Namespace = uint16(ns)
-		rest = after
-	}
-	if len(rest) < 2 || rest[1] != '=' {
-		return n, fmt.Errorf("bad NodeId %q (want [ns=N;]i=|s=|g=|b=)", s)
-	}
-	v := rest[2:]
-	switch rest[0] {
-	case 'i':
-		x, err := strconv.ParseUint(v, 10, 32)
-		if err != nil {
-			return n, fmt.Errorf("bad NodeId %q: numeric id %q", s, v)
-		}
-		n.Kind, n.Numeric = NodeNumeric, uint32(x)
-	case 's':
-		if v == "" {
-			return n, fmt.Errorf("bad NodeId %q: empty string id", s)
-		}
-		n.Kind, n.ID = NodeString, []byte(v)
-	case 'g':
-		h := strings.ReplaceAll(v, "-", "")
-		raw, err := hex.DecodeString(h)
-		if err != nil || len(raw) != 16 || len(v) != 36 {
-			return n, fmt.Errorf("bad NodeId %q: GUID %q", s, v)
-		}
-		// Wire order: Data1-3 little endian, Data4 as is (OPC 10000-6 5.1.3).
-		g := make([]byte, 16)
-		binary.LittleEndian.PutUint32(g[0:], binary.BigEndian.Uint32(raw[0:]))
-		binary.LittleEndian.PutUint16(g[4:], binary.BigEndian.Uint16(raw[4:]))
-		binary.LittleEndian.PutUint16(g[6:], binary.BigEndian.Uint16(raw[6:]))
-		copy(g[8:], raw[8:])
-		n.Kind, n.ID = NodeGUID, g
-	case 'b':
-		raw, err := base64.StdEncoding.DecodeString(v)
-		if err != nil {
-			return n, fmt.Errorf("bad NodeId %q: opaque id is not base64", s)
-		}
-		n.Kind, n.ID = NodeOpaque, raw
-	default:
-		return n, fmt.Errorf("bad NodeId %q (want [ns=N;]i=|s=|g=|b=)", s)
-	}
-	return n, nil
-}
-
 func (c *compiler) opcua(r *OPCUARule, path string) *copcua {
-	u := &copcua{minMode: SecurityModeNone}
+	u := &copcua{minMode: opcua.ModeNone}
 	if r.MinSecurityMode != "" {
 		m, ok := opcua.ModeByName(r.MinSecurityMode)
 		if ok && m >= opcua.ModeNone && m <= opcua.ModeSignAndEncrypt {
-			u.minMode = uint8(m)
+			u.minMode = m
 		} else {
 			c.errf(path+".min_security_mode", "unknown security mode %q (none, sign, sign_and_encrypt)%s", r.MinSecurityMode,
 				suggest(r.MinSecurityMode, []string{"none", "sign", "sign_and_encrypt"}))
@@ -1286,7 +1226,7 @@ func (c *compiler) opcua(r *OPCUARule, path string) *copcua {
 			c.errf(fmt.Sprintf("%s.security_policies.%d", path, i), "unknown security policy %q%s", sp, suggest(short, opcuaPolicyNames()))
 			continue
 		}
-		if pol == opcua.PolicyNone && u.minMode > SecurityModeNone {
+		if pol == opcua.PolicyNone && u.minMode > opcua.ModeNone {
 			c.errf(fmt.Sprintf("%s.security_policies.%d", path, i), "security policy None contradicts min_security_mode %s", r.MinSecurityMode)
 		}
 		u.policies = append(u.policies, pol.String())
@@ -1308,9 +1248,11 @@ func (c *compiler) opcua(r *OPCUARule, path string) *copcua {
 			c.errf(ep, "an opcua allow entry needs service")
 			continue
 		}
-		var nodes []NodeID
+		var nodes []opcua.NodeID
 		for j, ns := range a.Nodes {
-			n, err := ParseNodeID(ns)
+			// The error names the text and what is wrong; errf adds the
+			// file and line.
+			n, err := opcua.ParseNodeID(ns)
 			if err != nil {
 				c.errf(fmt.Sprintf("%s.nodes.%d", ep, j), "%s", err.Error())
 				continue

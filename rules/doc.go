@@ -65,8 +65,9 @@
 // layer anomalies such as bad_start, link_crc, data_crc,
 // reassembly_overflow; OPC UA unknown_message_type, invalid_chunk_type):
 // the gateway denies those bytes whatever a rule says, so Compile refuses
-// such an entry instead of accepting a no-op (Tolerable). Convert
-// parser NodeIds with NodeIDKindOf.
+// such an entry instead of accepting a no-op (Tolerable). A PDU carries
+// the OPC UA parser's own types (opcua.NodeID, MessageType, SecurityMode);
+// policy NodeIds are read with opcua.ParseNodeID.
 //
 // # Limits
 //

@@ -6,6 +6,8 @@ import (
 	"sort"
 
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/modbus"
+	"github.com/otgw/otgw/protocols/opcua"
 )
 
 // maxSide bounds the endpoints one address can match: an asset by IP, an
@@ -213,15 +215,40 @@ func (rs *Ruleset) EvaluateFlow(f *Flow) Verdict {
 // rule that allows decides. Otherwise the first such rule's reason decides
 // (deny, or alert in monitor mode); with no such rule the first conduit
 // denies with protocol_not_allowed, and with no conduit the policy's
-// defaults deny with no_conduit. It allocates nothing; it updates the
-// flow's match cache and, for DNP3 PDUs it does not deny, the flow's
-// Secure Authentication state (see Flow and the package documentation).
+// defaults deny with no_conduit. A Modbus function code that is neither
+// public nor user-defined is refused as function_not_allowed when no
+// allowlist names it (see unknownFunction). It allocates nothing; it
+// updates the flow's match cache and, for DNP3 PDUs it does not deny, the
+// flow's Secure Authentication state (see Flow and the package
+// documentation).
 func (rs *Ruleset) Evaluate(f *Flow, p *PDU) Verdict {
 	v := rs.evaluate(f, p)
 	if v.Action != Deny && p.Proto == protocols.ProtoDNP3 {
 		// The PDU crosses (allowed, or alerted in monitor mode): record it
 		// in the association's Secure Authentication state.
 		f.auth.advance(p.Dir, &p.DNP3)
+	}
+	return v
+}
+
+// anomalyUnknownFunction is the Modbus anomaly of a function code that is
+// neither public nor user-defined.
+var anomalyUnknownFunction = modbus.AnomalyUnknownFunction.String()
+
+// unknownFunction re-judges a Modbus PDU refused only because its function
+// code is neither public nor user-defined (Modbus Application Protocol
+// v1.1b3 section 5, e.g. FC 91; FC 90, Schneider UMAS, is decoded). Such a
+// PDU is well framed; what the policy refuses is the function, so the
+// verdict becomes function_not_allowed when the PDU without the anomaly
+// would be refused for its function. A policy that tolerates
+// unknown_function never gets here (the function was judged already); one
+// that lists the code in an allowlist without tolerating the anomaly keeps
+// the malformed verdict. p is not changed (the copy stays on the stack).
+func (rs *Ruleset) unknownFunction(f *Flow, p *PDU, v Verdict) Verdict {
+	q := *p
+	q.Anomaly = ""
+	if v2 := rs.evaluate(f, &q); v2.Action != Allow && v2.Reason == ReasonFunctionNotAllowed {
+		return v2
 	}
 	return v
 }
@@ -256,6 +283,11 @@ func (rs *Ruleset) evaluate(f *Flow, p *PDU) Verdict {
 		}
 	}
 	if haveDeny {
+		if deny.Reason == ReasonMalformed && p.Proto == protocols.ProtoModbus && p.Anomaly == anomalyUnknownFunction {
+			// Off the allowed path, so that Evaluate's verdict is the
+			// result of evaluate as is (it is copied otherwise).
+			return rs.unknownFunction(f, p, deny)
+		}
 		return deny
 	}
 	return rs.verdict(int(cands[0]), -1, ReasonProtocolNotAllowed)
@@ -474,15 +506,11 @@ func (d *cdnp3) eval(dir protocols.Dir, p *DNP3, auth *dnp3Auth, pairTol bool) R
 
 // ---- OPC UA ----
 
-func nodeEqual(a, b *NodeID) bool {
-	return a.Namespace == b.Namespace && a.Kind == b.Kind && a.Numeric == b.Numeric && string(a.ID) == string(b.ID)
-}
-
 func (u *copcua) eval(dir protocols.Dir, p *OPCUA) Reason {
 	switch p.MsgType {
-	case MsgHEL, MsgACK, MsgERR, MsgRHE, MsgCLO:
+	case opcua.TypeHEL, opcua.TypeACK, opcua.TypeERR, opcua.TypeRHE, opcua.TypeCLO:
 		return ReasonAllowed
-	case MsgOPN, MsgMSG:
+	case opcua.TypeOPN, opcua.TypeMSG:
 	default:
 		return ReasonServiceNotAllowed
 	}
@@ -496,10 +524,10 @@ func (u *copcua) eval(dir protocols.Dir, p *OPCUA) Reason {
 	// started, or a capture that begins mid-stream) has an unknown mode:
 	// judged by what can be known, it meets a minimum of None (the
 	// default) and no higher one.
-	if mode := max(p.SecurityMode, SecurityModeNone); mode < u.minMode {
+	if mode := max(p.SecurityMode, opcua.ModeNone); mode < u.minMode {
 		return ReasonSecurityModeTooLow
 	}
-	if p.MsgType == MsgOPN {
+	if p.MsgType == opcua.TypeOPN {
 		if len(u.policies) > 0 && !tolerated(u.policies, p.SecurityPolicy) {
 			return ReasonSecurityPolicyNotAllowed
 		}
@@ -508,7 +536,7 @@ func (u *copcua) eval(dir protocols.Dir, p *OPCUA) Reason {
 	if p.ServiceID == 0 {
 		// SignAndEncrypt bodies are opaque (DESIGN.md): only the headers and
 		// the channel's mode, checked above and at OPN, can be judged.
-		if p.SecurityMode == SecurityModeSignAndEncrypt {
+		if p.SecurityMode == opcua.ModeSignAndEncrypt {
 			return ReasonAllowed
 		}
 		return ReasonServiceNotAllowed
@@ -527,7 +555,7 @@ func (u *copcua) eval(dir protocols.Dir, p *OPCUA) Reason {
 		for j := range p.Nodes[:min(int(p.NNodes), MaxNodes)] {
 			ok := false
 			for k := range e.nodes {
-				if nodeEqual(&e.nodes[k], &p.Nodes[j]) {
+				if e.nodes[k].Equal(p.Nodes[j]) {
 					ok = true
 					break
 				}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/opcua"
 )
 
 func mustCompile(t testing.TB, path string) *Ruleset {
@@ -43,13 +44,13 @@ func TestEvaluateDesignPolicy(t *testing.T) {
 		p.DNP3.NObjects = uint8(copy(p.DNP3.Objects[:], objs))
 		return p
 	}
-	ua := func(mt, mode uint8, pol string, svc uint32, nodes ...NodeID) PDU {
+	ua := func(mt opcua.MessageType, mode opcua.SecurityMode, pol string, svc uint32, nodes ...opcua.NodeID) PDU {
 		p := PDU{Proto: protocols.ProtoOPCUA, Dir: protocols.Request, OPCUA: OPCUA{MsgType: mt, SecurityMode: mode, SecurityPolicy: pol, ServiceID: svc}}
 		p.OPCUA.NNodes = uint8(copy(p.OPCUA.Nodes[:], nodes))
 		return p
 	}
-	setpoint := NodeID{Namespace: 2, Kind: NodeString, ID: []byte("Line1.Setpoint")}
-	other := NodeID{Namespace: 2, Kind: NodeString, ID: []byte("Line1.Speed")}
+	setpoint := opcua.NodeID{Namespace: 2, Type: opcua.NodeIDString, Bytes: []byte("Line1.Setpoint")}
+	other := opcua.NodeID{Namespace: 2, Type: opcua.NodeIDString, Bytes: []byte("Line1.Speed")}
 	withUnit := func(p PDU, u uint8) PDU { p.Modbus.Unit = u; return p }
 	withAnomaly := func(p PDU, a string) PDU { p.Anomaly = a; return p }
 	resp := func(p PDU, paired bool) PDU { p.Dir = protocols.Response; p.Modbus.PairedRequest = paired; return p }
@@ -94,15 +95,15 @@ func TestEvaluateDesignPolicy(t *testing.T) {
 		{"dnp3 wrong master", scadaRTU, dnp(protocols.Request, 2, 10, 1), Deny, ReasonLinkAddressNotAllowed, "scada-rtu"},
 		{"dnp3 unsolicited allowed", scadaRTU, dnp(protocols.Response, 10, 1, 130), Allow, ReasonAllowed, "scada-rtu"},
 		{"dnp3 response without request", scadaRTU, dnp(protocols.Response, 10, 1, 129), Deny, ReasonResponseWithoutRequest, "scada-rtu"},
-		{"opcua open sign basic256sha256 (monitor)", opc, ua(MsgOPN, SecurityModeSign, "Basic256Sha256", 0), Allow, ReasonAllowed, "opc-clients"},
-		{"opcua open none is an alert", opc, ua(MsgOPN, SecurityModeNone, "None", 0), Alert, ReasonSecurityModeTooLow, "opc-clients"},
-		{"opcua open basic128 is an alert", opc, ua(MsgOPN, SecurityModeSign, "Basic128Rsa15", 0), Alert, ReasonSecurityPolicyNotAllowed, "opc-clients"},
-		{"opcua read", opc, ua(MsgMSG, SecurityModeSign, "", 631), Allow, ReasonAllowed, "opc-clients"},
-		{"opcua create session implied", opc, ua(MsgMSG, SecurityModeSign, "", 461), Allow, ReasonAllowed, "opc-clients"},
-		{"opcua write setpoint", opc, ua(MsgMSG, SecurityModeSign, "", 673, setpoint), Allow, ReasonAllowed, "opc-clients"},
-		{"opcua write other node", opc, ua(MsgMSG, SecurityModeSign, "", 673, setpoint, other), Alert, ReasonNodeNotAllowed, "opc-clients"},
-		{"opcua call", opc, ua(MsgMSG, SecurityModeSign, "", 712), Alert, ReasonServiceNotAllowed, "opc-clients"},
-		{"opcua encrypted body", opc, ua(MsgMSG, SecurityModeSignAndEncrypt, "", 0), Allow, ReasonAllowed, "opc-clients"},
+		{"opcua open sign basic256sha256 (monitor)", opc, ua(opcua.TypeOPN, opcua.ModeSign, "Basic256Sha256", 0), Allow, ReasonAllowed, "opc-clients"},
+		{"opcua open none is an alert", opc, ua(opcua.TypeOPN, opcua.ModeNone, "None", 0), Alert, ReasonSecurityModeTooLow, "opc-clients"},
+		{"opcua open basic128 is an alert", opc, ua(opcua.TypeOPN, opcua.ModeSign, "Basic128Rsa15", 0), Alert, ReasonSecurityPolicyNotAllowed, "opc-clients"},
+		{"opcua read", opc, ua(opcua.TypeMSG, opcua.ModeSign, "", 631), Allow, ReasonAllowed, "opc-clients"},
+		{"opcua create session implied", opc, ua(opcua.TypeMSG, opcua.ModeSign, "", 461), Allow, ReasonAllowed, "opc-clients"},
+		{"opcua write setpoint", opc, ua(opcua.TypeMSG, opcua.ModeSign, "", 673, setpoint), Allow, ReasonAllowed, "opc-clients"},
+		{"opcua write other node", opc, ua(opcua.TypeMSG, opcua.ModeSign, "", 673, setpoint, other), Alert, ReasonNodeNotAllowed, "opc-clients"},
+		{"opcua call", opc, ua(opcua.TypeMSG, opcua.ModeSign, "", 712), Alert, ReasonServiceNotAllowed, "opc-clients"},
+		{"opcua encrypted body", opc, ua(opcua.TypeMSG, opcua.ModeSignAndEncrypt, "", 0), Allow, ReasonAllowed, "opc-clients"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -178,8 +179,8 @@ func TestEvaluateAllocatesNothing(t *testing.T) {
 	rs := mustCompile(t, "testdata/design.yaml")
 	f := flow("192.0.2.130", "192.0.2.10", 502)
 	pdus := []PDU{mb(3, 0, 10), mb(16, 40, 3, 1, 2, 3), mb(6, 99, 1, 1)}
-	setp := PDU{Proto: protocols.ProtoOPCUA, Dir: protocols.Request, OPCUA: OPCUA{MsgType: MsgMSG, SecurityMode: 2, ServiceID: 673, NNodes: 1}}
-	setp.OPCUA.Nodes[0] = NodeID{Namespace: 2, Kind: NodeString, ID: []byte("Line1.Setpoint")}
+	setp := PDU{Proto: protocols.ProtoOPCUA, Dir: protocols.Request, OPCUA: OPCUA{MsgType: opcua.TypeMSG, SecurityMode: 2, ServiceID: 673, NNodes: 1}}
+	setp.OPCUA.Nodes[0] = opcua.NodeID{Namespace: 2, Type: opcua.NodeIDString, Bytes: []byte("Line1.Setpoint")}
 	of := flow("192.0.2.131", "192.0.2.50", 4840)
 	for _, cached := range []bool{true, false} {
 		allocs := testing.AllocsPerRun(200, func() {
@@ -370,7 +371,7 @@ func TestOPCUAUnknownModeMeetsOnlyNone(t *testing.T) {
 			t.Fatal(err)
 		}
 		f := flow("192.0.2.130", "192.0.2.10", 4840)
-		pdu := PDU{Proto: protocols.ProtoOPCUA, Dir: protocols.Request, OPCUA: OPCUA{MsgType: MsgMSG, SecurityMode: SecurityModeUnknown, ServiceID: 631}}
+		pdu := PDU{Proto: protocols.ProtoOPCUA, Dir: protocols.Request, OPCUA: OPCUA{MsgType: opcua.TypeMSG, SecurityMode: opcua.ModeInvalid, ServiceID: 631}}
 		if v := rs.Evaluate(&f, &pdu); v.Reason != tc.want {
 			t.Errorf("min %q: %v, want %v", tc.min, v.Reason, tc.want)
 		}

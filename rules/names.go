@@ -366,22 +366,3 @@ var icmpNames = map[string]int{
 	"echo_reply": 0, "destination_unreachable": 3, "echo_request": 8,
 	"time_exceeded": 11, "parameter_problem": 12, "timestamp": 13, "timestamp_reply": 14,
 }
-
-// NodeIDKindOf converts the OPC UA parser's identifier type to the rules'
-// kind by name, not by numeric value, so that a reordering of either
-// enumeration cannot make a policy node match the wrong identifier.
-// Unknown types give NodeUnknown, which matches no policy node (fail
-// closed). It allocates nothing.
-func NodeIDKindOf(t opcua.NodeIDType) NodeIDKind {
-	switch t {
-	case opcua.NodeIDNumeric:
-		return NodeNumeric
-	case opcua.NodeIDString:
-		return NodeString
-	case opcua.NodeIDGUID:
-		return NodeGUID
-	case opcua.NodeIDOpaque:
-		return NodeOpaque
-	}
-	return NodeUnknown
-}

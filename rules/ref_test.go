@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/opcua"
 )
 
 // The reference evaluator below interprets a Policy directly, re-reading its
@@ -618,9 +619,9 @@ func refDNP3(d *DNP3Rule, dir protocols.Dir, p *DNP3, st *refAuth) Reason {
 
 func refOPCUA(u *OPCUARule, dir protocols.Dir, p *OPCUA) Reason {
 	switch p.MsgType {
-	case MsgHEL, MsgACK, MsgERR, MsgRHE, MsgCLO:
+	case opcua.TypeHEL, opcua.TypeACK, opcua.TypeERR, opcua.TypeRHE, opcua.TypeCLO:
 		return ReasonAllowed
-	case MsgOPN, MsgMSG:
+	case opcua.TypeOPN, opcua.TypeMSG:
 	default:
 		return ReasonServiceNotAllowed
 	}
@@ -630,19 +631,19 @@ func refOPCUA(u *OPCUARule, dir protocols.Dir, p *OPCUA) Reason {
 		}
 		return ReasonResponseWithoutRequest
 	}
-	min := map[string]uint8{"": 1, "none": 1, "sign": 2, "sign_and_encrypt": 3}[u.MinSecurityMode]
+	min := map[string]opcua.SecurityMode{"": 1, "none": 1, "sign": 2, "sign_and_encrypt": 3}[u.MinSecurityMode]
 	// Unknown mode (no OPN seen) meets only the default minimum, None.
-	if p.SecurityMode < min && !(p.SecurityMode == SecurityModeUnknown && min == SecurityModeNone) {
+	if p.SecurityMode < min && !(p.SecurityMode == opcua.ModeInvalid && min == opcua.ModeNone) {
 		return ReasonSecurityModeTooLow
 	}
-	if p.MsgType == MsgOPN {
+	if p.MsgType == opcua.TypeOPN {
 		if len(u.SecurityPolicies) > 0 && !contains(u.SecurityPolicies, p.SecurityPolicy) {
 			return ReasonSecurityPolicyNotAllowed
 		}
 		return ReasonAllowed
 	}
 	if p.ServiceID == 0 {
-		if p.SecurityMode == SecurityModeSignAndEncrypt {
+		if p.SecurityMode == opcua.ModeSignAndEncrypt {
 			return ReasonAllowed
 		}
 		return ReasonServiceNotAllowed
@@ -677,8 +678,9 @@ func refOPCUA(u *OPCUARule, dir protocols.Dir, p *OPCUA) Reason {
 					continue
 				}
 				for _, ns := range a.Nodes {
-					n, _ := ParseNodeID(ns)
-					if nodeEqual(&n, &p.Nodes[i]) {
+					n, _ := opcua.ParseNodeID(ns)
+					q := &p.Nodes[i]
+					if n.Namespace == q.Namespace && n.Type == q.Type && n.Numeric == q.Numeric && string(n.Bytes) == string(q.Bytes) {
 						ok = true
 					}
 				}
@@ -933,13 +935,13 @@ func genFlowPDU(r *rand.Rand, f *Flow, p *PDU) {
 		p.Proto = protocols.ProtoOPCUA
 		f.DstPort = uint16(pick(r, []int{4840, 4840, 22}))
 		u := &p.OPCUA
-		u.MsgType = uint8(pick(r, []int{0, 1, 2, 3, 4, 5, 5, 5, 6, 6, 6, 6, 6, 6, 7}))
-		u.SecurityMode = uint8(r.IntN(4))
+		u.MsgType = opcua.MessageType(pick(r, []int{0, 1, 2, 3, 4, 5, 5, 5, 6, 6, 6, 6, 6, 6, 7}))
+		u.SecurityMode = opcua.SecurityMode(r.IntN(4))
 		u.SecurityPolicy = pick(r, []string{"None", "Basic256Sha256", "Aes128_Sha256_RsaOaep"})
 		u.ServiceID = uint32(pick(r, []int{0, 631, 527, 673, 673, 712, 712, 826, 461, 999}))
 		u.NNodes = uint8(1 + r.IntN(2))
 		for i := range u.NNodes {
-			u.Nodes[i] = pick(r, []NodeID{{Namespace: 2, Kind: NodeString, ID: []byte("A")}, {Namespace: 2, Kind: NodeString, ID: []byte("B")}, {Kind: NodeNumeric, Numeric: 2258}})
+			u.Nodes[i] = pick(r, []opcua.NodeID{opcua.StringID(2, "A"), opcua.StringID(2, "B"), opcua.Numeric(0, 2258)})
 		}
 		u.NodesTruncated = r.IntN(20) == 0
 		u.PairedRequest = r.IntN(2) == 0

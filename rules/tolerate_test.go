@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/opcua"
 )
 
 // TestTolerateUnreadFieldsDenied: a tolerated anomaly may let a PDU through
@@ -66,9 +67,9 @@ conduits:
 	}
 	truncObjs := func(p PDU) PDU { p.DNP3.ObjectsTruncated = true; return p }
 	funcUnread := func(p PDU) PDU { p.DNP3.FuncUnread = true; return p }
-	setpoint := NodeID{Namespace: 2, Kind: NodeString, ID: []byte("Line1.Setpoint")}
-	ua := func(svc uint32, truncated bool, nodes ...NodeID) PDU {
-		p := PDU{Proto: protocols.ProtoOPCUA, Dir: protocols.Request, OPCUA: OPCUA{MsgType: MsgMSG, SecurityMode: SecurityModeNone, ServiceID: svc, NodesTruncated: truncated}}
+	setpoint := opcua.NodeID{Namespace: 2, Type: opcua.NodeIDString, Bytes: []byte("Line1.Setpoint")}
+	ua := func(svc uint32, truncated bool, nodes ...opcua.NodeID) PDU {
+		p := PDU{Proto: protocols.ProtoOPCUA, Dir: protocols.Request, OPCUA: OPCUA{MsgType: opcua.TypeMSG, SecurityMode: opcua.ModeNone, ServiceID: svc, NodesTruncated: truncated}}
 		p.OPCUA.NNodes = uint8(copy(p.OPCUA.Nodes[:], nodes))
 		return p
 	}

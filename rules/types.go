@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/opcua"
 )
 
 // Action is what a verdict tells the datapath to do.
@@ -251,61 +252,18 @@ type DNP3 struct {
 	PairedRequest bool // responses: matches an outstanding request
 }
 
-// OPC UA message types (OPC 10000-6 section 7.1.2).
-const (
-	MsgNone uint8 = iota
-	MsgHEL
-	MsgACK
-	MsgERR
-	MsgRHE
-	MsgOPN
-	MsgMSG
-	MsgCLO
-)
-
-// OPC UA security modes (OPC 10000-4 section 7.20, MessageSecurityMode).
-const (
-	SecurityModeUnknown        uint8 = 0
-	SecurityModeNone           uint8 = 1
-	SecurityModeSign           uint8 = 2
-	SecurityModeSignAndEncrypt uint8 = 3
-)
-
-// NodeIDKind is the identifier type of a NodeId (OPC 10000-3 section 8.2).
-type NodeIDKind uint8
-
-// NodeId identifier types. Convert the parser's opcua.NodeIDType with
-// NodeIDKindOf; opcua_enum_test.go asserts at compile time that the two
-// enumerations also agree in value, so the older numeric cast stays safe.
-const (
-	NodeNumeric NodeIDKind = iota
-	NodeString
-	NodeGUID
-	NodeOpaque
-	// NodeUnknown is an identifier type the rules do not know; it matches
-	// no policy node.
-	NodeUnknown NodeIDKind = 255
-)
-
-// NodeID is a decoded NodeId. ID holds the string, 16 GUID bytes as on the
-// wire, or the opaque bytes, and may alias the PDU buffer.
-type NodeID struct {
-	Namespace uint16
-	Kind      NodeIDKind
-	Numeric   uint32
-	ID        []byte
-}
-
 // MaxNodes is the most NodeIds an OPC UA PDU reports.
 const MaxNodes = 16
 
 // OPCUA is the part of a PDU that OPC UA rules judge.
 type OPCUA struct {
-	MsgType        uint8
-	SecurityPolicy string // short name ("Basic256Sha256"), from a constant table
-	SecurityMode   uint8  // of the secure channel (OPN: requested)
-	ServiceID      uint32 // request/response type id; 0 when not visible (encrypted)
-	Nodes          [MaxNodes]NodeID
+	MsgType        opcua.MessageType
+	SecurityPolicy string             // short name ("Basic256Sha256"), from a constant table
+	SecurityMode   opcua.SecurityMode // of the secure channel (OPN: requested); ModeInvalid when not known
+	ServiceID      uint32             // request/response type id; 0 when not visible (encrypted)
+	// Nodes: the NodeIds written or called, as decoded (Bytes may alias
+	// the PDU buffer).
+	Nodes          [MaxNodes]opcua.NodeID
 	NNodes         uint8
 	NodesTruncated bool // more than MaxNodes; fails any nodes list
 	PairedRequest  bool // responses: matches an outstanding request

@@ -102,48 +102,71 @@ func appendGUID(dst, g []byte) []byte {
 }
 
 // ErrBadNodeIDString is returned by ParseNodeID for text that is not a
-// NodeId.
+// NodeId (errors.Is matches every *NodeIDTextError).
 var ErrBadNodeIDString = errors.New("opcua: malformed NodeId text")
 
-// ParseNodeID parses the text form produced by String ("ns=2;s=Line1.Setpoint",
-// "i=2253"). It is for the control plane (it allocates).
+// NodeIDTextError is ParseNodeID's error: the text and what is wrong with
+// it. Its message ("bad NodeId \"ns=2,s=X\": missing ';' after namespace")
+// is written for people editing a policy file; callers add the file and
+// line.
+type NodeIDTextError struct {
+	Text   string // the text given to ParseNodeID
+	Detail string // ": what is wrong" or " (want ...)"
+}
+
+func (e *NodeIDTextError) Error() string { return "bad NodeId " + strconv.Quote(e.Text) + e.Detail }
+
+// Is makes errors.Is(err, ErrBadNodeIDString) true.
+func (e *NodeIDTextError) Is(target error) bool { return target == ErrBadNodeIDString }
+
+const nodeIDSyntax = " (want [ns=N;]i=|s=|g=|b=)"
+
+// ParseNodeID parses the text form produced by String (OPC 10000-6
+// §5.3.1.10: [ns=N;]i=|s=|g=|b=, e.g. "ns=2;s=Line1.Setpoint", "i=2253").
+// A GUID is held in wire order, as decoded NodeIds hold it, so the result
+// is Equal to the NodeId the decoder reads. Errors are *NodeIDTextError.
+// It is for the control plane (it allocates).
 func ParseNodeID(s string) (NodeID, error) {
+	bad := func(detail string) (NodeID, error) {
+		return NodeID{}, &NodeIDTextError{Text: s, Detail: detail}
+	}
 	var n NodeID
 	rest := s
 	if strings.HasPrefix(rest, "ns=") {
-		semi := strings.IndexByte(rest, ';')
-		if semi < 0 {
-			return NodeID{}, ErrBadNodeIDString
+		nsStr, after, ok := strings.Cut(rest[3:], ";")
+		if !ok {
+			return bad(": missing ';' after namespace")
 		}
-		ns, err := strconv.ParseUint(rest[3:semi], 10, 16)
+		ns, err := strconv.ParseUint(nsStr, 10, 16)
 		if err != nil {
-			return NodeID{}, ErrBadNodeIDString
+			return bad(": namespace " + strconv.Quote(nsStr))
 		}
 		n.Namespace = uint16(ns)
-		rest = rest[semi+1:]
+		rest = after
 	}
 	if len(rest) < 2 || rest[1] != '=' {
-		return NodeID{}, ErrBadNodeIDString
+		return bad(nodeIDSyntax)
 	}
 	val := rest[2:]
 	switch rest[0] {
 	case 'i':
 		v, err := strconv.ParseUint(val, 10, 32)
 		if err != nil {
-			return NodeID{}, ErrBadNodeIDString
+			return bad(": numeric id " + strconv.Quote(val))
 		}
 		n.Numeric = uint32(v)
 	case 's':
 		if val == "" {
-			return NodeID{}, ErrBadNodeIDString
+			return bad(": empty string id")
 		}
 		n.Type, n.Bytes = NodeIDString, []byte(val)
 	case 'g':
 		h := strings.ReplaceAll(val, "-", "")
 		t, err := hex.DecodeString(h)
 		if err != nil || len(t) != 16 || len(val) != 36 {
-			return NodeID{}, ErrBadNodeIDString
+			return bad(": GUID " + strconv.Quote(val))
 		}
+		// Wire order: Data1-3 little endian, Data4 as is (OPC 10000-6 §5.1.3).
 		g := make([]byte, 16)
 		binary.LittleEndian.PutUint32(g[0:], binary.BigEndian.Uint32(t[0:]))
 		binary.LittleEndian.PutUint16(g[4:], binary.BigEndian.Uint16(t[4:]))
@@ -153,11 +176,11 @@ func ParseNodeID(s string) (NodeID, error) {
 	case 'b':
 		b, err := base64.StdEncoding.DecodeString(val)
 		if err != nil {
-			return NodeID{}, ErrBadNodeIDString
+			return bad(": opaque id is not base64")
 		}
 		n.Type, n.Bytes = NodeIDOpaque, b
 	default:
-		return NodeID{}, ErrBadNodeIDString
+		return bad(nodeIDSyntax)
 	}
 	return n, nil
 }

@@ -278,9 +278,23 @@ func TestNodeIDText(t *testing.T) {
 			t.Errorf("%s: wire round trip: err %v nodes %v", s, err, m.NodeList())
 		}
 	}
-	for _, s := range []string{"", "ns=2", "ns=x;i=1", "q=1", "i=-1", "g=123", "s="} {
-		if _, err := ParseNodeID(s); err == nil {
-			t.Errorf("ParseNodeID(%q) accepted", s)
+	for _, tt := range []struct{ in, want string }{
+		{"", `bad NodeId "" (want [ns=N;]i=|s=|g=|b=)`},
+		{"ns=2", `bad NodeId "ns=2": missing ';' after namespace`},
+		{"ns=x;i=1", `bad NodeId "ns=x;i=1": namespace "x"`},
+		{"q=1", `bad NodeId "q=1" (want [ns=N;]i=|s=|g=|b=)`},
+		{"i=-1", `bad NodeId "i=-1": numeric id "-1"`},
+		{"g=123", `bad NodeId "g=123": GUID "123"`},
+		{"s=", `bad NodeId "s=": empty string id`},
+		{"b=!!", `bad NodeId "b=!!": opaque id is not base64`},
+	} {
+		_, err := ParseNodeID(tt.in)
+		if err == nil {
+			t.Errorf("ParseNodeID(%q) accepted", tt.in)
+			continue
+		}
+		if !errors.Is(err, ErrBadNodeIDString) || err.Error() != tt.want {
+			t.Errorf("ParseNodeID(%q): error %q (Is ErrBadNodeIDString: %v), want %q", tt.in, err, errors.Is(err, ErrBadNodeIDString), tt.want)
 		}
 	}
 }

@@ -57,6 +57,7 @@ import (
 	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
+	"github.com/otgw/otgw/protocols/opcua"
 	"github.com/otgw/otgw/rules"
 )
 
@@ -206,7 +207,7 @@ type conduitObs struct {
 	dnFuncs   map[uint8]seenMap // fc -> object "gXvY" ("" for none)
 	dnFuncN   map[uint8]*seen
 	dnUns     seen
-	uaModes   map[uint8]*seen
+	uaModes   map[opcua.SecurityMode]*seen
 	uaPols    seenMap
 	uaSvcs    map[uint32]*seen
 	uaNodes   map[uint32]seenMap
@@ -215,7 +216,7 @@ type conduitObs struct {
 func newObs(k conduitKey) *conduitObs {
 	c := &conduitObs{key: k, ports: map[uint16]*seen{}, srcPorts: map[uint16]*seen{}, icmp: map[uint8]*seen{}, tolerate: seenMap{}, unframed: seenMap{}, notes: seenMap{},
 		mbUnits: map[uint8]*seen{}, mbFuncs: seenMap{}, dnMasters: map[uint16]*seen{}, dnOuts: map[uint16]*seen{},
-		dnFuncs: map[uint8]seenMap{}, dnFuncN: map[uint8]*seen{}, uaModes: map[uint8]*seen{}, uaPols: seenMap{},
+		dnFuncs: map[uint8]seenMap{}, dnFuncN: map[uint8]*seen{}, uaModes: map[opcua.SecurityMode]*seen{}, uaPols: seenMap{},
 		uaSvcs: map[uint32]*seen{}, uaNodes: map[uint32]seenMap{}}
 	for i := range c.mbRead {
 		c.mbRead[i] = map[[2]uint32]*seen{}
@@ -546,15 +547,15 @@ func (l *Learner) opcua(c *conduitObs, p *rules.PDU, t time.Time) {
 		return
 	}
 	switch u.MsgType {
-	case rules.MsgOPN:
+	case opcua.TypeOPN:
 		addN(c.uaModes, u.SecurityMode, t)
 		if u.SecurityPolicy != "" {
 			c.uaPols.add(u.SecurityPolicy, t)
 		}
-	case rules.MsgMSG:
+	case opcua.TypeMSG:
 		addN(c.uaModes, u.SecurityMode, t)
 		if u.ServiceID == 0 {
-			if u.SecurityMode != rules.SecurityModeSignAndEncrypt {
+			if u.SecurityMode != opcua.ModeSignAndEncrypt {
 				l.note(c, "opcua MSG without visible service in None/Sign mode", t)
 			}
 			return
@@ -576,26 +577,26 @@ func (l *Learner) opcua(c *conduitObs, p *rules.PDU, t time.Time) {
 	}
 }
 
-// FormatNodeID writes a NodeId in the string form rules.ParseNodeID reads
+// FormatNodeID writes a NodeId in the string form opcua.ParseNodeID reads
 // (OPC 10000-6 section 5.3.1.10).
-func FormatNodeID(n *rules.NodeID) string {
+func FormatNodeID(n *opcua.NodeID) string {
 	ns := ""
 	if n.Namespace != 0 {
 		ns = "ns=" + strconv.Itoa(int(n.Namespace)) + ";"
 	}
-	switch n.Kind {
-	case rules.NodeString:
-		return ns + "s=" + string(n.ID)
-	case rules.NodeGUID:
-		b := n.ID
+	switch n.Type {
+	case opcua.NodeIDString:
+		return ns + "s=" + string(n.Bytes)
+	case opcua.NodeIDGUID:
+		b := n.Bytes
 		if len(b) == 16 {
 			// Data1..3 little-endian on the wire, Data4 as bytes.
 			return fmt.Sprintf("%sg=%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", ns,
 				b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15])
 		}
 		return ns + "b=" + b64(b)
-	case rules.NodeOpaque:
-		return ns + "b=" + b64(n.ID)
+	case opcua.NodeIDOpaque:
+		return ns + "b=" + b64(n.Bytes)
 	}
 	return ns + "i=" + strconv.FormatUint(uint64(n.Numeric), 10)
 }

@@ -32,18 +32,18 @@ func TestAddZone(t *testing.T) {
 func TestFormatNodeID(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		n    rules.NodeID
+		n    opcua.NodeID
 		want string
 	}{
-		{"numeric ns0", rules.NodeID{Numeric: 85}, "i=85"},
-		{"string", rules.NodeID{Namespace: 2, Kind: rules.NodeString, ID: []byte("Line1.Setpoint")}, "ns=2;s=Line1.Setpoint"},
+		{"numeric ns0", opcua.NodeID{Numeric: 85}, "i=85"},
+		{"string", opcua.NodeID{Namespace: 2, Type: opcua.NodeIDString, Bytes: []byte("Line1.Setpoint")}, "ns=2;s=Line1.Setpoint"},
 	} {
 		got := FormatNodeID(&tc.n)
 		if got != tc.want {
 			t.Errorf("%s: got %q want %q", tc.name, got, tc.want)
 		}
-		back, err := rules.ParseNodeID(got)
-		if err != nil || back.Namespace != tc.n.Namespace || back.Numeric != tc.n.Numeric || string(back.ID) != string(tc.n.ID) {
+		back, err := opcua.ParseNodeID(got)
+		if err != nil || back.Namespace != tc.n.Namespace || back.Numeric != tc.n.Numeric || string(back.Bytes) != string(tc.n.Bytes) {
 			t.Errorf("%s: round trip %q -> %+v, %v", tc.name, got, back, err)
 		}
 	}

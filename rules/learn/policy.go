@@ -14,6 +14,7 @@ import (
 	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
+	"github.com/otgw/otgw/protocols/opcua"
 	"github.com/otgw/otgw/rules"
 )
 
@@ -99,7 +100,7 @@ func sortedNums[K ~uint8 | ~uint16 | ~uint32](m map[K]*seen) []K {
 
 var tableOrder = []rules.Table{rules.TableCoils, rules.TableDiscrete, rules.TableInput, rules.TableHolding}
 
-var modeNames = map[uint8]string{rules.SecurityModeNone: "none", rules.SecurityModeSign: "sign", rules.SecurityModeSignAndEncrypt: "sign_and_encrypt"}
+var modeNames = map[opcua.SecurityMode]string{opcua.ModeNone: "none", opcua.ModeSign: "sign", opcua.ModeSignAndEncrypt: "sign_and_encrypt"}
 
 // dnp3Name is the policy name of a function code (IEEE 1815-2012 Table
 // 4-1), as rules reads it; the number when it has none.
@@ -620,15 +621,15 @@ func (c *conduitObs) opcuaRule() rules.Rule {
 	var cs []string
 	modes := sortedNums(c.uaModes)
 	if len(modes) > 0 {
-		// modes[0] is SecurityModeUnknown when messages of a channel
+		// modes[0] is ModeInvalid (unknown) when messages of a channel
 		// opened before the capture were seen: the gateway admits those
 		// under a minimum of None only, so the draft asks for no more.
 		lo := modes[0]
-		if name := modeNames[lo]; name != "" && lo > rules.SecurityModeNone {
+		if name := modeNames[lo]; name != "" && lo > opcua.ModeNone {
 			ur.MinSecurityMode = name
 		}
 		for _, m := range modes {
-			if m == rules.SecurityModeUnknown {
+			if m == opcua.ModeInvalid {
 				cs = append(cs, c.uaModes[m].comment("security mode unknown (no OPN seen: the capture starts mid-session); "+
 					"min_security_mode is drafted only from the OPNs seen"))
 				continue
@@ -670,7 +671,7 @@ func (c *conduitObs) opcuaRule() rules.Rule {
 					a.Comment += "\n" + nodes[n].comment(cannotName+": NodeId "+strconv.QuoteToASCII(n)+" is not UTF-8 text")
 					continue
 				}
-				if _, err := rules.ParseNodeID(n); err != nil {
+				if _, err := opcua.ParseNodeID(n); err != nil {
 					a.Comment += "\n" + nodes[n].comment(cannotName+": "+err.Error())
 					continue
 				}

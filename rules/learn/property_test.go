@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/opcua"
 	"github.com/otgw/otgw/rules"
 )
 
@@ -74,13 +75,13 @@ func TestLearnAlwaysDraftsACheckablePolicy(t *testing.T) {
 					d.Unsolicited = r.IntN(5) == 0
 				case protocols.ProtoOPCUA:
 					u := &p.OPCUA
-					u.MsgType = uint8(r.IntN(8))
-					u.SecurityMode = uint8(r.IntN(5))
+					u.MsgType = opcua.MessageType(r.IntN(8))
+					u.SecurityMode = opcua.SecurityMode(r.IntN(5))
 					u.SecurityPolicy = pick(policies)
 					u.ServiceID = uint32(pick2(r, 631, 673, 712, 527, 0, uint32(r.IntN(2000))))
 					u.NNodes = uint8(r.IntN(3))
 					for i := range u.NNodes {
-						u.Nodes[i] = rules.NodeID{Namespace: uint16(r.IntN(3)), Kind: rules.NodeIDKind(r.IntN(5)), Numeric: uint32(r.IntN(100)), ID: []byte{byte(r.IntN(256)), 'x'}}
+						u.Nodes[i] = opcua.NodeID{Namespace: uint16(r.IntN(3)), Type: opcua.NodeIDType(r.IntN(5)), Numeric: uint32(r.IntN(100)), Bytes: []byte{byte(r.IntN(256)), 'x'}}
 					}
 				}
 				ob.PDU = p
