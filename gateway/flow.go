@@ -192,7 +192,7 @@ type half struct {
 // sequence number, window scale option (RFC 7323 section 2) and window.
 func (h *half) open(frame []byte, p *packet.Packet) {
 	h.hasISN, h.isn, h.nxt = true, p.Seq, p.Seq+1
-	h.wscale, h.sentWS = tcpWScale(frame, p)
+	h.wscale, h.sentWS = p.TCPWindowScale(frame)
 	h.win, h.lastWin = uint32(p.Window), p.Window
 }
 

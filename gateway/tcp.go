@@ -687,7 +687,7 @@ func (e *Engine) tcp(c *hctx, f *flow, s side) {
 			// too, or dropped it without a RST that crossed here), it
 			// answers with a SYN-ACK instead: see reopen.
 			h.synPending, h.synSeq, h.synWin = true, p.Seq, p.Window
-			h.synWS, h.synSentWS = tcpWScale(c.frame, p)
+			h.synWS, h.synSentWS = p.TCPWindowScale(c.frame)
 			e.forward(c, c.frame)
 			return
 		}
@@ -1133,27 +1133,4 @@ func (e *Engine) sendRaw(c *hctx, out PortID, src, dst netip.Addr, sport, dport 
 	}
 	e.craft.put(buf)
 	return ok
-}
-
-// tcpWScale returns the window scale option of a SYN (RFC 7323 section 2).
-func tcpWScale(frame []byte, p *packet.Packet) (uint8, bool) {
-	doff := int(frame[p.L4Off+12]>>4) * 4
-	opts := frame[p.L4Off+20 : p.L4Off+doff]
-	for i := 0; i < len(opts); {
-		switch opts[i] {
-		case 0:
-			return 0, false
-		case 1:
-			i++
-			continue
-		}
-		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
-			return 0, false
-		}
-		if opts[i] == 3 && opts[i+1] == 3 {
-			return opts[i+2], true
-		}
-		i += int(opts[i+1])
-	}
-	return 0, false
 }

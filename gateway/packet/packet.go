@@ -340,3 +340,35 @@ func (p *Packet) decodeL4(b []byte, off int) error {
 	}
 	return nil
 }
+
+// TCPWindowScale returns the window scale option (RFC 7323 section 2.3)
+// of the TCP segment p decoded from frame; ok is false when the segment
+// has none, is not TCP, or its options are malformed. Only a SYN's
+// option counts (the caller asks on SYNs).
+func (p *Packet) TCPWindowScale(frame []byte) (shift uint8, ok bool) {
+	if p.Proto != ProtoTCP || !p.HasL4 || p.L4Off+20 > len(frame) {
+		return 0, false
+	}
+	doff := int(frame[p.L4Off+12]>>4) * 4
+	if doff < 20 || p.L4Off+doff > len(frame) {
+		return 0, false
+	}
+	opts := frame[p.L4Off+20 : p.L4Off+doff]
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case 0:
+			return 0, false
+		case 1:
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
+			return 0, false
+		}
+		if opts[i] == 3 && opts[i+1] == 3 {
+			return opts[i+2], true
+		}
+		i += int(opts[i+1])
+	}
+	return 0, false
+}

@@ -313,7 +313,7 @@ func (r *Reassembler) frame(f *Frame) error {
 			return nil
 		}
 		h.hasISN, h.isn = true, p.Seq
-		h.wscale, h.hasWS = synWScale(f.Data, p)
+		h.wscale, h.hasWS = p.TCPWindowScale(f.Data)
 		h.started = true
 		h.next = p.Seq + 1
 		h.pending, h.pendLen, h.gap = nil, 0, false
@@ -416,37 +416,6 @@ func (h *half) window(p *packet.Packet, o *half) {
 func (r *Reassembler) retire(k flowKey, c *conn) error {
 	delete(r.conns, k)
 	return r.flushConn(k, c)
-}
-
-// synWScale returns the window scale option of the SYN p in frame
-// (RFC 7323 section 2.3); ok is false when it has none or the options
-// are malformed.
-func synWScale(frame []byte, p *packet.Packet) (shift uint8, ok bool) {
-	if p.L4Off+20 > len(frame) {
-		return 0, false
-	}
-	doff := int(frame[p.L4Off+12]>>4) * 4
-	if doff < 20 || p.L4Off+doff > len(frame) {
-		return 0, false
-	}
-	opts := frame[p.L4Off+20 : p.L4Off+doff]
-	for i := 0; i < len(opts); {
-		switch opts[i] {
-		case 0:
-			return 0, false
-		case 1:
-			i++
-			continue
-		}
-		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
-			return 0, false
-		}
-		if opts[i] == 3 && opts[i+1] == 3 {
-			return opts[i+2], true
-		}
-		i += int(opts[i+1])
-	}
-	return 0, false
 }
 
 // seqAfter reports a > b in sequence space (RFC 9293 §3.4).
