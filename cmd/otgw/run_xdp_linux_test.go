@@ -15,10 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -254,55 +252,15 @@ func (g *xdpGW) enginePackets(conduit string) uint64 {
 	return n
 }
 
-// rxSink accepts one connection and counts what it reads, recording the
-// kernel's receive time of the last segment read (SO_TIMESTAMPNS,
-// socket(7)): a stall is dated by the kernel, not by a busy reader.
-type rxSink struct {
-	n        atomic.Int64
-	lastRxNs atomic.Int64 // CLOCK_REALTIME
-}
-
-func newRxSink(t *testing.T, ns *netns.NS, addr string) *rxSink {
+// newRxSink listens on addr in ns and reads the first connection (netns.RxSink).
+func newRxSink(t *testing.T, ns *netns.NS, addr string) *netns.RxSink {
 	t.Helper()
 	var ln net.Listener
 	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ln.Close() })
-	s := &rxSink{}
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		rc, err := c.(*net.TCPConn).SyscallConn()
-		if err != nil {
-			return
-		}
-		_ = rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) })
-		buf, oob := make([]byte, 256<<10), make([]byte, 128)
-		for {
-			var n, oobn int
-			var rerr error
-			err := rc.Read(func(fd uintptr) bool {
-				n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
-				return rerr != unix.EAGAIN
-			})
-			if err != nil || rerr != nil || n == 0 {
-				return
-			}
-			s.n.Add(int64(n))
-			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
-			for _, m := range msgs {
-				if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SO_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
-					ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
-					s.lastRxNs.Store(ts.Nano())
-				}
-			}
-		}
-	}()
-	return s
+	return netns.NewRxSink(t, ln)
 }
 
 // stream connects from the client namespace and writes until the test
@@ -347,13 +305,6 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() boo
 	}
 }
 
-// crossing reports whether the sink received data within d.
-func (s *rxSink) crossing(d time.Duration) bool {
-	n0 := s.n.Load()
-	time.Sleep(d)
-	return s.n.Load() > n0
-}
-
 // (a) A TCP stream on a plain tcp conduit is forwarded by XDP (the XDP
 // counters grow, the engine's frame count for the flow does not) while a
 // Modbus connection on the inspected conduit is still judged PDU by PDU:
@@ -366,15 +317,15 @@ func TestXDPBypassThroughRun(t *testing.T) {
 	}
 	sink := newRxSink(t, l.Server, "0.0.0.0:5001")
 	stream(t, l.Client, "192.0.2.2:5001")
-	waitUntil(t, "the stream to carry 8 MiB", 20*time.Second, func() bool { return sink.n.Load() > 8<<20 })
+	waitUntil(t, "the stream to carry 8 MiB", 20*time.Second, func() bool { return sink.N.Load() > 8<<20 })
 	waitUntil(t, "XDP to forward the plain conduit's flow", 10*time.Second, func() bool {
 		return conduitXDP(g.status(), "hmi-bulk").Packets > 1000
 	})
 	st0 := g.status()
-	x0, e0, n0 := conduitXDP(st0, "hmi-bulk"), g.enginePackets("hmi-bulk"), sink.n.Load()
+	x0, e0, n0 := conduitXDP(st0, "hmi-bulk"), g.enginePackets("hmi-bulk"), sink.N.Load()
 	time.Sleep(time.Second)
 	st1 := g.status()
-	x1, e1, n1 := conduitXDP(st1, "hmi-bulk"), g.enginePackets("hmi-bulk"), sink.n.Load()
+	x1, e1, n1 := conduitXDP(st1, "hmi-bulk"), g.enginePackets("hmi-bulk"), sink.N.Load()
 	// Frames the program passed because otgw renewed its lease late (no
 	// CPU for 70 ms on a loaded machine) go through the engine, as they
 	// must: the only frames of the flow the engine may count.
@@ -500,7 +451,7 @@ func TestXDPReloadRemovesConduit(t *testing.T) {
 	sink := newRxSink(t, l.Server, "0.0.0.0:5001")
 	stream(t, l.Client, "192.0.2.2:5001")
 	waitUntil(t, "XDP to forward the stream", 20*time.Second, func() bool {
-		return conduitXDP(g.status(), "hmi-bulk").Packets > 1000 && sink.n.Load() > 4<<20
+		return conduitXDP(g.status(), "hmi-bulk").Packets > 1000 && sink.N.Load() > 4<<20
 	})
 	gen := g.status().Policy.Generation
 	if err := os.WriteFile(g.policy, []byte(xdpPolicy(false)), 0o644); err != nil {
@@ -511,17 +462,17 @@ func TestXDPReloadRemovesConduit(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the reload", 10*time.Second, func() bool { return g.status().Policy.Generation > gen })
-	waitUntil(t, "the stream to stop", 5*time.Second, func() bool { return !sink.crossing(300 * time.Millisecond) })
-	last := time.Unix(0, sink.lastRxNs.Load())
+	waitUntil(t, "the stream to stop", 5*time.Second, func() bool { return !sink.Crossing(300 * time.Millisecond) })
+	last := time.Unix(0, sink.LastRx.Load())
 	t.Logf("the stream's last segment arrived %v after the policy file was rewritten", last.Sub(reloaded).Round(time.Millisecond))
 	st := g.status()
 	if st.XDP.Flows != 0 || st.XDP.Removed["engine"] == 0 {
 		t.Errorf("after the reload the XDP map holds %d flows, removed %v; want 0 flows, one removed by the engine", st.XDP.Flows, st.XDP.Removed)
 	}
-	n := sink.n.Load()
+	n := sink.N.Load()
 	time.Sleep(time.Second)
-	if sink.n.Load() != n {
-		t.Errorf("%d bytes crossed more than a second after the stream stopped", sink.n.Load()-n)
+	if sink.N.Load() != n {
+		t.Errorf("%d bytes crossed more than a second after the stream stopped", sink.N.Load()-n)
 	}
 }
 
@@ -534,24 +485,24 @@ func TestXDPSIGKILLStopsBypassedStream(t *testing.T) {
 	sink := newRxSink(t, l.Server, "0.0.0.0:5001")
 	stream(t, l.Client, "192.0.2.2:5001")
 	waitUntil(t, "XDP to forward the stream", 20*time.Second, func() bool {
-		return conduitXDP(g.status(), "hmi-bulk").Packets > 1000 && sink.n.Load() > 4<<20
+		return conduitXDP(g.status(), "hmi-bulk").Packets > 1000 && sink.N.Load() > 4<<20
 	})
-	waitUntil(t, "data crossing in the 20 ms before the kill", 5*time.Second, func() bool { return sink.crossing(20 * time.Millisecond) })
+	waitUntil(t, "data crossing in the 20 ms before the kill", 5*time.Second, func() bool { return sink.Crossing(20 * time.Millisecond) })
 	killed := time.Now()
 	if err := g.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	<-g.done
 	time.Sleep(150 * time.Millisecond)
-	atLimit := sink.n.Load()
+	atLimit := sink.N.Load()
 	time.Sleep(time.Second)
-	stopped := time.Unix(0, sink.lastRxNs.Load()).Sub(killed)
+	stopped := time.Unix(0, sink.LastRx.Load()).Sub(killed)
 	t.Logf("bypassed stream stopped %v after SIGKILL of otgw run", stopped.Round(10*time.Microsecond))
 	if stopped > 100*time.Millisecond {
 		t.Errorf("stream still crossing %v after SIGKILL, want < 100ms", stopped)
 	}
-	if sink.n.Load() != atLimit {
-		t.Errorf("%d bytes crossed between 150 ms and 1.15 s after the kill", sink.n.Load()-atLimit)
+	if sink.N.Load() != atLimit {
+		t.Errorf("%d bytes crossed between 150 ms and 1.15 s after the kill", sink.N.Load()-atLimit)
 	}
 	for _, port := range []string{l.North, l.South} {
 		if out := l.Gateway.IP("-d", "link", "show", port); strings.Contains(out, "xdp") {
@@ -587,7 +538,7 @@ func TestXDPAutoFallsBack(t *testing.T) {
 			}
 			sink := newRxSink(t, l.Server, "0.0.0.0:5001")
 			stream(t, l.Client, "192.0.2.2:5001")
-			waitUntil(t, "the stream to carry 1 MiB in user space", 20*time.Second, func() bool { return sink.n.Load() > 1<<20 })
+			waitUntil(t, "the stream to carry 1 MiB in user space", 20*time.Second, func() bool { return sink.N.Load() > 1<<20 })
 			if e := g.enginePackets("hmi-bulk"); e < 100 {
 				t.Errorf("the engine counted %d frames of the stream, want all of them (>= 100)", e)
 			}
@@ -650,7 +601,7 @@ func TestXDPDatapathRestartFlushes(t *testing.T) {
 	sink := newRxSink(t, l.Server, "0.0.0.0:5001")
 	stream(t, l.Client, "192.0.2.2:5001")
 	waitUntil(t, "XDP to forward the stream", 20*time.Second, func() bool {
-		return conduitXDP(g.status(), "hmi-bulk").Packets > 1000 && sink.n.Load() > 4<<20
+		return conduitXDP(g.status(), "hmi-bulk").Packets > 1000 && sink.N.Load() > 4<<20
 	})
 	// Modbus polls cross the engine until it panics on its 200th frame.
 	newModbusRecorder(t, l.Server)
@@ -672,10 +623,10 @@ func TestXDPDatapathRestartFlushes(t *testing.T) {
 		}
 	}
 	restarted := time.Now() // at least restartDelay (1 s) after the panic
-	waitUntil(t, "the bypassed stream to stop after the restart", 5*time.Second, func() bool { return !sink.crossing(300 * time.Millisecond) })
+	waitUntil(t, "the bypassed stream to stop after the restart", 5*time.Second, func() bool { return !sink.Crossing(300 * time.Millisecond) })
 	// Flushed when the datapath failed, not when the new one started: the
 	// stream stopped well before the restart was counted.
-	if last := time.Unix(0, sink.lastRxNs.Load()); restarted.Sub(last) < 500*time.Millisecond {
+	if last := time.Unix(0, sink.LastRx.Load()); restarted.Sub(last) < 500*time.Millisecond {
 		t.Errorf("the bypassed stream crossed until %v before the restart was counted, want it stopped at the failure (>= 500 ms before)",
 			restarted.Sub(last).Round(time.Millisecond))
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/otgw/otgw/internal/netns"
 )
 
 // TestHelperFastPathChild is not a test: it is the child process of
@@ -68,7 +70,7 @@ func TestFailClosedOnSIGKILL(t *testing.T) {
 			// Handshake through the stand-in engine, which then stops:
 			// from here on only the child's XDP program forwards.
 			fw := startForwarder(t, l, 5001)
-			s := newTSSink(t, listen(t, l.Server, "tcp4", "0.0.0.0:5001"))
+			s := netns.NewRxSink(t, listen(t, l.Server, "tcp4", "0.0.0.0:5001"))
 			c := dialFrom(t, l.Client, "tcp4", "192.0.2.1:40002", "192.0.2.2:5001")
 			fw.stop()
 
@@ -122,14 +124,14 @@ func TestFailClosedOnSIGKILL(t *testing.T) {
 				}
 			}()
 			t.Cleanup(func() { close(stopWriter) })
-			waitFor(t, "the bypassed stream to carry 4 MiB", 10*time.Second, func() bool { return s.n.Load() > 4<<20 })
+			waitFor(t, "the bypassed stream to carry 4 MiB", 10*time.Second, func() bool { return s.N.Load() > 4<<20 })
 
 			// The stream must be crossing right up to the kill, or a
 			// stall before it would pass for a stop.
 			waitFor(t, "data crossing in the 20 ms before the kill", 5*time.Second, func() bool {
-				n0 := s.n.Load()
+				n0 := s.N.Load()
 				time.Sleep(20 * time.Millisecond)
-				return s.n.Load() > n0
+				return s.N.Load() > n0
 			})
 			killed := time.Now()
 			if err := cmd.Process.Kill(); err != nil { // SIGKILL: no Close, no cleanup
@@ -137,20 +139,20 @@ func TestFailClosedOnSIGKILL(t *testing.T) {
 			}
 			_ = cmd.Wait()
 			time.Sleep(tc.limit + 50*time.Millisecond)
-			atLimit := s.n.Load()
+			atLimit := s.N.Load()
 			time.Sleep(time.Second)
-			if s.lastRxNs.Load() == 0 {
+			if s.LastRx.Load() == 0 {
 				t.Fatal("no SO_TIMESTAMPNS receive time recorded")
 			}
-			last := time.Unix(0, s.lastRxNs.Load())
+			last := time.Unix(0, s.LastRx.Load())
 			stoppedAfter := last.Sub(killed)
 			t.Logf("%s: stream stopped %v after SIGKILL (kernel receive time of the last segment the server read)",
 				tc.name, stoppedAfter.Round(10*time.Microsecond))
 			if stoppedAfter > tc.limit {
 				t.Errorf("stream still crossing %v after SIGKILL, want < %v", stoppedAfter, tc.limit)
 			}
-			if s.n.Load() != atLimit {
-				t.Errorf("%d bytes crossed in the second after the limit", s.n.Load()-atLimit)
+			if s.N.Load() != atLimit {
+				t.Errorf("%d bytes crossed in the second after the limit", s.N.Load()-atLimit)
 			}
 			for _, port := range []string{l.North, l.South} {
 				if out := l.Gateway.IP("-d", "link", "show", port); strings.Contains(out, "xdp") {

@@ -8,12 +8,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/otgw/otgw/hal"
 	"github.com/otgw/otgw/internal/netns"
@@ -351,58 +348,4 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// tsSink is a sink that also records when the kernel received the last
-// data it read (SO_TIMESTAMPNS on the TCP socket: the receive time of the
-// last segment of each read, socket(7)), so a stall is dated by the
-// kernel, not by when a busy test process got round to reading.
-type tsSink struct {
-	n        atomic.Int64
-	lastRxNs atomic.Int64 // CLOCK_REALTIME
-}
-
-func newTSSink(t *testing.T, ln net.Listener) *tsSink {
-	s := &tsSink{}
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		rc, err := c.(*net.TCPConn).SyscallConn()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		var serr error
-		_ = rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
-		})
-		if serr != nil {
-			t.Error(serr)
-			return
-		}
-		buf, oob := make([]byte, 256<<10), make([]byte, 128)
-		for {
-			var n, oobn int
-			var rerr error
-			err := rc.Read(func(fd uintptr) bool {
-				n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
-				return rerr != unix.EAGAIN
-			})
-			if err != nil || rerr != nil || n == 0 {
-				return
-			}
-			s.n.Add(int64(n))
-			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
-			for _, m := range msgs {
-				if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SO_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
-					ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
-					s.lastRxNs.Store(ts.Nano())
-				}
-			}
-		}
-	}()
-	return s
 }
