@@ -81,17 +81,13 @@ func (e *Engine) offerBypass(c *hctx, f *flow) {
 // and the window check against the other side's (stale) acknowledgement
 // is skipped until that side sends again. Only uninspected flows are
 // offered, so no parser state depends on the sequence numbers. UDP needs
-// nothing. Caller holds f.mu.
-func (e *Engine) bypassResync(c *hctx, f *flow, fromClient bool) {
+// nothing. s is the side of the packet's sender. Caller holds f.mu.
+func (e *Engine) bypassResync(c *hctx, f *flow, s side) {
 	p := &c.pkt
 	if f.rf.Transport != rules.TransportTCP || p.Flags&packet.TCPSyn != 0 {
 		return
 	}
-	s := 0
-	if !fromClient {
-		s = 1
-	}
-	h, o := &f.dir[s], &f.dir[1-s]
+	h, o := &f.dir[s], &f.dir[s.other()]
 	if h.hasISN && seqGT(p.Seq, h.nxt) {
 		h.nxt = p.Seq
 	}

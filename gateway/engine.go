@@ -129,26 +129,35 @@ var (
 // safe for concurrent use (typically one goroutine per ingress port); see
 // the package documentation for how flow state is protected.
 type Engine struct {
+	// Set by NewEngine and never written again: read without a lock.
 	cfg   Config
 	log   *slog.Logger
 	sink  events.Sink
 	now   func() time.Time
 	ports [2]string
-
-	tab    *table
-	flowID atomic.Uint64
-	ctr    counters
-	mem    atomic.Int64 // bytes of inspection state allocated
-	craft  *craftPool
-	ctxs   sync.Pool // *hctx
-
-	freeMu sync.Mutex     // guards free
-	free   [][]*inspector // per protocols.Proto of the registered protocols
 	// charge is chargeMemory as a func value, made once: the sessions'
 	// buffer budget (protocols.Config.Budget).
 	charge func(delta int64) bool
 
+	// Set by NewEngine; what they point to guards itself: the flow table
+	// (table.mu, then each flow's mu: see flow), the crafted-frame buffers
+	// (a channel), the detection windows (detectTable.mu) and the pool of
+	// per-Handle contexts (sync.Pool; an hctx belongs to one Handle call
+	// at a time).
+	tab     *table
+	craft   *craftPool
 	detects *detectTable
+	ctxs    sync.Pool // *hctx
+
+	// Atomics, updated by every Handle goroutine without a lock.
+	flowID atomic.Uint64
+	ctr    counters
+	mem    atomic.Int64 // bytes of inspection state allocated
+
+	// The lists of free are guarded by freeMu; its length (one list per
+	// protocols.Proto of the registered protocols) is fixed by NewEngine.
+	freeMu sync.Mutex
+	free   [][]*inspector // recycled inspectors
 }
 
 // NewEngine checks cfg, fills defaults and preallocates the flow table.

@@ -167,8 +167,8 @@ func (e *Engine) trackEcho(c *hctx, v rules.Verdict) {
 		f.pkts, f.bytes = [2]uint64{}, [2]uint64{}
 		f.pdus, f.pdusDenied = 0, 0
 	}
-	f.pkts[0]++
-	f.bytes[0] += uint64(len(c.frame))
+	f.pkts[sideClient]++
+	f.bytes[sideClient] += uint64(len(c.frame))
 	f.rsGen, f.verdict = c.rs.Generation(), v
 	f.monitor = v.Mode == rules.ModeMonitor
 	f.echoSent(seq)
@@ -223,8 +223,8 @@ func (e *Engine) icmpRelated(c *hctx) bool {
 		return false
 	}
 	f.answered = true
-	f.pkts[1]++
-	f.bytes[1] += uint64(len(c.frame))
+	f.pkts[sideServer]++
+	f.bytes[sideServer] += uint64(len(c.frame))
 	t.mu.Lock()
 	t.touch(i, c.now)
 	t.mu.Unlock()

@@ -18,8 +18,8 @@ import (
 // allocates nothing; the bytes they hold count against Config.MemoryCap.
 type inspector struct {
 	proto protocols.Proto
-	size  int64 // bytes accounted in Engine.mem
-	dir   [2]istream
+	size  int64      // bytes accounted in Engine.mem
+	dir   [2]istream // indexed by side
 	sess  protocols.Session
 }
 
@@ -177,17 +177,20 @@ func (in *inspector) reset() {
 
 // gap tells the parsers of direction s that bytes were lost (mid-stream
 // pickup or a hole in monitor mode).
-func (e *Engine) gap(f *flow, s int) {
+func (e *Engine) gap(f *flow, s side) {
 	in := f.insp
 	st := &in.dir[s]
 	st.hold = st.hold[:0]
 	st.unsent = 0
 	st.histLen = 0
-	in.sess.Gap(dirOf(s))
+	in.sess.Gap(s.dir())
 }
 
-func dirOf(s int) protocols.Dir {
-	if s == 0 {
+// dir is the protocol direction of the PDUs side s sends: the client
+// (initiator) sends requests, the server responses. It is the one mapping
+// from side to protocols.Dir.
+func (s side) dir() protocols.Dir {
+	if s == sideClient {
 		return protocols.Request
 	}
 	return protocols.Response
@@ -234,15 +237,15 @@ func (st *istream) compare(seq uint32, b []byte) (covered, equal bool) {
 
 // frame returns the next PDU boundary of direction s in b
 // (protocols.Session.Next).
-func (in *inspector) frame(s int, b []byte) (n, need int, err error) {
-	return in.sess.Next(dirOf(s), b)
+func (in *inspector) frame(s side, b []byte) (n, need int, err error) {
+	return in.sess.Next(s.dir(), b)
 }
 
 // plausible reports whether a framed PDU of direction s decodes without
 // an anomaly, so that resynchronising after a capture hole does not take
 // the tail of a lost PDU for a PDU (protocols.Session.Plausible).
-func (in *inspector) plausible(s int, b []byte) bool {
-	return in.sess.Plausible(dirOf(s), b)
+func (in *inspector) plausible(s side, b []byte) bool {
+	return in.sess.Plausible(s.dir(), b)
 }
 
 // feed runs new in-order bytes data of direction s through the flow's
@@ -251,7 +254,7 @@ func (in *inspector) plausible(s int, b []byte) bool {
 // not to forward: where the denied PDU starts, or 0 when it began in an
 // earlier segment) and c.denyEnd (the offset just after it) and stops.
 // datagram: data is one UDP payload, so a PDU cannot continue in the next.
-func (e *Engine) feed(c *hctx, f *flow, s int, data []byte, datagram bool) {
+func (e *Engine) feed(c *hctx, f *flow, s side, data []byte, datagram bool) {
 	in := f.insp
 	st := &in.dir[s]
 	if st.resync {
@@ -408,10 +411,10 @@ func (e *Engine) growHold(st *istream, n int) bool {
 // anomaly cannot make unframeable bytes pass in enforce mode. ss is the
 // session when it decoded something of the bytes (a corrupt DNP3 link
 // frame's header), whose fields the report then carries; nil otherwise.
-func (e *Engine) malformed(c *hctx, f *flow, s int, ss protocols.Session, anomaly string, start, end int) bool {
+func (e *Engine) malformed(c *hctx, f *flow, s side, ss protocols.Session, anomaly string, start, end int) bool {
 	c.dec.Session = ss
 	pdu := &c.pdu
-	pdu.Malformed(f.inspect, dirOf(s), anomaly)
+	pdu.Malformed(f.inspect, s.dir(), anomaly)
 	// The ruleset decides monitor (alert) or enforce (deny) and names the
 	// conduit; the reason is always the framing anomaly, whatever field
 	// check the empty PDU happened to fail first.
@@ -430,7 +433,7 @@ func (e *Engine) malformed(c *hctx, f *flow, s int, ss protocols.Session, anomal
 // verdict counts and reports a PDU verdict; it returns whether the bytes
 // may be forwarded (allow, or alert in monitor mode). canReply: c.reply
 // holds a native reply for a deny with action reply.
-func (e *Engine) verdict(c *hctx, f *flow, s int, v rules.Verdict, start, end int, canReply bool) bool {
+func (e *Engine) verdict(c *hctx, f *flow, s side, v rules.Verdict, start, end int, canReply bool) bool {
 	e.ctr.pdus.Add(1)
 	f.pdus++
 	if v.Action != rules.Allow {
@@ -473,9 +476,9 @@ func (e *Engine) verdict(c *hctx, f *flow, s int, v rules.Verdict, start, end in
 // evaluates it and tells the session the verdict, so that only requests
 // that passed await responses. The session decodes and pairs; the ruleset
 // decides.
-func (e *Engine) judge(c *hctx, f *flow, s int, b []byte, start, end int) bool {
+func (e *Engine) judge(c *hctx, f *flow, s side, b []byte, start, end int) bool {
 	ss := f.insp.sess
-	switch ss.Decode(dirOf(s), b) {
+	switch ss.Decode(s.dir(), b) {
 	case protocols.UnitPartial:
 		// A DNP3 link frame whose fragment continues, or a link-layer
 		// service frame: nothing to judge; it rides the allowed flow.

@@ -13,7 +13,6 @@ import (
 	"net/netip"
 
 	"github.com/otgw/otgw/gateway/packet"
-	"github.com/otgw/otgw/protocols"
 )
 
 // MarkPickedUp tells the engine that its harness joined the TCP connection
@@ -43,8 +42,8 @@ func (e *Engine) MarkPickedUp(client, server netip.AddrPort) bool {
 	// Whatever opened the session (an OPC UA channel's HEL/ACK/OPN) went
 	// before the pickup, as in a monitor-mode pickup (gap): MSG is not
 	// msg_before_open.
-	f.insp.sess.Gap(protocols.Request)
-	f.insp.sess.Gap(protocols.Response)
+	f.insp.sess.Gap(sideClient.dir())
+	f.insp.sess.Gap(sideServer.dir())
 	f.insp.sess.PickUp()
 	return true
 }
@@ -67,10 +66,7 @@ func (e *Engine) CaptureGap(src, dst netip.AddrPort, to uint32) bool {
 		return false
 	}
 	defer f.mu.Unlock()
-	s := 1
-	if fromA == f.aIsClient {
-		s = 0
-	}
+	s := f.sideOf(fromA)
 	h := &f.dir[s]
 	if !h.hasISN || !seqGT(to, h.nxt) {
 		return false
@@ -91,7 +87,7 @@ const maxResyncScan = 2048
 // after another to the end of b (at least one complete, the last possibly
 // incomplete), or 0 when there is none within maxResyncScan bytes. Only
 // replay reaches it, after a hole the capture lost (CaptureGap).
-func (in *inspector) resyncAt(s int, b []byte) int {
+func (in *inspector) resyncAt(s side, b []byte) int {
 	for o := 1; o < len(b) && o <= maxResyncScan; o++ {
 		q, whole := o, 0
 		for q < len(b) {

@@ -390,7 +390,7 @@ func (e *Engine) initFlow(c *hctx, f *flow, v rules.Verdict, insp *inspector, aI
 func (e *Engine) flowPacket(c *hctx, f *flow, s side) {
 	p := &c.pkt
 	if f.bypassed {
-		e.bypassResync(c, f, s == sideClient)
+		e.bypassResync(c, f, s)
 	}
 	f.pkts[s]++
 	f.bytes[s] += uint64(len(c.frame))
@@ -546,7 +546,7 @@ func (e *Engine) udp(c *hctx, f *flow, s side) {
 		e.forward(c, c.frame)
 		return
 	}
-	e.feed(c, f, int(s), p.Payload, true)
+	e.feed(c, f, s, p.Payload, true)
 	if !c.denied {
 		e.forward(c, c.frame)
 		return
@@ -800,7 +800,7 @@ func (e *Engine) tcp(c *hctx, f *flow, s side) {
 		}
 	}
 	if gap {
-		e.gap(f, int(s))
+		e.gap(f, s)
 	}
 	newData := payload[overlap:]
 	newSeq := p.Seq + uint32(overlap)
@@ -809,7 +809,7 @@ func (e *Engine) tcp(c *hctx, f *flow, s side) {
 		copy(c.held[:pre], st.hold[:pre])
 	}
 	if len(newData) > 0 {
-		e.feed(c, f, int(s), newData, false)
+		e.feed(c, f, s, newData, false)
 		n := len(newData)
 		if c.denied {
 			n = c.denyStart

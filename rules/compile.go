@@ -253,6 +253,11 @@ func parseDenyAction(s string) (DenyAction, bool) {
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
+// compile builds the Ruleset of c.p in named steps: the policy-wide
+// settings here, then detections, zones, assets, l2 and conduits (each
+// conduit's rules through rule and the per-protocol modbus, dnp3 and
+// opcua). Problems accumulate in c.probs; the Ruleset is only used when
+// there are none.
 func (c *compiler) compile() *Ruleset {
 	p := c.p
 	rs := &Ruleset{name: p.Name, assetByIP: map[netip.Addr]int32{}, assetByMAC: map[[6]byte]int32{}}
@@ -276,15 +281,27 @@ func (c *compiler) compile() *Ruleset {
 	}
 
 	c.detections(rs)
-
-	// Zones.
 	endpoint := map[string]int32{} // zone and asset names share one namespace
-	type pfx struct {
-		p    netip.Prefix
-		zone int32
-		path string
-	}
-	var pfxs []pfx
+	pfxs := c.zones(rs, endpoint)
+	c.assets(rs, endpoint, pfxs)
+	c.l2(rs)
+	c.conduits(rs, endpoint)
+	return rs
+}
+
+// zonePrefix is one network of a zone, with its path in the policy.
+type zonePrefix struct {
+	p    netip.Prefix
+	zone int32
+	path string
+}
+
+// zones compiles the policy's zones into rs (zones, portZones,
+// zoneRanges), entering their names in endpoint, and returns their
+// networks.
+func (c *compiler) zones(rs *Ruleset, endpoint map[string]int32) []zonePrefix {
+	p := c.p
+	var pfxs []zonePrefix
 	for zi, z := range p.Zones {
 		path := "zones." + z.Name
 		if _, dup := endpoint[z.Name]; dup {
@@ -310,7 +327,7 @@ func (c *compiler) compile() *Ruleset {
 				c.errf(np, "network %q has host bits set (did you mean %q?)", n, pr.Masked().String())
 				continue
 			}
-			pfxs = append(pfxs, pfx{pr, int32(zi), np})
+			pfxs = append(pfxs, zonePrefix{pr, int32(zi), np})
 		}
 		cz.vlans = c.ranges(z.VLANs, path+".vlans", 1, 4094, "VLAN id")
 		if z.Port == "" && len(z.Networks) == 0 {
@@ -343,12 +360,18 @@ func (c *compiler) compile() *Ruleset {
 		rs.zoneRanges = append(rs.zoneRanges, zrange{lo: x.p.Addr(), hi: lastAddr(x.p), zone: x.zone})
 	}
 	sort.Slice(rs.zoneRanges, func(i, j int) bool { return rs.zoneRanges[i].lo.Less(rs.zoneRanges[j].lo) })
+	return pfxs
+}
+
+// assets compiles the policy's assets into rs (assets, assetByIP,
+// assetByMAC), entering their names in endpoint after the zones'; pfxs are
+// the zones' networks, which an asset's ip must lie in.
+func (c *compiler) assets(rs *Ruleset, endpoint map[string]int32, pfxs []zonePrefix) {
+	p := c.p
 	zoneNames := make([]string, len(p.Zones))
 	for i, z := range p.Zones {
 		zoneNames[i] = z.Name
 	}
-
-	// Assets.
 	nz := int32(len(p.Zones))
 	ipOwner := map[netip.Addr]string{}
 	macOwner := map[[6]byte]string{}
@@ -423,13 +446,11 @@ func (c *compiler) compile() *Ruleset {
 		}
 		rs.assets = append(rs.assets, ca)
 	}
-	names := make([]string, 0, len(endpoint))
-	for n := range endpoint {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+}
 
-	// L2.
+// l2 compiles the policy's allowed non-IP ethertypes into rs (l2, l2LLC).
+func (c *compiler) l2(rs *Ruleset) {
+	p := c.p
 	l2Known := sortedKeys(l2Names)
 	for i, s := range p.L2.Allow {
 		path := fmt.Sprintf("l2.allow.%d", i)
@@ -448,92 +469,110 @@ func (c *compiler) compile() *Ruleset {
 		}
 		rs.l2 = append(rs.l2, uint16(v))
 	}
+}
 
-	// Conduits.
+// conduits compiles the policy's conduits and their rules into rs
+// (conduits, words, fromBits, toBits); endpoint maps every zone and asset
+// name to its endpoint index.
+func (c *compiler) conduits(rs *Ruleset, endpoint map[string]int32) {
+	p := c.p
+	names := make([]string, 0, len(endpoint))
+	for n := range endpoint {
+		names = append(names, n)
+	}
+	sort.Strings(names)
 	nEndpoints := len(p.Zones) + len(p.Assets)
 	rs.words = (len(p.Conduits) + 63) / 64
 	rs.fromBits = make([][]uint64, nEndpoints)
 	rs.toBits = make([][]uint64, nEndpoints)
 	seen := map[string]int{}
 	for ci := range p.Conduits {
-		cd := &p.Conduits[ci]
-		path := fmt.Sprintf("conduits.%d", ci)
-		cc := cconduit{name: cd.Name}
-		if cd.Name == "" {
-			c.errf(path, "conduit has no name")
-			cc.name = fmt.Sprintf("conduit#%d", ci+1)
-		} else if prev, dup := seen[cd.Name]; dup {
-			c.errf(path+".name", "duplicate conduit name %q (first at conduit %d)", cd.Name, prev+1)
-		} else {
-			seen[cd.Name] = ci
-		}
-		if cd.Mode == "" {
-			cc.mode = rs.mode
-		} else if cc.mode, ok = parseMode(cd.Mode); !ok {
-			c.errf(path+".mode", "unknown mode %q (monitor or enforce)%s", cd.Mode, suggest(cd.Mode, []string{"monitor", "enforce"}))
-		}
-		if cd.Action == "" {
-			cc.action = rs.action
-		} else if cc.action, ok = parseDenyAction(cd.Action); !ok {
-			c.errf(path+".action", "unknown action %q (drop, reset or reply)%s", cd.Action, suggest(cd.Action, []string{"drop", "reset", "reply"}))
-		}
-		var fromEps, toEps []int32
-		for side, list := range [2][]string{cd.From, cd.To} {
-			key := [2]string{"from", "to"}[side]
-			if len(list) == 0 {
-				c.errf(path, "conduit %q has no %q", cc.name, key)
-			}
-			for i, n := range list {
-				e, ok := endpoint[n]
-				if !ok {
-					c.errf(fmt.Sprintf("%s.%s.%d", path, key, i), "conduit %q: unknown zone or asset %q%s", cc.name, n, suggest(n, names))
-					continue
-				}
-				bits := &rs.fromBits[e]
-				if side == 1 {
-					bits = &rs.toBits[e]
-				}
-				if *bits == nil {
-					*bits = make([]uint64, rs.words)
-				}
-				(*bits)[ci/64] |= 1 << (uint(ci) % 64)
-				if side == 0 {
-					fromEps = append(fromEps, e)
-				} else {
-					toEps = append(toEps, e)
-				}
-			}
-		}
-		if len(fromEps) > 0 && len(toEps) > 0 {
-			if why := c.neverMatches(rs, fromEps, toEps); why != "" {
-				c.errf(path+".to", "conduit %q can never match: %s", cc.name, why)
-			}
-		}
-		if len(cd.Rules) == 0 {
-			c.errf(path, "conduit %q has no rules: it can never allow anything", cc.name)
-		}
-		counts := map[string]int{}
-		for ri := range cd.Rules {
-			cc.rules = append(cc.rules, c.rule(&cd.Rules[ri], fmt.Sprintf("%s.rules.%d", path, ri), counts))
-		}
-		var protos []protocols.Proto
-		for _, r := range cc.rules {
-			if r.proto != protocols.ProtoNone && !slices.Contains(protos, r.proto) {
-				protos = append(protos, r.proto)
-			}
-		}
-		cc.tolerate = c.anomalies(cd.Tolerate, path+".tolerate", protos)
-		for li, l := range cd.Log {
-			switch l {
-			case "transactions":
-				cc.logTx = true
-			default:
-				c.errf(fmt.Sprintf("%s.log.%d", path, li), "conduit %q: unknown log value %q (transactions)%s", cc.name, l, suggest(l, LogValues))
-			}
-		}
-		rs.conduits = append(rs.conduits, cc)
+		rs.conduits = append(rs.conduits, c.conduit(rs, ci, endpoint, names, seen))
 	}
-	return rs
+}
+
+// conduit compiles conduit ci and its rules (rule, and per protocol
+// modbus, dnp3, opcua), setting its bit in rs.fromBits and rs.toBits for
+// each of its endpoints. names are the sorted endpoint names (for
+// suggestions); seen maps the conduit names met so far to their index.
+func (c *compiler) conduit(rs *Ruleset, ci int, endpoint map[string]int32, names []string, seen map[string]int) cconduit {
+	var ok bool
+	cd := &c.p.Conduits[ci]
+	path := fmt.Sprintf("conduits.%d", ci)
+	cc := cconduit{name: cd.Name}
+	if cd.Name == "" {
+		c.errf(path, "conduit has no name")
+		cc.name = fmt.Sprintf("conduit#%d", ci+1)
+	} else if prev, dup := seen[cd.Name]; dup {
+		c.errf(path+".name", "duplicate conduit name %q (first at conduit %d)", cd.Name, prev+1)
+	} else {
+		seen[cd.Name] = ci
+	}
+	if cd.Mode == "" {
+		cc.mode = rs.mode
+	} else if cc.mode, ok = parseMode(cd.Mode); !ok {
+		c.errf(path+".mode", "unknown mode %q (monitor or enforce)%s", cd.Mode, suggest(cd.Mode, []string{"monitor", "enforce"}))
+	}
+	if cd.Action == "" {
+		cc.action = rs.action
+	} else if cc.action, ok = parseDenyAction(cd.Action); !ok {
+		c.errf(path+".action", "unknown action %q (drop, reset or reply)%s", cd.Action, suggest(cd.Action, []string{"drop", "reset", "reply"}))
+	}
+	var fromEps, toEps []int32
+	for side, list := range [2][]string{cd.From, cd.To} {
+		key := [2]string{"from", "to"}[side]
+		if len(list) == 0 {
+			c.errf(path, "conduit %q has no %q", cc.name, key)
+		}
+		for i, n := range list {
+			e, ok := endpoint[n]
+			if !ok {
+				c.errf(fmt.Sprintf("%s.%s.%d", path, key, i), "conduit %q: unknown zone or asset %q%s", cc.name, n, suggest(n, names))
+				continue
+			}
+			bits := &rs.fromBits[e]
+			if side == 1 {
+				bits = &rs.toBits[e]
+			}
+			if *bits == nil {
+				*bits = make([]uint64, rs.words)
+			}
+			(*bits)[ci/64] |= 1 << (uint(ci) % 64)
+			if side == 0 {
+				fromEps = append(fromEps, e)
+			} else {
+				toEps = append(toEps, e)
+			}
+		}
+	}
+	if len(fromEps) > 0 && len(toEps) > 0 {
+		if why := c.neverMatches(rs, fromEps, toEps); why != "" {
+			c.errf(path+".to", "conduit %q can never match: %s", cc.name, why)
+		}
+	}
+	if len(cd.Rules) == 0 {
+		c.errf(path, "conduit %q has no rules: it can never allow anything", cc.name)
+	}
+	counts := map[string]int{}
+	for ri := range cd.Rules {
+		cc.rules = append(cc.rules, c.rule(&cd.Rules[ri], fmt.Sprintf("%s.rules.%d", path, ri), counts))
+	}
+	var protos []protocols.Proto
+	for _, r := range cc.rules {
+		if r.proto != protocols.ProtoNone && !slices.Contains(protos, r.proto) {
+			protos = append(protos, r.proto)
+		}
+	}
+	cc.tolerate = c.anomalies(cd.Tolerate, path+".tolerate", protos)
+	for li, l := range cd.Log {
+		switch l {
+		case "transactions":
+			cc.logTx = true
+		default:
+			c.errf(fmt.Sprintf("%s.log.%d", path, li), "conduit %q: unknown log value %q (transactions)%s", cc.name, l, suggest(l, LogValues))
+		}
+	}
+	return cc
 }
 
 // endpointPort returns the bridge port of a zone or asset's zone ("" if any).
