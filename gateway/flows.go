@@ -43,7 +43,10 @@ func (e *Engine) Flows(max int) []FlowInfo {
 		gen  uint32
 		last int64
 	}
-	refs := make([]ref, 0, len(t.slots)) // allocated before the lock every packet takes
+	t.mu.Lock()
+	n := t.used
+	t.mu.Unlock()
+	refs := make([]ref, 0, n+n/8+64) // allocated outside the lock every packet takes (more flows may come: append grows it)
 	t.mu.Lock()
 	for c := range numClasses {
 		for j := t.head[c]; j != noSlot; j = t.slots[j].next {
