@@ -251,7 +251,7 @@ func (e *Engine) Expire(now time.Time) int {
 	// read the whole array once a second and keep it resident.
 	for c := range numClasses {
 		for i := t.head[c]; i != noSlot; {
-			f := &t.slots[i]
+			f := t.slot(i)
 			next := f.next
 			if f.lastSeen+f.timeout <= ns && f.mu.TryLock() {
 				e.putInspector(t.release(i))
