@@ -123,7 +123,7 @@ func (e *Engine) BypassCheck(bf *BypassFlow, lastSeen time.Time) bool {
 	}
 	if ls := lastSeen.UnixNano(); ls > 0 {
 		t.mu.Lock() // table after flow is safe: see flow
-		if ls > t.slots[i].lastSeen {
+		if ls > t.slot(i).lastSeen {
 			t.touch(i, min(ls, now))
 		}
 		t.mu.Unlock()

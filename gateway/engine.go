@@ -256,14 +256,19 @@ func (e *Engine) Expire(now time.Time) int {
 	n := 0
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for i := range t.slots {
-		f := &t.slots[i]
-		if !f.inUse || f.lastSeen+f.timeout > ns || !f.mu.TryLock() {
-			continue
+	// Only the flows in the class lists: a sweep over every slot would
+	// read the whole array once a second and keep it resident.
+	for c := range numClasses {
+		for i := t.head[c]; i != noSlot; {
+			f := t.slot(i)
+			next := f.next
+			if f.lastSeen+f.timeout <= ns && f.mu.TryLock() {
+				e.putInspector(t.release(i))
+				f.mu.Unlock()
+				n++
+			}
+			i = next
 		}
-		e.putInspector(t.release(int32(i)))
-		f.mu.Unlock()
-		n++
 	}
 	e.ctr.flowsExpired.Add(uint64(n))
 	return n

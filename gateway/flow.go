@@ -224,43 +224,80 @@ func (h *half) finish(end uint32) {
 }
 
 // table is the bounded flow table: a map from key to slot over a fixed
-// array of slots, with one LRU list per class and a free list.
+// number of slots, with one LRU list per class and a free list.
+//
+// The slots are allocated in chunks of chunkSlots as the table first
+// holds that many flows, never freed: an idle gateway does not hold (nor
+// have the garbage collector scan) the 10 MiB of the default 16,384
+// slots, and a slot never moves once handed out (issue 18: RSS). Slots
+// from fresh up have never been used; alloc takes a released slot first,
+// then the next fresh one.
 type table struct {
-	mu    sync.Mutex // guards the map, the lists and the (table) fields of every slot
-	m     map[flowKey]int32
-	slots []flow
-	head  [numClasses]int32 // most recently used
-	tail  [numClasses]int32 // least recently used
-	count [numClasses]int
-	free  int32
-	used  int
-	half  halfOpenTable
+	mu     sync.Mutex // guards the map, the lists and the (table) fields of every slot
+	m      map[flowKey]int32
+	chunks [][]flow          // slot i is chunks[i/chunkSlots][i%chunkSlots]; nil past fresh
+	n      int32             // number of slots (Config.MaxFlows)
+	head   [numClasses]int32 // most recently used
+	tail   [numClasses]int32 // least recently used
+	count  [numClasses]int
+	free   int32 // released slots
+	fresh  int32 // slots fresh and up never used
+	used   int
+	half   halfOpenTable
 }
 
+// chunkSlots is the number of slots allocated at once (about 156 KiB):
+// at most 64 allocations over the life of the default table.
+const (
+	chunkBits  = 8
+	chunkSlots = 1 << chunkBits
+)
+
 func newTable(n int) *table {
-	t := &table{m: make(map[flowKey]int32, n), slots: make([]flow, n), free: noSlot}
+	t := &table{m: make(map[flowKey]int32, n), chunks: make([][]flow, (n+chunkSlots-1)/chunkSlots), n: int32(n), free: noSlot}
 	t.half.init(halfOpenLimit(n))
 	for c := range numClasses {
 		t.head[c], t.tail[c] = noSlot, noSlot
 	}
-	for i := n - 1; i >= 0; i-- {
-		t.slots[i].next = t.free
-		t.slots[i].prev = noSlot
-		t.free = int32(i)
-	}
 	return t
+}
+
+// slot returns slot i, which alloc has handed out at least once.
+func (t *table) slot(i int32) *flow {
+	return &t.chunks[i>>chunkBits][i&(chunkSlots-1)]
+}
+
+// full reports whether no slot is free. Caller holds t.mu.
+func (t *table) full() bool {
+	return t.free == noSlot && t.fresh >= t.n
+}
+
+// take removes a free slot from the free list, or the next fresh slot
+// (allocating its chunk when it is the chunk's first), and returns it.
+// Caller holds t.mu and has checked !t.full().
+func (t *table) take() int32 {
+	if i := t.free; i != noSlot {
+		t.free = t.slot(i).next
+		return i
+	}
+	i := t.fresh
+	if c := &t.chunks[i>>chunkBits]; *c == nil {
+		*c = make([]flow, min(chunkSlots, int(t.n-i)))
+	}
+	t.fresh++
+	return i
 }
 
 // unlink removes slot i from its class list. Caller holds t.mu.
 func (t *table) unlink(i int32) {
-	f := &t.slots[i]
+	f := t.slot(i)
 	if f.prev != noSlot {
-		t.slots[f.prev].next = f.next
+		t.slot(f.prev).next = f.next
 	} else {
 		t.head[f.class] = f.next
 	}
 	if f.next != noSlot {
-		t.slots[f.next].prev = f.prev
+		t.slot(f.next).prev = f.prev
 	} else {
 		t.tail[f.class] = f.prev
 	}
@@ -270,12 +307,12 @@ func (t *table) unlink(i int32) {
 
 // pushFront makes slot i the most recently used of class c. Caller holds t.mu.
 func (t *table) pushFront(i int32, c uint8) {
-	f := &t.slots[i]
+	f := t.slot(i)
 	f.class = c
 	f.prev = noSlot
 	f.next = t.head[c]
 	if t.head[c] != noSlot {
-		t.slots[t.head[c]].prev = i
+		t.slot(t.head[c]).prev = i
 	} else {
 		t.tail[c] = i
 	}
@@ -285,7 +322,7 @@ func (t *table) pushFront(i int32, c uint8) {
 
 // touch marks slot i used now. Caller holds t.mu.
 func (t *table) touch(i int32, now int64) {
-	f := &t.slots[i]
+	f := t.slot(i)
 	f.lastSeen = now
 	if t.head[f.class] != i {
 		c := f.class
@@ -297,7 +334,7 @@ func (t *table) touch(i int32, now int64) {
 // setClass moves slot i to class c and sets its idle timeout. Caller
 // holds t.mu.
 func (t *table) setClass(i int32, c uint8, timeout int64) {
-	f := &t.slots[i]
+	f := t.slot(i)
 	f.timeout = timeout
 	if f.class != c {
 		t.unlink(i)
@@ -308,7 +345,7 @@ func (t *table) setClass(i int32, c uint8, timeout int64) {
 // release returns slot i to the free list. Caller holds t.mu and f.mu
 // (or knows nobody else can reach the slot).
 func (t *table) release(i int32) *inspector {
-	f := &t.slots[i]
+	f := t.slot(i)
 	delete(t.m, f.key)
 	t.unlink(i)
 	if f.halfOpen {
@@ -340,7 +377,7 @@ func (f *flow) over(now, clockBack int64) bool {
 // nobody holds it, handing its inspector to onFree, and reports whether it
 // did. Caller holds t.mu.
 func (t *table) releaseOver(i int32, now, clockBack int64, onFree func(*inspector)) bool {
-	f := &t.slots[i]
+	f := t.slot(i)
 	if !f.over(now, clockBack) || !f.mu.TryLock() {
 		return false
 	}
@@ -358,14 +395,14 @@ func (t *table) lockFlow(k flowKey, live func(*flow) bool) (*flow, int32) {
 	i, ok := t.m[k]
 	var gen uint32
 	if ok {
-		gen = t.slots[i].gen
-		ok = live == nil || live(&t.slots[i])
+		gen = t.slot(i).gen
+		ok = live == nil || live(t.slot(i))
 	}
 	t.mu.Unlock()
 	if !ok {
 		return nil, noSlot
 	}
-	f := &t.slots[i]
+	f := t.slot(i)
 	f.mu.Lock()
 	if f.gen != gen || !f.inUse {
 		f.mu.Unlock()
@@ -383,11 +420,11 @@ func (t *table) reclaimExpired(now int64, max int, onFree func(*inspector)) int 
 	for c := range numClasses {
 		for range max {
 			j := t.tail[c]
-			if j == noSlot || t.slots[j].lastSeen+t.slots[j].timeout > now || !t.slots[j].mu.TryLock() {
+			if j == noSlot || t.slot(j).lastSeen+t.slot(j).timeout > now || !t.slot(j).mu.TryLock() {
 				break
 			}
 			onFree(t.release(j))
-			t.slots[j].mu.Unlock()
+			t.slot(j).mu.Unlock()
 			n++
 		}
 	}
@@ -406,11 +443,11 @@ func (t *table) alloc(k flowKey, now, minIdle int64, onFree func(*inspector)) (i
 	// Reclaim up to a few expired flows from the LRU ends first: bounded
 	// work per new flow keeps expiry off a separate hot loop.
 	expired = t.reclaimExpired(now, 2, onFree)
-	if t.free == noSlot {
+	if t.full() {
 		for c := range numClasses {
 			j := t.tail[c]
 			for tries := 0; j != noSlot && tries < 4; tries++ {
-				f := &t.slots[j]
+				f := t.slot(j)
 				if c == classEstablished && now-f.lastSeen < minIdle {
 					break // the LRU established flow is fresh: refuse rather than cut a session
 				}
@@ -422,17 +459,16 @@ func (t *table) alloc(k flowKey, now, minIdle int64, onFree func(*inspector)) (i
 				}
 				j = f.prev
 			}
-			if t.free != noSlot {
+			if !t.full() {
 				break
 			}
 		}
 	}
-	if t.free == noSlot {
+	if t.full() {
 		return noSlot, evicted, expired
 	}
-	i = t.free
-	f := &t.slots[i]
-	t.free = f.next
+	i = t.take()
+	f := t.slot(i)
 	f.key = k
 	f.inUse = true
 	f.lastSeen = now

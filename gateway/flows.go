@@ -43,11 +43,14 @@ func (e *Engine) Flows(max int) []FlowInfo {
 		gen  uint32
 		last int64
 	}
-	refs := make([]ref, 0, len(t.slots)) // allocated before the lock every packet takes
+	t.mu.Lock()
+	n := t.used
+	t.mu.Unlock()
+	refs := make([]ref, 0, n+n/8+64) // allocated outside the lock every packet takes (more flows may come: append grows it)
 	t.mu.Lock()
 	for c := range numClasses {
-		for j := t.head[c]; j != noSlot; j = t.slots[j].next {
-			refs = append(refs, ref{j, t.slots[j].gen, t.slots[j].lastSeen})
+		for j := t.head[c]; j != noSlot; j = t.slot(j).next {
+			refs = append(refs, ref{j, t.slot(j).gen, t.slot(j).lastSeen})
 		}
 	}
 	t.mu.Unlock()
@@ -57,7 +60,7 @@ func (e *Engine) Flows(max int) []FlowInfo {
 	}
 	out := make([]FlowInfo, 0, len(refs))
 	for _, r := range refs {
-		f := &t.slots[r.i]
+		f := t.slot(r.i)
 		f.mu.Lock()
 		if f.gen != r.gen || !f.inUse {
 			f.mu.Unlock()

@@ -120,9 +120,9 @@ func (e *Engine) trackEcho(c *hctx, v rules.Verdict) {
 	var f *flow
 	if ok {
 		t.touch(i, c.now)
-		gen := t.slots[i].gen
+		gen := t.slot(i).gen
 		t.mu.Unlock()
-		f = &t.slots[i]
+		f = t.slot(i)
 		f.mu.Lock()
 		if f.gen != gen {
 			f.mu.Unlock()
@@ -135,7 +135,7 @@ func (e *Engine) trackEcho(c *hctx, v rules.Verdict) {
 			t.mu.Unlock()
 			return
 		}
-		f = &t.slots[i]
+		f = t.slot(i)
 		f.mu.Lock() // a free slot: nobody holds it for long (see flow)
 		t.mu.Unlock()
 		if evicted >= 0 {

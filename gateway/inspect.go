@@ -136,7 +136,7 @@ func (e *Engine) reclaimInspector(now int64, proto protocols.Proto) bool {
 	})
 	evicted := 0
 	for j, scanned := t.tail[classTransient], 0; !freed && j != noSlot && scanned < reclaimScan; scanned++ {
-		f := &t.slots[j]
+		f := t.slot(j)
 		prev := f.prev
 		if f.insp != nil && f.insp.proto == proto && f.mu.TryLock() {
 			in := t.release(j)

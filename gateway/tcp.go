@@ -69,7 +69,7 @@ func (e *Engine) handleFlow(c *hctx) {
 		var gen uint32
 		if ok {
 			t.touch(i, c.now)
-			gen = t.slots[i].gen
+			gen = t.slot(i).gen
 		}
 		t.mu.Unlock()
 		if !ok {
@@ -78,7 +78,7 @@ func (e *Engine) handleFlow(c *hctx) {
 			}
 			continue // another goroutine created it meanwhile: look again
 		}
-		f := &t.slots[i]
+		f := t.slot(i)
 		f.mu.Lock()
 		if f.gen != gen {
 			f.mu.Unlock()
@@ -288,7 +288,7 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 		e.reportDrop(c, nil, DropTableFull)
 		return true
 	}
-	f := &t.slots[i]
+	f := t.slot(i)
 	f.mu.Lock() // a free slot: nobody holds it for long (see flow)
 	gen := f.gen
 	if syn {
