@@ -1,17 +1,13 @@
 package testenv
 
 import (
-	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // SyslogNGRoot is where .ci/unpack-syslog-ng unpacks Debian's
@@ -55,19 +51,13 @@ func SyslogNG(t testing.TB) (port int, output func() string) {
 	}
 	dir := t.TempDir()
 	out := filepath.Join(dir, "received.log")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port = l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port = FreeTCPPort(t)
 	conf := strings.NewReplacer("@PORT@", fmt.Sprint(port), "@OUT@", out).Replace(syslogNGConf)
 	cf := filepath.Join(dir, "syslog-ng.conf")
 	if err := os.WriteFile(cf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ma := multiarch()
-	var diag bytes.Buffer
 	cmd := exec.Command(bin, "--module-path="+mods[0], "-f", cf, "-R", filepath.Join(dir, "persist"),
 		"-c", filepath.Join(dir, "ctl"), "-p", filepath.Join(dir, "pid"), "--no-caps", "-F")
 	cmd.Env = append(os.Environ(), "LD_LIBRARY_PATH="+strings.Join([]string{
@@ -75,43 +65,7 @@ func SyslogNG(t testing.TB) (port int, output func() string) {
 		filepath.Join(root, "usr", "lib", ma),
 		filepath.Join(root, "lib", ma),
 	}, ":"))
-	cmd.Stdout, cmd.Stderr = &diag, &diag
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-			return
-		default:
-		}
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("syslog-ng exited: %s", diag.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("syslog-ng not listening on %d within 10s: %s", port, diag.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	StartListening(t, "syslog-ng", cmd, port)
 	return port, func() string {
 		b, _ := os.ReadFile(out)
 		return string(b)
