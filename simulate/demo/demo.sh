@@ -149,15 +149,15 @@ EVENTS=$WORK/events.jsonl
 ip netns exec "$GW" "$OTGW" run --policy "$POLICY" --board sim --ports north0,south0 \
 	--events "$EVENTS" --status 127.0.0.1:9102 --spool "$WORK/spool" 2>"$WORK/otgw.log" &
 PIDS+=($!)
-for _ in $(seq 100); do grep -q '"type":"start"' "$EVENTS" 2>/dev/null && break; sleep 0.1; done
-grep -q '"type":"start"' "$EVENTS" || { echo "the gateway did not start:"; cat "$WORK/otgw.log"; exit 1; }
+for _ in $(seq 100); do grep -q '"event_type":"start"' "$EVENTS" 2>/dev/null && break; sleep 0.1; done
+grep -q '"event_type":"start"' "$EVENTS" || { echo "the gateway did not start:"; cat "$WORK/otgw.log"; exit 1; }
 
 # Live verdict lines: every event as one readable line. $! is tail's own
 # PID (process substitution), so the teardown stops it and the formatter
 # ends with it.
 pretty() {
 	while IFS= read -r line; do
-		typ=$(sed -n 's/.*"type":"\([a-z_]*\)".*/\1/p' <<<"$line")
+		typ=$(sed -n 's/.*"event_type":"\([a-z_]*\)".*/\1/p' <<<"$line")
 		msg=$(sed -n 's/.*"message":"\([^"]*\)".*/\1/p' <<<"$line")
 		printf '  \033[33mgateway event\033[0m [%s] %s\n' "$typ" "$msg"
 	done
