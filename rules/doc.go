@@ -17,11 +17,19 @@
 // `function: 90` allows every UMAS request, `function: 90/<sub>` (or
 // `umas/<sub>`) one, where sub is a number (65 or 0x41) or a name of
 // modbus.UMASFunctionName such as read_id, take_plc_reservation,
-// upload_block, download_block, start_plc, stop_plc; UMAS ADUs may be one
-// byte longer than the specification's 260, MBAP length 255), IEEE 1815-2012 DNP3 (link addresses, function codes, object
-// groups/variations, unsolicited responses, Secure Authentication function
-// codes 32, 33, 131 and group 120), OPC 10000-4/6 (security mode and policy of OPN,
-// service request type ids, NodeIds of Write and Call).
+// upload_block, download_block, start_plc, stop_plc; an ADU one byte
+// longer than the specification's 260, MBAP length 255, as UMAS sessions
+// send, is the anomaly long_adu, allowed by `tolerate: [long_adu]`), IEEE
+// 1815-2012 DNP3 (link addresses, function codes, object groups/variations,
+// unsolicited responses, Secure Authentication function codes 32, 33, 131
+// and group 120), OPC 10000-4/6 (security mode and policy of OPN, service
+// request type ids, NodeIds of Write and Call).
+//
+// Rules read the parsers' own types: PDU.Set takes the protocols.Session
+// that decoded a PDU and fills the PDU from its decoded ADU, fragment or
+// message (modbus.go, dnp3.go, opcua.go here), with opcua.NodeID,
+// opcua.SecurityMode and opcua.MessageType as the parser defines them; no
+// mirror types.
 //
 // Pipeline: Load/Parse (YAML to plain-data Policy, unknown keys are errors
 // with "did you mean") → Compile (every problem reported with FILE:LINE:COL;
