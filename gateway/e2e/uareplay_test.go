@@ -2,13 +2,15 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,18 +99,41 @@ func writeUACapture(t *testing.T, path string, conns, msgSize int) {
 }
 
 // replayRSS runs otgw replay with the extra environment and returns its
-// maximum RSS in KiB, its exit code and its output.
+// peak RSS in KiB (VmRSS sampled every 5 ms: the child's rusage maxrss is
+// not used, because Go starts children with CLONE_VM and Linux folds the
+// parent's resident set at the exec into it), its exit code and output.
 func replayRSS(t *testing.T, policy, pcap, whatIf string, env ...string) (int64, int, string, time.Duration) {
 	t.Helper()
 	cmd := exec.Command(otgwBinary(t), "replay", "--policy", policy, "--what-if="+whatIf, pcap)
 	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	if cmd.ProcessState == nil {
+	if err := cmd.Start(); err != nil {
 		t.Fatalf("replay: %v", err)
 	}
-	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return int64(ru.Maxrss), cmd.ProcessState.ExitCode(), string(out), time.Since(start)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	var peak int64
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		case <-tick.C:
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)); err == nil {
+				for _, ln := range strings.Split(string(b), "\n") {
+					if v, ok := strings.CutPrefix(ln, "VmRSS:"); ok {
+						if kb, err := strconv.ParseInt(strings.Fields(v)[0], 10, 64); err == nil {
+							peak = max(peak, kb)
+						}
+					}
+				}
+			}
+		}
+	}
+	return peak, cmd.ProcessState.ExitCode(), out.String(), time.Since(start)
 }
 
 // TestOPCUAWritesReplayRSS is issue 15's OPC UA figure as process RSS:
