@@ -109,12 +109,7 @@ ruleset(name="soc") {
 func newSOCReceiver(t *testing.T) *socReceiver {
 	t.Helper()
 	r := &socReceiver{Rsyslogd: testenv.NewRsyslogd(t, "rsyslog.conf"), t: t}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.port = l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	r.port = testenv.FreeTCPPort(t)
 	conf := strings.NewReplacer("@DIR@", r.Dir, "@PORT@", fmt.Sprint(r.port)).Replace(socReceiverConf)
 	if err := os.WriteFile(r.Conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/internal/testenv"
 )
 
 // encodeRecord builds one spool record as spool.append writes it.
@@ -150,7 +151,7 @@ func TestExporterReportsSpoolCorruption(t *testing.T) {
 	writeSegment(t, dir, seg)
 	var mu sync.Mutex
 	var got []events.Event
-	x, err := New(Config{Destinations: []Destination{fastDest("tcp", freePort(t), nil)}, CloseTimeout: 100 * time.Millisecond,
+	x, err := New(Config{Destinations: []Destination{fastDest("tcp", testenv.FreeTCPPort(t), nil)}, CloseTimeout: 100 * time.Millisecond,
 		Notify: events.SinkFunc(func(e *events.Event) { mu.Lock(); got = append(got, *e); mu.Unlock() })}, dir, nil)
 	if err != nil {
 		t.Fatal(err)

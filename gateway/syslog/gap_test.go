@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/internal/testenv"
 )
 
 // After a crash the next start reports one gap event naming the previous
@@ -39,7 +40,7 @@ func TestExporterGapAfterCrash(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			d := fastDest("tcp", freePort(t), nil) // down: everything stays spooled
+			d := fastDest("tcp", testenv.FreeTCPPort(t), nil) // down: everything stays spooled
 			if !tc.fresh {
 				x, err := New(Config{Destinations: []Destination{d}, SyncInterval: tc.sync, CloseTimeout: 100 * time.Millisecond,
 					Notify: events.Discard}, dir, nil)
@@ -100,7 +101,7 @@ func TestExporterGapAfterCrash(t *testing.T) {
 // events still tell which boot was cut short.
 func TestExporterGapStateUnreadable(t *testing.T) {
 	dir := t.TempDir()
-	d := fastDest("tcp", freePort(t), nil)
+	d := fastDest("tcp", testenv.FreeTCPPort(t), nil)
 	x, err := New(Config{Destinations: []Destination{d}, SyncInterval: time.Hour, Notify: events.Discard}, dir, nil)
 	if err != nil {
 		t.Fatal(err)

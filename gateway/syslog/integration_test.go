@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/internal/testenv"
 )
 
 const testPEN = 32473 // RFC 5612 documentation PEN: tests and examples only
@@ -301,7 +302,7 @@ func TestRsyslogOneDownOtherFlows(t *testing.T) {
 	pki := newPKI(t)
 	r := newReceiver(t, pki)
 	r.start()
-	down := fastDest("tcp", freePort(t), nil) // nothing listens there
+	down := fastDest("tcp", testenv.FreeTCPPort(t), nil) // nothing listens there
 	down.Name = "down"
 	up := fastDest("tcp", r.plain, nil)
 	up.Name = "up"

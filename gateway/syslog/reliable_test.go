@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/internal/testenv"
 )
 
 // offlineExporter is an exporter as otgw replay configures it: the
@@ -98,7 +99,7 @@ func TestSpoolFullWaitRidesOutReceiverOutage(t *testing.T) {
 // the spool has been full for SpoolFullWait without progress, the spool
 // drops (counted), and later Emits do not wait again for each event.
 func TestSpoolFullWaitGivesUpWithoutProgress(t *testing.T) {
-	d := fastDest("tcp", freePort(t), nil) // nothing listens there
+	d := fastDest("tcp", testenv.FreeTCPPort(t), nil) // nothing listens there
 	x := offlineExporter(t, t.TempDir(), 300*time.Millisecond, d)
 	const n = 2000
 	t0 := time.Now()
@@ -123,7 +124,7 @@ func TestSpoolFullWaitGivesUpWithoutProgress(t *testing.T) {
 
 // Live default (SpoolFullWait 0): a full spool never makes Emit wait.
 func TestSpoolFullNoWaitByDefault(t *testing.T) {
-	d := fastDest("tcp", freePort(t), nil)
+	d := fastDest("tcp", testenv.FreeTCPPort(t), nil)
 	x := offlineExporter(t, t.TempDir(), 0, d)
 	t0 := time.Now()
 	for i := 1; i <= 2000; i++ {

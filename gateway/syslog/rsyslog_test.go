@@ -160,22 +160,12 @@ ruleset(name="soc") {
 }
 `
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // newReceiver writes the config; start runs it.
 func newReceiver(t *testing.T, p *testPKI) *receiver { return newReceiverB(t, p) }
 
 func newReceiverB(t testing.TB, p *testPKI) *receiver {
 	t.Helper()
-	r := &receiver{Rsyslogd: testenv.NewRsyslogd(t, "receiver.conf"), t: t, plain: freePort(t), gtls: freePort(t), ossl: freePort(t)}
+	r := &receiver{Rsyslogd: testenv.NewRsyslogd(t, "receiver.conf"), t: t, plain: testenv.FreeTCPPort(t), gtls: testenv.FreeTCPPort(t), ossl: testenv.FreeTCPPort(t)}
 	conf := strings.NewReplacer("@DIR@", r.Dir, "@CA@", p.ca, "@CERT@", p.serverCert, "@KEY@", p.serverKey,
 		"@PLAIN@", fmt.Sprint(r.plain), "@GTLS@", fmt.Sprint(r.gtls), "@OSSL@", fmt.Sprint(r.ossl)).Replace(receiverConf)
 	if err := os.WriteFile(r.Conf, []byte(conf), 0o600); err != nil {

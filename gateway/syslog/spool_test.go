@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/gateway/events"
+	"github.com/otgw/otgw/internal/testenv"
 )
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -83,7 +84,7 @@ func TestSpoolFullDropsLowestSeverityFirst(t *testing.T) {
 func TestExporterSpoolFullEmitsDropped(t *testing.T) {
 	var mu sync.Mutex // Notify runs on Emit's and the sender's goroutines
 	var got []*events.Event
-	d := fastDest("tcp", freePort(t), nil) // down
+	d := fastDest("tcp", testenv.FreeTCPPort(t), nil) // down
 	x, err := New(Config{Destinations: []Destination{d}, SpoolBytes: 64 << 10, CloseTimeout: 100 * time.Millisecond,
 		Notify: events.SinkFunc(func(e *events.Event) { mu.Lock(); got = append(got, e); mu.Unlock() })}, t.TempDir(), nil)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/gopcua/opcua/server"
 	"github.com/gopcua/opcua/ua"
 
+	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/protocols"
 )
 
@@ -112,16 +113,6 @@ func (r *relay) pipe(i int, dir protocols.Dir, from, to net.Conn) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // TestLiveSecureChannels runs a gopcua client against a gopcua server on
 // loopback under Basic256Sha256, in mode Sign and in SignAndEncrypt,
 // through a relay that feeds the traffic to a Session: the Channel infers
@@ -132,7 +123,7 @@ func TestLiveSecureChannels(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			skey, scert := selfSigned(t, "urn:otgw:test:server")
 			ckey, ccert := selfSigned(t, "urn:otgw:test:client")
-			port := freePort(t)
+			port := testenv.FreeTCPPort(t)
 			rl := newRelay(t, "127.0.0.1:"+strconv.Itoa(port))
 			srv := server.New(
 				server.EnableSecurity("Basic256Sha256", mode),
