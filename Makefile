@@ -99,8 +99,9 @@ test-flood: ## live SYN flood: FLOOD_SYNS spoofed SYNs (default 1,000,000) from 
 	  $(GO) test -count=1 -timeout 10m -run '^TestSYNFloodLive$$' -v ./gateway/e2e | grep -v 'level='
 
 .PHONY: bench-uamem
-bench-uamem: ## OPC UA, 100 connections x 15 MB Write: engine heap, and otgw replay RSS of the 1.5 GB capture (written to a temporary directory), with and without GOMEMLIMIT (< 2 min)
+bench-uamem: ## OPC UA, 100 connections x 15 MB Write: engine heap, otgw run VmRSS live (netns, root), and otgw replay RSS of the 1.5 GB capture (written to a temporary directory), with and without GOMEMLIMIT (< 3 min)
 	$(GO) test -count=1 -run '^TestOPCUAFullSizeWrites$$' -v ./gateway/ | grep -E 'uafull|^(ok|FAIL|---)'
+	set -o pipefail; $(GO) test -count=1 -run '^TestOPCUAWritesLiveRSS$$' -v ./gateway/e2e | grep -E 'uawrite_live|^(ok|FAIL|---)'
 	set -o pipefail; OTGW_BENCH_UAREPLAY=1 \
 	  $(GO) test -count=1 -timeout 10m -run '^TestOPCUAWritesReplayRSS$$' -v ./gateway/e2e | grep -v 'level='
 

@@ -430,3 +430,77 @@ func TestAllocs(t *testing.T) {
 		t.Errorf("Channel.Decode multi-chunk: %v allocs", n)
 	}
 }
+
+// TestChannelBudgetChargesGrowthGarbage: a Write body buffer costs
+// Budget twice its capacity (the buffer and the garbage its growth left),
+// a refused growth fails the message as message_too_large, and the end of
+// a large message gives every byte back.
+func TestChannelBudgetChargesGrowthGarbage(t *testing.T) {
+	var f Framer
+	var m Message
+	vals := make([]WriteValue, 3000)
+	for i := range vals {
+		vals[i] = WriteValue{setpoint, float64(i)}
+	}
+	body := AppendWriteRequest(nil, 2, vals...)
+	chunks := AppendChunks(nil, tHdr, body, 8192)
+	feed := func(c *Channel) (last Anomaly) {
+		for b := chunks; len(b) > 0; {
+			n, _, _ := f.Next(b)
+			_ = c.Decode(protocols.Request, b[:n], &m)
+			if m.Anomaly != AnomalyNone {
+				last = m.Anomaly
+			}
+			b = b[n:]
+		}
+		return last
+	}
+	open := func(c *Channel) {
+		c.state, c.policy, c.mode, c.channelID, c.haveID = stOpen, PolicyNone, ModeNone, 7, true
+	}
+
+	var charged, peak int64
+	var c Channel
+	c.Budget = func(d int64) bool { charged += d; peak = max(peak, charged); return true }
+	open(&c)
+	feed(&c)
+	if m.Service != ServiceWrite {
+		t.Fatalf("reassembled message: service %v", m.Service)
+	}
+	// The buffer grew by doubling from 4 KiB to the first power of two
+	// times 4 KiB that holds the body.
+	want := int64(4096)
+	for want < int64(len(body)) {
+		want *= 2
+	}
+	if peak != 2*want {
+		t.Errorf("peak charge %d for a %d-byte body, want %d (twice the %d-byte buffer)", peak, len(body), 2*want, want)
+	}
+	if charged != 0 {
+		t.Errorf("%d bytes still charged after the message ended", charged)
+	}
+
+	// A budget that holds the buffer but not its garbage refuses.
+	var d Channel
+	charged = 0
+	d.Budget = func(delta int64) bool {
+		if charged+delta > want+want/2 {
+			return false
+		}
+		charged += delta
+		return true
+	}
+	open(&d)
+	if a := feed(&d); a != AnomalyMessageTooLarge {
+		t.Errorf("buffer over the budget: anomaly %v, want message_too_large", a)
+	}
+	// The buffer it had (keepBuffer) stays for the next message, until
+	// Release.
+	if charged != 2*keepBuffer {
+		t.Errorf("%d bytes charged after the refused message, want %d (the kept %d-byte buffer)", charged, 2*keepBuffer, keepBuffer)
+	}
+	d.Release()
+	if charged != 0 {
+		t.Errorf("%d bytes still charged after Release", charged)
+	}
+}
