@@ -239,8 +239,11 @@
 // 160 MiB RSS (the live SYN flood test asserts it; measured 38 MB under
 // 1,000,000 SYNs, and the Go heap at +72 MiB with the cap full of OPC UA
 // reassembly, BENCHMARKS.md), well inside 512 MB; otgw run sets a soft
-// memory limit of 140 MiB (GOMEMLIMIT overrides it) so that garbage of
-// grown buffers is collected before the bound. More
+// memory limit of 88 MiB, the cap + 24 MiB (GOMEMLIMIT overrides it), so
+// that garbage of grown buffers is collected before the bound. An OPC UA
+// Write/Call body buffer is charged twice its capacity (the buffer and
+// the garbage its growth left), so 100 connections of 15 MB Writes keep
+// otgw run under the cap + 32 MiB (gateway/e2e TestOPCUAWritesLiveRSS). More
 // inspected flows need a larger Config.MemoryCap, about 11-15 MiB per
 // thousand (otgw run sets only the table size, --max-flows, today).
 package gateway
