@@ -494,14 +494,18 @@ func (rep *Report) modes(d *htmlData) {
 // table rows (at most MaxHTMLRows) with their PDU details.
 func (rep *Report) timeline(d *htmlData) {
 	d.TLW = 900
-	total := max(rep.TimelineTotal, len(rep.Timeline))
+	held := rep.timelineEvents() // entries of closed connections stand for Count frames
+	total := max(rep.TimelineTotal, held)
 	shown := min(len(rep.Timeline), MaxHTMLRows)
-	if total > shown {
+	if len(rep.Timeline) > shown || held < total {
 		where := fmt.Sprintf("report.json holds all %d", total)
-		if len(rep.Timeline) < total {
-			where = fmt.Sprintf("report.json holds the first %d; otgw replay --json prints every one", len(rep.Timeline))
+		if held < total {
+			where = fmt.Sprintf("report.json holds the first %d; otgw replay --json prints every one", held)
 		}
 		d.Notice = fmt.Sprintf("Showing the first %d of %d denies and alerts: %s.", shown, total, where)
+	}
+	if held > len(rep.Timeline) {
+		d.Notice = strings.TrimSpace(d.Notice + fmt.Sprintf(" The frames of a connection after the gateway closed it (reason %s) are one row per connection, with their count.", closedReason))
 	}
 	for _, e := range rep.Timeline[:shown] {
 		row := timelineRow{Event: e, Details: details(&e)}
@@ -725,7 +729,7 @@ td.details{font-family:"DejaVu Sans Mono",monospace;font-size:12px}
 <input type="radio" name="view" id="v-ar"><label for="v-ar">after reset ({{index .Views 3}})</label>
 <input type="radio" name="view" id="v-alert"><label for="v-alert">monitor alerts ({{index .Views 4}})</label>
 <table id="events"><tr><th>file:frame</th><th>time</th><th>verdict</th><th>mode</th><th>proto</th><th>src</th><th>dst</th><th>conduit/rule</th><th>reason</th><th>PDU</th></tr>
-{{range .Rows}}<tr class="row {{.Class}}"><td>{{.File}}:{{.Frame}}</td><td>{{.Time.UTC.Format "15:04:05.000000"}}</td><td class="{{.Verdict}}">{{.Verdict}}{{if .AfterReset}} (after reset){{end}}</td><td>{{.Mode}}</td><td>{{.ProtoLabel}}</td><td>{{.Src}}</td><td>{{.Dst}}</td><td>{{.Conduit}}/{{.Rule}}</td><td>{{.Reason}}</td><td class="details">{{.Details}}</td></tr>
+{{range .Rows}}<tr class="row {{.Class}}"><td>{{.File}}:{{.Frame}}</td><td>{{.Time.UTC.Format "15:04:05.000000"}}</td><td class="{{.Verdict}}">{{.Verdict}}{{if .AfterReset}} (after reset){{end}}{{if gt .Count 1}} ({{.Count}} frames, to {{.Last.File}}:{{.Last.Index}}){{end}}</td><td>{{.Mode}}</td><td>{{.ProtoLabel}}</td><td>{{.Src}}</td><td>{{.Dst}}</td><td>{{.Conduit}}/{{.Rule}}</td><td>{{.Reason}}</td><td class="details">{{.Details}}</td></tr>
 {{end}}</table></div>{{else}}<p>No denies.</p>{{end}}
 </body></html>
 {{define "refused"}}<tr><td class="{{hot "deny" .N}}">{{.N}}</td><td class="n">{{.Distinct}}</td><td class="n">{{.AfterReset}}</td><td>{{if .Conduit}}{{.Conduit}}{{else}}(no conduit){{end}}</td><td>{{.Mode}}</td><td>{{.FunctionLabel}}</td><td>{{.ReasonList}}</td><td>{{.File}}:{{.Frame}}</td></tr>

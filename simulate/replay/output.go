@@ -19,13 +19,18 @@ import (
 // policy's deny action, severity as the live gateway gives it (deny
 // notice, alert warning, evasion alert), the capture file and frame as
 // pcap_filename and pcap_cnt, and after_reset for a refusal only the
-// what-if evaluation judged (Options.WhatIf). Seq and boot id are not set (a replay is no
-// boot).
+// what-if evaluation judged (Options.WhatIf); count and a message for a
+// timeline entry that stands for the frames of a closed connection
+// (Event.Count). Seq and boot id are not set (a replay is no boot).
 func (e *Event) Record() *events.Event {
 	r := &events.Event{
 		Time: e.Time, Mode: e.Mode, Verdict: e.Verdict, Action: e.DenyAction, Conduit: e.Conduit, Rule: e.Rule,
 		Reason: e.Reason, Proto: e.Proto, Src: e.Src, Dst: e.Dst, Net: e.Net, PcapFile: e.File, Frame: e.Frame,
 		Fields: e.Fields, AfterReset: e.AfterReset,
+	}
+	if e.Count > 1 {
+		// A timeline entry for the frames of a closed connection.
+		r.Count, r.Message = e.Count, e.collapsedMessage()
 	}
 	switch {
 	case e.Verdict == "alert":

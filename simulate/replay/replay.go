@@ -109,6 +109,13 @@ type Event struct {
 	DenyAction string `json:"-"`
 	// Net is the packet context of the frame (transport, MACs).
 	Net events.Net `json:"-"`
+	// Count and Last (report timeline only; 0 in the events given to
+	// Options.OnEvent): the frames of one connection that the gateway
+	// dropped because it had already closed it (reason "closed": after
+	// its reset) are one timeline entry, the first of them, standing for
+	// Count frames up to Last (Report.event).
+	Count int      `json:"-"`
+	Last  FrameRef `json:"-"`
 }
 
 // App is the industrial protocol recognised, not inspected, on the plain
@@ -751,9 +758,14 @@ type Report struct {
 	ByRule    []Count         `json:"by_rule"`   // deny and alert events by conduit/rule
 	NeverHit  []string        `json:"never_hit"` // "conduit/rule" of rules that allowed nothing
 	TopDenied []FlowCount     `json:"top_denied"`
-	Timeline  []Event         `json:"timeline"` // deny and alert events, the first Options.MaxTimeline
-	// TimelineTotal counts every deny and alert event; more than
-	// len(Timeline) only past Options.MaxTimeline.
+	// Timeline holds the deny and alert events, at most
+	// Options.MaxTimeline entries; the frames of a connection the gateway
+	// had closed (reason "closed", after its reset) are one entry per
+	// connection, with their count (Event.Count: "count" in the record).
+	Timeline []Event `json:"timeline"`
+	// TimelineTotal counts every deny and alert event; more than the
+	// events the timeline's entries stand for only past
+	// Options.MaxTimeline.
 	TimelineTotal int               `json:"timeline_total"`
 	Drops         map[string]uint64 `json:"engine_drops"`
 	Zones         []ZoneInfo        `json:"zones"`
@@ -766,6 +778,7 @@ type Report struct {
 	byRule     map[string]int
 	flows      map[string]*FlowCount
 	timelineN  int
+	closedIdx  map[flowKey]int // the timeline entry of a closed connection's frames
 }
 
 // ConduitStats counts one conduit's traffic ("" is traffic no conduit joins).
@@ -876,10 +889,7 @@ func (rep *Report) event(ev *Event, maxTimeline int) {
 	}
 	fc.N++
 	rep.TimelineTotal++
-	if rep.timelineN < maxTimeline {
-		rep.Timeline = append(rep.Timeline, *ev)
-		rep.timelineN++
-	}
+	rep.addTimeline(ev, maxTimeline)
 }
 
 func (rep *Report) finish(c gateway.Counters) {
