@@ -237,7 +237,7 @@
 // table plus the Go runtime and binary, plus the garbage of grown
 // buffers between collections: the documented bound for `otgw run` is
 // 160 MiB RSS (the live SYN flood test asserts it; measured 38 MB under
-// 1,000,000 SYNs, and the Go heap at +72 MiB with the cap full of OPC UA
+// 1,000,000 SYNs, and the Go heap at +41 MiB with the cap full of OPC UA
 // reassembly, BENCHMARKS.md), well inside 512 MB; otgw run sets a soft
 // memory limit of 88 MiB, the cap + 24 MiB (GOMEMLIMIT overrides it), so
 // that garbage of grown buffers is collected before the bound. An OPC UA
