@@ -54,6 +54,13 @@
 // counts what the policy refuses, per conduit and function, apart from
 // the traffic the resets cut (whatif.go).
 //
+// The report's timeline (Report.Timeline, report.json and report.html)
+// holds the deny and alert events up to Options.MaxTimeline entries; the
+// frames of a connection the gateway had closed (reason closed: after its
+// reset, every later frame) are one entry per connection, standing for
+// their count (timeline.go). Options.OnEvent (`otgw replay --json`) gets
+// every event.
+//
 // Verdicts come from the engine's OnVerdict hook; whether a frame crossed
 // comes from what the engine sent through the in-memory Tx. Nothing in this
 // package evaluates a policy itself.
