@@ -53,7 +53,9 @@
 //	               blocked) its connection; replay's what-if evaluation
 //	               judged it, and reason is the policy's reason. No
 //	               action was taken, so the record has no action
-//	count          repeats (aggregated) or events lost (dropped)
+//	count          repeats (aggregated) or events lost (dropped); in
+//	               replay's report.json timeline, the frames of a closed
+//	               connection one deny entry stands for (with a message)
 //	modbus dnp3 opcua   the protocol object: the dissect fields with the
 //	               specification's names beside the numbers ("function"
 //	               beside "fc", OPC UA "service" name beside "service_id",
