@@ -90,6 +90,7 @@ const (
 	kindTCP
 	kindUDP
 	kindICMP
+	kindSection // a registered protocol's (Section)
 )
 
 type crule struct {
@@ -102,6 +103,7 @@ type crule struct {
 	mb       *cmodbus
 	dn       *cdnp3
 	ua       *copcua
+	sec      *Section
 	icmpAny  bool
 	icmp     [4]uint64
 }
@@ -816,6 +818,14 @@ func (c *compiler) rule(r *Rule, path string, counts map[string]int) crule {
 	if r.ICMP != nil {
 		n, key = n+1, "icmp"
 	}
+	var sec *Section
+	if r.Section != nil {
+		if sec = sectionByKey(r.Section.Key); sec == nil {
+			c.errf(path, "unknown protocol %q", r.Section.Key)
+			return cr
+		}
+		n, key = n+1, r.Section.Key
+	}
 	if n != 1 {
 		if c.p.pos == nil || n > 1 {
 			c.errf(path, "a rule must name exactly one protocol, has %d", n)
@@ -872,6 +882,10 @@ func (c *compiler) rule(r *Rule, path string, counts map[string]int) crule {
 			}
 			cr.icmp[v/64] |= 1 << (uint(v) % 64)
 		}
+	default: // a registered section (sec is set)
+		cr.kind, cr.proto, cr.tcp, cr.udp, cr.sec = kindSection, sec.Proto, sec.TCP, sec.UDP, sec
+		cr.ports = c.ports(r.Section.Ports, bp+".ports", sec.Port)
+		cr.tolerate = c.anomalies(r.Section.Tolerate, bp+".tolerate", []protocols.Proto{sec.Proto})
 	}
 	return cr
 }

@@ -353,6 +353,8 @@ func (r *crule) eval(c *cconduit, p *PDU, auth *dnp3Auth) Reason {
 		return r.dn.eval(p.Dir, &p.DNP3, auth, pairTol)
 	case kindOPCUA:
 		return r.ua.eval(p.Dir, &p.OPCUA)
+	case kindSection:
+		return r.sec.judge(p)
 	}
 	return ReasonProtocolNotAllowed
 }

@@ -55,6 +55,7 @@ func (p *PDU) Malformed(proto protocols.Proto, dir protocols.Dir, anomaly protoc
 	p.Modbus = Modbus{}
 	p.DNP3 = DNP3{}
 	p.OPCUA = OPCUA{}
+	p.Other = Other{}
 }
 
 // reset clears the parts of p that every adapter sets, without zeroing the

@@ -280,4 +280,5 @@ type PDU struct {
 	Modbus  Modbus
 	DNP3    DNP3
 	OPCUA   OPCUA
+	Other   Other // a registered protocol's (Section)
 }
