@@ -42,6 +42,24 @@ func NewAnomaly(p Proto, code uint8) Anomaly {
 	return Anomaly(p)<<8 | Anomaly(code)
 }
 
+// CommonAnomaly returns protocol p's anomaly for a condition the engine
+// finds whatever the parser (code CodeTruncated, CodeTooLarge or
+// CodeMalformed): the parser's own anomaly of that name when its
+// vocabulary has one (OPC UA message_too_large, Modbus truncated), so
+// that a policy tolerating it tolerates both alike, else the code
+// itself. It allocates nothing (off the per-PDU path: a PDU too large
+// to hold, a datagram that ends inside one).
+func CommonAnomaly(p Proto, code uint8) Anomaly {
+	a := NewAnomaly(p, code)
+	if code < firstReserved {
+		return a
+	}
+	if b, ok := AnomalyByName(p, a.String()); ok {
+		return b
+	}
+	return a
+}
+
 // Proto returns the protocol whose parser reports a.
 func (a Anomaly) Proto() Proto { return Proto(a >> 8) }
 

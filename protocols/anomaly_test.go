@@ -85,6 +85,22 @@ func TestAnomalyReservedCodes(t *testing.T) {
 			}
 		}
 	}
+	// The engine's conditions take the parser's own anomaly of the name
+	// where there is one.
+	for _, tc := range []struct {
+		proto protocols.Proto
+		code  uint8
+		want  protocols.Anomaly
+	}{
+		{protocols.ProtoOPCUA, protocols.CodeTooLarge, opcua.AnomalyMessageTooLarge.Tagged()},
+		{protocols.ProtoModbus, protocols.CodeTruncated, modbus.AnomalyTruncated.Tagged()},
+		{protocols.ProtoDNP3, protocols.CodeTruncated, protocols.NewAnomaly(protocols.ProtoDNP3, protocols.CodeTruncated)},
+		{protocols.ProtoModbus, protocols.CodeTooLarge, protocols.NewAnomaly(protocols.ProtoModbus, protocols.CodeTooLarge)},
+	} {
+		if got := protocols.CommonAnomaly(tc.proto, tc.code); got != tc.want {
+			t.Errorf("CommonAnomaly(%v, %#x) = %#x, want %#x", tc.proto, tc.code, uint16(got), uint16(tc.want))
+		}
+	}
 	if s := protocols.NewAnomaly(protocols.ProtoModbus, 200).String(); s != "anomaly_200" {
 		t.Errorf("unnamed code: %q", s)
 	}
