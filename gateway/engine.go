@@ -341,8 +341,8 @@ type Decision struct {
 }
 
 // Evasion names (Decision.EvasionName). The event of an evasion has the
-// reason "evasion:" + name (ReasonEvasionTCPOverlap); the Verdict of its
-// Decision carries the name as rules.Verdict.Anomaly.
+// reason "evasion:" + name (ReasonEvasionTCPOverlap); its Verdict has
+// the reason malformed and no parser anomaly.
 const (
 	// EvasionTCPOverlap: a TCP retransmission overlapping already inspected
 	// bytes with different content, so that the gateway and the receiver
@@ -385,8 +385,8 @@ func (d *Decision) Fields() map[string]any {
 	if d.Session != nil {
 		d.Session.Fields(fieldMap(m))
 	}
-	if d.PDU.Anomaly != "" {
-		m["anomaly"] = d.PDU.Anomaly
+	if d.PDU.Anomaly != protocols.AnomalyNone {
+		m["anomaly"] = d.PDU.Anomaly.String()
 	}
 	return m
 }

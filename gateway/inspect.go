@@ -295,7 +295,7 @@ func (e *Engine) feed(c *hctx, f *flow, s side, data []byte, datagram bool) {
 				if !e.growHold(st, len(st.hold)+take) {
 					st.hold, st.unsent = st.hold[:0], 0
 					c.drop = DropPDUTooLarge
-					if !e.malformed(c, f, s, nil, "message_too_large", 0, pos) {
+					if !e.malformed(c, f, s, nil, protocols.CommonAnomaly(f.inspect, protocols.CodeTooLarge), 0, pos) {
 						return
 					}
 					st.resync = true
@@ -350,7 +350,7 @@ func (e *Engine) feed(c *hctx, f *flow, s side, data []byte, datagram bool) {
 			c.doneEnd = pos
 		default:
 			if datagram {
-				e.malformed(c, f, s, nil, "truncated", pos, len(data))
+				e.malformed(c, f, s, nil, protocols.CommonAnomaly(f.inspect, protocols.CodeTruncated), pos, len(data))
 				return
 			}
 			// An incomplete PDU: its bytes may cross, the completing ones
@@ -360,7 +360,7 @@ func (e *Engine) feed(c *hctx, f *flow, s side, data []byte, datagram bool) {
 				// Its header says it will not fit (an OPC UA chunk up to
 				// the negotiated size; Modbus and DNP3 PDUs always fit).
 				c.drop = DropPDUTooLarge
-				if !e.malformed(c, f, s, nil, "message_too_large", pos, len(data)) {
+				if !e.malformed(c, f, s, nil, protocols.CommonAnomaly(f.inspect, protocols.CodeTooLarge), pos, len(data)) {
 					return
 				}
 				st.resync = true
@@ -368,7 +368,7 @@ func (e *Engine) feed(c *hctx, f *flow, s side, data []byte, datagram bool) {
 			}
 			if !e.growHold(st, len(b)) {
 				c.drop = DropPDUTooLarge
-				if !e.malformed(c, f, s, nil, "message_too_large", pos, len(data)) {
+				if !e.malformed(c, f, s, nil, protocols.CommonAnomaly(f.inspect, protocols.CodeTooLarge), pos, len(data)) {
 					return
 				}
 				st.resync = true
@@ -411,7 +411,7 @@ func (e *Engine) growHold(st *istream, n int) bool {
 // anomaly cannot make unframeable bytes pass in enforce mode. ss is the
 // session when it decoded something of the bytes (a corrupt DNP3 link
 // frame's header), whose fields the report then carries; nil otherwise.
-func (e *Engine) malformed(c *hctx, f *flow, s side, ss protocols.Session, anomaly string, start, end int) bool {
+func (e *Engine) malformed(c *hctx, f *flow, s side, ss protocols.Session, anomaly protocols.Anomaly, start, end int) bool {
 	c.dec.Session = ss
 	pdu := &c.pdu
 	pdu.Malformed(f.inspect, s.dir(), anomaly)

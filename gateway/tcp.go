@@ -1010,7 +1010,7 @@ func (e *Engine) act(c *hctx, f *flow, s side, stop, newSeq uint32) {
 // severity is alert.
 func (e *Engine) evasion(c *hctx, f *flow, name string, reset bool) {
 	v := f.verdict
-	v.Action, v.Reason, v.Anomaly, v.DenyAction = rules.Deny, rules.ReasonMalformed, name, rules.ActionDrop
+	v.Action, v.Reason, v.Anomaly, v.DenyAction = rules.Deny, rules.ReasonMalformed, protocols.AnomalyNone, rules.ActionDrop
 	d := &c.dec
 	d.Evasion, d.EvasionName = true, name
 	act := FrameDrop

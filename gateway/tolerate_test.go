@@ -82,7 +82,7 @@ func (tr *tolRig) fresh() {
 			// Only the client sends during a case: every PDU judged is
 			// one of its, whatever direction its own header claims.
 			if d.PDU != nil {
-				tr.judged = append(tr.judged, tolJudged{d.PDU.Anomaly, d.Verdict.Action, d.Verdict.Reason})
+				tr.judged = append(tr.judged, tolJudged{d.PDU.Anomaly.String(), d.Verdict.Action, d.Verdict.Reason})
 			}
 		}
 	})

@@ -18,11 +18,23 @@
 //     transports, content detector, session constructor).
 //     protocols/registry lists the Specs; the engine and dissect get their
 //     sessions, ports and detectors there.
+//   - Anomaly: a parser anomaly as a comparable uint16 (protocol in the
+//     high byte, the parser enum's code in the low byte; zero is none).
+//     Sessions report it (Anomaly, FramingAnomaly), rules match tolerate
+//     lists and verdicts carry it without a string; String gives the
+//     parser's name from the Vocabulary it registered, only where events,
+//     dissect lines and policies need text. Each parser's enum converts
+//     with Tagged, allocation-free.
+//   - Register: a protocol package records its name and anomaly
+//     Vocabulary once, at initialisation, and gets its Proto (the three
+//     built-in protocols keep their constants; any other gets the next
+//     number).
 //
 // Adding a fourth protocol means: a new protocols/<p> package with its
-// parser, its Session and its Spec; its Proto constant and name here; its
-// rule section in rules (with its rules.PDU adapter, a case of
-// rules.PDU.Set); and one line in protocols/registry.
+// parser, its Session (whose Proto it registered with protocols.Register)
+// and its Spec; its rule section in rules (rules.RegisterSection from the
+// section's file); and one line in protocols/registry. Nothing here or in
+// rules' shared files changes (rules/sectiontest proves it).
 //
 // Packages under protocols import nothing else of ours
 // (internal/archtest).

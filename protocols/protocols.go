@@ -1,6 +1,8 @@
 package protocols
 
-// Proto names an inspected industrial protocol.
+// Proto names an inspected industrial protocol. The built-in protocols
+// have constants; any other gets its number from Register when its
+// package initialises.
 type Proto uint8
 
 // Inspected protocols. The zero value is ProtoNone.
@@ -9,17 +11,78 @@ const (
 	ProtoModbus
 	ProtoDNP3
 	ProtoOPCUA
+	numBuiltin
 )
 
-// String returns the name used in dissect output and policies.
+// MaxProtos bounds the inspected protocols (ProtoNone included).
+const MaxProtos = 16
+
+// Vocabulary is a protocol's anomaly names: what its parser reports
+// (Session.Anomaly, rendered by Anomaly.String) and what a policy's
+// tolerate list may name.
+type Vocabulary struct {
+	// Anomalies holds the name of each anomaly code, by code; code 0
+	// (none) has no name.
+	Anomalies []string
+	// Aliases are other spellings a policy may use (DNP3 "crc").
+	Aliases map[string]uint8
+}
+
+// protoInfo is what Register recorded about one protocol.
+type protoInfo struct {
+	name  string
+	vocab Vocabulary
+}
+
+// protoTable holds, by Proto, the registered protocols. It is written
+// only while packages initialise (Register), read-only after.
+var (
+	protoTable = [MaxProtos]protoInfo{
+		ProtoModbus: {name: "modbus"},
+		ProtoDNP3:   {name: "dnp3"},
+		ProtoOPCUA:  {name: "opcua"},
+	}
+	nextProto = numBuiltin
+)
+
+// Register records an inspected protocol's name (as in policies and
+// output: "modbus") and anomaly vocabulary, and returns its Proto: p for
+// a built-in protocol (ProtoModbus, ProtoDNP3, ProtoOPCUA), the next free
+// number when p is ProtoNone. A protocol package calls it once, from a
+// package-level variable or init, so that its Spec, its sessions'
+// anomalies and the rule section that reads them share the number:
+//
+//	var proto = protocols.Register(protocols.ProtoNone, "foo", protocols.Vocabulary{Anomalies: names[:]})
+//
+// It panics (a programmer error) on a second registration of a name or
+// of a built-in number, and past MaxProtos protocols.
+func Register(p Proto, name string, v Vocabulary) Proto {
+	for q := Proto(1); q < MaxProtos; q++ {
+		if protoTable[q].name == name && q != p {
+			panic("protocols: " + name + " registered twice")
+		}
+	}
+	switch {
+	case p == ProtoNone:
+		if nextProto >= MaxProtos {
+			panic("protocols: more than MaxProtos protocols")
+		}
+		p = nextProto
+		nextProto++
+	case p >= numBuiltin || protoTable[p].name != name:
+		panic("protocols: " + name + " is not a built-in protocol")
+	case protoTable[p].vocab.Anomalies != nil:
+		panic("protocols: " + name + " registered twice")
+	}
+	protoTable[p] = protoInfo{name: name, vocab: v}
+	return p
+}
+
+// String returns the name used in dissect output and policies ("none"
+// for ProtoNone and unregistered numbers).
 func (p Proto) String() string {
-	switch p {
-	case ProtoModbus:
-		return "modbus"
-	case ProtoDNP3:
-		return "dnp3"
-	case ProtoOPCUA:
-		return "opcua"
+	if p < MaxProtos && protoTable[p].name != "" {
+		return protoTable[p].name
 	}
 	return "none"
 }
@@ -66,8 +129,8 @@ type KV struct {
 
 // Record describes one application PDU for offline tools: its direction,
 // its fields as Session.Fields renders them (Record is a Sink) and its
-// anomaly ("" when well formed). Values are int, string, []string or
-// []Object.
+// anomaly's name ("" when well formed). Values are int, string, []string
+// or []Object.
 type Record struct {
 	Dir     Dir
 	Fields  []KV
@@ -86,7 +149,7 @@ func (r *Record) Get(key string) (any, bool) {
 
 // NewRecord renders the last unit s decoded as a Record (allocates).
 func NewRecord(s Session) Record {
-	r := Record{Dir: s.Dir(), Anomaly: s.Anomaly()}
+	r := Record{Dir: s.Dir(), Anomaly: s.Anomaly().String()}
 	s.Fields(&r)
 	return r
 }

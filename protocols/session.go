@@ -47,14 +47,17 @@ const (
 // nothing (Feed's caller and a Sink may). A Session is not safe for
 // concurrent use.
 type Session interface {
+	// Proto is the session's protocol (its Spec's), by which rules find
+	// the rule section that reads it.
+	Proto() Proto
 	// Next frames the PDU at the start of b, sent in direction dir: n > 0
 	// is its length; n == 0 means more bytes are needed (need of them
 	// when need > 0, unknown when need <= 0); err means b does not start
 	// with a PDU of the protocol (FramingAnomaly names it).
 	Next(dir Dir, b []byte) (n, need int, err error)
-	// FramingAnomaly names an error of Next in the protocol's anomaly
-	// vocabulary.
-	FramingAnomaly(err error) string
+	// FramingAnomaly is the anomaly of an error of Next, in the
+	// protocol's vocabulary.
+	FramingAnomaly(err error) Anomaly
 	// Plausible reports whether a framed PDU decodes without anomaly, so
 	// that resynchronising after a capture hole does not take the tail of
 	// a lost PDU for one. It changes no state.
@@ -72,9 +75,9 @@ type Session interface {
 	// Dir is the direction of the last decoded unit: the one given to
 	// Decode, or what the PDU itself says (the DNP3 DIR bit).
 	Dir() Dir
-	// Anomaly names the last decoded unit's anomaly ("" when none),
-	// pairing anomalies included.
-	Anomaly() string
+	// Anomaly is the last decoded unit's anomaly (AnomalyNone when
+	// none), pairing anomalies included.
+	Anomaly() Anomaly
 	// Paired reports whether the last decoded response answers a request
 	// (or, on a picked-up flow, may answer one sent before the pickup).
 	Paired() bool

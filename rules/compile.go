@@ -73,7 +73,7 @@ type cconduit struct {
 	name     string
 	mode     Mode
 	action   DenyAction
-	tolerate []string
+	tolerate anomalySet
 	rules    []crule
 	logTx    bool // log: transactions
 }
@@ -90,18 +90,20 @@ const (
 	kindTCP
 	kindUDP
 	kindICMP
+	kindSection // a registered protocol's (Section)
 )
 
 type crule struct {
 	name     string
 	kind     ruleKind
 	proto    protocols.Proto
-	tolerate []string
+	tolerate anomalySet
 	ports    []r16 // empty: any (tcp/udp rules only)
 	tcp, udp bool
 	mb       *cmodbus
 	dn       *cdnp3
 	ua       *copcua
+	sec      *Section
 	icmpAny  bool
 	icmp     [4]uint64
 }
@@ -606,48 +608,32 @@ func (c *compiler) neverMatches(rs *Ruleset, from, to []int32) string {
 	return why
 }
 
-// anomalyLists returns the anomaly names of each inspected protocol's
-// parser, the names a tolerate list may hold.
-var anomalyLists = map[protocols.Proto][]string{
-	protocols.ProtoModbus: modbusAnomalies(),
-	protocols.ProtoDNP3:   dnp3Anomalies(),
-	protocols.ProtoOPCUA:  opcuaAnomalies(),
-}
-
 // canonAnomaly returns the name proto's parser reports for the anomaly
-// named s (parsers may accept aliases, e.g. dnp3 "crc"), and whether s
-// names one.
+// named s (its vocabulary may hold aliases, e.g. dnp3 "crc"), and whether
+// s names one. The vocabulary is the one the parser registered
+// (protocols.Register), so a protocol's rule section needs no case here.
 func canonAnomaly(proto protocols.Proto, s string) (string, bool) {
-	switch proto {
-	case protocols.ProtoModbus:
-		if a, ok := modbus.ParseAnomaly(s); ok && a != modbus.AnomalyNone {
-			return a.String(), true
-		}
-	case protocols.ProtoDNP3:
-		if a, ok := dnp3.AnomalyByName(s); ok && a != dnp3.AnomalyNone {
-			return a.String(), true
-		}
-	case protocols.ProtoOPCUA:
-		if a, ok := opcua.AnomalyByName(s); ok && a != opcua.AnomalyNone {
-			return a.String(), true
-		}
+	if a, ok := protocols.AnomalyByName(proto, s); ok {
+		return a.String(), true
 	}
 	return "", false
 }
 
 // anomalies checks a tolerate list against the anomalies the parsers of
-// protos report and returns it in the parsers' spelling. A conduit's list
-// is checked against the protocols of its rules.
-func (c *compiler) anomalies(list []string, path string, protos []protocols.Proto) []string {
+// protos report and compiles it to the set of typed anomalies it names:
+// a name stands for the anomaly of that name of every protocol of protos
+// that reports one. A conduit's list is checked against the protocols of
+// its rules.
+func (c *compiler) anomalies(list []string, path string, protos []protocols.Proto) anomalySet {
 	if len(list) == 0 {
 		return nil
 	}
 	var names, what []string
 	for _, p := range protos {
-		names = append(names, anomalyLists[p]...)
+		names = append(names, protocols.AnomalyNames(p)...)
 		what = append(what, p.String())
 	}
-	out := make([]string, 0, len(list))
+	var out anomalySet
 	for i, a := range list {
 		ip := fmt.Sprintf("%s.%d", path, i)
 		if len(protos) == 0 {
@@ -669,8 +655,10 @@ func (c *compiler) anomalies(list []string, path string, protos []protocols.Prot
 			c.errf(ip, "tolerate %q: %s", a, why)
 			continue
 		}
-		if !slices.Contains(out, canon) {
-			out = append(out, canon)
+		for _, p := range protos {
+			if an, ok := protocols.AnomalyByName(p, canon); ok {
+				out.add(an)
+			}
 		}
 	}
 	return out
@@ -830,6 +818,14 @@ func (c *compiler) rule(r *Rule, path string, counts map[string]int) crule {
 	if r.ICMP != nil {
 		n, key = n+1, "icmp"
 	}
+	var sec *Section
+	if r.Section != nil {
+		if sec = sectionByKey(r.Section.Key); sec == nil {
+			c.errf(path, "unknown protocol %q", r.Section.Key)
+			return cr
+		}
+		n, key = n+1, r.Section.Key
+	}
 	if n != 1 {
 		if c.p.pos == nil || n > 1 {
 			c.errf(path, "a rule must name exactly one protocol, has %d", n)
@@ -852,7 +848,7 @@ func (c *compiler) rule(r *Rule, path string, counts map[string]int) crule {
 		cr.kind, cr.proto, cr.tcp, cr.udp = kindDNP3, protocols.ProtoDNP3, true, true
 		cr.ports = c.ports(r.DNP3.Ports, bp+".ports", 20000)
 		cr.tolerate = c.anomalies(r.DNP3.Tolerate, bp+".tolerate", []protocols.Proto{protocols.ProtoDNP3})
-		if r.DNP3.RequireAuth && slices.Contains(cr.tolerate, "seq_mismatch") {
+		if r.DNP3.RequireAuth && cr.tolerate.has(dnp3.AnomalySeqMismatch.Tagged()) {
 			// Under Secure Authentication a response must answer the
 			// request that was challenged; a wrong SEQ cannot be taken
 			// for it.
@@ -886,6 +882,10 @@ func (c *compiler) rule(r *Rule, path string, counts map[string]int) crule {
 			}
 			cr.icmp[v/64] |= 1 << (uint(v) % 64)
 		}
+	default: // a registered section (sec is set)
+		cr.kind, cr.proto, cr.tcp, cr.udp, cr.sec = kindSection, sec.Proto, sec.TCP, sec.UDP, sec
+		cr.ports = c.ports(r.Section.Ports, bp+".ports", sec.Port)
+		cr.tolerate = c.anomalies(r.Section.Tolerate, bp+".tolerate", []protocols.Proto{sec.Proto})
 	}
 	return cr
 }

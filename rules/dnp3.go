@@ -5,6 +5,30 @@ import (
 	"github.com/otgw/otgw/protocols/dnp3"
 )
 
+func init() { registerAdapter(protocols.ProtoDNP3, setDNP3) }
+
+// setDNP3 is the DNP3 section's adapter (PDU.Set): the link frame and
+// the fragment it completed, and the session's pairing.
+func setDNP3(p *PDU, s protocols.Session) bool {
+	ss, ok := s.(*dnp3.Session)
+	if !ok {
+		p.Malformed(protocols.ProtoDNP3, s.Dir(), protocols.AnomalyNone)
+		return false
+	}
+	fr := ss.Fragment()
+	if fr == nil {
+		// A unit without fragment is not a PDU (UnitPartial).
+		p.Malformed(protocols.ProtoDNP3, ss.Dir(), protocols.AnomalyNone)
+		return false
+	}
+	p.SetDNP3(ss.LinkFrame(), fr, ss.Dir())
+	p.DNP3.PairedRequest = ss.Paired()
+	if ss.SeqMismatch() && p.Anomaly == protocols.AnomalyNone {
+		p.Anomaly = dnp3.AnomalySeqMismatch.Tagged()
+	}
+	return true
+}
+
 // SetDNP3 fills p from a link frame and the application fragment it
 // completed (IEEE 1815-2012 clauses 9.2.4 and 4.2.2). Pairing
 // (PairedRequest, seq_mismatch) is the session's: see Set.
@@ -20,9 +44,9 @@ func (p *PDU) SetDNP3(lf *dnp3.LinkFrame, fr *dnp3.Fragment, dir protocols.Dir) 
 	d.Unsolicited = fr.Func == dnp3.FuncUnsolicitedResp || fr.UNS() && fr.Func.IsResponse()
 	d.PairedRequest = false
 	if fr.Anomaly != dnp3.AnomalyNone {
-		p.Anomaly = fr.Anomaly.String()
-	} else if lf.Anomaly != dnp3.AnomalyNone && lf.Anomaly != dnp3.AnomalyBroadcast {
-		p.Anomaly = lf.Anomaly.String()
+		p.Anomaly = fr.Anomaly.Tagged()
+	} else if lf.Anomaly != dnp3.AnomalyBroadcast {
+		p.Anomaly = lf.Anomaly.Tagged()
 	}
 	n := min(fr.NumObjects, MaxObjects)
 	for i := range n {

@@ -27,9 +27,17 @@
 //
 // Rules read the parsers' own types: PDU.Set takes the protocols.Session
 // that decoded a PDU and fills the PDU from its decoded ADU, fragment or
-// message (modbus.go, dnp3.go, opcua.go here), with opcua.NodeID,
+// message through the adapter its rule section registered for the
+// session's Proto (modbus.go, dnp3.go, opcua.go here), with opcua.NodeID,
 // opcua.SecurityMode and opcua.MessageType as the parser defines them; no
-// mirror types.
+// mirror types. Anomalies are typed (protocols.Anomaly) from the session
+// to the Verdict: a tolerate list compiles to a bitset per protocol, and
+// the pairing (tid_mismatch, seq_mismatch) and unknown_function checks
+// compare typed values; names appear only when a policy is read and a
+// verdict is rendered. A protocol beyond the three built in brings its
+// rule section in one file that calls RegisterSection (policy key =
+// protocol name, with ports and tolerate; its adapter fills PDU.Other;
+// its Judge decides), and nothing else here changes (rules/sectiontest).
 //
 // Pipeline: Load/Parse (YAML to plain-data Policy, unknown keys are errors
 // with "did you mean") → Compile (every problem reported with FILE:LINE:COL;

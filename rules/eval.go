@@ -3,9 +3,11 @@ package rules
 import (
 	"math/bits"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/protocols/opcua"
 )
@@ -233,7 +235,7 @@ func (rs *Ruleset) Evaluate(f *Flow, p *PDU) Verdict {
 
 // anomalyUnknownFunction is the Modbus anomaly of a function code that is
 // neither public nor user-defined.
-var anomalyUnknownFunction = modbus.AnomalyUnknownFunction.String()
+var anomalyUnknownFunction = modbus.AnomalyUnknownFunction.Tagged()
 
 // unknownFunction re-judges a Modbus PDU refused only because its function
 // code is neither public nor user-defined (Modbus Application Protocol
@@ -246,7 +248,7 @@ var anomalyUnknownFunction = modbus.AnomalyUnknownFunction.String()
 // the malformed verdict. p is not changed (the copy stays on the stack).
 func (rs *Ruleset) unknownFunction(f *Flow, p *PDU, v Verdict) Verdict {
 	q := *p
-	q.Anomaly = ""
+	q.Anomaly = protocols.AnomalyNone
 	if v2 := rs.evaluate(f, &q); v2.Action != Allow && v2.Reason == ReasonFunctionNotAllowed {
 		return v2
 	}
@@ -283,7 +285,7 @@ func (rs *Ruleset) evaluate(f *Flow, p *PDU) Verdict {
 		}
 	}
 	if haveDeny {
-		if deny.Reason == ReasonMalformed && p.Proto == protocols.ProtoModbus && p.Anomaly == anomalyUnknownFunction {
+		if deny.Reason == ReasonMalformed && p.Anomaly == anomalyUnknownFunction {
 			// Off the allowed path, so that Evaluate's verdict is the
 			// result of evaluate as is (it is copied otherwise).
 			return rs.unknownFunction(f, p, deny)
@@ -293,31 +295,57 @@ func (rs *Ruleset) evaluate(f *Flow, p *PDU) Verdict {
 	return rs.verdict(int(cands[0]), -1, ReasonProtocolNotAllowed)
 }
 
-// PairingAnomalies name the parser anomalies of a response that matches
+// PairingAnomalies are the parser anomalies of a response that matches
 // no outstanding request although requests await an answer: Modbus
 // tid_mismatch, DNP3 seq_mismatch. A rule that tolerates one lets such
 // responses pass as answers (response_without_request otherwise).
-var PairingAnomalies = []string{"tid_mismatch", "seq_mismatch"}
+var PairingAnomalies = [...]protocols.Anomaly{modbus.AnomalyTIDMismatch.Tagged(), dnp3.AnomalySeqMismatch.Tagged()}
 
-func isPairingAnomaly(a string) bool { return tolerated(PairingAnomalies, a) }
+func isPairingAnomaly(a protocols.Anomaly) bool {
+	return a == PairingAnomalies[0] || a == PairingAnomalies[1]
+}
 
-func tolerated(list []string, a string) bool {
-	for _, t := range list {
-		if t == a {
-			return true
+// anomalySet is a compiled tolerate list: per protocol named, a bitset
+// of its anomaly codes. A nil set tolerates nothing. has allocates
+// nothing and compares no strings.
+type anomalySet []anomalyBits
+
+type anomalyBits struct {
+	proto protocols.Proto
+	codes [4]uint64
+}
+
+// add puts a in the set.
+func (s *anomalySet) add(a protocols.Anomaly) {
+	for i := range *s {
+		if b := &(*s)[i]; b.proto == a.Proto() {
+			b.codes[a.Code()/64] |= 1 << (a.Code() % 64)
+			return
+		}
+	}
+	b := anomalyBits{proto: a.Proto()}
+	b.codes[a.Code()/64] = 1 << (a.Code() % 64)
+	*s = append(*s, b)
+}
+
+// has reports whether a is in the set.
+func (s anomalySet) has(a protocols.Anomaly) bool {
+	for i := range s {
+		if s[i].proto == a.Proto() {
+			return s[i].codes[a.Code()/64]&(1<<(a.Code()%64)) != 0
 		}
 	}
 	return false
 }
 
 func (r *crule) eval(c *cconduit, p *PDU, auth *dnp3Auth) Reason {
-	if p.Anomaly != "" && !tolerated(r.tolerate, p.Anomaly) && !tolerated(c.tolerate, p.Anomaly) {
+	if p.Anomaly != protocols.AnomalyNone && !r.tolerate.has(p.Anomaly) && !c.tolerate.has(p.Anomaly) {
 		return ReasonMalformed
 	}
 	// A response the parser could not pair for a reason the rule or
 	// conduit tolerates (a device that answers with the wrong Modbus
 	// transaction id or DNP3 sequence number) counts as paired.
-	pairTol := p.Dir == protocols.Response && p.Anomaly != "" && isPairingAnomaly(p.Anomaly)
+	pairTol := p.Dir == protocols.Response && isPairingAnomaly(p.Anomaly)
 	switch r.kind {
 	case kindModbus:
 		return r.mb.eval(p.Dir, &p.Modbus, pairTol)
@@ -325,6 +353,8 @@ func (r *crule) eval(c *cconduit, p *PDU, auth *dnp3Auth) Reason {
 		return r.dn.eval(p.Dir, &p.DNP3, auth, pairTol)
 	case kindOPCUA:
 		return r.ua.eval(p.Dir, &p.OPCUA)
+	case kindSection:
+		return r.sec.judge(p)
 	}
 	return ReasonProtocolNotAllowed
 }
@@ -528,7 +558,7 @@ func (u *copcua) eval(dir protocols.Dir, p *OPCUA) Reason {
 		return ReasonSecurityModeTooLow
 	}
 	if p.MsgType == opcua.TypeOPN {
-		if len(u.policies) > 0 && !tolerated(u.policies, p.SecurityPolicy) {
+		if len(u.policies) > 0 && !slices.Contains(u.policies, p.SecurityPolicy) {
 			return ReasonSecurityPolicyNotAllowed
 		}
 		return ReasonAllowed

@@ -52,7 +52,7 @@ func TestEvaluateDesignPolicy(t *testing.T) {
 	setpoint := opcua.NodeID{Namespace: 2, Type: opcua.NodeIDString, Bytes: []byte("Line1.Setpoint")}
 	other := opcua.NodeID{Namespace: 2, Type: opcua.NodeIDString, Bytes: []byte("Line1.Speed")}
 	withUnit := func(p PDU, u uint8) PDU { p.Modbus.Unit = u; return p }
-	withAnomaly := func(p PDU, a string) PDU { p.Anomaly = a; return p }
+	withAnomaly := func(p PDU, a string) PDU { p.Anomaly = mustAnomaly(p.Proto, a); return p }
 	resp := func(p PDU, paired bool) PDU { p.Dir = protocols.Response; p.Modbus.PairedRequest = paired; return p }
 	fc23 := mb(23, 0, 10, 5)
 	fc23.Modbus.WriteAddr, fc23.Modbus.WriteQty = 40, 1
@@ -81,7 +81,7 @@ func TestEvaluateDesignPolicy(t *testing.T) {
 		{"CANopen MEI not allowed", hmiPLC, func() PDU { p := mb(43, 0, 0); p.Modbus.Sub = 13; return p }(), Deny, ReasonFunctionNotAllowed, "hmi-polls-plc"},
 		{"diagnostics not allowed", hmiPLC, mb(8, 0, 0), Deny, ReasonFunctionNotAllowed, "hmi-polls-plc"},
 		{"wrong unit", hmiPLC, withUnit(mb(3, 0, 1), 2), Deny, ReasonUnitNotAllowed, "hmi-polls-plc"},
-		{"malformed", hmiPLC, withAnomaly(mb(3, 0, 1), "bad_mbap_length"), Deny, ReasonMalformed, "hmi-polls-plc"},
+		{"malformed", hmiPLC, withAnomaly(mb(3, 0, 1), "mbap_length"), Deny, ReasonMalformed, "hmi-polls-plc"},
 		{"paired response", hmiPLC, resp(mb(3, 0, 1), true), Allow, ReasonAllowed, "hmi-polls-plc"},
 		{"response without request", hmiPLC, resp(mb(3, 0, 1), false), Deny, ReasonResponseWithoutRequest, "hmi-polls-plc"},
 		{"modbus to the rtu: no modbus rule", flow("192.0.2.130", "192.0.2.20", 502), mb(3, 0, 1), Deny, ReasonProtocolNotAllowed, "scada-rtu"},
@@ -112,7 +112,7 @@ func TestEvaluateDesignPolicy(t *testing.T) {
 			if v.Action != tt.action || v.Reason != tt.reason || v.ConduitName != tt.conduit {
 				t.Errorf("got %v %v conduit %q, want %v %v conduit %q", v.Action, v.Reason, v.ConduitName, tt.action, tt.reason, tt.conduit)
 			}
-			if tt.reason == ReasonMalformed && v.ReasonString() != "malformed:"+tt.pdu.Anomaly {
+			if tt.reason == ReasonMalformed && v.ReasonString() != "malformed:"+tt.pdu.Anomaly.String() {
 				t.Errorf("ReasonString = %q, want malformed:%s", v.ReasonString(), tt.pdu.Anomaly)
 			}
 		})

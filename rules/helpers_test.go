@@ -3,6 +3,8 @@ package rules
 import (
 	"os"
 	"testing"
+
+	"github.com/otgw/otgw/protocols"
 )
 
 func mustRead(t testing.TB, path string) string {
@@ -12,4 +14,13 @@ func mustRead(t testing.TB, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// mustAnomaly is proto's anomaly named name; it panics when there is none.
+func mustAnomaly(proto protocols.Proto, name string) protocols.Anomaly {
+	a, ok := protocols.AnomalyByName(proto, name)
+	if !ok {
+		panic("no " + proto.String() + " anomaly " + name)
+	}
+	return a
 }

@@ -5,15 +5,33 @@ import (
 	"github.com/otgw/otgw/protocols/modbus"
 )
 
+func init() { registerAdapter(protocols.ProtoModbus, setModbus) }
+
+// setModbus is the Modbus section's adapter (PDU.Set): the ADU, and the
+// session's pairing.
+func setModbus(p *PDU, s protocols.Session) bool {
+	ss, ok := s.(*modbus.Session)
+	if !ok {
+		p.Malformed(protocols.ProtoModbus, s.Dir(), protocols.AnomalyNone)
+		return false
+	}
+	p.SetModbus(ss.ADU(), ss.Dir())
+	if p.Anomaly == protocols.AnomalyNone {
+		p.Anomaly = ss.PairingAnomaly().Tagged()
+	}
+	if ss.Dir() == protocols.Response {
+		p.Modbus.PairedRequest = ss.Paired()
+	}
+	return true
+}
+
 // SetModbus fills p from a decoded Modbus ADU (Modbus Application Protocol
 // v1.1b3 section 6): unit, function, the read range, the write range and
 // the written register values. Pairing (PairedRequest, pairing anomalies)
 // is the session's: see Set.
 func (p *PDU) SetModbus(a *modbus.ADU, dir protocols.Dir) {
 	p.reset(protocols.ProtoModbus, dir)
-	if a.Anomaly != modbus.AnomalyNone {
-		p.Anomaly = a.Anomaly.String()
-	}
+	p.Anomaly = a.Anomaly.Tagged()
 	m := &p.Modbus
 	m.Unit = a.Unit
 	m.FC = a.Function

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/protocols/opcua"
@@ -13,7 +14,7 @@ import (
 // Names in policy files. The parser packages are the one source of truth
 // for protocol vocabulary: function codes and their names
 // (modbus.FunctionName, dnp3.FunctionByName, opcua.ServiceByName),
-// anomalies (modbus.ParseAnomaly, dnp3.AnomalyByName, opcua.AnomalyByName),
+// anomalies (the Vocabulary each parser registers: protocols.AnomalyByName),
 // OPC UA security policies and modes. This file keeps only what the parsers
 // do not define: the Modbus table vocabulary (read/write holding, coils,
 // discrete, input), FC 8/43 sub-function names, DNP3 object group names,
@@ -115,17 +116,8 @@ func modbusFuncNames() []string {
 	return out
 }
 
-// modbusAnomalies lists the Modbus parser's anomaly names.
-func modbusAnomalies() []string {
-	var out []string
-	for i := 1; i < 256; i++ {
-		n := modbus.Anomaly(i).String()
-		if a, ok := modbus.ParseAnomaly(n); ok && int(a) == i {
-			out = append(out, n)
-		}
-	}
-	return out
-}
+// modbusAnomalies lists the Modbus parser's anomaly names, in code order.
+func modbusAnomalies() []string { return protocols.AnomalyNames(protocols.ProtoModbus) }
 
 // ---- DNP3 ----
 
@@ -197,17 +189,8 @@ const (
 	vAuthMAC          = 9 // MAC, last object of an aggressive mode request
 )
 
-// dnp3Anomalies lists the DNP3 parser's anomaly names.
-func dnp3Anomalies() []string {
-	var out []string
-	for i := 1; i < 256; i++ {
-		n := dnp3.Anomaly(i).String()
-		if a, ok := dnp3.AnomalyByName(n); ok && int(a) == i {
-			out = append(out, n)
-		}
-	}
-	return out
-}
+// dnp3Anomalies lists the DNP3 parser's anomaly names, in code order.
+func dnp3Anomalies() []string { return protocols.AnomalyNames(protocols.ProtoDNP3) }
 
 // dnp3Groups names object groups (IEEE 1815-2012 Annex A); the parser
 // sizes objects but does not name groups.
@@ -315,17 +298,8 @@ func opcuaPolicyNames() []string {
 	return out
 }
 
-// opcuaAnomalies lists the OPC UA parser's anomaly names.
-func opcuaAnomalies() []string {
-	var out []string
-	for i := 1; i < 256; i++ {
-		n := opcua.Anomaly(i).String()
-		if a, ok := opcua.AnomalyByName(n); ok && int(a) == i {
-			out = append(out, n)
-		}
-	}
-	return out
-}
+// opcuaAnomalies lists the OPC UA parser's anomaly names, in code order.
+func opcuaAnomalies() []string { return protocols.AnomalyNames(protocols.ProtoOPCUA) }
 
 // ---- other ----
 

@@ -5,15 +5,28 @@ import (
 	"github.com/otgw/otgw/protocols/opcua"
 )
 
+func init() { registerAdapter(protocols.ProtoOPCUA, setOPCUA) }
+
+// setOPCUA is the OPC UA section's adapter (PDU.Set): the chunk, the
+// service and mode the session knows, and its pairing.
+func setOPCUA(p *PDU, s protocols.Session) bool {
+	ss, ok := s.(*opcua.Session)
+	if !ok {
+		p.Malformed(protocols.ProtoOPCUA, s.Dir(), protocols.AnomalyNone)
+		return false
+	}
+	p.SetOPCUA(ss.Message(), ss.Dir(), ss.Service(), ss.Mode())
+	p.OPCUA.PairedRequest = ss.Paired()
+	return true
+}
+
 // SetOPCUA fills p from a decoded UA-TCP chunk (OPC 10000-6 section 7.1.2
 // and 6.7.2). service is the request/response type id of the message the
 // chunk belongs to (0 when not visible), mode the secure channel's
 // security mode. Pairing (PairedRequest) is the session's: see Set.
 func (p *PDU) SetOPCUA(m *opcua.Message, dir protocols.Dir, service uint32, mode opcua.SecurityMode) {
 	p.reset(protocols.ProtoOPCUA, dir)
-	if m.Anomaly != opcua.AnomalyNone {
-		p.Anomaly = m.Anomaly.String()
-	}
+	p.Anomaly = m.Anomaly.Tagged()
 	u := &p.OPCUA
 	u.MsgType = m.Type
 	u.SecurityPolicy = m.Policy.String()

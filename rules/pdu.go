@@ -1,65 +1,61 @@
 package rules
 
-// This file and modbus.go, dnp3.go, opcua.go are the one place where a
-// protocol session's decoded unit becomes the PDU the policy judges: the
-// engine hands the session over and reads nothing of the parser's fields
-// for the policy. Adding a protocol means one Set case and one adapter
-// file here.
+// This file and the rule sections (modbus.go, dnp3.go, opcua.go) are the
+// one place where a protocol session's decoded unit becomes the PDU the
+// policy judges: the engine hands the session over and reads nothing of
+// the parser's fields for the policy. Each section registers its adapter
+// from its own file (registerAdapter), keyed by the Proto its parser
+// registered (protocols.Register), so that adding a protocol adds a
+// section file and changes nothing here.
 
-import (
-	"github.com/otgw/otgw/protocols"
-	"github.com/otgw/otgw/protocols/dnp3"
-	"github.com/otgw/otgw/protocols/modbus"
-	"github.com/otgw/otgw/protocols/opcua"
-)
+import "github.com/otgw/otgw/protocols"
+
+// adapter fills p from the unit ss just decoded; ss is a session of the
+// adapter's protocol. It reports false, leaving p as for Malformed with
+// no anomaly, for a unit that is no PDU of the protocol.
+type adapter func(p *PDU, ss protocols.Session) bool
+
+// adapters holds each rule section's adapter, by Proto. It is written
+// only while the package initialises (registerAdapter), read-only after.
+var adapters [protocols.MaxProtos]adapter
+
+// registerAdapter records the adapter of proto's rule section. It panics
+// (a programmer error) on a second adapter for one protocol.
+func registerAdapter(proto protocols.Proto, a adapter) {
+	if proto == protocols.ProtoNone || proto >= protocols.MaxProtos || adapters[proto] != nil {
+		panic("rules: adapter of " + proto.String() + " registered twice or out of range")
+	}
+	adapters[proto] = a
+}
 
 // Set fills p from the unit the session just decoded (Decode returned
 // protocols.UnitPDU): the parser's fields, its anomaly (a pairing anomaly
 // when the PDU has none of its own) and whether a response pairs with a
-// request. It reports false, leaving p as for Malformed with no anomaly,
-// for a session of a protocol rules do not know. It allocates nothing.
+// request, through the adapter of the session's protocol. It reports
+// false, leaving p as for Malformed with no anomaly, for a session of a
+// protocol no rule section reads. It allocates nothing.
 func (p *PDU) Set(ss protocols.Session) bool {
-	switch ss := ss.(type) {
-	case *modbus.Session:
-		p.SetModbus(ss.ADU(), ss.Dir())
-		if an := ss.PairingAnomaly(); an != modbus.AnomalyNone && p.Anomaly == "" {
-			p.Anomaly = an.String()
+	proto := ss.Proto()
+	if proto < protocols.MaxProtos {
+		if a := adapters[proto]; a != nil {
+			return a(p, ss)
 		}
-		if ss.Dir() == protocols.Response {
-			p.Modbus.PairedRequest = ss.Paired()
-		}
-	case *dnp3.Session:
-		fr := ss.Fragment()
-		if fr == nil {
-			// A unit without fragment is not a PDU (UnitPartial).
-			p.Malformed(protocols.ProtoDNP3, ss.Dir(), "")
-			return false
-		}
-		p.SetDNP3(ss.LinkFrame(), fr, ss.Dir())
-		p.DNP3.PairedRequest = ss.Paired()
-		if ss.SeqMismatch() && p.Anomaly == "" {
-			p.Anomaly = dnp3.AnomalySeqMismatch.String()
-		}
-	case *opcua.Session:
-		p.SetOPCUA(ss.Message(), ss.Dir(), ss.Service(), ss.Mode())
-		p.OPCUA.PairedRequest = ss.Paired()
-	default:
-		p.Malformed(protocols.ProtoNone, ss.Dir(), "")
-		return false
 	}
-	return true
+	p.Malformed(protocols.ProtoNone, ss.Dir(), protocols.AnomalyNone)
+	return false
 }
 
 // Malformed makes p the PDU of bytes of proto that cannot be framed (or
 // decoded) as a unit: anomaly names why, and nothing of a previous PDU
 // is left in it, since such bytes have no unit, function or address of
 // their own.
-func (p *PDU) Malformed(proto protocols.Proto, dir protocols.Dir, anomaly string) {
+func (p *PDU) Malformed(proto protocols.Proto, dir protocols.Dir, anomaly protocols.Anomaly) {
 	p.reset(proto, dir)
 	p.Anomaly = anomaly
 	p.Modbus = Modbus{}
 	p.DNP3 = DNP3{}
 	p.OPCUA = OPCUA{}
+	p.Other = Other{}
 }
 
 // reset clears the parts of p that every adapter sets, without zeroing the
@@ -67,5 +63,5 @@ func (p *PDU) Malformed(proto protocols.Proto, dir protocols.Dir, anomaly string
 func (p *PDU) reset(proto protocols.Proto, dir protocols.Dir) {
 	p.Proto = proto
 	p.Dir = dir
-	p.Anomaly = ""
+	p.Anomaly = protocols.AnomalyNone
 }

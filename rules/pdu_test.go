@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/protocols/opcua"
 	"github.com/otgw/otgw/protocols/registry"
@@ -29,7 +30,7 @@ func TestSetModbusSession(t *testing.T) {
 		t.Fatal("Set refused a Modbus session")
 	}
 	m := &p.Modbus
-	if p.Proto != protocols.ProtoModbus || p.Dir != protocols.Request || p.Anomaly != "" || m.Unit != 1 || m.FC != 16 || m.Addr != 40 || m.Qty != 3 || m.Unread ||
+	if p.Proto != protocols.ProtoModbus || p.Dir != protocols.Request || p.Anomaly != protocols.AnomalyNone || m.Unit != 1 || m.FC != 16 || m.Addr != 40 || m.Qty != 3 || m.Unread ||
 		m.NValues != 3 || m.Values[0] != 1 || m.Values[2] != 3 {
 		t.Fatalf("FC 16 request: %+v anomaly %q, modbus %+v", p.Proto, p.Anomaly, *m)
 	}
@@ -42,14 +43,14 @@ func TestSetModbusSession(t *testing.T) {
 
 	decode(t, ss, protocols.Response, modbus.AppendResponse(nil, 1, 1, []byte{16, 0, 40, 0, 3}))
 	p.Set(ss)
-	if p.Dir != protocols.Response || !m.PairedRequest || p.Anomaly != "" || m.NValues != 0 {
+	if p.Dir != protocols.Response || !m.PairedRequest || p.Anomaly != protocols.AnomalyNone || m.NValues != 0 {
 		t.Fatalf("paired response: dir %v anomaly %q modbus %+v", p.Dir, p.Anomaly, *m)
 	}
 	ss.Commit(true, true)
 
 	decode(t, ss, protocols.Response, modbus.AppendResponse(nil, 9, 1, []byte{16, 0, 40, 0, 3}))
 	p.Set(ss)
-	if m.PairedRequest || p.Anomaly == "" || p.Anomaly != ss.Anomaly() {
+	if m.PairedRequest || p.Anomaly == protocols.AnomalyNone || p.Anomaly != ss.Anomaly() {
 		t.Fatalf("response to nothing: paired %v anomaly %q, the session says %q", m.PairedRequest, p.Anomaly, ss.Anomaly())
 	}
 }
@@ -64,7 +65,7 @@ func TestSetModbusWriteReach(t *testing.T) {
 	// FC 16, holding 47, quantity 2, byte count 10 with 10 bytes: 5 registers.
 	decode(t, ss, protocols.Request, modbus.AppendRequest(nil, 1, 1, []byte{16, 0, 47, 0, 2, 10, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5}))
 	p.Set(ss)
-	if p.Anomaly == "" || p.Modbus.Addr != 47 || p.Modbus.Qty != 5 {
+	if p.Anomaly == protocols.AnomalyNone || p.Modbus.Addr != 47 || p.Modbus.Qty != 5 {
 		t.Fatalf("anomaly %q, addr %d qty %d, want an anomaly and 5 registers from 47", p.Anomaly, p.Modbus.Addr, p.Modbus.Qty)
 	}
 	// A truncated request's address is unknown, not zero.
@@ -120,15 +121,18 @@ type otherSession struct{ protocols.Session }
 
 func (otherSession) Dir() protocols.Dir { return protocols.Request }
 
+// Proto is a protocol no rule section registered.
+func (otherSession) Proto() protocols.Proto { return protocols.MaxProtos - 1 }
+
 // TestSetUnknownSessionFailsClosed: Set refuses a session it cannot read
 // and leaves nothing of the previous PDU in p.
 func TestSetUnknownSessionFailsClosed(t *testing.T) {
 	p := mb(3, 0, 10)
-	p.Anomaly = "x"
+	p.Anomaly = modbus.AnomalyTruncated.Tagged()
 	if p.Set(otherSession{}) {
 		t.Fatal("Set accepted a session of no protocol of rules")
 	}
-	if p.Proto != protocols.ProtoNone || p.Anomaly != "" || p.Modbus != (Modbus{}) {
+	if p.Proto != protocols.ProtoNone || p.Anomaly != protocols.AnomalyNone || p.Modbus != (Modbus{}) {
 		t.Fatalf("PDU after a refused Set: %v %q %+v", p.Proto, p.Anomaly, p.Modbus)
 	}
 }
@@ -147,7 +151,7 @@ func TestSetAllocatesNothing(t *testing.T) {
 	if allocs := testing.AllocsPerRun(200, func() {
 		p.Set(mbs)
 		p.SetOPCUA(&m, protocols.Request, 673, opcua.ModeSign)
-		p.Malformed(protocols.ProtoDNP3, protocols.Request, "bad_start")
+		p.Malformed(protocols.ProtoDNP3, protocols.Request, dnp3.AnomalyBadStart.Tagged())
 	}); allocs != 0 {
 		t.Errorf("Set/SetOPCUA/Malformed allocate %v times per run, want 0", allocs)
 	}

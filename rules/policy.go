@@ -92,6 +92,16 @@ type Rule struct {
 	TCP         *PortRule
 	UDP         *PortRule
 	ICMP        *ICMPRule
+	// Section is the rule of a protocol a rule section registered
+	// (RegisterSection), keyed by its name.
+	Section *SectionRule
+}
+
+// SectionRule allows the PDUs of a registered protocol (Section).
+type SectionRule struct {
+	Key      string   // the protocol's name, the rule's key
+	Ports    []string // default: the section's port
+	Tolerate []string
 }
 
 // ModbusRule allows Modbus/TCP (Modbus Messaging on TCP/IP v1.0b) PDUs.
@@ -589,7 +599,7 @@ func (d *decoder) rule(n *yaml.Node, path string) Rule {
 		r.LineComment = firstLineComment(n)
 	}
 	protos := 0
-	d.fields(n, path, "rule", ruleKeys, func(key string, _, v *yaml.Node) {
+	d.fields(n, path, "rule", append(ruleKeys[:len(ruleKeys):len(ruleKeys)], sectionKeys...), func(key string, _, v *yaml.Node) {
 		p := path + "." + key
 		if key != "name" {
 			protos++
@@ -627,6 +637,18 @@ func (d *decoder) rule(n *yaml.Node, path string) Rule {
 				})
 			}
 			r.ICMP = ir
+		default:
+			sr := &SectionRule{Key: key}
+			if v.Tag != "!!null" {
+				d.fields(v, p, key+" rule", []string{"ports", "tolerate"}, func(k string, _, v *yaml.Node) {
+					if k == "ports" {
+						sr.Ports = d.list(v, p+".ports", "ports")
+					} else {
+						sr.Tolerate = d.list(v, p+".tolerate", "tolerate")
+					}
+				})
+			}
+			r.Section = sr
 		}
 	})
 	if n.Kind == yaml.MappingNode && protos == 0 {
@@ -948,6 +970,11 @@ func marshalRule(r *Rule) *yaml.Node {
 		key = "icmp"
 		body.Style = yaml.FlowStyle
 		addList(body, "types", r.ICMP.Types)
+	case r.Section != nil:
+		key = r.Section.Key
+		body.Style = yaml.FlowStyle
+		addList(body, "ports", r.Section.Ports)
+		addList(body, "tolerate", r.Section.Tolerate)
 	}
 	k := add(m, key, body)
 	if first == nil {

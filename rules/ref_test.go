@@ -195,17 +195,17 @@ func refEvaluateAt(p *Policy, st *refAuth, f *Flow, pdu *PDU) refResult {
 			}
 			reason := ReasonAllowed
 			switch {
-			case pdu.Anomaly != "" && !contains(tol, pdu.Anomaly) && !contains(c.Tolerate, pdu.Anomaly):
+			case pdu.Anomaly != protocols.AnomalyNone && !contains(tol, pdu.Anomaly.String()) && !contains(c.Tolerate, pdu.Anomaly.String()):
 				reason = ReasonMalformed
 			case r.Modbus != nil:
 				m := pdu.Modbus
-				if pdu.Dir == protocols.Response && pdu.Anomaly == "tid_mismatch" {
+				if pdu.Dir == protocols.Response && pdu.Anomaly.String() == "tid_mismatch" {
 					m.PairedRequest = true // tolerated, as the check above shows
 				}
 				reason = refModbus(r.Modbus, pdu.Dir, &m)
 			case r.DNP3 != nil:
 				d := pdu.DNP3
-				if pdu.Dir == protocols.Response && pdu.Anomaly == "seq_mismatch" { // never with require_auth (Compile)
+				if pdu.Dir == protocols.Response && pdu.Anomaly.String() == "seq_mismatch" { // never with require_auth (Compile)
 					d.PairedRequest = true
 				}
 				reason = refDNP3(r.DNP3, pdu.Dir, &d, st)
@@ -891,9 +891,22 @@ func genFlowPDU(r *rand.Rand, f *Flow, p *PDU) {
 	if r.IntN(5) == 0 {
 		p.Dir = protocols.Response
 	}
+	var anomaly string
 	if r.IntN(15) == 0 {
-		p.Anomaly = pick(r, []string{"pdu_length", "bad_qualifier", "truncated", "crc_error", "tid_mismatch", "seq_mismatch"})
+		anomaly = pick(r, []string{"pdu_length", "bad_qualifier", "truncated", "crc_error", "tid_mismatch", "seq_mismatch"})
 	}
+	defer func() {
+		if anomaly == "" {
+			return
+		}
+		// A name the protocol's parser does not report stands for a
+		// code its vocabulary does not name: never tolerated.
+		a, ok := protocols.AnomalyByName(p.Proto, anomaly)
+		if !ok {
+			a = protocols.NewAnomaly(p.Proto, 200)
+		}
+		p.Anomaly = a
+	}()
 	switch r.IntN(3) {
 	case 0:
 		p.Proto = protocols.ProtoModbus

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/otgw/otgw/protocols"
@@ -166,6 +167,18 @@ func schemaDoc() obj {
 		"udp":    closed("Plain UDP flows (uninspected).", obj{"ports": ports("any")}),
 		"icmp":   closed("ICMP messages.", obj{"types": scalars("ICMP types by name or number; empty allows any.", named(icmpTypes, `^[0-9]+$`))}),
 	})
+	for _, s := range sections {
+		if s == nil {
+			continue
+		}
+		k := s.Proto.String()
+		props := rule["properties"].(obj)
+		props[k] = closed("Registered protocol "+k+" (rules.Section).", obj{
+			"ports":    ports(strconv.Itoa(int(s.Port))),
+			"tolerate": tolerate(k, protocols.AnomalyNames(s.Proto)),
+		})
+		oneOf = append(oneOf, obj{"required": []string{k}})
+	}
 	rule["oneOf"] = oneOf
 
 	var anomalies []string

@@ -59,7 +59,7 @@ conduits:
 `
 	}
 	unread := func(p PDU) PDU { p.Modbus.Unread = true; return p }
-	anomaly := func(p PDU, a string) PDU { p.Anomaly = a; return p }
+	anomaly := func(p PDU, a string) PDU { p.Anomaly = mustAnomaly(p.Proto, a); return p }
 	dn := func(fc uint8, objs ...DNP3Object) PDU {
 		p := PDU{Proto: protocols.ProtoDNP3, Dir: protocols.Request, DNP3: DNP3{LinkSrc: 1, LinkDst: 10, FC: fc}}
 		p.DNP3.NObjects = uint8(copy(p.DNP3.Objects[:], objs))
@@ -142,7 +142,7 @@ conduits:
 	}
 	f := flow("192.0.2.130", "192.0.2.10", 502)
 	long := func(dir protocols.Dir, sub uint16) PDU {
-		return PDU{Proto: protocols.ProtoModbus, Dir: dir, Anomaly: "long_adu", Modbus: Modbus{FC: 90, Sub: sub, PairedRequest: dir == protocols.Response}}
+		return PDU{Proto: protocols.ProtoModbus, Dir: dir, Anomaly: mustAnomaly(protocols.ProtoModbus, "long_adu"), Modbus: Modbus{FC: 90, Sub: sub, PairedRequest: dir == protocols.Response}}
 	}
 	for _, tc := range []struct {
 		name, ruleTol, conduitTol string

@@ -128,7 +128,7 @@ func Reasons() []Reason {
 type Verdict struct {
 	Action     Action
 	Reason     Reason
-	Anomaly    string // Reason == ReasonMalformed: the parser's anomaly name
+	Anomaly    protocols.Anomaly // Reason == ReasonMalformed: the parser's anomaly
 	Mode       Mode
 	DenyAction DenyAction      // how to refuse when Action is Deny
 	Conduit    int             // index in the policy's conduits; -1 for none
@@ -145,7 +145,7 @@ type Verdict struct {
 // PDUs (allocates; for the control plane).
 func (v Verdict) ReasonString() string {
 	if v.Reason == ReasonMalformed {
-		return "malformed:" + v.Anomaly
+		return "malformed:" + v.Anomaly.String()
 	}
 	return v.Reason.String()
 }
@@ -272,10 +272,13 @@ type OPCUA struct {
 // PDU is one application PDU as the parsers decode it, protocol-neutral.
 // It is caller-owned and read-only to Evaluate.
 type PDU struct {
-	Proto   protocols.Proto
-	Dir     protocols.Dir
-	Anomaly string // the parser's Anomaly.String(), "" when well formed
+	Proto protocols.Proto
+	Dir   protocols.Dir
+	// Anomaly is the parser's anomaly (AnomalyNone when well formed);
+	// tolerate lists are matched against it without its name.
+	Anomaly protocols.Anomaly
 	Modbus  Modbus
 	DNP3    DNP3
 	OPCUA   OPCUA
+	Other   Other // a registered protocol's (Section)
 }

@@ -3,6 +3,8 @@ package rules
 import (
 	"strings"
 	"testing"
+
+	"github.com/otgw/otgw/protocols"
 )
 
 // TestEvaluateUnknownFunction: a Modbus PDU whose function code is neither
@@ -63,9 +65,9 @@ TOLERATE          allow:
 			}
 			f := flow("192.0.2.130", "192.0.2.10", 502)
 			pdu := mb(91, 0, 0)
-			pdu.Anomaly = "unknown_function"
+			pdu.Anomaly = mustAnomaly(protocols.ProtoModbus, "unknown_function")
 			if strings.HasPrefix(tc.want, "malformed:") && tc.want != "malformed:unknown_function" {
-				pdu.Anomaly = strings.TrimPrefix(tc.want, "malformed:")
+				pdu.Anomaly = mustAnomaly(protocols.ProtoModbus, strings.TrimPrefix(tc.want, "malformed:"))
 			}
 			an := pdu.Anomaly
 			v := rs.Evaluate(&f, &pdu)

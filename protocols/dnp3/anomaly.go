@@ -1,6 +1,10 @@
 package dnp3
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/otgw/otgw/protocols"
+)
 
 // Anomaly names one way a DNP3 frame, transport segment or application
 // fragment departs from IEEE 1815-2012. Rules match anomalies by their
@@ -73,6 +77,17 @@ func (a Anomaly) String() string {
 	}
 	return "unknown_anomaly"
 }
+
+// proto is DNP3's number, registered with its anomaly names (and the
+// short spelling "crc" of data_crc).
+var proto = protocols.Register(protocols.ProtoDNP3, "dnp3", protocols.Vocabulary{
+	Anomalies: anomalyNames[:],
+	Aliases:   map[string]uint8{"crc": uint8(AnomalyDataCRC)},
+})
+
+// Tagged returns a as a protocols.Anomaly (AnomalyNone for AnomalyNone),
+// the form sessions report and rules match. It does not allocate.
+func (a Anomaly) Tagged() protocols.Anomaly { return protocols.NewAnomaly(proto, uint8(a)) }
 
 // AnomalyByName returns the anomaly with the given String name.
 func AnomalyByName(name string) (Anomaly, bool) {

@@ -10,7 +10,7 @@ import (
 // Spec registers DNP3 (protocols/registry): over TCP and over UDP, where
 // every datagram holds whole link frames.
 var Spec = protocols.Spec{
-	Proto:      protocols.ProtoDNP3,
+	Proto:      proto,
 	Name:       "dnp3",
 	Ports:      []uint16{20000},
 	Transports: protocols.TCP | protocols.UDP,
@@ -117,15 +117,18 @@ func (s *Session) SeqMismatch() bool { return s.seqMismatch }
 func (s *Session) Next(_ protocols.Dir, b []byte) (n, need int, err error) { return Framer{}.Next(b) }
 
 // FramingAnomaly implements protocols.Session.
-func (s *Session) FramingAnomaly(err error) string {
+func (s *Session) FramingAnomaly(err error) protocols.Anomaly {
 	switch err {
 	case ErrLinkCRC:
-		return AnomalyLinkCRC.String()
+		return AnomalyLinkCRC.Tagged()
 	case ErrBadLength:
-		return AnomalyBadLength.String()
+		return AnomalyBadLength.Tagged()
 	}
-	return AnomalyBadStart.String()
+	return AnomalyBadStart.Tagged()
 }
+
+// Proto implements protocols.Session.
+func (s *Session) Proto() protocols.Proto { return proto }
 
 // Plausible implements protocols.Session: the framer checks the header
 // CRC already.
@@ -298,15 +301,12 @@ func (s *Session) Exchange() (protocols.Role, uint64) { return s.role, s.key }
 
 // Anomaly implements protocols.Session: the frame's, the transport's or
 // the fragment's anomaly, then seq_mismatch, then broadcast.
-func (s *Session) Anomaly() string {
+func (s *Session) Anomaly() protocols.Anomaly {
 	a := s.anomaly
 	if s.seqMismatch && (a == AnomalyNone || a == AnomalyBroadcast) {
 		a = AnomalySeqMismatch
 	}
-	if a == AnomalyNone {
-		return ""
-	}
-	return a.String()
+	return a.Tagged()
 }
 
 // Fields implements protocols.Session (see Session for the keys).

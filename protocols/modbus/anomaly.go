@@ -3,6 +3,8 @@ package modbus
 import (
 	"errors"
 	"strconv"
+
+	"github.com/otgw/otgw/protocols"
 )
 
 // Anomaly is a typed finding about one ADU that a policy can match and deny.
@@ -116,6 +118,13 @@ func (a Anomaly) String() string {
 	}
 	return "anomaly_" + strconv.Itoa(int(a))
 }
+
+// proto is Modbus's number, registered with its anomaly names.
+var proto = protocols.Register(protocols.ProtoModbus, "modbus", protocols.Vocabulary{Anomalies: anomalyNames[:]})
+
+// Tagged returns a as a protocols.Anomaly (AnomalyNone for AnomalyNone),
+// the form sessions report and rules match. It does not allocate.
+func (a Anomaly) Tagged() protocols.Anomaly { return protocols.NewAnomaly(proto, uint8(a)) }
 
 // ParseAnomaly returns the anomaly with the given String name.
 func ParseAnomaly(name string) (Anomaly, bool) {

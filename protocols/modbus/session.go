@@ -9,7 +9,7 @@ import (
 // Spec registers Modbus/TCP (protocols/registry). Modbus over UDP is not
 // inspected.
 var Spec = protocols.Spec{
-	Proto:      protocols.ProtoModbus,
+	Proto:      proto,
 	Name:       "modbus",
 	Ports:      []uint16{502},
 	Transports: protocols.TCP,
@@ -75,7 +75,10 @@ func (s *Session) ADU() *ADU { return &s.adu }
 func (s *Session) Next(_ protocols.Dir, b []byte) (n, need int, err error) { return Framer{}.Next(b) }
 
 // FramingAnomaly implements protocols.Session.
-func (s *Session) FramingAnomaly(error) string { return AnomalyNonModbus.String() }
+func (s *Session) FramingAnomaly(error) protocols.Anomaly { return AnomalyNonModbus.Tagged() }
+
+// Proto implements protocols.Session.
+func (s *Session) Proto() protocols.Proto { return proto }
 
 // Plausible implements protocols.Session: an MBAP header is a weak check
 // (any two zero bytes in the right place), so the ADU is decoded.
@@ -161,17 +164,14 @@ func (s *Session) Exchange() (protocols.Role, uint64) { return s.role, s.key }
 
 // Anomaly implements protocols.Session: the ADU's own anomaly, else the
 // pairing anomaly.
-func (s *Session) Anomaly() string {
+func (s *Session) Anomaly() protocols.Anomaly {
 	if s.framing {
-		return AnomalyNonModbus.String()
+		return AnomalyNonModbus.Tagged()
 	}
 	if s.adu.Anomaly != AnomalyNone {
-		return s.adu.Anomaly.String()
+		return s.adu.Anomaly.Tagged()
 	}
-	if s.pa != AnomalyNone {
-		return s.pa.String()
-	}
-	return ""
+	return s.pa.Tagged()
 }
 
 // PairingAnomaly returns the pairing anomaly of the last ADU.

@@ -1,6 +1,10 @@
 package opcua
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/otgw/otgw/protocols"
+)
 
 // Anomaly is a typed protocol violation that rules can match. The zero value
 // AnomalyNone means the chunk is well formed.
@@ -66,6 +70,13 @@ func (a Anomaly) String() string {
 	}
 	return "anomaly(" + itoa(uint32(a)) + ")"
 }
+
+// proto is OPC UA's number, registered with its anomaly names.
+var proto = protocols.Register(protocols.ProtoOPCUA, "opcua", protocols.Vocabulary{Anomalies: anomalyNames[:]})
+
+// Tagged returns a as a protocols.Anomaly (AnomalyNone for AnomalyNone),
+// the form sessions report and rules match. It does not allocate.
+func (a Anomaly) Tagged() protocols.Anomaly { return protocols.NewAnomaly(proto, uint8(a)) }
 
 // Err returns the sentinel error for a, or nil for AnomalyNone.
 func (a Anomaly) Err() error {

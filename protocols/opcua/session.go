@@ -9,7 +9,7 @@ import (
 
 // Spec registers OPC UA TCP (protocols/registry).
 var Spec = protocols.Spec{
-	Proto:      protocols.ProtoOPCUA,
+	Proto:      proto,
 	Name:       "opcua",
 	Ports:      []uint16{4840},
 	Transports: protocols.TCP,
@@ -108,12 +108,15 @@ func (s *Session) Next(dir protocols.Dir, b []byte) (n, need int, err error) {
 }
 
 // FramingAnomaly implements protocols.Session.
-func (s *Session) FramingAnomaly(err error) string {
+func (s *Session) FramingAnomaly(err error) protocols.Anomaly {
 	if a := AnomalyOf(err); a != AnomalyNone {
-		return a.String()
+		return a.Tagged()
 	}
-	return "malformed"
+	return protocols.NewAnomaly(proto, protocols.CodeMalformed)
 }
+
+// Proto implements protocols.Session.
+func (s *Session) Proto() protocols.Proto { return proto }
 
 // Plausible implements protocols.Session: the framer checks the message
 // type already.
@@ -217,12 +220,7 @@ func (s *Session) Paired() bool { return s.paired }
 func (s *Session) Exchange() (protocols.Role, uint64) { return s.role, s.key }
 
 // Anomaly implements protocols.Session.
-func (s *Session) Anomaly() string {
-	if s.m.Anomaly == AnomalyNone {
-		return ""
-	}
-	return s.m.Anomaly.String()
-}
+func (s *Session) Anomaly() protocols.Anomaly { return s.m.Anomaly.Tagged() }
 
 // Fields implements protocols.Session (see Session for the keys).
 func (s *Session) Fields(w protocols.Sink) {

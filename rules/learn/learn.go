@@ -357,15 +357,16 @@ func (l *Learner) Observe(o *Observation) {
 		client, server = o.Dst, o.Src
 	}
 	c := l.obs(client.Addr(), server.Addr(), pdu.Proto.String(), t)
-	if pdu.Anomaly != "" {
-		if rules.Tolerable(pdu.Proto, pdu.Anomaly) == "" && !unframedPDU(pdu) {
-			c.tolerate.add(pdu.Anomaly, t)
+	if pdu.Anomaly != protocols.AnomalyNone {
+		anomaly := pdu.Anomaly.String()
+		if rules.Tolerable(pdu.Proto, anomaly) == "" && !unframedPDU(pdu) {
+			c.tolerate.add(anomaly, t)
 		} else {
 			// Bytes the gateway cannot frame (or an anomaly no rule can
 			// name): denied whatever the policy says, so the draft says
 			// so in a comment instead of a tolerate entry check refuses.
-			c.unframed.add(pdu.Anomaly, t)
-			l.unlearnable.add(pdu.Proto.String()+" "+pdu.Anomaly+" (bytes the gateway cannot frame: always denied)", t)
+			c.unframed.add(anomaly, t)
+			l.unlearnable.add(pdu.Proto.String()+" "+anomaly+" (bytes the gateway cannot frame: always denied)", t)
 			// The engine judged such bytes with empty fields: there is
 			// no unit, address or function to learn from them.
 			return
@@ -520,9 +521,9 @@ func (l *Learner) dnp3(c *conduitObs, p *rules.PDU, t time.Time) {
 			for _, o := range d.Objects[:n] {
 				read = append(read, fmt.Sprintf("g%dv%d", o.Group, o.Variation))
 			}
-			what += " (read: " + strings.Join(read, ", ") + ", then " + p.Anomaly + ")"
-		} else if p.Anomaly != "" {
-			what += " (" + p.Anomaly + ")"
+			what += " (read: " + strings.Join(read, ", ") + ", then " + p.Anomaly.String() + ")"
+		} else if p.Anomaly != protocols.AnomalyNone {
+			what += " (" + p.Anomaly.String() + ")"
 		}
 		l.note(c, what, t)
 		return

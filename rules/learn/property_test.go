@@ -55,7 +55,15 @@ func TestLearnAlwaysDraftsACheckablePolicy(t *testing.T) {
 					ob.Proto = "tcp"
 				}
 			default:
-				p := &rules.PDU{Proto: protocols.Proto(1 + r.IntN(3)), Dir: protocols.Dir(1 + r.IntN(2)), Anomaly: pick(anomalies)}
+				p := &rules.PDU{Proto: protocols.Proto(1 + r.IntN(3)), Dir: protocols.Dir(1 + r.IntN(2))}
+				if name := pick(anomalies); name != "" {
+					// A name the protocol's parser does not report stands
+					// for a code its vocabulary does not name.
+					var ok bool
+					if p.Anomaly, ok = protocols.AnomalyByName(p.Proto, name); !ok {
+						p.Anomaly = protocols.NewAnomaly(p.Proto, 200)
+					}
+				}
 				ob.Proto = p.Proto.String()
 				switch p.Proto {
 				case protocols.ProtoModbus:

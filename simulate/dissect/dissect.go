@@ -207,7 +207,7 @@ func (d *Dissector) Segment(s *capture.Segment) error {
 			}
 			s := d.seg
 			d.pdu = PDU{Frame: s.Frame, Time: s.Time, Transport: s.Transport, Src: s.Src, Dst: s.Dst,
-				Conn: s.Conn, Proto: cs.proto, Record: protocols.Record{Dir: cs.conn.Dir(), Anomaly: cs.conn.Anomaly()},
+				Conn: s.Conn, Proto: cs.proto, Record: protocols.Record{Dir: cs.conn.Dir(), Anomaly: cs.conn.Anomaly().String()},
 				sess: cs.conn}
 			d.err = d.fn(&d.pdu)
 		}
