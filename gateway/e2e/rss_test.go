@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"bufio"
+	"fmt"
 	"os"
+	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +22,9 @@ import (
 //
 // Issue 18's target is at most 32 MB with 10k flows; the test fails above
 // OTGW_BENCH_RSS_MAX_KB when that is set (the figure is the machine's).
+// It also logs the resident set by kind of mapping (smapsSummary), and
+// with OTGW_BENCH_RSS_LOG=1 the gateway's output (run with
+// GODEBUG=gctrace=1 to see the Go heap at each collection).
 func TestRSSFlows(t *testing.T) {
 	if os.Getenv("OTGW_BENCH_RSS") != "1" {
 		t.Skip("set OTGW_BENCH_RSS=1 (RSS of otgw run idle and with 10k flows)")
@@ -42,6 +49,10 @@ func TestRSSFlows(t *testing.T) {
 	after := procRSS(t, pid)
 	t.Logf("otgw RSS idle %.1f MiB, with %d flows %.1f MiB (%.1f MiB 2 s later)",
 		float64(idle)/1024, flows, float64(full)/1024, float64(after)/1024)
+	t.Logf("resident by mapping, with the flows: %s", smapsSummary(t, pid))
+	if os.Getenv("OTGW_BENCH_RSS_LOG") != "" {
+		t.Logf("otgw output:\n%s", tail(g.out.String(), 40))
+	}
 	if flows < 10000 {
 		t.Errorf("%d flows in the table, want >= 10000", flows)
 	}
@@ -54,4 +65,58 @@ func TestRSSFlows(t *testing.T) {
 			t.Errorf("RSS %d / %d KiB with 10k flows, want <= %d", full, after, max)
 		}
 	}
+}
+
+// smapsSummary returns the resident set of process pid by kind of mapping
+// (/proc/PID/smaps): the executable's file pages, anonymous memory (the
+// Go heap, stacks, the runtime's own mappings), AF_PACKET rings and the
+// rest, in KiB.
+func smapsSummary(t *testing.T, pid int) string {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	kinds := map[string]int{}
+	kind := ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) == 0 {
+			continue
+		}
+		if strings.Contains(fs[0], "-") && !strings.HasSuffix(fs[0], ":") { // a mapping's header line
+			name := ""
+			if len(fs) >= 6 {
+				name = strings.Join(fs[5:], " ")
+			}
+			switch {
+			case name == exe:
+				kind = "binary " + fs[1] // r-xp text, r--p rodata and pclntab, rw-p data
+			case strings.HasPrefix(name, "socket:") || strings.HasPrefix(name, "/dev/") || strings.Contains(name, "packet"):
+				kind = "rings"
+			case name == "" || name == "[heap]" || name == "[stack]":
+				kind = "anon"
+			default:
+				kind = "other(" + name + ")"
+			}
+			continue
+		}
+		if fs[0] == "Rss:" && len(fs) >= 2 {
+			kb, _ := strconv.Atoi(fs[1])
+			kinds[kind] += kb
+		}
+	}
+	names := make([]string, 0, len(kinds))
+	for k := range kinds {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, k := range names {
+		fmt.Fprintf(&b, "%s %.1f MiB; ", k, float64(kinds[k])/1024)
+	}
+	return b.String()
 }
