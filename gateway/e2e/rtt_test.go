@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/otgw/otgw/internal/testenv"
+	"github.com/otgw/otgw/simulate/peers"
+)
+
+// TestModbusRTTBench measures the round trip `otgw run` adds to Modbus
+// polls on an inspected conduit (benchPolicy allows Modbus reads), the RTT
+// row of `make bench-datapath` on its own and repeated: OTGW_BENCH_RTT_RUNS
+// runs (default 5), each the kernel bridge then the gateway (started
+// afresh, extra flags from OTGW_BENCH_RTT_ARGS, default the board's I/O)
+// on the same veth topology, 1,000 polls paced at 500/s each. It reports
+// per run and the median of the added p50 and p99 with their range:
+//
+//	OTGW_BENCH_RTT=1 go test -count=1 -run '^TestModbusRTTBench$' -v ./gateway/e2e
+//
+// Issue 18's goal is at most +50 us p50 and +150 us p99.
+func TestModbusRTTBench(t *testing.T) {
+	if os.Getenv("OTGW_BENCH_RTT") != "1" {
+		t.Skip("set OTGW_BENCH_RTT=1 (added Modbus RTT of otgw run against the kernel bridge)")
+	}
+	testenv.NeedRoot(t)
+	runs := 5
+	if s := os.Getenv("OTGW_BENCH_RTT_RUNS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("OTGW_BENCH_RTT_RUNS=%q: want a positive number", s)
+		}
+		runs = n
+	}
+	args := strings.Fields(os.Getenv("OTGW_BENCH_RTT_ARGS"))
+	l := benchLine(t)
+	plc := peers.NewPLC()
+	if err := l.Server.Do(func() error {
+		s, err := peers.Serve(plc, "0.0.0.0:502")
+		if err == nil {
+			t.Cleanup(func() { _ = s.Stop() })
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	load := func() string {
+		b, _ := os.ReadFile("/proc/loadavg")
+		return strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	type rtt struct{ p50, p99 time.Duration }
+	var bridge, gw []rtt
+	for i := range runs {
+		l.Gateway.IP("link", "add", "br0", "type", "bridge")
+		for _, p := range []string{l.North, l.South} {
+			offloadsOff(t, l.Gateway, p)
+			l.Gateway.IP("link", "set", p, "master", "br0")
+		}
+		l.Gateway.IP("link", "set", "br0", "up")
+		time.Sleep(300 * time.Millisecond)
+		b50, b99, bn, berr := modbusRTT(t, l)
+		for _, p := range []string{l.North, l.South} {
+			l.Gateway.IP("link", "set", p, "nomaster")
+		}
+		l.Gateway.IP("link", "del", "br0")
+
+		g := startGateway(t, l, benchPolicy, args...)
+		time.Sleep(300 * time.Millisecond)
+		g50, g99, gn, gerr := modbusRTT(t, l)
+		cpu := procCPU(t, g.cmd.Process.Pid)
+		g.stop()
+		bridge, gw = append(bridge, rtt{b50, b99}), append(gw, rtt{g50, g99})
+		t.Logf("run %d (load %s): bridge p50 %v p99 %v (%d polls, %d errors); otgw p50 %v p99 %v (%d, %d; otgw CPU %v in all): added p50 %+dus p99 %+dus",
+			i+1, load(), b50, b99, bn, berr, g50, g99, gn, gerr, cpu, (g50 - b50).Microseconds(), (g99 - b99).Microseconds())
+		if berr+gerr > 0 {
+			t.Errorf("run %d: %d bridge and %d gateway polls failed", i+1, berr, gerr)
+		}
+	}
+	added := func(f func(rtt) time.Duration) (med, lo, hi int64) {
+		var d []int64
+		for i := range gw {
+			d = append(d, (f(gw[i]) - f(bridge[i])).Microseconds())
+		}
+		sort.Slice(d, func(a, b int) bool { return d[a] < d[b] })
+		return d[len(d)/2], d[0], d[len(d)-1]
+	}
+	m50, lo50, hi50 := added(func(r rtt) time.Duration { return r.p50 })
+	m99, lo99, hi99 := added(func(r rtt) time.Duration { return r.p99 })
+	summary := fmt.Sprintf("added Modbus RTT over %d runs (otgw run %s): p50 median %+dus [%+d to %+d], p99 median %+dus [%+d to %+d]; load at the end %s",
+		runs, strings.Join(args, " "), m50, lo50, hi50, m99, lo99, hi99, load())
+	t.Log(summary)
+}
