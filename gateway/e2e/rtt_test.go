@@ -3,9 +3,12 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +25,10 @@ import (
 // per run and the median of the added p50 and p99 with their range:
 //
 //	OTGW_BENCH_RTT=1 go test -count=1 -run '^TestModbusRTTBench$' -v ./gateway/e2e
+//
+// With OTGW_BENCH_RTT_PERF=DIR each gateway phase is also recorded with
+// `perf sched record -a` (perfSched), with OTGW_BENCH_RTT_PROFILE=DIR with
+// `perf record -g` of the gateway (perfRecord).
 //
 // Issue 18's goal is at most +50 us p50 and +150 us p99.
 func TestModbusRTTBench(t *testing.T) {
@@ -71,7 +78,11 @@ func TestModbusRTTBench(t *testing.T) {
 
 		g := startGateway(t, l, benchPolicy, args...)
 		time.Sleep(300 * time.Millisecond)
+		stopSched := perfSched(t, os.Getenv("OTGW_BENCH_RTT_PERF"), fmt.Sprintf("rtt-%d", i+1))
+		stopPerf := perfRecord(t, os.Getenv("OTGW_BENCH_RTT_PROFILE"), g.cmd.Process.Pid, fmt.Sprintf("rtt-%d", i+1))
 		g50, g99, gn, gerr := modbusRTT(t, l)
+		stopPerf()
+		stopSched()
 		cpu := procCPU(t, g.cmd.Process.Pid)
 		g.stop()
 		bridge, gw = append(bridge, rtt{b50, b99}), append(gw, rtt{g50, g99})
@@ -94,4 +105,28 @@ func TestModbusRTTBench(t *testing.T) {
 	summary := fmt.Sprintf("added Modbus RTT over %d runs (otgw run %s): p50 median %+dus [%+d to %+d], p99 median %+dus [%+d to %+d]; load at the end %s",
 		runs, strings.Join(args, " "), m50, lo50, hi50, m99, lo99, hi99, load())
 	t.Log(summary)
+}
+
+// perfSched records the scheduler events of the whole machine (`perf
+// sched record -a`: a wakeup is recorded in the waker's context, so
+// recording the gateway's process alone misses them) into dir/NAME.sched
+// until stop is called, when dir is set and perf is installed; `perf
+// sched timehist -i FILE` then shows how long the gateway's threads
+// waited between being woken and running (sch delay) and ran.
+func perfSched(t *testing.T, dir string, name string) (stop func()) {
+	t.Helper()
+	perf, err := exec.LookPath("perf")
+	if dir == "" || err != nil {
+		return func() {}
+	}
+	cmd := exec.Command(perf, "sched", "record", "-q", "-a", "-o", filepath.Join(dir, name+".sched"))
+	if err := cmd.Start(); err != nil {
+		t.Logf("perf sched record: %v", err)
+		return func() {}
+	}
+	time.Sleep(100 * time.Millisecond) // let perf attach before the phase starts
+	return func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		_ = cmd.Wait()
+	}
 }
