@@ -45,6 +45,16 @@ func TestModbusRTTBench(t *testing.T) {
 		runs = n
 	}
 	args := strings.Fields(os.Getenv("OTGW_BENCH_RTT_ARGS"))
+	// OTGW_BENCH_RTT_ENV: K=V ... for the gateway's environment (e.g.
+	// GOMAXPROCS=1). The test process read its own at start, so setting
+	// them here changes only the processes it starts.
+	for _, kv := range strings.Fields(os.Getenv("OTGW_BENCH_RTT_ENV")) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			t.Fatalf("OTGW_BENCH_RTT_ENV: %q is not K=V", kv)
+		}
+		t.Setenv(k, v)
+	}
 	l := benchLine(t)
 	plc := peers.NewPLC()
 	if err := l.Server.Do(func() error {
@@ -102,8 +112,8 @@ func TestModbusRTTBench(t *testing.T) {
 	}
 	m50, lo50, hi50 := added(func(r rtt) time.Duration { return r.p50 })
 	m99, lo99, hi99 := added(func(r rtt) time.Duration { return r.p99 })
-	summary := fmt.Sprintf("added Modbus RTT over %d runs (otgw run %s): p50 median %+dus [%+d to %+d], p99 median %+dus [%+d to %+d]; load at the end %s",
-		runs, strings.Join(args, " "), m50, lo50, hi50, m99, lo99, hi99, load())
+	summary := fmt.Sprintf("added Modbus RTT over %d runs (otgw run %s, env %s): p50 median %+dus [%+d to %+d], p99 median %+dus [%+d to %+d]; load at the end %s",
+		runs, strings.Join(args, " "), os.Getenv("OTGW_BENCH_RTT_ENV"), m50, lo50, hi50, m99, lo99, hi99, load())
 	t.Log(summary)
 }
 
