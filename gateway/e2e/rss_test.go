@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -121,4 +122,23 @@ func smapsSummary(t *testing.T, pid int) string {
 		fmt.Fprintf(&b, "%s %.1f MiB; ", k, float64(kinds[k])/1024)
 	}
 	return b.String()
+}
+
+// TestBinaryLeavesOutGopacket: otgw does not link gopacket's layers
+// package, whose init fills two 2.5 MB tables that the collector then
+// scans on every cycle (about 5 MiB of RSS and 2-3 MiB of the binary's
+// pages; BENCHMARKS.md "RSS: gopacket out of the binary"). Tests may use
+// gopacket; the code otgw links must not.
+func TestBinaryLeavesOutGopacket(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", "./cmd/otgw")
+	cmd.Dir = testenv.ModuleRoot(t)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps ./cmd/otgw: %v", err)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		if strings.HasPrefix(p, "github.com/gopacket/gopacket") {
+			t.Errorf("otgw links %s (issue 18: RSS); build frames and write pcaps with simulate/capture instead", p)
+		}
+	}
 }
