@@ -11,14 +11,11 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
-
 	"github.com/otgw/otgw/gateway"
 	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/gateway/packet"
 	"github.com/otgw/otgw/rules"
+	"github.com/otgw/otgw/simulate/capture"
 )
 
 // Options configure Run. Policy is required.
@@ -297,12 +294,8 @@ func countFrames(path string) (int, error) {
 	return n, err
 }
 
-func newPcap(w io.Writer) (*pcapgo.Writer, error) {
-	pw := pcapgo.NewWriter(w)
-	if err := pw.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
-		return nil, err
-	}
-	return pw, nil
+func newPcap(w io.Writer) (*capture.PcapWriter, error) {
+	return capture.NewPcapWriter(w)
 }
 
 // runner is the state of one Run.
@@ -316,8 +309,8 @@ type runner struct {
 	pending map[frameRef]*srcFrame // deferred frames (gaps.go)
 	names   []string
 	rep     *Report
-	allowed *pcapgo.Writer
-	denied  *pcapgo.Writer
+	allowed *capture.PcapWriter
+	denied  *capture.PcapWriter
 	now     time.Time
 	done    int
 	total   int
@@ -361,8 +354,7 @@ func (r *runner) Send(out gateway.PortID, frame []byte) {
 			r.sentPayload = len(r.sentPkt.Payload)
 		}
 		if r.allowed != nil && r.cur.Index > 0 {
-			ci := gopacket.CaptureInfo{Timestamp: r.cur.Time, CaptureLength: len(frame), Length: len(frame)}
-			_ = r.allowed.WritePacket(ci, frame)
+			_ = r.allowed.WritePacket(r.cur.Time, frame)
 		}
 		return
 	}
@@ -523,8 +515,7 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 		cs.PacketsDropped++
 	}
 	if r.denied != nil && (!r.sent || truncated) {
-		ci := gopacket.CaptureInfo{Timestamp: ref.Time, CaptureLength: len(origCopy), Length: len(origCopy)}
-		_ = r.denied.WritePacket(ci, origCopy)
+		_ = r.denied.WritePacket(ref.Time, origCopy)
 	}
 }
 

@@ -13,9 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
-
 	"github.com/otgw/otgw/gateway"
 	"github.com/otgw/otgw/gateway/packet"
 	"github.com/otgw/otgw/rules"
@@ -541,30 +538,17 @@ func handshake(pk *pickup, eth []byte, fromClient bool) [][]byte {
 }
 
 func craftTCP(l2 []byte, src, dst netip.AddrPort, seq, ack uint32, syn, isAck bool) []byte {
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()),
-		Seq: seq, Ack: ack, SYN: syn, ACK: isAck, Window: 65535}
+	var opts []byte
 	if syn {
-		tcp.Options = []layers.TCPOption{
-			{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}},
-			{OptionType: layers.TCPOptionKindNop},
-			{OptionType: layers.TCPOptionKindWindowScale, OptionLength: 3, OptionData: []byte{14}},
-		}
+		opts = []byte{2, 4, 0x05, 0xb4, 1, 3, 3, 14} // MSS 1460, NOP, window scale 14
 	}
-	var nl gopacket.NetworkLayer
-	var ipl gopacket.SerializableLayer
 	if src.Addr().Is4() || src.Addr().Is4In6() {
-		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, Flags: layers.IPv4DontFragment,
-			SrcIP: src.Addr().Unmap().AsSlice(), DstIP: dst.Addr().Unmap().AsSlice()}
-		nl, ipl = ip, ip
-	} else {
-		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP,
-			SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
-		nl, ipl = ip, ip
+		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	}
-	_ = tcp.SetNetworkLayerForChecksum(nl)
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ipl, tcp); err != nil {
+	ip := capture.TCPPacket(src, dst, seq, ack, capture.TCPFlags{SYN: syn, ACK: isAck}, 65535, opts, nil)
+	if ip == nil {
 		return nil
 	}
-	return append(append([]byte(nil), l2...), buf.Bytes()...)
+	return append(append([]byte(nil), l2...), ip...)
 }
