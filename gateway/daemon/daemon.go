@@ -489,14 +489,6 @@ func (d *Daemon) serve(ctx context.Context) error {
 			d.cfg.Version, d.profile.Name, d.ports[0], d.ports[1], failMode(d.profile), rs.Name(), rs.Generation())})
 	d.log.Info("gateway running", "board", d.profile.Name, "north", d.ports[0], "south", d.ports[1], "policy", rs.Name(),
 		"io", string(hal.PortIO(dp.hports[0])), "spin_read", d.cfg.SpinRead)
-	// What start-up touched of the binary (package init, policy compile,
-	// link setup) leaves the resident set; what the datapath uses comes
-	// back on its next touch (issue 18: RSS, BENCHMARKS.md).
-	if n, err := dropStartPages(); err != nil {
-		d.log.Warn("could not drop the binary's start-up pages from the resident set", "err", err)
-	} else {
-		d.log.Debug("dropped the binary's start-up pages from the resident set", "bytes", n)
-	}
 
 	// A trial firmware slot is committed after its health period or rolled
 	// back (health.go); a failed trial stops the gateway so that the
