@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/otgw/otgw/protocols"
@@ -61,5 +62,52 @@ func TestSniff(t *testing.T) {
 		if p != tc.proto || d != tc.dir || ok != (tc.proto != protocols.ProtoNone) {
 			t.Errorf("%s: Sniff = %v %v %v, want %v %v", tc.name, p, d, ok, tc.proto, tc.dir)
 		}
+	}
+}
+
+// TestRegister: a protocol added with Register is found by every lookup
+// and tried after OPC UA and DNP3 and before Modbus; an incomplete Spec,
+// a Spec whose name is not its Proto's, and a second registration of a
+// Proto or a name panic.
+func TestRegister(t *testing.T) {
+	saved := slices.Clone(specs)
+	t.Cleanup(func() { specs = saved })
+	proto := protocols.Register(protocols.ProtoNone, "regtest", protocols.Vocabulary{})
+	newSess := func(protocols.Config) protocols.Session { return New(protocols.ProtoModbus, protocols.TCP, protocols.Config{}) }
+	s := &protocols.Spec{Proto: proto, Name: "regtest", Ports: []uint16{7777}, Transports: protocols.TCP, New: newSess,
+		Sniff: func(b []byte) (protocols.Dir, bool) { return protocols.Request, string(b) == "RT" }}
+	if Register(s) != s {
+		t.Fatal("Register did not return its Spec")
+	}
+	if got := Names(); !slices.Equal(got, []string{"opcua", "dnp3", "regtest", "modbus"}) {
+		t.Fatalf("detection order %v, want opcua dnp3 regtest modbus", got)
+	}
+	if Lookup(proto) != s || ByName("regtest") != s || DefaultPorts()[7777] != proto {
+		t.Fatal("a registered Spec is not found by Lookup, ByName or DefaultPorts")
+	}
+	if p, d, ok := Sniff([]byte("RT")); p != proto || d != protocols.Request || !ok {
+		t.Fatalf("Sniff = %v %v %v, want regtest request", p, d, ok)
+	}
+	for _, tc := range []struct {
+		name string
+		s    *protocols.Spec
+	}{
+		{"nil", nil},
+		{"no constructor", &protocols.Spec{Proto: proto, Name: "regtest"}},
+		{"name not its Proto's", &protocols.Spec{Proto: proto, Name: "other", New: newSess}},
+		{"Proto twice", &protocols.Spec{Proto: proto, Name: "regtest", New: newSess}},
+		{"built-in twice", &protocols.Spec{Proto: protocols.ProtoModbus, Name: "modbus", New: newSess}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("Register(%s) did not panic", tc.name)
+				}
+			}()
+			Register(tc.s)
+		})
+	}
+	if len(specs) != len(saved)+1 {
+		t.Fatalf("%d protocols after refused registrations, want %d", len(specs), len(saved)+1)
 	}
 }
