@@ -73,7 +73,9 @@ func TestRegister(t *testing.T) {
 	saved := slices.Clone(specs)
 	t.Cleanup(func() { specs = saved })
 	proto := protocols.Register(protocols.ProtoNone, "regtest", protocols.Vocabulary{})
-	newSess := func(protocols.Config) protocols.Session { return New(protocols.ProtoModbus, protocols.TCP, protocols.Config{}) }
+	newSess := func(protocols.Config) protocols.Session {
+		return New(protocols.ProtoModbus, protocols.TCP, protocols.Config{})
+	}
 	s := &protocols.Spec{Proto: proto, Name: "regtest", Ports: []uint16{7777}, Transports: protocols.TCP, New: newSess,
 		Sniff: func(b []byte) (protocols.Dir, bool) { return protocols.Request, string(b) == "RT" }}
 	if Register(s) != s {
