@@ -5,7 +5,6 @@ import (
 	"net/netip"
 
 	"github.com/otgw/otgw/gateway/packet"
-	"github.com/otgw/otgw/protocols/dnp3"
 )
 
 // craftBufSize is the size of the pooled buffers for crafted frames: link
@@ -240,65 +239,4 @@ func fixSegment(b []byte, p *packet.Packet) []byte {
 	l4[16], l4[17] = 0, 0
 	binary.BigEndian.PutUint16(l4[16:], l4Checksum(p.Src, p.Dst, packet.ProtoTCP, l4))
 	return b
-}
-
-// Modbus exception reply (Modbus Application Protocol v1.1b3 section 7;
-// MBAP header from the Modbus Messaging on TCP/IP Implementation Guide
-// V1.0b section 3.1.3): same transaction and unit id as the request.
-func modbusException(dst []byte, tid uint16, unit, fc, code uint8) []byte {
-	dst = append(dst, byte(tid>>8), byte(tid), 0, 0, 0, 3, unit, fc|0x80, code)
-	return dst
-}
-
-// DNP3 internal indication bits of IIN2 (IEEE 1815-2012 clause 4.2.2.6.2).
-const (
-	iin2NoFuncCodeSupport uint8 = 0x01
-	iin2ObjectUnknown     uint8 = 0x02
-)
-
-// dnp3Response appends a DNP3 link frame from the outstation (src) to the
-// master (dst) carrying one transport segment (FIR|FIN) with an application
-// RESPONSE (FC 129) whose sequence number echoes the request's and whose
-// IIN2 carries iin2 (IEEE 1815-2012 clause 4.2.2 application header,
-// clause 8.2 transport header, clause 9.2.4 link frame with CRC per block).
-func dnp3Response(dst []byte, master, outstation uint16, appSeq uint8, iin2 uint8, tseq uint8) []byte {
-	user := [5]byte{
-		0xC0 | tseq&0x3f,         // transport: FIN|FIR|seq
-		0xC0 | appSeq&0x0f,       // application control: FIR|FIN|seq
-		uint8(dnp3.FuncResponse), // 129
-		0x00,                     // IIN1
-		iin2,                     // IIN2
-	}
-	hdr := [8]byte{0x05, 0x64, byte(5 + len(user)), 0x44, // PRM, UNCONFIRMED_USER_DATA, DIR=0 (from outstation)
-		byte(master), byte(master >> 8), byte(outstation), byte(outstation >> 8)}
-	dst = append(dst, hdr[:]...)
-	c := dnp3.CRC(hdr[:])
-	dst = append(dst, byte(c), byte(c>>8))
-	dst = append(dst, user[:]...)
-	c = dnp3.CRC(user[:])
-	dst = append(dst, byte(c), byte(c>>8))
-	return dst
-}
-
-// OPC UA status codes used in ERR messages (OPC 10000-4 section 7.34,
-// OPC 10000-6 section 7.1.5).
-const (
-	uaBadServiceUnsupported     uint32 = 0x800B0000
-	uaBadUserAccessDenied       uint32 = 0x801F0000
-	uaBadSecurityPolicyRejected uint32 = 0x80550000
-	uaBadSecurityModeRejected   uint32 = 0x80E60000
-	uaBadRequestNotAllowed      uint32 = 0x80E40000
-	uaBadTCPMessageTypeInvalid  uint32 = 0x807E0000
-)
-
-// opcuaErr appends a UA-TCP ERR message (OPC 10000-6 section 7.1.2.5):
-// "ERRF", MessageSize, Error (StatusCode), Reason (String).
-func opcuaErr(dst []byte, code uint32, reason string) []byte {
-	size := 8 + 4 + 4 + len(reason)
-	dst = append(dst, 'E', 'R', 'R', 'F')
-	dst = binary.LittleEndian.AppendUint32(dst, uint32(size))
-	dst = binary.LittleEndian.AppendUint32(dst, code)
-	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(reason)))
-	dst = append(dst, reason...)
-	return dst
 }

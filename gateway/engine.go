@@ -13,7 +13,6 @@ import (
 	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
-	"github.com/otgw/otgw/protocols/opcua"
 	"github.com/otgw/otgw/protocols/registry"
 	"github.com/otgw/otgw/rules"
 )
@@ -314,14 +313,13 @@ type Decision struct {
 	FlowID   uint64
 	// PDU is the judged PDU (nil for flow and L2 decisions); Session is
 	// the flow's session that decoded it (nil when the bytes could not be
-	// framed) and renders its fields; the parser structs are set for
-	// their protocol and alias the session.
-	PDU      *rules.PDU
-	Session  protocols.Session
-	Modbus   *modbus.ADU
-	DNP3Link *dnp3.LinkFrame
-	DNP3     *dnp3.Fragment
-	OPCUA    *opcua.Message
+	// framed) and renders its fields; Modbus and DNP3, which the rate
+	// detectors read, are set for their protocol and alias the session
+	// (other parser structs: assert Session's type).
+	PDU     *rules.PDU
+	Session protocols.Session
+	Modbus  *modbus.ADU
+	DNP3    *dnp3.Fragment
 	// Evasion: the frame was an evasion attempt (in enforce mode it was
 	// dropped, and for EvasionTCPOverlap the connection reset); EvasionName
 	// says which one.

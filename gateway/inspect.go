@@ -6,7 +6,6 @@ import (
 	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/protocols/dnp3"
 	"github.com/otgw/otgw/protocols/modbus"
-	"github.com/otgw/otgw/protocols/opcua"
 	"github.com/otgw/otgw/protocols/registry"
 	"github.com/otgw/otgw/rules"
 )
@@ -510,81 +509,61 @@ func (e *Engine) judge(c *hctx, f *flow, s side, b []byte, start, end int) bool 
 }
 
 // adaptDecision points d at the session (whose Fields render the report's
-// fields) and at the parser structs of its last unit (rate detectors and
-// native replies read them).
+// fields) and, for the protocols that have rate detectors (detect.go),
+// at the parser struct they read: the Modbus ADU, the DNP3 fragment. A
+// protocol without detectors needs nothing here.
 func adaptDecision(d *Decision, ss protocols.Session) {
 	d.Session = ss
 	switch ss := ss.(type) {
 	case *modbus.Session:
 		d.Modbus = ss.ADU()
 	case *dnp3.Session:
-		d.DNP3Link, d.DNP3 = ss.LinkFrame(), ss.Fragment()
-	case *opcua.Session:
-		d.OPCUA = ss.Message()
+		d.DNP3 = ss.Fragment()
 	}
 }
 
 // nativeReply writes into c.reply the protocol's own answer to a request
-// denied with action reply, and reports whether there is one: a Modbus
-// exception, a DNP3 response with IIN2 set (not to a broadcast nor a
-// CONFIRM), an OPC UA ERR where the channel is neither signed nor
-// encrypted (anything else would need the keys).
+// denied with action reply, and reports whether there is one: the
+// session's protocols.Replier (a Modbus exception, a DNP3 response with
+// IIN2 set, an OPC UA ERR on a channel that neither signs nor encrypts).
+// A protocol without one gets no reply (a reset on TCP).
 func (e *Engine) nativeReply(c *hctx, ss protocols.Session, v rules.Verdict) bool {
-	switch ss := ss.(type) {
-	case *modbus.Session:
-		a := ss.ADU()
-		if !a.HasPDU() {
-			return false
-		}
-		c.replyLen = len(modbusException(c.reply[:0], a.TransactionID, a.Unit, a.Func(), modbusExceptionFor(v.Reason)))
-		return true
-	case *dnp3.Session:
-		lf, fr := ss.LinkFrame(), ss.Fragment()
-		if fr == nil || dnp3.IsBroadcast(lf.Dst) || fr.Func == dnp3.FuncConfirm {
-			return false
-		}
-		iin2 := iin2NoFuncCodeSupport
-		if v.Reason == rules.ReasonObjectNotAllowed {
-			iin2 = iin2ObjectUnknown
-		}
-		c.replyLen = len(dnp3Response(c.reply[:0], lf.Src, lf.Dst, fr.Seq()&15, iin2, 0))
-		return true
-	case *opcua.Session:
-		m := ss.Message()
-		if mm, _ := ss.Channel.Mode(); mm == opcua.ModeNone || (m.Type == opcua.TypeOPN && ss.Mode() == opcua.ModeNone) {
-			c.replyLen = len(opcuaErr(c.reply[:0], uaStatusFor(v.Reason), "otgw: "+v.Reason.String()))
-			return true
-		}
+	r, ok := ss.(protocols.Replier)
+	if !ok {
+		return false
 	}
-	return false
+	b, ok := r.AppendDenyReply(c.reply[:0], refusal(v.Reason))
+	if !ok || len(b) == 0 || &b[0] != &c.reply[0] {
+		return false // none, or larger than the reply buffer
+	}
+	c.replyLen = len(b)
+	return true
 }
 
-// modbusExceptionFor picks the exception code that fits a deny reason
-// (Modbus Application Protocol v1.1b3 section 7).
-func modbusExceptionFor(r rules.Reason) uint8 {
+// refusal says why a request is denied in the terms of a protocol's reply
+// (protocols.Refusal): the reply's code picks its cause, a reply with
+// text carries the reason's name.
+func refusal(r rules.Reason) protocols.Refusal {
+	cause := protocols.CauseOther
 	switch r {
+	case rules.ReasonFunctionNotAllowed:
+		cause = protocols.CauseFunction
 	case rules.ReasonAddressOutOfRange:
-		return uint8(modbus.ExceptionIllegalDataAddress)
+		cause = protocols.CauseAddress
 	case rules.ReasonValueOutOfRange:
-		return uint8(modbus.ExceptionIllegalDataValue)
-	}
-	return uint8(modbus.ExceptionIllegalFunction)
-}
-
-// uaStatusFor picks the ERR status code for a deny reason (OPC 10000-4
-// section 7.34).
-func uaStatusFor(r rules.Reason) uint32 {
-	switch r {
+		cause = protocols.CauseValue
+	case rules.ReasonObjectNotAllowed:
+		cause = protocols.CauseObject
 	case rules.ReasonServiceNotAllowed:
-		return uaBadServiceUnsupported
+		cause = protocols.CauseService
 	case rules.ReasonNodeNotAllowed:
-		return uaBadUserAccessDenied
+		cause = protocols.CauseNode
 	case rules.ReasonSecurityPolicyNotAllowed:
-		return uaBadSecurityPolicyRejected
+		cause = protocols.CauseSecurityPolicy
 	case rules.ReasonSecurityModeTooLow:
-		return uaBadSecurityModeRejected
+		cause = protocols.CauseSecurityMode
 	case rules.ReasonMalformed:
-		return uaBadTCPMessageTypeInvalid
+		cause = protocols.CauseMalformed
 	}
-	return uaBadRequestNotAllowed
+	return protocols.Refusal{Cause: cause, Reason: r.String()}
 }

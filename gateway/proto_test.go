@@ -74,8 +74,8 @@ func TestDNP3OverTCP(t *testing.T) {
 		iin2  uint8
 	}{
 		{"read class data allowed", dnp3Req(3, dnp3.FuncRead, 60, 2), true, 0},
-		{"operate denied: function", dnp3Req(3, dnp3.FuncDirectOperate, 12, 1), false, iin2NoFuncCodeSupport},
-		{"read g1 denied: object", dnp3Req(3, dnp3.FuncRead, 1, 0), false, iin2ObjectUnknown},
+		{"operate denied: function", dnp3Req(3, dnp3.FuncDirectOperate, 12, 1), false, dnp3.IINNoFuncCodeSupport},
+		{"read g1 denied: object", dnp3Req(3, dnp3.FuncRead, 1, 0), false, dnp3.IINObjectUnknown},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -118,7 +118,7 @@ func TestDNP3OverUDP(t *testing.T) {
 	if d.pkt.Proto != packet.ProtoUDP || d.pkt.SrcAddrPort() != rtuEP.Addr || d.pkt.DstAddrPort() != master.Addr {
 		t.Fatalf("reply %s>%s proto %d", d.pkt.SrcAddrPort(), d.pkt.DstAddrPort(), d.pkt.Proto)
 	}
-	checkDNP3Reply(t, d.payload, 2, iin2NoFuncCodeSupport)
+	checkDNP3Reply(t, d.payload, 2, dnp3.IINNoFuncCodeSupport)
 	// The flow stays: the next allowed poll passes.
 	ok2 := capture.UDPDatagram(master, rtuEP, dnp3Req(3, dnp3.FuncRead, 60, 1))
 	r.mustForward(r.client(ok2), South, ok2)
@@ -177,7 +177,7 @@ func TestOPCUAServiceDenied(t *testing.T) {
 			if action == "reply" {
 				d := decode(t, got[0].frame)
 				var m opcua.Message
-				if err := m.Decode(d.payload); err != nil || m.Type != opcua.TypeERR || m.ErrorCode != uaBadServiceUnsupported {
+				if err := m.Decode(d.payload); err != nil || m.Type != opcua.TypeERR || m.ErrorCode != opcua.StatusBadServiceUnsupported {
 					t.Fatalf("reply %x: type %v code %#x err %v, want ERR Bad_ServiceUnsupported", d.payload, m.Type, m.ErrorCode, err)
 				}
 			}

@@ -126,6 +126,50 @@ type Session interface {
 	Feed(dir Dir, b []byte, gap bool, emit func())
 }
 
+// Replier is implemented by a Session whose protocol can answer a request
+// itself: the engine sends the answer to a request that the policy
+// denies with action reply (a Modbus exception, a DNP3 response with IIN2
+// set, an OPC UA ERR), and resets the connection otherwise.
+type Replier interface {
+	// AppendDenyReply appends to dst the protocol's own answer to the
+	// request the session last decoded, refused for why, and reports
+	// whether there is one (none to a DNP3 broadcast or CONFIRM, nor on
+	// an OPC UA channel that signs or encrypts: that answer would need
+	// the keys). It must not allocate when dst has room (the engine
+	// gives 128 bytes).
+	AppendDenyReply(dst []byte, why Refusal) ([]byte, bool)
+}
+
+// Refusal is why the engine denies a request, in the terms a protocol's
+// own reply can carry (Replier).
+type Refusal struct {
+	// Cause is what the policy refused.
+	Cause Cause
+	// Reason is the policy's name for it, as events carry it
+	// ("function_not_allowed"), for replies that carry text.
+	Reason string
+}
+
+// Cause is what a policy refused in a request, for the protocol to pick
+// its reply's code. The zero value CauseOther is any refusal without a
+// more precise code (a unit or link address not allowed, a response to
+// nothing, ...).
+type Cause uint8
+
+// Causes.
+const (
+	CauseOther          Cause = iota
+	CauseFunction             // the function (code, service) is not allowed
+	CauseAddress              // an address or range is not allowed
+	CauseValue                // a written value is not allowed
+	CauseObject               // an object (DNP3 group/variation) is not allowed
+	CauseService              // an OPC UA service is not allowed
+	CauseNode                 // an OPC UA node is not allowed
+	CauseSecurityPolicy       // the channel's security policy is not allowed
+	CauseSecurityMode         // the channel's security mode is too low
+	CauseMalformed            // the request is malformed
+)
+
 // Sink receives the fields of one PDU in order (Session.Fields). The JSON
 // writer of `otgw dissect --json`, the map of the engine's events and the
 // Record of offline tools implement it, so that all three come from the
