@@ -4,10 +4,11 @@
 // number and anomaly names with one protocols.Register line, and its rule
 // section registers itself with rules.RegisterSection; the policy then
 // names it, Compile checks its tolerate list, PDU.Set reads its session
-// and Evaluate judges its PDUs. (In the product its Spec also takes one
-// line in protocols/registry, for the engine and dissect to find it.)
-// It lives in a package of its own so that the echo7 protocol stays out
-// of the rules package's tests (the policy schema test).
+// and Evaluate judges its PDUs. The protocol (parser, section and
+// registry line) is internal/echo7, which gateway/fourthtest drives
+// through the engine and the dissector. This test lives in a package of
+// its own so that echo7 stays out of the rules package's tests (the
+// policy schema test).
 package sectiontest_test
 
 import (
@@ -15,117 +16,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/otgw/otgw/internal/echo7"
 	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/rules"
 )
-
-// echo7 is a made-up protocol: 3-byte PDUs [function, flags, check] where
-// flags bit 0 marks a response and check is function XOR flags XOR 0x5A.
-
-// Its anomalies, as its parser would define them.
-type echoAnomaly uint8
-
-const (
-	echoNone echoAnomaly = iota
-	echoBadCheck
-	echoUnknownFunc
-)
-
-var echoNames = [...]string{echoNone: "none", echoBadCheck: "bad_check", echoUnknownFunc: "unknown_func"}
-
-// The one registration line of the parser.
-var echoProto = protocols.Register(protocols.ProtoNone, "echo7", protocols.Vocabulary{Anomalies: echoNames[:]})
-
-func (a echoAnomaly) Tagged() protocols.Anomaly { return protocols.NewAnomaly(echoProto, uint8(a)) }
-
-// echoSession is the protocol's protocols.Session.
-type echoSession struct {
-	dir         protocols.Dir
-	fn          byte
-	anomaly     echoAnomaly
-	outstanding int
-	paired      bool
-}
-
-var _ protocols.Session = (*echoSession)(nil)
-
-func (s *echoSession) Proto() protocols.Proto { return echoProto }
-func (s *echoSession) Next(_ protocols.Dir, b []byte) (int, int, error) {
-	if len(b) < 3 {
-		return 0, 3 - len(b), nil
-	}
-	return 3, 0, nil
-}
-func (s *echoSession) FramingAnomaly(error) protocols.Anomaly { return echoBadCheck.Tagged() }
-func (s *echoSession) Plausible(protocols.Dir, []byte) bool   { return true }
-func (s *echoSession) Decode(dir protocols.Dir, b []byte) protocols.Unit {
-	s.fn, s.anomaly, s.paired = b[0], echoNone, false
-	s.dir = protocols.Request
-	if b[1]&1 != 0 {
-		s.dir = protocols.Response
-	}
-	switch {
-	case b[0]^b[1]^0x5A != b[2]:
-		s.anomaly = echoBadCheck
-	case b[0] == 0 || b[0] > 9:
-		s.anomaly = echoUnknownFunc
-	}
-	if s.dir == protocols.Response && s.outstanding > 0 {
-		s.paired = true
-	}
-	return protocols.UnitPDU
-}
-func (s *echoSession) Commit(passed, _ bool) {
-	switch {
-	case !passed:
-	case s.dir == protocols.Request:
-		s.outstanding++
-	case s.paired:
-		s.outstanding--
-	}
-}
-func (s *echoSession) Dir() protocols.Dir                 { return s.dir }
-func (s *echoSession) Anomaly() protocols.Anomaly         { return s.anomaly.Tagged() }
-func (s *echoSession) Paired() bool                       { return s.paired }
-func (s *echoSession) Exchange() (protocols.Role, uint64) { return protocols.RoleNone, 0 }
-func (s *echoSession) Fields(w protocols.Sink)            { w.Int("func", int(s.fn)) }
-func (s *echoSession) Gap(protocols.Dir)                  {}
-func (s *echoSession) PickUp()                            {}
-func (s *echoSession) Reset()                             { *s = echoSession{} }
-func (s *echoSession) Size() int                          { return 0 }
-func (s *echoSession) Feed(dir protocols.Dir, b []byte, _ bool, emit func()) {
-	for len(b) >= 3 {
-		s.Decode(dir, b[:3])
-		emit()
-		s.Commit(true, true)
-		b = b[3:]
-	}
-}
-
-// The rule section, as its file in rules would register it.
-func init() {
-	rules.RegisterSection(rules.Section{
-		Proto: echoProto, Port: 7007, TCP: true,
-		Set: func(p *rules.PDU, ss protocols.Session) bool {
-			s, ok := ss.(*echoSession)
-			if !ok {
-				return false
-			}
-			p.Malformed(echoProto, s.Dir(), s.Anomaly())
-			p.Other = rules.Other{Func: uint32(s.fn), PairedRequest: s.paired}
-			return true
-		},
-		Judge: func(dir protocols.Dir, o rules.Other) rules.Reason {
-			switch {
-			case dir == protocols.Response && !o.PairedRequest:
-				return rules.ReasonResponseWithoutRequest
-			case dir == protocols.Request && o.Func > 2:
-				return rules.ReasonFunctionNotAllowed
-			}
-			return rules.ReasonAllowed
-		},
-	})
-}
 
 func policy(tolerate string) string {
 	return `version: 1
@@ -155,17 +49,17 @@ func compile(t *testing.T, src string) *rules.Ruleset {
 	return rs
 }
 
-func pdu(fn, flags byte) []byte { return []byte{fn, flags, fn ^ flags ^ 0x5A} }
+func pdu(fn, flags byte) []byte { return echo7.AppendPDU(nil, fn, flags) }
 
 // TestFourthProtocol: the registered protocol is named, its policy rule
 // compiles and its PDUs are judged by its section: allowed functions,
 // paired responses, anomalies denied unless tolerated, all without
 // allocating.
 func TestFourthProtocol(t *testing.T) {
-	if echoProto <= protocols.ProtoOPCUA || echoProto.String() != "echo7" {
-		t.Fatalf("registered as %d %q", echoProto, echoProto)
+	if echo7.Proto <= protocols.ProtoOPCUA || echo7.Proto.String() != "echo7" {
+		t.Fatalf("registered as %d %q", echo7.Proto, echo7.Proto)
 	}
-	if a := echoBadCheck.Tagged(); a.String() != "bad_check" || a.Proto() != echoProto {
+	if a := echo7.AnomalyBadCheck.Tagged(); a.String() != "bad_check" || a.Proto() != echo7.Proto {
 		t.Fatalf("anomaly %v of %v", a, a.Proto())
 	}
 	f := rules.Flow{Transport: rules.TransportTCP, SrcPort: 40000, DstPort: 7007}
@@ -186,10 +80,10 @@ func TestFourthProtocol(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rs := compile(t, policy(tc.tolerate))
-			if v := rs.EvaluateFlow(&f); v.Action != rules.Allow || v.Inspect != echoProto {
+			if v := rs.EvaluateFlow(&f); v.Action != rules.Allow || v.Inspect != echo7.Proto {
 				t.Fatalf("EvaluateFlow: %v, inspect %v; want allow, inspect echo7", v.ReasonString(), v.Inspect)
 			}
-			ss := &echoSession{}
+			ss := &echo7.Session{}
 			var p rules.PDU
 			var v rules.Verdict
 			for _, u := range tc.units {
