@@ -82,11 +82,23 @@
 //     then applies the deny action: drop (and keep dropping that
 //     direction's data from there, so retransmissions of the denied PDU
 //     never cross), reset (RST|ACK to both ends, each at the sequence
-//     number its receiver expects), or reply (a Modbus exception with the
-//     request's transaction and unit id, a DNP3 response with IIN2
+//     number its receiver expects), or reply (the session's own answer,
+//     protocols.Replier: a Modbus exception with the request's
+//     transaction and unit id, a DNP3 response with IIN2
 //     NO_FUNC_CODE_SUPPORT or OBJECT_UNKNOWN, an OPC UA ERR when the secure
 //     channel is in mode None; then reset; DNP3 over UDP gets the reply
-//     alone). Monitor mode forwards everything and reports alerts.
+//     alone; a protocol without a reply is reset). Monitor mode forwards
+//     everything and reports alerts.
+//
+// The engine names no protocol for inspection: it gets sessions from
+// protocols/registry by the Proto the ruleset's flow verdict names, reads
+// them through protocols.Session (and Replier), and leaves the PDU's
+// meaning to rules. A fourth protocol therefore needs no change here (see
+// protocols' doc for the three steps; gateway/fourthtest drives the
+// made-up internal/echo7 through the engine). What is still per protocol
+// in this package: the rate detectors (detect.go, which read
+// Decision.Modbus and Decision.DNP3) and DNP3's outstation-initiated
+// connections (tcp.go); a protocol without them simply has none.
 //
 // # Held PDUs
 //

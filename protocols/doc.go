@@ -30,11 +30,28 @@
 //     built-in protocols keep their constants; any other gets the next
 //     number).
 //
-// Adding a fourth protocol means: a new protocols/<p> package with its
-// parser, its Session (whose Proto it registered with protocols.Register)
-// and its Spec; its rule section in rules (rules.RegisterSection from the
-// section's file); and one line in protocols/registry. Nothing here or in
-// rules' shared files changes (rules/sectiontest proves it).
+//   - Replier: a session that can answer a denied request itself (a
+//     Modbus exception, a DNP3 response with IIN2 set, an OPC UA ERR)
+//     implements it; the engine sends that answer for a deny with action
+//     reply, given the refusal's Cause, and resets a connection whose
+//     protocol has none.
+//
+// Adding a fourth protocol <p> means exactly three things, and nothing in
+// this package, rules' shared files, the engine or the dissector changes:
+//
+//  1. a new package protocols/<p>: its parser, its Session (optionally a
+//     Replier) and its Spec, with its name and anomaly Vocabulary
+//     registered by one protocols.Register line;
+//  2. its rule section, one file rules/<p>.go whose init calls
+//     rules.RegisterSection (policy key, default port, transports, PDU
+//     adapter, judge);
+//  3. one registration line: &<p>.Spec in protocols/registry's list (or,
+//     for a protocol defined outside the tree, registry.Register(&Spec)
+//     from its own package).
+//
+// internal/echo7 is such a protocol, made up for tests: rules/sectiontest
+// judges it by rules alone, gateway/fourthtest drives it through the
+// engine and the dissector.
 //
 // Packages under protocols import nothing else of ours
 // (internal/archtest).
