@@ -29,7 +29,6 @@
 //     Vocabulary once, at initialisation, and gets its Proto (the three
 //     built-in protocols keep their constants; any other gets the next
 //     number).
-//
 //   - Replier: a session that can answer a denied request itself (a
 //     Modbus exception, a DNP3 response with IIN2 set, an OPC UA ERR)
 //     implements it; the engine sends that answer for a deny with action
@@ -45,7 +44,7 @@
 //  2. its rule section, one file rules/<p>.go whose init calls
 //     rules.RegisterSection (policy key, default port, transports, PDU
 //     adapter, judge);
-//  3. one registration line: &<p>.Spec in protocols/registry's list (or,
+//  3. one registration line: &<p>.Spec in protocols/registry's list (with its import; or,
 //     for a protocol defined outside the tree, registry.Register(&Spec)
 //     from its own package).
 //
