@@ -44,9 +44,9 @@
 //  2. its rule section, one file rules/<p>.go whose init calls
 //     rules.RegisterSection (policy key, default port, transports, PDU
 //     adapter, judge);
-//  3. one registration line: &<p>.Spec in protocols/registry's list (with its import; or,
-//     for a protocol defined outside the tree, registry.Register(&Spec)
-//     from its own package).
+//  3. one registration line: &<p>.Spec in protocols/registry's list
+//     (with its import; or, for a protocol defined outside the tree,
+//     registry.Register(&Spec) from its own package).
 //
 // internal/echo7 is such a protocol, made up for tests: rules/sectiontest
 // judges it by rules alone, gateway/fourthtest drives it through the
