@@ -8,6 +8,7 @@ package fourthtest_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -50,8 +51,9 @@ type sent struct {
 	frame []byte
 }
 
-// rig is an engine over the policy above, recording what it sends, its
-// events and its decisions (with the fields the session rendered).
+// rig is an engine over the policy above, recording what it sends and,
+// when asked, its events and its decisions (with the fields the session
+// rendered).
 type rig struct {
 	t      *testing.T
 	e      *gateway.Engine
@@ -62,7 +64,9 @@ type rig struct {
 	reason []string         // Verdict.ReasonString of each PDU verdict
 }
 
-func newRig(t *testing.T) *rig {
+// newRig returns a rig whose engine records events and decisions (none
+// when record is false: the engine then runs without hooks).
+func newRig(t *testing.T, record bool) *rig {
 	t.Helper()
 	p, err := rules.Parse("fourth.yaml", []byte(policySrc))
 	if err != nil {
@@ -73,16 +77,16 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	r := &rig{t: t}
-	now := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
-	r.e, err = gateway.NewEngine(gateway.Config{
-		Rules: func() *rules.Ruleset { return rs },
-		Sink: events.SinkFunc(func(ev *events.Event) {
+	cfg := gateway.Config{Rules: func() *rules.Ruleset { return rs }}
+	if record {
+		now := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
+		cfg.Now = func() time.Time { now = now.Add(time.Millisecond); return now }
+		cfg.Sink = events.SinkFunc(func(ev *events.Event) {
 			r.mu.Lock()
 			r.events = append(r.events, ev)
 			r.mu.Unlock()
-		}),
-		Now: func() time.Time { now = now.Add(time.Millisecond); return now },
-		OnVerdict: func(d *gateway.Decision) {
+		})
+		cfg.OnVerdict = func(d *gateway.Decision) {
 			if d.PDU == nil || d.Session == nil {
 				return
 			}
@@ -93,8 +97,9 @@ func newRig(t *testing.T) *rig {
 			r.fields = append(r.fields, d.Fields())
 			r.reason = append(r.reason, d.Verdict.ReasonString())
 			r.mu.Unlock()
-		},
-	})
+		}
+	}
+	r.e, err = gateway.NewEngine(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +151,7 @@ func payload(t *testing.T, frame []byte) []byte {
 // response to nothing on a second connection is denied as such. Then the
 // same frames, written to a capture, dissect to the same fields.
 func TestEngine(t *testing.T) {
-	r := newRig(t)
+	r := newRig(t, true)
 	var frames [][]byte // everything the client and server sent, in order
 	send := func(f *capture.TCPFlow, fromClient bool, b []byte) []byte {
 		fr := f.Send(fromClient, b)
@@ -259,4 +264,43 @@ func TestRegistered(t *testing.T) {
 		t.Fatalf("port %d is %v, want echo7", echo7.Port, dissect.DefaultPorts()[echo7.Port])
 	}
 	var _ protocols.Replier = (*echo7.Session)(nil)
+}
+
+// nopTx discards frames.
+type nopTx struct{}
+
+func (nopTx) Send(gateway.PortID, []byte) {}
+
+// TestAllowPathAllocatesNothing: an allowed echo7 request and its
+// response cost the engine no allocation, as for the built-in protocols
+// (gateway/alloc_test.go). The frames are replayed by patching their
+// sequence and acknowledgement numbers in place (the engine does not
+// verify checksums: the NIC did).
+func TestAllowPathAllocatesNothing(t *testing.T) {
+	r := newRig(t, false)
+	f := capture.NewTCPFlow(hmi, device)
+	for i, hs := range f.Handshake() {
+		r.mustForward(gateway.PortID(i%2), hs)
+	}
+	cseq, sseq := f.NextSeq(true), f.NextSeq(false)
+	req := f.Send(true, echo7.AppendPDU(nil, 1, 0))
+	resp := f.Send(false, echo7.AppendPDU(nil, 1, echo7.FlagResponse))
+	const tcpOff = 14 + 20 // Ethernet + IPv4 without options
+	step := func() {
+		binary.BigEndian.PutUint32(req[tcpOff+4:], cseq)
+		binary.BigEndian.PutUint32(req[tcpOff+8:], sseq)
+		r.e.Handle(gateway.North, req, nopTx{})
+		cseq += echo7.PDULen
+		binary.BigEndian.PutUint32(resp[tcpOff+4:], sseq)
+		binary.BigEndian.PutUint32(resp[tcpOff+8:], cseq)
+		r.e.Handle(gateway.South, resp, nopTx{})
+		sseq += echo7.PDULen
+	}
+	step() // the inspector is in place
+	if n := testing.AllocsPerRun(200, step); n != 0 {
+		t.Errorf("an allowed request and response allocate %v times, want 0", n)
+	}
+	if c := r.e.Counters(); c.PDUsAllowed != 2*202 || c.PDUsDenied != 0 {
+		t.Errorf("counters: %d allowed, %d denied; want %d, 0", c.PDUsAllowed, c.PDUsDenied, 2*202)
+	}
 }
