@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -185,6 +186,11 @@ func TestEngine(t *testing.T) {
 		ev.Fields["func"] != 5 || ev.Fields["flags"] != 0 {
 		t.Fatalf("event %s %s reason %q rule %q fields %v; want deny echo7 function_not_allowed by echo7#1, func 5 flags 0",
 			ev.Type, ev.Proto, ev.Reason, ev.Rule, ev.Fields)
+	}
+	// The SOC record: the protocol's fields, under "fields" (no
+	// per-protocol object as modbus, dnp3 and opcua have).
+	if js := string(ev.AppendJSON(nil)); !strings.Contains(js, `"app_proto":"echo7"`) || !strings.Contains(js, `"fields":{"dir":"request","flags":0,"func":5}`) {
+		t.Errorf("event JSON lacks echo7 or its fields: %s", js)
 	}
 
 	g := capture.NewTCPFlow(capture.Endpoint{MAC: hmi.MAC, Addr: netip.MustParseAddrPort("192.0.2.130:40001")}, device)
