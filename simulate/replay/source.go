@@ -296,6 +296,9 @@ type midstream struct {
 	// the engine drops them, so a hole after one is no capture loss.
 	frags []fragMark
 	ends  []flowKey // connections by mtrack.id
+	// Distinct TCP endpoint pairs, and UDP pairs and ICMP echo flows: the
+	// most flows the engine's table holds at once (shardable).
+	tcpKeys, otherKeys int
 }
 
 type mtrack struct {
@@ -413,9 +416,18 @@ func segsHint(paths []string) int {
 func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 	ms := &midstream{at: map[frameRef]*pickup{}, skip: map[frameRef]bool{}, segs: make([]seg, 0, segsHint(paths))}
 	tr := map[flowKey]*mtrack{}
+	others := map[otherKey]struct{}{}
 	var p packet.Packet
 	err := readMerged(paths, func(f *srcFrame) error {
-		if p.Decode(f.data, f.link) != nil || p.Proto != packet.ProtoTCP {
+		if p.Decode(f.data, f.link) != nil {
+			return nil
+		}
+		if p.Proto != packet.ProtoTCP {
+			if k, ok := otherKeyOf(&p); ok {
+				if _, seen := others[k]; !seen {
+					others[k] = struct{}{}
+				}
+			}
 			return nil
 		}
 		if p.Fragment {
@@ -508,7 +520,35 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 	for _, t := range tr {
 		t.fallback(ms)
 	}
+	ms.tcpKeys, ms.otherKeys = len(tr), len(others)
 	return ms, nil
+}
+
+// otherKey is a UDP flow or an ICMP echo flow (identifier in the ports).
+type otherKey struct {
+	k     flowKey
+	proto uint8
+}
+
+// otherKeyOf is the flow key of a UDP datagram or ICMP echo (either
+// request), as the engine's table keeps them.
+func otherKeyOf(p *packet.Packet) (otherKey, bool) {
+	if p.IPVersion == 0 || p.Fragment {
+		return otherKey{}, false
+	}
+	switch p.Proto {
+	case packet.ProtoUDP:
+		if p.HasL4 {
+			k, _ := keyOf(p)
+			return otherKey{k, p.Proto}, true
+		}
+	case packet.ProtoICMP, packet.ProtoICMPv6:
+		// Requests make the flows (requester to target), replies ride them.
+		if id, _, req, _ := echoOf(p); req {
+			return otherKey{flowKey{netip.AddrPortFrom(p.Src, id), netip.AddrPortFrom(p.Dst, id)}, p.Proto}, true
+		}
+	}
+	return otherKey{}, false
 }
 
 // fallback picks up t's connection, joined mid-stream and whose client
