@@ -236,3 +236,61 @@ func scanRepairs(ms *midstream) *repairs {
 	}
 	return rp
 }
+
+// frameMarks flags, per file and frame index, the frames the pre-passes
+// name (pickups, skipped, deferred, holes before, deferred frames after),
+// so that the frames they do not name, nearly all, cost no map lookup.
+type frameMarks [][]uint8
+
+// Frame marks.
+const (
+	markSkip     = 1 << iota // midstream.skip
+	markPickup               // midstream.at
+	markDeferred             // repairs.deferred
+	markHoles                // repairs.holes
+	markAfter                // repairs.after
+)
+
+func newFrameMarks(ms *midstream, rp *repairs) frameMarks {
+	var fm frameMarks
+	set := func(ref frameRef, m uint8) {
+		if ref.file < 0 || ref.index < 0 {
+			return
+		}
+		for len(fm) <= ref.file {
+			fm = append(fm, nil)
+		}
+		if n := len(fm[ref.file]); n <= ref.index {
+			fm[ref.file] = append(fm[ref.file], make([]uint8, ref.index+1-n)...)
+		}
+		fm[ref.file][ref.index] |= m
+	}
+	for ref, ok := range ms.skip {
+		if ok {
+			set(ref, markSkip)
+		}
+	}
+	for ref := range ms.at {
+		set(ref, markPickup)
+	}
+	for ref, ok := range rp.deferred {
+		if ok {
+			set(ref, markDeferred)
+		}
+	}
+	for ref := range rp.holes {
+		set(ref, markHoles)
+	}
+	for ref := range rp.after {
+		set(ref, markAfter)
+	}
+	return fm
+}
+
+// of returns the marks of frame ref.
+func (fm frameMarks) of(ref frameRef) uint8 {
+	if ref.file < len(fm) && ref.index >= 0 && ref.index < len(fm[ref.file]) {
+		return fm[ref.file][ref.index]
+	}
+	return 0
+}

@@ -207,6 +207,7 @@ func Run(opts Options, paths ...string) (*Report, error) {
 		}
 		r.rp = scanRepairs(r.mid)
 		r.rep.EngineDropHoles = r.rp.engineHoles
+		r.marks = newFrameMarks(r.mid, r.rp)
 		r.pending = map[frameRef]*srcFrame{}
 	}
 	if opts.Progress != nil {
@@ -341,6 +342,7 @@ type runner struct {
 	mid     *midstream
 	rp      *repairs
 	pending map[frameRef]*srcFrame // deferred frames (gaps.go)
+	marks   frameMarks             // the frames mid and rp name
 	names   []string
 	rep     *Report
 	allowed *pcapgo.Writer
@@ -414,13 +416,12 @@ func (r *runner) frame(sf *srcFrame) error {
 	if sf.time.After(r.rep.End) {
 		r.rep.End = sf.time
 	}
-	if r.mid != nil {
-		if r.mid.skip[ref] {
-			r.rep.SkippedMidstream++
-			return nil
-		}
+	m := r.marks.of(ref)
+	if m&markSkip != 0 {
+		r.rep.SkippedMidstream++
+		return nil
 	}
-	if r.rp != nil && r.rp.deferred[ref] {
+	if m&markDeferred != 0 {
 		// Fed after the frame it was captured before (gaps.go).
 		c := *sf
 		c.data = append([]byte(nil), sf.data...)
@@ -428,7 +429,7 @@ func (r *runner) frame(sf *srcFrame) error {
 		return nil
 	}
 	r.process(sf, ref)
-	if r.rp != nil {
+	if m&markAfter != 0 {
 		for _, a := range r.rp.after[ref] {
 			if c := r.pending[a]; c != nil {
 				delete(r.pending, a)
@@ -453,7 +454,8 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 		r.rep.Undecodable++
 	}
 	in := r.sides.ingress(&r.pkt)
-	if r.mid != nil {
+	m := r.marks.of(ref)
+	if m&markPickup != 0 {
 		if pk := r.mid.at[ref]; pk != nil {
 			r.rep.PickedUp++
 			fromClient := r.pkt.SrcAddrPort() == pk.client
@@ -478,7 +480,7 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 			}
 		}
 	}
-	if r.rp != nil {
+	if m&markHoles != 0 {
 		for _, h := range r.rp.holes[ref] {
 			if r.sh != nil {
 				r.sh.op(shadowOp{a: h.src, b: h.dst, to: h.to}) // counted when settled
@@ -541,10 +543,12 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 // flowConduitOf records conduit (the frame's, "" if none was named) as
 // that of the flow key, or returns the flow's when the frame named none.
 func flowConduitOf(m map[flowKey]string, key flowKey, conduit string) string {
-	if conduit != "" {
+	c, ok := m[key]
+	switch {
+	case conduit == "":
+		return c
+	case !ok || c != conduit:
 		m[key] = conduit
-	} else if c, ok := m[key]; ok {
-		conduit = c
 	}
 	return conduit
 }

@@ -102,6 +102,24 @@ type lane struct {
 	conduit  string
 	sentPkt  packet.Packet
 	keepSent bool // Options.Allowed: the frame as sent is kept
+	// mirror: the policy is in monitor mode everywhere, so the what-if
+	// shadow (the same policy in monitor mode) would make the enforcing
+	// engine's decisions: they are its refusals, and there is no shadow.
+	mirror bool
+}
+
+// allMonitor reports whether every conduit of rs, and its default, is in
+// monitor mode: rs.WithMode(rules.ModeMonitor) judges as rs does.
+func allMonitor(rs *rules.Ruleset) bool {
+	if rs.Mode() != rules.ModeMonitor {
+		return false
+	}
+	for i := range rs.NumConduits() {
+		if rs.ConduitMode(i) != rules.ModeMonitor {
+			return false
+		}
+	}
+	return true
 }
 
 // shardJob is one frame (or, frame nil, engine calls alone) on its way
@@ -143,12 +161,15 @@ type shards struct {
 // newLanes builds n lanes with their engines.
 func (r *runner) newLanes(rs *rules.Ruleset, n int) ([]*lane, error) {
 	var mon *rules.Ruleset
+	mirror := false
 	if r.opts.WhatIf {
-		mon = rs.WithMode(rules.ModeMonitor)
+		if mirror = allMonitor(rs); !mirror {
+			mon = rs.WithMode(rules.ModeMonitor)
+		}
 	}
 	lanes := make([]*lane, n)
 	for i := range lanes {
-		l := &lane{id: i, n: n, r: r, work: make(chan *round, shardLag), flowConduit: map[flowKey]string{}, keepSent: r.opts.Allowed != nil}
+		l := &lane{id: i, n: n, r: r, work: make(chan *round, shardLag), flowConduit: map[flowKey]string{}, keepSent: r.opts.Allowed != nil, mirror: mirror}
 		var err error
 		l.eng, err = gateway.NewEngine(gateway.Config{
 			Rules:           func() *rules.Ruleset { return rs },
@@ -228,6 +249,9 @@ func (l *lane) onVerdict(d *gateway.Decision) {
 	if n.allowedPDU {
 		j.allowedE++
 	}
+	if l.mirror {
+		l.onShadow(d)
+	}
 }
 
 // onShadow is the lane shadow's hook.
@@ -297,6 +321,11 @@ func (l *lane) judge(j *shardJob) {
 		return
 	}
 	l.cur, l.now = j, j.now
+	if l.mirror {
+		// The refusals' packet context, as the shadow's.
+		_ = j.pkt.Decode(j.frame, packet.LinkEthernet)
+		j.fc.pkt = &j.pkt
+	}
 	// The engine may rewrite its copy; the shadow and Options.Denied get
 	// the frame as captured.
 	l.buf = append(l.buf[:0], j.frame...)
@@ -564,23 +593,19 @@ func quotedFlow(p *packet.Packet) (flowKey, bool) {
 	return flowKey{}, false
 }
 
-// laneOfKey hashes a flow key (FNV-1a) to one of n lanes.
+// laneOfKey hashes a flow key to one of n lanes (a multiply-xorshift
+// mix of the addresses and ports: fixed, so runs are reproducible).
 func laneOfKey(k flowKey, n int) int {
 	if n == 1 {
 		return 0
 	}
-	h := uint64(14695981039346656037)
-	mix := func(ap netip.AddrPort) {
-		a := ap.Addr().As16()
-		for _, x := range a {
-			h = (h ^ uint64(x)) * 1099511628211
-		}
-		port := ap.Port()
-		h = (h ^ uint64(port>>8)) * 1099511628211
-		h = (h ^ uint64(port&0xff)) * 1099511628211
-	}
-	mix(k.a)
-	mix(k.b)
+	a, b := k.a.Addr().As16(), k.b.Addr().As16()
+	h := binary.LittleEndian.Uint64(a[:8]) ^ binary.LittleEndian.Uint64(a[8:])*0x9e3779b97f4a7c15
+	h = (h^uint64(k.a.Port())<<48)*0xbf58476d1ce4e5b9 ^ binary.LittleEndian.Uint64(b[:8])
+	h = (h^binary.LittleEndian.Uint64(b[8:]))*0x94d049bb133111eb ^ uint64(k.b.Port())
+	h ^= h >> 31
+	h *= 0x9e3779b97f4a7c15
+	h ^= h >> 29
 	return int(h % uint64(n))
 }
 

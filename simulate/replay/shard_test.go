@@ -6,8 +6,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,6 +97,10 @@ func TestShardedSameOutput(t *testing.T) {
 	// The merged corpus has more TCP connections than the default
 	// table's half-open limit (512): a larger table lets it shard.
 	inputs = append(inputs, input{name: "shared captures, merged", pol: mustPolicy(t, readEverything), paths: shared, maxFlows: 1 << 17})
+	// In monitor mode everywhere the lanes have no what-if shadow: the
+	// enforcing engines' alerts are the refusals.
+	inputs = append(inputs, input{name: "shared captures, merged, monitor mode", pol: mustPolicy(t, strings.Replace(readEverything, "mode: enforce", "mode: monitor", 1)),
+		paths: shared, maxFlows: 1 << 17})
 
 	sharded, detections := 0, 0
 	for _, in := range inputs {
@@ -109,6 +115,9 @@ func TestShardedSameOutput(t *testing.T) {
 		}
 		for _, whatIf := range []bool{true, false} {
 			want := shardedOutput(t, in.pol, 1, in.maxFlows, whatIf, in.paths...)
+			if strings.HasSuffix(in.name, "monitor mode") && !bytes.Contains(want.events, []byte(`"verdict":"alert"`)) {
+				t.Errorf("%s: no alert: the input does not exercise the lanes without shadow", in.name)
+			}
 			detections += bytes.Count(want.events, []byte(`"reason":"detect:`))
 			for _, w := range []int{2, 3, 7} {
 				got := shardedOutput(t, in.pol, w, in.maxFlows, whatIf, in.paths...)
@@ -210,7 +219,11 @@ conduits:
 // writeDetectCapture writes 3 clients polling 2 servers over 4
 // connections each (24), interleaved pseudo-randomly, 20 ms apart; the
 // servers answer with data or exceptions 01, 02 and 06.
-func writeDetectCapture(t *testing.T, path string) {
+func writeDetectCapture(t *testing.T, path string) { writePollCapture(t, path, 800, true) }
+
+// writePollCapture writes the 24 connections of writeDetectCapture with
+// n request/response exchanges, answered with exceptions too or not.
+func writePollCapture(t *testing.T, path string, n int, exceptions bool) {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
@@ -240,12 +253,16 @@ func writeDetectCapture(t *testing.T, path string) {
 	}
 	x := uint32(12345)
 	next := func() uint32 { x = x*1103515245 + 12345; return x >> 8 }
-	for i := range 800 {
+	for i := range n {
 		fl := flows[next()%uint32(len(flows))]
 		tx := uint16(i + 1)
 		req := []byte{byte(tx >> 8), byte(tx), 0, 0, 0, 6, 1, 3, 0, byte(i), 0, 2}
 		var resp []byte
-		switch next() % 6 {
+		answer := next() % 6
+		if !exceptions {
+			answer = 5
+		}
+		switch answer {
 		case 0:
 			resp = []byte{byte(tx >> 8), byte(tx), 0, 0, 0, 3, 1, 0x83, 2}
 		case 1:
@@ -285,5 +302,37 @@ func TestShardable(t *testing.T) {
 	}
 	if shardable(nil, 0, 64<<20) {
 		t.Error("shardable without a pre-scan")
+	}
+}
+
+// TestShardedAllocsPerFileNotPerFrame: a sharded replay (what-if on)
+// allocates per run and per flow, not per frame: twice the frames of the
+// same connections cost no more allocations than a small fraction per
+// added frame.
+func TestShardedAllocsPerFileNotPerFrame(t *testing.T) {
+	pol := mustPolicy(t, detectPolicy)
+	dir := t.TempDir()
+	mallocs := func(n int) uint64 {
+		path := filepath.Join(dir, "poll"+strconv.Itoa(n)+".pcap")
+		writePollCapture(t, path, n, false)
+		var best uint64
+		for range 3 {
+			var a, b runtime.MemStats
+			runtime.ReadMemStats(&a)
+			if _, err := Run(Options{Policy: pol, Workers: 2, WhatIf: true, MaxFlows: 1024}, path); err != nil {
+				t.Fatal(err)
+			}
+			runtime.ReadMemStats(&b)
+			if d := b.Mallocs - a.Mallocs; best == 0 || d < best {
+				best = d
+			}
+		}
+		return best
+	}
+	small, large := mallocs(5000), mallocs(15000)
+	perFrame := (float64(large) - float64(small)) / 20000 // 2 frames per exchange
+	t.Logf("%d allocations for 10,072 frames, %d for 30,072: %.4f per added frame", small, large, perFrame)
+	if perFrame > 0.02 {
+		t.Errorf("%.4f allocations per added frame, want none in steady state", perFrame)
 	}
 }

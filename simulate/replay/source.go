@@ -249,8 +249,10 @@ func (s *sides) ingress(p *packet.Packet) gateway.PortID {
 				in, ok = out.Other(), true
 			}
 		}
-		if ok && p.HasMAC && len(s.macs) < 1<<16 {
-			s.macs[p.SrcMAC] = in
+		if ok && p.HasMAC {
+			if old, seen := s.macs[p.SrcMAC]; !seen && len(s.macs) < 1<<16 || seen && old != in {
+				s.macs[p.SrcMAC] = in
+			}
 		}
 		return in
 	}
