@@ -310,6 +310,9 @@ func TestShardable(t *testing.T) {
 // same connections cost no more allocations than a small fraction per
 // added frame.
 func TestShardedAllocsPerFileNotPerFrame(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts mean nothing under the race detector")
+	}
 	pol := mustPolicy(t, detectPolicy)
 	dir := t.TempDir()
 	mallocs := func(n int) uint64 {
