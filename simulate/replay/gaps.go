@@ -254,16 +254,17 @@ const (
 func newFrameMarks(ms *midstream, rp *repairs) frameMarks {
 	var fm frameMarks
 	set := func(ref frameRef, m uint8) {
-		if ref.file < 0 || ref.index < 0 {
+		f, i := int(ref.file), int(ref.index)
+		if f < 0 || i < 0 {
 			return
 		}
-		for len(fm) <= ref.file {
+		for len(fm) <= f {
 			fm = append(fm, nil)
 		}
-		if n := len(fm[ref.file]); n <= ref.index {
-			fm[ref.file] = append(fm[ref.file], make([]uint8, ref.index+1-n)...)
+		if n := len(fm[f]); n <= i {
+			fm[f] = append(fm[f], make([]uint8, i+1-n)...)
 		}
-		fm[ref.file][ref.index] |= m
+		fm[f][i] |= m
 	}
 	for ref, ok := range ms.skip {
 		if ok {
@@ -289,8 +290,8 @@ func newFrameMarks(ms *midstream, rp *repairs) frameMarks {
 
 // of returns the marks of frame ref.
 func (fm frameMarks) of(ref frameRef) uint8 {
-	if ref.file < len(fm) && ref.index >= 0 && ref.index < len(fm[ref.file]) {
-		return fm[ref.file][ref.index]
+	if f, i := int(ref.file), int(ref.index); f >= 0 && f < len(fm) && i >= 0 && i < len(fm[f]) {
+		return fm[f][i]
 	}
 	return 0
 }

@@ -408,7 +408,7 @@ func (r *runner) frame(sf *srcFrame) error {
 	if r.opts.Progress != nil && r.done%4096 == 0 {
 		r.opts.Progress(r.done, r.total)
 	}
-	ref := frameRef{sf.file, sf.index}
+	ref := frameRef{int32(sf.file), int32(sf.index)}
 	r.rep.Frames++
 	if r.rep.Start.IsZero() || sf.time.Before(r.rep.Start) {
 		r.rep.Start = sf.time

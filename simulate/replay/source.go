@@ -280,7 +280,7 @@ func keyOf(p *packet.Packet) (flowKey, bool) {
 	return flowKey{d, s}, false
 }
 
-type frameRef struct{ file, index int }
+type frameRef struct{ file, index int32 } // int32: the pre-pass keeps one per TCP frame (seg)
 
 // pickup is where the harness starts a connection the capture joined
 // mid-stream.
@@ -442,7 +442,7 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 			return nil
 		}
 		k, fromA := keyOf(&p)
-		ref := frameRef{f.file, f.index}
+		ref := frameRef{int32(f.file), int32(f.index)}
 		t := tr[k]
 		if t != nil && t.over(&p, f.time) {
 			// Another connection on the same addresses: it is picked up
