@@ -48,7 +48,7 @@ import (
 // shardLag rounds ahead of the settling.
 const (
 	shardRound = 512
-	shardLag   = 6
+	shardLag   = 32
 )
 
 // inspectorBytes is an inspector at rest (gateway doc: 11 KB for
