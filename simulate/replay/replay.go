@@ -274,7 +274,7 @@ func Run(opts Options, paths ...string) (*Report, error) {
 		opts.Progress(r.done, r.total)
 	}
 	if r.sh != nil {
-		r.rep.finish(laneCounters(r.sh.lanes))
+		r.rep.finish(laneCounters(r.sh.lanes, opts.Logger))
 	} else {
 		r.rep.finish(r.eng.Counters())
 	}

@@ -2,6 +2,7 @@ package replay
 
 import (
 	"encoding/binary"
+	"log/slog"
 	"net/netip"
 	"runtime"
 	"sync/atomic"
@@ -609,8 +610,12 @@ func laneOfKey(k flowKey, n int) int {
 	return int(h % uint64(n))
 }
 
-// laneCounters sums the lanes' engine counters the report reads.
-func laneCounters(lanes []*lane) gateway.Counters {
+// laneCounters sums the lanes' engine counters the report reads. Should
+// a lane have met a limit of all flows together, which shardable's
+// pre-scan bound says it cannot (the memory cap with inspectors past
+// their size at rest: large OPC UA messages, held PDUs), one engine
+// might have met it at another frame: the log says so.
+func laneCounters(lanes []*lane, log *slog.Logger) gateway.Counters {
 	var c gateway.Counters
 	for _, l := range lanes {
 		lc := l.eng.Counters()
@@ -618,6 +623,10 @@ func laneCounters(lanes []*lane) gateway.Counters {
 		for i, v := range lc.Drops {
 			c.Drops[i] += v
 		}
+	}
+	if n := c.Drops[gateway.DropMemoryCap] + c.Drops[gateway.DropTableFull] + c.Drops[gateway.DropHalfOpen]; n > 0 && log != nil {
+		log.Warn("replay: an engine of the sharded replay reached a limit of all flows together (memory cap, table, half-open); one engine (Options.Workers 1) may judge those frames differently",
+			"frames", n)
 	}
 	return c
 }
