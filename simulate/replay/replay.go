@@ -172,7 +172,7 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	if opts.Sides != nil {
 		sp = &rules.Policy{Zones: opts.Sides}
 	}
-	r := &runner{opts: opts, rs: rs, sides: newSides(sp), flowConduit: map[flowKey]string{}}
+	r := &runner{opts: opts, rs: rs, sides: newSides(sp), flowConduit: conduitMap{}}
 	r.rep = newReport(opts.Policy, rs, paths)
 	for _, p := range paths {
 		r.names = append(r.names, filepath.Base(p))
@@ -364,7 +364,7 @@ type runner struct {
 	denyPDU   bool
 	decisions int
 
-	flowConduit map[flowKey]string
+	flowConduit conduitMap
 
 	sentPkt     packet.Packet // scratch for Send
 	sentPayload int           // payload length of the frame itself as sent; -1 unknown
@@ -542,15 +542,31 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 
 // flowConduitOf records conduit (the frame's, "" if none was named) as
 // that of the flow key, or returns the flow's when the frame named none.
-func flowConduitOf(m map[flowKey]string, key flowKey, conduit string) string {
-	c, ok := m[key]
+func flowConduitOf(m conduitMap, key flowKey, conduit string) string {
+	pk := packKey(key)
+	c, ok := m[pk]
 	switch {
 	case conduit == "":
 		return c
 	case !ok || c != conduit:
-		m[key] = conduit
+		m[pk] = conduit
 	}
 	return conduit
+}
+
+// conduitMap holds the conduit of each flow the engine named one for.
+type conduitMap map[packedKey]string
+
+// packedKey is a flowKey without pointers (netip.Addr holds its zone's):
+// cheaper to hash, and nothing for the collector to scan.
+type packedKey struct {
+	a, b   [16]byte
+	pa, pb uint16
+	v4     bool // k.a is IPv4 (a mapped IPv6 address is another flow)
+}
+
+func packKey(k flowKey) packedKey {
+	return packedKey{a: k.a.Addr().As16(), b: k.b.Addr().As16(), pa: k.a.Port(), pb: k.b.Port(), v4: k.a.Addr().Is4()}
 }
 
 // frameOut is what an engine did with one fed frame.
@@ -648,7 +664,7 @@ type note struct {
 
 // noteOf fills n from decision d about the frame fc; flowConduit is the
 // conduits of the flows of the engine that made d.
-func (r *runner) noteOf(n *note, d *gateway.Decision, fc *frameCtx, flowConduit map[flowKey]string) {
+func (r *runner) noteOf(n *note, d *gateway.Decision, fc *frameCtx, flowConduit conduitMap) {
 	*n = note{}
 	v := &d.Verdict
 	if d.Detection != "" {
@@ -775,7 +791,7 @@ type frameCtx struct {
 
 // verdictEvent is the event of a deny or alert decision, or of a frame
 // the normaliser refused (no verdict).
-func (r *runner) verdictEvent(d *gateway.Decision, fc *frameCtx, flowConduit map[flowKey]string) *Event {
+func (r *runner) verdictEvent(d *gateway.Decision, fc *frameCtx, flowConduit conduitMap) *Event {
 	v := &d.Verdict
 	ev := &Event{File: fc.cur.File, Frame: fc.cur.Index, Time: fc.cur.Time, Proto: d.Proto, Net: fc.eventNet(),
 		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: "enforce", DenyAction: "drop"}
@@ -808,7 +824,7 @@ func (r *runner) verdictEvent(d *gateway.Decision, fc *frameCtx, flowConduit map
 		if ev.Conduit == "" {
 			// Only the enforcing engines' decisions get here (the shadow
 			// reports no verdict-less decision), with their flowConduit.
-			if c, ok := flowConduit[flowKeyOf(d.Src, d.Dst)]; ok {
+			if c, ok := flowConduit[packKey(flowKeyOf(d.Src, d.Dst))]; ok {
 				ev.Conduit = c
 			}
 		}

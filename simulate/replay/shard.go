@@ -49,7 +49,7 @@ import (
 // shardLag rounds ahead of the settling.
 const (
 	shardRound = 512
-	shardLag   = 32
+	shardLag   = 8
 )
 
 // inspectorBytes is an inspector at rest (gateway doc: 11 KB for
@@ -90,7 +90,7 @@ type lane struct {
 	r           *runner
 	eng, shadow *gateway.Engine
 	work        chan *round
-	flowConduit map[flowKey]string
+	flowConduit conduitMap
 
 	// The job being judged.
 	cur  *shardJob
@@ -170,7 +170,7 @@ func (r *runner) newLanes(rs *rules.Ruleset, n int) ([]*lane, error) {
 	}
 	lanes := make([]*lane, n)
 	for i := range lanes {
-		l := &lane{id: i, n: n, r: r, work: make(chan *round, shardLag), flowConduit: map[flowKey]string{}, keepSent: r.opts.Allowed != nil, mirror: mirror}
+		l := &lane{id: i, n: n, r: r, work: make(chan *round, shardLag), flowConduit: conduitMap{}, keepSent: r.opts.Allowed != nil, mirror: mirror}
 		var err error
 		l.eng, err = gateway.NewEngine(gateway.Config{
 			Rules:           func() *rules.Ruleset { return rs },
@@ -352,7 +352,17 @@ func (l *lane) judge(j *shardJob) {
 // dispatch queues one frame for its lane (runner.feed with lanes).
 func (r *runner) dispatch(frame []byte, in gateway.PortID, ref FrameRef, p *packet.Packet, synthetic bool) {
 	sh := r.sh
-	li := laneOf(p, len(sh.lanes))
+	var key flowKey
+	hasKey := p.IPVersion != 0 && p.HasL4
+	if hasKey {
+		key, _ = keyOf(p)
+	}
+	li := 0
+	if hasKey && !p.Fragment && (p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP) {
+		li = laneOfKey(key, len(sh.lanes))
+	} else {
+		li = laneOf(p, len(sh.lanes))
+	}
 	// Engine calls queued for this frame's flow, or another's.
 	var ops []shadowOp
 	for _, o := range sh.ops {
@@ -370,17 +380,21 @@ func (r *runner) dispatch(frame []byte, in gateway.PortID, ref FrameRef, p *pack
 	j := sh.job(li)
 	j.ops = append(j.ops, ops...)
 	j.in, j.now = in, ref.Time
-	j.frame = append(j.frame[:0], frame...)
+	if len(frame) > 0 && len(r.buf) > 0 && unsafe.SliceData(frame) == unsafe.SliceData(r.buf) {
+		// The job takes the reading goroutine's buffer, which takes the
+		// job's: the frame is not copied (r.pkt, which points into it,
+		// is decoded again from the next frame before it is read).
+		j.frame, r.buf = frame, j.frame[:0]
+	} else {
+		j.frame = append(j.frame[:0], frame...)
+	}
 	j.fc = frameCtx{cur: ref}
 	if synthetic {
 		j.fc.picked, j.fc.pickApp = true, gateway.EventNet(&r.pkt).App
 	}
 	j.synthetic = synthetic
 	j.orig, j.origPayload, j.hasL4 = len(frame), len(p.Payload), p.HasL4
-	j.hasKey = p.IPVersion != 0 && p.HasL4
-	if j.hasKey {
-		j.key, _ = keyOf(p)
-	}
+	j.hasKey, j.key = hasKey, key
 	sh.add(r, j, li)
 }
 

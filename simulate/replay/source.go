@@ -417,7 +417,7 @@ func segsHint(paths []string) int {
 // and where to pick each up.
 func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 	ms := &midstream{at: map[frameRef]*pickup{}, skip: map[frameRef]bool{}, segs: make([]seg, 0, segsHint(paths))}
-	tr := map[flowKey]*mtrack{}
+	tr := map[packedKey]*mtrack{}
 	others := map[otherKey]struct{}{}
 	var p packet.Packet
 	err := readMerged(paths, func(f *srcFrame) error {
@@ -442,8 +442,9 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 			return nil
 		}
 		k, fromA := keyOf(&p)
+		pk := packKey(k)
 		ref := frameRef{int32(f.file), int32(f.index)}
-		t := tr[k]
+		t := tr[pk]
 		if t != nil && t.over(&p, f.time) {
 			// Another connection on the same addresses: it is picked up
 			// (or not) on its own, as the engine starts a new flow.
@@ -452,7 +453,7 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 		}
 		if t == nil {
 			t = &mtrack{id: int32(len(ms.ends))}
-			tr[k] = t
+			tr[pk] = t
 			ms.ends = append(ms.ends, k)
 		}
 		ms.segs = append(ms.segs, segOf(ref, &p, t.id, fromA))
