@@ -192,13 +192,18 @@ func (c *hctx) subject(server bool) netip.Addr {
 // OnVerdict hook as a Decision with Detection set, and as an event.
 func (e *Engine) detect(c *hctx, f *flow, det rules.Detector, subj netip.Addr, pv *rules.Verdict) {
 	th := c.rs.Detection(det)
-	if !e.detects.observe(det, subj, c.now, th) {
+	deferred := e.cfg.DeferDetections
+	if deferred {
+		if th.Count <= 0 || e.cfg.OnVerdict == nil {
+			return
+		}
+	} else if !e.detects.observe(det, subj, c.now, th) {
 		return
 	}
-	e.ctr.detections.Add(1)
 	d := &c.dec
 	saved := *d
 	d.Detection, d.DetectionCount, d.DetectionWindow, d.DetectionSubject = det.String(), th.Count, th.Window, subj
+	d.Detector, d.DetectionDeferred = det, deferred
 	d.Action, d.HasVerdict = FrameForward, true
 	d.Verdict = *pv
 	d.Verdict.Action = rules.Alert
@@ -206,6 +211,12 @@ func (e *Engine) detect(c *hctx, f *flow, det rules.Detector, subj netip.Addr, p
 	if f != nil {
 		d.FlowID = f.id
 	}
+	if deferred {
+		e.cfg.OnVerdict(d)
+		*d = saved
+		return
+	}
+	e.ctr.detections.Add(1)
 	if e.cfg.OnVerdict != nil {
 		e.cfg.OnVerdict(d)
 	}
@@ -233,6 +244,34 @@ func (e *Engine) detect(c *hctx, f *flow, det rules.Detector, subj netip.Addr, p
 	e.ctr.eventsEmitted.Add(1)
 	e.sink.Emit(ev)
 	*d = saved
+}
+
+// DetectTable counts rate-detector matches as an engine counts them in
+// its own table (the same slots, windows and quiet time), for the
+// matches engines with Config.DeferDetections report. Observe is safe
+// for concurrent use; the outcome depends on the order of the calls, so
+// a caller that wants the alerts of one engine calls it in frame order.
+type DetectTable struct{ t detectTable }
+
+// NewDetectTable returns an empty table (about 80 KiB).
+func NewDetectTable() *DetectTable { return new(DetectTable) }
+
+// Observe counts one match of det for subj at now (the frame's time)
+// against th and reports whether it reaches the threshold: then it is an
+// alert, and the count starts again after one window.
+func (t *DetectTable) Observe(det rules.Detector, subj netip.Addr, now time.Time, th rules.Threshold) bool {
+	return t.t.observe(det, subj, now.UnixNano(), th)
+}
+
+// HalfOpenLimit is the number of half-open TCP connections one client
+// address may have in an engine whose table holds maxFlows flows
+// (Config.MaxFlows; see "Admission under a SYN flood" in the package
+// documentation).
+func HalfOpenLimit(maxFlows int) int {
+	if maxFlows <= 0 {
+		maxFlows = DefaultMaxFlows
+	}
+	return int(halfOpenLimit(maxFlows))
 }
 
 // ReasonDetectPrefix starts the reason of a rate detection's alert

@@ -116,7 +116,19 @@ type Config struct {
 	// Bypass, when set, is offered the flows a fast path may forward
 	// without the engine (bypass.go); nil: every frame comes here.
 	Bypass Bypass
+	// DeferDetections is for offline replay sharded by flow over several
+	// engines (simulate/replay): the engine does not count the rate
+	// detectors' matches (rules.Detector) in its own table, whose subjects
+	// span connections. It reports every match to OnVerdict as a Decision
+	// with DetectionDeferred set (and the fields of the alert it would
+	// make), emits no event and counts no detection; the caller counts
+	// the matches of all its engines in one DetectTable, in frame order,
+	// and reports those that reach the threshold.
+	DeferDetections bool
 }
+
+// DefaultMaxFlows is the default of Config.MaxFlows.
+const DefaultMaxFlows = 16384
 
 // Errors of NewEngine.
 var (
@@ -177,7 +189,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		cfg.PortNames = [2]string{"north", "south"}
 	}
 	if cfg.MaxFlows <= 0 {
-		cfg.MaxFlows = 16384
+		cfg.MaxFlows = DefaultMaxFlows
 	}
 	if cfg.MemoryCap <= 0 {
 		cfg.MemoryCap = 64 << 20
@@ -336,6 +348,12 @@ type Decision struct {
 	DetectionCount   int
 	DetectionWindow  time.Duration
 	DetectionSubject netip.Addr // the address counted against
+	// Detector is the detector Detection names.
+	Detector rules.Detector
+	// DetectionDeferred (Config.DeferDetections): a match not counted
+	// yet, reported with the alert's fields; the caller decides with
+	// DetectTable.Observe whether it is an alert.
+	DetectionDeferred bool
 }
 
 // Evasion names (Decision.EvasionName). The event of an evasion has the

@@ -85,6 +85,7 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	spoolDir := fs.String("spool", "", "with --syslog: keep the syslog spool in `DIR`; events not delivered in time stay there for a later run (exit 0 when all are delivered or kept)")
 	// Hidden (not in the usage line): for profiling, see BENCHMARKS.md "offline".
 	cpuProf := fs.String("cpuprofile", "", "debug: write a Go CPU profile of the whole run to this file")
+	workers := fs.Int("workers", 0, "debug: engines the flows are sharded over (0: one per CPU; the output is the same)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: otgw replay --policy P [--json] [--out DIR] [--syslog URL [--syslog-timeout D] [--spool DIR]] [--fail-on-deny] [--what-if=false] CAPTURE...")
 		fmt.Fprintln(stderr, "Replays pcap/pcapng captures (merged in time order) through the gateway engine.")
@@ -115,7 +116,7 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "otgw replay: %v\n", err)
 		return 1
 	}
-	opts := replay.Options{Policy: pol, Ruleset: rs, StrictMidstream: *strict, WhatIf: *whatIf}
+	opts := replay.Options{Policy: pol, Ruleset: rs, StrictMidstream: *strict, WhatIf: *whatIf, Workers: *workers}
 	bw := bufio.NewWriter(stdout)
 	defer bw.Flush()
 	if *jsonOut {

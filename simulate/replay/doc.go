@@ -61,6 +61,14 @@
 // their count (timeline.go). Options.OnEvent (`otgw replay --json`) gets
 // every event.
 //
+// On several cores (Options.Workers, default GOMAXPROCS) the flows are
+// sharded over that many engines, each on its own goroutine, a flow's
+// frames always on the same one and in capture order; the reading
+// goroutine reports each frame's outcome in capture order, and counts the
+// rate detectors' matches (which span connections) itself, in frame order
+// (shard.go). Events, report and pcaps are the same bytes whatever the
+// number of engines.
+//
 // Verdicts come from the engine's OnVerdict hook; whether a frame crossed
 // comes from what the engine sent through the in-memory Tx. Nothing in this
 // package evaluates a policy itself.

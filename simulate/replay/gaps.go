@@ -236,3 +236,62 @@ func scanRepairs(ms *midstream) *repairs {
 	}
 	return rp
 }
+
+// frameMarks flags, per file and frame index, the frames the pre-passes
+// name (pickups, skipped, deferred, holes before, deferred frames after),
+// so that the frames they do not name, nearly all, cost no map lookup.
+type frameMarks [][]uint8
+
+// Frame marks.
+const (
+	markSkip     = 1 << iota // midstream.skip
+	markPickup               // midstream.at
+	markDeferred             // repairs.deferred
+	markHoles                // repairs.holes
+	markAfter                // repairs.after
+)
+
+func newFrameMarks(ms *midstream, rp *repairs) frameMarks {
+	var fm frameMarks
+	set := func(ref frameRef, m uint8) {
+		f, i := int(ref.file), int(ref.index)
+		if f < 0 || i < 0 {
+			return
+		}
+		for len(fm) <= f {
+			fm = append(fm, nil)
+		}
+		if n := len(fm[f]); n <= i {
+			fm[f] = append(fm[f], make([]uint8, i+1-n)...)
+		}
+		fm[f][i] |= m
+	}
+	for ref, ok := range ms.skip {
+		if ok {
+			set(ref, markSkip)
+		}
+	}
+	for ref := range ms.at {
+		set(ref, markPickup)
+	}
+	for ref, ok := range rp.deferred {
+		if ok {
+			set(ref, markDeferred)
+		}
+	}
+	for ref := range rp.holes {
+		set(ref, markHoles)
+	}
+	for ref := range rp.after {
+		set(ref, markAfter)
+	}
+	return fm
+}
+
+// of returns the marks of frame ref.
+func (fm frameMarks) of(ref frameRef) uint8 {
+	if f, i := int(ref.file), int(ref.index); f >= 0 && f < len(fm) && i >= 0 && i < len(fm[f]) {
+		return fm[f][i]
+	}
+	return 0
+}

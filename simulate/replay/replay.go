@@ -54,6 +54,13 @@ type Options struct {
 	// gateway.Config.MaxFlows). Tests of small captures set it low: the
 	// table is allocated whole.
 	MaxFlows int
+	// Workers is the number of engines the flows are sharded over, each on
+	// its own goroutine (shard.go); 0: GOMAXPROCS. The output is the same
+	// whatever the number. One engine judges every frame when OnDecision
+	// or Sink is set (they see the decisions as they are made), with
+	// StrictMidstream, or when the captures hold too many flows for the
+	// engines to judge each alone (see shardable).
+	Workers int
 	// WhatIf runs the what-if evaluation (whatif.go): a second engine
 	// judges the same frames with every conduit in monitor mode, so that
 	// PDUs an enforcing gateway never sees, because it reset or blocked
@@ -169,7 +176,7 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	if opts.Sides != nil {
 		sp = &rules.Policy{Zones: opts.Sides}
 	}
-	r := &runner{opts: opts, rs: rs, sides: newSides(sp), flowConduit: map[flowKey]string{}}
+	r := &runner{opts: opts, rs: rs, sides: newSides(sp), flowConduit: conduitMap{}}
 	r.rep = newReport(opts.Policy, rs, paths)
 	for _, p := range paths {
 		r.names = append(r.names, filepath.Base(p))
@@ -183,12 +190,18 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	// pre-scans the captures.
 	type built struct {
 		eng, shadow *gateway.Engine
+		lanes       []*lane
 		err         error
 	}
+	workers := r.shardWorkers()
 	engines := make(chan built, 1)
 	go func() {
 		var b built
-		b.eng, b.shadow, b.err = r.newEngines(rs)
+		if workers > 1 {
+			b.lanes, b.err = r.newLanes(rs, workers)
+		} else {
+			b.eng, b.shadow, b.err = r.newEngines(rs)
+		}
 		engines <- b
 	}()
 	var err error
@@ -198,6 +211,7 @@ func Run(opts Options, paths ...string) (*Report, error) {
 		}
 		r.rp = scanRepairs(r.mid)
 		r.rep.EngineDropHoles = r.rp.engineHoles
+		r.marks = newFrameMarks(r.mid, r.rp)
 		r.pending = map[frameRef]*srcFrame{}
 	}
 	if opts.Progress != nil {
@@ -219,6 +233,20 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	b := <-engines
 	if b.err != nil {
 		return nil, b.err
+	}
+	if b.lanes != nil && !shardable(r.mid, opts.MaxFlows, b.lanes[0].eng.Counters().MemoryCap) {
+		// Flows might meet in the table, the half-open limit or the
+		// memory cap: one engine judges them.
+		b.lanes = nil
+		if b.eng, b.shadow, err = r.newEngines(rs); err != nil {
+			return nil, err
+		}
+	}
+	if b.lanes != nil {
+		r.sp = nil
+		r.detects = gateway.NewDetectTable()
+		r.sh = newShards(b.lanes)
+		defer r.sh.stop()
 	}
 	r.eng, r.shadow = b.eng, b.shadow
 	if r.shadow != nil {
@@ -243,10 +271,17 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	if r.sp != nil {
 		r.settleReady(true)
 	}
+	if r.sh != nil {
+		r.settleRounds(true)
+	}
 	if opts.Progress != nil {
 		opts.Progress(r.done, r.total)
 	}
-	r.rep.finish(r.eng.Counters())
+	if r.sh != nil {
+		r.rep.finish(laneCounters(r.sh.lanes, opts.Logger))
+	} else {
+		r.rep.finish(r.eng.Counters())
+	}
 	if r.wi != nil {
 		r.rep.WhatIf = r.wi.finish()
 	}
@@ -307,6 +342,7 @@ type runner struct {
 	mid     *midstream
 	rp      *repairs
 	pending map[frameRef]*srcFrame // deferred frames (gaps.go)
+	marks   frameMarks             // the frames mid and rp name
 	names   []string
 	rep     *Report
 	allowed *capture.PcapWriter
@@ -328,7 +364,7 @@ type runner struct {
 	denyPDU   bool
 	decisions int
 
-	flowConduit map[flowKey]string
+	flowConduit conduitMap
 
 	sentPkt     packet.Packet // scratch for Send
 	sentPayload int           // payload length of the frame itself as sent; -1 unknown
@@ -343,6 +379,11 @@ type runner struct {
 	allowedE int            // PDUs of the current frame the enforcing engine allowed
 	wi       *whatIf
 	sp       *shadowPipe
+
+	// Options.Workers: the lanes (shard.go), nil with one engine; the
+	// rate detectors' table of their engines.
+	sh      *shards
+	detects *gateway.DetectTable
 }
 
 // Send implements gateway.Tx for the in-memory port pair.
@@ -366,7 +407,7 @@ func (r *runner) frame(sf *srcFrame) error {
 	if r.opts.Progress != nil && r.done%4096 == 0 {
 		r.opts.Progress(r.done, r.total)
 	}
-	ref := frameRef{sf.file, sf.index}
+	ref := frameRef{int32(sf.file), int32(sf.index)}
 	r.rep.Frames++
 	if r.rep.Start.IsZero() || sf.time.Before(r.rep.Start) {
 		r.rep.Start = sf.time
@@ -374,13 +415,12 @@ func (r *runner) frame(sf *srcFrame) error {
 	if sf.time.After(r.rep.End) {
 		r.rep.End = sf.time
 	}
-	if r.mid != nil {
-		if r.mid.skip[ref] {
-			r.rep.SkippedMidstream++
-			return nil
-		}
+	m := r.marks.of(ref)
+	if m&markSkip != 0 {
+		r.rep.SkippedMidstream++
+		return nil
 	}
-	if r.rp != nil && r.rp.deferred[ref] {
+	if m&markDeferred != 0 {
 		// Fed after the frame it was captured before (gaps.go).
 		c := *sf
 		c.data = append([]byte(nil), sf.data...)
@@ -388,7 +428,7 @@ func (r *runner) frame(sf *srcFrame) error {
 		return nil
 	}
 	r.process(sf, ref)
-	if r.rp != nil {
+	if m&markAfter != 0 {
 		for _, a := range r.rp.after[ref] {
 			if c := r.pending[a]; c != nil {
 				delete(r.pending, a)
@@ -413,7 +453,8 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 		r.rep.Undecodable++
 	}
 	in := r.sides.ingress(&r.pkt)
-	if r.mid != nil {
+	m := r.marks.of(ref)
+	if m&markPickup != 0 {
 		if pk := r.mid.at[ref]; pk != nil {
 			r.rep.PickedUp++
 			fromClient := r.pkt.SrcAddrPort() == pk.client
@@ -428,14 +469,22 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 			}
 			// Requests sent before the capture began may be answered in
 			// it: the engine must not take those answers as unsolicited.
-			r.eng.MarkPickedUp(pk.client, pk.server)
-			if r.sp != nil {
-				r.sp.ops = append(r.sp.ops, shadowOp{pickedUp: true, a: pk.client, b: pk.server})
+			if r.sh != nil {
+				r.sh.op(shadowOp{pickedUp: true, a: pk.client, b: pk.server})
+			} else {
+				r.eng.MarkPickedUp(pk.client, pk.server)
+				if r.sp != nil {
+					r.sp.ops = append(r.sp.ops, shadowOp{pickedUp: true, a: pk.client, b: pk.server})
+				}
 			}
 		}
 	}
-	if r.rp != nil {
+	if m&markHoles != 0 {
 		for _, h := range r.rp.holes[ref] {
+			if r.sh != nil {
+				r.sh.op(shadowOp{a: h.src, b: h.dst, to: h.to}) // counted when settled
+				continue
+			}
 			if r.eng.CaptureGap(h.src, h.dst, h.to) {
 				r.rep.CaptureHoles++
 			}
@@ -449,6 +498,10 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 
 // feed runs one Ethernet frame through the engine and accounts for it.
 func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.Packet, synthetic bool) {
+	if r.sh != nil {
+		r.dispatch(frame, in, ref, p, synthetic)
+		return
+	}
 	r.cur = ref
 	r.curPkt = p
 	r.fc = frameCtx{cur: ref, pkt: p}
@@ -478,44 +531,88 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 		r.sp.send(sj)
 		r.settleReady(false)
 	}
-	if synthetic {
+	if !synthetic && p.IPVersion != 0 && p.HasL4 {
+		key, _ := keyOf(p)
+		r.conduit = flowConduitOf(r.flowConduit, key, r.conduit)
+	}
+	r.accountFrame(&frameOut{synthetic: synthetic, sent: r.sent, sentLen: r.sentLen, sentPayload: r.sentPayload,
+		injected: r.injected, orig: orig, origPayload: origPayload, hasL4: p.HasL4, conduit: r.conduit, time: ref.Time, origCopy: origCopy})
+}
+
+// flowConduitOf records conduit (the frame's, "" if none was named) as
+// that of the flow key, or returns the flow's when the frame named none.
+func flowConduitOf(m conduitMap, key flowKey, conduit string) string {
+	pk := packKey(key)
+	c, ok := m[pk]
+	switch {
+	case conduit == "":
+		return c
+	case !ok || c != conduit:
+		m[pk] = conduit
+	}
+	return conduit
+}
+
+// conduitMap holds the conduit of each flow the engine named one for.
+type conduitMap map[packedKey]string
+
+// packedKey is a flowKey without pointers (netip.Addr holds its zone's):
+// cheaper to hash, and nothing for the collector to scan.
+type packedKey struct {
+	a, b   [16]byte
+	pa, pb uint16
+	v4     bool // k.a is IPv4 (a mapped IPv6 address is another flow)
+}
+
+func packKey(k flowKey) packedKey {
+	return packedKey{a: k.a.Addr().As16(), b: k.b.Addr().As16(), pa: k.a.Port(), pb: k.b.Port(), v4: k.a.Addr().Is4()}
+}
+
+// frameOut is what an engine did with one fed frame.
+type frameOut struct {
+	synthetic   bool
+	sent        bool
+	sentLen     int
+	sentPayload int // payload length of the frame as sent; -1 unknown
+	injected    int
+	orig        int // length of the frame fed
+	origPayload int
+	hasL4       bool
+	conduit     string // the frame's or its flow's conduit
+	time        time.Time
+	origCopy    []byte // the frame as captured, for Options.Denied
+}
+
+// accountFrame adds a fed frame's outcome to the report.
+func (r *runner) accountFrame(o *frameOut) {
+	if o.synthetic {
 		r.rep.Synthesised++
-		if !r.sent {
+		if !o.sent {
 			r.rep.SynthesisedDropped++
 		}
 		return
 	}
-	var key flowKey
-	hasKey := p.IPVersion != 0 && p.HasL4
-	if hasKey {
-		key, _ = keyOf(p)
-		if r.conduit != "" {
-			r.flowConduit[key] = r.conduit
-		} else if c, ok := r.flowConduit[key]; ok {
-			r.conduit = c
-		}
-	}
-	r.rep.Injected += r.injected
+	r.rep.Injected += o.injected
 	// Truncated: the engine forwarded the frame with less payload (to an
 	// allowed prefix, or as a pure ACK while a PDU is held); Ethernet
 	// padding may keep its length.
-	truncated := r.sent && (r.sentLen < orig || r.sentPayload >= 0 && p.HasL4 && r.sentPayload < origPayload)
+	truncated := o.sent && (o.sentLen < o.orig || o.sentPayload >= 0 && o.hasL4 && o.sentPayload < o.origPayload)
 	switch {
 	case truncated:
 		r.rep.Truncated++
-	case r.sent:
+	case o.sent:
 		r.rep.Forwarded++
 	default:
 		r.rep.Dropped++
 	}
-	cs := r.rep.conduit(r.conduit)
-	if r.sent {
+	cs := r.rep.conduit(o.conduit)
+	if o.sent {
 		cs.PacketsForwarded++
 	} else {
 		cs.PacketsDropped++
 	}
-	if r.denied != nil && (!r.sent || truncated) {
-		_ = r.denied.WritePacket(ref.Time, origCopy)
+	if r.denied != nil && (!o.sent || truncated) {
+		_ = r.denied.WritePacket(o.time, o.origCopy)
 	}
 }
 
@@ -525,74 +622,138 @@ func (r *runner) onVerdict(d *gateway.Decision) {
 	if r.opts.OnDecision != nil {
 		r.opts.OnDecision(r.cur, r.curPkt, d)
 	}
+	var n note
+	r.noteOf(&n, d, &r.fc, r.flowConduit)
+	if n.setConduit {
+		r.conduit = n.name
+	}
+	if n.allowedPDU {
+		r.allowedE++
+	}
+	if n.deny {
+		r.denyPDU = true
+	}
+	r.account(&n)
+}
+
+// note is what the report needs of one engine decision: noteOf takes it
+// on the engine's goroutine (while the Decision is valid), account adds
+// it to the report on the reading one, in frame order.
+type note struct {
+	detect     bool // a rate detection (an alert about a response)
+	hasVerdict bool
+	isPDU      bool
+	setConduit bool // the decision names the frame's conduit
+	allowedPDU bool
+	deny       bool
+	action     rules.Action
+	conduit    int
+	rule       int
+	name       string       // conduit name ("" for none)
+	ev         pendingEvent // ev.ev nil: no event
+	// A deferred rate-detector match (gateway.Config.DeferDetections):
+	// an alert only if the runner's DetectTable says so.
+	deferred bool
+	det      rules.Detector
+	subj     netip.Addr
+	th       rules.Threshold
+	at       time.Time
+}
+
+// noteOf fills n from decision d about the frame fc; flowConduit is the
+// conduits of the flows of the engine that made d.
+func (r *runner) noteOf(n *note, d *gateway.Decision, fc *frameCtx, flowConduit conduitMap) {
+	*n = note{}
 	v := &d.Verdict
 	if d.Detection != "" {
 		// A rate detection (rules.Detector) about a response whose own
 		// verdict was reported before: an alert event, not a PDU count.
-		r.rep.Detections++
-		r.queue(pendingEvent{ev: r.detectionEvent(d), kind: evDetection})
+		n.detect = true
+		n.ev = pendingEvent{ev: r.detectionEvent(d, fc), kind: evDetection}
+		if d.DetectionDeferred {
+			n.deferred, n.det, n.subj, n.at = true, d.Detector, d.DetectionSubject, fc.cur.Time
+			n.th = rules.Threshold{Count: d.DetectionCount, Window: d.DetectionWindow}
+		}
 		return
 	}
-	name := ""
 	if d.HasVerdict && v.Conduit >= 0 {
-		name = v.ConduitName
-		r.conduit = name
+		n.name, n.setConduit = v.ConduitName, true
 	}
-	cs := r.rep.conduit(name)
-	if d.HasVerdict {
-		if v.Action == rules.Allow && v.Conduit >= 0 && v.Rule >= 0 {
-			r.rep.hit(v.Conduit, v.Rule)
+	n.hasVerdict, n.isPDU = d.HasVerdict, d.PDU != nil
+	n.action, n.conduit, n.rule = v.Action, v.Conduit, v.Rule
+	if d.HasVerdict && v.Action == rules.Allow {
+		n.allowedPDU = n.isPDU
+		return
+	}
+	if fc.cur.Index == 0 && !d.HasVerdict {
+		// A synthesised handshake frame refused by the normaliser: counted
+		// in SynthesisedDropped, not an event of the capture.
+		return
+	}
+	ev := r.verdictEvent(d, fc, flowConduit)
+	kind := evPolicy
+	if !d.HasVerdict {
+		kind = evNormaliser
+	}
+	n.deny = ev.Verdict == "deny"
+	n.ev = pendingEvent{ev: ev, kind: kind, flow: d.FlowID, pdu: d.PDU != nil}
+}
+
+// account adds a decision's note to the report and queues its event.
+func (r *runner) account(n *note) {
+	if n.detect {
+		if n.deferred && !r.detects.Observe(n.det, n.subj, n.at, n.th) {
+			return
 		}
-		isPDU := d.PDU != nil
-		switch v.Action {
+		r.rep.Detections++
+		r.queue(n.ev)
+		return
+	}
+	cs := r.rep.conduit(n.name)
+	if n.hasVerdict {
+		if n.action == rules.Allow && n.conduit >= 0 && n.rule >= 0 {
+			r.rep.hit(n.conduit, n.rule)
+		}
+		switch n.action {
 		case rules.Allow:
-			if isPDU {
+			if n.isPDU {
 				cs.PDUsAllowed++
 				r.rep.PDUsAllowed++
-				r.allowedE++
 			} else {
 				cs.FlowsAllowed++
 			}
 		case rules.Deny:
-			if isPDU {
+			if n.isPDU {
 				cs.PDUsDenied++
 				r.rep.PDUsDenied++
 			} else {
 				cs.FlowsDenied++
 			}
 		case rules.Alert:
-			if isPDU {
+			if n.isPDU {
 				cs.PDUsAlerted++
 				r.rep.PDUsAlerted++
 			} else {
 				cs.FlowsAlerted++
 			}
 		}
-		if v.Action == rules.Allow {
+		if n.action == rules.Allow {
 			return
 		}
 	}
-	if r.cur.Index == 0 && !d.HasVerdict {
-		// A synthesised handshake frame refused by the normaliser: counted
-		// in SynthesisedDropped, not an event of the capture.
+	if n.ev.ev == nil {
 		return
 	}
-	ev := r.verdictEvent(d, &r.fc)
-	kind := evPolicy
-	if !d.HasVerdict {
-		kind = evNormaliser
-		r.rep.conduit(ev.Conduit).NormaliserDrops++
+	if n.ev.kind == evNormaliser {
+		r.rep.conduit(n.ev.ev.Conduit).NormaliserDrops++
 	}
-	if ev.Verdict == "deny" {
-		r.denyPDU = true
-	}
-	r.queue(pendingEvent{ev: ev, kind: kind, flow: d.FlowID, pdu: d.PDU != nil})
+	r.queue(n.ev)
 }
 
 // detectionEvent is the alert event of a rate detection.
-func (r *runner) detectionEvent(d *gateway.Decision) *Event {
+func (r *runner) detectionEvent(d *gateway.Decision, fc *frameCtx) *Event {
 	v := &d.Verdict
-	ev := &Event{File: r.cur.File, Frame: r.cur.Index, Time: r.cur.Time, Proto: d.Proto, Net: r.fc.eventNet(),
+	ev := &Event{File: fc.cur.File, Frame: fc.cur.Index, Time: fc.cur.Time, Proto: d.Proto, Net: fc.eventNet(),
 		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: v.Mode.String(), Verdict: "alert",
 		Conduit: v.ConduitName, Rule: v.RuleName, Reason: gateway.ReasonDetectPrefix + d.Detection,
 		Fields: d.Fields()}
@@ -628,7 +789,7 @@ type frameCtx struct {
 
 // verdictEvent is the event of a deny or alert decision, or of a frame
 // the normaliser refused (no verdict).
-func (r *runner) verdictEvent(d *gateway.Decision, fc *frameCtx) *Event {
+func (r *runner) verdictEvent(d *gateway.Decision, fc *frameCtx, flowConduit conduitMap) *Event {
 	v := &d.Verdict
 	ev := &Event{File: fc.cur.File, Frame: fc.cur.Index, Time: fc.cur.Time, Proto: d.Proto, Net: fc.eventNet(),
 		Src: d.Src, Dst: d.Dst, Action: d.Action.String(), Mode: "enforce", DenyAction: "drop"}
@@ -659,10 +820,9 @@ func (r *runner) verdictEvent(d *gateway.Decision, fc *frameCtx) *Event {
 			ev.Reason = "evasion"
 		}
 		if ev.Conduit == "" {
-			// Only the enforcing engine's decisions get here (the shadow
-			// reports no verdict-less decision): r.flowConduit is its
-			// goroutine's.
-			if c, ok := r.flowConduit[flowKeyOf(d.Src, d.Dst)]; ok {
+			// Only the enforcing engines' decisions get here (the shadow
+			// reports no verdict-less decision), with their flowConduit.
+			if c, ok := flowConduit[packKey(flowKeyOf(d.Src, d.Dst))]; ok {
 				ev.Conduit = c
 			}
 		}
@@ -673,7 +833,7 @@ func (r *runner) verdictEvent(d *gateway.Decision, fc *frameCtx) *Event {
 // queue reports an event of the enforcing engine: at once, or with
 // Options.WhatIf after the shadow has judged the same frame (settle).
 func (r *runner) queue(p pendingEvent) {
-	if r.shadow != nil {
+	if r.wi != nil {
 		r.frameEvs = append(r.frameEvs, p)
 		return
 	}

@@ -47,7 +47,7 @@ conduits:
 func whatIfOutput(t *testing.T, pol *rules.Policy, paths ...string) (events, report []byte) {
 	t.Helper()
 	var ev bytes.Buffer
-	rep, err := Run(Options{Policy: pol, WhatIf: true, OnEvent: func(e *Event) {
+	rep, err := Run(Options{Policy: pol, WhatIf: true, Workers: 1, OnEvent: func(e *Event) {
 		ev.Write(e.JSON())
 		ev.WriteByte('\n')
 	}}, paths...)

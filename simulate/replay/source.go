@@ -246,8 +246,10 @@ func (s *sides) ingress(p *packet.Packet) gateway.PortID {
 				in, ok = out.Other(), true
 			}
 		}
-		if ok && p.HasMAC && len(s.macs) < 1<<16 {
-			s.macs[p.SrcMAC] = in
+		if ok && p.HasMAC {
+			if old, seen := s.macs[p.SrcMAC]; !seen && len(s.macs) < 1<<16 || seen && old != in {
+				s.macs[p.SrcMAC] = in
+			}
 		}
 		return in
 	}
@@ -275,7 +277,7 @@ func keyOf(p *packet.Packet) (flowKey, bool) {
 	return flowKey{d, s}, false
 }
 
-type frameRef struct{ file, index int }
+type frameRef struct{ file, index int32 } // int32: the pre-pass keeps one per TCP frame (seg)
 
 // pickup is where the harness starts a connection the capture joined
 // mid-stream.
@@ -293,6 +295,9 @@ type midstream struct {
 	// the engine drops them, so a hole after one is no capture loss.
 	frags []fragMark
 	ends  []flowKey // connections by mtrack.id
+	// Distinct TCP endpoint pairs, and UDP pairs and ICMP echo flows: the
+	// most flows the engine's table holds at once (shardable).
+	tcpKeys, otherKeys int
 }
 
 type mtrack struct {
@@ -409,10 +414,19 @@ func segsHint(paths []string) int {
 // and where to pick each up.
 func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 	ms := &midstream{at: map[frameRef]*pickup{}, skip: map[frameRef]bool{}, segs: make([]seg, 0, segsHint(paths))}
-	tr := map[flowKey]*mtrack{}
+	tr := map[packedKey]*mtrack{}
+	others := map[otherKey]struct{}{}
 	var p packet.Packet
 	err := readMerged(paths, func(f *srcFrame) error {
-		if p.Decode(f.data, f.link) != nil || p.Proto != packet.ProtoTCP {
+		if p.Decode(f.data, f.link) != nil {
+			return nil
+		}
+		if p.Proto != packet.ProtoTCP {
+			if k, ok := otherKeyOf(&p); ok {
+				if _, seen := others[k]; !seen {
+					others[k] = struct{}{}
+				}
+			}
 			return nil
 		}
 		if p.Fragment {
@@ -425,8 +439,9 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 			return nil
 		}
 		k, fromA := keyOf(&p)
-		ref := frameRef{f.file, f.index}
-		t := tr[k]
+		pk := packKey(k)
+		ref := frameRef{int32(f.file), int32(f.index)}
+		t := tr[pk]
 		if t != nil && t.over(&p, f.time) {
 			// Another connection on the same addresses: it is picked up
 			// (or not) on its own, as the engine starts a new flow.
@@ -435,7 +450,7 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 		}
 		if t == nil {
 			t = &mtrack{id: int32(len(ms.ends))}
-			tr[k] = t
+			tr[pk] = t
 			ms.ends = append(ms.ends, k)
 		}
 		ms.segs = append(ms.segs, segOf(ref, &p, t.id, fromA))
@@ -505,7 +520,35 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 	for _, t := range tr {
 		t.fallback(ms)
 	}
+	ms.tcpKeys, ms.otherKeys = len(tr), len(others)
 	return ms, nil
+}
+
+// otherKey is a UDP flow or an ICMP echo flow (identifier in the ports).
+type otherKey struct {
+	k     flowKey
+	proto uint8
+}
+
+// otherKeyOf is the flow key of a UDP datagram or ICMP echo (either
+// request), as the engine's table keeps them.
+func otherKeyOf(p *packet.Packet) (otherKey, bool) {
+	if p.IPVersion == 0 || p.Fragment {
+		return otherKey{}, false
+	}
+	switch p.Proto {
+	case packet.ProtoUDP:
+		if p.HasL4 {
+			k, _ := keyOf(p)
+			return otherKey{k, p.Proto}, true
+		}
+	case packet.ProtoICMP, packet.ProtoICMPv6:
+		// Requests make the flows (requester to target), replies ride them.
+		if id, _, req, _ := echoOf(p); req {
+			return otherKey{flowKey{netip.AddrPortFrom(p.Src, id), netip.AddrPortFrom(p.Dst, id)}, p.Proto}, true
+		}
+	}
+	return otherKey{}, false
 }
 
 // fallback picks up t's connection, joined mid-stream and whose client

@@ -72,11 +72,14 @@ func (discardTx) Send(gateway.PortID, []byte) {}
 // onShadow is the shadow engine's hook (on runShadow's goroutine): it
 // keeps the refusals of the frame it judges (alerts, the shadow being in
 // monitor mode everywhere) and counts allowed PDUs.
-func (r *runner) onShadow(d *gateway.Decision) {
+func (r *runner) onShadow(d *gateway.Decision) { r.shadowVerdict(r.sp.cur, d) }
+
+// shadowVerdict keeps the refusal or allowed PDU of shadow decision d
+// about the frame of j.
+func (r *runner) shadowVerdict(j *shadowJob, d *gateway.Decision) {
 	if d.Detection != "" || !d.HasVerdict {
 		return // rate detections are reported by the enforcing engine; monitor mode drops nothing
 	}
-	j := r.sp.cur
 	v := &d.Verdict
 	if v.Action == rules.Allow {
 		if d.PDU != nil {
@@ -84,7 +87,7 @@ func (r *runner) onShadow(d *gateway.Decision) {
 		}
 		return
 	}
-	ev := r.verdictEvent(d, &j.fc)
+	ev := r.verdictEvent(d, &j.fc, nil)
 	// The mode and verdict of the user's policy, not of the shadow.
 	mode := r.rs.Mode()
 	if v.Conduit >= 0 && v.Conduit < r.rs.NumConduits() {

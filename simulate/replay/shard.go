@@ -1,0 +1,643 @@
+package replay
+
+import (
+	"encoding/binary"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/otgw/otgw/gateway"
+	"github.com/otgw/otgw/gateway/packet"
+	"github.com/otgw/otgw/rules"
+)
+
+// Replay on several cores (Options.Workers).
+//
+// The reading goroutine (Run's) reads the captures, repairs and picks up
+// connections as before, and hands every frame to one of N lanes, chosen
+// by its flow: a lane has its own enforcing engine (and what-if shadow),
+// and a flow's frames, both directions, always go to the same lane, in
+// capture order. A lane judges its frames and keeps what the report needs
+// of each decision (a note, see noteOf) and of the frame (sent, truncated,
+// injected); the reading goroutine then settles the frames in capture
+// order (account, accountFrame, and the what-if settle), exactly as the
+// single engine's hook and feed do frame by frame. Events, report.json,
+// the summary and the pcaps are the same bytes whatever N
+// (TestShardedSameOutput).
+//
+// Flows share state in one engine that N engines cannot share without
+// ordering it:
+//   - the rate detectors count per subject address across connections:
+//     the lanes' engines defer them (gateway.Config.DeferDetections) and
+//     the reading goroutine counts the matches in one gateway.DetectTable
+//     in frame order, the order the single engine counts them in, so the
+//     same responses raise the same alerts;
+//   - the flow table's size, the half-open limit per client address and
+//     the inspection memory cap bound all flows together. Run shards only
+//     when the pre-scan shows that no engine can reach them (shardable):
+//     then neither the single engine nor any lane does, and each flow is
+//     judged alone.
+//
+// Flow ids (what-if's connections cut) are made unique across lanes.
+
+// Frames go to the lanes in rounds of shardRound frames, at most
+// shardLag rounds ahead of the settling.
+const (
+	shardRound = 512
+	shardLag   = 8
+)
+
+// inspectorBytes is an inspector at rest (gateway doc: 11 KB for
+// Modbus, 15 KB for DNP3 and OPC UA, with the default 4 KiB history),
+// rounded up: the memory bound of shardable.
+const inspectorBytes = 16 << 10
+
+// shardWorkers is the number of lanes Run would use: Options.Workers
+// (default GOMAXPROCS), 1 when something needs the decisions one frame at
+// a time (OnDecision, an events Sink) or the pre-scan is off.
+func (r *runner) shardWorkers() int {
+	n := r.opts.Workers
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	if r.opts.OnDecision != nil || r.opts.Sink != nil || r.opts.StrictMidstream {
+		return 1
+	}
+	return n
+}
+
+// shardable reports whether flows sharded over lanes are judged as by one
+// engine: the pre-scan's flows fit the table, no client address can reach
+// the half-open limit (all TCP connections together do not), and the
+// inspectors of all of them at rest fit the memory cap.
+func shardable(ms *midstream, maxFlows int, memCap int64) bool {
+	if maxFlows <= 0 {
+		maxFlows = gateway.DefaultMaxFlows
+	}
+	return ms != nil && ms.tcpKeys+ms.otherKeys <= maxFlows &&
+		ms.tcpKeys <= gateway.HalfOpenLimit(maxFlows) &&
+		int64(ms.tcpKeys+ms.otherKeys)*inspectorBytes <= memCap
+}
+
+// lane is one engine (and its shadow) and the flows hashed to it.
+type lane struct {
+	id, n       int
+	r           *runner
+	eng, shadow *gateway.Engine
+	work        chan *round
+	flowConduit conduitMap
+
+	// The job being judged.
+	cur  *shardJob
+	now  time.Time
+	buf  []byte
+	pkt  packet.Packet
+	fc   frameCtx
+	base *byte
+	// Outcome of the current frame (the hooks fill them).
+	conduit  string
+	sentPkt  packet.Packet
+	keepSent bool // Options.Allowed: the frame as sent is kept
+	// mirror: the policy is in monitor mode everywhere, so the what-if
+	// shadow (the same policy in monitor mode) would make the enforcing
+	// engine's decisions: they are its refusals, and there is no shadow.
+	mirror bool
+}
+
+// allMonitor reports whether every conduit of rs, and its default, is in
+// monitor mode: rs.WithMode(rules.ModeMonitor) judges as rs does.
+func allMonitor(rs *rules.Ruleset) bool {
+	if rs.Mode() != rules.ModeMonitor {
+		return false
+	}
+	for i := range rs.NumConduits() {
+		if rs.ConduitMode(i) != rules.ModeMonitor {
+			return false
+		}
+	}
+	return true
+}
+
+// shardJob is one frame (or, frame nil, engine calls alone) on its way
+// through a lane and back.
+type shardJob struct {
+	shadowJob        // in, frame (as captured), fc, now, ops; what-if results; sent, sentLen, injected, orig
+	opOnly      bool // only ops, no frame
+	synthetic   bool
+	hasKey      bool
+	key         flowKey
+	origPayload int
+	hasL4       bool
+	sentPayload int
+	conduit     string
+	holes       int // CaptureGap calls that told of a hole
+	notes       []note
+	sentFrames  [][]byte // the frame as forwarded (Options.Allowed)
+}
+
+// round is a batch of frames in capture order, split by lane.
+type round struct {
+	jobs []*shardJob
+	per  [][]*shardJob
+	left atomic.Int32
+	done chan struct{}
+}
+
+// shards is the reading goroutine's side of the lanes.
+type shards struct {
+	lanes    []*lane
+	fill     *round
+	inflight []*round // FIFO
+	free     []*round
+	jobs     []*shardJob
+	ops      []shadowOp // engine calls for the next frames of their flows
+	stopped  bool
+}
+
+// newLanes builds n lanes with their engines.
+func (r *runner) newLanes(rs *rules.Ruleset, n int) ([]*lane, error) {
+	var mon *rules.Ruleset
+	mirror := false
+	if r.opts.WhatIf {
+		if mirror = allMonitor(rs); !mirror {
+			mon = rs.WithMode(rules.ModeMonitor)
+		}
+	}
+	lanes := make([]*lane, n)
+	for i := range lanes {
+		l := &lane{id: i, n: n, r: r, work: make(chan *round, shardLag), flowConduit: conduitMap{}, keepSent: r.opts.Allowed != nil, mirror: mirror}
+		var err error
+		l.eng, err = gateway.NewEngine(gateway.Config{
+			Rules:           func() *rules.Ruleset { return rs },
+			MaxFlows:        r.opts.MaxFlows,
+			Logger:          r.opts.Logger,
+			Now:             func() time.Time { return l.now },
+			ClockBack:       clockBack,
+			OnVerdict:       l.onVerdict,
+			DeferDetections: true,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if mon != nil {
+			l.shadow, err = gateway.NewEngine(gateway.Config{
+				Rules:           func() *rules.Ruleset { return mon },
+				MaxFlows:        r.opts.MaxFlows,
+				Now:             func() time.Time { return l.now },
+				ClockBack:       clockBack,
+				OnVerdict:       l.onShadow,
+				DeferDetections: true,
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+		lanes[i] = l
+	}
+	return lanes, nil
+}
+
+func newShards(lanes []*lane) *shards {
+	sh := &shards{lanes: lanes}
+	for _, l := range lanes {
+		go l.run()
+	}
+	return sh
+}
+
+// stop ends the lanes (idempotent); rounds in flight are dropped.
+func (sh *shards) stop() {
+	if sh.stopped {
+		return
+	}
+	sh.stopped = true
+	for _, rd := range sh.inflight {
+		<-rd.done
+	}
+	for _, l := range sh.lanes {
+		close(l.work)
+	}
+}
+
+// op queues an engine call (MarkPickedUp, CaptureGap) for the lane of
+// its flow, before that lane's next frame.
+func (sh *shards) op(o shadowOp) { sh.ops = append(sh.ops, o) }
+
+// uniqueFlow makes a lane engine's flow id unique across lanes (0 stays
+// "none").
+func (l *lane) uniqueFlow(id uint64) uint64 {
+	if id == 0 {
+		return 0
+	}
+	return (id-1)*uint64(l.n) + uint64(l.id) + 1
+}
+
+// onVerdict is the lane engine's hook: the note of the decision.
+func (l *lane) onVerdict(d *gateway.Decision) {
+	j := l.cur
+	j.notes = append(j.notes, note{})
+	n := &j.notes[len(j.notes)-1]
+	l.r.noteOf(n, d, &l.fc, l.flowConduit)
+	n.ev.flow = l.uniqueFlow(n.ev.flow)
+	if n.setConduit {
+		l.conduit = n.name
+	}
+	if n.allowedPDU {
+		j.allowedE++
+	}
+	if l.mirror {
+		l.onShadow(d)
+	}
+}
+
+// onShadow is the lane shadow's hook.
+func (l *lane) onShadow(d *gateway.Decision) {
+	j := &l.cur.shadowJob
+	k := len(j.refusals)
+	l.r.shadowVerdict(j, d)
+	for i := k; i < len(j.refusals); i++ {
+		j.refusals[i].flow = l.uniqueFlow(j.refusals[i].flow)
+	}
+}
+
+// Send implements gateway.Tx for the lane's port pair.
+func (l *lane) Send(out gateway.PortID, frame []byte) {
+	j := l.cur
+	if len(frame) > 0 && l.base != nil && unsafe.SliceData(frame) == l.base {
+		j.sent, j.sentLen = true, len(frame)
+		j.sentPayload = -1
+		if l.sentPkt.Decode(frame, packet.LinkEthernet) == nil && l.sentPkt.HasL4 {
+			j.sentPayload = len(l.sentPkt.Payload)
+		}
+		if l.keepSent && j.fc.cur.Index > 0 {
+			k := len(j.sentFrames)
+			if k < cap(j.sentFrames) {
+				j.sentFrames = j.sentFrames[:k+1]
+				j.sentFrames[k] = append(j.sentFrames[k][:0], frame...)
+			} else {
+				j.sentFrames = append(j.sentFrames, append([]byte(nil), frame...))
+			}
+		}
+		return
+	}
+	j.injected++
+}
+
+// run judges the lane's frames of each round, in order.
+func (l *lane) run() {
+	for rd := range l.work {
+		for _, j := range rd.per[l.id] {
+			l.judge(j)
+		}
+		if rd.left.Add(-1) == 0 {
+			rd.done <- struct{}{}
+		}
+	}
+}
+
+// judge runs one job through the lane's engines, as runner.feed and
+// runShadow do.
+func (l *lane) judge(j *shardJob) {
+	for _, op := range j.ops {
+		if op.pickedUp {
+			l.eng.MarkPickedUp(op.a, op.b)
+			if l.shadow != nil {
+				l.shadow.MarkPickedUp(op.a, op.b)
+			}
+			continue
+		}
+		if l.eng.CaptureGap(op.a, op.b, op.to) {
+			j.holes++
+		}
+		if l.shadow != nil {
+			l.shadow.CaptureGap(op.a, op.b, op.to)
+		}
+	}
+	if j.opOnly {
+		return
+	}
+	l.cur, l.now = j, j.now
+	if l.mirror {
+		// The refusals' packet context, as the shadow's.
+		_ = j.pkt.Decode(j.frame, packet.LinkEthernet)
+		j.fc.pkt = &j.pkt
+	}
+	// The engine may rewrite its copy; the shadow and Options.Denied get
+	// the frame as captured.
+	l.buf = append(l.buf[:0], j.frame...)
+	_ = l.pkt.Decode(l.buf, packet.LinkEthernet)
+	l.fc = frameCtx{cur: j.fc.cur, pkt: &l.pkt, picked: j.fc.picked, pickApp: j.fc.pickApp}
+	l.conduit = ""
+	j.sent, j.sentLen, j.sentPayload, j.injected = false, 0, -1, 0
+	l.base = unsafe.SliceData(l.buf)
+	l.eng.Handle(j.in, l.buf, l)
+	l.base = nil
+	if !j.synthetic && j.hasKey {
+		l.conduit = flowConduitOf(l.flowConduit, j.key, l.conduit)
+	}
+	j.conduit = l.conduit
+	if l.shadow != nil {
+		_ = j.pkt.Decode(j.frame, packet.LinkEthernet)
+		j.fc.pkt = &j.pkt
+		l.shadow.Handle(j.in, j.frame, discardTx{})
+	}
+	l.cur = nil
+}
+
+// dispatch queues one frame for its lane (runner.feed with lanes).
+func (r *runner) dispatch(frame []byte, in gateway.PortID, ref FrameRef, p *packet.Packet, synthetic bool) {
+	sh := r.sh
+	var key flowKey
+	hasKey := p.IPVersion != 0 && p.HasL4
+	if hasKey {
+		key, _ = keyOf(p)
+	}
+	li := 0
+	if hasKey && !p.Fragment && (p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP) {
+		li = laneOfKey(key, len(sh.lanes))
+	} else {
+		li = laneOf(p, len(sh.lanes))
+	}
+	// Engine calls queued for this frame's flow, or another's.
+	var ops []shadowOp
+	for _, o := range sh.ops {
+		ol := laneOfKey(flowKeyOf(o.a, o.b), len(sh.lanes))
+		if ol == li {
+			ops = append(ops, o)
+			continue
+		}
+		oj := sh.job(ol)
+		oj.opOnly = true
+		oj.ops = append(oj.ops, o)
+		sh.add(r, oj, ol)
+	}
+	sh.ops = sh.ops[:0]
+	j := sh.job(li)
+	j.ops = append(j.ops, ops...)
+	j.in, j.now = in, ref.Time
+	if len(frame) > 0 && len(r.buf) > 0 && unsafe.SliceData(frame) == unsafe.SliceData(r.buf) {
+		// The job takes the reading goroutine's buffer, which takes the
+		// job's: the frame is not copied (r.pkt, which points into it,
+		// is decoded again from the next frame before it is read).
+		j.frame, r.buf = frame, j.frame[:0]
+	} else {
+		j.frame = append(j.frame[:0], frame...)
+	}
+	j.fc = frameCtx{cur: ref}
+	if synthetic {
+		j.fc.picked, j.fc.pickApp = true, gateway.EventNet(&r.pkt).App
+	}
+	j.synthetic = synthetic
+	j.orig, j.origPayload, j.hasL4 = len(frame), len(p.Payload), p.HasL4
+	j.hasKey, j.key = hasKey, key
+	sh.add(r, j, li)
+}
+
+// job returns a clean job.
+func (sh *shards) job(li int) *shardJob {
+	var j *shardJob
+	if n := len(sh.jobs); n > 0 {
+		j, sh.jobs = sh.jobs[n-1], sh.jobs[:n-1]
+	} else {
+		j = new(shardJob)
+	}
+	j.opOnly = false
+	j.frame = j.frame[:0]
+	j.allowedE, j.allowedS = 0, 0
+	return j
+}
+
+// add appends j to the round being filled; a full round goes to the
+// lanes, and the rounds they have finished are settled.
+func (sh *shards) add(r *runner, j *shardJob, li int) {
+	if sh.fill == nil {
+		if n := len(sh.free); n > 0 {
+			sh.fill, sh.free = sh.free[n-1], sh.free[:n-1]
+		} else {
+			sh.fill = &round{per: make([][]*shardJob, len(sh.lanes)), done: make(chan struct{}, 1)}
+		}
+	}
+	rd := sh.fill
+	rd.jobs = append(rd.jobs, j)
+	rd.per[li] = append(rd.per[li], j)
+	if len(rd.jobs) >= shardRound {
+		sh.flush()
+		r.settleRounds(false)
+	}
+}
+
+// flush hands the round being filled to the lanes.
+func (sh *shards) flush() {
+	rd := sh.fill
+	if rd == nil || len(rd.jobs) == 0 {
+		return
+	}
+	sh.fill = nil
+	n := int32(0)
+	for _, p := range rd.per {
+		if len(p) > 0 {
+			n++
+		}
+	}
+	rd.left.Store(n)
+	for i, p := range rd.per {
+		if len(p) > 0 {
+			sh.lanes[i].work <- rd
+		}
+	}
+	sh.inflight = append(sh.inflight, rd)
+}
+
+// settleRounds settles the rounds the lanes have finished, in order: all
+// of them with wait (the round being filled too), and at least the oldest
+// when shardLag rounds are out.
+func (r *runner) settleRounds(wait bool) {
+	sh := r.sh
+	if wait {
+		sh.flush()
+	}
+	for len(sh.inflight) > 0 {
+		rd := sh.inflight[0]
+		if wait || len(sh.inflight) >= shardLag {
+			<-rd.done
+		} else {
+			select {
+			case <-rd.done:
+			default:
+				return
+			}
+		}
+		copy(sh.inflight, sh.inflight[1:])
+		sh.inflight = sh.inflight[:len(sh.inflight)-1]
+		for _, j := range rd.jobs {
+			r.settleJob(j)
+			sh.jobs = append(sh.jobs, j)
+		}
+		clear(rd.jobs)
+		rd.jobs = rd.jobs[:0]
+		for i := range rd.per {
+			clear(rd.per[i])
+			rd.per[i] = rd.per[i][:0]
+		}
+		sh.free = append(sh.free, rd)
+	}
+}
+
+// settleJob reports a judged frame, as onVerdict and feed do for the
+// single engine.
+func (r *runner) settleJob(j *shardJob) {
+	r.rep.CaptureHoles += j.holes
+	j.holes = 0
+	j.ops = j.ops[:0]
+	if j.opOnly {
+		return
+	}
+	if r.allowed != nil {
+		for _, f := range j.sentFrames {
+			_ = r.allowed.WritePacket(j.now, f)
+		}
+		j.sentFrames = j.sentFrames[:0]
+	}
+	for i := range j.notes {
+		r.account(&j.notes[i])
+	}
+	clear(j.notes)
+	j.notes = j.notes[:0]
+	var origCopy []byte
+	if r.denied != nil && !j.synthetic {
+		origCopy = j.frame
+	}
+	r.accountFrame(&frameOut{synthetic: j.synthetic, sent: j.sent, sentLen: j.sentLen, sentPayload: j.sentPayload,
+		injected: j.injected, orig: j.orig, origPayload: j.origPayload, hasL4: j.hasL4, conduit: j.conduit, time: j.now, origCopy: origCopy})
+	if r.wi != nil {
+		j.frameEvs, r.frameEvs = r.frameEvs, j.frameEvs[:0]
+		r.settle(&j.shadowJob)
+	}
+}
+
+// laneOf is the lane of a frame's flow: TCP and UDP by their
+// direction-independent endpoints, ICMP echoes by their addresses and
+// identifier, ICMP errors by the flow of the packet they quote (the
+// engine relates them to it); every other frame is judged on its own by
+// any engine (lane 0).
+func laneOf(p *packet.Packet, n int) int {
+	if n == 1 || p.IPVersion == 0 || p.Fragment {
+		return 0
+	}
+	switch p.Proto {
+	case packet.ProtoTCP, packet.ProtoUDP:
+		if !p.HasL4 {
+			return 0
+		}
+		k, _ := keyOf(p)
+		return laneOfKey(k, n)
+	case packet.ProtoICMP, packet.ProtoICMPv6:
+		if id, _, req, reply := echoOf(p); req || reply {
+			return laneOfKey(flowKeyOf(netip.AddrPortFrom(p.Src, id), netip.AddrPortFrom(p.Dst, id)), n)
+		}
+		if k, ok := quotedFlow(p); ok {
+			return laneOfKey(k, n)
+		}
+	}
+	return 0
+}
+
+// echoOf returns the identifier of an ICMP echo request or reply (as the
+// engine's echoOf).
+func echoOf(p *packet.Packet) (id, seq uint16, req, reply bool) {
+	if len(p.Payload) < 4 {
+		return 0, 0, false, false
+	}
+	switch {
+	case p.Proto == packet.ProtoICMP && p.ICMPType == 8, p.Proto == packet.ProtoICMPv6 && p.ICMPType == 128:
+		req = true
+	case p.Proto == packet.ProtoICMP && p.ICMPType == 0, p.Proto == packet.ProtoICMPv6 && p.ICMPType == 129:
+		reply = true
+	default:
+		return 0, 0, false, false
+	}
+	return binary.BigEndian.Uint16(p.Payload), binary.BigEndian.Uint16(p.Payload[2:]), req, reply
+}
+
+// quotedFlow is the flow key of the packet an ICMP error quotes (after
+// the 4 unused bytes of p.Payload): TCP and UDP by endpoints, an echo
+// request by addresses and identifier.
+func quotedFlow(p *packet.Packet) (flowKey, bool) {
+	b := p.Payload
+	if len(b) < 4 {
+		return flowKey{}, false
+	}
+	b = b[4:]
+	var src, dst netip.Addr
+	var proto uint8
+	var l4 []byte
+	switch {
+	case len(b) >= 20 && b[0]>>4 == 4:
+		ihl := int(b[0]&0x0f) * 4
+		if ihl < 20 || len(b) < ihl {
+			return flowKey{}, false
+		}
+		src, dst = netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20]))
+		proto, l4 = b[9], b[ihl:]
+	case len(b) >= 40 && b[0]>>4 == 6:
+		src, dst = netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40]))
+		proto, l4 = b[6], b[40:]
+	default:
+		return flowKey{}, false
+	}
+	if len(l4) < 4 {
+		return flowKey{}, false
+	}
+	switch proto {
+	case 6, 17:
+		sp, dp := binary.BigEndian.Uint16(l4), binary.BigEndian.Uint16(l4[2:])
+		return flowKeyOf(netip.AddrPortFrom(src, sp), netip.AddrPortFrom(dst, dp)), true
+	case 1, 58:
+		if len(l4) < 8 {
+			return flowKey{}, false
+		}
+		id := binary.BigEndian.Uint16(l4[4:])
+		return flowKeyOf(netip.AddrPortFrom(src, id), netip.AddrPortFrom(dst, id)), true
+	}
+	return flowKey{}, false
+}
+
+// laneOfKey hashes a flow key to one of n lanes (a multiply-xorshift
+// mix of the addresses and ports: fixed, so runs are reproducible).
+func laneOfKey(k flowKey, n int) int {
+	if n == 1 {
+		return 0
+	}
+	a, b := k.a.Addr().As16(), k.b.Addr().As16()
+	h := binary.LittleEndian.Uint64(a[:8]) ^ binary.LittleEndian.Uint64(a[8:])*0x9e3779b97f4a7c15
+	h = (h^uint64(k.a.Port())<<48)*0xbf58476d1ce4e5b9 ^ binary.LittleEndian.Uint64(b[:8])
+	h = (h^binary.LittleEndian.Uint64(b[8:]))*0x94d049bb133111eb ^ uint64(k.b.Port())
+	h ^= h >> 31
+	h *= 0x9e3779b97f4a7c15
+	h ^= h >> 29
+	return int(h % uint64(n))
+}
+
+// laneCounters sums the lanes' engine counters the report reads. Should
+// a lane have met a limit of all flows together, which shardable's
+// pre-scan bound says it cannot (the memory cap with inspectors past
+// their size at rest: large OPC UA messages, held PDUs), one engine
+// might have met it at another frame: the log says so.
+func laneCounters(lanes []*lane, log *slog.Logger) gateway.Counters {
+	var c gateway.Counters
+	for _, l := range lanes {
+		lc := l.eng.Counters()
+		c.CaptureSkips += lc.CaptureSkips
+		for i, v := range lc.Drops {
+			c.Drops[i] += v
+		}
+	}
+	if n := c.Drops[gateway.DropMemoryCap] + c.Drops[gateway.DropTableFull] + c.Drops[gateway.DropHalfOpen]; n > 0 && log != nil {
+		log.Warn("replay: an engine of the sharded replay reached a limit of all flows together (memory cap, table, half-open); one engine (Options.Workers 1) may judge those frames differently",
+			"frames", n)
+	}
+	return c
+}
