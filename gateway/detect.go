@@ -8,8 +8,6 @@ import (
 
 	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/protocols"
-	"github.com/otgw/otgw/protocols/dnp3"
-	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/rules"
 )
 
@@ -93,53 +91,6 @@ func (t *detectTable) observe(det rules.Detector, subj netip.Addr, now int64, th
 	return true
 }
 
-// modbusDetector classifies a Modbus response for the rate detectors:
-// the detector it counts for and whether its subject is the server (the
-// response's source) rather than the client it goes to.
-func modbusDetector(a *modbus.ADU) (det rules.Detector, server, ok bool) {
-	if !a.IsException {
-		return 0, false, false
-	}
-	switch a.Exception {
-	case modbus.ExceptionIllegalFunction:
-		return rules.DetectModbusFunctionScan, false, true
-	case modbus.ExceptionIllegalDataAddress:
-		return rules.DetectModbusAddressScan, false, true
-	case modbus.ExceptionAcknowledge, modbus.ExceptionServerDeviceBusy:
-		return rules.DetectModbusServerBusy, true, true
-	}
-	return 0, false, false
-}
-
-// IIN2 bits (IEEE 1815-2012 internal indications IIN2.0-IIN2.2), low byte of Fragment.IIN.
-const (
-	iin2NoFuncSupport  = 0x01
-	iin2ObjUnknown     = 0x02
-	iin2ParameterError = 0x04
-)
-
-// dnp3Detectors calls fn for each rate detector a DNP3 response fragment
-// counts for; server: the subject is the outstation (the fragment's
-// source) rather than the master it goes to.
-func dnp3Detectors(fr *dnp3.Fragment, fn func(det rules.Detector, server bool)) {
-	if !fr.HasIIN() {
-		return
-	}
-	if fr.Func == dnp3.FuncUnsolicitedResp {
-		fn(rules.DetectDNP3UnsolicitedStorm, true)
-	}
-	if fr.Func != dnp3.FuncResponse {
-		return // the scans are read in solicited responses (FC 0x81)
-	}
-	iin2 := fr.IIN & 0xff
-	if iin2&(iin2ObjUnknown|iin2ParameterError) != 0 {
-		fn(rules.DetectDNP3ObjectScan, false)
-	}
-	if iin2&iin2NoFuncSupport != 0 {
-		fn(rules.DetectDNP3FunctionScan, false)
-	}
-}
-
 // Detectors calls fn for each rate detector (rules.Detector) that the
 // response PDU of d counts for, with the subject address it is counted
 // against, exactly as the engine counts (rules/learn uses it to measure
@@ -148,36 +99,23 @@ func (d *Decision) Detectors(fn func(det rules.Detector, subj netip.Addr)) {
 	if d.PDU == nil || d.PDU.Dir != protocols.Response || d.Detection != "" {
 		return
 	}
-	subject := func(server bool) netip.Addr {
-		if server {
-			return d.Src.Addr()
+	m, n := d.PDU.Detections()
+	for _, x := range m[:n] {
+		if x.Server {
+			fn(x.Det, d.Src.Addr())
+		} else {
+			fn(x.Det, d.Dst.Addr())
 		}
-		return d.Dst.Addr()
-	}
-	switch {
-	case d.Modbus != nil:
-		if det, server, ok := modbusDetector(d.Modbus); ok {
-			fn(det, subject(server))
-		}
-	case d.DNP3 != nil:
-		dnp3Detectors(d.DNP3, func(det rules.Detector, server bool) { fn(det, subject(server)) })
 	}
 }
 
-// detectModbus feeds one Modbus response that crossed to the detectors.
-func (e *Engine) detectModbus(c *hctx, f *flow, a *modbus.ADU, v *rules.Verdict) {
-	if det, server, ok := modbusDetector(a); ok {
-		e.detect(c, f, det, c.subject(server), v)
+// detectPDU feeds one response PDU that crossed to the detectors it
+// counts for (rules.PDU.Detections).
+func (e *Engine) detectPDU(c *hctx, f *flow, p *rules.PDU, v *rules.Verdict) {
+	m, n := p.Detections()
+	for _, x := range m[:n] {
+		e.detect(c, f, x.Det, c.subject(x.Server), v)
 	}
-}
-
-// detectDNP3 feeds one DNP3 response fragment that crossed to the
-// detectors.
-func (e *Engine) detectDNP3(c *hctx, f *flow, fr *dnp3.Fragment, v *rules.Verdict) {
-	if !fr.HasIIN() {
-		return
-	}
-	dnp3Detectors(fr, func(det rules.Detector, server bool) { e.detect(c, f, det, c.subject(server), v) })
 }
 
 // subject is the response's source (server) or destination address.

@@ -96,9 +96,9 @@
 // meaning to rules. A fourth protocol therefore needs no change here (see
 // protocols' doc for the three steps; gateway/fourthtest drives the
 // made-up internal/echo7 through the engine). What is still per protocol
-// in this package: the rate detectors (detect.go, which read
-// Decision.Modbus and Decision.DNP3) and DNP3's outstation-initiated
-// connections (tcp.go); a protocol without them simply has none.
+// in this package: DNP3's outstation-initiated connections (tcp.go). The
+// rate detectors count what rules.PDU.Detections classifies (detect.go
+// keeps only the counting table).
 //
 // # Held PDUs
 //

@@ -325,13 +325,10 @@ type Decision struct {
 	FlowID   uint64
 	// PDU is the judged PDU (nil for flow and L2 decisions); Session is
 	// the flow's session that decoded it (nil when the bytes could not be
-	// framed) and renders its fields; Modbus and DNP3, which the rate
-	// detectors read, are set for their protocol and alias the session
-	// (other parser structs: assert Session's type).
+	// framed) and renders its fields (for the parser's own structs,
+	// assert its type: *modbus.Session, *dnp3.Session, ...).
 	PDU     *rules.PDU
 	Session protocols.Session
-	Modbus  *modbus.ADU
-	DNP3    *dnp3.Fragment
 	// Evasion: the frame was an evasion attempt (in enforce mode it was
 	// dropped, and for EvasionTCPOverlap the connection reset); EvasionName
 	// says which one.

@@ -101,7 +101,7 @@ func newRig(t testing.TB, rs *rules.Ruleset, tweak func(*Config)) *rig {
 		OnVerdict: func(d *Decision) {
 			r.mu.Lock()
 			dd := *d
-			dd.PDU, dd.Session, dd.Modbus, dd.DNP3 = nil, nil, nil, nil
+			dd.PDU, dd.Session = nil, nil
 			r.decs = append(r.decs, dd)
 			r.mu.Unlock()
 		},

@@ -4,8 +4,6 @@ import (
 	"unsafe"
 
 	"github.com/otgw/otgw/protocols"
-	"github.com/otgw/otgw/protocols/dnp3"
-	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/protocols/registry"
 	"github.com/otgw/otgw/rules"
 )
@@ -483,11 +481,11 @@ func (e *Engine) judge(c *hctx, f *flow, s side, b []byte, start, end int) bool 
 		// service frame: nothing to judge; it rides the allowed flow.
 		return true
 	case protocols.UnitMalformed:
-		adaptDecision(&c.dec, ss)
+		c.dec.Session = ss
 		return e.malformed(c, f, s, ss, ss.Anomaly(), start, end)
 	}
 	pdu := &c.pdu
-	adaptDecision(&c.dec, ss)
+	c.dec.Session = ss
 	if !pdu.Set(ss) {
 		// A unit rules cannot read (no protocol of theirs): refused.
 		return e.malformed(c, f, s, ss, ss.Anomaly(), start, end)
@@ -498,28 +496,9 @@ func (e *Engine) judge(c *hctx, f *flow, s side, b []byte, start, end int) bool 
 	ok := e.verdict(c, f, s, v, start, end, canReply)
 	ss.Commit(ok, ok && v.Action == rules.Allow)
 	if ok && pdu.Dir == protocols.Response {
-		switch {
-		case c.dec.Modbus != nil:
-			e.detectModbus(c, f, c.dec.Modbus, &v)
-		case c.dec.DNP3 != nil:
-			e.detectDNP3(c, f, c.dec.DNP3, &v)
-		}
+		e.detectPDU(c, f, pdu, &v)
 	}
 	return ok
-}
-
-// adaptDecision points d at the session (whose Fields render the report's
-// fields) and, for the protocols that have rate detectors (detect.go),
-// at the parser struct they read: the Modbus ADU, the DNP3 fragment. A
-// protocol without detectors needs nothing here.
-func adaptDecision(d *Decision, ss protocols.Session) {
-	d.Session = ss
-	switch ss := ss.(type) {
-	case *modbus.Session:
-		d.Modbus = ss.ADU()
-	case *dnp3.Session:
-		d.DNP3 = ss.Fragment()
-	}
 }
 
 // nativeReply writes into c.reply the protocol's own answer to a request

@@ -6,6 +6,10 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/protocols/modbus"
 )
 
 // Detector is a rate-based detection: the gateway counts matching responses
@@ -215,4 +219,59 @@ func marshalDetections(p *Policy) *yaml.Node {
 		k.HeadComment = commentText(det.Comment)
 	}
 	return m
+}
+
+// DetectMatch is one rate detector a response counts for. Server: the
+// subject is the responding device (the response's source address), not
+// the requester the response goes to.
+type DetectMatch struct {
+	Det    Detector
+	Server bool
+}
+
+// MaxDetectMatches is the most detectors one response counts for.
+const MaxDetectMatches = 2
+
+// Detections returns the rate detectors the response p counts for (the
+// first n of m): a Modbus exception 01, 02, 05 or 06; a DNP3 unsolicited
+// response, or a solicited one whose IIN2 reports no function support,
+// an unknown object or a parameter error. Requests count for none. It is
+// the one classification the engine counts by and learn measures with; it
+// allocates nothing.
+func (p *PDU) Detections() (m [MaxDetectMatches]DetectMatch, n int) {
+	if p.Dir != protocols.Response {
+		return m, 0
+	}
+	add := func(det Detector, server bool) {
+		m[n] = DetectMatch{det, server}
+		n++
+	}
+	switch p.Proto {
+	case protocols.ProtoModbus:
+		if p.Modbus.FC&0x80 == 0 {
+			break
+		}
+		switch modbus.ExceptionCode(p.Modbus.Exception) {
+		case modbus.ExceptionIllegalFunction:
+			add(DetectModbusFunctionScan, false)
+		case modbus.ExceptionIllegalDataAddress:
+			add(DetectModbusAddressScan, false)
+		case modbus.ExceptionAcknowledge, modbus.ExceptionServerDeviceBusy:
+			add(DetectModbusServerBusy, true)
+		}
+	case protocols.ProtoDNP3:
+		switch dnp3.FunctionCode(p.DNP3.FC) {
+		case dnp3.FuncUnsolicitedResp:
+			add(DetectDNP3UnsolicitedStorm, true)
+		case dnp3.FuncResponse:
+			// The scans are read in solicited responses (FC 0x81).
+			if p.DNP3.IIN&(dnp3.IINObjectUnknown|dnp3.IINParameterError) != 0 {
+				add(DetectDNP3ObjectScan, false)
+			}
+			if p.DNP3.IIN&dnp3.IINNoFuncCodeSupport != 0 {
+				add(DetectDNP3FunctionScan, false)
+			}
+		}
+	}
+	return m, n
 }

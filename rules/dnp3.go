@@ -43,6 +43,10 @@ func (p *PDU) SetDNP3(lf *dnp3.LinkFrame, fr *dnp3.Fragment, dir protocols.Dir) 
 	// no answer a rule's unsolicited: true allows.
 	d.Unsolicited = fr.Func == dnp3.FuncUnsolicitedResp || fr.UNS() && fr.Func.IsResponse()
 	d.PairedRequest = false
+	d.IIN = 0
+	if fr.HasIIN() {
+		d.IIN = fr.IIN
+	}
 	if fr.Anomaly != dnp3.AnomalyNone {
 		p.Anomaly = fr.Anomaly.Tagged()
 	} else if lf.Anomaly != dnp3.AnomalyBroadcast {

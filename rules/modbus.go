@@ -39,6 +39,10 @@ func (p *PDU) SetModbus(a *modbus.ADU, dir protocols.Dir) {
 	m.Addr, m.Qty = a.Address, a.Quantity
 	m.WriteAddr, m.WriteQty = 0, 0
 	m.PairedRequest = false
+	m.Exception = 0
+	if a.IsException {
+		m.Exception = uint8(a.Exception)
+	}
 	m.NValues = 0
 	m.Unread = false
 	fc := a.Func()

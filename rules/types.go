@@ -214,6 +214,9 @@ type Modbus struct {
 	// PairedRequest (responses): the transaction matched an outstanding
 	// request of this flow with the same unit and function.
 	PairedRequest bool
+	// Exception (responses): the exception code of an exception response
+	// (FC with the 0x80 bit), 0 otherwise. The rate detectors read it.
+	Exception uint8
 	// Unread (requests): the PDU ends before the fields after its function
 	// code (address, quantity, sub-function), so they are unknown: that
 	// fails any address range and any sub-function other than "any".
@@ -250,6 +253,9 @@ type DNP3 struct {
 	FuncUnread    bool
 	Unsolicited   bool // UNS bit or FC 130
 	PairedRequest bool // responses: matches an outstanding request
+	// IIN (responses): the internal indications, IIN1<<8 | IIN2; 0 for
+	// requests. The rate detectors read it.
+	IIN uint16
 }
 
 // MaxNodes is the most NodeIds an OPC UA PDU reports.

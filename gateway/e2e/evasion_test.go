@@ -23,6 +23,7 @@ import (
 	"github.com/otgw/otgw/internal/netns"
 	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/protocols"
+	"github.com/otgw/otgw/protocols/modbus"
 	"github.com/otgw/otgw/rules"
 )
 
@@ -104,10 +105,11 @@ type allowedLog struct {
 }
 
 func (a *allowedLog) onVerdict(d *gateway.Decision) {
-	if d.PDU == nil || d.Modbus == nil || d.PDU.Dir != protocols.Request || d.Verdict.Action != rules.Allow {
+	ms, _ := d.Session.(*modbus.Session)
+	if d.PDU == nil || ms == nil || d.PDU.Dir != protocols.Request || d.Verdict.Action != rules.Allow {
 		return
 	}
-	m := d.Modbus
+	m := ms.ADU()
 	b := make([]byte, 12)
 	binary.BigEndian.PutUint16(b[0:], m.TransactionID)
 	binary.BigEndian.PutUint16(b[2:], m.ProtocolID)
