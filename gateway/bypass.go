@@ -136,9 +136,10 @@ func (e *Engine) BypassCheck(bf *BypassFlow, lastSeen time.Time) bool {
 		return true
 	}
 	rf := f.rf // the flow's match cache belongs to the Handle goroutines
-	v := rs.EvaluateFlow(&rf)
-	if v.Action != rules.Allow || v.Inspect != protocols.ProtoNone || v.ConduitName != bf.Conduit {
-		return false
+	open := rules.OpenSYN
+	if rf.Transport != rules.TransportTCP {
+		open = rules.OpenDatagram
 	}
-	return rf.Transport == rules.TransportTCP || uninspectedUDP(rf.SrcPort, rf.DstPort) == ""
+	v, reversed, _ := rs.EvaluateOpen(&rf, open, nil)
+	return !reversed && v.Action == rules.Allow && v.Inspect == protocols.ProtoNone && v.ConduitName == bf.Conduit
 }

@@ -363,15 +363,11 @@ const (
 	EvasionTCPOverlap = "tcp_overlap_mismatch"
 	// ReasonEvasionTCPOverlap is the event reason of EvasionTCPOverlap.
 	ReasonEvasionTCPOverlap = "evasion:" + EvasionTCPOverlap
-	// NamedModbusUDP is the event reason of a UDP flow to or from port
-	// 502 that a plain udp rule would allow: Modbus over UDP is not inspected, so
-	// it is refused (Verdict.Reason protocol_not_allowed; monitor mode:
-	// an alert).
-	NamedModbusUDP = "modbus_udp_not_inspected"
-	// NamedDNP3UDP: the same for a UDP flow to or from port 20000 that
-	// only a plain udp rule allows (DNP3 over UDP crosses through a dnp3
-	// rule, inspected).
-	NamedDNP3UDP = "dnp3_udp_not_inspected"
+	// NamedModbusUDP and NamedDNP3UDP are the event reasons of UDP flows
+	// a plain udp rule would allow on an inspected protocol's port
+	// (rules.EvaluateOpen).
+	NamedModbusUDP = rules.NamedModbusUDP
+	NamedDNP3UDP   = rules.NamedDNP3UDP
 	// EvasionTCPUrgent: a segment with URG set on an inspected conduit.
 	// A receiver without SO_OOBINLINE (Linux's default) removes the byte
 	// before the urgent pointer from the stream, so the bytes its

@@ -22,32 +22,6 @@ const maxUnsent = 4096
 // headers plus at most one jumbo frame's payload.
 const outBufSize = 10240
 
-// The Modbus (Modbus Messaging on TCP/IP Implementation Guide V1.0b
-// section 4.1) and DNP3 (IEEE 1815-2012 Annex E) ports, for UDP too.
-const (
-	modbusUDPPort = 502
-	dnp3UDPPort   = 20000
-)
-
-// dnp3FromOutstation reports whether b starts with a DNP3 link frame
-// header whose DIR bit is clear: sent by an outstation (IEEE 1815-2012
-// clause 9.2.4.1.3).
-func dnp3FromOutstation(b []byte) bool {
-	return len(b) >= 10 && b[0] == 0x05 && b[1] == 0x64 && b[3]&0x80 == 0
-}
-
-// uninspectedUDP names the reason a UDP flow between ports sport and
-// dport may not cross without inspection: Modbus or DNP3 on either end.
-func uninspectedUDP(sport, dport uint16) string {
-	switch {
-	case sport == modbusUDPPort || dport == modbusUDPPort:
-		return NamedModbusUDP
-	case sport == dnp3UDPPort || dport == dnp3UDPPort:
-		return NamedDNP3UDP
-	}
-	return ""
-}
-
 func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
 func seqGT(a, b uint32) bool { return int32(a-b) > 0 }
 
@@ -173,70 +147,24 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 	rf := &c.rf
 	sender := sideClient // the side of the packet's sender in the new flow
 	var v rules.Verdict
-	switch {
-	case tcp && p.Flags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst|packet.TCPFin) == packet.TCPSyn:
-		e.orient(c, rf, sideClient)
-		v = c.rs.EvaluateFlow(rf)
-	case tcp:
+	open := rules.OpenDatagram
+	if tcp {
+		open = rules.OpenMidstream
+		if p.Flags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst|packet.TCPFin) == packet.TCPSyn {
+			open = rules.OpenSYN
+		}
+	}
+	e.orient(c, rf, sideClient)
+	v, reversed, named := c.rs.EvaluateOpen(rf, open, p.Payload)
+	if reversed {
+		sender = sideServer
+		c.reversed = true
+	}
+	c.dec.Named = named
+	if open == rules.OpenMidstream && (!v.AdoptsMidstream() || p.Flags&packet.TCPRst != 0) {
 		// Mid-stream: only a monitor-mode conduit (or policy) may adopt it.
-		e.orient(c, rf, sideClient)
-		v = c.rs.EvaluateFlow(rf)
-		if v.Action == rules.Deny {
-			e.orient(c, rf, sideServer)
-			if v2 := c.rs.EvaluateFlow(rf); v2.Action != rules.Deny {
-				v, sender = v2, sideServer
-			} else {
-				e.orient(c, rf, sideClient)
-			}
-		}
-		c.reversed = sender == sideServer
-		if v.Mode != rules.ModeMonitor || v.Action == rules.Deny || p.Flags&packet.TCPRst != 0 {
-			e.reportDrop(c, nil, DropNoFlow)
-			return true
-		}
-	default:
-		e.orient(c, rf, sideClient)
-		v = c.rs.EvaluateFlow(rf)
-		if v.Action == rules.Deny || v.Inspect == protocols.ProtoNone || v.Inspect == protocols.ProtoDNP3 && dnp3FromOutstation(p.Payload) {
-			// A UDP flow is judged from its initiator. The one exception
-			// is a responder that speaks first because its protocol says
-			// so: a DNP3 outstation's unsolicited response to its master
-			// (IEEE 1815-2012 clause 4.2.2.4 and Annex E), adopted only
-			// when the reversed datagram matches a conduit's DNP3 rule
-			// (master to outstation on the rule's port) and is inspected
-			// from there. A plain udp rule never adopts reverse traffic:
-			// with a conduit plc1 -> logsrv udp/514, the log server's
-			// datagrams from port 514 to any port of plc1 are new flows
-			// of logsrv, judged (and refused) as such. The reversed DNP3
-			// rule is preferred to an uninspected allowance, and to a DNP3
-			// rule the other way when the datagram's first frame comes
-			// from an outstation (DIR clear, IEEE 1815-2012 clause
-			// 9.2.4.1.3): the master is the one the DIR bit names, not the
-			// first to speak.
-			e.orient(c, rf, sideServer)
-			if v2 := c.rs.EvaluateFlow(rf); v2.Action == rules.Allow && v2.Inspect == protocols.ProtoDNP3 {
-				v, sender = v2, sideServer
-				c.reversed = true
-			} else {
-				e.orient(c, rf, sideClient)
-			}
-		}
-		if named := uninspectedUDP(rf.SrcPort, rf.DstPort); named != "" && v.Action != rules.Deny && v.Inspect == protocols.ProtoNone {
-			// Modbus over UDP (Modbus Messaging on TCP/IP Implementation
-			// Guide V1.0b section 4.1, port 502) is not inspected, and
-			// DNP3 over UDP (IEEE 1815-2012 Annex E, port 20000) only
-			// through a dnp3 rule: a plain udp rule must not let their
-			// requests through unjudged, in either direction of the flow
-			// (a flow a plain rule lets the outstation open would carry
-			// the master's operates back uninspected).
-			v.Reason, v.Rule, v.RuleName = rules.ReasonProtocolNotAllowed, -1, ""
-			c.dec.Named = named
-			if v.Mode == rules.ModeMonitor {
-				v.Action = rules.Alert
-			} else {
-				v.Action = rules.Deny
-			}
-		}
+		e.reportDrop(c, nil, DropNoFlow)
+		return true
 	}
 	if v.Action == rules.Deny {
 		e.ctr.flowDenied.Add(1)
