@@ -46,6 +46,14 @@ type PortOptions struct {
 	// saves the wakeup of a parked reader when frames arrive within the
 	// window, at the price of that much CPU after every burst.
 	SpinRead time.Duration
+	// XSKMap, with IOXDP, is the XDP program's socket map the port
+	// registers its AF_XDP socket in (hal/xdp's flow bypass, which owns
+	// the program on the interface); nil: the port attaches its own
+	// redirect program.
+	XSKMap XSKMap
+	// XDPGeneric, with IOXDP and no XSKMap, attaches the port's own
+	// program in generic (skb) mode instead of trying native mode first.
+	XDPGeneric bool
 }
 
 // IOMode is the frame I/O method of a Port.
@@ -63,15 +71,22 @@ const (
 	// IOMmsg moves frames with recvmmsg(2)/sendmmsg(2) on a plain
 	// AF_PACKET socket.
 	IOMmsg IOMode = "mmsg"
+	// IOXDP moves frames through an AF_XDP socket on the interface's
+	// receive queue 0, in copy mode, with an XDP program redirecting the
+	// queue's frames to it (afxdp_linux.go). The interface must have one
+	// receive queue.
+	IOXDP IOMode = "xdp"
+	// IOAuto is IOXDP where AF_XDP can be set up, else IODefault.
+	IOAuto IOMode = "auto"
 )
 
-// ParseIOMode parses "ring", "mmsg" or "" (IODefault).
+// ParseIOMode parses "ring", "mmsg", "xdp", "auto" or "" (IODefault).
 func ParseIOMode(s string) (IOMode, error) {
 	switch m := IOMode(s); m {
-	case IODefault, IORing, IOMmsg:
+	case IODefault, IORing, IOMmsg, IOXDP, IOAuto:
 		return m, nil
 	}
-	return "", fmt.Errorf("hal: I/O mode %q: want ring or mmsg", s)
+	return "", fmt.Errorf("hal: I/O mode %q: want ring, mmsg, xdp or auto", s)
 }
 
 // PortIO reports the I/O method of a Port opened by OpenPort ("" for
@@ -82,6 +97,8 @@ func PortIO(p Port) IOMode {
 		return IORing
 	case *afPacket:
 		return IOMmsg
+	case *xdpPort:
+		return IOXDP
 	}
 	return ""
 }
@@ -137,6 +154,14 @@ func OpenPort(name string, opts PortOptions) (Port, error) {
 		return openRing(name, opts)
 	case IOMmsg:
 		return openMmsg(name, opts)
+	case IOXDP:
+		return openXDP(name, opts)
+	case IOAuto:
+		if p, err := openXDP(name, opts); err == nil {
+			return p, nil
+		}
+		opts.IO = IODefault
+		return OpenPort(name, opts)
 	case IODefault:
 		p, err := openRing(name, opts)
 		if err == nil {
