@@ -61,7 +61,7 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	fs.BoolVar(&cfg.StripAddrs, "strip-addrs", false, "remove IP addresses found on the ports instead of refusing to start")
 	fs.IntVar(&cfg.MaxFlows, "max-flows", 0, "flow table size (default: the engine's)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&ioMode, "io", "", "port I/O: ring (TPACKET_V2 mmap rings) or mmsg (recvmmsg/sendmmsg); default ring, falling back to mmsg where rings are unavailable")
+	fs.StringVar(&ioMode, "io", "", "port I/O: ring (TPACKET_V2 mmap rings), mmsg (recvmmsg/sendmmsg), xdp (AF_XDP sockets in copy mode, one receive queue per port; refuses to start where AF_XDP cannot be set up) or auto (xdp, else the default with a log line); default ring, falling back to mmsg where rings are unavailable")
 	fs.StringVar(&xdpMode, "xdp", "", "XDP flow bypass of plain tcp:/udp: conduits: auto (attach in native mode, else say so and forward in user space), on (attach, in generic mode where native is not possible (veth), or refuse to start) or off; default: the board profile's")
 	fwRoot := fs.String("fw-root", "", "factory firmware trust root: report the last boot, health-check a trial firmware slot and commit it after --trial-period (update/BOOT.md)")
 	fwState := fs.String("fw-state", "", "firmware state directory (default: the board profile's slots.state)")
@@ -77,7 +77,7 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	// BENCHMARKS.md "datapath" (OTGW_BENCH_PROFILE in gateway/e2e).
 	fs.StringVar(&cpuProf, "cpuprofile", "", "debug: write a Go CPU profile of the whole run to this file")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: otgw run --policy P [--board NAME] [--ports north,south] [--syslog URL]... [--events FILE] [--status ADDR] [--capture-denied DIR] [--io ring|mmsg] [--xdp auto|on|off]")
+		fmt.Fprintln(stderr, "usage: otgw run --policy P [--board NAME] [--ports north,south] [--syslog URL]... [--events FILE] [--status ADDR] [--capture-denied DIR] [--io ring|mmsg|xdp|auto] [--xdp auto|on|off]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

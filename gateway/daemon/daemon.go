@@ -57,7 +57,9 @@ type Config struct {
 	MaxFlows int
 	// IO is the ports' frame I/O method (hal.IODefault: the TPACKET_V2
 	// ring, measured faster, falling back to recvmmsg/sendmmsg where the
-	// ring cannot be set up).
+	// ring cannot be set up). hal.IOXDP (AF_XDP) refuses to start where
+	// AF_XDP cannot be set up; hal.IOAuto then falls back to the default
+	// with a log line (openPorts).
 	IO hal.IOMode
 	// SpinRead is how long a ring port's reader polls the empty ring
 	// before it parks (0: park at once); see hal.PortOptions.SpinRead.
@@ -414,13 +416,8 @@ func (d *Daemon) openDatapath() (*datapath, error) {
 	}
 	dp := &datapath{}
 	var err error
-	for i, name := range d.ports {
-		if dp.hports[i], err = hal.OpenPort(name, popts); err != nil {
-			if i == 1 {
-				dp.hports[0].Close()
-			}
-			return nil, fmt.Errorf("daemon: %w", err)
-		}
+	if dp.hports, err = d.openPorts(popts); err != nil {
+		return nil, err
 	}
 	closePorts := func() { dp.hports[0].Close(); dp.hports[1].Close() }
 	bypass, bindBypass := d.engineBypass()
@@ -461,6 +458,47 @@ func (d *Daemon) openDatapath() (*datapath, error) {
 		return nil, err
 	}
 	return dp, nil
+}
+
+// openPorts opens both ports with the I/O method of popts. AF_XDP ports
+// register their sockets with the XDP flow bypass's program when it is
+// attached (one XDP program per port), else each attaches its own. With
+// hal.IOAuto, a failure to set up AF_XDP on either port is logged once
+// and both ports open with hal.IODefault.
+func (d *Daemon) openPorts(popts hal.PortOptions) ([2]hal.Port, error) {
+	var ps [2]hal.Port
+	if popts.IO == hal.IOXDP || popts.IO == hal.IOAuto {
+		if d.xdp != nil && d.xdp.xsk {
+			popts.XSKMap = d.xdp.fp
+		}
+	}
+	open := func(popts hal.PortOptions) error {
+		for i, name := range d.ports {
+			p, err := hal.OpenPort(name, popts)
+			if err != nil {
+				if i == 1 {
+					ps[0].Close()
+				}
+				ps = [2]hal.Port{}
+				return err
+			}
+			ps[i] = p
+		}
+		return nil
+	}
+	if popts.IO == hal.IOAuto {
+		popts.IO = hal.IOXDP
+		err := open(popts)
+		if err == nil {
+			return ps, nil
+		}
+		d.log.Warn("AF_XDP unavailable, ports use the default I/O", "err", err)
+		popts.IO, popts.XSKMap = hal.IODefault, nil
+	}
+	if err := open(popts); err != nil {
+		return ps, fmt.Errorf("daemon: %w", err)
+	}
+	return ps, nil
 }
 
 // serve runs the control plane once and the datapath until ctx is done,
