@@ -268,6 +268,10 @@ func openXDP(name string, opts PortOptions) (p Port, err error) {
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sb) != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sb)
 	}
+	// Copy mode sends at most 32 frames per kick unless told more
+	// (XDP_MAX_TX_SKB_BUDGET, Linux 6.17; older kernels refuse it and
+	// WriteBatch kicks again on EAGAIN).
+	_ = unix.SetsockoptInt(fd, unix.SOL_XDP, unix.XDP_MAX_TX_SKB_BUDGET, min(txN, MaxBatch))
 	sa := &unix.SockaddrXDP{Flags: unix.XDP_COPY | unix.XDP_USE_NEED_WAKEUP, Ifindex: uint32(ifi), QueueID: xskQueue}
 	if err := unix.Bind(fd, sa); err != nil {
 		return fail("bind (copy mode, queue 0)", err)
