@@ -22,7 +22,7 @@ import (
 // with IOXDP): 256 + 256 UMEM frames of 2 KiB, 1 MiB per port (the
 // TPACKET_V2 ring's defaults take 1.5 MiB).
 const (
-	DefaultXSKRxFrames  = 256
+	DefaultXSKRxFrames  = 512
 	DefaultXSKTxFrames  = 256
 	DefaultXSKFrameSize = 2048
 )
