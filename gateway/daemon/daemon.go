@@ -102,6 +102,12 @@ type Config struct {
 	// run reads it from OTGW_FAULT_XDP_UNAVAILABLE). Never set it in service.
 	XDP                 board.XDPMode
 	XDPFaultUnavailable bool
+	// XDPAttach, with XDP on, forces the attach mode (otgw run's hidden
+	// --xdp-attach, for measurements): "native" takes driver mode even on
+	// a veth, whose peers then need GRO on and transmit checksumming off
+	// (hal/xdp doc.go), "generic" skb mode; "" the default (native, and
+	// generic on veth ports).
+	XDPAttach string
 }
 
 // Errors of Run.

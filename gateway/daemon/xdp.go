@@ -136,8 +136,15 @@ func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 	// XDP program per port.
 	xsk := d.cfg.IO == hal.IOXDP || d.cfg.IO == hal.IOAuto
 	cfg := xdp.Config{North: d.ports[0], South: d.ports[1], MaxFlows: d.cfg.MaxFlows, Logger: d.cfg.Logger, XSK: xsk}
-	if mode == board.XDPAuto {
+	switch {
+	case mode == board.XDPAuto:
 		cfg.Mode = xdp.ModeNative
+	case d.cfg.XDPAttach == "native":
+		cfg.Mode = xdp.ModeNative
+	case d.cfg.XDPAttach == "generic":
+		cfg.Mode = xdp.ModeGeneric
+	case d.cfg.XDPAttach != "":
+		return d.failStart("xdp", fmt.Errorf("daemon: --xdp-attach %q: want native or generic", d.cfg.XDPAttach))
 	}
 	switch {
 	case d.cfg.XDPFaultUnavailable:
