@@ -333,6 +333,10 @@ type benchVariant struct {
 	io   string // ring | mmsg
 	spin string // --spin-read value, "" for none
 	xdp  bool   // --xdp on (else --xdp off)
+	// native: --xdp on --xdp-attach native, with the peers set up as a
+	// native redirect between veths needs (GRO on, transmit checksumming
+	// off: nativePeers) for this variant and the bridge measured before it.
+	native bool
 }
 
 func (v benchVariant) String() string {
@@ -342,6 +346,9 @@ func (v benchVariant) String() string {
 	}
 	if v.xdp {
 		s += " --xdp on"
+	}
+	if v.native {
+		s += " --xdp-attach native (peers: GRO on, tx csum off)"
 	}
 	return s
 }
@@ -365,8 +372,10 @@ func benchVariants(t *testing.T) []benchVariant {
 				v.spin = d
 			} else if opt == "xdp" {
 				v.xdp = true
+			} else if opt == "native" {
+				v.xdp, v.native = true, true
 			} else {
-				t.Fatalf("OTGW_BENCH_IO %q: want MODE[/spin=DURATION][/xdp]", f)
+				t.Fatalf("OTGW_BENCH_IO %q: want MODE[/spin=DURATION][/xdp][/native]", f)
 			}
 		}
 		vs = append(vs, v)
@@ -394,6 +403,9 @@ func benchGateway(t *testing.T, l *netns.Line, v benchVariant) benchResult {
 	args := []string{"--io", v.io, "--xdp", "off"}
 	if v.xdp {
 		args[3] = "on"
+	}
+	if v.native {
+		args = append(args, "--xdp-attach", "native")
 	}
 	if v.spin != "" {
 		args = append(args, "--spin-read", v.spin)
@@ -436,6 +448,31 @@ func benchGateway(t *testing.T, l *netns.Line, v benchVariant) benchResult {
 	gr.rssKB = procRSS(t, pid)
 	gr.flows = int(counter(g.statusJSON(), "flows", "active"))
 	return gr
+}
+
+// nativePeers sets the client's and server's veth up for a native-mode
+// XDP redirect between the gateway's veths (on), or back (off): a native
+// redirect to a veth needs NAPI on its peer (GRO on) and carries no
+// CHECKSUM_PARTIAL state, so the senders must complete their checksums
+// (hal/xdp doc.go).
+func nativePeers(t *testing.T, l *netns.Line, on bool) {
+	t.Helper()
+	for _, ns := range []*netns.NS{l.Client, l.Server} {
+		err := ns.Do(func() error {
+			have, err := hal.Features("eth0")
+			if err != nil {
+				return err
+			}
+			want := map[string]bool{"rx-gro": on}
+			if _, ok := have["tx-checksum-ip-generic"]; ok { // veth's one checksum feature
+				want["tx-checksum-ip-generic"] = !on
+			}
+			return hal.SetFeatures("eth0", want)
+		})
+		if err != nil {
+			t.Fatalf("peer features in %s: %v", ns.Name, err)
+		}
+	}
 }
 
 // portDrops sums the ports' kernel_drops in a status document.
@@ -550,12 +587,18 @@ func TestDatapathBench(t *testing.T) {
 	grs := make([]benchResult, len(variants))
 	pairs := make([]benchResult, len(variants))
 	for i, v := range variants {
-		if i > 0 {
+		if v.native {
+			nativePeers(t, l, true)
+		}
+		if i > 0 || v.native {
 			pairs[i] = bridge(false)
 		} else {
 			pairs[i] = br
 		}
 		grs[i] = benchGateway(t, l, v)
+		if v.native {
+			nativePeers(t, l, false)
+		}
 	}
 
 	ratio := func(a, b float64) string {
