@@ -106,7 +106,8 @@ type Config struct {
 	// --xdp-attach, for measurements): "native" takes driver mode even on
 	// a veth, whose peers then need GRO on and transmit checksumming off
 	// (hal/xdp doc.go), "generic" skb mode; "" the default (native, and
-	// generic on veth ports).
+	// generic on veth ports). With IO xdp and no bypass, "generic" attaches
+	// the ports' own programs in generic mode (hal.PortOptions.XDPGeneric).
 	XDPAttach string
 }
 
@@ -477,6 +478,7 @@ func (d *Daemon) openPorts(popts hal.PortOptions) ([2]hal.Port, error) {
 		if d.xdp != nil && d.xdp.xsk {
 			popts.XSKMap = d.xdp.fp
 		}
+		popts.XDPGeneric = d.cfg.XDPAttach == "generic"
 	}
 	open := func(popts hal.PortOptions) error {
 		for i, name := range d.ports {

@@ -337,6 +337,9 @@ type benchVariant struct {
 	// native redirect between veths needs (GRO on, transmit checksumming
 	// off: nativePeers) for this variant and the bridge measured before it.
 	native bool
+	// generic: --xdp-attach generic (the AF_XDP ports' own programs in
+	// generic mode).
+	generic bool
 }
 
 func (v benchVariant) String() string {
@@ -349,6 +352,9 @@ func (v benchVariant) String() string {
 	}
 	if v.native {
 		s += " --xdp-attach native (peers: GRO on, tx csum off)"
+	}
+	if v.generic {
+		s += " --xdp-attach generic"
 	}
 	return s
 }
@@ -374,8 +380,10 @@ func benchVariants(t *testing.T) []benchVariant {
 				v.xdp = true
 			} else if opt == "native" {
 				v.xdp, v.native = true, true
+			} else if opt == "generic" {
+				v.generic = true
 			} else {
-				t.Fatalf("OTGW_BENCH_IO %q: want MODE[/spin=DURATION][/xdp][/native]", f)
+				t.Fatalf("OTGW_BENCH_IO %q: want MODE[/spin=DURATION][/xdp][/native][/generic]", f)
 			}
 		}
 		vs = append(vs, v)
@@ -406,6 +414,9 @@ func benchGateway(t *testing.T, l *netns.Line, v benchVariant) benchResult {
 	}
 	if v.native {
 		args = append(args, "--xdp-attach", "native")
+	}
+	if v.generic {
+		args = append(args, "--xdp-attach", "generic")
 	}
 	if v.spin != "" {
 		args = append(args, "--spin-read", v.spin)
