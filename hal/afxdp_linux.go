@@ -123,6 +123,8 @@ type xdpPort struct {
 	txMu                  sync.RWMutex // read: WriteBatch in progress; write: Close
 	kicks, kickErr        atomic.Uint64
 	rxCsumGuess, txNoSlot atomic.Uint64
+	spinReadNs            int64
+	busyPoll              bool
 
 	// read side
 	rbufs  [][]byte
@@ -274,6 +276,16 @@ func openXDP(name string, opts PortOptions) (p Port, err error) {
 	// (XDP_MAX_TX_SKB_BUDGET, Linux 6.17; older kernels refuse it and
 	// WriteBatch kicks again on EAGAIN).
 	_ = unix.SetsockoptInt(fd, unix.SOL_XDP, unix.XDP_MAX_TX_SKB_BUDGET, min(txN, MaxBatch))
+	if opts.BusyPoll {
+		us := max(int(opts.SpinRead/time.Microsecond), 20)
+		for _, o := range [][2]int{{unix.SO_PREFER_BUSY_POLL, 1}, {unix.SO_BUSY_POLL, us}, {unix.SO_BUSY_POLL_BUDGET, 64}} {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[0], o[1]); err != nil {
+				return fail(fmt.Sprintf("busy poll (socket option %d)", o[0]), err)
+			}
+		}
+		x.busyPoll = true
+	}
+	x.spinReadNs = int64(opts.SpinRead)
 	sa := &unix.SockaddrXDP{Flags: unix.XDP_COPY | unix.XDP_USE_NEED_WAKEUP, Ifindex: uint32(ifi), QueueID: xskQueue}
 	if err := unix.Bind(fd, sa); err != nil {
 		return fail("bind (copy mode, queue 0)", err)
@@ -448,9 +460,33 @@ func (x *xdpPort) harvest() int {
 	return n
 }
 
+// doRead runs inside RawConn.Read: it harvests the RX ring, spinning for
+// up to SpinRead when it is empty (with BusyPoll, each look preceded by a
+// recvfrom that busy-polls the driver); false parks the goroutine until
+// the kernel signals a frame (or the deadline or Close).
 func (x *xdpPort) doRead(uintptr) bool {
-	x.rn = x.harvest()
-	return x.rn > 0
+	if x.rn = x.harvest(); x.rn > 0 {
+		return true
+	}
+	if x.spinReadNs <= 0 {
+		return false
+	}
+	end := time.Now().UnixNano() + x.spinReadNs
+	every := 32 // reading the clock costs more than a look at the ring
+	if x.busyPoll {
+		every = 2 // but less than a busy-poll round
+	}
+	for i := 1; ; i++ {
+		if x.busyPoll {
+			_, _, _ = unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(x.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+		}
+		if x.rn = x.harvest(); x.rn > 0 {
+			return true
+		}
+		if i%every == 0 && time.Now().UnixNano() > end {
+			return false
+		}
+	}
 }
 
 func (x *xdpPort) ReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {

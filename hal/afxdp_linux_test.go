@@ -185,3 +185,38 @@ func TestXDPPortRefusesJumboFrames(t *testing.T) {
 		t.Errorf("OpenPort(9100-byte frames) = %v, want an error naming p0", err)
 	}
 }
+
+// TestXDPPortSpinBusyPoll: with SpinRead and BusyPoll (socket options
+// accepted, recvfrom per look while spinning) frames still cross both ways
+// byte for byte, and a reader spinning on an empty ring still honours its
+// deadline.
+func TestXDPPortSpinBusyPoll(t *testing.T) {
+	pr := newPairOpts(t, hal.PortOptions{IO: hal.IOXDP, SpinRead: time.Millisecond, BusyPoll: true})
+	for i, dir := range []struct{ from, to hal.Port }{{pr.p, pr.q}, {pr.q, pr.p}} {
+		want := frame(200, uint32(7000+i))
+		if _, err := dir.from.WriteBatch([][]byte{want}); err != nil {
+			t.Fatal(err)
+		}
+		got, _, ok := readMatch(t, dir.to, 2*time.Second, func(f []byte) bool {
+			s, ok := testSeq(f)
+			return ok && s == uint32(7000+i)
+		})
+		if !ok || !bytes.Equal(got, want) {
+			t.Errorf("%s -> %s: got %x, want %x", dir.from.Name(), dir.to.Name(), got, want)
+		}
+	}
+	start := time.Now()
+	_ = pr.p.SetReadDeadline(start.Add(50 * time.Millisecond))
+	for {
+		_, err := pr.p.ReadBatch(bufs(1, 2048), make([]int, 1), nil)
+		if err == hal.ErrTimeout {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Since(start) > 2*time.Second {
+			t.Fatal("ReadBatch never timed out")
+		}
+	}
+}

@@ -41,8 +41,8 @@ type PortOptions struct {
 	// the process: RingFrameSize*(RxRingFrames+TxRingFrames) bytes count
 	// in its RSS from the start.
 	RxRingFrames, TxRingFrames int
-	// SpinRead is how long an IORing ReadBatch keeps polling the empty
-	// ring before it parks the goroutine (0: park at once). Spinning
+	// SpinRead is how long an IORing or IOXDP ReadBatch keeps polling the
+	// empty ring before it parks the goroutine (0: park at once). Spinning
 	// saves the wakeup of a parked reader when frames arrive within the
 	// window, at the price of that much CPU after every burst.
 	SpinRead time.Duration
@@ -51,6 +51,15 @@ type PortOptions struct {
 	// the program on the interface); nil: the port attaches its own
 	// redirect program.
 	XSKMap XSKMap
+	// BusyPoll, with IOXDP, asks the kernel to busy-poll the driver's
+	// NAPI context for the socket (SO_PREFER_BUSY_POLL, SO_BUSY_POLL of
+	// SpinRead but at least 20 µs, SO_BUSY_POLL_BUDGET 64;
+	// Documentation/networking/af_xdp.rst): while ReadBatch spins
+	// (SpinRead) each look at the RX ring is preceded by a recvfrom that
+	// runs the driver's receive. Where the socket has no NAPI context of
+	// its own (generic mode, veth without native XDP) it costs the system
+	// calls and gains nothing.
+	BusyPoll bool
 	// XDPGeneric, with IOXDP and no XSKMap, attaches the port's own
 	// program in generic (skb) mode instead of trying native mode first.
 	XDPGeneric bool

@@ -72,7 +72,8 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	fs.Var(&captureSize, "capture-denied-size", "bound on all --capture-denied files together, e.g. 512MiB, 1GiB")
 	fs.IntVar(&cfg.CaptureDeniedFiles, "capture-denied-files", forensic.DefaultMaxFiles, "number of --capture-denied files kept (each closed at size/files bytes, the oldest removed)")
 	fs.Float64Var(&cfg.TransactionRate, "transaction-rate", txlog.DefaultRate, "records per second (on average) of the transaction log of conduits with log: transactions; the excess is counted, not logged")
-	fs.DurationVar(&cfg.SpinRead, "spin-read", 0, "ring only: poll an empty ring this long before sleeping (costs that much CPU after every burst; made latency worse on 2 cores, see BENCHMARKS.md)")
+	fs.DurationVar(&cfg.SpinRead, "spin-read", 0, "ring and xdp: poll an empty ring this long before sleeping (costs that much CPU after every burst; made latency worse on 2 cores, see BENCHMARKS.md)")
+	fs.BoolVar(&cfg.BusyPoll, "busy-poll", false, "xdp only: busy-poll the driver's receive while spinning (--spin-read; SO_PREFER_BUSY_POLL, SO_BUSY_POLL): for NICs in native XDP mode, nothing to poll on veth")
 	// Hidden (not in the usage line): for profiling the datapath, see
 	// BENCHMARKS.md "datapath" (OTGW_BENCH_PROFILE in gateway/e2e).
 	fs.StringVar(&cpuProf, "cpuprofile", "", "debug: write a Go CPU profile of the whole run to this file")

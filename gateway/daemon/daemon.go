@@ -61,9 +61,12 @@ type Config struct {
 	// AF_XDP cannot be set up; hal.IOAuto then falls back to the default
 	// with a log line (openPorts).
 	IO hal.IOMode
-	// SpinRead is how long a ring port's reader polls the empty ring
-	// before it parks (0: park at once); see hal.PortOptions.SpinRead.
+	// SpinRead is how long a ring or AF_XDP port's reader polls the empty
+	// ring before it parks (0: park at once); see hal.PortOptions.SpinRead.
 	SpinRead time.Duration
+	// BusyPoll makes AF_XDP ports (IO xdp) busy-poll the driver while they
+	// spin (SpinRead); see hal.PortOptions.BusyPoll.
+	BusyPoll bool
 	// WatchdogInterval is the keepalive period (default 1s).
 	WatchdogInterval time.Duration
 	// Stderr receives events as JSON lines while no syslog destination is
@@ -417,7 +420,7 @@ func (d *Daemon) openCapture(c *cleanups) error {
 func (d *Daemon) openDatapath() (*datapath, error) {
 	// A ring slot holds the largest frame of the MTU with two VLAN tags.
 	bufSize := max(DefaultBufSize, d.mtu+14+8+hal.VLANHeadroom)
-	popts := hal.PortOptions{IO: d.cfg.IO, SpinRead: d.cfg.SpinRead}
+	popts := hal.PortOptions{IO: d.cfg.IO, SpinRead: d.cfg.SpinRead, BusyPoll: d.cfg.BusyPoll}
 	if need := d.mtu + 14 + 8 + 80; need > hal.DefaultRingFrameSize {
 		popts.RingFrameSize = need
 	}

@@ -340,6 +340,7 @@ type benchVariant struct {
 	// generic: --xdp-attach generic (the AF_XDP ports' own programs in
 	// generic mode).
 	generic bool
+	busy    bool // --busy-poll (AF_XDP, with /spin=)
 }
 
 func (v benchVariant) String() string {
@@ -355,6 +356,9 @@ func (v benchVariant) String() string {
 	}
 	if v.generic {
 		s += " --xdp-attach generic"
+	}
+	if v.busy {
+		s += " --busy-poll"
 	}
 	return s
 }
@@ -382,8 +386,10 @@ func benchVariants(t *testing.T) []benchVariant {
 				v.xdp, v.native = true, true
 			} else if opt == "generic" {
 				v.generic = true
+			} else if opt == "busy" {
+				v.busy = true
 			} else {
-				t.Fatalf("OTGW_BENCH_IO %q: want MODE[/spin=DURATION][/xdp][/native][/generic]", f)
+				t.Fatalf("OTGW_BENCH_IO %q: want MODE[/spin=DURATION][/xdp][/native][/generic][/busy]", f)
 			}
 		}
 		vs = append(vs, v)
@@ -417,6 +423,9 @@ func benchGateway(t *testing.T, l *netns.Line, v benchVariant) benchResult {
 	}
 	if v.generic {
 		args = append(args, "--xdp-attach", "generic")
+	}
+	if v.busy {
+		args = append(args, "--busy-poll")
 	}
 	if v.spin != "" {
 		args = append(args, "--spin-read", v.spin)
