@@ -57,9 +57,10 @@ type Config struct {
 	MaxFlows int
 	// IO is the ports' frame I/O method (hal.IODefault: the TPACKET_V2
 	// ring, measured faster, falling back to recvmmsg/sendmmsg where the
-	// ring cannot be set up). hal.IOXDP (AF_XDP) refuses to start where
-	// AF_XDP cannot be set up; hal.IOAuto then falls back to the default
-	// with a log line (openPorts).
+	// ring cannot be set up), or the board profile's io.mode. hal.IOXDP
+	// (AF_XDP) refuses to start where AF_XDP cannot be set up; hal.IOAuto
+	// then falls back to the default with a log line (openPorts). The
+	// profile's io.rx_frames and io.tx_frames size the rings or UMEM.
 	IO hal.IOMode
 	// SpinRead is how long a ring or AF_XDP port's reader polls the empty
 	// ring before it parks (0: park at once); see hal.PortOptions.SpinRead.
@@ -221,6 +222,14 @@ func Run(ctx context.Context, cfg Config) error {
 	defer c.run()
 	if err := d.resolvePorts(); err != nil {
 		return err
+	}
+	if d.cfg.IO == hal.IODefault && d.profile.IO.Mode != "" {
+		// The board's default I/O (board.IO), unless --io says otherwise.
+		io, err := hal.ParseIOMode(d.profile.IO.Mode)
+		if err != nil {
+			return fmt.Errorf("daemon: board %s: %w", d.profile.Name, err)
+		}
+		d.cfg.IO = io
 	}
 	if err := d.openEvents(&c); err != nil {
 		return err
@@ -420,7 +429,8 @@ func (d *Daemon) openCapture(c *cleanups) error {
 func (d *Daemon) openDatapath() (*datapath, error) {
 	// A ring slot holds the largest frame of the MTU with two VLAN tags.
 	bufSize := max(DefaultBufSize, d.mtu+14+8+hal.VLANHeadroom)
-	popts := hal.PortOptions{IO: d.cfg.IO, SpinRead: d.cfg.SpinRead, BusyPoll: d.cfg.BusyPoll}
+	popts := hal.PortOptions{IO: d.cfg.IO, SpinRead: d.cfg.SpinRead, BusyPoll: d.cfg.BusyPoll,
+		RxRingFrames: d.profile.IO.RxFrames, TxRingFrames: d.profile.IO.TxFrames}
 	if need := d.mtu + 14 + 8 + 80; need > hal.DefaultRingFrameSize {
 		popts.RingFrameSize = need
 	}
