@@ -3,6 +3,7 @@ package hal_test
 import (
 	"bytes"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,14 +99,16 @@ func TestXDPPortPairForwardsBothWays(t *testing.T) {
 			}
 			got := make(map[uint32]int, total)
 			bad := 0
+			var arrived atomic.Int64
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				collect(t, dir.to, total, 10*time.Second, func(f []byte, _ hal.FrameMeta) {
+				collect(t, dir.to, total, 20*time.Second, func(f []byte, _ hal.FrameMeta) {
 					s, ok := testSeq(f)
 					if !ok {
 						return
 					}
+					arrived.Add(1)
 					if w, ok := want[s]; !ok || !bytes.Equal(f, w) {
 						bad++
 						return
@@ -113,14 +116,18 @@ func TestXDPPortPairForwardsBothWays(t *testing.T) {
 					got[s]++
 				})
 			}()
-			// Batches of 16 with a pause, so the 64-frame rings of the
-			// ports in between (and the sink's reader) keep up on a busy
-			// machine: this test is about bytes, not rate.
+			// Batches of 16, never more than 32 frames ahead of the sink,
+			// so the 64-frame rings of the ports in between keep up
+			// however late the relay goroutines run on a busy machine:
+			// this test is about bytes, not rate.
 			for i := 0; i < total; i += 16 {
+				deadline := time.Now().Add(2 * time.Second)
+				for int64(i)-arrived.Load() > 32 && time.Now().Before(deadline) {
+					time.Sleep(100 * time.Microsecond)
+				}
 				if _, err := dir.from.WriteBatch(frames[i:min(i+16, total)]); err != nil {
 					t.Fatal(err)
 				}
-				time.Sleep(time.Millisecond)
 			}
 			<-done
 			missing, dup := 0, 0

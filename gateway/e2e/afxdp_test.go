@@ -26,7 +26,7 @@ func TestAFXDPModbus(t *testing.T) {
 			l := netns.NewLine(t)
 			startPymodbus(t, l)
 			g := startGateway(t, l, policyYAML("enforce", "reply"), "--io", "xdp", "--xdp", xdpMode)
-			if out := g.out.String(); !strings.Contains(out, "io=xdp") {
+			if out := waitOutput(g, "io=xdp"); !strings.Contains(out, "io=xdp") {
 				t.Fatalf("gateway not running with io=xdp:\n%s", tail(out, 20))
 			}
 			for _, p := range []string{l.North, l.South} {
@@ -74,11 +74,25 @@ func TestAFXDPAutoFallsBack(t *testing.T) {
 	}
 	startPymodbus(t, l)
 	g := startGateway(t, l, policyYAML("enforce", "reply"), "--io", "auto", "--xdp", "off")
-	out := g.out.String()
+	out := waitOutput(g, "io=")
 	if !strings.Contains(out, "AF_XDP unavailable") || !strings.Contains(out, "io=ring") {
 		t.Fatalf("want the fall-back log line and io=ring:\n%s", tail(out, 20))
 	}
 	if got := readHolding(t, l, 5, 1); got[0] != 1005 {
 		t.Errorf("read holding 5 after the fall-back: got %d, want 1005", got[0])
+	}
+}
+
+// waitOutput returns the gateway's output once it contains s, or after 2 s
+// (the "gateway running" line, which names the I/O method, follows the
+// start event startGateway waits for).
+func waitOutput(g *gw, s string) string {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		out := g.out.String()
+		if strings.Contains(out, s) || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
