@@ -111,20 +111,18 @@ type xdpPort struct {
 	rc      syscall.RawConn
 	closed  atomic.Bool
 
-	umem                  []byte
-	frameSize             int
-	headroom              int // where the kernel puts a frame in its UMEM frame
-	rxRing, fill          xskRing
-	txRing, comp          xskRing
-	xsk                   XSKMap    // where the socket is registered
-	ownMap                *ebpf.Map // the port's own XSKMAP (nil with opts.XSKMap)
-	ownProg               *ebpf.Program
-	ownLink               link.Link
-	txMu                  sync.RWMutex // read: WriteBatch in progress; write: Close
-	kicks, kickErr        atomic.Uint64
-	rxCsumGuess, txNoSlot atomic.Uint64
-	spinReadNs            int64
-	busyPoll              bool
+	umem         []byte
+	frameSize    int
+	headroom     int // where the kernel puts a frame in its UMEM frame
+	rxRing, fill xskRing
+	txRing, comp xskRing
+	xsk          XSKMap    // where the socket is registered
+	ownMap       *ebpf.Map // the port's own XSKMAP (nil with opts.XSKMap)
+	ownProg      *ebpf.Program
+	ownLink      link.Link
+	txMu         sync.RWMutex // read: WriteBatch in progress; write: Close
+	spinReadNs   int64
+	busyPoll     bool
 
 	// read side
 	rbufs  [][]byte
@@ -436,10 +434,7 @@ func (x *xdpPort) harvest() int {
 		}
 		copy(b[:size], x.umem[off:off+size])
 		m := FrameMeta{WireLen: wire, Truncated: wire > size}
-		if checksumPartial(b[:size]) {
-			m.ChecksumNotReady = true
-			x.rxCsumGuess.Add(1)
-		}
+		m.ChecksumNotReady = checksumPartial(b[:size])
 		if m.Truncated {
 			x.rxTrunc.Add(1)
 		}
@@ -528,7 +523,6 @@ func (x *xdpPort) reclaim() {
 // it sends up to 32 frames per call in the caller's context and answers
 // EAGAIN when more remain). Raw system call: it never blocks.
 func (x *xdpPort) kick() unix.Errno {
-	x.kicks.Add(1)
 	_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(x.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	return e
 }
@@ -561,7 +555,6 @@ func (x *xdpPort) flushTx() unix.Errno {
 				return unix.EAGAIN
 			}
 		default:
-			x.kickErr.Add(1)
 			return e
 		}
 	}
@@ -626,7 +619,6 @@ func (x *xdpPort) WriteBatch(frames [][]byte) (int, error) {
 		if j == 0 {
 			// No TX frame free: the kernel still holds them all (the
 			// completion ring fills as the peer frees the sk_buffs).
-			x.txNoSlot.Add(1)
 			if waitStart.IsZero() {
 				waitStart = time.Now()
 			} else if time.Since(waitStart) > txWaitMax {
