@@ -113,7 +113,6 @@ type xdpPort struct {
 
 	umem         []byte
 	frameSize    int
-	headroom     int // where the kernel puts a frame in its UMEM frame
 	rxRing, fill xskRing
 	txRing, comp xskRing
 	xsk          XSKMap    // where the socket is registered
@@ -202,7 +201,7 @@ func openXDP(name string, opts PortOptions) (p Port, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("hal: port %s: socket(AF_XDP): %w: %w", name, ErrNotSupported, err)
 	}
-	x := &xdpPort{name: name, ifindex: ifi, fd: fd, frameSize: fs, headroom: unix.XDP_PACKET_HEADROOM}
+	x := &xdpPort{name: name, ifindex: ifi, fd: fd, frameSize: fs}
 	defer func() {
 		if err != nil {
 			x.release()
@@ -271,8 +270,8 @@ func openXDP(name string, opts PortOptions) (p Port, err error) {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sb)
 	}
 	// Copy mode sends at most 32 frames per kick unless told more
-	// (XDP_MAX_TX_SKB_BUDGET, Linux 6.17; older kernels refuse it and
-	// WriteBatch kicks again on EAGAIN).
+	// (XDP_MAX_TX_SKB_BUDGET, accepted by the 6.18 kernel here; older
+	// kernels refuse it and WriteBatch kicks again on EAGAIN).
 	_ = unix.SetsockoptInt(fd, unix.SOL_XDP, unix.XDP_MAX_TX_SKB_BUDGET, min(txN, MaxBatch))
 	if opts.BusyPoll {
 		us := max(int(opts.SpinRead/time.Microsecond), 20)
