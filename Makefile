@@ -85,9 +85,10 @@ demo: ## live gateway between namespaces with a real PLC and HMI (root; offline 
 	@bash simulate/demo/demo.sh
 
 .PHONY: bench-datapath
-# Gateway columns of bench-datapath: MODE[/spin=DURATION][/xdp], comma-separated.
-BENCH_IO ?= ring,mmsg,ring/xdp
-bench-datapath: ## gateway (BENCH_IO: ring, mmsg, ring with the XDP bypass) vs kernel bridge on one veth topology: small packets, TCP, Modbus RTT, RSS with 10k flows (root, < 3 min)
+# Gateway columns of bench-datapath: MODE[/spin=DURATION][/xdp][/native][/generic][/busy], comma-separated
+# (MODE: ring, mmsg, xdp = AF_XDP ports; /xdp adds the XDP flow bypass).
+BENCH_IO ?= ring,xdp,mmsg,ring/xdp
+bench-datapath: ## gateway (BENCH_IO: ring, AF_XDP, mmsg, ring with the XDP bypass) vs kernel bridge on one veth topology: small packets, TCP, Modbus RTT, RSS with 10k flows (root, < 3 min)
 	@mkdir -p dist
 	set -o pipefail; OTGW_BENCH_DATAPATH=1 OTGW_BENCH_IO=$(BENCH_IO) OTGW_BENCH_OUT=$(CURDIR)/dist/bench-datapath.md \
 	  $(GO) test -count=1 -timeout 5m -run '^TestDatapathBench$$' -v ./gateway/e2e | grep -v 'level='

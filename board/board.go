@@ -91,7 +91,18 @@ type Profile struct {
 	Bypass      Bypass   `yaml:"bypass"`
 	FailMode    FailMode `yaml:"fail_mode"`
 	XDP         XDPMode  `yaml:"xdp"` // the XDP flow bypass by default ("" = off)
+	IO          IO       `yaml:"io"`  // the ports' frame I/O by default
 	Slots       Slots    `yaml:"slots"`
+}
+
+// IO is a board's default frame I/O for its ports (otgw run --io) and
+// their buffer sizes, which count in the process's RSS (each frame 2 KiB,
+// per port). The zero value takes hal's defaults: the TPACKET_V2 ring
+// (falling back to recvmmsg), 512 RX and 256 TX frames.
+type IO struct {
+	Mode     string `yaml:"mode"`      // ring, mmsg, xdp (AF_XDP) or auto (xdp, else the default); "" = the default
+	RxFrames int    `yaml:"rx_frames"` // per port: RX ring slots or AF_XDP RX UMEM frames (0 = hal's default)
+	TxFrames int    `yaml:"tx_frames"` // per port: TX ring slots or AF_XDP TX UMEM frames (0 = hal's default)
 }
 
 // Match says how Detect recognises the board.
@@ -210,6 +221,14 @@ func (p *Profile) Validate() error {
 	case "", XDPOff, XDPAuto, XDPOn:
 	default:
 		return bad("xdp %q (want auto, on or off)", p.XDP)
+	}
+	switch p.IO.Mode {
+	case "", "ring", "mmsg", "xdp", "auto":
+	default:
+		return bad("io mode %q (want ring, mmsg, xdp or auto)", p.IO.Mode)
+	}
+	if p.IO.RxFrames < 0 || p.IO.RxFrames > 1<<16 || p.IO.TxFrames < 0 || p.IO.TxFrames > 1<<16 {
+		return bad("io rx_frames %d, tx_frames %d (want 0-65536)", p.IO.RxFrames, p.IO.TxFrames)
 	}
 	switch p.Slots.Kind {
 	case SlotFile, SlotUBoot, SlotGRUB:

@@ -109,6 +109,8 @@ func TestParseRejects(t *testing.T) {
 		{"unknown field", strings.Replace(base, "arch:", "archh: x, arch:", 1), "archh"},
 		{"duplicate", "[" + base + ", " + base + "]", "twice"},
 		{"uboot without env", strings.Replace(base, "kind: file", "kind: uboot", 1), "need env"},
+		{"unknown io mode", strings.Replace(base, "fail_mode:", "io: {mode: v3}, fail_mode:", 1), "io mode"},
+		{"negative io frames", strings.Replace(base, "fail_mode:", "io: {rx_frames: -1}, fail_mode:", 1), "rx_frames"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -51,7 +51,7 @@ type benchLine struct {
 	userspace bool
 }
 
-func newBenchLine(b *testing.B, userspace bool, mode hal.IOMode) *benchLine {
+func newBenchLine(b *testing.B, userspace bool, o hal.PortOptions) *benchLine {
 	src, gw, dst := netns.New(b, "bsrc"), netns.New(b, "bgw"), netns.New(b, "bdst")
 	netns.Veth(b, src, "s0", gw, "a0")
 	netns.Veth(b, gw, "b0", dst, "d0")
@@ -71,7 +71,6 @@ func newBenchLine(b *testing.B, userspace bool, mode hal.IOMode) *benchLine {
 	l.src = openPort(b, src, "s0")
 	l.dst = openPort(b, dst, "d0")
 	if userspace {
-		o := hal.PortOptions{IO: mode}
 		a, c := openPortOpts(b, gw, "a0", o), openPortOpts(b, gw, "b0", o)
 		var wg sync.WaitGroup
 		wg.Add(2)
@@ -128,8 +127,9 @@ var startTime time.Time
 
 // BenchmarkForward compares frames/s through the user-space AF_PACKET
 // bridge (TPACKET_V2 rings, then recvmmsg/sendmmsg) with the kernel
-// bridge on the same topology in the same run. The source and sink ports
-// use the default (ring) I/O in every case.
+// bridge on the same topology in the same run, and the AF_XDP port with
+// its own program in native and in generic mode. The source and sink
+// ports use the default (ring) I/O in every case.
 // Run with -benchtime=NNNNx (frames per run), e.g.:
 //
 //	go test -run '^$' -bench Forward -benchtime=300000x ./hal
@@ -138,10 +138,16 @@ func BenchmarkForward(b *testing.B) {
 	for _, tc := range []struct {
 		name      string
 		userspace bool
-		mode      hal.IOMode
-	}{{"hal-ring", true, hal.IORing}, {"hal-mmsg", true, hal.IOMmsg}, {"kernel-bridge", false, ""}} {
+		opts      hal.PortOptions
+	}{
+		{"hal-ring", true, hal.PortOptions{IO: hal.IORing}},
+		{"hal-mmsg", true, hal.PortOptions{IO: hal.IOMmsg}},
+		{"hal-xdp", true, hal.PortOptions{IO: hal.IOXDP}},
+		{"hal-xdp-generic", true, hal.PortOptions{IO: hal.IOXDP, XDPGeneric: true}},
+		{"kernel-bridge", false, hal.PortOptions{}},
+	} {
 		b.Run(tc.name, func(b *testing.B) {
-			l := newBenchLine(b, tc.userspace, tc.mode)
+			l := newBenchLine(b, tc.userspace, tc.opts)
 			got, elapsed := l.run(b, b.N)
 			if elapsed <= 0 {
 				elapsed = time.Nanosecond

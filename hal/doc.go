@@ -16,7 +16,12 @@
 //     the tag comes from tpacket2_hdr's tp_vlan_tci/tp_vlan_tpid there),
 //     where a batch costs no system call to receive and one send(2) kick
 //     to transmit; and recvmmsg(2)/sendmmsg(2) on a plain socket, the
-//     fallback where rings are unavailable (qemu-user). Not TPACKET_V3:
+//     fallback where rings are unavailable (qemu-user). A third method,
+//     IOXDP (afxdp_linux.go), is an AF_XDP socket (XDP_COPY,
+//     XDP_USE_NEED_WAKEUP; Documentation/networking/af_xdp.rst) on the
+//     interface's one receive queue, fed by an XDP program: the port's
+//     own (bpf_redirect_map on an XSKMAP, held by a BPF link of this
+//     process) or hal/xdp's flow bypass (PortOptions.XSKMap). Not TPACKET_V3:
 //     its block timeout adds latency. Either way the socket sits in the
 //     Go runtime's poller, so Close and read deadlines wake a blocked
 //     reader.

@@ -115,7 +115,7 @@ func waitUp(t testing.TB, ns *netns.NS, dev string) {
 }
 
 // ioModes are the Port implementations every port test runs against.
-var ioModes = []hal.IOMode{hal.IORing, hal.IOMmsg}
+var ioModes = []hal.IOMode{hal.IORing, hal.IOMmsg, hal.IOXDP}
 
 // forEachIO runs f as one subtest per I/O method.
 func forEachIO(t *testing.T, f func(t *testing.T, mode hal.IOMode)) {

@@ -41,11 +41,28 @@ type PortOptions struct {
 	// the process: RingFrameSize*(RxRingFrames+TxRingFrames) bytes count
 	// in its RSS from the start.
 	RxRingFrames, TxRingFrames int
-	// SpinRead is how long an IORing ReadBatch keeps polling the empty
-	// ring before it parks the goroutine (0: park at once). Spinning
+	// SpinRead is how long an IORing or IOXDP ReadBatch keeps polling the
+	// empty ring before it parks the goroutine (0: park at once). Spinning
 	// saves the wakeup of a parked reader when frames arrive within the
 	// window, at the price of that much CPU after every burst.
 	SpinRead time.Duration
+	// XSKMap, with IOXDP, is the XDP program's socket map the port
+	// registers its AF_XDP socket in (hal/xdp's flow bypass, which owns
+	// the program on the interface); nil: the port attaches its own
+	// redirect program.
+	XSKMap XSKMap
+	// BusyPoll, with IOXDP, asks the kernel to busy-poll the driver's
+	// NAPI context for the socket (SO_PREFER_BUSY_POLL, SO_BUSY_POLL of
+	// SpinRead but at least 20 µs, SO_BUSY_POLL_BUDGET 64;
+	// Documentation/networking/af_xdp.rst): while ReadBatch spins
+	// (SpinRead) each look at the RX ring is preceded by a recvfrom that
+	// runs the driver's receive. Where the socket has no NAPI context of
+	// its own (generic mode, veth without native XDP) it costs the system
+	// calls and gains nothing.
+	BusyPoll bool
+	// XDPGeneric, with IOXDP and no XSKMap, attaches the port's own
+	// program in generic (skb) mode instead of trying native mode first.
+	XDPGeneric bool
 }
 
 // IOMode is the frame I/O method of a Port.
@@ -63,15 +80,22 @@ const (
 	// IOMmsg moves frames with recvmmsg(2)/sendmmsg(2) on a plain
 	// AF_PACKET socket.
 	IOMmsg IOMode = "mmsg"
+	// IOXDP moves frames through an AF_XDP socket on the interface's
+	// receive queue 0, in copy mode, with an XDP program redirecting the
+	// queue's frames to it (afxdp_linux.go). The interface must have one
+	// receive queue.
+	IOXDP IOMode = "xdp"
+	// IOAuto is IOXDP where AF_XDP can be set up, else IODefault.
+	IOAuto IOMode = "auto"
 )
 
-// ParseIOMode parses "ring", "mmsg" or "" (IODefault).
+// ParseIOMode parses "ring", "mmsg", "xdp", "auto" or "" (IODefault).
 func ParseIOMode(s string) (IOMode, error) {
 	switch m := IOMode(s); m {
-	case IODefault, IORing, IOMmsg:
+	case IODefault, IORing, IOMmsg, IOXDP, IOAuto:
 		return m, nil
 	}
-	return "", fmt.Errorf("hal: I/O mode %q: want ring or mmsg", s)
+	return "", fmt.Errorf("hal: I/O mode %q: want ring, mmsg, xdp or auto", s)
 }
 
 // PortIO reports the I/O method of a Port opened by OpenPort ("" for
@@ -82,6 +106,8 @@ func PortIO(p Port) IOMode {
 		return IORing
 	case *afPacket:
 		return IOMmsg
+	case *xdpPort:
+		return IOXDP
 	}
 	return ""
 }
@@ -137,6 +163,14 @@ func OpenPort(name string, opts PortOptions) (Port, error) {
 		return openRing(name, opts)
 	case IOMmsg:
 		return openMmsg(name, opts)
+	case IOXDP:
+		return openXDP(name, opts)
+	case IOAuto:
+		if p, err := openXDP(name, opts); err == nil {
+			return p, nil
+		}
+		opts.IO = IODefault
+		return OpenPort(name, opts)
 	case IODefault:
 		p, err := openRing(name, opts)
 		if err == nil {

@@ -166,8 +166,11 @@ func TestPortVLANTagRestored(t *testing.T) {
 				if !bytes.Equal(got, want) {
 					t.Errorf("frame:\n got %x\nwant %x", got, want)
 				}
-				if meta.VLANRestored != (tc.tpid != 0) || meta.WireLen != len(want) {
-					t.Errorf("meta = %+v, want VLANRestored=%v WireLen=%d", meta, tc.tpid != 0, len(want))
+				// XDP runs before the kernel strips a tag: an AF_XDP port
+				// gets it in the frame, with nothing to restore.
+				restored := tc.tpid != 0 && mode != hal.IOXDP
+				if meta.VLANRestored != restored || meta.WireLen != len(want) {
+					t.Errorf("meta = %+v, want VLANRestored=%v WireLen=%d", meta, restored, len(want))
 				}
 			})
 		}

@@ -59,7 +59,7 @@ func TestParseIOMode(t *testing.T) {
 		in   string
 		want hal.IOMode
 		ok   bool
-	}{{"", hal.IODefault, true}, {"ring", hal.IORing, true}, {"mmsg", hal.IOMmsg, true}, {"v3", "", false}} {
+	}{{"", hal.IODefault, true}, {"ring", hal.IORing, true}, {"mmsg", hal.IOMmsg, true}, {"xdp", hal.IOXDP, true}, {"auto", hal.IOAuto, true}, {"v3", "", false}} {
 		got, err := hal.ParseIOMode(tc.in)
 		if got != tc.want || (err == nil) != tc.ok {
 			t.Errorf("ParseIOMode(%q) = %q, %v; want %q, ok=%v", tc.in, got, err, tc.want, tc.ok)

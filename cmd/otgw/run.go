@@ -61,7 +61,7 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	fs.BoolVar(&cfg.StripAddrs, "strip-addrs", false, "remove IP addresses found on the ports instead of refusing to start")
 	fs.IntVar(&cfg.MaxFlows, "max-flows", 0, "flow table size (default: the engine's)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&ioMode, "io", "", "port I/O: ring (TPACKET_V2 mmap rings) or mmsg (recvmmsg/sendmmsg); default ring, falling back to mmsg where rings are unavailable")
+	fs.StringVar(&ioMode, "io", "", "port I/O: ring (TPACKET_V2 mmap rings), mmsg (recvmmsg/sendmmsg), xdp (AF_XDP sockets in copy mode, one receive queue per port; refuses to start where AF_XDP cannot be set up) or auto (xdp, else the default with a log line); default ring, falling back to mmsg where rings are unavailable")
 	fs.StringVar(&xdpMode, "xdp", "", "XDP flow bypass of plain tcp:/udp: conduits: auto (attach in native mode, else say so and forward in user space), on (attach, in generic mode where native is not possible (veth), or refuse to start) or off; default: the board profile's")
 	fwRoot := fs.String("fw-root", "", "factory firmware trust root: report the last boot, health-check a trial firmware slot and commit it after --trial-period (update/BOOT.md)")
 	fwState := fs.String("fw-state", "", "firmware state directory (default: the board profile's slots.state)")
@@ -72,12 +72,14 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	fs.Var(&captureSize, "capture-denied-size", "bound on all --capture-denied files together, e.g. 512MiB, 1GiB")
 	fs.IntVar(&cfg.CaptureDeniedFiles, "capture-denied-files", forensic.DefaultMaxFiles, "number of --capture-denied files kept (each closed at size/files bytes, the oldest removed)")
 	fs.Float64Var(&cfg.TransactionRate, "transaction-rate", txlog.DefaultRate, "records per second (on average) of the transaction log of conduits with log: transactions; the excess is counted, not logged")
-	fs.DurationVar(&cfg.SpinRead, "spin-read", 0, "ring only: poll an empty ring this long before sleeping (costs that much CPU after every burst; made latency worse on 2 cores, see BENCHMARKS.md)")
+	fs.DurationVar(&cfg.SpinRead, "spin-read", 0, "ring and xdp: poll an empty ring this long before sleeping (costs that much CPU after every burst; made latency worse on 2 cores, see BENCHMARKS.md)")
+	fs.BoolVar(&cfg.BusyPoll, "busy-poll", false, "xdp only: busy-poll the driver's receive while spinning (--spin-read; SO_PREFER_BUSY_POLL, SO_BUSY_POLL): for NICs in native XDP mode, nothing to poll on veth")
 	// Hidden (not in the usage line): for profiling the datapath, see
 	// BENCHMARKS.md "datapath" (OTGW_BENCH_PROFILE in gateway/e2e).
 	fs.StringVar(&cpuProf, "cpuprofile", "", "debug: write a Go CPU profile of the whole run to this file")
+	fs.StringVar(&cfg.XDPAttach, "xdp-attach", "", "debug: with --xdp on, attach native (driver mode, even on veth: the peers need GRO on and transmit checksumming off) or generic; default native, generic on veth. With --io xdp and no bypass, generic attaches the ports' own programs in generic mode")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: otgw run --policy P [--board NAME] [--ports north,south] [--syslog URL]... [--events FILE] [--status ADDR] [--capture-denied DIR] [--io ring|mmsg] [--xdp auto|on|off]")
+		fmt.Fprintln(stderr, "usage: otgw run --policy P [--board NAME] [--ports north,south] [--syslog URL]... [--events FILE] [--status ADDR] [--capture-denied DIR] [--io ring|mmsg|xdp|auto] [--xdp auto|on|off]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

@@ -57,11 +57,17 @@ type Config struct {
 	MaxFlows int
 	// IO is the ports' frame I/O method (hal.IODefault: the TPACKET_V2
 	// ring, measured faster, falling back to recvmmsg/sendmmsg where the
-	// ring cannot be set up).
+	// ring cannot be set up), or the board profile's io.mode. hal.IOXDP
+	// (AF_XDP) refuses to start where AF_XDP cannot be set up; hal.IOAuto
+	// then falls back to the default with a log line (openPorts). The
+	// profile's io.rx_frames and io.tx_frames size the rings or UMEM.
 	IO hal.IOMode
-	// SpinRead is how long a ring port's reader polls the empty ring
-	// before it parks (0: park at once); see hal.PortOptions.SpinRead.
+	// SpinRead is how long a ring or AF_XDP port's reader polls the empty
+	// ring before it parks (0: park at once); see hal.PortOptions.SpinRead.
 	SpinRead time.Duration
+	// BusyPoll makes AF_XDP ports (IO xdp) busy-poll the driver while they
+	// spin (SpinRead); see hal.PortOptions.BusyPoll.
+	BusyPoll bool
 	// WatchdogInterval is the keepalive period (default 1s).
 	WatchdogInterval time.Duration
 	// Stderr receives events as JSON lines while no syslog destination is
@@ -100,6 +106,13 @@ type Config struct {
 	// run reads it from OTGW_FAULT_XDP_UNAVAILABLE). Never set it in service.
 	XDP                 board.XDPMode
 	XDPFaultUnavailable bool
+	// XDPAttach, with XDP on, forces the attach mode (otgw run's hidden
+	// --xdp-attach, for measurements): "native" takes driver mode even on
+	// a veth, whose peers then need GRO on and transmit checksumming off
+	// (hal/xdp doc.go), "generic" skb mode; "" the default (native, and
+	// generic on veth ports). With IO xdp and no bypass, "generic" attaches
+	// the ports' own programs in generic mode (hal.PortOptions.XDPGeneric).
+	XDPAttach string
 }
 
 // Errors of Run.
@@ -209,6 +222,14 @@ func Run(ctx context.Context, cfg Config) error {
 	defer c.run()
 	if err := d.resolvePorts(); err != nil {
 		return err
+	}
+	if d.cfg.IO == hal.IODefault && d.profile.IO.Mode != "" {
+		// The board's default I/O (board.IO), unless --io says otherwise.
+		io, err := hal.ParseIOMode(d.profile.IO.Mode)
+		if err != nil {
+			return fmt.Errorf("daemon: board %s: %w", d.profile.Name, err)
+		}
+		d.cfg.IO = io
 	}
 	if err := d.openEvents(&c); err != nil {
 		return err
@@ -408,19 +429,15 @@ func (d *Daemon) openCapture(c *cleanups) error {
 func (d *Daemon) openDatapath() (*datapath, error) {
 	// A ring slot holds the largest frame of the MTU with two VLAN tags.
 	bufSize := max(DefaultBufSize, d.mtu+14+8+hal.VLANHeadroom)
-	popts := hal.PortOptions{IO: d.cfg.IO, SpinRead: d.cfg.SpinRead}
+	popts := hal.PortOptions{IO: d.cfg.IO, SpinRead: d.cfg.SpinRead, BusyPoll: d.cfg.BusyPoll,
+		RxRingFrames: d.profile.IO.RxFrames, TxRingFrames: d.profile.IO.TxFrames}
 	if need := d.mtu + 14 + 8 + 80; need > hal.DefaultRingFrameSize {
 		popts.RingFrameSize = need
 	}
 	dp := &datapath{}
 	var err error
-	for i, name := range d.ports {
-		if dp.hports[i], err = hal.OpenPort(name, popts); err != nil {
-			if i == 1 {
-				dp.hports[0].Close()
-			}
-			return nil, fmt.Errorf("daemon: %w", err)
-		}
+	if dp.hports, err = d.openPorts(popts); err != nil {
+		return nil, err
 	}
 	closePorts := func() { dp.hports[0].Close(); dp.hports[1].Close() }
 	bypass, bindBypass := d.engineBypass()
@@ -461,6 +478,48 @@ func (d *Daemon) openDatapath() (*datapath, error) {
 		return nil, err
 	}
 	return dp, nil
+}
+
+// openPorts opens both ports with the I/O method of popts. AF_XDP ports
+// register their sockets with the XDP flow bypass's program when it is
+// attached (one XDP program per port), else each attaches its own. With
+// hal.IOAuto, a failure to set up AF_XDP on either port is logged once
+// and both ports open with hal.IODefault.
+func (d *Daemon) openPorts(popts hal.PortOptions) ([2]hal.Port, error) {
+	var ps [2]hal.Port
+	if popts.IO == hal.IOXDP || popts.IO == hal.IOAuto {
+		if d.xdp != nil && d.xdp.xsk {
+			popts.XSKMap = d.xdp.fp
+		}
+		popts.XDPGeneric = d.cfg.XDPAttach == "generic"
+	}
+	open := func(popts hal.PortOptions) error {
+		for i, name := range d.ports {
+			p, err := hal.OpenPort(name, popts)
+			if err != nil {
+				if i == 1 {
+					ps[0].Close()
+				}
+				ps = [2]hal.Port{}
+				return err
+			}
+			ps[i] = p
+		}
+		return nil
+	}
+	if popts.IO == hal.IOAuto {
+		popts.IO = hal.IOXDP
+		err := open(popts)
+		if err == nil {
+			return ps, nil
+		}
+		d.log.Warn("AF_XDP unavailable, ports use the default I/O", "err", err)
+		popts.IO, popts.XSKMap = hal.IODefault, nil
+	}
+	if err := open(popts); err != nil {
+		return ps, fmt.Errorf("daemon: %w", err)
+	}
+	return ps, nil
 }
 
 // serve runs the control plane once and the datapath until ctx is done,

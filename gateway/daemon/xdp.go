@@ -15,6 +15,7 @@ import (
 
 	"github.com/otgw/otgw/board"
 	"github.com/otgw/otgw/gateway"
+	"github.com/otgw/otgw/hal"
 	"github.com/otgw/otgw/hal/xdp"
 	"github.com/otgw/otgw/rules"
 )
@@ -47,6 +48,7 @@ const (
 // fastPath is the daemon's side of the XDP bypass.
 type fastPath struct {
 	fp     *xdp.FastPath
+	xsk    bool // the program hands what it does not forward to AF_XDP ports (--io xdp or auto)
 	log    *slog.Logger
 	offers chan offer
 
@@ -130,9 +132,19 @@ func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 	}
 	var fp *xdp.FastPath
 	var err error
-	cfg := xdp.Config{North: d.ports[0], South: d.ports[1], MaxFlows: d.cfg.MaxFlows, Logger: d.cfg.Logger}
-	if mode == board.XDPAuto {
+	// With AF_XDP ports the bypass's program is also theirs: there is one
+	// XDP program per port.
+	xsk := d.cfg.IO == hal.IOXDP || d.cfg.IO == hal.IOAuto
+	cfg := xdp.Config{North: d.ports[0], South: d.ports[1], MaxFlows: d.cfg.MaxFlows, Logger: d.cfg.Logger, XSK: xsk}
+	switch {
+	case mode == board.XDPAuto:
 		cfg.Mode = xdp.ModeNative
+	case d.cfg.XDPAttach == "native":
+		cfg.Mode = xdp.ModeNative
+	case d.cfg.XDPAttach == "generic":
+		cfg.Mode = xdp.ModeGeneric
+	case d.cfg.XDPAttach != "":
+		return d.failStart("xdp", fmt.Errorf("daemon: --xdp-attach %q: want native or generic", d.cfg.XDPAttach))
 	}
 	switch {
 	case d.cfg.XDPFaultUnavailable:
@@ -153,7 +165,7 @@ func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 		d.log.Warn("xdp: fast path unavailable, every flow stays in user space", "err", err)
 		return nil
 	}
-	x := &fastPath{fp: fp, log: d.cfg.Logger.With("component", "xdp"), offers: make(chan offer, xdpOfferQueue),
+	x := &fastPath{fp: fp, xsk: xsk, log: d.cfg.Logger.With("component", "xdp"), offers: make(chan offer, xdpOfferQueue),
 		flows: map[xdp.Key]*bypassed{}, totals: map[string]*[2]uint64{}, removed: map[string]uint64{}}
 	d.xdp, d.xdpState = x, xdpStateAttached
 	ctx, cancel := context.WithCancel(ctx)

@@ -41,6 +41,14 @@
 //     default, renewed every 10 ms); a dead or frozen owner stops the
 //     fast path within the lease (measured by TestFailClosedOnSIGKILL).
 //
+// With Config.XSK (the gateway's --io xdp), what the program does not
+// redirect goes to the AF_XDP socket registered for the frame's receive
+// queue (bpf_redirect_map on a per-port BPF_MAP_TYPE_XSKMAP, with XDP_PASS
+// as the fallback action where no socket is registered; FastPath is a
+// hal.XSKMap): one XDP program per port serves both the bypass and the
+// inspected path. Each port then gets its own copy of the program, bound
+// to its own XSKMAP. Documentation/networking/af_xdp.rst.
+//
 // Kernel references: Documentation/bpf/map_hash.rst and map_array.rst
 // (the flow hash map; the per-CPU stats array and the lease array),
 // Documentation/bpf/redirect.rst (bpf_redirect, XDP_REDIRECT),

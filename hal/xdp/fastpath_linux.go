@@ -94,6 +94,13 @@ type Config struct {
 	// space meanwhile: the engine must forward those as it did before
 	// the flow was bypassed.
 	Lease time.Duration
+	// XSK makes the program hand every frame it does not redirect to the
+	// AF_XDP socket registered for the frame's receive queue
+	// (RegisterXSK: the gateway's --io xdp ports, hal.PortOptions.XSKMap)
+	// instead of passing it to the stack; where no socket is registered
+	// the frame passes as before. Each port then gets its own copy of the
+	// program with its own XSKMAP.
+	XSK bool
 	// Logger receives one line per start and stop (nil: discard).
 	Logger *slog.Logger
 }
@@ -125,7 +132,9 @@ type FastPath struct {
 	mu     sync.RWMutex // guards closed against Close; the maps are the kernel's
 	closed bool
 
-	prog      *ebpf.Program
+	prog      *ebpf.Program // the north port's (and without XSK the south port's too)
+	progSouth *ebpf.Program // with XSK: the south port's copy, with its own xsk map
+	xsks      [2]*ebpf.Map  // with XSK: per port, receive queue -> AF_XDP socket
 	flows     *ebpf.Map
 	stats     *ebpf.Map
 	lease     *ebpf.Map
@@ -200,12 +209,25 @@ func New(cfg Config) (b *FastPath, err error) {
 	// The 32-bit ARM JIT has no BPF atomics: with them the kernel would
 	// run the whole program in the interpreter (or refuse it with
 	// CONFIG_BPF_JIT_ALWAYS_ON), so plain counters from the start there.
+	if cfg.XSK {
+		for i := range b.xsks {
+			b.xsks[i], err = ebpf.NewMap(&ebpf.MapSpec{
+				Name: xskMapName, Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: maxXSKQueues,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("xdp: create XSKMAP: %w (%w)", ErrUnavailable, err)
+			}
+		}
+	}
 	b.atomic = !cfg.NonAtomicCounters && runtime.GOARCH != "arm"
-	b.prog, err = b.load(b.atomic)
+	b.prog, err = b.load(b.atomic, b.xsks[0])
 	if err != nil && b.atomic {
 		b.log.Info("xdp: program with atomic counters refused, loading plain counters", "err", err)
 		b.atomic = false
-		b.prog, err = b.load(false)
+		b.prog, err = b.load(false, b.xsks[0])
+	}
+	if err == nil && cfg.XSK {
+		b.progSouth, err = b.load(b.atomic, b.xsks[1])
 	}
 	if err != nil {
 		return nil, fmt.Errorf("xdp: load program: %w (%w)", ErrUnavailable, err)
@@ -228,7 +250,7 @@ func New(cfg Config) (b *FastPath, err error) {
 	}
 	b.log.Info("xdp: bypass attached", "north", cfg.North, "north_mode", b.modes[0],
 		"south", cfg.South, "south_mode", b.modes[1], "atomic_counters", b.atomic,
-		"max_flows", cfg.MaxFlows, "lease", b.leaseD)
+		"max_flows", cfg.MaxFlows, "lease", b.leaseD, "xsk", cfg.XSK)
 	return b, nil
 }
 
@@ -263,8 +285,18 @@ func (b *FastPath) runRenew() {
 	}
 }
 
-func (b *FastPath) load(atomic bool) (*ebpf.Program, error) {
-	insns := program(atomic)
+// maxXSKQueues bounds the receive queues an XSKMAP holds sockets for.
+const maxXSKQueues = 64
+
+// load loads the program; with xsk (not nil) the variant that hands
+// frames it does not redirect to the sockets in xsk.
+func (b *FastPath) load(atomic bool, xsk *ebpf.Map) (*ebpf.Program, error) {
+	insns := program(atomic, xsk != nil)
+	if xsk != nil {
+		if err := insns.AssociateMap(xskMapName, xsk); err != nil {
+			return nil, err
+		}
+	}
 	if err := insns.AssociateMap(flowsMapName, b.flows); err != nil {
 		return nil, err
 	}
@@ -296,7 +328,11 @@ func (b *FastPath) attach(i int, mode Mode) error {
 		if m == ModeGeneric {
 			flags = link.XDPGenericMode
 		}
-		l, err := link.AttachXDP(link.XDPOptions{Program: b.prog, Interface: int(b.ifindex[i]), Flags: flags})
+		prog := b.prog
+		if i == int(South) && b.progSouth != nil {
+			prog = b.progSouth
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: int(b.ifindex[i]), Flags: flags})
 		if err == nil {
 			b.links[i], b.modes[i] = l, m
 			return nil
@@ -304,6 +340,53 @@ func (b *FastPath) attach(i int, mode Mode) error {
 		errs = append(errs, fmt.Errorf("%s: %w", m, err))
 	}
 	return fmt.Errorf("xdp: attach to %s: %w (%w)", b.names[i], ErrUnavailable, errors.Join(errs...))
+}
+
+// RegisterXSK makes fd, an AF_XDP socket bound to receive queue queue of
+// the port with interface index ifindex, the destination of that queue's
+// frames the bypass does not forward (hal.XSKMap). It needs Config.XSK.
+func (b *FastPath) RegisterXSK(ifindex, queue, fd int) error {
+	m, err := b.xskMap(ifindex, queue)
+	if err != nil {
+		return err
+	}
+	if err := m.Update(uint32(queue), uint32(fd), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("xdp: register AF_XDP socket for ifindex %d queue %d: %w", ifindex, queue, err)
+	}
+	return nil
+}
+
+// UnregisterXSK removes the socket of a port's receive queue; its frames
+// pass to the stack from then on (hal.XSKMap).
+func (b *FastPath) UnregisterXSK(ifindex, queue int) error {
+	m, err := b.xskMap(ifindex, queue)
+	if err != nil {
+		return err
+	}
+	if err := m.Delete(uint32(queue)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("xdp: unregister AF_XDP socket for ifindex %d queue %d: %w", ifindex, queue, err)
+	}
+	return nil
+}
+
+func (b *FastPath) xskMap(ifindex, queue int) (*ebpf.Map, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return nil, ErrClosed
+	}
+	if b.xsks[0] == nil {
+		return nil, fmt.Errorf("xdp: AF_XDP socket for ifindex %d: the bypass was made without Config.XSK", ifindex)
+	}
+	if queue < 0 || queue >= maxXSKQueues {
+		return nil, fmt.Errorf("xdp: AF_XDP socket for queue %d: want 0-%d", queue, maxXSKQueues-1)
+	}
+	for i, ifi := range b.ifindex {
+		if int(ifi) == ifindex {
+			return b.xsks[i], nil
+		}
+	}
+	return nil, fmt.Errorf("xdp: AF_XDP socket for ifindex %d: not one of the bypass's ports %s/%s", ifindex, b.names[0], b.names[1])
 }
 
 // Mode returns the attach mode a port got.
@@ -589,10 +672,12 @@ func (b *FastPath) release() error {
 			b.links[i] = nil
 		}
 	}
-	if b.prog != nil {
-		_ = b.prog.Close()
+	for _, p := range []*ebpf.Program{b.prog, b.progSouth} {
+		if p != nil {
+			_ = p.Close()
+		}
 	}
-	for _, m := range []*ebpf.Map{b.flows, b.stats, b.lease} {
+	for _, m := range []*ebpf.Map{b.flows, b.stats, b.lease, b.xsks[0], b.xsks[1]} {
 		if m != nil {
 			_ = m.Close()
 		}

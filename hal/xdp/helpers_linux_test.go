@@ -196,10 +196,16 @@ type tcpSeen struct {
 
 func startForwarder(t *testing.T, l *netns.Line, watchPort uint16) *forwarder {
 	t.Helper()
+	return startForwarderOpts(t, l, watchPort, hal.PortOptions{IO: hal.IOMmsg})
+}
+
+// startForwarderOpts is startForwarder with ports opened with opts.
+func startForwarderOpts(t *testing.T, l *netns.Line, watchPort uint16, opts hal.PortOptions) *forwarder {
+	t.Helper()
 	f := &forwarder{t: t, watchPort: watchPort}
 	for i, name := range []string{l.North, l.South} {
 		if err := l.Gateway.Do(func() (err error) {
-			f.ports[i], err = hal.OpenPort(name, hal.PortOptions{IO: hal.IOMmsg})
+			f.ports[i], err = hal.OpenPort(name, opts)
 			return err
 		}); err != nil {
 			t.Fatalf("open %s: %v", name, err)

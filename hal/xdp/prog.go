@@ -11,6 +11,7 @@ const (
 	flowsMapName = "otgw_flows"
 	statsMapName = "otgw_stats"
 	leaseMapName = "otgw_lease"
+	xskMapName   = "otgw_xsks"
 )
 
 // XDP actions (include/uapi/linux/bpf.h, enum xdp_action).
@@ -24,6 +25,7 @@ const (
 	mdData           = 0
 	mdDataEnd        = 4
 	mdIngressIfindex = 12
+	mdRxQueueIndex   = 16
 )
 
 // Stack layout, relative to the frame pointer R10.
@@ -50,7 +52,11 @@ const tcpCloseFlags = 0x07
 // Register use: R6 ctx, R7 map value, R8 frame bytes, R9 IP protocol,
 // then the TCP close flags, then the time; R2 the packet cursor, R3
 // data_end.
-func program(atomic bool) asm.Instructions {
+//
+// With xsk, a frame the program does not redirect to the other port goes
+// to the AF_XDP socket of its receive queue in the xsk map (the gateway's
+// --io xdp port), or to the stack where none is registered.
+func program(atomic, xsk bool) asm.Instructions {
 	var in asm.Instructions
 	emit := func(ins ...asm.Instruction) { in = append(in, ins...) }
 
@@ -242,14 +248,14 @@ func program(atomic bool) asm.Instructions {
 		asm.StoreImm(asm.R0, valClosed, 1, asm.Byte),
 	)
 	in = append(in, countStat(statClosing, "closing_pass")...)
-	in = append(in, pass()...)
+	in = append(in, pass(xsk)...)
 
 	for _, s := range []struct {
 		label string
 		stat  int
 	}{{"closed", statClosed}, {"wrongport", statWrongPort}, {"nomatch", statNoMatch}, {"unparsed", statUnparsed}, {"lapsed", statLapsed}} {
 		in = append(in, countStat(s.stat, s.label)...)
-		in = append(in, pass()...)
+		in = append(in, pass(xsk)...)
 	}
 	return in
 }
@@ -277,6 +283,19 @@ func countStat(idx int, label string) asm.Instructions {
 	}
 }
 
-func pass() asm.Instructions {
-	return asm.Instructions{asm.Mov.Imm(asm.R0, xdpPass), asm.Return()}
+// pass ends the program for a frame the bypass does not forward:
+// XDP_PASS, or with xsk bpf_redirect_map to the socket in the xsk map at
+// the frame's receive queue, with XDP_PASS as the fallback action where
+// there is none (the low bits of flags, Linux 5.3). R6 holds the context.
+func pass(xsk bool) asm.Instructions {
+	if !xsk {
+		return asm.Instructions{asm.Mov.Imm(asm.R0, xdpPass), asm.Return()}
+	}
+	return asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R6, mdRxQueueIndex, asm.Word),
+		asm.LoadMapPtr(asm.R1, 0).WithReference(xskMapName),
+		asm.Mov.Imm(asm.R3, xdpPass),
+		asm.FnRedirectMap.Call(),
+		asm.Return(),
+	}
 }

@@ -1,0 +1,734 @@
+package hal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// AF_XDP defaults (PortOptions.RxRingFrames, TxRingFrames, RingFrameSize
+// with IOXDP): 512 + 256 UMEM frames of 2 KiB, 1.5 MiB per port, as the
+// TPACKET_V2 ring's defaults (with 256 RX frames the TCP phase of `make
+// bench-datapath` lost more frames to a full RX ring: 59,522 against the
+// ring's 27,416 in one run; with 512, 21,128 against 26,261).
+const (
+	DefaultXSKRxFrames  = 512
+	DefaultXSKTxFrames  = 256
+	DefaultXSKFrameSize = 2048
+)
+
+// XSKMap is an XDP program's socket map (BPF_MAP_TYPE_XSKMAP) that an
+// AF_XDP Port puts its socket in, so that the program attached to the
+// port's interface redirects the frames of the port's receive queue to
+// it. hal/xdp's FastPath is one (the flow bypass hands the frames it does
+// not forward itself to the socket). Register and Unregister are
+// control-plane calls, safe for concurrent use.
+type XSKMap interface {
+	// RegisterXSK makes fd the socket for receive queue queue of the
+	// interface ifindex.
+	RegisterXSK(ifindex, queue, fd int) error
+	// UnregisterXSK removes the socket of that queue; frames of it pass
+	// to the kernel's stack from then on.
+	UnregisterXSK(ifindex, queue int) error
+}
+
+// xskQueue is the one receive queue an AF_XDP Port serves.
+const xskQueue = 0
+
+// xskRing is one of the four rings of an AF_XDP socket, mapped into the
+// process (Documentation/networking/af_xdp.rst): producer and consumer
+// indexes that run freely (masked on access), a flags word
+// (XDP_RING_NEED_WAKEUP) and the entries: struct xdp_desc (16 bytes) on
+// the RX and TX rings, a u64 UMEM address on the fill and completion rings.
+type xskRing struct {
+	mem   []byte
+	prod  *uint32
+	cons  *uint32
+	flags *uint32
+	descs unsafe.Pointer
+	mask  uint32
+	size  uint32
+}
+
+func (r *xskRing) desc(i uint32) *unix.XDPDesc {
+	return (*unix.XDPDesc)(unsafe.Add(r.descs, uintptr(i&r.mask)*unsafe.Sizeof(unix.XDPDesc{})))
+}
+
+func (r *xskRing) addr(i uint32) *uint64 {
+	return (*uint64)(unsafe.Add(r.descs, uintptr(i&r.mask)*8))
+}
+
+func (r *xskRing) needWakeup() bool { return atomic.LoadUint32(r.flags)&unix.XDP_RING_NEED_WAKEUP != 0 }
+
+// xdpPort is the AF_XDP Port: one AF_XDP socket bound to queue 0 of the
+// interface in copy mode (XDP_COPY: veth and most drivers without
+// zero-copy support; the kernel copies between its buffers and the UMEM),
+// with XDP_USE_NEED_WAKEUP, and an XDP program on the interface that
+// redirects the queue's frames to the socket (bpf_redirect_map on an
+// XSKMAP; frames it cannot redirect pass to the kernel's stack, which
+// does not forward them: the ports carry no address and no bridge).
+//
+// The UMEM (one anonymous mapping, registered with XDP_UMEM_REG) holds
+// RxFrames frames that cycle between the fill ring and the RX ring and
+// TxFrames frames that cycle between a free list, the TX ring and the
+// completion ring. ReadBatch copies frames out of the UMEM and hands
+// their frames back on the fill ring at once; WriteBatch copies frames in
+// and kicks the kernel (sendto) when the TX ring asks for a wakeup, which
+// it always does in copy mode: the kernel then builds one sk_buff per
+// frame and transmits it in the caller's context (like the ring's kick).
+//
+// The program is either the port's own (opts.XSKMap nil: a five-instruction
+// redirect, attached through a BPF link held only by this process, never
+// pinned: when the process dies the link and the socket go and nothing is
+// forwarded) or the caller's (opts.XSKMap: hal/xdp's flow bypass).
+//
+// The socket sits in the runtime poller, so a reader parks on an empty
+// RX ring (the kernel's sk_data_ready wakes it) and Close and deadlines
+// work as for the other Ports. RX ring and fill ring memory is touched
+// only inside RawConn callbacks, which hold a reference on the descriptor;
+// TX memory only under txMu (read), which Close takes for writing before
+// it unmaps anything.
+//
+// Fields under "read side" are touched only by the ReadBatch owner,
+// "write side" only by the WriteBatch owner.
+type xdpPort struct {
+	name    string
+	ifindex int
+	fd      int
+	file    *os.File
+	rc      syscall.RawConn
+	closed  atomic.Bool
+
+	umem         []byte
+	frameSize    int
+	rxRing, fill xskRing
+	txRing, comp xskRing
+	xsk          XSKMap    // where the socket is registered
+	ownMap       *ebpf.Map // the port's own XSKMAP (nil with opts.XSKMap)
+	ownProg      *ebpf.Program
+	ownLink      link.Link
+	txMu         sync.RWMutex // read: WriteBatch in progress; write: Close
+	spinReadNs   int64
+	busyPoll     bool
+
+	// read side
+	rbufs  [][]byte
+	rsizes []int
+	rmeta  []FrameMeta
+	rvlen  int
+	rn     int
+	readFn func(fd uintptr) bool
+
+	// write side
+	txFree []uint64 // UMEM addresses of TX frames not in flight
+
+	portCounters
+}
+
+// xskChannels returns the number of receive queues of the interface
+// (ETHTOOL_GCHANNELS: rx plus combined), 1 where the driver does not say.
+func xskChannels(name string) int {
+	fd, err := ethtoolSocket()
+	if err != nil {
+		return 1
+	}
+	defer unix.Close(fd)
+	var ch [9]uint32 // struct ethtool_channels
+	ch[0] = unix.ETHTOOL_GCHANNELS
+	buf := unsafe.Slice((*byte)(unsafe.Pointer(&ch[0])), len(ch)*4)
+	if _, err := ethtoolIoctl(fd, name, buf); err != nil {
+		return 1
+	}
+	return max(int(ch[5])+int(ch[8]), 1)
+}
+
+// pow2 rounds n up to a power of two.
+func pow2(n int) int {
+	p := 1
+	for p < n {
+		p <<= 1
+	}
+	return p
+}
+
+func setsockoptPtr(fd, opt int, p unsafe.Pointer, size uintptr) error {
+	_, _, e := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_XDP, uintptr(opt), uintptr(p), size, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// openXDP opens the AF_XDP Port.
+func openXDP(name string, opts PortOptions) (p Port, err error) {
+	fs := DefaultXSKFrameSize
+	if opts.RingFrameSize > DefaultXSKFrameSize-unix.XDP_PACKET_HEADROOM {
+		fs = 4096 // chunk sizes are powers of two from 2048 up to a page
+	}
+	if fs > os.Getpagesize() || opts.RingFrameSize > fs-unix.XDP_PACKET_HEADROOM {
+		return nil, fmt.Errorf("hal: port %s: AF_XDP: frames of %d bytes do not fit a UMEM frame: %w", name, opts.RingFrameSize, ErrNotSupported)
+	}
+	rxN, txN := opts.RxRingFrames, opts.TxRingFrames
+	if rxN <= 0 {
+		rxN = DefaultXSKRxFrames
+	}
+	if txN <= 0 {
+		txN = DefaultXSKTxFrames
+	}
+	rxN, txN = pow2(rxN), pow2(txN)
+	ni, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("hal: port %s: %w", name, err)
+	}
+	ifi := ni.Index
+	if q := xskChannels(name); q > 1 {
+		return nil, fmt.Errorf("hal: port %s: AF_XDP serves one receive queue and the interface has %d (ethtool -L %s combined 1): %w",
+			name, q, name, ErrNotSupported)
+	}
+	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("hal: port %s: socket(AF_XDP): %w: %w", name, ErrNotSupported, err)
+	}
+	x := &xdpPort{name: name, ifindex: ifi, fd: fd, frameSize: fs}
+	defer func() {
+		if err != nil {
+			x.release()
+		}
+	}()
+	fail := func(what string, err error) (Port, error) {
+		return nil, fmt.Errorf("hal: port %s: AF_XDP: %s: %w", name, what, err)
+	}
+	x.umem, err = unix.Mmap(-1, 0, (rxN+txN)*fs, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return fail("mmap UMEM", err)
+	}
+	reg := unix.XDPUmemReg{Addr: uint64(uintptr(unsafe.Pointer(&x.umem[0]))), Len: uint64(len(x.umem)), Size: uint32(fs)}
+	if err := setsockoptPtr(fd, unix.XDP_UMEM_REG, unsafe.Pointer(&reg), unsafe.Sizeof(reg)); err != nil {
+		return fail("XDP_UMEM_REG", err)
+	}
+	for _, r := range []struct {
+		opt, n int
+	}{{unix.XDP_UMEM_FILL_RING, rxN}, {unix.XDP_UMEM_COMPLETION_RING, txN}, {unix.XDP_RX_RING, rxN}, {unix.XDP_TX_RING, txN}} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_XDP, r.opt, r.n); err != nil {
+			return fail(fmt.Sprintf("ring option %d size %d", r.opt, r.n), err)
+		}
+	}
+	var off unix.XDPMmapOffsets
+	offLen := uint32(unsafe.Sizeof(off))
+	if _, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_XDP, unix.XDP_MMAP_OFFSETS,
+		uintptr(unsafe.Pointer(&off)), uintptr(unsafe.Pointer(&offLen)), 0); e != 0 {
+		return fail("XDP_MMAP_OFFSETS", e)
+	}
+	for _, r := range []struct {
+		ring  *xskRing
+		o     unix.XDPRingOffset
+		pgoff int64
+		n     int
+		esz   int
+	}{
+		{&x.rxRing, off.Rx, unix.XDP_PGOFF_RX_RING, rxN, 16},
+		{&x.txRing, off.Tx, unix.XDP_PGOFF_TX_RING, txN, 16},
+		{&x.fill, off.Fr, unix.XDP_UMEM_PGOFF_FILL_RING, rxN, 8},
+		{&x.comp, off.Cr, unix.XDP_UMEM_PGOFF_COMPLETION_RING, txN, 8},
+	} {
+		m, err := unix.Mmap(fd, r.pgoff, int(r.o.Desc)+r.n*r.esz, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+		if err != nil {
+			return fail("mmap ring", err)
+		}
+		*r.ring = xskRing{mem: m, mask: uint32(r.n - 1), size: uint32(r.n),
+			prod:  (*uint32)(unsafe.Pointer(&m[r.o.Producer])),
+			cons:  (*uint32)(unsafe.Pointer(&m[r.o.Consumer])),
+			flags: (*uint32)(unsafe.Pointer(&m[r.o.Flags])),
+			descs: unsafe.Pointer(&m[r.o.Desc])}
+	}
+	// Every RX frame starts on the fill ring; TX frames on the free list.
+	for i := 0; i < rxN; i++ {
+		*x.fill.addr(uint32(i)) = uint64(i * fs)
+	}
+	atomic.StoreUint32(x.fill.prod, uint32(rxN))
+	x.txFree = make([]uint64, 0, txN)
+	for i := rxN + txN - 1; i >= rxN; i-- {
+		x.txFree = append(x.txFree, uint64(i*fs))
+	}
+	// Each frame in flight in copy mode is an sk_buff charged to the send
+	// buffer: keep it larger than the TX frames so those, not the buffer,
+	// bound what is in flight.
+	sb := max(opts.SndBufBytes, 4*txN*fs)
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sb) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sb)
+	}
+	// Copy mode sends at most 32 frames per kick unless told more
+	// (XDP_MAX_TX_SKB_BUDGET, accepted by the 6.18 kernel here; older
+	// kernels refuse it and WriteBatch kicks again on EAGAIN).
+	_ = unix.SetsockoptInt(fd, unix.SOL_XDP, unix.XDP_MAX_TX_SKB_BUDGET, min(txN, MaxBatch))
+	if opts.BusyPoll {
+		us := max(int(opts.SpinRead/time.Microsecond), 20)
+		for _, o := range [][2]int{{unix.SO_PREFER_BUSY_POLL, 1}, {unix.SO_BUSY_POLL, us}, {unix.SO_BUSY_POLL_BUDGET, 64}} {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[0], o[1]); err != nil {
+				return fail(fmt.Sprintf("busy poll (socket option %d)", o[0]), err)
+			}
+		}
+		x.busyPoll = true
+	}
+	x.spinReadNs = int64(opts.SpinRead)
+	sa := &unix.SockaddrXDP{Flags: unix.XDP_COPY | unix.XDP_USE_NEED_WAKEUP, Ifindex: uint32(ifi), QueueID: xskQueue}
+	if err := unix.Bind(fd, sa); err != nil {
+		return fail("bind (copy mode, queue 0)", err)
+	}
+	if opts.XSKMap != nil {
+		x.xsk = opts.XSKMap
+	} else if err := x.attachOwn(opts.XDPGeneric); err != nil {
+		return nil, fmt.Errorf("hal: port %s: AF_XDP: %w", name, err)
+	}
+	if err := x.xsk.RegisterXSK(ifi, xskQueue, fd); err != nil {
+		x.xsk = nil
+		return fail("register socket in the XSKMAP", err)
+	}
+	x.file = os.NewFile(uintptr(fd), "afxdp:"+name) // owns fd from here
+	x.rc, err = x.file.SyscallConn()
+	if err != nil {
+		return fail("raw conn", err)
+	}
+	x.readFn = x.doRead
+	return x, nil
+}
+
+// release frees what openXDP got, in reverse; used on a failed open and
+// by Close.
+func (x *xdpPort) release() {
+	if x.xsk != nil {
+		_ = x.xsk.UnregisterXSK(x.ifindex, xskQueue)
+		x.xsk = nil
+	}
+	if x.ownLink != nil {
+		_ = x.ownLink.Close()
+		x.ownLink = nil
+	}
+	if x.ownProg != nil {
+		_ = x.ownProg.Close()
+		x.ownProg = nil
+	}
+	if x.ownMap != nil {
+		_ = x.ownMap.Close()
+		x.ownMap = nil
+	}
+	if x.file != nil {
+		_ = x.file.Close()
+	} else if x.fd >= 0 {
+		_ = unix.Close(x.fd)
+	}
+	x.fd = -1
+	for _, r := range []*xskRing{&x.rxRing, &x.txRing, &x.fill, &x.comp} {
+		if r.mem != nil {
+			_ = unix.Munmap(r.mem)
+			*r = xskRing{}
+		}
+	}
+	if x.umem != nil {
+		_ = unix.Munmap(x.umem)
+		x.umem = nil
+	}
+}
+
+// xskProgram returns the port's own XDP program: every frame of the
+// receive queue goes to the socket in the XSKMAP at the queue's index;
+// without one there (bpf_redirect_map's fallback action in the low bits
+// of flags, Linux 5.3) it passes to the stack.
+func xskProgram() asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, 16, asm.Word), // struct xdp_md rx_queue_index
+		asm.LoadMapPtr(asm.R1, 0).WithReference("otgw_xsks"),
+		asm.Mov.Imm(asm.R3, 2), // XDP_PASS
+		asm.FnRedirectMap.Call(),
+		asm.Return(),
+	}
+}
+
+// attachOwn creates the port's XSKMAP, loads xskProgram and attaches it
+// to the interface: native (driver) mode unless generic, falling back to
+// generic (skb) mode.
+func (x *xdpPort) attachOwn(generic bool) error {
+	var err error
+	x.ownMap, err = ebpf.NewMap(&ebpf.MapSpec{Name: "otgw_xsks", Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: xskQueue + 1})
+	if err != nil {
+		return fmt.Errorf("create XSKMAP: %w: %w", ErrNotSupported, err)
+	}
+	insns := xskProgram()
+	if err := insns.AssociateMap("otgw_xsks", x.ownMap); err != nil {
+		return err
+	}
+	x.ownProg, err = ebpf.NewProgram(&ebpf.ProgramSpec{Name: "otgw_xsk", Type: ebpf.XDP, Instructions: insns, License: "otgw, see NOTICE"})
+	if err != nil {
+		return fmt.Errorf("load XDP program: %w: %w", ErrNotSupported, err)
+	}
+	modes := []link.XDPAttachFlags{link.XDPDriverMode, link.XDPGenericMode}
+	if generic {
+		modes = modes[1:]
+	}
+	var errs []error
+	for _, m := range modes {
+		l, err := link.AttachXDP(link.XDPOptions{Program: x.ownProg, Interface: x.ifindex, Flags: m})
+		if err == nil {
+			x.ownLink = l
+			x.xsk = (*ownXSK)(x)
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("attach XDP program: %w: %w", ErrNotSupported, errors.Join(errs...))
+}
+
+// ownXSK is the XSKMap of a port's own program.
+type ownXSK xdpPort
+
+func (o *ownXSK) RegisterXSK(_, queue, fd int) error {
+	return o.ownMap.Update(uint32(queue), uint32(fd), ebpf.UpdateAny)
+}
+
+func (o *ownXSK) UnregisterXSK(_, queue int) error { return o.ownMap.Delete(uint32(queue)) }
+
+func (x *xdpPort) Name() string { return x.name }
+
+func (x *xdpPort) SetReadDeadline(t time.Time) error {
+	if x.closed.Load() {
+		return ErrClosed
+	}
+	return x.file.SetReadDeadline(t)
+}
+
+// harvest copies up to x.rvlen frames off the RX ring into the caller's
+// buffers and puts their UMEM frames back on the fill ring.
+func (x *xdpPort) harvest() int {
+	cons := atomic.LoadUint32(x.rxRing.cons)
+	prod := atomic.LoadUint32(x.rxRing.prod)
+	n := min(int(prod-cons), x.rvlen)
+	if n == 0 {
+		return 0
+	}
+	// The fill ring has room for every frame the RX ring holds: both are
+	// RxFrames long and each frame is on exactly one of them (or in the
+	// kernel between).
+	fprod := atomic.LoadUint32(x.fill.prod)
+	var bytes uint64
+	for i := 0; i < n; i++ {
+		d := x.rxRing.desc(cons + uint32(i))
+		wire := int(d.Len)
+		b := x.rbufs[i]
+		size := min(wire, len(b)-VLANHeadroom)
+		off := int(d.Addr)
+		if off < 0 || off+size > len(x.umem) { // never from a sane kernel
+			size = 0
+		}
+		copy(b[:size], x.umem[off:off+size])
+		m := FrameMeta{WireLen: wire, Truncated: wire > size}
+		m.ChecksumNotReady = checksumPartial(b[:size])
+		if m.Truncated {
+			x.rxTrunc.Add(1)
+		}
+		x.rsizes[i] = size
+		if x.rmeta != nil {
+			x.rmeta[i] = m
+		}
+		bytes += uint64(size)
+		// Back to the fill ring: the start of its UMEM frame.
+		*x.fill.addr(fprod + uint32(i)) = d.Addr - d.Addr%uint64(x.frameSize)
+	}
+	atomic.StoreUint32(x.rxRing.cons, cons+uint32(n))
+	atomic.StoreUint32(x.fill.prod, fprod+uint32(n))
+	if x.fill.needWakeup() {
+		_, _, _ = unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(x.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	}
+	x.rxBytes.Add(bytes)
+	return n
+}
+
+// doRead runs inside RawConn.Read: it harvests the RX ring, spinning for
+// up to SpinRead when it is empty (with BusyPoll, each look preceded by a
+// recvfrom that busy-polls the driver); false parks the goroutine until
+// the kernel signals a frame (or the deadline or Close).
+func (x *xdpPort) doRead(uintptr) bool {
+	if x.rn = x.harvest(); x.rn > 0 {
+		return true
+	}
+	if x.spinReadNs <= 0 {
+		return false
+	}
+	end := time.Now().UnixNano() + x.spinReadNs
+	every := 32 // reading the clock costs more than a look at the ring
+	if x.busyPoll {
+		every = 2 // but less than a busy-poll round
+	}
+	for i := 1; ; i++ {
+		if x.busyPoll {
+			_, _, _ = unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(x.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+		}
+		if x.rn = x.harvest(); x.rn > 0 {
+			return true
+		}
+		if i%every == 0 && time.Now().UnixNano() > end {
+			return false
+		}
+	}
+}
+
+func (x *xdpPort) ReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {
+	n, err := batchLen(bufs, sizes, meta)
+	if n == 0 || err != nil {
+		return 0, err
+	}
+	x.rbufs, x.rsizes, x.rmeta, x.rvlen, x.rn = bufs, sizes, meta, n, 0
+	err = x.rc.Read(x.readFn)
+	x.rbufs, x.rsizes, x.rmeta = nil, nil, nil // do not retain the caller's buffers
+	if err != nil {
+		if x.closed.Load() {
+			return 0, ErrClosed
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, ErrTimeout
+		}
+		return 0, err
+	}
+	x.rcalls.Add(1)
+	x.rxFrames.Add(uint64(x.rn))
+	return x.rn, nil
+}
+
+// reclaim takes the TX frames the kernel is done with off the completion
+// ring.
+func (x *xdpPort) reclaim() {
+	cons := atomic.LoadUint32(x.comp.cons)
+	prod := atomic.LoadUint32(x.comp.prod)
+	for i := cons; i != prod; i++ {
+		x.txFree = append(x.txFree, *x.comp.addr(i))
+	}
+	if prod != cons {
+		atomic.StoreUint32(x.comp.cons, prod)
+	}
+}
+
+// kick asks the kernel to transmit what is on the TX ring (in copy mode
+// it sends up to 32 frames per call in the caller's context and answers
+// EAGAIN when more remain). Raw system call: it never blocks.
+func (x *xdpPort) kick() unix.Errno {
+	_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(x.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	return e
+}
+
+// txPending is the number of descriptors on the TX ring the kernel has
+// not taken yet.
+func (x *xdpPort) txPending() uint32 {
+	return atomic.LoadUint32(x.txRing.prod) - atomic.LoadUint32(x.txRing.cons)
+}
+
+// flushTx kicks until the kernel took every descriptor on the TX ring or
+// a kick fails with something other than EAGAIN/EBUSY/ENOBUFS (returned);
+// bounded by txWaitMax, after which it returns EAGAIN.
+func (x *xdpPort) flushTx() unix.Errno {
+	var start time.Time
+	for x.txPending() > 0 {
+		if !x.txRing.needWakeup() {
+			return 0 // a driver that polls the TX ring itself (zero-copy)
+		}
+		switch e := x.kick(); e {
+		case 0:
+		case unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.EINTR:
+			x.reclaim() // the completion ring may be what is full
+			if x.txPending() == 0 {
+				return 0
+			}
+			if start.IsZero() {
+				start = time.Now()
+			} else if time.Since(start) > txWaitMax || x.closed.Load() {
+				return unix.EAGAIN
+			}
+		default:
+			return e
+		}
+	}
+	return 0
+}
+
+func (x *xdpPort) WriteBatch(frames [][]byte) (int, error) {
+	if len(frames) == 0 {
+		return 0, nil
+	}
+	x.txMu.RLock()
+	defer x.txMu.RUnlock()
+	if x.closed.Load() {
+		return 0, ErrClosed
+	}
+	sent := 0
+	var waitStart time.Time
+	for sent < len(frames) {
+		x.reclaim()
+		prod := atomic.LoadUint32(x.txRing.prod)
+		room := int(x.txRing.size - (prod - atomic.LoadUint32(x.txRing.cons)))
+		k := min(len(frames)-sent, room, len(x.txFree))
+		var bytes uint64
+		var bad unix.Errno
+		j := 0
+		for ; j < k; j++ {
+			f := frames[sent+j]
+			if len(f) == 0 {
+				bad = unix.EINVAL
+				break
+			}
+			if len(f) > x.frameSize {
+				bad = unix.EMSGSIZE
+				break
+			}
+			a := x.txFree[len(x.txFree)-1]
+			x.txFree = x.txFree[:len(x.txFree)-1]
+			copy(x.umem[a:], f)
+			*x.txRing.desc(prod + uint32(j)) = unix.XDPDesc{Addr: a, Len: uint32(len(f))}
+			bytes += uint64(len(f))
+		}
+		if j > 0 {
+			atomic.StoreUint32(x.txRing.prod, prod+uint32(j))
+		}
+		e := x.flushTx()
+		if j > 0 {
+			x.wcalls.Add(1)
+			x.txFrames.Add(uint64(j))
+			x.txBytes.Add(bytes)
+			sent += j
+		}
+		if e != 0 && e != unix.EAGAIN {
+			// The frames are on the ring and go with the next kick; the
+			// error is the device's (e.g. ENETDOWN).
+			x.txErrors.Add(1)
+			return sent, e
+		}
+		if bad != 0 {
+			x.txErrors.Add(1)
+			return sent, bad
+		}
+		if j == 0 {
+			// No TX frame free: the kernel still holds them all (the
+			// completion ring fills as the peer frees the sk_buffs).
+			if waitStart.IsZero() {
+				waitStart = time.Now()
+			} else if time.Since(waitStart) > txWaitMax {
+				x.txErrors.Add(1)
+				return sent, unix.ENOBUFS
+			}
+			if x.closed.Load() {
+				return sent, ErrClosed
+			}
+			time.Sleep(20 * time.Microsecond)
+			continue
+		}
+		waitStart = time.Time{}
+	}
+	return sent, nil
+}
+
+// Stats returns the counters; KernelDrops are the socket's drops
+// (XDP_STATISTICS rx_dropped: no fill-ring frame; rx_ring_full).
+func (x *xdpPort) Stats() PortStats {
+	s := PortStats{
+		RxFrames: x.rxFrames.Load(), RxBytes: x.rxBytes.Load(),
+		TxFrames: x.txFrames.Load(), TxBytes: x.txBytes.Load(),
+		RxTruncated: x.rxTrunc.Load(), TxErrors: x.txErrors.Load(),
+		ReadCalls: x.rcalls.Load(), WriteCalls: x.wcalls.Load(),
+	}
+	x.mu.Lock()
+	if !x.closed.Load() {
+		_ = x.rc.Control(func(fd uintptr) {
+			var st unix.XDPStatistics
+			l := uint32(unsafe.Sizeof(st))
+			if _, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_XDP, unix.XDP_STATISTICS,
+				uintptr(unsafe.Pointer(&st)), uintptr(unsafe.Pointer(&l)), 0); e == 0 {
+				x.kernelDrops = st.Rx_dropped + st.Rx_ring_full // cumulative, unlike PACKET_STATISTICS
+			}
+		})
+	}
+	s.KernelDrops = x.kernelDrops
+	x.mu.Unlock()
+	return s
+}
+
+// Close unregisters the socket, detaches the port's own program, closes
+// the socket (waiting for RawConn callbacks in progress) and, once no
+// WriteBatch runs (txMu), unmaps the rings and the UMEM.
+func (x *xdpPort) Close() error {
+	if x.closed.Swap(true) {
+		return ErrClosed
+	}
+	x.txMu.Lock()
+	defer x.txMu.Unlock()
+	x.release()
+	return nil
+}
+
+// checksumPartial reports whether the TCP or UDP checksum field of an
+// untagged IPv4 or IPv6 frame holds the pseudo-header sum that a sender
+// with checksum offload (CHECKSUM_PARTIAL: a local stack on veth) leaves
+// for the hardware to complete. AF_XDP gives user space no checksum state
+// (the TPACKET ring's TP_STATUS_CSUMNOTREADY), so this is the port's
+// guess: a complete checksum equals that value for about 1 frame in
+// 65,536, and completing such a frame again writes the same checksum
+// (the gateway recomputes it from scratch). A few loads and adds per frame.
+func checksumPartial(f []byte) bool {
+	if len(f) < 14+20 {
+		return false
+	}
+	var sum uint32
+	var proto uint8
+	var l4 []byte
+	switch binary.BigEndian.Uint16(f[12:]) {
+	case 0x0800:
+		ihl := int(f[14]&0x0f) * 4
+		total := int(binary.BigEndian.Uint16(f[16:]))
+		if f[14]>>4 != 4 || ihl < 20 || total < ihl || len(f) < 14+total || binary.BigEndian.Uint16(f[20:])&0x3fff != 0 {
+			return false
+		}
+		proto = f[23]
+		l4 = f[14+ihl : 14+total]
+		for i := 26; i < 34; i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(f[i:]))
+		}
+	case 0x86dd:
+		if len(f) < 14+40 || f[14]>>4 != 6 {
+			return false
+		}
+		plen := int(binary.BigEndian.Uint16(f[18:]))
+		if len(f) < 54+plen {
+			return false
+		}
+		proto = f[20]
+		l4 = f[54 : 54+plen]
+		for i := 22; i < 54; i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(f[i:]))
+		}
+	default:
+		return false
+	}
+	var at int
+	switch {
+	case proto == 6 && len(l4) >= 20:
+		at = 16
+	case proto == 17 && len(l4) >= 8:
+		at = 6
+	default:
+		return false
+	}
+	sum += uint32(proto) + uint32(len(l4))
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	// The kernel stores ~csum_tcpudp_magic(..., 0): the folded sum itself.
+	return binary.BigEndian.Uint16(l4[at:]) == uint16(sum)
+}
