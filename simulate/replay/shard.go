@@ -47,42 +47,44 @@ import (
 //     then neither the single engine nor any lane does, and each flow is
 //     judged alone.
 //
-// The memory bound (memBound) is what one engine could charge to
+// The memory bound (memBound) is the most one engine can charge to
 // Config.MemoryCap for all the pre-scan's flows together, summed flow by
 // flow; when it fits the cap neither one engine nor a lane (a subset of
-// the flows, with the same cap) refuses anything with memory_cap, and
-// every lane's verdicts are the single engine's. Each term is read off
-// the engine's code (gateway/inspect.go, protocols/opcua/channel.go):
-//   - inspectors at rest: inspectorBytes for every TCP endpoint pair and
-//     UDP / ICMP flow. An inspector is charged when it is made, and one is
-//     made only when the free list is empty, so there are never more than
+// the flows, with the same cap) refuses anything for the cap (memory_cap,
+// or an OPC UA body refused as message_too_large), and every lane's
+// verdicts are the single engine's (TestShardedMemoryCapSameOutput). The
+// engine charges the cap in three places (gateway/inspect.go), each
+// bounded from the code; P is the TCP payload one end of a connection
+// sent in the capture (retransmissions included), f the flows the engine
+// may open for the connection (one, plus one per SYN after its first
+// frame):
+//   - an inspector at rest, inspectorBytes, for every TCP endpoint pair
+//     and UDP / ICMP flow: an inspector is charged when it is made, and
+//     one is made only when the free list is empty, so never more than
 //     the flows the table holds at once, one per key;
-//   - hold buffers: a direction's hold grows (growHold) only to hold n
-//     bytes of one incomplete PDU, n <= the bytes the direction sent (P),
-//     to min(max(2*cap, n), MaxHold) with cap < n: at most min(2P,
-//     MaxHold), and it never shrinks (an inspector from the free list
-//     keeps its hold: that flow charges nothing more). A connection the
-//     engine may open f flows for (one, plus one per SYN after its first
-//     frame) charges at most min(2P, f*MaxHold) per direction;
-//   - protocol reassembly charged through protocols.Config.Budget: only
-//     OPC UA charges (Modbus and DNP3 sessions never call it). A Write
-//     or Call body buffer is charged twice its capacity (bufferCharge),
-//     and its capacity, grown to min(max(need, 2*cap, 4096), max(need,
-//     limit)) with cap < need <= the direction's P and need <= the
-//     message limit (opcua.DefaultMaxMessageSize, 16 MiB), is at most
-//     min(max(2P, 4096), 16 MiB): 4P + 8 KiB, at most 32 MiB, per flow
-//     and direction with data. Twice the payload is not a bound: the
-//     doubling may leave a buffer twice the body it holds. The buffer is
-//     one per direction at a time (given back at the message's end past
-//     64 KiB, and with the session). A connection counts it only when it
-//     may be inspected as OPC UA (or as a protocol a rule section
-//     registered, whose charges the bound does not know): either of its
-//     ports is one an OPC UA or section rule of the policy names
-//     (uaPorts; Options.Ruleset is the policy's compiled).
-// The 600k-frame Modbus/DNP3 benchmark capture (300 connections) is
-// bounded by 300 x (16 KiB + 2 x 64 KiB): 42 MiB, and shards under the
-// default cap; 100 connections of 15 MB OPC UA Writes (issue 15) are
-// bounded by 100 x 32 MiB and are judged by one engine.
+//   - a direction's hold (growHold) grows only to hold n bytes of one
+//     incomplete PDU, n <= P, to min(max(2*cap, n), MaxHold) with cap < n:
+//     at most min(2P, MaxHold) per flow, and it never shrinks (a recycled
+//     inspector keeps its hold and its flow charges nothing more for it):
+//     min(2P, f*MaxHold) per direction;
+//   - the sessions' buffers, through protocols.Config.Budget: only OPC UA
+//     charges (Modbus and DNP3 sessions never call it). A Write or Call
+//     body buffer, one per direction at a time (given back at the
+//     message's end past 64 KiB, and with the session), is charged twice
+//     its capacity (bufferCharge); the capacity grows to min(max(need,
+//     2*cap, 4096), max(need, limit)) with cap < need, need <= P and need
+//     <= the message limit (opcua.DefaultMaxMessageSize, 16 MiB): at most
+//     min(max(2P, 4096), 16 MiB). So min(4P + f*8 KiB, f*32 MiB) per
+//     direction that sent data. Twice the payload would not bound it: the
+//     doubling may leave a buffer twice the body it holds. Only a
+//     connection that may be inspected as OPC UA counts it: one of its
+//     ports is one an OPC UA rule of the policy names (uaPorts;
+//     Options.Ruleset is the policy's compiled). A protocol a rule section
+//     registered is held to the same bound (none charges today).
+// The 600k-frame Modbus/DNP3 benchmark capture (make bench-offline, 300
+// connections, no direction sending 32 KiB) is bounded by 25.3 MiB and
+// shards under the default 64 MiB cap; 100 connections of 15 MB OPC UA
+// Writes (issue 15) are bounded by over 3 GiB and one engine judges them.
 //
 // Flow ids (what-if's connections cut) are made unique across lanes.
 
@@ -776,9 +778,8 @@ func laneOfKey(k flowKey, n int) int {
 
 // laneCounters sums the lanes' engine counters the report reads. Should
 // a lane have met a limit of all flows together, which shardable's
-// pre-scan bound says it cannot (the memory cap with inspectors past
-// their size at rest: large OPC UA messages, held PDUs), one engine
-// might have met it at another frame: the log says so.
+// pre-scan bound says it cannot, one engine might have met it at another
+// frame: the log says so.
 func laneCounters(lanes []*lane, log *slog.Logger) gateway.Counters {
 	var c gateway.Counters
 	for _, l := range lanes {
