@@ -54,6 +54,11 @@ type Options struct {
 	// gateway.Config.MaxFlows). Tests of small captures set it low: the
 	// table is allocated whole.
 	MaxFlows int
+	// MemoryCap bounds each engine's inspection memory (default: the
+	// gateway's, gateway.Config.MemoryCap, 64 MiB); a flow that would
+	// exceed it is refused (memory_cap), as the gateway with that cap
+	// refuses it.
+	MemoryCap int64
 	// Workers is the number of engines the flows are sharded over, each on
 	// its own goroutine (shard.go); 0: GOMAXPROCS. The output is the same
 	// whatever the number. One engine judges every frame when OnDecision
@@ -234,7 +239,7 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	if b.err != nil {
 		return nil, b.err
 	}
-	if b.lanes != nil && !shardable(r.mid, opts.MaxFlows, b.lanes[0].eng.Counters().MemoryCap) {
+	if b.lanes != nil && !shardable(r.mid, opts.MaxFlows, b.lanes[0].eng.Counters().MemoryCap, uaPortsOf(opts.Policy)) {
 		// Flows might meet in the table, the half-open limit or the
 		// memory cap: one engine judges them.
 		b.lanes = nil
@@ -303,6 +308,8 @@ func (r *runner) newEngines(rs *rules.Ruleset) (eng, shadow *gateway.Engine, err
 	eng, err = gateway.NewEngine(gateway.Config{
 		Rules:     func() *rules.Ruleset { return rs },
 		MaxFlows:  r.opts.MaxFlows,
+		MemoryCap: r.opts.MemoryCap,
+		MaxHold:   replayMaxHold,
 		Sink:      r.opts.Sink,
 		Logger:    r.opts.Logger,
 		Now:       func() time.Time { return r.now },
@@ -316,6 +323,8 @@ func (r *runner) newEngines(rs *rules.Ruleset) (eng, shadow *gateway.Engine, err
 	shadow, err = gateway.NewEngine(gateway.Config{
 		Rules:     func() *rules.Ruleset { return mon },
 		MaxFlows:  r.opts.MaxFlows,
+		MemoryCap: r.opts.MemoryCap,
+		MaxHold:   replayMaxHold,
 		Now:       func() time.Time { return r.sp.now },
 		ClockBack: clockBack,
 		OnVerdict: r.onShadow,

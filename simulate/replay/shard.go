@@ -3,14 +3,20 @@ package replay
 import (
 	"encoding/binary"
 	"log/slog"
+	"math"
 	"net/netip"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"github.com/otgw/otgw/gateway"
 	"github.com/otgw/otgw/gateway/packet"
+	"github.com/otgw/otgw/protocols/dnp3"
+	"github.com/otgw/otgw/protocols/modbus"
+	"github.com/otgw/otgw/protocols/opcua"
 	"github.com/otgw/otgw/rules"
 )
 
@@ -40,6 +46,45 @@ import (
 //     when the pre-scan shows that no engine can reach them (shardable):
 //     then neither the single engine nor any lane does, and each flow is
 //     judged alone.
+//
+// The memory bound (memBound) is the most one engine can charge to
+// Config.MemoryCap for all the pre-scan's flows together, summed flow by
+// flow; when it fits the cap neither one engine nor a lane (a subset of
+// the flows, with the same cap) refuses anything for the cap (memory_cap,
+// or an OPC UA body refused as message_too_large), and every lane's
+// verdicts are the single engine's (TestShardedMemoryCapSameOutput). The
+// engine charges the cap in three places (gateway/inspect.go), each
+// bounded from the code; P is the TCP payload one end of a connection
+// sent in the capture (retransmissions included), f the flows the engine
+// may open for the connection (one, plus one per SYN after its first
+// frame):
+//   - an inspector at rest, inspectorBytes, for every TCP endpoint pair
+//     and UDP / ICMP flow: an inspector is charged when it is made, and
+//     one is made only when the free list is empty, so never more than
+//     the flows the table holds at once, one per key;
+//   - a direction's hold (growHold) grows only to hold n bytes of one
+//     incomplete PDU, n <= P, to min(max(2*cap, n), MaxHold) with cap < n:
+//     at most min(2P, MaxHold) per flow, and it never shrinks (a recycled
+//     inspector keeps its hold and its flow charges nothing more for it):
+//     min(2P, f*MaxHold) per direction;
+//   - the sessions' buffers, through protocols.Config.Budget: only OPC UA
+//     charges (Modbus and DNP3 sessions never call it). A Write or Call
+//     body buffer, one per direction at a time (given back at the
+//     message's end past 64 KiB, and with the session), is charged twice
+//     its capacity (bufferCharge); the capacity grows to min(max(need,
+//     2*cap, 4096), max(need, limit)) with cap < need, need <= P and need
+//     <= the message limit (opcua.DefaultMaxMessageSize, 16 MiB): at most
+//     min(max(2P, 4096), 16 MiB). So min(4P + f*8 KiB, f*32 MiB) per
+//     direction that sent data. Twice the payload would not bound it: the
+//     doubling may leave a buffer twice the body it holds. Only a
+//     connection that may be inspected as OPC UA counts it: one of its
+//     ports is one an OPC UA rule of the policy names (uaPorts;
+//     Options.Ruleset is the policy's compiled). A protocol a rule section
+//     registered is held to the same bound (none charges today).
+// The 600k-frame Modbus/DNP3 benchmark capture (make bench-offline, 300
+// connections, no direction sending 32 KiB) is bounded by 25.3 MiB and
+// shards under the default 64 MiB cap; 100 connections of 15 MB OPC UA
+// Writes (issue 15) are bounded by over 3 GiB and one engine judges them.
 //
 // Flow ids (what-if's connections cut) are made unique across lanes.
 
@@ -71,15 +116,121 @@ func (r *runner) shardWorkers() int {
 
 // shardable reports whether flows sharded over lanes are judged as by one
 // engine: the pre-scan's flows fit the table, no client address can reach
-// the half-open limit (all TCP connections together do not), and the
-// inspectors of all of them at rest fit the memory cap.
-func shardable(ms *midstream, maxFlows int, memCap int64) bool {
+// the half-open limit (all TCP connections together do not), and what
+// the engine can charge for all of them (memBound) fits the memory cap.
+func shardable(ms *midstream, maxFlows int, memCap int64, ua uaPorts) bool {
 	if maxFlows <= 0 {
 		maxFlows = gateway.DefaultMaxFlows
 	}
 	return ms != nil && ms.tcpKeys+ms.otherKeys <= maxFlows &&
 		ms.tcpKeys <= gateway.HalfOpenLimit(maxFlows) &&
-		int64(ms.tcpKeys+ms.otherKeys)*inspectorBytes <= memCap
+		memBound(ms, ua) <= memCap
+}
+
+// replayMaxHold is the engines' Config.MaxHold (the gateway's default);
+// engineMaxHold is what NewEngine makes of it.
+const (
+	replayMaxHold = 65536
+	engineMaxHold = max(replayMaxHold, modbus.MaxADULen, dnp3.MaxFrameLen)
+)
+
+// uaMinBuffer is the smallest OPC UA body buffer (opcua Channel.grow).
+const uaMinBuffer = 4096
+
+// memBound is the most the engine can charge to its memory cap for the
+// pre-scan's flows (see the top of this file). It saturates rather than
+// overflow.
+func memBound(ms *midstream, ua uaPorts) int64 {
+	const uaMax = 2 * opcua.DefaultMaxMessageSize // bufferCharge of the largest buffer
+	sum := int64(ms.tcpKeys+ms.otherKeys) * inspectorBytes
+	for id, ld := range ms.load {
+		k := ms.ends[id]
+		charges := ua.has(k.a.Port()) || ua.has(k.b.Port())
+		for _, p := range ld.pay {
+			sum = satAdd(sum, min(satMul(p, 2), satMul(ld.flows, engineMaxHold)))
+			if charges && p > 0 {
+				sum = satAdd(sum, min(satAdd(satMul(p, 4), satMul(ld.flows, 2*uaMinBuffer)), satMul(ld.flows, uaMax)))
+			}
+		}
+	}
+	return sum
+}
+
+func satAdd(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+func satMul(a, b int64) int64 {
+	if a != 0 && b > math.MaxInt64/a {
+		return math.MaxInt64
+	}
+	return a * b
+}
+
+// uaPorts are the ports on which a flow may be inspected as OPC UA (or a
+// registered section's protocol), from the policy's rules: any port when
+// a rule names none that the bound can tell.
+type uaPorts struct {
+	any    bool
+	ranges [][2]uint16
+}
+
+func (u uaPorts) has(port uint16) bool {
+	if u.any {
+		return true
+	}
+	for _, r := range u.ranges {
+		if port >= r[0] && port <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// uaPortsOf collects the ports of pol's OPC UA rules (default 4840) and
+// registered section rules (no ports, or ports it cannot read: any).
+func uaPortsOf(pol *rules.Policy) uaPorts {
+	var u uaPorts
+	add := func(list []string, def uint16) {
+		if len(list) == 0 {
+			if def == 0 {
+				u.any = true
+			} else {
+				u.ranges = append(u.ranges, [2]uint16{def, def})
+			}
+			return
+		}
+		for _, s := range list {
+			lo, hi, isRange := strings.Cut(s, "-")
+			a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+			b, err2 := a, error(nil)
+			if isRange {
+				b, err2 = strconv.Atoi(strings.TrimSpace(hi))
+			}
+			if err1 != nil || err2 != nil || a < 0 || b > 65535 || a > b {
+				u.any = true
+				continue
+			}
+			u.ranges = append(u.ranges, [2]uint16{uint16(a), uint16(b)})
+		}
+	}
+	if pol == nil {
+		return uaPorts{any: true}
+	}
+	for _, c := range pol.Conduits {
+		for _, r := range c.Rules {
+			switch {
+			case r.OPCUA != nil:
+				add(r.OPCUA.Ports, 4840)
+			case r.Section != nil:
+				add(r.Section.Ports, 0)
+			}
+		}
+	}
+	return u
 }
 
 // lane is one engine (and its shadow) and the flows hashed to it.
@@ -173,6 +324,8 @@ func (r *runner) newLanes(rs *rules.Ruleset, n int) ([]*lane, error) {
 		l.eng, err = gateway.NewEngine(gateway.Config{
 			Rules:           func() *rules.Ruleset { return rs },
 			MaxFlows:        r.opts.MaxFlows,
+			MemoryCap:       r.opts.MemoryCap,
+			MaxHold:         replayMaxHold,
 			Logger:          r.opts.Logger,
 			Now:             func() time.Time { return l.now },
 			ClockBack:       clockBack,
@@ -186,6 +339,8 @@ func (r *runner) newLanes(rs *rules.Ruleset, n int) ([]*lane, error) {
 			l.shadow, err = gateway.NewEngine(gateway.Config{
 				Rules:           func() *rules.Ruleset { return mon },
 				MaxFlows:        r.opts.MaxFlows,
+				MemoryCap:       r.opts.MemoryCap,
+				MaxHold:         replayMaxHold,
 				Now:             func() time.Time { return l.now },
 				ClockBack:       clockBack,
 				OnVerdict:       l.onShadow,
@@ -623,9 +778,8 @@ func laneOfKey(k flowKey, n int) int {
 
 // laneCounters sums the lanes' engine counters the report reads. Should
 // a lane have met a limit of all flows together, which shardable's
-// pre-scan bound says it cannot (the memory cap with inspectors past
-// their size at rest: large OPC UA messages, held PDUs), one engine
-// might have met it at another frame: the log says so.
+// pre-scan bound says it cannot, one engine might have met it at another
+// frame: the log says so.
 func laneCounters(lanes []*lane, log *slog.Logger) gateway.Counters {
 	var c gateway.Counters
 	for _, l := range lanes {

@@ -108,7 +108,7 @@ func TestShardedSameOutput(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !shardable(ms, in.maxFlows, 64<<20) {
+		if !shardable(ms, in.maxFlows, 64<<20, uaPortsOf(in.pol)) {
 			t.Logf("%s: not shardable (%d TCP, %d other flows): one engine whatever Workers", in.name, ms.tcpKeys, ms.otherKeys)
 		} else {
 			sharded++
@@ -296,11 +296,11 @@ func TestShardable(t *testing.T) {
 		{300, 0, 0, 300*inspectorBytes - 1, false}, // the memory cap
 	} {
 		ms := &midstream{tcpKeys: c.tcp, otherKeys: c.other}
-		if got := shardable(ms, c.maxFlows, c.memCap); got != c.want {
+		if got := shardable(ms, c.maxFlows, c.memCap, uaPorts{}); got != c.want {
 			t.Errorf("shardable(%d tcp, %d other, max %d, cap %d) = %v, want %v", c.tcp, c.other, c.maxFlows, c.memCap, got, c.want)
 		}
 	}
-	if shardable(nil, 0, 64<<20) {
+	if shardable(nil, 0, 64<<20, uaPorts{}) {
 		t.Error("shardable without a pre-scan")
 	}
 }

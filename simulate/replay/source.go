@@ -298,6 +298,18 @@ type midstream struct {
 	// Distinct TCP endpoint pairs, and UDP pairs and ICMP echo flows: the
 	// most flows the engine's table holds at once (shardable).
 	tcpKeys, otherKeys int
+	// load is, per connection (by mtrack.id), what shardable's memory
+	// bound reads of it.
+	load []connLoad
+}
+
+// connLoad is what the engine may be asked to buffer for one connection:
+// the TCP payload bytes each end sent (pay[0] from ends[id].a, pay[1]
+// from .b; every frame, retransmissions included) and how many flows the
+// engine may open for it (1, plus one per SYN after its first frame).
+type connLoad struct {
+	pay   [2]int64
+	flows int64
 }
 
 type mtrack struct {
@@ -452,8 +464,18 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 			t = &mtrack{id: int32(len(ms.ends))}
 			tr[pk] = t
 			ms.ends = append(ms.ends, k)
+			ms.load = append(ms.load, connLoad{flows: 1})
 		}
 		ms.segs = append(ms.segs, segOf(ref, &p, t.id, fromA))
+		ld := &ms.load[t.id]
+		if fromA {
+			ld.pay[0] += int64(len(p.Payload))
+		} else {
+			ld.pay[1] += int64(len(p.Payload))
+		}
+		if t.seen && p.Flags&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn {
+			ld.flows++
+		}
 		t.last = f.time
 		switch {
 		case p.Flags&packet.TCPRst != 0:
