@@ -124,12 +124,7 @@ type xdpPort struct {
 	busyPoll     bool
 
 	// read side
-	rbufs  [][]byte
-	rsizes []int
-	rmeta  []FrameMeta
-	rvlen  int
-	rn     int
-	readFn func(fd uintptr) bool
+	rxBatch
 
 	// write side
 	txFree []uint64 // UMEM addresses of TX frames not in flight
@@ -459,50 +454,23 @@ func (x *xdpPort) harvest() int {
 // recvfrom that busy-polls the driver); false parks the goroutine until
 // the kernel signals a frame (or the deadline or Close).
 func (x *xdpPort) doRead(uintptr) bool {
-	if x.rn = x.harvest(); x.rn > 0 {
-		return true
-	}
-	if x.spinReadNs <= 0 {
-		return false
-	}
-	end := time.Now().UnixNano() + x.spinReadNs
 	every := 32 // reading the clock costs more than a look at the ring
+	var poll func()
 	if x.busyPoll {
-		every = 2 // but less than a busy-poll round
+		every, poll = 2, x.pollDriver // but less than a busy-poll round
 	}
-	for i := 1; ; i++ {
-		if x.busyPoll {
-			_, _, _ = unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(x.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
-		}
-		if x.rn = x.harvest(); x.rn > 0 {
-			return true
-		}
-		if i%every == 0 && time.Now().UnixNano() > end {
-			return false
-		}
-	}
+	x.rn = spinHarvest(x.spinReadNs, every, x.harvest, poll)
+	return x.rn > 0
+}
+
+// pollDriver is one busy-poll round: a recvfrom that makes the kernel
+// poll the driver's queue.
+func (x *xdpPort) pollDriver() {
+	_, _, _ = unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(x.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 }
 
 func (x *xdpPort) ReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {
-	n, err := batchLen(bufs, sizes, meta)
-	if n == 0 || err != nil {
-		return 0, err
-	}
-	x.rbufs, x.rsizes, x.rmeta, x.rvlen, x.rn = bufs, sizes, meta, n, 0
-	err = x.rc.Read(x.readFn)
-	x.rbufs, x.rsizes, x.rmeta = nil, nil, nil // do not retain the caller's buffers
-	if err != nil {
-		if x.closed.Load() {
-			return 0, ErrClosed
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return 0, ErrTimeout
-		}
-		return 0, err
-	}
-	x.rcalls.Add(1)
-	x.rxFrames.Add(uint64(x.rn))
-	return x.rn, nil
+	return x.readBatch(x.rc, &x.portCounters, &x.closed, bufs, sizes, meta)
 }
 
 // reclaim takes the TX frames the kernel is done with off the completion

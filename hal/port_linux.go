@@ -351,13 +351,7 @@ func (p *afPacket) ReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (int,
 		p.riov[i].Base = nil
 	}
 	if err != nil {
-		if p.closed.Load() {
-			return 0, ErrClosed
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return 0, ErrTimeout
-		}
-		return 0, err
+		return 0, readErr(err, &p.closed)
 	}
 	if p.rerr != 0 {
 		if p.closed.Load() {

@@ -2,7 +2,6 @@ package hal
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -94,12 +93,7 @@ type ringPort struct {
 
 	// read side
 	rxHead int
-	rbufs  [][]byte
-	rsizes []int
-	rmeta  []FrameMeta
-	rvlen  int
-	rn     int
-	readFn func(fd uintptr) bool
+	rxBatch
 
 	// write side
 	txHead  int
@@ -335,44 +329,12 @@ func (p *ringPort) harvest() int {
 // to SpinRead when it is empty; false parks the goroutine until the
 // kernel signals a new frame (or the deadline or Close).
 func (p *ringPort) doRead(uintptr) bool {
-	if p.rn = p.harvest(); p.rn > 0 {
-		return true
-	}
-	if p.spinReadNs <= 0 {
-		return false
-	}
-	end := time.Now().UnixNano() + p.spinReadNs
-	for i := 1; ; i++ {
-		if p.rn = p.harvest(); p.rn > 0 {
-			return true
-		}
-		// Reading the clock costs more than a look at the ring.
-		if i%32 == 0 && time.Now().UnixNano() > end {
-			return false
-		}
-	}
+	p.rn = spinHarvest(p.spinReadNs, 32, p.harvest, nil)
+	return p.rn > 0
 }
 
 func (p *ringPort) ReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {
-	n, err := batchLen(bufs, sizes, meta)
-	if n == 0 || err != nil {
-		return 0, err
-	}
-	p.rbufs, p.rsizes, p.rmeta, p.rvlen, p.rn = bufs, sizes, meta, n, 0
-	err = p.rc.Read(p.readFn)
-	p.rbufs, p.rsizes, p.rmeta = nil, nil, nil // do not retain the caller's buffers
-	if err != nil {
-		if p.closed.Load() {
-			return 0, ErrClosed
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return 0, ErrTimeout
-		}
-		return 0, err
-	}
-	p.rcalls.Add(1)
-	p.rxFrames.Add(uint64(p.rn))
-	return p.rn, nil
+	return p.readBatch(p.rc, &p.portCounters, &p.closed, bufs, sizes, meta)
 }
 
 // kick asks the kernel to send the slots marked TP_STATUS_SEND_REQUEST,
