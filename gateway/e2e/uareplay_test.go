@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/otgw/otgw/protocols/opcua"
+	"github.com/otgw/otgw/internal/pcaptest"
 	"github.com/otgw/otgw/simulate/capture"
 )
 
@@ -45,57 +43,20 @@ conduits:
 // chunk.
 func writeUACapture(t *testing.T, path string, conns, msgSize int) {
 	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	w, err := capture.NewWriter(bw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Step = 10 * time.Microsecond
-	one := opcua.WriteValue{Node: opcua.StringID(2, "Line1.Setpoint.Forbidden.00000000"), Value: 1}
-	per := len(opcua.AppendWriteRequest(nil, 3, one, one)) - len(opcua.AppendWriteRequest(nil, 3, one))
-	vals := make([]opcua.WriteValue, msgSize/per)
-	for i := range vals {
-		vals[i] = opcua.WriteValue{Node: opcua.StringID(2, fmt.Sprintf("Line1.Setpoint.Forbidden.%08d", i)), Value: 1}
-	}
-	body := opcua.AppendWriteRequest(nil, 3, vals...)
-	chunks := opcua.AppendChunks(nil, opcua.SecureHeader{ChannelID: 7, TokenID: 1, SequenceNumber: 3, RequestID: 3}, body, 8192)
-	hello := opcua.Hello{ReceiveBufferSize: 65536, SendBufferSize: 65536, EndpointURL: "opc.tcp://192.0.2.130:4840"}
-	srv := capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("192.0.2.130:4840")}
+	w := pcaptest.NewUAWriter(t, path)
+	chunks := uaWriteChunks(msgSize)
 	flows := make([]*capture.TCPFlow, conns)
-	must := func(err error) {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 	for i := range flows {
-		fl := capture.NewTCPFlow(capture.Endpoint{MAC: capture.MAC(1), Addr: netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), uint16(30000+i))}, srv)
-		for _, fr := range fl.Handshake() {
-			must(w.WriteFrame(fr))
-		}
-		must(w.WriteFrame(fl.Send(true, opcua.AppendHello(nil, hello))))
-		must(w.WriteFrame(fl.Send(false, opcua.AppendAcknowledge(nil, hello))))
-		must(w.WriteFrame(fl.Send(true, opcua.AppendOpenRequest(nil, opcua.SecureHeader{SequenceNumber: 1, RequestID: 1}, opcua.ModeNone))))
-		must(w.WriteFrame(fl.Send(false, opcua.AppendOpenResponse(nil, opcua.SecureHeader{ChannelID: 7, SequenceNumber: 1, RequestID: 1}, 1))))
-		flows[i] = fl
+		flows[i] = w.Open(i)
 	}
 	for off := 0; off < len(chunks); {
 		n := int(binary.LittleEndian.Uint32(chunks[off+4:]))
 		for _, fl := range flows {
-			for c := chunks[off : off+n]; len(c) > 0; {
-				k := min(len(c), 1460)
-				must(w.WriteFrame(fl.Send(true, c[:k])))
-				c = c[k:]
-			}
-			must(w.WriteFrame(fl.Segment(false, fl.NextSeq(false), fl.NextSeq(true), capture.TCPFlags{ACK: true}, nil)))
+			w.SendChunk(fl, chunks[off:off+n])
 		}
 		off += n
 	}
-	must(bw.Flush())
+	w.Close()
 }
 
 // replayRSS runs otgw replay with the extra environment and returns its

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/internal/netns"
+	"github.com/otgw/otgw/internal/pcaptest"
 	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/protocols/opcua"
 )
@@ -60,13 +61,7 @@ func uaLiveConns(t *testing.T) int {
 // uaWriteChunks is one msgSize-byte Write request to forbidden nodes as
 // 8 KiB chunks of a channel opened by uaOpen.
 func uaWriteChunks(msgSize int) []byte {
-	one := opcua.WriteValue{Node: opcua.StringID(2, "Line1.Setpoint.Forbidden.00000000"), Value: 1}
-	per := len(opcua.AppendWriteRequest(nil, 3, one, one)) - len(opcua.AppendWriteRequest(nil, 3, one))
-	vals := make([]opcua.WriteValue, msgSize/per)
-	for i := range vals {
-		vals[i] = opcua.WriteValue{Node: opcua.StringID(2, fmt.Sprintf("Line1.Setpoint.Forbidden.%08d", i)), Value: 1}
-	}
-	body := opcua.AppendWriteRequest(make([]byte, 0, msgSize+4096), 3, vals...)
+	body := pcaptest.UAWriteBody(msgSize, "Line1.Setpoint.Forbidden.")
 	return opcua.AppendChunks(nil, opcua.SecureHeader{ChannelID: 7, TokenID: 1, SequenceNumber: 3, RequestID: 3}, body, 8192)
 }
 
@@ -85,8 +80,6 @@ func uaReadMessage(c net.Conn) ([]byte, error) {
 	_, err := io.ReadFull(c, b[8:])
 	return b, err
 }
-
-var uaLiveHello = opcua.Hello{ReceiveBufferSize: 65536, SendBufferSize: 65536, EndpointURL: "opc.tcp://192.0.2.130:4840"}
 
 // uaSinkServer listens on the server namespace's port 4840 and plays an
 // OPC UA server as far as the test needs: Acknowledge to the Hello, an
@@ -110,7 +103,7 @@ func uaSinkServer(t *testing.T, l *netns.Line) net.Listener {
 				if _, err := uaReadMessage(c); err != nil {
 					return
 				}
-				if _, err := c.Write(opcua.AppendAcknowledge(nil, uaLiveHello)); err != nil {
+				if _, err := c.Write(opcua.AppendAcknowledge(nil, pcaptest.UAHello)); err != nil {
 					return
 				}
 				if _, err := uaReadMessage(c); err != nil {
@@ -145,7 +138,7 @@ func uaWriteConn(l *netns.Line, chunks []byte, deadline time.Time) uaLiveResult 
 	}
 	defer c.Close()
 	_ = c.SetDeadline(deadline)
-	if _, err := c.Write(opcua.AppendHello(nil, uaLiveHello)); err != nil {
+	if _, err := c.Write(opcua.AppendHello(nil, pcaptest.UAHello)); err != nil {
 		return uaLiveResult{err: fmt.Errorf("hello: %w", err)}
 	}
 	if _, err := uaReadMessage(c); err != nil {

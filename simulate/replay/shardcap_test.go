@@ -1,18 +1,16 @@
 package replay
 
 import (
-	"bufio"
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
+	"github.com/otgw/otgw/internal/pcaptest"
 	"github.com/otgw/otgw/protocols/opcua"
-	"github.com/otgw/otgw/simulate/capture"
 )
 
 // uaAnyWritePolicy allows every OPC UA Write, however many nodes: with a memory cap large
@@ -44,58 +42,22 @@ conduits:
 // meet the memory the earlier ones hold.
 func writeUAWrites(t *testing.T, path string, conns, writes, msgSize int) {
 	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	bw := bufio.NewWriter(f)
-	w, err := capture.NewWriter(bw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Step = 10 * time.Microsecond
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	one := opcua.WriteValue{Node: opcua.StringID(2, "Line1.Setpoint.00000000"), Value: 1}
-	per := len(opcua.AppendWriteRequest(nil, 3, one, one)) - len(opcua.AppendWriteRequest(nil, 3, one))
-	vals := make([]opcua.WriteValue, msgSize/per)
-	for i := range vals {
-		vals[i] = opcua.WriteValue{Node: opcua.StringID(2, fmt.Sprintf("Line1.Setpoint.%08d", i)), Value: 1}
-	}
-	body := opcua.AppendWriteRequest(nil, 3, vals...)
-	hello := opcua.Hello{ReceiveBufferSize: 65536, SendBufferSize: 65536, EndpointURL: "opc.tcp://192.0.2.130:4840"}
-	srv := capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("192.0.2.130:4840")}
+	w := pcaptest.NewUAWriter(t, path)
+	body := pcaptest.UAWriteBody(msgSize, "Line1.Setpoint.")
 	for i := range conns {
-		fl := capture.NewTCPFlow(capture.Endpoint{MAC: capture.MAC(1), Addr: netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), uint16(30000+i))}, srv)
-		for _, fr := range fl.Handshake() {
-			must(w.WriteFrame(fr))
-		}
-		must(w.WriteFrame(fl.Send(true, opcua.AppendHello(nil, hello))))
-		must(w.WriteFrame(fl.Send(false, opcua.AppendAcknowledge(nil, hello))))
-		must(w.WriteFrame(fl.Send(true, opcua.AppendOpenRequest(nil, opcua.SecureHeader{SequenceNumber: 1, RequestID: 1}, opcua.ModeNone))))
-		must(w.WriteFrame(fl.Send(false, opcua.AppendOpenResponse(nil, opcua.SecureHeader{ChannelID: 7, SequenceNumber: 1, RequestID: 1}, 1))))
+		fl := w.Open(i)
 		seq := uint32(2)
 		for range writes {
 			chunks := opcua.AppendChunks(nil, opcua.SecureHeader{ChannelID: 7, TokenID: 1, SequenceNumber: seq, RequestID: seq}, body, 8192)
 			for off := 0; off < len(chunks); {
-				n := int(uint32(chunks[off+4]) | uint32(chunks[off+5])<<8 | uint32(chunks[off+6])<<16 | uint32(chunks[off+7])<<24)
+				n := int(binary.LittleEndian.Uint32(chunks[off+4:]))
 				seq++
-				for c := chunks[off : off+n]; len(c) > 0; {
-					k := min(len(c), 1460)
-					must(w.WriteFrame(fl.Send(true, c[:k])))
-					c = c[k:]
-				}
-				must(w.WriteFrame(fl.Segment(false, fl.NextSeq(false), fl.NextSeq(true), capture.TCPFlags{ACK: true}, nil)))
+				w.SendChunk(fl, chunks[off:off+n])
 				off += n
 			}
 		}
 	}
-	must(bw.Flush())
+	w.Close()
 }
 
 // capOutput replays path with the memory cap given and returns its output.
