@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -399,4 +400,47 @@ func waitListen(t *testing.T, l *netns.Line, port int, out *syncBuffer) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// peakSampler is the largest value a sample function returned, sampled
+// from a goroutine at a fixed interval until Stop.
+type peakSampler struct {
+	peak atomic.Int64
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+// samplePeak calls sample every interval and keeps the largest value,
+// starting from start (e.g. the VmRSS of the process in KiB:
+// samplePeak(t, 10*time.Millisecond, before, func() int64 { return
+// int64(procRSS(t, pid)) })). The test's cleanup stops it.
+func samplePeak(t *testing.T, every time.Duration, start int64, sample func() int64) *peakSampler {
+	p := &peakSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	p.peak.Store(start)
+	go func() {
+		defer close(p.done)
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(every):
+			}
+			if v := sample(); v > p.peak.Load() {
+				p.peak.Store(v)
+			}
+		}
+	}()
+	t.Cleanup(func() { p.Stop() })
+	return p
+}
+
+// Peak is the largest value so far.
+func (p *peakSampler) Peak() int64 { return p.peak.Load() }
+
+// Stop ends the sampling, waits for the goroutine and returns the peak.
+func (p *peakSampler) Stop() int64 {
+	p.once.Do(func() { close(p.stop) })
+	<-p.done
+	return p.peak.Load()
 }

@@ -72,22 +72,7 @@ func TestReloadMemoryReturns(t *testing.T) {
 		time.Sleep(2 * time.Second)
 		return procRSS(t, pid)
 	}
-	var peak atomic.Int64
-	stopRSS := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stopRSS:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			if kb := int64(procRSS(t, pid)); kb > peak.Load() {
-				peak.Store(kb)
-			}
-		}
-	}()
+	peak := samplePeak(t, 20*time.Millisecond, 0, func() int64 { return int64(procRSS(t, pid)) })
 	before := settle()
 	reloads := 0
 	swap := func(policy, name string) time.Duration {
@@ -114,12 +99,12 @@ func TestReloadMemoryReturns(t *testing.T) {
 	big := bigPolicy(740, 60)
 	tBig := swap(big, "the large policy")
 	withBig := settle()
-	peakBig := peak.Load()
+	peakBig := peak.Peak()
 	tBack := swap(floodPolicy, "the original policy")
 	after := settle()
 	time.Sleep(3 * time.Second)
 	later := procRSS(t, pid)
-	close(stopRSS)
+	peak.Stop()
 	st := g.statusJSON()
 	name, _ := st["policy"].(map[string]any)["name"].(string)
 	t.Logf("policy %d bytes: reload seen after %v, back after %v; poller lost %d connections", len(big), tBig.Round(time.Millisecond), tBack.Round(time.Millisecond), lost.Load())

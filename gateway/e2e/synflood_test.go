@@ -185,23 +185,7 @@ func TestSYNFloodLive(t *testing.T) {
 		}
 	}()
 	// RSS of otgw, sampled through the run.
-	var peakRSS atomic.Int64
-	peakRSS.Store(int64(rssBefore))
-	stopRSS := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stopRSS:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			if kb := int64(procRSS(t, pid)); kb > peakRSS.Load() {
-				peakRSS.Store(kb)
-			}
-		}
-	}()
+	peakRSS := samplePeak(t, 50*time.Millisecond, int64(rssBefore), func() int64 { return int64(procRSS(t, pid)) })
 
 	// The flood, from a goroutine; a new connection from another allowed
 	// client while it runs.
@@ -265,7 +249,7 @@ func TestSYNFloodLive(t *testing.T) {
 		}
 	}
 	close(stopPoll)
-	close(stopRSS)
+	peakRSS.Stop()
 	wg.Wait()
 
 	st := g.statusJSON()
@@ -281,15 +265,15 @@ func TestSYNFloodLive(t *testing.T) {
 		counter(st, "flows", "memory_bytes"), counter(st, "flows", "memory_cap"))
 	t.Logf("poller: %d polls, %d lost, slowest %v; connection from %s during the flood: %v; flooding address again %v after the flood",
 		polls.Load(), lost.Load(), time.Duration(maxPoll.Load()).Round(time.Millisecond), otherClient, during.Round(time.Millisecond), after.Round(time.Millisecond))
-	t.Logf("otgw RSS: %d KiB before, peak %d KiB (bound %d KiB)", rssBefore, peakRSS.Load(), floodRSSBoundKB)
+	t.Logf("otgw RSS: %d KiB before, peak %d KiB (bound %d KiB)", rssBefore, peakRSS.Peak(), floodRSSBoundKB)
 	if lost.Load() != 0 {
 		t.Errorf("the established poller lost %d of %d polls: %v", lost.Load(), polls.Load(), pollErr.Load())
 	}
 	if polls.Load() < 10 {
 		t.Errorf("only %d polls during the run", polls.Load())
 	}
-	if peakRSS.Load() > floodRSSBoundKB {
-		t.Errorf("otgw RSS peaked at %d KiB, over the documented %d KiB", peakRSS.Load(), floodRSSBoundKB)
+	if peakRSS.Peak() > floodRSSBoundKB {
+		t.Errorf("otgw RSS peaked at %d KiB, over the documented %d KiB", peakRSS.Peak(), floodRSSBoundKB)
 	}
 	if halfOpen == 0 {
 		t.Errorf("no SYN refused at the half-open limit")

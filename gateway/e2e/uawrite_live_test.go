@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -197,38 +196,10 @@ func TestOPCUAWritesLiveRSS(t *testing.T) {
 	time.Sleep(time.Second)
 	before := procRSS(t, pid)
 
-	var peakRSS, peakMem atomic.Int64
-	peakRSS.Store(int64(before))
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // VmRSS every 10 ms
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-			if kb := int64(procRSS(t, pid)); kb > peakRSS.Load() {
-				peakRSS.Store(kb)
-			}
-		}
-	}()
-	wg.Add(1)
-	go func() { // the engine's inspection memory, every 100 ms
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			if m := int64(counter(g.statusJSON(), "flows", "memory_bytes")); m > peakMem.Load() {
-				peakMem.Store(m)
-			}
-		}
-	}()
+	peakRSS := samplePeak(t, 10*time.Millisecond, int64(before), func() int64 { return int64(procRSS(t, pid)) })
+	peakMem := samplePeak(t, 100*time.Millisecond, 0, func() int64 { // the engine's inspection memory
+		return int64(counter(g.statusJSON(), "flows", "memory_bytes"))
+	})
 
 	start := time.Now()
 	deadline := start.Add(3 * time.Minute)
@@ -244,8 +215,8 @@ func TestOPCUAWritesLiveRSS(t *testing.T) {
 	cw.Wait()
 	elapsed := time.Since(start)
 	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	peakRSS.Stop()
+	peakMem.Stop()
 	after := procRSS(t, pid)
 
 	var sent int64
@@ -286,12 +257,12 @@ func TestOPCUAWritesLiveRSS(t *testing.T) {
 		t.Logf("other client errors: %v", other)
 	}
 	t.Logf("otgw run: memory cap %d KiB; inspection memory peak %d KiB; VmRSS before %d KiB, peak %d KiB, after %d KiB (bound: cap + 32 MiB = %d KiB)",
-		memCap>>10, peakMem.Load()>>10, before, peakRSS.Load(), after, boundKB)
-	if peakRSS.Load() > int64(boundKB) {
-		t.Errorf("otgw run peaked at %d KiB VmRSS, over the memory cap + 32 MiB (%d KiB)", peakRSS.Load(), boundKB)
+		memCap>>10, peakMem.Peak()>>10, before, peakRSS.Peak(), after, boundKB)
+	if peakRSS.Peak() > int64(boundKB) {
+		t.Errorf("otgw run peaked at %d KiB VmRSS, over the memory cap + 32 MiB (%d KiB)", peakRSS.Peak(), boundKB)
 	}
-	if peakMem.Load() > memCap {
-		t.Errorf("inspection memory peaked at %d bytes, over the %d-byte cap", peakMem.Load(), memCap)
+	if peakMem.Peak() > memCap {
+		t.Errorf("inspection memory peaked at %d bytes, over the %d-byte cap", peakMem.Peak(), memCap)
 	}
 	if timeouts > 0 {
 		t.Errorf("%d connections timed out (not refused within 3 minutes, or 30 s after their whole Write)", timeouts)
