@@ -22,7 +22,6 @@ import (
 	"github.com/otgw/otgw/internal/netns"
 	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/simulate/capture"
-	"github.com/otgw/otgw/simulate/peers"
 )
 
 // benchPolicy allows what the benchmark sends: Modbus reads, UDP to port 9
@@ -567,36 +566,18 @@ func TestDatapathBench(t *testing.T) {
 	testenv.NeedRoot(t)
 	variants := benchVariants(t)
 	l := benchLine(t)
-	plc := peers.NewPLC()
-	if err := l.Server.Do(func() error {
-		s, err := peers.Serve(plc, "0.0.0.0:502")
-		if err == nil {
-			t.Cleanup(func() { _ = s.Stop() })
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	servePLC(t, l)
 
 	// Kernel bridge, offloads off on its ports as the gateway has them.
 	bridge := func(rtt bool) benchResult {
 		var br benchResult
-		l.Gateway.IP("link", "add", "br0", "type", "bridge")
-		for _, p := range []string{l.North, l.South} {
-			offloadsOff(t, l.Gateway, p)
-			l.Gateway.IP("link", "set", p, "master", "br0")
-		}
-		l.Gateway.IP("link", "set", "br0", "up")
-		time.Sleep(300 * time.Millisecond)
+		removeBridge := kernelBridge(t, l)
 		br.smallSent, br.smallPPS = smallPackets(t, l)
 		br.tcpBps = tcpThroughput(t, l)
 		if rtt {
 			br.rttP50, br.rttP99, br.polls, br.pollErrors = modbusRTT(t, l)
 		}
-		for _, p := range []string{l.North, l.South} {
-			l.Gateway.IP("link", "set", p, "nomaster")
-		}
-		l.Gateway.IP("link", "del", "br0")
+		removeBridge()
 		return br
 	}
 	br := bridge(true)

@@ -22,6 +22,7 @@ import (
 	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/internal/netns"
 	"github.com/otgw/otgw/internal/testenv"
+	"github.com/otgw/otgw/simulate/peers"
 )
 
 var (
@@ -443,4 +444,42 @@ func (p *peakSampler) Stop() int64 {
 	p.once.Do(func() { close(p.stop) })
 	<-p.done
 	return p.peak.Load()
+}
+
+// servePLC serves a simulated PLC (peers, in process) on port 502 of
+// the line's server namespace until the test ends, and returns it.
+func servePLC(t *testing.T, l *netns.Line) *peers.PLC {
+	t.Helper()
+	plc := peers.NewPLC()
+	if err := l.Server.Do(func() error {
+		s, err := peers.Serve(plc, "0.0.0.0:502")
+		if err == nil {
+			t.Cleanup(func() { _ = s.Stop() })
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return plc
+}
+
+// kernelBridge joins the gateway namespace's two ports in a Linux bridge
+// (offloads off on them, as the gateway has them) and gives it 300 ms to
+// come up: the baseline of the benchmarks. remove takes the bridge down
+// again.
+func kernelBridge(t *testing.T, l *netns.Line) (remove func()) {
+	t.Helper()
+	l.Gateway.IP("link", "add", "br0", "type", "bridge")
+	for _, p := range []string{l.North, l.South} {
+		offloadsOff(t, l.Gateway, p)
+		l.Gateway.IP("link", "set", p, "master", "br0")
+	}
+	l.Gateway.IP("link", "set", "br0", "up")
+	time.Sleep(300 * time.Millisecond)
+	return func() {
+		for _, p := range []string{l.North, l.South} {
+			l.Gateway.IP("link", "set", p, "nomaster")
+		}
+		l.Gateway.IP("link", "del", "br0")
+	}
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/otgw/otgw/internal/netns"
 	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/simulate/dnp3sim"
-	"github.com/otgw/otgw/simulate/peers"
 )
 
 // TestSimonvetterPLC: the second Modbus server implementation, in-process
@@ -19,16 +18,7 @@ import (
 func TestSimonvetterPLC(t *testing.T) {
 	testenv.NeedRoot(t)
 	l := netns.NewLine(t)
-	plc := peers.NewPLC()
-	if err := l.Server.Do(func() error {
-		s, err := peers.Serve(plc, "0.0.0.0:502")
-		if err == nil {
-			t.Cleanup(func() { _ = s.Stop() })
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	plc := servePLC(t, l)
 	g := startGateway(t, l, policyYAML("enforce", "reply"))
 	if got := readHolding(t, l, 40, 5); got[0] != 1040 || got[4] != 1044 {
 		t.Errorf("holding 40-44: got %v, want 1040..1044", got)

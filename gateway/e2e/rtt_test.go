@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/internal/testenv"
-	"github.com/otgw/otgw/simulate/peers"
 )
 
 // TestModbusRTTBench measures the round trip `otgw run` adds to Modbus
@@ -56,16 +55,7 @@ func TestModbusRTTBench(t *testing.T) {
 		t.Setenv(k, v)
 	}
 	l := benchLine(t)
-	plc := peers.NewPLC()
-	if err := l.Server.Do(func() error {
-		s, err := peers.Serve(plc, "0.0.0.0:502")
-		if err == nil {
-			t.Cleanup(func() { _ = s.Stop() })
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	servePLC(t, l)
 	load := func() string {
 		b, _ := os.ReadFile("/proc/loadavg")
 		return strings.Join(strings.Fields(string(b))[:3], " ")
@@ -73,18 +63,9 @@ func TestModbusRTTBench(t *testing.T) {
 	type rtt struct{ p50, p99 time.Duration }
 	var bridge, gw []rtt
 	for i := range runs {
-		l.Gateway.IP("link", "add", "br0", "type", "bridge")
-		for _, p := range []string{l.North, l.South} {
-			offloadsOff(t, l.Gateway, p)
-			l.Gateway.IP("link", "set", p, "master", "br0")
-		}
-		l.Gateway.IP("link", "set", "br0", "up")
-		time.Sleep(300 * time.Millisecond)
+		removeBridge := kernelBridge(t, l)
 		b50, b99, bn, berr := modbusRTT(t, l)
-		for _, p := range []string{l.North, l.South} {
-			l.Gateway.IP("link", "set", p, "nomaster")
-		}
-		l.Gateway.IP("link", "del", "br0")
+		removeBridge()
 
 		g := startGateway(t, l, benchPolicy, args...)
 		time.Sleep(300 * time.Millisecond)

@@ -15,7 +15,6 @@ import (
 
 	"github.com/otgw/otgw/internal/netns"
 	"github.com/otgw/otgw/internal/testenv"
-	"github.com/otgw/otgw/simulate/peers"
 	"github.com/otgw/otgw/update"
 	"github.com/otgw/otgw/update/updatetest"
 )
@@ -94,16 +93,7 @@ func TestPollsDuringFirmwareUpdate(t *testing.T) {
 	testenv.NeedRoot(t)
 	const minPolls = 200
 	l := netns.NewLine(t)
-	plc := peers.NewPLC()
-	if err := l.Server.Do(func() error {
-		s, err := peers.Serve(plc, "0.0.0.0:502")
-		if err == nil {
-			t.Cleanup(func() { _ = s.Stop() })
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	plc := servePLC(t, l)
 	g := startGateway(t, l, policyYAML("enforce", "reply"))
 
 	e := updatetest.New(t, updatetest.Options{ImageBytes: 2 << 20})
