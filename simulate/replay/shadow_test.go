@@ -3,7 +3,6 @@ package replay
 import (
 	"bytes"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"sort"
 	"testing"
@@ -67,28 +66,10 @@ func whatIfOutput(t *testing.T, pol *rules.Policy, paths ...string) (events, rep
 // frame before reading the next, on every scenario with its policy and on
 // every shared capture under a read-only policy.
 func TestShadowPipelineSameOutput(t *testing.T) {
-	type input struct {
-		name  string
-		pol   *rules.Policy
-		paths []string
-	}
-	var inputs []input
-	dirs, _ := filepath.Glob(filepath.Join("..", "scenarios", "*", "input.pcap"))
-	sort.Strings(dirs)
-	if len(dirs) == 0 {
-		t.Fatal("no scenarios in ../scenarios")
-	}
-	for _, in := range dirs {
-		dir := filepath.Dir(in)
-		y, err := os.ReadFile(filepath.Join(dir, "policy.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		inputs = append(inputs, input{filepath.Base(dir), mustPolicy(t, string(y)), []string{in}})
-	}
+	inputs := scenarioInputs(t)
 	shared, _ := filepath.Glob(filepath.Join(testenv.Pcaps(t), "*.pcap*"))
 	sort.Strings(shared)
-	inputs = append(inputs, input{"shared captures, merged", mustPolicy(t, readEverything), shared})
+	inputs = append(inputs, replayInput{name: "shared captures, merged", pol: mustPolicy(t, readEverything), paths: shared})
 	afterReset := 0
 	for _, in := range inputs {
 		shadowPipelined = false

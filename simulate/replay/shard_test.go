@@ -26,13 +26,21 @@ type replayOutput struct {
 
 func shardedOutput(t *testing.T, pol *rules.Policy, workers, maxFlows int, whatIf bool, paths ...string) replayOutput {
 	t.Helper()
+	return outputOf(t, Options{Policy: pol, WhatIf: whatIf, Workers: workers, MaxFlows: maxFlows}, paths...)
+}
+
+// outputOf replays paths with opts, its outputs (events, pcaps) set
+// here, and returns what it wrote.
+func outputOf(t *testing.T, opts Options, paths ...string) replayOutput {
+	t.Helper()
 	var o replayOutput
 	var ev, al, de, sum bytes.Buffer
-	rep, err := Run(Options{Policy: pol, WhatIf: whatIf, Workers: workers, MaxFlows: maxFlows, Allowed: &al, Denied: &de,
-		OnEvent: func(e *Event) {
-			ev.Write(e.JSON())
-			ev.WriteByte('\n')
-		}}, paths...)
+	opts.Allowed, opts.Denied = &al, &de
+	opts.OnEvent = func(e *Event) {
+		ev.Write(e.JSON())
+		ev.WriteByte('\n')
+	}
+	rep, err := Run(opts, paths...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +52,36 @@ func shardedOutput(t *testing.T, pol *rules.Policy, workers, maxFlows int, whatI
 	}
 	o.events, o.summary, o.allowed, o.denied = ev.Bytes(), sum.Bytes(), al.Bytes(), de.Bytes()
 	return o
+}
+
+// replayInput is a capture (or several, merged) and the policy to
+// replay it under; maxFlows 0 is the default table.
+type replayInput struct {
+	name     string
+	pol      *rules.Policy
+	paths    []string
+	maxFlows int
+}
+
+// scenarioInputs is every scenario's input.pcap under its policy.yaml,
+// in name order.
+func scenarioInputs(t *testing.T) []replayInput {
+	t.Helper()
+	dirs, _ := filepath.Glob(filepath.Join("..", "scenarios", "*", "input.pcap"))
+	sort.Strings(dirs)
+	if len(dirs) == 0 {
+		t.Fatal("no scenarios in ../scenarios")
+	}
+	var inputs []replayInput
+	for _, in := range dirs {
+		dir := filepath.Dir(in)
+		y, err := os.ReadFile(filepath.Join(dir, "policy.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		inputs = append(inputs, replayInput{name: filepath.Base(dir), pol: mustPolicy(t, string(y)), paths: []string{in}})
+	}
+	return inputs
 }
 
 // compareOutputs reports where got differs from want.
@@ -69,37 +107,18 @@ func compareOutputs(t *testing.T, name string, got, want replayOutput) {
 // whose rate detections count responses of many connections (spread over
 // the lanes) per subject.
 func TestShardedSameOutput(t *testing.T) {
-	type input struct {
-		name     string
-		pol      *rules.Policy
-		paths    []string
-		maxFlows int
-	}
-	var inputs []input
-	dirs, _ := filepath.Glob(filepath.Join("..", "scenarios", "*", "input.pcap"))
-	sort.Strings(dirs)
-	if len(dirs) == 0 {
-		t.Fatal("no scenarios in ../scenarios")
-	}
-	for _, in := range dirs {
-		dir := filepath.Dir(in)
-		y, err := os.ReadFile(filepath.Join(dir, "policy.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		inputs = append(inputs, input{name: filepath.Base(dir), pol: mustPolicy(t, string(y)), paths: []string{in}})
-	}
+	inputs := scenarioInputs(t)
 	det := filepath.Join(t.TempDir(), "detect.pcap")
 	writeDetectCapture(t, det)
-	inputs = append(inputs, input{name: "rate detections over many connections", pol: mustPolicy(t, detectPolicy), paths: []string{det}})
+	inputs = append(inputs, replayInput{name: "rate detections over many connections", pol: mustPolicy(t, detectPolicy), paths: []string{det}})
 	shared, _ := filepath.Glob(filepath.Join(testenv.Pcaps(t), "*.pcap*"))
 	sort.Strings(shared)
 	// The merged corpus has more TCP connections than the default
 	// table's half-open limit (512): a larger table lets it shard.
-	inputs = append(inputs, input{name: "shared captures, merged", pol: mustPolicy(t, readEverything), paths: shared, maxFlows: 1 << 17})
+	inputs = append(inputs, replayInput{name: "shared captures, merged", pol: mustPolicy(t, readEverything), paths: shared, maxFlows: 1 << 17})
 	// In monitor mode everywhere the lanes have no what-if shadow: the
 	// enforcing engines' alerts are the refusals.
-	inputs = append(inputs, input{name: "shared captures, merged, monitor mode", pol: mustPolicy(t, strings.Replace(readEverything, "mode: enforce", "mode: monitor", 1)),
+	inputs = append(inputs, replayInput{name: "shared captures, merged, monitor mode", pol: mustPolicy(t, strings.Replace(readEverything, "mode: enforce", "mode: monitor", 1)),
 		paths: shared, maxFlows: 1 << 17})
 
 	sharded, detections := 0, 0

@@ -3,7 +3,6 @@ package replay
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -63,25 +62,7 @@ func writeUAWrites(t *testing.T, path string, conns, writes, msgSize int) {
 // capOutput replays path with the memory cap given and returns its output.
 func capOutput(t *testing.T, path string, workers int, memCap int64, whatIf bool) replayOutput {
 	t.Helper()
-	var o replayOutput
-	var ev, al, de, sum bytes.Buffer
-	rep, err := Run(Options{Policy: mustPolicy(t, uaAnyWritePolicy), WhatIf: whatIf, Workers: workers, MaxFlows: 1024, MemoryCap: memCap,
-		Allowed: &al, Denied: &de,
-		OnEvent: func(e *Event) {
-			ev.Write(e.JSON())
-			ev.WriteByte('\n')
-		}}, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.report, err = json.Marshal(rep); err != nil {
-		t.Fatal(err)
-	}
-	if err := rep.WriteSummary(&sum); err != nil {
-		t.Fatal(err)
-	}
-	o.events, o.summary, o.allowed, o.denied = ev.Bytes(), sum.Bytes(), al.Bytes(), de.Bytes()
-	return o
+	return outputOf(t, Options{Policy: mustPolicy(t, uaAnyWritePolicy), WhatIf: whatIf, Workers: workers, MaxFlows: 1024, MemoryCap: memCap}, path)
 }
 
 // TestShardedMemoryCapSameOutput: OPC UA connections whose Write bodies
