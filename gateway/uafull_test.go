@@ -4,14 +4,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/otgw/otgw/gateway/packet"
+	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/protocols/opcua"
 	"github.com/otgw/otgw/simulate/capture"
 )
@@ -24,14 +23,7 @@ func uaFullConns(t *testing.T) int {
 	if raceEnabled {
 		n = 8
 	}
-	if s := os.Getenv("OTGW_UA_CONNS"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v <= 0 {
-			t.Fatalf("OTGW_UA_CONNS %q: want a positive count", s)
-		}
-		n = v
-	}
-	return n
+	return testenv.PositiveInt(t, "OTGW_UA_CONNS", n)
 }
 
 // TestOPCUAFullSizeWrites is issue 15's OPC UA figure at full size: 100

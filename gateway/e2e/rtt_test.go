@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -35,14 +34,7 @@ func TestModbusRTTBench(t *testing.T) {
 		t.Skip("set OTGW_BENCH_RTT=1 (added Modbus RTT of otgw run against the kernel bridge)")
 	}
 	testenv.NeedRoot(t)
-	runs := 5
-	if s := os.Getenv("OTGW_BENCH_RTT_RUNS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("OTGW_BENCH_RTT_RUNS=%q: want a positive number", s)
-		}
-		runs = n
-	}
+	runs := testenv.PositiveInt(t, "OTGW_BENCH_RTT_RUNS", 5)
 	args := strings.Fields(os.Getenv("OTGW_BENCH_RTT_ARGS"))
 	// OTGW_BENCH_RTT_ENV: K=V ... for the gateway's environment (e.g.
 	// GOMAXPROCS=1). The test process read its own at start, so setting

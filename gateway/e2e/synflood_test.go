@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -67,15 +65,7 @@ const (
 // 1,000,000 (about 3 s at the ~380,000 SYN/s one AF_PACKET socket sends
 // on a veth; make test-flood runs this test alone).
 func floodSYNs(t *testing.T) int {
-	n := 1000000
-	if s := os.Getenv("OTGW_FLOOD_SYNS"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v <= 0 {
-			t.Fatalf("OTGW_FLOOD_SYNS %q: want a positive count", s)
-		}
-		n = v
-	}
-	return n
+	return testenv.PositiveInt(t, "OTGW_FLOOD_SYNS", 1000000)
 }
 
 // modbusPoll sends one Read Holding Registers (unit 1, register 0) on c

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sort"
-	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -46,15 +44,7 @@ conduits:
 // uaLiveConns is the number of connections of TestOPCUAWritesLiveRSS:
 // OTGW_UA_LIVE_CONNS, default 100 (issue 15's figure).
 func uaLiveConns(t *testing.T) int {
-	n := 100
-	if s := os.Getenv("OTGW_UA_LIVE_CONNS"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v <= 0 {
-			t.Fatalf("OTGW_UA_LIVE_CONNS %q: want a positive count", s)
-		}
-		n = v
-	}
-	return n
+	return testenv.PositiveInt(t, "OTGW_UA_LIVE_CONNS", 100)
 }
 
 // uaWriteChunks is one msgSize-byte Write request to forbidden nodes as

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"testing"
 )
 
@@ -115,4 +116,20 @@ func NeedCmd(t testing.TB, name string) string {
 		missing(t, "needs "+name+" (a real peer); install it as .ci/run does")
 	}
 	return p
+}
+
+// PositiveInt is the count in the environment variable name (a test's
+// size knob), def where it is unset; anything but a positive whole
+// number fails the test.
+func PositiveInt(t testing.TB, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		t.Fatalf("%s=%q: want a positive whole number", name, s)
+	}
+	return n
 }
