@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/gateway/packet"
+	"github.com/otgw/otgw/internal/pcaptest"
 	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/protocols/opcua"
 	"github.com/otgw/otgw/simulate/capture"
@@ -48,14 +49,7 @@ func TestOPCUAFullSizeWrites(t *testing.T) {
 	r := newRig(t, policy(t, "enforce", "reset", "", fmt.Sprintf(opcuaWriteConduit, "truncated")), func(c *Config) { c.OnVerdict = nil })
 	memCap := r.e.cfg.MemoryCap
 	hello := opcua.Hello{ReceiveBufferSize: 65536, SendBufferSize: 65536, EndpointURL: "opc.tcp://192.0.2.30:4840"}
-	one := opcua.WriteValue{Node: opcua.StringID(2, "Line1.Setpoint.Forbidden.00000000"), Value: 1}
-	per := len(opcua.AppendWriteRequest(nil, 3, one, one)) - len(opcua.AppendWriteRequest(nil, 3, one))
-	vals := make([]opcua.WriteValue, msgSize/per)
-	for i := range vals {
-		vals[i] = opcua.WriteValue{Node: opcua.StringID(2, fmt.Sprintf("Line1.Setpoint.Forbidden.%08d", i)), Value: 1}
-	}
-	body := opcua.AppendWriteRequest(make([]byte, 0, msgSize+4096), 3, vals...)
-	vals = nil
+	body := pcaptest.UAWriteBody(msgSize, "Line1.Setpoint.Forbidden.")
 	chunks := opcua.AppendChunks(make([]byte, 0, len(body)+len(body)/8192*64+64), opcua.SecureHeader{ChannelID: 7, TokenID: 1, SequenceNumber: 3, RequestID: 3}, body, 8192)
 	msgLen := len(body)
 	body = nil
