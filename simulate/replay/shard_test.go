@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -195,22 +196,10 @@ func TestShardedDetectionsAcrossLanes(t *testing.T) {
 		}
 	}
 	for _, w := range []int{2, 3, 7} {
-		if got := alerts(w); !equalStrings(got, want) {
+		if got := alerts(w); !slices.Equal(got, want) {
 			t.Errorf("workers %d: alerts %v, want %v", w, got, want)
 		}
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // detectPolicy allows every Modbus read and counts exceptions with short
