@@ -537,14 +537,25 @@ func benchProfileDir(t *testing.T) string {
 // is "" or perf is not installed.
 func perfRecord(t *testing.T, dir string, pid int, name string) (stop func()) {
 	t.Helper()
-	perf, err := exec.LookPath("perf")
-	if dir == "" || err != nil {
+	if dir == "" {
 		return func() {}
 	}
-	cmd := exec.Command(perf, "record", "-q", "-g", "-F", "2000", "-p", strconv.Itoa(pid),
-		"-o", filepath.Join(dir, name+".perf"))
+	return runPerf(t, "record", "-q", "-g", "-F", "2000", "-p", strconv.Itoa(pid), "-o", filepath.Join(dir, name+".perf"))
+}
+
+// runPerf starts `perf ARGS...` (perf sub-command first) and gives it
+// 100 ms to attach; stop interrupts it (perf then writes its file) and
+// waits. A no-op, and stop too, when perf is not installed or does not
+// start (logged).
+func runPerf(t *testing.T, args ...string) (stop func()) {
+	t.Helper()
+	perf, err := exec.LookPath("perf")
+	if err != nil {
+		return func() {}
+	}
+	cmd := exec.Command(perf, args...)
 	if err := cmd.Start(); err != nil {
-		t.Logf("perf record: %v", err)
+		t.Logf("perf %s: %v", args[0], err)
 		return func() {}
 	}
 	time.Sleep(100 * time.Millisecond) // let perf attach before the phase starts

@@ -3,11 +3,9 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -98,18 +96,8 @@ func TestModbusRTTBench(t *testing.T) {
 // waited between being woken and running (sch delay) and ran.
 func perfSched(t *testing.T, dir string, name string) (stop func()) {
 	t.Helper()
-	perf, err := exec.LookPath("perf")
-	if dir == "" || err != nil {
+	if dir == "" {
 		return func() {}
 	}
-	cmd := exec.Command(perf, "sched", "record", "-q", "-a", "-o", filepath.Join(dir, name+".sched"))
-	if err := cmd.Start(); err != nil {
-		t.Logf("perf sched record: %v", err)
-		return func() {}
-	}
-	time.Sleep(100 * time.Millisecond) // let perf attach before the phase starts
-	return func() {
-		_ = cmd.Process.Signal(syscall.SIGINT)
-		_ = cmd.Wait()
-	}
+	return runPerf(t, "sched", "record", "-q", "-a", "-o", filepath.Join(dir, name+".sched"))
 }
