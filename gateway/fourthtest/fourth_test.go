@@ -10,8 +10,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +19,7 @@ import (
 	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/gateway/packet"
 	"github.com/otgw/otgw/internal/echo7"
+	"github.com/otgw/otgw/internal/pcaptest"
 	"github.com/otgw/otgw/protocols"
 	"github.com/otgw/otgw/rules"
 	"github.com/otgw/otgw/simulate/capture"
@@ -219,23 +218,7 @@ func TestEngine(t *testing.T) {
 	}
 
 	// The dissector: the same sessions, the same renderer.
-	path := filepath.Join(t.TempDir(), "echo7.pcap")
-	fh, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := capture.NewWriter(fh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, fr := range frames {
-		if err := w.WriteFrame(fr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := fh.Close(); err != nil {
-		t.Fatal(err)
-	}
+	path := pcaptest.Write(t, "echo7.pcap", frames)
 	var dissected []map[string]any
 	if _, err := dissect.Run(path, dissect.Options{}, func(p *dissect.PDU) error {
 		if p.Proto != echo7.Proto || p.Dst.Port() != echo7.Port && p.Src.Port() != echo7.Port {
