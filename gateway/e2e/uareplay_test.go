@@ -16,8 +16,10 @@ import (
 	"github.com/otgw/otgw/simulate/capture"
 )
 
-// uaWritePolicy allows OPC UA writes to one node only: every Write of the
-// capture (to other nodes) is refused.
+// uaWritePolicy allows OPC UA writes to one node only: every Write of
+// the capture of TestOPCUAWritesReplayRSS and of the live clients of
+// TestOPCUAWritesLiveRSS (to other nodes) is refused. ARP passes, for the
+// live line.
 const uaWritePolicy = `version: 1
 name: uawrite
 mode: enforce
@@ -25,6 +27,7 @@ action: reset
 zones:
   clients: { port: north, networks: [192.0.2.0/25] }
   servers: { port: south, networks: [192.0.2.128/25] }
+l2: { allow: [arp] }
 conduits:
   - name: hmi-ua
     from: clients

@@ -18,29 +18,6 @@ import (
 	"github.com/otgw/otgw/protocols/opcua"
 )
 
-// uaLivePolicy allows OPC UA writes to one node only, between the bench
-// line's halves: every Write of TestOPCUAWritesLiveRSS (to other nodes)
-// is refused.
-const uaLivePolicy = `version: 1
-name: uawrite-live
-mode: enforce
-action: reset
-zones:
-  clients: { port: north, networks: [192.0.2.0/25] }
-  servers: { port: south, networks: [192.0.2.128/25] }
-l2: { allow: [arp] }
-conduits:
-  - name: hmi-ua
-    from: clients
-    to: servers
-    rules:
-      - opcua:
-          min_security_mode: none
-          allow:
-            - service: write
-              nodes: ["ns=2;s=Line1.Setpoint"]
-`
-
 // uaLiveConns is the number of connections of TestOPCUAWritesLiveRSS:
 // OTGW_UA_LIVE_CONNS, default 100 (issue 15's figure).
 func uaLiveConns(t *testing.T) int {
@@ -174,7 +151,7 @@ func TestOPCUAWritesLiveRSS(t *testing.T) {
 	chunks := uaWriteChunks(msgSize)
 	l := benchLine(t)
 	uaSinkServer(t, l)
-	g := startGateway(t, l, uaLivePolicy)
+	g := startGateway(t, l, uaWritePolicy)
 	defer g.stop()
 	pid := g.cmd.Process.Pid
 	st := g.statusJSON()
