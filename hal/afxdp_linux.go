@@ -120,6 +120,7 @@ type xdpPort struct {
 	ownProg      *ebpf.Program
 	ownLink      link.Link
 	txMu         sync.RWMutex // read: WriteBatch in progress; write: Close
+	rxMu         sync.Mutex   // harvest against release (the rings' unmapping)
 	spinReadNs   int64
 	busyPoll     bool
 
@@ -324,6 +325,11 @@ func (x *xdpPort) release() {
 	} else if x.fd >= 0 {
 		_ = unix.Close(x.fd)
 	}
+	// The socket is closed: no RawConn callback runs now or later. rxMu
+	// orders the last harvest before the rings go (a happens-before the
+	// race detector can see; file.Close's wait is a runtime semaphore).
+	x.rxMu.Lock()
+	defer x.rxMu.Unlock()
 	x.fd = -1
 	for _, r := range []*xskRing{&x.rxRing, &x.txRing, &x.fill, &x.comp} {
 		if r.mem != nil {
@@ -406,6 +412,11 @@ func (x *xdpPort) SetReadDeadline(t time.Time) error {
 // harvest copies up to x.rvlen frames off the RX ring into the caller's
 // buffers and puts their UMEM frames back on the fill ring.
 func (x *xdpPort) harvest() int {
+	x.rxMu.Lock()
+	defer x.rxMu.Unlock()
+	if x.rxRing.mem == nil { // released
+		return 0
+	}
 	cons := atomic.LoadUint32(x.rxRing.cons)
 	prod := atomic.LoadUint32(x.rxRing.prod)
 	n := min(int(prod-cons), x.rvlen)
@@ -423,8 +434,8 @@ func (x *xdpPort) harvest() int {
 		b := x.rbufs[i]
 		size := min(wire, len(b)-VLANHeadroom)
 		off := int(d.Addr)
-		if off < 0 || off+size > len(x.umem) { // never from a sane kernel
-			size = 0
+		if off < 0 || off > len(x.umem) || off+size > len(x.umem) { // never from a sane kernel
+			off, size = 0, 0
 		}
 		copy(b[:size], x.umem[off:off+size])
 		m := FrameMeta{WireLen: wire, Truncated: wire > size}

@@ -95,8 +95,10 @@ type Port interface {
 	// WriteBatch sends the frames (complete Ethernet frames without FCS)
 	// in order. It returns the number sent; on error frames[n] failed
 	// with err and frames after it were not sent, so the caller counts
-	// frames[n] as dropped and may continue with frames[n+1:]. The frames
-	// are not retained.
+	// frames[n] as dropped and may continue with frames[n+1:]. A port that
+	// queues frames before the device answers (AF_XDP) may return n ==
+	// len(frames) with the device's error: all were queued, none is left
+	// to count. The frames are not retained.
 	WriteBatch(frames [][]byte) (n int, err error)
 	// SetReadDeadline sets the deadline for ReadBatch; the zero time means
 	// none.

@@ -393,7 +393,7 @@ func (w *worker) flush(out gateway.PortID) {
 		}
 		// frames[n] failed; the ones after it were not sent yet.
 		w.txErr[out].Add(1)
-		frames = frames[n+1:]
+		frames = frames[min(n+1, len(frames)):] // a port may report a device error after queuing them all
 	}
 	tp.mu.Unlock()
 	ob.n, ob.nstore = 0, 0
