@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"unsafe"
+
 	"net/netip"
 	"sort"
 	"time"
@@ -113,4 +115,14 @@ func (e *Engine) flowInfo(f *flow, last int64) FlowInfo {
 		fi.Proto = f.inspect.String()
 	}
 	return fi
+}
+
+// TableBytes is the memory of a flow table of maxFlows slots once all are
+// in use (the slots alone: a flow's inspection state counts against
+// Config.MemoryCap). otgw run sizes its soft memory limit with it.
+func TableBytes(maxFlows int) int64 {
+	if maxFlows <= 0 {
+		maxFlows = DefaultMaxFlows
+	}
+	return int64(maxFlows) * int64(unsafe.Sizeof(flow{}))
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/otgw/otgw/board"
+	"github.com/otgw/otgw/gateway"
 	"github.com/otgw/otgw/gateway/daemon"
 	"github.com/otgw/otgw/gateway/forensic"
 	"github.com/otgw/otgw/gateway/txlog"
@@ -152,7 +153,7 @@ func runGateway(args []string, _, stderr io.Writer) int {
 		// (BENCHMARKS.md "hostile load"): a soft limit under the bound,
 		// less the binary's pages and the packet rings. GOMEMLIMIT
 		// overrides it.
-		debug.SetMemoryLimit(runMemoryLimit)
+		debug.SetMemoryLimit(runMemoryLimitFor(cfg.MaxFlows))
 	}
 	if *fwRoot != "" {
 		cfg.Update = fwRunUpdate(cfg.Board, *fwState, *fwRoot, runtime.GOARCH, *trialPeriod, *fwTimestamp, cfg.Logger)
@@ -264,3 +265,11 @@ func missingCaps(statusPath string) string {
 // allocates nothing per packet, so the collector runs this often only
 // while buffers grow.
 const runMemoryLimit = (64 + 24) << 20
+
+// runMemoryLimitFor is runMemoryLimit for a flow table of maxFlows slots
+// (0: the default): a table larger than the default adds its extra slots,
+// so a full table never leaves the collector running continuously under
+// the limit.
+func runMemoryLimitFor(maxFlows int) int64 {
+	return runMemoryLimit + max(0, gateway.TableBytes(maxFlows)-gateway.TableBytes(gateway.DefaultMaxFlows))
+}
