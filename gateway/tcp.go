@@ -50,7 +50,10 @@ func (e *Engine) handleFlow(c *hctx) {
 			if e.newFlow(c, k, fromA) {
 				return
 			}
-			continue // another goroutine created it meanwhile: look again
+			// Another goroutine created it meanwhile: look again, with
+			// nothing of this packet's new-flow judgement left behind.
+			c.reversed, c.dec.Named = false, ""
+			continue
 		}
 		f := t.slot(i)
 		f.mu.Lock()
