@@ -417,7 +417,12 @@ func (e *Engine) malformed(c *hctx, f *flow, s side, ss protocols.Session, anoma
 	// check the empty PDU happened to fail first.
 	v := c.rs.Evaluate(&f.rf, pdu)
 	if v.Action == rules.Allow {
+		// Tolerated by a rule: not in enforce mode; a monitor-mode
+		// conduit alerts, as for any refusal.
 		v.Action = rules.Deny
+		if v.Mode == rules.ModeMonitor {
+			v.Action = rules.Alert
+		}
 	}
 	v.Reason, v.Anomaly = rules.ReasonMalformed, anomaly
 	c.dec.PDU = pdu
