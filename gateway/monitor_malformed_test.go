@@ -21,15 +21,7 @@ import (
 // PDU used to be forced to deny in monitor mode too).
 func TestMonitorModeNeverDropsMalformed(t *testing.T) {
 	tol := anomalyList(protocols.ProtoDNP3, dnp3AnomalyName)
-	r := rand.New(rand.NewPCG(tolerateSeed, 3))
-	var cases []tolMut
-	for len(cases) < 1500 {
-		fc, hs, desc := dnForbidden(r)
-		for _, mu := range dnMutations(r, fc, hs) {
-			name, b := dnFrames(r, mu.payload)
-			cases = append(cases, tolMut{desc + ", " + mu.desc + " " + name, b})
-		}
-	}
+	cases := dnCases(rand.New(rand.NewPCG(tolerateSeed, 3)), 1500)
 	// User data in link frames whose function carries none (reset link
 	// states, test link, request link status): unexpected_data, bytes
 	// the gateway cannot read as a PDU, whose empty PDU a rule allowing

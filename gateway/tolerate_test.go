@@ -600,6 +600,20 @@ func dnFrames(r *rand.Rand, frag []byte) (name string, b []byte) {
 	return "", dnp3.AppendLinkFrames(nil, dnp3.CtrlMasterData, 10, 1, frag)
 }
 
+// dnCases returns at least n mutated DNP3 requests that the rule above
+// refuses, each in link frames.
+func dnCases(r *rand.Rand, n int) []tolMut {
+	var cases []tolMut
+	for len(cases) < n {
+		fc, hs, desc := dnForbidden(r)
+		for _, mu := range dnMutations(r, fc, hs) {
+			name, b := dnFrames(r, mu.payload)
+			cases = append(cases, tolMut{desc + ", " + mu.desc + " " + name, b})
+		}
+	}
+	return cases
+}
+
 func dnp3AnomalyName(i int) (string, bool) {
 	n := dnp3.Anomaly(i).String()
 	a, ok := dnp3.AnomalyByName(n)
@@ -608,15 +622,7 @@ func dnp3AnomalyName(i int) (string, bool) {
 
 func TestTolerateDNP3NeverAllowsUnreadFields(t *testing.T) {
 	tol := anomalyList(protocols.ProtoDNP3, dnp3AnomalyName)
-	r := rand.New(rand.NewPCG(tolerateSeed, 2))
-	var cases []tolMut
-	for len(cases) < 3000 {
-		fc, hs, desc := dnForbidden(r)
-		for _, mu := range dnMutations(r, fc, hs) {
-			name, b := dnFrames(r, mu.payload)
-			cases = append(cases, tolMut{desc + ", " + mu.desc + " " + name, b})
-		}
-	}
+	cases := dnCases(rand.New(rand.NewPCG(tolerateSeed, 2)), 3000)
 	for _, level := range []string{"rule", "conduit"} {
 		t.Run(level, func(t *testing.T) {
 			tr := newTolRig(t, func() *rules.Ruleset { return tolPolicy(t, level, "hmi", "rtu", "dnp3", tol, tolDNP3Rule) }, rtuEP, nil)
