@@ -516,38 +516,10 @@ func (e *Engine) nativeReply(c *hctx, ss protocols.Session, v rules.Verdict) boo
 	if !ok {
 		return false
 	}
-	b, ok := r.AppendDenyReply(c.reply[:0], refusal(v.Reason))
+	b, ok := r.AppendDenyReply(c.reply[:0], v.Reason.Refusal())
 	if !ok || len(b) == 0 || &b[0] != &c.reply[0] {
 		return false // none, or larger than the reply buffer
 	}
 	c.replyLen = len(b)
 	return true
-}
-
-// refusal says why a request is denied in the terms of a protocol's reply
-// (protocols.Refusal): the reply's code picks its cause, a reply with
-// text carries the reason's name.
-func refusal(r rules.Reason) protocols.Refusal {
-	cause := protocols.CauseOther
-	switch r {
-	case rules.ReasonFunctionNotAllowed:
-		cause = protocols.CauseFunction
-	case rules.ReasonAddressOutOfRange:
-		cause = protocols.CauseAddress
-	case rules.ReasonValueOutOfRange:
-		cause = protocols.CauseValue
-	case rules.ReasonObjectNotAllowed:
-		cause = protocols.CauseObject
-	case rules.ReasonServiceNotAllowed:
-		cause = protocols.CauseService
-	case rules.ReasonNodeNotAllowed:
-		cause = protocols.CauseNode
-	case rules.ReasonSecurityPolicyNotAllowed:
-		cause = protocols.CauseSecurityPolicy
-	case rules.ReasonSecurityModeTooLow:
-		cause = protocols.CauseSecurityMode
-	case rules.ReasonMalformed:
-		cause = protocols.CauseMalformed
-	}
-	return protocols.Refusal{Cause: cause, Reason: r.String()}
 }
