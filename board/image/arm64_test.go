@@ -40,17 +40,7 @@ func needArm64Test(t *testing.T) {
 
 // arm64ImagePath is the qemu-arm64 disk image under test:
 // OTGW_IMAGE_ARM64, or what make image BOARD=qemu-arm64 wrote.
-func arm64ImagePath(t *testing.T) string {
-	t.Helper()
-	p := os.Getenv("OTGW_IMAGE_ARM64")
-	if p == "" {
-		p = filepath.Join(testenv.ModuleRoot(t), "dist", "image", "qemu-arm64.img")
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("%v: build it with `make image BOARD=qemu-arm64`", err)
-	}
-	return p
-}
+func arm64ImagePath(t *testing.T) string { return boardImage(t, "OTGW_IMAGE_ARM64", "qemu-arm64") }
 
 // startArm64 boots the qemu-arm64 image: qemu-system-aarch64 -M virt
 // (TCG, Cortex-A57) with Debian's U-Boot as firmware, the disk and the
@@ -244,14 +234,7 @@ func TestImageArm64(t *testing.T) {
 		ubootAt.Seconds(), initAt.Seconds(), logAt.Seconds(), runAt.Seconds(), readAt.Seconds())
 	sh.drain()
 
-	install := func(path string) (string, int) {
-		return sh.run(fmt.Sprintf("otgw fw install --board qemu-arm64 --root /etc/otgw/root.json http://%s:8080%s 2>&1", mgmtHost, path), 300*time.Second)
-	}
-	reboot := func() int {
-		mark := v.mark()
-		sh.send("sync; reboot -f")
-		return mark
-	}
+	install, reboot := fwSteps(v, sh, "qemu-arm64")
 
 	// 1. v0.2.0: install, reboot, trial (bootcount 1), health check commits.
 	t1 := time.Now()

@@ -356,14 +356,7 @@ func TestImageUpdate(t *testing.T) {
 	v.waitConsole(regexp.MustCompile(`msg="gateway running"`), 120*time.Second)
 	sh.drain()
 
-	install := func(path string) (string, int) {
-		return sh.run(fmt.Sprintf("otgw fw install --board x86-generic --root /etc/otgw/root.json http://%s:8080%s 2>&1", mgmtHost, path), 300*time.Second)
-	}
-	reboot := func() int {
-		mark := v.mark()
-		sh.send("sync; reboot -f")
-		return mark
-	}
+	install, reboot := fwSteps(v, sh, "x86-generic")
 
 	// 1. v0.2.0: install, reboot, trial, commit.
 	t1 := time.Now()
@@ -441,4 +434,20 @@ func TestImageUpdate(t *testing.T) {
 	l.readsPass(t, 30*time.Second)
 	t.Logf("scenario 3 (power cut after %d bytes of the bundle): %.0fs", cutAt, time.Since(t3).Seconds())
 	t.Logf("TestImageUpdate wall time %.0fs", time.Since(t0).Seconds())
+}
+
+// fwSteps returns the two steps of an update test on the guest: install
+// the bundle at path (served by the test's HTTP server on the management
+// network) for board, with its output and status, and reboot, with the
+// console mark the next boot's output follows.
+func fwSteps(v *vm, sh *serialShell, board string) (install func(path string) (string, int), reboot func() int) {
+	install = func(path string) (string, int) {
+		return sh.run(fmt.Sprintf("otgw fw install --board %s --root /etc/otgw/root.json http://%s:8080%s 2>&1", board, mgmtHost, path), 300*time.Second)
+	}
+	reboot = func() int {
+		mark := v.mark()
+		sh.send("sync; reboot -f")
+		return mark
+	}
+	return install, reboot
 }

@@ -48,16 +48,20 @@ func needImageTest(t *testing.T) {
 	}
 }
 
-// imagePath is the disk image under test: OTGW_IMAGE, or what make image
-// wrote.
-func imagePath(t *testing.T) string {
+// imagePath is the x86-generic disk image under test: OTGW_IMAGE, or what
+// make image wrote.
+func imagePath(t *testing.T) string { return boardImage(t, "OTGW_IMAGE", "x86-generic") }
+
+// boardImage is board's disk image under test: the path in the
+// environment variable env, or what make image BOARD=board wrote.
+func boardImage(t *testing.T, env, board string) string {
 	t.Helper()
-	p := os.Getenv("OTGW_IMAGE")
+	p := os.Getenv(env)
 	if p == "" {
-		p = filepath.Join(testenv.ModuleRoot(t), "dist", "image", "x86-generic.img")
+		p = filepath.Join(testenv.ModuleRoot(t), "dist", "image", board+".img")
 	}
 	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("%v: build it with `make image BOARD=x86-generic`", err)
+		t.Fatalf("%v: build it with `make image BOARD=%s`", err, board)
 	}
 	return p
 }
