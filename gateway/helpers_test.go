@@ -13,6 +13,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/gateway/packet"
+	"github.com/otgw/otgw/protocols/opcua"
 	"github.com/otgw/otgw/rules"
 	"github.com/otgw/otgw/simulate/capture"
 )
@@ -309,5 +310,31 @@ func (r *rig) mustHold(got []sent, out PortID, seq uint32) {
 	d := decode(r.t, got[0].frame)
 	if len(d.payload) != 0 || d.pkt.Seq != seq || d.pkt.Flags != packet.TCPAck {
 		r.t.Fatalf("got seq %d flags %s len %d, want a pure ACK at %d", d.pkt.Seq, flagString(d.pkt.Flags), len(d.payload), seq)
+	}
+}
+
+// openUA opens an OPC UA secure channel (HEL, ACK, OPN request and
+// response, channel 7, security mode None) on the connection f, whose
+// handshake the rig has seen; every message must cross. what names the
+// connection in a failure.
+func (r *rig) openUA(t testing.TB, f *capture.TCPFlow, hello opcua.Hello, what string) {
+	t.Helper()
+	for j, s := range []struct {
+		client bool
+		b      []byte
+	}{
+		{true, opcua.AppendHello(nil, hello)},
+		{false, opcua.AppendAcknowledge(nil, hello)},
+		{true, opcua.AppendOpenRequest(nil, opcua.SecureHeader{SequenceNumber: 1, RequestID: 1}, opcua.ModeNone)},
+		{false, opcua.AppendOpenResponse(nil, opcua.SecureHeader{ChannelID: 7, SequenceNumber: 1, RequestID: 1}, 1)},
+	} {
+		fr := f.Send(s.client, s.b)
+		in := North
+		if !s.client {
+			in = South
+		}
+		if got := r.handle(in, fr); len(got) != 1 {
+			t.Fatalf("%s step %d: got %s (%v)", what, j, describe(got), r.counters().DropsByName())
+		}
 	}
 }

@@ -65,24 +65,7 @@ func TestOPCUAFullSizeWrites(t *testing.T) {
 		cli := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.130"), uint16(30000+i))
 		f := capture.NewTCPFlow(capture.Endpoint{MAC: hmiEP.MAC, Addr: cli}, uaEP)
 		r.handshake(f)
-		for j, s := range []struct {
-			client bool
-			b      []byte
-		}{
-			{true, opcua.AppendHello(nil, hello)},
-			{false, opcua.AppendAcknowledge(nil, hello)},
-			{true, opcua.AppendOpenRequest(nil, opcua.SecureHeader{SequenceNumber: 1, RequestID: 1}, opcua.ModeNone)},
-			{false, opcua.AppendOpenResponse(nil, opcua.SecureHeader{ChannelID: 7, SequenceNumber: 1, RequestID: 1}, 1)},
-		} {
-			fr := f.Send(s.client, s.b)
-			in := North
-			if !s.client {
-				in = South
-			}
-			if got := r.handle(in, fr); len(got) != 1 {
-				t.Fatalf("conn %d step %d: got %s (%v)", i, j, describe(got), r.counters().DropsByName())
-			}
-		}
+		r.openUA(t, f, hello, fmt.Sprintf("conn %d", i))
 		conns[i] = &conn{f: f, cli: cli, srv: uaEP.Addr, cseq: f.NextSeq(true), sseq: f.NextSeq(false)}
 	}
 	r.mu.Lock()

@@ -39,24 +39,7 @@ func TestOPCUAWriteBuffersUnderMemoryCap(t *testing.T) {
 	for i := range 12 {
 		f := capture.NewTCPFlow(capture.Endpoint{MAC: hmiEP.MAC, Addr: netip.AddrPortFrom(netip.MustParseAddr("192.0.2.130"), uint16(40300+i))}, uaEP)
 		r.handshake(f)
-		for j, s := range []struct {
-			client bool
-			b      []byte
-		}{
-			{true, opcua.AppendHello(nil, hello)},
-			{false, opcua.AppendAcknowledge(nil, hello)},
-			{true, opcua.AppendOpenRequest(nil, opcua.SecureHeader{SequenceNumber: 1, RequestID: 1}, opcua.ModeNone)},
-			{false, opcua.AppendOpenResponse(nil, opcua.SecureHeader{ChannelID: 7, SequenceNumber: 1, RequestID: 1}, 1)},
-		} {
-			fr := f.Send(s.client, s.b)
-			in := North
-			if !s.client {
-				in = South
-			}
-			if got := r.handle(in, fr); len(got) != 1 {
-				t.Fatalf("conn %d step %d: got %s (%v)", i, j, describe(got), r.counters().DropsByName())
-			}
-		}
+		r.openUA(t, f, hello, fmt.Sprintf("conn %d", i))
 		conns = append(conns, &conn{f: f})
 	}
 	// Interleave the connections' chunks, one chunk at a time, so that
