@@ -170,14 +170,11 @@ func (e *Engine) newFlow(c *hctx, k flowKey, fromA bool) bool {
 		return true
 	}
 	if v.Action == rules.Deny {
-		e.ctr.flowDenied.Add(1)
-		c.drop = DropFlowDenied
 		act := FrameDrop
 		if tcp && v.DenyAction != rules.ActionDrop {
 			act = FrameInject
 		}
-		e.report(c, nil, v, act)
-		e.ctr.drop(DropFlowDenied)
+		e.denyFlow(c, nil, v, act)
 		if act == FrameInject {
 			// Refuse the SYN the way a closed port does (RFC 9293 section 3.10.7.1).
 			e.sendRaw(c, c.in, p.Dst, p.Src, p.DstPort, p.SrcPort, 0, p.Seq+1, packet.TCPRst|packet.TCPAck, nil, false)
@@ -344,10 +341,7 @@ func (e *Engine) flowPacket(c *hctx, f *flow, s side) {
 		e.orient(c, &c.rf, sideClient)
 		v := c.rs.EvaluateFlow(&c.rf)
 		if v.Action == rules.Deny {
-			e.ctr.flowDenied.Add(1)
-			c.drop = DropFlowDenied
-			e.report(c, f, v, FrameDrop)
-			e.ctr.drop(DropFlowDenied)
+			e.denyFlow(c, f, v, FrameDrop)
 			return
 		}
 		if !f.halfOpen {
@@ -383,10 +377,7 @@ func (e *Engine) reopen(c *hctx, f *flow) bool {
 	c.reversed = true // flow-level decisions name the client as Src
 	v := c.rs.EvaluateFlow(&c.rf)
 	if v.Action == rules.Deny {
-		e.ctr.flowDenied.Add(1)
-		c.drop = DropFlowDenied
-		e.report(c, f, v, FrameDrop)
-		e.ctr.drop(DropFlowDenied)
+		e.denyFlow(c, f, v, FrameDrop)
 		return false
 	}
 	e.putInspector(f.insp)
@@ -451,10 +442,17 @@ func (e *Engine) revalidate(c *hctx, f *flow) bool {
 		}
 		f.state = tcpClosed // a `drop` deny closes it without resets
 	}
+	e.denyFlow(c, f, v, act)
+	return false
+}
+
+// denyFlow counts and reports a flow-level refusal (DropFlowDenied) of the
+// frame; act says what became of it.
+func (e *Engine) denyFlow(c *hctx, f *flow, v rules.Verdict, act FrameAction) {
 	e.ctr.flowDenied.Add(1)
+	c.drop = DropFlowDenied
 	e.report(c, f, v, act)
 	e.ctr.drop(DropFlowDenied)
-	return false
 }
 
 // udp forwards a datagram of an allowed flow, inspecting DNP3 datagrams.
