@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -500,20 +502,10 @@ func collectXDP(s *XDPStatus, gauge func(string, string, float64, ...string), co
 	}{{"added", s.Added}, {"full", s.Full}, {"lost", s.Lost}, {"failed", s.Failed}} {
 		counter("xdp_offers_total", "Flows the engine offered to the XDP bypass, by result.", r.n, "result", r.result)
 	}
-	reasons := make([]string, 0, len(s.Removed))
-	for r := range s.Removed {
-		reasons = append(reasons, r)
-	}
-	sort.Strings(reasons)
-	for _, r := range reasons {
+	for _, r := range slices.Sorted(maps.Keys(s.Removed)) {
 		counter("xdp_removed_total", "Flows taken out of the XDP bypass map, by reason.", s.Removed[r], "reason", r)
 	}
-	results := make([]string, 0, len(s.Frames))
-	for r := range s.Frames {
-		results = append(results, r)
-	}
-	sort.Strings(results)
-	for _, r := range results {
+	for _, r := range slices.Sorted(maps.Keys(s.Frames)) {
 		counter("xdp_frames_total", "Frames the XDP program handled, by result (its per-CPU counters, summed).", s.Frames[r], "result", r)
 	}
 }
