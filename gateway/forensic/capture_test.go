@@ -242,12 +242,18 @@ func TestRotationBounds(t *testing.T) {
 type blockingHandler struct {
 	slog.Handler
 	release chan struct{}
+	entered chan struct{} // closed when the writer starts waiting, if set
 	once    sync.Once
 }
 
 func (h *blockingHandler) Handle(ctx context.Context, r slog.Record) error {
 	if strings.Contains(r.Message, "opened") {
-		h.once.Do(func() { <-h.release })
+		h.once.Do(func() {
+			if h.entered != nil {
+				close(h.entered)
+			}
+			<-h.release
+		})
 	}
 	return nil
 }
@@ -300,14 +306,27 @@ func TestTapAndDeniedNoAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are not meaningful under the race detector (sync.Pool drops items)")
 	}
-	r := newRig(t, forensic.Config{Dir: t.TempDir(), QueueLen: 1024})
+	// The writer goroutine allocates when it opens a file, and
+	// AllocsPerRun counts every goroutine's allocations: hold the writer
+	// in its "opened" log line while the datapath side is measured.
+	h := &blockingHandler{Handler: slog.DiscardHandler, release: make(chan struct{}), entered: make(chan struct{})}
+	r := newRig(t, forensic.Config{Dir: t.TempDir(), QueueLen: 1024, Logger: slog.New(h)})
+	d := deny()
+	frame := make([]byte, 1514)
+	if !r.cap.Denied(gateway.North, frame, d) {
+		t.Fatal("first frame refused")
+	}
+	select {
+	case <-h.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("writer never opened a file")
+	}
+	defer close(h.release)
 	arp := make([]byte, 60)
 	copy(arp, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0x5e, 0, 0, 1, 0x08, 0x06})
 	if a := testing.AllocsPerRun(100, func() { r.tap.Handle(gateway.North, arp, nopTx) }); a != 0 {
 		t.Errorf("allowed frame through the Tap: %v allocs, want 0", a)
 	}
-	d := deny()
-	frame := make([]byte, 1514)
 	if a := testing.AllocsPerRun(100, func() { r.cap.Denied(gateway.North, frame, d) }); a != 0 {
 		t.Errorf("Denied: %v allocs, want 0", a)
 	}
