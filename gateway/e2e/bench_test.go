@@ -101,8 +101,13 @@ type benchResult struct {
 	rssKB, flows      int
 	rssIdleKB         int
 	polls, pollErrors int
-	xdpRedirected     float64 // frames the XDP bypass forwarded (variants with --xdp on)
-	drops, tcpDrops   float64 // the ports' kernel drops (socket or ring full) in the small-packet and the TCP phase
+	xdpRedirected     float64       // frames the XDP bypass forwarded (variants with --xdp on)
+	drops, tcpDrops   float64       // the ports' kernel drops (socket or ring full) in the small-packet and the TCP phase
+	mb                mbFloodResult // the Modbus flood phase (pipelined reads on the inspected conduit)
+	mbCPUPerSeg       time.Duration // gateway process CPU per forwarded TCP segment in the Modbus flood
+	mbCPUPerPDU       time.Duration // the same per Modbus PDU
+	mbAllowed         float64       // PDUs the gateway allowed in the Modbus flood
+	mbRefused         float64       // PDUs denied or alerted and flows denied in the Modbus flood
 }
 
 const benchPhase = 2 * time.Second
@@ -462,6 +467,7 @@ func benchGateway(t *testing.T, l *netns.Line, v benchVariant) benchResult {
 	c0, t0 := procCPU(t, pid), time.Now()
 	gr.rttP50, gr.rttP99, gr.polls, gr.pollErrors = modbusRTT(t, l)
 	gr.rttCPU = float64(procCPU(t, pid)-c0) / float64(time.Since(t0))
+	gr.mbFlood(t, l, g, pid, perfRecord(t, prof, pid, name+"-modbus"))
 	gr.xdpRedirected = counter(g.statusJSON(), "xdp", "frames", "redirected")
 	openFlows(t, l, 10000)
 	gr.rssKB = procRSS(t, pid)
@@ -588,6 +594,10 @@ func TestDatapathBench(t *testing.T) {
 		if rtt {
 			br.rttP50, br.rttP99, br.polls, br.pollErrors = modbusRTT(t, l)
 		}
+		br.mb = modbusFlood(t, l)
+		if br.mb.errors() != 0 {
+			t.Errorf("modbus flood through the kernel bridge: %v", br.mb)
+		}
 		removeBridge()
 		return br
 	}
@@ -663,6 +673,20 @@ func TestDatapathBench(t *testing.T) {
 		func(gr benchResult) string {
 			return fmt.Sprintf("%v: **%s**", us(gr.rttP99), added(gr.rttP99-br.rttP99))
 		})
+	row("small Modbus frames, inspected conduit (pipelined reads: 4 connections x 8 outstanding), Modbus PDUs/s delivered (TCP segments/s) [bridge right before]",
+		fmt.Sprintf("%.0f (%.0f)", br.mb.pdusPerSec(), br.mb.segsPerSec()), ">= 0.9x",
+		func(gr benchResult) string {
+			return fmt.Sprintf("%.0f (%.0f): **%s** [%.0f]", gr.mb.pdusPerSec(), gr.mb.segsPerSec(), ratio(gr.mb.pdusPerSec(), pair.mb.pdusPerSec()), pair.mb.pdusPerSec())
+		})
+	perSeg := func(r mbFloodResult) string { rq, rs := r.pdusPerSeg(); return fmt.Sprintf("%.2f / %.2f", rq, rs) }
+	row("Modbus flood: PDUs per data segment, requests / responses", perSeg(br.mb), "",
+		func(gr benchResult) string { return perSeg(gr.mb) })
+	row("Modbus flood: PDUs allowed / refused by otgw (errors at the client)", fmt.Sprintf("(%d)", br.mb.errors()), "refused 0, errors 0",
+		func(gr benchResult) string {
+			return fmt.Sprintf("%.0f / %.0f (%d)", gr.mbAllowed, gr.mbRefused, gr.mb.errors())
+		})
+	row("otgw CPU per forwarded frame in the Modbus flood (per PDU)", "", "",
+		func(gr benchResult) string { return fmt.Sprintf("%v (%v)", gr.mbCPUPerSeg, gr.mbCPUPerPDU) })
 	row("otgw CPU per forwarded small frame", "", "",
 		func(gr benchResult) string { return fmt.Sprintf("%v", gr.cpuPerPkt) })
 	row("otgw CPU during the RTT phase (share of one core)", "", "",

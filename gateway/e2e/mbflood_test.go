@@ -1,0 +1,285 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/otgw/otgw/internal/netns"
+	"github.com/otgw/otgw/protocols/modbus"
+)
+
+// The Modbus flood phase of the datapath benchmark: small inspected
+// Modbus frames as fast as mbFloodConns pipelined connections carry them.
+const (
+	mbFloodConns = 4 // TCP connections from the client to the PLC (port 502)
+	// mbFloodWindow is the requests each connection keeps outstanding;
+	// well inside the gateway's pairing table (modbus.MaxOutstanding per
+	// connection), so no request is refused as too_many_outstanding.
+	mbFloodWindow = 8
+	mbFloodQty    = 1 // registers per read: a 12-byte request, an 11-byte response
+)
+
+// mbFloodResult is what the Modbus flood phase measured.
+type mbFloodResult struct {
+	elapsed   time.Duration
+	responses int64 // matched responses within the phase
+	requests  int64 // requests sent within the phase
+	// Errors: responses with an unknown transaction id, malformed or
+	// wrong-valued responses, exceptions, I/O errors, requests left
+	// unanswered after the phase.
+	mismatched, malformed, exceptions, ioErrors, unanswered int64
+	// TCP segments of the client's connections (TCP_INFO) during the
+	// phase: data segments each way and all segments (pure ACKs
+	// included), i.e. every frame the bridge or gateway forwarded.
+	dataSegsOut, dataSegsIn, segs int64
+}
+
+// pdusPerSec is the Modbus PDUs delivered per second: each matched
+// response and the request it answers.
+func (r mbFloodResult) pdusPerSec() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(2*r.responses) / r.elapsed.Seconds()
+}
+
+// segsPerSec is the TCP segments (frames) per second both ways.
+func (r mbFloodResult) segsPerSec() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.segs) / r.elapsed.Seconds()
+}
+
+// pdusPerSeg is the mean Modbus PDUs per data segment: requests per
+// client data segment and responses per server data segment.
+func (r mbFloodResult) pdusPerSeg() (req, resp float64) {
+	if r.dataSegsOut > 0 {
+		req = float64(r.requests) / float64(r.dataSegsOut)
+	}
+	if r.dataSegsIn > 0 {
+		resp = float64(r.responses) / float64(r.dataSegsIn)
+	}
+	return req, resp
+}
+
+func (r mbFloodResult) errors() int64 {
+	return r.mismatched + r.malformed + r.exceptions + r.ioErrors + r.unanswered
+}
+
+func (r mbFloodResult) String() string {
+	rq, rs := r.pdusPerSeg()
+	return fmt.Sprintf("%.0f PDUs/s, %.0f segments/s, %.2f/%.2f PDUs per request/response segment, %d responses, errors: %d mismatched, %d malformed, %d exceptions, %d I/O, %d unanswered",
+		r.pdusPerSec(), r.segsPerSec(), rq, rs, r.responses, r.mismatched, r.malformed, r.exceptions, r.ioErrors, r.unanswered)
+}
+
+// tcpSegs reads the connection's segment counters from TCP_INFO.
+func tcpSegs(c *net.TCPConn) (dataOut, dataIn, all int64, err error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+		return 0, 0, 0, err
+	}
+	if gerr != nil {
+		return 0, 0, 0, gerr
+	}
+	return int64(info.Data_segs_out), int64(info.Data_segs_in), int64(info.Segs_out) + int64(info.Segs_in), nil
+}
+
+// modbusFlood opens mbFloodConns connections (TCP_NODELAY) from the client
+// to the PLC on 502; each keeps mbFloodWindow Read Holding Registers
+// requests outstanding (unique transaction ids) and sends a new one per
+// response for benchPhase, then stops sending, collects what is still
+// outstanding (bounded) and closes. Every response is checked: its
+// transaction id was outstanding, it is a well-formed answer with the
+// PLC's value, not an exception.
+func modbusFlood(t *testing.T, l *netns.Line) mbFloodResult {
+	t.Helper()
+	conns := make([]*net.TCPConn, 0, mbFloodConns)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for len(conns) < mbFloodConns {
+		var c net.Conn
+		err := l.Client.Do(func() (err error) {
+			// As in modbusRTT: a SYN lost in the tail of an earlier phase
+			// is retransmitted only after 1 s; a connect is not a read.
+			for try := 0; try < 3; try++ {
+				if c, err = net.DialTimeout("tcp", l.ServerAddr+":502", time.Second); err == nil {
+					return nil
+				}
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatalf("modbus flood dial: %v", err)
+		}
+		tc := c.(*net.TCPConn)
+		if err := tc.SetNoDelay(true); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, tc)
+	}
+	results := make([]mbFloodResult, len(conns))
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(benchPhase)
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = floodConn(c, end)
+		}()
+	}
+	wg.Wait()
+	var r mbFloodResult
+	for _, x := range results {
+		r.responses += x.responses
+		r.requests += x.requests
+		r.mismatched += x.mismatched
+		r.malformed += x.malformed
+		r.exceptions += x.exceptions
+		r.ioErrors += x.ioErrors
+		r.unanswered += x.unanswered
+		r.dataSegsOut += x.dataSegsOut
+		r.dataSegsIn += x.dataSegsIn
+		r.segs += x.segs
+	}
+	r.elapsed = benchPhase
+	return r
+}
+
+// floodConn runs one connection of modbusFlood until end, then drains.
+func floodConn(c *net.TCPConn, end time.Time) (r mbFloodResult) {
+	const unit = 1
+	var (
+		out     [65536]bool // transaction ids outstanding
+		pending int
+		tid     uint16
+		req     [7 + 5]byte
+	)
+	send := func() bool {
+		tid++
+		addr := tid % 100 // holding 0-99: what benchPolicy allows
+		binary.BigEndian.PutUint16(req[0:], tid)
+		binary.BigEndian.PutUint16(req[2:], 0) // protocol id
+		binary.BigEndian.PutUint16(req[4:], 6) // unit id + PDU
+		req[6] = unit
+		req[7] = modbus.FuncReadHoldingRegisters
+		binary.BigEndian.PutUint16(req[8:], addr)
+		binary.BigEndian.PutUint16(req[10:], mbFloodQty)
+		if _, err := c.Write(req[:]); err != nil {
+			r.ioErrors++
+			return false
+		}
+		out[tid] = true
+		pending++
+		r.requests++
+		return true
+	}
+	o0, i0, s0, err := tcpSegs(c)
+	if err != nil {
+		r.ioErrors++
+		return r
+	}
+	_ = c.SetDeadline(end.Add(2 * time.Second)) // the phase, then the drain
+	for range mbFloodWindow {
+		if !send() {
+			return r
+		}
+	}
+	br := bufio.NewReaderSize(c, 4096)
+	var hdr [7]byte
+	var body [256]byte
+	stopped := false
+	for pending > 0 {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			r.ioErrors++
+			break
+		}
+		n := int(binary.BigEndian.Uint16(hdr[4:]))
+		if n < 2 || n-1 > len(body) {
+			r.malformed++
+			break // framing is lost
+		}
+		if _, err := io.ReadFull(br, body[:n-1]); err != nil {
+			r.ioErrors++
+			break
+		}
+		id := binary.BigEndian.Uint16(hdr[0:])
+		pdu := body[:n-1]
+		switch {
+		case !out[id]:
+			r.mismatched++
+		case pdu[0]&0x80 != 0:
+			r.exceptions++
+		case binary.BigEndian.Uint16(hdr[2:]) != 0 || hdr[6] != unit || pdu[0] != modbus.FuncReadHoldingRegisters ||
+			len(pdu) != 2+2*mbFloodQty || pdu[1] != 2*mbFloodQty ||
+			binary.BigEndian.Uint16(pdu[2:]) != 1000+id%100: // peers.PLC: holding i = 1000+i
+			r.malformed++
+		}
+		if out[id] {
+			out[id] = false
+			pending--
+		}
+		if stopped {
+			continue
+		}
+		r.responses++
+		if time.Now().Before(end) {
+			if !send() {
+				break
+			}
+			continue
+		}
+		stopped = true
+		o1, i1, s1, err := tcpSegs(c)
+		if err != nil {
+			r.ioErrors++
+		}
+		r.dataSegsOut, r.dataSegsIn, r.segs = o1-o0, i1-i0, s1-s0
+	}
+	r.unanswered = int64(pending)
+	return r
+}
+
+// mbFlood runs the Modbus flood phase through the gateway g (process pid)
+// and records its rate, the gateway's CPU per frame and what it allowed
+// and refused; stopPerf ends the phase's profile. Errors at the client
+// and any refusal fail the benchmark: the phase measures reads the
+// policy allows.
+func (gr *benchResult) mbFlood(t *testing.T, l *netns.Line, g *gw, pid int, stopPerf func()) {
+	t.Helper()
+	st0 := g.statusJSON()
+	c0 := procCPU(t, pid)
+	gr.mb = modbusFlood(t, l)
+	cpu := procCPU(t, pid) - c0
+	stopPerf()
+	st1 := g.statusJSON()
+	delta := func(k string) float64 { return counter(st1, "counters", k) - counter(st0, "counters", k) }
+	gr.mbAllowed = delta("pdus_allowed")
+	gr.mbRefused = delta("pdus_denied") + delta("pdus_alerted") + delta("flows_denied")
+	if gr.mb.segs > 0 {
+		gr.mbCPUPerSeg = time.Duration(float64(cpu) / float64(gr.mb.segs))
+	}
+	if gr.mb.responses > 0 {
+		gr.mbCPUPerPDU = time.Duration(float64(cpu) / float64(2*gr.mb.responses))
+	}
+	if gr.mb.errors() != 0 || gr.mbRefused != 0 {
+		t.Errorf("modbus flood through otgw: %v; %.0f PDUs allowed, %.0f refused", gr.mb, gr.mbAllowed, gr.mbRefused)
+	}
+}
