@@ -106,6 +106,8 @@ type benchResult struct {
 	mb                mbFloodResult // the Modbus flood phase (pipelined reads on the inspected conduit)
 	mbCPUPerSeg       time.Duration // gateway process CPU per forwarded TCP segment in the Modbus flood
 	mbCPUPerPDU       time.Duration // the same per Modbus PDU
+	mbCPU             float64       // gateway CPU time / wall time in the Modbus flood
+	mbPerBatch        float64       // frames the gateway received per read batch in the Modbus flood
 	mbAllowed         float64       // PDUs the gateway allowed in the Modbus flood
 	mbRefused         float64       // PDUs denied or alerted and flows denied in the Modbus flood
 }
@@ -685,8 +687,13 @@ func TestDatapathBench(t *testing.T) {
 		func(gr benchResult) string {
 			return fmt.Sprintf("%.0f / %.0f (%d)", gr.mbAllowed, gr.mbRefused, gr.mb.errors())
 		})
-	row("otgw CPU per forwarded frame in the Modbus flood (per PDU)", "", "",
-		func(gr benchResult) string { return fmt.Sprintf("%v (%v)", gr.mbCPUPerSeg, gr.mbCPUPerPDU) })
+	cores := func(r mbFloodResult) float64 { return float64(r.endpointCPU) / float64(r.elapsed) }
+	row("Modbus flood: CPU in cores, endpoints (test process: client + PLC server) / otgw", fmt.Sprintf("%.2f", cores(br.mb)), "",
+		func(gr benchResult) string { return fmt.Sprintf("%.2f / %.2f", cores(gr.mb), gr.mbCPU) })
+	row("otgw CPU per forwarded frame in the Modbus flood (per PDU); frames per read batch", "", "",
+		func(gr benchResult) string {
+			return fmt.Sprintf("%v (%v); %.1f", gr.mbCPUPerSeg, gr.mbCPUPerPDU, gr.mbPerBatch)
+		})
 	row("otgw CPU per forwarded small frame", "", "",
 		func(gr benchResult) string { return fmt.Sprintf("%v", gr.cpuPerPkt) })
 	row("otgw CPU during the RTT phase (share of one core)", "", "",

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -40,6 +41,10 @@ type mbFloodResult struct {
 	// phase: data segments each way and all segments (pure ACKs
 	// included), i.e. every frame the bridge or gateway forwarded.
 	dataSegsOut, dataSegsIn, segs int64
+	// endpointCPU is the CPU time of this test process, the client and
+	// the PLC server (and, through the kernel bridge, the forwarding the
+	// kernel does in their system calls), during the phase.
+	endpointCPU time.Duration
 }
 
 // pdusPerSec is the Modbus PDUs delivered per second: each matched
@@ -136,6 +141,7 @@ func modbusFlood(t *testing.T, l *netns.Line) mbFloodResult {
 	}
 	results := make([]mbFloodResult, len(conns))
 	var wg sync.WaitGroup
+	cpu0 := procCPU(t, os.Getpid())
 	start := time.Now()
 	end := start.Add(benchPhase)
 	for i, c := range conns {
@@ -147,6 +153,7 @@ func modbusFlood(t *testing.T, l *netns.Line) mbFloodResult {
 	}
 	wg.Wait()
 	var r mbFloodResult
+	r.endpointCPU = procCPU(t, os.Getpid()) - cpu0
 	for _, x := range results {
 		r.responses += x.responses
 		r.requests += x.requests
@@ -268,11 +275,17 @@ func (gr *benchResult) mbFlood(t *testing.T, l *netns.Line, g *gw, pid int, stop
 	c0 := procCPU(t, pid)
 	gr.mb = modbusFlood(t, l)
 	cpu := procCPU(t, pid) - c0
+	gr.mbCPU = float64(cpu) / float64(gr.mb.elapsed)
 	stopPerf()
 	st1 := g.statusJSON()
 	delta := func(k string) float64 { return counter(st1, "counters", k) - counter(st0, "counters", k) }
 	gr.mbAllowed = delta("pdus_allowed")
 	gr.mbRefused = delta("pdus_denied") + delta("pdus_alerted") + delta("flows_denied")
+	if b := rxBatches(st1) - rxBatches(st0); b > 0 {
+		rx := counter(st1, "counters", "rx_frames", "north") + counter(st1, "counters", "rx_frames", "south") -
+			counter(st0, "counters", "rx_frames", "north") - counter(st0, "counters", "rx_frames", "south")
+		gr.mbPerBatch = rx / b
+	}
 	if gr.mb.segs > 0 {
 		gr.mbCPUPerSeg = time.Duration(float64(cpu) / float64(gr.mb.segs))
 	}
@@ -282,4 +295,17 @@ func (gr *benchResult) mbFlood(t *testing.T, l *netns.Line, g *gw, pid int, stop
 	if gr.mb.errors() != 0 || gr.mbRefused != 0 {
 		t.Errorf("modbus flood through otgw: %v; %.0f PDUs allowed, %.0f refused", gr.mb, gr.mbAllowed, gr.mbRefused)
 	}
+}
+
+// rxBatches sums the datapath loop's read batches over both ports in a
+// status document.
+func rxBatches(st map[string]any) float64 {
+	loop, _ := st["counters"].(map[string]any)["loop"].(map[string]any)
+	bs, _ := loop["rx_batches"].([]any)
+	sum := 0.0
+	for _, b := range bs {
+		f, _ := b.(float64)
+		sum += f
+	}
+	return sum
 }
