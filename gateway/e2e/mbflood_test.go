@@ -292,7 +292,9 @@ func (gr *benchResult) mbFlood(t *testing.T, l *netns.Line, g *gw, pid int, stop
 	if gr.mb.responses > 0 {
 		gr.mbCPUPerPDU = time.Duration(float64(cpu) / float64(2*gr.mb.responses))
 	}
-	if gr.mb.errors() != 0 || gr.mbRefused != 0 {
+	// Every delivered request and response was judged (inspected, not
+	// bypassed); the drain adds a few more.
+	if gr.mb.errors() != 0 || gr.mbRefused != 0 || gr.mbAllowed < float64(2*gr.mb.responses) {
 		t.Errorf("modbus flood through otgw: %v; %.0f PDUs allowed, %.0f refused", gr.mb, gr.mbAllowed, gr.mbRefused)
 	}
 }
