@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -310,4 +312,70 @@ func rxBatches(st map[string]any) float64 {
 		sum += f
 	}
 	return sum
+}
+
+// mbPathCPU is the CPU the whole path spent per delivered PDU in the
+// Modbus flood: the endpoints' (the test process) plus otgw's (0 for
+// the bridge, whose forwarding is in the endpoints' system time when it
+// runs in their softirqs; tick accounting, ksoftirqd not counted).
+func (gr benchResult) mbPathCPU() time.Duration {
+	if gr.mb.responses == 0 {
+		return 0
+	}
+	return (gr.mb.endpointCPU + time.Duration(gr.mbCPU*float64(gr.mb.elapsed))) / time.Duration(2*gr.mb.responses)
+}
+
+// mbFloodRounds is $OTGW_BENCH_MB_ROUNDS: how many alternated rounds of
+// the Modbus flood (bridge, then a fresh gateway) to run per variant
+// after its main measurement; 0 (none) when unset.
+func mbFloodRounds(t *testing.T) int {
+	s := os.Getenv("OTGW_BENCH_MB_ROUNDS")
+	if s == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 20 {
+		t.Fatalf("OTGW_BENCH_MB_ROUNDS=%q: want 0-20", s)
+	}
+	return n
+}
+
+// mbAlternate runs the Modbus flood n times through the kernel bridge
+// and n times through variant v, alternately (bridge, otgw, bridge,
+// otgw, ...; a fresh otgw each round, as the bridge and otgw cannot hold
+// the ports together), and returns each round's ratios: otgw's PDU rate
+// to the bridge's, and the bridge's path CPU per PDU to otgw's.
+func mbAlternate(t *testing.T, l *netns.Line, v benchVariant, n int) (rate, cpu []float64) {
+	t.Helper()
+	for range n {
+		remove := kernelBridge(t, l)
+		br := benchResult{mb: modbusFlood(t, l)}
+		remove()
+		if br.mb.errors() != 0 {
+			t.Errorf("modbus flood through the kernel bridge: %v", br.mb)
+		}
+		g := startBenchGateway(t, l, v)
+		var gr benchResult
+		gr.mbFlood(t, l, g, g.cmd.Process.Pid, func() {})
+		g.stop()
+		if br.mb.responses > 0 && gr.mb.responses > 0 {
+			rate = append(rate, gr.mb.pdusPerSec()/br.mb.pdusPerSec())
+			cpu = append(cpu, float64(br.mbPathCPU())/float64(gr.mbPathCPU()))
+		}
+	}
+	return rate, cpu
+}
+
+// medianRange formats the median of xs and their range as
+// "0.93x (0.81-1.02)"; "n/a" when xs is empty.
+func medianRange(xs []float64) string {
+	if len(xs) == 0 {
+		return "n/a"
+	}
+	s := slices.Sorted(slices.Values(xs))
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return fmt.Sprintf("%.2fx (%.2f-%.2f)", m, s[0], s[len(s)-1])
 }
