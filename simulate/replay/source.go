@@ -301,6 +301,11 @@ type midstream struct {
 	// load is, per connection (by mtrack.id), what shardable's memory
 	// bound reads of it.
 	load []connLoad
+	// backward: a frame is stamped before the one read before it;
+	// earliest and latest are the first and last stamps (the lazy
+	// shadow's clock, lazyClock).
+	backward         bool
+	earliest, latest time.Time
 }
 
 // connLoad is what the engine may be asked to buffer for one connection:
@@ -429,7 +434,18 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 	tr := map[packedKey]*mtrack{}
 	others := map[otherKey]struct{}{}
 	var p packet.Packet
+	var last time.Time
 	err := readMerged(paths, func(f *srcFrame) error {
+		if f.time.Before(last) {
+			ms.backward = true
+		}
+		if ms.earliest.IsZero() || f.time.Before(ms.earliest) {
+			ms.earliest = f.time
+		}
+		if f.time.After(ms.latest) {
+			ms.latest = f.time
+		}
+		last = f.time
 		if p.Decode(f.data, f.link) != nil {
 			return nil
 		}

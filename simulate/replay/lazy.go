@@ -1,0 +1,303 @@
+package replay
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"time"
+
+	"github.com/otgw/otgw/gateway"
+	"github.com/otgw/otgw/gateway/packet"
+)
+
+// The lazy what-if shadow.
+//
+// The shadow (whatif.go) judges every frame a second time so that the
+// refusals hidden behind an enforcing reset can be listed. For a flow
+// whose frames the enforcing engine has judged without any sign of
+// enforcement, that second judgement is known without making it: the
+// shadow would refuse none of them and allow the PDUs the enforcing
+// engine allowed. The lazy shadow therefore keeps such a flow's frames
+// (its history) instead of judging them, and feeds them to the shadow
+// engine only when the flow diverges (catch-up): at its first frame the
+// enforcing engine judged with a sign of enforcement, the shadow engine is
+// fed every earlier frame of the flow, in order, with its timestamp, its
+// verdicts discarded, and then judges the frame; from then on the flow's
+// frames are judged as they come (eager).
+//
+// Flows are keyed as the lanes of a sharded replay are (shard.go flowOf):
+// TCP and UDP by their direction-independent endpoints, ICMP echoes by
+// addresses and identifier, ICMP errors by the flow they quote; a frame
+// with no such key (ARP and other L2, fragments, other ICMP) is judged
+// eagerly. Why skipping is exact:
+//
+//   - Per flow. Sharding rests on frames of different keys never meeting
+//     in an engine's state when the pre-scan proves the table, the
+//     half-open limit and the memory cap out of reach (shardable): a
+//     lane's engine, which sees a subset of the keys, judges them as one
+//     engine does. The lazy shadow sees a subset of the keys too (the
+//     eager ones), so laziness requires shardable. The rate detectors
+//     count across flows, but the shadow's detections are never reported
+//     (shadowVerdict). The shadow's flow ids are never reported either.
+//   - Until divergence. The shadow's ruleset is the policy with every
+//     conduit in monitor mode, so its verdicts differ from the enforcing
+//     engine's only on refused PDUs and flows (deny becomes alert), and
+//     its flows are lenient (gateway tcp.go: f.monitor) where the
+//     enforcing engine's enforce-mode flows are strict. Every strict
+//     refusal the lenient normaliser would let pass is a reportDrop or an
+//     evasion: an event, and a frame not forwarded as fed. The other
+//     strict behaviour, holding the tail of an incomplete PDU, forwards
+//     the frame shortened. A reset the strict normaliser forwards without
+//     closing (in window, not exact) closes a lenient flow. So a flow
+//     diverges (diverges) at a frame where the enforcing engine reported
+//     anything but a rate detection, did not forward the frame exactly as
+//     fed (dropped, shortened, replies or resets injected), or that
+//     carries a TCP reset; and at any engine call about it (MarkPickedUp,
+//     CaptureGap: a pickup or a capture hole, which the two modes
+//     resynchronise differently). Up to that frame the enforcing engine
+//     judged every frame of the flow with nothing but allows, the shadow
+//     would have taken the same path through the normaliser and the
+//     parsers, and so made the same allows and no refusal: settle's
+//     inputs for a skipped frame are no refusals and allowedS ==
+//     allowedE, as the shadow would have given.
+//   - The clock. A catch-up feeds old stamps after newer frames of other
+//     flows. A replay runs no sweep (Engine.Expire is never called): the
+//     engine reads the time per frame, for the idle and clock-back checks
+//     of the frame's own flow (handleFlow, trackEcho: releaseOver on its
+//     own key), which a catch-up feeds the flow's frames in their order
+//     with their stamps, and, across flows, only when a new flow
+//     reclaims expired ones (table.alloc; the memory cap's reclaim is out
+//     of reach, shardable). A flow expired at a catch-up's old time was
+//     expired at every later time: when the captures come in time order
+//     (the pre-scan checks it: midstream.backward), every frame still to
+//     come is stamped no earlier than the newest one fed, so the flow's
+//     next frame finds it over whether or not the catch-up reclaimed it.
+//     In captures that span less than the shortest timeout no flow ever
+//     expires, in whatever order. Laziness needs one of the two
+//     (lazyClock). The frames a replay feeds out of capture order (a
+//     synthesised pickup handshake, stamped 3 µs before its pickup
+//     frame; a handshake ACK fed after the SYN-ACK captured after it)
+//     are stamped back by microseconds, as they are for one engine and
+//     for the lanes; their flows diverge at the pickup.
+//
+// Laziness is off with OnDecision (learn sees every decision), an events
+// Sink, StrictMidstream (no pre-scan), wherever Run would not shard (the
+// same pre-scan bound) and where the captures' clock does not allow it,
+// so that these arguments hold; shadowLazy turns it off for the tests
+// that compare the two.
+//
+// The histories of all flows not yet diverged together keep at most
+// lazyBudget bytes (split evenly between the lanes' shadows): the flow
+// whose frame would exceed it is caught up at once and judged eagerly
+// from then on (early catch-up is always correct, only slower).
+
+// shadowLazy lets the what-if shadow skip the frames of flows that have
+// not diverged; tests turn it off to compare with the eager shadow.
+var shadowLazy = true
+
+// lazyBudget bounds the bytes of history a replay's lazy shadows keep
+// (frames and their stamps); tests set it tiny.
+var lazyBudget = 64 << 20
+
+// lazyFlow is one flow key of a lazy shadow.
+type lazyFlow struct {
+	eager bool
+	// hist holds the frames not judged yet, each as: port (1 byte),
+	// Unix time in ns (8), length (uvarint), the frame as captured.
+	hist []byte
+}
+
+// lazyShadow is a shadow engine's laziness, used on the goroutine that
+// runs the shadow engine.
+type lazyShadow struct {
+	eng    *gateway.Engine
+	setNow func(time.Time) // the shadow engine's clock
+	// catching is true while a catch-up feeds history: the shadow's hook
+	// discards what it is told.
+	catching bool
+	flows    map[packedKey]*lazyFlow
+	used     int // bytes of all histories
+	budget   int
+	buf      []byte
+	stats    lazyStats
+}
+
+// lazyStats count what a lazy shadow did (tests read them: lazyObserve).
+type lazyStats struct {
+	skipped int // frames not judged when they came
+	caught  int // catch-ups (flows with history that diverged)
+	early   int // ... of them forced by lazyBudget
+	fed     int // frames fed by catch-ups
+}
+
+func (s *lazyStats) add(o lazyStats) {
+	s.skipped += o.skipped
+	s.caught += o.caught
+	s.early += o.early
+	s.fed += o.fed
+}
+
+// lazyObserve, when set (tests), receives the lazy shadows' statistics
+// at the end of each Run that had one.
+var lazyObserve func(lazyStats)
+
+// newLazyShadow makes shadow engine eng lazy, with budget bytes of
+// history; setNow sets its clock.
+func newLazyShadow(eng *gateway.Engine, setNow func(time.Time), budget int) *lazyShadow {
+	return &lazyShadow{eng: eng, setNow: setNow, flows: map[packedKey]*lazyFlow{}, budget: budget}
+}
+
+// lazyKey is what the shadow side needs to know of a frame: its flow key
+// and whether the flow diverges at it.
+type lazyKey struct {
+	keyed   bool
+	diverge bool
+	key     packedKey
+}
+
+// op makes the engine call o on the shadow, its flow caught up first.
+func (z *lazyShadow) op(o shadowOp) {
+	z.eagerKey(packKey(flowKeyOf(o.a, o.b)))
+	if o.pickedUp {
+		z.eng.MarkPickedUp(o.a, o.b)
+	} else {
+		z.eng.CaptureGap(o.a, o.b, o.to)
+	}
+}
+
+// skip reports whether the shadow may skip the frame (keeping it in its
+// flow's history); false: the shadow judges it, its flow caught up.
+func (z *lazyShadow) skip(k lazyKey, in gateway.PortID, frame []byte, now time.Time) bool {
+	if !k.keyed {
+		return false
+	}
+	f := z.flows[k.key]
+	if f == nil {
+		f = &lazyFlow{}
+		z.flows[k.key] = f
+	}
+	if f.eager {
+		return false
+	}
+	n := 1 + 8 + binary.MaxVarintLen32 + len(frame)
+	if k.diverge || z.used+n > z.budget {
+		if !k.diverge && len(f.hist) > 0 {
+			z.stats.early++
+		}
+		z.catchUp(f)
+		return false
+	}
+	before := len(f.hist)
+	f.hist = append(f.hist, byte(in))
+	f.hist = binary.BigEndian.AppendUint64(f.hist, uint64(now.UnixNano()))
+	f.hist = binary.AppendUvarint(f.hist, uint64(len(frame)))
+	f.hist = append(f.hist, frame...)
+	z.used += len(f.hist) - before
+	z.stats.skipped++
+	return true
+}
+
+// eagerKey catches the flow of key up and makes it eager.
+func (z *lazyShadow) eagerKey(key packedKey) {
+	f := z.flows[key]
+	if f == nil {
+		z.flows[key] = &lazyFlow{eager: true}
+		return
+	}
+	if !f.eager {
+		z.catchUp(f)
+	}
+}
+
+// catchUp feeds f's history to the shadow engine, its verdicts
+// discarded, and makes f eager. The caller sets the clock again before
+// its next frame.
+func (z *lazyShadow) catchUp(f *lazyFlow) {
+	f.eager = true
+	if len(f.hist) == 0 {
+		return
+	}
+	z.stats.caught++
+	z.catching = true
+	h := f.hist
+	for len(h) > 0 {
+		in := gateway.PortID(h[0])
+		ns := int64(binary.BigEndian.Uint64(h[1:9]))
+		n, w := binary.Uvarint(h[9:])
+		h = h[9+w:]
+		// The engine may rewrite the frame it judges.
+		z.buf = append(z.buf[:0], h[:n]...)
+		h = h[n:]
+		z.setNow(time.Unix(0, ns))
+		z.eng.Handle(in, z.buf, discardTx{})
+		z.stats.fed++
+	}
+	z.catching = false
+	z.used -= len(f.hist)
+	f.hist = nil
+}
+
+// diverges reports whether the enforcing engine's judgement of a frame
+// shows enforcement (see the top of this file): reported is true when it
+// reported anything but a rate detection, exact when it forwarded the
+// frame as fed (same bytes), injected counts the frames it crafted; p is
+// the frame as fed.
+func diverges(p *packet.Packet, reported, exact bool, injected int) bool {
+	return reported || !exact || injected > 0 || p.Proto == packet.ProtoTCP && p.HasL4 && p.Flags&packet.TCPRst != 0
+}
+
+// reportedAny reports whether evs holds an event other than a rate
+// detection.
+func reportedAny(evs []pendingEvent) bool {
+	for i := range evs {
+		if evs[i].kind != evDetection {
+			return true
+		}
+	}
+	return false
+}
+
+// minTimeout is the shortest idle timeout of the engines (the gateway's
+// default TCPClosed): no flow expires in a capture shorter than it.
+const minTimeout = tcpClosed
+
+// lazyClock reports whether the captures' stamps let catch-ups replay
+// old times (see the top of this file): they come in time order, or span
+// less than any flow's timeout, so that no flow ever expires.
+func lazyClock(ms *midstream) bool {
+	return !ms.backward || ms.latest.Sub(ms.earliest) < minTimeout
+}
+
+// lazyKeyOf is the flow key of a decoded frame for the lazy shadow (that
+// of its lane, shard.go flowOf).
+func lazyKeyOf(p *packet.Packet) lazyKey {
+	k, ok := flowOf(p)
+	if !ok {
+		return lazyKey{}
+	}
+	return lazyKey{keyed: true, key: packKey(k)}
+}
+
+// flowOf is the flow a frame belongs to for sharding and the lazy
+// shadow: TCP and UDP by their direction-independent endpoints, ICMP
+// echoes by their addresses and identifier, ICMP errors by the flow of
+// the packet they quote (the engine relates them to it); ok is false for
+// every other frame, which any engine judges on its own.
+func flowOf(p *packet.Packet) (k flowKey, ok bool) {
+	if p.IPVersion == 0 || p.Fragment {
+		return flowKey{}, false
+	}
+	switch p.Proto {
+	case packet.ProtoTCP, packet.ProtoUDP:
+		if !p.HasL4 {
+			return flowKey{}, false
+		}
+		k, _ = keyOf(p)
+		return k, true
+	case packet.ProtoICMP, packet.ProtoICMPv6:
+		if id, _, req, reply := echoOf(p); req || reply {
+			return flowKeyOf(netip.AddrPortFrom(p.Src, id), netip.AddrPortFrom(p.Dst, id)), true
+		}
+		return quotedFlow(p)
+	}
+	return flowKey{}, false
+}
