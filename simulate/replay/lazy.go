@@ -3,6 +3,7 @@ package replay
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/otgw/otgw/gateway"
@@ -101,10 +102,22 @@ var lazyBudget = 64 << 20
 // lazyFlow is one flow key of a lazy shadow.
 type lazyFlow struct {
 	eager bool
-	// hist holds the frames not judged yet, each as: port (1 byte),
-	// Unix time in ns (8), length (uvarint), the frame as captured.
-	hist []byte
+	// hist holds the frames not judged yet, in chunks that never move
+	// (appending copies each frame once), each frame as: its port (1
+	// byte), its stamp less the previous frame's (zigzag varint, ns),
+	// its length (uvarint) and its bytes as a delta against the previous
+	// frame of the same port (putDelta), that frame kept in prev.
+	hist [][]byte
+	prev [2][]byte
+	last int64 // the previous frame's stamp (ns)
 }
+
+// Chunks of history grow from lazyChunkMin to lazyChunkMax bytes per
+// flow; the largest are reused.
+const (
+	lazyChunkMin = 512
+	lazyChunkMax = 64 << 10
+)
 
 // lazyShadow is a shadow engine's laziness, used on the goroutine that
 // runs the shadow engine.
@@ -115,9 +128,10 @@ type lazyShadow struct {
 	// discards what it is told.
 	catching bool
 	flows    map[packedKey]*lazyFlow
-	used     int // bytes of all histories
+	used     int // bytes of all histories' chunks (their capacity)
 	budget   int
 	buf      []byte
+	spare    [][]byte // chunks of lazyChunkMax bytes, for reuse
 	stats    lazyStats
 }
 
@@ -178,22 +192,99 @@ func (z *lazyShadow) skip(k lazyKey, in gateway.PortID, frame []byte, now time.T
 	if f.eager {
 		return false
 	}
-	n := 1 + 8 + binary.MaxVarintLen32 + len(frame)
-	if k.diverge || z.used+n > z.budget {
+	// The most an entry takes: the delta of a frame with nothing in
+	// common is two varints and its bytes.
+	n := 1 + binary.MaxVarintLen64 + 3*binary.MaxVarintLen32 + len(frame)
+	var c []byte
+	last := len(f.hist) - 1
+	if last >= 0 && cap(f.hist[last])-len(f.hist[last]) >= n {
+		c = f.hist[last]
+	}
+	grow := 0 // the bytes of a new chunk
+	if c == nil {
+		grow = lazyChunkMin
+		if last >= 0 {
+			grow = min(2*cap(f.hist[last]), lazyChunkMax)
+		}
+		grow = max(grow, n)
+	}
+	prev := &f.prev[in&1]
+	if k.diverge || z.used+grow+max(len(frame)-cap(*prev), 0) > z.budget {
 		if !k.diverge && len(f.hist) > 0 {
 			z.stats.early++
 		}
 		z.catchUp(f)
 		return false
 	}
-	before := len(f.hist)
-	f.hist = append(f.hist, byte(in))
-	f.hist = binary.BigEndian.AppendUint64(f.hist, uint64(now.UnixNano()))
-	f.hist = binary.AppendUvarint(f.hist, uint64(len(frame)))
-	f.hist = append(f.hist, frame...)
-	z.used += len(f.hist) - before
+	if c == nil {
+		if s := len(z.spare); grow == lazyChunkMax && s > 0 {
+			c, z.spare = z.spare[s-1][:0], z.spare[:s-1]
+		} else {
+			c = make([]byte, 0, grow)
+		}
+		z.used += cap(c)
+		f.hist = append(f.hist, c)
+	}
+	ns := now.UnixNano()
+	c = append(c, byte(in))
+	c = binary.AppendVarint(c, ns-f.last)
+	c = binary.AppendUvarint(c, uint64(len(frame)))
+	c = putDelta(c, frame, *prev)
+	f.hist[len(f.hist)-1] = c
+	f.last = ns
+	z.used -= cap(*prev)
+	*prev = append((*prev)[:0], frame...)
+	z.used += cap(*prev)
 	z.stats.skipped++
 	return true
+}
+
+// putDelta appends frame as a delta against prev: runs of (bytes equal to
+// prev's at the same offsets: uvarint count; then bytes that differ:
+// uvarint count and the bytes) up to the frame's length. Equal runs
+// shorter than 4 bytes are taken into the differing ones.
+func putDelta(b, frame, prev []byte) []byte {
+	same := func(i int) bool { return i < len(prev) && frame[i] == prev[i] }
+	for i := 0; i < len(frame); {
+		s := i
+		for i < len(frame) && same(i) {
+			i++
+		}
+		d := i
+		for i < len(frame) {
+			if !same(i) {
+				i++
+				continue
+			}
+			j := i
+			for j < len(frame) && same(j) && j-i < 4 {
+				j++
+			}
+			if j-i >= 4 || j == len(frame) {
+				break
+			}
+			i = j
+		}
+		b = binary.AppendUvarint(b, uint64(d-s))
+		b = binary.AppendUvarint(b, uint64(i-d))
+		b = append(b, frame[d:i]...)
+	}
+	return b
+}
+
+// getDelta rebuilds in dst (of the frame's length) the frame putDelta
+// encoded at the start of b against prev, and returns the rest of b.
+func getDelta(dst, b, prev []byte) []byte {
+	for i := 0; i < len(dst); {
+		same, w := binary.Uvarint(b)
+		b = b[w:]
+		diff, w := binary.Uvarint(b)
+		b = b[w:]
+		i += copy(dst[i:i+int(same)], prev[i:])
+		i += copy(dst[i:i+int(diff)], b[:diff])
+		b = b[diff:]
+	}
+	return b
 }
 
 // eagerKey catches the flow of key up and makes it eager.
@@ -218,22 +309,34 @@ func (z *lazyShadow) catchUp(f *lazyFlow) {
 	}
 	z.stats.caught++
 	z.catching = true
-	h := f.hist
-	for len(h) > 0 {
-		in := gateway.PortID(h[0])
-		ns := int64(binary.BigEndian.Uint64(h[1:9]))
-		n, w := binary.Uvarint(h[9:])
-		h = h[9+w:]
-		// The engine may rewrite the frame it judges.
-		z.buf = append(z.buf[:0], h[:n]...)
-		h = h[n:]
-		z.setNow(time.Unix(0, ns))
-		z.eng.Handle(in, z.buf, discardTx{})
-		z.stats.fed++
+	var prev [2][]byte // the frames rebuilt so far, per port
+	ns := int64(0)
+	for i, h := range f.hist {
+		for len(h) > 0 {
+			in := gateway.PortID(h[0])
+			d, w := binary.Varint(h[1:])
+			h = h[1+w:]
+			ns += d
+			n, w := binary.Uvarint(h)
+			h = h[w:]
+			p := &prev[in&1]
+			z.buf = slices.Grow(z.buf[:0], int(n))[:n]
+			h = getDelta(z.buf, h, *p)
+			*p = append((*p)[:0], z.buf...)
+			// The engine may rewrite the frame it judges: z.buf, not
+			// the copy the next delta reads.
+			z.setNow(time.Unix(0, ns))
+			z.eng.Handle(in, z.buf, discardTx{})
+			z.stats.fed++
+		}
+		z.used -= cap(f.hist[i])
+		if cap(f.hist[i]) == lazyChunkMax {
+			z.spare = append(z.spare, f.hist[i])
+		}
 	}
 	z.catching = false
-	z.used -= len(f.hist)
-	f.hist = nil
+	z.used -= cap(f.prev[0]) + cap(f.prev[1])
+	f.hist, f.prev = nil, [2][]byte{}
 }
 
 // diverges reports whether the enforcing engine's judgement of a frame

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"testing"
@@ -211,4 +213,36 @@ func checksum(b []byte) uint16 {
 		s = s&0xffff + s>>16
 	}
 	return ^uint16(s)
+}
+
+// TestDeltaRoundTrip: putDelta and getDelta give back every frame, against
+// previous frames longer, shorter, equal or empty, and encode a frame that
+// differs from the previous in a few bytes in a few bytes.
+func TestDeltaRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(18, 4))
+	for n := range 2000 {
+		prev := make([]byte, r.IntN(120))
+		for i := range prev {
+			prev[i] = byte(r.IntN(4))
+		}
+		frame := make([]byte, r.IntN(120))
+		for i := range frame {
+			if i < len(prev) && r.IntN(3) > 0 {
+				frame[i] = prev[i]
+			} else {
+				frame[i] = byte(r.IntN(4))
+			}
+		}
+		enc := putDelta([]byte{7}, frame, prev)
+		got := make([]byte, len(frame))
+		if rest := getDelta(got, append(enc[1:], 9), prev); !bytes.Equal(got, frame) || len(rest) != 1 || rest[0] != 9 {
+			t.Fatalf("case %d: %x against %x: got %x, rest %x", n, frame, prev, got, rest)
+		}
+	}
+	prev := bytes.Repeat([]byte{1, 2, 3, 4, 5, 6, 7, 8}, 10)
+	frame := slices.Clone(prev)
+	frame[20], frame[21], frame[60] = 0, 0, 0
+	if enc := putDelta(nil, frame, prev); len(enc) > 12 {
+		t.Errorf("3 bytes changed of 80: %d bytes of delta %x", len(enc), enc)
+	}
 }
