@@ -2,6 +2,7 @@ package replay
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"time"
@@ -244,20 +245,22 @@ func (z *lazyShadow) skip(k lazyKey, in gateway.PortID, frame []byte, now time.T
 // uvarint count and the bytes) up to the frame's length. Equal runs
 // shorter than 4 bytes are taken into the differing ones.
 func putDelta(b, frame, prev []byte) []byte {
-	same := func(i int) bool { return i < len(prev) && frame[i] == prev[i] }
+	m := min(len(frame), len(prev)) // past m every byte differs
 	for i := 0; i < len(frame); {
 		s := i
-		for i < len(frame) && same(i) {
-			i++
-		}
+		i = equalUpTo(frame, prev, i, m)
 		d := i
 		for i < len(frame) {
-			if !same(i) {
+			if i >= m {
+				i = len(frame)
+				break
+			}
+			if frame[i] != prev[i] {
 				i++
 				continue
 			}
 			j := i
-			for j < len(frame) && same(j) && j-i < 4 {
+			for j < m && j-i < 4 && frame[j] == prev[j] {
 				j++
 			}
 			if j-i >= 4 || j == len(frame) {
@@ -270,6 +273,20 @@ func putDelta(b, frame, prev []byte) []byte {
 		b = append(b, frame[d:i]...)
 	}
 	return b
+}
+
+// equalUpTo returns the first offset from i, up to m, where a and b differ
+// (m if none), comparing 8 bytes at a time.
+func equalUpTo(a, b []byte, i, m int) int {
+	for ; i+8 <= m; i += 8 {
+		if x := binary.LittleEndian.Uint64(a[i:]) ^ binary.LittleEndian.Uint64(b[i:]); x != 0 {
+			return i + bits.TrailingZeros64(x)/8
+		}
+	}
+	for i < m && a[i] == b[i] {
+		i++
+	}
+	return i
 }
 
 // getDelta rebuilds in dst (of the frame's length) the frame putDelta

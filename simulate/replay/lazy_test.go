@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/otgw/otgw/gateway"
+	"github.com/otgw/otgw/gateway/packet"
 	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/simulate/capture"
 )
@@ -244,5 +246,54 @@ func TestDeltaRoundTrip(t *testing.T) {
 	frame[20], frame[21], frame[60] = 0, 0, 0
 	if enc := putDelta(nil, frame, prev); len(enc) > 12 {
 		t.Errorf("3 bytes changed of 80: %d bytes of delta %x", len(enc), enc)
+	}
+}
+
+// BenchmarkLazySkip is what the lazy shadow costs a frame it skips: the
+// frames of 300 Modbus connections polled round robin, kept in history.
+func BenchmarkLazySkip(b *testing.B) {
+	const conns = 300
+	var frames [][]byte
+	var keys []lazyKey
+	var flows []*capture.TCPFlow
+	for i := range conns {
+		cl := capture.Endpoint{MAC: capture.MAC(byte(i)), Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), uint16(40000+i))}
+		sv := capture.Endpoint{MAC: capture.MAC(200), Addr: netip.MustParseAddrPort("10.0.1.1:502")}
+		flows = append(flows, capture.NewTCPFlow(cl, sv))
+	}
+	var p packet.Packet
+	for n := range 20000 {
+		fl := flows[n%conns]
+		for _, f := range [][]byte{fl.Send(true, readReq(uint16(n))), fl.Send(false, readResp(uint16(n)))} {
+			if err := p.Decode(f, packet.LinkEthernet); err != nil {
+				b.Fatal(err)
+			}
+			frames, keys = append(frames, f), append(keys, lazyKeyOf(&p))
+		}
+	}
+	now := time.Now()
+	stamps := make([]time.Time, len(frames))
+	size := 0
+	for k := range frames {
+		stamps[k] = now.Add(time.Duration(k) * 100 * time.Microsecond)
+		size += len(frames[k])
+	}
+	b.ResetTimer()
+	var z *lazyShadow
+	for i := 0; i < b.N; {
+		z = newLazyShadow(nil, nil, 1<<30)
+		for k, f := range frames {
+			if i == b.N {
+				break
+			}
+			if !z.skip(keys[k], gateway.PortID(k&1), f, stamps[k]) {
+				b.Fatal("not skipped")
+			}
+			i++
+		}
+	}
+	if b.N >= len(frames) {
+		b.ReportMetric(float64(z.used)/float64(len(frames)), "history-B/frame")
+		b.ReportMetric(float64(size)/float64(len(frames)), "frame-B")
 	}
 }
