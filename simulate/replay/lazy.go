@@ -68,18 +68,22 @@ import (
 //     own key), which a catch-up feeds the flow's frames in their order
 //     with their stamps, and, across flows, only when a new flow
 //     reclaims expired ones (table.alloc; the memory cap's reclaim is out
-//     of reach, shardable). A flow expired at a catch-up's old time was
-//     expired at every later time: when the captures come in time order
-//     (the pre-scan checks it: midstream.backward), every frame still to
-//     come is stamped no earlier than the newest one fed, so the flow's
-//     next frame finds it over whether or not the catch-up reclaimed it.
-//     In captures that span less than the shortest timeout no flow ever
-//     expires, in whatever order. Laziness needs one of the two
-//     (lazyClock). The frames a replay feeds out of capture order (a
-//     synthesised pickup handshake, stamped 3 µs before its pickup
-//     frame; a handshake ACK fed after the SYN-ACK captured after it)
-//     are stamped back by microseconds, as they are for one engine and
-//     for the lanes; their flows diverge at the pickup.
+//     of reach, shardable), at a time no later than the newest stamp fed
+//     so far, N. A flow F reclaimed at r <= N was expired at r: its
+//     previous frame L and timeout satisfy L + timeout <= r. Its next
+//     frame, stamped t, finds it over anyway unless t < L + timeout <= N:
+//     stamped before the newest frame fed before it, into a flow idle
+//     since at least N - timeout. The pre-scan looks for such a frame
+//     (midstream.backward: a frame stamped back that is not a TCP segment,
+//     or a TCP segment whose connection's previous segment is older than
+//     N - minTimeout) and laziness needs there be none; or that the
+//     captures span less than the shortest timeout, so that no flow ever
+//     expires (lazyClock). Two kinds of frame are fed out of capture
+//     order, stamped back by microseconds: a synthesised pickup handshake
+//     (3 µs before its pickup frame) and a handshake ACK fed after the
+//     SYN-ACK captured after it; the ACK's flow was touched by that
+//     SYN-ACK, just fed, and the handshake's flow diverges at its pickup,
+//     its stamps as they are with one engine or with lanes.
 //
 // Laziness is off with OnDecision (learn sees every decision), an events
 // Sink, StrictMidstream (no pre-scan), wherever Run would not shard (the

@@ -49,9 +49,8 @@ func TestLazyShadowSameOutput(t *testing.T) {
 	inputs := scenarioInputs(t)
 	shared, _ := filepath.Glob(filepath.Join(testenv.Pcaps(t), "*.pcap*"))
 	sort.Strings(shared)
-	// Merged, the shared captures are not in time order (one of them is
-	// not) over more than a flow's timeout: the shadow is eager
-	// (lazyClock). One by one, all but that one are lazy.
+	// One of the shared captures is stamped back by microseconds, within
+	// live connections (lazyClock allows it): merged and one by one.
 	read := mustPolicy(t, readEverything)
 	inputs = append(inputs, replayInput{name: "shared captures, merged", pol: read, paths: shared, maxFlows: 1 << 17})
 	for _, p := range shared {
@@ -215,6 +214,77 @@ func checksum(b []byte) uint16 {
 		s = s&0xffff + s>>16
 	}
 	return ^uint16(s)
+}
+
+// TestLazyClock: the pre-scan allows a lazy shadow on captures in time
+// order, on captures stamped back only within TCP connections active
+// within the shortest timeout, and on captures shorter than that timeout;
+// not on a frame stamped back into a connection idle for longer, nor on
+// any other frame stamped back.
+func TestLazyClock(t *testing.T) {
+	cl := capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("10.0.0.1:40000")}
+	cl2 := capture.Endpoint{MAC: capture.MAC(3), Addr: netip.MustParseAddrPort("10.0.0.3:40000")}
+	sv := capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("10.0.1.1:502")}
+	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
+	type frame struct {
+		at time.Duration
+		b  []byte
+	}
+	dir := t.TempDir()
+	for n, c := range []struct {
+		name   string
+		frames func(a, b *capture.TCPFlow) []frame
+		want   bool
+	}{
+		{"in time order", func(a, b *capture.TCPFlow) []frame {
+			hs := a.Handshake()
+			return []frame{{0, hs[0]}, {time.Millisecond, hs[1]}, {time.Millisecond, hs[2]}, {time.Hour / 2, a.Send(true, readReq(1))}}
+		}, true},
+		{"back within a live connection", func(a, b *capture.TCPFlow) []frame {
+			ha, hb := a.Handshake(), b.Handshake()
+			return []frame{{0, ha[0]}, {0, ha[1]}, {0, ha[2]}, {0, hb[0]}, {0, hb[1]}, {0, hb[2]},
+				{time.Minute, a.Send(true, readReq(1))}, {time.Minute + time.Second, b.Send(true, readReq(1))},
+				{time.Minute + time.Millisecond, a.Send(false, readResp(1))}}
+		}, true},
+		{"back into a connection idle past the shortest timeout", func(a, b *capture.TCPFlow) []frame {
+			ha, hb := a.Handshake(), b.Handshake()
+			return []frame{{0, ha[0]}, {0, ha[1]}, {0, ha[2]}, {0, hb[0]}, {0, hb[1]}, {0, hb[2]},
+				{time.Minute, b.Send(true, readReq(1))}, {time.Minute - time.Millisecond, a.Send(true, readReq(1))}}
+		}, false},
+		{"back, not TCP", func(a, b *capture.TCPFlow) []frame {
+			hs := a.Handshake()
+			return []frame{{0, hs[0]}, {time.Minute, hs[1]}, {time.Minute - time.Millisecond, capture.UDPDatagram(cl, sv, []byte{1})}}
+		}, false},
+		{"back, shorter than the shortest timeout", func(a, b *capture.TCPFlow) []frame {
+			hs := a.Handshake()
+			return []frame{{0, hs[0]}, {time.Second, hs[1]}, {time.Millisecond, capture.UDPDatagram(cl, sv, []byte{1})}}
+		}, true},
+	} {
+		a, b := capture.NewTCPFlow(cl, sv), capture.NewTCPFlow(cl2, sv)
+		path := filepath.Join(dir, strconv.Itoa(n)+".pcap")
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := capture.NewWriter(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, fr := range c.frames(a, b) {
+			w.Time = t0.Add(fr.at)
+			if err := w.WriteFrame(fr.b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.Close()
+		ms, err := scanMidstream([]string{path}, serverPorts(mustPolicy(t, readEverything)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := lazyClock(ms); got != c.want {
+			t.Errorf("%s: lazyClock %v, want %v", c.name, got, c.want)
+		}
+	}
 }
 
 // TestDeltaRoundTrip: putDelta and getDelta give back every frame, against
