@@ -133,7 +133,9 @@ type lazyShadow struct {
 	// discards what it is told.
 	catching bool
 	flows    map[packedKey]*lazyFlow
-	used     int // bytes of all histories' chunks (their capacity)
+	last     *lazyFlow // the flow of the last frame skip was given,
+	lastKey  packedKey // ... and its key (a request's answer comes next)
+	used     int       // bytes of all histories' chunks (their capacity)
 	budget   int
 	buf      []byte
 	spare    [][]byte // chunks of lazyChunkMax bytes, for reuse
@@ -189,10 +191,13 @@ func (z *lazyShadow) skip(k lazyKey, in gateway.PortID, frame []byte, now time.T
 	if !k.keyed {
 		return false
 	}
-	f := z.flows[k.key]
-	if f == nil {
-		f = &lazyFlow{}
-		z.flows[k.key] = f
+	f := z.last
+	if f == nil || z.lastKey != k.key {
+		if f = z.flows[k.key]; f == nil {
+			f = &lazyFlow{}
+			z.flows[k.key] = f
+		}
+		z.last, z.lastKey = f, k.key
 	}
 	if f.eager {
 		return false

@@ -594,7 +594,11 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 // flowConduitOf records conduit (the frame's, "" if none was named) as
 // that of the flow key, or returns the flow's when the frame named none.
 func flowConduitOf(m conduitMap, key flowKey, conduit string) string {
-	pk := packKey(key)
+	return packedConduitOf(m, packKey(key), conduit)
+}
+
+// packedConduitOf is flowConduitOf with the key packed.
+func packedConduitOf(m conduitMap, pk packedKey, conduit string) string {
 	c, ok := m[pk]
 	switch {
 	case conduit == "":

@@ -495,16 +495,26 @@ func (l *lane) judge(j *shardJob) {
 	l.fc = frameCtx{cur: j.fc.cur, pkt: &l.pkt, picked: j.fc.picked, pickApp: j.fc.pickApp}
 	l.conduit = ""
 	j.sent, j.sentLen, j.sentPayload, j.injected = false, 0, -1, 0
+	// The frame's flow, packed once for the conduit map and the lazy
+	// shadow (a TCP or UDP frame's lazy key is its endpoints, j.key).
+	var pk packedKey
+	if j.hasKey {
+		pk = packKey(j.key)
+	}
 	var lk lazyKey
 	if l.lazy != nil {
-		lk = lazyKeyOf(&l.pkt)
+		if j.hasKey && !l.pkt.Fragment && (l.pkt.Proto == packet.ProtoTCP || l.pkt.Proto == packet.ProtoUDP) {
+			lk = lazyKey{keyed: true, key: pk}
+		} else {
+			lk = lazyKeyOf(&l.pkt)
+		}
 		lk.diverge = diverges(&l.pkt, false, true, 0) // a reset, read before the engine may rewrite the frame
 	}
 	l.base = unsafe.SliceData(l.buf)
 	l.eng.Handle(j.in, l.buf, l)
 	l.base = nil
 	if !j.synthetic && j.hasKey {
-		l.conduit = flowConduitOf(l.flowConduit, j.key, l.conduit)
+		l.conduit = packedConduitOf(l.flowConduit, pk, l.conduit)
 	}
 	j.conduit = l.conduit
 	if l.lazy != nil && lk.keyed && !lk.diverge {
