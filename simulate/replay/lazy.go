@@ -121,7 +121,7 @@ type lazyFlow struct {
 // flow; the largest are reused.
 const (
 	lazyChunkMin = 512
-	lazyChunkMax = 64 << 10
+	lazyChunkMax = 16 << 10
 )
 
 // lazyShadow is a shadow engine's laziness, used on the goroutine that
@@ -148,6 +148,7 @@ type lazyStats struct {
 	caught  int // catch-ups (flows with history that diverged)
 	early   int // ... of them forced by lazyBudget
 	fed     int // frames fed by catch-ups
+	peak    int // the most bytes of history held at once
 }
 
 func (s *lazyStats) add(o lazyStats) {
@@ -155,6 +156,7 @@ func (s *lazyStats) add(o lazyStats) {
 	s.caught += o.caught
 	s.early += o.early
 	s.fed += o.fed
+	s.peak += o.peak // lanes: the sum of their peaks, a bound
 }
 
 // lazyObserve, when set (tests), receives the lazy shadows' statistics
@@ -245,6 +247,7 @@ func (z *lazyShadow) skip(k lazyKey, in gateway.PortID, frame []byte, now time.T
 	z.used -= cap(*prev)
 	*prev = append((*prev)[:0], frame...)
 	z.used += cap(*prev)
+	z.stats.peak = max(z.stats.peak, z.used)
 	z.stats.skipped++
 	return true
 }
