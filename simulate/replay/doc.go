@@ -52,7 +52,11 @@
 // that the enforcing engine never made are reported with the policy's
 // reason and AfterReset (after_reset in the record), and Report.WhatIf
 // counts what the policy refuses, per conduit and function, apart from
-// the traffic the resets cut (whatif.go).
+// the traffic the resets cut (whatif.go). Where the pre-scan proves it
+// exact, that engine judges a flow's frames only once the enforcing
+// engine has shown enforcement on it, fed the flow's earlier frames
+// first; until then it would only repeat the enforcing engine's allows
+// (lazy.go).
 //
 // The report's timeline (Report.Timeline, report.json and report.html)
 // holds the deny and alert events up to Options.MaxTimeline entries; the

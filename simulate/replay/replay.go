@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -239,12 +240,27 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	if b.err != nil {
 		return nil, b.err
 	}
-	if b.lanes != nil && !shardable(r.mid, opts.MaxFlows, b.lanes[0].eng.Counters().MemoryCap, uaPortsOf(opts.Policy)) {
+	var memCap int64
+	if b.lanes != nil {
+		memCap = b.lanes[0].eng.Counters().MemoryCap
+	} else {
+		memCap = b.eng.Counters().MemoryCap
+	}
+	alone := shardable(r.mid, opts.MaxFlows, memCap, uaPortsOf(opts.Policy))
+	if b.lanes != nil && !alone {
 		// Flows might meet in the table, the half-open limit or the
 		// memory cap: one engine judges them.
 		b.lanes = nil
 		if b.eng, b.shadow, err = r.newEngines(rs); err != nil {
 			return nil, err
+		}
+	}
+	// The lazy shadow (lazy.go): where flows are judged each alone, in
+	// time order, and nothing needs every decision.
+	lazy := shadowLazy && alone && lazyClock(r.mid) && opts.OnDecision == nil && opts.Sink == nil && !opts.StrictMidstream
+	for _, l := range b.lanes {
+		if lazy && l.shadow != nil {
+			l.lazy = newLazyShadow(l.shadow, func(t time.Time) { l.now = t }, lazyBudget/len(b.lanes))
 		}
 	}
 	if b.lanes != nil {
@@ -255,6 +271,9 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	}
 	r.eng, r.shadow = b.eng, b.shadow
 	if r.shadow != nil {
+		if lazy {
+			r.lazy = newLazyShadow(r.shadow, func(t time.Time) { r.sp.now = t }, lazyBudget)
+		}
 		go r.runShadow()
 		defer r.sp.stop()
 	}
@@ -289,6 +308,20 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	}
 	if r.wi != nil {
 		r.rep.WhatIf = r.wi.finish()
+	}
+	if lazyObserve != nil && lazy {
+		var st lazyStats
+		if r.lazy != nil {
+			st = r.lazy.stats
+		}
+		if r.sh != nil {
+			for _, l := range r.sh.lanes {
+				if l.lazy != nil {
+					st.add(l.lazy.stats)
+				}
+			}
+		}
+		lazyObserve(st)
 	}
 	return r.rep, nil
 }
@@ -388,6 +421,7 @@ type runner struct {
 	allowedE int            // PDUs of the current frame the enforcing engine allowed
 	wi       *whatIf
 	sp       *shadowPipe
+	lazy     *lazyShadow // the shadow's laziness (lazy.go), nil when it judges every frame
 
 	// Options.Workers: the lanes (shard.go), nil with one engine; the
 	// rate detectors' table of their engines.
@@ -529,11 +563,20 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 		// Handle may rewrite the frame in place (truncation): the
 		// shadow gets the frame as captured.
 		sj = r.sp.job(in, frame, &r.fc, ref.Time)
+		sj.lk = lazyKey{}
+		if r.lazy != nil {
+			sj.lk = lazyKeyOf(p)
+			sj.lk.diverge = diverges(p, false, true, 0) // a reset, read before the engine may rewrite the frame
+		}
 	}
 	r.base = unsafe.SliceData(frame)
 	r.eng.Handle(in, frame, r)
 	r.base = nil
 	if sj != nil {
+		if sj.lk.keyed && !sj.lk.diverge {
+			exact := r.sent && r.sentLen == orig && bytes.Equal(frame[:orig], sj.frame)
+			sj.lk.diverge = diverges(p, reportedAny(r.frameEvs), exact, r.injected)
+		}
 		sj.frameEvs, r.frameEvs = r.frameEvs, sj.frameEvs[:0]
 		sj.allowedE, r.allowedE = r.allowedE, 0
 		sj.sent, sj.sentLen, sj.injected, sj.orig = r.sent, r.sentLen, r.injected, orig
@@ -551,7 +594,11 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 // flowConduitOf records conduit (the frame's, "" if none was named) as
 // that of the flow key, or returns the flow's when the frame named none.
 func flowConduitOf(m conduitMap, key flowKey, conduit string) string {
-	pk := packKey(key)
+	return packedConduitOf(m, packKey(key), conduit)
+}
+
+// packedConduitOf is flowConduitOf with the key packed.
+func packedConduitOf(m conduitMap, pk packedKey, conduit string) string {
 	c, ok := m[pk]
 	switch {
 	case conduit == "":
@@ -1079,7 +1126,13 @@ func (rep *Report) finish(c gateway.Counters) {
 		if a.N != b.N {
 			return a.N > b.N
 		}
-		return a.Src+a.Dst < b.Src+b.Dst
+		// The same endpoints may be denied as several protocols (modbus,
+		// then tcp once closed): the protocol breaks the tie, so that the
+		// order does not depend on the map's.
+		if ab, bb := a.Src+a.Dst, b.Src+b.Dst; ab != bb {
+			return ab < bb
+		}
+		return a.Proto < b.Proto
 	})
 	if len(rep.TopDenied) > 20 {
 		rep.TopDenied = rep.TopDenied[:20]

@@ -48,6 +48,7 @@ type shadowJob struct {
 	fc    frameCtx // fc.pkt points at pkt
 	now   time.Time
 	ops   []shadowOp
+	lk    lazyKey // the lazy shadow's key (lazy.go)
 	// From the shadow (its goroutine writes them before handing j back).
 	refusals []pendingEvent
 	allowedS int
@@ -143,15 +144,26 @@ func (sp *shadowPipe) stop() {
 // the pipe is stopped.
 func (r *runner) runShadow() {
 	sp := r.sp
+	z := r.lazy
 	defer close(sp.done)
 	for b := range sp.work {
 		for _, j := range b {
 			for _, op := range j.ops {
+				if z != nil {
+					z.op(op)
+					continue
+				}
 				if op.pickedUp {
 					r.shadow.MarkPickedUp(op.a, op.b)
 				} else {
 					r.shadow.CaptureGap(op.a, op.b, op.to)
 				}
+			}
+			if z != nil && z.skip(j.lk, j.in, j.frame, j.now) {
+				// As the shadow would have judged it: no refusal, the
+				// same allows.
+				j.allowedS = j.allowedE
+				continue
 			}
 			// The same bytes as the enforcing engine's frame: the same
 			// packet context for the events (also of a frame that does

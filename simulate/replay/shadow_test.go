@@ -61,28 +61,35 @@ func whatIfOutput(t *testing.T, pol *rules.Policy, paths ...string) (events, rep
 }
 
 // TestShadowPipelineSameOutput: with the what-if engine on its own
-// goroutine, up to shadowLag frames behind, the events (each JSON line,
-// in order) and report.json are byte for byte those of settling each
-// frame before reading the next, on every scenario with its policy and on
-// every shared capture under a read-only policy.
+// goroutine, up to shadowLag frames behind, eager or lazy (lazy.go), the
+// events (each JSON line, in order) and report.json are byte for byte
+// those of the eager shadow settling each frame before reading the next,
+// on every scenario with its policy and on every shared capture under a
+// read-only policy.
 func TestShadowPipelineSameOutput(t *testing.T) {
 	inputs := scenarioInputs(t)
 	shared, _ := filepath.Glob(filepath.Join(testenv.Pcaps(t), "*.pcap*"))
 	sort.Strings(shared)
 	inputs = append(inputs, replayInput{name: "shared captures, merged", pol: mustPolicy(t, readEverything), paths: shared})
 	afterReset := 0
+	defer func() { shadowPipelined, shadowLazy = true, true }()
 	for _, in := range inputs {
-		shadowPipelined = false
+		shadowPipelined, shadowLazy = false, false
 		wantEv, wantRep := whatIfOutput(t, in.pol, in.paths...)
 		shadowPipelined = true
-		gotEv, gotRep := whatIfOutput(t, in.pol, in.paths...)
-		if !bytes.Equal(gotEv, wantEv) {
-			t.Errorf("%s: events differ from frame-by-frame settling (%d vs %d bytes)", in.name, len(gotEv), len(wantEv))
+		// The eager and the lazy shadow (lazy.go).
+		for _, lazy := range []bool{false, true} {
+			shadowLazy = lazy
+			gotEv, gotRep := whatIfOutput(t, in.pol, in.paths...)
+			name := in.name + map[bool]string{false: ", eager shadow", true: ", lazy shadow"}[lazy]
+			if !bytes.Equal(gotEv, wantEv) {
+				t.Errorf("%s: events differ from frame-by-frame settling (%d vs %d bytes)", name, len(gotEv), len(wantEv))
+			}
+			if !bytes.Equal(gotRep, wantRep) {
+				t.Errorf("%s: report differs from frame-by-frame settling", name)
+			}
+			afterReset += bytes.Count(gotEv, []byte(`"after_reset":true`))
 		}
-		if !bytes.Equal(gotRep, wantRep) {
-			t.Errorf("%s: report differs from frame-by-frame settling", in.name)
-		}
-		afterReset += bytes.Count(gotEv, []byte(`"after_reset":true`))
 	}
 	if afterReset == 0 {
 		t.Error("no after_reset event in any input: the test does not exercise the shadow")

@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"bytes"
 	"encoding/binary"
 	"log/slog"
 	"math"
@@ -256,6 +257,9 @@ type lane struct {
 	// shadow (the same policy in monitor mode) would make the enforcing
 	// engine's decisions: they are its refusals, and there is no shadow.
 	mirror bool
+	// lazy: the shadow skips the frames of flows that have not diverged
+	// (lazy.go); nil: it judges every frame.
+	lazy *lazyShadow
 }
 
 // allMonitor reports whether every conduit of rs, and its default, is in
@@ -410,6 +414,9 @@ func (l *lane) onVerdict(d *gateway.Decision) {
 
 // onShadow is the lane shadow's hook.
 func (l *lane) onShadow(d *gateway.Decision) {
+	if l.lazy != nil && l.lazy.catching {
+		return
+	}
 	j := &l.cur.shadowJob
 	k := len(j.refusals)
 	l.r.shadowVerdict(j, d)
@@ -459,15 +466,16 @@ func (l *lane) judge(j *shardJob) {
 	for _, op := range j.ops {
 		if op.pickedUp {
 			l.eng.MarkPickedUp(op.a, op.b)
-			if l.shadow != nil {
-				l.shadow.MarkPickedUp(op.a, op.b)
-			}
-			continue
-		}
-		if l.eng.CaptureGap(op.a, op.b, op.to) {
+		} else if l.eng.CaptureGap(op.a, op.b, op.to) {
 			j.holes++
 		}
-		if l.shadow != nil {
+		switch {
+		case l.lazy != nil:
+			l.lazy.op(op)
+		case l.shadow == nil:
+		case op.pickedUp:
+			l.shadow.MarkPickedUp(op.a, op.b)
+		default:
 			l.shadow.CaptureGap(op.a, op.b, op.to)
 		}
 	}
@@ -487,14 +495,46 @@ func (l *lane) judge(j *shardJob) {
 	l.fc = frameCtx{cur: j.fc.cur, pkt: &l.pkt, picked: j.fc.picked, pickApp: j.fc.pickApp}
 	l.conduit = ""
 	j.sent, j.sentLen, j.sentPayload, j.injected = false, 0, -1, 0
+	// The frame's flow, packed once for the conduit map and the lazy
+	// shadow (a TCP or UDP frame's lazy key is its endpoints, j.key).
+	var pk packedKey
+	if j.hasKey {
+		pk = packKey(j.key)
+	}
+	var lk lazyKey
+	if l.lazy != nil {
+		if j.hasKey && !l.pkt.Fragment && (l.pkt.Proto == packet.ProtoTCP || l.pkt.Proto == packet.ProtoUDP) {
+			lk = lazyKey{keyed: true, key: pk}
+		} else {
+			lk = lazyKeyOf(&l.pkt)
+		}
+		lk.diverge = diverges(&l.pkt, false, true, 0) // a reset, read before the engine may rewrite the frame
+	}
 	l.base = unsafe.SliceData(l.buf)
 	l.eng.Handle(j.in, l.buf, l)
 	l.base = nil
 	if !j.synthetic && j.hasKey {
-		l.conduit = flowConduitOf(l.flowConduit, j.key, l.conduit)
+		l.conduit = packedConduitOf(l.flowConduit, pk, l.conduit)
 	}
 	j.conduit = l.conduit
-	if l.shadow != nil {
+	if l.lazy != nil && lk.keyed && !lk.diverge {
+		reported := false
+		for i := range j.notes {
+			if n := &j.notes[i]; n.ev.ev != nil && n.ev.kind != evDetection {
+				reported = true
+				break
+			}
+		}
+		exact := j.sent && j.sentLen == len(j.frame) && bytes.Equal(l.buf[:j.sentLen], j.frame)
+		lk.diverge = diverges(&l.pkt, reported, exact, j.injected)
+	}
+	switch {
+	case l.shadow == nil:
+	case l.lazy != nil && l.lazy.skip(lk, j.in, j.frame, j.now):
+		// As the shadow would have judged it: no refusal, the same allows.
+		j.allowedS = j.allowedE
+	default:
+		l.now = j.now // a catch-up moved the clock
 		_ = j.pkt.Decode(j.frame, packet.LinkEthernet)
 		j.fc.pkt = &j.pkt
 		l.shadow.Handle(j.in, j.frame, discardTx{})
@@ -673,29 +713,14 @@ func (r *runner) settleJob(j *shardJob) {
 	}
 }
 
-// laneOf is the lane of a frame's flow: TCP and UDP by their
-// direction-independent endpoints, ICMP echoes by their addresses and
-// identifier, ICMP errors by the flow of the packet they quote (the
-// engine relates them to it); every other frame is judged on its own by
-// any engine (lane 0).
+// laneOf is the lane of a frame's flow (flowOf); every other frame is
+// judged on its own by any engine (lane 0).
 func laneOf(p *packet.Packet, n int) int {
-	if n == 1 || p.IPVersion == 0 || p.Fragment {
+	if n == 1 {
 		return 0
 	}
-	switch p.Proto {
-	case packet.ProtoTCP, packet.ProtoUDP:
-		if !p.HasL4 {
-			return 0
-		}
-		k, _ := keyOf(p)
+	if k, ok := flowOf(p); ok {
 		return laneOfKey(k, n)
-	case packet.ProtoICMP, packet.ProtoICMPv6:
-		if id, _, req, reply := echoOf(p); req || reply {
-			return laneOfKey(flowKeyOf(netip.AddrPortFrom(p.Src, id), netip.AddrPortFrom(p.Dst, id)), n)
-		}
-		if k, ok := quotedFlow(p); ok {
-			return laneOfKey(k, n)
-		}
 	}
 	return 0
 }

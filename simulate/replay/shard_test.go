@@ -103,7 +103,8 @@ func compareOutputs(t *testing.T, name string, got, want replayOutput) {
 
 // TestShardedSameOutput: with the flows sharded over 2, 3 and 7 engines,
 // events, report.json, the summary and both pcaps are byte for byte those
-// of one engine, with and without the what-if evaluation, on every
+// of one engine, with and without the what-if evaluation (the lanes' and,
+// with one engine, the single shadow lazy, the reference's eager), on every
 // scenario, on the shared captures merged, and on a generated capture
 // whose rate detections count responses of many connections (spread over
 // the lanes) per subject.
@@ -134,12 +135,19 @@ func TestShardedSameOutput(t *testing.T) {
 			sharded++
 		}
 		for _, whatIf := range []bool{true, false} {
+			// The reference: one engine, the eager what-if shadow.
+			shadowLazy = false
 			want := shardedOutput(t, in.pol, 1, in.maxFlows, whatIf, in.paths...)
+			shadowLazy = true
 			if strings.HasSuffix(in.name, "monitor mode") && !bytes.Contains(want.events, []byte(`"verdict":"alert"`)) {
 				t.Errorf("%s: no alert: the input does not exercise the lanes without shadow", in.name)
 			}
 			detections += bytes.Count(want.events, []byte(`"reason":"detect:`))
-			for _, w := range []int{2, 3, 7} {
+			workers := []int{2, 3, 7}
+			if whatIf {
+				workers = append(workers, 1) // the lazy shadow of one engine
+			}
+			for _, w := range workers {
 				got := shardedOutput(t, in.pol, w, in.maxFlows, whatIf, in.paths...)
 				compareOutputs(t, in.name+", workers "+strconv.Itoa(w)+map[bool]string{true: ", what-if", false: ""}[whatIf], got, want)
 			}

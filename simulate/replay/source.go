@@ -301,6 +301,13 @@ type midstream struct {
 	// load is, per connection (by mtrack.id), what shardable's memory
 	// bound reads of it.
 	load []connLoad
+	// backward: a frame is stamped before the newest one read before it
+	// and is not a TCP segment of a connection whose previous segment is
+	// less than minTimeout older than that newest one; earliest and
+	// latest are the first and last stamps (the lazy shadow's clock,
+	// lazyClock).
+	backward         bool
+	earliest, latest time.Time
 }
 
 // connLoad is what the engine may be asked to buffer for one connection:
@@ -430,7 +437,21 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 	others := map[otherKey]struct{}{}
 	var p packet.Packet
 	err := readMerged(paths, func(f *srcFrame) error {
-		if p.Decode(f.data, f.link) != nil {
+		// A frame stamped before the newest one read (ms.latest) is
+		// checked below when it is a TCP segment; any other is taken as
+		// one the engine may have forgotten the flow of (lazyClock).
+		back := f.time.Before(ms.latest)
+		if ms.earliest.IsZero() || f.time.Before(ms.earliest) {
+			ms.earliest = f.time
+		}
+		if !back {
+			ms.latest = f.time
+		}
+		decoded := p.Decode(f.data, f.link) == nil
+		if back && (!decoded || p.Proto != packet.ProtoTCP || p.Fragment || !p.HasL4) {
+			ms.backward = true
+		}
+		if !decoded {
 			return nil
 		}
 		if p.Proto != packet.ProtoTCP {
@@ -454,6 +475,12 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 		pk := packKey(k)
 		ref := frameRef{int32(f.file), int32(f.index)}
 		t := tr[pk]
+		if back && t != nil && !t.last.Add(minTimeout).After(ms.latest) {
+			// Stamped back into a connection idle for as long as the
+			// shortest timeout by the newest stamp: the engine may
+			// have forgotten it by then.
+			ms.backward = true
+		}
 		if t != nil && t.over(&p, f.time) {
 			// Another connection on the same addresses: it is picked up
 			// (or not) on its own, as the engine starts a new flow.

@@ -72,7 +72,12 @@ func (discardTx) Send(gateway.PortID, []byte) {}
 // onShadow is the shadow engine's hook (on runShadow's goroutine): it
 // keeps the refusals of the frame it judges (alerts, the shadow being in
 // monitor mode everywhere) and counts allowed PDUs.
-func (r *runner) onShadow(d *gateway.Decision) { r.shadowVerdict(r.sp.cur, d) }
+func (r *runner) onShadow(d *gateway.Decision) {
+	if r.lazy != nil && r.lazy.catching {
+		return // a catch-up (lazy.go): its verdicts were settled as skipped
+	}
+	r.shadowVerdict(r.sp.cur, d)
+}
 
 // shadowVerdict keeps the refusal or allowed PDU of shadow decision d
 // about the frame of j.

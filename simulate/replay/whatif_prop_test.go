@@ -27,7 +27,8 @@ import (
 // alerts on: same frames, reasons, conduits, rules, endpoints and PDU
 // fields. And the what-if adds to the events of the gateway on the wire
 // only refusals marked after_reset, each standing in for the normaliser
-// drop of its frame.
+// drop of its frame. The lazy what-if shadow gives the eager one's
+// events and report, byte for byte.
 func TestWhatIfEqualsMonitor(t *testing.T) {
 	cases := 300
 	if testing.Short() {
@@ -36,6 +37,9 @@ func TestWhatIfEqualsMonitor(t *testing.T) {
 	r := rand.New(rand.NewPCG(14, 6))
 	dir := t.TempDir()
 	var total, afterReset, conseq int
+	var lazy lazyStats
+	lazyObserve = func(s lazyStats) { lazy.add(s) }
+	defer func() { lazyObserve = nil }()
 	for n := range cases {
 		pp := randomPolicy(r)
 		frames := randomCapture(r)
@@ -46,6 +50,15 @@ func TestWhatIfEqualsMonitor(t *testing.T) {
 		_, wire := replayEvents(t, pp.yaml(false), path, false)
 		got, whatIf := replayEvents(t, pp.yaml(false), path, true)
 		mon, monEvs := replayEvents(t, pp.yaml(true), path, false)
+
+		// The lazy what-if shadow (lazy.go) gives the eager one's events
+		// and report, byte for byte.
+		shadowLazy = false
+		eager, eagerEvs := replayEvents(t, pp.yaml(false), path, true)
+		shadowLazy = true
+		if d := sameRun(got, whatIf, eager, eagerEvs); d != "" {
+			t.Fatalf("%s: the lazy shadow's %s\npolicy:\n%s", ctx, d, pp.yaml(false))
+		}
 
 		// Refused (what-if, enforce) == alerted (monitor).
 		var refused, alerts []string
@@ -114,6 +127,31 @@ func TestWhatIfEqualsMonitor(t *testing.T) {
 	if afterReset == 0 || total == afterReset {
 		t.Errorf("the generator exercised no reset (%d refusals, %d after reset)", total, afterReset)
 	}
+	t.Logf("lazy shadows: %+v", lazy)
+	if lazy.skipped == 0 || lazy.caught == 0 {
+		t.Errorf("the generator exercised no lazy skip or catch-up: %+v", lazy)
+	}
+}
+
+// sameRun returns what differs between two replays' events (JSON lines)
+// and report.json, "" when nothing does.
+func sameRun(a *Report, aEvs []*Event, b *Report, bEvs []*Event) string {
+	var ae, be []byte
+	for _, e := range aEvs {
+		ae = append(append(ae, e.JSON()...), '\n')
+	}
+	for _, e := range bEvs {
+		be = append(append(be, e.JSON()...), '\n')
+	}
+	if string(ae) != string(be) {
+		return fmt.Sprintf("events differ from the eager shadow's:\n%s\nvs\n%s", ae, be)
+	}
+	aj, err1 := json.Marshal(a)
+	bj, err2 := json.Marshal(b)
+	if err1 != nil || err2 != nil || string(aj) != string(bj) {
+		return fmt.Sprintf("report.json differs from the eager shadow's (%v %v)", err1, err2)
+	}
+	return ""
 }
 
 // refusalKey identifies a refusal whatever the mode that reported it.
