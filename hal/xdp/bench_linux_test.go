@@ -175,9 +175,18 @@ func benchFastPath(t *testing.T, l *netns.Line, mode Mode, srcPort int) benchRow
 		t.Fatal(err)
 	}
 	// The stand-in engine forwards what XDP passes (the TCP handshake
-	// crosses through it; ARP is static here).
-	fw := startForwarder(t, l, 5001)
-	r := benchRow{name: "XDP bypass, " + mode.String() + " mode"}
+	// crosses through it; ARP is static here). In ModeTC its ports are
+	// the gateway's ring ports with the socket filter: AF_PACKET taps run
+	// before tc ingress, so their cost (the filter on every frame) is in
+	// the figures, as it would be in the gateway.
+	fwOpts := hal.PortOptions{IO: hal.IOMmsg}
+	name := "XDP bypass, " + mode.String() + " mode"
+	if mode == ModeTC {
+		fwOpts = hal.PortOptions{IO: hal.IORing, SocketFilter: b.SocketFilter()}
+		name = "tc bypass (tcx), ring ports with the socket filter open"
+	}
+	fw := startForwarderOpts(t, l, 5001, fwOpts)
+	r := benchRow{name: name}
 	if err := b.Add(udpKey("192.0.2.1:40000", "192.0.2.2:9"), South); err != nil {
 		t.Fatal(err)
 	}
@@ -202,8 +211,9 @@ func median(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-// TestFastPathBench is `make bench-xdp`: the kernel bridge and the XDP
-// bypass (native and generic mode) on the same veth line, interleaved
+// TestFastPathBench is `make bench-xdp`: the kernel bridge, the XDP
+// bypass (native and generic mode) and the tc bypass (ModeTC) on the same
+// veth line, interleaved
 // over OTGW_BENCH_ROUNDS rounds (default 3): small-packet rate of one
 // bypassed UDP flow and TCP throughput of one bypassed stream; medians
 // with the range. Enabled by OTGW_BENCH_XDP=1; the table goes to the log
@@ -217,14 +227,20 @@ func TestFastPathBench(t *testing.T) {
 		rounds = v
 	}
 	l := line(t)
-	names := []string{"kernel bridge", "XDP bypass, native mode", "XDP bypass, generic mode"}
-	small := make([][]float64, len(names))
-	offered := make([][]float64, len(names))
-	tcp := make([][]float64, len(names))
+	benchModes := []Mode{ModeNative, ModeGeneric, ModeTC}
+	names := []string{"kernel bridge"}
+	small := make([][]float64, 1+len(benchModes))
+	offered := make([][]float64, 1+len(benchModes))
+	tcp := make([][]float64, 1+len(benchModes))
 	for round := 0; round < rounds; round++ {
 		rs := []benchRow{benchBridge(t, l, 40100+10*round)}
-		for i, mode := range modes {
+		for i, mode := range benchModes {
 			rs = append(rs, benchFastPath(t, l, mode, 40101+10*round+i))
+		}
+		if round == 0 {
+			for _, r := range rs[1:] {
+				names = append(names, r.name)
+			}
 		}
 		for i, r := range rs {
 			small[i] = append(small[i], r.small)

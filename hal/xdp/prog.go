@@ -28,19 +28,83 @@ const (
 	mdRxQueueIndex   = 16
 )
 
+// tcx verdicts (include/uapi/linux/bpf.h, enum tcx_action_base):
+// TCX_NEXT hands the frame to the next tcx program, or on to the stack
+// when there is none. bpf_redirect returns TCX_REDIRECT
+// (TC_ACT_REDIRECT, 7) itself.
+const tcxNext = -1
+
+// struct __sk_buff offsets (include/uapi/linux/bpf.h): the tc and the
+// socket filter programs' context.
+const (
+	skbLen         = 0
+	skbVlanPresent = 20
+	skbIfindex     = 40
+	skbData        = 76
+	skbDataEnd     = 80
+)
+
+// hdrMax is the most frame bytes the parser reads: Ethernet (14), IPv4
+// with options (60), TCP up to its flags (20). IPv6 needs 14+40+20.
+const hdrMax = 14 + 60 + 20
+
 // Stack layout, relative to the frame pointer R10.
 const (
-	stKey  = -40 // the frame's key (keySize bytes)
-	stRev  = -80 // the reverse key, built on FIN/RST/SYN
-	stStat = -84 // u32 index into the stats array
+	stKey  = -40  // the frame's key (keySize bytes)
+	stRev  = -80  // the reverse key, built on FIN/RST/SYN
+	stStat = -84  // u32 index into the stats array
+	stBuf  = -184 // socket filter: 96 bytes for the frame's first hdrMax
+	// stFrame is where the frame starts in stBuf: 2 bytes in, so that the
+	// IP header is 4-byte aligned (the verifier enforces aligned stack
+	// accesses).
+	stFrame = stBuf + 2
 )
+
+// flavour is the kind of program the flow decision is built into. All
+// three share the parser, the flow lookup and the checks (ingress port,
+// TCP flags, closed, lease), so a frame gets the same verdict from each.
+type flavour uint8
+
+const (
+	// forXDP: the XDP program (struct xdp_md). A bypassed frame is
+	// redirected (bpf_redirect: XDP_REDIRECT); any other passes
+	// (XDP_PASS) or, with xsk, goes to the AF_XDP socket of its queue.
+	forXDP flavour = iota
+	// forTC: the tcx ingress program (BPF_PROG_TYPE_SCHED_CLS, struct
+	// __sk_buff): direct packet access on the sk_buff's linear part,
+	// after pulling the headers into it when they are not (no copy of
+	// the payload, no headroom needed). A bypassed frame is redirected
+	// (bpf_redirect: TC_ACT_REDIRECT); any other goes on (TCX_NEXT).
+	forTC
+	// forFilter: the socket filter for the gateway's packet sockets
+	// (BPF_PROG_TYPE_SOCKET_FILTER, struct __sk_buff, headers copied to
+	// the stack with bpf_skb_load_bytes: no direct packet access there).
+	// AF_PACKET taps run before tc ingress, so without it user space
+	// would get a copy of every frame the tc program redirects. It takes
+	// forTC's decision without its effects (no counters, no closed mark,
+	// no last-seen): 0 (not delivered) for a frame forTC redirects, the
+	// whole frame otherwise.
+	forFilter
+)
+
+func (f flavour) String() string {
+	switch f {
+	case forXDP:
+		return "xdp"
+	case forTC:
+		return "tc"
+	case forFilter:
+		return "filter"
+	}
+	return fmt.Sprintf("flavour(%d)", uint8(f))
+}
 
 // tcpCloseFlags are the TCP flags that hand a bypassed flow back to user
 // space: FIN and RST end it, SYN starts a new connection on the same
 // 5-tuple (RFC 9293 3.1: FIN 0x01, SYN 0x02, RST 0x04).
 const tcpCloseFlags = 0x07
 
-// program returns the XDP program. It is written with cilium/ebpf's asm
+// build returns the program of flavour f. It is written with cilium/ebpf's asm
 // package rather than compiled from C so that the bytecode is built by
 // the Go toolchain for every GOARCH; the kernel's verifier and JIT do the
 // rest. With atomic, counters are updated with BPF atomic adds (JITed on
@@ -51,24 +115,84 @@ const tcpCloseFlags = 0x07
 //
 // Register use: R6 ctx, R7 map value, R8 frame bytes, R9 IP protocol,
 // then the TCP close flags, then the time; R2 the packet cursor, R3
-// data_end.
+// data_end (for forFilter both point into the stack copy).
 //
-// With xsk, a frame the program does not redirect to the other port goes
-// to the AF_XDP socket of its receive queue in the xsk map (the gateway's
-// --io xdp port), or to the stack where none is registered.
-func program(atomic, xsk bool) asm.Instructions {
+// With xsk (forXDP only), a frame the program does not redirect to the
+// other port goes to the AF_XDP socket of its receive queue in the xsk
+// map (the gateway's --io xdp port), or to the stack where none is
+// registered.
+func build(f flavour, atomic, xsk bool) asm.Instructions {
 	var in asm.Instructions
 	emit := func(ins ...asm.Instruction) { in = append(in, ins...) }
 
 	stackKey := func(off int16) int16 { return stKey + off }
 	stackRev := func(off int16) int16 { return stRev + off }
 
+	emit(asm.Mov.Reg(asm.R6, asm.R1))
+	ifindexOff := int16(skbIfindex)
+	switch f {
+	case forXDP:
+		ifindexOff = mdIngressIfindex
+		emit(
+			asm.LoadMem(asm.R2, asm.R6, mdData, asm.Word),
+			asm.LoadMem(asm.R3, asm.R6, mdDataEnd, asm.Word),
+		)
+	case forTC:
+		// A tag the NIC stripped (rx-vlan-offload) is not in the key:
+		// such frames pass, as tagged ones do. Then make sure the
+		// headers are in the linear part (bpf_skb_pull_data pulls at
+		// most hdrMax bytes, only when they are not).
+		emit(
+			asm.LoadMem(asm.R1, asm.R6, skbVlanPresent, asm.Word),
+			asm.JNE.Imm(asm.R1, 0, "unparsed"),
+			asm.LoadMem(asm.R7, asm.R6, skbLen, asm.Word),
+			asm.JLE.Imm(asm.R7, hdrMax, "tc_need"),
+			asm.Mov.Imm(asm.R7, hdrMax),
+			asm.LoadMem(asm.R2, asm.R6, skbData, asm.Word).WithSymbol("tc_need"),
+			asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
+			asm.Mov.Reg(asm.R4, asm.R2),
+			asm.Add.Reg(asm.R4, asm.R7),
+			asm.JLE.Reg(asm.R4, asm.R3, "eth"),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			asm.Mov.Reg(asm.R2, asm.R7),
+			asm.FnSkbPullData.Call(), // on failure the parser finds the headers short: pass
+			asm.LoadMem(asm.R2, asm.R6, skbData, asm.Word),
+			asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
+		)
+	case forFilter:
+		// The same check of the tag; then the frame's first
+		// min(len, hdrMax) bytes to the zeroed stack buffer, which the
+		// parser reads as it reads the packet in the other flavours.
+		emit(
+			asm.LoadMem(asm.R1, asm.R6, skbVlanPresent, asm.Word),
+			asm.JNE.Imm(asm.R1, 0, "unparsed"),
+		)
+		emit(asm.Mov.Imm(asm.R1, 0))
+		for off := int16(0); off < 96; off += 8 {
+			emit(asm.StoreMem(asm.R10, stBuf+off, asm.R1, asm.DWord))
+		}
+		emit(
+			asm.LoadMem(asm.R7, asm.R6, skbLen, asm.Word),
+			asm.JLT.Imm(asm.R7, 14, "unparsed"),
+			asm.JLE.Imm(asm.R7, hdrMax, "filter_copy"),
+			asm.Mov.Imm(asm.R7, hdrMax),
+			asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("filter_copy"),
+			asm.Mov.Imm(asm.R2, 0),
+			asm.Mov.Reg(asm.R3, asm.R10),
+			asm.Add.Imm(asm.R3, stFrame),
+			asm.Mov.Reg(asm.R4, asm.R7),
+			asm.FnSkbLoadBytes.Call(),
+			asm.JNE.Imm(asm.R0, 0, "unparsed"),
+			asm.Mov.Reg(asm.R2, asm.R10),
+			asm.Add.Imm(asm.R2, stFrame),
+			asm.Mov.Reg(asm.R3, asm.R2),
+			asm.Add.Reg(asm.R3, asm.R7),
+		)
+	}
+
 	// Ethernet.
 	emit(
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadMem(asm.R2, asm.R6, mdData, asm.Word),
-		asm.LoadMem(asm.R3, asm.R6, mdDataEnd, asm.Word),
-		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("eth"),
 		asm.Add.Imm(asm.R4, 14),
 		asm.JGT.Reg(asm.R4, asm.R3, "unparsed"),
 		asm.LoadMem(asm.R5, asm.R2, 12, asm.Half),
@@ -178,7 +302,7 @@ func program(atomic, xsk bool) asm.Instructions {
 		asm.JEq.Imm(asm.R0, 0, "nomatch"),
 		asm.Mov.Reg(asm.R7, asm.R0),
 		asm.LoadMem(asm.R1, asm.R7, valIngress, asm.Word),
-		asm.LoadMem(asm.R2, asm.R6, mdIngressIfindex, asm.Word),
+		asm.LoadMem(asm.R2, asm.R6, ifindexOff, asm.Word),
 		asm.JNE.Reg(asm.R1, asm.R2, "wrongport"),
 		asm.JNE.Imm(asm.R9, 0, "closing"),
 		asm.LoadMem(asm.R1, asm.R7, valClosed, asm.Byte),
@@ -195,8 +319,21 @@ func program(atomic, xsk bool) asm.Instructions {
 		asm.JEq.Imm(asm.R0, 0, "lapsed"),
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
 		asm.JGT.Reg(asm.R9, asm.R1, "lapsed"),
-		asm.StoreMem(asm.R7, valLastSeen, asm.R9, asm.DWord),
 	)
+	if f == forFilter {
+		// The tc program redirects this frame: not for the socket. The
+		// rest of the frames are delivered whole (the largest snap
+		// length); the closing frame is marked by the tc program.
+		emit(
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		)
+		for _, label := range []string{"closing", "closed", "wrongport", "nomatch", "unparsed", "lapsed"} {
+			emit(asm.Mov.Imm(asm.R0, -1).WithSymbol(label), asm.Return())
+		}
+		return in
+	}
+	emit(asm.StoreMem(asm.R7, valLastSeen, asm.R9, asm.DWord))
 	if atomic {
 		emit(
 			asm.Mov.Imm(asm.R1, 1),
@@ -217,7 +354,7 @@ func program(atomic, xsk bool) asm.Instructions {
 	emit(
 		asm.LoadMem(asm.R1, asm.R7, valEgress, asm.Word),
 		asm.Mov.Imm(asm.R2, 0),
-		asm.FnRedirect.Call(), // XDP_REDIRECT; the transmit happens after return
+		asm.FnRedirect.Call(), // XDP_REDIRECT or TC_ACT_REDIRECT; the transmit happens after return
 		asm.Return(),
 	)
 
@@ -248,20 +385,20 @@ func program(atomic, xsk bool) asm.Instructions {
 		asm.StoreImm(asm.R0, valClosed, 1, asm.Byte),
 	)
 	in = append(in, countStat(statClosing, "closing_pass")...)
-	in = append(in, pass(xsk)...)
+	in = append(in, pass(f, xsk)...)
 
 	for _, s := range []struct {
 		label string
 		stat  int
 	}{{"closed", statClosed}, {"wrongport", statWrongPort}, {"nomatch", statNoMatch}, {"unparsed", statUnparsed}, {"lapsed", statLapsed}} {
 		in = append(in, countStat(s.stat, s.label)...)
-		in = append(in, pass(xsk)...)
+		in = append(in, pass(f, xsk)...)
 	}
 	return in
 }
 
 // countStat increments the per-CPU stats slot idx. Per-CPU values need no
-// atomics: XDP runs with migration disabled. The first instruction
+// atomics: XDP and tc programs run with migration disabled. The first instruction
 // carries label when non-empty.
 func countStat(idx int, label string) asm.Instructions {
 	skip := fmt.Sprintf("stat_done_%d_%s", idx, label)
@@ -283,11 +420,15 @@ func countStat(idx int, label string) asm.Instructions {
 	}
 }
 
-// pass ends the program for a frame the bypass does not forward:
-// XDP_PASS, or with xsk bpf_redirect_map to the socket in the xsk map at
-// the frame's receive queue, with XDP_PASS as the fallback action where
-// there is none (the low bits of flags, Linux 5.3). R6 holds the context.
-func pass(xsk bool) asm.Instructions {
+// pass ends the program for a frame the bypass does not forward: for tc
+// TCX_NEXT; for XDP XDP_PASS, or with xsk bpf_redirect_map to the socket
+// in the xsk map at the frame's receive queue, with XDP_PASS as the
+// fallback action where there is none (the low bits of flags, Linux
+// 5.3). R6 holds the context.
+func pass(f flavour, xsk bool) asm.Instructions {
+	if f == forTC {
+		return asm.Instructions{asm.Mov.Imm(asm.R0, tcxNext), asm.Return()}
+	}
 	if !xsk {
 		return asm.Instructions{asm.Mov.Imm(asm.R0, xdpPass), asm.Return()}
 	}
