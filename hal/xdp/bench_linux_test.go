@@ -166,7 +166,10 @@ func benchBridge(t *testing.T, l *netns.Line, srcPort int) benchRow {
 	return r
 }
 
-func benchFastPath(t *testing.T, l *netns.Line, mode Mode, srcPort int) benchRow {
+// benchFastPath measures one bypass mode. With noTap (a diagnostic of
+// ModeTC) no packet socket is open during the measured phases: the
+// forwarder is opened for the TCP handshake only and closed at the Add.
+func benchFastPath(t *testing.T, l *netns.Line, mode Mode, srcPort int, noTap bool) benchRow {
 	var b *FastPath
 	if err := l.Gateway.Do(func() (err error) {
 		b, err = New(Config{North: l.North, South: l.South, Mode: mode})
@@ -185,15 +188,27 @@ func benchFastPath(t *testing.T, l *netns.Line, mode Mode, srcPort int) benchRow
 		fwOpts = hal.PortOptions{IO: hal.IORing, SocketFilter: b.SocketFilter()}
 		name = "tc bypass (tcx), ring ports with the socket filter open"
 	}
-	fw := startForwarderOpts(t, l, 5001, fwOpts)
+	if noTap {
+		name = "tc bypass (tcx), no packet socket open (diagnostic)"
+	}
+	var fw *forwarder
+	if !noTap {
+		fw = startForwarderOpts(t, l, 5001, fwOpts)
+	}
 	r := benchRow{name: name}
 	if err := b.Add(udpKey("192.0.2.1:40000", "192.0.2.2:9"), South); err != nil {
 		t.Fatal(err)
 	}
 	r.offered, r.small = benchSmall(t, l)
+	if noTap {
+		fw = startForwarderOpts(t, l, 5001, fwOpts)
+	}
 	r.tcp = benchTCP(t, l, srcPort, func(k Key) {
 		if err := b.Add(k, South); err != nil {
 			t.Fatal(err)
+		}
+		if noTap {
+			fw.stop()
 		}
 	})
 	st, _ := b.Stats()
@@ -217,7 +232,8 @@ func median(xs []float64) float64 {
 // over OTGW_BENCH_ROUNDS rounds (default 3): small-packet rate of one
 // bypassed UDP flow and TCP throughput of one bypassed stream; medians
 // with the range. Enabled by OTGW_BENCH_XDP=1; the table goes to the log
-// and to $OTGW_BENCH_OUT when set.
+// and to $OTGW_BENCH_OUT when set. OTGW_BENCH_TC_NOTAP=1 adds a row of
+// the tc bypass with no packet socket open (how much the taps cost).
 func TestFastPathBench(t *testing.T) {
 	if os.Getenv("OTGW_BENCH_XDP") != "1" {
 		t.Skip("set OTGW_BENCH_XDP=1 (make bench-xdp)")
@@ -228,6 +244,9 @@ func TestFastPathBench(t *testing.T) {
 	}
 	l := line(t)
 	benchModes := []Mode{ModeNative, ModeGeneric, ModeTC}
+	if os.Getenv("OTGW_BENCH_TC_NOTAP") == "1" {
+		benchModes = append(benchModes, ModeTC) // the last one without the tap
+	}
 	names := []string{"kernel bridge"}
 	small := make([][]float64, 1+len(benchModes))
 	offered := make([][]float64, 1+len(benchModes))
@@ -235,7 +254,7 @@ func TestFastPathBench(t *testing.T) {
 	for round := 0; round < rounds; round++ {
 		rs := []benchRow{benchBridge(t, l, 40100+10*round)}
 		for i, mode := range benchModes {
-			rs = append(rs, benchFastPath(t, l, mode, 40101+10*round+i))
+			rs = append(rs, benchFastPath(t, l, mode, 40101+10*round+i, i == 3))
 		}
 		if round == 0 {
 			for _, r := range rs[1:] {

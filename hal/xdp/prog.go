@@ -40,13 +40,16 @@ const (
 	skbLen         = 0
 	skbVlanPresent = 20
 	skbIfindex     = 40
-	skbData        = 76
-	skbDataEnd     = 80
 )
 
 // hdrMax is the most frame bytes the parser reads: Ethernet (14), IPv4
 // with options (60), TCP up to its flags (20). IPv6 needs 14+40+20.
-const hdrMax = 14 + 60 + 20
+// hdrFirst is what the sk_buff flavours copy first: enough for IPv4
+// without options.
+const (
+	hdrMax   = 14 + 60 + 20
+	hdrFirst = 14 + 20 + 20
+)
 
 // Stack layout, relative to the frame pointer R10.
 const (
@@ -71,14 +74,14 @@ const (
 	// (XDP_PASS) or, with xsk, goes to the AF_XDP socket of its queue.
 	forXDP flavour = iota
 	// forTC: the tcx ingress program (BPF_PROG_TYPE_SCHED_CLS, struct
-	// __sk_buff): direct packet access on the sk_buff's linear part,
-	// after pulling the headers into it when they are not (no copy of
-	// the payload, no headroom needed). A bypassed frame is redirected
-	// (bpf_redirect: TC_ACT_REDIRECT); any other goes on (TCX_NEXT).
+	// __sk_buff): it reads the headers with bpf_skb_load_bytes and
+	// never writes to the sk_buff (no copy of it, no headroom needed). A
+	// bypassed frame is redirected (bpf_redirect: TC_ACT_REDIRECT); any
+	// other goes on (TCX_NEXT).
 	forTC
 	// forFilter: the socket filter for the gateway's packet sockets
-	// (BPF_PROG_TYPE_SOCKET_FILTER, struct __sk_buff, headers copied to
-	// the stack with bpf_skb_load_bytes: no direct packet access there).
+	// (BPF_PROG_TYPE_SOCKET_FILTER, struct __sk_buff, headers read as
+	// forTC reads them: the same instructions).
 	// AF_PACKET taps run before tc ingress, so without it user space
 	// would get a copy of every frame the tc program redirects. It takes
 	// forTC's decision without its effects (no counters, no closed mark,
@@ -115,7 +118,8 @@ const tcpCloseFlags = 0x07
 //
 // Register use: R6 ctx, R7 map value, R8 frame bytes, R9 IP protocol,
 // then the TCP close flags, then the time; R2 the packet cursor, R3
-// data_end (for forFilter both point into the stack copy).
+// data_end (for forTC and forFilter both point into the stack copy,
+// and R7 and R9 serve the copy until the parser is done).
 //
 // With xsk (forXDP only), a frame the program does not redirect to the
 // other port goes to the AF_XDP socket of its receive queue in the xsk
@@ -128,65 +132,58 @@ func build(f flavour, atomic, xsk bool) asm.Instructions {
 	stackKey := func(off int16) int16 { return stKey + off }
 	stackRev := func(off int16) int16 { return stRev + off }
 
+	// short is where the parser goes when the frame ends before a header
+	// does; for the sk_buff flavours, the stack copy of it.
+	short := "unparsed"
+	if f != forXDP {
+		short = "short"
+	}
 	emit(asm.Mov.Reg(asm.R6, asm.R1))
 	ifindexOff := int16(skbIfindex)
-	switch f {
-	case forXDP:
+	if f == forXDP {
 		ifindexOff = mdIngressIfindex
 		emit(
 			asm.LoadMem(asm.R2, asm.R6, mdData, asm.Word),
 			asm.LoadMem(asm.R3, asm.R6, mdDataEnd, asm.Word),
 		)
-	case forTC:
-		// A tag the NIC stripped (rx-vlan-offload) is not in the key:
-		// such frames pass, as tagged ones do. Then make sure the
-		// headers are in the linear part (bpf_skb_pull_data pulls at
-		// most hdrMax bytes, only when they are not).
+	} else {
+		// tc and socket filter: a tag the NIC stripped (rx-vlan-offload)
+		// is not in the key: such frames pass, as tagged ones do. The
+		// parser reads a copy of the frame's head on the stack
+		// (bpf_skb_load_bytes; a socket filter has no direct packet
+		// access, and for tc it spares a bpf_skb_pull_data, which would
+		// write to the sk_buff and copy it when it is a clone or its
+		// headers are not linear, as AF_PACKET senders' are not): first
+		// min(len, hdrFirst) bytes, which hold untagged IPv4 without
+		// options with TCP or UDP; where a header goes further the
+		// parser jumps to "short", which copies min(len, hdrMax) bytes
+		// and parses again, once (R7: copied all already). R9 holds the
+		// length copied until the parser sets it.
 		emit(
 			asm.LoadMem(asm.R1, asm.R6, skbVlanPresent, asm.Word),
 			asm.JNE.Imm(asm.R1, 0, "unparsed"),
-			asm.LoadMem(asm.R7, asm.R6, skbLen, asm.Word),
-			asm.JLE.Imm(asm.R7, hdrMax, "tc_need"),
-			asm.Mov.Imm(asm.R7, hdrMax),
-			asm.LoadMem(asm.R2, asm.R6, skbData, asm.Word).WithSymbol("tc_need"),
-			asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
-			asm.Mov.Reg(asm.R4, asm.R2),
-			asm.Add.Reg(asm.R4, asm.R7),
-			asm.JLE.Reg(asm.R4, asm.R3, "eth"),
-			asm.Mov.Reg(asm.R1, asm.R6),
-			asm.Mov.Reg(asm.R2, asm.R7),
-			asm.FnSkbPullData.Call(), // on failure the parser finds the headers short: pass
-			asm.LoadMem(asm.R2, asm.R6, skbData, asm.Word),
-			asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
+			asm.Mov.Imm(asm.R1, 0),
 		)
-	case forFilter:
-		// The same check of the tag; then the frame's first
-		// min(len, hdrMax) bytes to the zeroed stack buffer, which the
-		// parser reads as it reads the packet in the other flavours.
-		emit(
-			asm.LoadMem(asm.R1, asm.R6, skbVlanPresent, asm.Word),
-			asm.JNE.Imm(asm.R1, 0, "unparsed"),
-		)
-		emit(asm.Mov.Imm(asm.R1, 0))
 		for off := int16(0); off < 96; off += 8 {
 			emit(asm.StoreMem(asm.R10, stBuf+off, asm.R1, asm.DWord))
 		}
 		emit(
-			asm.LoadMem(asm.R7, asm.R6, skbLen, asm.Word),
-			asm.JLT.Imm(asm.R7, 14, "unparsed"),
-			asm.JLE.Imm(asm.R7, hdrMax, "filter_copy"),
-			asm.Mov.Imm(asm.R7, hdrMax),
-			asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("filter_copy"),
+			asm.Mov.Imm(asm.R7, 0),
+			asm.LoadMem(asm.R9, asm.R6, skbLen, asm.Word),
+			asm.JLT.Imm(asm.R9, 14, "unparsed"),
+			asm.JLE.Imm(asm.R9, hdrFirst, "copy"),
+			asm.Mov.Imm(asm.R9, hdrFirst),
+			asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("copy"),
 			asm.Mov.Imm(asm.R2, 0),
 			asm.Mov.Reg(asm.R3, asm.R10),
 			asm.Add.Imm(asm.R3, stFrame),
-			asm.Mov.Reg(asm.R4, asm.R7),
+			asm.Mov.Reg(asm.R4, asm.R9),
 			asm.FnSkbLoadBytes.Call(),
 			asm.JNE.Imm(asm.R0, 0, "unparsed"),
 			asm.Mov.Reg(asm.R2, asm.R10),
 			asm.Add.Imm(asm.R2, stFrame),
 			asm.Mov.Reg(asm.R3, asm.R2),
-			asm.Add.Reg(asm.R3, asm.R7),
+			asm.Add.Reg(asm.R3, asm.R9),
 		)
 	}
 
@@ -194,7 +191,7 @@ func build(f flavour, atomic, xsk bool) asm.Instructions {
 	emit(
 		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("eth"),
 		asm.Add.Imm(asm.R4, 14),
-		asm.JGT.Reg(asm.R4, asm.R3, "unparsed"),
+		asm.JGT.Reg(asm.R4, asm.R3, short),
 		asm.LoadMem(asm.R5, asm.R2, 12, asm.Half),
 		asm.HostTo(asm.BE, asm.R5, asm.Half),
 		asm.StoreImm(asm.R10, stackKey(2), 0, asm.Half),
@@ -207,7 +204,7 @@ func build(f flavour, atomic, xsk bool) asm.Instructions {
 	emit(
 		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("ipv4"),
 		asm.Add.Imm(asm.R4, 14+20),
-		asm.JGT.Reg(asm.R4, asm.R3, "unparsed"),
+		asm.JGT.Reg(asm.R4, asm.R3, short),
 		asm.LoadMem(asm.R5, asm.R2, 14, asm.Byte),
 		asm.Mov.Reg(asm.R1, asm.R5),
 		asm.RSh.Imm(asm.R1, 4),
@@ -247,7 +244,7 @@ func build(f flavour, atomic, xsk bool) asm.Instructions {
 	emit(
 		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("ipv6"),
 		asm.Add.Imm(asm.R4, 14+40),
-		asm.JGT.Reg(asm.R4, asm.R3, "unparsed"),
+		asm.JGT.Reg(asm.R4, asm.R3, short),
 		asm.LoadMem(asm.R1, asm.R2, 14, asm.Byte),
 		asm.RSh.Imm(asm.R1, 4),
 		asm.JNE.Imm(asm.R1, 6, "unparsed"),
@@ -276,14 +273,14 @@ func build(f flavour, atomic, xsk bool) asm.Instructions {
 
 		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("tcp"),
 		asm.Add.Imm(asm.R4, 20),
-		asm.JGT.Reg(asm.R4, asm.R3, "unparsed"),
+		asm.JGT.Reg(asm.R4, asm.R3, short),
 		asm.LoadMem(asm.R9, asm.R2, 13, asm.Byte),
 		asm.And.Imm(asm.R9, tcpCloseFlags),
 		asm.Ja.Label("ports"),
 
 		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("udp"),
 		asm.Add.Imm(asm.R4, 8),
-		asm.JGT.Reg(asm.R4, asm.R3, "unparsed"),
+		asm.JGT.Reg(asm.R4, asm.R3, short),
 		asm.Mov.Imm(asm.R9, 0),
 
 		asm.LoadMem(asm.R1, asm.R2, 0, asm.Half).WithSymbol("ports"),
@@ -328,6 +325,7 @@ func build(f flavour, atomic, xsk bool) asm.Instructions {
 			asm.Mov.Imm(asm.R0, 0),
 			asm.Return(),
 		)
+		in = append(in, copyAll()...)
 		for _, label := range []string{"closing", "closed", "wrongport", "nomatch", "unparsed", "lapsed"} {
 			emit(asm.Mov.Imm(asm.R0, -1).WithSymbol(label), asm.Return())
 		}
@@ -387,6 +385,9 @@ func build(f flavour, atomic, xsk bool) asm.Instructions {
 	in = append(in, countStat(statClosing, "closing_pass")...)
 	in = append(in, pass(f, xsk)...)
 
+	if f == forTC {
+		in = append(in, copyAll()...)
+	}
 	for _, s := range []struct {
 		label string
 		stat  int
@@ -395,6 +396,21 @@ func build(f flavour, atomic, xsk bool) asm.Instructions {
 		in = append(in, pass(f, xsk)...)
 	}
 	return in
+}
+
+// copyAll is the sk_buff flavours' "short": the first copy of the frame
+// ended before a header did; copy min(len, hdrMax) bytes and parse again,
+// unless that was done already (R7), and then the frame is unparsed.
+func copyAll() asm.Instructions {
+	return asm.Instructions{
+		asm.JNE.Imm(asm.R7, 0, "unparsed").WithSymbol("short"),
+		asm.Mov.Imm(asm.R7, 1),
+		asm.LoadMem(asm.R9, asm.R6, skbLen, asm.Word),
+		asm.JLT.Imm(asm.R9, 14, "unparsed"), // checked before; for the verifier
+		asm.JLE.Imm(asm.R9, hdrMax, "copy"),
+		asm.Mov.Imm(asm.R9, hdrMax),
+		asm.Ja.Label("copy"),
+	}
 }
 
 // countStat increments the per-CPU stats slot idx. Per-CPU values need no

@@ -117,7 +117,8 @@ func testProgramVerdicts(t *testing.T, mode Mode, atomic bool) {
 	full := frame(t, frameSpec{key: k4, tcpFlags: "A"})
 	lens := []int{14, 14 + 19, 14 + 20 + 19}
 	if mode == ModeTC {
-		// BPF_PROG_RUN refuses an IPv4 sk_buff shorter than its IP header.
+		// BPF_PROG_RUN refuses an IPv4 sk_buff shorter than its IP
+		// header. These take the second copy ("short") and fail again.
 		lens = []int{14 + 20, 14 + 20 + 6, 14 + 20 + 19}
 	}
 	for _, n := range lens {
