@@ -132,6 +132,18 @@ func build(f flavour, atomic, xsk bool) asm.Instructions {
 	stackKey := func(off int16) int16 { return stKey + off }
 	stackRev := func(off int16) int16 { return stRev + off }
 
+	// The time for the lease and last seen. tc and the socket filter
+	// (Linux 6.6 for tcx, so the helper is there: 5.11) use the coarse
+	// CLOCK_MONOTONIC, which reads no clock source: under a hypervisor
+	// (kvm-clock) a bpf_ktime_get_ns was about a third of the filter's
+	// cost per frame (perf, TestFastPathBench). It lags by up to a tick
+	// (4 ms at HZ=250): the lease lasts that much longer, last seen looks
+	// that much older. XDP keeps bpf_ktime_get_ns (Linux 5.9 and up).
+	clock := asm.FnKtimeGetNs
+	if f != forXDP {
+		clock = asm.FnKtimeGetCoarseNs
+	}
+
 	// short is where the parser goes when the frame ends before a header
 	// does; for the sk_buff flavours, the stack copy of it.
 	short := "unparsed"
@@ -306,7 +318,7 @@ func build(f flavour, atomic, xsk bool) asm.Instructions {
 		asm.JNE.Imm(asm.R1, 0, "closed"),
 		// The lease: redirect only while the owner keeps renewing the
 		// deadline in the lease array (now > deadline: pass).
-		asm.FnKtimeGetNs.Call(),
+		clock.Call(),
 		asm.Mov.Reg(asm.R9, asm.R0),
 		asm.StoreImm(asm.R10, stStat, 0, asm.Word),
 		asm.LoadMapPtr(asm.R1, 0).WithReference(leaseMapName),
