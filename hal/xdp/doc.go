@@ -47,14 +47,16 @@
 // process's file descriptors, so fail-closed the same way). Generic XDP
 // on an sk_buff needs XDP_PACKET_HEADROOM and a linear buffer, so the
 // kernel copies (pskb_expand_head, linearises) every TCP segment; the tc
-// program reads the sk_buff in place and redirects it with bpf_redirect
-// (TC_ACT_REDIRECT), with no copy. AF_PACKET taps see a frame before tc
-// ingress does (net/core/dev.c, __netif_receive_skb_core), so the
-// gateway's packet sockets must carry FastPath.SocketFilter, the same
-// decision built as a socket filter (bpf_skb_load_bytes), which keeps
-// from them the frames the tc program redirects. Both programs parse the
-// same bytes with the same instructions (prog.go, build), and frames
-// with a VLAN tag the NIC stripped (skb vlan_present) pass in both.
+// program copies only the headers to its stack (bpf_skb_load_bytes),
+// never writes to the sk_buff, and redirects it with bpf_redirect
+// (TC_ACT_REDIRECT). AF_PACKET taps see a frame before tc ingress does
+// (net/core/dev.c, __netif_receive_skb_core), so the gateway's packet
+// sockets must carry FastPath.SocketFilter, the same decision built as a
+// socket filter, which keeps from them the frames the tc program
+// redirects. Both programs read the headers with the same instructions
+// (prog.go, build), and frames with a VLAN tag the NIC stripped (skb
+// vlan_present) pass in both. What that costs and gains on veth:
+// BENCHMARKS.md, "The tc bypass".
 //
 // With Config.XSK (the gateway's --io xdp), what the program does not
 // redirect goes to the AF_XDP socket registered for the frame's receive
