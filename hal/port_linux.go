@@ -63,6 +63,18 @@ type PortOptions struct {
 	// XDPGeneric, with IOXDP and no XSKMap, attaches the port's own
 	// program in generic (skb) mode instead of trying native mode first.
 	XDPGeneric bool
+	// SocketFilter, with IORing or IOMmsg, is a BPF socket filter program
+	// (BPF_PROG_TYPE_SOCKET_FILTER) attached to the receiving socket with
+	// SO_ATTACH_BPF before it is bound, so no frame reaches the socket
+	// unfiltered: frames it returns 0 for are not delivered (hal/xdp's TC
+	// bypass skips the frames its tc program forwards). IOXDP refuses it.
+	SocketFilter SocketFilter
+}
+
+// SocketFilter is a loaded BPF socket filter program (*ebpf.Program of
+// github.com/cilium/ebpf satisfies it).
+type SocketFilter interface {
+	FD() int
 }
 
 // IOMode is the frame I/O method of a Port.
@@ -164,8 +176,15 @@ func OpenPort(name string, opts PortOptions) (Port, error) {
 	case IOMmsg:
 		return openMmsg(name, opts)
 	case IOXDP:
+		if opts.SocketFilter != nil {
+			return nil, fmt.Errorf("hal: port %s: a socket filter needs a packet socket (ring or mmsg), not AF_XDP", name)
+		}
 		return openXDP(name, opts)
 	case IOAuto:
+		if opts.SocketFilter != nil {
+			opts.IO = IODefault
+			return OpenPort(name, opts)
+		}
 		if p, err := openXDP(name, opts); err == nil {
 			return p, nil
 		}
@@ -233,6 +252,11 @@ func packetSocket(name string, opts PortOptions, setup func(fd int) error) (fd, 
 	if opts.QdiscBypass {
 		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
 			return fail("PACKET_QDISC_BYPASS", err)
+		}
+	}
+	if opts.SocketFilter != nil {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ATTACH_BPF, opts.SocketFilter.FD()); err != nil {
+			return fail("SO_ATTACH_BPF", err)
 		}
 	}
 	if setup != nil {

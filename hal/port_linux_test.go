@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -333,5 +334,33 @@ func TestGPIOLineRequestLayout(t *testing.T) {
 	want := uintptr(unix.GPIO_V2_GET_LINE_IOCTL >> iocSizeShift & iocSizeMask)
 	if got := unsafe.Sizeof(unix.GPIOV2LineRequest{}); got != want {
 		t.Errorf("sizeof(GPIOV2LineRequest) = %d, ioctl says %d", got, want)
+	}
+}
+
+type fdFilter int
+
+func (f fdFilter) FD() int { return int(f) }
+
+// A socket filter needs a packet socket: AF_XDP refuses it; a descriptor
+// that is not a BPF program fails the open, naming SO_ATTACH_BPF. (hal/xdp
+// tests that a real filter keeps frames from ring and mmsg ports.)
+func TestPortSocketFilterErrors(t *testing.T) {
+	_, err := hal.OpenPort("lo", hal.PortOptions{IO: hal.IOXDP, SocketFilter: fdFilter(-1)})
+	if err == nil || !strings.Contains(err.Error(), "socket filter") {
+		t.Errorf("IOXDP with a socket filter: %v, want a refusal", err)
+	}
+	testenv.NeedRoot(t)
+	ns := netns.New(t, "sockfilter")
+	for _, io := range []hal.IOMode{hal.IORing, hal.IOMmsg} {
+		err := ns.Do(func() error {
+			p, err := hal.OpenPort("lo", hal.PortOptions{IO: io, NoPromisc: true, SocketFilter: fdFilter(0)})
+			if err == nil {
+				p.Close()
+			}
+			return err
+		})
+		if err == nil || !strings.Contains(err.Error(), "SO_ATTACH_BPF") {
+			t.Errorf("%s port with fd 0 as the filter: %v, want an SO_ATTACH_BPF error", io, err)
+		}
 	}
 }

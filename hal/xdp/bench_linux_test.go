@@ -166,7 +166,10 @@ func benchBridge(t *testing.T, l *netns.Line, srcPort int) benchRow {
 	return r
 }
 
-func benchFastPath(t *testing.T, l *netns.Line, mode Mode, srcPort int) benchRow {
+// benchFastPath measures one bypass mode. With noTap (a diagnostic of
+// ModeTC) no packet socket is open during the measured phases: the
+// forwarder is opened for the TCP handshake only and closed at the Add.
+func benchFastPath(t *testing.T, l *netns.Line, mode Mode, srcPort int, noTap bool) benchRow {
 	var b *FastPath
 	if err := l.Gateway.Do(func() (err error) {
 		b, err = New(Config{North: l.North, South: l.South, Mode: mode})
@@ -175,16 +178,37 @@ func benchFastPath(t *testing.T, l *netns.Line, mode Mode, srcPort int) benchRow
 		t.Fatal(err)
 	}
 	// The stand-in engine forwards what XDP passes (the TCP handshake
-	// crosses through it; ARP is static here).
-	fw := startForwarder(t, l, 5001)
-	r := benchRow{name: "XDP bypass, " + mode.String() + " mode"}
+	// crosses through it; ARP is static here). In ModeTC its ports are
+	// the gateway's ring ports with the socket filter: AF_PACKET taps run
+	// before tc ingress, so their cost (the filter on every frame) is in
+	// the figures, as it would be in the gateway.
+	fwOpts := hal.PortOptions{IO: hal.IOMmsg}
+	name := "XDP bypass, " + mode.String() + " mode"
+	if mode == ModeTC {
+		fwOpts = hal.PortOptions{IO: hal.IORing, SocketFilter: b.SocketFilter()}
+		name = "tc bypass (tcx), ring ports with the socket filter open"
+	}
+	if noTap {
+		name = "tc bypass (tcx), no packet socket open (diagnostic)"
+	}
+	var fw *forwarder
+	if !noTap {
+		fw = startForwarderOpts(t, l, 5001, fwOpts)
+	}
+	r := benchRow{name: name}
 	if err := b.Add(udpKey("192.0.2.1:40000", "192.0.2.2:9"), South); err != nil {
 		t.Fatal(err)
 	}
 	r.offered, r.small = benchSmall(t, l)
+	if noTap {
+		fw = startForwarderOpts(t, l, 5001, fwOpts)
+	}
 	r.tcp = benchTCP(t, l, srcPort, func(k Key) {
 		if err := b.Add(k, South); err != nil {
 			t.Fatal(err)
+		}
+		if noTap {
+			fw.stop()
 		}
 	})
 	st, _ := b.Stats()
@@ -202,12 +226,14 @@ func median(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-// TestFastPathBench is `make bench-xdp`: the kernel bridge and the XDP
-// bypass (native and generic mode) on the same veth line, interleaved
+// TestFastPathBench is `make bench-xdp`: the kernel bridge, the XDP
+// bypass (native and generic mode) and the tc bypass (ModeTC) on the same
+// veth line, interleaved
 // over OTGW_BENCH_ROUNDS rounds (default 3): small-packet rate of one
 // bypassed UDP flow and TCP throughput of one bypassed stream; medians
 // with the range. Enabled by OTGW_BENCH_XDP=1; the table goes to the log
-// and to $OTGW_BENCH_OUT when set.
+// and to $OTGW_BENCH_OUT when set. OTGW_BENCH_TC_NOTAP=1 adds a row of
+// the tc bypass with no packet socket open (how much the taps cost).
 func TestFastPathBench(t *testing.T) {
 	if os.Getenv("OTGW_BENCH_XDP") != "1" {
 		t.Skip("set OTGW_BENCH_XDP=1 (make bench-xdp)")
@@ -217,14 +243,23 @@ func TestFastPathBench(t *testing.T) {
 		rounds = v
 	}
 	l := line(t)
-	names := []string{"kernel bridge", "XDP bypass, native mode", "XDP bypass, generic mode"}
-	small := make([][]float64, len(names))
-	offered := make([][]float64, len(names))
-	tcp := make([][]float64, len(names))
+	benchModes := []Mode{ModeNative, ModeGeneric, ModeTC}
+	if os.Getenv("OTGW_BENCH_TC_NOTAP") == "1" {
+		benchModes = append(benchModes, ModeTC) // the last one without the tap
+	}
+	names := []string{"kernel bridge"}
+	small := make([][]float64, 1+len(benchModes))
+	offered := make([][]float64, 1+len(benchModes))
+	tcp := make([][]float64, 1+len(benchModes))
 	for round := 0; round < rounds; round++ {
 		rs := []benchRow{benchBridge(t, l, 40100+10*round)}
-		for i, mode := range modes {
-			rs = append(rs, benchFastPath(t, l, mode, 40101+10*round+i))
+		for i, mode := range benchModes {
+			rs = append(rs, benchFastPath(t, l, mode, 40101+10*round+i, i == 3))
+		}
+		if round == 0 {
+			for _, r := range rs[1:] {
+				names = append(names, r.name)
+			}
 		}
 		for i, r := range rs {
 			small[i] = append(small[i], r.small)

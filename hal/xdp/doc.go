@@ -41,6 +41,23 @@
 //     default, renewed every 10 ms); a dead or frozen owner stops the
 //     fast path within the lease (measured by TestFailClosedOnSIGKILL).
 //
+// ModeTC (a prototype, not used by the gateway yet) attaches the same
+// decision built as a tc program instead, at tcx ingress (BPF_LINK_CREATE
+// with BPF_TCX_INGRESS, Linux 6.6; like the XDP links held only by this
+// process's file descriptors, so fail-closed the same way). Generic XDP
+// on an sk_buff needs XDP_PACKET_HEADROOM and a linear buffer, so the
+// kernel copies (pskb_expand_head, linearises) every TCP segment; the tc
+// program copies only the headers to its stack (bpf_skb_load_bytes),
+// never writes to the sk_buff, and redirects it with bpf_redirect
+// (TC_ACT_REDIRECT). AF_PACKET taps see a frame before tc ingress does
+// (net/core/dev.c, __netif_receive_skb_core), so the gateway's packet
+// sockets must carry FastPath.SocketFilter, the same decision built as a
+// socket filter, which keeps from them the frames the tc program
+// redirects. Both programs read the headers with the same instructions
+// (prog.go, build), and frames with a VLAN tag the NIC stripped (skb
+// vlan_present) pass in both. What that costs and gains on veth:
+// BENCHMARKS.md, "The tc bypass".
+//
 // With Config.XSK (the gateway's --io xdp), what the program does not
 // redirect goes to the AF_XDP socket registered for the frame's receive
 // queue (bpf_redirect_map on a per-port BPF_MAP_TYPE_XSKMAP, with XDP_PASS

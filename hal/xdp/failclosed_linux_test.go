@@ -24,8 +24,11 @@ func TestHelperFastPathChild(t *testing.T) {
 	}
 	f := strings.Fields(spec)
 	mode := ModeNative
-	if f[2] == ModeGeneric.String() {
+	switch f[2] {
+	case ModeGeneric.String():
 		mode = ModeGeneric
+	case ModeTC.String():
+		mode = ModeTC
 	}
 	lease, err := time.ParseDuration(f[3])
 	if err != nil {
@@ -43,7 +46,7 @@ func TestHelperFastPathChild(t *testing.T) {
 	time.Sleep(time.Minute) // killed here; no Close
 }
 
-// Fail-closed for the fast path: a process holding the bypass is killed
+// Fail-closed for the fast path (XDP and tc modes): a process holding the bypass is killed
 // with SIGKILL during a bypassed TCP stream, and the stream stops
 // (nothing else forwards): within the lease (DefaultLease) at most, and
 // for good when the kernel detaches the program as the process's file
@@ -63,6 +66,8 @@ func TestFailClosedOnSIGKILL(t *testing.T) {
 		{"native", ModeNative, DefaultLease, 100 * time.Millisecond},
 		{"generic", ModeGeneric, DefaultLease, 100 * time.Millisecond},
 		{"native detach only", ModeNative, -1, time.Second},
+		{"tc", ModeTC, DefaultLease, 100 * time.Millisecond},
+		{"tc detach only", ModeTC, -1, time.Second},
 	} {
 		mode := tc.mode
 		t.Run(tc.name, func(t *testing.T) {
@@ -158,6 +163,9 @@ func TestFailClosedOnSIGKILL(t *testing.T) {
 				if out := l.Gateway.IP("-d", "link", "show", port); strings.Contains(out, "xdp") {
 					t.Errorf("%s still has an XDP program after the owner died:\n%s", port, out)
 				}
+			}
+			if n := tcxPrograms(t, l); n != [2]int{0, 0} {
+				t.Errorf("tcx ingress programs left after the owner died: %v", n)
 			}
 		})
 	}

@@ -35,6 +35,15 @@ const (
 	// ModeGeneric runs it in the core receive path on the sk_buff
 	// (XDP_FLAGS_SKB_MODE): works on every device, slower.
 	ModeGeneric
+	// ModeTC attaches, instead of the XDP program, its tc twin at tcx
+	// ingress (BPF_TCX_INGRESS link, Linux 6.6): it reads the sk_buff in
+	// place, with no copy and no headroom requirement, and redirects
+	// with the same decision. AF_PACKET taps see every frame before tc
+	// ingress does, so the caller must open its packet sockets with
+	// SocketFilter (hal.PortOptions.SocketFilter), which keeps from them
+	// the frames the tc program forwards. Never chosen by ModeAuto; not
+	// with Config.XSK.
+	ModeTC
 )
 
 func (m Mode) String() string {
@@ -45,6 +54,8 @@ func (m Mode) String() string {
 		return "native"
 	case ModeGeneric:
 		return "generic"
+	case ModeTC:
+		return "tc"
 	}
 	return fmt.Sprintf("Mode(%d)", uint8(m))
 }
@@ -134,6 +145,7 @@ type FastPath struct {
 
 	prog      *ebpf.Program // the north port's (and without XSK the south port's too)
 	progSouth *ebpf.Program // with XSK: the south port's copy, with its own xsk map
+	filter    *ebpf.Program // ModeTC: the packet sockets' filter (SocketFilter)
 	xsks      [2]*ebpf.Map  // with XSK: per port, receive queue -> AF_XDP socket
 	flows     *ebpf.Map
 	stats     *ebpf.Map
@@ -161,6 +173,9 @@ func New(cfg Config) (b *FastPath, err error) {
 	}
 	if cfg.MaxFlows <= 0 {
 		cfg.MaxFlows = DefaultMaxFlows
+	}
+	if cfg.Mode == ModeTC && cfg.XSK {
+		return nil, errors.New("xdp: ModeTC cannot serve AF_XDP sockets (Config.XSK): they need the XDP program")
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -219,15 +234,22 @@ func New(cfg Config) (b *FastPath, err error) {
 			}
 		}
 	}
+	fl := forXDP
+	if cfg.Mode == ModeTC {
+		fl = forTC
+	}
 	b.atomic = !cfg.NonAtomicCounters && runtime.GOARCH != "arm"
-	b.prog, err = b.load(b.atomic, b.xsks[0])
+	b.prog, err = b.load(fl, b.atomic, b.xsks[0])
 	if err != nil && b.atomic {
 		b.log.Info("xdp: program with atomic counters refused, loading plain counters", "err", err)
 		b.atomic = false
-		b.prog, err = b.load(false, b.xsks[0])
+		b.prog, err = b.load(fl, false, b.xsks[0])
 	}
 	if err == nil && cfg.XSK {
-		b.progSouth, err = b.load(b.atomic, b.xsks[1])
+		b.progSouth, err = b.load(fl, b.atomic, b.xsks[1])
+	}
+	if err == nil && cfg.Mode == ModeTC {
+		b.filter, err = b.load(forFilter, false, nil)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("xdp: load program: %w (%w)", ErrUnavailable, err)
@@ -288,32 +310,48 @@ func (b *FastPath) runRenew() {
 // maxXSKQueues bounds the receive queues an XSKMAP holds sockets for.
 const maxXSKQueues = 64
 
-// load loads the program; with xsk (not nil) the variant that hands
-// frames it does not redirect to the sockets in xsk.
-func (b *FastPath) load(atomic bool, xsk *ebpf.Map) (*ebpf.Program, error) {
-	insns := program(atomic, xsk != nil)
+// load loads the program of flavour f; with xsk (not nil) the XDP
+// variant that hands frames it does not redirect to the sockets in xsk.
+func (b *FastPath) load(f flavour, atomic bool, xsk *ebpf.Map) (*ebpf.Program, error) {
+	insns := build(f, atomic, xsk != nil)
+	maps := map[string]*ebpf.Map{flowsMapName: b.flows, leaseMapName: b.lease}
+	if f != forFilter { // the filter counts nothing
+		maps[statsMapName] = b.stats
+	}
 	if xsk != nil {
-		if err := insns.AssociateMap(xskMapName, xsk); err != nil {
+		maps[xskMapName] = xsk
+	}
+	for name, m := range maps {
+		if err := insns.AssociateMap(name, m); err != nil {
 			return nil, err
 		}
 	}
-	if err := insns.AssociateMap(flowsMapName, b.flows); err != nil {
-		return nil, err
-	}
-	if err := insns.AssociateMap(statsMapName, b.stats); err != nil {
-		return nil, err
-	}
-	if err := insns.AssociateMap(leaseMapName, b.lease); err != nil {
-		return nil, err
-	}
-	return ebpf.NewProgram(&ebpf.ProgramSpec{
+	spec := &ebpf.ProgramSpec{
 		Name: "otgw_bypass", Type: ebpf.XDP, Instructions: insns,
-		// No GPL-only helper is used (map lookup, ktime, redirect).
+		// No GPL-only helper is used (map lookup, ktime, redirect,
+		// skb_pull_data, skb_load_bytes).
 		License: "otgw, see NOTICE",
-	})
+	}
+	switch f {
+	case forTC:
+		spec.Name, spec.Type = "otgw_bypass_tc", ebpf.SchedCLS
+	case forFilter:
+		spec.Name, spec.Type = "otgw_bypass_sf", ebpf.SocketFilter
+	}
+	return ebpf.NewProgram(spec)
 }
 
 func (b *FastPath) attach(i int, mode Mode) error {
+	if mode == ModeTC {
+		// A tcx link, like the XDP one, is held only by this process's
+		// file descriptor: the kernel detaches it when the process dies.
+		l, err := link.AttachTCX(link.TCXOptions{Program: b.prog, Interface: int(b.ifindex[i]), Attach: ebpf.AttachTCXIngress})
+		if err != nil {
+			return fmt.Errorf("xdp: attach tcx ingress to %s: %w (%w)", b.names[i], ErrUnavailable, err)
+		}
+		b.links[i], b.modes[i] = l, ModeTC
+		return nil
+	}
 	try := []Mode{mode}
 	if mode == ModeAuto {
 		try = []Mode{ModeNative, ModeGeneric}
@@ -388,6 +426,22 @@ func (b *FastPath) xskMap(ifindex, queue int) (*ebpf.Map, error) {
 	}
 	return nil, fmt.Errorf("xdp: AF_XDP socket for ifindex %d: not one of the bypass's ports %s/%s", ifindex, b.names[0], b.names[1])
 }
+
+// SocketFilter returns, in ModeTC, the socket filter the caller's packet
+// sockets on both ports must carry (hal.PortOptions.SocketFilter;
+// SO_ATTACH_BPF takes its own reference): it keeps from them the frames
+// the tc program forwards, with the same decision, so that user space
+// does not forward them a second time. nil in the XDP modes, where the
+// program runs before the sockets and nothing needs filtering.
+//
+// The filter and the tc program look the flow up one after the other, so
+// a change of the flow map between the two (an Add, a Remove, a closing
+// FIN/RST/SYN of the other direction, the lease lapsing) can split their
+// verdicts for a frame in flight: delivered to the socket and redirected
+// (a duplicate, only of a flow Add just allowed), or not delivered and
+// not redirected (a drop). Neither forwards a frame of a flow that is not
+// in the map: fail-closed holds.
+func (b *FastPath) SocketFilter() *ebpf.Program { return b.filter }
 
 // Mode returns the attach mode a port got.
 func (b *FastPath) Mode(s Side) Mode { return b.modes[s&1] }
@@ -657,6 +711,12 @@ func (b *FastPath) Close() error {
 		close(b.stopRenew)
 		<-b.renewDone
 	}
+	// End the lease first: in ModeTC the sockets keep their filter (and
+	// through it the maps) after Close, and from now on it must deliver
+	// every frame, as nothing redirects any more.
+	if err := b.lease.Update(uint32(0), uint64(0), ebpf.UpdateAny); err != nil {
+		b.log.Warn("xdp: end lease", "err", err)
+	}
 	err := b.release()
 	b.log.Info("xdp: bypass detached", "north", b.names[0], "south", b.names[1])
 	return err
@@ -672,7 +732,7 @@ func (b *FastPath) release() error {
 			b.links[i] = nil
 		}
 	}
-	for _, p := range []*ebpf.Program{b.prog, b.progSouth} {
+	for _, p := range []*ebpf.Program{b.prog, b.progSouth, b.filter} {
 		if p != nil {
 			_ = p.Close()
 		}

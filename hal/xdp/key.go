@@ -229,7 +229,8 @@ type Counters struct {
 	Packets, Bytes uint64 // redirected by the program (Bytes: see the value layout)
 	// LastSeen is the CLOCK_MONOTONIC time (as from
 	// unix.ClockGettime(CLOCK_MONOTONIC)) of the last redirected frame, or
-	// of the Add when none was.
+	// of the Add when none was. In ModeTC the program reads the coarse
+	// clock (CLOCK_MONOTONIC_COARSE): up to a tick earlier.
 	LastSeen time.Duration
 }
 

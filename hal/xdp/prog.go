@@ -28,19 +28,86 @@ const (
 	mdRxQueueIndex   = 16
 )
 
+// tcx verdicts (include/uapi/linux/bpf.h, enum tcx_action_base):
+// TCX_NEXT hands the frame to the next tcx program, or on to the stack
+// when there is none. bpf_redirect returns TCX_REDIRECT
+// (TC_ACT_REDIRECT, 7) itself.
+const tcxNext = -1
+
+// struct __sk_buff offsets (include/uapi/linux/bpf.h): the tc and the
+// socket filter programs' context.
+const (
+	skbLen         = 0
+	skbVlanPresent = 20
+	skbIfindex     = 40
+)
+
+// hdrMax is the most frame bytes the parser reads: Ethernet (14), IPv4
+// with options (60), TCP up to its flags (20). IPv6 needs 14+40+20.
+// hdrFirst is what the sk_buff flavours copy first: enough for IPv4
+// without options.
+const (
+	hdrMax   = 14 + 60 + 20
+	hdrFirst = 14 + 20 + 20
+)
+
 // Stack layout, relative to the frame pointer R10.
 const (
-	stKey  = -40 // the frame's key (keySize bytes)
-	stRev  = -80 // the reverse key, built on FIN/RST/SYN
-	stStat = -84 // u32 index into the stats array
+	stKey  = -40  // the frame's key (keySize bytes)
+	stRev  = -80  // the reverse key, built on FIN/RST/SYN
+	stStat = -84  // u32 index into the stats array
+	stBuf  = -184 // socket filter: 96 bytes for the frame's first hdrMax
+	// stFrame is where the frame starts in stBuf: 2 bytes in, so that the
+	// IP header is 4-byte aligned (the verifier enforces aligned stack
+	// accesses).
+	stFrame = stBuf + 2
 )
+
+// flavour is the kind of program the flow decision is built into. All
+// three share the parser, the flow lookup and the checks (ingress port,
+// TCP flags, closed, lease), so a frame gets the same verdict from each.
+type flavour uint8
+
+const (
+	// forXDP: the XDP program (struct xdp_md). A bypassed frame is
+	// redirected (bpf_redirect: XDP_REDIRECT); any other passes
+	// (XDP_PASS) or, with xsk, goes to the AF_XDP socket of its queue.
+	forXDP flavour = iota
+	// forTC: the tcx ingress program (BPF_PROG_TYPE_SCHED_CLS, struct
+	// __sk_buff): it reads the headers with bpf_skb_load_bytes and
+	// never writes to the sk_buff (no copy of it, no headroom needed). A
+	// bypassed frame is redirected (bpf_redirect: TC_ACT_REDIRECT); any
+	// other goes on (TCX_NEXT).
+	forTC
+	// forFilter: the socket filter for the gateway's packet sockets
+	// (BPF_PROG_TYPE_SOCKET_FILTER, struct __sk_buff, headers read as
+	// forTC reads them: the same instructions).
+	// AF_PACKET taps run before tc ingress, so without it user space
+	// would get a copy of every frame the tc program redirects. It takes
+	// forTC's decision without its effects (no counters, no closed mark,
+	// no last-seen): 0 (not delivered) for a frame forTC redirects, the
+	// whole frame otherwise.
+	forFilter
+)
+
+func (f flavour) String() string {
+	switch f {
+	case forXDP:
+		return "xdp"
+	case forTC:
+		return "tc"
+	case forFilter:
+		return "filter"
+	}
+	return fmt.Sprintf("flavour(%d)", uint8(f))
+}
 
 // tcpCloseFlags are the TCP flags that hand a bypassed flow back to user
 // space: FIN and RST end it, SYN starts a new connection on the same
 // 5-tuple (RFC 9293 3.1: FIN 0x01, SYN 0x02, RST 0x04).
 const tcpCloseFlags = 0x07
 
-// program returns the XDP program. It is written with cilium/ebpf's asm
+// build returns the program of flavour f. It is written with cilium/ebpf's asm
 // package rather than compiled from C so that the bytecode is built by
 // the Go toolchain for every GOARCH; the kernel's verifier and JIT do the
 // rest. With atomic, counters are updated with BPF atomic adds (JITed on
@@ -51,26 +118,92 @@ const tcpCloseFlags = 0x07
 //
 // Register use: R6 ctx, R7 map value, R8 frame bytes, R9 IP protocol,
 // then the TCP close flags, then the time; R2 the packet cursor, R3
-// data_end.
+// data_end (for forTC and forFilter both point into the stack copy,
+// and R7 and R9 serve the copy until the parser is done).
 //
-// With xsk, a frame the program does not redirect to the other port goes
-// to the AF_XDP socket of its receive queue in the xsk map (the gateway's
-// --io xdp port), or to the stack where none is registered.
-func program(atomic, xsk bool) asm.Instructions {
+// With xsk (forXDP only), a frame the program does not redirect to the
+// other port goes to the AF_XDP socket of its receive queue in the xsk
+// map (the gateway's --io xdp port), or to the stack where none is
+// registered.
+func build(f flavour, atomic, xsk bool) asm.Instructions {
 	var in asm.Instructions
 	emit := func(ins ...asm.Instruction) { in = append(in, ins...) }
 
 	stackKey := func(off int16) int16 { return stKey + off }
 	stackRev := func(off int16) int16 { return stRev + off }
 
+	// The time for the lease and last seen. tc and the socket filter
+	// (Linux 6.6 for tcx, so the helper is there: 5.11) use the coarse
+	// CLOCK_MONOTONIC, which reads no clock source: under a hypervisor
+	// (kvm-clock) a bpf_ktime_get_ns was about a third of the filter's
+	// cost per frame (perf, TestFastPathBench). It lags by up to a tick
+	// (4 ms at HZ=250): the lease lasts that much longer, last seen looks
+	// that much older. XDP keeps bpf_ktime_get_ns (Linux 5.9 and up).
+	clock := asm.FnKtimeGetNs
+	if f != forXDP {
+		clock = asm.FnKtimeGetCoarseNs
+	}
+
+	// short is where the parser goes when the frame ends before a header
+	// does; for the sk_buff flavours, the stack copy of it.
+	short := "unparsed"
+	if f != forXDP {
+		short = "short"
+	}
+	emit(asm.Mov.Reg(asm.R6, asm.R1))
+	ifindexOff := int16(skbIfindex)
+	if f == forXDP {
+		ifindexOff = mdIngressIfindex
+		emit(
+			asm.LoadMem(asm.R2, asm.R6, mdData, asm.Word),
+			asm.LoadMem(asm.R3, asm.R6, mdDataEnd, asm.Word),
+		)
+	} else {
+		// tc and socket filter: a tag the NIC stripped (rx-vlan-offload)
+		// is not in the key: such frames pass, as tagged ones do. The
+		// parser reads a copy of the frame's head on the stack
+		// (bpf_skb_load_bytes; a socket filter has no direct packet
+		// access, and for tc it spares a bpf_skb_pull_data, which would
+		// write to the sk_buff and copy it when it is a clone or its
+		// headers are not linear, as AF_PACKET senders' are not): first
+		// min(len, hdrFirst) bytes, which hold untagged IPv4 without
+		// options with TCP or UDP; where a header goes further the
+		// parser jumps to "short", which copies min(len, hdrMax) bytes
+		// and parses again, once (R7: copied all already). R9 holds the
+		// length copied until the parser sets it.
+		emit(
+			asm.LoadMem(asm.R1, asm.R6, skbVlanPresent, asm.Word),
+			asm.JNE.Imm(asm.R1, 0, "unparsed"),
+			asm.Mov.Imm(asm.R1, 0),
+		)
+		for off := int16(0); off < 96; off += 8 {
+			emit(asm.StoreMem(asm.R10, stBuf+off, asm.R1, asm.DWord))
+		}
+		emit(
+			asm.Mov.Imm(asm.R7, 0),
+			asm.LoadMem(asm.R9, asm.R6, skbLen, asm.Word),
+			asm.JLT.Imm(asm.R9, 14, "unparsed"),
+			asm.JLE.Imm(asm.R9, hdrFirst, "copy"),
+			asm.Mov.Imm(asm.R9, hdrFirst),
+			asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("copy"),
+			asm.Mov.Imm(asm.R2, 0),
+			asm.Mov.Reg(asm.R3, asm.R10),
+			asm.Add.Imm(asm.R3, stFrame),
+			asm.Mov.Reg(asm.R4, asm.R9),
+			asm.FnSkbLoadBytes.Call(),
+			asm.JNE.Imm(asm.R0, 0, "unparsed"),
+			asm.Mov.Reg(asm.R2, asm.R10),
+			asm.Add.Imm(asm.R2, stFrame),
+			asm.Mov.Reg(asm.R3, asm.R2),
+			asm.Add.Reg(asm.R3, asm.R9),
+		)
+	}
+
 	// Ethernet.
 	emit(
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadMem(asm.R2, asm.R6, mdData, asm.Word),
-		asm.LoadMem(asm.R3, asm.R6, mdDataEnd, asm.Word),
-		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("eth"),
 		asm.Add.Imm(asm.R4, 14),
-		asm.JGT.Reg(asm.R4, asm.R3, "unparsed"),
+		asm.JGT.Reg(asm.R4, asm.R3, short),
 		asm.LoadMem(asm.R5, asm.R2, 12, asm.Half),
 		asm.HostTo(asm.BE, asm.R5, asm.Half),
 		asm.StoreImm(asm.R10, stackKey(2), 0, asm.Half),
@@ -83,7 +216,7 @@ func program(atomic, xsk bool) asm.Instructions {
 	emit(
 		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("ipv4"),
 		asm.Add.Imm(asm.R4, 14+20),
-		asm.JGT.Reg(asm.R4, asm.R3, "unparsed"),
+		asm.JGT.Reg(asm.R4, asm.R3, short),
 		asm.LoadMem(asm.R5, asm.R2, 14, asm.Byte),
 		asm.Mov.Reg(asm.R1, asm.R5),
 		asm.RSh.Imm(asm.R1, 4),
@@ -123,7 +256,7 @@ func program(atomic, xsk bool) asm.Instructions {
 	emit(
 		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("ipv6"),
 		asm.Add.Imm(asm.R4, 14+40),
-		asm.JGT.Reg(asm.R4, asm.R3, "unparsed"),
+		asm.JGT.Reg(asm.R4, asm.R3, short),
 		asm.LoadMem(asm.R1, asm.R2, 14, asm.Byte),
 		asm.RSh.Imm(asm.R1, 4),
 		asm.JNE.Imm(asm.R1, 6, "unparsed"),
@@ -152,14 +285,14 @@ func program(atomic, xsk bool) asm.Instructions {
 
 		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("tcp"),
 		asm.Add.Imm(asm.R4, 20),
-		asm.JGT.Reg(asm.R4, asm.R3, "unparsed"),
+		asm.JGT.Reg(asm.R4, asm.R3, short),
 		asm.LoadMem(asm.R9, asm.R2, 13, asm.Byte),
 		asm.And.Imm(asm.R9, tcpCloseFlags),
 		asm.Ja.Label("ports"),
 
 		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("udp"),
 		asm.Add.Imm(asm.R4, 8),
-		asm.JGT.Reg(asm.R4, asm.R3, "unparsed"),
+		asm.JGT.Reg(asm.R4, asm.R3, short),
 		asm.Mov.Imm(asm.R9, 0),
 
 		asm.LoadMem(asm.R1, asm.R2, 0, asm.Half).WithSymbol("ports"),
@@ -178,14 +311,14 @@ func program(atomic, xsk bool) asm.Instructions {
 		asm.JEq.Imm(asm.R0, 0, "nomatch"),
 		asm.Mov.Reg(asm.R7, asm.R0),
 		asm.LoadMem(asm.R1, asm.R7, valIngress, asm.Word),
-		asm.LoadMem(asm.R2, asm.R6, mdIngressIfindex, asm.Word),
+		asm.LoadMem(asm.R2, asm.R6, ifindexOff, asm.Word),
 		asm.JNE.Reg(asm.R1, asm.R2, "wrongport"),
 		asm.JNE.Imm(asm.R9, 0, "closing"),
 		asm.LoadMem(asm.R1, asm.R7, valClosed, asm.Byte),
 		asm.JNE.Imm(asm.R1, 0, "closed"),
 		// The lease: redirect only while the owner keeps renewing the
 		// deadline in the lease array (now > deadline: pass).
-		asm.FnKtimeGetNs.Call(),
+		clock.Call(),
 		asm.Mov.Reg(asm.R9, asm.R0),
 		asm.StoreImm(asm.R10, stStat, 0, asm.Word),
 		asm.LoadMapPtr(asm.R1, 0).WithReference(leaseMapName),
@@ -195,8 +328,22 @@ func program(atomic, xsk bool) asm.Instructions {
 		asm.JEq.Imm(asm.R0, 0, "lapsed"),
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
 		asm.JGT.Reg(asm.R9, asm.R1, "lapsed"),
-		asm.StoreMem(asm.R7, valLastSeen, asm.R9, asm.DWord),
 	)
+	if f == forFilter {
+		// The tc program redirects this frame: not for the socket. The
+		// rest of the frames are delivered whole (the largest snap
+		// length); the closing frame is marked by the tc program.
+		emit(
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		)
+		in = append(in, copyAll()...)
+		for _, label := range []string{"closing", "closed", "wrongport", "nomatch", "unparsed", "lapsed"} {
+			emit(asm.Mov.Imm(asm.R0, -1).WithSymbol(label), asm.Return())
+		}
+		return in
+	}
+	emit(asm.StoreMem(asm.R7, valLastSeen, asm.R9, asm.DWord))
 	if atomic {
 		emit(
 			asm.Mov.Imm(asm.R1, 1),
@@ -217,7 +364,7 @@ func program(atomic, xsk bool) asm.Instructions {
 	emit(
 		asm.LoadMem(asm.R1, asm.R7, valEgress, asm.Word),
 		asm.Mov.Imm(asm.R2, 0),
-		asm.FnRedirect.Call(), // XDP_REDIRECT; the transmit happens after return
+		asm.FnRedirect.Call(), // XDP_REDIRECT or TC_ACT_REDIRECT; the transmit happens after return
 		asm.Return(),
 	)
 
@@ -248,20 +395,38 @@ func program(atomic, xsk bool) asm.Instructions {
 		asm.StoreImm(asm.R0, valClosed, 1, asm.Byte),
 	)
 	in = append(in, countStat(statClosing, "closing_pass")...)
-	in = append(in, pass(xsk)...)
+	in = append(in, pass(f, xsk)...)
 
+	if f == forTC {
+		in = append(in, copyAll()...)
+	}
 	for _, s := range []struct {
 		label string
 		stat  int
 	}{{"closed", statClosed}, {"wrongport", statWrongPort}, {"nomatch", statNoMatch}, {"unparsed", statUnparsed}, {"lapsed", statLapsed}} {
 		in = append(in, countStat(s.stat, s.label)...)
-		in = append(in, pass(xsk)...)
+		in = append(in, pass(f, xsk)...)
 	}
 	return in
 }
 
+// copyAll is the sk_buff flavours' "short": the first copy of the frame
+// ended before a header did; copy min(len, hdrMax) bytes and parse again,
+// unless that was done already (R7), and then the frame is unparsed.
+func copyAll() asm.Instructions {
+	return asm.Instructions{
+		asm.JNE.Imm(asm.R7, 0, "unparsed").WithSymbol("short"),
+		asm.Mov.Imm(asm.R7, 1),
+		asm.LoadMem(asm.R9, asm.R6, skbLen, asm.Word),
+		asm.JLT.Imm(asm.R9, 14, "unparsed"), // checked before; for the verifier
+		asm.JLE.Imm(asm.R9, hdrMax, "copy"),
+		asm.Mov.Imm(asm.R9, hdrMax),
+		asm.Ja.Label("copy"),
+	}
+}
+
 // countStat increments the per-CPU stats slot idx. Per-CPU values need no
-// atomics: XDP runs with migration disabled. The first instruction
+// atomics: XDP and tc programs run with migration disabled. The first instruction
 // carries label when non-empty.
 func countStat(idx int, label string) asm.Instructions {
 	skip := fmt.Sprintf("stat_done_%d_%s", idx, label)
@@ -283,11 +448,15 @@ func countStat(idx int, label string) asm.Instructions {
 	}
 }
 
-// pass ends the program for a frame the bypass does not forward:
-// XDP_PASS, or with xsk bpf_redirect_map to the socket in the xsk map at
-// the frame's receive queue, with XDP_PASS as the fallback action where
-// there is none (the low bits of flags, Linux 5.3). R6 holds the context.
-func pass(xsk bool) asm.Instructions {
+// pass ends the program for a frame the bypass does not forward: for tc
+// TCX_NEXT; for XDP XDP_PASS, or with xsk bpf_redirect_map to the socket
+// in the xsk map at the frame's receive queue, with XDP_PASS as the
+// fallback action where there is none (the low bits of flags, Linux
+// 5.3). R6 holds the context.
+func pass(f flavour, xsk bool) asm.Instructions {
+	if f == forTC {
+		return asm.Instructions{asm.Mov.Imm(asm.R0, tcxNext), asm.Return()}
+	}
 	if !xsk {
 		return asm.Instructions{asm.Mov.Imm(asm.R0, xdpPass), asm.Return()}
 	}

@@ -16,34 +16,66 @@ type xdpMD struct {
 	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
 }
 
+// skbMD is the head of struct __sk_buff (include/uapi/linux/bpf.h) up
+// to ifindex, as BPF_PROG_RUN's context input for the tc program: the
+// kernel zeroes the rest and takes the receiving device from ifindex.
+type skbMD struct {
+	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTCI, VlanProto, Priority, IngressIfindex, Ifindex uint32
+}
+
 // run runs the loaded program once on frame as if it arrived on side s
 // (BPF_PROG_RUN, Documentation/bpf/bpf_prog_run.rst: no frame is sent).
+// The tc program's verdicts are returned as the XDP program's
+// (TC_ACT_REDIRECT as xdpRedirect, TCX_NEXT as xdpPass), so that the
+// same tables check both.
 func run(t *testing.T, b *FastPath, s Side, frame []byte, do func(func() error) error) uint32 {
 	t.Helper()
 	var ret uint32
 	err := do(func() (err error) {
-		ret, err = b.prog.Run(&ebpf.RunOptions{Data: frame, Context: xdpMD{DataEnd: uint32(len(frame)), IngressIfindex: b.ifindex[s]}})
+		opts := &ebpf.RunOptions{Data: frame, Context: xdpMD{DataEnd: uint32(len(frame)), IngressIfindex: b.ifindex[s]}}
+		if b.modes[0] == ModeTC {
+			opts.Context = skbMD{Ifindex: b.ifindex[s]}
+		}
+		ret, err = b.prog.Run(opts)
 		return err
 	})
 	if err != nil {
 		t.Fatalf("BPF_PROG_RUN: %v", err)
 	}
+	if b.modes[0] == ModeTC {
+		switch int32(ret) {
+		case tcActRedirect:
+			return xdpRedirect
+		case tcxNext:
+			return xdpPass
+		}
+		t.Fatalf("tc program: verdict %d, want TC_ACT_REDIRECT or TCX_NEXT", int32(ret))
+	}
 	return ret
 }
 
+// TC_ACT_REDIRECT (include/uapi/linux/pkt_cls.h), bpf_redirect's return
+// in a tc program.
+const tcActRedirect = 7
+
 func TestProgramVerdicts(t *testing.T) {
-	for _, atomic := range []bool{true, false} {
-		name := "atomic"
-		if !atomic {
-			name = "plain"
+	for _, mode := range []Mode{ModeAuto, ModeTC} {
+		for _, atomic := range []bool{true, false} {
+			name := "atomic"
+			if !atomic {
+				name = "plain"
+			}
+			if mode == ModeTC {
+				name = "tc " + name
+			}
+			t.Run(name, func(t *testing.T) { testProgramVerdicts(t, mode, atomic) })
 		}
-		t.Run(name, func(t *testing.T) { testProgramVerdicts(t, atomic) })
 	}
 }
 
-func testProgramVerdicts(t *testing.T, atomic bool) {
+func testProgramVerdicts(t *testing.T, mode Mode, atomic bool) {
 	l := line(t)
-	b := newFastPath(t, l, Config{NonAtomicCounters: !atomic})
+	b := newFastPath(t, l, Config{Mode: mode, NonAtomicCounters: !atomic})
 	if b.AtomicCounters() != atomic {
 		t.Fatalf("AtomicCounters = %v, want %v", b.AtomicCounters(), atomic)
 	}
@@ -83,7 +115,13 @@ func testProgramVerdicts(t *testing.T, atomic bool) {
 	}
 	// Truncated and non-IP frames.
 	full := frame(t, frameSpec{key: k4, tcpFlags: "A"})
-	for _, n := range []int{14, 14 + 19, 14 + 20 + 19} {
+	lens := []int{14, 14 + 19, 14 + 20 + 19}
+	if mode == ModeTC {
+		// BPF_PROG_RUN refuses an IPv4 sk_buff shorter than its IP
+		// header. These take the second copy ("short") and fail again.
+		lens = []int{14 + 20, 14 + 20 + 6, 14 + 20 + 19}
+	}
+	for _, n := range lens {
 		if got := run(t, b, North, full[:n], do); got != xdpPass {
 			t.Errorf("truncated to %d bytes: action %d, want pass", n, got)
 		}
@@ -155,9 +193,15 @@ func testProgramVerdicts(t *testing.T, atomic bool) {
 // owner (renewal stopped here) stops the fast path when the lease runs
 // out, before any detach; renewing resumes it.
 func TestLease(t *testing.T) {
+	for _, mode := range []Mode{ModeAuto, ModeTC} {
+		t.Run(mode.String(), func(t *testing.T) { testLease(t, mode) })
+	}
+}
+
+func testLease(t *testing.T, mode Mode) {
 	l := line(t)
 	const lease = 100 * time.Millisecond
-	b := newFastPath(t, l, Config{Lease: lease})
+	b := newFastPath(t, l, Config{Lease: lease, Mode: mode})
 	k := udpKey("192.0.2.1:40000", "192.0.2.2:9")
 	if err := b.Add(k, South); err != nil {
 		t.Fatal(err)
