@@ -145,8 +145,15 @@ func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 		cfg.Mode = xdp.ModeNative
 	case d.cfg.XDPAttach == "generic":
 		cfg.Mode = xdp.ModeGeneric
+	case d.cfg.XDPAttach == "tc":
+		// The tc program cannot hand frames to AF_XDP sockets, and the
+		// ports' packet sockets must carry its filter (openPorts).
+		if xsk {
+			return d.failStart("xdp", fmt.Errorf("daemon: --xdp-attach tc needs packet sockets (--io ring or mmsg), not I/O %s (--io or the board profile)", d.cfg.IO))
+		}
+		cfg.Mode = xdp.ModeTC
 	case d.cfg.XDPAttach != "":
-		return d.failStart("xdp", fmt.Errorf("daemon: --xdp-attach %q: want native or generic", d.cfg.XDPAttach))
+		return d.failStart("xdp", fmt.Errorf("daemon: --xdp-attach %q: want native, generic or tc", d.cfg.XDPAttach))
 	}
 	switch {
 	case d.cfg.XDPFaultUnavailable:
