@@ -124,7 +124,10 @@ func (d *Daemon) xdpMode() board.XDPMode {
 // inspected path's Modbus round trip even with no flow bypassed
 // (BENCHMARKS.md, "XDP flow bypass in otgw run"), and the inspected path
 // is the gateway's first job. --xdp on takes generic mode where native is
-// not possible.
+// not possible. --xdp-attach tc (with --xdp on) attaches the tc twin
+// (hal/xdp.ModeTC) instead, whose socket filter openPorts puts on the
+// ports' packet sockets; this FastPath lives until Run returns, so every
+// port the datapath (re)opens carries its filter.
 func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 	mode := d.xdpMode()
 	d.xdpState = xdpStateOff
@@ -392,7 +395,7 @@ type XDPStatus struct {
 	// why) or off.
 	State     string `json:"state"`
 	Reason    string `json:"reason,omitempty"`
-	NorthMode string `json:"north_mode,omitempty"` // native or generic
+	NorthMode string `json:"north_mode,omitempty"` // native, generic or tc
 	SouthMode string `json:"south_mode,omitempty"`
 	Flows     int    `json:"flows"` // flows in the map now
 	// Offers: flows the engine offered; Added to the map; Full: refused,
