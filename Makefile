@@ -85,8 +85,8 @@ demo: ## live gateway between namespaces with a real PLC and HMI (root; offline 
 	@bash simulate/demo/demo.sh
 
 .PHONY: bench-datapath
-# Gateway columns of bench-datapath: MODE[/spin=DURATION][/xdp][/native][/generic][/busy], comma-separated
-# (MODE: ring, mmsg, xdp = AF_XDP ports; /xdp adds the XDP flow bypass).
+# Gateway columns of bench-datapath: MODE[/spin=DURATION][/xdp][/native][/generic][/tc][/busy], comma-separated
+# (MODE: ring, mmsg, xdp = AF_XDP ports; /xdp adds the XDP flow bypass, /tc the same bypass as a tc program).
 BENCH_IO ?= ring,xdp,mmsg,ring/xdp
 bench-datapath: ## gateway (BENCH_IO: ring, AF_XDP, mmsg, ring with the XDP bypass) vs kernel bridge on one veth topology: small packets, TCP, Modbus RTT, RSS with 10k flows (root, < 3 min)
 	@mkdir -p dist

@@ -109,9 +109,12 @@ type Config struct {
 	// XDPAttach, with XDP on, forces the attach mode (otgw run's hidden
 	// --xdp-attach, for measurements): "native" takes driver mode even on
 	// a veth, whose peers then need GRO on and transmit checksumming off
-	// (hal/xdp doc.go), "generic" skb mode; "" the default (native, and
-	// generic on veth ports). With IO xdp and no bypass, "generic" attaches
-	// the ports' own programs in generic mode (hal.PortOptions.XDPGeneric).
+	// (hal/xdp doc.go), "generic" skb mode, "tc" the bypass as a tcx
+	// ingress program with a socket filter on the ports' packet sockets
+	// (hal/xdp.ModeTC; Linux 6.6; not with IO xdp or auto, refused at
+	// start); "" the default (native, and generic on veth ports). With IO
+	// xdp and no bypass, "generic" attaches the ports' own programs in
+	// generic mode (hal.PortOptions.XDPGeneric).
 	XDPAttach string
 }
 
@@ -484,9 +487,19 @@ func (d *Daemon) openDatapath() (*datapath, error) {
 // register their sockets with the XDP flow bypass's program when it is
 // attached (one XDP program per port), else each attaches its own. With
 // hal.IOAuto, a failure to set up AF_XDP on either port is logged once
-// and both ports open with hal.IODefault.
+// and both ports open with hal.IODefault. With the tc bypass
+// (hal/xdp.ModeTC) both packet sockets carry its socket filter, so that
+// they do not receive the frames the tc program forwards: the FastPath
+// lives as long as Run (openXDP ran before; a datapath restart reopens
+// the ports with the same FastPath and so the same filter).
 func (d *Daemon) openPorts(popts hal.PortOptions) ([2]hal.Port, error) {
 	var ps [2]hal.Port
+	if d.xdp != nil {
+		if f := d.xdp.fp.SocketFilter(); f != nil {
+			// Never a typed nil in the interface: only ModeTC has a filter.
+			popts.SocketFilter = f
+		}
+	}
 	if popts.IO == hal.IOXDP || popts.IO == hal.IOAuto {
 		if d.xdp != nil && d.xdp.xsk {
 			popts.XSKMap = d.xdp.fp

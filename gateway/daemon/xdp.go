@@ -124,7 +124,10 @@ func (d *Daemon) xdpMode() board.XDPMode {
 // inspected path's Modbus round trip even with no flow bypassed
 // (BENCHMARKS.md, "XDP flow bypass in otgw run"), and the inspected path
 // is the gateway's first job. --xdp on takes generic mode where native is
-// not possible.
+// not possible. --xdp-attach tc (with --xdp on) attaches the tc twin
+// (hal/xdp.ModeTC) instead, whose socket filter openPorts puts on the
+// ports' packet sockets; this FastPath lives until Run returns, so every
+// port the datapath (re)opens carries its filter.
 func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 	mode := d.xdpMode()
 	d.xdpState = xdpStateOff
@@ -145,8 +148,15 @@ func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 		cfg.Mode = xdp.ModeNative
 	case d.cfg.XDPAttach == "generic":
 		cfg.Mode = xdp.ModeGeneric
+	case d.cfg.XDPAttach == "tc":
+		// The tc program cannot hand frames to AF_XDP sockets, and the
+		// ports' packet sockets must carry its filter (openPorts).
+		if xsk {
+			return d.failStart("xdp", fmt.Errorf("daemon: --xdp-attach tc needs packet sockets (--io ring or mmsg), not I/O %s (--io or the board profile)", d.cfg.IO))
+		}
+		cfg.Mode = xdp.ModeTC
 	case d.cfg.XDPAttach != "":
-		return d.failStart("xdp", fmt.Errorf("daemon: --xdp-attach %q: want native or generic", d.cfg.XDPAttach))
+		return d.failStart("xdp", fmt.Errorf("daemon: --xdp-attach %q: want native, generic or tc", d.cfg.XDPAttach))
 	}
 	switch {
 	case d.cfg.XDPFaultUnavailable:
@@ -385,7 +395,7 @@ type XDPStatus struct {
 	// why) or off.
 	State     string `json:"state"`
 	Reason    string `json:"reason,omitempty"`
-	NorthMode string `json:"north_mode,omitempty"` // native or generic
+	NorthMode string `json:"north_mode,omitempty"` // native, generic or tc
 	SouthMode string `json:"south_mode,omitempty"`
 	Flows     int    `json:"flows"` // flows in the map now
 	// Offers: flows the engine offered; Added to the map; Full: refused,

@@ -350,7 +350,10 @@ type benchVariant struct {
 	// generic: --xdp-attach generic (the AF_XDP ports' own programs in
 	// generic mode).
 	generic bool
-	busy    bool // --busy-poll (AF_XDP, with /spin=)
+	// tc: --xdp on --xdp-attach tc (the bypass as a tcx ingress program
+	// with its socket filter on the ring or mmsg ports).
+	tc   bool
+	busy bool // --busy-poll (AF_XDP, with /spin=)
 }
 
 func (v benchVariant) String() string {
@@ -367,6 +370,9 @@ func (v benchVariant) String() string {
 	if v.generic {
 		s += " --xdp-attach generic"
 	}
+	if v.tc {
+		s += " --xdp-attach tc"
+	}
 	if v.busy {
 		s += " --busy-poll"
 	}
@@ -374,7 +380,8 @@ func (v benchVariant) String() string {
 }
 
 // benchVariants parses OTGW_BENCH_IO, a comma-separated list of
-// MODE[/spin=DURATION][/xdp] (default "ring,mmsg").
+// MODE[/spin=DURATION][/xdp][/native][/generic][/tc][/busy] (default
+// "ring,mmsg").
 func benchVariants(t *testing.T) []benchVariant {
 	spec := os.Getenv("OTGW_BENCH_IO")
 	if spec == "" {
@@ -396,10 +403,12 @@ func benchVariants(t *testing.T) []benchVariant {
 				v.xdp, v.native = true, true
 			} else if opt == "generic" {
 				v.generic = true
+			} else if opt == "tc" {
+				v.xdp, v.tc = true, true
 			} else if opt == "busy" {
 				v.busy = true
 			} else {
-				t.Fatalf("OTGW_BENCH_IO %q: want MODE[/spin=DURATION][/xdp][/native][/generic][/busy]", f)
+				t.Fatalf("OTGW_BENCH_IO %q: want MODE[/spin=DURATION][/xdp][/native][/generic][/tc][/busy]", f)
 			}
 		}
 		vs = append(vs, v)
@@ -432,6 +441,9 @@ func (v benchVariant) args() []string {
 	}
 	if v.generic {
 		args = append(args, "--xdp-attach", "generic")
+	}
+	if v.tc {
+		args = append(args, "--xdp-attach", "tc")
 	}
 	if v.busy {
 		args = append(args, "--busy-poll")

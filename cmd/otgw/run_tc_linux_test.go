@@ -1,0 +1,415 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/otgw/otgw/internal/netns"
+)
+
+// The tc flow bypass through `otgw run --xdp on --xdp-attach tc`
+// (hal/xdp.ModeTC: a tcx ingress program, and its socket filter on the
+// gateway's packet sockets), on the same line and policy as the XDP
+// tests (run_xdp_linux_test.go).
+
+// tcArgs are the flags of the tc bypass.
+var tcArgs = []string{"--xdp", "on", "--xdp-attach", "tc"}
+
+// tcxPrograms returns how many programs are attached at tcx ingress of
+// each gateway port.
+func tcxPrograms(t *testing.T, l *netns.Line) (n [2]int) {
+	t.Helper()
+	for i, port := range []string{l.North, l.South} {
+		err := l.Gateway.Do(func() error {
+			ifi, err := net.InterfaceByName(port)
+			if err != nil {
+				return err
+			}
+			r, err := link.QueryPrograms(link.QueryOptions{Target: ifi.Index, Attach: ebpf.AttachTCXIngress})
+			if err != nil {
+				return err
+			}
+			n[i] = len(r.Programs)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("query tcx programs on %s: %v", port, err)
+		}
+	}
+	return n
+}
+
+// tcpExt returns the TcpExt and Tcp counters of a namespace
+// (/proc/net/netstat and /proc/net/snmp read by a process inside it).
+func tcpExt(t *testing.T, ns *netns.NS) map[string]uint64 {
+	t.Helper()
+	out, err := ns.Run("cat", "/proc/net/netstat", "/proc/net/snmp")
+	if err != nil {
+		t.Fatalf("read TCP counters in %s: %v", ns.Name, err)
+	}
+	m := map[string]uint64{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		names := strings.Fields(sc.Text())
+		if !sc.Scan() {
+			break
+		}
+		vals := strings.Fields(sc.Text())
+		if len(names) != len(vals) || len(names) == 0 || names[0] != vals[0] {
+			continue
+		}
+		for i := 1; i < len(names); i++ {
+			if v, err := strconv.ParseUint(vals[i], 10, 64); err == nil {
+				m[strings.TrimSuffix(names[0], ":")+"."+names[i]] = v
+			}
+		}
+	}
+	return m
+}
+
+// portTx returns the frames the gateway's user space sent on both ports.
+func portTx(g *xdpGW) uint64 {
+	var n uint64
+	for _, p := range g.status().Ports {
+		n += p.Stats.TxFrames
+	}
+	return n
+}
+
+// pattern fills b with the little-endian uint64 counter stream at byte
+// offset off (a multiple of 8), so a receiver can check every byte.
+func pattern(b []byte, off uint64) {
+	for i := 0; i+8 <= len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], (off+uint64(i))/8)
+	}
+}
+
+// TestTCBypassThroughRun: with --xdp-attach tc, a TCP transfer on the
+// plain tcp conduit is forwarded by the tc program (the bypass counters
+// grow, the gateway's user space forwards only a few frames of it), the
+// receiver gets every byte in order with no more than a few duplicate
+// segments (the filter and the tc program can disagree only about a
+// frame in flight while the flow is added), and a Modbus write on the
+// inspected conduit is still denied.
+func TestTCBypassThroughRun(t *testing.T) {
+	l := xdpLine(t)
+	g := startXDPGateway(t, l, xdpPolicy(true), nil, tcArgs...)
+	st := g.status()
+	if st.XDP == nil || st.XDP.State != "attached" || st.XDP.NorthMode != "tc" || st.XDP.SouthMode != "tc" {
+		t.Fatalf("status xdp: %+v, want attached in tc mode on both ports", st.XDP)
+	}
+	if n := tcxPrograms(t, l); n != [2]int{1, 1} {
+		t.Fatalf("tcx ingress programs on the ports: %v, want one on each", n)
+	}
+
+	tcTransfer(t, l, g)
+	m, err := g.get("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`otgw_xdp_bypassed_packets_total{conduit="hmi-bulk"}`, `otgw_xdp_frames_total{result="redirected"}`} {
+		if !bytes.Contains(m, []byte(want)) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	// Modbus on the inspected conduit: the read crosses, the write is
+	// refused by the gateway, and nothing of it reaches the server.
+	srv := newModbusRecorder(t, l.Server)
+	var mc net.Conn
+	if err := l.Client.Do(func() (err error) { mc, err = net.DialTimeout("tcp4", "192.0.2.2:502", 3*time.Second); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	read := []byte{0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 2}
+	write := []byte{0, 2, 0, 0, 0, 6, 1, 6, 0, 5, 0, 42}
+	_ = mc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := mc.Write(read); err != nil {
+		t.Fatal(err)
+	}
+	resp := make([]byte, 256)
+	if n, err := mc.Read(resp); err != nil || n < 9 || resp[7] != 3 {
+		t.Fatalf("read response: %x, %v", resp[:n], err)
+	}
+	if _, err := mc.Write(write); err != nil {
+		t.Fatal(err)
+	}
+	n, err := mc.Read(resp)
+	if err != nil || n < 9 || resp[7] != 0x86 {
+		t.Errorf("write on the read-only rule: response %x, %v, want a Modbus exception (fc 0x86)", resp[:n], err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := srv.received(); !bytes.Equal(got, read) {
+		t.Errorf("the Modbus server received %x, want only the read request %x", got, read)
+	}
+	if st := g.status(); conduitXDP(st, "hmi-plc").Flows != 0 || conduitXDP(st, "hmi-plc").Packets != 0 {
+		t.Errorf("the inspected conduit's flow is in the bypass map: %+v", conduitXDP(st, "hmi-plc"))
+	}
+}
+
+// TestTCSIGKILLStopsBypassedStream: fail-closed in tc mode: SIGKILL of
+// otgw run during a bypassed stream stops it within 100 ms, and no tcx
+// program is left on the ports.
+func TestTCSIGKILLStopsBypassedStream(t *testing.T) {
+	l := xdpLine(t)
+	g := startXDPGateway(t, l, xdpPolicy(true), nil, tcArgs...)
+	sink := newRxSink(t, l.Server, "0.0.0.0:5001")
+	stream(t, l.Client, "192.0.2.2:5001")
+	waitUntil(t, "the tc bypass to forward the stream", 20*time.Second, func() bool {
+		return conduitXDP(g.status(), "hmi-bulk").Packets > 1000 && sink.N.Load() > 4<<20
+	})
+	if n := tcxPrograms(t, l); n != [2]int{1, 1} {
+		t.Fatalf("tcx ingress programs on the ports: %v, want one on each", n)
+	}
+	waitUntil(t, "data crossing in the 20 ms before the kill", 5*time.Second, func() bool { return sink.Crossing(20 * time.Millisecond) })
+	killed := time.Now()
+	if err := g.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-g.done
+	time.Sleep(150 * time.Millisecond)
+	atLimit := sink.N.Load()
+	time.Sleep(time.Second)
+	stopped := time.Unix(0, sink.LastRx.Load()).Sub(killed)
+	t.Logf("bypassed stream stopped %v after SIGKILL of otgw run", stopped.Round(10*time.Microsecond))
+	if stopped > 100*time.Millisecond {
+		t.Errorf("stream still crossing %v after SIGKILL, want < 100ms", stopped)
+	}
+	if sink.N.Load() != atLimit {
+		t.Errorf("%d bytes crossed between 150 ms and 1.15 s after the kill", sink.N.Load()-atLimit)
+	}
+	if n := tcxPrograms(t, l); n != [2]int{} {
+		t.Errorf("tcx ingress programs on the ports after otgw run died: %v, want none", n)
+	}
+}
+
+// TestTCRefusedWithAFXDP: the tc program cannot serve AF_XDP sockets, so
+// --xdp-attach tc with --io xdp or auto refuses to start, saying why.
+func TestTCRefusedWithAFXDP(t *testing.T) {
+	l := xdpLine(t)
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.yaml")
+	if err := os.WriteFile(pol, []byte(xdpPolicy(true)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, io := range []string{"xdp", "auto"} {
+		t.Run(io, func(t *testing.T) {
+			var out bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			args := append([]string{"run", "--policy", pol, "--board", "sim", "--ports", l.North + "," + l.South,
+				"--spool", filepath.Join(dir, "spool-"+io), "--io", io}, tcArgs...)
+			cmd := l.Gateway.Command(ctx, os.Args[0], args...)
+			cmd.Env = append(os.Environ(), "OTGW_TEST_MAIN=1")
+			cmd.Stdout, cmd.Stderr = &out, &out
+			err := cmd.Run()
+			var ee *exec.ExitError
+			want := "--xdp-attach tc needs packet sockets (--io ring or mmsg), not I/O " + io
+			if !errors.As(err, &ee) || ee.ExitCode() != exitRuntime || !strings.Contains(out.String(), want) {
+				t.Errorf("otgw run --io %s --xdp-attach tc: %v, want exit %d with %q:\n%s", io, err, exitRuntime, want, lastLines(out.String(), 10))
+			}
+			if n := tcxPrograms(t, l); n != [2]int{} {
+				t.Errorf("tcx ingress programs left on the ports: %v", n)
+			}
+		})
+	}
+}
+
+// tcTransfer sends 64 MiB over the plain tcp conduit and checks that
+// every byte arrives in order, that the tc bypass forwarded the bulk of
+// it, that the gateway's user space sent few frames meanwhile (else the
+// sockets received the bypassed frames too: no filter, or an old one),
+// and that the receiver saw at most a few duplicate segments beyond the
+// sender's retransmissions.
+func tcTransfer(t *testing.T, l *netns.Line, g *xdpGW) {
+	t.Helper()
+	x0 := conduitXDP(g.status(), "hmi-bulk")
+	const total = 64 << 20
+	var ln net.Listener
+	if err := l.Server.Do(func() (err error) { ln, err = net.Listen("tcp4", "0.0.0.0:5001"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		n   uint64
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+		r := bufio.NewReaderSize(c, 64<<10)
+		var off uint64
+		var w [8]byte
+		for {
+			if _, err := io.ReadFull(r, w[:]); err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil
+				}
+				got <- result{n: off, err: err}
+				return
+			}
+			if v := binary.LittleEndian.Uint64(w[:]); v != off/8 {
+				got <- result{n: off, err: errors.New("wrong bytes at offset " + strconv.FormatUint(off, 10) + ": word " + strconv.FormatUint(v, 10))}
+				return
+			}
+			off += 8
+		}
+	}()
+	srv0, cli0, tx0 := tcpExt(t, l.Server), tcpExt(t, l.Client), portTx(g)
+	var c net.Conn
+	if err := l.Client.Do(func() (err error) { c, err = net.DialTimeout("tcp4", "192.0.2.2:5001", 3*time.Second); return err }); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	buf := make([]byte, 256<<10)
+	_ = c.SetWriteDeadline(time.Now().Add(60 * time.Second))
+	for off := uint64(0); off < total; off += uint64(len(buf)) {
+		pattern(buf, off)
+		if _, err := c.Write(buf); err != nil {
+			fl, _ := g.get("/flows?conduit=hmi-bulk")
+			t.Fatalf("write at %d: %v; bypass %+v; engine's flows %s", off, err, g.status().XDP, fl)
+		}
+	}
+	_ = c.Close()
+	var res result
+	select {
+	case res = <-got:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the receiver did not finish within 60 s")
+	}
+	took := time.Since(start)
+	if res.err != nil || res.n != total {
+		t.Fatalf("received %d of %d bytes: %v", res.n, total, res.err)
+	}
+	time.Sleep(200 * time.Millisecond) // the last ACKs and FINs
+	srv1, cli1, tx1 := tcpExt(t, l.Server), tcpExt(t, l.Client), portTx(g)
+	x := conduitXDP(g.status(), "hmi-bulk")
+	x.Packets -= x0.Packets
+	x.Bytes -= x0.Bytes
+	dup := srv1["TcpExt.TCPDSACKOldSent"] - srv0["TcpExt.TCPDSACKOldSent"] + srv1["TcpExt.TCPDSACKOfoSent"] - srv0["TcpExt.TCPDSACKOfoSent"]
+	retrans := cli1["Tcp.RetransSegs"] - cli0["Tcp.RetransSegs"]
+	t.Logf("%d MiB in %v (%.0f Mbit/s): tc bypass %d frames / %d bytes, user space sent %d frames, receiver's duplicate segments %d, sender's retransmissions %d",
+		total>>20, took.Round(time.Millisecond), float64(total)*8/took.Seconds()/1e6, x.Packets, x.Bytes, tx1-tx0, dup, retrans)
+	if x.Packets < total/1500 {
+		t.Errorf("the tc bypass forwarded %d frames of a %d-byte transfer, want at least %d", x.Packets, total, total/1500)
+	}
+	if tx1-tx0 > x.Packets/50 {
+		t.Errorf("user space sent %d frames during the transfer, want few (< 2%% of the %d the bypass forwarded): it forwards the bypassed frames too",
+			tx1-tx0, x.Packets)
+	}
+	// A segment the receiver got twice that the sender sent once was
+	// duplicated on the way. The sender's own retransmissions (after a
+	// frame was lost or overtaken on the way) account for the rest.
+	if dup > retrans+10 {
+		t.Errorf("the receiver saw %d duplicate segments (DSACKs sent) for %d retransmissions, want at most a few more: the gateway duplicated frames", dup, retrans)
+	}
+}
+
+// TestTCDatapathRestartKeepsFilter: a datapath that fails is restarted
+// with new ports and the same FastPath (openXDP runs once per Run), so
+// the reopened packet sockets carry the filter of the tc program still
+// attached: a transfer after the restart is bypassed and user space does
+// not forward it a second time.
+func TestTCDatapathRestartKeepsFilter(t *testing.T) {
+	l := xdpLine(t)
+	g := startXDPGateway(t, l, xdpPolicy(true), []string{"OTGW_FAULT_PANIC_AFTER_FRAMES=40"}, tcArgs...)
+	// Modbus polls cross the engine until it panics on its 40th frame.
+	// The fault injection also hits the first restarted datapath (it is
+	// armed while the restart count is still 0, daemon.go openDatapath),
+	// so poll on new connections until 50 polls in a row cross with no
+	// further restart.
+	mb := newModbusListener(t, l.Server)
+	read := []byte{0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 2}
+	resp := make([]byte, 64)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if time.Now().After(deadline) {
+			t.Fatalf("no stable restarted datapath within 30 s of Modbus polls (%d restarts)", g.status().DatapathRestarts)
+		}
+		r0 := g.status().DatapathRestarts
+		ok := 0
+		var c net.Conn
+		if err := l.Client.Do(func() (err error) {
+			c, err = net.DialTimeout("tcp4", "192.0.2.2:502", 500*time.Millisecond)
+			return err
+		}); err == nil {
+			for ; ok < 50; ok++ {
+				_ = c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+				if _, err := c.Write(read); err != nil {
+					break
+				}
+				if _, err := io.ReadFull(c, resp[:13]); err != nil {
+					break
+				}
+			}
+			_ = c.Close()
+		}
+		if r1 := g.status().DatapathRestarts; r1 > 0 && r1 == r0 && ok == 50 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = mb.Close()
+	waitUntil(t, "the restarted datapath to be healthy", 10*time.Second, func() bool {
+		st, err := g.tryStatus()
+		return err == nil && st.Healthy
+	})
+	if n := tcxPrograms(t, l); n != [2]int{1, 1} {
+		t.Fatalf("tcx ingress programs on the ports after the restart: %v, want one on each", n)
+	}
+	tcTransfer(t, l, g)
+}
+
+// newModbusListener answers read holding registers requests (FC 3, two
+// registers) on every connection to port 502 in ns until closed.
+func newModbusListener(t *testing.T, ns *netns.NS) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", "0.0.0.0:502"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req := make([]byte, 12)
+				for {
+					if _, err := io.ReadFull(c, req); err != nil {
+						return
+					}
+					resp := append(append([]byte(nil), req[:4]...), 0, 7, req[6], 3, 4, 0, 0, 0, 0)
+					if _, err := c.Write(resp); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln
+}
