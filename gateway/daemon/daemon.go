@@ -161,6 +161,7 @@ type Daemon struct {
 	stopSev    events.Severity
 	stopReason string
 	restarts   atomic.Uint64
+	faultArmed bool // FaultPanicAfterFrames is on a datapath already (openDatapath's goroutine only)
 	mtu        int
 	// evm counts verdict and reload events for the status endpoint;
 	// exporter is the syslog exporter (nil without --syslog). Both are set
@@ -470,7 +471,10 @@ func (d *Daemon) openDatapath() (*datapath, error) {
 		capTap.Next = tx
 		h = capTap
 	}
-	if n := d.cfg.FaultPanicAfterFrames; n > 0 && d.restarts.Load() == 0 {
+	// Only the first datapath: restarts counts a restart after its
+	// datapath is open, so it cannot tell the first restarted one.
+	if n := d.cfg.FaultPanicAfterFrames; n > 0 && !d.faultArmed {
+		d.faultArmed = true
 		h = panicAfter(h, n)
 	}
 	dp.fwd, err = NewForwarder(ForwarderConfig{
