@@ -43,10 +43,22 @@ const gatewayHoldMax = 15 * time.Second
 // that may run for minutes) is refused at once with ErrBusy, as before.
 func LockStateWait(dir string) (*StateLock, error) {
 	deadline := time.Now().Add(gatewayHoldMax)
+	confirmed := false
 	for {
 		l, err := lockState(dir, "")
-		if err == nil || !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "(the running gateway)") || time.Now().After(deadline) {
+		if err == nil || !errors.Is(err, ErrBusy) || time.Now().After(deadline) {
 			return l, err
+		}
+		if !strings.Contains(err.Error(), "(the running gateway)") {
+			// The holder's line is written just after its flock and
+			// outlives its release: read at either moment, it names the
+			// previous holder. Refuse only when a second look agrees.
+			if confirmed {
+				return l, err
+			}
+			confirmed = true
+		} else {
+			confirmed = false
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -80,8 +92,11 @@ func lockState(dir, role string) (*StateLock, error) {
 		}
 		return nil, fmt.Errorf("update: lock %s: %w", path, err)
 	}
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(strings.TrimSpace(strconv.Itoa(os.Getpid())+" "+role)+"\n"), 0)
+	// Written over the previous holder's line, then cut to length: the
+	// file never reads empty while a holder exists.
+	line := []byte(strings.TrimSpace(strconv.Itoa(os.Getpid())+" "+role) + "\n")
+	if _, err := f.WriteAt(line, 0); err == nil {
+		_ = f.Truncate(int64(len(line)))
 	}
 	return &StateLock{f: f}, nil
 }
@@ -92,7 +107,8 @@ func (l *StateLock) Unlock() {
 	if l == nil || l.f == nil {
 		return
 	}
-	_ = l.f.Truncate(0)
+	// The line stays: the next holder writes over it. Cleared here, a
+	// caller's look between this and the unlock read no holder at all.
 	_ = syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
 	l.f.Close()
 	l.f = nil

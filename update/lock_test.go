@@ -34,3 +34,35 @@ func TestLockStateWaitsForTheGatewayOnly(t *testing.T) {
 	}
 	l.Unlock()
 }
+
+// TestLockStateWaitThroughGatewayTurnover: while the gateway takes and
+// releases the lock over and over (its short holds), an fw command always
+// gets the lock in the end: a look between a holder's flock and its line,
+// or between a release and its unlock, is no reason to refuse.
+func TestLockStateWaitThroughGatewayTurnover(t *testing.T) {
+	dir := t.TempDir()
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if gw, err := LockStateAs(dir, "run"); err == nil {
+				time.Sleep(100 * time.Microsecond)
+				gw.Unlock()
+			}
+			time.Sleep(300 * time.Microsecond)
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for i := range 300 {
+		l, err := LockStateWait(dir)
+		if err != nil {
+			t.Fatalf("fw command %d while the gateway takes short holds: %v", i, err)
+		}
+		l.Unlock()
+	}
+}
