@@ -3,11 +3,13 @@ package replay
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"path/filepath"
 	"reflect"
 	"sort"
 	"testing"
 
+	"github.com/otgw/otgw/gateway/packet"
 	"github.com/otgw/otgw/internal/pcaptest"
 	"github.com/otgw/otgw/internal/testenv"
 )
@@ -105,5 +107,42 @@ func TestPrescanSameResults(t *testing.T) {
 	t.Logf("%d inputs; twice: %d pickups, %d frames after holes, %d deferred ACKs, %d fragments", len(inputs), pickups/2, holes/2, deferred/2, frags/2)
 	if pickups == 0 || holes == 0 || deferred == 0 || frags == 0 {
 		t.Error("the inputs do not exercise every part of the pre-scan")
+	}
+}
+
+// TestPackedKeyOf checks packedKeyOf against packKey(keyOf) and
+// laneOfPacked against laneOfKey, on IPv4 and IPv6 endpoints that are
+// equal, differ in the address or only in the port, v4-mapped included.
+func TestPackedKeyOf(t *testing.T) {
+	r := rand.New(rand.NewPCG(18, 5))
+	addr := func(v6 bool) netip.Addr {
+		if v6 {
+			var b [16]byte
+			b[0], b[15] = byte(r.IntN(3)), byte(r.IntN(3))
+			if r.IntN(4) == 0 {
+				b[10], b[11] = 0xff, 0xff // v4-mapped: an IPv6 address still
+			}
+			return netip.AddrFrom16(b)
+		}
+		return netip.AddrFrom4([4]byte{10, 0, byte(r.IntN(2)), byte(r.IntN(3))})
+	}
+	for range 5000 {
+		v6 := r.IntN(2) == 0
+		var p packet.Packet
+		p.Src, p.Dst = addr(v6), addr(v6)
+		p.SrcPort, p.DstPort = uint16(r.IntN(3)), uint16(r.IntN(3))
+		if r.IntN(50) == 0 {
+			p.Dst = addr(!v6) // not from Decode: two families
+		}
+		k, fromA := keyOf(&p)
+		got, gotA := packedKeyOf(&p)
+		if got != packKey(k) || gotA != fromA {
+			t.Fatalf("%v:%d > %v:%d: packedKeyOf %+v %v, want %+v %v", p.Src, p.SrcPort, p.Dst, p.DstPort, got, gotA, packKey(k), fromA)
+		}
+		for _, n := range []int{1, 2, 3, 7} {
+			if a, b := laneOfPacked(got, n), laneOfKey(k, n); a != b {
+				t.Fatalf("%+v: lane %d of %d, want %d", k, a, n, b)
+			}
+		}
 	}
 }

@@ -554,8 +554,7 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 		if !p.HasL4 {
 			return nil
 		}
-		k, fromA := keyOf(&p)
-		pk := packKey(k)
+		pk, fromA := packedKeyOf(&p)
 		ref := frameRef{int32(f.file), int32(f.index)}
 		t := tr[pk]
 		if back && t != nil && !t.last.Add(minTimeout).After(ms.latest) {
@@ -573,6 +572,7 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 		if t == nil {
 			t = &mtrack{id: int32(len(ms.ends))}
 			tr[pk] = t
+			k, _ := keyOf(&p)
 			ms.ends = append(ms.ends, k)
 			ms.load = append(ms.load, connLoad{flows: 1})
 		}
@@ -611,6 +611,7 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 			return nil
 		}
 		src := p.SrcAddrPort()
+		k, _ := keyOf(&p)
 		client, server, known := guessServer(sp, k.a, k.b)
 		if !known && t.client.IsValid() {
 			client, server = t.client, t.server
