@@ -450,7 +450,7 @@ var segShift = 15
 // newSegTable returns a table whose chunks, up to hint segs, a helper
 // goroutine prefaults until stop is called.
 func newSegTable(hint int) *segTable {
-	t := &segTable{fresh: make(chan []seg, 4), final: make(chan int, 1), dirs: make(chan []int32, 1)}
+	t := &segTable{fresh: make(chan []seg, 2), final: make(chan int, 1), dirs: make(chan []int32, 1)}
 	go t.prefault(hint)
 	return t
 }
