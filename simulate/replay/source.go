@@ -445,7 +445,7 @@ type segTable struct {
 
 // segShift is log2 of a segTable chunk's length (a variable: tests make
 // chunks tiny).
-var segShift = 15
+var segShift = 13
 
 // newSegTable returns a table whose chunks, up to hint segs, a helper
 // goroutine prefaults until stop is called.
