@@ -92,11 +92,11 @@ func segOf(ref frameRef, p *packet.Packet, conn int32, fromA bool) seg {
 // ackedBy returns the index of the segment, among the 8 after segs[i],
 // after which the peer direction o has sent every byte segs[i]
 // acknowledges; -1 when none does.
-func ackedBy(segs []seg, i int, o *dirState) int {
-	s := &segs[i]
+func ackedBy(segs *segTable, i int, o *dirState) int {
+	s := segs.at(i)
 	valid, nxt := o.valid, o.nxt
-	for j := i + 1; j < len(segs) && j <= i+8; j++ {
-		x := &segs[j]
+	for j := i + 1; j < segs.n && j <= i+8; j++ {
+		x := segs.at(j)
 		if x.dir != s.dir^1 {
 			continue
 		}
@@ -117,14 +117,28 @@ func ackedBy(segs []seg, i int, o *dirState) int {
 // collected, leaving out those the harness skips (before a mid-stream
 // pickup); ms.at gives the pickups.
 func scanRepairs(ms *midstream) *repairs {
-	segs := ms.segs[:0]                  // filtered in place
-	orig := make([]int, 0, len(ms.segs)) // position of segs[i] in ms.segs, to place the fragments
-	for i, sg := range ms.segs {
-		if !ms.skip[sg.ref] {
-			segs = append(segs, sg)
+	// Filtered in place; orig[i] is the position of segs.at(i) before,
+	// to place the fragments (needed only when there are fragments).
+	segs := ms.segs
+	var orig []int
+	if len(ms.frags) > 0 {
+		orig = make([]int, 0, segs.n)
+	}
+	kept := 0
+	for i := 0; i < segs.n; i++ {
+		sg := segs.at(i)
+		if len(ms.skip) > 0 && ms.skip[sg.ref] {
+			continue
+		}
+		if kept != i {
+			*segs.at(kept) = *sg
+		}
+		if orig != nil {
 			orig = append(orig, i)
 		}
+		kept++
 	}
+	segs.n = kept
 	ms.segs = nil
 	type addrPair struct{ src, dst netip.Addr }
 	fragmented := map[addrPair]bool{} // a fragment from src to dst came before the current segment
@@ -140,17 +154,17 @@ func scanRepairs(ms *midstream) *repairs {
 	// Each direction's segment list is a window of one array sized once
 	// (appending to 2×connections growing slices was 10% of a replay).
 	dirs := make([]dirState, 2*len(ms.ends))
-	for i := range segs {
-		dirs[segs[i].dir].n++
+	for i := 0; i < segs.n; i++ {
+		dirs[segs.at(i).dir].n++
 	}
-	all := make([]int32, len(segs))
+	all := segs.dirArray(segs.n)
 	at := 0
 	for i := range dirs {
 		dirs[i].segs = all[at : at : at+dirs[i].n]
 		at += dirs[i].n
 	}
-	for i := range segs {
-		d := &dirs[segs[i].dir]
+	for i := 0; i < segs.n; i++ {
+		d := &dirs[segs.at(i).dir]
 		d.segs = append(d.segs, int32(i))
 	}
 	ends := func(dir int32) (src, dst netip.AddrPort) {
@@ -164,7 +178,7 @@ func scanRepairs(ms *midstream) *repairs {
 	filledLater := func(d *dirState, i int, seq uint32) bool {
 		after := sort.Search(len(d.segs), func(k int) bool { return int(d.segs[k]) > i })
 		for _, j := range d.segs[after:] {
-			o := &segs[j]
+			o := segs.at(int(j))
 			if o.n > 0 && !seqGT(o.seq, seq) && seqLT(seq, o.seq+o.n) {
 				return true
 			}
@@ -172,11 +186,11 @@ func scanRepairs(ms *midstream) *repairs {
 		return false
 	}
 	const syn, ack, rst = packet.TCPSyn, packet.TCPAck, packet.TCPRst
-	for i := range segs {
+	for i := 0; i < segs.n; i++ {
 		for ; nextFrag < len(ms.frags) && ms.frags[nextFrag].pos <= orig[i]; nextFrag++ {
 			fragmented[addrPair{ms.frags[nextFrag].src, ms.frags[nextFrag].dst}] = true
 		}
-		s := &segs[i]
+		s := segs.at(i)
 		d, o := &dirs[s.dir], &dirs[s.dir^1]
 		if pk := ms.at[s.ref]; pk != nil {
 			// The harness synthesises the handshake just before.
@@ -199,7 +213,7 @@ func scanRepairs(ms *midstream) *repairs {
 		// when it follows within a few frames.
 		if s.flags&ack != 0 && s.n == 0 && d.valid && (!o.valid || seqGT(s.ack, o.nxt)) {
 			if j := ackedBy(segs, i, o); j >= 0 {
-				x := segs[j].ref
+				x := segs.at(j).ref
 				rp.deferred[s.ref] = true
 				rp.after[x] = append(rp.after[x], s.ref)
 				continue

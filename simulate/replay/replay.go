@@ -584,20 +584,15 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 		r.settleReady(false)
 	}
 	if !synthetic && p.IPVersion != 0 && p.HasL4 {
-		key, _ := keyOf(p)
-		r.conduit = flowConduitOf(r.flowConduit, key, r.conduit)
+		key, _ := packedKeyOf(p)
+		r.conduit = packedConduitOf(r.flowConduit, key, r.conduit)
 	}
 	r.accountFrame(&frameOut{synthetic: synthetic, sent: r.sent, sentLen: r.sentLen, sentPayload: r.sentPayload,
 		injected: r.injected, orig: orig, origPayload: origPayload, hasL4: p.HasL4, conduit: r.conduit, time: ref.Time, origCopy: origCopy})
 }
 
-// flowConduitOf records conduit (the frame's, "" if none was named) as
+// packedConduitOf records conduit (the frame's, "" if none was named) as
 // that of the flow key, or returns the flow's when the frame named none.
-func flowConduitOf(m conduitMap, key flowKey, conduit string) string {
-	return packedConduitOf(m, packKey(key), conduit)
-}
-
-// packedConduitOf is flowConduitOf with the key packed.
 func packedConduitOf(m conduitMap, pk packedKey, conduit string) string {
 	c, ok := m[pk]
 	switch {
@@ -622,6 +617,23 @@ type packedKey struct {
 
 func packKey(k flowKey) packedKey {
 	return packedKey{a: k.a.Addr().As16(), b: k.b.Addr().As16(), pa: k.a.Port(), pb: k.b.Port(), v4: k.a.Addr().Is4()}
+}
+
+// packedKeyOf is packKey(keyOf(p)) without building and comparing
+// netip.AddrPorts (a tenth of the pre-scan): a decoded packet's addresses
+// are of one family and without zone, so netip's order is that of their
+// 16 bytes, then of the ports. Addresses of two families (not from
+// Decode) take keyOf.
+func packedKeyOf(p *packet.Packet) (k packedKey, fromA bool) {
+	if p.Src.Is4() != p.Dst.Is4() {
+		fk, fromA := keyOf(p)
+		return packKey(fk), fromA
+	}
+	s, d := p.Src.As16(), p.Dst.As16()
+	if c := bytes.Compare(s[:], d[:]); c < 0 || c == 0 && p.SrcPort <= p.DstPort {
+		return packedKey{a: s, b: d, pa: p.SrcPort, pb: p.DstPort, v4: p.Src.Is4()}, true
+	}
+	return packedKey{a: d, b: s, pa: p.DstPort, pb: p.SrcPort, v4: p.Src.Is4()}, false
 }
 
 // frameOut is what an engine did with one fed frame.

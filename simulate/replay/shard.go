@@ -283,7 +283,7 @@ type shardJob struct {
 	opOnly      bool // only ops, no frame
 	synthetic   bool
 	hasKey      bool
-	key         flowKey
+	key         packedKey // the frame's endpoints, when hasKey
 	origPayload int
 	hasL4       bool
 	sentPayload int
@@ -497,10 +497,7 @@ func (l *lane) judge(j *shardJob) {
 	j.sent, j.sentLen, j.sentPayload, j.injected = false, 0, -1, 0
 	// The frame's flow, packed once for the conduit map and the lazy
 	// shadow (a TCP or UDP frame's lazy key is its endpoints, j.key).
-	var pk packedKey
-	if j.hasKey {
-		pk = packKey(j.key)
-	}
+	pk := j.key
 	var lk lazyKey
 	if l.lazy != nil {
 		if j.hasKey && !l.pkt.Fragment && (l.pkt.Proto == packet.ProtoTCP || l.pkt.Proto == packet.ProtoUDP) {
@@ -545,14 +542,14 @@ func (l *lane) judge(j *shardJob) {
 // dispatch queues one frame for its lane (runner.feed with lanes).
 func (r *runner) dispatch(frame []byte, in gateway.PortID, ref FrameRef, p *packet.Packet, synthetic bool) {
 	sh := r.sh
-	var key flowKey
+	var key packedKey
 	hasKey := p.IPVersion != 0 && p.HasL4
 	if hasKey {
-		key, _ = keyOf(p)
+		key, _ = packedKeyOf(p)
 	}
 	li := 0
 	if hasKey && !p.Fragment && (p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP) {
-		li = laneOfKey(key, len(sh.lanes))
+		li = laneOfPacked(key, len(sh.lanes))
 	} else {
 		li = laneOf(p, len(sh.lanes))
 	}
@@ -791,10 +788,18 @@ func laneOfKey(k flowKey, n int) int {
 	if n == 1 {
 		return 0
 	}
-	a, b := k.a.Addr().As16(), k.b.Addr().As16()
+	return laneOfPacked(packKey(k), n)
+}
+
+// laneOfPacked is laneOfKey with the key packed.
+func laneOfPacked(k packedKey, n int) int {
+	if n == 1 {
+		return 0
+	}
+	a, b := &k.a, &k.b
 	h := binary.LittleEndian.Uint64(a[:8]) ^ binary.LittleEndian.Uint64(a[8:])*0x9e3779b97f4a7c15
-	h = (h^uint64(k.a.Port())<<48)*0xbf58476d1ce4e5b9 ^ binary.LittleEndian.Uint64(b[:8])
-	h = (h^binary.LittleEndian.Uint64(b[8:]))*0x94d049bb133111eb ^ uint64(k.b.Port())
+	h = (h^uint64(k.pa)<<48)*0xbf58476d1ce4e5b9 ^ binary.LittleEndian.Uint64(b[:8])
+	h = (h^binary.LittleEndian.Uint64(b[8:]))*0x94d049bb133111eb ^ uint64(k.pb)
 	h ^= h >> 31
 	h *= 0x9e3779b97f4a7c15
 	h ^= h >> 29

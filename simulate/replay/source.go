@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/otgw/otgw/gateway"
 	"github.com/otgw/otgw/gateway/packet"
@@ -290,7 +291,7 @@ type pickup struct {
 type midstream struct {
 	at   map[frameRef]*pickup // pickup frame -> handshake to inject before it
 	skip map[frameRef]bool    // frames before the pickup of their connection
-	segs []seg                // every TCP frame, for scanRepairs
+	segs *segTable            // every TCP frame, for scanRepairs
 	// frags are the IP fragments of TCP packets, by position among segs:
 	// the engine drops them, so a hole after one is no capture loss.
 	frags []fragMark
@@ -413,11 +414,9 @@ func guessServer(sp map[uint16]bool, a, b netip.AddrPort) (client, server netip.
 }
 
 // segsHint sizes midstream.segs from the captures' sizes (a TCP frame
-// takes at least minTCPRecord bytes of a file), so that the scan of a
-// large capture does not copy the slice as it doubles: growing it was
-// half the CPU time of replaying 600k frames (BENCHMARKS.md "offline").
-// Pages of the capacity never used are never touched. The hint is capped
-// at maxSegsHint; past it the slice grows as before.
+// takes at least minTCPRecord bytes of a file): the chunks of the table
+// prefaulted ahead of the scan (segTable). The hint is capped at
+// maxSegsHint; past it chunks are allocated as the scan needs them.
 func segsHint(paths []string) int {
 	const minTCPRecord, maxSegsHint = 16 + 14 + 20 + 20, 1 << 21
 	var n int64
@@ -429,10 +428,94 @@ func segsHint(paths []string) int {
 	return int(min(n, maxSegsHint))
 }
 
+// segTable is the pre-pass's table of TCP frames, in chunks of
+// 1<<segShift segs that never move. Writing fresh memory first costs a
+// page fault per 4 KiB page, and on the VMs replay was measured on (a
+// first write costs ~4 ms per MiB) that was half of the pre-scan, on the
+// one goroutine everything waits for while the other core idles: so a
+// helper goroutine (prefault) allocates and writes the chunks ahead of the
+// scan, and the array scanRepairs sorts the segments by direction in.
+type segTable struct {
+	chunks [][]seg
+	n      int
+	fresh  chan []seg   // chunks prefaulted ahead
+	final  chan int     // the scan's last n, once it ends (stop)
+	dirs   chan []int32 // an array of final entries for scanRepairs
+}
+
+// segShift is log2 of a segTable chunk's length (a variable: tests make
+// chunks tiny).
+var segShift = 13
+
+// newSegTable returns a table whose chunks, up to hint segs, a helper
+// goroutine prefaults until stop is called.
+func newSegTable(hint int) *segTable {
+	t := &segTable{fresh: make(chan []seg, 2), final: make(chan int, 1), dirs: make(chan []int32, 1)}
+	go t.prefault(hint)
+	return t
+}
+
+// prefault allocates and writes the chunks of up to hint segs, handing
+// each over as soon as it is ready, until the scan ends; then an int32
+// array of as many entries as the scan found segs.
+func (t *segTable) prefault(hint int) {
+	const page = 4096
+	per := page / int(unsafe.Sizeof(seg{}))
+	size := 1 << segShift
+	n := -1
+	for made := 0; made < hint && n < 0; made += size {
+		c := make([]seg, size)
+		for i := 0; i < len(c); i += per {
+			c[i].n = 1 // any write: the page is the helper's to fault
+		}
+		select {
+		case t.fresh <- c:
+		case n = <-t.final:
+		}
+	}
+	if n < 0 {
+		n = <-t.final
+	}
+	d := make([]int32, n)
+	for i := 0; i < len(d); i += page / 4 {
+		d[i] = 1
+	}
+	t.dirs <- d
+}
+
+// stop tells the helper the scan is over.
+func (t *segTable) stop() { t.final <- t.n }
+
+func (t *segTable) add(s seg) {
+	i := t.n & (1<<segShift - 1)
+	if i == 0 {
+		var c []seg
+		select {
+		case c = <-t.fresh:
+		default:
+			c = make([]seg, 1<<segShift)
+		}
+		t.chunks = append(t.chunks, c)
+	}
+	t.chunks[t.n>>segShift][i] = s
+	t.n++
+}
+
+func (t *segTable) at(i int) *seg { return &t.chunks[i>>segShift][i&(1<<segShift-1)] }
+
+// dirArray returns an int32 array of n entries (n at most the table's
+// length), the helper's once it is ready: after stop, the helper makes
+// nothing else, so waiting for it costs no more than making it here.
+func (t *segTable) dirArray(n int) []int32 {
+	d := <-t.dirs
+	clear(d[:n])
+	return d[:n]
+}
+
 // scanMidstream finds the TCP connections the captures join mid-stream
 // and where to pick each up.
 func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
-	ms := &midstream{at: map[frameRef]*pickup{}, skip: map[frameRef]bool{}, segs: make([]seg, 0, segsHint(paths))}
+	ms := &midstream{at: map[frameRef]*pickup{}, skip: map[frameRef]bool{}, segs: newSegTable(segsHint(paths))}
 	tr := map[packedKey]*mtrack{}
 	others := map[otherKey]struct{}{}
 	var p packet.Packet
@@ -465,14 +548,13 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 		if p.Fragment {
 			// The engine drops every IP fragment: the bytes they carry
 			// never reach the stream, whatever the capture holds.
-			ms.frags = append(ms.frags, fragMark{pos: len(ms.segs), src: p.Src, dst: p.Dst})
+			ms.frags = append(ms.frags, fragMark{pos: ms.segs.n, src: p.Src, dst: p.Dst})
 			return nil
 		}
 		if !p.HasL4 {
 			return nil
 		}
-		k, fromA := keyOf(&p)
-		pk := packKey(k)
+		pk, fromA := packedKeyOf(&p)
 		ref := frameRef{int32(f.file), int32(f.index)}
 		t := tr[pk]
 		if back && t != nil && !t.last.Add(minTimeout).After(ms.latest) {
@@ -490,10 +572,11 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 		if t == nil {
 			t = &mtrack{id: int32(len(ms.ends))}
 			tr[pk] = t
+			k, _ := keyOf(&p)
 			ms.ends = append(ms.ends, k)
 			ms.load = append(ms.load, connLoad{flows: 1})
 		}
-		ms.segs = append(ms.segs, segOf(ref, &p, t.id, fromA))
+		ms.segs.add(segOf(ref, &p, t.id, fromA))
 		ld := &ms.load[t.id]
 		if fromA {
 			ld.pay[0] += int64(len(p.Payload))
@@ -528,6 +611,7 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 			return nil
 		}
 		src := p.SrcAddrPort()
+		k, _ := keyOf(&p)
 		client, server, known := guessServer(sp, k.a, k.b)
 		if !known && t.client.IsValid() {
 			client, server = t.client, t.server
@@ -563,6 +647,7 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 		}
 		return nil
 	})
+	ms.segs.stop()
 	if err != nil {
 		return nil, err
 	}
