@@ -64,6 +64,10 @@ func LockStateWait(dir string) (*StateLock, error) {
 	}
 }
 
+// holderLineLen is the length of the holder's line in the lock file
+// (pid, role, spaces, newline); the reader reads this many bytes.
+const holderLineLen = 32
+
 func lockState(dir, role string) (*StateLock, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("update: %w", err)
@@ -74,7 +78,7 @@ func lockState(dir, role string) (*StateLock, error) {
 		return nil, fmt.Errorf("update: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		holder := make([]byte, 32)
+		holder := make([]byte, holderLineLen)
 		n, _ := f.ReadAt(holder, 0)
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
@@ -93,8 +97,10 @@ func lockState(dir, role string) (*StateLock, error) {
 		return nil, fmt.Errorf("update: lock %s: %w", path, err)
 	}
 	// Written over the previous holder's line, then cut to length: the
-	// file never reads empty while a holder exists.
-	line := []byte(strings.TrimSpace(strconv.Itoa(os.Getpid())+" "+role) + "\n")
+	// file never reads empty while a holder exists. Every line is
+	// holderLineLen bytes, so a look mid-write never reads the tail of
+	// the previous holder's line after the new one.
+	line := fmt.Appendf(nil, "%-*s\n", holderLineLen-1, strings.TrimSpace(strconv.Itoa(os.Getpid())+" "+role))
 	if _, err := f.WriteAt(line, 0); err == nil {
 		_ = f.Truncate(int64(len(line)))
 	}

@@ -207,21 +207,33 @@ func TestTCRefusedWithAFXDP(t *testing.T) {
 	if err := os.WriteFile(pol, []byte(xdpPolicy(true)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, io := range []string{"xdp", "auto"} {
-		t.Run(io, func(t *testing.T) {
+	// --xdp auto and off would ignore tc (auto takes native mode only).
+	cases := []struct{ name, want string }{
+		{"xdp", "--xdp-attach tc needs packet sockets (--io ring or mmsg), not I/O xdp"},
+		{"auto", "--xdp-attach tc needs packet sockets (--io ring or mmsg), not I/O auto"},
+		{"xdp-auto", "--xdp-attach tc needs --xdp on (the XDP mode in force is auto)"},
+		{"xdp-off", "--xdp-attach tc needs --xdp on (the XDP mode in force is off)"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
 			var out bytes.Buffer
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			args := append([]string{"run", "--policy", pol, "--board", "sim", "--ports", l.North + "," + l.South,
-				"--spool", filepath.Join(dir, "spool-"+io), "--io", io}, tcArgs...)
+			args := []string{"run", "--policy", pol, "--board", "sim", "--ports", l.North + "," + l.South,
+				"--spool", filepath.Join(dir, "spool-"+c.name)}
+			switch c.name {
+			case "xdp", "auto":
+				args = append(append(args, "--io", c.name), tcArgs...)
+			default:
+				args = append(args, "--io", "ring", "--xdp", strings.TrimPrefix(c.name, "xdp-"), "--xdp-attach", "tc")
+			}
 			cmd := l.Gateway.Command(ctx, os.Args[0], args...)
 			cmd.Env = append(os.Environ(), "OTGW_TEST_MAIN=1")
 			cmd.Stdout, cmd.Stderr = &out, &out
 			err := cmd.Run()
 			var ee *exec.ExitError
-			want := "--xdp-attach tc needs packet sockets (--io ring or mmsg), not I/O " + io
-			if !errors.As(err, &ee) || ee.ExitCode() != exitRuntime || !strings.Contains(out.String(), want) {
-				t.Errorf("otgw run --io %s --xdp-attach tc: %v, want exit %d with %q:\n%s", io, err, exitRuntime, want, lastLines(out.String(), 10))
+			if !errors.As(err, &ee) || ee.ExitCode() != exitRuntime || !strings.Contains(out.String(), c.want) {
+				t.Errorf("otgw %s: %v, want exit %d with %q:\n%s", strings.Join(args, " "), err, exitRuntime, c.want, lastLines(out.String(), 10))
 			}
 			if n := tcxPrograms(t, l); n != [2]int{} {
 				t.Errorf("tcx ingress programs left on the ports: %v", n)

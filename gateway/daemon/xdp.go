@@ -131,6 +131,11 @@ func (d *Daemon) xdpMode() board.XDPMode {
 func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 	mode := d.xdpMode()
 	d.xdpState = xdpStateOff
+	if d.cfg.XDPAttach == "tc" && mode != board.XDPOn {
+		// auto takes native mode only and off attaches nothing: tc would
+		// be ignored without a word.
+		return d.failStart("xdp", fmt.Errorf("daemon: --xdp-attach tc needs --xdp on (the XDP mode in force is %s)", mode))
+	}
 	if mode == board.XDPOff {
 		d.log.Info("xdp: fast path off", "board", d.profile.Name)
 		return nil

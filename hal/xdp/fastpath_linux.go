@@ -438,9 +438,16 @@ func (b *FastPath) xskMap(ifindex, queue int) (*ebpf.Map, error) {
 // a change of the flow map between the two (an Add, a Remove, a closing
 // FIN/RST/SYN of the other direction, the lease lapsing) can split their
 // verdicts for a frame in flight: delivered to the socket and redirected
-// (a duplicate, only of a flow Add just allowed), or not delivered and
-// not redirected (a drop). Neither forwards a frame of a flow that is not
-// in the map: fail-closed holds.
+// (a duplicate, only of a flow Add just allowed, or of a bypassed flow
+// when the lease is renewed after a lapse), or not delivered and not
+// redirected (a drop). Neither forwards a frame of a flow that is not in
+// the map: fail-closed holds.
+//
+// The tc and filter programs compare pointers into their stack copy of
+// the headers; the kernel may ask CAP_PERFMON (or CAP_SYS_ADMIN) for that
+// where the XDP program, on packet pointers, needs only CAP_BPF and
+// CAP_NET_ADMIN: without it New reports ErrUnavailable (not checked
+// here: otgw runs as root).
 func (b *FastPath) SocketFilter() *ebpf.Program { return b.filter }
 
 // Mode returns the attach mode a port got.
