@@ -140,8 +140,8 @@ func writeLateCapture(t *testing.T, path string) {
 	}
 	var flows []*capture.TCPFlow
 	for i := range 6 {
-		cl := capture.Endpoint{MAC: capture.MAC(byte(10 + i)), Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(10 + i)}), uint16(40000+i))}
-		sv := capture.Endpoint{MAC: capture.MAC(100), Addr: netip.MustParseAddrPort("10.0.1.100:502")}
+		cl := capture.Endpoint{MAC: capture.MAC(byte(10 + i)), Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}), uint16(40000+i))}
+		sv := capture.Endpoint{MAC: capture.MAC(100), Addr: netip.MustParseAddrPort("198.51.100.100:502")}
 		fl := capture.NewTCPFlow(cl, sv)
 		for _, fr := range fl.Handshake() {
 			put(fr)
@@ -228,9 +228,9 @@ func checksum(b []byte) uint16 {
 // not on a frame stamped back into a connection idle for longer, nor on
 // any other frame stamped back.
 func TestLazyClock(t *testing.T) {
-	cl := capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("10.0.0.1:40000")}
-	cl2 := capture.Endpoint{MAC: capture.MAC(3), Addr: netip.MustParseAddrPort("10.0.0.3:40000")}
-	sv := capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("10.0.1.1:502")}
+	cl := capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("192.0.2.1:40000")}
+	cl2 := capture.Endpoint{MAC: capture.MAC(3), Addr: netip.MustParseAddrPort("192.0.2.3:40000")}
+	sv := capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("198.51.100.1:502")}
 	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
 	type frame struct {
 		at time.Duration
@@ -333,8 +333,8 @@ func BenchmarkLazySkip(b *testing.B) {
 	var keys []lazyKey
 	var flows []*capture.TCPFlow
 	for i := range conns {
-		cl := capture.Endpoint{MAC: capture.MAC(byte(i)), Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), uint16(40000+i))}
-		sv := capture.Endpoint{MAC: capture.MAC(200), Addr: netip.MustParseAddrPort("10.0.1.1:502")}
+		cl := capture.Endpoint{MAC: capture.MAC(byte(i)), Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), uint16(40000+i))}
+		sv := capture.Endpoint{MAC: capture.MAC(200), Addr: netip.MustParseAddrPort("198.51.100.1:502")}
 		flows = append(flows, capture.NewTCPFlow(cl, sv))
 	}
 	var p packet.Packet
