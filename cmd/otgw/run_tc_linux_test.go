@@ -128,38 +128,7 @@ func TestTCBypassThroughRun(t *testing.T) {
 		}
 	}
 
-	// Modbus on the inspected conduit: the read crosses, the write is
-	// refused by the gateway, and nothing of it reaches the server.
-	srv := newModbusRecorder(t, l.Server)
-	var mc net.Conn
-	if err := l.Client.Do(func() (err error) { mc, err = net.DialTimeout("tcp4", "192.0.2.2:502", 3*time.Second); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer mc.Close()
-	read := []byte{0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 2}
-	write := []byte{0, 2, 0, 0, 0, 6, 1, 6, 0, 5, 0, 42}
-	_ = mc.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := mc.Write(read); err != nil {
-		t.Fatal(err)
-	}
-	resp := make([]byte, 256)
-	if n, err := mc.Read(resp); err != nil || n < 9 || resp[7] != 3 {
-		t.Fatalf("read response: %x, %v", resp[:n], err)
-	}
-	if _, err := mc.Write(write); err != nil {
-		t.Fatal(err)
-	}
-	n, err := mc.Read(resp)
-	if err != nil || n < 9 || resp[7] != 0x86 {
-		t.Errorf("write on the read-only rule: response %x, %v, want a Modbus exception (fc 0x86)", resp[:n], err)
-	}
-	time.Sleep(200 * time.Millisecond)
-	if got := srv.received(); !bytes.Equal(got, read) {
-		t.Errorf("the Modbus server received %x, want only the read request %x", got, read)
-	}
-	if st := g.status(); conduitXDP(st, "hmi-plc").Flows != 0 || conduitXDP(st, "hmi-plc").Packets != 0 {
-		t.Errorf("the inspected conduit's flow is in the bypass map: %+v", conduitXDP(st, "hmi-plc"))
-	}
+	inspectedModbus(t, l, g)
 }
 
 // TestTCSIGKILLStopsBypassedStream: fail-closed in tc mode: SIGKILL of
