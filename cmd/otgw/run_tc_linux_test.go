@@ -16,9 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
-
 	"github.com/otgw/otgw/internal/netns"
 )
 
@@ -29,30 +26,6 @@ import (
 
 // tcArgs are the flags of the tc bypass.
 var tcArgs = []string{"--xdp", "on", "--xdp-attach", "tc"}
-
-// tcxPrograms returns how many programs are attached at tcx ingress of
-// each gateway port.
-func tcxPrograms(t *testing.T, l *netns.Line) (n [2]int) {
-	t.Helper()
-	for i, port := range []string{l.North, l.South} {
-		err := l.Gateway.Do(func() error {
-			ifi, err := net.InterfaceByName(port)
-			if err != nil {
-				return err
-			}
-			r, err := link.QueryPrograms(link.QueryOptions{Target: ifi.Index, Attach: ebpf.AttachTCXIngress})
-			if err != nil {
-				return err
-			}
-			n[i] = len(r.Programs)
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("query tcx programs on %s: %v", port, err)
-		}
-	}
-	return n
-}
 
 // tcpExt returns the TcpExt and Tcp counters of a namespace
 // (/proc/net/netstat and /proc/net/snmp read by a process inside it).
@@ -113,7 +86,7 @@ func TestTCBypassThroughRun(t *testing.T) {
 	if st.XDP == nil || st.XDP.State != "attached" || st.XDP.NorthMode != "tc" || st.XDP.SouthMode != "tc" {
 		t.Fatalf("status xdp: %+v, want attached in tc mode on both ports", st.XDP)
 	}
-	if n := tcxPrograms(t, l); n != [2]int{1, 1} {
+	if n := l.TCXPrograms(t); n != [2]int{1, 1} {
 		t.Fatalf("tcx ingress programs on the ports: %v, want one on each", n)
 	}
 
@@ -142,7 +115,7 @@ func TestTCSIGKILLStopsBypassedStream(t *testing.T) {
 	waitUntil(t, "the tc bypass to forward the stream", 20*time.Second, func() bool {
 		return conduitXDP(g.status(), "hmi-bulk").Packets > 1000 && sink.N.Load() > 4<<20
 	})
-	if n := tcxPrograms(t, l); n != [2]int{1, 1} {
+	if n := l.TCXPrograms(t); n != [2]int{1, 1} {
 		t.Fatalf("tcx ingress programs on the ports: %v, want one on each", n)
 	}
 	waitUntil(t, "data crossing in the 20 ms before the kill", 5*time.Second, func() bool { return sink.Crossing(20 * time.Millisecond) })
@@ -162,7 +135,7 @@ func TestTCSIGKILLStopsBypassedStream(t *testing.T) {
 	if sink.N.Load() != atLimit {
 		t.Errorf("%d bytes crossed between 150 ms and 1.15 s after the kill", sink.N.Load()-atLimit)
 	}
-	if n := tcxPrograms(t, l); n != [2]int{} {
+	if n := l.TCXPrograms(t); n != [2]int{} {
 		t.Errorf("tcx ingress programs on the ports after otgw run died: %v, want none", n)
 	}
 }
@@ -204,7 +177,7 @@ func TestTCRefusedWithAFXDP(t *testing.T) {
 			if !errors.As(err, &ee) || ee.ExitCode() != exitRuntime || !strings.Contains(out.String(), c.want) {
 				t.Errorf("otgw %s: %v, want exit %d with %q:\n%s", strings.Join(args, " "), err, exitRuntime, c.want, lastLines(out.String(), 10))
 			}
-			if n := tcxPrograms(t, l); n != [2]int{} {
+			if n := l.TCXPrograms(t); n != [2]int{} {
 				t.Errorf("tcx ingress programs left on the ports: %v", n)
 			}
 		})
@@ -357,7 +330,7 @@ func TestTCDatapathRestartKeepsFilter(t *testing.T) {
 		st, err := g.tryStatus()
 		return err == nil && st.Healthy
 	})
-	if n := tcxPrograms(t, l); n != [2]int{1, 1} {
+	if n := l.TCXPrograms(t); n != [2]int{1, 1} {
 		t.Fatalf("tcx ingress programs on the ports after the restart: %v, want one on each", n)
 	}
 	tcTransfer(t, l, g)

@@ -164,7 +164,7 @@ func TestFailClosedOnSIGKILL(t *testing.T) {
 					t.Errorf("%s still has an XDP program after the owner died:\n%s", port, out)
 				}
 			}
-			if n := tcxPrograms(t, l); n != [2]int{0, 0} {
+			if n := l.TCXPrograms(t); n != [2]int{0, 0} {
 				t.Errorf("tcx ingress programs left after the owner died: %v", n)
 			}
 		})

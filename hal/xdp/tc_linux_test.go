@@ -3,41 +3,13 @@ package xdp
 import (
 	"bytes"
 	"errors"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
-
 	"github.com/otgw/otgw/hal"
 	"github.com/otgw/otgw/internal/netns"
 )
-
-// tcxPrograms returns how many programs are attached at tcx ingress of
-// each gateway port.
-func tcxPrograms(t *testing.T, l *netns.Line) (n [2]int) {
-	t.Helper()
-	for i, port := range []string{l.North, l.South} {
-		err := l.Gateway.Do(func() error {
-			ifi, err := net.InterfaceByName(port)
-			if err != nil {
-				return err
-			}
-			r, err := link.QueryPrograms(link.QueryOptions{Target: ifi.Index, Attach: ebpf.AttachTCXIngress})
-			if err != nil {
-				return err
-			}
-			n[i] = len(r.Programs)
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("query tcx programs on %s: %v", port, err)
-		}
-	}
-	return n
-}
 
 // openPort opens a hal port on dev inside ns, closed at the end of the test.
 func openPort(t *testing.T, ns *netns.NS, dev string, opts hal.PortOptions) hal.Port {
@@ -95,7 +67,7 @@ func TestTCFilterVerdicts(t *testing.T) {
 	if b.Mode(North) != ModeTC || b.Mode(South) != ModeTC || b.SocketFilter() == nil {
 		t.Fatalf("modes %s/%s, filter %v", b.Mode(North), b.Mode(South), b.SocketFilter())
 	}
-	if n := tcxPrograms(t, l); n != [2]int{1, 1} {
+	if n := l.TCXPrograms(t); n != [2]int{1, 1} {
 		t.Fatalf("tcx ingress programs on the ports: %v, want 1 each", n)
 	}
 	opts := hal.PortOptions{IO: hal.IORing, SocketFilter: b.SocketFilter()}
@@ -182,7 +154,7 @@ func TestTCFilterVerdicts(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := tcxPrograms(t, l); n != [2]int{0, 0} {
+	if n := l.TCXPrograms(t); n != [2]int{0, 0} {
 		t.Errorf("tcx ingress programs after Close: %v, want none", n)
 	}
 	fr := frame(t, frameSpec{key: ku, payload: 18})
