@@ -43,16 +43,19 @@ func TestCaptureDeniedLive(t *testing.T) {
 	for sc.Scan() {
 		var r struct {
 			EventType string `json:"event_type"`
+			AppProto  string `json:"app_proto"`
 			FlowID    uint64 `json:"flow_id"`
 			Reason    string `json:"reason"`
 		}
-		if json.Unmarshal(sc.Bytes(), &r) == nil && r.EventType == "deny" {
+		// The write's deny, not the IPv6 neighbour or MLD frames the
+		// namespaces' interfaces send around the same time (also denied).
+		if json.Unmarshal(sc.Bytes(), &r) == nil && r.EventType == "deny" && r.AppProto == "modbus" && flowID == 0 {
 			flowID, reason = r.FlowID, r.Reason
 		}
 	}
 	f.Close()
 	if flowID == 0 {
-		t.Fatal("deny event without flow_id")
+		t.Fatal("no modbus deny event with a flow_id")
 	}
 	var files []string
 	deadline := time.Now().Add(5 * time.Second)
