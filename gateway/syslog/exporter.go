@@ -588,8 +588,10 @@ func (d *dest) run() {
 			}
 			now := time.Now()
 			for len(held) > 0 && now.Sub(held[0].at) >= hold {
-				d.x.sp.ack(d.d.Name, held[0].next)
+				// Counted before the ack: whoever sees the records leave
+				// the spool (Flush) then sees them confirmed.
 				d.confirmed.Add(uint64(held[0].n))
+				d.x.sp.ack(d.d.Name, held[0].next)
 				held = held[1:]
 			}
 		}
@@ -681,8 +683,8 @@ func (d *dest) run() {
 		if hold > 0 {
 			held = append(held, heldBatch{next: next, n: len(recs), at: time.Now()})
 		} else {
+			d.confirmed.Add(uint64(len(recs))) // before the ack, as above
 			d.x.sp.ack(d.d.Name, next)
-			d.confirmed.Add(uint64(len(recs)))
 		}
 		d.setUp(true, nil)
 		backoff = d.d.BackoffMin
