@@ -28,8 +28,8 @@ type XDPMode string
 // XDP modes.
 const (
 	XDPOff  XDPMode = "off"  // every frame goes through the user-space engine
-	XDPAuto XDPMode = "auto" // attach in native (driver) mode; where only generic mode is possible, or no XDP, say so once and go on without
-	XDPOn   XDPMode = "on"   // attach, in generic mode where native is not possible, or refuse to start
+	XDPAuto XDPMode = "auto" // attach in native (driver) mode, else as a tc program (packet-socket ports, Linux 6.6); where only generic mode is possible, or nothing, say so once and go on without
+	XDPOn   XDPMode = "on"   // as auto, then generic mode; where nothing attaches, refuse to start
 )
 
 // ParseXDPMode parses auto, on or off.

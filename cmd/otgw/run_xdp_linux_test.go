@@ -97,6 +97,11 @@ func (b *lockedBuffer) String() string {
 const xdpStatusAddr = "127.0.0.1:9102"
 
 // xdpLine builds the line with IPv6 off (no stray neighbour discovery).
+// xdpArgs are the flags of the XDP bypass in generic mode, the only XDP
+// mode that forwards between veths whose peers are set up as on a wire
+// (--xdp on alone takes the tc bypass there: run_tc_linux_test.go).
+var xdpArgs = []string{"--xdp", "on", "--xdp-attach", "generic"}
+
 func xdpLine(t *testing.T) *netns.Line {
 	t.Helper()
 	testenv.NeedRoot(t)
@@ -311,9 +316,9 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() boo
 // a write on the read-only rule is denied.
 func TestXDPBypassThroughRun(t *testing.T) {
 	l := xdpLine(t)
-	g := startXDPGateway(t, l, xdpPolicy(true), nil, "--xdp", "on")
-	if st := g.status(); st.XDP == nil || st.XDP.State != "attached" {
-		t.Fatalf("status xdp: %+v, want attached", st.XDP)
+	g := startXDPGateway(t, l, xdpPolicy(true), nil, xdpArgs...)
+	if st := g.status(); st.XDP == nil || st.XDP.State != "attached" || st.XDP.NorthMode != "generic" || st.XDP.SouthMode != "generic" {
+		t.Fatalf("status xdp: %+v, want attached in generic mode on both ports", st.XDP)
 	}
 	sink := newRxSink(t, l.Server, "0.0.0.0:5001")
 	stream(t, l.Client, "192.0.2.2:5001")
@@ -453,7 +458,7 @@ func newModbusRecorder(t *testing.T, ns *netns.NS) *modbusRecorder {
 // cuts it: the stream stops.
 func TestXDPReloadRemovesConduit(t *testing.T) {
 	l := xdpLine(t)
-	g := startXDPGateway(t, l, xdpPolicy(true), nil, "--xdp", "on")
+	g := startXDPGateway(t, l, xdpPolicy(true), nil, xdpArgs...)
 	sink := newRxSink(t, l.Server, "0.0.0.0:5001")
 	stream(t, l.Client, "192.0.2.2:5001")
 	waitUntil(t, "XDP to forward the stream", 20*time.Second, func() bool {
@@ -487,7 +492,7 @@ func TestXDPReloadRemovesConduit(t *testing.T) {
 // time of the last segment the server read, after the kill).
 func TestXDPSIGKILLStopsBypassedStream(t *testing.T) {
 	l := xdpLine(t)
-	g := startXDPGateway(t, l, xdpPolicy(true), nil, "--xdp", "on")
+	g := startXDPGateway(t, l, xdpPolicy(true), nil, xdpArgs...)
 	sink := newRxSink(t, l.Server, "0.0.0.0:5001")
 	stream(t, l.Client, "192.0.2.2:5001")
 	waitUntil(t, "XDP to forward the stream", 20*time.Second, func() bool {
@@ -502,23 +507,24 @@ func TestXDPSIGKILLStopsBypassedStream(t *testing.T) {
 }
 
 // (d) --xdp auto where XDP cannot attach: one log line, status
-// "unavailable", and every flow forwarded in user space; two ways: veth
-// ports (auto takes native mode only, which a veth line cannot use) and
-// the fault-injection variable. --xdp on refuses to start instead, also
+// "unavailable", and every flow forwarded in user space; two ways: AF_XDP
+// ports on veths (only generic mode could feed them, and auto never takes
+// it; with packet sockets auto takes the tc bypass: TestTCBypassThroughRun)
+// and the fault-injection variable. --xdp on refuses to start instead, also
 // on the natural failure of a process without CAP_BPF and CAP_SYS_ADMIN
 // (setpriv drops them from the bounding set: bpf(2) refuses the map with
 // EPERM).
 func TestXDPAutoFallsBack(t *testing.T) {
 	l := xdpLine(t)
 	for _, tc := range []struct {
-		name string
-		env  []string
+		name      string
+		env, args []string
 	}{
-		{"veth ports (generic mode only)", nil},
-		{"fault injection", []string{"OTGW_FAULT_XDP_UNAVAILABLE=1"}},
+		{"AF_XDP on veth ports (generic mode only)", nil, []string{"--io", "xdp"}},
+		{"fault injection", []string{"OTGW_FAULT_XDP_UNAVAILABLE=1"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			g := startXDPGateway(t, l, xdpPolicy(true), tc.env, "--xdp", "auto")
+			g := startXDPGateway(t, l, xdpPolicy(true), tc.env, append([]string{"--xdp", "auto"}, tc.args...)...)
 			st := g.status()
 			if st.XDP == nil || st.XDP.State != "unavailable" || !strings.Contains(st.XDP.Reason, "not available") {
 				t.Fatalf("status xdp: %+v, want unavailable with the reason", st.XDP)
@@ -587,7 +593,7 @@ func TestXDPAutoFallsBack(t *testing.T) {
 // to no flow of the new table).
 func TestXDPDatapathRestartFlushes(t *testing.T) {
 	l := xdpLine(t)
-	g := startXDPGateway(t, l, xdpPolicy(true), []string{"OTGW_FAULT_PANIC_AFTER_FRAMES=200"}, "--xdp", "on")
+	g := startXDPGateway(t, l, xdpPolicy(true), []string{"OTGW_FAULT_PANIC_AFTER_FRAMES=200"}, xdpArgs...)
 	sink := newRxSink(t, l.Server, "0.0.0.0:5001")
 	stream(t, l.Client, "192.0.2.2:5001")
 	waitUntil(t, "XDP to forward the stream", 20*time.Second, func() bool {

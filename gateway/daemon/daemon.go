@@ -106,13 +106,14 @@ type Config struct {
 	// run reads it from OTGW_FAULT_XDP_UNAVAILABLE). Never set it in service.
 	XDP                 board.XDPMode
 	XDPFaultUnavailable bool
-	// XDPAttach, with XDP on, forces the attach mode (otgw run's hidden
+	// XDPAttach, with XDP on or auto, forces the attach mode (otgw run's hidden
 	// --xdp-attach, for measurements): "native" takes driver mode even on
 	// a veth, whose peers then need GRO on and transmit checksumming off
 	// (hal/xdp doc.go), "generic" skb mode, "tc" the bypass as a tcx
 	// ingress program with a socket filter on the ports' packet sockets
 	// (hal/xdp.ModeTC; Linux 6.6; not with IO xdp or auto, refused at
-	// start); "" the default (native, and generic on veth ports). With IO
+	// start); "" the default (openXDP: native but not on veth ports, then
+	// tc with packet sockets, then generic with XDP on only). With IO
 	// xdp and no bypass, "generic" attaches the ports' own programs in
 	// generic mode (hal.PortOptions.XDPGeneric).
 	XDPAttach string

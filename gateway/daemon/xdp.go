@@ -118,69 +118,71 @@ func (d *Daemon) xdpMode() board.XDPMode {
 
 // openXDP attaches the fast path as --xdp (or the board profile) asks,
 // and starts runFastPath; the release (stop, detach) is pushed on c.
-// With auto, a system where XDP cannot attach in native (driver) mode gets
-// one log line and the gateway forwards everything in user space: generic
-// mode, the only one on veth ports and on drivers without XDP, slowed the
+//
+// The attach modes are tried in order until one attaches (attachOrder):
+// native (driver) mode, except on veth ports, where a native redirect is
+// dropped unless the peer has NAPI; then, with packet-socket ports (--io
+// ring or mmsg), the tc twin (hal/xdp.ModeTC, Linux 6.6), which reads the
+// sk_buff in place and whose socket filter openPorts puts on the ports'
+// packet sockets; then, with --xdp on only, generic mode. auto never takes
+// generic mode: it copies every non-linear sk_buff and slowed the
 // inspected path's Modbus round trip even with no flow bypassed
 // (BENCHMARKS.md, "XDP flow bypass in otgw run"), and the inspected path
-// is the gateway's first job. --xdp on takes generic mode where native is
-// not possible. --xdp-attach tc (with --xdp on) attaches the tc twin
-// (hal/xdp.ModeTC) instead, whose socket filter openPorts puts on the
-// ports' packet sockets; this FastPath lives until Run returns, so every
-// port the datapath (re)opens carries its filter.
+// is the gateway's first job. Where nothing attaches, auto says so once
+// and the gateway forwards everything in user space; on refuses to start.
+// --xdp-attach forces one mode. This FastPath lives until Run returns, so
+// every port the datapath (re)opens carries a tc filter.
 func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 	mode := d.xdpMode()
 	d.xdpState = xdpStateOff
-	if d.cfg.XDPAttach == "tc" && mode != board.XDPOn {
-		// auto takes native mode only and off attaches nothing: tc would
-		// be ignored without a word.
-		return d.failStart("xdp", fmt.Errorf("daemon: --xdp-attach tc needs --xdp on (the XDP mode in force is %s)", mode))
+	if d.cfg.XDPAttach == "tc" && mode == board.XDPOff {
+		// (generic with off still means the AF_XDP ports' own programs.)
+		return d.failStart("xdp", errors.New("daemon: --xdp-attach tc needs --xdp on or auto (the XDP mode in force is off)"))
 	}
 	if mode == board.XDPOff {
 		d.log.Info("xdp: fast path off", "board", d.profile.Name)
 		return nil
 	}
-	var fp *xdp.FastPath
-	var err error
 	// With AF_XDP ports the bypass's program is also theirs: there is one
-	// XDP program per port.
+	// XDP program per port, and the tc program cannot hand frames to them.
 	xsk := d.cfg.IO == hal.IOXDP || d.cfg.IO == hal.IOAuto
-	cfg := xdp.Config{North: d.ports[0], South: d.ports[1], MaxFlows: d.cfg.MaxFlows, Logger: d.cfg.Logger, XSK: xsk}
-	switch {
-	case mode == board.XDPAuto:
-		cfg.Mode = xdp.ModeNative
-	case d.cfg.XDPAttach == "native":
-		cfg.Mode = xdp.ModeNative
-	case d.cfg.XDPAttach == "generic":
-		cfg.Mode = xdp.ModeGeneric
-	case d.cfg.XDPAttach == "tc":
-		// The tc program cannot hand frames to AF_XDP sockets, and the
-		// ports' packet sockets must carry its filter (openPorts).
-		if xsk {
-			return d.failStart("xdp", fmt.Errorf("daemon: --xdp-attach tc needs packet sockets (--io ring or mmsg), not I/O %s (--io or the board profile)", d.cfg.IO))
-		}
-		cfg.Mode = xdp.ModeTC
-	case d.cfg.XDPAttach != "":
-		return d.failStart("xdp", fmt.Errorf("daemon: --xdp-attach %q: want native, generic or tc", d.cfg.XDPAttach))
-	}
-	switch {
-	case d.cfg.XDPFaultUnavailable:
-		err = fmt.Errorf("%w (test fault injection: OTGW_FAULT_XDP_UNAVAILABLE)", xdp.ErrUnavailable)
-	case mode == board.XDPAuto && vethPort(d.ports) != "":
-		// A native redirect to a veth is dropped unless its peer has
-		// NAPI (hal/xdp.ModeAuto), so veth ports get generic mode only.
-		err = fmt.Errorf("xdp: port %s is a veth, where only generic mode forwards: %w (auto takes native mode only; --xdp on takes generic)",
-			vethPort(d.ports), xdp.ErrUnavailable)
-	default:
-		fp, err = xdp.New(cfg)
-	}
+	veth := vethPort(d.ports)
+	order, err := attachOrder(mode, d.cfg.XDPAttach, d.cfg.IO, veth)
 	if err != nil {
-		if mode == board.XDPOn || !errors.Is(err, xdp.ErrUnavailable) {
+		return d.failStart("xdp", err)
+	}
+	cfg := xdp.Config{North: d.ports[0], South: d.ports[1], MaxFlows: d.cfg.MaxFlows, Logger: d.cfg.Logger, XSK: xsk}
+	var fp *xdp.FastPath
+	var errs []error
+	if len(order) == 0 {
+		errs = append(errs, fmt.Errorf("xdp: port %s is a veth, where only generic mode can feed AF_XDP ports: %w (auto never takes generic mode; --xdp on does)", veth, xdp.ErrUnavailable))
+	}
+	for _, m := range order {
+		cfg.Mode = m
+		if d.cfg.XDPFaultUnavailable {
+			err = fmt.Errorf("%w (test fault injection: OTGW_FAULT_XDP_UNAVAILABLE)", xdp.ErrUnavailable)
+		} else {
+			fp, err = xdp.New(cfg)
+		}
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, xdp.ErrUnavailable) {
+			return d.failStart("xdp", fmt.Errorf("daemon: --xdp %s: %s mode: %w", mode, m, err))
+		}
+		errs = append(errs, fmt.Errorf("%s mode: %w", m, err))
+	}
+	if fp == nil {
+		err := errors.Join(errs...)
+		if mode == board.XDPOn {
 			return d.failStart("xdp", fmt.Errorf("daemon: --xdp %s: %w", mode, err))
 		}
 		d.xdpState, d.xdpReason = xdpStateUnavailable, err.Error()
 		d.log.Warn("xdp: fast path unavailable, every flow stays in user space", "err", err)
 		return nil
+	}
+	if len(errs) > 0 {
+		d.log.Info("xdp: fast path attached after a mode was unavailable", "mode", cfg.Mode, "unavailable", errors.Join(errs...))
 	}
 	x := &fastPath{fp: fp, xsk: xsk, log: d.cfg.Logger.With("component", "xdp"), offers: make(chan offer, xdpOfferQueue),
 		flows: map[xdp.Key]*bypassed{}, totals: map[string]*[2]uint64{}, removed: map[string]uint64{}}
@@ -194,6 +196,40 @@ func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 		_ = fp.Close()
 	})
 	return nil
+}
+
+// attachOrder is the list of attach modes openXDP tries for the XDP mode
+// in force (auto or on), the --xdp-attach flag ("" for the default), the
+// ports' I/O (AF_XDP sockets, with xdp or auto, can be fed by an XDP
+// program only) and the first veth port ("" for none). See openXDP. It is
+// empty for auto with AF_XDP on a veth.
+func attachOrder(mode board.XDPMode, attach string, io hal.IOMode, veth string) ([]xdp.Mode, error) {
+	xsk := io == hal.IOXDP || io == hal.IOAuto
+	switch attach {
+	case "native":
+		return []xdp.Mode{xdp.ModeNative}, nil
+	case "generic":
+		return []xdp.Mode{xdp.ModeGeneric}, nil
+	case "tc":
+		if xsk {
+			return nil, fmt.Errorf("daemon: --xdp-attach tc needs packet sockets (--io ring or mmsg), not I/O %s (--io or the board profile)", io)
+		}
+		return []xdp.Mode{xdp.ModeTC}, nil
+	case "":
+	default:
+		return nil, fmt.Errorf("daemon: --xdp-attach %q: want native, generic or tc", attach)
+	}
+	var order []xdp.Mode
+	if veth == "" {
+		order = append(order, xdp.ModeNative)
+	}
+	if !xsk {
+		order = append(order, xdp.ModeTC)
+	}
+	if mode == board.XDPOn {
+		order = append(order, xdp.ModeGeneric)
+	}
+	return order, nil
 }
 
 // vethPort returns the first of ports that is a veth, or "".

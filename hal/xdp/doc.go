@@ -41,7 +41,8 @@
 //     default, renewed every 10 ms); a dead or frozen owner stops the
 //     fast path within the lease (measured by TestFailClosedOnSIGKILL).
 //
-// ModeTC (otgw run --xdp on --xdp-attach tc) attaches the same
+// ModeTC (otgw run --xdp auto or on, where native mode is not possible
+// and the ports are packet sockets) attaches the same
 // decision built as a tc program instead, at tcx ingress (BPF_LINK_CREATE
 // with BPF_TCX_INGRESS, Linux 6.6; like the XDP links held only by this
 // process's file descriptors, so fail-closed the same way). Generic XDP
