@@ -652,22 +652,39 @@ func (x *xdpPort) Close() error {
 	return nil
 }
 
+// maxVLANTags is how many in-band 802.1Q (0x8100) or 802.1ad (0x88a8)
+// tags checksumPartial looks through: QinQ, as the gateway's
+// CompleteChecksum does.
+const maxVLANTags = 2
+
 // checksumPartial reports whether the TCP or UDP checksum field of an
-// untagged IPv4 or IPv6 frame holds the pseudo-header sum that a sender
-// with checksum offload (CHECKSUM_PARTIAL: a local stack on veth) leaves
-// for the hardware to complete. AF_XDP gives user space no checksum state
-// (the TPACKET ring's TP_STATUS_CSUMNOTREADY), so this is the port's
-// guess: a complete checksum equals that value for about 1 frame in
-// 65,536, and completing such a frame again writes the same checksum
-// (the gateway recomputes it from scratch). A few loads and adds per frame.
+// IPv4 or IPv6 frame, untagged or with up to maxVLANTags in-band VLAN
+// tags, holds the pseudo-header sum that a sender with checksum offload
+// (CHECKSUM_PARTIAL: a local stack on veth) leaves for the hardware to
+// complete. AF_XDP gives user space no checksum state (the TPACKET
+// ring's TP_STATUS_CSUMNOTREADY), so this is the port's guess: a
+// complete checksum equals that value for about 1 frame in 65,536, and
+// completing such a frame again writes the same checksum (the gateway
+// recomputes it from scratch). A few loads and adds per frame.
 func checksumPartial(f []byte) bool {
+	if len(f) < 14 {
+		return false
+	}
+	et := binary.BigEndian.Uint16(f[12:])
+	for i := 0; i < maxVLANTags && (et == 0x8100 || et == 0x88a8); i++ {
+		if len(f) < 14+4 {
+			return false
+		}
+		f = f[4:] // the next ethertype lands at f[12:], the IP header at f[14:]
+		et = binary.BigEndian.Uint16(f[12:])
+	}
 	if len(f) < 14+20 {
 		return false
 	}
 	var sum uint32
 	var proto uint8
 	var l4 []byte
-	switch binary.BigEndian.Uint16(f[12:]) {
+	switch et {
 	case 0x0800:
 		ihl := int(f[14]&0x0f) * 4
 		total := int(binary.BigEndian.Uint16(f[16:]))
