@@ -88,6 +88,10 @@ func (r *xskRing) needWakeup() bool { return atomic.LoadUint32(r.flags)&unix.XDP
 // and kicks the kernel (sendto) when the TX ring asks for a wakeup, which
 // it always does in copy mode: the kernel then builds one sk_buff per
 // frame and transmits it in the caller's context (like the ring's kick).
+// Frames the kernel does not take, because the device is down (ENETDOWN)
+// or does not take them within txWaitMax, are dropped (dropPending) and
+// counted in TxDropped, with the rest of the batch: they never go out
+// with a later kick as if fresh.
 //
 // The program is either the port's own (opts.XSKMap nil: a five-instruction
 // redirect, attached through a BPF link held only by this process, never
@@ -129,8 +133,21 @@ type xdpPort struct {
 
 	// write side
 	txFree []uint64 // UMEM addresses of TX frames not in flight
+	// txState is each TX frame's state (txIdle, txQueued, txDropping),
+	// by index in the TX part of the UMEM. txDropping frames (txDropN)
+	// were dropped on the TX ring (dropPending) and have not come back
+	// yet; dropEnd is the ring index after the last dropped descriptor.
+	// txInvalid is the socket's tx_invalid_descs (XDP_STATISTICS)
+	// accounted for so far.
+	txState     []uint8
+	txDropN     int
+	dropEnd     uint32
+	txInvalid   uint64
+	txBase      uint64    // UMEM offset of the first TX frame
+	settleSince time.Time // settleDrops first found a completion missing
 
 	portCounters
+	txDropped atomic.Uint64
 }
 
 // xskChannels returns the number of receive queues of the interface
@@ -255,6 +272,8 @@ func openXDP(name string, opts PortOptions) (p Port, err error) {
 	}
 	atomic.StoreUint32(x.fill.prod, uint32(rxN))
 	x.txFree = make([]uint64, 0, txN)
+	x.txState = make([]uint8, txN)
+	x.txBase = uint64(rxN * fs)
 	for i := rxN + txN - 1; i >= rxN; i-- {
 		x.txFree = append(x.txFree, uint64(i*fs))
 	}
@@ -485,16 +504,136 @@ func (x *xdpPort) ReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (int, 
 }
 
 // reclaim takes the TX frames the kernel is done with off the completion
-// ring.
+// ring, and those of dropped frames once the kernel skipped them.
 func (x *xdpPort) reclaim() {
 	cons := atomic.LoadUint32(x.comp.cons)
 	prod := atomic.LoadUint32(x.comp.prod)
 	for i := cons; i != prod; i++ {
-		x.txFree = append(x.txFree, *x.comp.addr(i))
+		a := *x.comp.addr(i)
+		st := x.txStateOf(a)
+		switch {
+		case st == nil || *st == txIdle:
+			continue // not a frame in flight: never from a sane kernel
+		case *st == txDropping:
+			x.txDropN-- // the kernel had read it before it was marked: sent
+		}
+		*st = txIdle
+		x.txFree = append(x.txFree, a)
 	}
 	if prod != cons {
 		atomic.StoreUint32(x.comp.cons, prod)
 	}
+	if x.txDropN > 0 && !x.dropAhead(atomic.LoadUint32(x.txRing.cons), atomic.LoadUint32(x.txRing.prod)) {
+		x.settleDrops()
+	}
+}
+
+// dropAhead reports whether dropped descriptors are still on the TX ring
+// between the consumer index cons and the producer index prod.
+func (x *xdpPort) dropAhead(cons, prod uint32) bool {
+	return int32(x.dropEnd-cons) > 0 && int32(prod-x.dropEnd) >= 0
+}
+
+// settleWait bounds how long settleDrops waits for the completion of a
+// dropped frame the kernel sent after all.
+const settleWait = time.Second
+
+// TX frame states (xdpPort.txState).
+const (
+	txIdle     = iota // on the free list
+	txQueued          // on the TX ring or in the kernel, until its completion
+	txDropping        // dropped on the TX ring, until the kernel skipped it
+)
+
+// txStateOf returns the state of the TX frame at UMEM address a (nil if
+// a is not a TX frame's).
+func (x *xdpPort) txStateOf(a uint64) *uint8 {
+	if a < x.txBase {
+		return nil
+	}
+	i := (a - x.txBase) / uint64(x.frameSize)
+	if i >= uint64(len(x.txState)) {
+		return nil
+	}
+	return &x.txState[i]
+}
+
+// txDropOption marks a TX descriptor dropped: an option bit no kernel
+// defines (XDP_PKT_CONTD is 1, XDP_TX_METADATA 2), so the kernel refuses
+// the descriptor as invalid (counting it in XDP_STATISTICS
+// tx_invalid_descs) and skips it, sending nothing and completing nothing
+// (net/xdp/xsk_queue.h, xskq_cons_is_valid_desc).
+const txDropOption = 1 << 31
+
+// dropPending drops the frames on the TX ring the kernel has not taken
+// (the device is down, or did not take them within txWaitMax): a
+// producer cannot take back what it published, so it marks their
+// descriptors invalid (txDropOption), which the kernel skips when it
+// reaches them, at the next kicks once the device is up. It returns how
+// many it dropped.
+//
+// The kernel may read a descriptor while it is being marked (it reads
+// the ring only inside a kick, or from poll(2) when the runtime's poller
+// looks at the socket, and neither while the device is down): it then
+// sends the frame (its completion comes as usual, and reclaim takes it
+// out of the dropped ones) or skips it, never anything else, as the
+// option word is written in one store. One whose completion came
+// already is left alone. The UMEM frames of skipped ones come back in
+// settleDrops.
+func (x *xdpPort) dropPending() int {
+	prod := atomic.LoadUint32(x.txRing.prod)
+	from := atomic.LoadUint32(x.txRing.cons)
+	if x.dropAhead(from, prod) {
+		from = x.dropEnd // dropped before
+	}
+	n := 0
+	for i := from; i != prod; i++ {
+		d := x.txRing.desc(i)
+		st := x.txStateOf(d.Addr)
+		if st == nil || *st != txQueued {
+			continue // completed meanwhile: sent
+		}
+		atomic.StoreUint32(&d.Options, txDropOption)
+		*st = txDropping
+		x.txDropN++
+		n++
+	}
+	x.dropEnd = prod
+	return n
+}
+
+// settleDrops runs once the kernel has gone past every dropped
+// descriptor: each dropped frame was then either skipped (counted in
+// tx_invalid_descs, which only dropped descriptors make invalid) or sent
+// (its completion ends its txDropping state). When the skipped ones
+// account for all txDropping frames, those are free again; until then a
+// sent one's completion is still to come, for settleWait at most (a
+// kernel that counted no skipped descriptor would otherwise keep the
+// frames from the port for good).
+func (x *xdpPort) settleDrops() {
+	var st unix.XDPStatistics
+	l := uint32(unsafe.Sizeof(st))
+	if _, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(x.fd), unix.SOL_XDP, unix.XDP_STATISTICS,
+		uintptr(unsafe.Pointer(&st)), uintptr(unsafe.Pointer(&l)), 0); e != 0 {
+		return
+	}
+	if st.Tx_invalid_descs-x.txInvalid < uint64(x.txDropN) {
+		if x.settleSince.IsZero() {
+			x.settleSince = time.Now()
+			return
+		} else if time.Since(x.settleSince) < settleWait {
+			return
+		}
+	}
+	x.settleSince = time.Time{}
+	x.txInvalid = st.Tx_invalid_descs
+	for i, s := range x.txState {
+		if s == txDropping {
+			x.txState[i] = txIdle
+			x.txFree = append(x.txFree, x.txBase+uint64(i*x.frameSize))
+		}
+	}
+	x.txDropN = 0
 }
 
 // kick asks the kernel to transmit what is on the TX ring (in copy mode
@@ -511,32 +650,39 @@ func (x *xdpPort) txPending() uint32 {
 	return atomic.LoadUint32(x.txRing.prod) - atomic.LoadUint32(x.txRing.cons)
 }
 
-// flushTx kicks until the kernel took every descriptor on the TX ring or
-// a kick fails with something other than EAGAIN/EBUSY/ENOBUFS (returned);
-// bounded by txWaitMax, after which it returns EAGAIN.
+// flushTx kicks until the kernel took every descriptor on the TX ring
+// (dropped ones included: it skips one per kick) or a kick fails with
+// something other than EAGAIN/EBUSY/ENOBUFS/EINTR (returned: ENETDOWN
+// when the device is down); bounded by txWaitMax from the first kick
+// that left descriptors behind, after which it returns EAGAIN. Either way
+// the caller drops what is left (dropPending).
 func (x *xdpPort) flushTx() unix.Errno {
 	var start time.Time
-	for x.txPending() > 0 {
+	for {
+		pending := x.txPending()
+		if pending == 0 {
+			return 0
+		}
 		if !x.txRing.needWakeup() {
 			return 0 // a driver that polls the TX ring itself (zero-copy)
 		}
 		switch e := x.kick(); e {
-		case 0:
-		case unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.EINTR:
-			x.reclaim() // the completion ring may be what is full
-			if x.txPending() == 0 {
-				return 0
-			}
-			if start.IsZero() {
-				start = time.Now()
-			} else if time.Since(start) > txWaitMax || x.closed.Load() {
-				return unix.EAGAIN
-			}
+		case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.EINTR:
 		default:
 			return e
 		}
+		x.reclaim() // the completion ring may be what is full
+		if left := x.txPending(); left == 0 {
+			return 0
+		} else if left < pending {
+			continue
+		}
+		if start.IsZero() {
+			start = time.Now()
+		} else if time.Since(start) > txWaitMax || x.closed.Load() {
+			return unix.EAGAIN
+		}
 	}
-	return 0
 }
 
 func (x *xdpPort) WriteBatch(frames [][]byte) (int, error) {
@@ -570,6 +716,7 @@ func (x *xdpPort) WriteBatch(frames [][]byte) (int, error) {
 			}
 			a := x.txFree[len(x.txFree)-1]
 			x.txFree = x.txFree[:len(x.txFree)-1]
+			*x.txStateOf(a) = txQueued
 			copy(x.umem[a:], f)
 			*x.txRing.desc(prod + uint32(j)) = unix.XDPDesc{Addr: a, Len: uint32(len(f))}
 			bytes += uint64(len(f))
@@ -578,17 +725,32 @@ func (x *xdpPort) WriteBatch(frames [][]byte) (int, error) {
 			atomic.StoreUint32(x.txRing.prod, prod+uint32(j))
 		}
 		e := x.flushTx()
+		if e != 0 {
+			// The device is down (ENETDOWN) or did not take the frames
+			// within txWaitMax (EAGAIN): what the kernel did not take is
+			// dropped, not left to go out with a later kick, and so is the
+			// rest of the batch. dropPending finds only frames of this
+			// round: every earlier round ended with the ring empty.
+			dropped := min(x.dropPending(), j)
+			for _, f := range frames[sent : sent+j-dropped] {
+				x.txBytes.Add(uint64(len(f)))
+			}
+			if j > 0 {
+				x.wcalls.Add(1)
+			}
+			x.txFrames.Add(uint64(j - dropped))
+			x.txDropped.Add(uint64(dropped + len(frames) - sent - j))
+			x.txErrors.Add(1)
+			if e == unix.EAGAIN {
+				e = unix.ENOBUFS
+			}
+			return len(frames), e
+		}
 		if j > 0 {
 			x.wcalls.Add(1)
 			x.txFrames.Add(uint64(j))
 			x.txBytes.Add(bytes)
 			sent += j
-		}
-		if e != 0 && e != unix.EAGAIN {
-			// The frames are on the ring and go with the next kick; the
-			// error is the device's (e.g. ENETDOWN).
-			x.txErrors.Add(1)
-			return sent, e
 		}
 		if bad != 0 {
 			x.txErrors.Add(1)
@@ -620,7 +782,7 @@ func (x *xdpPort) Stats() PortStats {
 	s := PortStats{
 		RxFrames: x.rxFrames.Load(), RxBytes: x.rxBytes.Load(),
 		TxFrames: x.txFrames.Load(), TxBytes: x.txBytes.Load(),
-		RxTruncated: x.rxTrunc.Load(), TxErrors: x.txErrors.Load(),
+		RxTruncated: x.rxTrunc.Load(), TxErrors: x.txErrors.Load(), TxDropped: x.txDropped.Load(),
 		ReadCalls: x.rcalls.Load(), WriteCalls: x.wcalls.Load(),
 	}
 	x.mu.Lock()
@@ -652,22 +814,39 @@ func (x *xdpPort) Close() error {
 	return nil
 }
 
+// maxVLANTags is how many in-band 802.1Q (0x8100) or 802.1ad (0x88a8)
+// tags checksumPartial looks through: QinQ, as the gateway's
+// CompleteChecksum does.
+const maxVLANTags = 2
+
 // checksumPartial reports whether the TCP or UDP checksum field of an
-// untagged IPv4 or IPv6 frame holds the pseudo-header sum that a sender
-// with checksum offload (CHECKSUM_PARTIAL: a local stack on veth) leaves
-// for the hardware to complete. AF_XDP gives user space no checksum state
-// (the TPACKET ring's TP_STATUS_CSUMNOTREADY), so this is the port's
-// guess: a complete checksum equals that value for about 1 frame in
-// 65,536, and completing such a frame again writes the same checksum
-// (the gateway recomputes it from scratch). A few loads and adds per frame.
+// IPv4 or IPv6 frame, untagged or with up to maxVLANTags in-band VLAN
+// tags, holds the pseudo-header sum that a sender with checksum offload
+// (CHECKSUM_PARTIAL: a local stack on veth) leaves for the hardware to
+// complete. AF_XDP gives user space no checksum state (the TPACKET
+// ring's TP_STATUS_CSUMNOTREADY), so this is the port's guess: a
+// complete checksum equals that value for about 1 frame in 65,536, and
+// completing such a frame again writes the same checksum (the gateway
+// recomputes it from scratch). A few loads and adds per frame.
 func checksumPartial(f []byte) bool {
+	if len(f) < 14 {
+		return false
+	}
+	et := binary.BigEndian.Uint16(f[12:])
+	for i := 0; i < maxVLANTags && (et == 0x8100 || et == 0x88a8); i++ {
+		if len(f) < 14+4 {
+			return false
+		}
+		f = f[4:] // the next ethertype lands at f[12:], the IP header at f[14:]
+		et = binary.BigEndian.Uint16(f[12:])
+	}
 	if len(f) < 14+20 {
 		return false
 	}
 	var sum uint32
 	var proto uint8
 	var l4 []byte
-	switch binary.BigEndian.Uint16(f[12:]) {
+	switch et {
 	case 0x0800:
 		ihl := int(f[14]&0x0f) * 4
 		total := int(binary.BigEndian.Uint16(f[16:]))

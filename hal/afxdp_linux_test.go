@@ -2,8 +2,10 @@ package hal_test
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,5 +227,71 @@ func TestXDPPortSpinBusyPoll(t *testing.T) {
 		if time.Since(start) > 2*time.Second {
 			t.Fatal("ReadBatch never timed out")
 		}
+	}
+}
+
+// TestXDPPortDropsFramesOnLinkDown: frames written while the port's link
+// is down never leave later: WriteBatch reports the device's error
+// (ENETDOWN), counts them dropped, not sent, and once the link is up
+// again only frames written since arrive at the peer. The port's TX ring
+// (16 frames) is filled several times over while down, so the UMEM
+// frames of the dropped ones must come back for the frames after.
+func TestXDPPortDropsFramesOnLinkDown(t *testing.T) {
+	testenv.NeedRoot(t)
+	gw, peer := netns.New(t, "xgw"), netns.New(t, "xpeer")
+	netns.Veth(t, gw, "p0", peer, "q0")
+	waitUp(t, gw, "p0")
+	waitUp(t, peer, "q0")
+	p := openPortOpts(t, gw, "p0", hal.PortOptions{IO: hal.IOXDP, TxRingFrames: 16})
+	gw.IP("link", "set", "p0", "down")
+	const downFrames = 5 * 10
+	for i := 0; i < downFrames; i += 10 {
+		batch := make([][]byte, 10)
+		for k := range batch {
+			batch[k] = frame(100, uint32(100+i+k))
+		}
+		start := time.Now()
+		n, err := p.WriteBatch(batch)
+		if !errors.Is(err, syscall.ENETDOWN) || n != len(batch) {
+			t.Errorf("WriteBatch while down = %d, %v; want %d, ENETDOWN", n, err, len(batch))
+		}
+		if d := time.Since(start); d > 5*time.Millisecond {
+			t.Logf("WriteBatch while down took %v", d)
+		}
+	}
+	st := p.Stats()
+	if st.TxFrames != 0 || st.TxDropped != downFrames {
+		t.Errorf("after writing %d frames while down: %d sent, %d dropped; want 0 and %d", downFrames, st.TxFrames, st.TxDropped, downFrames)
+	}
+	gw.IP("link", "set", "p0", "up")
+	waitUp(t, gw, "p0")
+	sink := openPortOpts(t, peer, "q0", hal.PortOptions{IO: hal.IORing})
+	const upFrames = 64
+	for i := 0; i < upFrames; i += 8 {
+		batch := make([][]byte, 8)
+		for k := range batch {
+			batch[k] = frame(100, uint32(1000+i+k))
+		}
+		if n, err := p.WriteBatch(batch); err != nil || n != len(batch) {
+			t.Fatalf("WriteBatch after up = %d, %v", n, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	got := collect(t, sink, upFrames+downFrames, time.Second, nil)
+	stale, fresh := 0, 0
+	for s, c := range got {
+		switch {
+		case s >= 100 && s < 100+downFrames:
+			stale += c
+		case s >= 1000 && s < 1000+upFrames && c == 1:
+			fresh++
+		}
+	}
+	if stale != 0 || fresh != upFrames {
+		t.Errorf("after the link came up: %d frames written while down arrived (want 0), %d of %d written since arrived once", stale, fresh, upFrames)
+	}
+	st = p.Stats()
+	if st.TxFrames != upFrames || st.TxDropped != downFrames {
+		t.Errorf("stats %+v: want %d sent, %d dropped", st, upFrames, downFrames)
 	}
 }

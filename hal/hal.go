@@ -69,6 +69,7 @@ type PortStats struct {
 	RxTruncated       uint64 // frames larger than the buffer
 	RxVLANRestored    uint64 // tags put back from auxiliary data
 	TxErrors          uint64 // frames the kernel refused (e.g. EMSGSIZE)
+	TxDropped         uint64 // AF_XDP: frames queued but dropped, the device being down or not taking them in time
 	KernelDrops       uint64 // PACKET_STATISTICS tp_drops: socket buffer full
 	ReadCalls         uint64 // recvmmsg calls that returned frames
 	WriteCalls        uint64 // sendmmsg calls
@@ -97,8 +98,9 @@ type Port interface {
 	// with err and frames after it were not sent, so the caller counts
 	// frames[n] as dropped and may continue with frames[n+1:]. A port that
 	// queues frames before the device answers (AF_XDP) may return n ==
-	// len(frames) with the device's error: all were queued, none is left
-	// to count. The frames are not retained.
+	// len(frames) with the device's error: none is left to count (AF_XDP
+	// drops what the device did not take, PortStats.TxDropped). The
+	// frames are not retained.
 	WriteBatch(frames [][]byte) (n int, err error)
 	// SetReadDeadline sets the deadline for ReadBatch; the zero time means
 	// none.

@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/otgw/otgw/internal/netns"
+	"github.com/otgw/otgw/internal/testenv"
 	"github.com/otgw/otgw/protocols/modbus"
 )
 
@@ -33,7 +36,7 @@ const (
 // mbFloodResult is what the Modbus flood phase measured.
 type mbFloodResult struct {
 	elapsed   time.Duration
-	responses int64 // matched responses within the phase
+	responses int64 // correct answers to outstanding requests within the phase
 	requests  int64 // requests sent within the phase
 	// Errors: responses with an unknown transaction id, malformed or
 	// wrong-valued responses, exceptions, I/O errors, requests left
@@ -49,8 +52,8 @@ type mbFloodResult struct {
 	endpointCPU time.Duration
 }
 
-// pdusPerSec is the Modbus PDUs delivered per second: each matched
-// response and the request it answers.
+// pdusPerSec is the Modbus PDUs delivered per second: each correct
+// answer and the request it answers (errors are not counted).
 func (r mbFloodResult) pdusPerSec() float64 {
 	if r.elapsed <= 0 {
 		return 0
@@ -231,6 +234,7 @@ func floodConn(c *net.TCPConn, end time.Time) (r mbFloodResult) {
 		}
 		id := binary.BigEndian.Uint16(hdr[0:])
 		pdu := body[:n-1]
+		correct := false
 		switch {
 		case !out[id]:
 			r.mismatched++
@@ -240,15 +244,25 @@ func floodConn(c *net.TCPConn, end time.Time) (r mbFloodResult) {
 			len(pdu) != 2+2*mbFloodQty || pdu[1] != 2*mbFloodQty ||
 			binary.BigEndian.Uint16(pdu[2:]) != 1000+id%100: // peers.PLC: holding i = 1000+i
 			r.malformed++
+		default:
+			correct = true
 		}
-		if out[id] {
+		retired := out[id]
+		if retired {
 			out[id] = false
 			pending--
 		}
 		if stopped {
 			continue
 		}
-		r.responses++
+		// Only correct answers are PDUs delivered; any answer to an
+		// outstanding request frees its place in the window.
+		if correct {
+			r.responses++
+		}
+		if !retired {
+			continue
+		}
 		if time.Now().Before(end) {
 			if !send() {
 				break
@@ -348,9 +362,15 @@ func mbFloodRounds(t *testing.T) int {
 func mbAlternate(t *testing.T, l *netns.Line, v benchVariant, n int) (rate, cpu []float64) {
 	t.Helper()
 	for range n {
+		// A t.Fatal in the flood must not leave the bridge to the
+		// namespace's deletion (the gateway of the next round, or of
+		// another test on the line, would find its ports enslaved).
+		var once sync.Once
 		remove := kernelBridge(t, l)
+		removeOnce := func() { once.Do(remove) }
+		t.Cleanup(removeOnce)
 		br := benchResult{mb: modbusFlood(t, l)}
-		remove()
+		removeOnce()
 		if br.mb.errors() != 0 {
 			t.Errorf("modbus flood through the kernel bridge: %v", br.mb)
 		}
@@ -378,4 +398,99 @@ func medianRange(xs []float64) string {
 		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
 	}
 	return fmt.Sprintf("%.2fx (%.2f-%.2f)", m, s[0], s[len(s)-1])
+}
+
+// TestFloodConnCountsOnlyCorrectAnswers runs floodConn against a fake PLC
+// on loopback that answers every request, in one of several ways: only
+// correct answers count as responses (the phase's PDU rate), the others
+// only as errors.
+func TestFloodConnCountsOnlyCorrectAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reply func(resp []byte) // rewrites a correct 11-byte answer
+		check func(r mbFloodResult) int64
+	}{
+		{"correct", func([]byte) {}, nil},
+		{"exception", func(b []byte) { b[5], b[7], b[8] = 3, modbus.FuncReadHoldingRegisters|0x80, 2 }, func(r mbFloodResult) int64 { return r.exceptions }},
+		{"wrong value", func(b []byte) { b[10]++ }, func(r mbFloodResult) int64 { return r.malformed }},
+		{"unknown transaction", func(b []byte) { b[0] ^= 0x80 }, func(r mbFloodResult) int64 { return r.mismatched }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				s, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				var req [12]byte
+				for {
+					if _, err := io.ReadFull(s, req[:]); err != nil {
+						return
+					}
+					// The answer peers.PLC gives: holding i = 1000+i.
+					resp := []byte{req[0], req[1], 0, 0, 0, 5, req[6], req[7], 2, 0, 0}
+					binary.BigEndian.PutUint16(resp[9:], 1000+binary.BigEndian.Uint16(req[8:]))
+					tc.reply(resp)
+					if _, err := s.Write(resp[:6+int(resp[5])]); err != nil {
+						return
+					}
+				}
+			}()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			r := floodConn(c.(*net.TCPConn), time.Now().Add(100*time.Millisecond))
+			if tc.check == nil {
+				if r.responses == 0 || r.errors() != 0 {
+					t.Errorf("correct answers: %v, want responses and no errors", r)
+				}
+				return
+			}
+			if r.responses != 0 || tc.check(r) == 0 {
+				t.Errorf("%s answers only: %v, want 0 responses and the answers counted as errors", tc.name, r)
+			}
+		})
+	}
+}
+
+// mbFatalChildEnv makes TestMBAlternateRemovesBridgeOnFatal run its
+// failing half (in a child process: a failing test cannot pass).
+const mbFatalChildEnv = "OTGW_E2E_MB_FATAL_CHILD"
+
+// TestMBAlternateRemovesBridgeOnFatal: a t.Fatal during mbAlternate's
+// bridge round (here: no PLC listens, so the flood's dial fails) removes
+// the kernel bridge before the namespace goes, not with it. The child
+// test looks for br0 in a cleanup registered before mbAlternate, which
+// runs after mbAlternate's own cleanups and before the namespaces'
+// deletion.
+func TestMBAlternateRemovesBridgeOnFatal(t *testing.T) {
+	testenv.NeedRoot(t)
+	if os.Getenv(mbFatalChildEnv) == "1" {
+		l := benchLine(t)
+		t.Cleanup(func() {
+			if strings.Contains(l.Gateway.IP("-o", "link", "show"), "br0") {
+				fmt.Println("MBFATAL: bridge left")
+			} else {
+				fmt.Println("MBFATAL: bridge removed")
+			}
+		})
+		mbAlternate(t, l, benchVariant{io: "ring"}, 1)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMBAlternateRemovesBridgeOnFatal$", "-test.count=1")
+	cmd.Env = append(os.Environ(), mbFatalChildEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "modbus flood dial") {
+		t.Fatalf("child: %v, want it to fail at the flood's dial:\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "MBFATAL: bridge removed") {
+		t.Errorf("bridge not removed before the namespace's deletion:\n%s", out)
+	}
 }

@@ -705,8 +705,21 @@ func (b *FastPath) Stats() (Stats, error) {
 }
 
 // Close detaches the program from both ports and frees the maps. Frames
-// of bypassed flows go to user space (or nowhere) from then on. Close is
-// idempotent.
+// of bypassed flows go to user space from then on. Close is idempotent.
+//
+// In ModeTC the sockets keep their filter (and through it the maps)
+// after Close, and from then on it must deliver every frame, as nothing
+// redirects any more. Two things each make it do so, and Close does both
+// before it detaches the tc program: it ends the lease, and it empties
+// the flow map (without a lease, Config.Lease < 0, nothing else would
+// end the withholding if the lease's end failed). Both only take
+// bypass away (nothing can add a flow once closed is set), so a frame
+// whose two lookups straddle them is withheld by the filter and passed
+// on by the tc program: lost, like any frame in flight at a stop, but
+// never forwarded twice, and nothing is redirected without an entry.
+// Detaching first would instead withhold and not redirect every
+// bypassed frame until the map was empty. If both fail the error says
+// so: the filter may then keep withholding bypassed flows' frames.
 func (b *FastPath) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -718,15 +731,45 @@ func (b *FastPath) Close() error {
 		close(b.stopRenew)
 		<-b.renewDone
 	}
-	// End the lease first: in ModeTC the sockets keep their filter (and
-	// through it the maps) after Close, and from now on it must deliver
-	// every frame, as nothing redirects any more.
-	if err := b.lease.Update(uint32(0), uint64(0), ebpf.UpdateAny); err != nil {
-		b.log.Warn("xdp: end lease", "err", err)
+	leaseErr := b.lease.Update(uint32(0), uint64(0), ebpf.UpdateAny)
+	if leaseErr != nil {
+		b.log.Warn("xdp: end lease", "err", leaseErr)
 	}
-	err := b.release()
+	var errs []error
+	if err := b.clearFlows(); err != nil {
+		b.log.Warn("xdp: empty flow map", "err", err)
+		if leaseErr != nil {
+			errs = append(errs, fmt.Errorf("xdp: end lease: %w", leaseErr), err)
+		}
+	}
+	errs = append(errs, b.release())
 	b.log.Info("xdp: bypass detached", "north", b.names[0], "south", b.names[1])
-	return err
+	return errors.Join(errs...)
+}
+
+// clearFlows deletes every entry of the flow map (the keys are read
+// first: deleting while iterating a hash map can restart the walk).
+func (b *FastPath) clearFlows() error {
+	var (
+		k    mapKey
+		v    mapValue
+		keys []mapKey
+	)
+	it := b.flows.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	var errs []error
+	if err := it.Err(); err != nil {
+		errs = append(errs, fmt.Errorf("xdp: walk flow map: %w", err))
+	}
+	for i := range keys {
+		if err := b.flows.Delete(&keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("xdp: delete flow: %w", err))
+			break
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (b *FastPath) release() error {

@@ -190,3 +190,55 @@ func TestTCConfig(t *testing.T) {
 		t.Errorf("ModeTC.String() = %q", ModeTC.String())
 	}
 }
+
+// Close leaves no filter state that withholds frames: with no lease
+// (Config.Lease < 0, so nothing lapses by itself) and the lease's end
+// failing in Close (its map descriptor closed under it, as a failed
+// bpf(2) call would leave it), a bypassed flow's frame arriving after
+// Close still reaches the gateway's filtered socket, once, and does not
+// cross: Close emptied the flow map before it detached the tc program.
+func TestTCCloseWithoutLeaseDeliversBypassedFlows(t *testing.T) {
+	l := line(t)
+	b := newFastPath(t, l, Config{Mode: ModeTC, Lease: -1})
+	opts := hal.PortOptions{IO: hal.IORing, SocketFilter: b.SocketFilter()}
+	gw := [2]hal.Port{openPort(t, l.Gateway, l.North, opts), openPort(t, l.Gateway, l.South, opts)}
+	ends := [2]hal.Port{openPort(t, l.Client, "eth0", hal.PortOptions{}), openPort(t, l.Server, "eth0", hal.PortOptions{})}
+	ku := udpKey("198.51.100.1:40001", "198.51.100.2:9")
+	kt := tcpKey("198.51.100.1:40000", "198.51.100.2:5001")
+	for _, k := range []Key{ku, kt} {
+		if err := b.Add(k, South); err != nil {
+			t.Fatal(err)
+		}
+	}
+	frames := []struct {
+		side Side
+		fr   []byte
+	}{
+		{North, frame(t, frameSpec{key: ku, payload: 18})},
+		{South, frame(t, frameSpec{key: ku.Reverse(), payload: 18})},
+		{North, frame(t, frameSpec{key: kt, tcpFlags: "A", payload: 10})},
+	}
+	// While open, the flows are bypassed: the frames cross, unseen.
+	for _, f := range frames {
+		if _, err := ends[f.side].WriteBatch([][]byte{f.fr}); err != nil {
+			t.Fatal(err)
+		}
+		up, across := count(drain(t, gw[f.side], 50*time.Millisecond), f.fr), count(drain(t, ends[f.side.Other()], 50*time.Millisecond), f.fr)
+		if up != 0 || across != 1 {
+			t.Fatalf("before Close: reached the socket %d times and crossed %d times, want 0 and 1", up, across)
+		}
+	}
+	_ = b.lease.Close() // the lease's end in Close fails (EBADF)
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for i, f := range frames {
+		if _, err := ends[f.side].WriteBatch([][]byte{f.fr}); err != nil {
+			t.Fatal(err)
+		}
+		up, across := count(drain(t, gw[f.side], 50*time.Millisecond), f.fr), count(drain(t, ends[f.side.Other()], 50*time.Millisecond), f.fr)
+		if up != 1 || across != 0 {
+			t.Errorf("frame %d after Close: reached the socket %d times and crossed %d times, want 1 and 0", i, up, across)
+		}
+	}
+}
