@@ -619,14 +619,12 @@ func TestDatapathBench(t *testing.T) {
 	servePLC(t, l)
 
 	// Kernel bridge, offloads off on its ports as the gateway has them.
-	bridge := func(rtt bool) benchResult {
+	bridge := func() benchResult {
 		var br benchResult
 		removeBridge := kernelBridge(t, l)
 		br.smallSent, br.smallPPS = smallPackets(t, l)
 		br.tcpBps = tcpThroughput(t, l)
-		if rtt {
-			br.rttP50, br.rttP99, br.polls, br.pollErrors = modbusRTT(t, l)
-		}
+		br.rttP50, br.rttP99, br.polls, br.pollErrors = modbusRTT(t, l)
 		br.mb = modbusFlood(t, l)
 		if br.mb.errors() != 0 {
 			t.Errorf("modbus flood through the kernel bridge: %v", br.mb)
@@ -634,7 +632,7 @@ func TestDatapathBench(t *testing.T) {
 		removeBridge()
 		return br
 	}
-	br := bridge(true)
+	br := bridge()
 
 	// The gateway, once per variant, each right after a measurement of
 	// the bridge's small packets and TCP (the ratios are to that one: on
@@ -646,7 +644,7 @@ func TestDatapathBench(t *testing.T) {
 			nativePeers(t, l, true)
 		}
 		if i > 0 || v.native {
-			pairs[i] = bridge(false)
+			pairs[i] = bridge()
 		} else {
 			pairs[i] = br
 		}
@@ -658,6 +656,13 @@ func TestDatapathBench(t *testing.T) {
 			nativePeers(t, l, false)
 		}
 	}
+	// The floor: a bare forwarder on the same ports, right after a round
+	// trip through the bridge.
+	var floorBridge [2]time.Duration
+	removeBridge := kernelBridge(t, l)
+	floorBridge[0], floorBridge[1], _, _ = modbusRTT(t, l)
+	removeBridge()
+	floor := benchFloor(t, l)
 
 	ratio := func(a, b float64) string {
 		if b == 0 {
@@ -701,13 +706,13 @@ func TestDatapathBench(t *testing.T) {
 		func(gr benchResult) string {
 			return fmt.Sprintf("%.0f Mbit/s: **%s** [%.0f]", gr.tcpBps/1e6, ratio(gr.tcpBps, pair.tcpBps), pair.tcpBps/1e6)
 		})
-	row("Modbus RTT p50 at 500 polls/s (polls, errors)", fmt.Sprintf("%v (%d, %d)", us(br.rttP50), br.polls, br.pollErrors), "<= +50 us",
+	row("Modbus RTT p50 at 500 polls/s (polls, errors) [bridge right before]", fmt.Sprintf("%v (%d, %d)", us(br.rttP50), br.polls, br.pollErrors), "<= +50 us",
 		func(gr benchResult) string {
-			return fmt.Sprintf("%v (%d, %d): **%s**", us(gr.rttP50), gr.polls, gr.pollErrors, added(gr.rttP50-br.rttP50))
+			return fmt.Sprintf("%v (%d, %d): **%s** [%v]", us(gr.rttP50), gr.polls, gr.pollErrors, added(gr.rttP50-pair.rttP50), us(pair.rttP50))
 		})
-	row("Modbus RTT p99 at 500 polls/s", fmt.Sprintf("%v", us(br.rttP99)), "<= +150 us",
+	row("Modbus RTT p99 at 500 polls/s [bridge right before]", fmt.Sprintf("%v", us(br.rttP99)), "<= +150 us",
 		func(gr benchResult) string {
-			return fmt.Sprintf("%v: **%s**", us(gr.rttP99), added(gr.rttP99-br.rttP99))
+			return fmt.Sprintf("%v: **%s** [%v]", us(gr.rttP99), added(gr.rttP99-pair.rttP99), us(pair.rttP99))
 		})
 	row("small Modbus frames, inspected conduit (pipelined reads: 4 connections x 8 outstanding), Modbus PDUs/s delivered (TCP segments/s) [bridge right before]",
 		fmt.Sprintf("%.0f (%.0f)", br.mb.pdusPerSec(), br.mb.segsPerSec()), ">= 0.9x",
@@ -756,6 +761,10 @@ func TestDatapathBench(t *testing.T) {
 		func(gr benchResult) string {
 			return fmt.Sprintf("%.1f MiB / %.1f MiB (%d)", float64(gr.rssIdleKB)/1024, float64(gr.rssKB)/1024, gr.flows)
 		})
+	fmt.Fprintf(&b, "\nFloor (a bare forwarder on the same ports: hal ring I/O, one locked thread per direction, no engine; gateway/e2e floor_test.go): "+
+		"Modbus RTT p50 %v (**%s** over the bridge right before, %v), p99 %v (%s over %v); %d polls, %d errors; its CPU %.0f%% of a core.\n",
+		us(floor.rttP50), added(floor.rttP50-floorBridge[0]), us(floorBridge[0]), us(floor.rttP99), added(floor.rttP99-floorBridge[1]), us(floorBridge[1]),
+		floor.polls, floor.errs, 100*floor.cpu)
 	t.Logf("\n%s", b.String())
 	if out := os.Getenv("OTGW_BENCH_OUT"); out != "" {
 		if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {

@@ -38,6 +38,10 @@ func TestMain(m *testing.M) {
 	if role := os.Getenv(peerEnv); role != "" {
 		os.Exit(runPeer(role, os.Args[1:]))
 	}
+	// And as the datapath bench's bare forwarder (floor_test.go).
+	if ports := os.Getenv(floorEnv); ports != "" {
+		os.Exit(runFloor(ports))
+	}
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)

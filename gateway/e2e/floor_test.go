@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/otgw/otgw/gateway/daemon"
+	"github.com/otgw/otgw/hal"
+	"github.com/otgw/otgw/internal/netns"
+)
+
+// The floor of the datapath bench: a bare user-space forwarder between
+// the gateway's two ports (hal ring ports, the daemon's I/O; one locked
+// thread per direction, partial checksums completed as the daemon does,
+// no engine, no policy), run as a child process of the test binary in the
+// gateway's namespace. Its added Modbus round trip over the kernel bridge
+// is what leaving the kernel costs on this machine, whatever the gateway
+// does with the frames; otgw's figure minus it is the engine's and the
+// daemon's share.
+
+// floorEnv makes a re-executed test binary the bare forwarder between the
+// two ports it names ("north0,south0").
+const floorEnv = "OTGW_E2E_FLOOR"
+
+// runFloor is the main of the forwarder child; it forwards until SIGTERM.
+func runFloor(spec string) int {
+	names := strings.Split(spec, ",")
+	if len(names) != 2 {
+		fmt.Fprintf(os.Stderr, "%s=%q: want NORTH,SOUTH\n", floorEnv, spec)
+		return 2
+	}
+	var ps [2]hal.Port
+	for i, n := range names {
+		p, err := hal.OpenPort(n, hal.PortOptions{IO: hal.IORing})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "floor: open %s: %v\n", n, err)
+			return 1
+		}
+		ps[i] = p
+	}
+	done := make(chan struct{}, 2)
+	go floorDirection(ps[0], ps[1], done)
+	go floorDirection(ps[1], ps[0], done)
+	fmt.Println("floor forwarder running io=ring")
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case <-sig:
+	case <-done:
+	}
+	ps[0].Close()
+	ps[1].Close()
+	return 0
+}
+
+// floorDirection moves batches from in to out on a locked thread, as the
+// daemon's forwarder does minus the engine.
+func floorDirection(in, out hal.Port, done chan<- struct{}) {
+	defer func() { done <- struct{}{} }()
+	runtime.LockOSThread()
+	bufs, frames := make([][]byte, hal.MaxBatch), make([][]byte, hal.MaxBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	sizes, meta := make([]int, hal.MaxBatch), make([]hal.FrameMeta, hal.MaxBatch)
+	for {
+		n, err := in.ReadBatch(bufs, sizes, meta)
+		if errors.Is(err, hal.ErrTimeout) {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		for i := 0; i < n; i++ {
+			frames[i] = bufs[i][:sizes[i]]
+			if meta[i].ChecksumNotReady {
+				daemon.CompleteChecksum(frames[i])
+			}
+		}
+		for sent := 0; sent < n; {
+			k, err := out.WriteBatch(frames[sent:n])
+			sent += k
+			if errors.Is(err, hal.ErrClosed) {
+				return
+			}
+			if err != nil {
+				sent++ // dropped, as the daemon counts it
+			}
+		}
+	}
+}
+
+// floorResult is the bare forwarder's round trip and its CPU meanwhile.
+type floorResult struct {
+	rttP50, rttP99 time.Duration
+	polls, errs    int
+	cpu            float64 // forwarder CPU time / wall time in the RTT phase
+}
+
+// benchFloor starts the bare forwarder on the line, measures the Modbus
+// round trip through it and stops it.
+func benchFloor(t *testing.T, l *netns.Line) floorResult {
+	t.Helper()
+	out := &syncBuffer{}
+	cmd := l.Gateway.Command(t.Context(), os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), floorEnv+"="+l.North+","+l.South)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}
+	defer stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "io=ring") {
+		if time.Now().After(deadline) || cmd.ProcessState != nil {
+			t.Fatalf("floor forwarder did not start within 10s:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var r floorResult
+	c0, t0 := procCPU(t, cmd.Process.Pid), time.Now()
+	r.rttP50, r.rttP99, r.polls, r.errs = modbusRTT(t, l)
+	r.cpu = float64(procCPU(t, cmd.Process.Pid)-c0) / float64(time.Since(t0))
+	return r
+}
