@@ -90,6 +90,7 @@ type PortIOStatus struct {
 	RxTruncated    uint64 `json:"rx_truncated"`
 	RxVLANRestored uint64 `json:"rx_vlan_restored"`
 	TxErrors       uint64 `json:"tx_errors"`
+	TxDropped      uint64 `json:"tx_dropped"`
 	KernelDrops    uint64 `json:"kernel_drops"`
 	ReadCalls      uint64 `json:"read_calls"`
 	WriteCalls     uint64 `json:"write_calls"`
@@ -97,7 +98,7 @@ type PortIOStatus struct {
 
 func portIO(s hal.PortStats) PortIOStatus {
 	return PortIOStatus{RxFrames: s.RxFrames, RxBytes: s.RxBytes, TxFrames: s.TxFrames, TxBytes: s.TxBytes,
-		RxTruncated: s.RxTruncated, RxVLANRestored: s.RxVLANRestored, TxErrors: s.TxErrors,
+		RxTruncated: s.RxTruncated, RxVLANRestored: s.RxVLANRestored, TxErrors: s.TxErrors, TxDropped: s.TxDropped,
 		KernelDrops: s.KernelDrops, ReadCalls: s.ReadCalls, WriteCalls: s.WriteCalls}
 }
 
@@ -540,5 +541,6 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range s.Ports {
 		counter("port_kernel_drops_total", "Frames the kernel dropped (socket buffer full), by port.", p.Stats.KernelDrops, "port", p.Role)
 		counter("port_tx_errors_total", "Frames a port refused to send, by port.", p.Stats.TxErrors, "port", p.Role)
+		counter("port_tx_dropped_total", "Frames a port queued but dropped, the device being down or not taking them in time (AF_XDP), by port.", p.Stats.TxDropped, "port", p.Role)
 	}
 }

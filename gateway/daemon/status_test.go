@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/otgw/otgw/gateway"
 	"github.com/otgw/otgw/gateway/events"
 	"github.com/otgw/otgw/gateway/forensic"
+	"github.com/otgw/otgw/hal"
 	"github.com/otgw/otgw/internal/testenv"
 )
 
@@ -130,7 +132,7 @@ func TestStatusKeysSnakeCase(t *testing.T) {
 	if len(bad) > 0 {
 		t.Errorf("keys not in snake_case: %s", strings.Join(bad, ", "))
 	}
-	for _, want := range []string{`"rx_csum_fixed"`, `"kernel_drops"`, `"queued"`, `"spool_records"`, `"reloads_failed"`} {
+	for _, want := range []string{`"rx_csum_fixed"`, `"kernel_drops"`, `"tx_dropped"`, `"queued"`, `"spool_records"`, `"reloads_failed"`} {
 		if !bytes.Contains(b, []byte(want)) {
 			t.Errorf("/status lacks key %s", want)
 		}
@@ -152,5 +154,26 @@ func TestVerdictSeriesBounded(t *testing.T) {
 	}
 	if len(s.Verdicts) != MaxVerdictSeries+1 || total != MaxVerdictSeries+500 {
 		t.Errorf("%d series counting %d events, want %d series counting %d", len(s.Verdicts), total, MaxVerdictSeries+1, MaxVerdictSeries+500)
+	}
+}
+
+// TestPortIOCopiesEveryCounter: /status carries every hal.PortStats
+// counter under the same field name (a counter added to hal and not here
+// would be invisible to the operator).
+func TestPortIOCopiesEveryCounter(t *testing.T) {
+	var in hal.PortStats
+	iv := reflect.ValueOf(&in).Elem()
+	for i := range iv.NumField() {
+		iv.Field(i).SetUint(uint64(i + 1))
+	}
+	out := reflect.ValueOf(portIO(in))
+	for i := range iv.NumField() {
+		name := iv.Type().Field(i).Name
+		f := out.FieldByName(name)
+		if !f.IsValid() {
+			t.Errorf("PortIOStatus has no field %s (hal.PortStats has)", name)
+		} else if f.Uint() != uint64(i+1) {
+			t.Errorf("portIO: %s = %d, want %d", name, f.Uint(), i+1)
+		}
 	}
 }
