@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,8 +16,8 @@ import (
 )
 
 // The floor of the datapath bench: a bare user-space forwarder between
-// the gateway's two ports (hal ring ports, the daemon's I/O; one locked
-// thread per direction, partial checksums completed as the daemon does,
+// the gateway's two ports (hal ring ports, the daemon's I/O; one goroutine
+// per direction, partial checksums completed as the daemon does,
 // no engine, no policy), run as a child process of the test binary in the
 // gateway's namespace. Its added Modbus round trip over the kernel bridge
 // is what leaving the kernel costs on this machine, whatever the gateway
@@ -60,11 +59,10 @@ func runFloor(spec string) int {
 	return 0
 }
 
-// floorDirection moves batches from in to out on a locked thread, as the
+// floorDirection moves batches from in to out on one goroutine, as the
 // daemon's forwarder does minus the engine.
 func floorDirection(in, out hal.Port, done chan<- struct{}) {
 	defer func() { done <- struct{}{} }()
-	runtime.LockOSThread()
 	bufs, frames := make([][]byte, hal.MaxBatch), make([][]byte, hal.MaxBatch)
 	for i := range bufs {
 		bufs[i] = make([]byte, 2048)
