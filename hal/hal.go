@@ -69,7 +69,7 @@ type PortStats struct {
 	RxTruncated       uint64 // frames larger than the buffer
 	RxVLANRestored    uint64 // tags put back from auxiliary data
 	TxErrors          uint64 // frames the kernel refused (e.g. EMSGSIZE)
-	TxDropped         uint64 // AF_XDP: frames queued but dropped, the device being down or not taking them in time
+	TxDropped         uint64 // AF_XDP: frames of a write the device did not take (down, or not in time), queued ones and the rest of the batch
 	KernelDrops       uint64 // PACKET_STATISTICS tp_drops: socket buffer full
 	ReadCalls         uint64 // recvmmsg calls that returned frames
 	WriteCalls        uint64 // sendmmsg calls

@@ -541,6 +541,6 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range s.Ports {
 		counter("port_kernel_drops_total", "Frames the kernel dropped (socket buffer full), by port.", p.Stats.KernelDrops, "port", p.Role)
 		counter("port_tx_errors_total", "Frames a port refused to send, by port.", p.Stats.TxErrors, "port", p.Role)
-		counter("port_tx_dropped_total", "Frames a port queued but dropped, the device being down or not taking them in time (AF_XDP), by port.", p.Stats.TxDropped, "port", p.Role)
+		counter("port_tx_dropped_total", "Frames of a write the device did not take, down or not in time (AF_XDP), by port.", p.Stats.TxDropped, "port", p.Role)
 	}
 }
