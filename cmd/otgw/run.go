@@ -134,11 +134,15 @@ func runGateway(args []string, _, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "otgw run: OTGW_FAULT_PANIC_AFTER_FRAMES=%d: the datapath will panic on purpose (test fault injection)\n", n)
 		}
 	}
-	if os.Getenv("OTGW_FAULT_XDP_UNAVAILABLE") != "" {
-		// Fault injection for the fall-back tests: XDP attach fails as on
-		// a kernel without it. Said loudly: never in service.
-		cfg.XDPFaultUnavailable = true
-		fmt.Fprintln(stderr, "otgw run: OTGW_FAULT_XDP_UNAVAILABLE: the XDP attach will fail on purpose (test fault injection)")
+	if v := os.Getenv("OTGW_FAULT_XDP_UNAVAILABLE"); v != "" {
+		// Fault injection for the fall-back tests: the attach fails as on
+		// a kernel without XDP, in every mode, or only in the modes named
+		// (native,generic,tc). Said loudly: never in service.
+		cfg.XDPFaultUnavailable = "all"
+		if v != "1" {
+			cfg.XDPFaultUnavailable = v
+		}
+		fmt.Fprintf(stderr, "otgw run: OTGW_FAULT_XDP_UNAVAILABLE=%s: the XDP attach will fail on purpose (test fault injection)\n", v)
 	}
 	cfg.SyslogURLs = syslogs
 	cfg.Stderr = stderr

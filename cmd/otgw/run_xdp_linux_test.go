@@ -96,12 +96,12 @@ func (b *lockedBuffer) String() string {
 
 const xdpStatusAddr = "127.0.0.1:9102"
 
-// xdpLine builds the line with IPv6 off (no stray neighbour discovery).
 // xdpArgs are the flags of the XDP bypass in generic mode, the only XDP
 // mode that forwards between veths whose peers are set up as on a wire
 // (--xdp on alone takes the tc bypass there: run_tc_linux_test.go).
 var xdpArgs = []string{"--xdp", "on", "--xdp-attach", "generic"}
 
+// xdpLine builds the line with IPv6 off (no stray neighbour discovery).
 func xdpLine(t *testing.T) *netns.Line {
 	t.Helper()
 	testenv.NeedRoot(t)
@@ -522,6 +522,8 @@ func TestXDPAutoFallsBack(t *testing.T) {
 	}{
 		{"AF_XDP on veth ports (generic mode only)", nil, []string{"--io", "xdp"}},
 		{"fault injection", []string{"OTGW_FAULT_XDP_UNAVAILABLE=1"}, nil},
+		// On veth with packet sockets auto tries tc only.
+		{"fault injection: tc", []string{"OTGW_FAULT_XDP_UNAVAILABLE=tc"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := startXDPGateway(t, l, xdpPolicy(true), tc.env, append([]string{"--xdp", "auto"}, tc.args...)...)
@@ -655,4 +657,29 @@ func killStopsStream(t *testing.T, g *xdpGW, sink *netns.RxSink) {
 	if sink.N.Load() != atLimit {
 		t.Errorf("%d bytes crossed between 150 ms and 1.15 s after the kill", sink.N.Load()-atLimit)
 	}
+}
+
+// TestXDPOnFallsBackToGeneric: --xdp on tries the modes in order; where
+// tc cannot attach (fault injection of tc alone) it takes generic mode,
+// says so in one log line and in the status's reason, and the bypass
+// forwards the plain conduit's stream.
+func TestXDPOnFallsBackToGeneric(t *testing.T) {
+	l := xdpLine(t)
+	g := startXDPGateway(t, l, xdpPolicy(true), []string{"OTGW_FAULT_XDP_UNAVAILABLE=tc"}, "--xdp", "on")
+	st := g.status()
+	if st.XDP == nil || st.XDP.State != "attached" || st.XDP.NorthMode != "generic" || st.XDP.SouthMode != "generic" ||
+		!strings.Contains(st.XDP.Reason, "tc mode: ") || !strings.Contains(st.XDP.Reason, "fault injection") {
+		t.Fatalf("status xdp: %+v, want attached in generic mode with tc's failure as the reason", st.XDP)
+	}
+	if n := strings.Count(g.out.String(), "fast path attached after a mode was unavailable"); n != 1 {
+		t.Errorf("%d log lines about the fall-back, want 1:\n%s", n, lastLines(g.out.String(), 20))
+	}
+	if n := l.TCXPrograms(t); n != [2]int{} {
+		t.Errorf("tcx ingress programs on the ports: %v, want none (tc failed)", n)
+	}
+	sink := newRxSink(t, l.Server, "0.0.0.0:5001")
+	stream(t, l.Client, "192.0.2.2:5001")
+	waitUntil(t, "generic XDP to forward the plain conduit's flow", 20*time.Second, func() bool {
+		return conduitXDP(g.status(), "hmi-bulk").Packets > 1000 && sink.N.Load() > 1<<20
+	})
 }

@@ -102,10 +102,12 @@ type Config struct {
 	TransactionRate float64
 	// XDP selects the XDP flow bypass (xdp.go): "" takes the board
 	// profile's default. XDPFaultUnavailable makes the attach fail as on
-	// a kernel without XDP: fault injection for the fall-back tests (otgw
-	// run reads it from OTGW_FAULT_XDP_UNAVAILABLE). Never set it in service.
+	// a kernel without XDP, in every mode ("all") or in the modes of a
+	// comma-separated list ("tc", "native,tc"): fault injection for the
+	// fall-back tests (otgw run reads it from OTGW_FAULT_XDP_UNAVAILABLE).
+	// Never set it in service.
 	XDP                 board.XDPMode
-	XDPFaultUnavailable bool
+	XDPFaultUnavailable string
 	// XDPAttach, with XDP on or auto, forces the attach mode (otgw run's hidden
 	// --xdp-attach, for measurements): "native" takes driver mode even on
 	// a veth, whose peers then need GRO on and transmit checksumming off

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,7 +132,7 @@ func (d *Daemon) xdpMode() board.XDPMode {
 // is the gateway's first job. Where nothing attaches, auto says so once
 // and the gateway forwards everything in user space; on refuses to start.
 // --xdp-attach forces one mode. This FastPath lives until Run returns, so
-// every port the datapath (re)opens carries a tc filter.
+// in tc mode every port the datapath (re)opens carries its filter.
 func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 	mode := d.xdpMode()
 	d.xdpState = xdpStateOff
@@ -159,8 +160,8 @@ func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 	}
 	for _, m := range order {
 		cfg.Mode = m
-		if d.cfg.XDPFaultUnavailable {
-			err = fmt.Errorf("%w (test fault injection: OTGW_FAULT_XDP_UNAVAILABLE)", xdp.ErrUnavailable)
+		if f := d.cfg.XDPFaultUnavailable; f == "all" || slices.Contains(strings.Split(f, ","), m.String()) {
+			err = fmt.Errorf("%w (test fault injection: OTGW_FAULT_XDP_UNAVAILABLE=%s)", xdp.ErrUnavailable, f)
 		} else {
 			fp, err = xdp.New(cfg)
 		}
@@ -182,7 +183,9 @@ func (d *Daemon) openXDP(ctx context.Context, c *cleanups) error {
 		return nil
 	}
 	if len(errs) > 0 {
-		d.log.Info("xdp: fast path attached after a mode was unavailable", "mode", cfg.Mode, "unavailable", errors.Join(errs...))
+		// Attached, but not in the first mode tried: the status says why.
+		d.xdpReason = errors.Join(errs...).Error()
+		d.log.Info("xdp: fast path attached after a mode was unavailable", "mode", cfg.Mode, "unavailable", d.xdpReason)
 	}
 	x := &fastPath{fp: fp, xsk: xsk, log: d.cfg.Logger.With("component", "xdp"), offers: make(chan offer, xdpOfferQueue),
 		flows: map[xdp.Key]*bypassed{}, totals: map[string]*[2]uint64{}, removed: map[string]uint64{}}
@@ -433,7 +436,8 @@ func monotonicNow() uint64 {
 // XDPStatus is the fast path's part of the status document.
 type XDPStatus struct {
 	// State is attached, unavailable (auto found no XDP: Reason says
-	// why) or off.
+	// why) or off. Attached with a Reason: the modes tried first were
+	// unavailable, and why.
 	State     string `json:"state"`
 	Reason    string `json:"reason,omitempty"`
 	NorthMode string `json:"north_mode,omitempty"` // native, generic or tc
