@@ -115,14 +115,20 @@ func benchFloor(t *testing.T, l *netns.Line) floorResult {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	stop := func() {
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	}
-	defer stop()
+		<-exited
+	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(out.String(), "io=ring") {
-		if time.Now().After(deadline) || cmd.ProcessState != nil {
+		select {
+		case <-exited:
+			t.Fatalf("floor forwarder exited during start-up:\n%s", out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
 			t.Fatalf("floor forwarder did not start within 10s:\n%s", out.String())
 		}
 		time.Sleep(20 * time.Millisecond)

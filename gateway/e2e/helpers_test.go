@@ -470,20 +470,27 @@ func servePLC(t *testing.T, l *netns.Line) *peers.PLC {
 // kernelBridge joins the gateway namespace's two ports in a Linux bridge
 // (offloads off on them, as the gateway has them) and gives it 300 ms to
 // come up: the baseline of the benchmarks. remove takes the bridge down
-// again.
+// again; so does the test's cleanup if remove was not called (a t.Fatal
+// while bridged must not leave the ports enslaved to the cleanups that
+// still use the line).
 func kernelBridge(t *testing.T, l *netns.Line) (remove func()) {
 	t.Helper()
 	l.Gateway.IP("link", "add", "br0", "type", "bridge")
+	var once sync.Once
+	remove = func() {
+		once.Do(func() {
+			for _, p := range []string{l.North, l.South} {
+				l.Gateway.IP("link", "set", p, "nomaster")
+			}
+			l.Gateway.IP("link", "del", "br0")
+		})
+	}
+	t.Cleanup(remove)
 	for _, p := range []string{l.North, l.South} {
 		offloadsOff(t, l.Gateway, p)
 		l.Gateway.IP("link", "set", p, "master", "br0")
 	}
 	l.Gateway.IP("link", "set", "br0", "up")
 	time.Sleep(300 * time.Millisecond)
-	return func() {
-		for _, p := range []string{l.North, l.South} {
-			l.Gateway.IP("link", "set", p, "nomaster")
-		}
-		l.Gateway.IP("link", "del", "br0")
-	}
+	return remove
 }

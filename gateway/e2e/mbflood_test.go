@@ -362,15 +362,9 @@ func mbFloodRounds(t *testing.T) int {
 func mbAlternate(t *testing.T, l *netns.Line, v benchVariant, n int) (rate, cpu []float64) {
 	t.Helper()
 	for range n {
-		// A t.Fatal in the flood must not leave the bridge to the
-		// namespace's deletion (the gateway of the next round, or of
-		// another test on the line, would find its ports enslaved).
-		var once sync.Once
-		remove := kernelBridge(t, l)
-		removeOnce := func() { once.Do(remove) }
-		t.Cleanup(removeOnce)
+		remove := kernelBridge(t, l) // also removed at cleanup after a t.Fatal
 		br := benchResult{mb: modbusFlood(t, l)}
-		removeOnce()
+		remove()
 		if br.mb.errors() != 0 {
 			t.Errorf("modbus flood through the kernel bridge: %v", br.mb)
 		}
