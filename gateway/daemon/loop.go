@@ -391,9 +391,14 @@ func (w *worker) flush(out gateway.PortID) {
 			w.txErr[out].Add(uint64(len(frames) - n))
 			break
 		}
+		if n >= len(frames) {
+			// AF_XDP: all were queued and the device's error came after;
+			// the port counted what it dropped (PortStats.TxDropped).
+			break
+		}
 		// frames[n] failed; the ones after it were not sent yet.
 		w.txErr[out].Add(1)
-		frames = frames[min(n+1, len(frames)):] // a port may report a device error after queuing them all
+		frames = frames[n+1:]
 	}
 	tp.mu.Unlock()
 	ob.n, ob.nstore = 0, 0
