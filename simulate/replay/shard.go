@@ -243,12 +243,14 @@ type lane struct {
 	flowConduit conduitMap
 
 	// The job being judged.
-	cur  *shardJob
-	now  time.Time
-	buf  []byte
-	pkt  packet.Packet
-	fc   frameCtx
-	base *byte
+	cur *shardJob
+	now time.Time
+	buf []byte
+	pkt packet.Packet
+	fc  frameCtx
+	// pktOK: pkt (fc.pkt) holds the current frame, decoded for an event.
+	pktOK bool
+	base  *byte
 	// Outcome of the current frame (the hooks fill them).
 	conduit  string
 	sentPkt  packet.Packet
@@ -397,6 +399,11 @@ func (l *lane) uniqueFlow(id uint64) uint64 {
 // onVerdict is the lane engine's hook: the note of the decision.
 func (l *lane) onVerdict(d *gateway.Decision) {
 	j := l.cur
+	if !l.pktOK && (d.Detection != "" || !d.HasVerdict || d.Verdict.Action != rules.Allow) {
+		// An event's packet context (noteOf): the frame as captured.
+		_ = l.pkt.Decode(j.frame, packet.LinkEthernet)
+		l.pktOK = true
+	}
 	j.notes = append(j.notes, note{})
 	n := &j.notes[len(j.notes)-1]
 	l.r.noteOf(n, d, &l.fc, l.flowConduit)
@@ -431,7 +438,9 @@ func (l *lane) Send(out gateway.PortID, frame []byte) {
 	if len(frame) > 0 && l.base != nil && unsafe.SliceData(frame) == l.base {
 		j.sent, j.sentLen = true, len(frame)
 		j.sentPayload = -1
-		if l.sentPkt.Decode(frame, packet.LinkEthernet) == nil && l.sentPkt.HasL4 {
+		// A frame sent as fed is not truncated whatever its payload
+		// (accountFrame): only a rewritten one is decoded.
+		if !bytes.Equal(frame, j.frame) && l.sentPkt.Decode(frame, packet.LinkEthernet) == nil && l.sentPkt.HasL4 {
 			j.sentPayload = len(l.sentPkt.Payload)
 		}
 		if l.keepSent && j.fc.cur.Index > 0 {
@@ -491,22 +500,15 @@ func (l *lane) judge(j *shardJob) {
 	// The engine may rewrite its copy; the shadow and Options.Denied get
 	// the frame as captured.
 	l.buf = append(l.buf[:0], j.frame...)
-	_ = l.pkt.Decode(l.buf, packet.LinkEthernet)
+	// The frame's packet context is decoded (from the frame as captured)
+	// only for an event (onVerdict); the reading goroutine decoded the
+	// same bytes for the rest (j.lk).
+	l.pktOK = false
 	l.fc = frameCtx{cur: j.fc.cur, pkt: &l.pkt, picked: j.fc.picked, pickApp: j.fc.pickApp}
 	l.conduit = ""
 	j.sent, j.sentLen, j.sentPayload, j.injected = false, 0, -1, 0
-	// The frame's flow, packed once for the conduit map and the lazy
-	// shadow (a TCP or UDP frame's lazy key is its endpoints, j.key).
 	pk := j.key
-	var lk lazyKey
-	if l.lazy != nil {
-		if j.hasKey && !l.pkt.Fragment && (l.pkt.Proto == packet.ProtoTCP || l.pkt.Proto == packet.ProtoUDP) {
-			lk = lazyKey{keyed: true, key: pk}
-		} else {
-			lk = lazyKeyOf(&l.pkt)
-		}
-		lk.diverge = diverges(&l.pkt, false, true, 0) // a reset, read before the engine may rewrite the frame
-	}
+	lk := j.lk // the lazy shadow's key and whether the frame is a reset
 	l.base = unsafe.SliceData(l.buf)
 	l.eng.Handle(j.in, l.buf, l)
 	l.base = nil
@@ -523,7 +525,7 @@ func (l *lane) judge(j *shardJob) {
 			}
 		}
 		exact := j.sent && j.sentLen == len(j.frame) && bytes.Equal(l.buf[:j.sentLen], j.frame)
-		lk.diverge = diverges(&l.pkt, reported, exact, j.injected)
+		lk.diverge = reported || !exact || j.injected > 0 // diverges; a reset diverged already
 	}
 	switch {
 	case l.shadow == nil:
@@ -547,12 +549,18 @@ func (r *runner) dispatch(frame []byte, in gateway.PortID, ref FrameRef, p *pack
 	if hasKey {
 		key, _ = packedKeyOf(p)
 	}
+	// The frame's lane, and its lazy shadow key (lazy.go: a TCP or UDP
+	// frame's is its endpoints, key).
 	li := 0
+	var lk lazyKey
 	if hasKey && !p.Fragment && (p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP) {
 		li = laneOfPacked(key, len(sh.lanes))
-	} else {
-		li = laneOf(p, len(sh.lanes))
+		lk = lazyKey{keyed: true, key: key}
+	} else if fk, ok := flowOf(p); ok {
+		li = laneOfKey(fk, len(sh.lanes))
+		lk = lazyKey{keyed: true, key: packKey(fk)}
 	}
+	lk.diverge = diverges(p, false, true, 0) // a reset, read before the engine may rewrite the frame
 	// Engine calls queued for this frame's flow, or another's.
 	var ops []shadowOp
 	for _, o := range sh.ops {
@@ -584,7 +592,7 @@ func (r *runner) dispatch(frame []byte, in gateway.PortID, ref FrameRef, p *pack
 	}
 	j.synthetic = synthetic
 	j.orig, j.origPayload, j.hasL4 = len(frame), len(p.Payload), p.HasL4
-	j.hasKey, j.key = hasKey, key
+	j.hasKey, j.key, j.lk = hasKey, key, lk
 	sh.add(r, j, li)
 }
 
@@ -708,18 +716,6 @@ func (r *runner) settleJob(j *shardJob) {
 		j.frameEvs, r.frameEvs = r.frameEvs, j.frameEvs[:0]
 		r.settle(&j.shadowJob)
 	}
-}
-
-// laneOf is the lane of a frame's flow (flowOf); every other frame is
-// judged on its own by any engine (lane 0).
-func laneOf(p *packet.Packet, n int) int {
-	if n == 1 {
-		return 0
-	}
-	if k, ok := flowOf(p); ok {
-		return laneOfKey(k, n)
-	}
-	return 0
 }
 
 // echoOf returns the identifier of an ICMP echo request or reply (as the
