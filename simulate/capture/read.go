@@ -340,8 +340,18 @@ func (r *reader) pcap() error {
 			r.damage(start, lost, "record length %d exceeds the limit %d", caplen, MaxFrameLen)
 			return nil
 		}
-		data := r.frameBuf(int(caplen))
-		if n, err := r.full(data); err != nil {
+		// A frame that fits the read buffer is delivered from it, not
+		// copied (Frame.Data is valid only during the callback).
+		inBuf := caplen <= bufSize
+		var data []byte
+		if inBuf {
+			data, err = r.peek(int(caplen))
+			n = len(data)
+		} else {
+			data = r.frameBuf(int(caplen))
+			n, err = r.full(data)
+		}
+		if err != nil {
 			if err == io.ErrUnexpectedEOF {
 				r.damage(start, int64(recLen+n), "truncated record: %d of %d bytes", n, caplen)
 				return nil
@@ -353,8 +363,28 @@ func (r *reader) pcap() error {
 			frac *= 1000
 		}
 		t := time.Unix(int64(bo.Uint32(rh[0:4])), frac).UTC()
-		if err := r.deliver(t, link, data, orig, 0); err != nil {
+		err = r.deliver(t, link, data, orig, 0)
+		if inBuf {
+			_, _ = r.br.Discard(len(data)) // peeked: in the buffer
+		}
+		if err != nil {
 			return err
 		}
 	}
+}
+
+// peek returns the next n bytes (n <= bufSize) in the read buffer, to be
+// discarded by the caller once read; at the end of the file, the bytes
+// there were (discarded) and io.ErrUnexpectedEOF. It counts them read.
+func (r *reader) peek(n int) ([]byte, error) {
+	b, err := r.br.Peek(n)
+	r.off += int64(len(b))
+	if err == nil {
+		return b, nil
+	}
+	k, _ := r.br.Discard(len(b))
+	if err == io.EOF {
+		return b[:k], io.ErrUnexpectedEOF
+	}
+	return b[:k], fmt.Errorf("capture: %s: offset %d: %w", r.name, r.off, err)
 }
