@@ -302,6 +302,9 @@ func Run(opts Options, paths ...string) (*Report, error) {
 		opts.Progress(r.done, r.total)
 	}
 	if r.sh != nil {
+		for _, l := range r.sh.lanes {
+			r.addTally(&l.tally)
+		}
 		r.rep.finish(laneCounters(r.sh.lanes, opts.Logger))
 	} else {
 		r.rep.finish(r.eng.Counters())
@@ -585,27 +588,35 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 	}
 	if !synthetic && p.IPVersion != 0 && p.HasL4 {
 		key, _ := packedKeyOf(p)
-		r.conduit = packedConduitOf(r.flowConduit, key, r.conduit)
+		r.conduit = packedConduitOf(r.flowConduit, key, conduitRef{name: r.conduit, idx: -1}).name
 	}
 	r.accountFrame(&frameOut{synthetic: synthetic, sent: r.sent, sentLen: r.sentLen, sentPayload: r.sentPayload,
 		injected: r.injected, orig: orig, origPayload: origPayload, hasL4: p.HasL4, conduit: r.conduit, time: ref.Time, origCopy: origCopy})
 }
 
-// packedConduitOf records conduit (the frame's, "" if none was named) as
-// that of the flow key, or returns the flow's when the frame named none.
-func packedConduitOf(m conduitMap, pk packedKey, conduit string) string {
+// packedConduitOf records conduit (the frame's, name "" if none was
+// named) as that of the flow key, or returns the flow's when the frame
+// named none.
+func packedConduitOf(m conduitMap, pk packedKey, conduit conduitRef) conduitRef {
 	c, ok := m[pk]
 	switch {
-	case conduit == "":
+	case conduit.name == "":
 		return c
-	case !ok || c != conduit:
+	case !ok || c.name != conduit.name:
 		m[pk] = conduit
 	}
 	return conduit
 }
 
 // conduitMap holds the conduit of each flow the engine named one for.
-type conduitMap map[packedKey]string
+type conduitMap map[packedKey]conduitRef
+
+// conduitRef is a conduit by name and, where the caller knows it, by
+// index in the ruleset (-1 unknown).
+type conduitRef struct {
+	name string
+	idx  int
+}
 
 // packedKey is a flowKey without pointers (netip.Addr holds its zone's):
 // cheaper to hash, and nothing for the collector to scan.
@@ -891,7 +902,7 @@ func (r *runner) verdictEvent(d *gateway.Decision, fc *frameCtx, flowConduit con
 			// Only the enforcing engines' decisions get here (the shadow
 			// reports no verdict-less decision), with their flowConduit.
 			if c, ok := flowConduit[packKey(flowKeyOf(d.Src, d.Dst))]; ok {
-				ev.Conduit = c
+				ev.Conduit = c.name
 			}
 		}
 	}

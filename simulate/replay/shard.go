@@ -252,7 +252,7 @@ type lane struct {
 	pktOK bool
 	base  *byte
 	// Outcome of the current frame (the hooks fill them).
-	conduit  string
+	conduit  conduitRef
 	sentPkt  packet.Packet
 	keepSent bool // Options.Allowed: the frame as sent is kept
 	// mirror: the policy is in monitor mode everywhere, so the what-if
@@ -262,6 +262,68 @@ type lane struct {
 	// lazy: the shadow skips the frames of flows that have not diverged
 	// (lazy.go); nil: it judges every frame.
 	lazy *lazyShadow
+
+	// What the lane accounts for itself (tally): the conduits' names by
+	// index (the ruleset's), whether the report keeps denied frames, and
+	// whether what-if settles the frames.
+	names  []string
+	denied bool
+	whatIf bool
+	tally  tally
+}
+
+// tally is what a lane counts for the report itself: the counters that
+// the frames it judged add to, in any order, when nothing of them is
+// reported in frame order (plain frames, see judge). Run adds them to
+// the report at the end (addTally).
+type tally struct {
+	conduits                   []conduitTally // by ruleset index
+	hits                       [][]int        // as Report.hits
+	pdusAllowed                int
+	forwarded, dropped         int
+	truncated, injected        int
+	synthesised, synthDropped  int
+	captureHoles, cutAllowedPD int
+}
+
+type conduitTally struct {
+	pdusAllowed, flowsAllowed int
+	forwarded, dropped        int
+}
+
+// addTally adds a lane's tally to the report.
+func (r *runner) addTally(t *tally) {
+	rep := r.rep
+	for i, c := range t.conduits {
+		cs := rep.byIndex[i]
+		cs.PDUsAllowed += c.pdusAllowed
+		cs.FlowsAllowed += c.flowsAllowed
+		cs.PacketsForwarded += c.forwarded
+		cs.PacketsDropped += c.dropped
+	}
+	for c, hs := range t.hits {
+		for ru, n := range hs {
+			rep.hits[c][ru] += n
+		}
+	}
+	rep.PDUsAllowed += t.pdusAllowed
+	rep.Forwarded += t.forwarded
+	rep.Dropped += t.dropped
+	rep.Truncated += t.truncated
+	rep.Injected += t.injected
+	rep.Synthesised += t.synthesised
+	rep.SynthesisedDropped += t.synthDropped
+	rep.CaptureHoles += t.captureHoles
+	if r.wi != nil {
+		r.wi.CutAllowedPDUs += t.cutAllowedPD
+	}
+	*t = tally{}
+}
+
+// tallied reports whether c names conduit c.idx of the ruleset, whose
+// counters the tally keeps.
+func (l *lane) tallied(c conduitRef) bool {
+	return c.idx >= 0 && c.idx < len(l.names) && l.names[c.idx] == c.name
 }
 
 // allMonitor reports whether every conduit of rs, and its default, is in
@@ -281,6 +343,7 @@ func allMonitor(rs *rules.Ruleset) bool {
 // shardJob is one frame (or, frame nil, engine calls alone) on its way
 // through a lane and back.
 type shardJob struct {
+	plain       bool // the lane accounted for it (settleHere): nothing to settle
 	shadowJob        // in, frame (as captured), fc, now, ops; what-if results; sent, sentLen, injected, orig
 	opOnly      bool // only ops, no frame
 	synthetic   bool
@@ -290,7 +353,6 @@ type shardJob struct {
 	hasL4       bool
 	sentPayload int
 	conduit     string
-	holes       int // CaptureGap calls that told of a hole
 	notes       []note
 	sentFrames  [][]byte // the frame as forwarded (Options.Allowed)
 }
@@ -325,7 +387,13 @@ func (r *runner) newLanes(rs *rules.Ruleset, n int) ([]*lane, error) {
 	}
 	lanes := make([]*lane, n)
 	for i := range lanes {
-		l := &lane{id: i, n: n, r: r, work: make(chan *round, shardLag), flowConduit: conduitMap{}, keepSent: r.opts.Allowed != nil, mirror: mirror}
+		l := &lane{id: i, n: n, r: r, work: make(chan *round, shardLag), flowConduit: conduitMap{}, keepSent: r.opts.Allowed != nil, mirror: mirror,
+			denied: r.opts.Denied != nil, whatIf: r.opts.WhatIf}
+		for c := range rs.NumConduits() {
+			l.names = append(l.names, rs.ConduitName(c))
+			l.tally.hits = append(l.tally.hits, make([]int, len(rs.RuleNames(c))))
+		}
+		l.tally.conduits = make([]conduitTally, rs.NumConduits())
 		var err error
 		l.eng, err = gateway.NewEngine(gateway.Config{
 			Rules:           func() *rules.Ruleset { return rs },
@@ -404,12 +472,34 @@ func (l *lane) onVerdict(d *gateway.Decision) {
 		_ = l.pkt.Decode(j.frame, packet.LinkEthernet)
 		l.pktOK = true
 	}
+	if v := &d.Verdict; d.Detection == "" && d.HasVerdict && v.Action == rules.Allow {
+		// An allow adds to counters only (account): the tally's, when
+		// they are the policy conduit's.
+		if c := (conduitRef{name: v.ConduitName, idx: v.Conduit}); l.tallied(c) {
+			l.conduit = c
+			t := &l.tally
+			if v.Rule >= 0 && v.Rule < len(t.hits[c.idx]) {
+				t.hits[c.idx][v.Rule]++
+			}
+			if d.PDU != nil {
+				t.conduits[c.idx].pdusAllowed++
+				t.pdusAllowed++
+				j.allowedE++
+			} else {
+				t.conduits[c.idx].flowsAllowed++
+			}
+			if l.mirror {
+				l.onShadow(d)
+			}
+			return
+		}
+	}
 	j.notes = append(j.notes, note{})
 	n := &j.notes[len(j.notes)-1]
 	l.r.noteOf(n, d, &l.fc, l.flowConduit)
 	n.ev.flow = l.uniqueFlow(n.ev.flow)
 	if n.setConduit {
-		l.conduit = n.name
+		l.conduit = conduitRef{name: n.name, idx: n.conduit}
 	}
 	if n.allowedPDU {
 		j.allowedE++
@@ -476,7 +566,7 @@ func (l *lane) judge(j *shardJob) {
 		if op.pickedUp {
 			l.eng.MarkPickedUp(op.a, op.b)
 		} else if l.eng.CaptureGap(op.a, op.b, op.to) {
-			j.holes++
+			l.tally.captureHoles++
 		}
 		switch {
 		case l.lazy != nil:
@@ -488,7 +578,9 @@ func (l *lane) judge(j *shardJob) {
 			l.shadow.CaptureGap(op.a, op.b, op.to)
 		}
 	}
+	j.ops = j.ops[:0]
 	if j.opOnly {
+		j.plain = true
 		return
 	}
 	l.cur, l.now = j, j.now
@@ -505,7 +597,7 @@ func (l *lane) judge(j *shardJob) {
 	// same bytes for the rest (j.lk).
 	l.pktOK = false
 	l.fc = frameCtx{cur: j.fc.cur, pkt: &l.pkt, picked: j.fc.picked, pickApp: j.fc.pickApp}
-	l.conduit = ""
+	l.conduit = conduitRef{idx: -1}
 	j.sent, j.sentLen, j.sentPayload, j.injected = false, 0, -1, 0
 	pk := j.key
 	lk := j.lk // the lazy shadow's key and whether the frame is a reset
@@ -515,7 +607,7 @@ func (l *lane) judge(j *shardJob) {
 	if !j.synthetic && j.hasKey {
 		l.conduit = packedConduitOf(l.flowConduit, pk, l.conduit)
 	}
-	j.conduit = l.conduit
+	j.conduit = l.conduit.name
 	if l.lazy != nil && lk.keyed && !lk.diverge {
 		reported := false
 		for i := range j.notes {
@@ -539,6 +631,52 @@ func (l *lane) judge(j *shardJob) {
 		l.shadow.Handle(j.in, j.frame, discardTx{})
 	}
 	l.cur = nil
+	j.plain = l.settleHere(j)
+}
+
+// settleHere accounts for a judged frame in the lane's tally, as
+// settleJob would in the report, when nothing of it is reported in frame
+// order: no event or note (allows went to the tally), no refusal of the
+// shadow, no frame for Options.Allowed or Options.Denied, and, for a
+// captured frame, a conduit of the policy. It reports whether it did.
+func (l *lane) settleHere(j *shardJob) bool {
+	if len(j.notes) > 0 || len(j.refusals) > 0 || len(j.sentFrames) > 0 {
+		return false
+	}
+	t := &l.tally
+	if j.synthetic {
+		// accountFrame; settle cuts nothing of a synthesised frame.
+		t.synthesised++
+		if !j.sent {
+			t.synthDropped++
+		}
+		return true
+	}
+	truncated := j.sent && (j.sentLen < j.orig || j.sentPayload >= 0 && j.hasL4 && j.sentPayload < j.origPayload)
+	if l.denied && (!j.sent || truncated) || !l.tallied(l.conduit) {
+		return false
+	}
+	// accountFrame
+	t.injected += j.injected
+	c := &t.conduits[l.conduit.idx]
+	switch {
+	case truncated:
+		t.truncated++
+	case j.sent:
+		t.forwarded++
+	default:
+		t.dropped++
+	}
+	if j.sent {
+		c.forwarded++
+	} else {
+		c.dropped++
+	}
+	// settle, with neither events nor refusals.
+	if l.whatIf && j.fc.cur.Index != 0 && j.allowedS > j.allowedE {
+		t.cutAllowedPD += j.allowedS - j.allowedE
+	}
+	return true
 }
 
 // dispatch queues one frame for its lane (runner.feed with lanes).
@@ -689,11 +827,8 @@ func (r *runner) settleRounds(wait bool) {
 // settleJob reports a judged frame, as onVerdict and feed do for the
 // single engine.
 func (r *runner) settleJob(j *shardJob) {
-	r.rep.CaptureHoles += j.holes
-	j.holes = 0
-	j.ops = j.ops[:0]
-	if j.opOnly {
-		return
+	if j.plain {
+		return // the lane's tally has it
 	}
 	if r.allowed != nil {
 		for _, f := range j.sentFrames {
