@@ -178,6 +178,16 @@ type sides struct {
 	prefixes []sidePrefix // most specific first
 	assets   map[netip.Addr]gateway.PortID
 	macs     map[[6]byte]gateway.PortID // learned from IP frames, for non-IP frames
+	// seen caches entries of macs (by the MAC's last byte), so that a
+	// frame whose source MAC is known as learned costs no map look-up.
+	seen [16]macSeen
+}
+
+// macSeen is an entry of sides.macs: macs[mac] == in.
+type macSeen struct {
+	mac [6]byte
+	in  gateway.PortID
+	ok  bool
 }
 
 type sidePrefix struct {
@@ -248,8 +258,17 @@ func (s *sides) ingress(p *packet.Packet) gateway.PortID {
 			}
 		}
 		if ok && p.HasMAC {
-			if old, seen := s.macs[p.SrcMAC]; !seen && len(s.macs) < 1<<16 || seen && old != in {
+			c := &s.seen[int(p.SrcMAC[5])%len(s.seen)]
+			if c.ok && c.mac == p.SrcMAC && c.in == in {
+				return in // s.macs has it
+			}
+			old, seen := s.macs[p.SrcMAC]
+			if !seen && len(s.macs) < 1<<16 || seen && old != in {
 				s.macs[p.SrcMAC] = in
+				seen, old = true, in
+			}
+			if seen && old == in {
+				*c = macSeen{mac: p.SrcMAC, in: in, ok: true}
 			}
 		}
 		return in
