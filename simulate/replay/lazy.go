@@ -127,7 +127,8 @@ const (
 // lazyShadow is a shadow engine's laziness, used on the goroutine that
 // runs the shadow engine.
 type lazyShadow struct {
-	eng    *gateway.Engine
+	eng    *gateway.Engine // made by mk when first needed (engine)
+	mk     func() *gateway.Engine
 	setNow func(time.Time) // the shadow engine's clock
 	// catching is true while a catch-up feeds history: the shadow's hook
 	// discards what it is told.
@@ -163,10 +164,19 @@ func (s *lazyStats) add(o lazyStats) {
 // at the end of each Run that had one.
 var lazyObserve func(lazyStats)
 
-// newLazyShadow makes shadow engine eng lazy, with budget bytes of
+// newLazyShadow makes the shadow engine mk builds lazy, with budget bytes of
 // history; setNow sets its clock.
-func newLazyShadow(eng *gateway.Engine, setNow func(time.Time), budget int) *lazyShadow {
-	return &lazyShadow{eng: eng, setNow: setNow, flows: map[packedKey]*lazyFlow{}, budget: budget}
+func newLazyShadow(mk func() *gateway.Engine, setNow func(time.Time), budget int) *lazyShadow {
+	return &lazyShadow{mk: mk, setNow: setNow, flows: map[packedKey]*lazyFlow{}, budget: budget}
+}
+
+// engine returns the shadow engine, made at the first call: a replay
+// whose flows never diverge never builds it (its flow table).
+func (z *lazyShadow) engine() *gateway.Engine {
+	if z.eng == nil {
+		z.eng = z.mk()
+	}
+	return z.eng
 }
 
 // lazyKey is what the shadow side needs to know of a frame: its flow key
@@ -181,9 +191,9 @@ type lazyKey struct {
 func (z *lazyShadow) op(o shadowOp) {
 	z.eagerKey(packKey(flowKeyOf(o.a, o.b)))
 	if o.pickedUp {
-		z.eng.MarkPickedUp(o.a, o.b)
+		z.engine().MarkPickedUp(o.a, o.b)
 	} else {
-		z.eng.CaptureGap(o.a, o.b, o.to)
+		z.engine().CaptureGap(o.a, o.b, o.to)
 	}
 }
 
@@ -355,7 +365,7 @@ func (z *lazyShadow) catchUp(f *lazyFlow) {
 			// The engine may rewrite the frame it judges: z.buf, not
 			// the copy the next delta reads.
 			z.setNow(time.Unix(0, ns))
-			z.eng.Handle(in, z.buf, discardTx{})
+			z.engine().Handle(in, z.buf, discardTx{})
 			z.stats.fed++
 		}
 		z.used -= cap(f.hist[i])

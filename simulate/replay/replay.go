@@ -259,8 +259,12 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	// time order, and nothing needs every decision.
 	lazy := shadowLazy && alone && lazyClock(r.mid) && opts.OnDecision == nil && opts.Sink == nil && !opts.StrictMidstream
 	for _, l := range b.lanes {
-		if lazy && l.shadow != nil {
-			l.lazy = newLazyShadow(l.shadow, func(t time.Time) { l.now = t }, lazyBudget/len(b.lanes))
+		switch {
+		case l.mkShadow == nil:
+		case lazy:
+			l.lazy = newLazyShadow(l.mkShadow, func(t time.Time) { l.now = t }, lazyBudget/len(b.lanes))
+		default:
+			l.shadow = l.mkShadow()
 		}
 	}
 	if b.lanes != nil {
@@ -272,7 +276,8 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	r.eng, r.shadow = b.eng, b.shadow
 	if r.shadow != nil {
 		if lazy {
-			r.lazy = newLazyShadow(r.shadow, func(t time.Time) { r.sp.now = t }, lazyBudget)
+			shadow := r.shadow
+			r.lazy = newLazyShadow(func() *gateway.Engine { return shadow }, func(t time.Time) { r.sp.now = t }, lazyBudget)
 		}
 		go r.runShadow()
 		defer r.sp.stop()

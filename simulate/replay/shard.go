@@ -239,6 +239,9 @@ type lane struct {
 	id, n       int
 	r           *runner
 	eng, shadow *gateway.Engine
+	// mkShadow builds the what-if shadow engine (nil: none), shadow or
+	// lazy's.
+	mkShadow    func() *gateway.Engine
 	work        chan *round
 	flowConduit conduitMap
 
@@ -344,7 +347,6 @@ func allMonitor(rs *rules.Ruleset) bool {
 // through a lane and back.
 type shardJob struct {
 	plain       bool // the lane accounted for it (settleHere): nothing to settle
-	shadowJob        // in, frame (as captured), fc, now, ops; what-if results; sent, sentLen, injected, orig
 	opOnly      bool // only ops, no frame
 	synthetic   bool
 	hasKey      bool
@@ -355,6 +357,7 @@ type shardJob struct {
 	conduit     string
 	notes       []note
 	sentFrames  [][]byte // the frame as forwarded (Options.Allowed)
+	shadowJob            // in, frame (as captured), fc, now, ops; what-if results; sent, sentLen, injected, orig
 }
 
 // round is a batch of frames in capture order, split by lane.
@@ -410,18 +413,21 @@ func (r *runner) newLanes(rs *rules.Ruleset, n int) ([]*lane, error) {
 			return nil, err
 		}
 		if mon != nil {
-			l.shadow, err = gateway.NewEngine(gateway.Config{
-				Rules:           func() *rules.Ruleset { return mon },
-				MaxFlows:        r.opts.MaxFlows,
-				MemoryCap:       r.opts.MemoryCap,
-				MaxHold:         replayMaxHold,
-				Now:             func() time.Time { return l.now },
-				ClockBack:       clockBack,
-				OnVerdict:       l.onShadow,
-				DeferDetections: true,
-			})
-			if err != nil {
-				return nil, err
+			// Built by Run: at once, or by a lazy shadow at its first
+			// catch-up (none when no flow diverges).
+			l.mkShadow = func() *gateway.Engine {
+				// NewEngine fails only without Rules (ErrNoRules).
+				e, _ := gateway.NewEngine(gateway.Config{
+					Rules:           func() *rules.Ruleset { return mon },
+					MaxFlows:        r.opts.MaxFlows,
+					MemoryCap:       r.opts.MemoryCap,
+					MaxHold:         replayMaxHold,
+					Now:             func() time.Time { return l.now },
+					ClockBack:       clockBack,
+					OnVerdict:       l.onShadow,
+					DeferDetections: true,
+				})
+				return e
 			}
 		}
 		lanes[i] = l
@@ -620,12 +626,15 @@ func (l *lane) judge(j *shardJob) {
 		lk.diverge = reported || !exact || j.injected > 0 // diverges; a reset diverged already
 	}
 	switch {
-	case l.shadow == nil:
 	case l.lazy != nil && l.lazy.skip(lk, j.in, j.frame, j.now):
 		// As the shadow would have judged it: no refusal, the same allows.
 		j.allowedS = j.allowedE
-	default:
+	case l.lazy != nil:
 		l.now = j.now // a catch-up moved the clock
+		_ = j.pkt.Decode(j.frame, packet.LinkEthernet)
+		j.fc.pkt = &j.pkt
+		l.lazy.engine().Handle(j.in, j.frame, discardTx{})
+	case l.shadow != nil:
 		_ = j.pkt.Decode(j.frame, packet.LinkEthernet)
 		j.fc.pkt = &j.pkt
 		l.shadow.Handle(j.in, j.frame, discardTx{})
