@@ -92,9 +92,10 @@ import (
 // that compare the two.
 //
 // The histories of all flows not yet diverged together keep at most
-// lazyBudget bytes (split evenly between the lanes' shadows): the flow
-// whose frame would exceed it is caught up at once and judged eagerly
-// from then on (early catch-up is always correct, only slower).
+// lazyBudget bytes (split evenly between the lanes' shadows), counted as
+// the capacity of what they hold, spare chunks kept for reuse included:
+// the flow whose frame would exceed it is caught up at once and judged
+// eagerly from then on (early catch-up is always correct, only slower).
 
 // shadowLazy lets the what-if shadow skip the frames of flows that have
 // not diverged; tests turn it off to compare with the eager shadow.
@@ -136,7 +137,7 @@ type lazyShadow struct {
 	flows    map[packedKey]*lazyFlow
 	last     *lazyFlow // the flow of the last frame skip was given,
 	lastKey  packedKey // ... and its key (a request's answer comes next)
-	used     int       // bytes of all histories' chunks (their capacity)
+	used     int       // bytes held: the capacity of all histories' chunks and prev copies, and of the spares
 	budget   int
 	buf      []byte
 	spare    [][]byte // chunks of lazyChunkMax bytes, for reuse
@@ -231,7 +232,27 @@ func (z *lazyShadow) skip(k lazyKey, in gateway.PortID, frame []byte, now time.T
 		grow = max(grow, n)
 	}
 	prev := &f.prev[in&1]
-	if k.diverge || z.used+grow+max(len(frame)-cap(*prev), 0) > z.budget {
+	// The bytes held grow by the new chunk, unless it is a spare (held
+	// already), and by the prev copy when the frame does not fit it.
+	reuse := c == nil && grow == lazyChunkMax && len(z.spare) > 0
+	need := max(len(frame)-cap(*prev), 0)
+	if c == nil && !reuse {
+		need += grow
+	}
+	if !k.diverge {
+		// Spares count against the budget: rather than catch a flow up
+		// early, drop those it would not reuse.
+		keep := 0
+		if reuse {
+			keep = 1
+		}
+		for z.used+need > z.budget && len(z.spare) > keep {
+			z.spare[len(z.spare)-1] = nil
+			z.spare = z.spare[:len(z.spare)-1]
+			z.used -= lazyChunkMax
+		}
+	}
+	if k.diverge || z.used+need > z.budget {
 		if !k.diverge && len(f.hist) > 0 {
 			z.stats.early++
 		}
@@ -239,12 +260,13 @@ func (z *lazyShadow) skip(k lazyKey, in gateway.PortID, frame []byte, now time.T
 		return false
 	}
 	if c == nil {
-		if s := len(z.spare); grow == lazyChunkMax && s > 0 {
+		if reuse {
+			s := len(z.spare)
 			c, z.spare = z.spare[s-1][:0], z.spare[:s-1]
 		} else {
 			c = make([]byte, 0, grow)
+			z.used += cap(c)
 		}
-		z.used += cap(c)
 		f.hist = append(f.hist, c)
 	}
 	ns := now.UnixNano()
@@ -254,9 +276,12 @@ func (z *lazyShadow) skip(k lazyKey, in gateway.PortID, frame []byte, now time.T
 	c = putDelta(c, frame, *prev)
 	f.hist[len(f.hist)-1] = c
 	f.last = ns
-	z.used -= cap(*prev)
+	if len(frame) > cap(*prev) {
+		// Made to the frame's length: the capacity the budget counted.
+		z.used += len(frame) - cap(*prev)
+		*prev = make([]byte, 0, len(frame))
+	}
 	*prev = append((*prev)[:0], frame...)
-	z.used += cap(*prev)
 	z.stats.peak = max(z.stats.peak, z.used)
 	z.stats.skipped++
 	return true
@@ -368,9 +393,10 @@ func (z *lazyShadow) catchUp(f *lazyFlow) {
 			z.engine().Handle(in, z.buf, discardTx{})
 			z.stats.fed++
 		}
-		z.used -= cap(f.hist[i])
 		if cap(f.hist[i]) == lazyChunkMax {
-			z.spare = append(z.spare, f.hist[i])
+			z.spare = append(z.spare, f.hist[i]) // still held: still counted
+		} else {
+			z.used -= cap(f.hist[i])
 		}
 	}
 	z.catching = false

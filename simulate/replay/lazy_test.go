@@ -17,6 +17,7 @@ import (
 	"github.com/otgw/otgw/gateway"
 	"github.com/otgw/otgw/gateway/packet"
 	"github.com/otgw/otgw/internal/testenv"
+	"github.com/otgw/otgw/rules"
 	"github.com/otgw/otgw/simulate/capture"
 )
 
@@ -371,5 +372,88 @@ func BenchmarkLazySkip(b *testing.B) {
 	if b.N >= len(frames) {
 		b.ReportMetric(float64(z.used)/float64(len(frames)), "history-B/frame")
 		b.ReportMetric(float64(size)/float64(len(frames)), "frame-B")
+	}
+}
+
+// TestLazyHistoryBudget: what a lazy shadow holds (the capacity of every
+// flow's history chunks and prev copies, and of the spare chunks kept for
+// reuse) never exceeds its budget, and its count (used, the statistics'
+// peak) is that holding, while flows fill their histories with frames
+// that do not compress, diverge (their chunks become spares) and new
+// flows fill theirs.
+func TestLazyHistoryBudget(t *testing.T) {
+	const budget = 200 << 10
+	rs, err := rules.Compile(mustPolicy(t, readEverything))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now time.Time
+	z := newLazyShadow(func() *gateway.Engine {
+		e, err := gateway.NewEngine(gateway.Config{Rules: func() *rules.Ruleset { return rs }, MaxFlows: 64, Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}, func(at time.Time) { now = at }, budget)
+	held := func() int {
+		n := 0
+		for _, f := range z.flows {
+			for _, c := range f.hist {
+				n += cap(c)
+			}
+			n += cap(f.prev[0]) + cap(f.prev[1])
+		}
+		for _, c := range z.spare {
+			n += cap(c)
+		}
+		return n
+	}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	payload := make([]byte, 1000)
+	start := time.Unix(1_700_000_000, 0)
+	frames, maxHeld := 0, 0
+	feed := func(fl *capture.TCPFlow, diverge bool) {
+		t.Helper()
+		for i := range payload {
+			payload[i] = byte(rnd.Uint32())
+		}
+		f := fl.Send(frames%2 == 0, payload)
+		var p packet.Packet
+		if err := p.Decode(f, packet.LinkEthernet); err != nil {
+			t.Fatal(err)
+		}
+		k := lazyKeyOf(&p)
+		k.diverge = diverge
+		z.skip(k, gateway.PortID(frames%2), f, start.Add(time.Duration(frames)*time.Millisecond))
+		frames++
+		h := held()
+		maxHeld = max(maxHeld, h)
+		if h > budget || z.used != h || z.stats.peak > budget {
+			t.Fatalf("frame %d: %d bytes held, used %d, peak %d; budget %d", frames, h, z.used, z.stats.peak, budget)
+		}
+	}
+	flows := func(first, n int) []*capture.TCPFlow {
+		var fs []*capture.TCPFlow
+		for i := first; i < first+n; i++ {
+			cl := capture.Endpoint{MAC: capture.MAC(byte(i)), Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), uint16(40000+i))}
+			sv := capture.Endpoint{MAC: capture.MAC(200), Addr: netip.MustParseAddrPort("198.51.100.1:502")}
+			fs = append(fs, capture.NewTCPFlow(cl, sv))
+		}
+		return fs
+	}
+	for round := range 3 {
+		// Flows fill their histories (up to chunks of lazyChunkMax and
+		// past the budget: early catch-ups), then all diverge.
+		fs := flows(8*round, 8)
+		for i := range 8 * 120 {
+			feed(fs[i%len(fs)], false)
+		}
+		for _, fl := range fs {
+			feed(fl, true)
+		}
+	}
+	t.Logf("%d frames: %+v; at most %d bytes held, %d spare chunks at the end", frames, z.stats, maxHeld, len(z.spare))
+	if z.stats.caught == 0 || z.stats.early == 0 || maxHeld < budget/2 {
+		t.Errorf("the frames do not exercise the budget: %+v, at most %d bytes held", z.stats, maxHeld)
 	}
 }
