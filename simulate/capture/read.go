@@ -72,6 +72,9 @@ type Frame struct {
 	Data     []byte
 	OrigLen  int // length on the wire (Data may be shorter when snapped)
 	IfaceIdx int // pcapng interface id within its section; 0 for pcap
+	// Offset is where Data starts in the file (in the stream ReadFrom
+	// reads): reading len(Data) bytes there gives Data again.
+	Offset int64
 }
 
 // Damage is one place where a capture could not be read as written.
@@ -276,9 +279,9 @@ func (r *reader) damage(off, lost int64, format string, args ...any) {
 }
 
 // deliver hands one frame to fn.
-func (r *reader) deliver(t time.Time, link packet.LinkType, data []byte, orig uint32, iface int) error {
+func (r *reader) deliver(t time.Time, link packet.LinkType, data []byte, orig uint32, iface int, off int64) error {
 	r.sum.Frames++
-	r.fr = Frame{Index: r.sum.Frames, Time: t, Link: link, Data: data, OrigLen: clampLen(orig), IfaceIdx: iface}
+	r.fr = Frame{Index: r.sum.Frames, Time: t, Link: link, Data: data, OrigLen: clampLen(orig), IfaceIdx: iface, Offset: off}
 	return r.fn(&r.fr)
 }
 
@@ -363,7 +366,7 @@ func (r *reader) pcap() error {
 			frac *= 1000
 		}
 		t := time.Unix(int64(bo.Uint32(rh[0:4])), frac).UTC()
-		err = r.deliver(t, link, data, orig, 0)
+		err = r.deliver(t, link, data, orig, 0, start+int64(recLen))
 		if inBuf {
 			_, _ = r.br.Discard(len(data)) // peeked: in the buffer
 		}
