@@ -2,6 +2,7 @@ package replay
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -262,11 +263,13 @@ func Run(opts Options, paths ...string) (*Report, error) {
 		switch {
 		case l.mkShadow == nil:
 		case lazy:
-			l.lazy = newLazyShadow(l.mkShadow, func(t time.Time) { l.now = t }, lazyBudget/len(b.lanes))
+			l.lazy = newLazyShadow(l.mkShadow, func(t time.Time) { l.now = t }, lazyBudget/len(b.lanes), paths)
 		default:
 			l.shadow = l.mkShadow()
 		}
 	}
+	// (Deferred before the lanes and the shadow pipe stop: run after.)
+	defer func() { _ = r.closeLazy() }()
 	if b.lanes != nil {
 		r.sp = nil
 		r.detects = gateway.NewDetectTable()
@@ -277,7 +280,7 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	if r.shadow != nil {
 		if lazy {
 			shadow := r.shadow
-			r.lazy = newLazyShadow(func() *gateway.Engine { return shadow }, func(t time.Time) { r.sp.now = t }, lazyBudget)
+			r.lazy = newLazyShadow(func() *gateway.Engine { return shadow }, func(t time.Time) { r.sp.now = t }, lazyBudget, paths)
 		}
 		go r.runShadow()
 		defer r.sp.stop()
@@ -302,6 +305,11 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	}
 	if r.sh != nil {
 		r.settleRounds(true)
+	}
+	// The lazy shadows are done: what they could not read again fails
+	// the what-if evaluation.
+	if err := r.closeLazy(); err != nil {
+		return nil, err
 	}
 	if opts.Progress != nil {
 		opts.Progress(r.done, r.total)
@@ -332,6 +340,23 @@ func Run(opts Options, paths ...string) (*Report, error) {
 		lazyObserve(st)
 	}
 	return r.rep, nil
+}
+
+// closeLazy closes the lazy shadows (their captures) and returns the
+// first error any had. Their goroutines must be done.
+func (r *runner) closeLazy() error {
+	var err error
+	if r.lazy != nil {
+		err = r.lazy.close()
+	}
+	if r.sh != nil {
+		for _, l := range r.sh.lanes {
+			if l.lazy != nil {
+				err = cmp.Or(err, l.lazy.close())
+			}
+		}
+	}
+	return err
 }
 
 // clockBack is how far back in time a frame may be stamped, against the
@@ -516,7 +541,7 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 				if f == nil || hp.Decode(f, packet.LinkEthernet) != nil {
 					continue
 				}
-				r.feed(f, r.sides.ingress(&hp), FrameRef{File: r.names[sf.file], Time: sf.time.Add(time.Duration(i-3) * time.Microsecond)}, &hp, true)
+				r.feed(f, r.sides.ingress(&hp), FrameRef{File: r.names[sf.file], Time: sf.time.Add(time.Duration(i-3) * time.Microsecond)}, &hp, true, frameSrc{})
 			}
 			// Requests sent before the capture began may be answered in
 			// it: the engine must not take those answers as unsolicited.
@@ -544,13 +569,14 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 			}
 		}
 	}
-	r.feed(r.buf, in, FrameRef{File: r.names[sf.file], Index: sf.index, Time: sf.time}, &r.pkt, false)
+	src := frameSrc{ok: true, link: sf.link, file: int32(sf.file), n: int32(len(sf.data)), off: sf.off}
+	r.feed(r.buf, in, FrameRef{File: r.names[sf.file], Index: sf.index, Time: sf.time}, &r.pkt, false, src)
 }
 
 // feed runs one Ethernet frame through the engine and accounts for it.
-func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.Packet, synthetic bool) {
+func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.Packet, synthetic bool, src frameSrc) {
 	if r.sh != nil {
-		r.dispatch(frame, in, ref, p, synthetic)
+		r.dispatch(frame, in, ref, p, synthetic, src)
 		return
 	}
 	r.cur = ref
@@ -575,6 +601,7 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 		if r.lazy != nil {
 			sj.lk = lazyKeyOf(p)
 			sj.lk.diverge = diverges(p, false, true, 0) // a reset, read before the engine may rewrite the frame
+			sj.lk.src = src
 		}
 	}
 	r.base = unsafe.SliceData(frame)

@@ -689,7 +689,7 @@ func (l *lane) settleHere(j *shardJob) bool {
 }
 
 // dispatch queues one frame for its lane (runner.feed with lanes).
-func (r *runner) dispatch(frame []byte, in gateway.PortID, ref FrameRef, p *packet.Packet, synthetic bool) {
+func (r *runner) dispatch(frame []byte, in gateway.PortID, ref FrameRef, p *packet.Packet, synthetic bool, src frameSrc) {
 	sh := r.sh
 	var key packedKey
 	hasKey := p.IPVersion != 0 && p.HasL4
@@ -708,6 +708,7 @@ func (r *runner) dispatch(frame []byte, in gateway.PortID, ref FrameRef, p *pack
 		lk = lazyKey{keyed: true, key: packKey(fk)}
 	}
 	lk.diverge = diverges(p, false, true, 0) // a reset, read before the engine may rewrite the frame
+	lk.src = src
 	// Engine calls queued for this frame's flow, or another's.
 	var ops []shadowOp
 	for _, o := range sh.ops {

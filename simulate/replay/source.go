@@ -27,6 +27,7 @@ type srcFrame struct {
 	time  time.Time
 	link  packet.LinkType
 	data  []byte // valid only during the callback
+	off   int64  // where data is in the file (capture.Frame.Offset)
 }
 
 // readMerged calls fn for every frame of every file in timestamp order
@@ -44,7 +45,7 @@ func readCaptures(paths []string, damaged func(path string, s capture.Summary), 
 	if len(paths) == 1 {
 		var sf srcFrame
 		s, err := capture.Read(paths[0], func(f *capture.Frame) error {
-			sf = srcFrame{file: 0, index: f.Index, time: f.Time, link: f.Link, data: f.Data}
+			sf = srcFrame{file: 0, index: f.Index, time: f.Time, link: f.Link, data: f.Data, off: f.Offset}
 			return fn(&sf)
 		})
 		if err == nil && s.Damaged > 0 && damaged != nil {
@@ -66,7 +67,7 @@ func readCaptures(paths []string, damaged func(path string, s capture.Summary), 
 		chans[i] = ch
 		go func(i int, p string) {
 			sum, err := capture.Read(p, func(f *capture.Frame) error {
-				it := item{sf: srcFrame{file: i, index: f.Index, time: f.Time, link: f.Link, data: append([]byte(nil), f.Data...)}}
+				it := item{sf: srcFrame{file: i, index: f.Index, time: f.Time, link: f.Link, data: append([]byte(nil), f.Data...), off: f.Offset}}
 				select {
 				case ch <- it:
 					return nil
