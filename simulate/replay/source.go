@@ -468,11 +468,13 @@ type segTable struct {
 	final  chan int     // the scan's last n, once it ends (stop)
 	dirs   chan []int32 // an array of final entries for scanRepairs
 	mem    *hugeMem
+	carved atomic.Int64 // segs of mem.segs handed out (carve)
 }
 
 // hugeMem is the mapped memory of a segTable (nil slices: none).
 type hugeMem struct {
 	segs, dirs []byte
+	nsegs      int // segs that fit segs
 	freed      atomic.Bool
 }
 
@@ -501,6 +503,7 @@ func newSegTable(hint int) *segTable {
 	size := 1 << segShift
 	chunks := (hint + size - 1) / size
 	t.mem.segs = mapHuge(chunks * size * int(unsafe.Sizeof(seg{})))
+	t.mem.nsegs = len(t.mem.segs) / int(unsafe.Sizeof(seg{}))
 	t.mem.dirs = mapHuge(hint * 4)
 	runtime.AddCleanup(t, (*hugeMem).free, t.mem)
 	go t.prefault(hint)
@@ -514,18 +517,9 @@ func (t *segTable) prefault(hint int) {
 	const page = 4096
 	per := page / int(unsafe.Sizeof(seg{}))
 	size := 1 << segShift
-	var arena []seg
-	if m := t.mem.segs; m != nil {
-		arena = unsafe.Slice((*seg)(unsafe.Pointer(unsafe.SliceData(m))), len(m)/int(unsafe.Sizeof(seg{})))
-	}
 	n := -1
 	for made := 0; made < hint && n < 0; made += size {
-		var c []seg
-		if made+size <= len(arena) {
-			c = arena[made : made+size : made+size]
-		} else {
-			c = make([]seg, size)
-		}
+		c := t.carve()
 		for i := 0; i < len(c); i += per {
 			c[i].n = 1 // any write: the page is the helper's to fault
 		}
@@ -552,6 +546,19 @@ func (t *segTable) prefault(hint int) {
 // stop tells the helper the scan is over.
 func (t *segTable) stop() { t.final <- t.n }
 
+// carve returns a new chunk: the next of the mapped memory, or one of
+// the heap past it. The helper and the scan both carve.
+func (t *segTable) carve() []seg {
+	size := 1 << segShift
+	if m := t.mem.segs; m != nil {
+		if at := int(t.carved.Add(int64(size))) - size; at+size <= t.mem.nsegs {
+			arena := unsafe.Slice((*seg)(unsafe.Pointer(unsafe.SliceData(m))), t.mem.nsegs)
+			return arena[at : at+size : at+size]
+		}
+	}
+	return make([]seg, size)
+}
+
 func (t *segTable) add(s seg) {
 	i := t.n & (1<<segShift - 1)
 	if i == 0 {
@@ -559,7 +566,7 @@ func (t *segTable) add(s seg) {
 		select {
 		case c = <-t.fresh:
 		default:
-			c = make([]seg, 1<<segShift)
+			c = t.carve() // the helper is behind
 		}
 		t.chunks = append(t.chunks, c)
 	}
