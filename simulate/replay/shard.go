@@ -348,6 +348,7 @@ func allMonitor(rs *rules.Ruleset) bool {
 type shardJob struct {
 	plain       bool // the lane accounted for it (settleHere): nothing to settle
 	opOnly      bool // only ops, no frame
+	lane        int  // whose jobs it is of (jobQueue)
 	synthetic   bool
 	hasKey      bool
 	key         packedKey // the frame's endpoints, when hasKey
@@ -374,7 +375,7 @@ type shards struct {
 	fill     *round
 	inflight []*round // FIFO
 	free     []*round
-	jobs     []*shardJob
+	jobs     []jobQueue // free jobs, by lane
 	ops      []shadowOp // engine calls for the next frames of their flows
 	stopped  bool
 }
@@ -436,7 +437,7 @@ func (r *runner) newLanes(rs *rules.Ruleset, n int) ([]*lane, error) {
 }
 
 func newShards(lanes []*lane) *shards {
-	sh := &shards{lanes: lanes}
+	sh := &shards{lanes: lanes, jobs: make([]jobQueue, len(lanes))}
 	for _, l := range lanes {
 		go l.run()
 	}
@@ -726,14 +727,9 @@ func (r *runner) dispatch(frame []byte, in gateway.PortID, ref FrameRef, p *pack
 	j := sh.job(li)
 	j.ops = append(j.ops, ops...)
 	j.in, j.now = in, ref.Time
-	if len(frame) > 0 && len(r.buf) > 0 && unsafe.SliceData(frame) == unsafe.SliceData(r.buf) {
-		// The job takes the reading goroutine's buffer, which takes the
-		// job's: the frame is not copied (r.pkt, which points into it,
-		// is decoded again from the next frame before it is read).
-		j.frame, r.buf = frame, j.frame[:0]
-	} else {
-		j.frame = append(j.frame[:0], frame...)
-	}
+	// Copied into the job's own buffer (jobOf: the lane reads its jobs'
+	// buffers in the order it reads the jobs).
+	j.frame = append(j.frame[:0], frame...)
 	j.fc = frameCtx{cur: ref}
 	if synthetic {
 		j.fc.picked, j.fc.pickApp = true, gateway.EventNet(&r.pkt).App
@@ -746,16 +742,59 @@ func (r *runner) dispatch(frame []byte, in gateway.PortID, ref FrameRef, p *pack
 
 // job returns a clean job.
 func (sh *shards) job(li int) *shardJob {
-	var j *shardJob
-	if n := len(sh.jobs); n > 0 {
-		j, sh.jobs = sh.jobs[n-1], sh.jobs[:n-1]
-	} else {
-		j = new(shardJob)
+	q := &sh.jobs[li]
+	if q.head == len(q.jobs) {
+		q.refill(li)
 	}
+	j := q.jobs[q.head]
+	q.jobs[q.head] = nil
+	q.head++
 	j.opOnly = false
 	j.frame = j.frame[:0]
 	j.allowedE, j.allowedS = 0, 0
 	return j
+}
+
+// jobQueue is a lane's free jobs, first in first out. A lane's jobs are
+// taken in capture order and settled, then freed, in capture order: so
+// they are reused in the order they were made, and each lane's jobs (and
+// their frame buffers) are made in slabs. The reading goroutine writes
+// and the lane reads them in address order, which the processors'
+// prefetchers follow, rather than at scattered addresses, each a cache
+// miss on the other core.
+type jobQueue struct {
+	jobs []*shardJob
+	head int
+}
+
+// Jobs are made jobSlab at a time, each with a jobFrame-byte frame
+// buffer (a larger frame gets its own).
+const (
+	jobSlab  = 128
+	jobFrame = 256
+)
+
+// refill makes a slab of jobs for lane li; the queue is empty.
+func (q *jobQueue) refill(li int) {
+	q.jobs, q.head = q.jobs[:0], 0
+	slab := make([]shardJob, jobSlab)
+	bufs := make([]byte, jobSlab*jobFrame)
+	for i := range slab {
+		j := &slab[i]
+		j.lane = li
+		j.frame = bufs[i*jobFrame : i*jobFrame : (i+1)*jobFrame]
+		q.jobs = append(q.jobs, j)
+	}
+}
+
+// put frees a settled job.
+func (q *jobQueue) put(j *shardJob) {
+	if q.head > 1024 && 2*q.head > len(q.jobs) {
+		n := copy(q.jobs, q.jobs[q.head:])
+		clear(q.jobs[n:])
+		q.jobs, q.head = q.jobs[:n], 0
+	}
+	q.jobs = append(q.jobs, j)
 }
 
 // add appends j to the round being filled; a full round goes to the
@@ -822,7 +861,7 @@ func (r *runner) settleRounds(wait bool) {
 		sh.inflight = sh.inflight[:len(sh.inflight)-1]
 		for _, j := range rd.jobs {
 			r.settleJob(j)
-			sh.jobs = append(sh.jobs, j)
+			sh.jobs[j.lane].put(j)
 		}
 		clear(rd.jobs)
 		rd.jobs = rd.jobs[:0]
