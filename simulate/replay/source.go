@@ -181,9 +181,9 @@ type sides struct {
 	prefixes []sidePrefix // most specific first
 	assets   map[netip.Addr]gateway.PortID
 	macs     map[[6]byte]gateway.PortID // learned from IP frames, for non-IP frames
-	// seen caches entries of macs (by the MAC's last byte), so that a
+	// seen caches entries of macs (by the MAC's last bytes), so that a
 	// frame whose source MAC is known as learned costs no map look-up.
-	seen [16]macSeen
+	seen [256]macSeen
 }
 
 // macSeen is an entry of sides.macs: macs[mac] == in.
@@ -261,7 +261,7 @@ func (s *sides) ingress(p *packet.Packet) gateway.PortID {
 			}
 		}
 		if ok && p.HasMAC {
-			c := &s.seen[int(p.SrcMAC[5])%len(s.seen)]
+			c := &s.seen[p.SrcMAC[3]^p.SrcMAC[4]^p.SrcMAC[5]]
 			if c.ok && c.mac == p.SrcMAC && c.in == in {
 				return in // s.macs has it
 			}
