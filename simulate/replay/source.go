@@ -47,7 +47,7 @@ func readCaptures(paths []string, damaged func(path string, s capture.Summary), 
 	if len(paths) == 1 {
 		var sf srcFrame
 		s, err := capture.Read(paths[0], func(f *capture.Frame) error {
-			sf = srcFrame{file: 0, index: f.Index, time: f.Time, link: f.Link, data: f.Data, off: f.Offset}
+			sf.index, sf.time, sf.link, sf.data, sf.off = f.Index, f.Time, f.Link, f.Data, f.Offset
 			return fn(&sf)
 		})
 		if err == nil && s.Damaged > 0 && damaged != nil {
