@@ -98,7 +98,9 @@ const (
 
 // inspectorBytes is an inspector at rest (gateway doc: 11 KB for
 // Modbus, 15 KB for DNP3 and OPC UA, with the default 4 KiB history),
-// rounded up: the memory bound of shardable.
+// rounded up: the memory bound of shardable. TestInspectorBytes holds it
+// to what replay's engines charge for every registered protocol
+// (Engine.InspectorSize).
 const inspectorBytes = 16 << 10
 
 // shardWorkers is the number of lanes Run would use: Options.Workers
