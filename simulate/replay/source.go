@@ -590,6 +590,8 @@ func (t *segTable) dirArray(n int) []int32 {
 func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 	ms := &midstream{at: map[frameRef]*pickup{}, skip: map[frameRef]bool{}, segs: newSegTable(segsHint(paths))}
 	tr := map[packedKey]*mtrack{}
+	var lastKey packedKey // the key of the last TCP frame and its tr entry
+	var lastT *mtrack
 	others := map[otherKey]struct{}{}
 	var p packet.Packet
 	err := readMerged(paths, func(f *srcFrame) error {
@@ -629,7 +631,12 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 		}
 		pk, fromA := packedKeyOf(&p)
 		ref := frameRef{int32(f.file), int32(f.index)}
-		t := tr[pk]
+		var t *mtrack
+		if lastT != nil && lastKey == pk {
+			t = lastT // a request's answer comes next: tr[pk]
+		} else {
+			t = tr[pk]
+		}
 		if back && t != nil && !t.last.Add(minTimeout).After(ms.latest) {
 			// Stamped back into a connection idle for as long as the
 			// shortest timeout by the newest stamp: the engine may
@@ -649,6 +656,7 @@ func scanMidstream(paths []string, sp map[uint16]bool) (*midstream, error) {
 			ms.ends = append(ms.ends, k)
 			ms.load = append(ms.load, connLoad{flows: 1})
 		}
+		lastKey, lastT = pk, t
 		ms.segs.add(segOf(ref, &p, t.id, fromA))
 		ld := &ms.load[t.id]
 		if fromA {
