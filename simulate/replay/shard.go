@@ -275,6 +275,11 @@ type lane struct {
 	denied bool
 	whatIf bool
 	tally  tally
+
+	// flowConduit's entry for lastPK (lastOK: it has one): conduitOf.
+	lastPK            packedKey
+	lastC             conduitRef
+	lastOK, lastValid bool
 }
 
 // tally is what a lane counts for the report itself: the counters that
@@ -323,6 +328,23 @@ func (r *runner) addTally(t *tally) {
 		r.wi.CutAllowedPDUs += t.cutAllowedPD
 	}
 	*t = tally{}
+}
+
+// conduitOf is packedConduitOf on the lane's flowConduit, the entry of
+// the last key asked for kept (a request's answer comes next).
+func (l *lane) conduitOf(pk packedKey, c conduitRef) conduitRef {
+	if !l.lastValid || l.lastPK != pk {
+		l.lastC, l.lastOK = l.flowConduit[pk]
+		l.lastPK, l.lastValid = pk, true
+	}
+	switch {
+	case c.name == "":
+		return l.lastC
+	case !l.lastOK || l.lastC.name != c.name:
+		l.flowConduit[pk] = c
+		l.lastC, l.lastOK = c, true
+	}
+	return c
 }
 
 // tallied reports whether c names conduit c.idx of the ruleset, whose
@@ -614,7 +636,7 @@ func (l *lane) judge(j *shardJob) {
 	l.eng.Handle(j.in, l.buf, l)
 	l.base = nil
 	if !j.synthetic && j.hasKey {
-		l.conduit = packedConduitOf(l.flowConduit, pk, l.conduit)
+		l.conduit = l.conduitOf(pk, l.conduit)
 	}
 	j.conduit = l.conduit.name
 	if l.lazy != nil && lk.keyed && !lk.diverge {
