@@ -68,6 +68,18 @@ func (e *Engine) newInspector(proto protocols.Proto) *inspector {
 	return in
 }
 
+// InspectorSize is what the engine charges its memory cap for an
+// inspector of proto at rest, as it makes one (with its history and
+// initial holds); 0 for a protocol it does not inspect. Offline replay's
+// memory bound reads it (simulate/replay).
+func (e *Engine) InspectorSize(proto protocols.Proto) int64 {
+	in := e.newInspector(proto)
+	if in == nil {
+		return 0
+	}
+	return in.size
+}
+
 // getInspector returns a clean inspector for proto from the free list, or
 // a new one while the memory cap allows; nil when it does not.
 func (e *Engine) getInspector(proto protocols.Proto) *inspector {

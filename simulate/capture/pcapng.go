@@ -247,7 +247,7 @@ func (r *reader) block(start int64, typ, blen uint32) error {
 	if !pf.spbTS {
 		t = pf.ifc.time(pf.ts)
 	}
-	return r.deliver(t, pf.ifc.link, pf.data, pf.orig, int(pf.ifid))
+	return r.deliver(t, pf.ifc.link, pf.data, pf.orig, int(pf.ifid), start+8+int64(pf.off))
 }
 
 func (r *reader) truncated(err error, start int64, typ, blen uint32) error {

@@ -72,6 +72,9 @@ type Frame struct {
 	Data     []byte
 	OrigLen  int // length on the wire (Data may be shorter when snapped)
 	IfaceIdx int // pcapng interface id within its section; 0 for pcap
+	// Offset is where Data starts in the file (in the stream ReadFrom
+	// reads): reading len(Data) bytes there gives Data again.
+	Offset int64
 }
 
 // Damage is one place where a capture could not be read as written.
@@ -276,10 +279,15 @@ func (r *reader) damage(off, lost int64, format string, args ...any) {
 }
 
 // deliver hands one frame to fn.
-func (r *reader) deliver(t time.Time, link packet.LinkType, data []byte, orig uint32, iface int) error {
+func (r *reader) deliver(t time.Time, link packet.LinkType, data []byte, orig uint32, iface int, off int64) error {
 	r.sum.Frames++
-	r.fr = Frame{Index: r.sum.Frames, Time: t, Link: link, Data: data, OrigLen: clampLen(orig), IfaceIdx: iface}
-	return r.fn(&r.fr)
+	// Field by field: a composite literal is built on the stack and
+	// copied, whose reads of the just written words stall (a tenth of
+	// reading a capture).
+	f := &r.fr
+	f.Index, f.Time, f.Link, f.Data = r.sum.Frames, t, link, data
+	f.OrigLen, f.IfaceIdx, f.Offset = clampLen(orig), iface, off
+	return r.fn(f)
 }
 
 // clampLen converts a 32-bit length to int without overflow on 32-bit
@@ -340,8 +348,18 @@ func (r *reader) pcap() error {
 			r.damage(start, lost, "record length %d exceeds the limit %d", caplen, MaxFrameLen)
 			return nil
 		}
-		data := r.frameBuf(int(caplen))
-		if n, err := r.full(data); err != nil {
+		// A frame that fits the read buffer is delivered from it, not
+		// copied (Frame.Data is valid only during the callback).
+		inBuf := caplen <= bufSize
+		var data []byte
+		if inBuf {
+			data, err = r.peek(int(caplen))
+			n = len(data)
+		} else {
+			data = r.frameBuf(int(caplen))
+			n, err = r.full(data)
+		}
+		if err != nil {
 			if err == io.ErrUnexpectedEOF {
 				r.damage(start, int64(recLen+n), "truncated record: %d of %d bytes", n, caplen)
 				return nil
@@ -353,8 +371,28 @@ func (r *reader) pcap() error {
 			frac *= 1000
 		}
 		t := time.Unix(int64(bo.Uint32(rh[0:4])), frac).UTC()
-		if err := r.deliver(t, link, data, orig, 0); err != nil {
+		err = r.deliver(t, link, data, orig, 0, start+int64(recLen))
+		if inBuf {
+			_, _ = r.br.Discard(len(data)) // peeked: in the buffer
+		}
+		if err != nil {
 			return err
 		}
 	}
+}
+
+// peek returns the next n bytes (n <= bufSize) in the read buffer, to be
+// discarded by the caller once read; at the end of the file, the bytes
+// there were (discarded) and io.ErrUnexpectedEOF. It counts them read.
+func (r *reader) peek(n int) ([]byte, error) {
+	b, err := r.br.Peek(n)
+	r.off += int64(len(b))
+	if err == nil {
+		return b, nil
+	}
+	k, _ := r.br.Discard(len(b))
+	if err == io.EOF {
+		return b[:k], io.ErrUnexpectedEOF
+	}
+	return b[:k], fmt.Errorf("capture: %s: offset %d: %w", r.name, r.off, err)
 }

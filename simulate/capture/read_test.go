@@ -149,6 +149,10 @@ func readAll(t *testing.T, b []byte) ([]readFrame, capture.Summary, error) {
 		if f.Index != len(out)+1 {
 			t.Errorf("frame index %d, want %d", f.Index, len(out)+1)
 		}
+		// Frame.Offset: the frame's bytes are there in the file.
+		if f.Offset < 0 || f.Offset+int64(len(f.Data)) > int64(len(b)) || !bytes.Equal(b[f.Offset:f.Offset+int64(len(f.Data))], f.Data) {
+			t.Errorf("frame %d: offset %d does not hold its %d bytes", f.Index, f.Offset, len(f.Data))
+		}
 		out = append(out, readFrame{f.Link, string(f.Data), f.OrigLen, f.Time, f.IfaceIdx})
 		return nil
 	})

@@ -120,6 +120,7 @@ func scanRepairs(ms *midstream) *repairs {
 	// Filtered in place; orig[i] is the position of segs.at(i) before,
 	// to place the fragments (needed only when there are fragments).
 	segs := ms.segs
+	defer segs.release() // the last use of the table and its dirArray
 	var orig []int
 	if len(ms.frags) > 0 {
 		orig = make([]int, 0, segs.n)

@@ -2,8 +2,9 @@ package replay
 
 import (
 	"encoding/binary"
-	"math/bits"
+	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"time"
 
@@ -19,8 +20,10 @@ import (
 // enforcement, that second judgement is known without making it: the
 // shadow would refuse none of them and allow the PDUs the enforcing
 // engine allowed. The lazy shadow therefore keeps such a flow's frames
-// (its history) instead of judging them, and feeds them to the shadow
-// engine only when the flow diverges (catch-up): at its first frame the
+// (its history: where each is in its capture, with its stamp; a
+// synthesised frame's bytes) instead of judging them, and feeds them,
+// read again from the captures, to the shadow engine only when the flow
+// diverges (catch-up): at its first frame the
 // enforcing engine judged with a sign of enforcement, the shadow engine is
 // fed every earlier frame of the flow, in order, with its timestamp, its
 // verdicts discarded, and then judges the frame; from then on the flow's
@@ -92,9 +95,10 @@ import (
 // that compare the two.
 //
 // The histories of all flows not yet diverged together keep at most
-// lazyBudget bytes (split evenly between the lanes' shadows): the flow
-// whose frame would exceed it is caught up at once and judged eagerly
-// from then on (early catch-up is always correct, only slower).
+// lazyBudget bytes (split evenly between the lanes' shadows), counted as
+// the capacity of what they hold, spare chunks kept for reuse included:
+// the flow whose frame would exceed it is caught up at once and judged
+// eagerly from then on (early catch-up is always correct, only slower).
 
 // shadowLazy lets the what-if shadow skip the frames of flows that have
 // not diverged; tests turn it off to compare with the eager shadow.
@@ -107,14 +111,16 @@ var lazyBudget = 64 << 20
 // lazyFlow is one flow key of a lazy shadow.
 type lazyFlow struct {
 	eager bool
-	// hist holds the frames not judged yet, in chunks that never move
-	// (appending copies each frame once), each frame as: its port (1
-	// byte), its stamp less the previous frame's (zigzag varint, ns),
-	// its length (uvarint) and its bytes as a delta against the previous
-	// frame of the same port (putDelta), that frame kept in prev.
-	hist [][]byte
-	prev [2][]byte
-	last int64 // the previous frame's stamp (ns)
+	// hist holds the frames not judged yet, in chunks that never move,
+	// each frame as: a tag (1 byte: its port, entryInline), its stamp
+	// less the previous frame's (zigzag varint, ns), and where it is in
+	// its capture (frameSrc: the file, uvarint; the offset less the
+	// previous frame's, zigzag varint; the length and the link type,
+	// uvarints), read again at a catch-up; or, for a frame synthesised
+	// (entryInline), its length (uvarint) and bytes.
+	hist    [][]byte
+	last    int64 // the previous frame's stamp (ns)
+	lastOff int64 // the previous frame's offset in its capture
 }
 
 // Chunks of history grow from lazyChunkMin to lazyChunkMax bytes per
@@ -127,7 +133,8 @@ const (
 // lazyShadow is a shadow engine's laziness, used on the goroutine that
 // runs the shadow engine.
 type lazyShadow struct {
-	eng    *gateway.Engine
+	eng    *gateway.Engine // made by mk when first needed (engine)
+	mk     func() *gateway.Engine
 	setNow func(time.Time) // the shadow engine's clock
 	// catching is true while a catch-up feeds history: the shadow's hook
 	// discards what it is told.
@@ -135,11 +142,17 @@ type lazyShadow struct {
 	flows    map[packedKey]*lazyFlow
 	last     *lazyFlow // the flow of the last frame skip was given,
 	lastKey  packedKey // ... and its key (a request's answer comes next)
-	used     int       // bytes of all histories' chunks (their capacity)
+	used     int       // bytes held: the capacity of all histories' chunks and of the spares
 	budget   int
-	buf      []byte
+	buf, raw []byte
+	pkt      packet.Packet
 	spare    [][]byte // chunks of lazyChunkMax bytes, for reuse
 	stats    lazyStats
+	// The captures (Run's paths, by frameSrc.file), opened by a catch-up
+	// to read frames again, and the first error doing so (close).
+	paths []string
+	files []*os.File
+	err   error
 }
 
 // lazyStats count what a lazy shadow did (tests read them: lazyObserve).
@@ -163,10 +176,20 @@ func (s *lazyStats) add(o lazyStats) {
 // at the end of each Run that had one.
 var lazyObserve func(lazyStats)
 
-// newLazyShadow makes shadow engine eng lazy, with budget bytes of
-// history; setNow sets its clock.
-func newLazyShadow(eng *gateway.Engine, setNow func(time.Time), budget int) *lazyShadow {
-	return &lazyShadow{eng: eng, setNow: setNow, flows: map[packedKey]*lazyFlow{}, budget: budget}
+// newLazyShadow makes the shadow engine mk builds lazy, with budget bytes of
+// history; setNow sets its clock; paths are the captures, read again
+// by catch-ups.
+func newLazyShadow(mk func() *gateway.Engine, setNow func(time.Time), budget int, paths []string) *lazyShadow {
+	return &lazyShadow{mk: mk, setNow: setNow, flows: map[packedKey]*lazyFlow{}, budget: budget, paths: paths}
+}
+
+// engine returns the shadow engine, made at the first call: a replay
+// whose flows never diverge never builds it (its flow table).
+func (z *lazyShadow) engine() *gateway.Engine {
+	if z.eng == nil {
+		z.eng = z.mk()
+	}
+	return z.eng
 }
 
 // lazyKey is what the shadow side needs to know of a frame: its flow key
@@ -175,15 +198,27 @@ type lazyKey struct {
 	keyed   bool
 	diverge bool
 	key     packedKey
+	src     frameSrc // where the frame is in its capture, for its history
+}
+
+// frameSrc is where a frame fed to the engines was read: n bytes at off
+// of capture file (by Run's paths), of link type link, fed as
+// toEthernet made them; ok is false for a frame synthesised.
+type frameSrc struct {
+	ok   bool
+	link packet.LinkType
+	file int32
+	n    int32
+	off  int64
 }
 
 // op makes the engine call o on the shadow, its flow caught up first.
 func (z *lazyShadow) op(o shadowOp) {
 	z.eagerKey(packKey(flowKeyOf(o.a, o.b)))
 	if o.pickedUp {
-		z.eng.MarkPickedUp(o.a, o.b)
+		z.engine().MarkPickedUp(o.a, o.b)
 	} else {
-		z.eng.CaptureGap(o.a, o.b, o.to)
+		z.engine().CaptureGap(o.a, o.b, o.to)
 	}
 }
 
@@ -204,9 +239,12 @@ func (z *lazyShadow) skip(k lazyKey, in gateway.PortID, frame []byte, now time.T
 	if f.eager {
 		return false
 	}
-	// The most an entry takes: the delta of a frame with nothing in
-	// common is two varints and its bytes.
-	n := 1 + binary.MaxVarintLen64 + 3*binary.MaxVarintLen32 + len(frame)
+	// The most an entry takes: its tag and stamp, and where the frame is
+	// in its capture, or its length and bytes.
+	n := 1 + 2*binary.MaxVarintLen64 + 3*binary.MaxVarintLen32
+	if !k.src.ok {
+		n += len(frame)
+	}
 	var c []byte
 	last := len(f.hist) - 1
 	if last >= 0 && cap(f.hist[last])-len(f.hist[last]) >= n {
@@ -220,8 +258,27 @@ func (z *lazyShadow) skip(k lazyKey, in gateway.PortID, frame []byte, now time.T
 		}
 		grow = max(grow, n)
 	}
-	prev := &f.prev[in&1]
-	if k.diverge || z.used+grow+max(len(frame)-cap(*prev), 0) > z.budget {
+	// The bytes held grow by the new chunk, unless it is a spare (held
+	// already).
+	reuse := c == nil && grow == lazyChunkMax && len(z.spare) > 0
+	need := 0
+	if c == nil && !reuse {
+		need = grow
+	}
+	if !k.diverge {
+		// Spares count against the budget: rather than catch a flow up
+		// early, drop those it would not reuse.
+		keep := 0
+		if reuse {
+			keep = 1
+		}
+		for z.used+need > z.budget && len(z.spare) > keep {
+			z.spare[len(z.spare)-1] = nil
+			z.spare = z.spare[:len(z.spare)-1]
+			z.used -= lazyChunkMax
+		}
+	}
+	if k.diverge || z.used+need > z.budget {
 		if !k.diverge && len(f.hist) > 0 {
 			z.stats.early++
 		}
@@ -229,92 +286,39 @@ func (z *lazyShadow) skip(k lazyKey, in gateway.PortID, frame []byte, now time.T
 		return false
 	}
 	if c == nil {
-		if s := len(z.spare); grow == lazyChunkMax && s > 0 {
+		if reuse {
+			s := len(z.spare)
 			c, z.spare = z.spare[s-1][:0], z.spare[:s-1]
 		} else {
 			c = make([]byte, 0, grow)
+			z.used += cap(c)
 		}
-		z.used += cap(c)
 		f.hist = append(f.hist, c)
 	}
 	ns := now.UnixNano()
-	c = append(c, byte(in))
-	c = binary.AppendVarint(c, ns-f.last)
-	c = binary.AppendUvarint(c, uint64(len(frame)))
-	c = putDelta(c, frame, *prev)
+	if src := &k.src; src.ok {
+		c = append(c, byte(in&1))
+		c = binary.AppendVarint(c, ns-f.last)
+		c = binary.AppendUvarint(c, uint64(src.file))
+		c = binary.AppendVarint(c, src.off-f.lastOff)
+		c = binary.AppendUvarint(c, uint64(src.n))
+		c = binary.AppendUvarint(c, uint64(src.link))
+		f.lastOff = src.off
+	} else {
+		c = append(c, byte(in&1)|entryInline)
+		c = binary.AppendVarint(c, ns-f.last)
+		c = binary.AppendUvarint(c, uint64(len(frame)))
+		c = append(c, frame...)
+	}
 	f.hist[len(f.hist)-1] = c
 	f.last = ns
-	z.used -= cap(*prev)
-	*prev = append((*prev)[:0], frame...)
-	z.used += cap(*prev)
 	z.stats.peak = max(z.stats.peak, z.used)
 	z.stats.skipped++
 	return true
 }
 
-// putDelta appends frame as a delta against prev: runs of (bytes equal to
-// prev's at the same offsets: uvarint count; then bytes that differ:
-// uvarint count and the bytes) up to the frame's length. Equal runs
-// shorter than 4 bytes are taken into the differing ones.
-func putDelta(b, frame, prev []byte) []byte {
-	m := min(len(frame), len(prev)) // past m every byte differs
-	for i := 0; i < len(frame); {
-		s := i
-		i = equalUpTo(frame, prev, i, m)
-		d := i
-		for i < len(frame) {
-			if i >= m {
-				i = len(frame)
-				break
-			}
-			if frame[i] != prev[i] {
-				i++
-				continue
-			}
-			j := i
-			for j < m && j-i < 4 && frame[j] == prev[j] {
-				j++
-			}
-			if j-i >= 4 || j == len(frame) {
-				break
-			}
-			i = j
-		}
-		b = binary.AppendUvarint(b, uint64(d-s))
-		b = binary.AppendUvarint(b, uint64(i-d))
-		b = append(b, frame[d:i]...)
-	}
-	return b
-}
-
-// equalUpTo returns the first offset from i, up to m, where a and b differ
-// (m if none), comparing 8 bytes at a time.
-func equalUpTo(a, b []byte, i, m int) int {
-	for ; i+8 <= m; i += 8 {
-		if x := binary.LittleEndian.Uint64(a[i:]) ^ binary.LittleEndian.Uint64(b[i:]); x != 0 {
-			return i + bits.TrailingZeros64(x)/8
-		}
-	}
-	for i < m && a[i] == b[i] {
-		i++
-	}
-	return i
-}
-
-// getDelta rebuilds in dst (of the frame's length) the frame putDelta
-// encoded at the start of b against prev, and returns the rest of b.
-func getDelta(dst, b, prev []byte) []byte {
-	for i := 0; i < len(dst); {
-		same, w := binary.Uvarint(b)
-		b = b[w:]
-		diff, w := binary.Uvarint(b)
-		b = b[w:]
-		i += copy(dst[i:i+int(same)], prev[i:])
-		i += copy(dst[i:i+int(diff)], b[:diff])
-		b = b[diff:]
-	}
-	return b
-}
+// entryInline tags a history entry that holds its frame's bytes.
+const entryInline = 2
 
 // eagerKey catches the flow of key up and makes it eager.
 func (z *lazyShadow) eagerKey(key packedKey) {
@@ -338,34 +342,96 @@ func (z *lazyShadow) catchUp(f *lazyFlow) {
 	}
 	z.stats.caught++
 	z.catching = true
-	var prev [2][]byte // the frames rebuilt so far, per port
-	ns := int64(0)
+	ns, off := int64(0), int64(0)
 	for i, h := range f.hist {
 		for len(h) > 0 {
-			in := gateway.PortID(h[0])
+			tag := h[0]
+			in := gateway.PortID(tag & 1)
 			d, w := binary.Varint(h[1:])
 			h = h[1+w:]
 			ns += d
-			n, w := binary.Uvarint(h)
-			h = h[w:]
-			p := &prev[in&1]
-			z.buf = slices.Grow(z.buf[:0], int(n))[:n]
-			h = getDelta(z.buf, h, *p)
-			*p = append((*p)[:0], z.buf...)
-			// The engine may rewrite the frame it judges: z.buf, not
-			// the copy the next delta reads.
+			var frame []byte
+			if tag&entryInline != 0 {
+				n, w := binary.Uvarint(h)
+				h = h[w:]
+				// The engine may rewrite the frame it judges: a copy.
+				z.buf = append(z.buf[:0], h[:n]...)
+				h = h[n:]
+				frame = z.buf
+			} else {
+				file, w1 := binary.Uvarint(h)
+				d, w2 := binary.Varint(h[w1:])
+				n, w3 := binary.Uvarint(h[w1+w2:])
+				link, w4 := binary.Uvarint(h[w1+w2+w3:])
+				h = h[w1+w2+w3+w4:]
+				off += d
+				frame = z.reread(int(file), off, int(n), packet.LinkType(link))
+			}
+			if frame == nil {
+				continue // not read again: z.err says why
+			}
 			z.setNow(time.Unix(0, ns))
-			z.eng.Handle(in, z.buf, discardTx{})
+			z.engine().Handle(in, frame, discardTx{})
 			z.stats.fed++
 		}
-		z.used -= cap(f.hist[i])
 		if cap(f.hist[i]) == lazyChunkMax {
-			z.spare = append(z.spare, f.hist[i])
+			z.spare = append(z.spare, f.hist[i]) // still held: still counted
+		} else {
+			z.used -= cap(f.hist[i])
 		}
 	}
 	z.catching = false
-	z.used -= cap(f.prev[0]) + cap(f.prev[1])
-	f.hist, f.prev = nil, [2][]byte{}
+	f.hist = nil
+}
+
+// reread reads again the n bytes at off of capture file and returns them
+// as the frame fed when they were read (toEthernet); nil, with z.err
+// set, when they cannot be read.
+func (z *lazyShadow) reread(file int, off int64, n int, link packet.LinkType) []byte {
+	if file >= len(z.paths) {
+		z.fail(fmt.Errorf("replay: what-if: no capture %d to read a frame again from", file))
+		return nil
+	}
+	for len(z.files) <= file {
+		z.files = append(z.files, nil)
+	}
+	if z.files[file] == nil {
+		fh, err := os.Open(z.paths[file])
+		if err != nil {
+			z.fail(fmt.Errorf("replay: what-if: reading frames again: %w", err))
+			return nil
+		}
+		z.files[file] = fh
+	}
+	z.raw = slices.Grow(z.raw[:0], n)[:n]
+	if _, err := z.files[file].ReadAt(z.raw, off); err != nil {
+		z.fail(fmt.Errorf("replay: what-if: reading the frame at offset %d of %s again: %w", off, z.paths[file], err))
+		return nil
+	}
+	z.buf = toEthernet(z.buf[:0], link, z.raw, &z.pkt)
+	if z.buf == nil {
+		z.fail(fmt.Errorf("replay: what-if: the frame at offset %d of %s changed since it was read", off, z.paths[file]))
+		return nil
+	}
+	return z.buf
+}
+
+func (z *lazyShadow) fail(err error) {
+	if z.err == nil {
+		z.err = err
+	}
+}
+
+// close closes the captures reread opened and returns the first error of
+// the lazy shadow.
+func (z *lazyShadow) close() error {
+	for _, f := range z.files {
+		if f != nil {
+			_ = f.Close()
+		}
+	}
+	z.files = nil
+	return z.err
 }
 
 // diverges reports whether the enforcing engine's judgement of a frame

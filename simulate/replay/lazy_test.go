@@ -8,15 +8,16 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/otgw/otgw/gateway"
 	"github.com/otgw/otgw/gateway/packet"
 	"github.com/otgw/otgw/internal/testenv"
+	"github.com/otgw/otgw/rules"
 	"github.com/otgw/otgw/simulate/capture"
 )
 
@@ -293,38 +294,6 @@ func TestLazyClock(t *testing.T) {
 	}
 }
 
-// TestDeltaRoundTrip: putDelta and getDelta give back every frame, against
-// previous frames longer, shorter, equal or empty, and encode a frame that
-// differs from the previous in a few bytes in a few bytes.
-func TestDeltaRoundTrip(t *testing.T) {
-	r := rand.New(rand.NewPCG(18, 4))
-	for n := range 2000 {
-		prev := make([]byte, r.IntN(120))
-		for i := range prev {
-			prev[i] = byte(r.IntN(4))
-		}
-		frame := make([]byte, r.IntN(120))
-		for i := range frame {
-			if i < len(prev) && r.IntN(3) > 0 {
-				frame[i] = prev[i]
-			} else {
-				frame[i] = byte(r.IntN(4))
-			}
-		}
-		enc := putDelta([]byte{7}, frame, prev)
-		got := make([]byte, len(frame))
-		if rest := getDelta(got, append(enc[1:], 9), prev); !bytes.Equal(got, frame) || len(rest) != 1 || rest[0] != 9 {
-			t.Fatalf("case %d: %x against %x: got %x, rest %x", n, frame, prev, got, rest)
-		}
-	}
-	prev := bytes.Repeat([]byte{1, 2, 3, 4, 5, 6, 7, 8}, 10)
-	frame := slices.Clone(prev)
-	frame[20], frame[21], frame[60] = 0, 0, 0
-	if enc := putDelta(nil, frame, prev); len(enc) > 12 {
-		t.Errorf("3 bytes changed of 80: %d bytes of delta %x", len(enc), enc)
-	}
-}
-
 // BenchmarkLazySkip is what the lazy shadow costs a frame it skips: the
 // frames of 300 Modbus connections polled round robin, kept in history.
 func BenchmarkLazySkip(b *testing.B) {
@@ -338,13 +307,17 @@ func BenchmarkLazySkip(b *testing.B) {
 		flows = append(flows, capture.NewTCPFlow(cl, sv))
 	}
 	var p packet.Packet
+	off := int64(24)
 	for n := range 20000 {
 		fl := flows[n%conns]
 		for _, f := range [][]byte{fl.Send(true, readReq(uint16(n))), fl.Send(false, readResp(uint16(n)))} {
 			if err := p.Decode(f, packet.LinkEthernet); err != nil {
 				b.Fatal(err)
 			}
-			frames, keys = append(frames, f), append(keys, lazyKeyOf(&p))
+			k := lazyKeyOf(&p)
+			k.src = frameSrc{ok: true, link: packet.LinkEthernet, n: int32(len(f)), off: off}
+			off += 16 + int64(len(f))
+			frames, keys = append(frames, f), append(keys, k)
 		}
 	}
 	now := time.Now()
@@ -357,7 +330,7 @@ func BenchmarkLazySkip(b *testing.B) {
 	b.ResetTimer()
 	var z *lazyShadow
 	for i := 0; i < b.N; {
-		z = newLazyShadow(nil, nil, 1<<30)
+		z = newLazyShadow(nil, nil, 1<<30, nil)
 		for k, f := range frames {
 			if i == b.N {
 				break
@@ -371,5 +344,132 @@ func BenchmarkLazySkip(b *testing.B) {
 	if b.N >= len(frames) {
 		b.ReportMetric(float64(z.used)/float64(len(frames)), "history-B/frame")
 		b.ReportMetric(float64(size)/float64(len(frames)), "frame-B")
+	}
+}
+
+// TestLazyHistoryBudget: what a lazy shadow holds (the capacity of every
+// flow's history chunks and of the spare chunks kept for reuse) never
+// exceeds its budget, and its count (used, the statistics'
+// peak) is that holding, while flows fill their histories with frames
+// that do not compress, diverge (their chunks become spares) and new
+// flows fill theirs.
+func TestLazyHistoryBudget(t *testing.T) {
+	const budget = 200 << 10
+	rs, err := rules.Compile(mustPolicy(t, readEverything))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now time.Time
+	z := newLazyShadow(func() *gateway.Engine {
+		e, err := gateway.NewEngine(gateway.Config{Rules: func() *rules.Ruleset { return rs }, MaxFlows: 64, Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}, func(at time.Time) { now = at }, budget, nil)
+	held := func() int {
+		n := 0
+		for _, f := range z.flows {
+			for _, c := range f.hist {
+				n += cap(c)
+			}
+		}
+		for _, c := range z.spare {
+			n += cap(c)
+		}
+		return n
+	}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	payload := make([]byte, 1000)
+	start := time.Unix(1_700_000_000, 0)
+	frames, maxHeld := 0, 0
+	feed := func(fl *capture.TCPFlow, diverge bool) {
+		t.Helper()
+		for i := range payload {
+			payload[i] = byte(rnd.Uint32())
+		}
+		f := fl.Send(frames%2 == 0, payload)
+		var p packet.Packet
+		if err := p.Decode(f, packet.LinkEthernet); err != nil {
+			t.Fatal(err)
+		}
+		k := lazyKeyOf(&p)
+		k.diverge = diverge
+		z.skip(k, gateway.PortID(frames%2), f, start.Add(time.Duration(frames)*time.Millisecond))
+		frames++
+		h := held()
+		maxHeld = max(maxHeld, h)
+		if h > budget || z.used != h || z.stats.peak > budget {
+			t.Fatalf("frame %d: %d bytes held, used %d, peak %d; budget %d", frames, h, z.used, z.stats.peak, budget)
+		}
+	}
+	flows := func(first, n int) []*capture.TCPFlow {
+		var fs []*capture.TCPFlow
+		for i := first; i < first+n; i++ {
+			cl := capture.Endpoint{MAC: capture.MAC(byte(i)), Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), uint16(40000+i))}
+			sv := capture.Endpoint{MAC: capture.MAC(200), Addr: netip.MustParseAddrPort("198.51.100.1:502")}
+			fs = append(fs, capture.NewTCPFlow(cl, sv))
+		}
+		return fs
+	}
+	for round := range 3 {
+		// Flows fill their histories (up to chunks of lazyChunkMax and
+		// past the budget: early catch-ups), then all diverge.
+		fs := flows(8*round, 8)
+		for i := range 8 * 120 {
+			feed(fs[i%len(fs)], false)
+		}
+		for _, fl := range fs {
+			feed(fl, true)
+		}
+	}
+	t.Logf("%d frames: %+v; at most %d bytes held, %d spare chunks at the end", frames, z.stats, maxHeld, len(z.spare))
+	if z.stats.caught == 0 || z.stats.early == 0 || maxHeld < budget/2 {
+		t.Errorf("the frames do not exercise the budget: %+v, at most %d bytes held", z.stats, maxHeld)
+	}
+}
+
+// TestLazyRereadFails: a catch-up that cannot read a frame of its history
+// again (the capture shrank since it was read) feeds what it can and the
+// lazy shadow's close reports the capture and offset.
+func TestLazyRereadFails(t *testing.T) {
+	rs, err := rules.Compile(mustPolicy(t, readEverything))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := capture.NewTCPFlow(capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("192.0.2.1:40000")},
+		capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("198.51.100.1:502")})
+	frame := fl.Send(true, readReq(1))
+	path := filepath.Join(t.TempDir(), "short.pcap")
+	if err := os.WriteFile(path, frame[:20], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var now time.Time
+	z := newLazyShadow(func() *gateway.Engine {
+		e, err := gateway.NewEngine(gateway.Config{Rules: func() *rules.Ruleset { return rs }, MaxFlows: 16, Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}, func(at time.Time) { now = at }, 1<<20, []string{path})
+	var p packet.Packet
+	if err := p.Decode(frame, packet.LinkEthernet); err != nil {
+		t.Fatal(err)
+	}
+	k := lazyKeyOf(&p)
+	k.src = frameSrc{ok: true, link: packet.LinkEthernet, n: int32(len(frame)), off: 0}
+	if !z.skip(k, gateway.North, frame, time.Unix(1, 0)) {
+		t.Fatal("the first frame was not skipped")
+	}
+	k.diverge = true
+	if z.skip(k, gateway.North, frame, time.Unix(2, 0)) {
+		t.Fatal("a diverging frame was skipped")
+	}
+	err = z.close()
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "offset 0") {
+		t.Fatalf("close: %v, want the capture and offset that could not be read again", err)
+	}
+	if z.stats.caught != 1 || z.stats.fed != 0 {
+		t.Errorf("%+v, want one catch-up that fed nothing", z.stats)
 	}
 }

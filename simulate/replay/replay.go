@@ -2,6 +2,7 @@ package replay
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -259,10 +260,16 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	// time order, and nothing needs every decision.
 	lazy := shadowLazy && alone && lazyClock(r.mid) && opts.OnDecision == nil && opts.Sink == nil && !opts.StrictMidstream
 	for _, l := range b.lanes {
-		if lazy && l.shadow != nil {
-			l.lazy = newLazyShadow(l.shadow, func(t time.Time) { l.now = t }, lazyBudget/len(b.lanes))
+		switch {
+		case l.mkShadow == nil:
+		case lazy:
+			l.lazy = newLazyShadow(l.mkShadow, func(t time.Time) { l.now = t }, lazyBudget/len(b.lanes), paths)
+		default:
+			l.shadow = l.mkShadow()
 		}
 	}
+	// (Deferred before the lanes and the shadow pipe stop: run after.)
+	defer func() { _ = r.closeLazy() }()
 	if b.lanes != nil {
 		r.sp = nil
 		r.detects = gateway.NewDetectTable()
@@ -272,7 +279,8 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	r.eng, r.shadow = b.eng, b.shadow
 	if r.shadow != nil {
 		if lazy {
-			r.lazy = newLazyShadow(r.shadow, func(t time.Time) { r.sp.now = t }, lazyBudget)
+			shadow := r.shadow
+			r.lazy = newLazyShadow(func() *gateway.Engine { return shadow }, func(t time.Time) { r.sp.now = t }, lazyBudget, paths)
 		}
 		go r.runShadow()
 		defer r.sp.stop()
@@ -298,10 +306,18 @@ func Run(opts Options, paths ...string) (*Report, error) {
 	if r.sh != nil {
 		r.settleRounds(true)
 	}
+	// The lazy shadows are done: what they could not read again fails
+	// the what-if evaluation.
+	if err := r.closeLazy(); err != nil {
+		return nil, err
+	}
 	if opts.Progress != nil {
 		opts.Progress(r.done, r.total)
 	}
 	if r.sh != nil {
+		for _, l := range r.sh.lanes {
+			r.addTally(&l.tally)
+		}
 		r.rep.finish(laneCounters(r.sh.lanes, opts.Logger))
 	} else {
 		r.rep.finish(r.eng.Counters())
@@ -324,6 +340,23 @@ func Run(opts Options, paths ...string) (*Report, error) {
 		lazyObserve(st)
 	}
 	return r.rep, nil
+}
+
+// closeLazy closes the lazy shadows (their captures) and returns the
+// first error any had. Their goroutines must be done.
+func (r *runner) closeLazy() error {
+	var err error
+	if r.lazy != nil {
+		err = r.lazy.close()
+	}
+	if r.sh != nil {
+		for _, l := range r.sh.lanes {
+			if l.lazy != nil {
+				err = cmp.Or(err, l.lazy.close())
+			}
+		}
+	}
+	return err
 }
 
 // clockBack is how far back in time a frame may be stamped, against the
@@ -508,7 +541,7 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 				if f == nil || hp.Decode(f, packet.LinkEthernet) != nil {
 					continue
 				}
-				r.feed(f, r.sides.ingress(&hp), FrameRef{File: r.names[sf.file], Time: sf.time.Add(time.Duration(i-3) * time.Microsecond)}, &hp, true)
+				r.feed(f, r.sides.ingress(&hp), FrameRef{File: r.names[sf.file], Time: sf.time.Add(time.Duration(i-3) * time.Microsecond)}, &hp, true, frameSrc{})
 			}
 			// Requests sent before the capture began may be answered in
 			// it: the engine must not take those answers as unsolicited.
@@ -536,13 +569,14 @@ func (r *runner) process(sf *srcFrame, ref frameRef) {
 			}
 		}
 	}
-	r.feed(r.buf, in, FrameRef{File: r.names[sf.file], Index: sf.index, Time: sf.time}, &r.pkt, false)
+	src := frameSrc{ok: true, link: sf.link, file: int32(sf.file), n: int32(len(sf.data)), off: sf.off}
+	r.feed(r.buf, in, FrameRef{File: r.names[sf.file], Index: sf.index, Time: sf.time}, &r.pkt, false, src)
 }
 
 // feed runs one Ethernet frame through the engine and accounts for it.
-func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.Packet, synthetic bool) {
+func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.Packet, synthetic bool, src frameSrc) {
 	if r.sh != nil {
-		r.dispatch(frame, in, ref, p, synthetic)
+		r.dispatch(frame, in, ref, p, synthetic, src)
 		return
 	}
 	r.cur = ref
@@ -567,6 +601,7 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 		if r.lazy != nil {
 			sj.lk = lazyKeyOf(p)
 			sj.lk.diverge = diverges(p, false, true, 0) // a reset, read before the engine may rewrite the frame
+			sj.lk.src = src
 		}
 	}
 	r.base = unsafe.SliceData(frame)
@@ -585,27 +620,35 @@ func (r *runner) feed(frame []byte, in gateway.PortID, ref FrameRef, p *packet.P
 	}
 	if !synthetic && p.IPVersion != 0 && p.HasL4 {
 		key, _ := packedKeyOf(p)
-		r.conduit = packedConduitOf(r.flowConduit, key, r.conduit)
+		r.conduit = packedConduitOf(r.flowConduit, key, conduitRef{name: r.conduit, idx: -1}).name
 	}
 	r.accountFrame(&frameOut{synthetic: synthetic, sent: r.sent, sentLen: r.sentLen, sentPayload: r.sentPayload,
 		injected: r.injected, orig: orig, origPayload: origPayload, hasL4: p.HasL4, conduit: r.conduit, time: ref.Time, origCopy: origCopy})
 }
 
-// packedConduitOf records conduit (the frame's, "" if none was named) as
-// that of the flow key, or returns the flow's when the frame named none.
-func packedConduitOf(m conduitMap, pk packedKey, conduit string) string {
+// packedConduitOf records conduit (the frame's, name "" if none was
+// named) as that of the flow key, or returns the flow's when the frame
+// named none.
+func packedConduitOf(m conduitMap, pk packedKey, conduit conduitRef) conduitRef {
 	c, ok := m[pk]
 	switch {
-	case conduit == "":
+	case conduit.name == "":
 		return c
-	case !ok || c != conduit:
+	case !ok || c.name != conduit.name:
 		m[pk] = conduit
 	}
 	return conduit
 }
 
 // conduitMap holds the conduit of each flow the engine named one for.
-type conduitMap map[packedKey]string
+type conduitMap map[packedKey]conduitRef
+
+// conduitRef is a conduit by name and, where the caller knows it, by
+// index in the ruleset (-1 unknown).
+type conduitRef struct {
+	name string
+	idx  int
+}
 
 // packedKey is a flowKey without pointers (netip.Addr holds its zone's):
 // cheaper to hash, and nothing for the collector to scan.
@@ -891,7 +934,7 @@ func (r *runner) verdictEvent(d *gateway.Decision, fc *frameCtx, flowConduit con
 			// Only the enforcing engines' decisions get here (the shadow
 			// reports no verdict-less decision), with their flowConduit.
 			if c, ok := flowConduit[packKey(flowKeyOf(d.Src, d.Dst))]; ok {
-				ev.Conduit = c
+				ev.Conduit = c.name
 			}
 		}
 	}

@@ -44,11 +44,10 @@ type shadowJob struct {
 	// To the shadow.
 	in    gateway.PortID
 	frame []byte // the frame as captured (the enforcing engine may rewrite its copy)
-	pkt   packet.Packet
-	fc    frameCtx // fc.pkt points at pkt
 	now   time.Time
 	ops   []shadowOp
-	lk    lazyKey // the lazy shadow's key (lazy.go)
+	lk    lazyKey  // the lazy shadow's key (lazy.go)
+	fc    frameCtx // fc.pkt points at pkt
 	// From the shadow (its goroutine writes them before handing j back).
 	refusals []pendingEvent
 	allowedS int
@@ -59,6 +58,9 @@ type shadowJob struct {
 	sentLen  int
 	injected int
 	orig     int
+	// The frame decoded, for the shadow's events (last: the fields above
+	// are those read and written for every frame).
+	pkt packet.Packet
 }
 
 // shadowPipe connects the reading goroutine (Run's) with runShadow.

@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/otgw/otgw/gateway"
 	"github.com/otgw/otgw/internal/pcaptest"
 	"github.com/otgw/otgw/protocols/opcua"
+	"github.com/otgw/otgw/protocols/registry"
+	"github.com/otgw/otgw/rules"
 )
 
 // uaAnyWritePolicy allows every OPC UA Write, however many nodes: with a memory cap large
@@ -198,6 +201,43 @@ func TestPreScanLoad(t *testing.T) {
 		}
 		if ld.flows != 1 || ld.pay[cl] < 20_000 || ld.pay[cl] > 21_000 || ld.pay[1-cl] == 0 || ld.pay[1-cl] > 200 {
 			t.Errorf("connection %d: %+v (client end %d)", id, ld, cl)
+		}
+	}
+}
+
+// TestInspectorBytes: inspectorBytes, the inspector at rest of the memory
+// bound (shardable), is at least what replay's engines, the enforcing and
+// the what-if shadow, with one engine and on lanes, charge their memory cap
+// for an inspector of every registered protocol: a protocol whose
+// inspector grows past it fails here, not in a sharded replay that meets
+// the cap.
+func TestInspectorBytes(t *testing.T) {
+	rs, err := rules.Compile(mustPolicy(t, readEverything))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &runner{opts: Options{WhatIf: true, MaxFlows: 64}}
+	eng, shadow, err := r.newEngines(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lanes, err := r.newLanes(rs, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engines := []*gateway.Engine{eng, shadow}
+	for _, l := range lanes {
+		engines = append(engines, l.eng, l.mkShadow())
+	}
+	for _, s := range registry.All() {
+		for i, e := range engines {
+			n := e.InspectorSize(s.Proto)
+			if i == 0 {
+				t.Logf("%s: %d bytes (inspectorBytes %d)", s.Name, n, inspectorBytes)
+			}
+			if n <= 0 || n > inspectorBytes {
+				t.Errorf("engine %d: an inspector of %s at rest is charged %d bytes, inspectorBytes %d", i, s.Name, n, inspectorBytes)
+			}
 		}
 	}
 }
