@@ -1,45 +1,24 @@
 package hal_test
 
 import (
-	"errors"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/otgw/otgw/hal"
+	"github.com/otgw/otgw/hal/haltest"
 	"github.com/otgw/otgw/internal/netns"
 	"github.com/otgw/otgw/internal/testenv"
 )
 
-// forward is the trivial user-space bridge direction: one owner goroutine
-// on a locked thread moving batches from in to out, as the gateway loop
-// will (minus inspection).
+// forward is the trivial user-space bridge direction (haltest.Forward)
+// on one locked thread.
 func forward(in, out hal.Port, wg *sync.WaitGroup) {
 	defer wg.Done()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	bs, sizes := bufs(hal.MaxBatch, 2048), make([]int, hal.MaxBatch)
-	frames := make([][]byte, hal.MaxBatch)
-	for {
-		n, err := in.ReadBatch(bs, sizes, nil)
-		if err != nil {
-			return // ErrClosed at teardown
-		}
-		for i := 0; i < n; i++ {
-			frames[i] = bs[i][:sizes[i]]
-		}
-		for sent := 0; sent < n; {
-			k, err := out.WriteBatch(frames[sent:n])
-			sent += k
-			if errors.Is(err, hal.ErrClosed) {
-				return
-			}
-			if err != nil {
-				sent++ // count as dropped, go on
-			}
-		}
-	}
+	haltest.Forward(in, out, nil)
 }
 
 // benchLine is src/"s0" — gw/"a0","b0" — dst/"d0" with a source and a

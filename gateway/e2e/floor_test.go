@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/otgw/otgw/gateway/daemon"
 	"github.com/otgw/otgw/hal"
+	"github.com/otgw/otgw/hal/haltest"
 	"github.com/otgw/otgw/internal/netns"
 )
 
@@ -59,40 +59,12 @@ func runFloor(spec string) int {
 	return 0
 }
 
-// floorDirection moves batches from in to out on one goroutine, as the
-// daemon's forwarder does minus the engine.
+// floorDirection is haltest.Forward with the daemon's checksum
+// completion, on one goroutine as in the daemon; done is told when it
+// ends.
 func floorDirection(in, out hal.Port, done chan<- struct{}) {
 	defer func() { done <- struct{}{} }()
-	bufs, frames := make([][]byte, hal.MaxBatch), make([][]byte, hal.MaxBatch)
-	for i := range bufs {
-		bufs[i] = make([]byte, 2048)
-	}
-	sizes, meta := make([]int, hal.MaxBatch), make([]hal.FrameMeta, hal.MaxBatch)
-	for {
-		n, err := in.ReadBatch(bufs, sizes, meta)
-		if errors.Is(err, hal.ErrTimeout) {
-			continue
-		}
-		if err != nil {
-			return
-		}
-		for i := 0; i < n; i++ {
-			frames[i] = bufs[i][:sizes[i]]
-			if meta[i].ChecksumNotReady {
-				daemon.CompleteChecksum(frames[i])
-			}
-		}
-		for sent := 0; sent < n; {
-			k, err := out.WriteBatch(frames[sent:n])
-			sent += k
-			if errors.Is(err, hal.ErrClosed) {
-				return
-			}
-			if err != nil {
-				sent++ // dropped, as the daemon counts it
-			}
-		}
-	}
+	haltest.Forward(in, out, daemon.CompleteChecksum)
 }
 
 // floorResult is the bare forwarder's round trip and its CPU meanwhile,
