@@ -694,6 +694,15 @@ type frameOut struct {
 	origCopy    []byte // the frame as captured, for Options.Denied
 }
 
+// frameTruncated reports whether the engine forwarded a fed frame (orig
+// bytes, origPayload of payload) with less payload: sentLen bytes and
+// sentPayload of payload (-1 unknown), cut to an allowed prefix or sent
+// as a pure ACK while a PDU is held; Ethernet padding may keep its
+// length. accountFrame and a lane's settleHere (shard.go) both judge by it.
+func frameTruncated(sent bool, sentLen, orig, sentPayload, origPayload int, hasL4 bool) bool {
+	return sent && (sentLen < orig || sentPayload >= 0 && hasL4 && sentPayload < origPayload)
+}
+
 // accountFrame adds a fed frame's outcome to the report.
 func (r *runner) accountFrame(o *frameOut) {
 	if o.synthetic {
@@ -704,10 +713,7 @@ func (r *runner) accountFrame(o *frameOut) {
 		return
 	}
 	r.rep.Injected += o.injected
-	// Truncated: the engine forwarded the frame with less payload (to an
-	// allowed prefix, or as a pure ACK while a PDU is held); Ethernet
-	// padding may keep its length.
-	truncated := o.sent && (o.sentLen < o.orig || o.sentPayload >= 0 && o.hasL4 && o.sentPayload < o.origPayload)
+	truncated := frameTruncated(o.sent, o.sentLen, o.orig, o.sentPayload, o.origPayload, o.hasL4)
 	switch {
 	case truncated:
 		r.rep.Truncated++

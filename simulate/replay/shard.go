@@ -686,7 +686,7 @@ func (l *lane) settleHere(j *shardJob) bool {
 		}
 		return true
 	}
-	truncated := j.sent && (j.sentLen < j.orig || j.sentPayload >= 0 && j.hasL4 && j.sentPayload < j.origPayload)
+	truncated := frameTruncated(j.sent, j.sentLen, j.orig, j.sentPayload, j.origPayload, j.hasL4)
 	if l.denied && (!j.sent || truncated) || !l.tallied(l.conduit) {
 		return false
 	}
