@@ -658,10 +658,10 @@ func TestDatapathBench(t *testing.T) {
 	}
 	// The floor: a bare forwarder on the same ports, right after a round
 	// trip and a flood through the bridge.
-	var floorBridge floorResult
+	var floorBridge benchResult
 	removeBridge := kernelBridge(t, l)
 	floorBridge.rttP50, floorBridge.rttP99, _, _ = modbusRTT(t, l)
-	floorBridge.mb.mb = modbusFlood(t, l)
+	floorBridge.mb = modbusFlood(t, l)
 	removeBridge()
 	floor := benchFloor(t, l)
 
@@ -762,14 +762,13 @@ func TestDatapathBench(t *testing.T) {
 		func(gr benchResult) string {
 			return fmt.Sprintf("%.1f MiB / %.1f MiB (%d)", float64(gr.rssIdleKB)/1024, float64(gr.rssKB)/1024, gr.flows)
 		})
-	fb := floorBridge.mb
 	fmt.Fprintf(&b, "\nFloor (a bare forwarder on the same ports: hal ring I/O, one goroutine per direction as in otgw, no engine; gateway/e2e floor_test.go): "+
 		"Modbus RTT p50 %v (**%s** over the bridge right before, %v), p99 %v (%s over %v); %d polls, %d errors; its CPU %.0f%% of a core. "+
 		"Modbus flood %.0f PDUs/s (**%s** the bridge right before, %.0f), CPU per PDU of the whole path %v (ratio bridge/floor **%s**, bridge %v).\n",
 		us(floor.rttP50), added(floor.rttP50-floorBridge.rttP50), us(floorBridge.rttP50), us(floor.rttP99), added(floor.rttP99-floorBridge.rttP99), us(floorBridge.rttP99),
-		floor.polls, floor.errs, 100*floor.cpu,
-		floor.mb.mb.pdusPerSec(), ratio(floor.mb.mb.pdusPerSec(), fb.mb.pdusPerSec()), fb.mb.pdusPerSec(),
-		floor.mb.mbPathCPU().Round(10*time.Nanosecond), ratio(float64(fb.mbPathCPU()), float64(floor.mb.mbPathCPU())), fb.mbPathCPU().Round(10*time.Nanosecond))
+		floor.polls, floor.pollErrors, 100*floor.rttCPU,
+		floor.mb.pdusPerSec(), ratio(floor.mb.pdusPerSec(), floorBridge.mb.pdusPerSec()), floorBridge.mb.pdusPerSec(),
+		floor.mbPathCPU().Round(10*time.Nanosecond), ratio(float64(floorBridge.mbPathCPU()), float64(floor.mbPathCPU())), floorBridge.mbPathCPU().Round(10*time.Nanosecond))
 	t.Logf("\n%s", b.String())
 	if out := os.Getenv("OTGW_BENCH_OUT"); out != "" {
 		if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {

@@ -67,18 +67,10 @@ func floorDirection(in, out hal.Port, done chan<- struct{}) {
 	haltest.Forward(in, out, daemon.CompleteChecksum)
 }
 
-// floorResult is the bare forwarder's round trip and its CPU meanwhile,
-// and the Modbus flood through it.
-type floorResult struct {
-	rttP50, rttP99 time.Duration
-	polls, errs    int
-	cpu            float64 // forwarder CPU time / wall time in the RTT phase
-	mb             benchResult
-}
-
 // benchFloor starts the bare forwarder on the line, measures the Modbus
-// round trip and the Modbus flood through it and stops it.
-func benchFloor(t *testing.T, l *netns.Line) floorResult {
+// round trip and the Modbus flood through it (the forwarder's CPU in
+// rttCPU and mbCPU, as a gateway's) and stops it.
+func benchFloor(t *testing.T, l *netns.Line) benchResult {
 	t.Helper()
 	out := &syncBuffer{}
 	cmd := l.Gateway.Command(t.Context(), os.Args[0], "-test.run=^$")
@@ -105,15 +97,15 @@ func benchFloor(t *testing.T, l *netns.Line) floorResult {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	var r floorResult
+	var r benchResult
 	c0, t0 := procCPU(t, cmd.Process.Pid), time.Now()
-	r.rttP50, r.rttP99, r.polls, r.errs = modbusRTT(t, l)
-	r.cpu = float64(procCPU(t, cmd.Process.Pid)-c0) / float64(time.Since(t0))
+	r.rttP50, r.rttP99, r.polls, r.pollErrors = modbusRTT(t, l)
+	r.rttCPU = float64(procCPU(t, cmd.Process.Pid)-c0) / float64(time.Since(t0))
 	c0 = procCPU(t, cmd.Process.Pid)
-	r.mb.mb = modbusFlood(t, l)
-	r.mb.mbCPU = float64(procCPU(t, cmd.Process.Pid)-c0) / float64(r.mb.mb.elapsed)
-	if r.mb.mb.errors() != 0 {
-		t.Errorf("modbus flood through the floor forwarder: %v", r.mb.mb)
+	r.mb = modbusFlood(t, l)
+	r.mbCPU = float64(procCPU(t, cmd.Process.Pid)-c0) / float64(r.mb.elapsed)
+	if r.mb.errors() != 0 {
+		t.Errorf("modbus flood through the floor forwarder: %v", r.mb)
 	}
 	return r
 }
