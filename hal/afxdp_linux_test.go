@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -84,7 +85,8 @@ func TestXDPPortPairForwardsBothWays(t *testing.T) {
 	l := newXDPLine(t, hal.PortOptions{RxRingFrames: 64, TxRingFrames: 64})
 	stop := make(chan struct{})
 	d1, d2 := relay(t, l.a, l.b, stop), relay(t, l.b, l.a, stop)
-	defer func() { close(stop); <-d1; <-d2 }()
+	stopRelays := sync.OnceFunc(func() { close(stop); <-d1; <-d2 })
+	defer stopRelays()
 	for _, dir := range []struct {
 		name     string
 		from, to hal.Port
@@ -147,6 +149,10 @@ func TestXDPPortPairForwardsBothWays(t *testing.T) {
 			}
 		})
 	}
+	// A relay counts a batch as sent once its WriteBatch returns, which is
+	// after the kernel delivered the frames to the sink: stop the relays
+	// first, or the counters may lag the frames the sink saw by a batch.
+	stopRelays()
 	for _, p := range []hal.Port{l.a, l.b} {
 		st := p.Stats()
 		if st.RxFrames < 1455 || st.TxFrames < 1455 {
