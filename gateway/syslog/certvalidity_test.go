@@ -40,7 +40,15 @@ func TestRsyslogCertOutsideValidityRefused(t *testing.T) {
 			for i := 1; i <= n; i++ {
 				x.Emit(testEvent(i))
 			}
-			time.Sleep(time.Second) // several attempts with backoff
+			// Attempts with backoff, until one was refused and said so (bounded).
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				mu.Lock()
+				n := len(notes)
+				mu.Unlock()
+				if n > 0 && x.Stats().Dests[0].Failures > 0 {
+					break
+				}
+			}
 			st := x.Stats()
 			if err := x.Close(); err == nil {
 				t.Errorf("Close = nil, want ErrCloseTimeout with records left spooled")

@@ -97,6 +97,7 @@ type dest struct {
 	lastErr string
 
 	up                                atomic.Bool
+	tlsDown                           bool // the last "down" reported was a TLS failure (run's goroutine only)
 	sent, confirmed, resent, failures atomic.Uint64
 }
 
@@ -511,9 +512,17 @@ func (d *dest) setUp(up bool, err error) {
 		d.lastErr = err.Error()
 		d.mu.Unlock()
 	}
-	if d.up.Swap(up) == up {
+	var te *tlsError
+	isTLS := !up && errors.As(err, &te)
+	// One event per change of state, and one more when a destination
+	// already down starts failing on TLS (or stops): a receiver that
+	// rejects our certificate only after a TLS 1.3 handshake completed
+	// first looks like a dropped connection, and the operator must still
+	// learn that it is the certificate.
+	if d.up.Swap(up) == up && (up || isTLS == d.tlsDown) {
 		return
 	}
+	d.tlsDown = isTLS
 	e := &events.Event{Time: time.Now(), Type: events.TypeExporter, Port: d.d.Name}
 	if up {
 		e.Severity, e.Step = events.SevNotice, "up"
@@ -521,8 +530,7 @@ func (d *dest) setUp(up bool, err error) {
 		d.log.Info("destination up")
 	} else {
 		e.Severity, e.Step = events.SevWarning, "down"
-		var te *tlsError
-		if errors.As(err, &te) {
+		if isTLS {
 			e.Severity, e.Step = events.SevError, "tls_fail"
 		}
 		e.Message = "syslog destination " + d.d.Name + " down: " + err.Error()

@@ -205,6 +205,9 @@ func TestRsyslogTLSRejectedStaysSpooled(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(r.lines())
 			d := fastDest("tls", tc.port(), pki)
+			// Long enough for a loaded rsyslog to object to our
+			// certificate before a batch is sent and held as delivered.
+			d.ConfirmWait = 2 * time.Second
 			tc.mod(&d)
 			var notes []*events.Event
 			var mu = make(chan struct{}, 1)
@@ -217,7 +220,25 @@ func TestRsyslogTLSRejectedStaysSpooled(t *testing.T) {
 			for i := 1; i <= n; i++ {
 				x.Emit(testEvent(i))
 			}
-			time.Sleep(1500 * time.Millisecond) // several attempts with backoff
+			// Several attempts with backoff, until one failed on TLS and
+			// said so (bounded). A receiver that rejects our certificate
+			// after a TLS 1.3 handshake may do it after ConfirmWait on a
+			// loaded machine; the first failure is then a dropped
+			// connection ("down"), and a later one is reported as TLS.
+			sawTLSFail := func() bool {
+				<-mu
+				defer func() { mu <- struct{}{} }()
+				for _, e := range notes {
+					if e.Type == events.TypeExporter && e.Step == "tls_fail" {
+						return true
+					}
+				}
+				return false
+			}
+			deadline := time.Now().Add(15 * time.Second)
+			for time.Now().Before(deadline) && !sawTLSFail() {
+				time.Sleep(50 * time.Millisecond)
+			}
 			st := x.Stats()
 			if err := x.Close(); err == nil {
 				t.Errorf("Close = nil, want ErrCloseTimeout with records left spooled")
@@ -226,13 +247,7 @@ func TestRsyslogTLSRejectedStaysSpooled(t *testing.T) {
 			if ds.Confirmed != 0 || ds.Pending != n || ds.Failures == 0 {
 				t.Errorf("stats %+v: want 0 confirmed, %d pending, failures > 0", ds, n)
 			}
-			<-mu
-			tlsFail := false
-			for _, e := range notes {
-				tlsFail = tlsFail || (e.Type == events.TypeExporter && e.Step == "tls_fail")
-			}
-			mu <- struct{}{}
-			if !tlsFail {
+			if !sawTLSFail() {
 				t.Errorf("no tls_fail exporter event among %d notifications", len(notes))
 			}
 			if got := len(r.lines()) - before; got != 0 {
@@ -273,7 +288,10 @@ func TestRsyslogDownThenUp(t *testing.T) {
 		}
 	}
 	emit(200) // receiver down
-	time.Sleep(700 * time.Millisecond)
+	downBy := time.Now().Add(10 * time.Second)
+	for st := x.Stats().Dests[0]; (st.Up || st.Pending < 200) && time.Now().Before(downBy); st = x.Stats().Dests[0] {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if st := x.Stats().Dests[0]; st.Up || st.Pending < 200 { // + its own "down" event
 		t.Fatalf("while down: %+v, want down with >= 200 pending", st)
 	}
