@@ -57,23 +57,29 @@ func TestCaptureDeniedLive(t *testing.T) {
 	if flowID == 0 {
 		t.Fatal("no modbus deny event with a flow_id")
 	}
+	// Wait for the write's own frame, not just any: a denied NDP or MLD
+	// frame may be in the file first while the write's is still with the
+	// capture's writer.
 	var files []string
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	want := "flow_id=" + strconv.FormatUint(flowID, 10) + " "
+	deadline := time.Now().Add(10 * time.Second)
+	for found := false; !found; {
 		files, _ = filepath.Glob(filepath.Join(dir, "denied-*.pcapng"))
 		if len(files) == 1 {
 			if fh, err := os.Open(files[0]); err == nil {
 				pkts, _, err := forensic.Read(fh)
 				fh.Close()
-				if err == nil && len(pkts) > 0 {
-					break
+				for _, p := range pkts {
+					found = found || (err == nil && strings.Contains(p.Comment+" ", want))
 				}
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no denied frame captured in %s within 5s (files %v)", dir, files)
+		if !found && time.Now().After(deadline) {
+			t.Fatalf("the write's denied frame (%s) not captured in %s within 10s (files %v)", want, dir, files)
 		}
-		time.Sleep(20 * time.Millisecond)
+		if !found {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	out, err := exec.Command(tshark, "-r", files[0], "-T", "fields", "-E", "separator=|",
 		"-e", "frame.interface_name", "-e", "modbus.func_code", "-e", "modbus.reference_num", "-e", "frame.comment").Output()
@@ -85,7 +91,6 @@ func TestCaptureDeniedLive(t *testing.T) {
 	// (no_conduit). Exactly one is the write; every frame carries a deny
 	// comment.
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	want := "flow_id=" + strconv.FormatUint(flowID, 10) + " "
 	writes := 0
 	for _, ln := range lines {
 		if !strings.Contains(ln, "|otgw deny flow_id=") {

@@ -204,7 +204,12 @@ func TestUrgentDataLive(t *testing.T) {
 			if err := l.Server.Do(func() error { return sendUrgent("127.0.0.1:502", tc.head, tc.tail, 300*time.Millisecond) }); err != nil {
 				t.Fatal(err)
 			}
+			// The server records what it executed in its own goroutine:
+			// wait for it (bounded), then check it is exactly the write.
 			w := srv.writes()
+			for deadline := time.Now().Add(5 * time.Second); len(w) == 0 && time.Now().Before(deadline); w = srv.writes() {
+				time.Sleep(10 * time.Millisecond)
+			}
 			if len(w) != 1 || binary.BigEndian.Uint16(w[0][8:]) != 0 || binary.BigEndian.Uint16(w[0][10:]) != 258 {
 				t.Fatalf("receiver without gateway executed %x, want one FC 6 write holding 0 = 258", w)
 			}
