@@ -116,7 +116,10 @@ func TestRunDatapathAbandonsStalledWorker(t *testing.T) {
 	d.dp.Store(dp)
 	done := make(chan error, 1)
 	go func() { done <- d.runDatapath(t.Context(), dp) }()
-	time.Sleep(100 * time.Millisecond)
+	// Healthy once both workers run (bounded, as TestForwarderStallIsUnhealthy).
+	for deadline := time.Now().Add(5 * time.Second); !d.Healthy() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if !d.Healthy() {
 		t.Fatal("Healthy() = false before the stall")
 	}

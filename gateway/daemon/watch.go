@@ -53,6 +53,8 @@ type Watcher struct {
 
 	mu       sync.Mutex // serialises reloads; guards lastHash
 	lastHash string
+
+	watching chan struct{} // closed once Run watches the file and SIGHUP
 }
 
 // NewWatcher loads and compiles the policy once; it fails if that fails
@@ -71,7 +73,7 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	w := &Watcher{cfg: cfg, log: log.With("component", "rules")}
+	w := &Watcher{cfg: cfg, log: log.With("component", "rules"), watching: make(chan struct{})}
 	rs, hash, err := w.load()
 	if err != nil {
 		return nil, err
@@ -162,7 +164,7 @@ func (w *Watcher) Reload() error {
 // Run watches the policy file's directory (so editors that write a temp
 // file and rename it over the policy, or delete and recreate it, are seen),
 // debounces bursts of events, and reloads. With SIGHUP set it also reloads
-// on SIGHUP. It returns when ctx is done.
+// on SIGHUP. It returns when ctx is done. Call it once per Watcher.
 func (w *Watcher) Run(ctx context.Context) error {
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -185,6 +187,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 	}
+	close(w.watching)
 	w.log.Info("runWatch started", "file", abs)
 	defer w.log.Info("runWatch stopped", "file", abs)
 	timer := time.NewTimer(time.Hour)

@@ -81,7 +81,11 @@ func startWatcher(t *testing.T, path string, debounce time.Duration, hup bool) (
 	done := make(chan struct{})
 	go func() { defer close(done); _ = w.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	time.Sleep(50 * time.Millisecond) // let Run add the directory watch
+	select { // Run watches the directory and SIGHUP from here on
+	case <-w.watching:
+	case <-done:
+		t.Fatal("Run returned before it watched the policy")
+	}
 	return w, log
 }
 
