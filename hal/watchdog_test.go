@@ -43,11 +43,21 @@ func TestRunWatchdogPetsOnlyWhileHealthy(t *testing.T) {
 	}
 
 	healthy.Store(false)
-	time.Sleep(20 * time.Millisecond) // let a tick that read healthy=true finish
+	// A tick that read healthy=true before the store may still count its
+	// keepalive: wait until the count holds still for 50 ms (bounded; a
+	// watchdog that keeps feeding while unhealthy never holds still).
 	k = wd.Keepalives()
-	time.Sleep(50 * time.Millisecond)
-	if got := wd.Keepalives(); got != k {
-		t.Errorf("keepalives while unhealthy: %d -> %d, want none", k, got)
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		time.Sleep(50 * time.Millisecond)
+		got := wd.Keepalives()
+		if got == k {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("keepalives while unhealthy: %d -> %d, want none", k, got)
+			break
+		}
+		k = got
 	}
 	advance(2 * time.Second)
 	if !wd.Expired() {

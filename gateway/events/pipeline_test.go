@@ -74,7 +74,10 @@ func TestPipelineFullQueueDropsAndReports(t *testing.T) {
 		p.Emit(&Event{Type: TypeLink, Severity: SevInfo})
 	}
 	p.Emit(&Event{Type: TypeBypass, Severity: SevCritical})
-	if d := time.Since(start); d > 100*time.Millisecond {
+	// A blocking Emit would hang here for good (the exporter stays stuck
+	// until block is closed); the bound only catches a slow one, with room
+	// for a loaded machine.
+	if d := time.Since(start); d > time.Second {
 		t.Errorf("101 Emits into a full queue took %v", d)
 	}
 	close(block)

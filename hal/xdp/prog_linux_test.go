@@ -200,7 +200,9 @@ func TestLease(t *testing.T) {
 
 func testLease(t *testing.T, mode Mode) {
 	l := line(t)
-	const lease = 100 * time.Millisecond
+	// Long enough that the renewal goroutine (every lease/8) is not
+	// starved past it on a loaded machine under -race.
+	const lease = 500 * time.Millisecond
 	b := newFastPath(t, l, Config{Lease: lease, Mode: mode})
 	k := udpKey("192.0.2.1:40000", "192.0.2.2:9")
 	if err := b.Add(k, South); err != nil {
@@ -210,9 +212,9 @@ func testLease(t *testing.T, mode Mode) {
 	if got := run(t, b, North, fr, l.Gateway.Do); got != xdpRedirect {
 		t.Fatalf("with the lease held: action %d, want redirect", got)
 	}
-	time.Sleep(3 * lease) // the renewal goroutine keeps it
+	time.Sleep(2 * lease) // the renewal goroutine keeps it
 	if got := run(t, b, North, fr, l.Gateway.Do); got != xdpRedirect {
-		t.Fatalf("after 3 leases with renewal: action %d, want redirect", got)
+		t.Fatalf("after 2 leases with renewal: action %d, want redirect", got)
 	}
 	close(b.stopRenew) // freeze the owner
 	<-b.renewDone
