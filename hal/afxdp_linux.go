@@ -315,7 +315,7 @@ func openXDP(name string, opts PortOptions) (p Port, err error) {
 	if err != nil {
 		return fail("raw conn", err)
 	}
-	x.readFn = x.doRead
+	x.readFn, x.tryFn = x.doRead, x.doTry
 	return x, nil
 }
 
@@ -490,6 +490,21 @@ func (x *xdpPort) doRead(uintptr) bool {
 	}
 	x.rn = spinHarvest(x.spinReadNs, every, x.harvest, poll)
 	return x.rn > 0
+}
+
+// doTry runs inside RawConn.Read: one look at the RX ring (with
+// BusyPoll, after a busy-poll round), never parking.
+func (x *xdpPort) doTry(uintptr) bool {
+	if x.busyPoll {
+		x.pollDriver()
+	}
+	x.rn = x.harvest()
+	return true
+}
+
+// TryReadBatch implements Poller.
+func (x *xdpPort) TryReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {
+	return x.tryReadBatch(x.rc, &x.portCounters, &x.closed, bufs, sizes, meta)
 }
 
 // pollDriver is one busy-poll round: a recvfrom that makes the kernel

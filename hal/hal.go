@@ -111,6 +111,17 @@ type Port interface {
 	Close() error
 }
 
+// Poller is a Port whose frames can be looked for without waiting: the
+// mmap'd-ring ports (IORing, IOXDP). A datapath that busy-polls its ports
+// from one thread (daemon's Poll) needs Pollers.
+type Poller interface {
+	Port
+	// TryReadBatch is ReadBatch without the wait: it returns at once,
+	// with 0 frames when none is ready. It never spins (SpinRead does not
+	// apply) and ignores no deadline: past one it returns ErrTimeout.
+	TryReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (n int, err error)
+}
+
 // Watchdog is a hardware watchdog: the board resets unless Keepalive is
 // called within the timeout. The owner pets it only while the datapath is
 // healthy (see RunWatchdog).

@@ -176,7 +176,7 @@ func openRing(name string, opts PortOptions) (Port, error) {
 		return nil, fmt.Errorf("hal: port %s: %w", name, err)
 	}
 	// Method values are built once here, so the hot path allocates nothing.
-	p.readFn = p.doRead
+	p.readFn, p.tryFn = p.doRead, p.doTry
 	return p, nil
 }
 
@@ -335,6 +335,17 @@ func (p *ringPort) doRead(uintptr) bool {
 
 func (p *ringPort) ReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {
 	return p.readBatch(p.rc, &p.portCounters, &p.closed, bufs, sizes, meta)
+}
+
+// doTry runs inside RawConn.Read: one look at the ring, never parking.
+func (p *ringPort) doTry(uintptr) bool {
+	p.rn = p.harvest()
+	return true
+}
+
+// TryReadBatch implements Poller.
+func (p *ringPort) TryReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {
+	return p.tryReadBatch(p.rc, &p.portCounters, &p.closed, bufs, sizes, meta)
 }
 
 // kick asks the kernel to send the slots marked TP_STATUS_SEND_REQUEST,

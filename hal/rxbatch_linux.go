@@ -19,6 +19,7 @@ type rxBatch struct {
 	rvlen  int
 	rn     int
 	readFn func(fd uintptr) bool // the port's doRead, bound once at open
+	tryFn  func(fd uintptr) bool // the port's doTry (one look, never parks), bound once at open
 }
 
 // readBatch is ReadBatch for a ring port: it lends bufs to readFn for
@@ -37,6 +38,29 @@ func (r *rxBatch) readBatch(rc syscall.RawConn, c *portCounters, closed *atomic.
 	}
 	c.rcalls.Add(1)
 	c.rxFrames.Add(uint64(r.rn))
+	return r.rn, nil
+}
+
+// tryReadBatch is TryReadBatch for a ring port: one look at the ring
+// inside rc.Read (which holds the descriptor, so Close waits for the look
+// before it unmaps the ring), never parking. Only a look that found
+// frames counts as a read call.
+func (r *rxBatch) tryReadBatch(rc syscall.RawConn, c *portCounters, closed *atomic.Bool,
+	bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {
+	n, err := batchLen(bufs, sizes, meta)
+	if n == 0 || err != nil {
+		return 0, err
+	}
+	r.rbufs, r.rsizes, r.rmeta, r.rvlen, r.rn = bufs, sizes, meta, n, 0
+	err = rc.Read(r.tryFn)
+	r.rbufs, r.rsizes, r.rmeta = nil, nil, nil
+	if err != nil {
+		return 0, readErr(err, closed)
+	}
+	if r.rn > 0 {
+		c.rcalls.Add(1)
+		c.rxFrames.Add(uint64(r.rn))
+	}
 	return r.rn, nil
 }
 
