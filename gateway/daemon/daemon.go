@@ -68,6 +68,9 @@ type Config struct {
 	// BusyPoll makes AF_XDP ports (IO xdp) busy-poll the driver while they
 	// spin (SpinRead); see hal.PortOptions.BusyPoll.
 	BusyPoll bool
+	// Poll busy-polls both ports from one thread that never sleeps (ring
+	// or AF_XDP ports); see ForwarderConfig.Poll.
+	Poll bool
 	// WatchdogInterval is the keepalive period (default 1s).
 	WatchdogInterval time.Duration
 	// Stderr receives events as JSON lines while no syslog destination is
@@ -481,7 +484,7 @@ func (d *Daemon) openDatapath() (*datapath, error) {
 		h = panicAfter(h, n)
 	}
 	dp.fwd, err = NewForwarder(ForwarderConfig{
-		North: dp.hports[0], South: dp.hports[1], Handler: h, BufSize: bufSize, Logger: d.cfg.Logger,
+		North: dp.hports[0], South: dp.hports[1], Handler: h, BufSize: bufSize, Poll: d.cfg.Poll, Logger: d.cfg.Logger,
 	})
 	if err != nil {
 		closePorts()
@@ -567,7 +570,7 @@ func (d *Daemon) serve(ctx context.Context) error {
 		Message: fmt.Sprintf("otgw %s started: board %s, north %s, south %s, fail mode %s, policy %s gen %d",
 			d.cfg.Version, d.profile.Name, d.ports[0], d.ports[1], failMode(d.profile), rs.Name(), rs.Generation())})
 	d.log.Info("gateway running", "board", d.profile.Name, "north", d.ports[0], "south", d.ports[1], "policy", rs.Name(),
-		"io", string(hal.PortIO(dp.hports[0])), "spin_read", d.cfg.SpinRead)
+		"io", string(hal.PortIO(dp.hports[0])), "spin_read", d.cfg.SpinRead, "poll", d.cfg.Poll)
 
 	// A trial firmware slot is committed after its health period or rolled
 	// back (health.go); a failed trial stops the gateway so that the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -49,7 +50,13 @@ type ForwarderConfig struct {
 	BufSize int
 	// Batch is the number of frames moved per system call (default and
 	// maximum hal.MaxBatch).
-	Batch  int
+	Batch int
+	// Poll serves both directions from one goroutine on its own OS thread
+	// that looks at each port's ring in turn and never sleeps: no wakeup
+	// per frame (the added round-trip time of a user-space gateway on a
+	// machine whose wakeups are slow), for one core kept busy all the
+	// time. Both ports must be hal.Pollers (ring or AF_XDP).
+	Poll   bool
 	Logger *slog.Logger
 }
 
@@ -100,6 +107,10 @@ type Forwarder struct {
 	log   *slog.Logger
 	ports [2]*txPort
 	w     [2]*worker
+	poll  [2]hal.Poller // with Poll: the ports, as Pollers
+	// handling is the ingress port of the batch the polling goroutine
+	// handles (with Poll; that goroutine only): whose panic it is.
+	handling gateway.PortID
 }
 
 // txPort serialises writes to one port.
@@ -137,6 +148,7 @@ type worker struct {
 var (
 	ErrNoPorts   = errors.New("daemon: forwarder needs a north and a south port")
 	ErrNoHandler = errors.New("daemon: forwarder needs a handler")
+	ErrNoPoller  = errors.New("daemon: polling needs ports that can be polled (--io ring or xdp)")
 )
 
 // NewForwarder allocates the buffers of both directions.
@@ -160,6 +172,15 @@ func NewForwarder(cfg ForwarderConfig) (*Forwarder, error) {
 	f := &Forwarder{cfg: cfg, log: cfg.Logger.With("component", "datapath")}
 	f.ports[gateway.North] = &txPort{port: cfg.North}
 	f.ports[gateway.South] = &txPort{port: cfg.South}
+	if cfg.Poll {
+		for i, p := range []hal.Port{cfg.North, cfg.South} {
+			pl, ok := p.(hal.Poller)
+			if !ok {
+				return nil, fmt.Errorf("%w: port %s uses %s", ErrNoPoller, p.Name(), hal.PortIO(p))
+			}
+			f.poll[i] = pl
+		}
+	}
 	for i := range f.w {
 		w := &worker{f: f, in: gateway.PortID(i)}
 		w.bufs = make([][]byte, cfg.Batch)
@@ -200,25 +221,44 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	var panicked atomic.Pointer[PanicError] // the first panic
-	for i, w := range f.w {
-		w.running.Store(true)
-		w.heartbeat.Store(time.Now().UnixNano())
+	// start runs body in a goroutine that serves the workers ws: one
+	// direction, or both when polling.
+	start := func(ws []*worker, body func() error) {
+		for _, w := range ws {
+			w.running.Store(true)
+			w.heartbeat.Store(time.Now().UnixNano())
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer w.running.Store(false)
+			defer func() {
+				for _, w := range ws {
+					w.running.Store(false)
+				}
+			}()
 			defer cancel() // one direction down means the gateway is down
 			defer func() {
 				if v := recover(); v != nil {
+					w := ws[0]
+					if len(ws) > 1 {
+						w = f.w[f.handling]
+					}
 					w.panics.Add(1)
 					pe := &PanicError{Port: w.in, Value: v, Stack: debug.Stack()}
 					panicked.CompareAndSwap(nil, pe)
-					errs[i] = pe
+					errs[w.in] = pe
 					f.log.Error("datapath worker panicked", "port", w.in.String(), "panic", fmt.Sprint(v))
 				}
 			}()
-			errs[i] = w.run(ctx)
+			errs[ws[0].in] = body()
 		}()
+	}
+	if f.cfg.Poll {
+		start(f.w[:], func() error { return f.runPoll(ctx) })
+	} else {
+		for _, w := range f.w {
+			start([]*worker{w}, func() error { return w.run(ctx) })
+		}
 	}
 	<-ctx.Done()
 	// Closing wakes a worker blocked in ReadBatch or WriteBatch.
@@ -322,6 +362,57 @@ func (w *worker) run(ctx context.Context) error {
 		}
 		w.rxBatches.Add(1)
 		w.handleBatch(n)
+	}
+}
+
+// pollEvery is how many rounds of looks the polling goroutine makes
+// between its checks of the context and the heartbeats (a round of two
+// empty looks takes well under a microsecond).
+const pollEvery = 256
+
+// runPoll is the one goroutine of a polling Forwarder: on its own OS
+// thread it looks at the north and the south ring in turn and handles
+// what it finds, as each direction's worker would, and never sleeps.
+// Order within a direction is kept (one reader per port, as always);
+// the two directions no longer run in parallel, which a machine that
+// gives the datapath one core does not lose.
+func (f *Forwarder) runPoll(ctx context.Context) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for round := 0; ; round++ {
+		if round%pollEvery == 0 {
+			if ctx.Err() != nil {
+				return nil
+			}
+			now := time.Now().UnixNano()
+			f.w[gateway.North].heartbeat.Store(now)
+			f.w[gateway.South].heartbeat.Store(now)
+		}
+		for _, w := range f.w {
+			n, err := f.poll[w.in].TryReadBatch(w.bufs, w.sizes, w.meta)
+			if err != nil {
+				if errors.Is(err, hal.ErrClosed) {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				// A transient error (link down): count it and back off a
+				// little, as a direction's worker does.
+				w.rxErr.Add(1)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(errBackoff):
+				}
+				continue
+			}
+			if n > 0 {
+				f.handling = w.in
+				w.rxBatches.Add(1)
+				w.handleBatch(n)
+			}
+		}
 	}
 }
 

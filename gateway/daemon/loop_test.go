@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,10 +43,10 @@ func frameN(i int, size int) []byte {
 	return b
 }
 
-func startForwarder(t *testing.T, h Handler) (*Forwarder, *memPort, *memPort, context.CancelFunc, chan error) {
+func startForwarder(t *testing.T, h Handler, poll bool) (*Forwarder, *memPort, *memPort, context.CancelFunc, chan error) {
 	t.Helper()
 	n, s := newMemPort("north0"), newMemPort("south0")
-	f, err := NewForwarder(ForwarderConfig{North: n, South: s, Handler: h})
+	f, err := NewForwarder(ForwarderConfig{North: n, South: s, Handler: h, Poll: poll})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +65,11 @@ func startForwarder(t *testing.T, h Handler) (*Forwarder, *memPort, *memPort, co
 }
 
 func TestForwarderBothDirectionsInOrder(t *testing.T) {
-	_, n, s, _, _ := startForwarder(t, &passHandler{})
+	forEachMode(t, testForwarderBothDirectionsInOrder)
+}
+
+func testForwarderBothDirectionsInOrder(t *testing.T, poll bool) {
+	_, n, s, _, _ := startForwarder(t, &passHandler{}, poll)
 	const count = 1000
 	for i := 0; i < count; i++ {
 		n.inject(frameN(i, 60+i%1400), hal.FrameMeta{})
@@ -84,8 +90,10 @@ func TestForwarderBothDirectionsInOrder(t *testing.T) {
 	}
 }
 
-func TestForwarderCopiesCraftedFrames(t *testing.T) {
-	_, n, s, _, _ := startForwarder(t, &passHandler{})
+func TestForwarderCopiesCraftedFrames(t *testing.T) { forEachMode(t, testForwarderCopiesCraftedFrames) }
+
+func testForwarderCopiesCraftedFrames(t *testing.T, poll bool) {
+	_, n, s, _, _ := startForwarder(t, &passHandler{}, poll)
 	f := frameN(7, 60)
 	f[0] = 0xee
 	n.inject(f, hal.FrameMeta{})
@@ -98,8 +106,10 @@ func TestForwarderCopiesCraftedFrames(t *testing.T) {
 	}
 }
 
-func TestForwarderDropsTruncated(t *testing.T) {
-	fw, n, s, _, _ := startForwarder(t, &passHandler{})
+func TestForwarderDropsTruncated(t *testing.T) { forEachMode(t, testForwarderDropsTruncated) }
+
+func testForwarderDropsTruncated(t *testing.T, poll bool) {
+	fw, n, s, _, _ := startForwarder(t, &passHandler{}, poll)
 	n.inject(make([]byte, DefaultBufSize), hal.FrameMeta{}) // larger than buffer minus headroom
 	n.inject(frameN(1, 60), hal.FrameMeta{})
 	got := s.waitSent(1, 5*time.Second)
@@ -112,7 +122,11 @@ func TestForwarderDropsTruncated(t *testing.T) {
 }
 
 func TestForwarderCompletesPartialChecksums(t *testing.T) {
-	fw, n, s, _, _ := startForwarder(t, &passHandler{})
+	forEachMode(t, testForwarderCompletesPartialChecksums)
+}
+
+func testForwarderCompletesPartialChecksums(t *testing.T, poll bool) {
+	fw, n, s, _, _ := startForwarder(t, &passHandler{}, poll)
 	cli := capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("192.0.2.1:40000")}
 	srv := capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("192.0.2.2:502")}
 	good := capture.NewTCPFlow(cli, srv).Send(true, []byte{0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 10})
@@ -127,8 +141,10 @@ func TestForwarderCompletesPartialChecksums(t *testing.T) {
 	}
 }
 
-func TestForwarderCleanShutdown(t *testing.T) {
-	fw, n, s, cancel, done := startForwarder(t, &passHandler{})
+func TestForwarderCleanShutdown(t *testing.T) { forEachMode(t, testForwarderCleanShutdown) }
+
+func testForwarderCleanShutdown(t *testing.T, poll bool) {
+	fw, n, s, cancel, done := startForwarder(t, &passHandler{}, poll)
 	deadline := time.Now().Add(2 * time.Second)
 	for !fw.Healthy() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
@@ -155,7 +171,11 @@ func TestForwarderCleanShutdown(t *testing.T) {
 }
 
 func TestForwarderPortFailureStopsBoth(t *testing.T) {
-	_, n, s, _, done := startForwarder(t, &passHandler{})
+	forEachMode(t, testForwarderPortFailureStopsBoth)
+}
+
+func testForwarderPortFailureStopsBoth(t *testing.T, poll bool) {
+	_, n, s, _, done := startForwarder(t, &passHandler{}, poll)
 	n.Close() // the north port goes away underneath the gateway
 	select {
 	case err := <-done:
@@ -171,10 +191,12 @@ func TestForwarderPortFailureStopsBoth(t *testing.T) {
 	}
 }
 
-func TestForwarderStallIsUnhealthy(t *testing.T) {
+func TestForwarderStallIsUnhealthy(t *testing.T) { forEachMode(t, testForwarderStallIsUnhealthy) }
+
+func testForwarderStallIsUnhealthy(t *testing.T, poll bool) {
 	block := make(chan struct{})
 	h := HandlerFunc(func(in gateway.PortID, frame []byte, tx gateway.Tx) { <-block })
-	fw, n, _, _, _ := startForwarder(t, h)
+	fw, n, _, _, _ := startForwarder(t, h, poll)
 	defer close(block)
 	deadline := time.Now().Add(2 * time.Second)
 	for !fw.Healthy() && time.Now().Before(deadline) {
@@ -272,9 +294,11 @@ conduits:
 // TestForwarderWithEngine: the real engine behind the loop forwards an
 // allowed Modbus read byte-identical and answers a denied write with an
 // exception towards the client (north) and a reset towards the server.
-func TestForwarderWithEngine(t *testing.T) {
+func TestForwarderWithEngine(t *testing.T) { forEachMode(t, testForwarderWithEngine) }
+
+func testForwarderWithEngine(t *testing.T, poll bool) {
 	e := modbusEngine(t)
-	_, n, s, _, _ := startForwarder(t, e)
+	_, n, s, _, _ := startForwarder(t, e, poll)
 	cli := capture.Endpoint{MAC: capture.MAC(1), Addr: netip.MustParseAddrPort("192.0.2.1:40000")}
 	srv := capture.Endpoint{MAC: capture.MAC(2), Addr: netip.MustParseAddrPort("192.0.2.2:502")}
 	fl := capture.NewTCPFlow(cli, srv)
@@ -305,5 +329,18 @@ func TestForwarderWithEngine(t *testing.T) {
 		if bytes.Equal(f, write) {
 			t.Errorf("the denied write reached the server")
 		}
+	}
+}
+
+// TestForwarderPollNeedsPollers: a polling Forwarder refuses ports that
+// cannot be polled, naming the port.
+func TestForwarderPollNeedsPollers(t *testing.T) {
+	n, s := newMemPort("north0"), newMemPort("south0")
+	_, err := NewForwarder(ForwarderConfig{North: n, South: plainPort{s}, Handler: &passHandler{}, Poll: true})
+	if !errors.Is(err, ErrNoPoller) || !strings.Contains(err.Error(), "south0") {
+		t.Errorf("NewForwarder(Poll, a port that cannot be polled) = %v, want ErrNoPoller naming south0", err)
+	}
+	if _, err := NewForwarder(ForwarderConfig{North: n, South: plainPort{s}, Handler: &passHandler{}}); err != nil {
+		t.Errorf("NewForwarder without Poll: %v", err)
 	}
 }

@@ -13,14 +13,16 @@ import (
 // TestForwarderRecoversWorkerPanic: a panic in the Handler does not kill
 // the process: Run returns a *PanicError naming the worker, both ports are
 // closed (nothing forwards: fail-closed) and the panic is counted.
-func TestForwarderRecoversWorkerPanic(t *testing.T) {
+func TestForwarderRecoversWorkerPanic(t *testing.T) { forEachMode(t, testForwarderRecoversWorkerPanic) }
+
+func testForwarderRecoversWorkerPanic(t *testing.T, poll bool) {
 	h := HandlerFunc(func(in gateway.PortID, frame []byte, tx gateway.Tx) {
 		if frame[0] == 0xbd {
 			panic("engine bug")
 		}
 		tx.Send(in.Other(), frame)
 	})
-	fw, n, s, _, done := startForwarder(t, h)
+	fw, n, s, _, done := startForwarder(t, h, poll)
 	n.inject(frameN(1, 60), hal.FrameMeta{})
 	if got := s.waitSent(1, 5*time.Second); len(got) != 1 {
 		t.Fatalf("forwarded %d frames before the panic, want 1", len(got))

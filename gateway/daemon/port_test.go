@@ -3,6 +3,7 @@ package daemon
 import (
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/otgw/otgw/hal"
@@ -30,7 +31,7 @@ type memPort struct {
 	txN  atomic.Uint64
 }
 
-var _ hal.Port = (*memPort)(nil)
+var _ hal.Poller = (*memPort)(nil)
 
 func newMemPort(name string) *memPort {
 	return &memPort{name: name, rx: make(chan memFrame, 4096), closed: make(chan struct{}), keep: true}
@@ -49,34 +50,49 @@ func (p *memPort) ReadBatch(bufs [][]byte, sizes []int, meta []hal.FrameMeta) (i
 		defer t.Stop()
 		timer = t.C
 	}
-	n := 0
-	take := func(f memFrame) {
-		sizes[n] = copy(bufs[n], f.b)
-		if meta != nil {
-			meta[n] = f.meta
-			if len(f.b) > len(bufs[n])-hal.VLANHeadroom {
-				meta[n].Truncated = true
-			}
-		}
-		n++
-	}
 	select {
 	case <-p.closed:
 		return 0, hal.ErrClosed
 	case <-timer:
 		return 0, hal.ErrTimeout
 	case f := <-p.rx:
-		take(f)
+		take(0, f, bufs, sizes, meta)
 	}
+	return p.more(1, bufs, sizes, meta), nil
+}
+
+// TryReadBatch implements hal.Poller: what is queued, without waiting.
+func (p *memPort) TryReadBatch(bufs [][]byte, sizes []int, meta []hal.FrameMeta) (int, error) {
+	if p.isClosed() {
+		return 0, hal.ErrClosed
+	}
+	return p.more(0, bufs, sizes, meta), nil
+}
+
+// more takes queued frames into bufs[n:] without waiting and returns the
+// number of frames in bufs.
+func (p *memPort) more(n int, bufs [][]byte, sizes []int, meta []hal.FrameMeta) int {
 	for n < len(bufs) {
 		select {
 		case f := <-p.rx:
-			take(f)
+			take(n, f, bufs, sizes, meta)
+			n++
 		default:
-			return n, nil
+			return n
 		}
 	}
-	return n, nil
+	return n
+}
+
+// take copies f into bufs[n], as a port reads a frame.
+func take(n int, f memFrame, bufs [][]byte, sizes []int, meta []hal.FrameMeta) {
+	sizes[n] = copy(bufs[n], f.b)
+	if meta != nil {
+		meta[n] = f.meta
+		if len(f.b) > len(bufs[n])-hal.VLANHeadroom {
+			meta[n].Truncated = true
+		}
+	}
 }
 
 func (p *memPort) WriteBatch(frames [][]byte) (int, error) {
@@ -134,4 +150,15 @@ func (p *memPort) waitSent(n int, d time.Duration) [][]byte {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// plainPort hides a memPort's TryReadBatch: a port that cannot be polled
+// (as the recvmmsg port).
+type plainPort struct{ hal.Port }
+
+// forEachMode runs f for the blocking Forwarder (a goroutine per
+// direction) and the polling one (ForwarderConfig.Poll).
+func forEachMode(t *testing.T, f func(t *testing.T, poll bool)) {
+	t.Run("blocking", func(t *testing.T) { f(t, false) })
+	t.Run("poll", func(t *testing.T) { f(t, true) })
 }

@@ -32,10 +32,13 @@ type Status struct {
 	Healthy  bool      `json:"healthy"`
 	// DatapathRestarts counts restarts after a worker panic or stall;
 	// engine counters start afresh at each (a counter reset to Prometheus).
-	DatapathRestarts uint64       `json:"datapath_restarts"`
-	Policy           PolicyStatus `json:"policy"`
-	Ports            []PortStatus `json:"ports"`
-	Flows            FlowStatus   `json:"flows"`
+	DatapathRestarts uint64 `json:"datapath_restarts"`
+	// Polling: the datapath busy-polls both ports from one thread
+	// (--poll), so one core is busy all the time by design.
+	Polling bool         `json:"polling"`
+	Policy  PolicyStatus `json:"policy"`
+	Ports   []PortStatus `json:"ports"`
+	Flows   FlowStatus   `json:"flows"`
 	// RecentFlows are the flows seen last (at most RecentFlowsShown); GET
 	// /flows lists the table.
 	RecentFlows []gateway.FlowInfo `json:"recent_flows"`
@@ -298,7 +301,7 @@ func (d *Daemon) Status() Status {
 	c := dp.engine.Counters()
 	s := Status{
 		Version: d.cfg.Version, Board: d.profile.Name, FailMode: string(failMode(d.profile)),
-		Started: d.started, Uptime: time.Since(d.started).Seconds(), Healthy: dp.fwd.Healthy(), DatapathRestarts: d.restarts.Load(),
+		Started: d.started, Uptime: time.Since(d.started).Seconds(), Healthy: dp.fwd.Healthy(), DatapathRestarts: d.restarts.Load(), Polling: d.cfg.Poll,
 		Policy: PolicyStatus{File: d.cfg.PolicyPath, Name: rs.Name(), Generation: rs.Generation(),
 			Hash: rs.Hash(), Conduits: rs.NumConduits()},
 		Flows: FlowStatus{Active: c.FlowsActive, Established: c.FlowsEstablished, Created: c.FlowsCreated,

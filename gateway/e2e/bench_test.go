@@ -354,6 +354,7 @@ type benchVariant struct {
 	// with its socket filter on the ring or mmsg ports).
 	tc   bool
 	busy bool // --busy-poll (AF_XDP, with /spin=)
+	poll bool // --poll (one thread busy-polls both ports)
 }
 
 func (v benchVariant) String() string {
@@ -376,11 +377,14 @@ func (v benchVariant) String() string {
 	if v.busy {
 		s += " --busy-poll"
 	}
+	if v.poll {
+		s += " --poll"
+	}
 	return s
 }
 
 // benchVariants parses OTGW_BENCH_IO, a comma-separated list of
-// MODE[/spin=DURATION][/xdp][/native][/generic][/tc][/busy] (default
+// MODE[/spin=DURATION][/xdp][/native][/generic][/tc][/busy][/poll] (default
 // "ring,mmsg").
 func benchVariants(t *testing.T) []benchVariant {
 	spec := os.Getenv("OTGW_BENCH_IO")
@@ -407,8 +411,10 @@ func benchVariants(t *testing.T) []benchVariant {
 				v.xdp, v.tc = true, true
 			} else if opt == "busy" {
 				v.busy = true
+			} else if opt == "poll" {
+				v.poll = true
 			} else {
-				t.Fatalf("OTGW_BENCH_IO %q: want MODE[/spin=DURATION][/xdp][/native][/generic][/tc][/busy]", f)
+				t.Fatalf("OTGW_BENCH_IO %q: want MODE[/spin=DURATION][/xdp][/native][/generic][/tc][/busy][/poll]", f)
 			}
 		}
 		vs = append(vs, v)
@@ -447,6 +453,9 @@ func (v benchVariant) args() []string {
 	}
 	if v.busy {
 		args = append(args, "--busy-poll")
+	}
+	if v.poll {
+		args = append(args, "--poll")
 	}
 	if v.spin != "" {
 		args = append(args, "--spin-read", v.spin)
