@@ -70,6 +70,8 @@ func TestExitCodes(t *testing.T) {
 		tc{"unknown command", []string{"frobnicate"}, exitUsage},
 		tc{"board list -h (flag after the verb)", []string{"board", "list", "-h"}, exitOK},
 		tc{"run without --policy", []string{"run"}, exitUsage},
+		tc{"run --poll with --spin-read", []string{"run", "--policy", filepath.Join(scen, "policy.yaml"), "--poll", "--spin-read", "50us"}, exitUsage},
+		tc{"run --poll with --io mmsg", []string{"run", "--policy", filepath.Join(scen, "policy.yaml"), "--poll", "--io", "mmsg"}, exitUsage},
 		tc{"check an invalid policy", []string{"check", bad}, exitRuntime},
 		tc{"check a missing file", []string{"check", filepath.Join(dir, "none.yaml")}, exitRuntime},
 		tc{"replay a missing capture", []string{"replay", "--policy", filepath.Join(scen, "policy.yaml"), filepath.Join(dir, "none.pcap")}, exitRuntime},

@@ -81,7 +81,7 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	fs.StringVar(&cpuProf, "cpuprofile", "", "debug: write a Go CPU profile of the whole run to this file")
 	fs.StringVar(&cfg.XDPAttach, "xdp-attach", "", "debug: with --xdp on or auto, attach only native (driver mode, even on veth: the peers need GRO on and transmit checksumming off), generic, or tc (a tcx ingress program plus a socket filter on the ports' packet sockets; Linux 6.6; not with --io xdp or auto); default: native (not on veth), then tc (packet sockets), then generic (--xdp on only). With --io xdp and no bypass, generic attaches the ports' own programs in generic mode")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: otgw run --policy P [--board NAME] [--ports north,south] [--syslog URL]... [--events FILE] [--status ADDR] [--capture-denied DIR] [--io ring|mmsg|xdp|auto] [--xdp auto|on|off]")
+		fmt.Fprintln(stderr, "usage: otgw run --policy P [--board NAME] [--ports north,south] [--syslog URL]... [--events FILE] [--status ADDR] [--capture-denied DIR] [--io ring|mmsg|xdp|auto] [--poll] [--xdp auto|on|off]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
