@@ -88,8 +88,8 @@ demo: ## live gateway between namespaces with a real PLC and HMI (root; offline 
 # Gateway columns of bench-datapath: MODE[/spin=DURATION][/xdp][/native][/generic][/tc][/busy][/poll], comma-separated
 # (MODE: ring, mmsg, xdp = AF_XDP ports; /xdp adds the flow bypass as --xdp on attaches it: the tc program with
 # ring/mmsg on veth, generic XDP with AF_XDP; /tc forces the tc program, /generic generic XDP, /native native XDP). /poll adds --poll (one thread busy-polls both ports).
-BENCH_IO ?= ring,xdp,mmsg,ring/xdp
-bench-datapath: ## gateway (BENCH_IO: ring, AF_XDP, mmsg, ring with the flow bypass) vs kernel bridge on one veth topology: small packets, TCP, Modbus RTT, RSS with 10k flows (root, < 3 min)
+BENCH_IO ?= ring,xdp,mmsg,ring/xdp,ring/poll
+bench-datapath: ## gateway (BENCH_IO: ring, AF_XDP, mmsg, ring with the flow bypass, ring polled) vs kernel bridge on one veth topology: small packets, TCP, Modbus RTT, RSS with 10k flows (root, < 3 min)
 	@mkdir -p dist
 	set -o pipefail; OTGW_BENCH_DATAPATH=1 OTGW_BENCH_IO=$(BENCH_IO) OTGW_BENCH_OUT=$(CURDIR)/dist/bench-datapath.md \
 	  $(GO) test -count=1 -timeout 5m -run '^TestDatapathBench$$' -v ./gateway/e2e | grep -v 'level='
