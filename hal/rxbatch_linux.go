@@ -26,34 +26,28 @@ type rxBatch struct {
 // one rc.Read, which fills r.rn of them, and counts the call.
 func (r *rxBatch) readBatch(rc syscall.RawConn, c *portCounters, closed *atomic.Bool,
 	bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {
-	n, err := batchLen(bufs, sizes, meta)
-	if n == 0 || err != nil {
-		return 0, err
-	}
-	r.rbufs, r.rsizes, r.rmeta, r.rvlen, r.rn = bufs, sizes, meta, n, 0
-	err = rc.Read(r.readFn)
-	r.rbufs, r.rsizes, r.rmeta = nil, nil, nil // do not retain the caller's buffers
-	if err != nil {
-		return 0, readErr(err, closed)
-	}
-	c.rcalls.Add(1)
-	c.rxFrames.Add(uint64(r.rn))
-	return r.rn, nil
+	return r.read(rc, r.readFn, c, closed, bufs, sizes, meta)
 }
 
 // tryReadBatch is TryReadBatch for a ring port: one look at the ring
-// inside rc.Read (which holds the descriptor, so Close waits for the look
-// before it unmaps the ring), never parking. Only a look that found
-// frames counts as a read call.
+// (tryFn) inside rc.Read, which holds the descriptor, so Close waits for
+// the look before it unmaps the ring; never parks.
 func (r *rxBatch) tryReadBatch(rc syscall.RawConn, c *portCounters, closed *atomic.Bool,
+	bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {
+	return r.read(rc, r.tryFn, c, closed, bufs, sizes, meta)
+}
+
+// read lends bufs to fn for one rc.Read, which fills r.rn of them. Only a
+// call that returned frames counts as a read call.
+func (r *rxBatch) read(rc syscall.RawConn, fn func(uintptr) bool, c *portCounters, closed *atomic.Bool,
 	bufs [][]byte, sizes []int, meta []FrameMeta) (int, error) {
 	n, err := batchLen(bufs, sizes, meta)
 	if n == 0 || err != nil {
 		return 0, err
 	}
 	r.rbufs, r.rsizes, r.rmeta, r.rvlen, r.rn = bufs, sizes, meta, n, 0
-	err = rc.Read(r.tryFn)
-	r.rbufs, r.rsizes, r.rmeta = nil, nil, nil
+	err = rc.Read(fn)
+	r.rbufs, r.rsizes, r.rmeta = nil, nil, nil // do not retain the caller's buffers
 	if err != nil {
 		return 0, readErr(err, closed)
 	}

@@ -342,22 +342,11 @@ func (w *worker) run(ctx context.Context) error {
 		}
 		n, err := in.ReadBatch(w.bufs, w.sizes, w.meta)
 		if err != nil {
-			switch {
-			case errors.Is(err, hal.ErrTimeout):
+			if errors.Is(err, hal.ErrTimeout) {
 				continue
-			case errors.Is(err, hal.ErrClosed):
-				if ctx.Err() != nil {
-					return nil
-				}
-				return err
 			}
-			// A transient error (link down: ENETDOWN): count, back off a
-			// little so a dead link does not spin a core, and retry.
-			w.rxErr.Add(1)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(errBackoff):
+			if stop, err := w.readError(ctx, err); stop {
+				return err
 			}
 			continue
 		}
@@ -405,19 +394,8 @@ func (f *Forwarder) runPoll(ctx context.Context) error {
 		for _, w := range f.w {
 			n, err := f.poll[w.in].TryReadBatch(w.bufs, w.sizes, w.meta)
 			if err != nil {
-				if errors.Is(err, hal.ErrClosed) {
-					if ctx.Err() != nil {
-						return nil
-					}
+				if stop, err := w.readError(ctx, err); stop {
 					return err
-				}
-				// A transient error (link down): count it and back off a
-				// little, as a direction's worker does.
-				w.rxErr.Add(1)
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(errBackoff):
 				}
 				continue
 			}
@@ -429,6 +407,27 @@ func (f *Forwarder) runPoll(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// readError handles a failed read of w's port. A closed port ends the
+// datapath (nil on a clean stop, when ctx is done); any other error is
+// transient (a link that is down answers ENETDOWN at once): counted, and
+// followed by a little back-off so that a dead link does not spin a core.
+// It reports whether the caller must return, and with what.
+func (w *worker) readError(ctx context.Context, err error) (bool, error) {
+	if errors.Is(err, hal.ErrClosed) {
+		if ctx.Err() != nil {
+			return true, nil
+		}
+		return true, err
+	}
+	w.rxErr.Add(1)
+	select {
+	case <-ctx.Done():
+		return true, nil
+	case <-time.After(errBackoff):
+	}
+	return false, nil
 }
 
 // handleBatch hands the n frames just read to the Handler and writes what
