@@ -118,7 +118,8 @@ type Poller interface {
 	Port
 	// TryReadBatch is ReadBatch without the wait: it returns at once,
 	// with 0 frames when none is ready. It never spins (SpinRead does not
-	// apply) and ignores no deadline: past one it returns ErrTimeout.
+	// apply; with BusyPoll an AF_XDP look makes one recvfrom call) and
+	// honours a deadline: past one it returns ErrTimeout.
 	TryReadBatch(bufs [][]byte, sizes []int, meta []FrameMeta) (n int, err error)
 }
 

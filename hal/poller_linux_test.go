@@ -3,6 +3,7 @@ package hal_test
 import (
 	"bytes"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -87,4 +88,59 @@ func TestTryReadBatch(t *testing.T) {
 			t.Errorf("the recvmmsg port is a Poller; a busy-polling datapath would read it with a system call per look")
 		}
 	})
+}
+
+// TestTryReadBatchClose: Close while another goroutine polls a port that
+// is receiving (the ring is unmapped in Close, and a look in progress
+// holds the descriptor, so Close waits for it): no crash, the poller sees
+// ErrClosed.
+func TestTryReadBatchClose(t *testing.T) {
+	for _, mode := range []hal.IOMode{hal.IORing, hal.IOXDP} {
+		t.Run(string(mode), func(t *testing.T) {
+			pr := newPairOpts(t, hal.PortOptions{IO: mode})
+			pl := pr.p.(hal.Poller)
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() { // the peer keeps sending
+				for i := uint32(0); ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					_, _ = pr.q.WriteBatch([][]byte{frame(100, i)})
+				}
+			}()
+			errc := make(chan error, 1)
+			var frames atomic.Int64
+			go func() {
+				bs, sizes := bufs(hal.MaxBatch, 2048), make([]int, hal.MaxBatch)
+				for {
+					n, err := pl.TryReadBatch(bs, sizes, nil)
+					if err != nil {
+						errc <- err
+						return
+					}
+					frames.Add(int64(n))
+				}
+			}()
+			for deadline := time.Now().Add(5 * time.Second); frames.Load() < 100 && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+			if err := pr.p.Close(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-errc:
+				if !errors.Is(err, hal.ErrClosed) {
+					t.Errorf("TryReadBatch after Close = %v, want ErrClosed", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the poller did not see Close")
+			}
+			if frames.Load() < 100 {
+				t.Errorf("only %d frames polled before Close, want >= 100 (the close was to happen while frames flowed)", frames.Load())
+			}
+		})
+	}
 }

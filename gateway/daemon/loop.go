@@ -18,7 +18,8 @@ import (
 
 // Handler judges one frame and sends what may cross through tx; the
 // gateway.Engine is the Handler of a live gateway. Handle is called by
-// two goroutines at once (one per ingress port).
+// two goroutines at once (one per ingress port), or by one that serves
+// both (ForwarderConfig.Poll).
 type Handler interface {
 	Handle(in gateway.PortID, frame []byte, tx gateway.Tx)
 }
@@ -64,7 +65,7 @@ type ForwarderConfig struct {
 // ForwarderStats are the Forwarder's own counters, by ingress port for
 // Rx* and by egress port for Tx*.
 type ForwarderStats struct {
-	RxBatches     [2]uint64 // ReadBatch calls that returned frames
+	RxBatches     [2]uint64 // reads (ReadBatch, or TryReadBatch with Poll) that returned frames
 	RxTruncated   [2]uint64 // frames larger than the buffer: dropped
 	RxCsumFixed   [2]uint64 // partial checksums completed (hal.FrameMeta.ChecksumNotReady)
 	RxErrors      [2]uint64 // ReadBatch errors other than timeouts
@@ -100,7 +101,9 @@ func (e *PanicError) Error() string {
 // reused before the batch is written; other frames (crafted RSTs and
 // replies from the engine's pool) are copied, as gateway.Tx requires.
 //
-// Concurrency: each port's ReadBatch is called only by its own worker.
+// Concurrency: each port's ReadBatch is called only by its own worker
+// (with Poll, both workers run on the one polling goroutine, which then
+// also waits for a full TX ring to drain: both directions wait with it).
 // WriteBatch of a port is called by both workers (forwarded frames by one,
 // crafted replies by the other) under that port's write mutex.
 type Forwarder struct {
@@ -360,13 +363,21 @@ func (w *worker) run(ctx context.Context) error {
 // empty looks takes well under a microsecond).
 const pollEvery = 256
 
-// pollYieldAfter is how many empty rounds in a row the polling thread
-// makes before it offers its CPU to another runnable thread
-// (sched_yield, which returns at once when there is none). Without it a
-// peer process or a kernel thread woken on the polling thread's CPU waits
-// for the end of its time slice: measured, a Modbus RTT p99 of 3.2-3.5 ms
-// instead of about 0.3 ms (BENCHMARKS.md).
-const pollYieldAfter = 32
+// The polling thread offers its CPU (sched_yield, which returns at once
+// when nothing else is runnable there) after pollYieldAfter empty rounds
+// in a row, at most once per pollYieldEvery. Without a yield, a peer
+// process or kernel thread woken on the polling thread's CPU waits for
+// the end of its time slice: measured, a Modbus RTT p99 of +3.1 to +3.4 ms
+// over the kernel bridge. Yielding after every 32 empty rounds (a few
+// microseconds) starved the thread instead on a loaded machine: each
+// yield while another thread is runnable moves its EEVDF deadline a slice
+// later, and beside one busy loop it got 8-18 % of a core. At most once
+// per 100 us it got 43-52 % beside two, and the p99 stayed within the
+// goal (BENCHMARKS.md, "A polling datapath").
+const (
+	pollYieldAfter = 32
+	pollYieldEvery = 100 * time.Microsecond
+)
 
 // runPoll is the one goroutine of a polling Forwarder: on its own OS
 // thread it looks at the north and the south ring in turn and handles
@@ -377,36 +388,51 @@ const pollYieldAfter = 32
 func (f *Forwarder) runPoll(ctx context.Context) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	for _, p := range f.poll {
+		_ = p.SetReadDeadline(time.Time{}) // a look never waits; a deadline would only fail it
+	}
 	idle := 0
+	var lastYield int64
 	for round := 0; ; round++ {
 		if idle++; idle == pollYieldAfter {
 			idle = 0
-			_, _, _ = unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+			if now := time.Now().UnixNano(); now-lastYield >= int64(pollYieldEvery) {
+				lastYield = now
+				_, _, _ = unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+			}
 		}
 		if round%pollEvery == 0 {
 			if ctx.Err() != nil {
 				return nil
 			}
-			now := time.Now().UnixNano()
-			f.w[gateway.North].heartbeat.Store(now)
-			f.w[gateway.South].heartbeat.Store(now)
+			f.beat()
 		}
 		for _, w := range f.w {
+			f.handling = w.in // a panic in the look or the handling is this direction's
 			n, err := f.poll[w.in].TryReadBatch(w.bufs, w.sizes, w.meta)
 			if err != nil {
 				if stop, err := w.readError(ctx, err); stop {
 					return err
 				}
+				// The back-off took a while (the other port waited too):
+				// still alive.
+				f.beat()
 				continue
 			}
 			if n > 0 {
 				idle = 0
-				f.handling = w.in
 				w.rxBatches.Add(1)
 				w.handleBatch(n)
 			}
 		}
 	}
+}
+
+// beat moves both workers' heartbeats to now (the polling goroutine).
+func (f *Forwarder) beat() {
+	now := time.Now().UnixNano()
+	f.w[gateway.North].heartbeat.Store(now)
+	f.w[gateway.South].heartbeat.Store(now)
 }
 
 // readError handles a failed read of w's port. A closed port ends the

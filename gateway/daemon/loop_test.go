@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -342,5 +343,55 @@ func TestForwarderPollNeedsPollers(t *testing.T) {
 	}
 	if _, err := NewForwarder(ForwarderConfig{North: n, South: plainPort{s}, Handler: &passHandler{}}); err != nil {
 		t.Errorf("NewForwarder without Poll: %v", err)
+	}
+}
+
+// downPort is a memPort whose link is down: every read fails at once
+// with ENETDOWN, as a ring port's does.
+type downPort struct{ *memPort }
+
+func (p downPort) ReadBatch([][]byte, []int, []hal.FrameMeta) (int, error) {
+	if p.isClosed() {
+		return 0, hal.ErrClosed
+	}
+	return 0, syscall.ENETDOWN
+}
+
+func (p downPort) TryReadBatch(b [][]byte, s []int, m []hal.FrameMeta) (int, error) {
+	return p.ReadBatch(b, s, m)
+}
+
+// TestForwarderLinkDownStaysHealthy: a port whose link is down fails
+// every read; the Forwarder counts the errors, backs off, keeps
+// forwarding the other direction and stays healthy past StallAfter (a
+// dead link is not a hung datapath: the watchdog keeps being fed).
+func TestForwarderLinkDownStaysHealthy(t *testing.T) {
+	forEachMode(t, testForwarderLinkDownStaysHealthy)
+}
+
+func testForwarderLinkDownStaysHealthy(t *testing.T, poll bool) {
+	n, s := newMemPort("north0"), newMemPort("south0")
+	f, err := NewForwarder(ForwarderConfig{North: downPort{n}, South: s, Handler: &passHandler{}, Poll: poll})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(5 * time.Second); !f.Healthy() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	for end := time.Now().Add(StallAfter + time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if !f.Healthy() {
+			t.Fatalf("Healthy() = false with the north link down (read errors so far: %d)", f.Stats().RxErrors[gateway.North])
+		}
+	}
+	s.inject(frameN(1, 60), hal.FrameMeta{})
+	if got := n.waitSent(1, 5*time.Second); len(got) != 1 {
+		t.Errorf("south->north: %d frames forwarded with the north link down for reading, want 1", len(got))
+	}
+	if e := f.Stats().RxErrors[gateway.North]; e == 0 {
+		t.Error("no read error counted on the north port")
 	}
 }

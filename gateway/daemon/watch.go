@@ -54,7 +54,8 @@ type Watcher struct {
 	mu       sync.Mutex // serialises reloads; guards lastHash
 	lastHash string
 
-	watching chan struct{} // closed once Run watches the file and SIGHUP
+	watching     chan struct{} // closed once Run watches the file and SIGHUP
+	watchingOnce sync.Once
 }
 
 // NewWatcher loads and compiles the policy once; it fails if that fails
@@ -164,7 +165,7 @@ func (w *Watcher) Reload() error {
 // Run watches the policy file's directory (so editors that write a temp
 // file and rename it over the policy, or delete and recreate it, are seen),
 // debounces bursts of events, and reloads. With SIGHUP set it also reloads
-// on SIGHUP. It returns when ctx is done. Call it once per Watcher.
+// on SIGHUP. It returns when ctx is done.
 func (w *Watcher) Run(ctx context.Context) error {
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -187,7 +188,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 	}
-	close(w.watching)
+	w.watchingOnce.Do(func() { close(w.watching) })
 	w.log.Info("runWatch started", "file", abs)
 	defer w.log.Info("runWatch stopped", "file", abs)
 	timer := time.NewTimer(time.Hour)

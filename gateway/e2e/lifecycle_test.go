@@ -39,7 +39,7 @@ func tryRead(l *netns.Line, timeout time.Duration) error {
 
 // TestKillFailClosed: SIGKILL of the gateway process stops all
 // forwarding (no kernel bridge, nothing crosses), and a restart forwards
-// again within a second.
+// again (within 5 s; the time is logged).
 func TestKillFailClosed(t *testing.T) {
 	testenv.NeedRoot(t)
 	l := netns.NewLine(t)

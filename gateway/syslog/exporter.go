@@ -514,12 +514,13 @@ func (d *dest) setUp(up bool, err error) {
 	}
 	var te *tlsError
 	isTLS := !up && errors.As(err, &te)
-	// One event per change of state, and one more when a destination
-	// already down starts failing on TLS (or stops): a receiver that
-	// rejects our certificate only after a TLS 1.3 handshake completed
-	// first looks like a dropped connection, and the operator must still
-	// learn that it is the certificate.
-	if d.up.Swap(up) == up && (up || isTLS == d.tlsDown) {
+	// One event per change between up and down, and one more when a
+	// destination already down starts failing on TLS: a receiver that
+	// rejects our certificate after a TLS 1.3 handshake may first look
+	// like a dropped connection, and the operator must still learn that
+	// it is the certificate. tls_fail then holds until the destination
+	// is up again (attempts that fail either way do not flap).
+	if d.up.Swap(up) == up && (up || !isTLS || d.tlsDown) {
 		return
 	}
 	d.tlsDown = isTLS

@@ -80,7 +80,14 @@ func (c *conn) isDead() error {
 	}
 	select {
 	case <-c.dead:
-		return fmt.Errorf("%w: %v", ErrPeerClosed, c.deadErr)
+		err := fmt.Errorf("%w: %w", ErrPeerClosed, c.deadErr)
+		// A TLS alert from the receiver after the handshake (TLS 1.3: it
+		// rejected our certificate later than ConfirmWait) is a TLS
+		// failure, however late it came.
+		if oe, ok := errors.AsType[*net.OpError](c.deadErr); ok && oe.Op == "remote error" {
+			return &tlsError{err}
+		}
+		return err
 	default:
 		return nil
 	}
