@@ -75,7 +75,7 @@ func runGateway(args []string, _, stderr io.Writer) int {
 	fs.Float64Var(&cfg.TransactionRate, "transaction-rate", txlog.DefaultRate, "records per second (on average) of the transaction log of conduits with log: transactions; the excess is counted, not logged")
 	fs.DurationVar(&cfg.SpinRead, "spin-read", 0, "ring and xdp: poll an empty ring this long before sleeping (costs that much CPU after every burst; made latency worse on 2 cores, see BENCHMARKS.md)")
 	fs.BoolVar(&cfg.BusyPoll, "busy-poll", false, "xdp only: busy-poll the driver's receive while spinning (--spin-read) or polling (--poll; SO_PREFER_BUSY_POLL, SO_BUSY_POLL): for NICs in native XDP mode, nothing to poll on veth")
-	fs.BoolVar(&cfg.Poll, "poll", false, "ring and xdp: busy-poll both ports from one thread that never sleeps: less added round-trip time (p50; the p99 measured no better), for one core busy all the time and less throughput in a flood (for boards with a core to give the datapath; needs 2 CPUs; where the ring cannot be set up and the default I/O falls back to mmsg, the gateway stops; see BENCHMARKS.md)")
+	fs.BoolVar(&cfg.Poll, "poll", false, "ring and xdp: busy-poll both ports from one thread that never sleeps: less added round-trip time, for one core busy all the time and less throughput in a flood (for boards with a core to give the datapath; needs 2 CPUs; where the ring cannot be set up and the default I/O falls back to mmsg, the gateway stops; see BENCHMARKS.md)")
 	// Hidden (not in the usage line): for profiling the datapath, see
 	// BENCHMARKS.md "datapath" (OTGW_BENCH_PROFILE in gateway/e2e).
 	fs.StringVar(&cpuProf, "cpuprofile", "", "debug: write a Go CPU profile of the whole run to this file")
