@@ -203,3 +203,26 @@ func TestCompletionAndManPageListEveryCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestRunPollNeedsTwoCPUs: on one CPU (taskset: the process's affinity is
+// what the Go runtime counts), `otgw run --poll` refuses to start, says
+// why, and exits with the usage code.
+func TestRunPollNeedsTwoCPUs(t *testing.T) {
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		t.Fatalf("taskset (util-linux, Essential in Debian) not found: %v", err)
+	}
+	pol, err := filepath.Abs(filepath.Join("..", "..", "simulate", "scenarios", "m07-unauthorized-write", "policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(taskset, "-c", "0", os.Args[0], "run", "--policy", pol, "--poll")
+	cmd.Env = append(os.Environ(), "OTGW_TEST_MAIN=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != exitUsage || !strings.Contains(stderr.String(), "--poll needs 2 CPUs or more, this machine has 1") {
+		t.Errorf("otgw run --poll on one CPU: %v, stderr %q; want exit %d and the reason", err, stderr.String(), exitUsage)
+	}
+}
