@@ -208,10 +208,7 @@ func TestCompletionAndManPageListEveryCommand(t *testing.T) {
 // what the Go runtime counts), `otgw run --poll` refuses to start, says
 // why, and exits with the usage code.
 func TestRunPollNeedsTwoCPUs(t *testing.T) {
-	taskset, err := exec.LookPath("taskset")
-	if err != nil {
-		t.Fatalf("taskset (util-linux, Essential in Debian) not found: %v", err)
-	}
+	taskset := testenv.NeedCmd(t, "taskset") // util-linux (Essential in Debian)
 	pol, err := filepath.Abs(filepath.Join("..", "..", "simulate", "scenarios", "m07-unauthorized-write", "policy.yaml"))
 	if err != nil {
 		t.Fatal(err)
