@@ -133,7 +133,7 @@ func assertWriteDenied(t *testing.T, l *netns.Line) {
 	})
 	var me *modbus.ModbusError
 	if !errors.As(err, &me) || me.FunctionCode != 0x86 {
-		t.Errorf("write after the restart: got %v, want a Modbus exception (the policy enforced again)", err)
+		t.Errorf("write of holding 5: got %v, want the gateway's Modbus exception, fc 0x86 (the policy enforced)", err)
 	}
 	if got := readHolding(t, l, 5, 1); got[0] != 1005 {
 		t.Errorf("holding 5 after the denied write: got %d, want 1005 (unchanged)", got[0])
