@@ -33,15 +33,17 @@ func TestPollDatapath(t *testing.T) {
 			}
 			assertWriteDenied(t, l)
 			// Polling, not just configured to: with no traffic, the
-			// gateway still takes CPU (about a core on a quiet machine;
-			// a fifth is asked for, for a loaded one), where a
-			// blocking one sleeps (3-5 % of a core with 500 polls/s).
+			// gateway still takes CPU, where a blocking one sleeps (well
+			// under 1 % of a core idle; 3-6 % at 500 polls/s). About a
+			// core on a quiet machine; 16-18 % was measured while the
+			// whole suite ran in parallel beside two busy loops, so 5 %
+			// is asked for.
 			before, start := procCPU(t, g.cmd.Process.Pid), time.Now()
 			time.Sleep(2 * time.Second)
 			share := float64(procCPU(t, g.cmd.Process.Pid)-before) / float64(time.Since(start))
 			t.Logf("idle polling gateway: %.0f%% of a core", 100*share)
-			if share < 0.2 {
-				t.Errorf("idle polling gateway used %.0f%% of a core, want >= 20%% (does it poll?)", 100*share)
+			if share < 0.05 {
+				t.Errorf("idle polling gateway used %.0f%% of a core, want >= 5%% (does it poll?)", 100*share)
 			}
 			st := g.statusJSON()
 			if st["polling"] != true || st["healthy"] != true {
