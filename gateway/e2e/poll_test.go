@@ -33,8 +33,8 @@ func TestPollDatapath(t *testing.T) {
 			}
 			assertWriteDenied(t, l)
 			// Polling, not just configured to: with no traffic, the
-			// gateway still takes CPU, where a blocking one sleeps (well
-			// under 1 % of a core idle; 3-6 % at 500 polls/s). About a
+			// gateway still takes CPU, where a blocking one sleeps (it
+			// takes 3-6 % of a core even at 500 polls/s). About a
 			// core on a quiet machine; 16-18 % was measured while the
 			// whole suite ran in parallel beside two busy loops, so 5 %
 			// is asked for.
